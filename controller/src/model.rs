@@ -1,0 +1,350 @@
+//! The domain's records, enums and id newtypes, shared by the store, the API and the scheduler.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A JSON object, as the seed's `tags`, `variables`, `extra_vars` and `host_vars` hold.
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// A string that does not name a variant of one of the domain's enums.
+#[derive(Debug, Error)]
+#[error("unknown {kind} '{value}'; expected one of: {expected}")]
+pub struct UnknownVariant {
+    pub kind: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// Declares an enum stored as a lower-case string (a MySQL ENUM, a CHECKed TEXT in SQLite).
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident, $kind:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownVariant {
+                        kind: $kind,
+                        value: s.to_owned(),
+                        expected: concat!($($text, " "),+),
+                    }),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownVariant;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What a user may do: viewers read, operators also run jobs and work tickets, admins
+    /// also manage users, servers, playbooks and agents.
+    Role, "role", { Admin => "admin", Operator => "operator", Viewer => "viewer" }
+);
+
+string_enum!(
+    /// Where a job is in its life. Moves only forward: pending → running → a final state,
+    /// or pending → cancelled.
+    JobStatus, "job status", {
+        Pending => "pending",
+        Running => "running",
+        Success => "success",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+string_enum!(
+    TicketStatus, "ticket status", {
+        Open => "open",
+        InProgress => "in_progress",
+        Resolved => "resolved",
+        Closed => "closed",
+    }
+);
+
+string_enum!(
+    TicketPriority, "ticket priority", {
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+        Critical => "critical",
+    }
+);
+
+impl JobStatus {
+    /// A final status never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Success | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl Role {
+    /// Whether this role includes everything `other` may do.
+    pub fn at_least(self, other: Role) -> bool {
+        fn rank(r: Role) -> u8 {
+            match r {
+                Role::Viewer => 0,
+                Role::Operator => 1,
+                Role::Admin => 2,
+            }
+        }
+        rank(self) >= rank(other)
+    }
+}
+
+impl TicketPriority {
+    /// The priority of a ticket opened for a failure in the given server environment.
+    pub fn for_environment(environment: Option<&str>) -> TicketPriority {
+        match environment.map(str::to_ascii_lowercase).as_deref() {
+            Some("production" | "prod") => TicketPriority::High,
+            Some("staging" | "stage") => TicketPriority::Medium,
+            _ => TicketPriority::Low,
+        }
+    }
+}
+
+/// Declares an integer primary-key newtype.
+macro_rules! id_type {
+    ($($(#[$meta:meta])* $name:ident($inner:ty);)+) => {$(
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )+};
+}
+
+id_type! {
+    UserId(i32);
+    ServerId(i32);
+    PlaybookId(i32);
+    /// The job's row id (`jobs.id`); the public handle is its uuid (`jobs.job_id`).
+    JobId(i32);
+    TicketId(i32);
+    AgentId(i32);
+    AuditId(i64);
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub email: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_login: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Server {
+    pub id: ServerId,
+    pub hostname: String,
+    pub ip_address: String,
+    pub os_type: String,
+    pub os_version: Option<String>,
+    pub ssh_port: i32,
+    pub ssh_user: String,
+    pub ssh_key_path: Option<String>,
+    pub tags: Option<sqlx::types::Json<JsonObject>>,
+    pub environment: Option<String>,
+    pub description: Option<String>,
+    pub is_active: bool,
+    pub host_vars: Option<sqlx::types::Json<JsonObject>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Playbook {
+    pub id: PlaybookId,
+    pub name: String,
+    pub description: Option<String>,
+    pub file_path: String,
+    pub file_hash: String,
+    pub tags: Option<sqlx::types::Json<JsonObject>>,
+    pub variables: Option<sqlx::types::Json<JsonObject>>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Job {
+    pub id: JobId,
+    /// The external uuid.
+    pub job_id: String,
+    pub playbook_id: PlaybookId,
+    pub server_id: ServerId,
+    pub user_id: UserId,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
+    /// The dispatch id of the current attempt (the seed's name for it is kept).
+    pub celery_task_id: Option<String>,
+    pub extra_vars: Option<sqlx::types::Json<JsonObject>>,
+    pub error_message: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub agent_id: Option<AgentId>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub pending_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct LogLine {
+    pub line_number: i32,
+    pub content: String,
+    pub log_level: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub ticket_id: String,
+    pub job_id: JobId,
+    pub created_by: UserId,
+    pub title: String,
+    pub description: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub status: TicketStatus,
+    #[sqlx(try_from = "String")]
+    pub priority: TicketPriority,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: AuditId,
+    pub user_id: Option<UserId>,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<i32>,
+    pub details: Option<sqlx::types::Json<serde_json::Value>>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// One page of a listing, with the total the filter matches.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Limit and offset of a listing; the limit is clamped to 1..=1000.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Paging {
+            limit: 50,
+            offset: 0,
+        }
+    }
+}
+
+impl Paging {
+    pub fn new(limit: i64, offset: i64) -> Paging {
+        Paging {
+            limit: limit.clamp(1, 1000),
+            offset: offset.max(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_through_their_text() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), *s);
+        }
+        for s in TicketStatus::ALL {
+            assert_eq!(s.as_str().parse::<TicketStatus>().unwrap(), *s);
+        }
+        let err = "sleeping".parse::<JobStatus>().unwrap_err().to_string();
+        assert!(
+            err.contains("pending running success failed cancelled"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin.at_least(Role::Operator));
+        assert!(Role::Operator.at_least(Role::Viewer));
+        assert!(!Role::Viewer.at_least(Role::Operator));
+    }
+
+    #[test]
+    fn paging_is_clamped() {
+        let p = Paging::new(100_000, -5);
+        assert_eq!((p.limit, p.offset), (1000, 0));
+    }
+
+    #[test]
+    fn priority_follows_environment() {
+        assert_eq!(
+            TicketPriority::for_environment(Some("Production")),
+            TicketPriority::High
+        );
+        assert_eq!(TicketPriority::for_environment(None), TicketPriority::Low);
+    }
+}

@@ -1,0 +1,113 @@
+//! store::audit — the audit trail: who changed what, written in the same transaction as the
+//! change itself. Secrets never reach `details`.
+
+use serde_json::Value;
+
+use super::{on_pool, Result, Store};
+use crate::model::{AuditEntry, Page, Paging, UserId};
+
+/// Who is acting: a person (with where they came from) or the system (`user_id` NULL).
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub user_id: Option<UserId>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Actor {
+        Actor::default()
+    }
+
+    pub fn user(id: UserId) -> Actor {
+        Actor {
+            user_id: Some(id),
+            ..Actor::default()
+        }
+    }
+}
+
+/// One audit record to write.
+#[derive(Debug, Clone)]
+pub struct NewAudit<'a> {
+    pub actor: &'a Actor,
+    pub action: &'a str,
+    pub resource_type: &'a str,
+    pub resource_id: Option<i32>,
+    pub details: Option<Value>,
+}
+
+/// Inserts a [`NewAudit`] through any executor of either backend (usually the transaction of
+/// the change it records).
+macro_rules! insert_audit {
+    ($exec:expr, $entry:expr) => {{
+        let e: &$crate::store::audit::NewAudit<'_> = $entry;
+        sqlx::query(
+            "INSERT INTO audit_logs \
+             (user_id, action, resource_type, resource_id, details, ip_address, user_agent, timestamp) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.actor.user_id)
+        .bind(e.action)
+        .bind(e.resource_type)
+        .bind(e.resource_id)
+        .bind(e.details.as_ref().map(|d| d.to_string()))
+        .bind(e.actor.ip_address.as_deref())
+        .bind(e.actor.user_agent.as_deref())
+        .bind($crate::store::now())
+        .execute($exec)
+        .await
+    }};
+}
+pub(crate) use insert_audit;
+
+/// Filters for [`Store::list_audit`]; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub user_id: Option<UserId>,
+    pub action: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<i32>,
+}
+
+impl Store {
+    /// Records an action that changes nothing else in the database (a login, a refusal).
+    pub async fn record_audit(&self, entry: &NewAudit<'_>) -> Result<()> {
+        on_pool!(self, p => { insert_audit!(p, entry)?; });
+        Ok(())
+    }
+
+    /// The newest entries first.
+    pub async fn list_audit(&self, f: &AuditFilter, paging: Paging) -> Result<Page<AuditEntry>> {
+        const WHERE: &str = " WHERE (? IS NULL OR user_id = ?) AND (? IS NULL OR action = ?) \
+             AND (? IS NULL OR resource_type = ?) AND (? IS NULL OR resource_id = ?)";
+        let (items, total) = on_pool!(self, p => {
+            let items = sqlx::query_as::<_, AuditEntry>(&format!(
+                "SELECT id, user_id, action, resource_type, resource_id, details, ip_address, \
+                 user_agent, timestamp FROM audit_logs{WHERE} ORDER BY timestamp DESC, id DESC \
+                 LIMIT ? OFFSET ?"
+            ))
+            .bind(f.user_id).bind(f.user_id)
+            .bind(f.action.as_deref()).bind(f.action.as_deref())
+            .bind(f.resource_type.as_deref()).bind(f.resource_type.as_deref())
+            .bind(f.resource_id).bind(f.resource_id)
+            .bind(paging.limit).bind(paging.offset)
+            .fetch_all(p)
+            .await?;
+            let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_logs{WHERE}"))
+                .bind(f.user_id).bind(f.user_id)
+                .bind(f.action.as_deref()).bind(f.action.as_deref())
+                .bind(f.resource_type.as_deref()).bind(f.resource_type.as_deref())
+                .bind(f.resource_id).bind(f.resource_id)
+                .fetch_one(p)
+                .await?;
+            (items, total)
+        });
+        Ok(Page {
+            items,
+            total,
+            limit: paging.limit,
+            offset: paging.offset,
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! store::logs — job output, the high-volume table. Lines are written in multi-row INSERTs
+//! that ignore a `(job_id, line_number)` already stored, so a batch replayed after a reconnect
+//! lands once.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::QueryBuilder;
+
+use super::{on_pool, Dialect, Result, Store};
+use crate::model::{JobId, LogLine};
+
+/// Rows per INSERT statement: 5 binds each, far below the 65,535-placeholder ceiling and small
+/// enough to stay within a default `max_allowed_packet` for lines of a few KiB.
+pub const ROWS_PER_STATEMENT: usize = 1000;
+
+/// One line to store.
+#[derive(Debug, Clone)]
+pub struct NewLogLine {
+    pub job: JobId,
+    pub line_number: i32,
+    pub content: String,
+    pub level: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl Store {
+    /// Stores lines from any number of jobs in one transaction; returns how many were new.
+    pub async fn insert_log_lines(&self, lines: &[NewLogLine]) -> Result<u64> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let (head, tail) = match self.dialect() {
+            // ON DUPLICATE KEY UPDATE would count found rows (sqlx sets CLIENT_FOUND_ROWS), so
+            // the count of new lines needs IGNORE. IGNORE would also swallow a foreign-key miss
+            // or an over-long value: ingest only writes for jobs it has looked up, and the
+            // protocol caps a line well below TEXT's 65,535 bytes.
+            Dialect::Mysql => ("INSERT IGNORE INTO job_logs", ""),
+            Dialect::Sqlite => (
+                "INSERT INTO job_logs",
+                " ON CONFLICT (job_id, line_number) DO NOTHING",
+            ),
+        };
+        let inserted = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut inserted = 0;
+            for chunk in lines.chunks(ROWS_PER_STATEMENT) {
+                let mut qb = QueryBuilder::new(head);
+                qb.push(" (job_id, line_number, content, log_level, timestamp) ");
+                qb.push_values(chunk, |mut row, l| {
+                    row.push_bind(l.job)
+                        .push_bind(l.line_number)
+                        .push_bind(l.content.as_str())
+                        .push_bind(l.level.as_deref())
+                        .push_bind(to_db_time(l.timestamp));
+                });
+                qb.push(tail);
+                // Batch sizes vary: keep these out of the statement cache.
+                let res = qb.build().persistent(false).execute(&mut *tx).await?;
+                inserted += res.rows_affected();
+            }
+            tx.commit().await?;
+            inserted
+        });
+        Ok(inserted)
+    }
+
+    /// Up to `limit` lines of a job after line `after`, in line order.
+    pub async fn read_log_lines(&self, job: JobId, after: i32, limit: i64) -> Result<Vec<LogLine>> {
+        Ok(on_pool!(self, p => sqlx::query_as::<_, LogLine>(
+            "SELECT line_number, content, log_level, timestamp FROM job_logs \
+             WHERE job_id = ? AND line_number > ? ORDER BY line_number LIMIT ?",
+        )
+        .bind(job).bind(after).bind(limit.clamp(1, 10_000))
+        .fetch_all(p).await?))
+    }
+
+    /// The highest line number stored for a job and how many lines it has (equal when there
+    /// is no gap).
+    pub async fn log_extent(&self, job: JobId) -> Result<(i32, i64)> {
+        let (max, count): (Option<i32>, i64) = on_pool!(self, p => sqlx::query_as(
+            "SELECT MAX(line_number), COUNT(*) FROM job_logs WHERE job_id = ?",
+        ).bind(job).fetch_one(p).await?);
+        Ok((max.unwrap_or(0), count))
+    }
+
+    /// Deletes at most `batch` lines older than `cutoff`; call until it returns 0. Small
+    /// batches keep locks short on a busy table.
+    pub async fn delete_log_lines_before(&self, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
+        let sql = match self.dialect() {
+            Dialect::Mysql => "DELETE FROM job_logs WHERE timestamp < ? ORDER BY id LIMIT ?",
+            Dialect::Sqlite => {
+                "DELETE FROM job_logs WHERE id IN \
+                 (SELECT id FROM job_logs WHERE timestamp < ? ORDER BY id LIMIT ?)"
+            }
+        };
+        Ok(
+            on_pool!(self, p => sqlx::query(sql).bind(to_db_time(cutoff)).bind(batch).execute(p).await?.rows_affected()),
+        )
+    }
+}
+
+/// DATETIME holds seconds; bind as naive UTC so both backends store the same text.
+fn to_db_time(t: DateTime<Utc>) -> NaiveDateTime {
+    use chrono::SubsecRound;
+    t.naive_utc().trunc_subsecs(0)
+}

@@ -1,0 +1,338 @@
+//! The store: all of Outpost's state, in MySQL/MariaDB (production) or an embedded SQLite file
+//! (evaluation, development, small sites).
+//!
+//! One API serves both. SQL is written once where the dialects agree, which is almost
+//! everywhere: `?` placeholders, timestamps bound from Rust rather than `NOW()`, JSON bound as
+//! text. Each method runs its body once per backend through [`on_pool!`], so a query is typed
+//! against the concrete driver and no `Any` driver is involved.
+
+pub mod audit;
+pub mod jobs;
+pub mod logs;
+pub mod migrate;
+pub mod playbooks;
+pub mod servers;
+pub mod tickets;
+pub mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, SubsecRound, Utc};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Connection;
+use thiserror::Error;
+
+/// Runs `$body` with `$pool` bound to the concrete pool of the store's backend.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Mysql($pool) => $body,
+            $crate::store::Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// What went wrong in the store, phrased for the person who has to act on it.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("invalid database URL: {0}")]
+    BadUrl(String),
+    #[error("cannot reach the database at {target}: {detail}. Is it running, and are host and port right?")]
+    Unreachable { target: String, detail: String },
+    #[error("the database at {target} refused the login: check the user and password in the URL")]
+    AccessDenied { target: String },
+    #[error("the database at {target} has no database '{name}': create it (CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci) or fix the URL")]
+    UnknownDatabase { target: String, name: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{what} has {count} {dependents}; {hint}")]
+    InUse {
+        what: String,
+        count: i64,
+        dependents: &'static str,
+        hint: &'static str,
+    },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("job {job} is {status}: cannot {action}")]
+    WrongState {
+        job: String,
+        status: String,
+        action: &'static str,
+    },
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// Maps a write's error: a unique violation becomes [`StoreError::Conflict`] naming `what`.
+    pub(crate) fn on_write(err: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what()),
+            _ => StoreError::Database(err),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Pool sizing. The defaults are the seed's: 20 connections plus 10 overflow, 30 s to acquire
+/// one, each recycled after an hour.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub size: u32,
+    pub overflow: u32,
+    pub acquire_timeout: Duration,
+    pub recycle: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            size: 20,
+            overflow: 10,
+            acquire_timeout: Duration::from_secs(30),
+            recycle: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    Mysql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// Which SQL dialect a store speaks, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Mysql,
+    Sqlite,
+}
+
+/// A handle on the database; cheap to clone (it is a pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) backend: Backend,
+    /// bcrypt cost for new password hashes; never below 12.
+    pub(crate) bcrypt_cost: u32,
+}
+
+/// A database URL with its password replaced, safe to print.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+impl Store {
+    /// Opens a pool for `url`: `mysql://user:pass@host:port/db` (or `mariadb://`), or
+    /// `sqlite://path/to/file.db` (created if missing). Fails fast with a clear error when the
+    /// database cannot be reached.
+    pub async fn connect(url: &str, pool: &PoolConfig) -> Result<Store> {
+        let target = redact_url(url);
+        let backend = if let Some(rest) = url
+            .strip_prefix("mysql:")
+            .or_else(|| url.strip_prefix("mariadb:"))
+        {
+            let opts = MySqlConnectOptions::from_str(&format!("mysql:{rest}"))
+                .map_err(|e| StoreError::BadUrl(format!("{target}: {e}")))?
+                .timezone(Some("+00:00".to_owned()))
+                .charset("utf8mb4");
+            let db_name = opts.get_database().unwrap_or_default().to_owned();
+            if db_name.is_empty() {
+                return Err(StoreError::BadUrl(format!(
+                    "{target}: name the database, e.g. mysql://user:pass@host:3306/outpost"
+                )));
+            }
+            // One direct connection first: the pool would retry a refused connection until
+            // its acquire timeout, and an operator wants the reason at once.
+            let probe = sqlx::MySqlConnection::connect_with(&opts)
+                .await
+                .map_err(|e| classify_connect_error(e, &target, &db_name))?;
+            let _ = probe.close().await;
+            let p = MySqlPoolOptions::new()
+                .max_connections(pool.size + pool.overflow)
+                .acquire_timeout(pool.acquire_timeout)
+                .max_lifetime(Some(pool.recycle))
+                .connect_with(opts)
+                .await
+                .map_err(|e| classify_connect_error(e, &target, &db_name))?;
+            Backend::Mysql(p)
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            if path.is_empty() {
+                return Err(StoreError::BadUrl(format!(
+                    "{target}: name the file, e.g. sqlite:///var/lib/outpost/outpost.db"
+                )));
+            }
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .foreign_keys(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(30));
+            // SQLite has one writer at a time; a small pool avoids lock convoys.
+            let p = SqlitePoolOptions::new()
+                .max_connections(pool.size.clamp(1, 8))
+                .acquire_timeout(pool.acquire_timeout)
+                .connect_with(opts)
+                .await
+                .map_err(|e| StoreError::Unreachable {
+                    target: target.clone(),
+                    detail: e.to_string(),
+                })?;
+            Backend::Sqlite(p)
+        } else {
+            return Err(StoreError::BadUrl(format!(
+                "{target}: the scheme must be mysql://, mariadb:// or sqlite://"
+            )));
+        };
+        Ok(Store {
+            backend,
+            bcrypt_cost: 12,
+        })
+    }
+
+    /// Sets the bcrypt cost for new passwords (clamped to at least 12).
+    pub fn with_bcrypt_cost(mut self, cost: u32) -> Store {
+        self.bcrypt_cost = cost.max(12);
+        self
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Mysql(_) => Dialect::Mysql,
+            Backend::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, p => { sqlx::query("SELECT 1").execute(p).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+fn classify_connect_error(err: sqlx::Error, target: &str, db_name: &str) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        match db.code().as_deref() {
+            // ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR
+            Some("28000") | Some("42000") if db.message().contains("Access denied") => {
+                return StoreError::AccessDenied {
+                    target: target.to_owned(),
+                }
+            }
+            _ if db.message().contains("Unknown database") => {
+                return StoreError::UnknownDatabase {
+                    target: target.to_owned(),
+                    name: db_name.to_owned(),
+                }
+            }
+            _ => {}
+        }
+    }
+    StoreError::Unreachable {
+        target: target.to_owned(),
+        detail: err.to_string(),
+    }
+}
+
+/// Now, in UTC, to the second (DATETIME's precision), as bound into every timestamp column.
+pub(crate) fn now() -> NaiveDateTime {
+    Utc::now().naive_utc().trunc_subsecs(0)
+}
+
+/// Checks that an optional JSON document is an object and renders it for binding.
+pub(crate) fn json_object_text(
+    field: &'static str,
+    value: Option<&serde_json::Value>,
+) -> Result<Option<String>> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(obj @ serde_json::Value::Object(_)) => Ok(Some(obj.to_string())),
+        Some(other) => Err(StoreError::invalid(
+            field,
+            format!("must be a JSON object, got {}", json_kind(other)),
+        )),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Returns the id of the row an INSERT just made, for either backend's result type.
+pub(crate) trait InsertedId {
+    fn inserted_id(&self) -> i64;
+}
+
+impl InsertedId for sqlx::mysql::MySqlQueryResult {
+    fn inserted_id(&self) -> i64 {
+        self.last_insert_id() as i64
+    }
+}
+
+impl InsertedId for sqlx::sqlite::SqliteQueryResult {
+    fn inserted_id(&self) -> i64 {
+        self.last_insert_rowid()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("mysql://root:hunter2@db:3306/outpost"),
+            "mysql://root:***@db:3306/outpost"
+        );
+        assert!(!redact_url("nonsense").contains("nonsense"));
+    }
+
+    #[test]
+    fn only_objects_pass_as_json_objects() {
+        let obj = serde_json::json!({"dc": "fra1"});
+        assert_eq!(
+            json_object_text("tags", Some(&obj)).unwrap().as_deref(),
+            Some(r#"{"dc":"fra1"}"#)
+        );
+        let err = json_object_text("tags", Some(&serde_json::json!([1]))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid tags: must be a JSON object, got an array"
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! store::servers — the Ansible targets. Soft-deleted through `is_active`; a server that jobs
+//! refer to can only be deactivated.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Value};
+
+use super::audit::{insert_audit, Actor, NewAudit};
+use super::{json_object_text, now, on_pool, InsertedId, Result, Store, StoreError};
+use crate::model::{Page, Paging, Server, ServerId};
+
+const COLUMNS: &str = "id, hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
+     ssh_key_path, tags, environment, description, is_active, host_vars, created_at, updated_at";
+
+/// A server to add, or (in [`Store::update_server`]) the full new state of one.
+#[derive(Debug, Clone)]
+pub struct NewServer {
+    pub hostname: String,
+    pub ip_address: String,
+    pub os_type: String,
+    pub os_version: Option<String>,
+    pub ssh_port: i32,
+    pub ssh_user: String,
+    pub ssh_key_path: Option<String>,
+    pub tags: Option<Value>,
+    pub environment: Option<String>,
+    pub description: Option<String>,
+    pub host_vars: Option<Value>,
+}
+
+impl NewServer {
+    /// A server with the seed's defaults: port 22, user root.
+    pub fn new(hostname: &str, ip_address: &str, os_type: &str) -> NewServer {
+        NewServer {
+            hostname: hostname.to_owned(),
+            ip_address: ip_address.to_owned(),
+            os_type: os_type.to_owned(),
+            os_version: None,
+            ssh_port: 22,
+            ssh_user: "root".to_owned(),
+            ssh_key_path: None,
+            tags: None,
+            environment: None,
+            description: None,
+            host_vars: None,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let len_ok = |s: &str, max: usize| !s.is_empty() && s.chars().count() <= max;
+        if !len_ok(&self.hostname, 255) {
+            return Err(StoreError::invalid(
+                "hostname",
+                "must be 1 to 255 characters",
+            ));
+        }
+        if self.ip_address.parse::<IpAddr>().is_err() {
+            return Err(StoreError::invalid(
+                "ip_address",
+                format!("'{}' is not an IPv4 or IPv6 address", self.ip_address),
+            ));
+        }
+        if !len_ok(&self.os_type, 50) {
+            return Err(StoreError::invalid(
+                "os_type",
+                "must be 1 to 50 characters (ubuntu, debian, rhel…)",
+            ));
+        }
+        if !(1..=65535).contains(&self.ssh_port) {
+            return Err(StoreError::invalid(
+                "ssh_port",
+                "must be between 1 and 65535",
+            ));
+        }
+        if !len_ok(&self.ssh_user, 50) {
+            return Err(StoreError::invalid(
+                "ssh_user",
+                "must be 1 to 50 characters",
+            ));
+        }
+        if let Some(path) = &self.ssh_key_path {
+            if !path.starts_with('/') || path.chars().count() > 500 {
+                return Err(StoreError::invalid(
+                    "ssh_key_path",
+                    "must be an absolute path of at most 500 characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Filters for [`Store::list_servers`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerFilter {
+    pub active: Option<bool>,
+    pub environment: Option<String>,
+}
+
+impl Store {
+    pub async fn create_server(&self, new: &NewServer, actor: &Actor) -> Result<Server> {
+        new.check()?;
+        let tags = json_object_text("tags", new.tags.as_ref())?;
+        let host_vars = json_object_text("host_vars", new.host_vars.as_ref())?;
+        let ts = now();
+        let id = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query(
+                "INSERT INTO servers (hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
+                 ssh_key_path, tags, environment, description, is_active, host_vars, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.hostname).bind(&new.ip_address).bind(&new.os_type).bind(&new.os_version)
+            .bind(new.ssh_port).bind(&new.ssh_user).bind(&new.ssh_key_path).bind(&tags)
+            .bind(&new.environment).bind(&new.description).bind(true).bind(&host_vars).bind(ts).bind(ts)
+            .execute(&mut *tx).await
+            .map_err(|e| StoreError::on_write(e, || format!("server '{}'", new.hostname)))?;
+            let id = res.inserted_id() as i32;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "CREATE", resource_type: "server", resource_id: Some(id),
+                details: Some(json!({"hostname": new.hostname, "ip_address": new.ip_address, "environment": new.environment})),
+            })?;
+            tx.commit().await?;
+            id
+        });
+        self.get_server(ServerId(id)).await
+    }
+
+    pub async fn get_server(&self, id: ServerId) -> Result<Server> {
+        let sql = format!("SELECT {COLUMNS} FROM servers WHERE id = ?");
+        let row = on_pool!(self, p => sqlx::query_as::<_, Server>(&sql).bind(id).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("server {id}")))
+    }
+
+    pub async fn get_server_by_hostname(&self, hostname: &str) -> Result<Server> {
+        let sql = format!("SELECT {COLUMNS} FROM servers WHERE hostname = ?");
+        let row = on_pool!(self, p => sqlx::query_as::<_, Server>(&sql).bind(hostname).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("server '{hostname}'")))
+    }
+
+    /// Servers ordered by hostname.
+    pub async fn list_servers(&self, f: &ServerFilter, paging: Paging) -> Result<Page<Server>> {
+        const WHERE: &str =
+            " WHERE (? IS NULL OR is_active = ?) AND (? IS NULL OR environment = ?)";
+        let list_sql =
+            format!("SELECT {COLUMNS} FROM servers{WHERE} ORDER BY hostname LIMIT ? OFFSET ?");
+        let count_sql = format!("SELECT COUNT(*) FROM servers{WHERE}");
+        let env = f.environment.as_deref();
+        let (items, total) = on_pool!(self, p => {
+            let items = sqlx::query_as::<_, Server>(&list_sql)
+                .bind(f.active).bind(f.active).bind(env).bind(env)
+                .bind(paging.limit).bind(paging.offset)
+                .fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar(&count_sql)
+                .bind(f.active).bind(f.active).bind(env).bind(env)
+                .fetch_one(p).await?;
+            (items, total)
+        });
+        Ok(Page {
+            items,
+            total,
+            limit: paging.limit,
+            offset: paging.offset,
+        })
+    }
+
+    /// Replaces a server's attributes (not its active flag).
+    pub async fn update_server(
+        &self,
+        id: ServerId,
+        new: &NewServer,
+        actor: &Actor,
+    ) -> Result<Server> {
+        new.check()?;
+        let tags = json_object_text("tags", new.tags.as_ref())?;
+        let host_vars = json_object_text("host_vars", new.host_vars.as_ref())?;
+        let old = self.get_server(id).await?;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "UPDATE servers SET hostname = ?, ip_address = ?, os_type = ?, os_version = ?, ssh_port = ?, \
+                 ssh_user = ?, ssh_key_path = ?, tags = ?, environment = ?, description = ?, host_vars = ?, \
+                 updated_at = ? WHERE id = ?",
+            )
+            .bind(&new.hostname).bind(&new.ip_address).bind(&new.os_type).bind(&new.os_version)
+            .bind(new.ssh_port).bind(&new.ssh_user).bind(&new.ssh_key_path).bind(&tags)
+            .bind(&new.environment).bind(&new.description).bind(&host_vars).bind(now()).bind(id)
+            .execute(&mut *tx).await
+            .map_err(|e| StoreError::on_write(e, || format!("server '{}'", new.hostname)))?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "UPDATE", resource_type: "server", resource_id: Some(id.0),
+                details: Some(json!({
+                    "old": {"hostname": old.hostname, "ip_address": old.ip_address, "environment": old.environment},
+                    "new": {"hostname": new.hostname, "ip_address": new.ip_address, "environment": new.environment},
+                })),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_server(id).await
+    }
+
+    /// Soft delete (or undo it): jobs keep referring to the row.
+    pub async fn set_server_active(
+        &self,
+        id: ServerId,
+        active: bool,
+        actor: &Actor,
+    ) -> Result<Server> {
+        let server = self.get_server(id).await?;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE servers SET is_active = ?, updated_at = ? WHERE id = ?")
+                .bind(active).bind(now()).bind(id).execute(&mut *tx).await?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: if active { "ACTIVATE" } else { "DEACTIVATE" }, resource_type: "server",
+                resource_id: Some(id.0), details: Some(json!({"hostname": server.hostname})),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_server(id).await
+    }
+
+    /// Deletes a server no job refers to.
+    pub async fn delete_server(&self, id: ServerId, actor: &Actor) -> Result<()> {
+        let server = self.get_server(id).await?;
+        let jobs: i64 = on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE server_id = ?")
+            .bind(id).fetch_one(p).await?);
+        let in_use = || StoreError::InUse {
+            what: format!("server {}", server.hostname),
+            count: jobs,
+            dependents: "jobs",
+            hint: "deactivate it instead",
+        };
+        if jobs > 0 {
+            return Err(in_use());
+        }
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            // A job may have arrived since the count: the RESTRICT rule still holds the line.
+            sqlx::query("DELETE FROM servers WHERE id = ?").bind(id).execute(&mut *tx).await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => in_use(),
+                    _ => StoreError::Database(e),
+                })?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "DELETE", resource_type: "server", resource_id: Some(id.0),
+                details: Some(json!({"hostname": server.hostname})),
+            })?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}

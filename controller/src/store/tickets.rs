@@ -1,0 +1,122 @@
+//! store::tickets — operational tickets, most opened automatically when a job fails.
+
+use chrono::NaiveDateTime;
+use serde_json::json;
+
+use super::audit::{insert_audit, Actor, NewAudit};
+use super::{now, on_pool, InsertedId, Result, Store, StoreError};
+use crate::model::{JobId, Page, Paging, Ticket, TicketId, TicketPriority, TicketStatus, UserId};
+
+const COLUMNS: &str = "id, ticket_id, job_id, created_by, title, description, status, priority, \
+     created_at, updated_at, resolved_at";
+
+#[derive(Debug, Clone)]
+pub struct NewTicket {
+    pub job_id: JobId,
+    pub created_by: UserId,
+    pub title: String,
+    pub description: Option<String>,
+    pub priority: TicketPriority,
+}
+
+/// Filters for [`Store::list_tickets`].
+#[derive(Debug, Clone, Default)]
+pub struct TicketFilter {
+    pub status: Option<TicketStatus>,
+    pub priority: Option<TicketPriority>,
+    pub job_id: Option<JobId>,
+}
+
+impl Store {
+    pub async fn create_ticket(&self, new: &NewTicket, actor: &Actor) -> Result<Ticket> {
+        if new.title.trim().is_empty() {
+            return Err(StoreError::invalid("title", "must not be empty"));
+        }
+        // The title column holds 255 characters: shorten rather than fail an automatic ticket.
+        let title: String = new.title.chars().take(255).collect();
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let ts = now();
+        let id = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query(
+                "INSERT INTO tickets (ticket_id, job_id, created_by, title, description, status, priority, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
+            )
+            .bind(&uuid).bind(new.job_id).bind(new.created_by).bind(&title).bind(&new.description)
+            .bind(new.priority.as_str()).bind(ts).bind(ts)
+            .execute(&mut *tx).await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
+                    StoreError::NotFound(format!("job {} or user {}", new.job_id, new.created_by)),
+                _ => StoreError::Database(e),
+            })?;
+            let id = res.inserted_id() as i32;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "CREATE", resource_type: "ticket", resource_id: Some(id),
+                details: Some(json!({"ticket_id": uuid, "job_id": new.job_id, "priority": new.priority})),
+            })?;
+            tx.commit().await?;
+            id
+        });
+        self.get_ticket(TicketId(id)).await
+    }
+
+    pub async fn get_ticket(&self, id: TicketId) -> Result<Ticket> {
+        let sql = format!("SELECT {COLUMNS} FROM tickets WHERE id = ?");
+        let row = on_pool!(self, p => sqlx::query_as::<_, Ticket>(&sql).bind(id).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("ticket {id}")))
+    }
+
+    /// Newest first.
+    pub async fn list_tickets(&self, f: &TicketFilter, paging: Paging) -> Result<Page<Ticket>> {
+        const WHERE: &str = " WHERE (? IS NULL OR status = ?) AND (? IS NULL OR priority = ?) AND (? IS NULL OR job_id = ?)";
+        let list_sql = format!("SELECT {COLUMNS} FROM tickets{WHERE} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?");
+        let count_sql = format!("SELECT COUNT(*) FROM tickets{WHERE}");
+        let status = f.status.map(TicketStatus::as_str);
+        let priority = f.priority.map(TicketPriority::as_str);
+        let (items, total) = on_pool!(self, p => {
+            let items = sqlx::query_as::<_, Ticket>(&list_sql)
+                .bind(status).bind(status).bind(priority).bind(priority).bind(f.job_id).bind(f.job_id)
+                .bind(paging.limit).bind(paging.offset).fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar(&count_sql)
+                .bind(status).bind(status).bind(priority).bind(priority).bind(f.job_id).bind(f.job_id)
+                .fetch_one(p).await?;
+            (items, total)
+        });
+        Ok(Page {
+            items,
+            total,
+            limit: paging.limit,
+            offset: paging.offset,
+        })
+    }
+
+    /// Moves a ticket through its life; `resolved_at` is stamped on resolving and cleared on
+    /// reopening.
+    pub async fn set_ticket_status(
+        &self,
+        id: TicketId,
+        status: TicketStatus,
+        actor: &Actor,
+    ) -> Result<Ticket> {
+        let old = self.get_ticket(id).await?;
+        let ts = now();
+        let resolved_at: Option<NaiveDateTime> = match status {
+            TicketStatus::Resolved | TicketStatus::Closed => {
+                Some(old.resolved_at.map(|t| t.naive_utc()).unwrap_or(ts))
+            }
+            TicketStatus::Open | TicketStatus::InProgress => None,
+        };
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE tickets SET status = ?, resolved_at = ?, updated_at = ? WHERE id = ?")
+                .bind(status.as_str()).bind(resolved_at).bind(ts).bind(id).execute(&mut *tx).await?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "UPDATE", resource_type: "ticket", resource_id: Some(id.0),
+                details: Some(json!({"status": {"old": old.status, "new": status}})),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_ticket(id).await
+    }
+}

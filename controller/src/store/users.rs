@@ -1,0 +1,272 @@
+//! store::users — accounts, their roles and passwords (bcrypt, cost ≥ 12; hashing runs on the
+//! blocking pool so it never stalls the async workers).
+
+use serde_json::json;
+
+use super::audit::{insert_audit, Actor, NewAudit};
+use super::{now, on_pool, InsertedId, Result, Store, StoreError};
+use crate::model::{Page, Paging, Role, User, UserId};
+
+const COLUMNS: &str =
+    "id, username, email, password_hash, role, is_active, created_at, updated_at, last_login";
+
+/// The shortest password accepted for a new account or a change.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub role: Role,
+}
+
+/// A change to an account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+}
+
+fn check_username(name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 80 {
+        return Err(StoreError::invalid(
+            "username",
+            "must be 1 to 80 characters",
+        ));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(StoreError::invalid("username", "must not contain spaces"));
+    }
+    Ok(())
+}
+
+/// Lower-cases and checks an email address.
+fn normalize_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.chars().count() <= 120
+        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if !valid {
+        return Err(StoreError::invalid(
+            "email",
+            "must look like name@example.com (at most 120 characters)",
+        ));
+    }
+    Ok(email)
+}
+
+async fn hash_password(password: &str, cost: u32) -> Result<String> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(StoreError::invalid(
+            "password",
+            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    // bcrypt only reads the first 72 bytes: refuse longer rather than silently ignore the tail.
+    if password.len() > 72 {
+        return Err(StoreError::invalid("password", "must be at most 72 bytes"));
+    }
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
+        .await
+        .map_err(|e| StoreError::invalid("password", format!("hashing task failed: {e}")))?
+        .map_err(|e| StoreError::invalid("password", e.to_string()))
+}
+
+impl Store {
+    pub async fn create_user(&self, new: &NewUser, actor: &Actor) -> Result<User> {
+        check_username(&new.username)?;
+        let email = normalize_email(&new.email)?;
+        let hash = hash_password(&new.password, self.bcrypt_cost).await?;
+        let ts = now();
+        let id = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query(
+                "INSERT INTO users (username, email, password_hash, role, is_active, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.username)
+            .bind(&email)
+            .bind(&hash)
+            .bind(new.role.as_str())
+            .bind(true)
+            .bind(ts)
+            .bind(ts)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::on_write(e, || format!("a user named '{}' or with email {email}", new.username)))?;
+            let id = res.inserted_id() as i32;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor,
+                action: "CREATE",
+                resource_type: "user",
+                resource_id: Some(id),
+                details: Some(json!({"username": new.username, "email": email, "role": new.role})),
+            })?;
+            tx.commit().await?;
+            id
+        });
+        self.get_user(UserId(id)).await
+    }
+
+    pub async fn get_user(&self, id: UserId) -> Result<User> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
+        let user =
+            on_pool!(self, p => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(p).await?);
+        user.ok_or_else(|| StoreError::NotFound(format!("user {id}")))
+    }
+
+    pub async fn get_user_by_username(&self, username: &str) -> Result<User> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE username = ?");
+        let user = on_pool!(self, p => sqlx::query_as::<_, User>(&sql).bind(username).fetch_optional(p).await?);
+        user.ok_or_else(|| StoreError::NotFound(format!("user '{username}'")))
+    }
+
+    /// Users ordered by id; `role` and `active` filter when given.
+    pub async fn list_users(
+        &self,
+        role: Option<Role>,
+        active: Option<bool>,
+        paging: Paging,
+    ) -> Result<Page<User>> {
+        const WHERE: &str = " WHERE (? IS NULL OR role = ?) AND (? IS NULL OR is_active = ?)";
+        let role = role.map(Role::as_str);
+        let list_sql = format!("SELECT {COLUMNS} FROM users{WHERE} ORDER BY id LIMIT ? OFFSET ?");
+        let count_sql = format!("SELECT COUNT(*) FROM users{WHERE}");
+        let (items, total) = on_pool!(self, p => {
+            let items = sqlx::query_as::<_, User>(&list_sql)
+                .bind(role).bind(role).bind(active).bind(active)
+                .bind(paging.limit).bind(paging.offset)
+                .fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar(&count_sql)
+                .bind(role).bind(role).bind(active).bind(active)
+                .fetch_one(p).await?;
+            (items, total)
+        });
+        Ok(Page {
+            items,
+            total,
+            limit: paging.limit,
+            offset: paging.offset,
+        })
+    }
+
+    pub async fn update_user(&self, id: UserId, patch: &UserPatch, actor: &Actor) -> Result<User> {
+        let current = self.get_user(id).await?;
+        let email = match &patch.email {
+            Some(e) => normalize_email(e)?,
+            None => current.email.clone(),
+        };
+        let hash = match &patch.password {
+            Some(pw) => hash_password(pw, self.bcrypt_cost).await?,
+            None => current.password_hash.clone(),
+        };
+        let role = patch.role.unwrap_or(current.role);
+        let active = patch.is_active.unwrap_or(current.is_active);
+        // Only the names of changed fields are audited: the password never is, hashed or not.
+        let mut changed = serde_json::Map::new();
+        if email != current.email {
+            changed.insert("email".into(), json!({"old": current.email, "new": email}));
+        }
+        if role != current.role {
+            changed.insert("role".into(), json!({"old": current.role, "new": role}));
+        }
+        if active != current.is_active {
+            changed.insert(
+                "is_active".into(),
+                json!({"old": current.is_active, "new": active}),
+            );
+        }
+        if patch.password.is_some() {
+            changed.insert("password".into(), json!("changed"));
+        }
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE users SET email = ?, password_hash = ?, role = ?, is_active = ?, updated_at = ? WHERE id = ?")
+                .bind(&email).bind(&hash).bind(role.as_str()).bind(active).bind(now()).bind(id)
+                .execute(&mut *tx).await
+                .map_err(|e| StoreError::on_write(e, || format!("a user with email {email}")))?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "UPDATE", resource_type: "user", resource_id: Some(id.0),
+                details: Some(serde_json::Value::Object(changed)),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_user(id).await
+    }
+
+    /// Checks a login. Returns the user and stamps `last_login` when the password matches an
+    /// active account; `None` otherwise, without saying which part was wrong.
+    pub async fn verify_login(&self, username: &str, password: &str) -> Result<Option<User>> {
+        let user = match self.get_user_by_username(username).await {
+            Ok(u) => u,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (pw, hash) = (password.to_owned(), user.password_hash.clone());
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if !ok || !user.is_active {
+            return Ok(None);
+        }
+        let ts = now();
+        on_pool!(self, p => {
+            sqlx::query("UPDATE users SET last_login = ? WHERE id = ?").bind(ts).bind(user.id).execute(p).await?;
+        });
+        self.get_user(user.id).await.map(Some)
+    }
+
+    /// Deletes an account that nothing refers to; one with jobs or tickets must be
+    /// deactivated instead.
+    pub async fn delete_user(&self, id: UserId, actor: &Actor) -> Result<()> {
+        let user = self.get_user(id).await?;
+        let jobs: i64 = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE user_id = ?) + (SELECT COUNT(*) FROM tickets WHERE created_by = ?)")
+            .bind(id).bind(id).fetch_one(p).await?);
+        if jobs > 0 {
+            return Err(StoreError::InUse {
+                what: format!("user {}", user.username),
+                count: jobs,
+                dependents: "jobs or tickets",
+                hint: "deactivate the account instead",
+            });
+        }
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&mut *tx).await?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "DELETE", resource_type: "user", resource_id: Some(id.0),
+                details: Some(json!({"username": user.username})),
+            })?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_lowercased_and_checked() {
+        assert_eq!(
+            normalize_email(" Ops@Example.COM ").unwrap(),
+            "ops@example.com"
+        );
+        assert!(normalize_email("no-at-sign").is_err());
+        assert!(normalize_email("a@b@c").is_err());
+        assert!(normalize_email("@example.com").is_err());
+    }
+
+    #[test]
+    fn usernames_are_checked() {
+        assert!(check_username("alice").is_ok());
+        assert!(check_username("").is_err());
+        assert!(check_username("a b").is_err());
+        assert!(check_username(&"x".repeat(81)).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! `outpost-controller migrate` as an operator meets it: each bad input gives one clear line
+//! and a non-zero exit, and leaves the data as it was.
+
+use std::process::{Command, Output};
+
+use outpost_tests::TestDb;
+use sqlx::Connection;
+
+fn migrate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_outpost-controller"))
+        .arg("migrate")
+        .args(args)
+        .env_remove("OUTPOST_DATABASE_URL")
+        .output()
+        .expect("run outpost-controller")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn assert_one_line_error(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "must fail: {}", stdout(o));
+    let err = stderr(o);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+#[test]
+fn bad_urls_and_unreachable_databases_say_what_to_do() {
+    assert_one_line_error(
+        &migrate(&["--database-url", "postgres://db/x"]),
+        "scheme must be mysql://",
+    );
+    assert_one_line_error(
+        &migrate(&["--database-url", "mysql://root@127.0.0.1:3306"]),
+        "name the database",
+    );
+    assert_one_line_error(
+        &migrate(&["--database-url", "mysql://root@127.0.0.1:1/outpost"]),
+        "cannot reach the database",
+    );
+    let denied = migrate(&[
+        "--database-url",
+        "mysql://nobody:s3cret-pw@127.0.0.1:3306/outpost",
+    ]);
+    assert_one_line_error(&denied, "refused the login");
+    assert!(
+        !stderr(&denied).contains("s3cret-pw"),
+        "the password is never printed"
+    );
+}
+
+#[tokio::test]
+async fn applies_once_rolls_back_and_reports_dirty() {
+    let db = TestDb::mariadb().await;
+    let first = migrate(&["--database-url", &db.url]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("applied 0001 seed schema"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(stdout(&first).contains("7 migration(s) applied"));
+    let second = migrate(&["--database-url", &db.url]);
+    assert!(second.status.success());
+    assert!(
+        stdout(&second).contains("schema is up to date"),
+        "{}",
+        stdout(&second)
+    );
+
+    let down = migrate(&["--database-url", &db.url, "--down", "1"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(
+        stdout(&down).contains("rolled back 0007 job logs unique line"),
+        "{}",
+        stdout(&down)
+    );
+    assert_one_line_error(
+        &migrate(&["--database-url", &db.url, "--down", "99"]),
+        "only 6 are applied",
+    );
+
+    // A migration that died halfway leaves a dirty mark: refuse, and say how to recover.
+    let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (7, 'x', 0, x'00', 0)")
+        .execute(&mut conn).await.unwrap();
+    let dirty = migrate(&["--database-url", &db.url]);
+    assert_one_line_error(&dirty, "migration 7 failed partway");
+    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 7"));
+    // Nothing was touched: the users table is still there, job_logs' index still plain.
+    let unique: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME = 'job_logs' AND INDEX_NAME = 'ix_job_logs_job_id_line_number' AND NON_UNIQUE = 0",
+    )
+    .fetch_one(&mut conn).await.unwrap();
+    assert_eq!(unique, 0);
+    let _ = conn.close().await;
+}
+
+#[test]
+fn sqlite_is_the_default_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost-controller"))
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("OUTPOST_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("outpost.db").exists());
+    assert!(stdout(&out).contains("7 migration(s) applied"));
+}
+
+#[test]
+fn help_explains_the_database_choice() {
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost-controller"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("mysql://") && text.contains("sqlite://") && text.contains("migrate"),
+        "{text}"
+    );
+}

@@ -1,0 +1,11 @@
+CREATE TABLE enrollment_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    token_hash VARCHAR(64) NOT NULL UNIQUE,
+    name VARCHAR(255) NOT NULL,
+    labels JSON NULL,
+    expires_at DATETIME NOT NULL,
+    used_at DATETIME NULL,
+    agent_id INTEGER NULL REFERENCES agents (id) ON DELETE SET NULL,
+    created_by INTEGER NULL REFERENCES users (id) ON DELETE SET NULL,
+    created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
+);

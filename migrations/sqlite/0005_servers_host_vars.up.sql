@@ -1,0 +1,1 @@
+ALTER TABLE servers ADD COLUMN host_vars JSON NULL;

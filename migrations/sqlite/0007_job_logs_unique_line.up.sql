@@ -1,0 +1,2 @@
+DROP INDEX ix_job_logs_job_id_line_number;
+CREATE UNIQUE INDEX ix_job_logs_job_id_line_number ON job_logs (job_id, line_number);
