@@ -1,1 +1,50 @@
-//! Outpost wire protocol.
+//! The one place where the Outpost agent and controller agree: the messages they exchange, the
+//! framing that carries them, the small PKI that makes every connection mutual-TLS, the
+//! enrolment token, and the QUIC/TLS configuration both ends build from it.
+//!
+//! - [`message`]: the serde types of the session, job and enrolment streams.
+//! - [`codec`]: postcard in length-prefixed frames with a hard size limit.
+//! - [`pki`]: the CA, the controller's certificate, agents' CSRs and their signing.
+//! - [`token`]: the one-line enrolment token that pins the CA.
+//! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
+
+pub mod codec;
+pub mod message;
+pub mod pki;
+pub mod tls;
+pub mod token;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this build still accepts.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.
+pub const ALPN_AGENT: &[u8] = b"outpost/1";
+/// ALPN of enrolment: server authentication only; the agent proves itself with its token.
+pub const ALPN_ENROLL: &[u8] = b"outpost-enroll/1";
+
+/// Default UDP port of the agent endpoint.
+pub const DEFAULT_AGENT_PORT: u16 = 7443;
+/// Default UDP port of the enrolment endpoint. Enrolment has its own endpoint because it
+/// needs a TLS configuration that does not require a client certificate, and a QUIC endpoint
+/// chooses its configuration before the ALPN is known.
+pub const DEFAULT_ENROLL_PORT: u16 = 7444;
+
+/// QUIC application close codes the controller uses, so an agent can tell why it was dropped.
+pub mod close {
+    /// A normal close (shutdown, session replaced).
+    pub const NORMAL: u32 = 0;
+    /// The agent's protocol version is not supported.
+    pub const VERSION: u32 = 1;
+    /// The agent is revoked.
+    pub const REVOKED: u32 = 2;
+    /// The certificate's uuid names no enrolled agent.
+    pub const UNKNOWN_AGENT: u32 = 3;
+    /// The peer broke the protocol (bad frame, unexpected message).
+    pub const PROTOCOL: u32 = 4;
+    /// The controller is shutting down; reconnect (to another one) later.
+    pub const SHUTDOWN: u32 = 5;
+    /// A newer session of the same agent replaced this one.
+    pub const REPLACED: u32 = 6;
+}

@@ -1,0 +1,280 @@
+//! The messages of the three kinds of stream. Every type is plain serde data that postcard can
+//! carry: no `serde_json::Value` (JSON travels as a string), no flattening, no skipped fields.
+//!
+//! - The **session stream**, one per connection, opened by the agent: [`Up`] agent → controller,
+//!   [`Down`] controller → agent.
+//! - A **job stream** per job: the controller opens it with [`JobDown::Assign`]; after a
+//!   reconnect the agent opens it with [`JobUp::Resume`]. Logs, acks and the outcome flow on it,
+//!   so a chatty job never blocks another.
+//! - The **enrolment stream**, on the enrolment endpoint: [`EnrollRequest`] / [`EnrollResponse`].
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A label such as `dc=fra1`.
+pub type Label = (String, String);
+
+/// Agent → controller on the session stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Up {
+    Hello(Hello),
+    Heartbeat {
+        seq: u64,
+    },
+    Status(AgentStatus),
+    /// A certificate request for a fresh certificate (same key or a new one).
+    Renew {
+        csr_der: Vec<u8>,
+    },
+}
+
+/// Controller → agent on the session stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Down {
+    Welcome(Welcome),
+    /// The session is refused (incompatible version, revoked…); the connection closes next.
+    Refused {
+        reason: String,
+    },
+    HeartbeatAck {
+        seq: u64,
+    },
+    /// Stop the job: SIGTERM, then SIGKILL after the grace period.
+    Cancel {
+        job: Uuid,
+        reason: String,
+    },
+    Renewed {
+        cert_chain_der: Vec<Vec<u8>>,
+    },
+    RenewRefused {
+        reason: String,
+    },
+}
+
+/// The first message of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u16,
+    pub agent_version: String,
+    pub hostname: String,
+    pub labels: Vec<Label>,
+    /// How many jobs the agent runs at once.
+    pub capacity: u32,
+    /// The first line of `ansible-playbook --version`, or why it could not be run.
+    pub ansible_version: String,
+    /// Jobs the agent is still running (or still holds unacknowledged lines of).
+    pub running: Vec<RunningJob>,
+    /// Optional features the agent supports.
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningJob {
+    pub job: Uuid,
+    pub dispatch_id: String,
+    /// The last line the controller acknowledged as stored (0: none).
+    pub acked_through: u32,
+    /// Whether the job has finished on the agent (only its lines and outcome are left).
+    pub finished: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol_version: u16,
+    pub controller_version: String,
+    /// The agent's uuid as the controller knows it (from the certificate).
+    pub agent: Uuid,
+    pub heartbeat_interval_ms: u32,
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub running: u32,
+    pub capacity: u32,
+    /// The agent is draining (SIGTERM): it takes no new work.
+    pub draining: bool,
+}
+
+/// Controller → agent on a job stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobDown {
+    /// Boxed: an assignment carries a whole playbook, the other variants a few bytes.
+    Assign(Box<Assignment>),
+    /// Every line up to and including `through_line` is committed to the database.
+    LogAck { job: Uuid, through_line: u32 },
+    /// The outcome is recorded; the agent may forget the job.
+    FinishAck { job: Uuid },
+}
+
+/// Agent → controller on a job stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobUp {
+    Accept {
+        job: Uuid,
+    },
+    Reject {
+        job: Uuid,
+        reason: String,
+    },
+    /// Reopens a job's stream after a reconnect; lines follow from `acked_through + 1`.
+    Resume {
+        job: Uuid,
+        dispatch_id: String,
+        acked_through: u32,
+    },
+    Started {
+        job: Uuid,
+        at_ms: i64,
+    },
+    Logs(LogBatch),
+    Finished(Finished),
+}
+
+/// A job handed to an agent: everything it needs to run it without asking again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub job: Uuid,
+    /// Names this attempt; a stale attempt's messages are ignored.
+    pub dispatch_id: String,
+    pub playbook_name: String,
+    pub playbook_content: String,
+    /// Lower-case hex SHA-256 of `playbook_content` (the playbook's `file_hash`).
+    pub playbook_sha256: String,
+    pub target: Target,
+    /// A JSON object of extra vars (the playbook's defaults overlaid with the job's).
+    pub extra_vars_json: String,
+    pub time_limit_secs: u32,
+}
+
+/// The server a job runs against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub hostname: String,
+    pub ip_address: String,
+    pub ssh_port: u16,
+    pub ssh_user: String,
+    pub ssh_key_path: Option<String>,
+    /// A JSON object of Ansible host variables, e.g. `{"ansible_connection":"local"}`.
+    pub host_vars_json: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+        }
+    }
+
+    /// The level of one line of ansible-playbook output.
+    pub fn classify(line: &str) -> Level {
+        let t = line.trim_start();
+        if t.starts_with("fatal:")
+            || t.starts_with("failed:")
+            || t.starts_with("ERROR!")
+            || t.starts_with("[ERROR]")
+        {
+            Level::Error
+        } else if t.starts_with("[WARNING]") || t.starts_with("[DEPRECATION WARNING]") {
+            Level::Warning
+        } else {
+            Level::Info
+        }
+    }
+}
+
+/// Consecutive lines of one job: `lines[i]` is line `first_line + i`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub job: Uuid,
+    pub first_line: u32,
+    pub lines: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Milliseconds since the Unix epoch, UTC.
+    pub at_ms: i64,
+    pub level: Level,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinalStatus {
+    Success,
+    Failed,
+    Cancelled,
+}
+
+/// How a job ended on the agent. Sent after its last line; `last_line` lets the controller
+/// record the outcome only once every line is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub job: Uuid,
+    pub status: FinalStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub last_line: u32,
+}
+
+/// Agent → controller on the enrolment endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub protocol_version: u16,
+    /// The token's secret part (the controller keeps only its hash).
+    pub secret: String,
+    pub csr_der: Vec<u8>,
+    pub hostname: String,
+    /// Labels asked for in addition to the token's (the token's win on conflict).
+    pub labels: Vec<Label>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EnrollResponse {
+    Enrolled {
+        agent: Uuid,
+        name: String,
+        /// The agent's certificate first, then the CA's.
+        cert_chain_der: Vec<Vec<u8>>,
+        labels: Vec<Label>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansible_lines_get_levels() {
+        assert_eq!(
+            Level::classify("fatal: [web1]: FAILED! => {}"),
+            Level::Error
+        );
+        assert_eq!(Level::classify("failed: [web1] (item=x)"), Level::Error);
+        assert_eq!(
+            Level::classify("ERROR! the playbook could not be found"),
+            Level::Error
+        );
+        assert_eq!(
+            Level::classify("[WARNING]: No inventory was parsed"),
+            Level::Warning
+        );
+        assert_eq!(Level::classify("ok: [web1]"), Level::Info);
+        assert_eq!(Level::classify("TASK [debug] ****"), Level::Info);
+    }
+}

@@ -1,0 +1,248 @@
+//! rustls and quinn configuration for both ends. One crypto provider (ring) is used explicitly
+//! everywhere, so no process-wide default is needed. TLS 1.3 only, no 0-RTT (it is replayable
+//! and precedes client authentication).
+//!
+//! - Agent endpoint (ALPN `outpost/1`): client certificates are required and must chain to the
+//!   Outpost CA; anything else fails the handshake.
+//! - Enrolment endpoint (ALPN `outpost-enroll/1`): server authentication only; the agent pins
+//!   the CA by the fingerprint in its token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::pki;
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("QUIC needs TLS 1.3: {0}")]
+    Quic(String),
+    #[error("the peer presented no certificate")]
+    NoPeerCertificate,
+    #[error("peer certificate: {0}")]
+    Pki(#[from] pki::PkiError),
+}
+
+/// Timers of a QUIC connection. A dead peer is noticed after `idle_timeout`; the agent sends a
+/// keep-alive every `keep_alive` so an idle but healthy session never times out, at the cost of
+/// one small packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    pub idle_timeout: Duration,
+    pub keep_alive: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            idle_timeout: Duration::from_secs(15),
+            keep_alive: Duration::from_secs(5),
+        }
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn transport(timers: Timers, keep_alive: bool) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(timers.idle_timeout).ok());
+    if keep_alive {
+        t.keep_alive_interval(Some(timers.keep_alive));
+    }
+    // One stream per running job plus the session stream; leave room for many.
+    t.max_concurrent_bidi_streams(1024u32.into());
+    t
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone())?;
+    Ok(roots)
+}
+
+/// The controller's agent endpoint: mutual TLS, client certificates from the Outpost CA only.
+pub fn agent_server_config(
+    ca: &CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    timers: Timers,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
+            .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![crate::ALPN_AGENT.to_vec()];
+    tls.max_early_data_size = 0;
+    server_config(tls, timers)
+}
+
+/// The controller's enrolment endpoint: server authentication only.
+pub fn enroll_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    timers: Timers,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![crate::ALPN_ENROLL.to_vec()];
+    tls.max_early_data_size = 0;
+    server_config(tls, timers)
+}
+
+fn server_config(
+    tls: rustls::ServerConfig,
+    timers: Timers,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport(timers, false)));
+    Ok(cfg)
+}
+
+/// An agent's session: presents its certificate, trusts only the Outpost CA.
+pub fn agent_client_config(
+    ca: &CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    timers: Timers,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(chain, key)?;
+    tls.alpn_protocols = vec![crate::ALPN_AGENT.to_vec()];
+    client_config(tls, timers)
+}
+
+/// Enrolment: no client certificate yet; the server must present a chain whose CA has the
+/// token's fingerprint.
+pub fn enroll_client_config(
+    ca_fingerprint: &str,
+    timers: Timers,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = PinnedCaVerifier {
+        fingerprint: ca_fingerprint.to_ascii_lowercase(),
+        algorithms: provider.signature_verification_algorithms,
+        provider: provider.clone(),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![crate::ALPN_ENROLL.to_vec()];
+    client_config(tls, timers)
+}
+
+fn client_config(
+    mut tls: rustls::ClientConfig,
+    timers: Timers,
+) -> Result<quinn::ClientConfig, TlsError> {
+    tls.enable_early_data = false;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport(timers, true)));
+    Ok(cfg)
+}
+
+/// Verifies the server against the CA found in its own chain, after checking that CA's
+/// fingerprint against the pinned one. Apart from where the root comes from, this is the
+/// ordinary WebPKI verification (names, validity, signatures).
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    fingerprint: String,
+    algorithms: WebPkiSupportedAlgorithms,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| pki::fingerprint(c) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the controller's CA does not match the fingerprint in the enrolment token"
+                        .into(),
+                )
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The agent uuid named by the certificate a connection's peer presented. Agents are known by
+/// their certificate, never by their address (QUIC migration can change it).
+pub fn peer_agent_uuid(conn: &quinn::Connection) -> Result<Uuid, TlsError> {
+    let identity = conn.peer_identity().ok_or(TlsError::NoPeerCertificate)?;
+    let certs = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| TlsError::NoPeerCertificate)?;
+    let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
+    Ok(pki::agent_uuid(leaf)?)
+}
+
+/// The leaf certificate a connection's peer presented (for fingerprints and expiry).
+pub fn peer_leaf(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    conn.peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?
+        .into_iter()
+        .next()
+}
