@@ -260,6 +260,60 @@ pub struct Ticket {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
+/// An agent on a bastion host, known by the uuid its certificate names.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Agent {
+    pub id: AgentId,
+    pub uuid: String,
+    pub name: String,
+    pub labels: Option<sqlx::types::Json<JsonObject>>,
+    pub cert_fingerprint: Option<String>,
+    pub cert_expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+    pub capacity: i32,
+    pub version: Option<String>,
+    pub hostname: Option<String>,
+    pub ansible_version: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub connected_controller: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Agent {
+    /// The agent's labels as strings (non-string JSON values are rendered as JSON).
+    pub fn label_pairs(&self) -> Vec<(String, String)> {
+        self.labels
+            .as_ref()
+            .map(|l| {
+                l.0.iter()
+                    .map(|(k, v)| (k.clone(), label_text(v)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A label or tag value as text: strings as they are, anything else as JSON.
+pub fn label_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EnrollmentToken {
+    pub id: i32,
+    pub name: String,
+    pub labels: Option<sqlx::types::Json<JsonObject>>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub agent_id: Option<AgentId>,
+    pub created_by: Option<UserId>,
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: AuditId,

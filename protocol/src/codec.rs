@@ -102,6 +102,38 @@ where
         .map_err(FrameError::Undecodable)
 }
 
+/// Reads frames on a task of its own and hands them over a channel. `read_frame` is not
+/// cancel-safe (a half-read frame would be lost), so code that `select!`s on incoming messages
+/// reads from this channel instead. The channel ends after the stream ends or fails (the
+/// failure is the last item).
+pub fn spawn_reader<R, T>(
+    mut r: R,
+    max: usize,
+) -> tokio::sync::mpsc::Receiver<Result<T, FrameError>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            match read_frame::<_, T>(&mut r, max).await {
+                Ok(Some(msg)) => {
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 /// A reader and a writer of frames of at most `max` bytes, over one bidirectional stream.
 pub struct FramedStream<R, W> {
     pub recv: R,

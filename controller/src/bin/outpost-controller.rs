@@ -1,20 +1,36 @@
 //! `outpost-controller`: the Outpost controller daemon and its maintenance commands.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use outpost_controller::{PoolConfig, Store};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use outpost_controller::config::{FileConfig, LogFormat, Settings};
+use outpost_controller::model::{Paging, Role};
+use outpost_controller::pki::{self, PkiPaths};
+use outpost_controller::store::agents::NewEnrollmentToken;
+use outpost_controller::store::audit::Actor;
+use outpost_controller::store::users::NewUser;
+use outpost_controller::{server, Store};
+use outpost_protocol::token::EnrollToken;
+use tokio_util::sync::CancellationToken;
 
 /// The Outpost controller: owns the state, schedules Ansible jobs on agents, ingests their output.
 ///
 /// The database is chosen by URL: `mysql://user:pass@host:3306/outpost` (or `mariadb://`) for
 /// production and several controllers; `sqlite://PATH` for one controller. Without a URL the
 /// embedded SQLite store `<data-dir>/outpost.db` is used.
+///
+/// Settings come from a TOML file (--config), then OUTPOST_* environment variables, then flags;
+/// each overrides the one before.
 #[derive(Parser)]
 #[command(name = "outpost-controller", version)]
 struct Cli {
+    /// A TOML configuration file (keys as in the README, e.g. `retention_days = 30`).
+    #[arg(long, env = "OUTPOST_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Database URL; defaults to SQLite in the data directory.
     #[arg(
         long,
@@ -23,46 +39,24 @@ struct Cli {
         hide_env_values = true
     )]
     database_url: Option<String>,
-    /// Where the embedded store, the PKI and playbook files live.
-    #[arg(
-        long,
-        env = "OUTPOST_DATA_DIR",
-        global = true,
-        default_value = "/var/lib/outpost"
-    )]
-    data_dir: PathBuf,
-    /// Maximum pooled connections (MySQL: the seed's 20, plus --db-pool-overflow).
-    #[arg(
-        long,
-        env = "OUTPOST_DB_POOL_SIZE",
-        global = true,
-        default_value_t = 20
-    )]
-    db_pool_size: u32,
-    /// Extra connections allowed above the pool size under load.
-    #[arg(
-        long,
-        env = "OUTPOST_DB_POOL_OVERFLOW",
-        global = true,
-        default_value_t = 10
-    )]
-    db_pool_overflow: u32,
-    /// Seconds to wait for a free connection before failing.
-    #[arg(
-        long,
-        env = "OUTPOST_DB_POOL_TIMEOUT",
-        global = true,
-        default_value_t = 30
-    )]
-    db_pool_timeout: u64,
-    /// Seconds after which a connection is closed and replaced.
-    #[arg(
-        long,
-        env = "OUTPOST_DB_POOL_RECYCLE",
-        global = true,
-        default_value_t = 3600
-    )]
-    db_pool_recycle: u64,
+    /// Where the embedded store, the PKI and playbook files live [default: /var/lib/outpost].
+    #[arg(long, env = "OUTPOST_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Maximum pooled connections [default: 20, the seed's pool size].
+    #[arg(long, env = "OUTPOST_DB_POOL_SIZE", global = true)]
+    db_pool_size: Option<u32>,
+    /// Extra connections allowed above the pool size under load [default: 10].
+    #[arg(long, env = "OUTPOST_DB_POOL_OVERFLOW", global = true)]
+    db_pool_overflow: Option<u32>,
+    /// Seconds to wait for a free connection before failing [default: 30].
+    #[arg(long, env = "OUTPOST_DB_POOL_TIMEOUT", global = true)]
+    db_pool_timeout: Option<u64>,
+    /// Seconds after which a connection is closed and replaced [default: 3600].
+    #[arg(long, env = "OUTPOST_DB_POOL_RECYCLE", global = true)]
+    db_pool_recycle: Option<u64>,
+    /// Log as human-readable text or as JSON lines [default: text].
+    #[arg(long, env = "OUTPOST_LOG_FORMAT", global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,50 +69,232 @@ enum Command {
         #[arg(long, value_name = "N")]
         down: Option<usize>,
     },
-    /// Run the controller daemon: QUIC for agents (UDP 7443) and the HTTPS API (TCP 8443).
-    /// Arriving with the controller issue; today it only applies migrations and exits.
-    Serve,
-    /// Create the CA, the controller's certificate and the first admin. Arriving with the PKI.
-    Init,
+    /// Run the controller: QUIC for agents (UDP 7443) and enrolment (UDP 7444).
+    Serve(ServeArgs),
+    /// Create the CA, the controller's certificate and the first admin account.
+    Init(InitArgs),
+    /// Make a one-time enrolment token for a new agent (prints it once; only its hash is kept).
+    Token(TokenArgs),
+    /// List enrolled agents.
+    Agents,
+    /// Revoke an agent: its sessions are dropped and it can never connect again.
+    Revoke {
+        /// The agent's name (as given to its token) or uuid.
+        agent: String,
+    },
     /// One-command local setup on SQLite: fresh PKI, one local agent, localhost as a server,
-    /// a playbook run end to end. Arriving once controller and agent are in place.
+    /// a playbook run end to end.
     Dev,
 }
 
-impl Cli {
-    fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("outpost.db").display()))
-    }
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// UDP address for agent sessions [default: 0.0.0.0:7443].
+    #[arg(long, env = "OUTPOST_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// UDP address for enrolment [default: 0.0.0.0:7444].
+    #[arg(long, env = "OUTPOST_ENROLL_LISTEN")]
+    enroll_listen: Option<SocketAddr>,
+    /// This controller's name among those sharing the database [default: hostname-pid].
+    #[arg(long, env = "OUTPOST_CONTROLLER_ID")]
+    controller_id: Option<String>,
+    /// Server tags that restrict which agents may run a server's jobs (repeatable) [default: dc].
+    #[arg(
+        long = "routing-key",
+        env = "OUTPOST_ROUTING_KEYS",
+        value_delimiter = ','
+    )]
+    routing_keys: Option<Vec<String>>,
+    /// Seconds a vanished agent has to come back before its running jobs fail [default: 120].
+    #[arg(long, env = "OUTPOST_AGENT_GRACE_SECS")]
+    agent_grace_secs: Option<u64>,
+    /// Seconds between agent heartbeats [default: 5].
+    #[arg(long, env = "OUTPOST_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<u64>,
+    /// Lifetime of agent certificates in days; agents renew with a third left [default: 7].
+    #[arg(long, env = "OUTPOST_AGENT_CERT_DAYS")]
+    agent_cert_days: Option<u64>,
+    /// Days of job output to keep [default: 90].
+    #[arg(long, env = "OUTPOST_RETENTION_DAYS")]
+    retention_days: Option<u64>,
+    /// Milliseconds between the scheduler's safety-net sweeps [default: 2000].
+    #[arg(long, env = "OUTPOST_SWEEP_INTERVAL_MS")]
+    sweep_interval_ms: Option<u64>,
+    /// Jobs that may run on one server at the same time [default: 1].
+    #[arg(long, env = "OUTPOST_MAX_RUNNING_PER_SERVER")]
+    max_running_per_server: Option<u32>,
+    /// Time limit of a job in seconds [default: 3600].
+    #[arg(long, env = "OUTPOST_JOB_TIME_LIMIT_SECS")]
+    job_time_limit_secs: Option<u32>,
+    /// Do not apply pending migrations at start-up.
+    #[arg(long, env = "OUTPOST_NO_MIGRATE")]
+    no_migrate: bool,
+}
 
-    fn pool(&self) -> PoolConfig {
-        PoolConfig {
-            size: self.db_pool_size,
-            overflow: self.db_pool_overflow,
-            acquire_timeout: std::time::Duration::from_secs(self.db_pool_timeout),
-            recycle: std::time::Duration::from_secs(self.db_pool_recycle),
-        }
-    }
+#[derive(Args)]
+struct InitArgs {
+    /// DNS names and IP addresses agents use to reach this controller (repeatable)
+    /// [default: localhost, 127.0.0.1 and this host's name].
+    #[arg(long = "name")]
+    names: Vec<String>,
+    /// The first admin's user name.
+    #[arg(long, default_value = "admin")]
+    admin_user: String,
+    /// The first admin's email.
+    #[arg(long, default_value = "admin@localhost.localdomain")]
+    admin_email: String,
+    /// The first admin's password (8 to 72 bytes); read from the environment, never a flag.
+    #[arg(long = "admin-password-env", default_value = "OUTPOST_ADMIN_PASSWORD")]
+    admin_password_env: String,
+    /// Replace an existing CA (every enrolled agent must enrol again).
+    #[arg(long)]
+    force: bool,
+}
 
-    async fn store(&self) -> anyhow::Result<Store> {
-        let url = self.database_url();
-        if url.starts_with("sqlite:") && self.database_url.is_none() {
-            std::fs::create_dir_all(&self.data_dir).with_context(|| {
-                format!(
-                    "cannot create the data directory {}",
-                    self.data_dir.display()
-                )
-            })?;
-        }
-        Ok(Store::connect(&url, &self.pool()).await?)
+#[derive(Args)]
+struct TokenArgs {
+    /// The agent's name (unique), e.g. bastion-fra1.
+    #[arg(long)]
+    name: String,
+    /// A label for the agent, e.g. dc=fra1 (repeatable); servers tagged alike are routed to it.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Hours until the token expires.
+    #[arg(long, default_value_t = 24)]
+    ttl_hours: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "'{s}' is not a label; write key=value, e.g. dc=fra1"
+        )),
     }
 }
 
+impl Cli {
+    /// Defaults, then the file, then the environment and flags (clap merged those two).
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("/var/lib/outpost"));
+        let mut s = Settings::new(String::new(), data_dir.clone());
+        s.apply_file(&file)?;
+        s.data_dir = data_dir;
+        s.database_url = self
+            .database_url
+            .clone()
+            .or(file.database_url.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("outpost.db").display()));
+        if let Some(v) = self.db_pool_size {
+            s.pool.size = v;
+        }
+        if let Some(v) = self.db_pool_overflow {
+            s.pool.overflow = v;
+        }
+        if let Some(v) = self.db_pool_timeout {
+            s.pool.acquire_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = self.db_pool_recycle {
+            s.pool.recycle = Duration::from_secs(v);
+        }
+        if let Some(v) = self.log_format {
+            s.log_format = v;
+        }
+        if let Command::Serve(a) = &self.command {
+            macro_rules! over {
+                ($src:expr, $dst:expr) => {
+                    if let Some(v) = $src.clone() {
+                        $dst = v.into();
+                    }
+                };
+            }
+            over!(a.listen, s.listen);
+            over!(a.enroll_listen, s.enroll_listen);
+            over!(a.controller_id, s.controller_id);
+            over!(a.routing_keys, s.routing_keys);
+            if let Some(v) = a.agent_grace_secs {
+                s.agent_grace = Duration::from_secs(v);
+            }
+            if let Some(v) = a.heartbeat_secs {
+                s.heartbeat_interval = Duration::from_secs(v.max(1));
+            }
+            if let Some(v) = a.agent_cert_days {
+                s.agent_cert_lifetime = Duration::from_secs(v.max(1) * 86400);
+            }
+            if let Some(v) = a.retention_days {
+                s.retention = Duration::from_secs(v * 86400);
+            }
+            if let Some(v) = a.sweep_interval_ms {
+                s.sweep_interval = Duration::from_millis(v.max(50));
+            }
+            over!(a.max_running_per_server, s.max_running_per_server);
+            if let Some(v) = a.job_time_limit_secs {
+                s.default_time_limit = Duration::from_secs(v.into());
+            }
+            if a.no_migrate {
+                s.migrate_on_start = false;
+            }
+        }
+        s.check()?;
+        Ok(s)
+    }
+
+    async fn store(&self, s: &Settings) -> anyhow::Result<Store> {
+        if s.database_url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&s.data_dir).with_context(|| {
+                format!("cannot create the data directory {}", s.data_dir.display())
+            })?;
+        }
+        Ok(Store::connect(&s.database_url, &s.pool).await?)
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Fires `stop` on SIGTERM or Ctrl-C.
+fn stop_on_signals(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stop requested");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        stop.cancel();
+    });
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings()?;
     match &cli.command {
         Command::Migrate { down } => {
-            let store = cli.store().await?;
+            let store = cli.store(&settings).await?;
             match down {
                 Some(n) => {
                     let undone = store.migrate_down(*n).await?;
@@ -145,20 +321,159 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Serve => {
-            let store = cli.store().await?;
-            let ran = store.migrate_up().await?;
+        Command::Serve(_) => {
+            init_tracing(settings.log_format);
+            if settings.database_url.starts_with("sqlite:") {
+                std::fs::create_dir_all(&settings.data_dir)?;
+            }
+            let stop = CancellationToken::new();
+            stop_on_signals(stop.clone());
+            server::serve(settings, stop, |_| {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Init(args) => init(&cli, &settings, args).await,
+        Command::Token(args) => {
+            let paths = PkiPaths::new(&settings.data_dir);
+            let pki = pki::load(&paths)?;
+            let store = cli.store(&settings).await?;
+            store.migrate_up().await?;
+            let token = EnrollToken::generate(&pki.ca.fingerprint());
+            let labels: serde_json::Map<String, serde_json::Value> = args
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            let expires = chrono::Utc::now()
+                + chrono::Duration::hours(i64::try_from(args.ttl_hours).unwrap_or(24));
+            store
+                .create_enrollment_token(
+                    &NewEnrollmentToken {
+                        secret_hash: EnrollToken::secret_hash(&token.secret),
+                        name: args.name.clone(),
+                        labels: serde_json::Value::Object(labels),
+                        expires_at: expires,
+                    },
+                    &Actor::system(),
+                )
+                .await?;
+            eprintln!(
+                "enrolment token for agent '{}', valid until {expires} (shown once):",
+                args.name
+            );
+            println!("{}", token.encode());
+            store.close().await;
+            Ok(())
+        }
+        Command::Agents => {
+            let store = cli.store(&settings).await?;
+            let page = store.list_agents(Paging::new(1000, 0)).await?;
             println!(
-                "{} migration(s) applied; the daemon itself arrives with the controller issue",
-                ran.len()
+                "{:<24} {:<36} {:<8} {:<22} LABELS",
+                "NAME", "UUID", "STATE", "LAST SEEN"
+            );
+            for a in page.items {
+                let state = if a.revoked {
+                    "revoked"
+                } else if a.connected_controller.is_some() {
+                    "online"
+                } else {
+                    "offline"
+                };
+                let seen = a
+                    .last_seen
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "never".into());
+                let labels: Vec<String> = a
+                    .label_pairs()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!(
+                    "{:<24} {:<36} {:<8} {:<22} {}",
+                    a.name,
+                    a.uuid,
+                    state,
+                    seen,
+                    labels.join(",")
+                );
+            }
+            store.close().await;
+            Ok(())
+        }
+        Command::Revoke { agent } => {
+            let store = cli.store(&settings).await?;
+            let found = match store.get_agent_by_name(agent).await {
+                Ok(a) => a,
+                Err(_) => store
+                    .get_agent_by_uuid(agent)
+                    .await
+                    .with_context(|| format!("no agent named '{agent}'"))?,
+            };
+            store.revoke_agent(found.id, &Actor::system()).await?;
+            println!(
+                "agent {} ({}) revoked; live sessions close within seconds",
+                found.name, found.uuid
             );
             store.close().await;
             Ok(())
         }
-        Command::Init | Command::Dev => {
-            anyhow::bail!("not built yet: this command arrives with the PKI and controller issues")
+        Command::Dev => bail!("the dev quick start arrives with the agent; see the README"),
+    }
+}
+
+async fn init(cli: &Cli, settings: &Settings, args: &InitArgs) -> anyhow::Result<()> {
+    let paths = PkiPaths::new(&settings.data_dir);
+    let mut names = args.names.clone();
+    if names.is_empty() {
+        names = vec!["localhost".into(), "127.0.0.1".into()];
+        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            let h = h.trim().to_owned();
+            if !h.is_empty() && !names.contains(&h) {
+                names.push(h);
+            }
         }
     }
+    let password = std::env::var(&args.admin_password_env).ok();
+    let store = cli.store(settings).await?;
+    store.migrate_up().await?;
+    let pki = pki::init(
+        &paths,
+        &names,
+        Duration::from_secs(10 * 365 * 86400),
+        Duration::from_secs(365 * 86400),
+        args.force,
+    )?;
+    println!(
+        "CA and server certificate written to {} (names: {})",
+        paths.dir.display(),
+        names.join(", ")
+    );
+    println!("CA fingerprint (sha256): {}", pki.ca.fingerprint());
+    match password {
+        Some(pw) => {
+            let user = store
+                .create_user(
+                    &NewUser {
+                        username: args.admin_user.clone(),
+                        email: args.admin_email.clone(),
+                        password: pw,
+                        role: Role::Admin,
+                    },
+                    &Actor::system(),
+                )
+                .await?;
+            println!("admin account '{}' created", user.username);
+        }
+        None => println!(
+            "no admin created: set {} to create the first admin",
+            args.admin_password_env
+        ),
+    }
+    store.close().await;
+    Ok(())
 }
 
 #[tokio::main]

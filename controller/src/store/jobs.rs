@@ -317,6 +317,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// (job uuid, agent) of every unfinished job with a cancel request and an agent.
+    pub async fn cancel_requested_jobs(&self) -> Result<Vec<(String, AgentId)>> {
+        Ok(on_pool!(self, p => sqlx::query_as::<_, (String, AgentId)>(
+            "SELECT job_id, agent_id FROM jobs WHERE status IN ('pending', 'running') \
+             AND cancel_requested_at IS NOT NULL AND agent_id IS NOT NULL",
+        ).fetch_all(p).await?))
+    }
+
+    /// How many jobs each server has with an agent (assigned or running).
+    pub async fn active_jobs_per_server(&self) -> Result<std::collections::HashMap<ServerId, i64>> {
+        let rows: Vec<(ServerId, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT server_id, COUNT(*) FROM jobs WHERE status IN ('pending', 'running') \
+             AND agent_id IS NOT NULL GROUP BY server_id",
+        ).fetch_all(p).await?);
+        Ok(rows.into_iter().collect())
+    }
+}
+
 fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }

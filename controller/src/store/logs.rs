@@ -73,6 +73,15 @@ impl Store {
         .fetch_all(p).await?))
     }
 
+    /// The last `n` ERROR lines of a job, oldest first (for failure tickets).
+    pub async fn last_error_lines(&self, job: JobId, n: i64) -> Result<Vec<String>> {
+        let mut lines: Vec<String> = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT content FROM job_logs WHERE job_id = ? AND log_level = 'ERROR' ORDER BY line_number DESC LIMIT ?",
+        ).bind(job).bind(n).fetch_all(p).await?);
+        lines.reverse();
+        Ok(lines)
+    }
+
     /// The highest line number stored for a job and how many lines it has (equal when there
     /// is no gap).
     pub async fn log_extent(&self, job: JobId) -> Result<(i32, i64)> {

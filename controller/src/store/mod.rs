@@ -6,6 +6,7 @@
 //! text. Each method runs its body once per backend through [`on_pool!`], so a query is typed
 //! against the concrete driver and no `Any` driver is involved.
 
+pub mod agents;
 pub mod audit;
 pub mod jobs;
 pub mod logs;

@@ -1,0 +1,273 @@
+//! The agent's jobs: the table of jobs it holds (running, or finished with output or an outcome
+//! the controller has not yet acknowledged), starting them, and delivering their spools over
+//! job streams.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use outpost_protocol::codec::{self, FrameError};
+use outpost_protocol::message::{Assignment, Finished, JobDown, JobUp, LogBatch, RunningJob};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::runner::{self, RunnerConfig};
+use crate::spool::{Meta, Outcome, Spool};
+
+/// A batch carries at most this many lines…
+pub const BATCH_LINES: usize = 500;
+/// …or about this many bytes of text.
+pub const BATCH_BYTES: usize = 64 * 1024;
+
+pub struct JobEntry {
+    pub job: Uuid,
+    pub dispatch_id: String,
+    pub spool: Arc<Spool>,
+    /// Fired to cancel the run (a controller's request, or the drain timeout).
+    pub cancel: CancellationToken,
+    /// The last line spooled so far.
+    progress: watch::Receiver<u32>,
+    /// Set once the run ended.
+    outcome: watch::Receiver<Option<Outcome>>,
+}
+
+impl JobEntry {
+    pub fn finished(&self) -> bool {
+        self.outcome.borrow().is_some()
+    }
+
+    /// Waits until the run has ended.
+    pub async fn ended(&self) {
+        let mut rx = self.outcome.clone();
+        let _ = rx.wait_for(|o| o.is_some()).await;
+    }
+}
+
+/// The jobs this agent holds. A narrow handle over a map: every access is a short critical
+/// section, never held across an await.
+#[derive(Default)]
+pub struct JobTable {
+    jobs: Mutex<HashMap<Uuid, Arc<JobEntry>>>,
+}
+
+impl JobTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<JobEntry>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, job: &Uuid) -> Option<Arc<JobEntry>> {
+        self.lock().get(job).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<JobEntry>> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn remove(&self, job: &Uuid) {
+        self.lock().remove(job);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Jobs whose ansible-playbook is still running.
+    pub fn running(&self) -> usize {
+        self.lock().values().filter(|e| !e.finished()).count()
+    }
+
+    /// What the Hello reports.
+    pub fn report(&self) -> Vec<RunningJob> {
+        self.lock()
+            .values()
+            .map(|e| RunningJob {
+                job: e.job,
+                dispatch_id: e.dispatch_id.clone(),
+                acked_through: e.spool.acked(),
+                finished: e.finished(),
+            })
+            .collect()
+    }
+
+    /// Takes up the spools left on disk by a previous run of the agent. A job that was still
+    /// running was interrupted: its process group is killed and it is reported failed, with
+    /// every line it had spooled.
+    pub fn recover(&self, spool_root: &std::path::Path) -> std::io::Result<usize> {
+        let mut n = 0;
+        for entry in std::fs::read_dir(spool_root)? {
+            let dir = entry?.path();
+            let spool = match Spool::open(&dir) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "unreadable spool left aside");
+                    continue;
+                }
+            };
+            let meta = spool.meta();
+            let outcome = match meta.outcome.clone() {
+                Some(o) => o,
+                None => {
+                    runner::kill_group(meta.pgid);
+                    let o = Outcome {
+                        status: outpost_protocol::message::FinalStatus::Failed,
+                        exit_code: None,
+                        error: Some("agent restarted while the job was running; its output up to then is kept".into()),
+                        last_line: spool.last_line(),
+                    };
+                    spool.set_outcome(o.clone())?;
+                    tracing::warn!(job = %meta.job, lines = o.last_line, "interrupted job reported failed");
+                    o
+                }
+            };
+            let (_p, progress) = watch::channel(outcome.last_line);
+            let (_o, outcome_rx) = watch::channel(Some(outcome));
+            self.lock().insert(
+                meta.job,
+                Arc::new(JobEntry {
+                    job: meta.job,
+                    dispatch_id: meta.dispatch_id,
+                    spool,
+                    cancel: CancellationToken::new(),
+                    progress,
+                    outcome: outcome_rx,
+                }),
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Accepts an assignment: creates its spool and starts ansible-playbook.
+    pub fn start(
+        &self,
+        cfg: Arc<RunnerConfig>,
+        spool_root: &std::path::Path,
+        job: Assignment,
+    ) -> std::io::Result<Arc<JobEntry>> {
+        let meta = Meta {
+            job: job.job,
+            dispatch_id: job.dispatch_id.clone(),
+            playbook_name: job.playbook_name.clone(),
+            pgid: None,
+            outcome: None,
+        };
+        let spool = Arc::new(Spool::create(spool_root, meta)?);
+        let (progress_tx, progress) = watch::channel(0);
+        let (outcome_tx, outcome) = watch::channel(None);
+        let entry = Arc::new(JobEntry {
+            job: job.job,
+            dispatch_id: job.dispatch_id.clone(),
+            spool: spool.clone(),
+            cancel: CancellationToken::new(),
+            progress,
+            outcome,
+        });
+        self.lock().insert(job.job, entry.clone());
+        let cancel = entry.cancel.clone();
+        tokio::spawn(async move {
+            tracing::info!(job = %job.job, playbook = %job.playbook_name, host = %job.target.hostname, "job started");
+            let outcome = runner::run(&cfg, &job, spool.clone(), cancel, progress_tx).await;
+            tracing::info!(job = %job.job, status = ?outcome.status, exit = ?outcome.exit_code, lines = outcome.last_line, "job ended");
+            if let Err(e) = spool.set_outcome(outcome.clone()) {
+                tracing::error!(job = %job.job, error = %e, "cannot record the outcome in the spool");
+            }
+            let _ = outcome_tx.send(Some(outcome));
+        });
+        Ok(entry)
+    }
+}
+
+/// Sends a job's spool from the first unacknowledged line, then its outcome, over one job
+/// stream; applies the controller's acknowledgements. Returns when the controller has recorded
+/// the outcome (the spool is then removed) or the stream ends.
+pub async fn deliver(
+    table: &JobTable,
+    entry: Arc<JobEntry>,
+    send: &mut quinn::SendStream,
+    reader: &mut mpsc::Receiver<Result<JobDown, FrameError>>,
+) -> Result<(), String> {
+    let spool = &entry.spool;
+    let mut next = spool.acked() + 1;
+    let mut offset = spool.offset_of(next).map_err(|e| e.to_string())?;
+    let mut progress = entry.progress.clone();
+    let mut outcome_rx = entry.outcome.clone();
+    let mut finished_sent = false;
+    let mut watching = true;
+    loop {
+        // Apply acknowledgements that arrived meanwhile.
+        while let Ok(msg) = reader.try_recv() {
+            if on_down(table, &entry, msg.map_err(|e| e.to_string())?)? {
+                return Ok(());
+            }
+        }
+        if next <= spool.last_line() {
+            let chunk = spool
+                .read(next, offset, BATCH_LINES, BATCH_BYTES)
+                .map_err(|e| e.to_string())?;
+            if !chunk.lines.is_empty() {
+                let n = chunk.lines.len() as u32;
+                let batch = JobUp::Logs(LogBatch {
+                    job: entry.job,
+                    first_line: next,
+                    lines: chunk.lines,
+                });
+                codec::write_frame(send, &batch, codec::MAX_FRAME)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                next += n;
+                offset = chunk.next_offset;
+                continue;
+            }
+        }
+        let outcome = outcome_rx.borrow().clone();
+        if let Some(o) = &outcome {
+            if !finished_sent && next > o.last_line {
+                let f = Finished {
+                    job: entry.job,
+                    status: o.status,
+                    exit_code: o.exit_code,
+                    error: o.error.clone(),
+                    last_line: o.last_line,
+                };
+                codec::write_frame(send, &JobUp::Finished(f), codec::MAX_FRAME)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                finished_sent = true;
+            }
+        }
+        tokio::select! {
+            msg = reader.recv() => match msg {
+                Some(m) => if on_down(table, &entry, m.map_err(|e| e.to_string())?)? { return Ok(()) },
+                None => return Err("the job stream ended".into()),
+            },
+            r = progress.changed(), if watching && outcome.is_none() => if r.is_err() { watching = false },
+            r = outcome_rx.changed(), if watching && outcome.is_none() => if r.is_err() { watching = false },
+        }
+    }
+}
+
+/// Applies one controller message; true when the job is fully delivered.
+fn on_down(table: &JobTable, entry: &JobEntry, msg: JobDown) -> Result<bool, String> {
+    match msg {
+        JobDown::LogAck { through_line, .. } => {
+            entry.spool.ack(through_line).map_err(|e| e.to_string())?;
+            Ok(false)
+        }
+        JobDown::FinishAck { .. } => {
+            // Normally the run is over; if the controller let go of a job still running here
+            // (it was settled elsewhere), stop it too.
+            entry.cancel.cancel();
+            if let Err(e) = entry.spool.remove() {
+                tracing::warn!(job = %entry.job, error = %e, "cannot remove a delivered spool");
+            }
+            table.remove(&entry.job);
+            tracing::info!(job = %entry.job, "delivered");
+            Ok(true)
+        }
+        JobDown::Assign(_) => Err("a second assignment on a job stream".into()),
+    }
+}

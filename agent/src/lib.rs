@@ -1,0 +1,17 @@
+//! The Outpost agent: a small daemon on a bastion host. It enrols once with a one-time token,
+//! then dials the controller over mutual-TLS QUIC (outbound only), runs the `ansible-playbook`
+//! jobs it is given against the servers near it, and delivers every line of their output
+//! exactly once, through reconnects and restarts, from an on-disk spool.
+//!
+//! - [`enroll`]: key pair, CSR, certificate.
+//! - [`session`]: the connection to the controller and its reconnect loop.
+//! - [`jobs`]: the jobs held, and delivering them; [`runner`]: one ansible-playbook run;
+//!   [`spool`]: output kept until acknowledged.
+//! - [`state`]: the state directory.
+
+pub mod enroll;
+pub mod jobs;
+pub mod runner;
+pub mod session;
+pub mod spool;
+pub mod state;

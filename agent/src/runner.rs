@@ -1,0 +1,403 @@
+//! The runner: one `ansible-playbook` run for one assignment, in a private work directory and
+//! its own process group, its output numbered line by line into the job's spool.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::message::{Assignment, FinalStatus, Level, LogLine};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::spool::{Outcome, Spool};
+
+/// A line longer than this is cut (a runaway `debug: var=` can print megabytes on one line).
+pub const MAX_LINE_BYTES: usize = 32 * 1024;
+/// Lines are written to the spool at least this often, or every `FLUSH_LINES` lines.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+const FLUSH_LINES: usize = 500;
+
+/// How the agent runs ansible-playbook.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub ansible_playbook: PathBuf,
+    pub work_root: PathBuf,
+    pub host_key_checking: bool,
+    /// Between SIGTERM and SIGKILL when a job is cancelled or times out.
+    pub kill_grace: Duration,
+}
+
+/// Runs one job to its end. Progress (the last line spooled) is published on `progress`.
+pub async fn run(
+    cfg: &RunnerConfig,
+    job: &Assignment,
+    spool: Arc<Spool>,
+    cancel: CancellationToken,
+    progress: watch::Sender<u32>,
+) -> Outcome {
+    let work = cfg.work_root.join(job.job.to_string());
+    let result = run_in(cfg, job, &work, spool.clone(), cancel, &progress).await;
+    let _ = std::fs::remove_dir_all(&work);
+    let last_line = spool.last_line();
+    let (status, exit_code, error) = result;
+    Outcome {
+        status,
+        exit_code,
+        error,
+        last_line,
+    }
+}
+
+type Ended = (FinalStatus, Option<i32>, Option<String>);
+
+fn failed(msg: impl Into<String>) -> Ended {
+    (FinalStatus::Failed, None, Some(msg.into()))
+}
+
+async fn run_in(
+    cfg: &RunnerConfig,
+    job: &Assignment,
+    work: &Path,
+    spool: Arc<Spool>,
+    cancel: CancellationToken,
+    progress: &watch::Sender<u32>,
+) -> Ended {
+    let digest = hex::encode(Sha256::digest(job.playbook_content.as_bytes()));
+    if digest != job.playbook_sha256 {
+        return failed(format!(
+            "playbook '{}' does not match its SHA-256 (got {digest}, expected {}): refusing to run it",
+            job.playbook_name, job.playbook_sha256
+        ));
+    }
+    if let Err(e) = prepare(job, work) {
+        return failed(format!(
+            "cannot prepare the work directory {}: {e}",
+            work.display()
+        ));
+    }
+    let mut cmd = tokio::process::Command::new(&cfg.ansible_playbook);
+    cmd.arg("-i")
+        .arg(work.join("inventory.yml"))
+        .arg("-e")
+        .arg(format!("@{}", work.join("extra_vars.json").display()))
+        .arg(work.join("playbook.yml"))
+        .current_dir(work)
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_FORCE_COLOR", "0")
+        .env("PYTHONUNBUFFERED", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .env(
+            "ANSIBLE_HOST_KEY_CHECKING",
+            if cfg.host_key_checking {
+                "True"
+            } else {
+                "False"
+            },
+        )
+        .env("ANSIBLE_LOCAL_TEMP", work.join("tmp"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return failed(format!(
+                "cannot run {}: {e}. Install ansible-core (`python3 -m pip install ansible-core`) or pass --ansible-playbook",
+                cfg.ansible_playbook.display()
+            ))
+        }
+    };
+    let pgid = child.id().map(|p| p as i32);
+    let _ = spool.set_pgid(pgid);
+
+    // Both pipes feed one channel so lines are numbered in arrival order. The channel is
+    // bounded: if the spool falls behind, the pipes fill and ansible waits.
+    let (tx, rx) = mpsc::channel::<String>(1024);
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|o| tokio::spawn(pump(o, tx.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(pump(e, tx.clone()))),
+    ];
+    drop(tx);
+    let collector = tokio::spawn(collect(rx, spool.clone(), progress.clone()));
+
+    let limit = Duration::from_secs(job.time_limit_secs.max(1).into());
+    let mut why: Option<&str> = None;
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = cancel.cancelled() => { why = Some("cancelled"); terminate(&mut child, pgid, cfg.kill_grace).await }
+        _ = tokio::time::sleep(limit) => { why = Some("timeout"); terminate(&mut child, pgid, cfg.kill_grace).await }
+    };
+    for r in readers.into_iter().flatten() {
+        let _ = r.await;
+    }
+    let errors = collector.await.unwrap_or_default();
+    let _ = spool.set_pgid(None);
+    let tail = if errors.is_empty() {
+        String::new()
+    } else {
+        format!("; last errors:\n{}", errors.join("\n"))
+    };
+    match (why, status) {
+        (Some("cancelled"), _) => (FinalStatus::Cancelled, None, Some("cancelled".into())),
+        (Some(_), _) => failed(format!("timed out after {} s", limit.as_secs())),
+        (None, Err(e)) => failed(format!("lost track of ansible-playbook: {e}")),
+        (None, Ok(s)) => match s.code() {
+            Some(0) => (FinalStatus::Success, Some(0), None),
+            Some(code) => (
+                FinalStatus::Failed,
+                Some(code),
+                Some(format!("ansible-playbook exited with code {code}{tail}")),
+            ),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                failed(format!(
+                    "ansible-playbook was killed by signal {}{tail}",
+                    s.signal().unwrap_or(0)
+                ))
+            }
+        },
+    }
+}
+
+/// SIGTERM to the whole process group, then SIGKILL after the grace period.
+async fn terminate(
+    child: &mut tokio::process::Child,
+    pgid: Option<i32>,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    if let Some(pg) = pgid {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        unsafe { libc::kill(-pg, libc::SIGTERM) };
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => {
+            kill_group(pgid);
+            s
+        }
+        Err(_) => {
+            kill_group(pgid);
+            child.wait().await
+        }
+    }
+}
+
+/// SIGKILL to a process group (what is left of an interrupted run).
+pub fn kill_group(pgid: Option<i32>) {
+    if let Some(pg) = pgid.filter(|p| *p > 1) {
+        // SAFETY: as above.
+        unsafe { libc::kill(-pg, libc::SIGKILL) };
+    }
+}
+
+fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(work)?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(work.join("tmp"))?;
+    std::fs::write(work.join("playbook.yml"), &job.playbook_content)?;
+    let bad = |what: &str, e: serde_json::Error| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
+    };
+    let host_vars: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&job.target.host_vars_json).map_err(|e| bad("host vars", e))?;
+    let extra: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&job.extra_vars_json).map_err(|e| bad("extra vars", e))?;
+    std::fs::write(
+        work.join("inventory.yml"),
+        inventory(job, host_vars).to_string(),
+    )?;
+    std::fs::write(
+        work.join("extra_vars.json"),
+        serde_json::Value::Object(extra).to_string(),
+    )?;
+    Ok(())
+}
+
+/// A one-host inventory (JSON is YAML, so the YAML inventory plugin reads it).
+fn inventory(
+    job: &Assignment,
+    host_vars: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let t = &job.target;
+    let mut vars = serde_json::Map::new();
+    vars.insert("ansible_host".into(), t.ip_address.clone().into());
+    vars.insert("ansible_port".into(), t.ssh_port.into());
+    vars.insert("ansible_user".into(), t.ssh_user.clone().into());
+    if let Some(k) = &t.ssh_key_path {
+        vars.insert("ansible_ssh_private_key_file".into(), k.clone().into());
+    }
+    vars.extend(host_vars);
+    serde_json::json!({ "all": { "hosts": { t.hostname.clone(): vars } } })
+}
+
+/// Reads lines from a pipe, each cut at MAX_LINE_BYTES, without ever buffering more.
+async fn pump(pipe: impl AsyncRead + Unpin, tx: mpsc::Sender<String>) {
+    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    while let Ok(buf) = reader.fill_buf().await {
+        if buf.is_empty() {
+            break;
+        }
+        let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let content = if done { &buf[..take - 1] } else { &buf[..take] };
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        if content.len() > room {
+            cut = true;
+        }
+        line.extend_from_slice(&content[..content.len().min(room)]);
+        reader.consume(take);
+        if done && tx.send(finish_line(&mut line, &mut cut)).await.is_err() {
+            return;
+        }
+    }
+    if !line.is_empty() {
+        let _ = tx.send(finish_line(&mut line, &mut cut)).await;
+    }
+}
+
+fn finish_line(line: &mut Vec<u8>, cut: &mut bool) -> String {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let mut s = String::from_utf8_lossy(line).into_owned();
+    if *cut {
+        s.push_str(" …[truncated]");
+    }
+    line.clear();
+    *cut = false;
+    s
+}
+
+/// Numbers lines into the spool in small batches; returns the last few error lines.
+async fn collect(
+    mut rx: mpsc::Receiver<String>,
+    spool: Arc<Spool>,
+    progress: watch::Sender<u32>,
+) -> Vec<String> {
+    let mut errors: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut batch: Vec<LogLine> = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                Ok(v) => v.map(Some),
+                Err(_) => Some(None), // timer: flush
+            },
+            None => rx.recv().await.map(Some),
+        };
+        match next {
+            Some(Some(text)) => {
+                let level = Level::classify(&text);
+                if level == Level::Error {
+                    errors.push_back(text.clone());
+                    if errors.len() > 5 {
+                        errors.pop_front();
+                    }
+                }
+                let at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                batch.push(LogLine { at_ms, level, text });
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_EVERY);
+                if batch.len() >= FLUSH_LINES {
+                    flush(&spool, &mut batch, &progress);
+                    deadline = None;
+                }
+            }
+            Some(None) => {
+                flush(&spool, &mut batch, &progress);
+                deadline = None;
+            }
+            None => {
+                flush(&spool, &mut batch, &progress);
+                return errors.into();
+            }
+        }
+    }
+}
+
+fn flush(spool: &Spool, batch: &mut Vec<LogLine>, progress: &watch::Sender<u32>) {
+    if batch.is_empty() {
+        return;
+    }
+    match spool.append(batch) {
+        Ok(last) => {
+            let _ = progress.send(last);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot write to the spool; output is being lost"),
+    }
+    batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_crlf_trimmed() {
+        let long = "y".repeat(MAX_LINE_BYTES * 3);
+        let input = format!("first\r\n{long}\nlast-without-newline");
+        let (tx, mut rx) = mpsc::channel(10);
+        pump(input.as_bytes(), tx).await;
+        assert_eq!(rx.recv().await.unwrap(), "first");
+        let cut = rx.recv().await.unwrap();
+        assert!(
+            cut.ends_with("…[truncated]") && cut.len() < MAX_LINE_BYTES + 32,
+            "{}",
+            cut.len()
+        );
+        assert_eq!(rx.recv().await.unwrap(), "last-without-newline");
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[test]
+    fn inventory_carries_the_target_and_host_vars() {
+        let job = Assignment {
+            job: uuid::Uuid::new_v4(),
+            dispatch_id: "d".into(),
+            playbook_name: "p".into(),
+            playbook_content: String::new(),
+            playbook_sha256: String::new(),
+            target: outpost_protocol::message::Target {
+                hostname: "web1".into(),
+                ip_address: "10.1.2.3".into(),
+                ssh_port: 2222,
+                ssh_user: "deploy".into(),
+                ssh_key_path: Some("/home/deploy/.ssh/id".into()),
+                host_vars_json: "{}".into(),
+            },
+            extra_vars_json: "{}".into(),
+            time_limit_secs: 1,
+        };
+        let mut hv = serde_json::Map::new();
+        hv.insert("ansible_connection".into(), "local".into());
+        let inv = inventory(&job, hv);
+        let host = &inv["all"]["hosts"]["web1"];
+        assert_eq!(host["ansible_host"], "10.1.2.3");
+        assert_eq!(host["ansible_port"], 2222);
+        assert_eq!(host["ansible_user"], "deploy");
+        assert_eq!(host["ansible_ssh_private_key_file"], "/home/deploy/.ssh/id");
+        assert_eq!(host["ansible_connection"], "local");
+    }
+}

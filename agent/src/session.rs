@@ -1,0 +1,389 @@
+//! The agent's side of the connection: dial the controller (several addresses, tried in turn),
+//! say Hello, keep the session alive with heartbeats, take assignments and cancel requests,
+//! resume the delivery of every job it still holds, renew its certificate, and reconnect
+//! forever with capped, jittered backoff when anything breaks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::codec;
+use outpost_protocol::message::{AgentStatus, Down, Hello, JobDown, JobUp, Up};
+use outpost_protocol::pki::{self, AgentKey};
+use outpost_protocol::{close, tls};
+use rand::Rng;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::{self, JobTable};
+use crate::runner::RunnerConfig;
+use crate::state::{Identity, StateDir};
+
+/// Settings of `outpost-agent run`.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub controllers: Vec<String>,
+    pub capacity: u32,
+    pub labels: Vec<(String, String)>,
+    pub runner: Arc<RunnerConfig>,
+    pub timers: tls::Timers,
+    /// Reconnect backoff bounds.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Ends the agent for good (as opposed to a connection that can be retried).
+#[derive(Debug, Error)]
+pub enum Fatal {
+    #[error("the controller refused this agent: {0}. Enrol it again with a new token")]
+    Refused(String),
+}
+
+/// Everything the agent's tasks share.
+pub struct Agent {
+    pub state: StateDir,
+    pub identity: Identity,
+    pub cfg: AgentConfig,
+    pub table: JobTable,
+    pub ansible_version: String,
+    pub hostname: String,
+    /// Fired on SIGTERM: take no more work.
+    pub draining: CancellationToken,
+    /// Fired when the agent is done: close the session and exit.
+    pub shutdown: CancellationToken,
+}
+
+enum SessionEnd {
+    /// Try again (this or another controller) after a backoff.
+    Retry(String),
+    Fatal(Fatal),
+    Shutdown,
+}
+
+/// Keeps a session up until shutdown. Returns an error only when retrying is pointless.
+pub async fn run(agent: Arc<Agent>) -> Result<(), Fatal> {
+    let bind: SocketAddr = "[::]:0"
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let endpoint = match quinn::Endpoint::client(bind)
+        .or_else(|_| quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))))
+    {
+        Ok(e) => e,
+        Err(e) => return Err(Fatal::Refused(format!("cannot open a UDP socket: {e}"))),
+    };
+    let mut backoff = agent.cfg.backoff_min;
+    let mut turn = 0usize;
+    loop {
+        if agent.shutdown.is_cancelled() {
+            break;
+        }
+        let addr = agent.cfg.controllers[turn % agent.cfg.controllers.len()].clone();
+        turn += 1;
+        let started = tokio::time::Instant::now();
+        match session(&agent, &endpoint, &addr).await {
+            SessionEnd::Shutdown => break,
+            SessionEnd::Fatal(f) => {
+                endpoint.close(quinn::VarInt::from_u32(close::NORMAL), b"bye");
+                return Err(f);
+            }
+            SessionEnd::Retry(reason) => {
+                // A session that lasted a while resets the backoff.
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = agent.cfg.backoff_min;
+                }
+                let jitter = rand::thread_rng().gen_range(0.5..1.5);
+                let wait = backoff.mul_f64(jitter);
+                tracing::warn!(controller = %addr, %reason, retry_in = ?wait, "not connected");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = agent.shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(agent.cfg.backoff_max);
+            }
+        }
+    }
+    endpoint.close(quinn::VarInt::from_u32(close::NORMAL), b"agent stopping");
+    let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
+    Ok(())
+}
+
+async fn resolve(addr: &str) -> Result<(SocketAddr, String), String> {
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        None => {
+            return Err(format!(
+                "controller address '{addr}' has no port (HOST:PORT)"
+            ))
+        }
+    };
+    let sock = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+    Ok((sock, host))
+}
+
+async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint, addr: &str) -> SessionEnd {
+    let (sock, host) = match resolve(addr).await {
+        Ok(r) => r,
+        Err(e) => return SessionEnd::Retry(e),
+    };
+    let config = match agent.state.credentials().and_then(|(chain, key, ca)| {
+        tls::agent_client_config(&ca, chain, key, agent.cfg.timers).map_err(|e| {
+            crate::state::StateError::Invalid {
+                path: "credentials".into(),
+                message: e.to_string(),
+            }
+        })
+    }) {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Fatal(Fatal::Refused(e.to_string())),
+    };
+    let connecting = match endpoint.connect_with(config, sock, &host) {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Retry(e.to_string()),
+    };
+    let conn = tokio::select! {
+        c = connecting => match c {
+            Ok(c) => c,
+            Err(e) => return classify(&e),
+        },
+        _ = agent.shutdown.cancelled() => return SessionEnd::Shutdown,
+    };
+    let result = serve(agent, &conn).await;
+    if matches!(result, SessionEnd::Shutdown) {
+        conn.close(quinn::VarInt::from_u32(close::NORMAL), b"agent stopping");
+    }
+    result
+}
+
+/// Whether a connection error is worth retrying.
+fn classify(e: &quinn::ConnectionError) -> SessionEnd {
+    if let quinn::ConnectionError::ApplicationClosed(c) = e {
+        let reason = String::from_utf8_lossy(&c.reason).into_owned();
+        let code = c.error_code.into_inner();
+        if code == u64::from(close::REVOKED) || code == u64::from(close::UNKNOWN_AGENT) {
+            return SessionEnd::Fatal(Fatal::Refused(reason));
+        }
+        return SessionEnd::Retry(format!("controller closed the session: {reason}"));
+    }
+    SessionEnd::Retry(e.to_string())
+}
+
+async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
+    let (mut send, recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => return classify(&e),
+    };
+    let hello = Hello {
+        protocol_version: outpost_protocol::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        hostname: agent.hostname.clone(),
+        labels: agent.cfg.labels.clone(),
+        capacity: agent.cfg.capacity,
+        ansible_version: agent.ansible_version.clone(),
+        running: agent.table.report(),
+        capabilities: vec!["renew".into(), "resume".into()],
+    };
+    if let Err(e) = codec::write_frame(&mut send, &Up::Hello(hello), codec::MAX_FRAME).await {
+        return SessionEnd::Retry(e.to_string());
+    }
+    let mut reader = codec::spawn_reader::<_, Down>(recv, codec::MAX_FRAME);
+    let welcome = match tokio::time::timeout(Duration::from_secs(15), reader.recv()).await {
+        Ok(Some(Ok(Down::Welcome(w)))) => w,
+        Ok(Some(Ok(Down::Refused { reason }))) => {
+            return SessionEnd::Retry(format!("refused: {reason}"))
+        }
+        Ok(Some(Ok(other))) => {
+            return SessionEnd::Retry(format!("expected Welcome, got {other:?}"))
+        }
+        Ok(Some(Err(e))) => return SessionEnd::Retry(e.to_string()),
+        Ok(None) => {
+            return match conn.close_reason() {
+                Some(e) => classify(&e),
+                None => SessionEnd::Retry("session stream closed before Welcome".into()),
+            }
+        }
+        Err(_) => return SessionEnd::Retry("no Welcome in time".into()),
+    };
+    tracing::info!(controller = %conn.remote_address(), agent = %welcome.agent, held = agent.table.len(), "connected");
+
+    // Resume every job still held: lines not yet acknowledged, outcomes not yet recorded.
+    for entry in agent.table.all() {
+        let (agent, conn) = (agent.clone(), conn.clone());
+        tokio::spawn(async move {
+            let Ok((mut send, recv)) = conn.open_bi().await else {
+                return;
+            };
+            let resume = JobUp::Resume {
+                job: entry.job,
+                dispatch_id: entry.dispatch_id.clone(),
+                acked_through: entry.spool.acked(),
+            };
+            if codec::write_frame(&mut send, &resume, codec::MAX_FRAME)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut reader = codec::spawn_reader::<_, JobDown>(recv, codec::MAX_FRAME);
+            if let Err(e) = jobs::deliver(&agent.table, entry.clone(), &mut send, &mut reader).await
+            {
+                tracing::debug!(job = %entry.job, error = %e, "job stream ended; resuming on the next session");
+            }
+        });
+    }
+
+    let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(1000, 60_000).into());
+    let mut beat = tokio::time::interval(heartbeat);
+    let mut renew_check = tokio::time::interval(Duration::from_secs(60));
+    let mut seq = 0u64;
+    let mut renewing = false;
+    let mut draining_sent = false;
+    loop {
+        if agent.draining.is_cancelled() && !draining_sent {
+            draining_sent = true;
+            let status = AgentStatus {
+                running: agent.table.running() as u32,
+                capacity: agent.cfg.capacity,
+                draining: true,
+            };
+            if let Err(e) =
+                codec::write_frame(&mut send, &Up::Status(status), codec::MAX_FRAME).await
+            {
+                return SessionEnd::Retry(e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = agent.shutdown.cancelled() => return SessionEnd::Shutdown,
+            _ = agent.draining.cancelled(), if !draining_sent => {}
+            _ = beat.tick() => {
+                seq += 1;
+                if let Err(e) = codec::write_frame(&mut send, &Up::Heartbeat { seq }, codec::MAX_FRAME).await {
+                    return SessionEnd::Retry(e.to_string());
+                }
+            }
+            _ = renew_check.tick(), if !renewing => {
+                if let Some(csr) = renewal_due(agent) {
+                    renewing = true;
+                    if let Err(e) = codec::write_frame(&mut send, &Up::Renew { csr_der: csr }, codec::MAX_FRAME).await {
+                        return SessionEnd::Retry(e.to_string());
+                    }
+                }
+            }
+            msg = reader.recv() => match msg {
+                Some(Ok(Down::HeartbeatAck { .. })) => {}
+                Some(Ok(Down::Cancel { job, reason })) => match agent.table.get(&job) {
+                    Some(entry) => {
+                        tracing::info!(%job, %reason, "cancel requested");
+                        entry.cancel.cancel();
+                    }
+                    None => tracing::debug!(%job, "cancel for a job not held here"),
+                },
+                Some(Ok(Down::Renewed { cert_chain_der })) => {
+                    renewing = false;
+                    match agent.state.save_chain(&cert_chain_der) {
+                        Ok(()) => tracing::info!("certificate renewed; the next session uses it"),
+                        Err(e) => tracing::error!(error = %e, "cannot store the renewed certificate"),
+                    }
+                }
+                Some(Ok(Down::RenewRefused { reason })) => {
+                    renewing = false;
+                    tracing::error!(%reason, "certificate renewal refused");
+                }
+                Some(Ok(other)) => tracing::debug!(?other, "unexpected session message"),
+                Some(Err(e)) => return SessionEnd::Retry(e.to_string()),
+                None => return match conn.close_reason() {
+                    Some(e) => classify(&e),
+                    None => SessionEnd::Retry("session stream closed".into()),
+                },
+            },
+            stream = conn.accept_bi() => match stream {
+                Ok((s, r)) => { tokio::spawn(take_assignment(agent.clone(), s, r)); }
+                Err(e) => return classify(&e),
+            },
+        }
+    }
+}
+
+/// A renewal CSR when a third or less of the certificate's life is left.
+fn renewal_due(agent: &Agent) -> Option<Vec<u8>> {
+    let pem = std::fs::read_to_string(agent.state.cert_file()).ok()?;
+    let leaf = pki::certs_from_pem(&pem).ok()?.into_iter().next()?;
+    let info = pki::inspect(&leaf).ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    let life = info.not_after - info.not_before;
+    if info.not_after - now > life / 3 {
+        return None;
+    }
+    let key = AgentKey::from_pem(&std::fs::read_to_string(agent.state.key_file()).ok()?).ok()?;
+    tracing::info!(expires = %info.not_after, "renewing the certificate");
+    key.csr(&agent.hostname).ok()
+}
+
+/// A job stream the controller opened: an assignment to accept or reject, then delivery.
+async fn take_assignment(agent: Arc<Agent>, mut send: quinn::SendStream, recv: quinn::RecvStream) {
+    let mut reader = codec::spawn_reader::<_, JobDown>(recv, codec::MAX_FRAME);
+    let job = match reader.recv().await {
+        Some(Ok(JobDown::Assign(a))) => *a,
+        other => {
+            tracing::warn!(?other, "job stream without an assignment");
+            return;
+        }
+    };
+    let id = job.job;
+    let refuse = if agent.draining.is_cancelled() {
+        Some("agent is shutting down".to_owned())
+    } else if agent.table.get(&id).is_some() {
+        Some("job already held by this agent".to_owned())
+    } else if agent.table.running() >= agent.cfg.capacity as usize {
+        Some(format!("agent at capacity ({} jobs)", agent.cfg.capacity))
+    } else {
+        None
+    };
+    if let Some(reason) = refuse {
+        tracing::info!(job = %id, %reason, "assignment rejected");
+        let _ = codec::write_frame(
+            &mut send,
+            &JobUp::Reject { job: id, reason },
+            codec::MAX_FRAME,
+        )
+        .await;
+        let _ = send.finish();
+        return;
+    }
+    let entry = match agent
+        .table
+        .start(agent.cfg.runner.clone(), &agent.state.spool_dir(), job)
+    {
+        Ok(e) => e,
+        Err(e) => {
+            let reason = format!("cannot create the job's spool: {e}");
+            tracing::error!(job = %id, %reason);
+            let _ = codec::write_frame(
+                &mut send,
+                &JobUp::Reject { job: id, reason },
+                codec::MAX_FRAME,
+            )
+            .await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    for msg in [JobUp::Accept { job: id }, JobUp::Started { job: id, at_ms }] {
+        if codec::write_frame(&mut send, &msg, codec::MAX_FRAME)
+            .await
+            .is_err()
+        {
+            return; // the job runs on; its spool is resumed on the next session
+        }
+    }
+    if let Err(e) = jobs::deliver(&agent.table, entry, &mut send, &mut reader).await {
+        tracing::debug!(job = %id, error = %e, "job stream ended; resuming on the next session");
+    }
+}

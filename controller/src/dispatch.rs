@@ -1,0 +1,384 @@
+//! Job streams: one bidirectional QUIC stream per job, so a chatty job never blocks another.
+//!
+//! The controller opens one to hand a job over ([`run_assigned`]); after a reconnect the agent
+//! opens one to resume a job it still holds ([`run_resumed`]). Either way the stream then
+//! carries the job's log batches (handed to ingest, acknowledged in order once committed) and
+//! finally its outcome, which is recorded only once every line up to the last is stored.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use outpost_protocol::codec::{self, FrameError};
+use outpost_protocol::message::{FinalStatus, JobDown, JobUp, LogBatch};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::ingest::Committed;
+use crate::lifecycle;
+use crate::model::{AgentId, Job, JobStatus};
+use crate::scheduler::{Dispatch, Event};
+use crate::session::SessionContext;
+use crate::store::jobs::Outcome;
+use crate::store::logs::NewLogLine;
+
+/// Content longer than this is cut: a TEXT column holds 65,535 bytes.
+const MAX_LINE_BYTES: usize = 60_000;
+/// How long the agent has to accept or reject an assignment.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which session a job stream belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub agent: AgentId,
+    pub session: u64,
+}
+
+/// Hands a job to the agent over a stream the controller opened.
+pub async fn run_assigned(
+    ctx: Arc<SessionContext>,
+    conn: quinn::Connection,
+    owner: Owner,
+    d: Dispatch,
+) {
+    let job = d.job;
+    let dispatch_id = d.assignment.dispatch_id.clone();
+    let outcome = async {
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        codec::write_frame(
+            &mut send,
+            &JobDown::Assign(Box::new(d.assignment)),
+            codec::MAX_FRAME,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut reader = codec::spawn_reader::<_, JobUp>(recv, codec::MAX_FRAME);
+        match tokio::time::timeout(ANSWER_TIMEOUT, reader.recv()).await {
+            Ok(Some(Ok(JobUp::Accept { .. }))) => Ok((send, reader)),
+            Ok(Some(Ok(JobUp::Reject { reason, .. }))) => {
+                Err(format!("agent rejected the job: {reason}"))
+            }
+            Ok(Some(Ok(other))) => Err(format!("agent answered the assignment with {other:?}")),
+            Ok(Some(Err(e))) => Err(format!("agent's answer was unreadable: {e}")),
+            Ok(None) => Err("the job stream ended before the agent answered".into()),
+            Err(_) => Err("the agent did not answer the assignment in time".into()),
+        }
+    }
+    .await;
+    match outcome {
+        Ok((send, reader)) => {
+            let stream = JobStream::new(ctx, owner, job, dispatch_id, 1, send, reader);
+            stream.run().await;
+        }
+        Err(reason) => {
+            // If the connection itself died the agent may have accepted: leave the job with
+            // it, reconciliation on reconnect (or the grace period) settles it. Otherwise the
+            // agent clearly does not have it: back to the queue.
+            if conn.close_reason().is_none() {
+                tracing::info!(job = %job.job_id, %reason, "assignment not taken; back to the queue");
+                if let Err(e) = ctx.store.release_job(job.id, &dispatch_id, &reason).await {
+                    tracing::warn!(job = %job.job_id, error = %e, "cannot release a job");
+                }
+                ctx.scheduler.send(Event::Freed {
+                    agent: owner.agent,
+                    session: owner.session,
+                });
+            }
+        }
+    }
+}
+
+/// Resumes a job on a stream the agent opened after a reconnect.
+pub async fn run_resumed(
+    ctx: Arc<SessionContext>,
+    owner: Owner,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let mut reader = codec::spawn_reader::<_, JobUp>(recv, codec::MAX_FRAME);
+    let (job_uuid, dispatch_id, acked) =
+        match tokio::time::timeout(ANSWER_TIMEOUT, reader.recv()).await {
+            Ok(Some(Ok(JobUp::Resume {
+                job,
+                dispatch_id,
+                acked_through,
+            }))) => (job, dispatch_id, acked_through),
+            other => {
+                tracing::debug!(?other, "agent opened a stream without a Resume");
+                let _ = send.reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
+                return;
+            }
+        };
+    let job = match ctx.store.get_job_by_uuid(&job_uuid.to_string()).await {
+        Ok(j)
+            if j.agent_id == Some(owner.agent)
+                && j.celery_task_id.as_deref() == Some(dispatch_id.as_str()) =>
+        {
+            j
+        }
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+            // Not this agent's job (any more): tell it to let go.
+            tracing::warn!(job = %job_uuid, "agent resumed a job it no longer holds; telling it to drop it");
+            let _ = codec::write_frame(
+                &mut send,
+                &JobDown::FinishAck { job: job_uuid },
+                codec::MAX_FRAME,
+            )
+            .await;
+            let _ = send.finish();
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(job = %job_uuid, error = %e, "cannot look up a resumed job; the agent will retry");
+            let _ = send.reset(quinn::VarInt::from_u32(outpost_protocol::close::NORMAL));
+            return;
+        }
+    };
+    if job.status == JobStatus::Pending {
+        // The agent only holds jobs it started; the Started message was lost with a connection.
+        let _ = ctx.store.mark_job_running(job.id, &dispatch_id).await;
+    }
+    tracing::info!(job = %job.job_id, acked_through = acked, "job stream resumed");
+    JobStream::new(
+        ctx,
+        owner,
+        job,
+        dispatch_id,
+        acked.saturating_add(1),
+        send,
+        reader,
+    )
+    .run()
+    .await;
+}
+
+struct JobStream {
+    ctx: Arc<SessionContext>,
+    owner: Owner,
+    job: Job,
+    uuid: Uuid,
+    dispatch_id: String,
+    /// The next line number not yet handed to ingest.
+    next_line: u32,
+    send: quinn::SendStream,
+    reader: mpsc::Receiver<Result<JobUp, FrameError>>,
+    /// Batches handed to ingest, with the line each one completes, in order.
+    acks: VecDeque<(u32, Committed)>,
+}
+
+enum Step {
+    Continue,
+    Done,
+}
+
+impl JobStream {
+    fn new(
+        ctx: Arc<SessionContext>,
+        owner: Owner,
+        job: Job,
+        dispatch_id: String,
+        next_line: u32,
+        send: quinn::SendStream,
+        reader: mpsc::Receiver<Result<JobUp, FrameError>>,
+    ) -> JobStream {
+        let uuid = Uuid::parse_str(&job.job_id).unwrap_or_default();
+        JobStream {
+            ctx,
+            owner,
+            job,
+            uuid,
+            dispatch_id,
+            next_line,
+            send,
+            reader,
+            acks: VecDeque::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        let stop = self.ctx.stop.clone();
+        loop {
+            tokio::select! {
+                biased;
+                committed = async { self.acks.front_mut().map(|(_, rx)| rx).expect("guarded").await }, if !self.acks.is_empty() => {
+                    let (through, _) = self.acks.pop_front().expect("non-empty");
+                    if committed.is_err() || self.send_ack(through).await.is_err() {
+                        return;
+                    }
+                }
+                _ = stop.cancelled() => {
+                    // Acknowledge what is already committed, then let the session close.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), self.drain_acks()).await;
+                    return;
+                }
+                msg = self.reader.recv() => {
+                    let step = match msg {
+                        Some(Ok(m)) => self.on_message(m).await,
+                        Some(Err(e)) => {
+                            tracing::warn!(job = %self.job.job_id, error = %e, "bad frame on a job stream");
+                            let _ = self.send.reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
+                            Step::Done
+                        }
+                        None => Step::Done,
+                    };
+                    if let Step::Done = step {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_ack(&mut self, through_line: u32) -> Result<(), FrameError> {
+        codec::write_frame(
+            &mut self.send,
+            &JobDown::LogAck {
+                job: self.uuid,
+                through_line,
+            },
+            codec::MAX_FRAME,
+        )
+        .await
+    }
+
+    /// Waits for every batch handed to ingest and acknowledges each.
+    async fn drain_acks(&mut self) -> bool {
+        while let Some((through, rx)) = self.acks.pop_front() {
+            if rx.await.is_err() || self.send_ack(through).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn on_message(&mut self, msg: JobUp) -> Step {
+        match msg {
+            JobUp::Started { .. } => {
+                match self
+                    .ctx
+                    .store
+                    .mark_job_running(self.job.id, &self.dispatch_id)
+                    .await
+                {
+                    Ok(true) => tracing::info!(job = %self.job.job_id, "running"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(job = %self.job.job_id, error = %e, "cannot mark the job running")
+                    }
+                }
+                Step::Continue
+            }
+            JobUp::Logs(batch) => self.on_logs(batch).await,
+            JobUp::Finished(f) => {
+                if !self.drain_acks().await {
+                    return Step::Done;
+                }
+                let received_through = self.next_line.saturating_sub(1);
+                if received_through < f.last_line {
+                    // Lines are missing: do not record the outcome yet; the agent resends
+                    // from its spool on the next stream.
+                    tracing::warn!(job = %self.job.job_id, received_through, last = f.last_line, "finish before all lines; waiting for a resume");
+                    let _ = self
+                        .send
+                        .reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
+                    return Step::Done;
+                }
+                let outcome = Outcome {
+                    status: match f.status {
+                        FinalStatus::Success => JobStatus::Success,
+                        FinalStatus::Failed => JobStatus::Failed,
+                        FinalStatus::Cancelled => JobStatus::Cancelled,
+                    },
+                    exit_code: f.exit_code,
+                    error_message: f.error.clone(),
+                };
+                let job = match self.ctx.store.get_job(self.job.id).await {
+                    Ok(j) => j,
+                    Err(e) => {
+                        tracing::warn!(job = %self.job.job_id, error = %e, "cannot record the outcome yet");
+                        return Step::Done;
+                    }
+                };
+                match lifecycle::finish(&self.ctx.store, &job, &outcome).await {
+                    Ok(recorded) => {
+                        tracing::info!(job = %job.job_id, status = %outcome.status, recorded, "finished")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job.job_id, error = %e, "cannot record the outcome; the agent will resend it");
+                        return Step::Done;
+                    }
+                }
+                let _ = codec::write_frame(
+                    &mut self.send,
+                    &JobDown::FinishAck { job: self.uuid },
+                    codec::MAX_FRAME,
+                )
+                .await;
+                let _ = self.send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.send.stopped()).await;
+                self.ctx.scheduler.send(Event::Freed {
+                    agent: self.owner.agent,
+                    session: self.owner.session,
+                });
+                Step::Done
+            }
+            JobUp::Accept { .. } | JobUp::Reject { .. } | JobUp::Resume { .. } => Step::Continue,
+        }
+    }
+
+    async fn on_logs(&mut self, batch: LogBatch) -> Step {
+        if batch.job != self.uuid || batch.first_line == 0 || batch.first_line > self.next_line {
+            tracing::warn!(job = %self.job.job_id, first = batch.first_line, expected = self.next_line, "log batch out of sequence");
+            let _ = self
+                .send
+                .reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
+            return Step::Done;
+        }
+        let count = u32::try_from(batch.lines.len()).unwrap_or(u32::MAX);
+        if count == 0 {
+            return Step::Continue;
+        }
+        let through = batch.first_line.saturating_add(count - 1);
+        // Lines already handed to ingest (a replay overlapping what we have) are skipped.
+        let skip = (self.next_line - batch.first_line) as usize;
+        let rows: Vec<NewLogLine> = batch
+            .lines
+            .into_iter()
+            .enumerate()
+            .skip(skip)
+            .map(|(i, l)| NewLogLine {
+                job: self.job.id,
+                line_number: i32::try_from(batch.first_line as usize + i).unwrap_or(i32::MAX),
+                content: clip(l.text),
+                level: Some(l.level.as_str().to_owned()),
+                timestamp: DateTime::<Utc>::from_timestamp_millis(l.at_ms).unwrap_or_else(Utc::now),
+            })
+            .collect();
+        let committed = if rows.is_empty() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(());
+            rx
+        } else {
+            match self.ctx.ingest.submit(rows).await {
+                Some(rx) => rx,
+                None => return Step::Done, // shutting down
+            }
+        };
+        self.next_line = self.next_line.max(through.saturating_add(1));
+        self.acks.push_back((through, committed));
+        Step::Continue
+    }
+}
+
+fn clip(mut text: String) -> String {
+    if text.len() > MAX_LINE_BYTES {
+        let mut cut = MAX_LINE_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(" …[truncated]");
+    }
+    text
+}

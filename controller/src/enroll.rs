@@ -1,0 +1,148 @@
+//! Enrolment: the endpoint (ALPN `outpost-enroll/1`, server authentication only) where a new
+//! agent trades a one-time token and a CSR for its client certificate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::codec;
+use outpost_protocol::message::{EnrollRequest, EnrollResponse};
+use outpost_protocol::pki::{self, Ca};
+use outpost_protocol::token::EnrollToken;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::store::{Store, StoreError};
+
+/// An enrolment request is a CSR and a few strings: far below this.
+const MAX_REQUEST: usize = 64 * 1024;
+
+pub struct EnrollService {
+    pub store: Store,
+    pub ca: Arc<Ca>,
+    pub cert_lifetime: Duration,
+}
+
+impl EnrollService {
+    pub async fn serve(
+        self: Arc<Self>,
+        endpoint: quinn::Endpoint,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        loop {
+            let incoming = tokio::select! {
+                _ = stop.cancelled() => return,
+                i = endpoint.accept() => match i { Some(i) => i, None => return },
+            };
+            let this = self.clone();
+            tasks.spawn(async move {
+                if let Err(e) =
+                    tokio::time::timeout(Duration::from_secs(30), this.handle(incoming)).await
+                {
+                    tracing::debug!(error = %e, "enrolment timed out");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, incoming: quinn::Incoming) {
+        let conn = match incoming.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "enrolment handshake failed");
+                return;
+            }
+        };
+        let peer = conn.remote_address();
+        let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+            return;
+        };
+        let request: EnrollRequest = match codec::read_frame(&mut recv, MAX_REQUEST).await {
+            Ok(Some(r)) => r,
+            other => {
+                tracing::info!(%peer, ?other, "unreadable enrolment request");
+                conn.close(
+                    quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL),
+                    b"unreadable enrolment request",
+                );
+                return;
+            }
+        };
+        let response = match self.enroll(&request).await {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::warn!(%peer, hostname = %request.hostname, %reason, "enrolment refused");
+                EnrollResponse::Refused { reason }
+            }
+        };
+        if codec::write_frame(&mut send, &response, codec::MAX_FRAME)
+            .await
+            .is_ok()
+        {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+        }
+        conn.close(
+            quinn::VarInt::from_u32(outpost_protocol::close::NORMAL),
+            b"done",
+        );
+    }
+
+    async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, String> {
+        if req.protocol_version < outpost_protocol::MIN_PROTOCOL_VERSION
+            || req.protocol_version > outpost_protocol::PROTOCOL_VERSION
+        {
+            return Err(format!(
+                "protocol version {} is not supported; this controller speaks {}..={}",
+                req.protocol_version,
+                outpost_protocol::MIN_PROTOCOL_VERSION,
+                outpost_protocol::PROTOCOL_VERSION
+            ));
+        }
+        let agent = Uuid::new_v4();
+        // Sign first: a bad CSR must not spend the token.
+        let cert = self
+            .ca
+            .sign_agent_csr(&req.csr_der, agent, self.cert_lifetime)
+            .map_err(|e| format!("bad certificate request: {e}"))?;
+        let labels: serde_json::Map<String, serde_json::Value> = req
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let hash = EnrollToken::secret_hash(&req.secret);
+        let row = self
+            .store
+            .enroll_agent(&hash, &agent.to_string(), &labels, &req.hostname)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => {
+                    "unknown enrolment token: make one with `outpost agent token`".to_owned()
+                }
+                StoreError::Invalid { reason, .. } => reason,
+                StoreError::Conflict(what) => format!("{what} already exists"),
+                other => {
+                    tracing::error!(error = %other, "enrolment failed in the store");
+                    "the controller could not record the agent; try again".to_owned()
+                }
+            })?;
+        let info = pki::inspect(&cert).map_err(|e| e.to_string())?;
+        let expires = chrono::DateTime::from_timestamp(info.not_after.unix_timestamp(), 0)
+            .unwrap_or_default();
+        if let Err(e) = self
+            .store
+            .set_agent_certificate(row.id, &pki::fingerprint(&cert), expires)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the agent's certificate");
+        }
+        tracing::info!(agent = %row.name, uuid = %agent, hostname = %req.hostname, "agent enrolled");
+        Ok(EnrollResponse::Enrolled {
+            agent,
+            name: row.name.clone(),
+            cert_chain_der: vec![cert.to_vec(), self.ca.cert_der().to_vec()],
+            labels: row.label_pairs(),
+        })
+    }
+}

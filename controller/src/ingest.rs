@@ -1,0 +1,102 @@
+//! Ingest: one task gathers log batches from every session and writes them in multi-row
+//! INSERTs, then acknowledges each batch — only after its transaction committed.
+//!
+//! Its queue is bounded, so when the database is slow the sessions wait to hand over batches,
+//! stop reading their QUIC streams, and flow control slows the agents, which keep the lines in
+//! their spools. When the database goes away the task retries the same rows until it is back;
+//! nothing is dropped or acknowledged early.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::logs::NewLogLine;
+use crate::store::Store;
+
+/// Flush once this many lines are gathered…
+const FLUSH_LINES: usize = 5_000;
+/// …or this long after the first line of a flush arrived.
+const FLUSH_AFTER: Duration = Duration::from_millis(5);
+/// Batches waiting for the ingest task; senders wait when it is full.
+const QUEUE: usize = 256;
+
+struct Request {
+    lines: Vec<NewLogLine>,
+    done: oneshot::Sender<()>,
+}
+
+/// Hands batches to the ingest task. Cheap to clone.
+#[derive(Clone)]
+pub struct IngestHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Resolves when the batch is committed; fails if the controller shut down first.
+pub type Committed = oneshot::Receiver<()>;
+
+impl IngestHandle {
+    /// Queues a batch; waits while the queue is full (that is the back-pressure).
+    pub async fn submit(&self, lines: Vec<NewLogLine>) -> Option<Committed> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(Request { lines, done }).await.ok()?;
+        Some(rx)
+    }
+}
+
+/// Starts the ingest task. It ends when every handle is dropped and the queue is drained, or
+/// when `stop` fires (after writing what it already holds, if the database lets it).
+pub fn spawn(store: Store, stop: CancellationToken) -> (IngestHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let task = tokio::spawn(run(store, rx, stop));
+    (IngestHandle { tx }, task)
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
+    let metrics = crate::metrics::global();
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => match r { Some(r) => r, None => break },
+            _ = stop.cancelled() => match rx.try_recv() { Ok(r) => r, Err(_) => break },
+        };
+        let mut pending = vec![first];
+        let mut count = pending[0].lines.len();
+        let deadline = Instant::now() + FLUSH_AFTER;
+        while count < FLUSH_LINES {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => {
+                    count += r.lines.len();
+                    pending.push(r);
+                }
+                _ => break,
+            }
+        }
+        let rows: Vec<NewLogLine> = pending
+            .iter()
+            .flat_map(|r| r.lines.iter().cloned())
+            .collect();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match store.insert_log_lines(&rows).await {
+                Ok(_) => break,
+                Err(e) => {
+                    metrics.ingest_errors.inc();
+                    tracing::warn!(error = %e, lines = rows.len(), "log insert failed; retrying (agents keep their spools)");
+                    if stop.is_cancelled() && backoff > Duration::from_secs(2) {
+                        // Shutting down and the database is away: leave the lines with the
+                        // agents (they were never acknowledged) rather than hang.
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        metrics.lines_ingested.add(rows.len() as u64);
+        metrics.ingest_flushes.inc();
+        for r in pending {
+            let _ = r.done.send(());
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Counters the controller keeps about itself, rendered in Prometheus' text format.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1)
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub lines_ingested: Counter,
+    pub ingest_flushes: Counter,
+    pub ingest_errors: Counter,
+    pub jobs_dispatched: Counter,
+    pub jobs_finished: Counter,
+    pub agents_connected: Gauge,
+    pub handshakes_refused: Counter,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+pub fn global() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::default)
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &str, u64); 7] = [
+            (
+                "outpost_log_lines_ingested_total",
+                "counter",
+                "Log lines committed to the database.",
+                self.lines_ingested.get(),
+            ),
+            (
+                "outpost_ingest_flushes_total",
+                "counter",
+                "Multi-row INSERT transactions committed.",
+                self.ingest_flushes.get(),
+            ),
+            (
+                "outpost_ingest_errors_total",
+                "counter",
+                "Failed log inserts (retried).",
+                self.ingest_errors.get(),
+            ),
+            (
+                "outpost_jobs_dispatched_total",
+                "counter",
+                "Jobs handed to agents.",
+                self.jobs_dispatched.get(),
+            ),
+            (
+                "outpost_jobs_finished_total",
+                "counter",
+                "Jobs that reached a final state here.",
+                self.jobs_finished.get(),
+            ),
+            (
+                "outpost_agents_connected",
+                "gauge",
+                "Agents with a live session on this controller.",
+                self.agents_connected.get(),
+            ),
+            (
+                "outpost_handshakes_refused_total",
+                "counter",
+                "Agent sessions refused (revoked, unknown, version).",
+                self.handshakes_refused.get(),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,112 @@
+//! The controller's PKI material on disk: the CA and the controller's server certificate under
+//! `<data-dir>/pki/`, created by `init` (or `dev`), keys 0600.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use outpost_protocol::pki::{self, Ca, PkiError};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Where the controller keeps its PKI files.
+#[derive(Debug, Clone)]
+pub struct PkiPaths {
+    pub dir: PathBuf,
+}
+
+impl PkiPaths {
+    pub fn new(data_dir: &Path) -> PkiPaths {
+        PkiPaths {
+            dir: data_dir.join("pki"),
+        }
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    pub fn exists(&self) -> bool {
+        self.ca_cert().exists() && self.ca_key().exists()
+    }
+}
+
+/// Everything the endpoints need, loaded once at start-up.
+pub struct ControllerPki {
+    pub ca: Ca,
+    /// The server certificate, then the CA (agents enrolling find the CA in the chain).
+    pub chain: Vec<CertificateDer<'static>>,
+    key_pem: String,
+}
+
+impl ControllerPki {
+    pub fn server_key(&self) -> Result<PrivateKeyDer<'static>, PkiError> {
+        pki::private_key_from_pem(&self.key_pem)
+    }
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Creates the CA and a server certificate for `names` (DNS names and IPs). Refuses to replace
+/// an existing CA unless `force`: every enrolled agent trusts it.
+pub fn init(
+    paths: &PkiPaths,
+    names: &[String],
+    ca_lifetime: Duration,
+    server_lifetime: Duration,
+    force: bool,
+) -> Result<ControllerPki, PkiError> {
+    if paths.exists() && !force {
+        return Err(PkiError::BadCertificate(format!(
+            "a CA already exists in {}: every enrolled agent trusts it; pass --force to replace it",
+            paths.dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&paths.dir).map_err(|source| PkiError::Io {
+        path: paths.dir.display().to_string(),
+        source,
+    })?;
+    let ca = Ca::generate("Outpost CA", ca_lifetime)?;
+    pki::write_private(&paths.ca_key(), &ca.key_pem())?;
+    pki::write_public(&paths.ca_cert(), &ca.cert_pem())?;
+    issue_server(paths, &ca, names, server_lifetime)?;
+    load(paths)
+}
+
+/// (Re)issues the controller's server certificate from the CA on disk.
+pub fn issue_server(
+    paths: &PkiPaths,
+    ca: &Ca,
+    names: &[String],
+    lifetime: Duration,
+) -> Result<(), PkiError> {
+    let server = ca.issue_server(names, lifetime)?;
+    pki::write_private(&paths.server_key(), &server.key_pem)?;
+    pki::write_public(
+        &paths.server_cert(),
+        &format!("{}{}", server.cert_pem, ca.cert_pem()),
+    )
+}
+
+pub fn load(paths: &PkiPaths) -> Result<ControllerPki, PkiError> {
+    if !paths.exists() {
+        return Err(PkiError::BadCertificate(format!(
+            "no CA in {}: run `outpost-controller init` first",
+            paths.dir.display()
+        )));
+    }
+    let ca = Ca::from_pem(&read(&paths.ca_cert())?, &read(&paths.ca_key())?)?;
+    let chain = pki::certs_from_pem(&read(&paths.server_cert())?)?;
+    let key_pem = read(&paths.server_key())?;
+    Ok(ControllerPki { ca, chain, key_pem })
+}

@@ -1,0 +1,555 @@
+//! The scheduler: one task that owns the registry of agents connected to this controller and
+//! hands pending jobs to them.
+//!
+//! It is woken by events (a job launched, capacity freed, an agent arriving) and by a slow
+//! sweep as a safety net, which also notices cancel requests and agents whose grace period ran
+//! out. Claims are conditional UPDATEs in the store, so several controllers sharing a database
+//! never dispatch a job twice; each only dispatches to the agents it holds.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::message::{Assignment, Target};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::lifecycle;
+use crate::metrics;
+use crate::model::{label_text, AgentId, Job, JobStatus, Server, ServerId};
+use crate::store::jobs::Outcome;
+use crate::store::Store;
+
+/// What the scheduler tells a session to do.
+#[derive(Debug)]
+pub enum SessionCommand {
+    /// Open a job stream and hand the job over.
+    Assign(Box<Dispatch>),
+    /// Deliver a cancel request for a job the agent holds.
+    Cancel { job: Uuid, reason: String },
+    /// End the session (a newer one replaced it, or the agent was lost).
+    Close { code: u32, reason: String },
+}
+
+#[derive(Debug)]
+pub struct Dispatch {
+    pub job: Job,
+    pub assignment: Assignment,
+}
+
+/// A connected agent as the scheduler sees it.
+#[derive(Debug)]
+pub struct AgentLink {
+    pub id: AgentId,
+    pub uuid: Uuid,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: u32,
+    /// Jobs this agent holds (assigned or running).
+    pub in_flight: u32,
+    pub draining: bool,
+    /// Distinguishes this session from a later one of the same agent.
+    pub session: u64,
+    pub commands: mpsc::Sender<SessionCommand>,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Up(AgentLink),
+    Down {
+        agent: AgentId,
+        session: u64,
+    },
+    Status {
+        agent: AgentId,
+        session: u64,
+        capacity: u32,
+        draining: bool,
+    },
+    /// A job of this agent ended or went back to the queue.
+    Freed {
+        agent: AgentId,
+        session: u64,
+    },
+    /// Jobs were created: look at the queue now.
+    Wake,
+}
+
+/// Talks to the scheduler task. Cheap to clone.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl SchedulerHandle {
+    pub fn send(&self, event: Event) {
+        let _ = self.tx.send(event);
+    }
+}
+
+pub fn spawn(
+    store: Store,
+    settings: Arc<Settings>,
+    stop: CancellationToken,
+) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let scheduler = Scheduler {
+        store,
+        settings,
+        agents: HashMap::new(),
+        lost: HashMap::new(),
+        cancel_sent: HashSet::new(),
+        reasons: HashMap::new(),
+        playbooks: HashMap::new(),
+    };
+    (
+        SchedulerHandle { tx },
+        tokio::spawn(scheduler.run(rx, stop)),
+    )
+}
+
+struct Scheduler {
+    store: Store,
+    settings: Arc<Settings>,
+    agents: HashMap<AgentId, AgentLink>,
+    /// Agents whose session ended, and when their grace period runs out.
+    lost: HashMap<AgentId, Instant>,
+    cancel_sent: HashSet<Uuid>,
+    /// The last pending reason written per job, so a sweep does not rewrite it.
+    reasons: HashMap<crate::model::JobId, String>,
+    /// Playbook content by (path, hash), read from disk once.
+    playbooks: HashMap<(String, String), Arc<String>>,
+}
+
+/// Why a job cannot be placed right now.
+#[derive(Debug, PartialEq, Eq)]
+enum NoPlace {
+    Waiting(String),
+}
+
+impl Scheduler {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>, stop: CancellationToken) {
+        let mut sweep = tokio::time::interval(self.settings.sweep_interval);
+        let mut cancels = tokio::time::interval(Duration::from_millis(500));
+        cancels.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut dispatch = false;
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    dispatch = self.on_event(ev);
+                    // Take whatever else is queued before doing a round.
+                    while let Ok(ev) = rx.try_recv() {
+                        dispatch |= self.on_event(ev);
+                    }
+                }
+                _ = sweep.tick() => {
+                    self.expire_lost().await;
+                    dispatch = true;
+                }
+                _ = cancels.tick() => self.deliver_cancels().await,
+            }
+            if dispatch && !stop.is_cancelled() {
+                if let Err(e) = self.dispatch_round().await {
+                    tracing::warn!(error = %e, "scheduling round failed; retrying at the next sweep");
+                }
+            }
+        }
+        // Shutting down: sessions end with the endpoint; nothing to hand back here.
+    }
+
+    /// Applies an event; returns whether a dispatch round is worth doing.
+    fn on_event(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Up(link) => {
+                tracing::info!(agent = %link.name, uuid = %link.uuid, capacity = link.capacity, in_flight = link.in_flight, "agent connected");
+                self.lost.remove(&link.id);
+                if let Some(old) = self.agents.insert(link.id, link) {
+                    let _ = old.commands.try_send(SessionCommand::Close {
+                        code: outpost_protocol::close::REPLACED,
+                        reason: "a newer session of this agent replaced this one".into(),
+                    });
+                }
+                metrics::global()
+                    .agents_connected
+                    .set(self.agents.len() as u64);
+                true
+            }
+            Event::Down { agent, session } => {
+                if self
+                    .agents
+                    .get(&agent)
+                    .is_some_and(|l| l.session == session)
+                {
+                    let link = self.agents.remove(&agent);
+                    if let Some(link) = link {
+                        tracing::warn!(agent = %link.name, grace = ?self.settings.agent_grace, "agent session ended; waiting for it to come back");
+                    }
+                    self.lost
+                        .insert(agent, Instant::now() + self.settings.agent_grace);
+                    metrics::global()
+                        .agents_connected
+                        .set(self.agents.len() as u64);
+                }
+                false
+            }
+            Event::Status {
+                agent,
+                session,
+                capacity,
+                draining,
+            } => {
+                if let Some(l) = self.agents.get_mut(&agent).filter(|l| l.session == session) {
+                    l.capacity = capacity;
+                    l.draining = draining;
+                }
+                !draining
+            }
+            Event::Freed { agent, session } => {
+                if let Some(l) = self.agents.get_mut(&agent).filter(|l| l.session == session) {
+                    l.in_flight = l.in_flight.saturating_sub(1);
+                }
+                true
+            }
+            Event::Wake => true,
+        }
+    }
+
+    /// Agents gone longer than the grace period: their running jobs fail ("agent lost", with a
+    /// ticket); jobs they held but never started go back to the queue.
+    async fn expire_lost(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<AgentId> = self
+            .lost
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for agent_id in expired {
+            self.lost.remove(&agent_id);
+            let agent = match self.store.get_agent(agent_id).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check a lost agent; trying again later");
+                    self.lost.insert(agent_id, now + Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if agent.connected_controller.is_some() {
+                // It came back, to another controller sharing this database.
+                continue;
+            }
+            let jobs = match self.store.agent_active_jobs(agent_id).await {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list a lost agent's jobs; trying again later");
+                    self.lost.insert(agent_id, now + Duration::from_secs(5));
+                    continue;
+                }
+            };
+            for job in jobs {
+                let res = match (job.status, job.celery_task_id.as_deref()) {
+                    (JobStatus::Pending, Some(dispatch)) => self
+                        .store
+                        .release_job(
+                            job.id,
+                            dispatch,
+                            &format!("agent {} was lost before starting it", agent.name),
+                        )
+                        .await
+                        .map(|_| ()),
+                    _ => {
+                        let grace = self.settings.agent_grace.as_secs();
+                        let outcome = Outcome {
+                            status: JobStatus::Failed,
+                            exit_code: None,
+                            error_message: Some(format!(
+                                "agent lost: {} did not come back within {grace} s",
+                                agent.name
+                            )),
+                        };
+                        lifecycle::finish(&self.store, &job, &outcome)
+                            .await
+                            .map(|_| ())
+                    }
+                };
+                if let Err(e) = res {
+                    tracing::warn!(job = %job.job_id, error = %e, "cannot settle a lost agent's job");
+                }
+            }
+            let _ = self
+                .store
+                .record_audit(&crate::store::audit::NewAudit {
+                    actor: &crate::store::audit::Actor::system(),
+                    action: "AGENT_LOST",
+                    resource_type: "agent",
+                    resource_id: Some(agent_id.0),
+                    details: Some(serde_json::json!({"name": agent.name, "grace_secs": self.settings.agent_grace.as_secs()})),
+                })
+                .await;
+            tracing::warn!(agent = %agent.name, "agent lost");
+        }
+    }
+
+    /// Sends each recorded cancel request to the session holding its job, once.
+    async fn deliver_cancels(&mut self) {
+        if self.agents.is_empty() {
+            return;
+        }
+        let wanted = match self.store.cancel_requested_jobs().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read cancel requests");
+                return;
+            }
+        };
+        let mut still = HashSet::new();
+        for (uuid, agent) in wanted {
+            let Ok(job) = Uuid::parse_str(&uuid) else {
+                continue;
+            };
+            still.insert(job);
+            if self.cancel_sent.contains(&job) {
+                continue;
+            }
+            if let Some(link) = self.agents.get(&agent) {
+                if link
+                    .commands
+                    .try_send(SessionCommand::Cancel {
+                        job,
+                        reason: "cancelled on request".into(),
+                    })
+                    .is_ok()
+                {
+                    self.cancel_sent.insert(job);
+                }
+            }
+        }
+        self.cancel_sent.retain(|j| still.contains(j));
+    }
+
+    async fn dispatch_round(&mut self) -> crate::store::Result<()> {
+        let queue = self.store.unassigned_jobs(500).await?;
+        if queue.is_empty() {
+            self.reasons.clear();
+            return Ok(());
+        }
+        let mut busy_servers = self.store.active_jobs_per_server().await?;
+        let mut servers: HashMap<ServerId, Server> = HashMap::new();
+        for job in queue {
+            let server = match servers.get(&job.server_id) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = self.store.get_server(job.server_id).await?;
+                    servers.insert(job.server_id, s.clone());
+                    s
+                }
+            };
+            let busy = busy_servers.get(&job.server_id).copied().unwrap_or(0);
+            let placed = if busy >= i64::from(self.settings.max_running_per_server) {
+                Err(NoPlace::Waiting(format!(
+                    "server {} is busy with another job",
+                    server.hostname
+                )))
+            } else {
+                self.choose_agent(&server)
+            };
+            let agent_id = match placed {
+                Ok(a) => a,
+                Err(NoPlace::Waiting(reason)) => {
+                    if self.reasons.get(&job.id) != Some(&reason) {
+                        self.store.set_pending_reason(job.id, Some(&reason)).await?;
+                        self.reasons.insert(job.id, reason);
+                    }
+                    continue;
+                }
+            };
+            if self.hand_over(&job, &server, agent_id).await? {
+                *busy_servers.entry(job.server_id).or_insert(0) += 1;
+                self.reasons.remove(&job.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The least-loaded agent allowed to reach `server` with spare capacity.
+    fn choose_agent(&self, server: &Server) -> Result<AgentId, NoPlace> {
+        let tags: BTreeMap<String, String> = server
+            .tags
+            .as_ref()
+            .map(|t| {
+                t.0.iter()
+                    .map(|(k, v)| (k.clone(), label_text(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let required: Vec<(&String, &String)> = self
+            .settings
+            .routing_keys
+            .iter()
+            .filter_map(|k| tags.get_key_value(k))
+            .collect();
+        let describe = || {
+            if required.is_empty() {
+                "any agent".to_owned()
+            } else {
+                required
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        };
+        let allowed: Vec<&AgentLink> = self
+            .agents
+            .values()
+            .filter(|a| required.iter().all(|(k, v)| a.labels.get(*k) == Some(*v)))
+            .collect();
+        if allowed.is_empty() {
+            return Err(NoPlace::Waiting(format!(
+                "no connected agent matches {}",
+                describe()
+            )));
+        }
+        allowed
+            .iter()
+            .filter(|a| !a.draining && a.in_flight < a.capacity)
+            // Lowest load first; the uuid breaks ties so the choice is stable.
+            .min_by(|a, b| {
+                let la = f64::from(a.in_flight) / f64::from(a.capacity.max(1));
+                let lb = f64::from(b.in_flight) / f64::from(b.capacity.max(1));
+                la.total_cmp(&lb).then(a.uuid.cmp(&b.uuid))
+            })
+            .map(|a| a.id)
+            .ok_or_else(|| {
+                NoPlace::Waiting(format!(
+                    "all {} agent(s) for {} are busy",
+                    allowed.len(),
+                    describe()
+                ))
+            })
+    }
+
+    /// Claims the job for the agent and gives it to the agent's session. Returns whether the
+    /// job left the queue.
+    async fn hand_over(
+        &mut self,
+        job: &Job,
+        server: &Server,
+        agent_id: AgentId,
+    ) -> crate::store::Result<bool> {
+        let dispatch_id = Uuid::new_v4().to_string();
+        if !self.store.claim_job(job.id, agent_id, &dispatch_id).await? {
+            return Ok(false); // another controller got it
+        }
+        let assignment = match self.assignment(job, server, &dispatch_id).await {
+            Ok(a) => a,
+            Err(reason) => {
+                let outcome = Outcome {
+                    status: JobStatus::Failed,
+                    exit_code: None,
+                    error_message: Some(reason),
+                };
+                lifecycle::finish(&self.store, job, &outcome).await?;
+                return Ok(true);
+            }
+        };
+        let Some(link) = self.agents.get_mut(&agent_id) else {
+            self.store
+                .release_job(job.id, &dispatch_id, "agent went away")
+                .await?;
+            return Ok(false);
+        };
+        let mut claimed = job.clone();
+        claimed.celery_task_id = Some(dispatch_id.clone());
+        claimed.agent_id = Some(agent_id);
+        if link
+            .commands
+            .try_send(SessionCommand::Assign(Box::new(Dispatch {
+                job: claimed,
+                assignment,
+            })))
+            .is_err()
+        {
+            self.store
+                .release_job(job.id, &dispatch_id, "agent session is not taking work")
+                .await?;
+            return Ok(false);
+        }
+        link.in_flight += 1;
+        metrics::global().jobs_dispatched.inc();
+        tracing::info!(job = %job.job_id, agent = %link.name, server = %server.hostname, "dispatched");
+        Ok(true)
+    }
+
+    /// Everything the agent needs; an error is a reason to fail the job.
+    async fn assignment(
+        &mut self,
+        job: &Job,
+        server: &Server,
+        dispatch_id: &str,
+    ) -> Result<Assignment, String> {
+        let playbook = self
+            .store
+            .get_playbook(job.playbook_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = (playbook.file_path.clone(), playbook.file_hash.clone());
+        let content = match self.playbooks.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let text = tokio::fs::read_to_string(&playbook.file_path)
+                    .await
+                    .map_err(|e| {
+                        format!("cannot read playbook file {}: {e}", playbook.file_path)
+                    })?;
+                let actual = hex::encode(Sha256::digest(text.as_bytes()));
+                if actual != playbook.file_hash {
+                    return Err(format!(
+                        "playbook file {} changed on disk: its SHA-256 is {actual}, the playbook record says {}; update the playbook",
+                        playbook.file_path, playbook.file_hash
+                    ));
+                }
+                let c = Arc::new(text);
+                self.playbooks.insert(key, c.clone());
+                c
+            }
+        };
+        let mut vars = playbook
+            .variables
+            .as_ref()
+            .map(|v| v.0.clone())
+            .unwrap_or_default();
+        if let Some(extra) = &job.extra_vars {
+            vars.extend(extra.0.clone());
+        }
+        Ok(Assignment {
+            job: Uuid::parse_str(&job.job_id).map_err(|e| e.to_string())?,
+            dispatch_id: dispatch_id.to_owned(),
+            playbook_name: playbook.name.clone(),
+            playbook_content: content.as_ref().clone(),
+            playbook_sha256: playbook.file_hash.clone(),
+            target: Target {
+                hostname: server.hostname.clone(),
+                ip_address: server.ip_address.clone(),
+                ssh_port: u16::try_from(server.ssh_port).unwrap_or(22),
+                ssh_user: server.ssh_user.clone(),
+                ssh_key_path: server.ssh_key_path.clone(),
+                host_vars_json: server
+                    .host_vars
+                    .as_ref()
+                    .map(|h| serde_json::Value::Object(h.0.clone()).to_string())
+                    .unwrap_or_else(|| "{}".into()),
+            },
+            extra_vars_json: serde_json::Value::Object(vars).to_string(),
+            time_limit_secs: u32::try_from(self.settings.default_time_limit.as_secs())
+                .unwrap_or(u32::MAX),
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! `outpost-controller serve`: wires the store, the endpoints and the tasks together, and
+//! shuts them down in order on SIGTERM (stop accepting, let job streams acknowledge what is
+//! committed, drain ingest, close sessions with a reason, close the database).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::enroll::EnrollService;
+use crate::pki::{self, PkiPaths};
+use crate::session::{self, SessionContext};
+use crate::store::{Store, StoreError};
+use crate::{ingest, retention, scheduler};
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("PKI: {0}")]
+    Pki(#[from] outpost_protocol::pki::PkiError),
+    #[error("TLS: {0}")]
+    Tls(#[from] outpost_protocol::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Bound addresses, for callers that asked for port 0.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub agents: SocketAddr,
+    pub enroll: SocketAddr,
+}
+
+/// A UDP socket with a receive buffer big enough that bursts are not dropped before quinn
+/// reads them (Linux's default is about 208 KB).
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, ServeError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = |source| ServeError::Bind { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
+    let _ = socket.set_recv_buffer_size(8 * 1024 * 1024);
+    let _ = socket.set_send_buffer_size(4 * 1024 * 1024);
+    socket.bind(&addr.into()).map_err(bind)?;
+    Ok(socket.into())
+}
+
+fn endpoint(addr: SocketAddr, config: quinn::ServerConfig) -> Result<quinn::Endpoint, ServeError> {
+    let socket = udp_socket(addr)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Runs the controller until `stop` fires. `ready` is called once everything is up.
+pub async fn serve(
+    settings: Settings,
+    stop: CancellationToken,
+    ready: impl FnOnce(Bound),
+) -> Result<(), ServeError> {
+    let settings = Arc::new(settings);
+    let store = Store::connect(&settings.database_url, &settings.pool).await?;
+    if settings.migrate_on_start {
+        for m in store.migrate_up().await? {
+            tracing::info!(version = m.version, description = %m.description, "migration applied");
+        }
+    }
+    let pki = pki::load(&PkiPaths::new(&settings.data_dir))?;
+    let timers = outpost_protocol::tls::Timers::default();
+    let agent_cfg = outpost_protocol::tls::agent_server_config(
+        pki.ca.cert_der(),
+        pki.chain.clone(),
+        pki.server_key()?,
+        timers,
+    )?;
+    let enroll_cfg =
+        outpost_protocol::tls::enroll_server_config(pki.chain.clone(), pki.server_key()?, timers)?;
+    let agents_ep = endpoint(settings.listen, agent_cfg)?;
+    let enroll_ep = endpoint(settings.enroll_listen, enroll_cfg)?;
+    let bound = Bound {
+        agents: agents_ep.local_addr().map_err(|source| ServeError::Bind {
+            addr: settings.listen,
+            source,
+        })?,
+        enroll: enroll_ep.local_addr().map_err(|source| ServeError::Bind {
+            addr: settings.enroll_listen,
+            source,
+        })?,
+    };
+    let ca = Arc::new(pki.ca);
+
+    // Ingest outlives the sessions: it gets its own token, fired after they are gone.
+    let ingest_stop = CancellationToken::new();
+    let (ingest, ingest_task) = ingest::spawn(store.clone(), ingest_stop.clone());
+    let (scheduler, scheduler_task) =
+        scheduler::spawn(store.clone(), settings.clone(), stop.clone());
+    let tasks = TaskTracker::new();
+    tasks.spawn(retention::run(
+        store.clone(),
+        settings.retention,
+        stop.clone(),
+    ));
+    let enroll = Arc::new(EnrollService {
+        store: store.clone(),
+        ca: ca.clone(),
+        cert_lifetime: settings.agent_cert_lifetime,
+    });
+    tasks.spawn(enroll.serve(enroll_ep.clone(), stop.clone(), tasks.clone()));
+
+    let ctx = Arc::new(SessionContext::new(
+        store.clone(),
+        settings.clone(),
+        scheduler,
+        ingest,
+        ca,
+        stop.clone(),
+    ));
+    tracing::info!(agents = %bound.agents, enroll = %bound.enroll, controller = %settings.controller_id, "controller ready");
+    ready(bound);
+
+    let sessions = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            incoming = agents_ep.accept() => match incoming {
+                Some(i) => { sessions.spawn(session::handle(ctx.clone(), i)); }
+                None => break,
+            },
+        }
+    }
+    tracing::info!("shutting down: draining sessions");
+    drop(ctx);
+    sessions.close();
+    if tokio::time::timeout(settings.shutdown_timeout, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sessions did not finish in time");
+    }
+    ingest_stop.cancel();
+    let _ = tokio::time::timeout(settings.shutdown_timeout, ingest_task).await;
+    let _ = scheduler_task.await;
+    tasks.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await;
+    agents_ep.close(
+        quinn::VarInt::from_u32(outpost_protocol::close::SHUTDOWN),
+        b"controller shutting down",
+    );
+    enroll_ep.close(
+        quinn::VarInt::from_u32(outpost_protocol::close::SHUTDOWN),
+        b"controller shutting down",
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), agents_ep.wait_idle()).await;
+    store.close().await;
+    tracing::info!("controller stopped");
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! store::agents — enrolled agents and their one-time enrolment tokens (stored as SHA-256
+//! only). Connection state is mirrored here so that several controllers sharing one database
+//! know who holds which agent.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::audit::{insert_audit, Actor, NewAudit};
+use super::{json_object_text, now, on_pool, InsertedId, Result, Store, StoreError};
+use crate::model::{Agent, AgentId, EnrollmentToken, JobStatus, Page, Paging};
+
+const COLUMNS: &str =
+    "id, uuid, name, labels, cert_fingerprint, cert_expires_at, revoked, capacity, \
+     version, hostname, ansible_version, last_seen, connected_controller, created_at, updated_at";
+
+/// A new enrolment token's record (the secret itself is never passed to the store).
+#[derive(Debug, Clone)]
+pub struct NewEnrollmentToken {
+    pub secret_hash: String,
+    pub name: String,
+    pub labels: serde_json::Value,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an agent's Hello tells about it.
+#[derive(Debug, Clone)]
+pub struct AgentPresence {
+    pub version: String,
+    pub hostname: String,
+    pub ansible_version: String,
+    pub capacity: i32,
+    pub controller: String,
+}
+
+impl Store {
+    pub async fn create_enrollment_token(
+        &self,
+        new: &NewEnrollmentToken,
+        actor: &Actor,
+    ) -> Result<EnrollmentToken> {
+        if new.name.is_empty() || new.name.chars().count() > 255 {
+            return Err(StoreError::invalid("name", "must be 1 to 255 characters"));
+        }
+        let labels = json_object_text("labels", Some(&new.labels))?;
+        let expires = new.expires_at.naive_utc();
+        let id = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query(
+                "INSERT INTO enrollment_tokens (token_hash, name, labels, expires_at, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.secret_hash).bind(&new.name).bind(&labels).bind(expires).bind(actor.user_id).bind(now())
+            .execute(&mut *tx).await?;
+            let id = res.inserted_id() as i32;
+            // The audit names the token, never its secret or hash.
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "CREATE", resource_type: "enrollment_token", resource_id: Some(id),
+                details: Some(json!({"name": new.name, "labels": new.labels, "expires_at": new.expires_at})),
+            })?;
+            tx.commit().await?;
+            id
+        });
+        let row = on_pool!(self, p => sqlx::query_as::<_, EnrollmentToken>(
+            "SELECT id, name, labels, expires_at, used_at, agent_id, created_by, created_at FROM enrollment_tokens WHERE id = ?")
+            .bind(id).fetch_one(p).await?);
+        Ok(row)
+    }
+
+    /// Spends a token and creates the agent it enrols, atomically: a token works once, and only
+    /// before it expires. Returns the new agent.
+    pub async fn enroll_agent(
+        &self,
+        secret_hash: &str,
+        uuid: &str,
+        extra_labels: &serde_json::Map<String, serde_json::Value>,
+        hostname: &str,
+    ) -> Result<Agent> {
+        let ts = now();
+        let id = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let token = sqlx::query_as::<_, EnrollmentToken>(
+                "SELECT id, name, labels, expires_at, used_at, agent_id, created_by, created_at FROM enrollment_tokens WHERE token_hash = ?")
+                .bind(secret_hash).fetch_optional(&mut *tx).await?
+                .ok_or_else(|| StoreError::NotFound("enrolment token (it may have been deleted, or mistyped)".into()))?;
+            if token.used_at.is_some() {
+                return Err(StoreError::invalid("token", format!("token '{}' was already used; make a new one", token.name)));
+            }
+            if token.expires_at.naive_utc() < ts {
+                return Err(StoreError::invalid("token", format!("token '{}' expired at {}; make a new one", token.name, token.expires_at)));
+            }
+            // Labels the agent asked for, overridden by the token's: the admin's word wins.
+            let mut labels = extra_labels.clone();
+            if let Some(t) = &token.labels {
+                labels.extend(t.0.clone());
+            }
+            let labels_text = serde_json::Value::Object(labels.clone()).to_string();
+            let res = sqlx::query(
+                "INSERT INTO agents (uuid, name, labels, hostname, revoked, capacity, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                .bind(uuid).bind(&token.name).bind(&labels_text).bind(hostname).bind(false).bind(4).bind(ts).bind(ts)
+                .execute(&mut *tx).await
+                .map_err(|e| StoreError::on_write(e, || format!("an agent named '{}' (revoke and delete it, or name the token differently)", token.name)))?;
+            let agent_id = res.inserted_id() as i32;
+            let spent = sqlx::query("UPDATE enrollment_tokens SET used_at = ?, agent_id = ? WHERE id = ? AND used_at IS NULL")
+                .bind(ts).bind(agent_id).bind(token.id).execute(&mut *tx).await?;
+            if spent.rows_affected() != 1 {
+                return Err(StoreError::invalid("token", "token was used concurrently"));
+            }
+            insert_audit!(&mut *tx, &NewAudit {
+                actor: &Actor::system(), action: "ENROLL", resource_type: "agent", resource_id: Some(agent_id),
+                details: Some(json!({"uuid": uuid, "name": token.name, "hostname": hostname, "labels": labels})),
+            })?;
+            tx.commit().await?;
+            agent_id
+        });
+        self.get_agent(AgentId(id)).await
+    }
+
+    pub async fn get_agent(&self, id: AgentId) -> Result<Agent> {
+        let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = ?");
+        let row =
+            on_pool!(self, p => sqlx::query_as::<_, Agent>(&sql).bind(id).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("agent {id}")))
+    }
+
+    pub async fn get_agent_by_uuid(&self, uuid: &str) -> Result<Agent> {
+        let sql = format!("SELECT {COLUMNS} FROM agents WHERE uuid = ?");
+        let row = on_pool!(self, p => sqlx::query_as::<_, Agent>(&sql).bind(uuid).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("agent {uuid}")))
+    }
+
+    pub async fn get_agent_by_name(&self, name: &str) -> Result<Agent> {
+        let sql = format!("SELECT {COLUMNS} FROM agents WHERE name = ?");
+        let row = on_pool!(self, p => sqlx::query_as::<_, Agent>(&sql).bind(name).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("agent '{name}'")))
+    }
+
+    pub async fn list_agents(&self, paging: Paging) -> Result<Page<Agent>> {
+        let sql = format!("SELECT {COLUMNS} FROM agents ORDER BY name LIMIT ? OFFSET ?");
+        let (items, total) = on_pool!(self, p => {
+            let items = sqlx::query_as::<_, Agent>(&sql).bind(paging.limit).bind(paging.offset).fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents").fetch_one(p).await?;
+            (items, total)
+        });
+        Ok(Page {
+            items,
+            total,
+            limit: paging.limit,
+            offset: paging.offset,
+        })
+    }
+
+    /// Records the certificate an agent now holds (enrolment or renewal).
+    pub async fn set_agent_certificate(
+        &self,
+        id: AgentId,
+        fingerprint: &str,
+        expires: DateTime<Utc>,
+    ) -> Result<()> {
+        on_pool!(self, p => {
+            sqlx::query("UPDATE agents SET cert_fingerprint = ?, cert_expires_at = ?, updated_at = ? WHERE id = ?")
+                .bind(fingerprint).bind(expires.naive_utc()).bind(now()).bind(id).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// An agent's session started on `presence.controller`.
+    pub async fn agent_connected(&self, id: AgentId, presence: &AgentPresence) -> Result<()> {
+        let ts = now();
+        on_pool!(self, p => {
+            sqlx::query(
+                "UPDATE agents SET version = ?, hostname = ?, ansible_version = ?, capacity = ?, last_seen = ?, \
+                 connected_controller = ?, updated_at = ? WHERE id = ?")
+                .bind(&presence.version).bind(&presence.hostname).bind(presence.ansible_version.chars().take(255).collect::<String>())
+                .bind(presence.capacity).bind(ts).bind(&presence.controller).bind(ts).bind(id)
+                .execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Stamps `last_seen` (on heartbeats).
+    pub async fn agent_seen(&self, id: AgentId) -> Result<()> {
+        on_pool!(self, p => { sqlx::query("UPDATE agents SET last_seen = ? WHERE id = ?").bind(now()).bind(id).execute(p).await?; });
+        Ok(())
+    }
+
+    /// The session on `controller` ended; another controller's newer session is left alone.
+    pub async fn agent_disconnected(&self, id: AgentId, controller: &str) -> Result<()> {
+        on_pool!(self, p => {
+            sqlx::query("UPDATE agents SET connected_controller = NULL, last_seen = ? WHERE id = ? AND connected_controller = ?")
+                .bind(now()).bind(id).bind(controller).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Revokes an agent: its next handshake is refused and live sessions are dropped.
+    pub async fn revoke_agent(&self, id: AgentId, actor: &Actor) -> Result<Agent> {
+        let agent = self.get_agent(id).await?;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE agents SET revoked = ?, updated_at = ? WHERE id = ?").bind(true).bind(now()).bind(id).execute(&mut *tx).await?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "REVOKE", resource_type: "agent", resource_id: Some(id.0),
+                details: Some(json!({"uuid": agent.uuid, "name": agent.name})),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_agent(id).await
+    }
+
+    /// Jobs an agent holds (assigned or running), for resuming or failing them.
+    pub async fn agent_active_jobs(&self, id: AgentId) -> Result<Vec<crate::model::Job>> {
+        let page = self
+            .list_jobs(
+                &super::jobs::JobFilter {
+                    agent_id: Some(id),
+                    ..Default::default()
+                },
+                Paging::new(1000, 0),
+            )
+            .await?;
+        Ok(page
+            .items
+            .into_iter()
+            .filter(|j| matches!(j.status, JobStatus::Pending | JobStatus::Running))
+            .collect())
+    }
+}
