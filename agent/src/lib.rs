@@ -12,6 +12,7 @@
 pub mod enroll;
 pub mod jobs;
 pub mod runner;
+pub mod service;
 pub mod session;
 pub mod spool;
 pub mod state;

@@ -2,15 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use outpost_agent::enroll::{self, EnrollRequestArgs};
-use outpost_agent::jobs::JobTable;
-use outpost_agent::runner::RunnerConfig;
-use outpost_agent::session::{self, Agent, AgentConfig};
+use outpost_agent::service::{self, ServiceError, ServiceOptions};
 use outpost_agent::state::StateDir;
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +98,10 @@ struct RunArgs {
     /// Longest wait between reconnect attempts, in seconds.
     #[arg(long, default_value_t = 30)]
     max_backoff_secs: u64,
+    /// Milliseconds of silence after which the controller is considered gone; keep-alives go
+    /// out at a third of it.
+    #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
+    idle_timeout_ms: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OUTPOST_LOG_JSON")]
     log_json: bool,
@@ -122,129 +122,39 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-async fn ansible_version(bin: &PathBuf) -> String {
-    let probe = tokio::process::Command::new(bin)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output();
-    match tokio::time::timeout(Duration::from_secs(30), probe).await {
-        Ok(Ok(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
-        Ok(Ok(out)) => format!("unavailable: {} exited with {}", bin.display(), out.status),
-        Ok(Err(e)) => format!("unavailable: {}: {e}", bin.display()),
-        Err(_) => format!("unavailable: {} --version timed out", bin.display()),
-    }
-}
-
-async fn run(state: StateDir, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let identity = state.load_identity()?;
-    state.create()?;
-    let table = JobTable::default();
-    let recovered = table
-        .recover(&state.spool_dir())
-        .context("cannot read the spool")?;
-    if recovered > 0 {
-        tracing::info!(
-            jobs = recovered,
-            "spooled jobs taken up from the previous run"
-        );
-    }
-    let controllers = if args.controllers.is_empty() {
-        identity.controllers.clone()
-    } else {
-        args.controllers.clone()
+async fn run(state: StateDir, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let opts = ServiceOptions {
+        controllers: a.controllers,
+        capacity: a.capacity,
+        ansible_playbook: a.ansible_playbook,
+        host_key_checking: a.host_key_checking,
+        kill_grace: Duration::from_secs(a.kill_grace_secs),
+        drain_timeout: Duration::from_secs(a.drain_timeout_secs),
+        flush_timeout: Duration::from_secs(a.flush_timeout_secs),
+        max_backoff: Duration::from_secs(a.max_backoff_secs),
+        idle_timeout: Duration::from_millis(a.idle_timeout_ms.max(500)),
     };
-    anyhow::ensure!(
-        !controllers.is_empty(),
-        "no controller address: pass --controller HOST:PORT"
-    );
-    let ansible_version = ansible_version(&args.ansible_playbook).await;
-    if ansible_version.starts_with("unavailable") {
-        tracing::warn!(%ansible_version, "ansible-playbook does not run here; jobs will fail until it does");
-    }
-    let agent = Arc::new(Agent {
-        cfg: AgentConfig {
-            controllers,
-            capacity: args.capacity.max(1),
-            labels: identity.labels.clone(),
-            runner: Arc::new(RunnerConfig {
-                ansible_playbook: args.ansible_playbook.clone(),
-                work_root: state.work_dir(),
-                host_key_checking: args.host_key_checking,
-                kill_grace: Duration::from_secs(args.kill_grace_secs),
-            }),
-            timers: outpost_protocol::tls::Timers::default(),
-            backoff_min: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(args.max_backoff_secs.max(1)),
-        },
-        identity,
-        state,
-        table,
-        ansible_version,
-        hostname: hostname(),
-        draining: CancellationToken::new(),
-        shutdown: CancellationToken::new(),
-    });
-    tracing::info!(agent = %agent.identity.name, uuid = %agent.identity.uuid, controllers = ?agent.cfg.controllers, "agent starting");
-    let session = tokio::spawn(session::run(agent.clone()));
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-
+    let stop = CancellationToken::new();
+    let signalled = stop.clone();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut session = session;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        res = &mut session => {
-            return Ok(match res {
-                Ok(Err(fatal)) => {
-                    tracing::error!("{fatal}");
-                    ExitCode::from(EXIT_REFUSED)
-                }
-                _ => ExitCode::SUCCESS,
-            });
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    drain(&agent, &args).await;
-    agent.shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
-    tracing::info!(left_in_spool = agent.table.len(), "agent stopped");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Stop taking work, let running jobs finish (up to the drain timeout), cancel the rest, then
-/// give the controller a moment to acknowledge what is spooled.
-async fn drain(agent: &Agent, args: &RunArgs) {
-    agent.draining.cancel();
-    tracing::info!(running = agent.table.running(), "draining");
-    let all_ended = async {
-        for e in agent.table.all() {
-            e.ended().await;
-        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        signalled.cancel();
+    });
+    let ready = || {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     };
-    if tokio::time::timeout(Duration::from_secs(args.drain_timeout_secs), all_ended)
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout: cancelling the jobs still running");
-        for e in agent.table.all() {
-            e.cancel.cancel();
+    match service::run(state, opts, stop, ready).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(ServiceError::Refused(fatal)) => {
+            tracing::error!("{fatal}");
+            Ok(ExitCode::from(EXIT_REFUSED))
         }
-        let grace = Duration::from_secs(args.kill_grace_secs + 5);
-        let _ = tokio::time::timeout(grace, async {
-            for e in agent.table.all() {
-                e.ended().await;
-            }
-        })
-        .await;
-    }
-    let flush = tokio::time::Instant::now() + Duration::from_secs(args.flush_timeout_secs);
-    while !agent.table.is_empty() && tokio::time::Instant::now() < flush {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(e) => Err(e.into()),
     }
 }
 

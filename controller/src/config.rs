@@ -43,6 +43,7 @@ pub struct FileConfig {
     pub default_time_limit_secs: Option<u32>,
     pub migrate_on_start: Option<bool>,
     pub shutdown_timeout_secs: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub db_pool_size: Option<u32>,
     pub db_pool_overflow: Option<u32>,
@@ -95,6 +96,8 @@ pub struct Settings {
     pub default_time_limit: Duration,
     pub migrate_on_start: bool,
     pub shutdown_timeout: Duration,
+    /// QUIC idle timeout: a silent peer is considered gone after this long.
+    pub idle_timeout: Duration,
     pub log_format: LogFormat,
 }
 
@@ -118,6 +121,7 @@ impl Settings {
             default_time_limit: Duration::from_secs(3600),
             migrate_on_start: true,
             shutdown_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15),
             log_format: LogFormat::Text,
         }
     }
@@ -165,6 +169,9 @@ impl Settings {
         set!(migrate_on_start);
         if let Some(s) = f.shutdown_timeout_secs {
             self.shutdown_timeout = Duration::from_secs(s);
+        }
+        if let Some(ms) = f.idle_timeout_ms {
+            self.idle_timeout = Duration::from_millis(ms.max(500));
         }
         set!(log_format);
         if let Some(v) = f.db_pool_size {

@@ -76,7 +76,10 @@ pub async fn serve(
         }
     }
     let pki = pki::load(&PkiPaths::new(&settings.data_dir))?;
-    let timers = outpost_protocol::tls::Timers::default();
+    let timers = outpost_protocol::tls::Timers {
+        idle_timeout: settings.idle_timeout,
+        keep_alive: settings.idle_timeout / 3,
+    };
     let agent_cfg = outpost_protocol::tls::agent_server_config(
         pki.ca.cert_der(),
         pki.chain.clone(),

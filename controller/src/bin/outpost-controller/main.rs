@@ -1,5 +1,7 @@
 //! `outpost-controller`: the Outpost controller daemon and its maintenance commands.
 
+mod dev;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,8 +85,22 @@ enum Command {
         agent: String,
     },
     /// One-command local setup on SQLite: fresh PKI, one local agent, localhost as a server,
-    /// a playbook run end to end.
-    Dev,
+    /// a playbook run end to end with its output followed live.
+    Dev {
+        /// The directory to (re)create for it.
+        #[arg(long, default_value = "outpost-dev")]
+        dir: PathBuf,
+        /// A playbook to run instead of examples/ping.yml.
+        #[arg(long)]
+        playbook: Option<PathBuf>,
+        /// The ansible-playbook to run.
+        #[arg(
+            long,
+            env = "OUTPOST_ANSIBLE_PLAYBOOK",
+            default_value = "ansible-playbook"
+        )]
+        ansible_playbook: PathBuf,
+    },
 }
 
 #[derive(Args, Default)]
@@ -126,6 +142,9 @@ struct ServeArgs {
     /// Time limit of a job in seconds [default: 3600].
     #[arg(long, env = "OUTPOST_JOB_TIME_LIMIT_SECS")]
     job_time_limit_secs: Option<u32>,
+    /// Milliseconds of silence after which a QUIC peer is considered gone [default: 15000].
+    #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
     /// Do not apply pending migrations at start-up.
     #[arg(long, env = "OUTPOST_NO_MIGRATE")]
     no_migrate: bool,
@@ -238,6 +257,9 @@ impl Cli {
             over!(a.max_running_per_server, s.max_running_per_server);
             if let Some(v) = a.job_time_limit_secs {
                 s.default_time_limit = Duration::from_secs(v.into());
+            }
+            if let Some(v) = a.idle_timeout_ms {
+                s.idle_timeout = Duration::from_millis(v.max(500));
             }
             if a.no_migrate {
                 s.migrate_on_start = false;
@@ -420,7 +442,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Dev => bail!("the dev quick start arrives with the agent; see the README"),
+        Command::Dev {
+            dir,
+            playbook,
+            ansible_playbook,
+        } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+                .unwrap_or_else(|_| "warn".into());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            if !dev::run(dir, playbook.as_deref(), ansible_playbook).await? {
+                bail!("the quick start's job did not succeed");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,182 @@
+//! `outpost-agent run` as a library call: take up the spool, connect, work, and on `stop`
+//! drain (no new work, running jobs finish up to the drain timeout, the rest are cancelled,
+//! spooled output is handed over while the controller is reachable).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::JobTable;
+use crate::runner::RunnerConfig;
+use crate::session::{self, Agent, AgentConfig, Fatal};
+use crate::state::{StateDir, StateError};
+
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Controller agent endpoints; empty: those stored at enrolment.
+    pub controllers: Vec<String>,
+    pub capacity: u32,
+    pub ansible_playbook: PathBuf,
+    pub host_key_checking: bool,
+    pub kill_grace: Duration,
+    pub drain_timeout: Duration,
+    pub flush_timeout: Duration,
+    pub max_backoff: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            controllers: Vec::new(),
+            capacity: 4,
+            ansible_playbook: PathBuf::from("ansible-playbook"),
+            host_key_checking: true,
+            kill_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(300),
+            flush_timeout: Duration::from_secs(15),
+            max_backoff: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot read the spool: {0}")]
+    Spool(std::io::Error),
+    #[error("no controller address: pass --controller HOST:PORT")]
+    NoController,
+    #[error(transparent)]
+    Refused(#[from] Fatal),
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn ansible_version(bin: &PathBuf) -> String {
+    let probe = tokio::process::Command::new(bin)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output();
+    match tokio::time::timeout(Duration::from_secs(30), probe).await {
+        Ok(Ok(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        Ok(Ok(out)) => format!("unavailable: {} exited with {}", bin.display(), out.status),
+        Ok(Err(e)) => format!("unavailable: {}: {e}", bin.display()),
+        Err(_) => format!("unavailable: {} --version timed out", bin.display()),
+    }
+}
+
+/// Runs the agent until `stop` fires (then drains) or the controller refuses it for good.
+/// `ready` is called once the spool is taken up and the session loop started.
+pub async fn run(
+    state: StateDir,
+    opts: ServiceOptions,
+    stop: CancellationToken,
+    ready: impl FnOnce(),
+) -> Result<(), ServiceError> {
+    let identity = state.load_identity()?;
+    state.create()?;
+    let table = JobTable::default();
+    let recovered = table
+        .recover(&state.spool_dir())
+        .map_err(ServiceError::Spool)?;
+    if recovered > 0 {
+        tracing::info!(
+            jobs = recovered,
+            "spooled jobs taken up from the previous run"
+        );
+    }
+    let controllers = if opts.controllers.is_empty() {
+        identity.controllers.clone()
+    } else {
+        opts.controllers.clone()
+    };
+    if controllers.is_empty() {
+        return Err(ServiceError::NoController);
+    }
+    let ansible_version = ansible_version(&opts.ansible_playbook).await;
+    if ansible_version.starts_with("unavailable") {
+        tracing::warn!(%ansible_version, "ansible-playbook does not run here; jobs will fail until it does");
+    }
+    let agent = Arc::new(Agent {
+        cfg: AgentConfig {
+            controllers,
+            capacity: opts.capacity.max(1),
+            labels: identity.labels.clone(),
+            runner: Arc::new(RunnerConfig {
+                ansible_playbook: opts.ansible_playbook.clone(),
+                work_root: state.work_dir(),
+                host_key_checking: opts.host_key_checking,
+                kill_grace: opts.kill_grace,
+            }),
+            timers: outpost_protocol::tls::Timers {
+                idle_timeout: opts.idle_timeout,
+                keep_alive: opts.idle_timeout / 3,
+            },
+            backoff_min: Duration::from_millis(500),
+            backoff_max: opts.max_backoff.max(Duration::from_secs(1)),
+        },
+        identity,
+        state,
+        table,
+        ansible_version,
+        hostname: hostname(),
+        draining: CancellationToken::new(),
+        shutdown: CancellationToken::new(),
+    });
+    tracing::info!(agent = %agent.identity.name, uuid = %agent.identity.uuid, controllers = ?agent.cfg.controllers, "agent starting");
+    let mut session = tokio::spawn(session::run(agent.clone()));
+    ready();
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        res = &mut session => {
+            return match res {
+                Ok(Err(fatal)) => Err(fatal.into()),
+                _ => Ok(()),
+            };
+        }
+    }
+    drain(&agent, &opts).await;
+    agent.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+    tracing::info!(left_in_spool = agent.table.len(), "agent stopped");
+    Ok(())
+}
+
+async fn drain(agent: &Agent, opts: &ServiceOptions) {
+    agent.draining.cancel();
+    tracing::info!(running = agent.table.running(), "draining");
+    let all_ended = || async {
+        for e in agent.table.all() {
+            e.ended().await;
+        }
+    };
+    if tokio::time::timeout(opts.drain_timeout, all_ended())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout: cancelling the jobs still running");
+        for e in agent.table.all() {
+            e.cancel.cancel();
+        }
+        let _ = tokio::time::timeout(opts.kill_grace + Duration::from_secs(5), all_ended()).await;
+    }
+    let flush = tokio::time::Instant::now() + opts.flush_timeout;
+    while !agent.table.is_empty() && tokio::time::Instant::now() < flush {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
