@@ -1,0 +1,424 @@
+//! Real controller and agent processes, started from the workspace's built binaries, with
+//! their logs in files (printed when a test fails).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A built binary of the workspace. `scripts/test` builds them all before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (bash scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback UDP port free right now.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Settings of a controller under test (fast timers so tests do not wait on defaults).
+#[derive(Debug, Clone)]
+pub struct ControllerOpts {
+    pub agent_grace_secs: u64,
+    pub idle_timeout_ms: u64,
+    pub sweep_interval_ms: u64,
+    pub job_time_limit_secs: u32,
+    pub max_running_per_server: u32,
+    pub extra: Vec<String>,
+}
+
+impl Default for ControllerOpts {
+    fn default() -> Self {
+        ControllerOpts {
+            agent_grace_secs: 30,
+            idle_timeout_ms: 3000,
+            sweep_interval_ms: 300,
+            job_time_limit_secs: 600,
+            max_running_per_server: 1,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// An `outpost-controller serve` process.
+pub struct Controller {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub agents: SocketAddr,
+    pub enroll: SocketAddr,
+    pub id: String,
+    pub opts: ControllerOpts,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Controller {
+    /// Creates the PKI in `data_dir` (once per cluster).
+    pub fn init(data_dir: &Path, database_url: &str) {
+        let out = Command::new(bin("outpost-controller"))
+            .args(["init", "--data-dir"])
+            .arg(data_dir)
+            .args(["--database-url", database_url])
+            .env_remove("OUTPOST_ADMIN_PASSWORD")
+            .output()
+            .expect("run init");
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts `serve` on fresh loopback ports and waits until it is ready.
+    pub fn start(
+        data_dir: &Path,
+        database_url: &str,
+        id: &str,
+        opts: ControllerOpts,
+    ) -> Controller {
+        let mut c = Controller {
+            data_dir: data_dir.to_path_buf(),
+            database_url: database_url.to_owned(),
+            agents: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            enroll: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            id: id.to_owned(),
+            opts,
+            log: data_dir.join(format!("controller-{id}.log")),
+            child: None,
+        };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        let ready = |log: &Path| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("controller ready")
+                .count()
+        };
+        let before = ready(&self.log);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let o = &self.opts;
+        let child = Command::new(bin("outpost-controller"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--database-url", &self.database_url])
+            .args([
+                "--listen",
+                &self.agents.to_string(),
+                "--enroll-listen",
+                &self.enroll.to_string(),
+            ])
+            .args(["--controller-id", &self.id])
+            .args(["--agent-grace-secs", &o.agent_grace_secs.to_string()])
+            .args(["--idle-timeout-ms", &o.idle_timeout_ms.to_string()])
+            .args(["--sweep-interval-ms", &o.sweep_interval_ms.to_string()])
+            .args(["--job-time-limit-secs", &o.job_time_limit_secs.to_string()])
+            .args([
+                "--max-running-per-server",
+                &o.max_running_per_server.to_string(),
+            ])
+            .args(["--heartbeat-secs", "1"])
+            .args(&o.extra)
+            .env("OUTPOST_LOG", "info,outpost_controller=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn controller");
+        self.child = Some(child);
+        let start = Instant::now();
+        while ready(&self.log) <= before {
+            if let Some(s) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "controller exited with {s} during start-up:\n{}",
+                    tail(&self.log, 40)
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "controller not ready in 60 s:\n{}",
+                tail(&self.log, 40)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A one-time enrolment token for an agent named `name` with `labels` (k=v).
+    pub fn token(&self, name: &str, labels: &[&str]) -> String {
+        let mut cmd = Command::new(bin("outpost-controller"));
+        cmd.arg("token")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--database-url", &self.database_url, "--name", name]);
+        for l in labels {
+            cmd.args(["--label", l]);
+        }
+        let out = cmd.output().expect("run token");
+        assert!(
+            out.status.success(),
+            "token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(&child, libc::SIGTERM);
+        wait_exit(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!(
+                "controller did not stop on SIGTERM:\n{}",
+                tail(&self.log, 40)
+            )
+        })
+    }
+
+    /// SIGKILL: no shutdown at all.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill it first");
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- controller {} log (tail) ---\n{}",
+                self.id,
+                tail(&self.log, 60)
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Settings of an agent under test.
+#[derive(Debug, Clone)]
+pub struct AgentOpts {
+    pub capacity: u32,
+    pub ansible_playbook: Option<PathBuf>,
+    pub idle_timeout_ms: u64,
+    pub drain_timeout_secs: u64,
+    pub kill_grace_secs: u64,
+    pub max_backoff_secs: u64,
+}
+
+impl Default for AgentOpts {
+    fn default() -> Self {
+        AgentOpts {
+            capacity: 4,
+            ansible_playbook: None,
+            idle_timeout_ms: 3000,
+            drain_timeout_secs: 60,
+            kill_grace_secs: 3,
+            max_backoff_secs: 2,
+        }
+    }
+}
+
+/// An `outpost-agent` with its own state directory.
+pub struct Agent {
+    pub name: String,
+    pub state_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Enrols a new agent through the controller's enrolment endpoint.
+    pub fn enroll(ctl: &Controller, name: &str, labels: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("agent dir");
+        let state_dir = dir.path().join("state");
+        let token = ctl.token(name, labels);
+        let out = Command::new(bin("outpost-agent"))
+            .arg("enroll")
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args([
+                "--controller",
+                &ctl.enroll.to_string(),
+                "--token",
+                &token,
+                "--connect",
+                &ctl.agents.to_string(),
+            ])
+            .output()
+            .expect("run enroll");
+        assert!(
+            out.status.success(),
+            "enrol failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Agent {
+            name: name.to_owned(),
+            log: dir.path().join("agent.log"),
+            state_dir,
+            _dir: dir,
+            child: None,
+        }
+    }
+
+    /// Runs the service against `controllers` (HOST:PORT; a proxy's address, say).
+    pub fn start(&mut self, controllers: &[SocketAddr], opts: &AgentOpts) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let list: Vec<String> = controllers.iter().map(|a| a.to_string()).collect();
+        let mut cmd = Command::new(bin("outpost-agent"));
+        cmd.arg("run")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["--controller", &list.join(",")])
+            .args(["--capacity", &opts.capacity.to_string()])
+            .args(["--idle-timeout-ms", &opts.idle_timeout_ms.to_string()])
+            .args(["--drain-timeout-secs", &opts.drain_timeout_secs.to_string()])
+            .args(["--kill-grace-secs", &opts.kill_grace_secs.to_string()])
+            .args(["--max-backoff-secs", &opts.max_backoff_secs.to_string()])
+            .args(["--host-key-checking", "false"])
+            .env("OUTPOST_LOG", "info,outpost_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(p) = &opts.ansible_playbook {
+            cmd.arg("--ansible-playbook").arg(p);
+        }
+        self.child = Some(cmd.spawn().expect("spawn agent"));
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL: the agent gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(&child, libc::SIGTERM);
+        wait_exit(&mut child, timeout).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("agent did not stop on SIGTERM:\n{}", tail(&self.log, 40))
+        })
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = wait_exit(self.child.as_mut()?, timeout);
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agent {} log (tail) ---\n{}",
+                self.name,
+                tail(&self.log, 60)
+            );
+        }
+        self.kill9();
+    }
+}

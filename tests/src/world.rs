@@ -1,0 +1,187 @@
+//! What a test puts into the store directly (the API's job, later): an admin, servers reached
+//! with a local connection, playbooks written to files, launched jobs; and waits on their state.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use outpost_controller::model::{Job, JobStatus, LogLine, Playbook, Role, Server, User};
+use outpost_controller::store::audit::Actor;
+use outpost_controller::store::jobs::NewJob;
+use outpost_controller::store::playbooks::NewPlaybook;
+use outpost_controller::store::servers::NewServer;
+use outpost_controller::store::users::NewUser;
+use outpost_controller::{PoolConfig, Store};
+use sha2::{Digest, Sha256};
+
+pub struct World {
+    pub store: Store,
+    pub admin: User,
+    pub dir: tempfile::TempDir,
+}
+
+/// The Python that runs ansible here (for `ansible_python_interpreter` on local connections).
+pub fn python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output();
+    out.ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/usr/bin/python3".into())
+}
+
+impl World {
+    /// Connects to (and migrates) the database and creates an admin.
+    pub async fn new(database_url: &str) -> World {
+        let store = Store::connect(database_url, &PoolConfig::default())
+            .await
+            .expect("connect");
+        store.migrate_up().await.expect("migrate");
+        let admin = store
+            .create_user(
+                &NewUser {
+                    username: "ops".into(),
+                    email: "ops@example.com".into(),
+                    password: "correct horse battery".into(),
+                    role: Role::Admin,
+                },
+                &Actor::system(),
+            )
+            .await
+            .expect("admin");
+        World {
+            store,
+            admin,
+            dir: tempfile::tempdir().expect("dir"),
+        }
+    }
+
+    /// A server that ansible reaches with a local connection, tagged `tags`.
+    pub async fn local_server(
+        &self,
+        hostname: &str,
+        tags: serde_json::Value,
+        environment: &str,
+    ) -> Server {
+        let mut s = NewServer::new(hostname, "127.0.0.1", "linux");
+        s.tags = Some(tags);
+        s.environment = Some(environment.into());
+        s.host_vars = Some(
+            serde_json::json!({"ansible_connection": "local", "ansible_python_interpreter": python()}),
+        );
+        self.store
+            .create_server(&s, &Actor::user(self.admin.id))
+            .await
+            .expect("server")
+    }
+
+    /// A playbook with this YAML, stored in a file with its SHA-256.
+    pub async fn playbook(&self, name: &str, yaml: &str) -> Playbook {
+        let path: PathBuf = self.dir.path().join(format!("{name}.yml"));
+        std::fs::write(&path, yaml).expect("write playbook");
+        self.store
+            .create_playbook(
+                &NewPlaybook {
+                    name: name.into(),
+                    description: None,
+                    file_path: path.display().to_string(),
+                    file_hash: hex::encode(Sha256::digest(yaml.as_bytes())),
+                    tags: None,
+                    variables: None,
+                },
+                &Actor::user(self.admin.id),
+            )
+            .await
+            .expect("playbook")
+    }
+
+    pub async fn launch(&self, playbook: &Playbook, server: &Server) -> Job {
+        self.store
+            .create_jobs(
+                &[NewJob {
+                    playbook_id: playbook.id,
+                    server_id: server.id,
+                    user_id: self.admin.id,
+                    extra_vars: None,
+                }],
+                &Actor::user(self.admin.id),
+            )
+            .await
+            .expect("launch")
+            .remove(0)
+    }
+
+    pub async fn job(&self, job: &Job) -> Job {
+        self.store.get_job(job.id).await.expect("job")
+    }
+
+    /// Waits until the job reaches `status` (panics on another final status).
+    pub async fn wait_status(&self, job: &Job, status: JobStatus, timeout: Duration) -> Job {
+        crate::wait_for(
+            &format!("job {} to be {status}", job.job_id),
+            timeout,
+            || async {
+                let j = self.store.get_job(job.id).await.ok()?;
+                if j.status.is_final() && j.status != status {
+                    panic!(
+                        "job {} ended {} (wanted {status}): {:?}",
+                        j.job_id, j.status, j.error_message
+                    );
+                }
+                (j.status == status).then_some(j)
+            },
+        )
+        .await
+    }
+
+    /// Waits until the job is final.
+    pub async fn wait_final(&self, job: &Job, timeout: Duration) -> Job {
+        crate::wait_for(
+            &format!("job {} to finish", job.job_id),
+            timeout,
+            || async {
+                let j = self.store.get_job(job.id).await.ok()?;
+                j.status.is_final().then_some(j)
+            },
+        )
+        .await
+    }
+
+    /// Every stored line of a job, in order.
+    pub async fn lines(&self, job: &Job) -> Vec<LogLine> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .store
+                .read_log_lines(job.id, after, 10_000)
+                .await
+                .expect("read logs");
+            let Some(last) = page.last() else { break };
+            after = last.line_number;
+            out.extend(page);
+        }
+        out
+    }
+
+    /// Asserts lines are numbered 1..=n with no gap or duplicate; returns n.
+    pub async fn assert_contiguous(&self, job: &Job) -> usize {
+        let lines = self.lines(job).await;
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(
+                l.line_number as usize,
+                i + 1,
+                "job {}: line {} is numbered {}",
+                job.job_id,
+                i + 1,
+                l.line_number
+            );
+        }
+        let (max, count) = self.store.log_extent(job.id).await.expect("extent");
+        assert_eq!(
+            (max as i64, count),
+            (lines.len() as i64, lines.len() as i64)
+        );
+        lines.len()
+    }
+}

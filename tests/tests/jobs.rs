@@ -1,0 +1,308 @@
+//! A job's whole life through real processes: the controller, an enrolled agent over mTLS
+//! QUIC, real ansible-playbook on a local connection, the store on SQLite and on MariaDB.
+
+use std::time::Duration;
+
+use outpost_controller::model::{JobStatus, Paging, TicketPriority};
+use outpost_controller::store::audit::{Actor, AuditFilter};
+use outpost_controller::store::jobs::CancelResult;
+use outpost_controller::store::tickets::TicketFilter;
+use outpost_tests::cluster::Cluster;
+use outpost_tests::procs::{AgentOpts, ControllerOpts};
+use outpost_tests::{wait_for, Backend};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+const HELLO: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: greet
+      ansible.builtin.debug:
+        msg: "hello from {{ inventory_hostname }}"
+"#;
+
+const FAIL: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: break on purpose
+      ansible.builtin.command: /bin/false
+"#;
+
+const SLEEP: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: before
+      ansible.builtin.debug:
+        msg: "about to sleep"
+    - name: sleep
+      ansible.builtin.command: sleep 120
+"#;
+
+async fn success_failure_and_ticket(backend: Backend) {
+    let c = Cluster::start(backend, ControllerOpts::default()).await;
+    let _agent = c.agent("bastion-fra1", &["dc=fra1"], &AgentOpts::default());
+    let w = &c.world;
+    let web = w
+        .local_server("web1.fra1", json!({"dc": "fra1"}), "production")
+        .await;
+    let ok = w.playbook("hello", HELLO).await;
+    let bad = w.playbook("fail", FAIL).await;
+
+    let job = w.launch(&ok, &web).await;
+    let done = w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
+    assert_eq!(done.exit_code, Some(0));
+    assert!(done.started_at.is_some() && done.completed_at.is_some());
+    let n = w.assert_contiguous(&job).await;
+    let lines = w.lines(&job).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.content.contains("hello from web1.fra1")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l.content.starts_with("PLAY RECAP")));
+    assert!(n >= 8, "{n} lines");
+    assert!(lines.iter().all(|l| l.log_level.as_deref() == Some("INFO")));
+
+    let job = w.launch(&bad, &web).await;
+    let failed = w.wait_status(&job, JobStatus::Failed, 2 * MINUTE).await;
+    assert_eq!(
+        failed.exit_code,
+        Some(2),
+        "ansible exits 2 when a task fails"
+    );
+    let err = failed.error_message.clone().unwrap_or_default();
+    assert!(
+        err.contains("exited with code 2") && err.contains("fatal:"),
+        "{err}"
+    );
+    w.assert_contiguous(&job).await;
+    let errors: Vec<_> = w
+        .lines(&job)
+        .await
+        .into_iter()
+        .filter(|l| l.log_level.as_deref() == Some("ERROR"))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.content.starts_with("fatal: [web1.fra1]")),
+        "{errors:#?}"
+    );
+
+    // The failure opened a ticket on behalf of whoever launched the job.
+    let tickets = w
+        .store
+        .list_tickets(
+            &TicketFilter {
+                job_id: Some(job.id),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tickets.total, 1);
+    let t = &tickets.items[0];
+    assert_eq!(t.created_by, w.admin.id);
+    assert_eq!(t.priority, TicketPriority::High, "production server");
+    assert!(
+        t.title.contains("fail") && t.title.contains("web1.fra1"),
+        "{}",
+        t.title
+    );
+    assert!(t
+        .description
+        .as_deref()
+        .unwrap_or("")
+        .contains("fatal: [web1.fra1]"));
+
+    // The system's own actions are audited without a user.
+    let dispatches = w
+        .store
+        .list_audit(
+            &AuditFilter {
+                action: Some("DISPATCH".into()),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dispatches.total, 2);
+    assert!(dispatches.items.iter().all(|a| a.user_id.is_none()));
+    let enrolled = w
+        .store
+        .list_audit(
+            &AuditFilter {
+                action: Some("ENROLL".into()),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enrolled.total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_success_failure_and_ticket() {
+    success_failure_and_ticket(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_success_failure_and_ticket() {
+    success_failure_and_ticket(Backend::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_cancel_pending_and_running() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let mut agent = c.agent("bastion-fra1", &["dc=fra1"], &AgentOpts::default());
+    let w = &c.world;
+    let far = w
+        .local_server("db1.nyc1", json!({"dc": "nyc1"}), "staging")
+        .await;
+    let near = w
+        .local_server("web1.fra1", json!({"dc": "fra1"}), "staging")
+        .await;
+    let sleep = w.playbook("sleep", SLEEP).await;
+
+    // No agent in nyc1: the job waits, says why, and can be cancelled at once.
+    let stuck = w.launch(&sleep, &far).await;
+    let reason = wait_for("a pending reason", MINUTE, || async {
+        w.job(&stuck)
+            .await
+            .pending_reason
+            .filter(|r| r.contains("dc=nyc1"))
+    })
+    .await;
+    assert_eq!(reason, "no connected agent matches dc=nyc1");
+    assert_eq!(
+        w.store
+            .request_cancel(stuck.id, &Actor::user(w.admin.id))
+            .await
+            .unwrap(),
+        CancelResult::Cancelled
+    );
+    assert_eq!(w.job(&stuck).await.status, JobStatus::Cancelled);
+
+    // A running job: the cancel reaches the agent, which stops ansible and reports it.
+    let running = w.launch(&sleep, &near).await;
+    w.wait_status(&running, JobStatus::Running, MINUTE).await;
+    wait_for("the sleep task to start", MINUTE, || async {
+        w.lines(&running)
+            .await
+            .iter()
+            .any(|l| l.content.contains("TASK [sleep]"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.store
+            .request_cancel(running.id, &Actor::user(w.admin.id))
+            .await
+            .unwrap(),
+        CancelResult::Requested
+    );
+    let cancelled = w.wait_status(&running, JobStatus::Cancelled, MINUTE).await;
+    assert!(cancelled.completed_at.is_some());
+    w.assert_contiguous(&running).await;
+    // ansible's process group is gone: no `sleep 120` left behind.
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 120"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "left-over processes: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    // No ticket for a cancel.
+    let tickets = w
+        .store
+        .list_tickets(&TicketFilter::default(), Paging::default())
+        .await
+        .unwrap();
+    assert_eq!(tickets.total, 0);
+    assert!(agent.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_limit_fails_the_job() {
+    let opts = ControllerOpts {
+        job_time_limit_secs: 4,
+        ..ControllerOpts::default()
+    };
+    let c = Cluster::start(Backend::Sqlite, opts).await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let job = w.launch(&w.playbook("sleep", SLEEP).await, &server).await;
+    let failed = w.wait_status(&job, JobStatus::Failed, MINUTE).await;
+    assert_eq!(failed.error_message.as_deref(), Some("timed out after 4 s"));
+    let elapsed = failed.completed_at.unwrap() - failed.started_at.unwrap();
+    assert!(elapsed.num_seconds() < 30, "stopped promptly: {elapsed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_ansible_fails_jobs_and_the_agent_keeps_serving() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let opts = AgentOpts {
+        ansible_playbook: Some("/nonexistent/ansible-playbook".into()),
+        ..AgentOpts::default()
+    };
+    let mut agent = c.agent("bastion", &[], &opts);
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let pb = w.playbook("hello", HELLO).await;
+    for _ in 0..2 {
+        let job = w.launch(&pb, &server).await;
+        let failed = w.wait_status(&job, JobStatus::Failed, MINUTE).await;
+        let err = failed.error_message.unwrap_or_default();
+        assert!(
+            err.contains("cannot run /nonexistent/ansible-playbook")
+                && err.contains("pip install ansible-core"),
+            "{err}"
+        );
+    }
+    assert!(agent.is_running(), "the agent survives");
+    let a = w.store.get_agent_by_name("bastion").await.unwrap();
+    assert!(a
+        .ansible_version
+        .unwrap_or_default()
+        .starts_with("unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agent_is_dropped_and_stays_out() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let mut agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    let a = wait_for("the agent to connect", MINUTE, || async {
+        w.store
+            .get_agent_by_name("bastion")
+            .await
+            .ok()
+            .filter(|a| a.connected_controller.is_some())
+    })
+    .await;
+    assert_eq!(a.hostname.as_deref().map(|h| !h.is_empty()), Some(true));
+    w.store
+        .revoke_agent(a.id, &Actor::user(w.admin.id))
+        .await
+        .unwrap();
+    let status = agent
+        .wait_exit(Duration::from_secs(30))
+        .expect("the agent exits once refused");
+    assert_eq!(
+        status.code(),
+        Some(78),
+        "exit status that systemd does not restart on"
+    );
+    assert!(agent.log().contains("revoked"), "{}", agent.log());
+}
