@@ -111,7 +111,7 @@ impl JobTable {
             let outcome = match meta.outcome.clone() {
                 Some(o) => o,
                 None => {
-                    runner::kill_group(meta.pgid);
+                    runner::kill_job(meta.job, meta.pgid);
                     let o = Outcome {
                         status: outpost_protocol::message::FinalStatus::Failed,
                         exit_code: None,

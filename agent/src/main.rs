@@ -191,7 +191,8 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into());
             let builder = tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr);
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
             if a.log_json {
                 builder.json().init();
             } else {

@@ -98,6 +98,9 @@ async fn run_in(
             },
         )
         .env("ANSIBLE_LOCAL_TEMP", work.join("tmp"))
+        // Ansible's workers call setsid(), leaving the process group: this mark lets the
+        // agent find every process of the job (see `kill_job`).
+        .env(JOB_MARK, job.job.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -135,8 +138,8 @@ async fn run_in(
     let mut why: Option<&str> = None;
     let status = tokio::select! {
         s = child.wait() => s,
-        _ = cancel.cancelled() => { why = Some("cancelled"); terminate(&mut child, pgid, cfg.kill_grace).await }
-        _ = tokio::time::sleep(limit) => { why = Some("timeout"); terminate(&mut child, pgid, cfg.kill_grace).await }
+        _ = cancel.cancelled() => { why = Some("cancelled"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
+        _ = tokio::time::sleep(limit) => { why = Some("timeout"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
     };
     for r in readers.into_iter().flatten() {
         let _ = r.await;
@@ -170,33 +173,62 @@ async fn run_in(
     }
 }
 
-/// SIGTERM to the whole process group, then SIGKILL after the grace period.
+/// The environment variable that marks every process of a job.
+pub const JOB_MARK: &str = "OUTPOST_JOB_ID";
+
+/// SIGTERM to the whole process group (ansible stops its workers itself), then SIGKILL to
+/// everything of the job after the grace period.
 async fn terminate(
     child: &mut tokio::process::Child,
+    job: uuid::Uuid,
     pgid: Option<i32>,
     grace: Duration,
 ) -> std::io::Result<std::process::ExitStatus> {
-    if let Some(pg) = pgid {
+    if let Some(pg) = pgid.filter(|p| *p > 1) {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
         unsafe { libc::kill(-pg, libc::SIGTERM) };
     }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(s) => {
-            kill_group(pgid);
-            s
-        }
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => s,
         Err(_) => {
-            kill_group(pgid);
+            kill_job(job, pgid);
             child.wait().await
         }
-    }
+    };
+    kill_job(job, pgid);
+    status
 }
 
-/// SIGKILL to a process group (what is left of an interrupted run).
-pub fn kill_group(pgid: Option<i32>) {
+/// SIGKILL to every process of a job: its process group, and any process that left the group
+/// but carries the job's mark in its environment (ansible's workers call setsid()).
+pub fn kill_job(job: uuid::Uuid, pgid: Option<i32>) {
     if let Some(pg) = pgid.filter(|p| *p > 1) {
         // SAFETY: as above.
         unsafe { libc::kill(-pg, libc::SIGKILL) };
+    }
+    let mark = format!("{JOB_MARK}={job}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|var| var == mark.as_bytes()) {
+            // SAFETY: kill(2) on a pid just read; a process carrying this job's mark is ours.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
     }
 }
 

@@ -366,11 +366,28 @@ impl Agent {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// SIGKILL: the agent gets no chance to clean up.
+    /// SIGKILL: the agent gets no chance to clean up (its jobs' processes live on, as they
+    /// would on a real host, until the agent restarts).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Kills what the agent's jobs left running (test hygiene after `kill9`).
+    pub fn reap_orphans(&self) {
+        let Ok(dirs) = std::fs::read_dir(self.state_dir.join("spool")) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            if let Some(job) = d
+                .file_name()
+                .to_str()
+                .and_then(|n| uuid::Uuid::parse_str(n).ok())
+            {
+                outpost_agent::runner::kill_job(job, None);
+            }
         }
     }
 
