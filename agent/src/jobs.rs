@@ -29,9 +29,21 @@ pub struct JobEntry {
     progress: watch::Receiver<u32>,
     /// Set once the run ended.
     outcome: watch::Receiver<Option<Outcome>>,
+    /// A job stream is delivering this job right now.
+    delivering: std::sync::atomic::AtomicBool,
 }
 
 impl JobEntry {
+    /// Claims the job's delivery; false if a stream already delivers it. The claim ends when
+    /// the guard is dropped.
+    pub fn claim_delivery(self: &Arc<Self>) -> Option<DeliveryGuard> {
+        use std::sync::atomic::Ordering;
+        self.delivering
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| DeliveryGuard(self.clone()))
+    }
+
     pub fn finished(&self) -> bool {
         self.outcome.borrow().is_some()
     }
@@ -40,6 +52,17 @@ impl JobEntry {
     pub async fn ended(&self) {
         let mut rx = self.outcome.clone();
         let _ = rx.wait_for(|o| o.is_some()).await;
+    }
+}
+
+/// Marks a job as being delivered while it lives.
+pub struct DeliveryGuard(Arc<JobEntry>);
+
+impl Drop for DeliveryGuard {
+    fn drop(&mut self) {
+        self.0
+            .delivering
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -134,6 +157,7 @@ impl JobTable {
                     cancel: CancellationToken::new(),
                     progress,
                     outcome: outcome_rx,
+                    delivering: Default::default(),
                 }),
             );
             n += 1;
@@ -141,13 +165,14 @@ impl JobTable {
         Ok(n)
     }
 
-    /// Accepts an assignment: creates its spool and starts ansible-playbook.
+    /// Accepts an assignment: creates its spool and starts ansible-playbook. The caller holds
+    /// the job's delivery from the start (the stream the assignment came on delivers it).
     pub fn start(
         &self,
         cfg: Arc<RunnerConfig>,
         spool_root: &std::path::Path,
         job: Assignment,
-    ) -> std::io::Result<Arc<JobEntry>> {
+    ) -> std::io::Result<(Arc<JobEntry>, DeliveryGuard)> {
         let meta = Meta {
             job: job.job,
             dispatch_id: job.dispatch_id.clone(),
@@ -165,7 +190,9 @@ impl JobTable {
             cancel: CancellationToken::new(),
             progress,
             outcome,
+            delivering: std::sync::atomic::AtomicBool::new(true),
         });
+        let guard = DeliveryGuard(entry.clone());
         self.lock().insert(job.job, entry.clone());
         let cancel = entry.cancel.clone();
         tokio::spawn(async move {
@@ -177,7 +204,7 @@ impl JobTable {
             }
             let _ = outcome_tx.send(Some(outcome));
         });
-        Ok(entry)
+        Ok((entry, guard))
     }
 }
 

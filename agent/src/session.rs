@@ -209,31 +209,11 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
     };
     tracing::info!(controller = %conn.remote_address(), agent = %welcome.agent, held = agent.table.len(), "connected");
 
-    // Resume every job still held: lines not yet acknowledged, outcomes not yet recorded.
-    for entry in agent.table.all() {
-        let (agent, conn) = (agent.clone(), conn.clone());
-        tokio::spawn(async move {
-            let Ok((mut send, recv)) = conn.open_bi().await else {
-                return;
-            };
-            let resume = JobUp::Resume {
-                job: entry.job,
-                dispatch_id: entry.dispatch_id.clone(),
-                acked_through: entry.spool.acked(),
-            };
-            if codec::write_frame(&mut send, &resume, codec::MAX_FRAME)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let mut reader = codec::spawn_reader::<_, JobDown>(recv, codec::MAX_FRAME);
-            if let Err(e) = jobs::deliver(&agent.table, entry.clone(), &mut send, &mut reader).await
-            {
-                tracing::debug!(job = %entry.job, error = %e, "job stream ended; resuming on the next session");
-            }
-        });
-    }
+    // Resume every job still held (lines not yet acknowledged, outcomes not yet recorded),
+    // now and whenever a job's stream ended while the session lives on.
+    resume_deliveries(agent, conn);
+    let mut resume = tokio::time::interval(Duration::from_secs(2));
+    resume.tick().await;
 
     let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(1000, 60_000).into());
     let mut beat = tokio::time::interval(heartbeat);
@@ -258,6 +238,7 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
         tokio::select! {
             _ = agent.shutdown.cancelled() => return SessionEnd::Shutdown,
             _ = agent.draining.cancelled(), if !draining_sent => {}
+            _ = resume.tick() => resume_deliveries(agent, conn),
             _ = beat.tick() => {
                 seq += 1;
                 if let Err(e) = codec::write_frame(&mut send, &Up::Heartbeat { seq }, codec::MAX_FRAME).await {
@@ -307,6 +288,38 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
     }
 }
 
+/// Opens a job stream with a Resume for every held job that no stream is delivering.
+fn resume_deliveries(agent: &Arc<Agent>, conn: &quinn::Connection) {
+    for entry in agent.table.all() {
+        let Some(guard) = entry.claim_delivery() else {
+            continue;
+        };
+        let (agent, conn) = (agent.clone(), conn.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            let Ok((mut send, recv)) = conn.open_bi().await else {
+                return;
+            };
+            let resume = JobUp::Resume {
+                job: entry.job,
+                dispatch_id: entry.dispatch_id.clone(),
+                acked_through: entry.spool.acked(),
+            };
+            if codec::write_frame(&mut send, &resume, codec::MAX_FRAME)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut reader = codec::spawn_reader::<_, JobDown>(recv, codec::MAX_FRAME);
+            if let Err(e) = jobs::deliver(&agent.table, entry.clone(), &mut send, &mut reader).await
+            {
+                tracing::debug!(job = %entry.job, error = %e, "job stream ended; resuming shortly");
+            }
+        });
+    }
+}
+
 /// A renewal CSR when a third or less of the certificate's life is left.
 fn renewal_due(agent: &Agent) -> Option<Vec<u8>> {
     let pem = std::fs::read_to_string(agent.state.cert_file()).ok()?;
@@ -353,24 +366,25 @@ async fn take_assignment(agent: Arc<Agent>, mut send: quinn::SendStream, recv: q
         let _ = send.finish();
         return;
     }
-    let entry = match agent
-        .table
-        .start(agent.cfg.runner.clone(), &agent.state.spool_dir(), job)
-    {
-        Ok(e) => e,
-        Err(e) => {
-            let reason = format!("cannot create the job's spool: {e}");
-            tracing::error!(job = %id, %reason);
-            let _ = codec::write_frame(
-                &mut send,
-                &JobUp::Reject { job: id, reason },
-                codec::MAX_FRAME,
-            )
-            .await;
-            let _ = send.finish();
-            return;
-        }
-    };
+    let (entry, _guard) =
+        match agent
+            .table
+            .start(agent.cfg.runner.clone(), &agent.state.spool_dir(), job)
+        {
+            Ok(e) => e,
+            Err(e) => {
+                let reason = format!("cannot create the job's spool: {e}");
+                tracing::error!(job = %id, %reason);
+                let _ = codec::write_frame(
+                    &mut send,
+                    &JobUp::Reject { job: id, reason },
+                    codec::MAX_FRAME,
+                )
+                .await;
+                let _ = send.finish();
+                return;
+            }
+        };
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
