@@ -2,12 +2,14 @@
 //!
 //! - [`cluster`]: a controller on a fresh database, ready for agents;
 //! - [`db`]: a fresh database per test (MariaDB or SQLite), dropped afterwards;
+//! - [`mariadb`]: a private MariaDB server a test may restart;
 //! - [`procs`]: real `outpost-controller` and `outpost-agent` processes on loopback;
 //! - [`proxy`]: a UDP relay between agent and controller that can cut the network;
 //! - [`world`]: users, servers, playbooks and jobs put straight into the store, and waits.
 
 pub mod cluster;
 pub mod db;
+pub mod mariadb;
 pub mod procs;
 pub mod proxy;
 pub mod world;

@@ -1,0 +1,248 @@
+//! Controllers as a fleet: two sharing one MariaDB never run a job twice; a controller
+//! restarted mid-job loses no line; nor does the database going away mid-ingest.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use outpost_controller::model::{JobStatus, Paging};
+use outpost_controller::store::audit::AuditFilter;
+use outpost_tests::cluster::Cluster;
+use outpost_tests::mariadb::PrivateMariaDb;
+use outpost_tests::procs::{Agent, AgentOpts, Controller, ControllerOpts};
+use outpost_tests::world::World;
+use outpost_tests::{wait_for, Backend, TestDb};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+const QUICK: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"job on {{ inventory_hostname }}\"\n";
+
+/// `bursts` debug tasks of `per` numbered lines with a pause after each.
+fn bursts(bursts: usize, per: usize, pause: u32) -> String {
+    let mut y = format!(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: seq -f \"n%06g\" 1 {per}\n      register: nums\n"
+    );
+    for _ in 0..bursts {
+        y.push_str(&format!("    - ansible.builtin.debug:\n        var: nums.stdout_lines\n    - ansible.builtin.command: sleep {pause}\n"));
+    }
+    y
+}
+
+fn count_numbers(lines: &[outpost_controller::model::LogLine]) -> usize {
+    lines
+        .iter()
+        .filter(|l| {
+            l.content
+                .trim()
+                .trim_end_matches(',')
+                .trim_matches('"')
+                .starts_with("n0")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_one_database_every_job_runs_once() {
+    let db = TestDb::mariadb().await;
+    let data = tempfile::tempdir().unwrap();
+    let w = World::new(&db.url).await;
+    Controller::init(data.path(), &db.url);
+    let a = Controller::start(data.path(), &db.url, "ctl-a", ControllerOpts::default());
+    let b = Controller::start(data.path(), &db.url, "ctl-b", ControllerOpts::default());
+    let mut agents = Vec::new();
+    for (i, ctl) in [&a, &a, &b, &b].into_iter().enumerate() {
+        let mut agent = Agent::enroll(ctl, &format!("agent-{i}"), &[]);
+        agent.start(
+            &[ctl.agents],
+            &AgentOpts {
+                capacity: 4,
+                ..AgentOpts::default()
+            },
+        );
+        agents.push(agent);
+    }
+    wait_for("four agents online", MINUTE, || async {
+        let page = w.store.list_agents(Paging::default()).await.ok()?;
+        (page
+            .items
+            .iter()
+            .filter(|a| a.connected_controller.is_some())
+            .count()
+            == 4)
+            .then_some(())
+    })
+    .await;
+    let pb = w.playbook("quick", QUICK).await;
+    let mut servers = Vec::new();
+    for i in 0..20 {
+        servers.push(
+            w.local_server(&format!("node{i:02}"), json!({}), "dev")
+                .await,
+        );
+    }
+    let mut jobs = Vec::new();
+    for _round in 0..10 {
+        for s in &servers {
+            jobs.push(w.launch(&pb, s).await);
+        }
+    }
+    assert_eq!(jobs.len(), 200);
+    for job in &jobs {
+        w.wait_status(job, JobStatus::Success, 10 * MINUTE).await;
+    }
+    // Exactly one dispatch and one start per job, whichever controller made it.
+    let audit = w
+        .store
+        .list_audit(
+            &AuditFilter {
+                resource_type: Some("job".into()),
+                ..Default::default()
+            },
+            Paging::new(1000, 0),
+        )
+        .await
+        .unwrap();
+    let mut per_job: HashMap<(i32, String), usize> = HashMap::new();
+    let mut offset = 0;
+    let mut total = audit.total;
+    while offset < total {
+        let page = w
+            .store
+            .list_audit(
+                &AuditFilter {
+                    resource_type: Some("job".into()),
+                    ..Default::default()
+                },
+                Paging::new(1000, offset),
+            )
+            .await
+            .unwrap();
+        total = page.total;
+        for e in &page.items {
+            *per_job
+                .entry((e.resource_id.unwrap(), e.action.clone()))
+                .or_default() += 1;
+        }
+        offset += 1000;
+    }
+    let mut by_agent: HashMap<i32, usize> = HashMap::new();
+    for job in &jobs {
+        assert_eq!(
+            per_job.get(&(job.id.0, "DISPATCH".into())),
+            Some(&1),
+            "job {} dispatched once",
+            job.job_id
+        );
+        assert_eq!(
+            per_job.get(&(job.id.0, "START".into())),
+            Some(&1),
+            "job {} started once",
+            job.job_id
+        );
+        assert_eq!(
+            per_job.get(&(job.id.0, "FINISH".into())),
+            Some(&1),
+            "job {} finished once",
+            job.job_id
+        );
+        let j = w.job(job).await;
+        *by_agent.entry(j.agent_id.unwrap().0).or_default() += 1;
+        let lines = w.lines(job).await;
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.content.contains("\"msg\": \"job on node"))
+                .count(),
+            1,
+            "one run's output"
+        );
+    }
+    // Both controllers handed out work.
+    let page = w.store.list_agents(Paging::default()).await.unwrap();
+    let agents_of = |ctl: &str| -> Vec<i32> {
+        page.items
+            .iter()
+            .filter(|a| a.connected_controller.as_deref() == Some(ctl))
+            .map(|a| a.id.0)
+            .collect()
+    };
+    let (on_a, on_b) = (agents_of("ctl-a"), agents_of("ctl-b"));
+    assert!(
+        on_a.iter().any(|id| by_agent.contains_key(id)),
+        "ctl-a dispatched nothing: {by_agent:?}"
+    );
+    assert!(
+        on_b.iter().any(|id| by_agent.contains_key(id)),
+        "ctl-b dispatched nothing: {by_agent:?}"
+    );
+    drop(agents);
+}
+
+async fn restart_mid_job(backend: Backend, hard: bool) {
+    let c = Cluster::start(backend, ControllerOpts::default()).await;
+    let mut c = c;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let job = w
+        .launch(&w.playbook("bursts", &bursts(6, 3000, 2)).await, &server)
+        .await;
+    wait_for("the first burst stored", MINUTE, || async {
+        (w.store.log_extent(job.id).await.ok()?.1 >= 3000).then_some(())
+    })
+    .await;
+    if hard {
+        c.ctl.kill();
+    } else {
+        assert!(c.ctl.stop().success(), "clean exit on SIGTERM");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.ctl.restart();
+    w.wait_status(&job, JobStatus::Success, 3 * MINUTE).await;
+    w.assert_contiguous(&job).await;
+    assert_eq!(count_numbers(&w.lines(&job).await), 6 * 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_stopped_and_restarted_mid_job_mariadb() {
+    restart_mid_job(Backend::MariaDb, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_killed_and_restarted_mid_job_sqlite() {
+    restart_mid_job(Backend::Sqlite, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restarted_mid_ingest_loses_nothing() {
+    let mut mdb = PrivateMariaDb::start();
+    let data = tempfile::tempdir().unwrap();
+    let w = World::new(&mdb.url()).await;
+    Controller::init(data.path(), &mdb.url());
+    let ctl = Controller::start(data.path(), &mdb.url(), "ctl", ControllerOpts::default());
+    let _agent = {
+        let mut a = Agent::enroll(&ctl, "bastion", &[]);
+        a.start(&[ctl.agents], &AgentOpts::default());
+        a
+    };
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let job = w
+        .launch(&w.playbook("bursts", &bursts(8, 5000, 1)).await, &server)
+        .await;
+    wait_for("some lines stored", MINUTE, || async {
+        (w.store.log_extent(job.id).await.ok()?.1 >= 5000).then_some(())
+    })
+    .await;
+    let stored_before = w.store.log_extent(job.id).await.unwrap().1;
+    mdb.stop();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    mdb.restart();
+    w.wait_status(&job, JobStatus::Success, 3 * MINUTE).await;
+    w.assert_contiguous(&job).await;
+    assert_eq!(count_numbers(&w.lines(&job).await), 8 * 5000);
+    // The outage fell in the middle of the output: most of it was stored after the restart.
+    assert!(
+        stored_before < 8 * 5000 / 2,
+        "{stored_before} lines were in before the outage"
+    );
+}
