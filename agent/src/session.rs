@@ -217,7 +217,7 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
 
     let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(1000, 60_000).into());
     let mut beat = tokio::time::interval(heartbeat);
-    let mut renew_check = tokio::time::interval(Duration::from_secs(60));
+    let mut renew_at = renewal_at(agent);
     let mut seq = 0u64;
     let mut renewing = false;
     let mut draining_sent = false;
@@ -245,12 +245,15 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
                     return SessionEnd::Retry(e.to_string());
                 }
             }
-            _ = renew_check.tick(), if !renewing => {
-                if let Some(csr) = renewal_due(agent) {
-                    renewing = true;
-                    if let Err(e) = codec::write_frame(&mut send, &Up::Renew { csr_der: csr }, codec::MAX_FRAME).await {
-                        return SessionEnd::Retry(e.to_string());
+            _ = tokio::time::sleep_until(renew_at), if !renewing => {
+                match renewal_csr(agent) {
+                    Some(csr) => {
+                        renewing = true;
+                        if let Err(e) = codec::write_frame(&mut send, &Up::Renew { csr_der: csr }, codec::MAX_FRAME).await {
+                            return SessionEnd::Retry(e.to_string());
+                        }
                     }
+                    None => renew_at = tokio::time::Instant::now() + Duration::from_secs(60),
                 }
             }
             msg = reader.recv() => match msg {
@@ -268,10 +271,13 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
                         Ok(()) => tracing::info!("certificate renewed; the next session uses it"),
                         Err(e) => tracing::error!(error = %e, "cannot store the renewed certificate"),
                     }
+                    // Never straight again, whatever the controller's lifetimes.
+                    renew_at = renewal_at(agent).max(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
                 Some(Ok(Down::RenewRefused { reason })) => {
                     renewing = false;
-                    tracing::error!(%reason, "certificate renewal refused");
+                    tracing::error!(%reason, "certificate renewal refused; trying again in a minute");
+                    renew_at = tokio::time::Instant::now() + Duration::from_secs(60);
                 }
                 Some(Ok(other)) => tracing::debug!(?other, "unexpected session message"),
                 Some(Err(e)) => return SessionEnd::Retry(e.to_string()),
@@ -320,18 +326,29 @@ fn resume_deliveries(agent: &Arc<Agent>, conn: &quinn::Connection) {
     }
 }
 
-/// A renewal CSR when a third or less of the certificate's life is left.
-fn renewal_due(agent: &Agent) -> Option<Vec<u8>> {
-    let pem = std::fs::read_to_string(agent.state.cert_file()).ok()?;
-    let leaf = pki::certs_from_pem(&pem).ok()?.into_iter().next()?;
-    let info = pki::inspect(&leaf).ok()?;
-    let now = time::OffsetDateTime::now_utc();
+/// When to renew: once a third of the certificate's life is left (now, if that is past). An
+/// unreadable certificate is looked at again in a minute.
+fn renewal_at(agent: &Agent) -> tokio::time::Instant {
+    let retry = tokio::time::Instant::now() + Duration::from_secs(60);
+    let Some(info) = std::fs::read_to_string(agent.state.cert_file())
+        .ok()
+        .and_then(|pem| pki::certs_from_pem(&pem).ok())
+        .and_then(|certs| certs.into_iter().next())
+        .and_then(|leaf| pki::inspect(&leaf).ok())
+    else {
+        return retry;
+    };
     let life = info.not_after - info.not_before;
-    if info.not_after - now > life / 3 {
-        return None;
-    }
+    let left = info.not_after - time::OffsetDateTime::now_utc() - life / 3;
+    let wait = Duration::try_from(left).unwrap_or(Duration::ZERO);
+    tracing::debug!(expires = %info.not_after, renew_in = ?wait, "certificate renewal scheduled");
+    tokio::time::Instant::now() + wait
+}
+
+/// A CSR for the agent's own key (the key never changes hands).
+fn renewal_csr(agent: &Agent) -> Option<Vec<u8>> {
     let key = AgentKey::from_pem(&std::fs::read_to_string(agent.state.key_file()).ok()?).ok()?;
-    tracing::info!(expires = %info.not_after, "renewing the certificate");
+    tracing::info!("renewing the certificate");
     key.csr(&agent.hostname).ok()
 }
 

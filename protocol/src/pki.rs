@@ -154,10 +154,11 @@ impl Ca {
         lifetime: Duration,
     ) -> Result<CertificateDer<'static>, PkiError> {
         let now = OffsetDateTime::now_utc();
-        let not_after =
-            now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(3650));
-        // A little slack for clocks that disagree by a minute or two.
-        self.sign_agent_csr_between(csr_der, agent, now - time::Duration::minutes(5), not_after)
+        let life = time::Duration::try_from(lifetime).unwrap_or(time::Duration::days(3650));
+        // A little slack for clocks that disagree by a minute or two (less for short lives, so
+        // that "a third of the life left" keeps its meaning).
+        let slack = std::cmp::min(life / 10_i32, time::Duration::minutes(5));
+        self.sign_agent_csr_between(csr_der, agent, now - slack, now + life)
     }
 
     /// [`Ca::sign_agent_csr`] with an explicit validity window (tests of expiry, clock tools).
@@ -402,6 +403,17 @@ mod tests {
             life <= time::Duration::days(7) && life > time::Duration::days(6),
             "{life}"
         );
+        let backdated = OffsetDateTime::now_utc() - info.not_before;
+        assert!(
+            backdated <= time::Duration::minutes(5) + time::Duration::seconds(5),
+            "{backdated}"
+        );
+        // A short life gets proportionally short slack, so renewal at a third left is sane.
+        let short = ca
+            .sign_agent_csr(csr.der(), agent, Duration::from_secs(30))
+            .unwrap();
+        let info = inspect(&short).unwrap();
+        assert!(info.not_after - info.not_before <= time::Duration::seconds(34));
     }
 
     #[test]

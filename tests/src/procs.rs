@@ -294,36 +294,45 @@ pub struct Agent {
 impl Agent {
     /// Enrols a new agent through the controller's enrolment endpoint.
     pub fn enroll(ctl: &Controller, name: &str, labels: &[&str]) -> Agent {
-        let dir = tempfile::tempdir().expect("agent dir");
-        let state_dir = dir.path().join("state");
+        let agent = Agent::new(name);
         let token = ctl.token(name, labels);
-        let out = Command::new(bin("outpost-agent"))
-            .arg("enroll")
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .args([
-                "--controller",
-                &ctl.enroll.to_string(),
-                "--token",
-                &token,
-                "--connect",
-                &ctl.agents.to_string(),
-            ])
-            .output()
-            .expect("run enroll");
+        let out = agent.try_enroll(ctl.enroll, &token, &["--connect", &ctl.agents.to_string()]);
         assert!(
             out.status.success(),
             "enrol failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        agent
+    }
+
+    /// An agent with an empty state directory.
+    pub fn new(name: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("agent dir");
         Agent {
             name: name.to_owned(),
             log: dir.path().join("agent.log"),
-            state_dir,
+            state_dir: dir.path().join("state"),
             _dir: dir,
             child: None,
         }
+    }
+
+    /// Runs `outpost-agent enroll` and returns its output, whatever happens.
+    pub fn try_enroll(
+        &self,
+        enroll: SocketAddr,
+        token: &str,
+        extra: &[&str],
+    ) -> std::process::Output {
+        Command::new(bin("outpost-agent"))
+            .arg("enroll")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["--controller", &enroll.to_string(), "--token", token])
+            .args(extra)
+            .output()
+            .expect("run enroll")
     }
 
     /// Runs the service against `controllers` (HOST:PORT; a proxy's address, say).

@@ -130,6 +130,9 @@ struct ServeArgs {
     /// Lifetime of agent certificates in days; agents renew with a third left [default: 7].
     #[arg(long, env = "OUTPOST_AGENT_CERT_DAYS")]
     agent_cert_days: Option<u64>,
+    /// Lifetime of agent certificates in seconds (overrides --agent-cert-days; for tests).
+    #[arg(long, hide = true)]
+    agent_cert_secs: Option<u64>,
     /// Days of job output to keep [default: 90].
     #[arg(long, env = "OUTPOST_RETENTION_DAYS")]
     retention_days: Option<u64>,
@@ -247,6 +250,9 @@ impl Cli {
             }
             if let Some(v) = a.agent_cert_days {
                 s.agent_cert_lifetime = Duration::from_secs(v.max(1) * 86400);
+            }
+            if let Some(v) = a.agent_cert_secs {
+                s.agent_cert_lifetime = Duration::from_secs(v.max(10));
             }
             if let Some(v) = a.retention_days {
                 s.retention = Duration::from_secs(v * 86400);

@@ -1,0 +1,232 @@
+//! The agent as an operator runs it: enrolment and its refusals, several controller
+//! addresses, certificate renewal, and a graceful stop on SIGTERM.
+
+use std::time::Duration;
+
+use outpost_controller::model::JobStatus;
+use outpost_tests::cluster::Cluster;
+use outpost_tests::procs::{free_udp_port, Agent, AgentOpts, ControllerOpts};
+use outpost_tests::proxy::UdpProxy;
+use outpost_tests::{wait_for, Backend};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let token = c.ctl.token("bastion-fra1", &["dc=fra1"]);
+
+    // A damaged token is refused on the agent, before anything is sent.
+    let a = Agent::new("a");
+    let mut damaged = token.clone();
+    let last = damaged.pop().unwrap();
+    damaged.push(if last == '0' { '1' } else { '0' });
+    let out = a.try_enroll(c.ctl.enroll, &damaged, &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("damaged"), "{}", text(&out));
+    assert!(
+        !a.state_dir.join("agent.key").exists(),
+        "no key written for a refused token"
+    );
+
+    // A token for another CA: the agent refuses the controller at the handshake.
+    let other = tempfile::tempdir().unwrap();
+    let other_db = other.path().join("o.db");
+    outpost_tests::procs::Controller::init(
+        other.path(),
+        &format!("sqlite://{}", other_db.display()),
+    );
+    let foreign_ca = std::fs::read_to_string(other.path().join("pki/ca.pem")).unwrap();
+    let foreign = outpost_controller_fingerprint(&foreign_ca);
+    let forged = token.split('.').map(String::from).collect::<Vec<_>>();
+    let forged = make_token(&forged[1], &foreign);
+    let out = a.try_enroll(c.ctl.enroll, &forged, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("does not match the fingerprint"),
+        "{}",
+        text(&out)
+    );
+
+    // The real token works once, and the token's labels are the agent's.
+    let out = a.try_enroll(
+        c.ctl.enroll,
+        &token,
+        &["--label", "dc=evil", "--label", "rack=12"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let agent = c
+        .world
+        .store
+        .get_agent_by_name("bastion-fra1")
+        .await
+        .unwrap();
+    let labels: std::collections::BTreeMap<_, _> = agent.label_pairs().into_iter().collect();
+    assert_eq!(
+        labels.get("dc").map(String::as_str),
+        Some("fra1"),
+        "the token's label wins"
+    );
+    assert_eq!(labels.get("rack").map(String::as_str), Some("12"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(a.state_dir.join("agent.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Enrolling again needs --force; a spent token is refused with a reason.
+    let again = a.try_enroll(c.ctl.enroll, &token, &[]);
+    assert!(
+        text(&again).contains("already enrolled"),
+        "{}",
+        text(&again)
+    );
+    let b = Agent::new("b");
+    let reuse = b.try_enroll(c.ctl.enroll, &token, &[]);
+    assert!(!reuse.status.success());
+    assert!(text(&reuse).contains("already used"), "{}", text(&reuse));
+}
+
+fn outpost_controller_fingerprint(pem: &str) -> String {
+    let der = outpost_protocol_der(pem);
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
+}
+
+fn outpost_protocol_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+/// A well-formed token (valid checksum) with this secret and CA fingerprint.
+fn make_token(secret: &str, fingerprint: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("opt1.{secret}.{fingerprint}"));
+    format!("opt1.{secret}.{fingerprint}.{}", hex::encode(&digest[..4]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_tries_controller_addresses_in_turn() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let mut agent = Agent::enroll(&c.ctl, "bastion", &[]);
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    agent.start(&[dead, c.ctl.agents], &AgentOpts::default());
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let pb = w.playbook("hello", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n").await;
+    let job = w.launch(&pb, &server).await;
+    w.wait_status(&job, JobStatus::Success, MINUTE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_before_they_expire() {
+    let opts = ControllerOpts {
+        extra: vec!["--agent-cert-secs".into(), "30".into()],
+        ..ControllerOpts::default()
+    };
+    let c = Cluster::start(Backend::Sqlite, opts).await;
+    let proxy = UdpProxy::start(c.ctl.agents).await;
+    let mut agent = Agent::enroll(&c.ctl, "bastion", &[]);
+    let first = std::fs::read_to_string(agent.state_dir.join("agent.pem")).unwrap();
+    agent.start(&[proxy.addr], &AgentOpts::default());
+    let w = &c.world;
+    let before = w
+        .store
+        .get_agent_by_name("bastion")
+        .await
+        .unwrap()
+        .cert_expires_at
+        .unwrap();
+    wait_for("a renewed certificate", MINUTE, || async {
+        let now = std::fs::read_to_string(agent.state_dir.join("agent.pem")).ok()?;
+        (now != first).then_some(())
+    })
+    .await;
+    let after = w
+        .store
+        .get_agent_by_name("bastion")
+        .await
+        .unwrap()
+        .cert_expires_at
+        .unwrap();
+    assert!(after > before, "the controller recorded the new expiry");
+    // Wait until the first certificate has expired, then force a new session: it must use
+    // the renewed certificate.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let pb = w.playbook("hello", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n").await;
+    let job = w.launch(&pb, &server).await;
+    w.wait_status(&job, JobStatus::Success, MINUTE).await;
+    assert!(
+        agent.log().matches("connected controller=").count() >= 2,
+        "{}",
+        agent.log()
+    );
+    let renewals = agent.log().matches("certificate renewed").count();
+    assert!(
+        (1..=3).contains(&renewals),
+        "renewed {renewals} times in ~45 s of 30 s certificates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_jobs_finish_then_exits_zero() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let mut agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let yaml = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 4\n    - ansible.builtin.debug:\n        msg: finished in time\n";
+    let job = w.launch(&w.playbook("short", yaml).await, &server).await;
+    w.wait_status(&job, JobStatus::Running, MINUTE).await;
+    let status = agent.stop(MINUTE);
+    assert_eq!(status.code(), Some(0));
+    let done = w.wait_status(&job, JobStatus::Success, MINUTE).await;
+    assert!(w
+        .lines(&done)
+        .await
+        .iter()
+        .any(|l| l.content.contains("finished in time")));
+    w.assert_contiguous(&job).await;
+    let spool: Vec<_> = std::fs::read_dir(agent.state_dir.join("spool"))
+        .unwrap()
+        .collect();
+    assert!(spool.is_empty(), "everything was delivered before exiting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_what_outlasts_the_drain_timeout() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let opts = AgentOpts {
+        drain_timeout_secs: 2,
+        ..AgentOpts::default()
+    };
+    let mut agent = c.agent("bastion", &[], &opts);
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let yaml =
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 151\n";
+    let job = w.launch(&w.playbook("long", yaml).await, &server).await;
+    w.wait_status(&job, JobStatus::Running, MINUTE).await;
+    let status = agent.stop(MINUTE);
+    assert_eq!(status.code(), Some(0));
+    w.wait_status(&job, JobStatus::Cancelled, MINUTE).await;
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 151"])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "ansible stopped with the agent");
+}
