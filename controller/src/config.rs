@@ -225,6 +225,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let f: FileConfig = toml::from_str(include_str!("../../examples/controller.toml"))
+            .expect("examples/controller.toml");
+        let mut s = Settings::new("sqlite://x".into(), "/tmp".into());
+        s.apply_file(&f).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.agent_grace, Duration::from_secs(120));
+    }
+
+    #[test]
     fn file_values_override_defaults_and_typos_are_refused() {
         let f: FileConfig = toml::from_str(
             "retention_days = 30\nrouting_keys = [\"dc\", \"zone\"]\nlisten = \"127.0.0.1:9000\"",

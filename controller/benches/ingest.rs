@@ -1,0 +1,241 @@
+//! Log ingest throughput, measured side by side in one run on the same database:
+//!
+//! 1. `raw`: plain multi-row INSERTs through sqlx (1,000 rows a statement, 5,000 a
+//!    transaction), the ceiling of what the database takes;
+//! 2. `store`: `Store::insert_log_lines` with the same flush size (idempotent inserts);
+//! 3. `ingest`: the ingest task fed by 8 concurrent job streams submitting 500-line batches
+//!    and waiting for each commit, as sessions do (everything but QUIC).
+//!
+//! Run: `cargo bench -p outpost-controller --bench ingest` (MariaDB on 127.0.0.1:3306 as root;
+//! `OUTPOST_BENCH_LINES` sets the lines per run, default 200000).
+
+use std::time::Instant;
+
+use chrono::Utc;
+use outpost_controller::model::{JobId, Role};
+use outpost_controller::store::audit::Actor;
+use outpost_controller::store::jobs::NewJob;
+use outpost_controller::store::logs::NewLogLine;
+use outpost_controller::store::playbooks::NewPlaybook;
+use outpost_controller::store::servers::NewServer;
+use outpost_controller::store::users::NewUser;
+use outpost_controller::{ingest, PoolConfig, Store};
+use sqlx::{Connection, QueryBuilder};
+use tokio_util::sync::CancellationToken;
+
+const STREAMS: usize = 8;
+const BATCH: usize = 500;
+
+fn lines(job: JobId, n: usize) -> Vec<NewLogLine> {
+    (1..=n)
+        .map(|i| NewLogLine {
+            job,
+            line_number: i as i32,
+            content: format!("ok: [web{:03}] => (item={i}) changed=false msg=\"line {i} of the benchmark output\"", i % 100),
+            level: Some("INFO".into()),
+            timestamp: Utc::now(),
+        })
+        .collect()
+}
+
+async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
+    let admin = store
+        .create_user(
+            &NewUser {
+                username: "bench".into(),
+                email: "bench@example.com".into(),
+                password: "benchmark-pw".into(),
+                role: Role::Admin,
+            },
+            &Actor::system(),
+        )
+        .await
+        .expect("user");
+    let server = store
+        .create_server(
+            &NewServer::new("web1", "10.0.0.1", "debian"),
+            &Actor::system(),
+        )
+        .await
+        .expect("server");
+    let pb = store
+        .create_playbook(
+            &NewPlaybook {
+                name: "bench".into(),
+                description: None,
+                file_path: "/bench.yml".into(),
+                file_hash: "a".repeat(64),
+                tags: None,
+                variables: None,
+            },
+            &Actor::system(),
+        )
+        .await
+        .expect("playbook");
+    let new: Vec<NewJob> = (0..n)
+        .map(|_| NewJob {
+            playbook_id: pb.id,
+            server_id: server.id,
+            user_id: admin.id,
+            extra_vars: None,
+        })
+        .collect();
+    store
+        .create_jobs(&new, &Actor::system())
+        .await
+        .expect("jobs")
+        .into_iter()
+        .map(|j| j.id)
+        .collect()
+}
+
+async fn run(label: &str, url: &str, total: usize) {
+    let store = Store::connect(url, &PoolConfig::default())
+        .await
+        .expect("connect");
+    store.migrate_up().await.expect("migrate");
+    let ids = jobs(&store, 2 + STREAMS).await;
+
+    // 1. raw multi-row INSERTs, straight through sqlx.
+    let rows = lines(ids[0], total);
+    let t = Instant::now();
+    if url.starts_with("mysql") {
+        let mut conn = sqlx::MySqlConnection::connect(url).await.expect("raw conn");
+        for tx_rows in rows.chunks(5000) {
+            let mut tx = conn.begin().await.expect("begin");
+            for chunk in tx_rows.chunks(1000) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO job_logs (job_id, line_number, content, log_level, timestamp) ",
+                );
+                qb.push_values(chunk, |mut b, l| {
+                    b.push_bind(l.job)
+                        .push_bind(l.line_number)
+                        .push_bind(&l.content)
+                        .push_bind(&l.level)
+                        .push_bind(l.timestamp.naive_utc());
+                });
+                qb.build()
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("raw insert");
+            }
+            tx.commit().await.expect("commit");
+        }
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("raw conn");
+        for tx_rows in rows.chunks(5000) {
+            let mut tx = conn.begin().await.expect("begin");
+            for chunk in tx_rows.chunks(1000) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO job_logs (job_id, line_number, content, log_level, timestamp) ",
+                );
+                qb.push_values(chunk, |mut b, l| {
+                    b.push_bind(l.job)
+                        .push_bind(l.line_number)
+                        .push_bind(&l.content)
+                        .push_bind(&l.level)
+                        .push_bind(l.timestamp.naive_utc());
+                });
+                qb.build()
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("raw insert");
+            }
+            tx.commit().await.expect("commit");
+        }
+    }
+    let raw = total as f64 / t.elapsed().as_secs_f64();
+
+    // 2. the store's idempotent bulk insert, same flush size.
+    let rows = lines(ids[1], total);
+    let t = Instant::now();
+    for chunk in rows.chunks(5000) {
+        store.insert_log_lines(chunk).await.expect("store insert");
+    }
+    let via_store = total as f64 / t.elapsed().as_secs_f64();
+
+    // 3. the ingest task, fed by concurrent streams that wait for each commit in order.
+    let stop = CancellationToken::new();
+    let (handle, task) = ingest::spawn(store.clone(), stop.clone());
+    let per_stream = total / STREAMS;
+    let t = Instant::now();
+    let mut streams = Vec::new();
+    for s in 0..STREAMS {
+        let (handle, job) = (handle.clone(), ids[2 + s]);
+        streams.push(tokio::spawn(async move {
+            let all = lines(job, per_stream);
+            let mut pending = std::collections::VecDeque::new();
+            for batch in all.chunks(BATCH) {
+                pending.push_back(handle.submit(batch.to_vec()).await.expect("submit"));
+                // Like a job stream: a bounded window of batches awaiting their ack.
+                if pending.len() > 16 {
+                    pending
+                        .pop_front()
+                        .expect("window")
+                        .await
+                        .expect("committed");
+                }
+            }
+            for p in pending {
+                p.await.expect("committed");
+            }
+        }));
+    }
+    for s in streams {
+        s.await.expect("stream");
+    }
+    let via_ingest = (per_stream * STREAMS) as f64 / t.elapsed().as_secs_f64();
+    drop(handle);
+    stop.cancel();
+    let _ = task.await;
+    for id in &ids {
+        let (max, count) = store.log_extent(*id).await.expect("extent");
+        assert_eq!(max as i64, count, "no gap or duplicate");
+    }
+    store.close().await;
+    println!(
+        "{label:<8} raw {raw:>10.0} lines/s | store {via_store:>10.0} lines/s ({:>5.1}% of raw) | ingest {via_ingest:>10.0} lines/s ({:>5.1}% of raw)",
+        100.0 * via_store / raw,
+        100.0 * via_ingest / raw
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes --bench; nothing else is read from the command line.
+    let total: usize = std::env::var("OUTPOST_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    println!(
+        "log ingest, {total} lines per run, {STREAMS} streams of {BATCH}-line batches for ingest"
+    );
+    let server = std::env::var("OUTPOST_TEST_MYSQL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let name = format!("outpost_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::MySqlConnection::connect(&server)
+        .await
+        .expect("MariaDB on 127.0.0.1:3306 (bash scripts/test starts it)");
+    sqlx::query(&format!(
+        "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("create db");
+    run("mariadb", &format!("{server}/{name}"), total).await;
+    sqlx::query(&format!("DROP DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("drop db");
+    let dir = tempfile::tempdir().expect("dir");
+    run(
+        "sqlite",
+        &format!("sqlite://{}", dir.path().join("bench.db").display()),
+        total,
+    )
+    .await;
+}
