@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use outpost_controller::model::JobStatus;
+use outpost_protocol::pki;
+use outpost_protocol::token::EnrollToken;
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{free_udp_port, Agent, AgentOpts, ControllerOpts};
 use outpost_tests::proxy::UdpProxy;
@@ -45,10 +47,12 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
         other.path(),
         &format!("sqlite://{}", other_db.display()),
     );
-    let foreign_ca = std::fs::read_to_string(other.path().join("pki/ca.pem")).unwrap();
-    let foreign = outpost_controller_fingerprint(&foreign_ca);
-    let forged = token.split('.').map(String::from).collect::<Vec<_>>();
-    let forged = make_token(&forged[1], &foreign);
+    let real = EnrollToken::parse(&token).unwrap();
+    let forged = EnrollToken {
+        secret: real.secret.clone(),
+        ca_fingerprint: ca_fingerprint(&other.path().join("pki/ca.pem")),
+    }
+    .encode();
     let out = a.try_enroll(c.ctl.enroll, &forged, &[]);
     assert!(!out.status.success());
     assert!(
@@ -84,6 +88,27 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
     );
     assert_eq!(mode & 0o777, 0o600);
 
+    // An expired token is refused with a reason, and spends nothing.
+    let stale = EnrollToken::generate(&ca_fingerprint(&c.data.path().join("pki/ca.pem")));
+    c.world
+        .store
+        .create_enrollment_token(
+            &outpost_controller::store::agents::NewEnrollmentToken {
+                secret_hash: EnrollToken::secret_hash(&stale.secret),
+                name: "late".into(),
+                labels: json!({}),
+                expires_at: chrono::Utc::now() - chrono::Duration::minutes(1),
+            },
+            &outpost_controller::store::audit::Actor::system(),
+        )
+        .await
+        .unwrap();
+    let late = Agent::new("late");
+    let out = late.try_enroll(c.ctl.enroll, &stale.encode(), &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("expired"), "{}", text(&out));
+    assert!(c.world.store.get_agent_by_name("late").await.is_err());
+
     // Enrolling again needs --force; a spent token is refused with a reason.
     let again = a.try_enroll(c.ctl.enroll, &token, &[]);
     assert!(
@@ -97,23 +122,10 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
     assert!(text(&reuse).contains("already used"), "{}", text(&reuse));
 }
 
-fn outpost_controller_fingerprint(pem: &str) -> String {
-    let der = outpost_protocol_der(pem);
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
-}
-
-fn outpost_protocol_der(pem: &str) -> Vec<u8> {
-    use base64::Engine;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap()
-}
-
-/// A well-formed token (valid checksum) with this secret and CA fingerprint.
-fn make_token(secret: &str, fingerprint: &str) -> String {
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("opt1.{secret}.{fingerprint}"));
-    format!("opt1.{secret}.{fingerprint}.{}", hex::encode(&digest[..4]))
+/// The SHA-256 fingerprint of the CA in a PEM file.
+fn ca_fingerprint(pem_path: &std::path::Path) -> String {
+    let pem = std::fs::read_to_string(pem_path).unwrap();
+    pki::fingerprint(&pki::certs_from_pem(&pem).unwrap()[0])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
