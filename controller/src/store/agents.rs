@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{json_object_text, now, on_pool, InsertedId, Result, Store, StoreError};
+use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{Agent, AgentId, EnrollmentToken, JobStatus, Page, Paging};
 
 const COLUMNS: &str =
@@ -134,18 +134,9 @@ impl Store {
     }
 
     pub async fn list_agents(&self, paging: Paging) -> Result<Page<Agent>> {
-        let sql = format!("SELECT {COLUMNS} FROM agents ORDER BY name LIMIT ? OFFSET ?");
-        let (items, total) = on_pool!(self, p => {
-            let items = sqlx::query_as::<_, Agent>(&sql).bind(paging.limit).bind(paging.offset).fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents").fetch_one(p).await?;
-            (items, total)
-        });
-        Ok(Page {
-            items,
-            total,
-            limit: paging.limit,
-            offset: paging.offset,
-        })
+        Ok(
+            page!(self, Agent, select: COLUMNS, from: "agents", order: "name", paging: paging, filters: []),
+        )
     }
 
     /// Records the certificate an agent now holds (enrolment or renewal).

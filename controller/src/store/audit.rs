@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{on_pool, Result, Store};
+use super::{on_pool, page, Result, Store};
 use crate::model::{AuditEntry, Page, Paging, UserId};
 
 /// Who is acting: a person (with where they came from) or the system (`user_id` NULL).
@@ -79,35 +79,12 @@ impl Store {
 
     /// The newest entries first.
     pub async fn list_audit(&self, f: &AuditFilter, paging: Paging) -> Result<Page<AuditEntry>> {
-        const WHERE: &str = " WHERE (? IS NULL OR user_id = ?) AND (? IS NULL OR action = ?) \
-             AND (? IS NULL OR resource_type = ?) AND (? IS NULL OR resource_id = ?)";
-        let (items, total) = on_pool!(self, p => {
-            let items = sqlx::query_as::<_, AuditEntry>(&format!(
-                "SELECT id, user_id, action, resource_type, resource_id, details, ip_address, \
-                 user_agent, timestamp FROM audit_logs{WHERE} ORDER BY timestamp DESC, id DESC \
-                 LIMIT ? OFFSET ?"
-            ))
-            .bind(f.user_id).bind(f.user_id)
-            .bind(f.action.as_deref()).bind(f.action.as_deref())
-            .bind(f.resource_type.as_deref()).bind(f.resource_type.as_deref())
-            .bind(f.resource_id).bind(f.resource_id)
-            .bind(paging.limit).bind(paging.offset)
-            .fetch_all(p)
-            .await?;
-            let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_logs{WHERE}"))
-                .bind(f.user_id).bind(f.user_id)
-                .bind(f.action.as_deref()).bind(f.action.as_deref())
-                .bind(f.resource_type.as_deref()).bind(f.resource_type.as_deref())
-                .bind(f.resource_id).bind(f.resource_id)
-                .fetch_one(p)
-                .await?;
-            (items, total)
-        });
-        Ok(Page {
-            items,
-            total,
-            limit: paging.limit,
-            offset: paging.offset,
-        })
+        const COLUMNS: &str = "id, user_id, action, resource_type, resource_id, details, ip_address, user_agent, timestamp";
+        let (action, resource_type) = (f.action.as_deref(), f.resource_type.as_deref());
+        Ok(
+            page!(self, AuditEntry, select: COLUMNS, from: "audit_logs", order: "timestamp DESC, id DESC", paging: paging,
+            filters: [("user_id", f.user_id), ("action", action), ("resource_type", resource_type),
+                      ("resource_id", f.resource_id)]),
+        )
     }
 }

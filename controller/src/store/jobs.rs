@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{json_object_text, now, on_pool, InsertedId, Result, Store, StoreError};
+use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{AgentId, Job, JobId, JobStatus, Page, Paging, PlaybookId, ServerId, UserId};
 
 const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
@@ -119,39 +119,12 @@ impl Store {
 
     /// Newest first (the seed's `(status, created_at)` pattern).
     pub async fn list_jobs(&self, f: &JobFilter, paging: Paging) -> Result<Page<Job>> {
-        const WHERE: &str = " WHERE (? IS NULL OR status = ?) AND (? IS NULL OR user_id = ?) \
-             AND (? IS NULL OR server_id = ?) AND (? IS NULL OR playbook_id = ?) AND (? IS NULL OR agent_id = ?)";
-        let list_sql = format!(
-            "SELECT {COLUMNS} FROM jobs{WHERE} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        );
-        let count_sql = format!("SELECT COUNT(*) FROM jobs{WHERE}");
         let status = f.status.map(JobStatus::as_str);
-        macro_rules! bind_filter {
-            ($q:expr) => {
-                $q.bind(status)
-                    .bind(status)
-                    .bind(f.user_id)
-                    .bind(f.user_id)
-                    .bind(f.server_id)
-                    .bind(f.server_id)
-                    .bind(f.playbook_id)
-                    .bind(f.playbook_id)
-                    .bind(f.agent_id)
-                    .bind(f.agent_id)
-            };
-        }
-        let (items, total) = on_pool!(self, p => {
-            let items = bind_filter!(sqlx::query_as::<_, Job>(&list_sql))
-                .bind(paging.limit).bind(paging.offset).fetch_all(p).await?;
-            let total: i64 = bind_filter!(sqlx::query_scalar(&count_sql)).fetch_one(p).await?;
-            (items, total)
-        });
-        Ok(Page {
-            items,
-            total,
-            limit: paging.limit,
-            offset: paging.offset,
-        })
+        Ok(
+            page!(self, Job, select: COLUMNS, from: "jobs", order: "created_at DESC, id DESC", paging: paging,
+            filters: [("status", status), ("user_id", f.user_id), ("server_id", f.server_id),
+                      ("playbook_id", f.playbook_id), ("agent_id", f.agent_id)]),
+        )
     }
 
     /// Pending jobs no agent holds, oldest first: the scheduler's queue.

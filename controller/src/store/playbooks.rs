@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{json_object_text, now, on_pool, InsertedId, Result, Store, StoreError};
+use super::{json_object_text, now, on_pool, page, retire, InsertedId, Result, Store, StoreError};
 use crate::model::{Page, Paging, Playbook, PlaybookId};
 
 const COLUMNS: &str =
@@ -92,23 +92,10 @@ impl Store {
         active: Option<bool>,
         paging: Paging,
     ) -> Result<Page<Playbook>> {
-        let list_sql = format!(
-            "SELECT {COLUMNS} FROM playbooks WHERE (? IS NULL OR is_active = ?) ORDER BY name LIMIT ? OFFSET ?"
-        );
-        let (items, total) = on_pool!(self, p => {
-            let items = sqlx::query_as::<_, Playbook>(&list_sql)
-                .bind(active).bind(active).bind(paging.limit).bind(paging.offset)
-                .fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM playbooks WHERE (? IS NULL OR is_active = ?)")
-                .bind(active).bind(active).fetch_one(p).await?;
-            (items, total)
-        });
-        Ok(Page {
-            items,
-            total,
-            limit: paging.limit,
-            offset: paging.offset,
-        })
+        Ok(
+            page!(self, Playbook, select: COLUMNS, from: "playbooks", order: "name", paging: paging,
+            filters: [("is_active", active)]),
+        )
     }
 
     /// Points a playbook at new content (a new file and hash) and metadata.
@@ -142,54 +129,23 @@ impl Store {
         self.get_playbook(id).await
     }
 
-    /// Soft delete (or undo it).
+    /// Soft delete (or undo it): jobs keep referring to the row.
     pub async fn set_playbook_active(
         &self,
         id: PlaybookId,
         active: bool,
         actor: &Actor,
     ) -> Result<Playbook> {
-        let pb = self.get_playbook(id).await?;
-        on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            sqlx::query("UPDATE playbooks SET is_active = ?, updated_at = ? WHERE id = ?")
-                .bind(active).bind(now()).bind(id).execute(&mut *tx).await?;
-            insert_audit!(&mut *tx, &NewAudit {
-                actor, action: if active { "ACTIVATE" } else { "DEACTIVATE" }, resource_type: "playbook",
-                resource_id: Some(id.0), details: Some(json!({"name": pb.name})),
-            })?;
-            tx.commit().await?;
-        });
+        let row = self.get_playbook(id).await?;
+        self.set_row_active(&retire::PLAYBOOKS, id.0, &row.name, active, actor)
+            .await?;
         self.get_playbook(id).await
     }
 
-    /// Deletes a playbook no job refers to.
+    /// Deletes a playbook no job refers to; one with jobs can only be deactivated.
     pub async fn delete_playbook(&self, id: PlaybookId, actor: &Actor) -> Result<()> {
-        let pb = self.get_playbook(id).await?;
-        let jobs: i64 = on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE playbook_id = ?")
-            .bind(id).fetch_one(p).await?);
-        let in_use = || StoreError::InUse {
-            what: format!("playbook {}", pb.name),
-            count: jobs,
-            dependents: "jobs",
-            hint: "deactivate it instead",
-        };
-        if jobs > 0 {
-            return Err(in_use());
-        }
-        on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            sqlx::query("DELETE FROM playbooks WHERE id = ?").bind(id).execute(&mut *tx).await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => in_use(),
-                    _ => StoreError::Database(e),
-                })?;
-            insert_audit!(&mut *tx, &NewAudit {
-                actor, action: "DELETE", resource_type: "playbook", resource_id: Some(id.0),
-                details: Some(json!({"name": pb.name})),
-            })?;
-            tx.commit().await?;
-        });
-        Ok(())
+        let row = self.get_playbook(id).await?;
+        self.delete_unreferenced(&retire::PLAYBOOKS, id.0, &row.name, actor)
+            .await
     }
 }

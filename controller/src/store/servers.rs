@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{json_object_text, now, on_pool, InsertedId, Result, Store, StoreError};
+use super::{json_object_text, now, on_pool, page, retire, InsertedId, Result, Store, StoreError};
 use crate::model::{Page, Paging, Server, ServerId};
 
 const COLUMNS: &str = "id, hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
@@ -140,28 +140,11 @@ impl Store {
 
     /// Servers ordered by hostname.
     pub async fn list_servers(&self, f: &ServerFilter, paging: Paging) -> Result<Page<Server>> {
-        const WHERE: &str =
-            " WHERE (? IS NULL OR is_active = ?) AND (? IS NULL OR environment = ?)";
-        let list_sql =
-            format!("SELECT {COLUMNS} FROM servers{WHERE} ORDER BY hostname LIMIT ? OFFSET ?");
-        let count_sql = format!("SELECT COUNT(*) FROM servers{WHERE}");
         let env = f.environment.as_deref();
-        let (items, total) = on_pool!(self, p => {
-            let items = sqlx::query_as::<_, Server>(&list_sql)
-                .bind(f.active).bind(f.active).bind(env).bind(env)
-                .bind(paging.limit).bind(paging.offset)
-                .fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar(&count_sql)
-                .bind(f.active).bind(f.active).bind(env).bind(env)
-                .fetch_one(p).await?;
-            (items, total)
-        });
-        Ok(Page {
-            items,
-            total,
-            limit: paging.limit,
-            offset: paging.offset,
-        })
+        Ok(
+            page!(self, Server, select: COLUMNS, from: "servers", order: "hostname", paging: paging,
+            filters: [("is_active", f.active), ("environment", env)]),
+        )
     }
 
     /// Replaces a server's attributes (not its active flag).
@@ -206,48 +189,16 @@ impl Store {
         active: bool,
         actor: &Actor,
     ) -> Result<Server> {
-        let server = self.get_server(id).await?;
-        on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            sqlx::query("UPDATE servers SET is_active = ?, updated_at = ? WHERE id = ?")
-                .bind(active).bind(now()).bind(id).execute(&mut *tx).await?;
-            insert_audit!(&mut *tx, &NewAudit {
-                actor, action: if active { "ACTIVATE" } else { "DEACTIVATE" }, resource_type: "server",
-                resource_id: Some(id.0), details: Some(json!({"hostname": server.hostname})),
-            })?;
-            tx.commit().await?;
-        });
+        let row = self.get_server(id).await?;
+        self.set_row_active(&retire::SERVERS, id.0, &row.hostname, active, actor)
+            .await?;
         self.get_server(id).await
     }
 
-    /// Deletes a server no job refers to.
+    /// Deletes a server no job refers to; one with jobs can only be deactivated.
     pub async fn delete_server(&self, id: ServerId, actor: &Actor) -> Result<()> {
-        let server = self.get_server(id).await?;
-        let jobs: i64 = on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE server_id = ?")
-            .bind(id).fetch_one(p).await?);
-        let in_use = || StoreError::InUse {
-            what: format!("server {}", server.hostname),
-            count: jobs,
-            dependents: "jobs",
-            hint: "deactivate it instead",
-        };
-        if jobs > 0 {
-            return Err(in_use());
-        }
-        on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            // A job may have arrived since the count: the RESTRICT rule still holds the line.
-            sqlx::query("DELETE FROM servers WHERE id = ?").bind(id).execute(&mut *tx).await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => in_use(),
-                    _ => StoreError::Database(e),
-                })?;
-            insert_audit!(&mut *tx, &NewAudit {
-                actor, action: "DELETE", resource_type: "server", resource_id: Some(id.0),
-                details: Some(json!({"hostname": server.hostname})),
-            })?;
-            tx.commit().await?;
-        });
-        Ok(())
+        let row = self.get_server(id).await?;
+        self.delete_unreferenced(&retire::SERVERS, id.0, &row.hostname, actor)
+            .await
     }
 }

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{JobId, Page, Paging, Ticket, TicketId, TicketPriority, TicketStatus, UserId};
 
 const COLUMNS: &str = "id, ticket_id, job_id, created_by, title, description, status, priority, \
@@ -69,26 +69,12 @@ impl Store {
 
     /// Newest first.
     pub async fn list_tickets(&self, f: &TicketFilter, paging: Paging) -> Result<Page<Ticket>> {
-        const WHERE: &str = " WHERE (? IS NULL OR status = ?) AND (? IS NULL OR priority = ?) AND (? IS NULL OR job_id = ?)";
-        let list_sql = format!("SELECT {COLUMNS} FROM tickets{WHERE} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?");
-        let count_sql = format!("SELECT COUNT(*) FROM tickets{WHERE}");
         let status = f.status.map(TicketStatus::as_str);
         let priority = f.priority.map(TicketPriority::as_str);
-        let (items, total) = on_pool!(self, p => {
-            let items = sqlx::query_as::<_, Ticket>(&list_sql)
-                .bind(status).bind(status).bind(priority).bind(priority).bind(f.job_id).bind(f.job_id)
-                .bind(paging.limit).bind(paging.offset).fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar(&count_sql)
-                .bind(status).bind(status).bind(priority).bind(priority).bind(f.job_id).bind(f.job_id)
-                .fetch_one(p).await?;
-            (items, total)
-        });
-        Ok(Page {
-            items,
-            total,
-            limit: paging.limit,
-            offset: paging.offset,
-        })
+        Ok(
+            page!(self, Ticket, select: COLUMNS, from: "tickets", order: "created_at DESC, id DESC", paging: paging,
+            filters: [("status", status), ("priority", priority), ("job_id", f.job_id)]),
+        )
     }
 
     /// Moves a ticket through its life; `resolved_at` is stamped on resolving and cleared on

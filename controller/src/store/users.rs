@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{Page, Paging, Role, User, UserId};
 
 const COLUMNS: &str =
@@ -131,26 +131,11 @@ impl Store {
         active: Option<bool>,
         paging: Paging,
     ) -> Result<Page<User>> {
-        const WHERE: &str = " WHERE (? IS NULL OR role = ?) AND (? IS NULL OR is_active = ?)";
         let role = role.map(Role::as_str);
-        let list_sql = format!("SELECT {COLUMNS} FROM users{WHERE} ORDER BY id LIMIT ? OFFSET ?");
-        let count_sql = format!("SELECT COUNT(*) FROM users{WHERE}");
-        let (items, total) = on_pool!(self, p => {
-            let items = sqlx::query_as::<_, User>(&list_sql)
-                .bind(role).bind(role).bind(active).bind(active)
-                .bind(paging.limit).bind(paging.offset)
-                .fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar(&count_sql)
-                .bind(role).bind(role).bind(active).bind(active)
-                .fetch_one(p).await?;
-            (items, total)
-        });
-        Ok(Page {
-            items,
-            total,
-            limit: paging.limit,
-            offset: paging.offset,
-        })
+        Ok(
+            page!(self, User, select: COLUMNS, from: "users", order: "id", paging: paging,
+            filters: [("role", role), ("is_active", active)]),
+        )
     }
 
     pub async fn update_user(&self, id: UserId, patch: &UserPatch, actor: &Actor) -> Result<User> {
