@@ -372,36 +372,27 @@ async fn take_assignment(agent: Arc<Agent>, mut send: quinn::SendStream, recv: q
     } else {
         None
     };
-    if let Some(reason) = refuse {
-        tracing::info!(job = %id, %reason, "assignment rejected");
-        let _ = codec::write_frame(
-            &mut send,
-            &JobUp::Reject { job: id, reason },
-            codec::MAX_FRAME,
-        )
-        .await;
-        let _ = send.finish();
-        return;
-    }
-    let (entry, _guard) =
-        match agent
+    let started = match refuse {
+        Some(reason) => Err(reason),
+        None => agent
             .table
             .start(agent.cfg.runner.clone(), &agent.state.spool_dir(), job)
-        {
-            Ok(e) => e,
-            Err(e) => {
-                let reason = format!("cannot create the job's spool: {e}");
-                tracing::error!(job = %id, %reason);
-                let _ = codec::write_frame(
-                    &mut send,
-                    &JobUp::Reject { job: id, reason },
-                    codec::MAX_FRAME,
-                )
-                .await;
-                let _ = send.finish();
-                return;
-            }
-        };
+            .map_err(|e| format!("cannot create the job's spool: {e}")),
+    };
+    let (entry, _guard) = match started {
+        Ok(e) => e,
+        Err(reason) => {
+            tracing::info!(job = %id, %reason, "assignment rejected");
+            let _ = codec::write_frame(
+                &mut send,
+                &JobUp::Reject { job: id, reason },
+                codec::MAX_FRAME,
+            )
+            .await;
+            let _ = send.finish();
+            return;
+        }
+    };
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -99,54 +99,29 @@ async fn run(label: &str, url: &str, total: usize) {
     // 1. raw multi-row INSERTs, straight through sqlx.
     let rows = lines(ids[0], total);
     let t = Instant::now();
+    // The same statements on either driver.
+    macro_rules! raw_inserts {
+        ($conn:expr) => {{
+            let mut conn = $conn;
+            for tx_rows in rows.chunks(5000) {
+                let mut tx = conn.begin().await.expect("begin");
+                for chunk in tx_rows.chunks(1000) {
+                    let mut qb = QueryBuilder::new("INSERT INTO job_logs (job_id, line_number, content, log_level, timestamp) ");
+                    qb.push_values(chunk, |mut b, l| {
+                        b.push_bind(l.job).push_bind(l.line_number).push_bind(&l.content).push_bind(&l.level).push_bind(l.timestamp.naive_utc());
+                    });
+                    qb.build().persistent(false).execute(&mut *tx).await.expect("raw insert");
+                }
+                tx.commit().await.expect("commit");
+            }
+        }};
+    }
     if url.starts_with("mysql") {
-        let mut conn = sqlx::MySqlConnection::connect(url).await.expect("raw conn");
-        for tx_rows in rows.chunks(5000) {
-            let mut tx = conn.begin().await.expect("begin");
-            for chunk in tx_rows.chunks(1000) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO job_logs (job_id, line_number, content, log_level, timestamp) ",
-                );
-                qb.push_values(chunk, |mut b, l| {
-                    b.push_bind(l.job)
-                        .push_bind(l.line_number)
-                        .push_bind(&l.content)
-                        .push_bind(&l.level)
-                        .push_bind(l.timestamp.naive_utc());
-                });
-                qb.build()
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("raw insert");
-            }
-            tx.commit().await.expect("commit");
-        }
+        raw_inserts!(sqlx::MySqlConnection::connect(url).await.expect("raw conn"));
     } else {
-        let mut conn = sqlx::SqliteConnection::connect(url)
+        raw_inserts!(sqlx::SqliteConnection::connect(url)
             .await
-            .expect("raw conn");
-        for tx_rows in rows.chunks(5000) {
-            let mut tx = conn.begin().await.expect("begin");
-            for chunk in tx_rows.chunks(1000) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO job_logs (job_id, line_number, content, log_level, timestamp) ",
-                );
-                qb.push_values(chunk, |mut b, l| {
-                    b.push_bind(l.job)
-                        .push_bind(l.line_number)
-                        .push_bind(&l.content)
-                        .push_bind(&l.level)
-                        .push_bind(l.timestamp.naive_utc());
-                });
-                qb.build()
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("raw insert");
-            }
-            tx.commit().await.expect("commit");
-        }
+            .expect("raw conn"));
     }
     let raw = total as f64 / t.elapsed().as_secs_f64();
 

@@ -27,6 +27,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Waits until no process's command line contains `pattern` (a job's processes are gone).
+pub async fn wait_no_process(pattern: &str, timeout: Duration) {
+    wait_for(
+        &format!("no process running '{pattern}'"),
+        timeout,
+        || async {
+            let ps = std::process::Command::new("pgrep")
+                .args(["-f", pattern])
+                .output()
+                .ok()?;
+            ps.stdout.is_empty().then_some(())
+        },
+    )
+    .await
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

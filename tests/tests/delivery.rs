@@ -118,14 +118,7 @@ async fn agent_killed_mid_job_reports_it_failed_with_its_lines() {
         .iter()
         .any(|l| l.content.contains("before the crash")));
     // The orphaned ansible process group was killed by the restarted agent.
-    wait_for("the orphan to be gone", Duration::from_secs(20), || async {
-        let ps = std::process::Command::new("pgrep")
-            .args(["-f", "sleep 131"])
-            .output()
-            .ok()?;
-        ps.stdout.is_empty().then_some(())
-    })
-    .await;
+    outpost_tests::wait_no_process("sleep 131", Duration::from_secs(20)).await;
     let tickets = w
         .store
         .list_tickets(

@@ -213,15 +213,7 @@ async fn routing_cancel_pending_and_running() {
     assert!(cancelled.completed_at.is_some());
     w.assert_contiguous(&running).await;
     // ansible's process group is gone: no `sleep 120` left behind.
-    let ps = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 120"])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "left-over processes: {}",
-        String::from_utf8_lossy(&ps.stdout)
-    );
+    outpost_tests::wait_no_process("sleep 120", Duration::from_secs(5)).await;
     // No ticket for a cancel.
     let tickets = w
         .store
