@@ -51,7 +51,7 @@ struct EnrollArgs {
     #[arg(long, env = "OUTPOST_ENROLL_TOKEN", hide_env_values = true)]
     token: String,
     /// A label to ask for, e.g. dc=fra1 (repeatable); the token's labels win on conflict.
-    #[arg(long = "label", value_parser = parse_label)]
+    #[arg(long = "label", value_parser = outpost_protocol::message::parse_label)]
     labels: Vec<(String, String)>,
     /// Agent endpoint(s) of the controller(s) to store, HOST:PORT (repeatable)
     /// [default: the enrolment host on port 7443].
@@ -105,15 +105,6 @@ struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OUTPOST_LOG_JSON")]
     log_json: bool,
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!(
-            "'{s}' is not a label; write key=value, e.g. dc=fra1"
-        )),
-    }
 }
 
 fn hostname() -> String {

@@ -14,6 +14,16 @@ use uuid::Uuid;
 /// A label such as `dc=fra1`.
 pub type Label = (String, String);
 
+/// Reads a label written `key=value` (as on command lines).
+pub fn parse_label(s: &str) -> Result<Label, String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "'{s}' is not a label; write key=value, e.g. dc=fra1"
+        )),
+    }
+}
+
 /// Agent → controller on the session stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Up {
@@ -258,6 +268,14 @@ pub enum EnrollResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_parse_from_key_value() {
+        assert_eq!(parse_label("dc=fra1"), Ok(("dc".into(), "fra1".into())));
+        assert_eq!(parse_label("note=a=b"), Ok(("note".into(), "a=b".into())));
+        assert!(parse_label("dc").unwrap_err().contains("key=value"));
+        assert!(parse_label("=x").is_err());
+    }
 
     #[test]
     fn ansible_lines_get_levels() {

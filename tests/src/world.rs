@@ -111,6 +111,19 @@ impl World {
             .remove(0)
     }
 
+    /// The tickets opened for a job.
+    pub async fn tickets(&self, job: &Job) -> Vec<outpost_controller::model::Ticket> {
+        let filter = outpost_controller::store::tickets::TicketFilter {
+            job_id: Some(job.id),
+            ..Default::default()
+        };
+        self.store
+            .list_tickets(&filter, outpost_controller::model::Paging::default())
+            .await
+            .expect("tickets")
+            .items
+    }
+
     pub async fn job(&self, job: &Job) -> Job {
         self.store.get_job(job.id).await.expect("job")
     }

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use outpost_controller::model::{JobStatus, Paging};
-use outpost_controller::store::tickets::TicketFilter;
+use outpost_controller::model::JobStatus;
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{AgentOpts, ControllerOpts};
 use outpost_tests::proxy::UdpProxy;
@@ -119,18 +118,8 @@ async fn agent_killed_mid_job_reports_it_failed_with_its_lines() {
         .any(|l| l.content.contains("before the crash")));
     // The orphaned ansible process group was killed by the restarted agent.
     outpost_tests::wait_no_process("sleep 131", Duration::from_secs(20)).await;
-    let tickets = w
-        .store
-        .list_tickets(
-            &TicketFilter {
-                job_id: Some(job.id),
-                ..Default::default()
-            },
-            Paging::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(tickets.total, 1);
+    let tickets = w.tickets(&job).await;
+    assert_eq!(tickets.len(), 1);
     // The agent goes on serving.
     let next = w.launch(&w.playbook("after", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: fine\n").await, &server).await;
     w.wait_status(&next, JobStatus::Success, MINUTE).await;
@@ -161,18 +150,8 @@ async fn an_agent_that_never_returns_fails_its_job_after_the_grace_period() {
         "failed too early: {:?}",
         lost.elapsed()
     );
-    let tickets = w
-        .store
-        .list_tickets(
-            &TicketFilter {
-                job_id: Some(job.id),
-                ..Default::default()
-            },
-            Paging::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(tickets.total, 1);
+    let tickets = w.tickets(&job).await;
+    assert_eq!(tickets.len(), 1);
     let _ = std::process::Command::new("pkill")
         .args(["-f", "sleep 141"])
         .status();

@@ -95,19 +95,9 @@ async fn success_failure_and_ticket(backend: Backend) {
     );
 
     // The failure opened a ticket on behalf of whoever launched the job.
-    let tickets = w
-        .store
-        .list_tickets(
-            &TicketFilter {
-                job_id: Some(job.id),
-                ..Default::default()
-            },
-            Paging::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(tickets.total, 1);
-    let t = &tickets.items[0];
+    let tickets = w.tickets(&job).await;
+    assert_eq!(tickets.len(), 1);
+    let t = &tickets[0];
     assert_eq!(t.created_by, w.admin.id);
     assert_eq!(t.priority, TicketPriority::High, "production server");
     assert!(

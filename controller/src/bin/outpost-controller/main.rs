@@ -179,97 +179,69 @@ struct TokenArgs {
     #[arg(long)]
     name: String,
     /// A label for the agent, e.g. dc=fra1 (repeatable); servers tagged alike are routed to it.
-    #[arg(long = "label", value_parser = parse_label)]
+    #[arg(long = "label", value_parser = outpost_protocol::message::parse_label)]
     labels: Vec<(String, String)>,
     /// Hours until the token expires.
     #[arg(long, default_value_t = 24)]
     ttl_hours: u64,
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!(
-            "'{s}' is not a label; write key=value, e.g. dc=fra1"
-        )),
-    }
-}
-
 impl Cli {
-    /// Defaults, then the file, then the environment and flags (clap merged those two).
+    /// The flags (and environment, which clap merged into them) as a layer of the same shape
+    /// as the file, so both are applied by one piece of code.
+    fn overlay(&self) -> FileConfig {
+        let mut o = FileConfig {
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            db_pool_size: self.db_pool_size,
+            db_pool_overflow: self.db_pool_overflow,
+            db_pool_timeout_secs: self.db_pool_timeout,
+            db_pool_recycle_secs: self.db_pool_recycle,
+            log_format: self.log_format,
+            ..FileConfig::default()
+        };
+        if let Command::Serve(a) = &self.command {
+            o.listen = a.listen;
+            o.enroll_listen = a.enroll_listen;
+            o.controller_id = a.controller_id.clone();
+            o.routing_keys = a.routing_keys.clone();
+            o.agent_grace_secs = a.agent_grace_secs;
+            o.heartbeat_interval_secs = a.heartbeat_secs;
+            o.agent_cert_days = a.agent_cert_days;
+            o.retention_days = a.retention_days;
+            o.sweep_interval_ms = a.sweep_interval_ms;
+            o.max_running_per_server = a.max_running_per_server;
+            o.default_time_limit_secs = a.job_time_limit_secs;
+            o.idle_timeout_ms = a.idle_timeout_ms;
+            o.migrate_on_start = a.no_migrate.then_some(false);
+        }
+        o
+    }
+
+    /// Defaults, then the file, then the environment and flags.
     fn settings(&self) -> anyhow::Result<Settings> {
         let file = match &self.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        let data_dir = self
+        let overlay = self.overlay();
+        let data_dir = overlay
             .data_dir
             .clone()
             .or(file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from("/var/lib/outpost"));
-        let mut s = Settings::new(String::new(), data_dir.clone());
+        let mut s = Settings::new(
+            format!("sqlite://{}", data_dir.join("outpost.db").display()),
+            data_dir,
+        );
         s.apply_file(&file)?;
-        s.data_dir = data_dir;
-        s.database_url = self
-            .database_url
-            .clone()
-            .or(file.database_url.clone())
-            .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("outpost.db").display()));
-        if let Some(v) = self.db_pool_size {
-            s.pool.size = v;
-        }
-        if let Some(v) = self.db_pool_overflow {
-            s.pool.overflow = v;
-        }
-        if let Some(v) = self.db_pool_timeout {
-            s.pool.acquire_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = self.db_pool_recycle {
-            s.pool.recycle = Duration::from_secs(v);
-        }
-        if let Some(v) = self.log_format {
-            s.log_format = v;
-        }
-        if let Command::Serve(a) = &self.command {
-            macro_rules! over {
-                ($src:expr, $dst:expr) => {
-                    if let Some(v) = $src.clone() {
-                        $dst = v.into();
-                    }
-                };
-            }
-            over!(a.listen, s.listen);
-            over!(a.enroll_listen, s.enroll_listen);
-            over!(a.controller_id, s.controller_id);
-            over!(a.routing_keys, s.routing_keys);
-            if let Some(v) = a.agent_grace_secs {
-                s.agent_grace = Duration::from_secs(v);
-            }
-            if let Some(v) = a.heartbeat_secs {
-                s.heartbeat_interval = Duration::from_secs(v.max(1));
-            }
-            if let Some(v) = a.agent_cert_days {
-                s.agent_cert_lifetime = Duration::from_secs(v.max(1) * 86400);
-            }
-            if let Some(v) = a.agent_cert_secs {
-                s.agent_cert_lifetime = Duration::from_secs(v.max(10));
-            }
-            if let Some(v) = a.retention_days {
-                s.retention = Duration::from_secs(v * 86400);
-            }
-            if let Some(v) = a.sweep_interval_ms {
-                s.sweep_interval = Duration::from_millis(v.max(50));
-            }
-            over!(a.max_running_per_server, s.max_running_per_server);
-            if let Some(v) = a.job_time_limit_secs {
-                s.default_time_limit = Duration::from_secs(v.into());
-            }
-            if let Some(v) = a.idle_timeout_ms {
-                s.idle_timeout = Duration::from_millis(v.max(500));
-            }
-            if a.no_migrate {
-                s.migrate_on_start = false;
-            }
+        s.apply_file(&overlay)?;
+        if let Command::Serve(ServeArgs {
+            agent_cert_secs: Some(v),
+            ..
+        }) = &self.command
+        {
+            s.agent_cert_lifetime = Duration::from_secs((*v).max(10));
         }
         s.check()?;
         Ok(s)
