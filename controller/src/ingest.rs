@@ -72,9 +72,10 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Request>, stop: CancellationTo
                 _ => break,
             }
         }
+        // Moved, not copied: this is the hot path. The rows stay here for retries.
         let rows: Vec<NewLogLine> = pending
-            .iter()
-            .flat_map(|r| r.lines.iter().cloned())
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.lines))
             .collect();
         let mut backoff = Duration::from_millis(200);
         loop {

@@ -136,6 +136,11 @@ impl Scheduler {
         let mut sweep = tokio::time::interval(self.settings.sweep_interval);
         let mut cancels = tokio::time::interval(Duration::from_millis(500));
         cancels.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Revocations are noticed within 5 s; last_seen is written every 30 s, for all agents
+        // of this controller in one statement rather than one per heartbeat.
+        let mut presence = tokio::time::interval(Duration::from_secs(5));
+        presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut presence_ticks = 0u64;
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut dispatch = false;
@@ -154,6 +159,10 @@ impl Scheduler {
                     dispatch = true;
                 }
                 _ = cancels.tick() => self.deliver_cancels().await,
+                _ = presence.tick() => {
+                    presence_ticks += 1;
+                    self.check_presence(presence_ticks.is_multiple_of(6)).await;
+                }
             }
             if dispatch && !stop.is_cancelled() {
                 if let Err(e) = self.dispatch_round().await {
@@ -294,6 +303,33 @@ impl Scheduler {
                 })
                 .await;
             tracing::warn!(agent = %agent.name, "agent lost");
+        }
+    }
+
+    /// Drops the sessions of agents revoked since they connected; refreshes last_seen.
+    async fn check_presence(&mut self, stamp_last_seen: bool) {
+        if self.agents.is_empty() {
+            return;
+        }
+        let controller = self.settings.controller_id.clone();
+        match self.store.revoked_agents_on(&controller).await {
+            Ok(revoked) => {
+                for id in revoked {
+                    if let Some(link) = self.agents.get(&id) {
+                        tracing::warn!(agent = %link.name, "agent revoked: dropping its session");
+                        let _ = link.commands.try_send(SessionCommand::Close {
+                            code: outpost_protocol::close::REVOKED,
+                            reason: "agent revoked".into(),
+                        });
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot check revocations"),
+        }
+        if stamp_last_seen {
+            if let Err(e) = self.store.agents_seen(&controller).await {
+                tracing::debug!(error = %e, "cannot stamp last_seen");
+            }
         }
     }
 

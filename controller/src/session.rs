@@ -205,8 +205,7 @@ async fn run(
     .await;
 
     let mut jobs = JoinSet::new();
-    let mut revocation = tokio::time::interval(Duration::from_secs(5));
-    let mut last_seen_write = tokio::time::Instant::now();
+
     let end: Result<(), String> = loop {
         tokio::select! {
             _ = ctx.stop.cancelled() => break Ok(()),
@@ -232,11 +231,6 @@ async fn run(
                     if let Err(e) = codec::write_frame(&mut send, &Down::HeartbeatAck { seq }, MAX_SESSION_FRAME).await {
                         break Err(e.to_string());
                     }
-                    // last_seen is for people; a write every 30 s is enough.
-                    if last_seen_write.elapsed() > Duration::from_secs(30) {
-                        last_seen_write = tokio::time::Instant::now();
-                        let _ = ctx.store.agent_seen(agent.id).await;
-                    }
                 }
                 Some(Ok(Up::Status(s))) => {
                     ctx.scheduler.send(Event::Status { agent: agent.id, session, capacity: s.capacity, draining: s.draining });
@@ -258,14 +252,7 @@ async fn run(
                 Ok((s, r)) => { jobs.spawn(dispatch::run_resumed(ctx.clone(), owner, s, r)); }
                 Err(e) => break Err(e.to_string()),
             },
-            _ = revocation.tick() => {
-                if let Ok(a) = ctx.store.get_agent(agent.id).await {
-                    if a.revoked {
-                        close_conn(conn, close::REVOKED, "agent revoked");
-                        break Err("revoked".into());
-                    }
-                }
-            },
+
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
         }
     };

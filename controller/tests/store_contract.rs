@@ -33,7 +33,124 @@ contract!(
     logs_are_idempotent_and_ordered,
     tickets_and_audit_listing,
     retention_deletes_old_lines_in_batches,
+    agents_enrol_once_and_track_their_controller,
 );
+
+async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
+    use outpost_controller::store::agents::{AgentPresence, NewEnrollmentToken};
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let token = |hash: &str, name: &str, minutes: i64| NewEnrollmentToken {
+        secret_hash: hash.into(),
+        name: name.into(),
+        labels: json!({"dc": "fra1"}),
+        expires_at: Utc::now() + Duration::minutes(minutes),
+    };
+    store
+        .create_enrollment_token(
+            &token("5ecre7hash0001", "bastion-fra1", 10),
+            &Actor::system(),
+        )
+        .await
+        .unwrap();
+    store
+        .create_enrollment_token(&token("5ecre7hash0002", "late", -1), &Actor::system())
+        .await
+        .unwrap();
+    let mut asked = serde_json::Map::new();
+    asked.insert("dc".into(), json!("evil"));
+    asked.insert("rack".into(), json!("12"));
+    let a = store
+        .enroll_agent(
+            "5ecre7hash0001",
+            "00000000-0000-0000-0000-00000000000a",
+            &asked,
+            "bastion",
+        )
+        .await
+        .unwrap();
+    let labels: std::collections::BTreeMap<_, _> = a.label_pairs().into_iter().collect();
+    assert_eq!(labels["dc"], "fra1", "the token's labels win");
+    assert_eq!(labels["rack"], "12");
+    let again = store
+        .enroll_agent(
+            "5ecre7hash0001",
+            "00000000-0000-0000-0000-00000000000b",
+            &asked,
+            "x",
+        )
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already used"), "{again}");
+    let expired = store
+        .enroll_agent(
+            "5ecre7hash0002",
+            "00000000-0000-0000-0000-00000000000c",
+            &asked,
+            "x",
+        )
+        .await
+        .unwrap_err();
+    assert!(expired.to_string().contains("expired"), "{expired}");
+    assert!(matches!(
+        store.enroll_agent("nope", "u", &asked, "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let presence = |ctl: &str| AgentPresence {
+        version: "0.1.0".into(),
+        hostname: "bastion".into(),
+        ansible_version: "ansible-playbook [core 2.19]".into(),
+        capacity: 4,
+        controller: ctl.into(),
+    };
+    store
+        .agent_connected(a.id, &presence("ctl-a"))
+        .await
+        .unwrap();
+    assert_eq!(store.agents_seen("ctl-a").await.unwrap(), 1);
+    assert_eq!(store.agents_seen("ctl-b").await.unwrap(), 0);
+    assert!(store.revoked_agents_on("ctl-a").await.unwrap().is_empty());
+    store.revoke_agent(a.id, &Actor::system()).await.unwrap();
+    assert_eq!(store.revoked_agents_on("ctl-a").await.unwrap(), vec![a.id]);
+    // The agent moved to ctl-b: ctl-a's late goodbye does not mark it offline.
+    store
+        .agent_connected(a.id, &presence("ctl-b"))
+        .await
+        .unwrap();
+    store.agent_disconnected(a.id, "ctl-a").await.unwrap();
+    assert_eq!(
+        store
+            .get_agent(a.id)
+            .await
+            .unwrap()
+            .connected_controller
+            .as_deref(),
+        Some("ctl-b")
+    );
+    store.agent_disconnected(a.id, "ctl-b").await.unwrap();
+    assert_eq!(
+        store.get_agent(a.id).await.unwrap().connected_controller,
+        None
+    );
+    let audit = store
+        .list_audit(
+            &AuditFilter {
+                resource_type: Some("enrollment_token".into()),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(audit.total, 2);
+    assert!(
+        !serde_json::to_string(&audit.items)
+            .unwrap()
+            .contains("5ecre7hash0001"),
+        "no token hash in the audit"
+    );
+}
 
 async fn store(db: &TestDb) -> Store {
     let store = Store::connect(&db.url, &PoolConfig::default())

@@ -167,10 +167,20 @@ impl Store {
         Ok(())
     }
 
-    /// Stamps `last_seen` (on heartbeats).
-    pub async fn agent_seen(&self, id: AgentId) -> Result<()> {
-        on_pool!(self, p => { sqlx::query("UPDATE agents SET last_seen = ? WHERE id = ?").bind(now()).bind(id).execute(p).await?; });
-        Ok(())
+    /// Stamps `last_seen` on every agent with a session on `controller`: one statement for
+    /// all of them, however many there are.
+    pub async fn agents_seen(&self, controller: &str) -> Result<u64> {
+        Ok(
+            on_pool!(self, p => sqlx::query("UPDATE agents SET last_seen = ? WHERE connected_controller = ?")
+            .bind(now()).bind(controller).execute(p).await?.rows_affected()),
+        )
+    }
+
+    /// Revoked agents that still have a session on `controller`.
+    pub async fn revoked_agents_on(&self, controller: &str) -> Result<Vec<AgentId>> {
+        Ok(on_pool!(self, p => sqlx::query_scalar::<_, AgentId>(
+            "SELECT id FROM agents WHERE revoked = ? AND connected_controller = ?")
+            .bind(true).bind(controller).fetch_all(p).await?))
     }
 
     /// The session on `controller` ended; another controller's newer session is left alone.
