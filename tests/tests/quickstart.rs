@@ -14,12 +14,27 @@ fn the_dev_quick_start_runs_a_playbook_end_to_end() {
         .output()
         .expect("run dev");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "dev failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("agent enrolled as 'local-agent'"), "{stdout}");
-    assert!(stdout.contains("Hello from localhost via Outpost"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "dev failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("agent enrolled as 'local-agent'"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Hello from localhost via Outpost"),
+        "{stdout}"
+    );
     assert!(stdout.contains("PLAY RECAP"), "{stdout}");
     assert!(stdout.contains("==> job succeeded"), "{stdout}");
     // It leaves a store one can look at, and an agent state with nothing left to deliver.
     assert!(dir.path().join("dev/outpost.db").exists());
-    assert_eq!(std::fs::read_dir(dir.path().join("dev/agent/spool")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("dev/agent/spool"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
