@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use outpost_protocol::codec::{self, FrameError};
 use outpost_protocol::message::{Assignment, Finished, JobDown, JobUp, LogBatch, RunningJob};
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::runner::{self, RunnerConfig};
+use crate::runner::{self, RunnerConfig, Stop};
 use crate::spool::{Meta, Outcome, Spool};
 
 /// A batch carries at most this many lines…
@@ -23,8 +22,8 @@ pub struct JobEntry {
     pub job: Uuid,
     pub dispatch_id: String,
     pub spool: Arc<Spool>,
-    /// Fired to cancel the run (a controller's request, or the drain timeout).
-    pub cancel: CancellationToken,
+    /// Stops the run (a controller's request, or the drain timeout).
+    pub stop: Stop,
     /// The last line spooled so far.
     progress: watch::Receiver<u32>,
     /// Set once the run ended.
@@ -154,7 +153,7 @@ impl JobTable {
                     job: meta.job,
                     dispatch_id: meta.dispatch_id,
                     spool,
-                    cancel: CancellationToken::new(),
+                    stop: Stop::default(),
                     progress,
                     outcome: outcome_rx,
                     delivering: Default::default(),
@@ -187,17 +186,17 @@ impl JobTable {
             job: job.job,
             dispatch_id: job.dispatch_id.clone(),
             spool: spool.clone(),
-            cancel: CancellationToken::new(),
+            stop: Stop::default(),
             progress,
             outcome,
             delivering: std::sync::atomic::AtomicBool::new(true),
         });
         let guard = DeliveryGuard(entry.clone());
         self.lock().insert(job.job, entry.clone());
-        let cancel = entry.cancel.clone();
+        let stop = entry.stop.clone();
         tokio::spawn(async move {
             tracing::info!(job = %job.job, playbook = %job.playbook_name, host = %job.target.hostname, "job started");
-            let outcome = runner::run(&cfg, &job, spool.clone(), cancel, progress_tx).await;
+            let outcome = runner::run(&cfg, &job, spool.clone(), stop, progress_tx).await;
             tracing::info!(job = %job.job, status = ?outcome.status, exit = ?outcome.exit_code, lines = outcome.last_line, "job ended");
             if let Err(e) = spool.set_outcome(outcome.clone()) {
                 tracing::error!(job = %job.job, error = %e, "cannot record the outcome in the spool");
@@ -287,7 +286,9 @@ fn on_down(table: &JobTable, entry: &JobEntry, msg: JobDown) -> Result<bool, Str
         JobDown::FinishAck { .. } => {
             // Normally the run is over; if the controller let go of a job still running here
             // (it was settled elsewhere), stop it too.
-            entry.cancel.cancel();
+            entry
+                .stop
+                .request("cancelled: the controller settled this job elsewhere");
             if let Err(e) = entry.spool.remove() {
                 tracing::warn!(job = %entry.job, error = %e, "cannot remove a delivered spool");
             }

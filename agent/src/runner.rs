@@ -20,6 +20,35 @@ pub const MAX_LINE_BYTES: usize = 32 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const FLUSH_LINES: usize = 500;
 
+/// Stops a run from outside (a cancel request, the drain timeout) and says why.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    reason: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Stop {
+    /// Asks the run to stop; the first reason given is the one reported.
+    pub fn request(&self, reason: impl Into<String>) {
+        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        r.get_or_insert_with(|| reason.into());
+        drop(r);
+        self.token.cancel();
+    }
+
+    async fn requested(&self) {
+        self.token.cancelled().await
+    }
+
+    fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "cancelled".into())
+    }
+}
+
 /// How the agent runs ansible-playbook.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -35,11 +64,11 @@ pub async fn run(
     cfg: &RunnerConfig,
     job: &Assignment,
     spool: Arc<Spool>,
-    cancel: CancellationToken,
+    stop: Stop,
     progress: watch::Sender<u32>,
 ) -> Outcome {
     let work = cfg.work_root.join(job.job.to_string());
-    let result = run_in(cfg, job, &work, spool.clone(), cancel, &progress).await;
+    let result = run_in(cfg, job, &work, spool.clone(), &stop, &progress).await;
     let _ = std::fs::remove_dir_all(&work);
     let last_line = spool.last_line();
     let (status, exit_code, error) = result;
@@ -62,7 +91,7 @@ async fn run_in(
     job: &Assignment,
     work: &Path,
     spool: Arc<Spool>,
-    cancel: CancellationToken,
+    stop: &Stop,
     progress: &watch::Sender<u32>,
 ) -> Ended {
     let digest = hex::encode(Sha256::digest(job.playbook_content.as_bytes()));
@@ -138,7 +167,7 @@ async fn run_in(
     let mut why: Option<&str> = None;
     let status = tokio::select! {
         s = child.wait() => s,
-        _ = cancel.cancelled() => { why = Some("cancelled"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
+        _ = stop.requested() => { why = Some("cancelled"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
         _ = tokio::time::sleep(limit) => { why = Some("timeout"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
     };
     for r in readers.into_iter().flatten() {
@@ -152,7 +181,7 @@ async fn run_in(
         format!("; last errors:\n{}", errors.join("\n"))
     };
     match (why, status) {
-        (Some("cancelled"), _) => (FinalStatus::Cancelled, None, Some("cancelled".into())),
+        (Some("cancelled"), _) => (FinalStatus::Cancelled, None, Some(stop.reason())),
         (Some(_), _) => failed(format!("timed out after {} s", limit.as_secs())),
         (None, Err(e)) => failed(format!("lost track of ansible-playbook: {e}")),
         (None, Ok(s)) => match s.code() {

@@ -171,7 +171,8 @@ async fn drain(agent: &Agent, opts: &ServiceOptions) {
     {
         tracing::warn!("drain timeout: cancelling the jobs still running");
         for e in agent.table.all() {
-            e.cancel.cancel();
+            e.stop
+                .request("cancelled: the agent shut down and the job outlasted its drain timeout");
         }
         let _ = tokio::time::timeout(opts.kill_grace + Duration::from_secs(5), all_ended()).await;
     }

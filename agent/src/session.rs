@@ -261,7 +261,7 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
                 Some(Ok(Down::Cancel { job, reason })) => match agent.table.get(&job) {
                     Some(entry) => {
                         tracing::info!(%job, %reason, "cancel requested");
-                        entry.cancel.cancel();
+                        entry.stop.request(reason.clone());
                     }
                     None => tracing::debug!(%job, "cancel for a job not held here"),
                 },

@@ -235,7 +235,11 @@ async fn sigterm_cancels_what_outlasts_the_drain_timeout() {
     w.wait_status(&job, JobStatus::Running, MINUTE).await;
     let status = agent.stop(MINUTE);
     assert_eq!(status.code(), Some(0));
-    w.wait_status(&job, JobStatus::Cancelled, MINUTE).await;
+    let cancelled = w.wait_status(&job, JobStatus::Cancelled, MINUTE).await;
+    assert!(cancelled
+        .error_message
+        .unwrap_or_default()
+        .contains("drain timeout"));
     // ansible stopped with the agent.
     outpost_tests::wait_no_process("sleep 151", Duration::from_secs(5)).await;
 }

@@ -201,6 +201,10 @@ async fn routing_cancel_pending_and_running() {
     );
     let cancelled = w.wait_status(&running, JobStatus::Cancelled, MINUTE).await;
     assert!(cancelled.completed_at.is_some());
+    assert_eq!(
+        cancelled.error_message.as_deref(),
+        Some("cancelled on request")
+    );
     w.assert_contiguous(&running).await;
     // ansible's process group is gone: no `sleep 120` left behind.
     outpost_tests::wait_no_process("sleep 120", Duration::from_secs(5)).await;
