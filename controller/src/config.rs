@@ -57,9 +57,19 @@ impl FileConfig {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
+        toml::from_str(&text).map_err(|e| {
+            // toml's own rendering spans several lines; an operator gets one.
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let message = match line {
+                Some(l) => format!("line {l}: {}", e.message().trim()),
+                None => e.message().trim().to_owned(),
+            };
+            ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            }
         })
     }
 }

@@ -118,6 +118,42 @@ fn sqlite_is_the_default_store() {
 }
 
 #[test]
+fn a_configuration_file_is_read_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_file = dir.path().join("from-file.db");
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"sqlite://{}\"\nretention_days = 30\n",
+            from_file.display()
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_outpost-controller"))
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .args(extra)
+            .env_remove("OUTPOST_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(from_file.exists(), "the file's database_url was used");
+    let from_flag = dir.path().join("from-flag.db");
+    let out = run(&[
+        "--database-url",
+        &format!("sqlite://{}", from_flag.display()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(from_flag.exists(), "the flag overrides the file");
+    std::fs::write(&config, "retention_dayz = 30\n").unwrap();
+    assert_one_line_error(&run(&[]), "unknown field `retention_dayz`");
+}
+
+#[test]
 fn help_explains_the_database_choice() {
     let out = Command::new(env!("CARGO_BIN_EXE_outpost-controller"))
         .arg("--help")
