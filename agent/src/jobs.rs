@@ -222,7 +222,9 @@ pub async fn deliver(
     let mut progress = entry.progress.clone();
     let mut outcome_rx = entry.outcome.clone();
     let mut finished_sent = false;
-    let mut watching = true;
+    // The runner drops its progress sender a moment before it publishes the outcome: each
+    // channel is watched until it closes on its own, never one closing the other.
+    let (mut progress_open, mut outcome_open) = (true, true);
     loop {
         // Apply acknowledgements that arrived meanwhile.
         while let Ok(msg) = reader.try_recv() {
@@ -270,8 +272,8 @@ pub async fn deliver(
                 Some(m) => if on_down(table, &entry, m.map_err(|e| e.to_string())?)? { return Ok(()) },
                 None => return Err("the job stream ended".into()),
             },
-            r = progress.changed(), if watching && outcome.is_none() => if r.is_err() { watching = false },
-            r = outcome_rx.changed(), if watching && outcome.is_none() => if r.is_err() { watching = false },
+            r = progress.changed(), if progress_open && outcome.is_none() => if r.is_err() { progress_open = false },
+            r = outcome_rx.changed(), if outcome_open && outcome.is_none() => if r.is_err() { outcome_open = false },
         }
     }
 }
