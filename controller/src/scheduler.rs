@@ -545,6 +545,15 @@ impl Scheduler {
                     .map_err(|e| {
                         format!("cannot read playbook file {}: {e}", playbook.file_path)
                     })?;
+                // The assignment travels in one frame with the playbook in it.
+                if text.len() > outpost_protocol::codec::MAX_FRAME - 64 * 1024 {
+                    return Err(format!(
+                        "playbook file {} is {} bytes; the largest a job can carry is {} bytes",
+                        playbook.file_path,
+                        text.len(),
+                        outpost_protocol::codec::MAX_FRAME - 64 * 1024
+                    ));
+                }
                 let actual = hex::encode(Sha256::digest(text.as_bytes()));
                 if actual != playbook.file_hash {
                     return Err(format!(

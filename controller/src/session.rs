@@ -158,6 +158,7 @@ async fn run(
         ansible_version: hello.ansible_version.clone(),
         capacity: i32::try_from(hello.capacity).unwrap_or(i32::MAX),
         controller: ctx.settings.controller_id.clone(),
+        session: Uuid::new_v4().to_string(),
     };
     ctx.store
         .agent_connected(agent.id, &presence)
@@ -273,7 +274,7 @@ async fn run(
     }
     let _ = ctx
         .store
-        .agent_disconnected(agent.id, &ctx.settings.controller_id)
+        .agent_disconnected(agent.id, &presence.session)
         .await;
     audit(
         &ctx.store,

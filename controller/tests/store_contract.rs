@@ -97,15 +97,16 @@ async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
         Err(StoreError::NotFound(_))
     ));
 
-    let presence = |ctl: &str| AgentPresence {
+    let presence = |ctl: &str, session: &str| AgentPresence {
         version: "0.1.0".into(),
         hostname: "bastion".into(),
         ansible_version: "ansible-playbook [core 2.19]".into(),
         capacity: 4,
         controller: ctl.into(),
+        session: session.into(),
     };
     store
-        .agent_connected(a.id, &presence("ctl-a"))
+        .agent_connected(a.id, &presence("ctl-a", "s1"))
         .await
         .unwrap();
     assert_eq!(store.agents_seen("ctl-a").await.unwrap(), 1);
@@ -113,12 +114,12 @@ async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
     assert!(store.revoked_agents_on("ctl-a").await.unwrap().is_empty());
     store.revoke_agent(a.id, &Actor::system()).await.unwrap();
     assert_eq!(store.revoked_agents_on("ctl-a").await.unwrap(), vec![a.id]);
-    // The agent moved to ctl-b: ctl-a's late goodbye does not mark it offline.
+    // The agent moved to a newer session: the old session's late goodbye does not mark it offline.
     store
-        .agent_connected(a.id, &presence("ctl-b"))
+        .agent_connected(a.id, &presence("ctl-b", "s2"))
         .await
         .unwrap();
-    store.agent_disconnected(a.id, "ctl-a").await.unwrap();
+    store.agent_disconnected(a.id, "s1").await.unwrap();
     assert_eq!(
         store
             .get_agent(a.id)
@@ -128,7 +129,7 @@ async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
             .as_deref(),
         Some("ctl-b")
     );
-    store.agent_disconnected(a.id, "ctl-b").await.unwrap();
+    store.agent_disconnected(a.id, "s2").await.unwrap();
     assert_eq!(
         store.get_agent(a.id).await.unwrap().connected_controller,
         None
@@ -237,12 +238,12 @@ async fn migrations_apply_once_and_roll_back(backend: Backend) {
     let undone = store.migrate_down(2).await.unwrap();
     assert_eq!(
         undone.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![7, 6]
+        vec![8, 7]
     );
     let again = store.migrate_up().await.unwrap();
     assert_eq!(
         again.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![6, 7]
+        vec![7, 8]
     );
     let all = store.migrate_down(store.known_migrations()).await.unwrap();
     assert_eq!(all.len(), store.known_migrations());

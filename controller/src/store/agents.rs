@@ -30,6 +30,8 @@ pub struct AgentPresence {
     pub ansible_version: String,
     pub capacity: i32,
     pub controller: String,
+    /// Names this session (a uuid), so only it can mark the agent offline.
+    pub session: String,
 }
 
 impl Store {
@@ -159,9 +161,9 @@ impl Store {
         on_pool!(self, p => {
             sqlx::query(
                 "UPDATE agents SET version = ?, hostname = ?, ansible_version = ?, capacity = ?, last_seen = ?, \
-                 connected_controller = ?, updated_at = ? WHERE id = ?")
+                 connected_controller = ?, session_id = ?, updated_at = ? WHERE id = ?")
                 .bind(&presence.version).bind(&presence.hostname).bind(presence.ansible_version.chars().take(255).collect::<String>())
-                .bind(presence.capacity).bind(ts).bind(&presence.controller).bind(ts).bind(id)
+                .bind(presence.capacity).bind(ts).bind(&presence.controller).bind(&presence.session).bind(ts).bind(id)
                 .execute(p).await?;
         });
         Ok(())
@@ -183,11 +185,12 @@ impl Store {
             .bind(true).bind(controller).fetch_all(p).await?))
     }
 
-    /// The session on `controller` ended; another controller's newer session is left alone.
-    pub async fn agent_disconnected(&self, id: AgentId, controller: &str) -> Result<()> {
+    /// The session `session` ended. A newer session of the same agent — on this controller or
+    /// another — is left alone, however late this one's goodbye arrives.
+    pub async fn agent_disconnected(&self, id: AgentId, session: &str) -> Result<()> {
         on_pool!(self, p => {
-            sqlx::query("UPDATE agents SET connected_controller = NULL, last_seen = ? WHERE id = ? AND connected_controller = ?")
-                .bind(now()).bind(id).bind(controller).execute(p).await?;
+            sqlx::query("UPDATE agents SET connected_controller = NULL, session_id = NULL, last_seen = ? WHERE id = ? AND session_id = ?")
+                .bind(now()).bind(id).bind(session).execute(p).await?;
         });
         Ok(())
     }
