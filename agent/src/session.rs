@@ -19,6 +19,9 @@ use crate::jobs::{self, JobTable};
 use crate::runner::RunnerConfig;
 use crate::state::{Identity, StateDir};
 
+/// How long a handshake may take before the next controller address is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Settings of `outpost-agent run`.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -144,10 +147,14 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint, addr: &str) -> 
         Ok(c) => c,
         Err(e) => return SessionEnd::Retry(e.to_string()),
     };
+    // A dead address answers nothing: give up on it well before the idle timeout, so the next
+    // controller in the list is tried soon.
+    let connect_timeout = CONNECT_TIMEOUT.min(agent.cfg.timers.idle_timeout);
     let conn = tokio::select! {
-        c = connecting => match c {
-            Ok(c) => c,
-            Err(e) => return classify(&e),
+        c = tokio::time::timeout(connect_timeout, connecting) => match c {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return classify(&e),
+            Err(_) => return SessionEnd::Retry(format!("no answer within {connect_timeout:?}")),
         },
         _ = agent.shutdown.cancelled() => return SessionEnd::Shutdown,
     };

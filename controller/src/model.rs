@@ -361,6 +361,69 @@ impl Paging {
     }
 }
 
+/// Records for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) mod samples {
+    use super::*;
+
+    pub fn server(tags: serde_json::Value) -> Server {
+        Server {
+            id: ServerId(1),
+            hostname: "web1".into(),
+            ip_address: "10.0.0.1".into(),
+            os_type: "debian".into(),
+            os_version: None,
+            ssh_port: 2222,
+            ssh_user: "deploy".into(),
+            ssh_key_path: Some("/home/deploy/.ssh/id".into()),
+            tags: tags.as_object().map(|o| sqlx::types::Json(o.clone())),
+            environment: None,
+            description: None,
+            is_active: true,
+            host_vars: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    pub fn playbook(variables: serde_json::Value) -> Playbook {
+        Playbook {
+            id: PlaybookId(1),
+            name: "site".into(),
+            description: None,
+            file_path: "/srv/site.yml".into(),
+            file_hash: "a".repeat(64),
+            tags: None,
+            variables: variables.as_object().map(|o| sqlx::types::Json(o.clone())),
+            is_active: true,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    pub fn job(extra_vars: serde_json::Value) -> Job {
+        Job {
+            id: JobId(1),
+            job_id: "6f1c1d1e-0000-4000-8000-000000000001".into(),
+            playbook_id: PlaybookId(1),
+            server_id: ServerId(1),
+            user_id: UserId(1),
+            status: JobStatus::Pending,
+            celery_task_id: None,
+            extra_vars: extra_vars.as_object().map(|o| sqlx::types::Json(o.clone())),
+            error_message: None,
+            started_at: None,
+            completed_at: None,
+            created_at: Utc::now(),
+            agent_id: None,
+            assigned_at: None,
+            cancel_requested_at: None,
+            exit_code: None,
+            pending_reason: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

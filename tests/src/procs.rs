@@ -63,11 +63,22 @@ pub struct ControllerOpts {
     pub extra: Vec<String>,
 }
 
+impl ControllerOpts {
+    /// Notices a silent agent within 3 s: for tests that cut the network and need the session
+    /// to die. Others keep a margin so that a loaded machine does not drop sessions.
+    pub fn fast_failure() -> ControllerOpts {
+        ControllerOpts {
+            idle_timeout_ms: 3000,
+            ..ControllerOpts::default()
+        }
+    }
+}
+
 impl Default for ControllerOpts {
     fn default() -> Self {
         ControllerOpts {
             agent_grace_secs: 30,
-            idle_timeout_ms: 3000,
+            idle_timeout_ms: 10_000,
             sweep_interval_ms: 300,
             job_time_limit_secs: 600,
             max_running_per_server: 1,
@@ -269,12 +280,22 @@ pub struct AgentOpts {
     pub max_backoff_secs: u64,
 }
 
+impl AgentOpts {
+    /// Notices a silent controller within 3 s (see [`ControllerOpts::fast_failure`]).
+    pub fn fast_failure() -> AgentOpts {
+        AgentOpts {
+            idle_timeout_ms: 3000,
+            ..AgentOpts::default()
+        }
+    }
+}
+
 impl Default for AgentOpts {
     fn default() -> Self {
         AgentOpts {
             capacity: 4,
             ansible_playbook: None,
-            idle_timeout_ms: 3000,
+            idle_timeout_ms: 10_000,
             drain_timeout_secs: 60,
             kill_grace_secs: 3,
             max_backoff_secs: 2,

@@ -145,13 +145,13 @@ async fn the_agent_tries_controller_addresses_in_turn() {
 async fn certificates_are_renewed_before_they_expire() {
     let opts = ControllerOpts {
         extra: vec!["--agent-cert-secs".into(), "30".into()],
-        ..ControllerOpts::default()
+        ..ControllerOpts::fast_failure()
     };
     let c = Cluster::start(Backend::Sqlite, opts).await;
     let proxy = UdpProxy::start(c.ctl.agents).await;
     let mut agent = Agent::enroll(&c.ctl, "bastion", &[]);
     let first = std::fs::read_to_string(agent.state_dir.join("agent.pem")).unwrap();
-    agent.start(&[proxy.addr], &AgentOpts::default());
+    agent.start(&[proxy.addr], &AgentOpts::fast_failure());
     let w = &c.world;
     let before = w
         .store

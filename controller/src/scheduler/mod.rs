@@ -6,12 +6,14 @@
 //! out. Claims are conditional UPDATEs in the store, so several controllers sharing a database
 //! never dispatch a job twice; each only dispatches to the agents it holds.
 
+mod assignment;
+mod placement;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_protocol::message::{Assignment, Target};
-use sha2::{Digest, Sha256};
+use outpost_protocol::message::Assignment;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +22,11 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::lifecycle;
 use crate::metrics;
-use crate::model::{label_text, AgentId, Job, JobStatus, Server, ServerId};
+use crate::model::{AgentId, Job, JobStatus, Server, ServerId};
 use crate::store::jobs::Outcome;
 use crate::store::Store;
+
+use assignment::PlaybookCache;
 
 /// What the scheduler tells a session to do.
 #[derive(Debug)]
@@ -104,7 +108,7 @@ pub fn spawn(
         lost: HashMap::new(),
         cancel_sent: HashSet::new(),
         reasons: HashMap::new(),
-        playbooks: HashMap::new(),
+        playbooks: PlaybookCache::default(),
     };
     (
         SchedulerHandle { tx },
@@ -121,14 +125,7 @@ struct Scheduler {
     cancel_sent: HashSet<Uuid>,
     /// The last pending reason written per job, so a sweep does not rewrite it.
     reasons: HashMap<crate::model::JobId, String>,
-    /// Playbook content by (path, hash), read from disk once.
-    playbooks: HashMap<(String, String), Arc<String>>,
-}
-
-/// Why a job cannot be placed right now.
-#[derive(Debug, PartialEq, Eq)]
-enum NoPlace {
-    Waiting(String),
+    playbooks: PlaybookCache,
 }
 
 impl Scheduler {
@@ -389,16 +386,16 @@ impl Scheduler {
             };
             let busy = busy_servers.get(&job.server_id).copied().unwrap_or(0);
             let placed = if busy >= i64::from(self.settings.max_running_per_server) {
-                Err(NoPlace::Waiting(format!(
+                Err(format!(
                     "server {} is busy with another job",
                     server.hostname
-                )))
+                ))
             } else {
-                self.choose_agent(&server)
+                placement::place(self.agents.values(), &server, &self.settings.routing_keys)
             };
             let agent_id = match placed {
                 Ok(a) => a,
-                Err(NoPlace::Waiting(reason)) => {
+                Err(reason) => {
                     if self.reasons.get(&job.id) != Some(&reason) {
                         self.store.set_pending_reason(job.id, Some(&reason)).await?;
                         self.reasons.insert(job.id, reason);
@@ -414,64 +411,6 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The least-loaded agent allowed to reach `server` with spare capacity.
-    fn choose_agent(&self, server: &Server) -> Result<AgentId, NoPlace> {
-        let tags: BTreeMap<String, String> = server
-            .tags
-            .as_ref()
-            .map(|t| {
-                t.0.iter()
-                    .map(|(k, v)| (k.clone(), label_text(v)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let required: Vec<(&String, &String)> = self
-            .settings
-            .routing_keys
-            .iter()
-            .filter_map(|k| tags.get_key_value(k))
-            .collect();
-        let describe = || {
-            if required.is_empty() {
-                "any agent".to_owned()
-            } else {
-                required
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }
-        };
-        let allowed: Vec<&AgentLink> = self
-            .agents
-            .values()
-            .filter(|a| required.iter().all(|(k, v)| a.labels.get(*k) == Some(*v)))
-            .collect();
-        if allowed.is_empty() {
-            return Err(NoPlace::Waiting(format!(
-                "no connected agent matches {}",
-                describe()
-            )));
-        }
-        allowed
-            .iter()
-            .filter(|a| !a.draining && a.in_flight < a.capacity)
-            // Lowest load first; the uuid breaks ties so the choice is stable.
-            .min_by(|a, b| {
-                let la = f64::from(a.in_flight) / f64::from(a.capacity.max(1));
-                let lb = f64::from(b.in_flight) / f64::from(b.capacity.max(1));
-                la.total_cmp(&lb).then(a.uuid.cmp(&b.uuid))
-            })
-            .map(|a| a.id)
-            .ok_or_else(|| {
-                NoPlace::Waiting(format!(
-                    "all {} agent(s) for {} are busy",
-                    allowed.len(),
-                    describe()
-                ))
-            })
-    }
-
     /// Claims the job for the agent and gives it to the agent's session. Returns whether the
     /// job left the queue.
     async fn hand_over(
@@ -484,7 +423,12 @@ impl Scheduler {
         if !self.store.claim_job(job.id, agent_id, &dispatch_id).await? {
             return Ok(false); // another controller got it
         }
-        let assignment = match self.assignment(job, server, &dispatch_id).await {
+        let time_limit = self.settings.default_time_limit;
+        let assignment = match self
+            .playbooks
+            .assignment(&self.store, job, server, &dispatch_id, time_limit)
+            .await
+        {
             Ok(a) => a,
             Err(reason) => {
                 let outcome = Outcome {
@@ -522,79 +466,5 @@ impl Scheduler {
         metrics::global().jobs_dispatched.inc();
         tracing::info!(job = %job.job_id, agent = %link.name, server = %server.hostname, "dispatched");
         Ok(true)
-    }
-
-    /// Everything the agent needs; an error is a reason to fail the job.
-    async fn assignment(
-        &mut self,
-        job: &Job,
-        server: &Server,
-        dispatch_id: &str,
-    ) -> Result<Assignment, String> {
-        let playbook = self
-            .store
-            .get_playbook(job.playbook_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        let key = (playbook.file_path.clone(), playbook.file_hash.clone());
-        let content = match self.playbooks.get(&key) {
-            Some(c) => c.clone(),
-            None => {
-                let text = tokio::fs::read_to_string(&playbook.file_path)
-                    .await
-                    .map_err(|e| {
-                        format!("cannot read playbook file {}: {e}", playbook.file_path)
-                    })?;
-                // The assignment travels in one frame with the playbook in it.
-                if text.len() > outpost_protocol::codec::MAX_FRAME - 64 * 1024 {
-                    return Err(format!(
-                        "playbook file {} is {} bytes; the largest a job can carry is {} bytes",
-                        playbook.file_path,
-                        text.len(),
-                        outpost_protocol::codec::MAX_FRAME - 64 * 1024
-                    ));
-                }
-                let actual = hex::encode(Sha256::digest(text.as_bytes()));
-                if actual != playbook.file_hash {
-                    return Err(format!(
-                        "playbook file {} changed on disk: its SHA-256 is {actual}, the playbook record says {}; update the playbook",
-                        playbook.file_path, playbook.file_hash
-                    ));
-                }
-                let c = Arc::new(text);
-                self.playbooks.insert(key, c.clone());
-                c
-            }
-        };
-        let mut vars = playbook
-            .variables
-            .as_ref()
-            .map(|v| v.0.clone())
-            .unwrap_or_default();
-        if let Some(extra) = &job.extra_vars {
-            vars.extend(extra.0.clone());
-        }
-        Ok(Assignment {
-            job: Uuid::parse_str(&job.job_id).map_err(|e| e.to_string())?,
-            dispatch_id: dispatch_id.to_owned(),
-            playbook_name: playbook.name.clone(),
-            playbook_content: content.as_ref().clone(),
-            playbook_sha256: playbook.file_hash.clone(),
-            target: Target {
-                hostname: server.hostname.clone(),
-                ip_address: server.ip_address.clone(),
-                ssh_port: u16::try_from(server.ssh_port).unwrap_or(22),
-                ssh_user: server.ssh_user.clone(),
-                ssh_key_path: server.ssh_key_path.clone(),
-                host_vars_json: server
-                    .host_vars
-                    .as_ref()
-                    .map(|h| serde_json::Value::Object(h.0.clone()).to_string())
-                    .unwrap_or_else(|| "{}".into()),
-            },
-            extra_vars_json: serde_json::Value::Object(vars).to_string(),
-            time_limit_secs: u32::try_from(self.settings.default_time_limit.as_secs())
-                .unwrap_or(u32::MAX),
-        })
     }
 }
