@@ -18,6 +18,14 @@ pub const BATCH_LINES: usize = 500;
 /// …or about this many bytes of text.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
+// A batch is cut once it holds BATCH_BYTES, so it ends at most one line later; a line is at
+// most MAX_LINE_BYTES, tripled if every byte was invalid UTF-8 and became U+FFFD; each line
+// adds a few bytes of framing. The controller refuses larger frames.
+const _: () = assert!(
+    BATCH_BYTES + 3 * runner::MAX_LINE_BYTES + 64 + BATCH_LINES * 32
+        < outpost_protocol::codec::MAX_JOB_UP_FRAME
+);
+
 pub struct JobEntry {
     pub job: Uuid,
     pub dispatch_id: String,

@@ -53,7 +53,7 @@ pub async fn run_assigned(
         )
         .await
         .map_err(|e| e.to_string())?;
-        let mut reader = codec::spawn_reader::<_, JobUp>(recv, codec::MAX_FRAME);
+        let mut reader = codec::spawn_reader::<_, JobUp>(recv, codec::MAX_JOB_UP_FRAME);
         match tokio::time::timeout(ANSWER_TIMEOUT, reader.recv()).await {
             Ok(Some(Ok(JobUp::Accept { .. }))) => Ok((send, reader)),
             Ok(Some(Ok(JobUp::Reject { reason, .. }))) => {
@@ -96,7 +96,7 @@ pub async fn run_resumed(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    let mut reader = codec::spawn_reader::<_, JobUp>(recv, codec::MAX_FRAME);
+    let mut reader = codec::spawn_reader::<_, JobUp>(recv, codec::MAX_JOB_UP_FRAME);
     let (job_uuid, dispatch_id, acked) =
         match tokio::time::timeout(ANSWER_TIMEOUT, reader.recv()).await {
             Ok(Some(Ok(JobUp::Resume {

@@ -8,9 +8,14 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The default largest frame: enough for a log batch of 64 KiB of lines or a playbook of a few
-/// MiB, small enough that a misbehaving peer cannot exhaust memory.
+/// The default largest frame: enough for an assignment carrying a playbook of a few MiB, small
+/// enough that a misbehaving peer cannot exhaust memory.
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// The largest frame an agent may send on a job stream. Agents cut a batch after 64 KiB of
+/// text and a line at 32 KiB, so a batch stays near 100 KiB; the controller reads ahead a few
+/// frames per stream, and this bound keeps that read-ahead small.
+pub const MAX_JOB_UP_FRAME: usize = 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum FrameError {
