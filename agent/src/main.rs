@@ -72,8 +72,9 @@ struct RunArgs {
         value_delimiter = ','
     )]
     controllers: Vec<String>,
-    /// How many jobs run at once.
-    #[arg(long, env = "OUTPOST_AGENT_CAPACITY", default_value_t = 4)]
+    /// How many jobs run at once (1 to 100).
+    #[arg(long, env = "OUTPOST_AGENT_CAPACITY", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=outpost_protocol::MAX_AGENT_CAPACITY as i64))]
     capacity: u32,
     /// The ansible-playbook to run.
     #[arg(

@@ -115,7 +115,7 @@ pub async fn run(
     let agent = Arc::new(Agent {
         cfg: AgentConfig {
             controllers,
-            capacity: opts.capacity.max(1),
+            capacity: opts.capacity.clamp(1, outpost_protocol::MAX_AGENT_CAPACITY),
             labels: identity.labels.clone(),
             runner: Arc::new(RunnerConfig {
                 ansible_playbook: opts.ansible_playbook.clone(),

@@ -152,11 +152,15 @@ async fn run(
         close_conn(conn, close::VERSION, &reason);
         return Err(reason);
     }
+    // More jobs than streams the connection allows would stall: hold the agent to the limit.
+    let capacity = hello
+        .capacity
+        .clamp(1, outpost_protocol::MAX_AGENT_CAPACITY);
     let presence = AgentPresence {
         version: hello.agent_version.chars().take(50).collect(),
         hostname: hello.hostname.chars().take(255).collect(),
         ansible_version: hello.ansible_version.clone(),
-        capacity: i32::try_from(hello.capacity).unwrap_or(i32::MAX),
+        capacity: i32::try_from(capacity).unwrap_or(i32::MAX),
         controller: ctx.settings.controller_id.clone(),
         session: Uuid::new_v4().to_string(),
     };
@@ -191,7 +195,7 @@ async fn run(
         uuid: Uuid::parse_str(&agent.uuid).unwrap_or_default(),
         name: agent.name.clone(),
         labels: agent.label_pairs().into_iter().collect(),
-        capacity: hello.capacity,
+        capacity,
         in_flight,
         draining: false,
         session,
@@ -234,7 +238,7 @@ async fn run(
                     }
                 }
                 Some(Ok(Up::Status(s))) => {
-                    ctx.scheduler.send(Event::Status { agent: agent.id, session, capacity: s.capacity, draining: s.draining });
+                    ctx.scheduler.send(Event::Status { agent: agent.id, session, capacity: s.capacity.clamp(1, outpost_protocol::MAX_AGENT_CAPACITY), draining: s.draining });
                 }
                 Some(Ok(Up::Renew { csr_der })) => {
                     let answer = renew(ctx, &agent, &csr_der).await;

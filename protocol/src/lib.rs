@@ -24,6 +24,9 @@ pub const ALPN_AGENT: &[u8] = b"outpost/1";
 /// ALPN of enrolment: server authentication only; the agent proves itself with its token.
 pub const ALPN_ENROLL: &[u8] = b"outpost-enroll/1";
 
+/// The most jobs an agent may run at once (each needs a stream; see `tls`).
+pub const MAX_AGENT_CAPACITY: u32 = 100;
+
 /// Default UDP port of the agent endpoint.
 pub const DEFAULT_AGENT_PORT: u16 = 7443;
 /// Default UDP port of the enrolment endpoint. Enrolment has its own endpoint because it

@@ -64,8 +64,11 @@ fn transport(timers: Timers, keep_alive: bool) -> quinn::TransportConfig {
     if keep_alive {
         t.keep_alive_interval(Some(timers.keep_alive));
     }
-    // One stream per running job plus the session stream; leave room for many.
-    t.max_concurrent_bidi_streams(1024u32.into());
+    // One stream per job an agent holds, plus the session stream and resumes. quinn keeps
+    // state for every stream it allows, so this bound is most of an idle session's memory
+    // (1024 cost about 140 KiB per agent, 128 about 68 KiB: BENCHMARKS.md). Agents therefore
+    // run at most MAX_AGENT_CAPACITY jobs at once.
+    t.max_concurrent_bidi_streams(128u32.into());
     t
 }
 
