@@ -103,3 +103,22 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.lines_ingested.add(42);
+        m.agents_connected.set(3);
+        let text = m.render();
+        assert!(text.contains("# TYPE outpost_log_lines_ingested_total counter\noutpost_log_lines_ingested_total 42\n"), "{text}");
+        assert!(
+            text.contains("# TYPE outpost_agents_connected gauge\noutpost_agents_connected 3\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 7);
+    }
+}

@@ -228,6 +228,7 @@ async fn migrations_apply_once_and_roll_back(backend: Backend) {
     let store = Store::connect(&db.url, &PoolConfig::default())
         .await
         .unwrap();
+    store.ping().await.unwrap();
     let first = store.migrate_up().await.unwrap();
     assert_eq!(first.len(), store.known_migrations());
     assert_eq!(first[0].version, 1);
