@@ -38,7 +38,7 @@ enum Command {
     /// the signed certificate. The private key never leaves this host.
     Enroll(EnrollArgs),
     /// Run the agent service until SIGTERM (then: take no new work, let running jobs finish up
-    /// to --drain-timeout, cancel the rest, deliver their output, exit 0).
+    /// to --drain-timeout-secs, cancel the rest, deliver their output, exit 0).
     Run(RunArgs),
 }
 
