@@ -34,7 +34,63 @@ contract!(
     tickets_and_audit_listing,
     retention_deletes_old_lines_in_batches,
     agents_enrol_once_and_track_their_controller,
+    a_failed_job_and_its_ticket_commit_together,
 );
+
+async fn a_failed_job_and_its_ticket_commit_together(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let jobs = launch(&store, &f, 1).await;
+    let failed = Outcome {
+        status: JobStatus::Failed,
+        exit_code: Some(2),
+        error_message: Some("boom".into()),
+    };
+    let ticket = NewTicket {
+        job_id: jobs[0].id,
+        created_by: f.admin.id,
+        title: "Job failed".into(),
+        description: None,
+        priority: TicketPriority::High,
+    };
+    assert!(store
+        .finish_job_with_ticket(jobs[0].id, &failed, &Actor::system(), Some(&ticket))
+        .await
+        .unwrap());
+    // Finishing again changes nothing and opens no second ticket.
+    assert!(!store
+        .finish_job_with_ticket(jobs[0].id, &failed, &Actor::system(), Some(&ticket))
+        .await
+        .unwrap());
+    let tickets = store
+        .list_tickets(
+            &TicketFilter {
+                job_id: Some(jobs[0].id),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tickets.total, 1);
+    assert_eq!(tickets.items[0].created_by, f.admin.id);
+    // A ticket that cannot be written (no title) fails the whole move: the job stays as it was.
+    let more = launch(&store, &f, 1).await;
+    let bad = NewTicket {
+        job_id: more[0].id,
+        title: " ".into(),
+        ..ticket
+    };
+    assert!(store
+        .finish_job_with_ticket(more[0].id, &failed, &Actor::system(), Some(&bad))
+        .await
+        .is_err());
+    assert_eq!(
+        store.get_job(more[0].id).await.unwrap().status,
+        JobStatus::Pending
+    );
+}
 
 async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
     use outpost_controller::store::agents::{AgentPresence, NewEnrollmentToken};

@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
+use super::tickets::{insert_ticket, NewTicket};
 use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{AgentId, Job, JobId, JobStatus, Page, Paging, PlaybookId, ServerId, UserId};
 
@@ -212,6 +213,21 @@ impl Store {
     /// also end a pending one. Returns false (and changes nothing) when the job is already
     /// final or the move is not allowed.
     pub async fn finish_job(&self, id: JobId, outcome: &Outcome, actor: &Actor) -> Result<bool> {
+        self.finish_job_with_ticket(id, outcome, actor, None).await
+    }
+
+    /// [`Store::finish_job`], opening `ticket` in the same transaction when the move happens:
+    /// a failed job and its ticket are committed together or not at all.
+    pub async fn finish_job_with_ticket(
+        &self,
+        id: JobId,
+        outcome: &Outcome,
+        actor: &Actor,
+        ticket: Option<&NewTicket>,
+    ) -> Result<bool> {
+        if let Some(t) = ticket {
+            t.check()?;
+        }
         let from: &str = match outcome.status {
             JobStatus::Success => "('running')",
             JobStatus::Failed | JobStatus::Cancelled => "('pending', 'running')",
@@ -238,6 +254,9 @@ impl Store {
                     actor, action: "FINISH", resource_type: "job", resource_id: Some(id.0),
                     details: Some(json!({"status": outcome.status, "exit_code": outcome.exit_code})),
                 })?;
+                if let Some(t) = ticket {
+                    insert_ticket!(&mut *tx, t, &Actor::system())?;
+                }
             }
             tx.commit().await?;
             moved

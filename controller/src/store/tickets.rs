@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, Result, Store, StoreError};
 use crate::model::{JobId, Page, Paging, Ticket, TicketId, TicketPriority, TicketStatus, UserId};
 
 const COLUMNS: &str = "id, ticket_id, job_id, created_by, title, description, status, priority, \
@@ -19,6 +19,48 @@ pub struct NewTicket {
     pub priority: TicketPriority,
 }
 
+impl NewTicket {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.title.trim().is_empty() {
+            return Err(StoreError::invalid("title", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// Inserts a checked [`NewTicket`] and its audit record through an executor of either backend
+/// (the transaction of the change that opens it); evaluates to the new row id.
+macro_rules! insert_ticket {
+    ($exec:expr, $new:expr, $actor:expr) => {{
+        let new: &$crate::store::tickets::NewTicket = $new;
+        // The title column holds 255 characters: shorten rather than fail an automatic ticket.
+        let title: String = new.title.chars().take(255).collect();
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let ts = $crate::store::now();
+        async {
+            let res = sqlx::query(
+                "INSERT INTO tickets (ticket_id, job_id, created_by, title, description, status, priority, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
+            )
+            .bind(&uuid).bind(new.job_id).bind(new.created_by).bind(&title).bind(&new.description)
+            .bind(new.priority.as_str()).bind(ts).bind(ts)
+            .execute(&mut *$exec).await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
+                    $crate::store::StoreError::NotFound(format!("job {} or user {}", new.job_id, new.created_by)),
+                _ => $crate::store::StoreError::Database(e),
+            })?;
+            let id = $crate::store::InsertedId::inserted_id(&res) as i32;
+            $crate::store::audit::insert_audit!(&mut *$exec, &$crate::store::audit::NewAudit {
+                actor: $actor, action: "CREATE", resource_type: "ticket", resource_id: Some(id),
+                details: Some(serde_json::json!({"ticket_id": uuid, "job_id": new.job_id, "priority": new.priority})),
+            })?;
+            Ok::<i32, $crate::store::StoreError>(id)
+        }.await
+    }};
+}
+pub(crate) use insert_ticket;
+
 /// Filters for [`Store::list_tickets`].
 #[derive(Debug, Clone, Default)]
 pub struct TicketFilter {
@@ -29,32 +71,10 @@ pub struct TicketFilter {
 
 impl Store {
     pub async fn create_ticket(&self, new: &NewTicket, actor: &Actor) -> Result<Ticket> {
-        if new.title.trim().is_empty() {
-            return Err(StoreError::invalid("title", "must not be empty"));
-        }
-        // The title column holds 255 characters: shorten rather than fail an automatic ticket.
-        let title: String = new.title.chars().take(255).collect();
-        let uuid = uuid::Uuid::new_v4().to_string();
-        let ts = now();
+        new.check()?;
         let id = on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            let res = sqlx::query(
-                "INSERT INTO tickets (ticket_id, job_id, created_by, title, description, status, priority, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
-            )
-            .bind(&uuid).bind(new.job_id).bind(new.created_by).bind(&title).bind(&new.description)
-            .bind(new.priority.as_str()).bind(ts).bind(ts)
-            .execute(&mut *tx).await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
-                    StoreError::NotFound(format!("job {} or user {}", new.job_id, new.created_by)),
-                _ => StoreError::Database(e),
-            })?;
-            let id = res.inserted_id() as i32;
-            insert_audit!(&mut *tx, &NewAudit {
-                actor, action: "CREATE", resource_type: "ticket", resource_id: Some(id),
-                details: Some(json!({"ticket_id": uuid, "job_id": new.job_id, "priority": new.priority})),
-            })?;
+            let id = insert_ticket!(&mut *tx, new, actor)?;
             tx.commit().await?;
             id
         });
