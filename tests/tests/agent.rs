@@ -153,25 +153,21 @@ async fn certificates_are_renewed_before_they_expire() {
     let first = std::fs::read_to_string(agent.state_dir.join("agent.pem")).unwrap();
     agent.start(&[proxy.addr], &AgentOpts::fast_failure());
     let w = &c.world;
-    let before = w
-        .store
-        .get_agent_by_name("bastion")
-        .await
-        .unwrap()
-        .cert_expires_at
-        .unwrap();
+    let expiry = || async {
+        w.store
+            .get_agent_by_name("bastion")
+            .await
+            .unwrap()
+            .cert_expires_at
+            .unwrap()
+    };
+    let before = expiry().await;
     wait_for("a renewed certificate", MINUTE, || async {
         let now = std::fs::read_to_string(agent.state_dir.join("agent.pem")).ok()?;
         (now != first).then_some(())
     })
     .await;
-    let after = w
-        .store
-        .get_agent_by_name("bastion")
-        .await
-        .unwrap()
-        .cert_expires_at
-        .unwrap();
+    let after = expiry().await;
     assert!(after > before, "the controller recorded the new expiry");
     // Wait until the first certificate has expired, then force a new session: it must use
     // the renewed certificate.
