@@ -137,6 +137,7 @@ pub async fn run(
         hostname: hostname(),
         draining: CancellationToken::new(),
         shutdown: CancellationToken::new(),
+        early_cancels: Default::default(),
     });
     tracing::info!(agent = %agent.identity.name, uuid = %agent.identity.uuid, controllers = ?agent.cfg.controllers, "agent starting");
     let mut session = tokio::spawn(session::run(agent.clone()));

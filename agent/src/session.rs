@@ -54,6 +54,32 @@ pub struct Agent {
     pub draining: CancellationToken,
     /// Fired when the agent is done: close the session and exit.
     pub shutdown: CancellationToken,
+    /// Cancels that arrived before their job's assignment (the two travel on different
+    /// streams): such a job is refused instead of started.
+    pub early_cancels: EarlyCancels,
+}
+
+/// Cancel requests for jobs this agent does not hold (yet), forgotten after an hour.
+#[derive(Default)]
+pub struct EarlyCancels(
+    std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>,
+);
+
+impl EarlyCancels {
+    const KEEP: Duration = Duration::from_secs(3600);
+
+    pub fn remember(&self, job: uuid::Uuid) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        map.retain(|_, at| now.duration_since(*at) < Self::KEEP);
+        map.insert(job, now);
+    }
+
+    /// Whether `job` was cancelled before it arrived (and forgets it).
+    pub fn take(&self, job: &uuid::Uuid) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(job).is_some()
+    }
 }
 
 enum SessionEnd {
@@ -270,7 +296,10 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
                         tracing::info!(%job, %reason, "cancel requested");
                         entry.stop.request(reason.clone());
                     }
-                    None => tracing::debug!(%job, "cancel for a job not held here"),
+                    None => {
+                        tracing::info!(%job, "cancel for a job not held here (yet): it will not be started");
+                        agent.early_cancels.remember(job);
+                    }
                 },
                 Some(Ok(Down::Renewed { cert_chain_der })) => {
                     renewing = false;
@@ -370,7 +399,9 @@ async fn take_assignment(agent: Arc<Agent>, mut send: quinn::SendStream, recv: q
         }
     };
     let id = job.job;
-    let refuse = if agent.draining.is_cancelled() {
+    let refuse = if agent.early_cancels.take(&id) {
+        Some("cancelled before it started".to_owned())
+    } else if agent.draining.is_cancelled() {
         Some("agent is shutting down".to_owned())
     } else if agent.table.get(&id).is_some() {
         Some("job already held by this agent".to_owned())

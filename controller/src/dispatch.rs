@@ -15,12 +15,11 @@ use outpost_protocol::message::{FinalStatus, JobDown, JobUp, LogBatch};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::context::SessionContext;
 use crate::ingest::Committed;
-use crate::lifecycle;
+use crate::lifecycle::{Attempt, Outcome, Released};
 use crate::model::{AgentId, Job, JobStatus};
 use crate::scheduler::{Dispatch, Event};
-use crate::session::SessionContext;
-use crate::store::jobs::Outcome;
 use crate::store::logs::NewLogLine;
 
 /// Content longer than this is cut: a TEXT column holds 65,535 bytes.
@@ -76,9 +75,20 @@ pub async fn run_assigned(
             // it, reconciliation on reconnect (or the grace period) settles it. Otherwise the
             // agent clearly does not have it: back to the queue.
             if conn.close_reason().is_none() {
-                tracing::info!(job = %job.job_id, %reason, "assignment not taken; back to the queue");
-                if let Err(e) = ctx.store.release_job(job.id, &dispatch_id, &reason).await {
-                    tracing::warn!(job = %job.job_id, error = %e, "cannot release a job");
+                let attempt = Attempt {
+                    job: job.id,
+                    dispatch_id: dispatch_id.clone(),
+                };
+                match ctx.lifecycle.release(&attempt, &reason).await {
+                    Ok(Released::Cancelled) => {
+                        tracing::info!(job = %job.job_id, %reason, "assignment not taken; the job was cancelled meanwhile")
+                    }
+                    Ok(_) => {
+                        tracing::info!(job = %job.job_id, %reason, "assignment not taken; back to the queue")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job.job_id, error = %e, "cannot release a job; reconciliation will")
+                    }
                 }
                 ctx.scheduler.send(Event::Freed {
                     agent: owner.agent,
@@ -137,7 +147,13 @@ pub async fn run_resumed(
     };
     if job.status == JobStatus::Pending {
         // The agent only holds jobs it started; the Started message was lost with a connection.
-        let _ = ctx.store.mark_job_running(job.id, &dispatch_id).await;
+        let attempt = Attempt {
+            job: job.id,
+            dispatch_id: dispatch_id.clone(),
+        };
+        if let Err(e) = ctx.lifecycle.start(&attempt).await {
+            tracing::warn!(job = %job.job_id, error = %e, "cannot record the start yet; the outcome will");
+        }
     }
     tracing::info!(job = %job.job_id, acked_through = acked, "job stream resumed");
     JobStream::new(
@@ -215,6 +231,11 @@ impl JobStream {
                 msg = self.reader.recv() => {
                     let step = match msg {
                         Some(Ok(m)) => self.on_message(m).await,
+                        Some(Err(FrameError::Io(e))) => {
+                            // The connection went: the session logs that once, not every stream.
+                            tracing::debug!(job = %self.job.job_id, error = %e, "job stream ended with its connection");
+                            Step::Done
+                        }
                         Some(Err(e)) => {
                             tracing::warn!(job = %self.job.job_id, error = %e, "bad frame on a job stream");
                             let _ = self.send.reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
@@ -227,6 +248,35 @@ impl JobStream {
                     }
                 }
             }
+        }
+    }
+
+    fn attempt(&self) -> Attempt {
+        Attempt {
+            job: self.job.id,
+            dispatch_id: self.dispatch_id.clone(),
+        }
+    }
+
+    /// Records that ansible started, retrying a few times while the database is away. If it
+    /// still cannot, the outcome records the start as well (a pending attempt may finish), so
+    /// the job is never handed out a second time.
+    async fn record_start(&self) {
+        let attempt = self.attempt();
+        let mut wait = Duration::from_millis(200);
+        for _ in 0..5 {
+            match self.ctx.lifecycle.start(&attempt).await {
+                Ok(true) => {
+                    tracing::info!(job = %self.job.job_id, "running");
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(job = %self.job.job_id, error = %e, retry_in = ?wait, "cannot record the start")
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
         }
     }
 
@@ -255,18 +305,7 @@ impl JobStream {
     async fn on_message(&mut self, msg: JobUp) -> Step {
         match msg {
             JobUp::Started { .. } => {
-                match self
-                    .ctx
-                    .store
-                    .mark_job_running(self.job.id, &self.dispatch_id)
-                    .await
-                {
-                    Ok(true) => tracing::info!(job = %self.job.job_id, "running"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(job = %self.job.job_id, error = %e, "cannot mark the job running")
-                    }
-                }
+                self.record_start().await;
                 Step::Continue
             }
             JobUp::Logs(batch) => self.on_logs(batch).await,
@@ -293,19 +332,17 @@ impl JobStream {
                     exit_code: f.exit_code,
                     error_message: f.error.clone(),
                 };
-                let job = match self.ctx.store.get_job(self.job.id).await {
-                    Ok(j) => j,
-                    Err(e) => {
-                        tracing::warn!(job = %self.job.job_id, error = %e, "cannot record the outcome yet");
-                        return Step::Done;
-                    }
-                };
-                match lifecycle::finish(&self.ctx.store, &job, &outcome).await {
+                match self.ctx.lifecycle.finish(&self.attempt(), &outcome).await {
                     Ok(recorded) => {
-                        tracing::info!(job = %job.job_id, status = %outcome.status, recorded, "finished")
+                        tracing::info!(job = %self.job.job_id, status = %outcome.status, recorded, "finished")
                     }
                     Err(e) => {
-                        tracing::warn!(job = %job.job_id, error = %e, "cannot record the outcome; the agent will resend it");
+                        // Not acknowledged: the agent keeps the outcome and resends it on its
+                        // next stream for the job.
+                        tracing::warn!(job = %self.job.job_id, error = %e, "cannot record the outcome; the agent will resend it");
+                        let _ = self
+                            .send
+                            .reset(quinn::VarInt::from_u32(outpost_protocol::close::NORMAL));
                         return Step::Done;
                     }
                 }

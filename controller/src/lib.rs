@@ -3,11 +3,14 @@
 //! trail.
 //!
 //! - [`store`]: the database, one API over both backends; [`model`]: its records.
-//! - [`server`]: the daemon, wiring the rest: [`session`] (one task per agent), [`dispatch`]
+//! - [`server`]: the daemon, wiring the rest: [`session`] (one task per agent, sharing a
+//!   [`context`]), [`dispatch`]
 //!   (job streams), [`scheduler`], [`ingest`], [`enroll`], [`lifecycle`], [`retention`].
-//! - [`config`], [`pki`] (the CA on disk), [`metrics`].
+//! - [`lifecycle`]: the one place where a job changes state.
+//! - [`config`], [`pki`] (the CA on disk), [`metrics`], [`text`] (fitting text to columns).
 
 pub mod config;
+pub mod context;
 pub mod dispatch;
 pub mod enroll;
 pub mod ingest;
@@ -20,5 +23,6 @@ pub mod scheduler;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod text;
 
 pub use store::{PoolConfig, Store, StoreError};

@@ -276,6 +276,8 @@ pub struct Agent {
     pub ansible_version: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub connected_controller: Option<String>,
+    /// When the agent's last session ended, while it has not come back (its grace period).
+    pub lost_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::context::SessionContext;
 use crate::enroll::EnrollService;
 use crate::pki::{self, PkiPaths};
-use crate::session::{self, SessionContext};
+use crate::session;
 use crate::store::{Store, StoreError};
 use crate::{ingest, retention, scheduler};
 
@@ -74,6 +75,18 @@ pub async fn serve(
         for m in store.migrate_up().await? {
             tracing::info!(version = m.version, description = %m.description, "migration applied");
         }
+    }
+    tracing::info!(store = %crate::store::redact_url(&settings.database_url), dialect = ?store.dialect(), "store opened");
+    // Sessions this controller held before it stopped are gone: their agents' grace periods
+    // start now, kept in the database so that any controller settles them.
+    let stale = store
+        .sessions_of_controller_lost(&settings.controller_id)
+        .await?;
+    if stale > 0 {
+        tracing::warn!(
+            agents = stale,
+            "agents held before a restart: waiting for them to come back"
+        );
     }
     let pki = pki::load(&PkiPaths::new(&settings.data_dir))?;
     let timers = outpost_protocol::tls::Timers {

@@ -3,61 +3,68 @@
 //! agent with the scheduler, and then serves the session stream (heartbeats, status, cancel
 //! requests, certificate renewal) and the job streams.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_protocol::codec;
-use outpost_protocol::message::{Down, Hello, Up, Welcome};
-use outpost_protocol::pki::{self, Ca};
+use outpost_protocol::codec::{self, FrameError};
+use outpost_protocol::message::{Down, Up, Welcome};
+use outpost_protocol::pki;
 use outpost_protocol::{close, tls};
+use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::Settings;
+use crate::context::SessionContext;
 use crate::dispatch::{self, Owner};
-use crate::ingest::IngestHandle;
-use crate::lifecycle;
 use crate::metrics;
-use crate::model::{Agent, JobStatus};
-use crate::scheduler::{AgentLink, Event, SchedulerHandle, SessionCommand};
+use crate::model::Agent;
+use crate::scheduler::{AgentLink, Event, SessionCommand};
 use crate::store::agents::AgentPresence;
-use crate::store::jobs::Outcome;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Session-stream messages are small; a renewal CSR is the largest.
 const MAX_SESSION_FRAME: usize = 256 * 1024;
 
-/// What every session shares.
-pub struct SessionContext {
-    pub store: Store,
-    pub settings: Arc<Settings>,
-    pub scheduler: SchedulerHandle,
-    pub ingest: IngestHandle,
-    pub ca: Arc<Ca>,
-    pub stop: CancellationToken,
-    next_session: AtomicU64,
+/// Why a session ended. Each maps to the QUIC close code the agent is told.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("the agent did not open its session stream in time")]
+    NoSessionStream,
+    #[error("expected Hello, got {0}")]
+    NoHello(String),
+    #[error("{0}")]
+    Version(String),
+    #[error("bad frame on the session stream: {0}")]
+    Frame(#[from] FrameError),
+    #[error("cannot write to the session stream: {0}")]
+    Write(FrameError),
+    #[error("a second Hello")]
+    SecondHello,
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("the agent closed its session stream")]
+    StreamClosed,
+    #[error("the store cannot serve this session: {0}")]
+    Store(#[from] StoreError),
+    #[error("{reason}")]
+    Closed { code: u32, reason: String },
 }
 
-impl SessionContext {
-    pub fn new(
-        store: Store,
-        settings: Arc<Settings>,
-        scheduler: SchedulerHandle,
-        ingest: IngestHandle,
-        ca: Arc<Ca>,
-        stop: CancellationToken,
-    ) -> SessionContext {
-        SessionContext {
-            store,
-            settings,
-            scheduler,
-            ingest,
-            ca,
-            stop,
-            next_session: AtomicU64::new(1),
+impl SessionError {
+    /// The close code the connection is closed with.
+    pub fn close_code(&self) -> u32 {
+        match self {
+            SessionError::Version(_) => close::VERSION,
+            SessionError::NoHello(_) | SessionError::Frame(_) | SessionError::SecondHello => {
+                close::PROTOCOL
+            }
+            SessionError::NoSessionStream
+            | SessionError::Write(_)
+            | SessionError::Connection(_)
+            | SessionError::StreamClosed => close::NORMAL,
+            SessionError::Store(_) => close::SHUTDOWN,
+            SessionError::Closed { code, .. } => *code,
         }
     }
 }
@@ -85,8 +92,16 @@ pub async fn handle(ctx: Arc<SessionContext>, incoming: quinn::Incoming) {
             return;
         }
     };
-    if let Err(reason) = run(&ctx, &conn, agent).await {
-        tracing::info!(%reason, "agent session ended");
+    if let Err(e) = run(&ctx, &conn, agent).await {
+        if matches!(
+            e,
+            SessionError::Connection(_) | SessionError::StreamClosed | SessionError::Write(_)
+        ) {
+            tracing::info!(reason = %e, "agent session ended");
+        } else {
+            tracing::warn!(reason = %e, "agent session ended");
+            close_conn(&conn, e.close_code(), &e.to_string());
+        }
     }
 }
 
@@ -97,7 +112,7 @@ async fn identify(ctx: &SessionContext, conn: &quinn::Connection) -> Result<Agen
         .get_agent_by_uuid(&uuid.to_string())
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::NotFound(_) => (
+            StoreError::NotFound(_) => (
                 close::UNKNOWN_AGENT,
                 format!("agent {uuid} is not enrolled here: enrol it again"),
             ),
@@ -116,18 +131,17 @@ async fn run(
     ctx: &Arc<SessionContext>,
     conn: &quinn::Connection,
     agent: Agent,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let (mut send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
-        .map_err(|_| "no session stream".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| SessionError::NoSessionStream)??;
     let mut reader = codec::spawn_reader::<_, Up>(recv, MAX_SESSION_FRAME);
     let hello = match tokio::time::timeout(Duration::from_secs(10), reader.recv()).await {
         Ok(Some(Ok(Up::Hello(h)))) => h,
-        other => {
-            close_conn(conn, close::PROTOCOL, "expected Hello");
-            return Err(format!("expected Hello, got {other:?}"));
-        }
+        Ok(Some(Ok(other))) => return Err(SessionError::NoHello(format!("{other:?}"))),
+        Ok(Some(Err(e))) => return Err(e.into()),
+        Ok(None) => return Err(SessionError::StreamClosed),
+        Err(_) => return Err(SessionError::NoHello("nothing in 10 s".into())),
     };
     if hello.protocol_version < outpost_protocol::MIN_PROTOCOL_VERSION
         || hello.protocol_version > outpost_protocol::PROTOCOL_VERSION
@@ -149,28 +163,27 @@ async fn run(
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
         metrics::global().handshakes_refused.inc();
-        close_conn(conn, close::VERSION, &reason);
-        return Err(reason);
+        return Err(SessionError::Version(reason));
     }
     // More jobs than streams the connection allows would stall: hold the agent to the limit.
     let capacity = hello
         .capacity
         .clamp(1, outpost_protocol::MAX_AGENT_CAPACITY);
     let presence = AgentPresence {
-        version: hello.agent_version.chars().take(50).collect(),
-        hostname: hello.hostname.chars().take(255).collect(),
+        version: hello.agent_version.clone(),
+        hostname: hello.hostname.clone(),
         ansible_version: hello.ansible_version.clone(),
         capacity: i32::try_from(capacity).unwrap_or(i32::MAX),
         controller: ctx.settings.controller_id.clone(),
         session: Uuid::new_v4().to_string(),
     };
-    ctx.store
-        .agent_connected(agent.id, &presence)
-        .await
-        .map_err(|e| e.to_string())?;
-    let in_flight = reconcile(ctx, &agent, &hello)
-        .await
-        .map_err(|e| e.to_string())?;
+    ctx.store.agent_connected(agent.id, &presence).await?;
+    let held: Vec<(Uuid, String)> = hello
+        .running
+        .iter()
+        .map(|r| (r.job, r.dispatch_id.clone()))
+        .collect();
+    let in_flight = ctx.lifecycle.reconcile(&agent, &held).await?;
 
     let welcome = Welcome {
         protocol_version: outpost_protocol::PROTOCOL_VERSION,
@@ -182,9 +195,9 @@ async fn run(
     };
     codec::write_frame(&mut send, &Down::Welcome(welcome), MAX_SESSION_FRAME)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(SessionError::Write)?;
 
-    let session = ctx.next_session.fetch_add(1, Ordering::Relaxed);
+    let session = ctx.next_session();
     let owner = Owner {
         agent: agent.id,
         session,
@@ -211,10 +224,10 @@ async fn run(
 
     let mut jobs = JoinSet::new();
 
-    let end: Result<(), String> = loop {
+    let end: Result<(), SessionError> = loop {
         tokio::select! {
             _ = ctx.stop.cancelled() => break Ok(()),
-            reason = conn.closed() => break Err(format!("connection closed: {reason}")),
+            reason = conn.closed() => break Err(reason.into()),
             cmd = commands.recv() => match cmd {
                 Some(SessionCommand::Assign(d)) => {
                     jobs.spawn(dispatch::run_assigned(ctx.clone(), conn.clone(), owner, *d));
@@ -222,19 +235,19 @@ async fn run(
                 Some(SessionCommand::Cancel { job, reason }) => {
                     tracing::info!(%job, agent = %agent.name, "delivering a cancel request");
                     if let Err(e) = codec::write_frame(&mut send, &Down::Cancel { job, reason }, MAX_SESSION_FRAME).await {
-                        break Err(e.to_string());
+                        break Err(SessionError::Write(e));
                     }
                 }
                 Some(SessionCommand::Close { code, reason }) => {
                     close_conn(conn, code, &reason);
-                    break Err(reason);
+                    break Err(SessionError::Closed { code, reason });
                 }
                 None => break Ok(()),
             },
             msg = reader.recv() => match msg {
                 Some(Ok(Up::Heartbeat { seq })) => {
                     if let Err(e) = codec::write_frame(&mut send, &Down::HeartbeatAck { seq }, MAX_SESSION_FRAME).await {
-                        break Err(e.to_string());
+                        break Err(SessionError::Write(e));
                     }
                 }
                 Some(Ok(Up::Status(s))) => {
@@ -243,19 +256,16 @@ async fn run(
                 Some(Ok(Up::Renew { csr_der })) => {
                     let answer = renew(ctx, &agent, &csr_der).await;
                     if let Err(e) = codec::write_frame(&mut send, &answer, MAX_SESSION_FRAME).await {
-                        break Err(e.to_string());
+                        break Err(SessionError::Write(e));
                     }
                 }
-                Some(Ok(Up::Hello(_))) => break Err("a second Hello".into()),
-                Some(Err(e)) => {
-                    close_conn(conn, close::PROTOCOL, "bad frame on the session stream");
-                    break Err(e.to_string());
-                }
-                None => break Err("the agent closed its session stream".into()),
+                Some(Ok(Up::Hello(_))) => break Err(SessionError::SecondHello),
+                Some(Err(e)) => break Err(e.into()),
+                None => break Err(conn.close_reason().map(SessionError::from).unwrap_or(SessionError::StreamClosed)),
             },
             stream = conn.accept_bi() => match stream {
                 Ok((s, r)) => { jobs.spawn(dispatch::run_resumed(ctx.clone(), owner, s, r)); }
-                Err(e) => break Err(e.to_string()),
+                Err(e) => break Err(e.into()),
             },
 
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
@@ -300,47 +310,6 @@ async fn audit(store: &Store, agent: &Agent, action: &str, details: serde_json::
             details: Some(details),
         })
         .await;
-}
-
-/// Squares the store with what the agent says it holds. Jobs it resumes stay with it; a job it
-/// never started goes back to the queue; a job it ran but no longer knows fails. Returns how
-/// many jobs the agent holds.
-async fn reconcile(
-    ctx: &SessionContext,
-    agent: &Agent,
-    hello: &Hello,
-) -> crate::store::Result<u32> {
-    let held = ctx.store.agent_active_jobs(agent.id).await?;
-    let mut in_flight = 0;
-    for job in held {
-        let reported = hello.running.iter().any(|r| {
-            r.job.to_string() == job.job_id
-                && Some(r.dispatch_id.as_str()) == job.celery_task_id.as_deref()
-        });
-        if reported {
-            in_flight += 1;
-            continue;
-        }
-        match (job.status, job.celery_task_id.as_deref()) {
-            (JobStatus::Pending, Some(dispatch)) => {
-                ctx.store
-                    .release_job(job.id, dispatch, "the agent reconnected without it")
-                    .await?;
-            }
-            _ => {
-                let outcome = Outcome {
-                    status: JobStatus::Failed,
-                    exit_code: None,
-                    error_message: Some(format!(
-                        "agent {} reconnected without this job (its spool was lost)",
-                        agent.name
-                    )),
-                };
-                lifecycle::finish(&ctx.store, &job, &outcome).await?;
-            }
-        }
-    }
-    Ok(in_flight)
 }
 
 async fn renew(ctx: &SessionContext, agent: &Agent, csr_der: &[u8]) -> Down {

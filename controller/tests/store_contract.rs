@@ -2,9 +2,10 @@
 //! expectations.
 
 use chrono::{Duration, Utc};
+use outpost_controller::lifecycle::{Attempt, CancelResult, Claim, Lifecycle, Outcome, Released};
 use outpost_controller::model::{JobStatus, Paging, Role, TicketPriority, TicketStatus};
 use outpost_controller::store::audit::{Actor, AuditFilter};
-use outpost_controller::store::jobs::{CancelResult, JobFilter, NewJob, Outcome};
+use outpost_controller::store::jobs::{JobFilter, NewJob};
 use outpost_controller::store::logs::NewLogLine;
 use outpost_controller::store::playbooks::NewPlaybook;
 use outpost_controller::store::servers::{NewServer, ServerFilter};
@@ -35,34 +36,45 @@ contract!(
     retention_deletes_old_lines_in_batches,
     agents_enrol_once_and_track_their_controller,
     a_failed_job_and_its_ticket_commit_together,
+    a_long_failure_fits_its_columns,
+    the_server_limit_is_part_of_the_claim,
+    a_release_after_a_cancel_request_cancels,
+    lost_agents_are_settled_from_the_database,
 );
+
+/// Claims `job` for agent 1 and returns the attempt.
+async fn claimed(life: &Lifecycle, job: &outpost_controller::model::Job) -> Attempt {
+    match life
+        .claim(
+            job.id,
+            job.server_id,
+            outpost_controller::model::AgentId(1),
+            100,
+        )
+        .await
+        .unwrap()
+    {
+        Claim::Claimed(a) => a,
+        other => panic!("claim of {} gave {other:?}", job.job_id),
+    }
+}
 
 async fn a_failed_job_and_its_ticket_commit_together(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
     let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
     let jobs = launch(&store, &f, 1).await;
+    let a = claimed(&life, &jobs[0]).await;
     let failed = Outcome {
         status: JobStatus::Failed,
         exit_code: Some(2),
         error_message: Some("boom".into()),
     };
-    let ticket = NewTicket {
-        job_id: jobs[0].id,
-        created_by: f.admin.id,
-        title: "Job failed".into(),
-        description: None,
-        priority: TicketPriority::High,
-    };
-    assert!(store
-        .finish_job_with_ticket(jobs[0].id, &failed, &Actor::system(), Some(&ticket))
-        .await
-        .unwrap());
+    assert!(life.finish(&a, &failed).await.unwrap());
     // Finishing again changes nothing and opens no second ticket.
-    assert!(!store
-        .finish_job_with_ticket(jobs[0].id, &failed, &Actor::system(), Some(&ticket))
-        .await
-        .unwrap());
+    assert!(!life.finish(&a, &failed).await.unwrap());
     let tickets = store
         .list_tickets(
             &TicketFilter {
@@ -75,21 +87,203 @@ async fn a_failed_job_and_its_ticket_commit_together(backend: Backend) {
         .unwrap();
     assert_eq!(tickets.total, 1);
     assert_eq!(tickets.items[0].created_by, f.admin.id);
-    // A ticket that cannot be written (no title) fails the whole move: the job stays as it was.
-    let more = launch(&store, &f, 1).await;
-    let bad = NewTicket {
-        job_id: more[0].id,
-        title: " ".into(),
-        ..ticket
+    assert_eq!(tickets.items[0].priority, TicketPriority::High);
+    let d = tickets.items[0].description.clone().unwrap();
+    assert!(d.contains("exit code 2") && d.contains("boom"), "{d}");
+}
+
+/// The failure that used to leave a job running forever: error text and error lines far longer
+/// than the columns (MariaDB's strict mode refuses an over-long value).
+async fn a_long_failure_fits_its_columns(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let jobs = launch(&store, &f, 1).await;
+    let a = claimed(&life, &jobs[0]).await;
+    assert!(life.start(&a).await.unwrap());
+    let long = "fatal: ".to_owned() + &"é".repeat(30_000);
+    let lines: Vec<NewLogLine> = (1..=5)
+        .map(|n| NewLogLine {
+            job: jobs[0].id,
+            line_number: n,
+            content: long.clone(),
+            level: Some("ERROR".into()),
+            timestamp: Utc::now(),
+        })
+        .collect();
+    store.insert_log_lines(&lines).await.unwrap();
+    let failed = Outcome {
+        status: JobStatus::Failed,
+        exit_code: Some(3),
+        error_message: Some("x".repeat(100_000)),
     };
-    assert!(store
-        .finish_job_with_ticket(more[0].id, &failed, &Actor::system(), Some(&bad))
+    assert!(life.finish(&a, &failed).await.unwrap());
+    let job = store.get_job(jobs[0].id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    let err = job.error_message.unwrap();
+    assert!(err.len() <= 65_535 && err.contains("…[cut; 100000 bytes in all]"));
+    let t = store
+        .list_tickets(
+            &TicketFilter {
+                job_id: Some(jobs[0].id),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
         .await
-        .is_err());
+        .unwrap();
+    assert_eq!(t.total, 1);
+    assert!(t.items[0]
+        .description
+        .as_ref()
+        .unwrap()
+        .contains("fatal: éé"));
+}
+
+/// Two schedulers racing for the jobs of one server never exceed its limit.
+async fn the_server_limit_is_part_of_the_claim(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let jobs = launch(&store, &f, 10).await;
+    let mut handles = Vec::new();
+    for job in &jobs {
+        for _ in 0..2 {
+            let (life, id, server) = (life.clone(), job.id, job.server_id);
+            handles.push(tokio::spawn(async move {
+                life.claim(id, server, outpost_controller::model::AgentId(1), 2)
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut claims = Vec::new();
+    for h in handles {
+        claims.push(h.await.unwrap());
+    }
+    let won: Vec<&Attempt> = claims
+        .iter()
+        .filter_map(|c| match c {
+            Claim::Claimed(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(won.len(), 2, "{claims:?}");
+    assert!(claims.contains(&Claim::ServerBusy));
+    // A finished job frees its place.
+    let ok = Outcome {
+        status: JobStatus::Success,
+        exit_code: Some(0),
+        error_message: None,
+    };
+    assert!(life.finish(won[0], &ok).await.unwrap());
+    let next = store.unassigned_jobs(1).await.unwrap().remove(0);
+    assert!(matches!(
+        life.claim(
+            next.id,
+            next.server_id,
+            outpost_controller::model::AgentId(1),
+            2
+        )
+        .await
+        .unwrap(),
+        Claim::Claimed(_)
+    ));
+}
+
+/// A job whose assignment is given back after a cancel request ends cancelled, not queued
+/// (the queue skips cancel-requested jobs: it would wait forever).
+async fn a_release_after_a_cancel_request_cancels(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let jobs = launch(&store, &f, 1).await;
+    let a = claimed(&life, &jobs[0]).await;
     assert_eq!(
-        store.get_job(more[0].id).await.unwrap().status,
-        JobStatus::Pending
+        life.cancel(jobs[0].id, &Actor::user(f.admin.id))
+            .await
+            .unwrap(),
+        CancelResult::Requested
     );
+    assert_eq!(
+        life.release(&a, "cancelled before it started")
+            .await
+            .unwrap(),
+        Released::Cancelled
+    );
+    let j = store.get_job(jobs[0].id).await.unwrap();
+    assert_eq!((j.status, j.agent_id), (JobStatus::Cancelled, None));
+    assert_eq!(life.release(&a, "again").await.unwrap(), Released::NotHeld);
+}
+
+/// An agent lost on a controller that then restarted: its deadline is in the database, so the
+/// job fails "agent lost" with a ticket once the grace period passes, and only once.
+async fn lost_agents_are_settled_from_the_database(backend: Backend) {
+    use outpost_controller::store::agents::AgentPresence;
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let agent = outpost_controller::model::AgentId(1);
+    let presence = AgentPresence {
+        version: "1".into(),
+        hostname: "bastion".into(),
+        ansible_version: "2.17".into(),
+        capacity: 4,
+        controller: "ctl-a".into(),
+        session: "s1".into(),
+    };
+    store.agent_connected(agent, &presence).await.unwrap();
+    let jobs = launch(&store, &f, 2).await;
+    let running = claimed(&life, &jobs[0]).await;
+    assert!(life.start(&running).await.unwrap());
+    let assigned = claimed(&life, &jobs[1]).await;
+    // ctl-a is killed and comes back: its old sessions are lost from now on.
+    assert_eq!(store.sessions_of_controller_lost("ctl-a").await.unwrap(), 1);
+    let grace = std::time::Duration::from_secs(2);
+    assert!(
+        life.settle_abandoned(grace).await.unwrap().is_empty(),
+        "within the grace period"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // Two controllers settle at once: the agent is recorded lost once.
+    let (a, b) = tokio::join!(life.settle_abandoned(grace), life.settle_abandoned(grace));
+    assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
+    let j = store.get_job(jobs[0].id).await.unwrap();
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(j.error_message.unwrap().starts_with("agent lost"));
+    let back = store.get_job(jobs[1].id).await.unwrap();
+    assert_eq!((back.status, back.agent_id), (JobStatus::Pending, None));
+    let _ = assigned;
+    let tickets = store
+        .list_tickets(
+            &TicketFilter {
+                job_id: Some(jobs[0].id),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tickets.total, 1);
+    let lost = store
+        .list_audit(
+            &AuditFilter {
+                action: Some("AGENT_LOST".into()),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(lost.total, 1);
 }
 
 async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
@@ -293,14 +487,15 @@ async fn migrations_apply_once_and_roll_back(backend: Backend) {
         "a second run applies nothing"
     );
     let undone = store.migrate_down(2).await.unwrap();
+    let last = store.known_migrations() as i64;
     assert_eq!(
         undone.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![8, 7]
+        vec![last, last - 1]
     );
     let again = store.migrate_up().await.unwrap();
     assert_eq!(
         again.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![7, 8]
+        vec![last - 1, last]
     );
     let all = store.migrate_down(store.known_migrations()).await.unwrap();
     assert_eq!(all.len(), store.known_migrations());
@@ -581,37 +776,35 @@ async fn jobs_move_only_forward(backend: Backend) {
         exit_code: Some(0),
         error_message: None,
     };
-    // success straight from pending is refused: nothing ran.
-    assert!(!store
-        .finish_job(job.id, &ok(JobStatus::Success), &Actor::system())
-        .await
-        .unwrap());
-    let agent = outpost_controller::model::AgentId(1);
+    let life = Lifecycle::new(store.clone());
     // No agent row: the FK on MySQL refuses the claim; create one the plain way.
     sqlx_insert_agent(&db, &store).await;
-    assert!(store.claim_job(job.id, agent, "d1").await.unwrap());
-    assert!(!store
-        .mark_job_running(job.id, "stale-dispatch")
-        .await
-        .unwrap());
-    assert!(store.mark_job_running(job.id, "d1").await.unwrap());
-    assert!(store
-        .finish_job(job.id, &ok(JobStatus::Success), &Actor::system())
-        .await
-        .unwrap());
+    let a = claimed(&life, job).await;
+    let stale = Attempt {
+        job: job.id,
+        dispatch_id: "stale-dispatch".into(),
+    };
+    assert!(!life.start(&stale).await.unwrap());
+    assert!(
+        !life.finish(&stale, &ok(JobStatus::Success)).await.unwrap(),
+        "finishing is tied to the dispatch id"
+    );
+    assert!(life.start(&a).await.unwrap());
+    assert!(life.finish(&a, &ok(JobStatus::Success)).await.unwrap());
     let done = store.get_job(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Success);
     assert!(done.started_at.is_some() && done.completed_at.is_some());
     // Final is final.
-    assert!(!store
-        .finish_job(job.id, &ok(JobStatus::Failed), &Actor::system())
-        .await
-        .unwrap());
-    assert!(!store.mark_job_running(job.id, "d1").await.unwrap());
-    assert!(store
-        .finish_job(job.id, &ok(JobStatus::Running), &Actor::system())
-        .await
-        .is_err());
+    assert!(!life.finish(&a, &ok(JobStatus::Failed)).await.unwrap());
+    assert!(!life.start(&a).await.unwrap());
+    assert!(life.finish(&a, &ok(JobStatus::Running)).await.is_err());
+    // The agent ran a job whose "started" was never recorded: its outcome records both.
+    let b = claimed(&life, &jobs[1]).await;
+    assert!(life.finish(&b, &ok(JobStatus::Success)).await.unwrap());
+    let j = store.get_job(jobs[1].id).await.unwrap();
+    assert_eq!(j.status, JobStatus::Success);
+    assert!(j.started_at.is_some());
+    let more = launch(&store, &f, 1).await;
 
     let by_status = store
         .list_jobs(
@@ -624,12 +817,12 @@ async fn jobs_move_only_forward(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(by_status.total, 1);
-    assert_eq!(by_status.items[0].id, jobs[1].id);
+    assert_eq!(by_status.items[0].id, more[0].id);
     let page = store
         .list_jobs(&JobFilter::default(), Paging::new(1, 1))
         .await
         .unwrap();
-    assert_eq!((page.total, page.items.len()), (2, 1));
+    assert_eq!((page.total, page.items.len()), (3, 1));
     assert_eq!(store.get_job_by_uuid(&job.job_id).await.unwrap().id, job.id);
 }
 
@@ -657,33 +850,41 @@ async fn claim_is_exclusive(backend: Backend) {
     sqlx_insert_agent(&db, &store).await;
     let jobs = launch(&store, &f, 20).await;
     let agent = outpost_controller::model::AgentId(1);
+    let life = Lifecycle::new(store.clone());
     // Two racing claimers per job: exactly one wins each.
     let mut handles = Vec::new();
     for job in &jobs {
-        for n in 0..2 {
-            let (store, id) = (store.clone(), job.id);
+        for _ in 0..2 {
+            let (life, id, server) = (life.clone(), job.id, job.server_id);
             handles.push(tokio::spawn(async move {
-                store
-                    .claim_job(id, agent, &format!("{id}-{n}"))
-                    .await
-                    .unwrap()
+                life.claim(id, server, agent, 1000).await.unwrap()
             }));
         }
     }
     let mut wins = 0;
     for h in handles {
-        wins += h.await.unwrap() as usize;
+        wins += matches!(h.await.unwrap(), Claim::Claimed(_)) as usize;
     }
     assert_eq!(wins, jobs.len());
     assert!(store.unassigned_jobs(100).await.unwrap().is_empty());
     // Released with the wrong dispatch id: nothing happens; with the right one: back in the queue.
     let j = store.get_job(jobs[0].id).await.unwrap();
     let dispatch = j.celery_task_id.clone().unwrap();
-    assert!(!store.release_job(j.id, "nope", "x").await.unwrap());
-    assert!(store
-        .release_job(j.id, &dispatch, "agent rejected: at capacity")
-        .await
-        .unwrap());
+    let wrong = Attempt {
+        job: j.id,
+        dispatch_id: "nope".into(),
+    };
+    assert_eq!(life.release(&wrong, "x").await.unwrap(), Released::NotHeld);
+    let right = Attempt {
+        job: j.id,
+        dispatch_id: dispatch,
+    };
+    assert_eq!(
+        life.release(&right, "agent rejected: at capacity")
+            .await
+            .unwrap(),
+        Released::Queued
+    );
     let queue = store.unassigned_jobs(100).await.unwrap();
     assert_eq!(queue.len(), 1);
     assert_eq!(
@@ -699,25 +900,25 @@ async fn cancel_pending_and_running(backend: Backend) {
     sqlx_insert_agent(&db, &store).await;
     let jobs = launch(&store, &f, 2).await;
     let actor = Actor::user(f.admin.id);
+    let life = Lifecycle::new(store.clone());
     assert_eq!(
-        store.request_cancel(jobs[0].id, &actor).await.unwrap(),
+        life.cancel(jobs[0].id, &actor).await.unwrap(),
         CancelResult::Cancelled
     );
     assert_eq!(
         store.get_job(jobs[0].id).await.unwrap().status,
         JobStatus::Cancelled
     );
-    let again = store.request_cancel(jobs[0].id, &actor).await.unwrap_err();
+    let again = life.cancel(jobs[0].id, &actor).await.unwrap_err();
     assert!(
         again.to_string().contains("is cancelled: cannot cancel it"),
         "{again}"
     );
 
-    let agent = outpost_controller::model::AgentId(1);
-    assert!(store.claim_job(jobs[1].id, agent, "d").await.unwrap());
-    assert!(store.mark_job_running(jobs[1].id, "d").await.unwrap());
+    let a = claimed(&life, &jobs[1]).await;
+    assert!(life.start(&a).await.unwrap());
     assert_eq!(
-        store.request_cancel(jobs[1].id, &actor).await.unwrap(),
+        life.cancel(jobs[1].id, &actor).await.unwrap(),
         CancelResult::Requested
     );
     let j = store.get_job(jobs[1].id).await.unwrap();
@@ -728,10 +929,7 @@ async fn cancel_pending_and_running(backend: Backend) {
         exit_code: None,
         error_message: Some("cancelled by admin".into()),
     };
-    assert!(store
-        .finish_job(j.id, &cancelled, &Actor::system())
-        .await
-        .unwrap());
+    assert!(life.finish(&a, &cancelled).await.unwrap());
     let audit = store
         .list_audit(
             &AuditFilter {

@@ -110,7 +110,7 @@ impl Drop for TestDb {
     }
 }
 
-/// The workspace root (where Cargo.toml, migrations/ and ../shared are found).
+/// The workspace root (where Cargo.toml and migrations/ are found).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

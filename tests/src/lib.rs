@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use db::{mysql_server_url, Backend, TestDb};
 
-/// The workspace root (where Cargo.toml, migrations/ and ../shared are found).
+/// The workspace root (where Cargo.toml and migrations/ are found).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use outpost_controller::lifecycle::{CancelResult, Lifecycle};
 use outpost_controller::model::{JobStatus, Paging, TicketPriority};
 use outpost_controller::store::audit::{Actor, AuditFilter};
-use outpost_controller::store::jobs::CancelResult;
 use outpost_controller::store::tickets::TicketFilter;
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{AgentOpts, ControllerOpts};
@@ -173,8 +173,8 @@ async fn routing_cancel_pending_and_running() {
     .await;
     assert_eq!(reason, "no connected agent matches dc=nyc1");
     assert_eq!(
-        w.store
-            .request_cancel(stuck.id, &Actor::user(w.admin.id))
+        Lifecycle::new(w.store.clone())
+            .cancel(stuck.id, &Actor::user(w.admin.id))
             .await
             .unwrap(),
         CancelResult::Cancelled
@@ -193,8 +193,8 @@ async fn routing_cancel_pending_and_running() {
     })
     .await;
     assert_eq!(
-        w.store
-            .request_cancel(running.id, &Actor::user(w.admin.id))
+        Lifecycle::new(w.store.clone())
+            .cancel(running.id, &Actor::user(w.admin.id))
             .await
             .unwrap(),
         CancelResult::Requested

@@ -2,14 +2,16 @@
 //! hands pending jobs to them.
 //!
 //! It is woken by events (a job launched, capacity freed, an agent arriving) and by a slow
-//! sweep as a safety net, which also notices cancel requests and agents whose grace period ran
-//! out. Claims are conditional UPDATEs in the store, so several controllers sharing a database
-//! never dispatch a job twice; each only dispatches to the agents it holds.
+//! sweep as a safety net, which also settles agents whose grace period ran out (their deadlines
+//! are in the database, so any controller does it, after any restart). Cancel requests are
+//! re-sent to the session holding the job until the job ends. Claims go through the
+//! [`crate::lifecycle`], conditional in the database, so several controllers sharing it never
+//! dispatch a job twice nor exceed a server's limit; each only dispatches to its own agents.
 
 mod assignment;
 mod placement;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +22,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::lifecycle;
+use crate::lifecycle::{Attempt, Claim, Lifecycle, Outcome, Released};
 use crate::metrics;
-use crate::model::{AgentId, Job, JobStatus, Server, ServerId};
-use crate::store::jobs::Outcome;
+use crate::model::{AgentId, Job, Server, ServerId};
 use crate::store::Store;
+
+/// A cancel request is sent again this often until its job ends: one sent while the assignment
+/// was in flight, or to a session being replaced, may have been lost.
+const CANCEL_RESEND: Duration = Duration::from_secs(2);
 
 use assignment::PlaybookCache;
 
@@ -102,11 +107,11 @@ pub fn spawn(
 ) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler {
+        lifecycle: Lifecycle::new(store.clone()),
         store,
         settings,
         agents: HashMap::new(),
-        lost: HashMap::new(),
-        cancel_sent: HashSet::new(),
+        cancel_sent: HashMap::new(),
         reasons: HashMap::new(),
         playbooks: PlaybookCache::default(),
     };
@@ -118,11 +123,11 @@ pub fn spawn(
 
 struct Scheduler {
     store: Store,
+    lifecycle: Lifecycle,
     settings: Arc<Settings>,
     agents: HashMap<AgentId, AgentLink>,
-    /// Agents whose session ended, and when their grace period runs out.
-    lost: HashMap<AgentId, Instant>,
-    cancel_sent: HashSet<Uuid>,
+    /// When each open cancel request was last sent, and to which session.
+    cancel_sent: HashMap<Uuid, (u64, Instant)>,
     /// The last pending reason written per job, so a sweep does not rewrite it.
     reasons: HashMap<crate::model::JobId, String>,
     playbooks: PlaybookCache,
@@ -152,7 +157,7 @@ impl Scheduler {
                     }
                 }
                 _ = sweep.tick() => {
-                    self.expire_lost().await;
+                    self.settle_abandoned().await;
                     dispatch = true;
                 }
                 _ = cancels.tick() => self.deliver_cancels().await,
@@ -175,7 +180,6 @@ impl Scheduler {
         match ev {
             Event::Up(link) => {
                 tracing::info!(agent = %link.name, uuid = %link.uuid, capacity = link.capacity, in_flight = link.in_flight, "agent connected");
-                self.lost.remove(&link.id);
                 if let Some(old) = self.agents.insert(link.id, link) {
                     let _ = old.commands.try_send(SessionCommand::Close {
                         code: outpost_protocol::close::REPLACED,
@@ -197,8 +201,6 @@ impl Scheduler {
                     if let Some(link) = link {
                         tracing::warn!(agent = %link.name, grace = ?self.settings.agent_grace, "agent session ended; waiting for it to come back");
                     }
-                    self.lost
-                        .insert(agent, Instant::now() + self.settings.agent_grace);
                     metrics::global()
                         .agents_connected
                         .set(self.agents.len() as u64);
@@ -227,79 +229,23 @@ impl Scheduler {
         }
     }
 
-    /// Agents gone longer than the grace period: their running jobs fail ("agent lost", with a
-    /// ticket); jobs they held but never started go back to the queue.
-    async fn expire_lost(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<AgentId> = self
-            .lost
-            .iter()
-            .filter(|(_, d)| **d <= now)
-            .map(|(a, _)| *a)
-            .collect();
-        for agent_id in expired {
-            self.lost.remove(&agent_id);
-            let agent = match self.store.get_agent(agent_id).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot check a lost agent; trying again later");
-                    self.lost.insert(agent_id, now + Duration::from_secs(5));
-                    continue;
-                }
-            };
-            if agent.connected_controller.is_some() {
-                // It came back, to another controller sharing this database.
-                continue;
-            }
-            let jobs = match self.store.agent_active_jobs(agent_id).await {
-                Ok(j) => j,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list a lost agent's jobs; trying again later");
-                    self.lost.insert(agent_id, now + Duration::from_secs(5));
-                    continue;
-                }
-            };
-            for job in jobs {
-                let res = match (job.status, job.celery_task_id.as_deref()) {
-                    (JobStatus::Pending, Some(dispatch)) => self
-                        .store
-                        .release_job(
-                            job.id,
-                            dispatch,
-                            &format!("agent {} was lost before starting it", agent.name),
-                        )
-                        .await
-                        .map(|_| ()),
-                    _ => {
-                        let grace = self.settings.agent_grace.as_secs();
-                        let outcome = Outcome {
-                            status: JobStatus::Failed,
-                            exit_code: None,
-                            error_message: Some(format!(
-                                "agent lost: {} did not come back within {grace} s",
-                                agent.name
-                            )),
-                        };
-                        lifecycle::finish(&self.store, &job, &outcome)
-                            .await
-                            .map(|_| ())
-                    }
-                };
-                if let Err(e) = res {
-                    tracing::warn!(job = %job.job_id, error = %e, "cannot settle a lost agent's job");
+    /// Agents gone longer than the grace period, on any controller: their running jobs fail
+    /// ("agent lost", with a ticket); jobs they held but never started go back to the queue.
+    async fn settle_abandoned(&mut self) {
+        match self
+            .lifecycle
+            .settle_abandoned(self.settings.agent_grace)
+            .await
+        {
+            Ok(settled) => {
+                for agent in settled {
+                    // Had it come back here meanwhile, it would not have been settled.
+                    tracing::debug!(agent = %agent.name, "lost agent settled");
                 }
             }
-            let _ = self
-                .store
-                .record_audit(&crate::store::audit::NewAudit {
-                    actor: &crate::store::audit::Actor::system(),
-                    action: "AGENT_LOST",
-                    resource_type: "agent",
-                    resource_id: Some(agent_id.0),
-                    details: Some(serde_json::json!({"name": agent.name, "grace_secs": self.settings.agent_grace.as_secs()})),
-                })
-                .await;
-            tracing::warn!(agent = %agent.name, "agent lost");
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot settle lost agents; trying again at the next sweep")
+            }
         }
     }
 
@@ -330,7 +276,8 @@ impl Scheduler {
         }
     }
 
-    /// Sends each recorded cancel request to the session holding its job, once.
+    /// Sends each open cancel request to the session holding its job, again every
+    /// [`CANCEL_RESEND`] and at once to a new session, until the job ends.
     async fn deliver_cancels(&mut self) {
         if self.agents.is_empty() {
             return;
@@ -342,29 +289,38 @@ impl Scheduler {
                 return;
             }
         };
-        let mut still = HashSet::new();
+        let now = Instant::now();
+        let mut open = HashMap::new();
         for (uuid, agent) in wanted {
             let Ok(job) = Uuid::parse_str(&uuid) else {
                 continue;
             };
-            still.insert(job);
-            if self.cancel_sent.contains(&job) {
+            let last = self.cancel_sent.get(&job).copied();
+            let Some(link) = self.agents.get(&agent) else {
+                if let Some(l) = last {
+                    open.insert(job, l);
+                }
                 continue;
-            }
-            if let Some(link) = self.agents.get(&agent) {
-                if link
+            };
+            let due = match last {
+                Some((session, at)) => session != link.session || now >= at + CANCEL_RESEND,
+                None => true,
+            };
+            if due
+                && link
                     .commands
                     .try_send(SessionCommand::Cancel {
                         job,
                         reason: "cancelled on request".into(),
                     })
                     .is_ok()
-                {
-                    self.cancel_sent.insert(job);
-                }
+            {
+                open.insert(job, (link.session, now));
+            } else if let Some(l) = last {
+                open.insert(job, l);
             }
         }
-        self.cancel_sent.retain(|j| still.contains(j));
+        self.cancel_sent = open;
     }
 
     async fn dispatch_round(&mut self) -> crate::store::Result<()> {
@@ -403,51 +359,63 @@ impl Scheduler {
                     continue;
                 }
             };
-            if self.hand_over(&job, &server, agent_id).await? {
-                *busy_servers.entry(job.server_id).or_insert(0) += 1;
-                self.reasons.remove(&job.id);
+            match self.hand_over(&job, &server, agent_id).await? {
+                Claim::Claimed(_) => {
+                    *busy_servers.entry(job.server_id).or_insert(0) += 1;
+                    self.reasons.remove(&job.id);
+                }
+                Claim::ServerBusy => {
+                    // Another controller's job got there first.
+                    busy_servers.insert(
+                        job.server_id,
+                        i64::from(self.settings.max_running_per_server),
+                    );
+                }
+                Claim::Taken => {}
             }
         }
         Ok(())
     }
 
-    /// Claims the job for the agent and gives it to the agent's session. Returns whether the
-    /// job left the queue.
+    /// Claims the job for the agent and gives it to the agent's session.
     async fn hand_over(
         &mut self,
         job: &Job,
         server: &Server,
         agent_id: AgentId,
-    ) -> crate::store::Result<bool> {
-        let dispatch_id = Uuid::new_v4().to_string();
-        if !self.store.claim_job(job.id, agent_id, &dispatch_id).await? {
-            return Ok(false); // another controller got it
-        }
+    ) -> crate::store::Result<Claim> {
+        let claim = self
+            .lifecycle
+            .claim(
+                job.id,
+                job.server_id,
+                agent_id,
+                self.settings.max_running_per_server,
+            )
+            .await?;
+        let Claim::Claimed(attempt) = &claim else {
+            return Ok(claim);
+        };
         let time_limit = self.settings.default_time_limit;
         let assignment = match self
             .playbooks
-            .assignment(&self.store, job, server, &dispatch_id, time_limit)
+            .assignment(&self.store, job, server, &attempt.dispatch_id, time_limit)
             .await
         {
             Ok(a) => a,
             Err(reason) => {
-                let outcome = Outcome {
-                    status: JobStatus::Failed,
-                    exit_code: None,
-                    error_message: Some(reason),
-                };
-                lifecycle::finish(&self.store, job, &outcome).await?;
-                return Ok(true);
+                self.lifecycle
+                    .finish(attempt, &Outcome::failed(reason))
+                    .await?;
+                return Ok(claim);
             }
         };
         let Some(link) = self.agents.get_mut(&agent_id) else {
-            self.store
-                .release_job(job.id, &dispatch_id, "agent went away")
-                .await?;
-            return Ok(false);
+            self.release(attempt, "agent went away").await?;
+            return Ok(Claim::Taken);
         };
         let mut claimed = job.clone();
-        claimed.celery_task_id = Some(dispatch_id.clone());
+        claimed.celery_task_id = Some(attempt.dispatch_id.clone());
         claimed.agent_id = Some(agent_id);
         if link
             .commands
@@ -457,14 +425,17 @@ impl Scheduler {
             })))
             .is_err()
         {
-            self.store
-                .release_job(job.id, &dispatch_id, "agent session is not taking work")
+            self.release(attempt, "agent session is not taking work")
                 .await?;
-            return Ok(false);
+            return Ok(Claim::Taken);
         }
         link.in_flight += 1;
         metrics::global().jobs_dispatched.inc();
         tracing::info!(job = %job.job_id, agent = %link.name, server = %server.hostname, "dispatched");
-        Ok(true)
+        Ok(claim)
+    }
+
+    async fn release(&self, attempt: &Attempt, reason: &str) -> crate::store::Result<Released> {
+        self.lifecycle.release(attempt, reason).await
     }
 }

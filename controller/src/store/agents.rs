@@ -7,11 +7,12 @@ use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
-use crate::model::{Agent, AgentId, EnrollmentToken, JobStatus, Page, Paging};
+use crate::model::{Agent, AgentId, EnrollmentToken, Page, Paging};
+use crate::text::{fit_chars, VARCHAR_255};
 
 const COLUMNS: &str =
     "id, uuid, name, labels, cert_fingerprint, cert_expires_at, revoked, capacity, \
-     version, hostname, ansible_version, last_seen, connected_controller, created_at, updated_at";
+     version, hostname, ansible_version, last_seen, connected_controller, lost_at, created_at, updated_at";
 
 /// A new enrolment token's record (the secret itself is never passed to the store).
 #[derive(Debug, Clone)]
@@ -161,8 +162,9 @@ impl Store {
         on_pool!(self, p => {
             sqlx::query(
                 "UPDATE agents SET version = ?, hostname = ?, ansible_version = ?, capacity = ?, last_seen = ?, \
-                 connected_controller = ?, session_id = ?, updated_at = ? WHERE id = ?")
-                .bind(&presence.version).bind(&presence.hostname).bind(presence.ansible_version.chars().take(255).collect::<String>())
+                 connected_controller = ?, session_id = ?, lost_at = NULL, updated_at = ? WHERE id = ?")
+                .bind(fit_chars(&presence.version, 50)).bind(fit_chars(&presence.hostname, VARCHAR_255))
+                .bind(fit_chars(&presence.ansible_version, VARCHAR_255))
                 .bind(presence.capacity).bind(ts).bind(&presence.controller).bind(&presence.session).bind(ts).bind(id)
                 .execute(p).await?;
         });
@@ -189,10 +191,71 @@ impl Store {
     /// another — is left alone, however late this one's goodbye arrives.
     pub async fn agent_disconnected(&self, id: AgentId, session: &str) -> Result<()> {
         on_pool!(self, p => {
-            sqlx::query("UPDATE agents SET connected_controller = NULL, session_id = NULL, last_seen = ? WHERE id = ? AND session_id = ?")
-                .bind(now()).bind(id).bind(session).execute(p).await?;
+            let ts = now();
+            sqlx::query("UPDATE agents SET connected_controller = NULL, session_id = NULL, last_seen = ?, lost_at = ? \
+                         WHERE id = ? AND session_id = ?")
+                .bind(ts).bind(ts).bind(id).bind(session).execute(p).await?;
         });
         Ok(())
+    }
+
+    /// At start-up: sessions this controller held before it stopped are gone. Their agents'
+    /// grace periods start now (or go on, if they had started), so any controller settles them.
+    pub async fn sessions_of_controller_lost(&self, controller: &str) -> Result<u64> {
+        let ts = now();
+        Ok(on_pool!(self, p => sqlx::query(
+            "UPDATE agents SET connected_controller = NULL, session_id = NULL, lost_at = COALESCE(lost_at, ?) \
+             WHERE connected_controller = ?")
+            .bind(ts).bind(controller).execute(p).await?.rows_affected()))
+    }
+
+    /// Sessions whose controller stopped stamping `last_seen` before `cutoff` (it died and did
+    /// not come back): their agents count as lost since they were last seen.
+    pub async fn orphan_sessions_lost(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        Ok(on_pool!(self, p => sqlx::query(
+            "UPDATE agents SET connected_controller = NULL, session_id = NULL, lost_at = COALESCE(lost_at, last_seen) \
+             WHERE connected_controller IS NOT NULL AND last_seen < ?")
+            .bind(cutoff.naive_utc()).execute(p).await?.rows_affected()))
+    }
+
+    /// Agents without a session since before `cutoff`, with the moment they were lost.
+    pub async fn agents_lost_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<(Agent, DateTime<Utc>)>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM agents WHERE connected_controller IS NULL AND lost_at IS NOT NULL AND lost_at <= ?"
+        );
+        let agents = on_pool!(self, p => sqlx::query_as::<_, Agent>(&sql).bind(cutoff.naive_utc()).fetch_all(p).await?);
+        Ok(agents
+            .into_iter()
+            .filter_map(|a| {
+                let lost = a.lost_at?;
+                Some((a, lost))
+            })
+            .collect())
+    }
+
+    /// Clears an agent's loss deadline if it is still `lost_at` (the agent did not come back,
+    /// and no other controller settled it first), recording `audit` with it. Returns whether
+    /// this call did it.
+    pub async fn clear_lost(
+        &self,
+        id: AgentId,
+        lost_at: DateTime<Utc>,
+        audit: &NewAudit<'_>,
+    ) -> Result<bool> {
+        Ok(on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query("UPDATE agents SET lost_at = NULL WHERE id = ? AND lost_at = ? AND connected_controller IS NULL")
+                .bind(id).bind(lost_at.naive_utc()).execute(&mut *tx).await?;
+            let cleared = res.rows_affected() == 1;
+            if cleared {
+                insert_audit!(&mut *tx, audit)?;
+            }
+            tx.commit().await?;
+            cleared
+        }))
     }
 
     /// Revokes an agent: its next handshake is refused and live sessions are dropped.
@@ -208,23 +271,5 @@ impl Store {
             tx.commit().await?;
         });
         self.get_agent(id).await
-    }
-
-    /// Jobs an agent holds (assigned or running), for resuming or failing them.
-    pub async fn agent_active_jobs(&self, id: AgentId) -> Result<Vec<crate::model::Job>> {
-        let page = self
-            .list_jobs(
-                &super::jobs::JobFilter {
-                    agent_id: Some(id),
-                    ..Default::default()
-                },
-                Paging::new(1000, 0),
-            )
-            .await?;
-        Ok(page
-            .items
-            .into_iter()
-            .filter(|j| matches!(j.status, JobStatus::Pending | JobStatus::Running))
-            .collect())
     }
 }

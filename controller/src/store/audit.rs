@@ -51,7 +51,7 @@ macro_rules! insert_audit {
         .bind(e.action)
         .bind(e.resource_type)
         .bind(e.resource_id)
-        .bind(e.details.as_ref().map(|d| d.to_string()))
+        .bind(e.details.as_ref().map(|d| $crate::text::fit_json(d, $crate::text::AUDIT_STRING_CHARS).to_string()))
         .bind(e.actor.ip_address.as_deref())
         .bind(e.actor.user_agent.as_deref())
         .bind($crate::store::now())

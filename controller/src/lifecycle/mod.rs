@@ -1,0 +1,298 @@
+//! The job lifecycle: the one place where a job changes state. Claim, start, release, finish
+//! (with its ticket, in one transaction), cancel, and settling the jobs of an agent that did
+//! not come back. Every move of an agent's attempt is conditional on its dispatch id, so a
+//! stale session, a late message or a second controller can never move a job it does not hold.
+//!
+//! [`machine`] is the state machine without a database; `records` holds the conditional UPDATEs
+//! and is private to this module; `ticket` writes a failed job's ticket.
+
+pub mod machine;
+mod records;
+mod ticket;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::metrics;
+use crate::model::{Agent, AgentId, Job, JobId, JobStatus, ServerId};
+use crate::store::audit::{Actor, NewAudit};
+use crate::store::{Result, Store, StoreError};
+
+/// One attempt at running a job: the dispatch id names it (stored in `celery_task_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub job: JobId,
+    pub dispatch_id: String,
+}
+
+impl Attempt {
+    /// The attempt a job record currently names, if an agent holds it.
+    pub fn of(job: &Job) -> Option<Attempt> {
+        job.agent_id?;
+        Some(Attempt {
+            job: job.id,
+            dispatch_id: job.celery_task_id.clone()?,
+        })
+    }
+}
+
+/// How a job ended, as its agent (or the controller, for a lost agent) reports it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub error_message: Option<String>,
+}
+
+impl Outcome {
+    /// A failure the controller decides (no exit code).
+    pub fn failed(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            status: JobStatus::Failed,
+            exit_code: None,
+            error_message: Some(reason.into()),
+        }
+    }
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Claimed(Attempt),
+    /// Another scheduler took the job, or it was cancelled meanwhile.
+    Taken,
+    /// The server already runs as many jobs as it may.
+    ServerBusy,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Back in the queue.
+    Queued,
+    /// A cancel was requested meanwhile: the job ended cancelled instead.
+    Cancelled,
+    /// The attempt no longer holds the job (finished, or already released).
+    NotHeld,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelResult {
+    /// The job had not reached an agent: it is cancelled now.
+    Cancelled,
+    /// The job is with an agent: the request is recorded and delivered until the agent stops it.
+    Requested,
+}
+
+/// The lifecycle's handle: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Lifecycle {
+    store: Store,
+}
+
+impl Lifecycle {
+    pub fn new(store: Store) -> Lifecycle {
+        Lifecycle { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Hands a pending job to `agent` under a fresh dispatch id, unless its server already has
+    /// `max_per_server` jobs with agents.
+    pub async fn claim(
+        &self,
+        job: JobId,
+        server: ServerId,
+        agent: AgentId,
+        max_per_server: u32,
+    ) -> Result<Claim> {
+        let dispatch_id = Uuid::new_v4().to_string();
+        records::claim(
+            &self.store,
+            job,
+            server,
+            agent,
+            &dispatch_id,
+            max_per_server,
+        )
+        .await
+    }
+
+    /// The agent started the attempt. Returns false when the attempt no longer holds the job.
+    pub async fn start(&self, a: &Attempt) -> Result<bool> {
+        records::start(&self.store, a).await
+    }
+
+    /// The agent did not take the attempt: back to the queue (or cancelled, if asked meanwhile).
+    pub async fn release(&self, a: &Attempt, reason: &str) -> Result<Released> {
+        records::release(&self.store, a, reason).await
+    }
+
+    /// Ends the attempt's job; a failure opens a ticket on behalf of the user who launched the
+    /// job, in the same transaction. Returns false (and changes nothing) when the attempt no
+    /// longer holds the job or the job is already final.
+    pub async fn finish(&self, a: &Attempt, outcome: &Outcome) -> Result<bool> {
+        let ticket = match outcome.status {
+            JobStatus::Failed => {
+                let job = self.store.get_job(a.job).await?;
+                if job.status.is_final() || job.celery_task_id.as_deref() != Some(&a.dispatch_id) {
+                    return Ok(false);
+                }
+                let playbook = self.store.get_playbook(job.playbook_id).await?;
+                let server = self.store.get_server(job.server_id).await?;
+                let errors = self.store.last_error_lines(job.id, 5).await?;
+                Some(ticket::failure_ticket(
+                    &job, &playbook, &server, outcome, &errors,
+                ))
+            }
+            _ => None,
+        };
+        let moved = match records::finish(&self.store, a, outcome, ticket.as_ref()).await {
+            Ok(m) => m,
+            // The database refused the record itself (not a lost connection): record the
+            // outcome in words that certainly fit rather than retry the same refusal forever.
+            Err(StoreError::Database(sqlx::Error::Database(db))) => {
+                let reason = crate::text::fit_chars(db.message(), 500).into_owned();
+                tracing::error!(job = %a.job, error = %reason, "the outcome was refused as reported; recording it shortened");
+                let fallback = Outcome {
+                    status: outcome.status,
+                    exit_code: outcome.exit_code,
+                    error_message: Some(format!(
+                        "the outcome as reported could not be recorded ({reason}); the job's log has the output"
+                    )),
+                };
+                let ticket = ticket.as_ref().map(|t| crate::store::tickets::NewTicket {
+                    description: fallback.error_message.clone(),
+                    ..t.clone()
+                });
+                records::finish(&self.store, a, &fallback, ticket.as_ref()).await?
+            }
+            Err(e) => return Err(e),
+        };
+        if moved {
+            metrics::global().jobs_finished.inc();
+            if ticket.is_some() {
+                tracing::info!(job = %a.job, "opened a ticket for a failed job");
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Cancels a job: at once when no agent holds it, otherwise by a request that is delivered
+    /// to the agent holding it until the job ends.
+    pub async fn cancel(&self, job: JobId, actor: &Actor) -> Result<CancelResult> {
+        match records::cancel(&self.store, job, actor).await? {
+            Some(r) => Ok(r),
+            None => {
+                let job = self.store.get_job(job).await?;
+                Err(StoreError::WrongState {
+                    job: job.job_id,
+                    status: job.status.to_string(),
+                    action: "cancel it",
+                })
+            }
+        }
+    }
+
+    /// Squares the store with the jobs an agent says it holds, on every (re)connection: each
+    /// job the agent holds is kept; an attempt it never started goes back to the queue; a job it
+    /// ran but no longer knows fails. Returns how many jobs the agent holds.
+    pub async fn reconcile(&self, agent: &Agent, held: &[(Uuid, String)]) -> Result<u32> {
+        let mut in_flight = 0;
+        for job in self.store.active_jobs_of_agent(agent.id).await? {
+            let Some(attempt) = Attempt::of(&job) else {
+                continue;
+            };
+            let reported = held
+                .iter()
+                .any(|(id, d)| id.to_string() == job.job_id && *d == attempt.dispatch_id);
+            if reported {
+                in_flight += 1;
+                continue;
+            }
+            self.settle(
+                &job,
+                &attempt,
+                "the agent reconnected without it",
+                &format!(
+                    "agent {} reconnected without this job (its spool was lost)",
+                    agent.name
+                ),
+            )
+            .await?;
+        }
+        Ok(in_flight)
+    }
+
+    /// Settles the jobs of agents gone longer than `grace`, whichever controller they were on
+    /// — including one that died, or this one before a restart: the deadlines are in the
+    /// database. A job the agent had started fails ("agent lost", with a ticket); one it had
+    /// not goes back to the queue. Returns the agents settled.
+    pub async fn settle_abandoned(&self, grace: Duration) -> Result<Vec<Agent>> {
+        let grace_chrono = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        // A controller that died keeps its agents' rows: it stamps last_seen every 30 s while
+        // alive, so rows it has not stamped for well over that are its orphans.
+        let silent = now - grace_chrono - chrono::Duration::seconds(120);
+        self.store.orphan_sessions_lost(silent).await?;
+        let mut settled = Vec::new();
+        for (agent, lost_at) in self.store.agents_lost_before(now - grace_chrono).await? {
+            for job in self.store.active_jobs_of_agent(agent.id).await? {
+                let Some(attempt) = Attempt::of(&job) else {
+                    continue;
+                };
+                self.settle(
+                    &job,
+                    &attempt,
+                    &format!("agent {} was lost before starting it", agent.name),
+                    &format!(
+                        "agent lost: {} did not come back within {} s",
+                        agent.name,
+                        grace.as_secs()
+                    ),
+                )
+                .await?;
+            }
+            // Only the controller whose update clears the deadline records the loss.
+            let audit = NewAudit {
+                actor: &Actor::system(),
+                action: "AGENT_LOST",
+                resource_type: "agent",
+                resource_id: Some(agent.id.0),
+                details: Some(
+                    serde_json::json!({"name": agent.name, "grace_secs": grace.as_secs()}),
+                ),
+            };
+            if self.store.clear_lost(agent.id, lost_at, &audit).await? {
+                tracing::warn!(agent = %agent.name, "agent lost");
+                settled.push(agent);
+            }
+        }
+        Ok(settled)
+    }
+
+    /// An attempt whose agent no longer has it: back to the queue if it never started, failed
+    /// (with a ticket) if it did.
+    async fn settle(
+        &self,
+        job: &Job,
+        attempt: &Attempt,
+        release_reason: &str,
+        failure: &str,
+    ) -> Result<()> {
+        match job.status {
+            JobStatus::Pending => {
+                self.release(attempt, release_reason).await?;
+            }
+            _ => {
+                self.finish(attempt, &Outcome::failed(failure)).await?;
+            }
+        }
+        Ok(())
+    }
+}

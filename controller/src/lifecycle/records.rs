@@ -1,0 +1,255 @@
+//! The recorded transitions: one conditional UPDATE each, naming the states it leaves (from
+//! [`Move::from`]) and, for an agent's attempt, its dispatch id, with its audit record in the
+//! same transaction. Private to the lifecycle module: nothing else in the crate can move a job.
+
+use serde_json::json;
+
+use super::machine::Move;
+use super::{Attempt, CancelResult, Claim, Outcome, Released};
+use crate::model::{AgentId, JobId, JobStatus};
+use crate::store::audit::{insert_audit, Actor, NewAudit};
+use crate::store::tickets::{insert_ticket, NewTicket};
+use crate::store::{now, on_pool, Backend, Result, Store, StoreError};
+use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
+
+fn sql_from(m: Move) -> Result<String> {
+    m.from_sql()
+        .map_err(|e| StoreError::invalid("status", e.to_string()))
+}
+
+/// Claims a pending, unassigned job for `agent` unless its server already has `max_per_server`
+/// jobs with agents. The limit is part of the claim: on MySQL the server's row is locked first,
+/// so claims for one server from several controllers are taken one after another; SQLite runs
+/// the check and the update as one statement (it has one writer, and one controller).
+pub(super) async fn claim(
+    store: &Store,
+    job: JobId,
+    server: crate::model::ServerId,
+    agent: AgentId,
+    dispatch_id: &str,
+    max_per_server: u32,
+) -> Result<Claim> {
+    let ts = now();
+    let from = sql_from(Move::Claim)?;
+    let busy_sql =
+        "SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN ('pending', 'running') \
+                    AND agent_id IS NOT NULL";
+    let claim_sql = format!(
+        "UPDATE jobs SET agent_id = ?, assigned_at = ?, celery_task_id = ?, pending_reason = NULL \
+         WHERE id = ? AND status IN {from} AND agent_id IS NULL AND cancel_requested_at IS NULL"
+    );
+    let limit = i64::from(max_per_server);
+    let system = Actor::system();
+    let audit = NewAudit {
+        actor: &system,
+        action: "DISPATCH",
+        resource_type: "job",
+        resource_id: Some(job.0),
+        details: Some(json!({"agent_id": agent, "dispatch_id": dispatch_id})),
+    };
+    let claimed = match &store.backend {
+        Backend::Mysql(p) => {
+            let mut tx = p.begin().await?;
+            sqlx::query("SELECT id FROM servers WHERE id = ? FOR UPDATE")
+                .bind(server)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let busy: i64 = sqlx::query_scalar(busy_sql)
+                .bind(server)
+                .fetch_one(&mut *tx)
+                .await?;
+            if busy >= limit {
+                tx.rollback().await?;
+                return Ok(Claim::ServerBusy);
+            }
+            let res = sqlx::query(&claim_sql)
+                .bind(agent)
+                .bind(ts)
+                .bind(dispatch_id)
+                .bind(job)
+                .execute(&mut *tx)
+                .await?;
+            let claimed = res.rows_affected() == 1;
+            if claimed {
+                insert_audit!(&mut *tx, &audit)?;
+            }
+            tx.commit().await?;
+            claimed
+        }
+        Backend::Sqlite(p) => {
+            let mut tx = p.begin().await?;
+            let sql = format!("{claim_sql} AND ({busy_sql}) < ?");
+            let res = sqlx::query(&sql)
+                .bind(agent)
+                .bind(ts)
+                .bind(dispatch_id)
+                .bind(job)
+                .bind(server)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?;
+            let claimed = res.rows_affected() == 1;
+            if claimed {
+                insert_audit!(&mut *tx, &audit)?;
+            }
+            tx.commit().await?;
+            if !claimed {
+                let busy: i64 = sqlx::query_scalar(busy_sql)
+                    .bind(server)
+                    .fetch_one(p)
+                    .await?;
+                if busy >= limit {
+                    return Ok(Claim::ServerBusy);
+                }
+            }
+            claimed
+        }
+    };
+    Ok(if claimed {
+        Claim::Claimed(Attempt {
+            job,
+            dispatch_id: dispatch_id.to_owned(),
+        })
+    } else {
+        Claim::Taken
+    })
+}
+
+/// pending → running, for this attempt.
+pub(super) async fn start(store: &Store, a: &Attempt) -> Result<bool> {
+    let ts = now();
+    let from = sql_from(Move::Start)?;
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', started_at = ? \
+         WHERE id = ? AND status IN {from} AND celery_task_id = ?"
+    );
+    Ok(on_pool!(store, p => {
+        let mut tx = p.begin().await?;
+        let res = sqlx::query(&sql).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
+        let moved = res.rows_affected() == 1;
+        if moved {
+            insert_audit!(&mut *tx, &NewAudit {
+                actor: &Actor::system(), action: "START", resource_type: "job", resource_id: Some(a.job.0),
+                details: Some(json!({"dispatch_id": a.dispatch_id})),
+            })?;
+        }
+        tx.commit().await?;
+        moved
+    }))
+}
+
+/// Gives an attempt the agent never started back to the queue — or, when a cancel was asked
+/// for meanwhile, ends the job cancelled (a released job with a cancel request would otherwise
+/// wait forever: the queue skips it).
+pub(super) async fn release(store: &Store, a: &Attempt, reason: &str) -> Result<Released> {
+    let ts = now();
+    let from = sql_from(Move::Release)?;
+    let cancel_sql = format!(
+        "UPDATE jobs SET status = 'cancelled', completed_at = ?, error_message = ?, agent_id = NULL \
+         WHERE id = ? AND status IN {from} AND celery_task_id = ? AND cancel_requested_at IS NOT NULL"
+    );
+    let release_sql = format!(
+        "UPDATE jobs SET agent_id = NULL, assigned_at = NULL, pending_reason = ? \
+         WHERE id = ? AND status IN {from} AND celery_task_id = ? AND agent_id IS NOT NULL"
+    );
+    let reason = fit_chars(reason, VARCHAR_255);
+    Ok(on_pool!(store, p => {
+        let mut tx = p.begin().await?;
+        let cancelled = sqlx::query(&cancel_sql)
+            .bind(ts).bind("cancelled before it started").bind(a.job).bind(&a.dispatch_id)
+            .execute(&mut *tx).await?.rows_affected() == 1;
+        let result = if cancelled {
+            insert_audit!(&mut *tx, &NewAudit {
+                actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
+                details: Some(json!({"status": JobStatus::Cancelled, "dispatch_id": a.dispatch_id, "before_start": true})),
+            })?;
+            Released::Cancelled
+        } else {
+            let res = sqlx::query(&release_sql)
+                .bind(reason.as_ref()).bind(a.job).bind(&a.dispatch_id)
+                .execute(&mut *tx).await?;
+            if res.rows_affected() == 1 { Released::Queued } else { Released::NotHeld }
+        };
+        tx.commit().await?;
+        result
+    }))
+}
+
+/// Moves this attempt's job to its final state, with its ticket in the same transaction.
+pub(super) async fn finish(
+    store: &Store,
+    a: &Attempt,
+    outcome: &Outcome,
+    ticket: Option<&NewTicket>,
+) -> Result<bool> {
+    if let Some(t) = ticket {
+        t.check()?;
+    }
+    let from = sql_from(Move::Finish(outcome.status))?;
+    let sql = format!(
+        "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
+         started_at = COALESCE(started_at, ?) \
+         WHERE id = ? AND status IN {from} AND celery_task_id = ?"
+    );
+    let error = outcome
+        .error_message
+        .as_deref()
+        .map(|e| fit_bytes(e, TEXT_BYTES));
+    let ts = now();
+    Ok(on_pool!(store, p => {
+        let mut tx = p.begin().await?;
+        let res = sqlx::query(&sql)
+            .bind(outcome.status.as_str()).bind(outcome.exit_code).bind(error.as_deref())
+            .bind(ts).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
+        let moved = res.rows_affected() == 1;
+        if moved {
+            insert_audit!(&mut *tx, &NewAudit {
+                actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
+                details: Some(json!({"status": outcome.status, "exit_code": outcome.exit_code, "dispatch_id": a.dispatch_id})),
+            })?;
+            if let Some(t) = ticket {
+                insert_ticket!(&mut *tx, t, &Actor::system())?;
+            }
+        }
+        tx.commit().await?;
+        moved
+    }))
+}
+
+/// Cancels a job no agent holds at once; otherwise records the request, which is delivered
+/// to whichever agent holds the job until it ends.
+pub(super) async fn cancel(
+    store: &Store,
+    job: JobId,
+    actor: &Actor,
+) -> Result<Option<CancelResult>> {
+    let ts = now();
+    let from = sql_from(Move::CancelQueued)?;
+    let direct_sql = format!(
+        "UPDATE jobs SET status = 'cancelled', cancel_requested_at = ?, completed_at = ?, \
+         error_message = 'cancelled before it started' \
+         WHERE id = ? AND status IN {from} AND agent_id IS NULL"
+    );
+    Ok(on_pool!(store, p => {
+        let mut tx = p.begin().await?;
+        let direct = sqlx::query(&direct_sql).bind(ts).bind(ts).bind(job).execute(&mut *tx).await?;
+        let result = if direct.rows_affected() == 1 {
+            Some(CancelResult::Cancelled)
+        } else {
+            let req = sqlx::query(
+                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) \
+                 WHERE id = ? AND status IN ('pending', 'running')",
+            )
+            .bind(ts).bind(job).execute(&mut *tx).await?;
+            (req.rows_affected() == 1).then_some(CancelResult::Requested)
+        };
+        if let Some(r) = result {
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "CANCEL", resource_type: "job", resource_id: Some(job.0),
+                details: Some(json!({"immediate": r == CancelResult::Cancelled})),
+            })?;
+        }
+        tx.commit().await?;
+        result
+    }))
+}
