@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use outpost_protocol::codec::{self, FrameError};
+use outpost_protocol::jobstream::{Delivery, Received};
 use outpost_protocol::message::{Assignment, Finished, JobDown, JobUp, LogBatch, RunningJob};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -217,7 +218,8 @@ impl JobTable {
 
 /// Sends a job's spool from the first unacknowledged line, then its outcome, over one job
 /// stream; applies the controller's acknowledgements. Returns when the controller has recorded
-/// the outcome (the spool is then removed) or the stream ends.
+/// the outcome (the spool is then removed) or the stream ends. The rules of the stream are
+/// the protocol's [`Delivery`]; this only moves bytes between it, the spool and the stream.
 pub async fn deliver(
     table: &JobTable,
     entry: Arc<JobEntry>,
@@ -225,22 +227,28 @@ pub async fn deliver(
     reader: &mut mpsc::Receiver<Result<JobDown, FrameError>>,
 ) -> Result<(), String> {
     let spool = &entry.spool;
-    let mut next = spool.acked() + 1;
-    let mut offset = spool.offset_of(next).map_err(|e| e.to_string())?;
+    let mut delivery = Delivery::new(entry.job, spool.acked());
+    let mut offset = spool
+        .offset_of(spool.acked() + 1)
+        .map_err(|e| e.to_string())?;
     let mut progress = entry.progress.clone();
     let mut outcome_rx = entry.outcome.clone();
-    let mut finished_sent = false;
     // The runner drops its progress sender a moment before it publishes the outcome: each
     // channel is watched until it closes on its own, never one closing the other.
     let (mut progress_open, mut outcome_open) = (true, true);
     loop {
         // Apply acknowledgements that arrived meanwhile.
         while let Ok(msg) = reader.try_recv() {
-            if on_down(table, &entry, msg.map_err(|e| e.to_string())?)? {
+            if receive(
+                table,
+                &entry,
+                &mut delivery,
+                msg.map_err(|e| e.to_string())?,
+            )? {
                 return Ok(());
             }
         }
-        if next <= spool.last_line() {
+        if let Some(next) = delivery.next_line(spool.last_line()) {
             let chunk = spool
                 .read(next, offset, BATCH_LINES, BATCH_BYTES)
                 .map_err(|e| e.to_string())?;
@@ -254,30 +262,31 @@ pub async fn deliver(
                 codec::write_frame(send, &batch, codec::MAX_FRAME)
                     .await
                     .map_err(|e| e.to_string())?;
-                next += n;
+                delivery.sent(n);
                 offset = chunk.next_offset;
                 continue;
             }
         }
         let outcome = outcome_rx.borrow().clone();
-        if let Some(o) = &outcome {
-            if !finished_sent && next > o.last_line {
-                let f = Finished {
-                    job: entry.job,
-                    status: o.status,
-                    exit_code: o.exit_code,
-                    error: o.error.clone(),
-                    last_line: o.last_line,
-                };
-                codec::write_frame(send, &JobUp::Finished(f), codec::MAX_FRAME)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                finished_sent = true;
-            }
+        if let Some(o) = outcome
+            .as_ref()
+            .filter(|o| delivery.finish_due(o.last_line))
+        {
+            let f = Finished {
+                job: entry.job,
+                status: o.status,
+                exit_code: o.exit_code,
+                error: o.error.clone(),
+                last_line: o.last_line,
+            };
+            codec::write_frame(send, &JobUp::Finished(f), codec::MAX_FRAME)
+                .await
+                .map_err(|e| e.to_string())?;
+            delivery.finish_sent();
         }
         tokio::select! {
             msg = reader.recv() => match msg {
-                Some(m) => if on_down(table, &entry, m.map_err(|e| e.to_string())?)? { return Ok(()) },
+                Some(m) => if receive(table, &entry, &mut delivery, m.map_err(|e| e.to_string())?)? { return Ok(()) },
                 None => return Err("the job stream ended".into()),
             },
             r = progress.changed(), if progress_open && outcome.is_none() => if r.is_err() { progress_open = false },
@@ -287,13 +296,18 @@ pub async fn deliver(
 }
 
 /// Applies one controller message; true when the job is fully delivered.
-fn on_down(table: &JobTable, entry: &JobEntry, msg: JobDown) -> Result<bool, String> {
-    match msg {
-        JobDown::LogAck { through_line, .. } => {
+fn receive(
+    table: &JobTable,
+    entry: &JobEntry,
+    delivery: &mut Delivery,
+    msg: JobDown,
+) -> Result<bool, String> {
+    match delivery.receive(&msg).map_err(|v| v.to_string())? {
+        Received::Acked(through_line) => {
             entry.spool.ack(through_line).map_err(|e| e.to_string())?;
             Ok(false)
         }
-        JobDown::FinishAck { .. } => {
+        Received::Delivered => {
             // Normally the run is over; if the controller let go of a job still running here
             // (it was settled elsewhere), stop it too.
             entry
@@ -306,6 +320,5 @@ fn on_down(table: &JobTable, entry: &JobEntry, msg: JobDown) -> Result<bool, Str
             tracing::info!(job = %entry.job, "delivered");
             Ok(true)
         }
-        JobDown::Assign(_) => Err("a second assignment on a job stream".into()),
     }
 }

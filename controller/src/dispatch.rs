@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use outpost_protocol::codec::{self, FrameError};
-use outpost_protocol::message::{FinalStatus, JobDown, JobUp, LogBatch};
+use outpost_protocol::jobstream::{FinishCheck, Intake};
+use outpost_protocol::message::{FinalStatus, Finished, JobDown, JobUp, LogBatch};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -21,6 +22,7 @@ use crate::lifecycle::{Attempt, Outcome, Released};
 use crate::model::{AgentId, Job, JobStatus};
 use crate::scheduler::{Dispatch, Event};
 use crate::store::logs::NewLogLine;
+use crate::text::fit_bytes;
 
 /// Content longer than this is cut: a TEXT column holds 65,535 bytes.
 const MAX_LINE_BYTES: usize = 60_000;
@@ -67,7 +69,7 @@ pub async fn run_assigned(
     .await;
     match outcome {
         Ok((send, reader)) => {
-            let stream = JobStream::new(ctx, owner, job, dispatch_id, 1, send, reader);
+            let stream = JobStream::new(ctx, owner, job, dispatch_id, 0, send, reader);
             stream.run().await;
         }
         Err(reason) => {
@@ -156,31 +158,22 @@ pub async fn run_resumed(
         }
     }
     tracing::info!(job = %job.job_id, acked_through = acked, "job stream resumed");
-    JobStream::new(
-        ctx,
-        owner,
-        job,
-        dispatch_id,
-        acked.saturating_add(1),
-        send,
-        reader,
-    )
-    .run()
-    .await;
+    JobStream::new(ctx, owner, job, dispatch_id, acked, send, reader)
+        .run()
+        .await;
 }
 
 struct JobStream {
     ctx: Arc<SessionContext>,
     owner: Owner,
     job: Job,
-    uuid: Uuid,
     dispatch_id: String,
-    /// The next line number not yet handed to ingest.
-    next_line: u32,
+    /// The stream's rules: sequencing, replays, acknowledgements, the outcome's completeness.
+    intake: Intake,
     send: quinn::SendStream,
     reader: mpsc::Receiver<Result<JobUp, FrameError>>,
-    /// Batches handed to ingest, with the line each one completes, in order.
-    acks: VecDeque<(u32, Committed)>,
+    /// One per batch handed to ingest, in the intake's order: resolves once it is committed.
+    committed: VecDeque<Committed>,
 }
 
 enum Step {
@@ -194,7 +187,7 @@ impl JobStream {
         owner: Owner,
         job: Job,
         dispatch_id: String,
-        next_line: u32,
+        acked_through: u32,
         send: quinn::SendStream,
         reader: mpsc::Receiver<Result<JobUp, FrameError>>,
     ) -> JobStream {
@@ -203,12 +196,11 @@ impl JobStream {
             ctx,
             owner,
             job,
-            uuid,
             dispatch_id,
-            next_line,
+            intake: Intake::new(uuid, acked_through),
             send,
             reader,
-            acks: VecDeque::new(),
+            committed: VecDeque::new(),
         }
     }
 
@@ -217,9 +209,9 @@ impl JobStream {
         loop {
             tokio::select! {
                 biased;
-                committed = async { self.acks.front_mut().map(|(_, rx)| rx).expect("guarded").await }, if !self.acks.is_empty() => {
-                    let (through, _) = self.acks.pop_front().expect("non-empty");
-                    if committed.is_err() || self.send_ack(through).await.is_err() {
+                committed = async { self.committed.front_mut().expect("guarded").await }, if !self.committed.is_empty() => {
+                    self.committed.pop_front();
+                    if committed.is_err() || self.send_ack().await.is_err() {
                         return;
                     }
                 }
@@ -236,11 +228,7 @@ impl JobStream {
                             tracing::debug!(job = %self.job.job_id, error = %e, "job stream ended with its connection");
                             Step::Done
                         }
-                        Some(Err(e)) => {
-                            tracing::warn!(job = %self.job.job_id, error = %e, "bad frame on a job stream");
-                            let _ = self.send.reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
-                            Step::Done
-                        }
+                        Some(Err(e)) => self.violation(&e.to_string()),
                         None => Step::Done,
                     };
                     if let Step::Done = step {
@@ -249,6 +237,14 @@ impl JobStream {
                 }
             }
         }
+    }
+
+    fn violation(&mut self, what: &str) -> Step {
+        tracing::warn!(job = %self.job.job_id, error = %what, "job stream reset");
+        let _ = self
+            .send
+            .reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
+        Step::Done
     }
 
     fn attempt(&self) -> Attempt {
@@ -280,22 +276,18 @@ impl JobStream {
         }
     }
 
-    async fn send_ack(&mut self, through_line: u32) -> Result<(), FrameError> {
-        codec::write_frame(
-            &mut self.send,
-            &JobDown::LogAck {
-                job: self.uuid,
-                through_line,
-            },
-            codec::MAX_FRAME,
-        )
-        .await
+    /// Acknowledges the oldest batch (it is committed).
+    async fn send_ack(&mut self) -> Result<(), FrameError> {
+        match self.intake.stored() {
+            Some(ack) => codec::write_frame(&mut self.send, &ack, codec::MAX_FRAME).await,
+            None => Ok(()),
+        }
     }
 
     /// Waits for every batch handed to ingest and acknowledges each.
     async fn drain_acks(&mut self) -> bool {
-        while let Some((through, rx)) = self.acks.pop_front() {
-            if rx.await.is_err() || self.send_ack(through).await.is_err() {
+        while let Some(rx) = self.committed.pop_front() {
+            if rx.await.is_err() || self.send_ack().await.is_err() {
                 return false;
             }
         }
@@ -309,113 +301,87 @@ impl JobStream {
                 Step::Continue
             }
             JobUp::Logs(batch) => self.on_logs(batch).await,
-            JobUp::Finished(f) => {
-                if !self.drain_acks().await {
-                    return Step::Done;
-                }
-                let received_through = self.next_line.saturating_sub(1);
-                if received_through < f.last_line {
-                    // Lines are missing: do not record the outcome yet; the agent resends
-                    // from its spool on the next stream.
-                    tracing::warn!(job = %self.job.job_id, received_through, last = f.last_line, "finish before all lines; waiting for a resume");
-                    let _ = self
-                        .send
-                        .reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
-                    return Step::Done;
-                }
-                let outcome = Outcome {
-                    status: match f.status {
-                        FinalStatus::Success => JobStatus::Success,
-                        FinalStatus::Failed => JobStatus::Failed,
-                        FinalStatus::Cancelled => JobStatus::Cancelled,
-                    },
-                    exit_code: f.exit_code,
-                    error_message: f.error.clone(),
-                };
-                match self.ctx.lifecycle.finish(&self.attempt(), &outcome).await {
-                    Ok(recorded) => {
-                        tracing::info!(job = %self.job.job_id, status = %outcome.status, recorded, "finished")
-                    }
-                    Err(e) => {
-                        // Not acknowledged: the agent keeps the outcome and resends it on its
-                        // next stream for the job.
-                        tracing::warn!(job = %self.job.job_id, error = %e, "cannot record the outcome; the agent will resend it");
-                        let _ = self
-                            .send
-                            .reset(quinn::VarInt::from_u32(outpost_protocol::close::NORMAL));
-                        return Step::Done;
-                    }
-                }
-                let _ = codec::write_frame(
-                    &mut self.send,
-                    &JobDown::FinishAck { job: self.uuid },
-                    codec::MAX_FRAME,
-                )
-                .await;
-                let _ = self.send.finish();
-                let _ = tokio::time::timeout(Duration::from_secs(5), self.send.stopped()).await;
-                self.ctx.scheduler.send(Event::Freed {
-                    agent: self.owner.agent,
-                    session: self.owner.session,
-                });
-                Step::Done
-            }
+            JobUp::Finished(f) => self.on_finished(f).await,
             JobUp::Accept { .. } | JobUp::Reject { .. } | JobUp::Resume { .. } => Step::Continue,
         }
     }
 
-    async fn on_logs(&mut self, batch: LogBatch) -> Step {
-        if batch.job != self.uuid || batch.first_line == 0 || batch.first_line > self.next_line {
-            tracing::warn!(job = %self.job.job_id, first = batch.first_line, expected = self.next_line, "log batch out of sequence");
+    async fn on_finished(&mut self, f: Finished) -> Step {
+        if !self.drain_acks().await {
+            return Step::Done;
+        }
+        if let FinishCheck::Missing { received_through } = self.intake.finish(&f) {
+            // Do not record the outcome yet; the agent resends from its spool on the next
+            // stream.
+            tracing::warn!(job = %self.job.job_id, received_through, last = f.last_line, "finish before all lines; waiting for a resume");
             let _ = self
                 .send
                 .reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
             return Step::Done;
         }
-        let count = u32::try_from(batch.lines.len()).unwrap_or(u32::MAX);
-        if count == 0 {
-            return Step::Continue;
+        let outcome = Outcome {
+            status: match f.status {
+                FinalStatus::Success => JobStatus::Success,
+                FinalStatus::Failed => JobStatus::Failed,
+                FinalStatus::Cancelled => JobStatus::Cancelled,
+            },
+            exit_code: f.exit_code,
+            error_message: f.error.clone(),
+        };
+        match self.ctx.lifecycle.finish(&self.attempt(), &outcome).await {
+            Ok(recorded) => {
+                tracing::info!(job = %self.job.job_id, status = %outcome.status, recorded, "finished")
+            }
+            Err(e) => {
+                // Not acknowledged: the agent keeps the outcome and resends it on its next
+                // stream for the job.
+                tracing::warn!(job = %self.job.job_id, error = %e, "cannot record the outcome; the agent will resend it");
+                let _ = self
+                    .send
+                    .reset(quinn::VarInt::from_u32(outpost_protocol::close::NORMAL));
+                return Step::Done;
+            }
         }
-        let through = batch.first_line.saturating_add(count - 1);
-        // Lines already handed to ingest (a replay overlapping what we have) are skipped.
-        let skip = (self.next_line - batch.first_line) as usize;
-        let rows: Vec<NewLogLine> = batch
+        let _ = codec::write_frame(
+            &mut self.send,
+            &JobDown::FinishAck { job: f.job },
+            codec::MAX_FRAME,
+        )
+        .await;
+        let _ = self.send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.send.stopped()).await;
+        self.ctx.scheduler.send(Event::Freed {
+            agent: self.owner.agent,
+            session: self.owner.session,
+        });
+        Step::Done
+    }
+
+    async fn on_logs(&mut self, batch: LogBatch) -> Step {
+        let taken = match self.intake.take(batch) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Step::Continue, // a replay of what is stored already
+            Err(v) => return self.violation(&v.to_string()),
+        };
+        let first = taken.first_line as usize;
+        let rows: Vec<NewLogLine> = taken
             .lines
             .into_iter()
             .enumerate()
-            .skip(skip)
             .map(|(i, l)| NewLogLine {
                 job: self.job.id,
-                line_number: i32::try_from(batch.first_line as usize + i).unwrap_or(i32::MAX),
-                content: clip(l.text),
+                line_number: i32::try_from(first + i).unwrap_or(i32::MAX),
+                content: fit_bytes(&l.text, MAX_LINE_BYTES).into_owned(),
                 level: Some(l.level.as_str().to_owned()),
                 timestamp: DateTime::<Utc>::from_timestamp_millis(l.at_ms).unwrap_or_else(Utc::now),
             })
             .collect();
-        let committed = if rows.is_empty() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = tx.send(());
-            rx
-        } else {
-            match self.ctx.ingest.submit(rows).await {
-                Some(rx) => rx,
-                None => return Step::Done, // shutting down
+        match self.ctx.ingest.submit(rows).await {
+            Some(rx) => {
+                self.committed.push_back(rx);
+                Step::Continue
             }
-        };
-        self.next_line = self.next_line.max(through.saturating_add(1));
-        self.acks.push_back((through, committed));
-        Step::Continue
-    }
-}
-
-fn clip(mut text: String) -> String {
-    if text.len() > MAX_LINE_BYTES {
-        let mut cut = MAX_LINE_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+            None => Step::Done, // shutting down
         }
-        text.truncate(cut);
-        text.push_str(" …[truncated]");
     }
-    text
 }

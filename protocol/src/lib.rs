@@ -4,11 +4,13 @@
 //!
 //! - [`message`]: the serde types of the session, job and enrolment streams.
 //! - [`codec`]: postcard in length-prefixed frames with a hard size limit.
+//! - [`jobstream`]: the rules of a job stream on both sides, without I/O.
 //! - [`pki`]: the CA, the controller's certificate, agents' CSRs and their signing.
 //! - [`token`]: the one-line enrolment token that pins the CA.
 //! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
 
 pub mod codec;
+pub mod jobstream;
 pub mod message;
 pub mod pki;
 pub mod tls;

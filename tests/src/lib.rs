@@ -27,6 +27,12 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A string no other test uses: put it on a job's command line, then look for exactly that
+/// (tests run side by side, and another test's processes are none of this one's business).
+pub fn unique_mark() -> String {
+    format!("outpost-mark-{}", uuid::Uuid::new_v4().simple())
+}
+
 /// Waits until no process's command line contains `pattern` (a job's processes are gone).
 pub async fn wait_no_process(pattern: &str, timeout: Duration) {
     wait_for(

@@ -1,7 +1,7 @@
 //! Real controller and agent processes, started from the workspace's built binaries, with
 //! their logs in files (printed when a test fails).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -20,12 +20,14 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback UDP port free right now.
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// The address after `key` in a log line (`agents=127.0.0.1:41234`).
+fn bound_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| c.is_whitespace() || c == ',')
+        .next()?
+        .trim_matches('"')
+        .parse()
+        .ok()
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -116,7 +118,8 @@ impl Controller {
         );
     }
 
-    /// Starts `serve` on fresh loopback ports and waits until it is ready.
+    /// Starts `serve` on loopback ports the kernel picks (port 0) and waits until it is ready;
+    /// the bound addresses are read back from its "controller ready" line.
     pub fn start(
         data_dir: &Path,
         database_url: &str,
@@ -126,8 +129,8 @@ impl Controller {
         let mut c = Controller {
             data_dir: data_dir.to_path_buf(),
             database_url: database_url.to_owned(),
-            agents: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
-            enroll: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            agents: SocketAddr::from(([127, 0, 0, 1], 0)),
+            enroll: SocketAddr::from(([127, 0, 0, 1], 0)),
             id: id.to_owned(),
             opts,
             log: data_dir.join(format!("controller-{id}.log")),
@@ -199,6 +202,19 @@ impl Controller {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let line = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("controller ready"))
+            .nth(before)
+            .map(str::to_owned)
+            .unwrap_or_default();
+        self.agents = bound_addr(&line, "agents=").unwrap_or(self.agents);
+        self.enroll = bound_addr(&line, "enroll=").unwrap_or(self.enroll);
+        assert!(
+            self.agents.port() != 0 && self.enroll.port() != 0,
+            "no bound addresses in the ready line: {line}"
+        );
     }
 
     /// A one-time enrolment token for an agent named `name` with `labels` (k=v).
@@ -245,7 +261,7 @@ impl Controller {
         }
     }
 
-    /// Starts again on the same ports.
+    /// Starts again on the ports it had (agents were given that address).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill it first");
         self.spawn();

@@ -13,6 +13,14 @@ use outpost_controller::store::users::NewUser;
 use outpost_controller::{PoolConfig, Store};
 use sha2::{Digest, Sha256};
 
+/// A playbook that says so, then sleeps two minutes in a shell whose command line carries
+/// `mark` (see [`crate::unique_mark`]), so a test can tell whether its ansible still runs.
+pub fn sleeping_playbook(mark: &str) -> String {
+    format!(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: before\n      ansible.builtin.debug:\n        msg: \"about to sleep\"\n    - name: sleep\n      ansible.builtin.shell: \"sleep 120; echo {mark}\"\n"
+    )
+}
+
 pub struct World {
     pub store: Store,
     pub admin: User,

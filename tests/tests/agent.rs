@@ -7,7 +7,7 @@ use outpost_controller::model::JobStatus;
 use outpost_protocol::pki;
 use outpost_protocol::token::EnrollToken;
 use outpost_tests::cluster::Cluster;
-use outpost_tests::procs::{free_udp_port, Agent, AgentOpts, ControllerOpts};
+use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
 use outpost_tests::proxy::UdpProxy;
 use outpost_tests::{wait_for, Backend};
 use serde_json::json;
@@ -132,7 +132,9 @@ fn ca_fingerprint(pem_path: &std::path::Path) -> String {
 async fn the_agent_tries_controller_addresses_in_turn() {
     let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
     let mut agent = Agent::enroll(&c.ctl, "bastion", &[]);
-    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    // An address that is held by this test and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = silent.local_addr().unwrap();
     agent.start(&[dead, c.ctl.agents], &AgentOpts::default());
     let w = &c.world;
     let server = w.local_server("web1", json!({}), "dev").await;

@@ -31,17 +31,6 @@ const FAIL: &str = r#"
       ansible.builtin.command: /bin/false
 "#;
 
-const SLEEP: &str = r#"
-- hosts: all
-  gather_facts: false
-  tasks:
-    - name: before
-      ansible.builtin.debug:
-        msg: "about to sleep"
-    - name: sleep
-      ansible.builtin.command: sleep 120
-"#;
-
 async fn success_failure_and_ticket(backend: Backend) {
     let c = Cluster::start(backend, ControllerOpts::default()).await;
     let _agent = c.agent("bastion-fra1", &["dc=fra1"], &AgentOpts::default());
@@ -160,7 +149,10 @@ async fn routing_cancel_pending_and_running() {
     let near = w
         .local_server("web1.fra1", json!({"dc": "fra1"}), "staging")
         .await;
-    let sleep = w.playbook("sleep", SLEEP).await;
+    let mark = outpost_tests::unique_mark();
+    let sleep = w
+        .playbook("sleep", &outpost_tests::world::sleeping_playbook(&mark))
+        .await;
 
     // No agent in nyc1: the job waits, says why, and can be cancelled at once.
     let stuck = w.launch(&sleep, &far).await;
@@ -206,8 +198,8 @@ async fn routing_cancel_pending_and_running() {
         Some("cancelled on request")
     );
     w.assert_contiguous(&running).await;
-    // ansible's process group is gone: no `sleep 120` left behind.
-    outpost_tests::wait_no_process("sleep 120", Duration::from_secs(5)).await;
+    // ansible's process group is gone: nothing of this job is left behind.
+    outpost_tests::wait_no_process(&mark, Duration::from_secs(5)).await;
     // No ticket for a cancel.
     let tickets = w
         .store
@@ -228,11 +220,16 @@ async fn time_limit_fails_the_job() {
     let _agent = c.agent("bastion", &[], &AgentOpts::default());
     let w = &c.world;
     let server = w.local_server("web1", json!({}), "dev").await;
-    let job = w.launch(&w.playbook("sleep", SLEEP).await, &server).await;
+    let mark = outpost_tests::unique_mark();
+    let pb = w
+        .playbook("sleep", &outpost_tests::world::sleeping_playbook(&mark))
+        .await;
+    let job = w.launch(&pb, &server).await;
     let failed = w.wait_status(&job, JobStatus::Failed, MINUTE).await;
     assert_eq!(failed.error_message.as_deref(), Some("timed out after 4 s"));
     let elapsed = failed.completed_at.unwrap() - failed.started_at.unwrap();
     assert!(elapsed.num_seconds() < 30, "stopped promptly: {elapsed}");
+    outpost_tests::wait_no_process(&mark, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,7 @@ pub struct NoSuchMove(pub Move);
 
 impl Move {
     /// The states a job may be in for this move to apply.
-    pub fn from(self) -> Result<&'static [JobStatus], NoSuchMove> {
+    pub fn leaves(self) -> Result<&'static [JobStatus], NoSuchMove> {
         use JobStatus::*;
         match self {
             Move::Claim | Move::Release | Move::Start | Move::CancelQueued => Ok(&[Pending]),
@@ -45,7 +45,7 @@ impl Move {
     }
 
     /// The state the job is in after the move.
-    pub fn to(self) -> Result<JobStatus, NoSuchMove> {
+    pub fn enters(self) -> Result<JobStatus, NoSuchMove> {
         match self {
             Move::Claim | Move::Release => Ok(JobStatus::Pending),
             Move::Start => Ok(JobStatus::Running),
@@ -55,10 +55,10 @@ impl Move {
         }
     }
 
-    /// `('pending', 'running')`: the SQL list of [`Move::from`].
-    pub(super) fn from_sql(self) -> Result<String, NoSuchMove> {
+    /// `('pending', 'running')`: the SQL list of [`Move::leaves`].
+    pub(super) fn leaves_sql(self) -> Result<String, NoSuchMove> {
         let states: Vec<String> = self
-            .from()?
+            .leaves()?
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
@@ -79,7 +79,7 @@ pub fn reachable(from: JobStatus, to: JobStatus) -> bool {
     ];
     moves
         .iter()
-        .any(|m| m.from().is_ok_and(|f| f.contains(&from)) && m.to().is_ok_and(|t| t == to))
+        .any(|m| m.leaves().is_ok_and(|f| f.contains(&from)) && m.enters().is_ok_and(|t| t == to))
 }
 
 #[cfg(test)]
@@ -110,14 +110,14 @@ mod tests {
     #[test]
     fn finishing_needs_a_final_status() {
         assert_eq!(
-            Move::Finish(Running).from(),
+            Move::Finish(Running).leaves(),
             Err(NoSuchMove(Move::Finish(Running)))
         );
-        assert!(Move::Finish(Pending).to().is_err());
+        assert!(Move::Finish(Pending).enters().is_err());
         assert_eq!(
-            Move::Finish(Success).from_sql().unwrap(),
+            Move::Finish(Success).leaves_sql().unwrap(),
             "('pending', 'running')"
         );
-        assert_eq!(Move::Start.from_sql().unwrap(), "('pending')");
+        assert_eq!(Move::Start.leaves_sql().unwrap(), "('pending')");
     }
 }

@@ -1,5 +1,5 @@
 //! The recorded transitions: one conditional UPDATE each, naming the states it leaves (from
-//! [`Move::from`]) and, for an agent's attempt, its dispatch id, with its audit record in the
+//! [`Move::leaves`]) and, for an agent's attempt, its dispatch id, with its audit record in the
 //! same transaction. Private to the lifecycle module: nothing else in the crate can move a job.
 
 use serde_json::json;
@@ -13,7 +13,7 @@ use crate::store::{now, on_pool, Backend, Result, Store, StoreError};
 use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
 
 fn sql_from(m: Move) -> Result<String> {
-    m.from_sql()
+    m.leaves_sql()
         .map_err(|e| StoreError::invalid("status", e.to_string()))
 }
 

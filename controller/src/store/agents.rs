@@ -98,7 +98,7 @@ impl Store {
             let labels_text = serde_json::Value::Object(labels.clone()).to_string();
             let res = sqlx::query(
                 "INSERT INTO agents (uuid, name, labels, hostname, revoked, capacity, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-                .bind(uuid).bind(&token.name).bind(&labels_text).bind(hostname).bind(false).bind(4).bind(ts).bind(ts)
+                .bind(uuid).bind(&token.name).bind(&labels_text).bind(fit_chars(hostname, VARCHAR_255)).bind(false).bind(4).bind(ts).bind(ts)
                 .execute(&mut *tx).await
                 .map_err(|e| StoreError::on_write(e, || format!("an agent named '{}' (revoke and delete it, or name the token differently)", token.name)))?;
             let agent_id = res.inserted_id() as i32;
