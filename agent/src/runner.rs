@@ -107,11 +107,16 @@ async fn run_in(
             work.display()
         ));
     }
+    let options = match job.options.args() {
+        Ok(a) => a,
+        Err(e) => return failed(format!("refusing the run options: {e}")),
+    };
     let mut cmd = tokio::process::Command::new(&cfg.ansible_playbook);
     cmd.arg("-i")
         .arg(work.join("inventory.yml"))
         .arg("-e")
         .arg(format!("@{}", work.join("extra_vars.json").display()))
+        .args(&options)
         .arg(work.join("playbook.yml"))
         .current_dir(work)
         .env("ANSIBLE_NOCOLOR", "1")
@@ -450,6 +455,7 @@ mod tests {
             },
             extra_vars_json: "{}".into(),
             time_limit_secs: 1,
+            options: Default::default(),
         };
         let mut hv = serde_json::Map::new();
         hv.insert("ansible_connection".into(), "local".into());

@@ -92,6 +92,7 @@ fn assignment(playbook: &str, limit: u32) -> Assignment {
         },
         extra_vars_json: r#"{"who": "peer"}"#.into(),
         time_limit_secs: limit,
+        options: Default::default(),
     }
 }
 
@@ -175,7 +176,7 @@ async fn hello_jobs_capacity_and_extra_vars_on_the_wire() {
     assert!(hello.running.is_empty());
     let agent_id = tls::peer_agent_uuid(&conn).unwrap();
     let welcome = Welcome {
-        protocol_version: 1,
+        protocol_version: outpost_protocol::PROTOCOL_VERSION,
         controller_version: "peer".into(),
         agent: agent_id,
         heartbeat_interval_ms: 1000,
@@ -257,7 +258,7 @@ async fn unacknowledged_lines_are_resent_on_the_next_session() {
     let agent = tokio::spawn(service::run(peer.state.clone(), opts, stop.clone(), || {}));
     let welcome = |agent| {
         Down::Welcome(Welcome {
-            protocol_version: 1,
+            protocol_version: outpost_protocol::PROTOCOL_VERSION,
             controller_version: "peer".into(),
             agent,
             heartbeat_interval_ms: 1000,

@@ -46,6 +46,7 @@ async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
                 email: "bench@example.com".into(),
                 password: "benchmark-pw".into(),
                 role: Role::Admin,
+                must_change_password: false,
             },
             &Actor::system(),
         )
@@ -78,6 +79,7 @@ async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
             server_id: server.id,
             user_id: admin.id,
             extra_vars: None,
+            run_options: None,
         })
         .collect();
     store

@@ -49,6 +49,11 @@ pub struct FileConfig {
     pub db_pool_overflow: Option<u32>,
     pub db_pool_timeout_secs: Option<u64>,
     pub db_pool_recycle_secs: Option<u64>,
+    pub api_listen: Option<SocketAddr>,
+    pub api_cert: Option<PathBuf>,
+    pub api_key: Option<PathBuf>,
+    pub api_token_hours: Option<u64>,
+    pub password_max_age_days: Option<u64>,
 }
 
 impl FileConfig {
@@ -109,6 +114,16 @@ pub struct Settings {
     /// QUIC idle timeout: a silent peer is considered gone after this long.
     pub idle_timeout: Duration,
     pub log_format: LogFormat,
+    /// TCP address of the HTTPS API and web UI.
+    pub api_listen: SocketAddr,
+    /// The API's certificate chain and key (PEM); the controller's own from the Outpost CA
+    /// when unset.
+    pub api_cert: Option<PathBuf>,
+    pub api_key: Option<PathBuf>,
+    /// How long a login's bearer token lives.
+    pub api_token_ttl: Duration,
+    /// A password older than this must be changed (zero: never).
+    pub password_max_age: Duration,
 }
 
 impl Settings {
@@ -133,6 +148,11 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(15),
             log_format: LogFormat::Text,
+            api_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            api_cert: None,
+            api_key: None,
+            api_token_ttl: Duration::from_secs(12 * 3600),
+            password_max_age: Duration::from_secs(90 * 86400),
         }
     }
 
@@ -184,6 +204,19 @@ impl Settings {
             self.idle_timeout = Duration::from_millis(ms.max(500));
         }
         set!(log_format);
+        set!(api_listen);
+        if f.api_cert.is_some() {
+            self.api_cert = f.api_cert.clone();
+        }
+        if f.api_key.is_some() {
+            self.api_key = f.api_key.clone();
+        }
+        if let Some(h) = f.api_token_hours {
+            self.api_token_ttl = Duration::from_secs(h.max(1) * 3600);
+        }
+        if let Some(d) = f.password_max_age_days {
+            self.password_max_age = Duration::from_secs(d * 86400);
+        }
         if let Some(v) = f.db_pool_size {
             self.pool.size = v;
         }
@@ -210,6 +243,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "max_running_per_server",
                 message: "must be at least 1".into(),
+            });
+        }
+        if self.api_cert.is_some() != self.api_key.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "api_cert",
+                message: "api_cert and api_key go together: set both or neither".into(),
             });
         }
         if self.pool.size == 0 {

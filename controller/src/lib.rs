@@ -13,6 +13,7 @@ pub mod config;
 pub mod context;
 pub mod dispatch;
 pub mod enroll;
+pub mod http;
 pub mod ingest;
 pub mod lifecycle;
 pub mod metrics;

@@ -1,139 +1,14 @@
 //! The domain's records, enums and id newtypes, shared by the store, the API and the scheduler.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 /// A JSON object, as the seed's `tags`, `variables`, `extra_vars` and `host_vars` hold.
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
-/// A string that does not name a variant of one of the domain's enums.
-#[derive(Debug, Error)]
-#[error("unknown {kind} '{value}'; expected one of: {expected}")]
-pub struct UnknownVariant {
-    pub kind: &'static str,
-    pub value: String,
-    pub expected: &'static str,
-}
-
-/// Declares an enum stored as a lower-case string (a MySQL ENUM, a CHECKed TEXT in SQLite).
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident, $kind:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownVariant;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownVariant {
-                        kind: $kind,
-                        value: s.to_owned(),
-                        expected: concat!($($text, " "),+),
-                    }),
-                }
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = UnknownVariant;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                s.parse()
-            }
-        }
-    };
-}
-
-string_enum!(
-    /// What a user may do: viewers read, operators also run jobs and work tickets, admins
-    /// also manage users, servers, playbooks and agents.
-    Role, "role", { Admin => "admin", Operator => "operator", Viewer => "viewer" }
-);
-
-string_enum!(
-    /// Where a job is in its life. Moves only forward: pending → running → a final state,
-    /// or pending → cancelled.
-    JobStatus, "job status", {
-        Pending => "pending",
-        Running => "running",
-        Success => "success",
-        Failed => "failed",
-        Cancelled => "cancelled",
-    }
-);
-
-string_enum!(
-    TicketStatus, "ticket status", {
-        Open => "open",
-        InProgress => "in_progress",
-        Resolved => "resolved",
-        Closed => "closed",
-    }
-);
-
-string_enum!(
-    TicketPriority, "ticket priority", {
-        Low => "low",
-        Medium => "medium",
-        High => "high",
-        Critical => "critical",
-    }
-);
-
-impl JobStatus {
-    /// A final status never changes again.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Success | JobStatus::Failed | JobStatus::Cancelled
-        )
-    }
-}
-
-impl Role {
-    /// Whether this role includes everything `other` may do.
-    pub fn at_least(self, other: Role) -> bool {
-        fn rank(r: Role) -> u8 {
-            match r {
-                Role::Viewer => 0,
-                Role::Operator => 1,
-                Role::Admin => 2,
-            }
-        }
-        rank(self) >= rank(other)
-    }
-}
-
-impl TicketPriority {
-    /// The priority of a ticket opened for a failure in the given server environment.
-    pub fn for_environment(environment: Option<&str>) -> TicketPriority {
-        match environment.map(str::to_ascii_lowercase).as_deref() {
-            Some("production" | "prod") => TicketPriority::High,
-            Some("staging" | "stage") => TicketPriority::Medium,
-            _ => TicketPriority::Low,
-        }
-    }
-}
+pub use outpost_api::enums::{JobStatus, Role, TicketPriority, TicketStatus, UnknownVariant};
 
 /// Declares an integer primary-key newtype.
 macro_rules! id_type {
@@ -176,6 +51,10 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_login: Option<DateTime<Utc>>,
+    /// When the password was last set (for the maximum password age).
+    pub password_changed_at: Option<DateTime<Utc>>,
+    /// The password was set by an admin: it must be changed before anything else.
+    pub must_change_password: bool,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -233,6 +112,8 @@ pub struct Job {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
     pub pending_reason: Option<String>,
+    /// ansible-playbook's run options chosen at launch.
+    pub run_options: Option<sqlx::types::Json<JsonObject>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -422,6 +303,7 @@ pub(crate) mod samples {
             cancel_requested_at: None,
             exit_code: None,
             pending_reason: None,
+            run_options: None,
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the API's certificate: {0}")]
+    ApiCert(String),
+    #[error(transparent)]
+    Routes(#[from] crate::http::MissingRule),
 }
 
 /// Bound addresses, for callers that asked for port 0.
@@ -37,6 +41,8 @@ pub enum ServeError {
 pub struct Bound {
     pub agents: SocketAddr,
     pub enroll: SocketAddr,
+    /// The HTTPS API and web UI (TCP).
+    pub api: SocketAddr,
 }
 
 /// A UDP socket with a receive buffer big enough that bursts are not dropped before quinn
@@ -61,6 +67,29 @@ fn endpoint(addr: SocketAddr, config: quinn::ServerConfig) -> Result<quinn::Endp
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// The API's TLS configuration: the operator's certificate and key, or the controller's own
+/// (issued by the Outpost CA, which the CLI trusts by fingerprint).
+fn api_tls(
+    settings: &Settings,
+    pki: &crate::pki::ControllerPki,
+) -> Result<rustls::ServerConfig, ServeError> {
+    let (chain, key) = match (&settings.api_cert, &settings.api_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| ServeError::ApiCert(format!("cannot read {}: {e}", p.display())))
+            };
+            let chain = outpost_protocol::pki::certs_from_pem(&read(cert)?)
+                .map_err(|e| ServeError::ApiCert(e.to_string()))?;
+            let key = outpost_protocol::pki::private_key_from_pem(&read(key)?)
+                .map_err(|e| ServeError::ApiCert(e.to_string()))?;
+            (chain, key)
+        }
+        _ => (pki.chain.clone(), pki.server_key()?),
+    };
+    crate::http::tls_config(chain, key).map_err(|e| ServeError::ApiCert(e.to_string()))
 }
 
 /// Runs the controller until `stop` fires. `ready` is called once everything is up.
@@ -103,6 +132,12 @@ pub async fn serve(
         outpost_protocol::tls::enroll_server_config(pki.chain.clone(), pki.server_key()?, timers)?;
     let agents_ep = endpoint(settings.listen, agent_cfg)?;
     let enroll_ep = endpoint(settings.enroll_listen, enroll_cfg)?;
+    let api_listener = tokio::net::TcpListener::bind(settings.api_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: settings.api_listen,
+            source,
+        })?;
     let bound = Bound {
         agents: agents_ep.local_addr().map_err(|source| ServeError::Bind {
             addr: settings.listen,
@@ -112,7 +147,14 @@ pub async fn serve(
             addr: settings.enroll_listen,
             source,
         })?,
+        api: api_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: settings.api_listen,
+                source,
+            })?,
     };
+    let api_tls = api_tls(&settings, &pki)?;
     let ca = Arc::new(pki.ca);
 
     // Ingest outlives the sessions: it gets its own token, fired after they are gone.
@@ -133,6 +175,23 @@ pub async fn serve(
     });
     tasks.spawn(enroll.serve(enroll_ep.clone(), stop.clone(), tasks.clone()));
 
+    let api_state = Arc::new(crate::http::ApiState::new(
+        store.clone(),
+        scheduler.clone(),
+        settings.clone(),
+        ca.fingerprint(),
+        vec![bound.agents, bound.enroll, bound.api],
+        stop.clone(),
+    ));
+    let api_app = crate::http::app(api_state)?;
+    let api_task = tokio::spawn(crate::http::serve(
+        api_listener,
+        api_tls,
+        api_app,
+        stop.clone(),
+        std::time::Duration::from_secs(5),
+    ));
+
     let ctx = Arc::new(SessionContext::new(
         store.clone(),
         settings.clone(),
@@ -141,7 +200,7 @@ pub async fn serve(
         ca,
         stop.clone(),
     ));
-    tracing::info!(agents = %bound.agents, enroll = %bound.enroll, controller = %settings.controller_id, "controller ready");
+    tracing::info!(agents = %bound.agents, enroll = %bound.enroll, api = %bound.api, controller = %settings.controller_id, "controller ready");
     ready(bound);
 
     let sessions = TaskTracker::new();
@@ -155,6 +214,7 @@ pub async fn serve(
         }
     }
     tracing::info!("shutting down: draining sessions");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), api_task).await;
     drop(ctx);
     sessions.close();
     if tokio::time::timeout(settings.shutdown_timeout, sessions.wait())

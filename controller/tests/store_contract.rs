@@ -425,6 +425,7 @@ async fn fixture(store: &Store) -> Fixture {
                 email: "Admin@Example.com".into(),
                 password: "correct horse battery".into(),
                 role: Role::Admin,
+                must_change_password: false,
             },
             &Actor::system(),
         )
@@ -465,6 +466,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             server_id: f.server.id,
             user_id: f.admin.id,
             extra_vars: Some(json!({"x": 1})),
+            run_options: None,
         })
         .collect();
     store
@@ -540,6 +542,7 @@ async fn users_are_normalized_and_hashed(backend: Backend) {
                 email: "ADMIN@example.com".into(),
                 password: "12345678".into(),
                 role: Role::Viewer,
+                must_change_password: false,
             },
             &Actor::system(),
         )
@@ -552,6 +555,7 @@ async fn users_are_normalized_and_hashed(backend: Backend) {
                 email: "v@example.com".into(),
                 password: "short".into(),
                 role: Role::Viewer,
+                must_change_password: false,
             },
             &Actor::system(),
         )
@@ -729,6 +733,7 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 server_id: f.server.id,
                 user_id: f.admin.id,
                 extra_vars: None,
+                run_options: None,
             }],
             &Actor::system(),
         )

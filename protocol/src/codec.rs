@@ -248,6 +248,7 @@ mod tests {
                 },
                 extra_vars_json: "{}".into(),
                 time_limit_secs: 3600,
+                options: Default::default(),
             })),
             JobDown::LogAck {
                 job,

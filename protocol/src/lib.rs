@@ -17,9 +17,10 @@ pub mod tls;
 pub mod token;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// The oldest protocol version this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this build still accepts (2 added run options to assignments,
+/// which an agent speaking 1 cannot decode).
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.
 pub const ALPN_AGENT: &[u8] = b"outpost/1";

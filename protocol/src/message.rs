@@ -156,6 +156,71 @@ pub struct Assignment {
     /// A JSON object of extra vars (the playbook's defaults overlaid with the job's).
     pub extra_vars_json: String,
     pub time_limit_secs: u32,
+    pub options: RunOptions,
+}
+
+/// ansible-playbook's run options, as typed fields: the agent turns each into its own argument,
+/// never into command-line text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// `--tags` (checked names: letters, digits, `_ - . :`).
+    pub tags: Vec<String>,
+    /// `--skip-tags`
+    pub skip_tags: Vec<String>,
+    /// `--check`
+    pub check: bool,
+    /// `--diff`
+    pub diff: bool,
+    /// Number of `-v`, at most 4.
+    pub verbosity: u8,
+}
+
+impl RunOptions {
+    /// The most `-v` ansible-playbook understands.
+    pub const MAX_VERBOSITY: u8 = 4;
+
+    /// Whether a tag name is safe and sensible: 1–64 of letters, digits, `_ - . :`, not
+    /// starting with `-` (so it can never read as an option).
+    pub fn valid_tag(tag: &str) -> bool {
+        !tag.is_empty()
+            && tag.len() <= 64
+            && !tag.starts_with('-')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+    }
+
+    /// The checked arguments for ansible-playbook; an error names what is wrong.
+    pub fn args(&self) -> Result<Vec<String>, String> {
+        let mut args = Vec::new();
+        for (flag, tags) in [("--tags", &self.tags), ("--skip-tags", &self.skip_tags)] {
+            if tags.is_empty() {
+                continue;
+            }
+            if let Some(bad) = tags.iter().find(|t| !RunOptions::valid_tag(t)) {
+                return Err(format!("invalid tag '{bad}' for {flag}"));
+            }
+            args.push(flag.to_owned());
+            args.push(tags.join(","));
+        }
+        if self.check {
+            args.push("--check".into());
+        }
+        if self.diff {
+            args.push("--diff".into());
+        }
+        if self.verbosity > RunOptions::MAX_VERBOSITY {
+            return Err(format!(
+                "verbosity {} is above {}",
+                self.verbosity,
+                RunOptions::MAX_VERBOSITY
+            ));
+        }
+        if self.verbosity > 0 {
+            args.push(format!("-{}", "v".repeat(self.verbosity as usize)));
+        }
+        Ok(args)
+    }
 }
 
 /// The server a job runs against.
@@ -294,5 +359,46 @@ mod tests {
         );
         assert_eq!(Level::classify("ok: [web1]"), Level::Info);
         assert_eq!(Level::classify("TASK [debug] ****"), Level::Info);
+    }
+}
+
+#[cfg(test)]
+mod run_options_tests {
+    use super::*;
+
+    #[test]
+    fn run_options_become_separate_checked_arguments() {
+        let o = RunOptions {
+            tags: vec!["web".into(), "db:setup".into()],
+            skip_tags: vec!["slow".into()],
+            check: true,
+            diff: true,
+            verbosity: 3,
+        };
+        assert_eq!(
+            o.args().unwrap(),
+            [
+                "--tags",
+                "web,db:setup",
+                "--skip-tags",
+                "slow",
+                "--check",
+                "--diff",
+                "-vvv"
+            ]
+        );
+        assert!(RunOptions::default().args().unwrap().is_empty());
+        for bad in ["--become", "a b", "x;rm", "", "t,u"] {
+            let o = RunOptions {
+                tags: vec![bad.into()],
+                ..RunOptions::default()
+            };
+            assert!(o.args().is_err(), "{bad:?} accepted");
+        }
+        let loud = RunOptions {
+            verbosity: 5,
+            ..RunOptions::default()
+        };
+        assert!(loud.args().is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Test scaffolding shared by every crate's integration tests and the whole-system tests:
 //!
+//! - [`api`]: signing in to the HTTPS API, test users, Server-Sent Events;
 //! - [`cluster`]: a controller on a fresh database, ready for agents;
 //! - [`db`]: a fresh database per test (MariaDB or SQLite), dropped afterwards;
 //! - [`mariadb`]: a private MariaDB server a test may restart;
@@ -7,6 +8,7 @@
 //! - [`proxy`]: a UDP relay between agent and controller that can cut the network;
 //! - [`world`]: users, servers, playbooks and jobs put straight into the store, and waits.
 
+pub mod api;
 pub mod cluster;
 pub mod db;
 pub mod mariadb;

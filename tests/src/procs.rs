@@ -95,6 +95,8 @@ pub struct Controller {
     pub database_url: String,
     pub agents: SocketAddr,
     pub enroll: SocketAddr,
+    /// The HTTPS API (TCP).
+    pub api: SocketAddr,
     pub id: String,
     pub opts: ControllerOpts,
     log: PathBuf,
@@ -131,6 +133,7 @@ impl Controller {
             database_url: database_url.to_owned(),
             agents: SocketAddr::from(([127, 0, 0, 1], 0)),
             enroll: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api: SocketAddr::from(([127, 0, 0, 1], 0)),
             id: id.to_owned(),
             opts,
             log: data_dir.join(format!("controller-{id}.log")),
@@ -164,6 +167,8 @@ impl Controller {
                 &self.agents.to_string(),
                 "--enroll-listen",
                 &self.enroll.to_string(),
+                "--api-listen",
+                &self.api.to_string(),
             ])
             .args(["--controller-id", &self.id])
             .args(["--agent-grace-secs", &o.agent_grace_secs.to_string()])
@@ -211,10 +216,26 @@ impl Controller {
             .unwrap_or_default();
         self.agents = bound_addr(&line, "agents=").unwrap_or(self.agents);
         self.enroll = bound_addr(&line, "enroll=").unwrap_or(self.enroll);
+        self.api = bound_addr(&line, "api=").unwrap_or(self.api);
         assert!(
-            self.agents.port() != 0 && self.enroll.port() != 0,
+            self.agents.port() != 0 && self.enroll.port() != 0 && self.api.port() != 0,
             "no bound addresses in the ready line: {line}"
         );
+    }
+
+    /// The API's base URL.
+    pub fn api_url(&self) -> String {
+        format!("https://{}", self.api)
+    }
+
+    /// The Outpost CA certificate (PEM), which the API's certificate chains to.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("pki").join("ca.pem")).expect("CA certificate")
+    }
+
+    /// An API client trusting this controller's CA, without a token.
+    pub fn api(&self) -> outpost_api::client::Client {
+        outpost_api::client::Client::new(&self.api_url(), &self.ca_pem()).expect("API client")
     }
 
     /// A one-time enrolment token for an agent named `name` with `labels` (k=v).

@@ -52,6 +52,7 @@ impl World {
                     email: "ops@example.com".into(),
                     password: "correct horse battery".into(),
                     role: Role::Admin,
+                    must_change_password: false,
                 },
                 &Actor::system(),
             )
@@ -111,6 +112,7 @@ impl World {
                     server_id: server.id,
                     user_id: self.admin.id,
                     extra_vars: None,
+                    run_options: None,
                 }],
                 &Actor::user(self.admin.id),
             )

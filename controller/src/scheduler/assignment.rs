@@ -84,7 +84,13 @@ fn build(
     if let Some(extra) = &job.extra_vars {
         vars.extend(extra.0.clone());
     }
+    let options = match &job.run_options {
+        Some(o) => serde_json::from_value(serde_json::Value::Object(o.0.clone()))
+            .map_err(|e| format!("the job's run options are unreadable: {e}"))?,
+        None => Default::default(),
+    };
     Ok(Assignment {
+        options,
         job: Uuid::parse_str(&job.job_id).map_err(|e| format!("job id {}: {e}", job.job_id))?,
         dispatch_id: dispatch_id.to_owned(),
         playbook_name: playbook.name.clone(),

@@ -117,6 +117,35 @@ impl Store {
         self.get_agent(AgentId(id)).await
     }
 
+    /// Enrolment tokens, newest first (never their secrets).
+    pub async fn list_enrollment_tokens(&self, paging: Paging) -> Result<Page<EnrollmentToken>> {
+        Ok(page!(self, EnrollmentToken,
+            select: "id, name, labels, expires_at, used_at, agent_id, created_by, created_at",
+            from: "enrollment_tokens", order: "created_at DESC, id DESC", paging: paging, filters: []))
+    }
+
+    /// Deletes an enrolment token (used or not).
+    pub async fn delete_enrollment_token(&self, id: i32, actor: &Actor) -> Result<()> {
+        let deleted = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query("DELETE FROM enrollment_tokens WHERE id = ?").bind(id).execute(&mut *tx).await?;
+            let deleted = res.rows_affected() == 1;
+            if deleted {
+                insert_audit!(&mut *tx, &NewAudit {
+                    actor, action: "DELETE", resource_type: "enrollment_token", resource_id: Some(id),
+                    details: None,
+                })?;
+            }
+            tx.commit().await?;
+            deleted
+        });
+        if deleted {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("enrolment token {id}")))
+        }
+    }
+
     pub async fn get_agent(&self, id: AgentId) -> Result<Agent> {
         let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = ?");
         let row =

@@ -68,6 +68,8 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub resource_type: Option<String>,
     pub resource_id: Option<i32>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Store {
@@ -84,7 +86,8 @@ impl Store {
         Ok(
             page!(self, AuditEntry, select: COLUMNS, from: "audit_logs", order: "timestamp DESC, id DESC", paging: paging,
             filters: [("user_id", f.user_id), ("action", action), ("resource_type", resource_type),
-                      ("resource_id", f.resource_id)]),
+                      ("resource_id", f.resource_id)],
+            ranges: [("timestamp", ">=", f.since.map(|t| t.naive_utc())), ("timestamp", "<", f.until.map(|t| t.naive_utc()))]),
         )
     }
 }

@@ -9,7 +9,7 @@ use crate::model::{AgentId, Job, JobId, JobStatus, Page, Paging, PlaybookId, Ser
 
 const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
      extra_vars, error_message, started_at, completed_at, created_at, agent_id, assigned_at, \
-     cancel_requested_at, exit_code, pending_reason";
+     cancel_requested_at, exit_code, pending_reason, run_options";
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -17,6 +17,8 @@ pub struct NewJob {
     pub server_id: ServerId,
     pub user_id: UserId,
     pub extra_vars: Option<Value>,
+    /// ansible-playbook's run options (a JSON object), if any.
+    pub run_options: Option<Value>,
 }
 
 /// Filters for [`Store::list_jobs`]; `None` matches everything.
@@ -27,6 +29,10 @@ pub struct JobFilter {
     pub server_id: Option<ServerId>,
     pub playbook_id: Option<PlaybookId>,
     pub agent_id: Option<AgentId>,
+    /// Created at or after.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Created before.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Store {
@@ -49,18 +55,19 @@ impl Store {
                     format!("server {} is deactivated", server.hostname),
                 ));
             }
-            prepared.push((job, vars, uuid::Uuid::new_v4().to_string()));
+            let options = json_object_text("run_options", job.run_options.as_ref())?;
+            prepared.push((job, vars, options, uuid::Uuid::new_v4().to_string()));
         }
         let ts = now();
         let ids = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let mut ids = Vec::with_capacity(prepared.len());
-            for (job, vars, uuid) in &prepared {
+            for (job, vars, options, uuid) in &prepared {
                 let res = sqlx::query(
-                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, created_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, run_options, created_at) \
+                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
                 )
-                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(ts)
+                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(options).bind(ts)
                 .execute(&mut *tx).await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
@@ -101,10 +108,13 @@ impl Store {
     /// Newest first (the seed's `(status, created_at)` pattern).
     pub async fn list_jobs(&self, f: &JobFilter, paging: Paging) -> Result<Page<Job>> {
         let status = f.status.map(JobStatus::as_str);
+        let since = f.since.map(|t| t.naive_utc());
+        let until = f.until.map(|t| t.naive_utc());
         Ok(
             page!(self, Job, select: COLUMNS, from: "jobs", order: "created_at DESC, id DESC", paging: paging,
             filters: [("status", status), ("user_id", f.user_id), ("server_id", f.server_id),
-                      ("playbook_id", f.playbook_id), ("agent_id", f.agent_id)]),
+                      ("playbook_id", f.playbook_id), ("agent_id", f.agent_id)],
+            ranges: [("created_at", ">=", since), ("created_at", "<", until)]),
         )
     }
 

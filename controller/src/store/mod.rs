@@ -15,6 +15,7 @@ pub mod playbooks;
 mod retire;
 pub mod servers;
 pub mod tickets;
+pub mod tokens;
 pub mod users;
 
 use std::str::FromStr;
@@ -40,10 +41,13 @@ pub(crate) use on_pool;
 /// Runs a filtered listing and its count on either backend and yields a [`Page`].
 ///
 /// Each filter `(column, value)` becomes `(? IS NULL OR column = ?)` with the value bound twice,
-/// so a `None` matches everything. Column, table and order names are literals of the caller.
+/// so a `None` matches everything; each range `(column, op, value)` likewise becomes
+/// `(? IS NULL OR column op ?)`. Column, table, operator and order names are literals of the
+/// caller.
 macro_rules! page {
     ($store:expr, $ty:ty, select: $cols:expr, from: $from:expr, order: $order:expr, paging: $paging:expr,
-     filters: [$(($col:literal, $val:expr)),* $(,)?]) => {{
+     filters: [$(($col:literal, $val:expr)),* $(,)?]
+     $(, ranges: [$(($rcol:literal, $rop:literal, $rval:expr)),* $(,)?])?) => {{
         let paging: $crate::model::Paging = $paging;
         #[allow(unused_mut)]
         let mut where_sql = String::new();
@@ -51,12 +55,16 @@ macro_rules! page {
             where_sql.push_str(if where_sql.is_empty() { " WHERE " } else { " AND " });
             where_sql.push_str(concat!("(? IS NULL OR ", $col, " = ?)"));
         )*
+        $($(
+            where_sql.push_str(if where_sql.is_empty() { " WHERE " } else { " AND " });
+            where_sql.push_str(concat!("(? IS NULL OR ", $rcol, " ", $rop, " ?)"));
+        )*)?
         let select = format!("SELECT {} FROM {}{} ORDER BY {} LIMIT ? OFFSET ?", $cols, $from, where_sql, $order);
         let count = format!("SELECT COUNT(*) FROM {}{}", $from, where_sql);
         let (items, total) = $crate::store::on_pool!($store, p => {
-            let items = sqlx::query_as::<_, $ty>(&select)$(.bind($val).bind($val))*
+            let items = sqlx::query_as::<_, $ty>(&select)$(.bind($val).bind($val))*$($(.bind($rval).bind($rval))*)?
                 .bind(paging.limit).bind(paging.offset).fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar(&count)$(.bind($val).bind($val))*.fetch_one(p).await?;
+            let total: i64 = sqlx::query_scalar(&count)$(.bind($val).bind($val))*$($(.bind($rval).bind($rval))*)?.fetch_one(p).await?;
             (items, total)
         });
         $crate::model::Page { items, total, limit: paging.limit, offset: paging.offset }

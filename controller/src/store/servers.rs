@@ -95,6 +95,20 @@ impl NewServer {
 pub struct ServerFilter {
     pub active: Option<bool>,
     pub environment: Option<String>,
+    /// Every pair must be among the server's tags (string values).
+    pub tags: Vec<(String, String)>,
+}
+
+impl ServerFilter {
+    fn tags_match(&self, server: &Server) -> bool {
+        self.tags.iter().all(|(k, v)| {
+            server
+                .tags
+                .as_ref()
+                .and_then(|t| t.0.get(k))
+                .is_some_and(|found| crate::model::label_text(found) == *v)
+        })
+    }
 }
 
 impl Store {
@@ -138,13 +152,35 @@ impl Store {
         row.ok_or_else(|| StoreError::NotFound(format!("server '{hostname}'")))
     }
 
-    /// Servers ordered by hostname.
+    /// Servers ordered by hostname. Tags are matched here rather than in SQL (the dialects'
+    /// JSON functions differ, and an inventory is thousands of rows, not millions).
     pub async fn list_servers(&self, f: &ServerFilter, paging: Paging) -> Result<Page<Server>> {
         let env = f.environment.as_deref();
-        Ok(
-            page!(self, Server, select: COLUMNS, from: "servers", order: "hostname", paging: paging,
-            filters: [("is_active", f.active), ("environment", env)]),
-        )
+        if f.tags.is_empty() {
+            return Ok(
+                page!(self, Server, select: COLUMNS, from: "servers", order: "hostname", paging: paging,
+                filters: [("is_active", f.active), ("environment", env)]),
+            );
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM servers WHERE (? IS NULL OR is_active = ?) \
+             AND (? IS NULL OR environment = ?) ORDER BY hostname"
+        );
+        let all = on_pool!(self, p => sqlx::query_as::<_, Server>(&sql)
+            .bind(f.active).bind(f.active).bind(env).bind(env).fetch_all(p).await?);
+        let matching: Vec<Server> = all.into_iter().filter(|s| f.tags_match(s)).collect();
+        let total = matching.len() as i64;
+        let items = matching
+            .into_iter()
+            .skip(paging.offset as usize)
+            .take(paging.limit as usize)
+            .collect();
+        Ok(Page {
+            items,
+            total,
+            limit: paging.limit,
+            offset: paging.offset,
+        })
     }
 
     /// Replaces a server's attributes (not its active flag).

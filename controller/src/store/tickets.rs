@@ -69,7 +69,87 @@ pub struct TicketFilter {
     pub job_id: Option<JobId>,
 }
 
+/// A change to a ticket; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TicketPatch {
+    pub status: Option<TicketStatus>,
+    pub priority: Option<TicketPriority>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+}
+
 impl Store {
+    pub async fn get_ticket_by_uuid(&self, uuid: &str) -> Result<Ticket> {
+        let sql = format!("SELECT {COLUMNS} FROM tickets WHERE ticket_id = ?");
+        let row = on_pool!(self, p => sqlx::query_as::<_, Ticket>(&sql).bind(uuid).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("ticket {uuid}")))
+    }
+
+    /// Changes a ticket; resolving or closing stamps `resolved_at`, reopening clears it. The
+    /// audit holds each changed field's old and new value.
+    pub async fn update_ticket(
+        &self,
+        id: TicketId,
+        patch: &TicketPatch,
+        actor: &Actor,
+    ) -> Result<Ticket> {
+        let old = self.get_ticket(id).await?;
+        let status = patch.status.unwrap_or(old.status);
+        let priority = patch.priority.unwrap_or(old.priority);
+        let title = patch.title.clone().unwrap_or_else(|| old.title.clone());
+        if title.trim().is_empty() || title.chars().count() > 255 {
+            return Err(StoreError::invalid("title", "must be 1 to 255 characters"));
+        }
+        let description = patch
+            .description
+            .clone()
+            .or_else(|| old.description.clone());
+        if description
+            .as_ref()
+            .is_some_and(|d| d.len() > crate::text::TEXT_BYTES)
+        {
+            return Err(StoreError::invalid(
+                "description",
+                "must be at most 65,535 bytes",
+            ));
+        }
+        let ts = now();
+        let resolved_at: Option<NaiveDateTime> = match status {
+            TicketStatus::Resolved | TicketStatus::Closed => {
+                Some(old.resolved_at.map(|t| t.naive_utc()).unwrap_or(ts))
+            }
+            TicketStatus::Open | TicketStatus::InProgress => None,
+        };
+        let mut changed = serde_json::Map::new();
+        if status != old.status {
+            changed.insert("status".into(), json!({"old": old.status, "new": status}));
+        }
+        if priority != old.priority {
+            changed.insert(
+                "priority".into(),
+                json!({"old": old.priority, "new": priority}),
+            );
+        }
+        if title != old.title {
+            changed.insert("title".into(), json!({"old": old.title, "new": title}));
+        }
+        if description != old.description {
+            changed.insert("description".into(), json!("changed"));
+        }
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE tickets SET status = ?, priority = ?, title = ?, description = ?, resolved_at = ?, updated_at = ? WHERE id = ?")
+                .bind(status.as_str()).bind(priority.as_str()).bind(&title).bind(&description)
+                .bind(resolved_at).bind(ts).bind(id).execute(&mut *tx).await?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "UPDATE", resource_type: "ticket", resource_id: Some(id.0),
+                details: Some(serde_json::Value::Object(changed)),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_ticket(id).await
+    }
+
     pub async fn create_ticket(&self, new: &NewTicket, actor: &Actor) -> Result<Ticket> {
         new.check()?;
         let id = on_pool!(self, p => {

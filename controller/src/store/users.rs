@@ -7,8 +7,8 @@ use super::audit::{insert_audit, Actor, NewAudit};
 use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{Page, Paging, Role, User, UserId};
 
-const COLUMNS: &str =
-    "id, username, email, password_hash, role, is_active, created_at, updated_at, last_login";
+const COLUMNS: &str = "id, username, email, password_hash, role, is_active, created_at, \
+     updated_at, last_login, password_changed_at, must_change_password";
 
 /// The shortest password accepted for a new account or a change.
 pub const MIN_PASSWORD_LEN: usize = 8;
@@ -19,6 +19,8 @@ pub struct NewUser {
     pub email: String,
     pub password: String,
     pub role: Role,
+    /// The password was chosen by someone else (an admin): it must be changed at first login.
+    pub must_change_password: bool,
 }
 
 /// A change to an account; `None` leaves a field as it is.
@@ -84,8 +86,8 @@ impl Store {
         let id = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let res = sqlx::query(
-                "INSERT INTO users (username, email, password_hash, role, is_active, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO users (username, email, password_hash, role, is_active, created_at, updated_at, \
+                 password_changed_at, must_change_password) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&new.username)
             .bind(&email)
@@ -94,6 +96,8 @@ impl Store {
             .bind(true)
             .bind(ts)
             .bind(ts)
+            .bind(ts)
+            .bind(new.must_change_password)
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::on_write(e, || format!("a user named '{}' or with email {email}", new.username)))?;
@@ -122,6 +126,61 @@ impl Store {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE username = ?");
         let user = on_pool!(self, p => sqlx::query_as::<_, User>(&sql).bind(username).fetch_optional(p).await?);
         user.ok_or_else(|| StoreError::NotFound(format!("user '{username}'")))
+    }
+
+    pub async fn get_user_by_email(&self, email: &str) -> Result<User> {
+        let email = email.trim().to_lowercase();
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE email = ?");
+        let user = on_pool!(self, p => sqlx::query_as::<_, User>(&sql).bind(&email).fetch_optional(p).await?);
+        user.ok_or_else(|| StoreError::NotFound(format!("user with email {email}")))
+    }
+
+    /// Whether `password` is the user's password (bcrypt, on the blocking pool).
+    pub async fn password_matches(&self, user: &User, password: &str) -> bool {
+        let (pw, hash) = (password.to_owned(), user.password_hash.clone());
+        tokio::task::spawn_blocking(move || bcrypt::verify(pw, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Sets a new password, which must differ from the current one. `must_change` marks it as
+    /// chosen by someone else (an admin's reset): the user must change it at next login.
+    pub async fn set_password(
+        &self,
+        id: UserId,
+        password: &str,
+        must_change: bool,
+        actor: &Actor,
+    ) -> Result<User> {
+        let user = self.get_user(id).await?;
+        if self.password_matches(&user, password).await {
+            return Err(StoreError::invalid(
+                "new_password",
+                "must differ from the current password",
+            ));
+        }
+        let hash = hash_password(password, self.bcrypt_cost).await?;
+        let ts = now();
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE users SET password_hash = ?, password_changed_at = ?, must_change_password = ?, updated_at = ? WHERE id = ?")
+                .bind(&hash).bind(ts).bind(must_change).bind(ts).bind(id).execute(&mut *tx).await?;
+            // The audit says that it changed and who changed it, never the password.
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "PASSWORD", resource_type: "user", resource_id: Some(id.0),
+                details: Some(json!({"username": user.username, "reset_by_other": must_change})),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_user(id).await
+    }
+
+    /// Stamps a successful login.
+    pub async fn stamp_login(&self, id: UserId) -> Result<()> {
+        on_pool!(self, p => {
+            sqlx::query("UPDATE users SET last_login = ? WHERE id = ?").bind(now()).bind(id).execute(p).await?;
+        });
+        Ok(())
     }
 
     /// Users ordered by id; `role` and `active` filter when given.

@@ -61,6 +61,7 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
                 email: "admin@localhost.localdomain".into(),
                 password: password[..24].to_owned(),
                 role: Role::Admin,
+                must_change_password: false,
             },
             &Actor::system(),
         )
@@ -163,6 +164,7 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
                 server_id: server_row.id,
                 user_id: admin.id,
                 extra_vars: None,
+                run_options: None,
             }],
             &Actor::user(admin.id),
         )

@@ -71,8 +71,9 @@ enum Command {
         #[arg(long, value_name = "N")]
         down: Option<usize>,
     },
-    /// Run the controller: QUIC for agents (UDP 7443) and enrolment (UDP 7444).
-    Serve(ServeArgs),
+    /// Run the controller: QUIC for agents (UDP 7443) and enrolment (UDP 7444), and the
+    /// HTTPS API (TCP 8443).
+    Serve(Box<ServeArgs>),
     /// Create the CA, the controller's certificate and the first admin account.
     Init(InitArgs),
     /// Make a one-time enrolment token for a new agent (prints it once; only its hash is kept).
@@ -151,6 +152,21 @@ struct ServeArgs {
     /// Do not apply pending migrations at start-up.
     #[arg(long, env = "OUTPOST_NO_MIGRATE")]
     no_migrate: bool,
+    /// TCP address of the HTTPS API and web UI [default: 0.0.0.0:8443].
+    #[arg(long, env = "OUTPOST_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    /// The API's certificate chain (PEM) [default: the controller's, from the Outpost CA].
+    #[arg(long, env = "OUTPOST_API_CERT", requires = "api_key")]
+    api_cert: Option<PathBuf>,
+    /// The API certificate's private key (PEM).
+    #[arg(long, env = "OUTPOST_API_KEY", requires = "api_cert")]
+    api_key: Option<PathBuf>,
+    /// Hours a login's bearer token lives [default: 12].
+    #[arg(long, env = "OUTPOST_API_TOKEN_HOURS")]
+    api_token_hours: Option<u64>,
+    /// Days before a password must be changed; 0 turns rotation off [default: 90].
+    #[arg(long, env = "OUTPOST_PASSWORD_MAX_AGE_DAYS")]
+    password_max_age_days: Option<u64>,
 }
 
 #[derive(Args)]
@@ -214,6 +230,11 @@ impl Cli {
             o.default_time_limit_secs = a.job_time_limit_secs;
             o.idle_timeout_ms = a.idle_timeout_ms;
             o.migrate_on_start = a.no_migrate.then_some(false);
+            o.api_listen = a.api_listen;
+            o.api_cert = a.api_cert.clone();
+            o.api_key = a.api_key.clone();
+            o.api_token_hours = a.api_token_hours;
+            o.password_max_age_days = a.password_max_age_days;
         }
         o
     }
@@ -236,12 +257,10 @@ impl Cli {
         );
         s.apply_file(&file)?;
         s.apply_file(&overlay)?;
-        if let Command::Serve(ServeArgs {
-            agent_cert_secs: Some(v),
-            ..
-        }) = &self.command
-        {
-            s.agent_cert_lifetime = Duration::from_secs((*v).max(10));
+        if let Command::Serve(a) = &self.command {
+            if let Some(v) = a.agent_cert_secs {
+                s.agent_cert_lifetime = Duration::from_secs(v.max(10));
+            }
         }
         s.check()?;
         Ok(s)
@@ -478,6 +497,7 @@ async fn init(cli: &Cli, settings: &Settings, args: &InitArgs) -> anyhow::Result
                         email: args.admin_email.clone(),
                         password: pw,
                         role: Role::Admin,
+                        must_change_password: false,
                     },
                     &Actor::system(),
                 )

@@ -1,0 +1,134 @@
+//! The domain's enums, spelled as the database and the API spell them: one definition for the
+//! controller's store, the API's JSON and the CLI.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use utoipa::ToSchema;
+
+/// A string that does not name a variant of one of the domain's enums.
+#[derive(Debug, Error)]
+#[error("unknown {kind} '{value}'; expected one of: {expected}")]
+pub struct UnknownVariant {
+    pub kind: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// Declares an enum stored as a lower-case string (a MySQL ENUM, a CHECKed TEXT in SQLite).
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident, $kind:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownVariant {
+                        kind: $kind,
+                        value: s.to_owned(),
+                        expected: concat!($($text, " "),+),
+                    }),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownVariant;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What a user may do: viewers read, operators also run jobs and work tickets, admins
+    /// also manage users, servers, playbooks and agents.
+    Role, "role", { Admin => "admin", Operator => "operator", Viewer => "viewer" }
+);
+
+string_enum!(
+    /// Where a job is in its life. Moves only forward: pending → running → a final state,
+    /// or pending → cancelled.
+    JobStatus, "job status", {
+        Pending => "pending",
+        Running => "running",
+        Success => "success",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+string_enum!(
+    TicketStatus, "ticket status", {
+        Open => "open",
+        InProgress => "in_progress",
+        Resolved => "resolved",
+        Closed => "closed",
+    }
+);
+
+string_enum!(
+    TicketPriority, "ticket priority", {
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+        Critical => "critical",
+    }
+);
+
+impl JobStatus {
+    /// A final status never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Success | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl Role {
+    /// Whether this role includes everything `other` may do.
+    pub fn at_least(self, other: Role) -> bool {
+        fn rank(r: Role) -> u8 {
+            match r {
+                Role::Viewer => 0,
+                Role::Operator => 1,
+                Role::Admin => 2,
+            }
+        }
+        rank(self) >= rank(other)
+    }
+}
+
+impl TicketPriority {
+    /// The priority of a ticket opened for a failure in the given server environment.
+    pub fn for_environment(environment: Option<&str>) -> TicketPriority {
+        match environment.map(str::to_ascii_lowercase).as_deref() {
+            Some("production" | "prod") => TicketPriority::High,
+            Some("staging" | "stage") => TicketPriority::Medium,
+            _ => TicketPriority::Low,
+        }
+    }
+}

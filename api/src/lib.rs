@@ -1,0 +1,18 @@
+//! Outpost's HTTPS API as types: every request and response body of `/api/v1`, the error body,
+//! and (feature `client`, on by default) a typed client over rustls. The controller serves these,
+//! the `outpost` CLI and the tests send them; none of it touches a database.
+//!
+//! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
+//! - [`types`]: the bodies, one section per resource.
+//! - [`client`]: an HTTPS client that trusts the Outpost CA and speaks these types.
+
+#[cfg(feature = "client")]
+pub mod client;
+pub mod enums;
+pub mod types;
+
+pub use enums::{JobStatus, Role, TicketPriority, TicketStatus};
+pub use types::*;
+
+/// The prefix of every API path.
+pub const PREFIX: &str = "/api/v1";

@@ -1,0 +1,592 @@
+//! Request and response bodies. Requests refuse unknown fields, so a misspelt option is an
+//! error rather than silently ignored.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::enums::{JobStatus, Role, TicketPriority, TicketStatus};
+
+/// A JSON object (tags, variables, labels).
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// Every error: a stable code for scripts and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `payload_too_large`,
+    /// `unprocessable`, `too_many_requests`, `password_expired`, `unavailable`, `internal`.
+    pub error: String,
+    pub message: String,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// How many items the filter matches in all.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// `limit` (1–1000, default 50) and `offset` of a listing.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// A record named by its id or by its name (hostname, playbook name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum IdOrName {
+    Id(i64),
+    Name(String),
+}
+
+// ---------------------------------------------------------------- auth
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The username, or leave it out and give `email`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    /// The bearer token: send it as `Authorization: Bearer <token>`. Shown once.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: UserView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    pub user: UserView,
+    pub token_expires_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- users
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub id: i32,
+    pub username: String,
+    pub email: String,
+    pub role: Role,
+    pub is_active: bool,
+    /// The password must be changed before anything else is allowed.
+    pub must_change_password: bool,
+    pub password_changed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_login: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserRequest {
+    pub username: String,
+    pub email: String,
+    /// 8 to 72 bytes. The new user must change it at first login.
+    pub password: String,
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatchRequest {
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeRequest {
+    /// Required when changing one's own password.
+    #[serde(default)]
+    pub current_password: Option<String>,
+    pub new_password: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+// ---------------------------------------------------------------- servers
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerView {
+    pub id: i32,
+    pub hostname: String,
+    pub ip_address: String,
+    pub os_type: String,
+    pub os_version: Option<String>,
+    pub ssh_port: i32,
+    pub ssh_user: String,
+    pub ssh_key_path: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub tags: Option<JsonObject>,
+    pub environment: Option<String>,
+    pub description: Option<String>,
+    pub is_active: bool,
+    #[schema(value_type = Option<Object>)]
+    pub host_vars: Option<JsonObject>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewServerRequest {
+    pub hostname: String,
+    pub ip_address: String,
+    pub os_type: String,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    /// Default 22.
+    #[serde(default)]
+    pub ssh_port: Option<i32>,
+    /// Default root.
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    #[serde(default)]
+    pub ssh_key_path: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub tags: Option<JsonObject>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub host_vars: Option<JsonObject>,
+}
+
+/// Fields to change; those left out stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPatchRequest {
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    #[serde(default)]
+    pub os_type: Option<String>,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub ssh_port: Option<i32>,
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    #[serde(default)]
+    pub ssh_key_path: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub tags: Option<JsonObject>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub host_vars: Option<JsonObject>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServerQuery {
+    pub environment: Option<String>,
+    /// `key=value`: servers whose tags hold it.
+    pub tag: Option<String>,
+    pub active: Option<bool>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// What `DELETE` did: a server that jobs refer to is deactivated, not deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeleteResult {
+    /// `deleted` or `deactivated`.
+    pub outcome: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------- playbooks
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlaybookView {
+    pub id: i32,
+    pub name: String,
+    pub description: Option<String>,
+    pub file_path: String,
+    /// SHA-256 of the content.
+    pub file_hash: String,
+    #[schema(value_type = Option<Object>)]
+    pub tags: Option<JsonObject>,
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<JsonObject>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The YAML itself (single reads only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPlaybookRequest {
+    pub name: String,
+    /// The playbook's YAML: a list of plays.
+    pub content: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub tags: Option<JsonObject>,
+    /// Default variables (a job's extra vars override them).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<JsonObject>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookPatchRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New YAML: a new file and a new hash.
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub tags: Option<JsonObject>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<JsonObject>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// Which servers a launch targets, by their environment and tags.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSelector {
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Every pair must be among the server's tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// ansible-playbook's run options, as typed fields (never free-form command-line text).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    /// `--tags`
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `--skip-tags`
+    #[serde(default)]
+    pub skip_tags: Vec<String>,
+    /// `--check`: a dry run.
+    #[serde(default)]
+    pub check: bool,
+    /// `--diff`
+    #[serde(default)]
+    pub diff: bool,
+    /// 0 to 4: the number of `-v`.
+    #[serde(default)]
+    pub verbosity: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchRequest {
+    pub playbook: IdOrName,
+    /// Servers by hostname or id…
+    #[serde(default)]
+    pub servers: Option<Vec<IdOrName>>,
+    /// …or every active server matching a selector.
+    #[serde(default)]
+    pub filter: Option<ServerSelector>,
+    /// Keys starting with `ansible_` are for admins only.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub extra_vars: Option<JsonObject>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub skip_tags: Vec<String>,
+    #[serde(default)]
+    pub check: bool,
+    #[serde(default)]
+    pub diff: bool,
+    #[serde(default)]
+    pub verbosity: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LaunchResponse {
+    /// One job per server.
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NameRef {
+    pub id: i32,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// The job's uuid.
+    pub id: String,
+    pub status: JobStatus,
+    pub playbook: NameRef,
+    pub server: NameRef,
+    pub user_id: i32,
+    pub agent: Option<NameRef>,
+    #[schema(value_type = Option<Object>)]
+    pub extra_vars: Option<JsonObject>,
+    pub run_options: RunOptions,
+    pub error_message: Option<String>,
+    pub exit_code: Option<i32>,
+    /// Why a pending job waits.
+    pub pending_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    pub status: Option<JobStatus>,
+    pub user: Option<i32>,
+    pub server: Option<i32>,
+    pub playbook: Option<i32>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CancelResponse {
+    /// `cancelled` (it had not reached an agent) or `requested` (the agent stops it).
+    pub outcome: String,
+    pub job: JobView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogLineView {
+    pub line_number: i32,
+    pub content: String,
+    pub level: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Lines after this line number (default 0).
+    pub after: Option<i32>,
+    /// At most this many (1–10,000, default 1,000).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    pub lines: Vec<LogLineView>,
+    /// Pass as `after` for the next page.
+    pub next_after: i32,
+    pub job_status: JobStatus,
+    /// The job is final and there is nothing after this page.
+    pub complete: bool,
+}
+
+/// The last event of a log stream.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogEnd {
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub error_message: Option<String>,
+    pub last_line: i32,
+}
+
+// ---------------------------------------------------------------- tickets
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TicketView {
+    /// The ticket's uuid.
+    pub id: String,
+    /// The job's uuid.
+    pub job_id: String,
+    pub created_by: i32,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: TicketStatus,
+    pub priority: TicketPriority,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTicketRequest {
+    /// The job's uuid.
+    pub job_id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub priority: Option<TicketPriority>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TicketPatchRequest {
+    #[serde(default)]
+    pub status: Option<TicketStatus>,
+    #[serde(default)]
+    pub priority: Option<TicketPriority>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TicketQuery {
+    pub status: Option<TicketStatus>,
+    pub priority: Option<TicketPriority>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+// ---------------------------------------------------------------- agents
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub id: i32,
+    pub uuid: String,
+    pub name: String,
+    #[schema(value_type = Option<Object>)]
+    pub labels: Option<JsonObject>,
+    pub online: bool,
+    pub connected_controller: Option<String>,
+    pub version: Option<String>,
+    pub hostname: Option<String>,
+    pub ansible_version: Option<String>,
+    pub capacity: i32,
+    pub cert_expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Since when it has been gone, while it has not come back.
+    pub lost_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnrollmentTokenRequest {
+    /// The agent's name.
+    pub name: String,
+    /// The agent's labels, e.g. `{"dc": "fra1"}`: they decide which servers it may run.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Default 24.
+    #[serde(default)]
+    pub ttl_hours: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentTokenView {
+    pub id: i32,
+    pub name: String,
+    #[schema(value_type = Option<Object>)]
+    pub labels: Option<JsonObject>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub agent_id: Option<i32>,
+    pub created_by: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentTokenCreated {
+    /// The one-line token for `outpost-agent enroll`; shown only now.
+    pub token: String,
+    pub record: EnrollmentTokenView,
+}
+
+// ---------------------------------------------------------------- audit
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    pub user_id: Option<i32>,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<i32>,
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    pub user: Option<i32>,
+    pub action: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<i32>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+// ---------------------------------------------------------------- health
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    #[serde(default)]
+    pub checks: BTreeMap<String, String>,
+}

@@ -1,0 +1,212 @@
+//! Probes and numbers: `/healthz` (the process answers), `/readyz` (database reachable,
+//! migrations applied, listeners bound), `/metrics` (Prometheus text: the controller's
+//! counters and HTTP request counts and latencies by route and status), and the OpenAPI
+//! document.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use outpost_api::Health;
+
+use super::error::Json;
+use super::ApiState;
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const BUCKETS: [f64; 11] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Request counts and latency histograms by (method, route, status).
+#[derive(Default)]
+pub struct HttpMetrics {
+    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+}
+
+#[derive(Default, Clone)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+impl HttpMetrics {
+    pub fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let s = map
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default();
+        s.count += 1;
+        s.sum += seconds;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::from(
+            "# HELP outpost_http_requests_total HTTP requests by route and status.\n# TYPE outpost_http_requests_total counter\n",
+        );
+        for ((m, r, st), s) in map.iter() {
+            out.push_str(&format!(
+                "outpost_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{st}\"}} {}\n",
+                s.count
+            ));
+        }
+        out.push_str("# HELP outpost_http_request_duration_seconds HTTP request latency.\n# TYPE outpost_http_request_duration_seconds histogram\n");
+        for ((m, r, st), s) in map.iter() {
+            let labels = format!("method=\"{m}\",route=\"{r}\",status=\"{st}\"");
+            for (i, le) in BUCKETS.iter().enumerate() {
+                out.push_str(&format!(
+                    "outpost_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}\n",
+                    s.buckets[i]
+                ));
+            }
+            out.push_str(&format!(
+                "outpost_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n",
+                s.count
+            ));
+            out.push_str(&format!(
+                "outpost_http_request_duration_seconds_sum{{{labels}}} {}\n",
+                s.sum
+            ));
+            out.push_str(&format!(
+                "outpost_http_request_duration_seconds_count{{{labels}}} {}\n",
+                s.count
+            ));
+        }
+        out
+    }
+}
+
+/// Counts and times every request by its route template (never the raw path: ids would make
+/// a series each).
+pub async fn observe(
+    State(st): State<Arc<ApiState>>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = matched
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    st.http_metrics.record(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// GET /healthz: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        checks: BTreeMap::new(),
+    })
+}
+
+/// GET /readyz: the database answers, every migration is applied, the listeners are bound.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
+    let mut checks = BTreeMap::new();
+    let mut ready = true;
+    match st.store.ping().await {
+        Ok(()) => {
+            checks.insert("database".into(), "ok".into());
+        }
+        Err(e) => {
+            ready = false;
+            checks.insert("database".into(), format!("unreachable: {e}"));
+        }
+    }
+    match st.store.applied_migrations().await {
+        Ok(applied) if applied.len() >= st.store.known_migrations() => {
+            checks.insert("migrations".into(), format!("{} applied", applied.len()));
+        }
+        Ok(applied) => {
+            ready = false;
+            checks.insert(
+                "migrations".into(),
+                format!(
+                    "{} of {} applied: run outpost-controller migrate",
+                    applied.len(),
+                    st.store.known_migrations()
+                ),
+            );
+        }
+        Err(e) => {
+            ready = false;
+            checks.insert("migrations".into(), format!("unknown: {e}"));
+        }
+    }
+    let listeners: Vec<String> = st.listeners.iter().map(|a| a.to_string()).collect();
+    checks.insert("listeners".into(), listeners.join(", "));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if ready { "ready" } else { "not ready" }.into(),
+        checks,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// GET /metrics: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
+    let mut text = crate::metrics::global().render();
+    text.push_str(&st.http_metrics.render());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// GET /api/v1/openapi.json: the API's description, generated from its handlers.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()),
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi(State(st): State<Arc<ApiState>>) -> Response {
+    let doc = st.openapi.get().cloned().unwrap_or_else(|| "{}".into());
+    ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_with_a_histogram() {
+        let m = HttpMetrics::default();
+        m.record("GET", "/api/v1/jobs", 200, 0.003);
+        m.record("GET", "/api/v1/jobs", 200, 0.2);
+        let text = m.render();
+        assert!(text.contains(
+            "outpost_http_requests_total{method=\"GET\",route=\"/api/v1/jobs\",status=\"200\"} 2"
+        ));
+        assert!(text.contains("le=\"0.005\"} 1\n"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 2\n"));
+    }
+}

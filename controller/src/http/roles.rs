@@ -1,0 +1,111 @@
+//! Who may call what: the one table of the API's access rules. Every route of the router must
+//! have a row here (the router refuses to start otherwise, and a test walks the whole matrix);
+//! the authorization layer reads it for every request.
+//!
+//! Viewers read jobs, logs, servers, playbooks, tickets and agents; operators also launch and
+//! cancel jobs and write tickets; admins do everything, and alone read users and the audit log.
+
+use axum::http::Method;
+
+use crate::model::Role;
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token (login, health, metrics, the OpenAPI document).
+    Public,
+    /// Any signed-in user, even one who must change their password first.
+    Session,
+    /// At least this role.
+    Role(Role),
+    /// The user named by the path's `{id}`, or an admin.
+    SelfOrAdmin,
+}
+
+use Access::*;
+use Role::{Admin, Operator, Viewer};
+
+/// (method, path template, access). Paths are written as the router writes them.
+pub const RULES: &[(&str, &str, Access)] = &[
+    ("POST", "/api/v1/auth/login", Public),
+    ("POST", "/api/v1/auth/logout", Session),
+    ("GET", "/api/v1/auth/whoami", Session),
+    ("GET", "/api/v1/users", Role(Admin)),
+    ("POST", "/api/v1/users", Role(Admin)),
+    ("GET", "/api/v1/users/{id}", Role(Admin)),
+    ("PATCH", "/api/v1/users/{id}", Role(Admin)),
+    ("POST", "/api/v1/users/{id}/password", SelfOrAdmin),
+    ("GET", "/api/v1/servers", Role(Viewer)),
+    ("POST", "/api/v1/servers", Role(Admin)),
+    ("GET", "/api/v1/servers/{id}", Role(Viewer)),
+    ("PATCH", "/api/v1/servers/{id}", Role(Admin)),
+    ("DELETE", "/api/v1/servers/{id}", Role(Admin)),
+    ("GET", "/api/v1/playbooks", Role(Viewer)),
+    ("POST", "/api/v1/playbooks", Role(Admin)),
+    ("GET", "/api/v1/playbooks/{id}", Role(Viewer)),
+    ("PATCH", "/api/v1/playbooks/{id}", Role(Admin)),
+    ("DELETE", "/api/v1/playbooks/{id}", Role(Admin)),
+    ("GET", "/api/v1/jobs", Role(Viewer)),
+    ("POST", "/api/v1/jobs", Role(Operator)),
+    ("GET", "/api/v1/jobs/{job_id}", Role(Viewer)),
+    ("POST", "/api/v1/jobs/{job_id}/cancel", Role(Operator)),
+    ("GET", "/api/v1/jobs/{job_id}/logs", Role(Viewer)),
+    ("GET", "/api/v1/jobs/{job_id}/logs/stream", Role(Viewer)),
+    ("GET", "/api/v1/tickets", Role(Viewer)),
+    ("POST", "/api/v1/tickets", Role(Operator)),
+    ("GET", "/api/v1/tickets/{ticket_id}", Role(Viewer)),
+    ("PATCH", "/api/v1/tickets/{ticket_id}", Role(Operator)),
+    ("GET", "/api/v1/agents", Role(Viewer)),
+    ("GET", "/api/v1/agents/{id}", Role(Viewer)),
+    ("POST", "/api/v1/agents/{id}/revoke", Role(Admin)),
+    ("GET", "/api/v1/enrollment-tokens", Role(Admin)),
+    ("POST", "/api/v1/enrollment-tokens", Role(Admin)),
+    ("DELETE", "/api/v1/enrollment-tokens/{id}", Role(Admin)),
+    ("GET", "/api/v1/audit", Role(Admin)),
+    ("GET", "/api/v1/openapi.json", Public),
+    ("GET", "/healthz", Public),
+    ("GET", "/readyz", Public),
+    ("GET", "/metrics", Public),
+];
+
+/// The rule for a route, if it has one.
+pub fn rule(method: &Method, path: &str) -> Option<Access> {
+    RULES
+        .iter()
+        .find(|(m, p, _)| *m == method.as_str() && *p == path)
+        .map(|(_, _, a)| *a)
+}
+
+/// Whether `role` satisfies `access` (path ownership is checked by the caller).
+pub fn allows(access: Access, role: Role) -> bool {
+    match access {
+        Public | Session | SelfOrAdmin => true,
+        Access::Role(needed) => role.at_least(needed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_has_one_rule() {
+        let mut seen = std::collections::HashSet::new();
+        for (m, p, _) in RULES {
+            assert!(seen.insert((m, p)), "{m} {p} twice");
+        }
+    }
+
+    #[test]
+    fn only_admins_read_users_and_the_audit() {
+        let users = rule(&Method::GET, "/api/v1/users").unwrap();
+        let audit = rule(&Method::GET, "/api/v1/audit").unwrap();
+        for access in [users, audit] {
+            assert!(allows(access, Admin));
+            assert!(!allows(access, Operator));
+        }
+        let launch = rule(&Method::POST, "/api/v1/jobs").unwrap();
+        assert!(allows(launch, Operator) && !allows(launch, Viewer));
+        assert_eq!(rule(&Method::PUT, "/api/v1/jobs"), None);
+    }
+}
