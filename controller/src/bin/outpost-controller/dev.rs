@@ -41,6 +41,7 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
     );
     settings.listen = "127.0.0.1:0".parse()?;
     settings.enroll_listen = "127.0.0.1:0".parse()?;
+    settings.api_listen = "127.0.0.1:0".parse()?;
     settings.sweep_interval = Duration::from_millis(200);
     settings.controller_id = "dev".into();
 
@@ -79,8 +80,8 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
     }));
     let bound = bound_rx.await.context("the controller did not start")?;
     println!(
-        "==> controller listening: agents {} (QUIC, mTLS), enrolment {}",
-        bound.agents, bound.enroll
+        "==> controller listening: agents {} (QUIC, mTLS), enrolment {}, API https://{}",
+        bound.agents, bound.enroll, bound.api
     );
 
     // One agent, enrolled the way a real one is: token, CSR, certificate.
