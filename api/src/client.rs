@@ -93,6 +93,20 @@ impl Client {
         })
     }
 
+    /// A client of `base` with a TLS configuration of the caller's (a pinned CA, say).
+    pub fn with_tls(base: &str, tls: rustls::ClientConfig) -> Result<Client, ApiError> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ApiError::Unexpected(e.to_string()))?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            token: None,
+        })
+    }
+
     /// The same client, sending `token` as its bearer token.
     pub fn with_token(&self, token: impl Into<String>) -> Client {
         Client {

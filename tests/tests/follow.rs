@@ -46,7 +46,10 @@ async fn followers_get_every_line_once_and_the_end() {
     w.playbook("bursts", &bursts(4, 1500)).await;
     let admin = login(&c.ctl, "ops", PASSWORD).await;
     let launched: LaunchResponse = admin
-        .post("/api/v1/jobs", &json!({"playbook": "bursts", "servers": ["web1"]}))
+        .post(
+            "/api/v1/jobs",
+            &json!({"playbook": "bursts", "servers": ["web1"]}),
+        )
         .await
         .unwrap();
     let job = launched.jobs[0].id.clone();
@@ -69,13 +72,14 @@ async fn followers_get_every_line_once_and_the_end() {
         .unwrap();
     let rest = read_events(resp, |e| e.event == "end").await;
 
-    let full = tokio::time::timeout(3 * MINUTE, full).await.unwrap().unwrap();
+    let full = tokio::time::timeout(3 * MINUTE, full)
+        .await
+        .unwrap()
+        .unwrap();
     let end: LogEnd = serde_json::from_str(&full.last().unwrap().data).unwrap();
     assert_eq!(full.last().unwrap().event, "end");
     assert_eq!(end.status, JobStatus::Success);
-    let stored = w
-        .lines(&w.store.get_job_by_uuid(&job).await.unwrap())
-        .await;
+    let stored = w.lines(&w.store.get_job_by_uuid(&job).await.unwrap()).await;
     assert_eq!(end.last_line as usize, stored.len());
     let streamed = lines_of(&full);
     assert_eq!(streamed.len(), stored.len(), "every line, once");
@@ -86,7 +90,10 @@ async fn followers_get_every_line_once_and_the_end() {
     resumed.extend(lines_of(&rest));
     let numbers: Vec<i32> = resumed.iter().map(|l| l.line_number).collect();
     let want: Vec<i32> = (1..=stored.len() as i32).collect();
-    assert_eq!(numbers, want, "the resumed follower misses nothing and gets nothing twice");
+    assert_eq!(
+        numbers, want,
+        "the resumed follower misses nothing and gets nothing twice"
+    );
     assert_eq!(rest.last().unwrap().event, "end");
 
     // A finished job replays and ends at once; pages walk the same lines.

@@ -8,7 +8,7 @@ use outpost_tests::procs::bin;
 fn the_dev_quick_start_runs_a_playbook_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin("outpost-controller"))
-        .args(["dev", "--dir"])
+        .args(["dev", "--once", "--api-listen", "127.0.0.1:0", "--dir"])
         .arg(dir.path().join("dev"))
         .current_dir(outpost_tests::workspace_root())
         .output()
@@ -37,4 +37,98 @@ fn the_dev_quick_start_runs_a_playbook_end_to_end() {
             .count(),
         0
     );
+    // A second run reuses the directory: the same admin, the same agent, no new enrolment.
+    let password = std::fs::read_to_string(dir.path().join("dev/admin-password")).unwrap();
+    let again = Command::new(bin("outpost-controller"))
+        .args(["dev", "--once", "--api-listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path().join("dev"))
+        .current_dir(outpost_tests::workspace_root())
+        .output()
+        .expect("run dev again");
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "second dev failed:\n{stdout}");
+    assert!(stdout.contains("reused"), "{stdout}");
+    assert!(!stdout.contains("agent enrolled"), "{stdout}");
+    assert!(stdout.contains("==> job succeeded"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dev/admin-password")).unwrap(),
+        password
+    );
+    // A directory it did not make is never cleared.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("precious.txt"), "keep me").unwrap();
+    let refused = Command::new(bin("outpost-controller"))
+        .args(["dev", "--once", "--fresh", "--dir"])
+        .arg(&foreign)
+        .output()
+        .expect("run dev on a foreign directory");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("was not made by"));
+    assert!(foreign.join("precious.txt").exists());
+}
+
+/// `dev` without --once stays up, prints how to log in, and the CLI can use it.
+#[test]
+fn dev_stays_up_for_the_cli_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("outpost-controller"))
+        .args(["dev", "--api-listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path().join("dev"))
+        .current_dir(outpost_tests::workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run dev");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut login = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("outpost login https://") {
+            login = Some(line);
+            break;
+        }
+    }
+    let login = login.expect("dev printed the login command");
+    let words: Vec<&str> = login.split_whitespace().collect();
+    let url = words
+        .iter()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .to_string();
+    let password = words[0]
+        .trim_start_matches("OUTPOST_PASSWORD='")
+        .trim_end_matches('\'')
+        .to_owned();
+    let config = dir.path().join("cli");
+    let out = Command::new(bin("outpost"))
+        .args(["login", &url, "--ca-file"])
+        .arg(dir.path().join("dev/pki/ca.pem"))
+        .args(["-u", "admin"])
+        .env("OUTPOST_PASSWORD", &password)
+        .env("OUTPOST_CONFIG_DIR", &config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin("outpost"))
+        .args(["job", "list", "--json"])
+        .env("OUTPOST_CONFIG_DIR", &config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["items"][0]["status"], "success");
+    // SIGTERM stops it cleanly.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
 }

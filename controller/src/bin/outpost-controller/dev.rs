@@ -1,7 +1,10 @@
-//! `outpost-controller dev`: the quick start. In one process and one directory: a controller on
-//! the embedded SQLite store with a fresh PKI, one agent enrolled over the real enrolment
-//! endpoint and connected over mutual-TLS QUIC on loopback, this host as a server (local
-//! connection), and a playbook run end to end with its output followed live.
+//! `outpost-controller dev`: the quick start, a local controller that stays up (like `vault
+//! server -dev`). In one process and one directory: a controller on the embedded SQLite store
+//! with its own PKI, one agent enrolled over the real enrolment endpoint and connected over
+//! mutual-TLS QUIC on loopback, this host as a server (local connection), and a playbook run end
+//! to end with its output followed live; then the API address, the admin password and the
+//! `outpost login` command, until Ctrl-C. The directory is reused on the next run (`--fresh`
+//! starts over); a directory it did not create is never deleted.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,13 +30,76 @@ use tokio_util::sync::CancellationToken;
 /// The quick start's playbook, used when none is given.
 const DEFAULT_PLAYBOOK: &str = include_str!("../../../../examples/ping.yml");
 
-pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow::Result<bool> {
-    if dir.exists() {
+/// Marks a directory as made by `dev`: only such a directory is ever cleared.
+const MARKER: &str = ".outpost-dev";
+
+/// What `dev` was asked for.
+pub struct DevOptions<'a> {
+    pub dir: &'a Path,
+    pub playbook: Option<&'a Path>,
+    pub ansible: &'a Path,
+    /// Run the playbook once and exit (for scripts and tests).
+    pub once: bool,
+    /// Start over: clear the directory first.
+    pub fresh: bool,
+    /// Where the API listens; a busy port falls back to one the kernel picks.
+    pub api_listen: std::net::SocketAddr,
+}
+
+/// Makes (or reuses, or clears) the dev directory. Returns whether it is new.
+fn prepare_dir(dir: &Path, fresh: bool) -> anyhow::Result<bool> {
+    let marked = dir.join(MARKER).exists();
+    let empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    if dir.exists() && !marked && !empty {
+        bail!(
+            "{} exists and was not made by `outpost-controller dev`: choose another --dir",
+            dir.display()
+        );
+    }
+    if fresh && marked {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir)?;
-    let dir = dir.canonicalize()?;
-    println!("==> dev environment in {}", dir.display());
+    let new = !dir.join(MARKER).exists();
+    if new {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(MARKER), "made by outpost-controller dev\n")?;
+    }
+    Ok(new)
+}
+
+/// The admin password of this dev directory: made once, kept mode 0600.
+fn admin_password(dir: &Path) -> anyhow::Result<(String, bool)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("admin-password");
+    if let Ok(p) = std::fs::read_to_string(&path) {
+        return Ok((p.trim().to_owned(), false));
+    }
+    let password = EnrollToken::generate("x").secret[..24].to_owned(); // random, printable
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(f, "{password}")?;
+    Ok((password, true))
+}
+
+pub async fn run(o: DevOptions<'_>) -> anyhow::Result<bool> {
+    let new = prepare_dir(o.dir, o.fresh)?;
+    let dir = o.dir.canonicalize()?;
+    let (playbook, ansible) = (o.playbook, o.ansible);
+    println!(
+        "==> dev environment in {} ({})",
+        dir.display(),
+        if new {
+            "new"
+        } else {
+            "reused; --fresh starts over"
+        }
+    );
 
     let mut settings = Settings::new(
         format!("sqlite://{}", dir.join("outpost.db").display()),
@@ -41,35 +107,54 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
     );
     settings.listen = "127.0.0.1:0".parse()?;
     settings.enroll_listen = "127.0.0.1:0".parse()?;
-    settings.api_listen = "127.0.0.1:0".parse()?;
+    settings.api_listen = match std::net::TcpListener::bind(o.api_listen) {
+        Ok(_) => o.api_listen,
+        Err(_) => {
+            println!(
+                "==> {} is busy: the API takes a free port instead",
+                o.api_listen
+            );
+            "127.0.0.1:0".parse()?
+        }
+    };
     settings.sweep_interval = Duration::from_millis(200);
     settings.controller_id = "dev".into();
 
-    let pki = pki::init(
-        &PkiPaths::new(&dir),
-        &["localhost".into(), "127.0.0.1".into()],
-        Duration::from_secs(365 * 86400),
-        Duration::from_secs(30 * 86400),
-        false,
-    )?;
+    let paths = PkiPaths::new(&dir);
+    let pki = if paths.exists() {
+        pki::load(&paths)?
+    } else {
+        pki::init(
+            &paths,
+            &["localhost".into(), "127.0.0.1".into()],
+            Duration::from_secs(365 * 86400),
+            Duration::from_secs(30 * 86400),
+            false,
+        )?
+    };
     let store = Store::connect(&settings.database_url, &settings.pool).await?;
     store.migrate_up().await?;
-    let password = EnrollToken::generate("x").secret; // 256 random bits, printable
-    let admin = store
-        .create_user(
-            &NewUser {
-                username: "admin".into(),
-                email: "admin@localhost.localdomain".into(),
-                password: password[..24].to_owned(),
-                role: Role::Admin,
-                must_change_password: false,
-            },
-            &Actor::system(),
-        )
-        .await?;
+    let (password, made) = admin_password(&dir)?;
+    let admin = match store.get_user_by_username("admin").await {
+        Ok(u) => u,
+        Err(_) => {
+            store
+                .create_user(
+                    &NewUser {
+                        username: "admin".into(),
+                        email: "admin@localhost.localdomain".into(),
+                        password: password.clone(),
+                        role: Role::Admin,
+                        must_change_password: false,
+                    },
+                    &Actor::system(),
+                )
+                .await?
+        }
+    };
     println!(
-        "==> PKI, SQLite store and admin account ready (admin password: {})",
-        &password[..24]
+        "==> PKI, SQLite store and admin account {}",
+        if made { "made" } else { "reused" }
     );
 
     // The controller, in this process.
@@ -84,38 +169,44 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
         bound.agents, bound.enroll, bound.api
     );
 
-    // One agent, enrolled the way a real one is: token, CSR, certificate.
-    let token = EnrollToken::generate(&pki.ca.fingerprint());
-    store
-        .create_enrollment_token(
-            &NewEnrollmentToken {
-                secret_hash: EnrollToken::secret_hash(&token.secret),
-                name: "local-agent".into(),
-                labels: serde_json::json!({"dc": "local"}),
-                expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
+    // One agent, enrolled the way a real one is: token, CSR, certificate (once per directory).
+    let agent_state = StateDir::new(dir.join("agent"));
+    let enrolled =
+        store.get_agent_by_name("local-agent").await.is_ok() && agent_state.cert_file().exists();
+    if !enrolled {
+        let token = EnrollToken::generate(&pki.ca.fingerprint());
+        store
+            .create_enrollment_token(
+                &NewEnrollmentToken {
+                    secret_hash: EnrollToken::secret_hash(&token.secret),
+                    name: "local-agent".into(),
+                    labels: serde_json::json!({"dc": "local"}),
+                    expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
+                },
+                &Actor::user(admin.id),
+            )
+            .await?;
+        let identity = outpost_agent::enroll::enroll(
+            &agent_state,
+            &EnrollRequestArgs {
+                controller: bound.enroll.to_string(),
+                token: token.encode(),
+                labels: vec![],
+                connect: vec![bound.agents.to_string()],
+                hostname: "localhost".into(),
+                force: false,
             },
-            &Actor::user(admin.id),
         )
         .await?;
-    let agent_state = StateDir::new(dir.join("agent"));
-    let identity = outpost_agent::enroll::enroll(
-        &agent_state,
-        &EnrollRequestArgs {
-            controller: bound.enroll.to_string(),
-            token: token.encode(),
-            labels: vec![],
-            connect: vec![bound.agents.to_string()],
-            hostname: "localhost".into(),
-            force: false,
-        },
-    )
-    .await?;
-    println!(
-        "==> agent enrolled as '{}' ({})",
-        identity.name, identity.uuid
-    );
+        println!(
+            "==> agent enrolled as '{}' ({})",
+            identity.name, identity.uuid
+        );
+    }
     let agent_stop = CancellationToken::new();
     let opts = ServiceOptions {
+        // This run's address: the one stored at enrolment may be an earlier run's port.
+        controllers: vec![bound.agents.to_string()],
         ansible_playbook: ansible.to_path_buf(),
         host_key_checking: false,
         ..ServiceOptions::default()
@@ -134,7 +225,10 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
     local.host_vars = Some(
         serde_json::json!({"ansible_connection": "local", "ansible_python_interpreter": python()}),
     );
-    let server_row = store.create_server(&local, &Actor::user(admin.id)).await?;
+    let server_row = match store.get_server_by_hostname("localhost").await {
+        Ok(s) => s,
+        Err(_) => store.create_server(&local, &Actor::user(admin.id)).await?,
+    };
     let content = match playbook {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
@@ -143,21 +237,29 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
     };
     let pb_dir = dir.join("playbooks");
     std::fs::create_dir_all(&pb_dir)?;
-    let pb_path: PathBuf = pb_dir.join("quickstart.yml");
+    let hash = hex::encode(Sha256::digest(content.as_bytes()));
+    let pb_path: PathBuf = pb_dir.join(format!("{hash}.yml"));
     std::fs::write(&pb_path, &content)?;
-    let pb = store
-        .create_playbook(
-            &NewPlaybook {
-                name: "quickstart".into(),
-                description: Some("the dev quick start".into()),
-                file_path: pb_path.display().to_string(),
-                file_hash: hex::encode(Sha256::digest(content.as_bytes())),
-                tags: None,
-                variables: None,
-            },
-            &Actor::user(admin.id),
-        )
-        .await?;
+    let record = NewPlaybook {
+        name: "quickstart".into(),
+        description: Some("the dev quick start".into()),
+        file_path: pb_path.display().to_string(),
+        file_hash: hash,
+        tags: None,
+        variables: None,
+    };
+    let pb = match store.get_playbook_by_name("quickstart").await {
+        Ok(p) => {
+            store
+                .update_playbook(p.id, &record, &Actor::user(admin.id))
+                .await?
+        }
+        Err(_) => {
+            store
+                .create_playbook(&record, &Actor::user(admin.id))
+                .await?
+        }
+    };
     let job = store
         .create_jobs(
             &[NewJob {
@@ -204,15 +306,45 @@ pub async fn run(dir: &Path, playbook: Option<&Path>, ansible: &Path) -> anyhow:
             final_job.error_message.clone().unwrap_or_default()
         ),
     }
+    let ok = final_job.status == JobStatus::Success;
+    if !o.once {
+        let api = format!("https://{}", bound.api);
+        let ca = dir.join("pki").join("ca.pem");
+        println!(
+            "\n==> Outpost is running. API: {api}\n    admin password: {password} (kept in {})\n    \
+             log in with the CLI:\n      OUTPOST_PASSWORD='{password}' outpost login {api} --ca-file {} -u admin\n    \
+             or trust it by fingerprint: --ca-fingerprint {}\n    then e.g. `outpost job run quickstart --server localhost --follow`.\n    \
+             Ctrl-C stops it; the next `dev` reuses this directory.",
+            dir.join("admin-password").display(),
+            ca.display(),
+            pki.ca.fingerprint(),
+        );
+        wait_for_stop().await;
+        println!("==> stopping");
+    }
     agent_stop.cancel();
     let _ = agent.await;
     stop.cancel();
     let _ = controller.await;
     println!(
-        "==> stopped. Everything is in {}; run again for a fresh start.",
+        "==> stopped. Everything is in {}; `dev` reuses it, `dev --fresh` starts over.",
         dir.display()
     );
-    Ok(final_job.status == JobStatus::Success)
+    Ok(ok)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_stop() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }
 
 /// The Python that runs ansible here, so the local connection needs no interpreter discovery.

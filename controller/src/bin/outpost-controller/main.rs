@@ -85,12 +85,22 @@ enum Command {
         /// The agent's name (as given to its token) or uuid.
         agent: String,
     },
-    /// One-command local setup on SQLite: fresh PKI, one local agent, localhost as a server,
-    /// a playbook run end to end with its output followed live.
+    /// A local controller that stays up until Ctrl-C: SQLite, its own PKI, one local agent,
+    /// localhost as a server, the example playbook run once and followed live; then the API
+    /// address, the admin password and the `outpost login` command.
     Dev {
-        /// The directory to (re)create for it.
+        /// Its directory, reused across runs.
         #[arg(long, default_value = "outpost-dev")]
         dir: PathBuf,
+        /// Run the playbook once and exit (for scripts and tests).
+        #[arg(long)]
+        once: bool,
+        /// Start over: clear the directory (only one `dev` made) first.
+        #[arg(long)]
+        fresh: bool,
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        api_listen: SocketAddr,
         /// A playbook to run instead of examples/ping.yml.
         #[arg(long)]
         playbook: Option<PathBuf>,
@@ -444,6 +454,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             playbook,
             ansible_playbook,
+            once,
+            fresh,
+            api_listen,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
                 .unwrap_or_else(|_| "warn".into());
@@ -452,7 +465,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            if !dev::run(dir, playbook.as_deref(), ansible_playbook).await? {
+            let opts = dev::DevOptions {
+                dir,
+                playbook: playbook.as_deref(),
+                ansible: ansible_playbook,
+                once: *once,
+                fresh: *fresh,
+                api_listen: *api_listen,
+            };
+            if !dev::run(opts).await? {
                 bail!("the quick start's job did not succeed");
             }
             Ok(())

@@ -1,0 +1,438 @@
+//! Reading the Ansible inventories ops teams already have (INI or YAML) into server records:
+//! `ansible_host`, `ansible_port`, `ansible_user` and `ansible_ssh_private_key_file` become the
+//! server's columns; `environment`/`env` its environment; group names and datacenter-style vars
+//! (`dc`, `datacenter`, `region`, `zone`, `site`, `role`) its tags; everything else its host
+//! vars. Group vars are inherited by the group's hosts and children, host vars win.
+
+use std::collections::BTreeMap;
+
+use outpost_api::{JsonObject, NewServerRequest};
+use serde_json::Value;
+
+/// Vars that become tags.
+const TAG_VARS: &[&str] = &["dc", "datacenter", "region", "zone", "site", "role"];
+
+/// One host as the inventory describes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Host {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub vars: BTreeMap<String, Value>,
+}
+
+fn scalar(s: &str) -> Value {
+    let s = s.trim();
+    let unquoted = s
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .or_else(|| s.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')));
+    if let Some(u) = unquoted {
+        return Value::String(u.to_owned());
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return Value::from(n);
+    }
+    match s {
+        "true" | "True" | "yes" => Value::Bool(true),
+        "false" | "False" | "no" => Value::Bool(false),
+        _ => Value::String(s.to_owned()),
+    }
+}
+
+/// Splits `k=v k2="v 2"` on whitespace outside quotes.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            (None, c) if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            (_, c) => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[derive(Default)]
+struct Groups {
+    hosts: BTreeMap<String, Vec<String>>,
+    vars: BTreeMap<String, BTreeMap<String, Value>>,
+    children: BTreeMap<String, Vec<String>>,
+    host_vars: BTreeMap<String, BTreeMap<String, Value>>,
+    order: Vec<String>,
+}
+
+impl Groups {
+    fn add_host(&mut self, group: &str, host: &str, vars: BTreeMap<String, Value>) {
+        if !self.host_vars.contains_key(host) {
+            self.order.push(host.to_owned());
+        }
+        self.hosts
+            .entry(group.to_owned())
+            .or_default()
+            .push(host.to_owned());
+        self.host_vars
+            .entry(host.to_owned())
+            .or_default()
+            .extend(vars);
+    }
+
+    /// Every host with its groups (ancestors included) and merged vars.
+    fn resolve(self) -> Vec<Host> {
+        let mut parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (g, kids) in &self.children {
+            for k in kids {
+                parents.entry(k.clone()).or_default().push(g.clone());
+            }
+        }
+        let ancestors = |g: &str| {
+            let mut seen = vec![];
+            let mut stack = vec![g.to_owned()];
+            while let Some(x) = stack.pop() {
+                if seen.contains(&x) {
+                    continue;
+                }
+                seen.push(x.clone());
+                if let Some(ps) = parents.get(&x) {
+                    stack.extend(ps.iter().cloned());
+                }
+            }
+            seen
+        };
+        let mut out = Vec::new();
+        for host in &self.order {
+            let mut groups: Vec<String> = Vec::new();
+            for (g, members) in &self.hosts {
+                if members.contains(host) {
+                    for a in ancestors(g) {
+                        if !groups.contains(&a) {
+                            groups.push(a);
+                        }
+                    }
+                }
+            }
+            // Vars: `all` first, then outer groups before inner ones, then the host's own.
+            let depth = |g: &String| ancestors(g).len();
+            let mut ordered = groups.clone();
+            ordered.sort_by_key(|g| (g != "all", depth(g)));
+            let mut vars = BTreeMap::new();
+            for g in &ordered {
+                if let Some(v) = self.vars.get(g) {
+                    vars.extend(v.clone());
+                }
+            }
+            vars.extend(self.host_vars.get(host).cloned().unwrap_or_default());
+            groups.retain(|g| g != "all" && g != "ungrouped");
+            groups.sort();
+            out.push(Host {
+                name: host.clone(),
+                groups,
+                vars,
+            });
+        }
+        out
+    }
+}
+
+/// Parses an INI inventory.
+pub fn parse_ini(text: &str) -> Result<Vec<Host>, String> {
+    let mut g = Groups::default();
+    let mut section = ("ungrouped".to_owned(), "hosts".to_owned());
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(head) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = match head.split_once(':') {
+                Some((name, kind)) if kind == "vars" || kind == "children" => {
+                    (name.to_owned(), kind.to_owned())
+                }
+                Some(_) => return Err(format!("line {}: unknown section [{head}]", n + 1)),
+                None => (head.to_owned(), "hosts".to_owned()),
+            };
+            continue;
+        }
+        match section.1.as_str() {
+            "vars" => {
+                let (k, v) = line.split_once('=').ok_or_else(|| {
+                    format!("line {}: expected key=value in [{}:vars]", n + 1, section.0)
+                })?;
+                g.vars
+                    .entry(section.0.clone())
+                    .or_default()
+                    .insert(k.trim().to_owned(), scalar(v));
+            }
+            "children" => g
+                .children
+                .entry(section.0.clone())
+                .or_default()
+                .push(line.to_owned()),
+            _ => {
+                let mut parts = words(line).into_iter();
+                let host = parts.next().unwrap_or_default();
+                if host.contains('[') {
+                    return Err(format!(
+                        "line {}: host ranges such as {host} are not supported; list the hosts",
+                        n + 1
+                    ));
+                }
+                let mut vars = BTreeMap::new();
+                for p in parts {
+                    let (k, v) = p
+                        .split_once('=')
+                        .ok_or_else(|| format!("line {}: '{p}' is not key=value", n + 1))?;
+                    vars.insert(k.to_owned(), scalar(v));
+                }
+                g.add_host(&section.0, &host, vars);
+            }
+        }
+    }
+    Ok(g.resolve())
+}
+
+fn yaml_value(y: &yaml_rust2::Yaml) -> Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .map(Value::from)
+            .unwrap_or(Value::String(r.clone())),
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Array(a) => Value::Array(a.iter().map(yaml_value).collect()),
+        Yaml::Hash(h) => Value::Object(
+            h.iter()
+                .filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), yaml_value(v))))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+/// A YAML document as JSON (for `-e @vars.yml`).
+pub fn yaml_document(text: &str) -> Result<Value, String> {
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    Ok(docs.first().map(yaml_value).unwrap_or(Value::Null))
+}
+
+fn yaml_vars(y: &yaml_rust2::Yaml) -> BTreeMap<String, Value> {
+    match yaml_value(y) {
+        Value::Object(m) => m.into_iter().collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Parses a YAML inventory (`all: {hosts, vars, children}`).
+pub fn parse_yaml(text: &str) -> Result<Vec<Host>, String> {
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let doc = docs.first().ok_or("the inventory is empty")?;
+    let top = doc
+        .as_hash()
+        .ok_or("a YAML inventory is a mapping of groups (all: …)")?;
+    let mut g = Groups::default();
+    fn walk(g: &mut Groups, name: &str, body: &yaml_rust2::Yaml) {
+        let get = |k: &str| &body[k];
+        if let Some(hosts) = get("hosts").as_hash() {
+            for (h, vars) in hosts {
+                if let Some(h) = h.as_str() {
+                    g.add_host(name, h, yaml_vars(vars));
+                }
+            }
+        }
+        if get("vars").as_hash().is_some() {
+            g.vars
+                .entry(name.to_owned())
+                .or_default()
+                .extend(yaml_vars(get("vars")));
+        }
+        if let Some(children) = get("children").as_hash() {
+            for (c, cbody) in children {
+                if let Some(c) = c.as_str() {
+                    g.children
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push(c.to_owned());
+                    walk(g, c, cbody);
+                }
+            }
+        }
+    }
+    for (name, body) in top {
+        let name = name.as_str().ok_or("group names must be strings")?;
+        walk(&mut g, name, body);
+    }
+    Ok(g.resolve())
+}
+
+/// Parses either format: YAML when the file looks like it, INI otherwise.
+pub fn parse(path: &str, text: &str) -> Result<Vec<Host>, String> {
+    let yamlish =
+        path.ends_with(".yml") || path.ends_with(".yaml") || text.trim_start().starts_with("all:");
+    if yamlish {
+        parse_yaml(text)
+    } else {
+        parse_ini(text)
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The server record a host becomes.
+pub fn to_server(h: &Host) -> Result<NewServerRequest, String> {
+    let mut vars = h.vars.clone();
+    let take = |vars: &mut BTreeMap<String, Value>, k: &str| vars.remove(k).map(|v| text(&v));
+    let address = take(&mut vars, "ansible_host").unwrap_or_else(|| h.name.clone());
+    if address.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!(
+            "{}: ansible_host '{address}' is not an IP address, which a server record needs",
+            h.name
+        ));
+    }
+    let ssh_port = match take(&mut vars, "ansible_port") {
+        Some(p) => Some(
+            p.parse::<i32>()
+                .map_err(|_| format!("{}: ansible_port '{p}' is not a number", h.name))?,
+        ),
+        None => None,
+    };
+    let ssh_user = take(&mut vars, "ansible_user");
+    let ssh_key_path = take(&mut vars, "ansible_ssh_private_key_file");
+    let environment = take(&mut vars, "environment").or_else(|| take(&mut vars, "env"));
+    let os_type = take(&mut vars, "os_type").unwrap_or_else(|| "linux".into());
+    let mut tags = JsonObject::new();
+    for k in TAG_VARS {
+        if let Some(v) = vars.remove(*k) {
+            tags.insert((*k).to_owned(), Value::String(text(&v)));
+        }
+    }
+    if !h.groups.is_empty() {
+        tags.insert("groups".into(), Value::String(h.groups.join(",")));
+    }
+    let host_vars: JsonObject = vars.into_iter().collect();
+    Ok(NewServerRequest {
+        hostname: h.name.clone(),
+        ip_address: address,
+        os_type,
+        os_version: None,
+        ssh_port,
+        ssh_user,
+        ssh_key_path,
+        tags: (!tags.is_empty()).then_some(tags),
+        environment,
+        description: None,
+        host_vars: (!host_vars.is_empty()).then_some(host_vars),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INI: &str = r#"
+# fra1
+[web]
+web1.fra1 ansible_host=10.1.0.11 ansible_port=2222 ansible_user=deploy
+web2.fra1 ansible_host=10.1.0.12 http_port="8080 alt"
+
+[db]
+db1.fra1 ansible_host=10.1.0.21 ansible_ssh_private_key_file=/home/ops/.ssh/db
+
+[fra1:children]
+web
+db
+
+[fra1:vars]
+dc=fra1
+environment=production
+ntp=10.1.0.1
+
+[web:vars]
+role=web
+"#;
+
+    #[test]
+    fn ini_hosts_groups_and_inherited_vars() {
+        let hosts = parse_ini(INI).unwrap();
+        assert_eq!(hosts.len(), 3);
+        let web1 = to_server(&hosts[0]).unwrap();
+        assert_eq!(web1.hostname, "web1.fra1");
+        assert_eq!(web1.ip_address, "10.1.0.11");
+        assert_eq!(
+            (web1.ssh_port, web1.ssh_user.as_deref()),
+            (Some(2222), Some("deploy"))
+        );
+        assert_eq!(web1.environment.as_deref(), Some("production"));
+        let tags = web1.tags.unwrap();
+        assert_eq!(tags["dc"], "fra1");
+        assert_eq!(tags["role"], "web");
+        assert_eq!(tags["groups"], "fra1,web");
+        assert_eq!(web1.host_vars.unwrap()["ntp"], "10.1.0.1");
+        let web2 = to_server(&hosts[1]).unwrap();
+        assert_eq!(web2.host_vars.unwrap()["http_port"], "8080 alt");
+        let db1 = to_server(&hosts[2]).unwrap();
+        assert_eq!(db1.ssh_key_path.as_deref(), Some("/home/ops/.ssh/db"));
+        assert!(!db1.tags.unwrap().contains_key("role"));
+    }
+
+    #[test]
+    fn yaml_inventories_read_the_same() {
+        let yaml = r#"
+all:
+  vars:
+    environment: staging
+  children:
+    nyc1:
+      vars:
+        dc: nyc1
+      hosts:
+        app1.nyc1:
+          ansible_host: 10.2.0.5
+          ansible_port: 22
+          app_version: "2.1"
+"#;
+        let hosts = parse_yaml(yaml).unwrap();
+        assert_eq!(hosts.len(), 1);
+        let s = to_server(&hosts[0]).unwrap();
+        assert_eq!(s.ip_address, "10.2.0.5");
+        assert_eq!(s.environment.as_deref(), Some("staging"));
+        assert_eq!(s.tags.as_ref().unwrap()["dc"], "nyc1");
+        assert_eq!(s.tags.unwrap()["groups"], "nyc1");
+        assert_eq!(s.host_vars.unwrap()["app_version"], "2.1");
+    }
+
+    #[test]
+    fn what_cannot_be_a_server_is_named() {
+        let hosts = parse_ini("[web]\nweb1 ansible_host=web1.example.com\n").unwrap();
+        assert!(to_server(&hosts[0])
+            .unwrap_err()
+            .contains("not an IP address"));
+        assert!(parse_ini("[web]\nweb[01:10]\n")
+            .unwrap_err()
+            .contains("ranges"));
+        assert!(parse_ini("[web:nope]\n").is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! `outpost`: the Outpost admin CLI, a client of the controller's HTTPS API only (it links no
+//! database code). Conventions of kubectl and the salt CLI: named contexts, tables for people,
+//! `--json` for scripts, ansible-playbook's own spellings for run options.
+//!
+//! - [`contexts`]: the controllers it knows and their tokens; [`trust`]: pinning a CA by
+//!   fingerprint on first login.
+//! - [`commands`]: one function per subcommand; [`follow`]: live logs with resume.
+//! - [`inventory`]: reading Ansible inventories; [`output`]: tables, colour and JSON.
+
+mod commands;
+mod contexts;
+mod follow;
+mod inventory;
+mod output;
+mod trust;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// The Outpost admin CLI: log in to a controller, manage servers, playbooks, agents and users,
+/// launch jobs and follow their output, work tickets, read the audit trail.
+///
+/// Exit codes: 0 success; 1 a job failed; 2 a job was cancelled; 3 a usage or API error.
+#[derive(Parser)]
+#[command(name = "outpost", version, propagate_version = true)]
+pub struct Cli {
+    /// Use this context instead of the current one.
+    #[arg(long, global = true, env = "OUTPOST_CONTEXT")]
+    context: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Output format: `wide` adds columns.
+    #[arg(short = 'o', long = "output", global = true, value_parser = ["wide"])]
+    output: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Log in to a controller and keep its token (mode 0600) as a named context.
+    Login(LoginArgs),
+    /// End the current token and forget it.
+    Logout,
+    /// Who the current token belongs to.
+    Whoami,
+    /// Named controllers: list them, or switch.
+    #[command(subcommand)]
+    Context(ContextCmd),
+    /// The inventory.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Playbooks.
+    #[command(subcommand)]
+    Playbook(PlaybookCmd),
+    /// Launch, list, follow and cancel jobs.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Tickets opened by failed jobs (and by people).
+    #[command(subcommand)]
+    Ticket(TicketCmd),
+    /// Agents on bastion hosts, and enrolment tokens for new ones.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Accounts and roles (admins).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// The audit trail (admins).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Shell completions: `outpost completions bash > /etc/bash_completion.d/outpost`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// The controller's API, e.g. https://ctl.example.com:8443 [default: the context's].
+    pub url: Option<String>,
+    /// The user to log in as [default: the context's, else admin].
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Trust the controller whose CA has this SHA-256 fingerprint (printed by
+    /// `outpost-controller init`; also inside every enrolment token).
+    #[arg(long, conflicts_with = "ca_file")]
+    pub ca_fingerprint: Option<String>,
+    /// Trust the CA in this PEM file (your own CA, or <data-dir>/pki/ca.pem).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Name of the context to save [default: the URL's host].
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ContextCmd {
+    /// The contexts, the current one marked.
+    List,
+    /// Make a context the current one.
+    Use { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum ServerCmd {
+    /// Add a server.
+    Add(ServerFields),
+    /// List servers.
+    List {
+        #[arg(long)]
+        env: Option<String>,
+        /// `key=value`: servers whose tags hold it.
+        #[arg(short = 'l', long = "selector")]
+        selector: Option<String>,
+        /// Include deactivated servers.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one server (hostname or id).
+    Show { server: String },
+    /// Change a server's fields.
+    Update {
+        server: String,
+        #[command(flatten)]
+        fields: ServerPatchFields,
+    },
+    /// Deactivate a server (it keeps its jobs' history).
+    Deactivate { server: String },
+    /// Read an Ansible inventory (INI or YAML) into servers: adds new hosts, updates known ones.
+    Import {
+        file: PathBuf,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct ServerFields {
+    pub hostname: String,
+    #[arg(long)]
+    pub ip: String,
+    #[arg(long, default_value = "linux")]
+    pub os: String,
+    #[arg(long)]
+    pub port: Option<i32>,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub env: Option<String>,
+    /// A tag `key=value` (repeatable), e.g. --tag dc=fra1.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ServerPatchFields {
+    #[arg(long)]
+    pub ip: Option<String>,
+    #[arg(long)]
+    pub port: Option<i32>,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Replaces the tags: `key=value` (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum PlaybookCmd {
+    /// Upload a playbook file.
+    Add {
+        file: PathBuf,
+        /// [default: the file's name without .yml]
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Upload a new version of a playbook.
+    Update {
+        playbook: String,
+        file: PathBuf,
+    },
+    List,
+    /// Show a playbook with its YAML and hash.
+    Show {
+        playbook: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JobCmd {
+    /// Run a playbook on servers (one job per server).
+    Run(RunArgs),
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show one job.
+    Show { job: String },
+    /// Print a job's log; --follow streams it to the end.
+    Logs {
+        job: String,
+        #[arg(short, long)]
+        follow: bool,
+        /// Start after this line.
+        #[arg(long, default_value_t = 0)]
+        since_line: i32,
+    },
+    /// Cancel a job.
+    Cancel { job: String },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Playbook name or id.
+    pub playbook: String,
+    /// Servers by hostname or id (repeatable).
+    #[arg(long = "server")]
+    pub servers: Vec<String>,
+    /// Every active server of an environment.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Servers whose tags hold `key=value` (repeatable, all must match).
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Vec<String>,
+    /// Extra vars: `key=value`, or `@file.json` / `@file.yml` (repeatable).
+    #[arg(short = 'e', long = "extra-vars")]
+    pub extra_vars: Vec<String>,
+    /// Only run plays and tasks tagged with these (comma-separated).
+    #[arg(long)]
+    pub tags: Option<String>,
+    /// Skip plays and tasks tagged with these.
+    #[arg(long)]
+    pub skip_tags: Option<String>,
+    /// Dry run: report what would change.
+    #[arg(long)]
+    pub check: bool,
+    /// Show differences in changed files.
+    #[arg(long)]
+    pub diff: bool,
+    /// More output from ansible (-v … -vvvv).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Stream every server's log until the jobs end; the exit code says how they ended.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TicketCmd {
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        priority: Option<String>,
+    },
+    Show {
+        ticket: String,
+    },
+    /// Change status, priority or title.
+    Update {
+        ticket: String,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        priority: Option<String>,
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// Mark resolved.
+    Resolve {
+        ticket: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    List,
+    /// Revoke an agent (name or id): it is dropped and can never connect again.
+    Revoke {
+        agent: String,
+    },
+    /// Make a one-time enrolment token for a new agent.
+    Token {
+        #[arg(long)]
+        name: String,
+        /// `key=value` (repeatable): the agent's labels, e.g. dc=fra1.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    List,
+    /// Add a user; they change the password at first login.
+    Add {
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// Change role, email or whether the account is active.
+    Update {
+        user: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        active: Option<bool>,
+    },
+    /// Set a password (your own, or as an admin someone else's).
+    Passwd {
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    List {
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        resource_type: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+/// A usage or API error: exit code 3.
+const FAILED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let help = matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion
+                    | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            let _ = e.print();
+            return ExitCode::from(if help { 0 } else { FAILED });
+        }
+    };
+    if let Command::Completions { shell } = &cli.command {
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "outpost",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line, with what to do; never a debug dump.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(FAILED)
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Trusting a controller the first time: by the SHA-256 fingerprint of its CA (as `kubeadm join`
+//! pins a cluster), or a CA file. With a fingerprint, the connection is accepted only if the
+//! chain the controller presents holds a CA with that fingerprint and the leaf verifies against
+//! it; that CA is then kept for every later connection.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context as _};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// Normalises a fingerprint as printed (`AB:CD…`, `sha256:abcd…`) to lower-case hex.
+pub fn normalize_fingerprint(fp: &str) -> anyhow::Result<String> {
+    let hex: String = fp
+        .trim()
+        .trim_start_matches("sha256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("'{fp}' is not a SHA-256 fingerprint (64 hex digits)");
+    }
+    Ok(hex)
+}
+
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The CA found in the chain, once a handshake succeeded.
+    found: Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| hex::encode(Sha256::digest(c.as_ref())) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(format!(
+                    "the controller's certificate chain has no CA with fingerprint {}",
+                    self.fingerprint
+                ))
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let ok = inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)?;
+        if let Ok(mut found) = self.found.lock() {
+            *found = Some(ca.clone().into_owned());
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Connects to `url` trusting only a CA with `fingerprint`; returns that CA as PEM.
+pub async fn fetch_pinned_ca(url: &str, fingerprint: &str) -> anyhow::Result<String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pinned = Arc::new(Pinned {
+        fingerprint: normalize_fingerprint(fingerprint)?,
+        provider: provider.clone(),
+        found: Mutex::new(None),
+    });
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(pinned.clone())
+        .with_no_client_auth();
+    let client = outpost_api::client::Client::with_tls(url, cfg)?;
+    client
+        .get::<serde_json::Value>("/healthz")
+        .await
+        .with_context(|| format!("cannot reach {url} with the CA fingerprint {fingerprint}"))?;
+    let der = pinned
+        .found
+        .lock()
+        .ok()
+        .and_then(|f| f.clone())
+        .context("the handshake did not show the CA")?;
+    Ok(pem(&der))
+}
+
+/// A certificate in PEM.
+pub fn pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_normalised() {
+        let hex = "ab".repeat(32);
+        let colons = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(normalize_fingerprint(&colons).unwrap(), hex);
+        assert_eq!(
+            normalize_fingerprint(&format!("sha256:{hex}")).unwrap(),
+            hex
+        );
+        assert!(normalize_fingerprint("abc").is_err());
+    }
+}

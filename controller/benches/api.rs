@@ -1,0 +1,510 @@
+//! The API's figures, measured side by side in one run against one `outpost-controller serve`
+//! process on MariaDB (127.0.0.1:3306, a fresh database dropped afterwards):
+//!
+//! 1. launch → assignment: `POST /api/v1/jobs` for one server, timed until an agent (a real
+//!    mTLS QUIC session built from `outpost-protocol`, answering at once) receives the
+//!    assignment; p50/p99 over `OUTPOST_BENCH_LAUNCHES` (1,000) jobs on as many servers.
+//! 2. reads at scale: with `OUTPOST_BENCH_JOBS` (100,000) jobs and `OUTPOST_BENCH_LOG_LINES`
+//!    (10,000,000) log lines in the tables, `GET /api/v1/jobs` unfiltered, by status and by
+//!    time, and the dashboard's counts (jobs by status over 24 h, open tickets by priority),
+//!    p50/p99 over 200 requests each, with MariaDB's EXPLAIN of each query.
+//!
+//! Run: `cargo bench -p outpost-controller --bench api`.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outpost_api::client::Client;
+use outpost_controller::model::Role;
+use outpost_controller::store::agents::NewEnrollmentToken;
+use outpost_controller::store::audit::Actor;
+use outpost_controller::store::playbooks::NewPlaybook;
+use outpost_controller::store::servers::NewServer;
+use outpost_controller::store::users::NewUser;
+use outpost_controller::{PoolConfig, Store};
+use outpost_protocol::codec::{self, FramedStream};
+use outpost_protocol::message::{Down, FinalStatus, Finished, Hello, JobDown, JobUp, Up};
+use outpost_protocol::pki::{AgentKey, Ca};
+use outpost_protocol::tls::{self, Timers};
+use outpost_protocol::token::EnrollToken;
+use sha2::{Digest, Sha256};
+use sqlx::Connection;
+use tokio::sync::{mpsc, Mutex};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.50), at(0.99), v[v.len() - 1])
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let launches = env_num("OUTPOST_BENCH_LAUNCHES", 1000);
+    let jobs_total = env_num("OUTPOST_BENCH_JOBS", 100_000);
+    let log_lines = env_num("OUTPOST_BENCH_LOG_LINES", 10_000_000);
+
+    let server_url = "mysql://root@127.0.0.1:3306";
+    let db_name = format!("outpost_bench_api_{}", std::process::id());
+    let mut admin_conn = sqlx::MySqlConnection::connect(&format!("{server_url}/mysql"))
+        .await
+        .expect("MariaDB on 127.0.0.1:3306 (bash scripts/test starts it)");
+    sqlx::query(&format!(
+        "CREATE DATABASE {db_name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    ))
+    .execute(&mut admin_conn)
+    .await
+    .expect("create database");
+    let url = format!("{server_url}/{db_name}");
+    let dir = tempfile::tempdir().expect("dir");
+    let bin = env!("CARGO_BIN_EXE_outpost-controller");
+    let init = Command::new(bin)
+        .args(["init", "--data-dir"])
+        .arg(dir.path())
+        .args(["--database-url", &url])
+        .output()
+        .expect("init");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let ca_pem = std::fs::read_to_string(dir.path().join("pki/ca.pem")).unwrap();
+    let ca = Ca::from_pem(
+        &ca_pem,
+        &std::fs::read_to_string(dir.path().join("pki/ca.key")).unwrap(),
+    )
+    .expect("CA");
+
+    let store = Store::connect(&url, &PoolConfig::default())
+        .await
+        .expect("store");
+    store.migrate_up().await.expect("migrate");
+    let admin = store
+        .create_user(
+            &NewUser {
+                username: "bench".into(),
+                email: "bench@example.com".into(),
+                password: "bench-password".into(),
+                role: Role::Admin,
+                must_change_password: false,
+            },
+            &Actor::system(),
+        )
+        .await
+        .unwrap();
+    let yaml = "- hosts: all\n  gather_facts: false\n  tasks: []\n";
+    let pb_path = dir.path().join("bench.yml");
+    std::fs::write(&pb_path, yaml).unwrap();
+    store
+        .create_playbook(
+            &NewPlaybook {
+                name: "bench".into(),
+                description: None,
+                file_path: pb_path.display().to_string(),
+                file_hash: hex::encode(Sha256::digest(yaml.as_bytes())),
+                tags: None,
+                variables: None,
+            },
+            &Actor::user(admin.id),
+        )
+        .await
+        .unwrap();
+    for i in 0..launches {
+        store
+            .create_server(
+                &NewServer::new(&format!("node{i:05}"), "127.0.0.1", "linux"),
+                &Actor::system(),
+            )
+            .await
+            .unwrap();
+    }
+    // One agent, enrolled through the store, with a certificate from the CA.
+    let token = EnrollToken::generate(&ca.fingerprint());
+    store
+        .create_enrollment_token(
+            &NewEnrollmentToken {
+                secret_hash: EnrollToken::secret_hash(&token.secret),
+                name: "bench-agent".into(),
+                labels: serde_json::json!({}),
+                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            },
+            &Actor::system(),
+        )
+        .await
+        .unwrap();
+    let uuid = uuid::Uuid::new_v4();
+    store
+        .enroll_agent(
+            &EnrollToken::secret_hash(&token.secret),
+            &uuid.to_string(),
+            &Default::default(),
+            "bench",
+        )
+        .await
+        .unwrap();
+    let key = AgentKey::generate().unwrap();
+    let cert = ca
+        .sign_agent_csr(&key.csr("bench").unwrap(), uuid, Duration::from_secs(86400))
+        .unwrap();
+
+    let free = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (agent_port, enroll_port) = (free(), free());
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut ctl = Command::new(bin)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--database-url", &url])
+        .args(["--listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--enroll-listen", &format!("127.0.0.1:{enroll_port}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+        .env("OUTPOST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let api = Client::new(&format!("https://127.0.0.1:{api_port}"), &ca_pem).unwrap();
+    let mut ready = false;
+    for _ in 0..200 {
+        if api.get::<serde_json::Value>("/readyz").await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "controller not ready");
+    let login: serde_json::Value = api
+        .post(
+            "/api/v1/auth/login",
+            &serde_json::json!({"username": "bench", "password": "bench-password"}),
+        )
+        .await
+        .unwrap();
+    let api = api.with_token(login["token"].as_str().unwrap());
+
+    // The agent: takes every assignment at once, notes when it arrived, and finishes it.
+    let arrivals: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Default::default();
+    let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<uuid::Uuid>();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(
+        tls::enroll_client_config(&ca.fingerprint(), Timers::default()).unwrap(),
+    );
+    let cfg = tls::agent_client_config(
+        ca.cert_der(),
+        vec![cert],
+        key.private_key_der(),
+        Timers::default(),
+    )
+    .unwrap();
+    let conn = endpoint
+        .connect_with(
+            cfg,
+            format!("127.0.0.1:{agent_port}").parse().unwrap(),
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .expect("handshake");
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut session = FramedStream::new(recv, send);
+    session
+        .send(&Up::Hello(Hello {
+            protocol_version: outpost_protocol::PROTOCOL_VERSION,
+            agent_version: "bench".into(),
+            hostname: "bench".into(),
+            labels: vec![],
+            capacity: 100,
+            ansible_version: "none".into(),
+            running: vec![],
+            capabilities: vec![],
+        }))
+        .await
+        .unwrap();
+    let Some(Down::Welcome(_)) = session.recv::<Down>().await.unwrap() else {
+        panic!("no Welcome")
+    };
+    tokio::spawn(async move {
+        let mut seq = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            seq += 1;
+            if session.send(&Up::Heartbeat { seq }).await.is_err() {
+                return;
+            }
+            let _ = session.recv::<Down>().await;
+        }
+    });
+    {
+        let (conn, arrivals) = (conn.clone(), arrivals.clone());
+        tokio::spawn(async move {
+            while let Ok((mut send, recv)) = conn.accept_bi().await {
+                let (arrivals, arrived_tx) = (arrivals.clone(), arrived_tx.clone());
+                tokio::spawn(async move {
+                    let mut reader = codec::spawn_reader::<_, JobDown>(recv, codec::MAX_FRAME);
+                    let Some(Ok(JobDown::Assign(a))) = reader.recv().await else {
+                        return;
+                    };
+                    arrivals.lock().await.insert(a.job, Instant::now());
+                    let _ = arrived_tx.send(a.job);
+                    let at_ms = chrono::Utc::now().timestamp_millis();
+                    for m in [
+                        JobUp::Accept { job: a.job },
+                        JobUp::Started { job: a.job, at_ms },
+                        JobUp::Finished(Finished {
+                            job: a.job,
+                            status: FinalStatus::Success,
+                            exit_code: Some(0),
+                            error: None,
+                            last_line: 0,
+                        }),
+                    ] {
+                        if codec::write_frame(&mut send, &m, codec::MAX_FRAME)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    let _ = reader.recv().await; // FinishAck
+                });
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 1. launch → assignment.
+    let mut post = Vec::with_capacity(launches);
+    let mut dispatch = Vec::with_capacity(launches);
+    for i in 0..launches {
+        let t0 = Instant::now();
+        let r: outpost_api::LaunchResponse = api
+            .post(
+                "/api/v1/jobs",
+                &serde_json::json!({"playbook": "bench", "servers": [format!("node{i:05}")]}),
+            )
+            .await
+            .expect("launch");
+        post.push(ms(t0.elapsed()));
+        let job = uuid::Uuid::parse_str(&r.jobs[0].id).unwrap();
+        loop {
+            if let Some(at) = arrivals.lock().await.get(&job) {
+                dispatch.push(ms(at.duration_since(t0)));
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), arrived_rx.recv()).await;
+        }
+    }
+    let (p50, p99, max) = percentiles(post);
+    println!("POST /api/v1/jobs (201 returned):      p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms  ({launches} launches)");
+    let (p50, p99, max) = percentiles(dispatch);
+    println!("launch -> assignment at the agent:     p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+
+    // 2. Reads with the tables at scale.
+    let t = Instant::now();
+    fill(&url, admin.id.0, jobs_total, log_lines).await;
+    println!(
+        "filled {jobs_total} jobs and {log_lines} log lines in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let since = (chrono::Utc::now() - chrono::Duration::hours(24))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let reads = [
+        ("GET /api/v1/jobs", "/api/v1/jobs".to_owned()),
+        (
+            "GET /api/v1/jobs?status=failed",
+            "/api/v1/jobs?status=failed".to_owned(),
+        ),
+        (
+            "GET /api/v1/jobs?since=24h ago",
+            format!("/api/v1/jobs?since={since}"),
+        ),
+        (
+            "GET /api/v1/jobs?offset=5000",
+            "/api/v1/jobs?offset=5000".to_owned(),
+        ),
+    ];
+    for (name, path) in &reads {
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let t0 = Instant::now();
+            let _: serde_json::Value = api.get(path).await.expect("read");
+            v.push(ms(t0.elapsed()));
+        }
+        let (p50, p99, max) = percentiles(v);
+        println!("{name:38} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+    }
+    let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    let cutoff = (chrono::Utc::now() - chrono::Duration::hours(24)).naive_utc();
+    let dashboards = [
+        (
+            "dashboard: jobs by status, 24 h",
+            "SELECT status, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY status",
+        ),
+        (
+            "dashboard: open tickets by priority",
+            "SELECT priority, COUNT(*) FROM tickets WHERE status = 'open' GROUP BY priority",
+        ),
+    ];
+    for (name, sql) in dashboards {
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let t0 = Instant::now();
+            let q = sqlx::query(sql);
+            let q = if sql.contains('?') { q.bind(cutoff) } else { q };
+            q.fetch_all(&mut conn).await.unwrap();
+            v.push(ms(t0.elapsed()));
+        }
+        let (p50, p99, max) = percentiles(v);
+        println!("{name:38} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+    }
+    println!("EXPLAIN (the queries behind the reads above):");
+    let explains = [
+        "SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT 50",
+        "SELECT id FROM jobs WHERE status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 50",
+        "SELECT COUNT(*) FROM jobs WHERE status = 'failed'",
+        "SELECT status, COUNT(*) FROM jobs WHERE created_at >= NOW() - INTERVAL 1 DAY GROUP BY status",
+        "SELECT line_number FROM job_logs WHERE job_id = 1 AND line_number > 0 ORDER BY line_number LIMIT 1000",
+        "SELECT priority, COUNT(*) FROM tickets WHERE status = 'open' GROUP BY priority",
+    ];
+    for sql in explains {
+        let rows = sqlx::query(&format!("EXPLAIN {sql}"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        for r in rows {
+            use sqlx::Row;
+            let key: Option<String> = r.try_get("key").ok().flatten();
+            let rows_est: Option<i64> = r.try_get::<Option<i64>, _>("rows").ok().flatten();
+            let extra: Option<String> = r.try_get("Extra").ok().flatten();
+            println!(
+                "  key={:<28} rows≈{:<8} {:<40} {sql}",
+                key.unwrap_or_else(|| "(none)".into()),
+                rows_est.unwrap_or(0),
+                extra.unwrap_or_default()
+            );
+        }
+    }
+
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+    store.close().await;
+    let _ = conn.close().await;
+    sqlx::query(&format!("DROP DATABASE {db_name}"))
+        .execute(&mut admin_conn)
+        .await
+        .unwrap();
+}
+
+/// Jobs spread over 30 days and all states, a ticket for each failure, and log lines for the
+/// first jobs, written with raw multi-row INSERTs.
+async fn fill(url: &str, user: i32, jobs: usize, lines: usize) {
+    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+    let (pb,): (i32,) = sqlx::query_as("SELECT id FROM playbooks LIMIT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (server,): (i32,) = sqlx::query_as("SELECT id FROM servers LIMIT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().naive_utc();
+    let statuses = [
+        "success",
+        "success",
+        "success",
+        "failed",
+        "cancelled",
+        "running",
+        "pending",
+    ];
+    let mut done = 0;
+    while done < jobs {
+        let n = (jobs - done).min(2000);
+        let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, created_at) ",
+        );
+        qb.push_values(0..n, |mut b, i| {
+            let k = done + i;
+            let age = chrono::Duration::seconds(((k * 7919) % (30 * 86400)) as i64);
+            b.push_bind(uuid::Uuid::new_v4().to_string())
+                .push_bind(pb)
+                .push_bind(server)
+                .push_bind(user)
+                .push_bind(statuses[k % statuses.len()])
+                .push_bind(now - age);
+        });
+        qb.build()
+            .persistent(false)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        done += n;
+    }
+    sqlx::query(
+        "INSERT INTO tickets (ticket_id, job_id, created_by, title, status, priority, created_at, updated_at) \
+         SELECT UUID(), id, user_id, 'Job failed', IF(id % 3 = 0, 'resolved', 'open'), \
+         ELT(1 + id % 4, 'low', 'medium', 'high', 'critical'), created_at, created_at FROM jobs WHERE status = 'failed'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let per_job = 1000usize;
+    let (first,): (i32,) = sqlx::query_as("SELECT MIN(id) FROM jobs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let mut written = 0;
+    let text =
+        "ok: [web1] => {\"msg\": \"a line of about eighty bytes of ordinary ansible output\"}";
+    while written < lines {
+        let mut tx = conn.begin().await.unwrap();
+        for _ in 0..5 {
+            let n = (lines - written).min(1000);
+            if n == 0 {
+                break;
+            }
+            let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO job_logs (job_id, line_number, content, log_level, timestamp) ",
+            );
+            qb.push_values(0..n, |mut b, i| {
+                let k = written + i;
+                b.push_bind(first + (k / per_job) as i32)
+                    .push_bind((k % per_job) as i32 + 1)
+                    .push_bind(text)
+                    .push_bind("INFO")
+                    .push_bind(now);
+            });
+            qb.build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            written += n;
+        }
+        tx.commit().await.unwrap();
+    }
+}
