@@ -168,11 +168,19 @@ async fn main() -> ExitCode {
                 .await
                 .map_err(anyhow::Error::from)
                 .map(|id| {
+                    let labels = if id.labels.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        id.labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
                     println!(
-                        "enrolled as '{}' ({}); labels: {:?}; controllers: {}",
+                        "enrolled as '{}' ({}); labels: {labels}; controllers: {}",
                         id.name,
                         id.uuid,
-                        id.labels,
                         id.controllers.join(", ")
                     );
                     ExitCode::SUCCESS

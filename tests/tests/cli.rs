@@ -1,0 +1,250 @@
+//! The `outpost` CLI against a real controller process and a real agent: logging in (pinned by
+//! fingerprint; a wrong password; an expired token), servers and inventory imports, playbooks,
+//! `job run --follow` printing exactly the stored log with the exit code of the outcome, a
+//! follow that survives a controller restart, tickets, `--json`, and one-line errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use outpost_controller::model::JobStatus;
+use outpost_tests::api::{login, PASSWORD};
+use outpost_tests::cluster::Cluster;
+use outpost_tests::procs::{bin, AgentOpts, ControllerOpts};
+use outpost_tests::world::sleeping_playbook;
+use outpost_tests::{unique_mark, wait_for, wait_no_process, Backend};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn outpost(config: &Path, args: &[&str]) -> Output {
+    Command::new(bin("outpost"))
+        .args(args)
+        .env("OUTPOST_CONFIG_DIR", config)
+        .env("OUTPOST_PASSWORD", PASSWORD)
+        .env_remove("OUTPOST_CONTEXT")
+        .output()
+        .expect("run outpost")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails unless the command succeeded; returns its stdout.
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "failed ({}): {}{}", o.status, stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// A refusal: exit code 3 and one line on stderr containing `needle`.
+fn one_line_error(o: &Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(o), stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+}
+
+fn ca_fingerprint(c: &Cluster) -> String {
+    let pem = c.ctl.ca_pem();
+    let der = outpost_protocol::pki::certs_from_pem(&pem).unwrap().remove(0);
+    outpost_protocol::pki::fingerprint(&der)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let cfg = tempfile::tempdir().unwrap();
+    let cfg = cfg.path();
+    let url = c.ctl.api_url();
+
+    // A wrong password, then a login pinned by the CA's fingerprint.
+    let wrong = Command::new(bin("outpost"))
+        .args(["login", &url, "-u", "ops", "--ca-fingerprint", &ca_fingerprint(&c)])
+        .env("OUTPOST_CONFIG_DIR", cfg)
+        .env("OUTPOST_PASSWORD", "not the password")
+        .output()
+        .unwrap();
+    one_line_error(&wrong, "wrong username, email or password");
+    let bad_pin = outpost(cfg, &["login", &url, "-u", "ops", "--ca-fingerprint", &"ab".repeat(32)]);
+    one_line_error(&bad_pin, "cannot reach");
+    ok(outpost(cfg, &["login", &url, "-u", "ops", "--ca-fingerprint", &ca_fingerprint(&c), "--name", "lab"]));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cfg.join("contexts.json")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(ok(outpost(cfg, &["whoami"])).contains("ops (admin)"));
+    assert!(ok(outpost(cfg, &["context", "list"])).contains("lab"));
+
+    // Servers by hand and from inventories, with a dry run first.
+    ok(outpost(cfg, &["server", "add", "db1", "--ip", "127.0.0.1", "--env", "production", "--tag", "dc=fra1"]));
+    one_line_error(
+        &outpost(cfg, &["server", "add", "bad", "--ip", "not-an-ip"]),
+        "not an IPv4 or IPv6 address",
+    );
+    let ini = cfg.join("hosts.ini");
+    std::fs::write(
+        &ini,
+        "[web]\nweb1 ansible_host=127.0.0.1 ansible_port=2222 ansible_user=deploy\nweb2 ansible_host=127.0.0.2\n\n[web:vars]\ndc=fra1\nenvironment=staging\n",
+    )
+    .unwrap();
+    let dry = ok(outpost(cfg, &["server", "import", ini.to_str().unwrap(), "--dry-run"]));
+    assert!(dry.contains("would add") && dry.contains("web1"), "{dry}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(outpost(cfg, &["server", "list", "--json"]))).unwrap();
+    assert_eq!(listed["total"], 1, "a dry run changes nothing");
+    ok(outpost(cfg, &["server", "import", ini.to_str().unwrap()]));
+    let yaml = cfg.join("hosts.yml");
+    std::fs::write(
+        &yaml,
+        "all:\n  children:\n    nyc1:\n      vars:\n        dc: nyc1\n      hosts:\n        app1:\n          ansible_host: 127.0.0.3\n        web1:\n          ansible_host: 127.0.0.1\n          ansible_port: 2200\n",
+    )
+    .unwrap();
+    let imported = ok(outpost(cfg, &["server", "import", yaml.to_str().unwrap()]));
+    assert!(imported.contains("added") && imported.contains("updated"), "{imported}");
+    let web1: serde_json::Value =
+        serde_json::from_str(&ok(outpost(cfg, &["server", "show", "web1", "--json"]))).unwrap();
+    assert_eq!(web1["ssh_port"], 2200);
+    assert_eq!(web1["ssh_user"], "deploy");
+    let fra1: serde_json::Value = serde_json::from_str(&ok(outpost(
+        cfg,
+        &["server", "list", "-l", "dc=fra1", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(fra1["total"], 2, "db1 and web2 ({})", fra1);
+
+    // This host, reached locally (host vars need an admin: the test sets them through the API).
+    let w = &c.world;
+    w.local_server("local", json!({}), "dev").await;
+    let pb = cfg.join("hello.yml");
+    std::fs::write(
+        &pb,
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"hello {{ who }}\"\n",
+    )
+    .unwrap();
+    ok(outpost(cfg, &["playbook", "add", pb.to_str().unwrap()]));
+    assert!(ok(outpost(cfg, &["playbook", "show", "hello"])).contains("hello {{ who }}"));
+    let fail = cfg.join("fail.yml");
+    std::fs::write(&fail, "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: /bin/false\n").unwrap();
+    ok(outpost(cfg, &["playbook", "add", fail.to_str().unwrap(), "--name", "broken"]));
+
+    // job run --follow prints exactly the stored log and exits with the outcome.
+    let run = outpost(cfg, &["job", "run", "hello", "--server", "local", "-e", "who=world", "--follow"]);
+    let printed = ok(run);
+    assert!(printed.contains("hello world"), "{printed}");
+    let jobs: serde_json::Value =
+        serde_json::from_str(&ok(outpost(cfg, &["job", "list", "--json"]))).unwrap();
+    let job_id = jobs["items"][0]["id"].as_str().unwrap().to_owned();
+    let job = w.store.get_job_by_uuid(&job_id).await.unwrap();
+    let stored: Vec<String> = w.lines(&job).await.into_iter().map(|l| l.content).collect();
+    let printed_lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(printed_lines, stored, "printed = stored, line for line");
+    assert_eq!(ok(outpost(cfg, &["job", "logs", &job_id])).lines().count(), stored.len());
+
+    let failed = outpost(cfg, &["job", "run", "broken", "--server", "local", "--follow"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    // The failure opened a ticket; resolve it from the terminal.
+    let tickets: serde_json::Value =
+        serde_json::from_str(&ok(outpost(cfg, &["ticket", "list", "--status", "open", "--json"]))).unwrap();
+    let ticket = tickets["items"][0]["id"].as_str().unwrap().to_owned();
+    assert!(ok(outpost(cfg, &["ticket", "resolve", &ticket])).contains("resolved"));
+
+    // A cancelled job: exit code 2.
+    let mark = unique_mark();
+    w.playbook("sleep", &sleeping_playbook(&mark)).await;
+    let follow = Command::new(bin("outpost"))
+        .args(["job", "run", "sleep", "--server", "local", "--follow"])
+        .env("OUTPOST_CONFIG_DIR", cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeping = wait_for("the sleep job to run", MINUTE, || async {
+        let page = w
+            .store
+            .list_jobs(&Default::default(), outpost_controller::model::Paging::new(1, 0))
+            .await
+            .ok()?;
+        page.items.into_iter().find(|j| j.status == JobStatus::Running)
+    })
+    .await;
+    ok(outpost(cfg, &["job", "cancel", &sleeping.job_id]));
+    let status = tokio::task::spawn_blocking(move || {
+        let mut follow = follow;
+        follow.wait()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(status.code(), Some(2));
+    wait_no_process(&mark, Duration::from_secs(10)).await;
+
+    // Usage errors are exit 3 too, with one line; an expired token says to log in again.
+    one_line_error(&outpost(cfg, &["job", "run", "hello"]), "which servers?");
+    one_line_error(&outpost(cfg, &["job", "show", "00000000-0000-4000-8000-000000000000"]), "not found");
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    let _: serde_json::Value = admin.get("/api/v1/auth/whoami").await.unwrap();
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&c.db.url).await.unwrap();
+        sqlx::query("UPDATE api_tokens SET expires_at = '2020-01-01 00:00:00'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    one_line_error(&outpost(cfg, &["server", "list"]), "sign in again");
+    ok(outpost(cfg, &["login"]));
+    ok(outpost(cfg, &["logout"]));
+    one_line_error(&outpost(cfg, &["server", "list"]), "outpost login");
+    assert!(ok(outpost(cfg, &["completions", "bash"])).contains("outpost"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_survives_a_controller_restart() {
+    let mut c = Cluster::start(Backend::MariaDb, ControllerOpts::default()).await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    w.local_server("local", json!({}), "dev").await;
+    let mut y = String::from("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: seq -f \"n%06g\" 1 2000\n      register: nums\n");
+    for _ in 0..6 {
+        y.push_str("    - ansible.builtin.debug:\n        var: nums.stdout_lines\n    - ansible.builtin.command: sleep 1\n");
+    }
+    w.playbook("bursts", &y).await;
+    let cfg = tempfile::tempdir().unwrap();
+    let cfg = cfg.path().to_path_buf();
+    let ca = cfg.join("ca.pem");
+    std::fs::write(&ca, c.ctl.ca_pem()).unwrap();
+    ok(outpost(&cfg, &["login", &c.ctl.api_url(), "-u", "ops", "--ca-file", ca.to_str().unwrap()]));
+    let cfg2 = cfg.clone();
+    let follow = std::thread::spawn(move || {
+        outpost(&cfg2, &["job", "run", "bursts", "--server", "local", "--follow"])
+    });
+    let job = wait_for("lines flowing", MINUTE, || async {
+        let page = w
+            .store
+            .list_jobs(&Default::default(), outpost_controller::model::Paging::new(1, 0))
+            .await
+            .ok()?;
+        let j = page.items.into_iter().next()?;
+        (w.store.log_extent(j.id).await.ok()?.1 >= 2000).then_some(j)
+    })
+    .await;
+    c.ctl.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.ctl.restart();
+    let out = tokio::task::spawn_blocking(move || follow.join().unwrap())
+        .await
+        .unwrap();
+    let printed = ok(out);
+    let w = &c.world;
+    let done = w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
+    let stored: Vec<String> = w.lines(&done).await.into_iter().map(|l| l.content).collect();
+    let printed: Vec<&str> = printed.lines().collect();
+    assert_eq!(printed.len(), stored.len(), "every line once, despite the restart");
+    assert_eq!(printed, stored);
+}
