@@ -1,16 +1,13 @@
 //! Trusting a controller the first time: by the SHA-256 fingerprint of its CA (as `kubeadm join`
 //! pins a cluster), or a CA file. With a fingerprint, the connection is accepted only if the
 //! chain the controller presents holds a CA with that fingerprint and the leaf verifies against
-//! it; that CA is then kept for every later connection.
+//! it (the protocol crate's verifier, the one enrolling agents use); that CA is then kept for
+//! every later connection.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
+use outpost_protocol::tls::PinnedCaVerifier;
 
 /// Normalises a fingerprint as printed (`AB:CD…`, `sha256:abcd…`) to lower-case hex.
 pub fn normalize_fingerprint(fp: &str) -> anyhow::Result<String> {
@@ -27,90 +24,10 @@ pub fn normalize_fingerprint(fp: &str) -> anyhow::Result<String> {
     Ok(hex)
 }
 
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    /// The CA found in the chain, once a handshake succeeded.
-    found: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .iter()
-            .find(|c| hex::encode(Sha256::digest(c.as_ref())) == self.fingerprint)
-            .ok_or_else(|| {
-                rustls::Error::General(format!(
-                    "the controller's certificate chain has no CA with fingerprint {}",
-                    self.fingerprint
-                ))
-            })?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(ca.clone().into_owned())
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let inner =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let ok = inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)?;
-        if let Ok(mut found) = self.found.lock() {
-            *found = Some(ca.clone().into_owned());
-        }
-        Ok(ok)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// Connects to `url` trusting only a CA with `fingerprint`; returns that CA as PEM.
 pub async fn fetch_pinned_ca(url: &str, fingerprint: &str) -> anyhow::Result<String> {
+    let pinned = PinnedCaVerifier::new(&normalize_fingerprint(fingerprint)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let pinned = Arc::new(Pinned {
-        fingerprint: normalize_fingerprint(fingerprint)?,
-        provider: provider.clone(),
-        found: Mutex::new(None),
-    });
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -122,10 +39,7 @@ pub async fn fetch_pinned_ca(url: &str, fingerprint: &str) -> anyhow::Result<Str
         .await
         .with_context(|| format!("cannot reach {url} with the CA fingerprint {fingerprint}"))?;
     let der = pinned
-        .found
-        .lock()
-        .ok()
-        .and_then(|f| f.clone())
+        .found_ca()
         .context("the handshake did not show the CA")?;
     Ok(pem(&der))
 }

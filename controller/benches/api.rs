@@ -398,7 +398,16 @@ async fn main() {
         for r in rows {
             use sqlx::Row;
             let key: Option<String> = r.try_get("key").ok().flatten();
-            let rows_est: Option<i64> = r.try_get::<Option<i64>, _>("rows").ok().flatten();
+            let rows_est: Option<u64> =
+                r.try_get::<Option<u64>, _>("rows")
+                    .ok()
+                    .flatten()
+                    .or_else(|| {
+                        r.try_get::<Option<i64>, _>("rows")
+                            .ok()
+                            .flatten()
+                            .map(|v| v.max(0) as u64)
+                    });
             let extra: Option<String> = r.try_get("Extra").ok().flatten();
             println!(
                 "  key={:<28} rows≈{:<8} {:<40} {sql}",

@@ -163,6 +163,17 @@ pub async fn run_resumed(
         .await;
 }
 
+/// A line's timestamp as the agent gave it, if it is within a day of the controller's clock;
+/// otherwise the controller's time (an agent's clock is not trusted with the database: a
+/// timestamp out of DATETIME's range would make the insert itself fail).
+fn line_time(at_ms: i64) -> DateTime<Utc> {
+    let now = Utc::now();
+    match DateTime::<Utc>::from_timestamp_millis(at_ms) {
+        Some(t) if (t - now).num_seconds().abs() <= 86_400 => t,
+        _ => now,
+    }
+}
+
 struct JobStream {
     ctx: Arc<SessionContext>,
     owner: Owner,
@@ -373,7 +384,7 @@ impl JobStream {
                 line_number: i32::try_from(first + i).unwrap_or(i32::MAX),
                 content: fit_bytes(&l.text, MAX_LINE_BYTES).into_owned(),
                 level: Some(l.level.as_str().to_owned()),
-                timestamp: DateTime::<Utc>::from_timestamp_millis(l.at_ms).unwrap_or_else(Utc::now),
+                timestamp: line_time(l.at_ms),
             })
             .collect();
         match self.ctx.ingest.submit(rows).await {
@@ -382,6 +393,27 @@ impl JobStream {
                 Step::Continue
             }
             None => Step::Done, // shutting down
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_timestamps_far_from_now_are_replaced() {
+        let now = Utc::now().timestamp_millis();
+        assert_eq!(line_time(now - 5_000).timestamp_millis(), now - 5_000);
+        for wild in [
+            i64::MIN,
+            i64::MAX,
+            -62_000_000_000_000,
+            0,
+            now + 3 * 86_400_000,
+        ] {
+            let t = line_time(wild);
+            assert!((t - Utc::now()).num_seconds().abs() < 5, "{wild} -> {t}");
         }
     }
 }

@@ -16,11 +16,41 @@ use crate::store::{Store, StoreError};
 
 /// An enrolment request is a CSR and a few strings: far below this.
 const MAX_REQUEST: usize = 64 * 1024;
+/// Enrolments handled at once; anyone may knock on this port, so the excess is refused before
+/// its handshake costs anything.
+pub const MAX_CONCURRENT_ENROLMENTS: usize = 32;
 
 pub struct EnrollService {
     pub store: Store,
     pub ca: Arc<Ca>,
     pub cert_lifetime: Duration,
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl EnrollService {
+    pub fn new(store: Store, ca: Arc<Ca>, cert_lifetime: Duration) -> EnrollService {
+        EnrollService {
+            store,
+            ca,
+            cert_lifetime,
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ENROLMENTS)),
+        }
+    }
+}
+
+/// What an agent is told when the store refuses its enrolment.
+fn token_refusal(e: StoreError) -> String {
+    match e {
+        StoreError::NotFound(_) => {
+            "unknown enrolment token: make one with `outpost agent token`".to_owned()
+        }
+        StoreError::Invalid { reason, .. } => reason,
+        StoreError::Conflict(what) => format!("{what} already exists"),
+        other => {
+            tracing::error!(error = %other, "enrolment failed in the store");
+            "the controller could not record the agent; try again".to_owned()
+        }
+    }
 }
 
 impl EnrollService {
@@ -35,8 +65,14 @@ impl EnrollService {
                 _ = stop.cancelled() => return,
                 i = endpoint.accept() => match i { Some(i) => i, None => return },
             };
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                tracing::warn!(remote = %incoming.remote_address(), "too many enrolments at once; refusing one");
+                incoming.refuse();
+                continue;
+            };
             let this = self.clone();
             tasks.spawn(async move {
+                let _slot = slot;
                 if let Err(e) =
                     tokio::time::timeout(Duration::from_secs(30), this.handle(incoming)).await
                 {
@@ -100,8 +136,14 @@ impl EnrollService {
                 outpost_protocol::PROTOCOL_VERSION
             ));
         }
+        let hash = EnrollToken::secret_hash(&req.secret);
+        // The token first: nobody without one gets a CSR parsed or signed.
+        self.store
+            .check_enrollment_token(&hash)
+            .await
+            .map_err(token_refusal)?;
         let agent = Uuid::new_v4();
-        // Sign first: a bad CSR must not spend the token.
+        // Sign before spending: a bad CSR must not spend the token.
         let cert = self
             .ca
             .sign_agent_csr(&req.csr_der, agent, self.cert_lifetime)
@@ -111,22 +153,11 @@ impl EnrollService {
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        let hash = EnrollToken::secret_hash(&req.secret);
         let row = self
             .store
             .enroll_agent(&hash, &agent.to_string(), &labels, &req.hostname)
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => {
-                    "unknown enrolment token: make one with `outpost agent token`".to_owned()
-                }
-                StoreError::Invalid { reason, .. } => reason,
-                StoreError::Conflict(what) => format!("{what} already exists"),
-                other => {
-                    tracing::error!(error = %other, "enrolment failed in the store");
-                    "the controller could not record the agent; try again".to_owned()
-                }
-            })?;
+            .map_err(token_refusal)?;
         let info = pki::inspect(&cert).map_err(|e| e.to_string())?;
         let expires = chrono::DateTime::from_timestamp(info.not_after.unix_timestamp(), 0)
             .unwrap_or_default();

@@ -4,7 +4,9 @@
 //! Its queue is bounded, so when the database is slow the sessions wait to hand over batches,
 //! stop reading their QUIC streams, and flow control slows the agents, which keep the lines in
 //! their spools. When the database goes away the task retries the same rows until it is back;
-//! nothing is dropped or acknowledged early.
+//! nothing is dropped or acknowledged early. When the database refuses the statement itself (a
+//! permanent error, not a lost connection), the rows are stored one by one and a row it still
+//! refuses is stored as a marker that says why, so one bad line never stops ingest for all.
 
 use std::time::Duration;
 
@@ -13,7 +15,33 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::logs::NewLogLine;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// Stores rows one at a time; a row the database refuses is stored as a marker naming the
+/// reason. Returns false when the database went away meanwhile (the batch is retried).
+async fn one_by_one(store: &Store, rows: &[NewLogLine]) -> bool {
+    for row in rows {
+        match store.insert_log_lines(std::slice::from_ref(row)).await {
+            Ok(_) => {}
+            Err(StoreError::Database(sqlx::Error::Database(db))) => {
+                let mut marker = row.clone();
+                marker.content = format!(
+                    "[outpost: this line ({} bytes) was refused by the database: {}]",
+                    row.content.len(),
+                    crate::text::fit_chars(db.message(), 200)
+                );
+                if let Err(e) = store.insert_log_lines(std::slice::from_ref(&marker)).await {
+                    tracing::error!(job = %row.job, line = row.line_number, error = %e, "a log line cannot be stored at all");
+                    if !matches!(e, StoreError::Database(sqlx::Error::Database(_))) {
+                        return false;
+                    }
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
 
 /// Flush once this many lines are gathered…
 const FLUSH_LINES: usize = 5_000;
@@ -81,6 +109,14 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Request>, stop: CancellationTo
         loop {
             match store.insert_log_lines(&rows).await {
                 Ok(_) => break,
+                Err(StoreError::Database(sqlx::Error::Database(db))) => {
+                    metrics.ingest_errors.inc();
+                    tracing::error!(error = %db, lines = rows.len(), "the database refused a log batch; storing it line by line");
+                    if one_by_one(&store, &rows).await {
+                        break;
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
                 Err(e) => {
                     metrics.ingest_errors.inc();
                     tracing::warn!(error = %e, lines = rows.len(), "log insert failed; retrying (agents keep their spools)");

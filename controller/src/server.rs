@@ -69,6 +69,22 @@ fn endpoint(addr: SocketAddr, config: quinn::ServerConfig) -> Result<quinn::Endp
     .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// Watches a task the controller cannot work without: if it panics, the process exits with
+/// status 70 so that systemd restarts it, rather than staying up and doing nothing.
+fn supervised(
+    name: &'static str,
+    task: tokio::task::JoinHandle<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                tracing::error!(task = name, "a long-lived task panicked; exiting so that the service manager restarts the controller");
+                std::process::exit(70);
+            }
+        }
+    })
+}
+
 /// The API's TLS configuration: the operator's certificate and key, or the controller's own
 /// (issued by the Outpost CA, which the CLI trusts by fingerprint).
 fn api_tls(
@@ -160,19 +176,21 @@ pub async fn serve(
     // Ingest outlives the sessions: it gets its own token, fired after they are gone.
     let ingest_stop = CancellationToken::new();
     let (ingest, ingest_task) = ingest::spawn(store.clone(), ingest_stop.clone());
+    let ingest_task = supervised("ingest", ingest_task);
     let (scheduler, scheduler_task) =
         scheduler::spawn(store.clone(), settings.clone(), stop.clone());
+    let scheduler_task = supervised("scheduler", scheduler_task);
     let tasks = TaskTracker::new();
     tasks.spawn(retention::run(
         store.clone(),
         settings.retention,
         stop.clone(),
     ));
-    let enroll = Arc::new(EnrollService {
-        store: store.clone(),
-        ca: ca.clone(),
-        cert_lifetime: settings.agent_cert_lifetime,
-    });
+    let enroll = Arc::new(EnrollService::new(
+        store.clone(),
+        ca.clone(),
+        settings.agent_cert_lifetime,
+    ));
     tasks.spawn(enroll.serve(enroll_ep.clone(), stop.clone(), tasks.clone()));
 
     let api_state = Arc::new(crate::http::ApiState::new(
@@ -184,13 +202,16 @@ pub async fn serve(
         stop.clone(),
     ));
     let api_app = crate::http::app(api_state)?;
-    let api_task = tokio::spawn(crate::http::serve(
-        api_listener,
-        api_tls,
-        api_app,
-        stop.clone(),
-        std::time::Duration::from_secs(5),
-    ));
+    let api_task = supervised(
+        "api",
+        tokio::spawn(crate::http::serve(
+            api_listener,
+            api_tls,
+            api_app,
+            stop.clone(),
+            std::time::Duration::from_secs(5),
+        )),
+    );
 
     let ctx = Arc::new(SessionContext::new(
         store.clone(),

@@ -25,6 +25,25 @@ use crate::store::{Store, StoreError};
 
 /// Session-stream messages are small; a renewal CSR is the largest.
 const MAX_SESSION_FRAME: usize = 256 * 1024;
+/// A write to the session stream that takes longer than this ends the session: an agent that
+/// stops reading must not hold its session (and its revocation) hostage.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes one message to the session stream, within [`WRITE_TIMEOUT`].
+async fn send_down(send: &mut quinn::SendStream, msg: &Down) -> Result<(), SessionError> {
+    match tokio::time::timeout(
+        WRITE_TIMEOUT,
+        codec::write_frame(send, msg, MAX_SESSION_FRAME),
+    )
+    .await
+    {
+        Ok(r) => r.map_err(SessionError::Write),
+        Err(_) => Err(SessionError::Write(FrameError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the agent does not read its session stream",
+        )))),
+    }
+}
 
 /// Why a session ended. Each maps to the QUIC close code the agent is told.
 #[derive(Debug, Error)]
@@ -213,6 +232,7 @@ async fn run(
         draining: false,
         session,
         commands: commands_tx,
+        conn: Some(conn.clone()),
     }));
     audit(
         &ctx.store,
@@ -234,8 +254,8 @@ async fn run(
                 }
                 Some(SessionCommand::Cancel { job, reason }) => {
                     tracing::info!(%job, agent = %agent.name, "delivering a cancel request");
-                    if let Err(e) = codec::write_frame(&mut send, &Down::Cancel { job, reason }, MAX_SESSION_FRAME).await {
-                        break Err(SessionError::Write(e));
+                    if let Err(e) = send_down(&mut send, &Down::Cancel { job, reason }).await {
+                        break Err(e);
                     }
                 }
                 Some(SessionCommand::Close { code, reason }) => {
@@ -246,8 +266,8 @@ async fn run(
             },
             msg = reader.recv() => match msg {
                 Some(Ok(Up::Heartbeat { seq })) => {
-                    if let Err(e) = codec::write_frame(&mut send, &Down::HeartbeatAck { seq }, MAX_SESSION_FRAME).await {
-                        break Err(SessionError::Write(e));
+                    if let Err(e) = send_down(&mut send, &Down::HeartbeatAck { seq }).await {
+                        break Err(e);
                     }
                 }
                 Some(Ok(Up::Status(s))) => {
@@ -255,8 +275,13 @@ async fn run(
                 }
                 Some(Ok(Up::Renew { csr_der })) => {
                     let answer = renew(ctx, &agent, &csr_der).await;
-                    if let Err(e) = codec::write_frame(&mut send, &answer, MAX_SESSION_FRAME).await {
-                        break Err(SessionError::Write(e));
+                    let refused = matches!(&answer, Down::RenewRefused { reason } if reason == "agent revoked");
+                    if let Err(e) = send_down(&mut send, &answer).await {
+                        break Err(e);
+                    }
+                    if refused {
+                        close_conn(conn, close::REVOKED, "agent revoked");
+                        break Err(SessionError::Closed { code: close::REVOKED, reason: "agent revoked".into() });
                     }
                 }
                 Some(Ok(Up::Hello(_))) => break Err(SessionError::SecondHello),
@@ -318,6 +343,21 @@ async fn renew(ctx: &SessionContext, agent: &Agent, csr_der: &[u8]) -> Down {
             reason: "agent uuid unreadable".into(),
         };
     };
+    // Revocation is looked up afresh: a revoked agent gets no new certificate, whatever its
+    // session still holds.
+    match ctx.store.get_agent(agent.id).await {
+        Ok(a) if !a.revoked => {}
+        Ok(_) => {
+            return Down::RenewRefused {
+                reason: "agent revoked".into(),
+            }
+        }
+        Err(e) => {
+            return Down::RenewRefused {
+                reason: format!("cannot check the agent now: {e}"),
+            }
+        }
+    }
     match ctx
         .ca
         .sign_agent_csr(csr_der, uuid, ctx.settings.agent_cert_lifetime)

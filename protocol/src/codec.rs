@@ -74,6 +74,9 @@ where
     Ok(())
 }
 
+/// The most a frame's buffer holds before its bytes arrive.
+const INITIAL_READ: usize = 8 * 1024;
+
 /// Reads one framed message. `Ok(None)` means the stream ended cleanly between frames.
 pub async fn read_frame<R, T>(r: &mut R, max: usize) -> Result<Option<T>, FrameError>
 where
@@ -97,11 +100,13 @@ where
     if len > max {
         return Err(FrameError::Oversized { len, max });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
+    // The buffer grows as bytes arrive: a peer that announces a large frame and sends nothing
+    // costs nothing (the announcement alone is not trusted with an allocation).
+    let mut body = Vec::with_capacity(len.min(INITIAL_READ));
+    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(FrameError::Truncated);
+    }
     postcard::from_bytes(&body)
         .map(Some)
         .map_err(FrameError::Undecodable)

@@ -58,17 +58,42 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport(timers: Timers, keep_alive: bool) -> quinn::TransportConfig {
+/// What the protocol needs of a QUIC connection, and no more: the library's defaults let a
+/// peer open uni streams nobody reads and buffer more than any message needs.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    bidi_streams: u32,
+    stream_window: u32,
+    connection_window: u32,
+}
+
+/// Agent sessions: one stream per job an agent holds, plus the session stream and resumes.
+/// quinn keeps state for every stream it allows, so this bound is most of an idle session's
+/// memory (1024 cost about 140 KiB per agent, 128 about 68 KiB: BENCHMARKS.md); agents run
+/// at most MAX_AGENT_CAPACITY jobs. A stream's window holds two of the largest frames.
+const SESSION: Limits = Limits {
+    bidi_streams: 128,
+    stream_window: 2 * crate::codec::MAX_FRAME as u32,
+    connection_window: 64 * 1024 * 1024,
+};
+
+/// Enrolment: one request stream carrying a CSR, one answer.
+const ENROL: Limits = Limits {
+    bidi_streams: 1,
+    stream_window: 128 * 1024,
+    connection_window: 256 * 1024,
+};
+
+fn transport(timers: Timers, keep_alive: bool, limits: Limits) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(quinn::IdleTimeout::try_from(timers.idle_timeout).ok());
     if keep_alive {
         t.keep_alive_interval(Some(timers.keep_alive));
     }
-    // One stream per job an agent holds, plus the session stream and resumes. quinn keeps
-    // state for every stream it allows, so this bound is most of an idle session's memory
-    // (1024 cost about 140 KiB per agent, 128 about 68 KiB: BENCHMARKS.md). Agents therefore
-    // run at most MAX_AGENT_CAPACITY jobs at once.
-    t.max_concurrent_bidi_streams(128u32.into());
+    t.max_concurrent_bidi_streams(limits.bidi_streams.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.stream_receive_window(limits.stream_window.into());
+    t.receive_window(limits.connection_window.into());
     t
 }
 
@@ -95,7 +120,7 @@ pub fn agent_server_config(
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![crate::ALPN_AGENT.to_vec()];
     tls.max_early_data_size = 0;
-    server_config(tls, timers)
+    server_config(tls, timers, SESSION)
 }
 
 /// The controller's enrolment endpoint: server authentication only.
@@ -110,16 +135,17 @@ pub fn enroll_server_config(
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![crate::ALPN_ENROLL.to_vec()];
     tls.max_early_data_size = 0;
-    server_config(tls, timers)
+    server_config(tls, timers, ENROL)
 }
 
 fn server_config(
     tls: rustls::ServerConfig,
     timers: Timers,
+    limits: Limits,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(Arc::new(transport(timers, false)));
+    cfg.transport_config(Arc::new(transport(timers, false, limits)));
     Ok(cfg)
 }
 
@@ -135,7 +161,7 @@ pub fn agent_client_config(
         .with_root_certificates(roots(ca)?)
         .with_client_auth_cert(chain, key)?;
     tls.alpn_protocols = vec![crate::ALPN_AGENT.to_vec()];
-    client_config(tls, timers)
+    client_config(tls, timers, SESSION)
 }
 
 /// Enrolment: no client certificate yet; the server must present a chain whose CA has the
@@ -144,40 +170,56 @@ pub fn enroll_client_config(
     ca_fingerprint: &str,
     timers: Timers,
 ) -> Result<quinn::ClientConfig, TlsError> {
-    let provider = provider();
-    let verifier = PinnedCaVerifier {
-        fingerprint: ca_fingerprint.to_ascii_lowercase(),
-        algorithms: provider.signature_verification_algorithms,
-        provider: provider.clone(),
-    };
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(PinnedCaVerifier::new(ca_fingerprint))
         .with_no_client_auth();
     tls.alpn_protocols = vec![crate::ALPN_ENROLL.to_vec()];
-    client_config(tls, timers)
+    client_config(tls, timers, ENROL)
 }
 
 fn client_config(
     mut tls: rustls::ClientConfig,
     timers: Timers,
+    limits: Limits,
 ) -> Result<quinn::ClientConfig, TlsError> {
     tls.enable_early_data = false;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(Arc::new(transport(timers, true)));
+    cfg.transport_config(Arc::new(transport(timers, true, limits)));
     Ok(cfg)
 }
 
 /// Verifies the server against the CA found in its own chain, after checking that CA's
-/// fingerprint against the pinned one. Apart from where the root comes from, this is the
-/// ordinary WebPKI verification (names, validity, signatures).
+/// fingerprint against the pinned one (as `kubeadm join` pins a cluster). Apart from where the
+/// root comes from, this is the ordinary WebPKI verification (names, validity, signatures).
+/// The enrolling agent uses it, and so does the CLI's first login.
 #[derive(Debug)]
-struct PinnedCaVerifier {
+pub struct PinnedCaVerifier {
     fingerprint: String,
     algorithms: WebPkiSupportedAlgorithms,
     provider: Arc<CryptoProvider>,
+    /// The CA that matched, once a handshake succeeded.
+    found: std::sync::Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl PinnedCaVerifier {
+    /// A verifier for the CA with this SHA-256 fingerprint (hex; colons and case ignored).
+    pub fn new(ca_fingerprint: &str) -> Arc<PinnedCaVerifier> {
+        let provider = provider();
+        Arc::new(PinnedCaVerifier {
+            fingerprint: ca_fingerprint.replace(':', "").to_ascii_lowercase(),
+            algorithms: provider.signature_verification_algorithms,
+            provider,
+            found: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The CA certificate that matched the fingerprint in the last successful handshake.
+    pub fn found_ca(&self) -> Option<CertificateDer<'static>> {
+        self.found.lock().ok().and_then(|f| f.clone())
+    }
 }
 
 impl ServerCertVerifier for PinnedCaVerifier {
@@ -204,7 +246,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+        let verified =
+            inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        if let Ok(mut found) = self.found.lock() {
+            *found = Some(ca.clone().into_owned());
+        }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(

@@ -37,7 +37,13 @@ fn stderr(o: &Output) -> String {
 
 /// Fails unless the command succeeded; returns its stdout.
 fn ok(o: Output) -> String {
-    assert!(o.status.success(), "failed ({}): {}{}", o.status, stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "failed ({}): {}{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
@@ -51,7 +57,9 @@ fn one_line_error(o: &Output, needle: &str) {
 
 fn ca_fingerprint(c: &Cluster) -> String {
     let pem = c.ctl.ca_pem();
-    let der = outpost_protocol::pki::certs_from_pem(&pem).unwrap().remove(0);
+    let der = outpost_protocol::pki::certs_from_pem(&pem)
+        .unwrap()
+        .remove(0);
     outpost_protocol::pki::fingerprint(&der)
 }
 
@@ -65,24 +73,68 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
 
     // A wrong password, then a login pinned by the CA's fingerprint.
     let wrong = Command::new(bin("outpost"))
-        .args(["login", &url, "-u", "ops", "--ca-fingerprint", &ca_fingerprint(&c)])
+        .args([
+            "login",
+            &url,
+            "-u",
+            "ops",
+            "--ca-fingerprint",
+            &ca_fingerprint(&c),
+        ])
         .env("OUTPOST_CONFIG_DIR", cfg)
         .env("OUTPOST_PASSWORD", "not the password")
         .output()
         .unwrap();
     one_line_error(&wrong, "wrong username, email or password");
-    let bad_pin = outpost(cfg, &["login", &url, "-u", "ops", "--ca-fingerprint", &"ab".repeat(32)]);
+    let bad_pin = outpost(
+        cfg,
+        &[
+            "login",
+            &url,
+            "-u",
+            "ops",
+            "--ca-fingerprint",
+            &"ab".repeat(32),
+        ],
+    );
     one_line_error(&bad_pin, "cannot reach");
-    ok(outpost(cfg, &["login", &url, "-u", "ops", "--ca-fingerprint", &ca_fingerprint(&c), "--name", "lab"]));
+    ok(outpost(
+        cfg,
+        &[
+            "login",
+            &url,
+            "-u",
+            "ops",
+            "--ca-fingerprint",
+            &ca_fingerprint(&c),
+            "--name",
+            "lab",
+        ],
+    ));
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(cfg.join("contexts.json")).unwrap().permissions(),
+        &std::fs::metadata(cfg.join("contexts.json"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
     assert!(ok(outpost(cfg, &["whoami"])).contains("ops (admin)"));
     assert!(ok(outpost(cfg, &["context", "list"])).contains("lab"));
 
     // Servers by hand and from inventories, with a dry run first.
-    ok(outpost(cfg, &["server", "add", "db1", "--ip", "127.0.0.1", "--env", "production", "--tag", "dc=fra1"]));
+    ok(outpost(
+        cfg,
+        &[
+            "server",
+            "add",
+            "db1",
+            "--ip",
+            "127.0.0.1",
+            "--env",
+            "production",
+            "--tag",
+            "dc=fra1",
+        ],
+    ));
     one_line_error(
         &outpost(cfg, &["server", "add", "bad", "--ip", "not-an-ip"]),
         "not an IPv4 or IPv6 address",
@@ -93,7 +145,10 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
         "[web]\nweb1 ansible_host=127.0.0.1 ansible_port=2222 ansible_user=deploy\nweb2 ansible_host=127.0.0.2\n\n[web:vars]\ndc=fra1\nenvironment=staging\n",
     )
     .unwrap();
-    let dry = ok(outpost(cfg, &["server", "import", ini.to_str().unwrap(), "--dry-run"]));
+    let dry = ok(outpost(
+        cfg,
+        &["server", "import", ini.to_str().unwrap(), "--dry-run"],
+    ));
     assert!(dry.contains("would add") && dry.contains("web1"), "{dry}");
     let listed: serde_json::Value =
         serde_json::from_str(&ok(outpost(cfg, &["server", "list", "--json"]))).unwrap();
@@ -106,7 +161,10 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
     )
     .unwrap();
     let imported = ok(outpost(cfg, &["server", "import", yaml.to_str().unwrap()]));
-    assert!(imported.contains("added") && imported.contains("updated"), "{imported}");
+    assert!(
+        imported.contains("added") && imported.contains("updated"),
+        "{imported}"
+    );
     let web1: serde_json::Value =
         serde_json::from_str(&ok(outpost(cfg, &["server", "show", "web1", "--json"]))).unwrap();
     assert_eq!(web1["ssh_port"], 2200);
@@ -131,10 +189,31 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
     assert!(ok(outpost(cfg, &["playbook", "show", "hello"])).contains("hello {{ who }}"));
     let fail = cfg.join("fail.yml");
     std::fs::write(&fail, "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: /bin/false\n").unwrap();
-    ok(outpost(cfg, &["playbook", "add", fail.to_str().unwrap(), "--name", "broken"]));
+    ok(outpost(
+        cfg,
+        &[
+            "playbook",
+            "add",
+            fail.to_str().unwrap(),
+            "--name",
+            "broken",
+        ],
+    ));
 
     // job run --follow prints exactly the stored log and exits with the outcome.
-    let run = outpost(cfg, &["job", "run", "hello", "--server", "local", "-e", "who=world", "--follow"]);
+    let run = outpost(
+        cfg,
+        &[
+            "job",
+            "run",
+            "hello",
+            "--server",
+            "local",
+            "-e",
+            "who=world",
+            "--follow",
+        ],
+    );
     let printed = ok(run);
     assert!(printed.contains("hello world"), "{printed}");
     let jobs: serde_json::Value =
@@ -144,13 +223,22 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
     let stored: Vec<String> = w.lines(&job).await.into_iter().map(|l| l.content).collect();
     let printed_lines: Vec<&str> = printed.lines().collect();
     assert_eq!(printed_lines, stored, "printed = stored, line for line");
-    assert_eq!(ok(outpost(cfg, &["job", "logs", &job_id])).lines().count(), stored.len());
+    assert_eq!(
+        ok(outpost(cfg, &["job", "logs", &job_id])).lines().count(),
+        stored.len()
+    );
 
-    let failed = outpost(cfg, &["job", "run", "broken", "--server", "local", "--follow"]);
+    let failed = outpost(
+        cfg,
+        &["job", "run", "broken", "--server", "local", "--follow"],
+    );
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
     // The failure opened a ticket; resolve it from the terminal.
-    let tickets: serde_json::Value =
-        serde_json::from_str(&ok(outpost(cfg, &["ticket", "list", "--status", "open", "--json"]))).unwrap();
+    let tickets: serde_json::Value = serde_json::from_str(&ok(outpost(
+        cfg,
+        &["ticket", "list", "--status", "open", "--json"],
+    )))
+    .unwrap();
     let ticket = tickets["items"][0]["id"].as_str().unwrap().to_owned();
     assert!(ok(outpost(cfg, &["ticket", "resolve", &ticket])).contains("resolved"));
 
@@ -167,10 +255,15 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
     let sleeping = wait_for("the sleep job to run", MINUTE, || async {
         let page = w
             .store
-            .list_jobs(&Default::default(), outpost_controller::model::Paging::new(1, 0))
+            .list_jobs(
+                &Default::default(),
+                outpost_controller::model::Paging::new(1, 0),
+            )
             .await
             .ok()?;
-        page.items.into_iter().find(|j| j.status == JobStatus::Running)
+        page.items
+            .into_iter()
+            .find(|j| j.status == JobStatus::Running)
     })
     .await;
     ok(outpost(cfg, &["job", "cancel", &sleeping.job_id]));
@@ -186,7 +279,13 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
 
     // Usage errors are exit 3 too, with one line; an expired token says to log in again.
     one_line_error(&outpost(cfg, &["job", "run", "hello"]), "which servers?");
-    one_line_error(&outpost(cfg, &["job", "show", "00000000-0000-4000-8000-000000000000"]), "not found");
+    one_line_error(
+        &outpost(
+            cfg,
+            &["job", "show", "00000000-0000-4000-8000-000000000000"],
+        ),
+        "not found",
+    );
     let admin = login(&c.ctl, "ops", PASSWORD).await;
     let _: serde_json::Value = admin.get("/api/v1/auth/whoami").await.unwrap();
     {
@@ -219,15 +318,31 @@ async fn a_follow_survives_a_controller_restart() {
     let cfg = cfg.path().to_path_buf();
     let ca = cfg.join("ca.pem");
     std::fs::write(&ca, c.ctl.ca_pem()).unwrap();
-    ok(outpost(&cfg, &["login", &c.ctl.api_url(), "-u", "ops", "--ca-file", ca.to_str().unwrap()]));
+    ok(outpost(
+        &cfg,
+        &[
+            "login",
+            &c.ctl.api_url(),
+            "-u",
+            "ops",
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+    ));
     let cfg2 = cfg.clone();
     let follow = std::thread::spawn(move || {
-        outpost(&cfg2, &["job", "run", "bursts", "--server", "local", "--follow"])
+        outpost(
+            &cfg2,
+            &["job", "run", "bursts", "--server", "local", "--follow"],
+        )
     });
     let job = wait_for("lines flowing", MINUTE, || async {
         let page = w
             .store
-            .list_jobs(&Default::default(), outpost_controller::model::Paging::new(1, 0))
+            .list_jobs(
+                &Default::default(),
+                outpost_controller::model::Paging::new(1, 0),
+            )
             .await
             .ok()?;
         let j = page.items.into_iter().next()?;
@@ -243,8 +358,17 @@ async fn a_follow_survives_a_controller_restart() {
     let printed = ok(out);
     let w = &c.world;
     let done = w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
-    let stored: Vec<String> = w.lines(&done).await.into_iter().map(|l| l.content).collect();
+    let stored: Vec<String> = w
+        .lines(&done)
+        .await
+        .into_iter()
+        .map(|l| l.content)
+        .collect();
     let printed: Vec<&str> = printed.lines().collect();
-    assert_eq!(printed.len(), stored.len(), "every line once, despite the restart");
+    assert_eq!(
+        printed.len(),
+        stored.len(),
+        "every line once, despite the restart"
+    );
     assert_eq!(printed, stored);
 }

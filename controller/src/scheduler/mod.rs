@@ -64,6 +64,8 @@ pub struct AgentLink {
     /// Distinguishes this session from a later one of the same agent.
     pub session: u64,
     pub commands: mpsc::Sender<SessionCommand>,
+    /// The connection itself, so that a revocation closes it from outside the session's loop.
+    pub conn: Option<quinn::Connection>,
 }
 
 #[derive(Debug)]
@@ -255,11 +257,19 @@ impl Scheduler {
             return;
         }
         let controller = self.settings.controller_id.clone();
-        match self.store.revoked_agents_on(&controller).await {
+        match self.store.revoked_agents().await {
             Ok(revoked) => {
                 for id in revoked {
                     if let Some(link) = self.agents.get(&id) {
                         tracing::warn!(agent = %link.name, "agent revoked: dropping its session");
+                        // Closed here, not through the session's own loop, which a peer that
+                        // stops reading could keep busy.
+                        if let Some(conn) = &link.conn {
+                            conn.close(
+                                quinn::VarInt::from_u32(outpost_protocol::close::REVOKED),
+                                b"agent revoked",
+                            );
+                        }
                         let _ = link.commands.try_send(SessionCommand::Close {
                             code: outpost_protocol::close::REVOKED,
                             reason: "agent revoked".into(),

@@ -77,6 +77,7 @@ mod tests {
             draining: false,
             session: 1,
             commands,
+            conn: None,
         }
     }
 

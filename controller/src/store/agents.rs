@@ -68,6 +68,30 @@ impl Store {
         Ok(row)
     }
 
+    /// Checks that a token exists, is unused and unexpired, without spending it.
+    pub async fn check_enrollment_token(&self, secret_hash: &str) -> Result<()> {
+        let token = on_pool!(self, p => sqlx::query_as::<_, EnrollmentToken>(
+            "SELECT id, name, labels, expires_at, used_at, agent_id, created_by, created_at FROM enrollment_tokens WHERE token_hash = ?")
+            .bind(secret_hash).fetch_optional(p).await?)
+            .ok_or_else(|| StoreError::NotFound("enrolment token".into()))?;
+        if token.used_at.is_some() {
+            return Err(StoreError::invalid(
+                "token",
+                format!("token '{}' was already used; make a new one", token.name),
+            ));
+        }
+        if token.expires_at < chrono::Utc::now() {
+            return Err(StoreError::invalid(
+                "token",
+                format!(
+                    "token '{}' expired at {}; make a new one",
+                    token.name, token.expires_at
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Spends a token and creates the agent it enrols, atomically: a token works once, and only
     /// before it expires. Returns the new agent.
     pub async fn enroll_agent(
@@ -90,10 +114,14 @@ impl Store {
             if token.expires_at.naive_utc() < ts {
                 return Err(StoreError::invalid("token", format!("token '{}' expired at {}; make a new one", token.name, token.expires_at)));
             }
-            // Labels the agent asked for, overridden by the token's: the admin's word wins.
-            let mut labels = extra_labels.clone();
-            if let Some(t) = &token.labels {
-                labels.extend(t.0.clone());
+            // The token's labels are the agent's: they decide which servers it may reach, so an
+            // agent may repeat them but never add or change one.
+            let labels = token.labels.as_ref().map(|t| t.0.clone()).unwrap_or_default();
+            if let Some((k, v)) = extra_labels.iter().find(|(k, v)| labels.get(*k) != Some(*v)) {
+                let given = labels.iter().map(|(k, v)| format!("{k}={}", crate::model::label_text(v))).collect::<Vec<_>>().join(",");
+                return Err(StoreError::invalid("labels", format!(
+                    "token '{}' gives this agent the labels [{given}]; it cannot ask for {k}={}: make a token with the labels it needs",
+                    token.name, crate::model::label_text(v))));
             }
             let labels_text = serde_json::Value::Object(labels.clone()).to_string();
             let res = sqlx::query(
@@ -209,11 +237,12 @@ impl Store {
         )
     }
 
-    /// Revoked agents that still have a session on `controller`.
-    pub async fn revoked_agents_on(&self, controller: &str) -> Result<Vec<AgentId>> {
+    /// Every revoked agent (each controller drops the sessions it holds of them, whatever the
+    /// rows say about where they are connected).
+    pub async fn revoked_agents(&self) -> Result<Vec<AgentId>> {
         Ok(on_pool!(self, p => sqlx::query_scalar::<_, AgentId>(
-            "SELECT id FROM agents WHERE revoked = ? AND connected_controller = ?")
-            .bind(true).bind(controller).fetch_all(p).await?))
+            "SELECT id FROM agents WHERE revoked = ?")
+            .bind(true).fetch_all(p).await?))
     }
 
     /// The session `session` ended. A newer session of the same agent — on this controller or

@@ -12,6 +12,26 @@ use crate::model::{JobId, LogLine};
 /// enough to stay within a default `max_allowed_packet` for lines of a few KiB.
 pub const ROWS_PER_STATEMENT: usize = 1000;
 
+/// Splits rows into statements of at most [`ROWS_PER_STATEMENT`] rows and about `max_bytes`
+/// of values (a backlog of long lines must not exceed the server's packet limit).
+fn statements(lines: &[NewLogLine], max_bytes: usize) -> Vec<&[NewLogLine]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, l) in lines.iter().enumerate() {
+        let size = l.content.len() + 64;
+        if i > start && (i - start >= ROWS_PER_STATEMENT || bytes + size > max_bytes) {
+            out.push(&lines[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < lines.len() {
+        out.push(&lines[start..]);
+    }
+    out
+}
+
 /// One line to store.
 #[derive(Debug, Clone)]
 pub struct NewLogLine {
@@ -42,7 +62,7 @@ impl Store {
         let inserted = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let mut inserted = 0;
-            for chunk in lines.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statements(lines, self.statement_bytes) {
                 let mut qb = QueryBuilder::new(head);
                 qb.push(" (job_id, line_number, content, log_level, timestamp) ");
                 qb.push_values(chunk, |mut row, l| {
@@ -111,4 +131,43 @@ impl Store {
 fn to_db_time(t: DateTime<Utc>) -> NaiveDateTime {
     use chrono::SubsecRound;
     t.naive_utc().trunc_subsecs(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: i32, len: usize) -> NewLogLine {
+        NewLogLine {
+            job: JobId(1),
+            line_number: n,
+            content: "x".repeat(len),
+            level: None,
+            timestamp: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn statements_are_bounded_by_rows_and_bytes() {
+        let short: Vec<_> = (1..=2500).map(|n| line(n, 10)).collect();
+        let sizes: Vec<usize> = statements(&short, 1 << 30)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+        let long: Vec<_> = (1..=10).map(|n| line(n, 30_000)).collect();
+        let chunks = statements(&long, 100_000);
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 10);
+        assert!(
+            chunks.iter().all(|c| c.len() <= 3),
+            "{:?}",
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
+        let huge = vec![line(1, 500_000)];
+        assert_eq!(
+            statements(&huge, 100_000).len(),
+            1,
+            "a single row always goes"
+        );
+    }
 }

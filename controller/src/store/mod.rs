@@ -40,31 +40,48 @@ pub(crate) use on_pool;
 
 /// Runs a filtered listing and its count on either backend and yields a [`Page`].
 ///
-/// Each filter `(column, value)` becomes `(? IS NULL OR column = ?)` with the value bound twice,
-/// so a `None` matches everything; each range `(column, op, value)` likewise becomes
-/// `(? IS NULL OR column op ?)`. Column, table, operator and order names are literals of the
-/// caller.
+/// Each filter `(column, value)` whose value is `Some` adds `column = ?` (the value bound);
+/// each range `(column, op, value)` adds `column op ?`. A filter left out adds nothing, so the
+/// database sees exactly the conditions asked for and can use its indexes (a catch-all
+/// `? IS NULL OR column = ?` would hide them). Column, table, operator and order names are
+/// literals of the caller, never input.
 macro_rules! page {
     ($store:expr, $ty:ty, select: $cols:expr, from: $from:expr, order: $order:expr, paging: $paging:expr,
      filters: [$(($col:literal, $val:expr)),* $(,)?]
      $(, ranges: [$(($rcol:literal, $rop:literal, $rval:expr)),* $(,)?])?) => {{
         let paging: $crate::model::Paging = $paging;
-        #[allow(unused_mut)]
-        let mut where_sql = String::new();
-        $(
-            where_sql.push_str(if where_sql.is_empty() { " WHERE " } else { " AND " });
-            where_sql.push_str(concat!("(? IS NULL OR ", $col, " = ?)"));
-        )*
-        $($(
-            where_sql.push_str(if where_sql.is_empty() { " WHERE " } else { " AND " });
-            where_sql.push_str(concat!("(? IS NULL OR ", $rcol, " ", $rop, " ?)"));
-        )*)?
-        let select = format!("SELECT {} FROM {}{} ORDER BY {} LIMIT ? OFFSET ?", $cols, $from, where_sql, $order);
-        let count = format!("SELECT COUNT(*) FROM {}{}", $from, where_sql);
         let (items, total) = $crate::store::on_pool!($store, p => {
-            let items = sqlx::query_as::<_, $ty>(&select)$(.bind($val).bind($val))*$($(.bind($rval).bind($rval))*)?
-                .bind(paging.limit).bind(paging.offset).fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar(&count)$(.bind($val).bind($val))*$($(.bind($rval).bind($rval))*)?.fetch_one(p).await?;
+            #[allow(unused_mut, unused_assignments)]
+            let mut build = |head: String| {
+                let mut qb = sqlx::QueryBuilder::new(head);
+                #[allow(unused_variables, unused_mut)]
+                let mut first = true;
+                $(
+                    if let Some(v) = $val {
+                        qb.push(if first { " WHERE " } else { " AND " });
+                        qb.push(concat!($col, " = "));
+                        qb.push_bind(v);
+                        first = false;
+                    }
+                )*
+                $($(
+                    if let Some(v) = $rval {
+                        qb.push(if first { " WHERE " } else { " AND " });
+                        qb.push(concat!($rcol, " ", $rop, " "));
+                        qb.push_bind(v);
+                        first = false;
+                    }
+                )*)?
+                qb
+            };
+            let mut select = build(format!("SELECT {} FROM {}", $cols, $from));
+            select.push(format!(" ORDER BY {} LIMIT ", $order));
+            select.push_bind(paging.limit);
+            select.push(" OFFSET ");
+            select.push_bind(paging.offset);
+            let items = select.build_query_as::<$ty>().fetch_all(p).await?;
+            let mut count = build(format!("SELECT COUNT(*) FROM {}", $from));
+            let total: i64 = count.build_query_scalar().fetch_one(p).await?;
             (items, total)
         });
         $crate::model::Page { items, total, limit: paging.limit, offset: paging.offset }
@@ -167,6 +184,9 @@ pub struct Store {
     pub(crate) backend: Backend,
     /// bcrypt cost for new password hashes; never below 12.
     pub(crate) bcrypt_cost: u32,
+    /// The most bytes of values one statement may carry: half the server's
+    /// `max_allowed_packet`, read at connect.
+    pub(crate) statement_bytes: usize,
 }
 
 /// A database URL with its password replaced, safe to print.
@@ -187,6 +207,8 @@ impl Store {
     /// database cannot be reached.
     pub async fn connect(url: &str, pool: &PoolConfig) -> Result<Store> {
         let target = redact_url(url);
+        // SQLite has no packet limit; statements are bounded by rows there.
+        let mut statement_bytes = 64 * 1024 * 1024;
         let backend = if let Some(rest) = url
             .strip_prefix("mysql:")
             .or_else(|| url.strip_prefix("mariadb:"))
@@ -203,10 +225,18 @@ impl Store {
             }
             // One direct connection first: the pool would retry a refused connection until
             // its acquire timeout, and an operator wants the reason at once.
-            let probe = sqlx::MySqlConnection::connect_with(&opts)
+            let mut probe = sqlx::MySqlConnection::connect_with(&opts)
                 .await
                 .map_err(|e| classify_connect_error(e, &target, &db_name))?;
+            let packet: Option<u64> = sqlx::query_scalar("SELECT @@max_allowed_packet")
+                .fetch_one(&mut probe)
+                .await
+                .ok();
             let _ = probe.close().await;
+            statement_bytes = packet
+                .map(|p| (p / 2) as usize)
+                .unwrap_or(2 * 1024 * 1024)
+                .max(256 * 1024);
             let p = MySqlPoolOptions::new()
                 .max_connections(pool.size + pool.overflow)
                 .acquire_timeout(pool.acquire_timeout)
@@ -247,6 +277,7 @@ impl Store {
         Ok(Store {
             backend,
             bcrypt_cost: 12,
+            statement_bytes,
         })
     }
 
