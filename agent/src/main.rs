@@ -47,10 +47,20 @@ struct EnrollArgs {
     /// The controller's enrolment address, HOST:PORT (port 7444 by default on the controller).
     #[arg(long)]
     controller: String,
-    /// The one-line token from `outpost-controller token` / `outpost agent token`.
-    #[arg(long, env = "OUTPOST_ENROLL_TOKEN", hide_env_values = true)]
-    token: String,
-    /// A label to ask for, e.g. dc=fra1 (repeatable); the token's labels win on conflict.
+    /// The one-line token from `outpost agent token` / `outpost-controller token`. Prefer
+    /// --token-file or the environment: a command line shows in `ps` and shell history.
+    #[arg(
+        long,
+        env = "OUTPOST_ENROLL_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// A file holding the token (e.g. mode 0600, deleted after enrolling).
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// A label to repeat from the token, e.g. dc=fra1 (repeatable): the token's labels are the
+    /// agent's, and asking for any other is refused.
     #[arg(long = "label", value_parser = outpost_protocol::message::parse_label)]
     labels: Vec<(String, String)>,
     /// Agent endpoint(s) of the controller(s) to store, HOST:PORT (repeatable)
@@ -156,9 +166,26 @@ async fn main() -> ExitCode {
     let state = StateDir::new(&cli.state_dir);
     let result = match cli.command {
         Command::Enroll(a) => {
+            if std::env::args().any(|x| x == "--token" || x.starts_with("--token=")) {
+                eprintln!("warning: a token on the command line shows in `ps` and shell history; use --token-file or OUTPOST_ENROLL_TOKEN");
+            }
+            let token = match (a.token, &a.token_file) {
+                (Some(t), _) => t,
+                (None, Some(f)) => match std::fs::read_to_string(f) {
+                    Ok(t) => t.trim().to_owned(),
+                    Err(e) => {
+                        eprintln!("error: cannot read the token file {}: {e}", f.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => {
+                    eprintln!("error: give the enrolment token: --token-file FILE or OUTPOST_ENROLL_TOKEN");
+                    return ExitCode::from(2);
+                }
+            };
             let args = EnrollRequestArgs {
                 controller: a.controller,
-                token: a.token,
+                token,
                 labels: a.labels,
                 connect: a.connect,
                 hostname: hostname(),

@@ -82,6 +82,37 @@ pub async fn run(
 
 type Ended = (FinalStatus, Option<i32>, Option<String>);
 
+/// The variables of the agent's environment that ansible-playbook inherits: where programs and
+/// home are, locale and time zone, the ssh agent, proxies, the Python environment, and
+/// ansible's own configuration paths.
+fn inherited(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "SSH_AUTH_SOCK",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "VIRTUAL_ENV",
+        "PYENV_ROOT",
+        "PYENV_VERSION",
+        "ANSIBLE_CONFIG",
+        "ANSIBLE_COLLECTIONS_PATH",
+        "ANSIBLE_ROLES_PATH",
+    ];
+    NAMES.contains(&name) || name.starts_with("LC_")
+}
+
 fn failed(msg: impl Into<String>) -> Ended {
     (FinalStatus::Failed, None, Some(msg.into()))
 }
@@ -112,6 +143,14 @@ async fn run_in(
         Err(e) => return failed(format!("refusing the run options: {e}")),
     };
     let mut cmd = tokio::process::Command::new(&cfg.ansible_playbook);
+    // ansible gets a fixed allow-list of the agent's environment, never all of it (the agent's
+    // own settings and secrets stay with the agent).
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(inherited) {
+            cmd.env(k, v);
+        }
+    }
     cmd.arg("-i")
         .arg(work.join("inventory.yml"))
         .arg("-e")

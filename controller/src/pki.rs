@@ -76,6 +76,16 @@ pub fn init(
         path: paths.dir.display().to_string(),
         source,
     })?;
+    // The CA key lives here: nobody else lists or enters the directory.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| PkiError::Io {
+                path: paths.dir.display().to_string(),
+                source,
+            },
+        )?;
+    }
     let ca = Ca::generate("Outpost CA", ca_lifetime)?;
     pki::write_private(&paths.ca_key(), &ca.key_pem())?;
     pki::write_public(&paths.ca_cert(), &ca.cert_pem())?;

@@ -117,6 +117,29 @@ fn sqlite_is_the_default_store() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("outpost.db").exists());
     assert!(stdout(&out).contains("11 migration(s) applied"));
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(
+        mode(&dir.path().join("outpost.db")),
+        0o600,
+        "the store holds password hashes"
+    );
+    let init = Command::new(env!("CARGO_BIN_EXE_outpost-controller"))
+        .args(["init", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("OUTPOST_DATABASE_URL")
+        .env_remove("OUTPOST_ADMIN_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    assert_eq!(
+        mode(&dir.path().join("pki")),
+        0o700,
+        "the CA key's directory"
+    );
+    assert_eq!(mode(&dir.path().join("pki/ca.key")), 0o600);
 }
 
 #[test]

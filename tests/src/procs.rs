@@ -387,7 +387,9 @@ impl Agent {
             .arg("enroll")
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .args(["--controller", &enroll.to_string(), "--token", token])
+            .args(["--controller", &enroll.to_string()])
+            // As the README says to: never on the command line.
+            .env("OUTPOST_ENROLL_TOKEN", token)
             .args(extra)
             .output()
             .expect("run enroll")
@@ -414,6 +416,8 @@ impl Agent {
             .args(["--max-backoff-secs", &opts.max_backoff_secs.to_string()])
             .args(["--host-key-checking", "false"])
             .env("OUTPOST_LOG", "info,outpost_agent=debug")
+            // A secret of the agent's own environment, which ansible must not see.
+            .env("OUTPOST_TEST_SECRET", "leak-me-not")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

@@ -289,3 +289,27 @@ async fn a_revoked_agent_is_dropped_and_stays_out() {
     );
     assert!(agent.log().contains("revoked"), "{}", agent.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ansible_sees_an_allow_list_of_the_agents_environment() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let pb = w
+        .playbook(
+            "env",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"secret=[{{ lookup('env', 'OUTPOST_TEST_SECRET') }}] home=[{{ lookup('env', 'HOME') }}]\"\n",
+        )
+        .await;
+    let job = w.launch(&pb, &server).await;
+    w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
+    let lines = w.lines(&job).await;
+    let msg = lines
+        .iter()
+        .find(|l| l.content.contains("secret=["))
+        .map(|l| l.content.clone())
+        .expect("the message");
+    assert!(msg.contains("secret=[]"), "{msg}");
+    assert!(!msg.contains("home=[]"), "HOME is passed on: {msg}");
+}

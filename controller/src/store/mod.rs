@@ -252,6 +252,17 @@ impl Store {
                     "{target}: name the file, e.g. sqlite:///var/lib/outpost/outpost.db"
                 )));
             }
+            // The store holds password hashes and the audit trail: made mode 0600, before SQLite
+            // creates it with the process's umask.
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(path);
+            }
             let opts = SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)
