@@ -205,17 +205,34 @@ async fn run_in(
             .map(|e| tokio::spawn(pump(e, tx.clone()))),
     ];
     drop(tx);
-    let collector = tokio::spawn(collect(rx, spool.clone(), progress.clone()));
+    let (spool_failed_tx, spool_failed) = tokio::sync::oneshot::channel::<String>();
+    let collector = tokio::spawn(collect(
+        rx,
+        spool.clone(),
+        progress.clone(),
+        spool_failed_tx,
+    ));
 
     let limit = Duration::from_secs(job.time_limit_secs.max(1).into());
     let mut why: Option<&str> = None;
+    let mut spool_error = None;
     let status = tokio::select! {
         s = child.wait() => s,
         _ = stop.requested() => { why = Some("cancelled"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
         _ = tokio::time::sleep(limit) => { why = Some("timeout"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
+        Ok(e) = spool_failed => {
+            why = Some("spool");
+            spool_error = Some(e);
+            terminate(&mut child, job.job, pgid, cfg.kill_grace).await
+        }
     };
+    // A daemonised child can keep the pipes open after ansible exits: wait a while, not forever.
     for r in readers.into_iter().flatten() {
-        let _ = r.await;
+        let abort = r.abort_handle();
+        if tokio::time::timeout(PIPE_GRACE, r).await.is_err() {
+            tracing::warn!(job = %job.job, "a process the job started still holds its output open; not waiting for it");
+            abort.abort();
+        }
     }
     let errors = collector.await.unwrap_or_default();
     let _ = spool.set_pgid(None);
@@ -226,6 +243,11 @@ async fn run_in(
     };
     match (why, status) {
         (Some("cancelled"), _) => (FinalStatus::Cancelled, None, Some(stop.reason())),
+        (Some("spool"), _) => failed(format!(
+            "stopped: {}; the {} lines written before are kept and delivered",
+            spool_error.unwrap_or_default(),
+            spool.last_line()
+        )),
         (Some(_), _) => failed(format!("timed out after {} s", limit.as_secs())),
         (None, Err(e)) => failed(format!("lost track of ansible-playbook: {e}")),
         (None, Ok(s)) => match s.code() {
@@ -393,12 +415,24 @@ fn finish_line(line: &mut Vec<u8>, cut: &mut bool) -> String {
     s
 }
 
-/// Numbers lines into the spool in small batches; returns the last few error lines.
+/// How long to wait for a job's output pipes to close after ansible exited.
+const PIPE_GRACE: Duration = Duration::from_secs(10);
+
+/// Numbers lines into the spool in small batches; returns the last few error lines. A write
+/// the spool refuses (a full disk) is reported once on `failed` and ends the collection: the
+/// job is stopped rather than run on with its output lost.
 async fn collect(
     mut rx: mpsc::Receiver<String>,
     spool: Arc<Spool>,
     progress: watch::Sender<u32>,
+    failed: tokio::sync::oneshot::Sender<String>,
 ) -> Vec<String> {
+    let mut failed = Some(failed);
+    let mut report = |e: std::io::Error| {
+        if let Some(tx) = failed.take() {
+            let _ = tx.send(format!("spool disk full at {}: {e}", spool.dir().display()));
+        }
+    };
     let mut errors: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut batch: Vec<LogLine> = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -426,33 +460,46 @@ async fn collect(
                 batch.push(LogLine { at_ms, level, text });
                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_EVERY);
                 if batch.len() >= FLUSH_LINES {
-                    flush(&spool, &mut batch, &progress);
+                    if let Err(e) = flush(&spool, &mut batch, &progress) {
+                        report(e);
+                        return errors.into();
+                    }
                     deadline = None;
                 }
             }
             Some(None) => {
-                flush(&spool, &mut batch, &progress);
+                if let Err(e) = flush(&spool, &mut batch, &progress) {
+                    report(e);
+                    return errors.into();
+                }
                 deadline = None;
             }
             None => {
-                flush(&spool, &mut batch, &progress);
+                if let Err(e) = flush(&spool, &mut batch, &progress) {
+                    report(e);
+                }
                 return errors.into();
             }
         }
     }
 }
 
-fn flush(spool: &Spool, batch: &mut Vec<LogLine>, progress: &watch::Sender<u32>) {
+fn flush(
+    spool: &Spool,
+    batch: &mut Vec<LogLine>,
+    progress: &watch::Sender<u32>,
+) -> std::io::Result<()> {
     if batch.is_empty() {
-        return;
+        return Ok(());
     }
-    match spool.append(batch) {
-        Ok(last) => {
-            let _ = progress.send(last);
-        }
-        Err(e) => tracing::error!(error = %e, "cannot write to the spool; output is being lost"),
+    let result = spool.append(batch).map(|last| {
+        let _ = progress.send(last);
+    });
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "cannot write to the spool; stopping the job");
     }
     batch.clear();
+    result
 }
 
 #[cfg(test)]

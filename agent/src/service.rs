@@ -146,7 +146,22 @@ pub async fn run(
         _ = stop.cancelled() => {}
         res = &mut session => {
             return match res {
-                Ok(Err(fatal)) => Err(fatal.into()),
+                Ok(Err(fatal)) => {
+                    // Revoked: nothing it runs may go on. Stop every job before exiting.
+                    for e in agent.table.all() {
+                        e.stop.request("cancelled: this agent was revoked");
+                    }
+                    let all_ended = async {
+                        for e in agent.table.all() {
+                            e.ended().await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(opts.kill_grace + Duration::from_secs(5), all_ended).await;
+                    for e in agent.table.all() {
+                        crate::runner::kill_job(e.job, None);
+                    }
+                    Err(fatal.into())
+                }
                 _ => Ok(()),
             };
         }

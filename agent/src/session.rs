@@ -167,7 +167,13 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint, addr: &str) -> 
         })
     }) {
         Ok(c) => c,
-        Err(e) => return SessionEnd::Fatal(Fatal::Refused(e.to_string())),
+        // Perhaps a moment's trouble with the disk: retried, and said why. Only a controller's
+        // word (revoked) ends the agent for good.
+        Err(e) => {
+            return SessionEnd::Retry(format!(
+                "cannot read this agent's credentials: {e} (enrol it again if they are gone)"
+            ))
+        }
     };
     let connecting = match endpoint.connect_with(config, sock, &host) {
         Ok(c) => c,
@@ -188,7 +194,12 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint, addr: &str) -> 
     if matches!(result, SessionEnd::Shutdown) {
         conn.close(quinn::VarInt::from_u32(close::NORMAL), b"agent stopping");
     }
-    result
+    // A write or read that failed because the controller closed the connection says why only
+    // through the close reason: a revocation must not pass for a lost connection.
+    match (result, conn.close_reason()) {
+        (SessionEnd::Retry(_), Some(reason)) => classify(&reason),
+        (other, _) => other,
+    }
 }
 
 /// Whether a connection error is worth retrying.
@@ -196,8 +207,13 @@ fn classify(e: &quinn::ConnectionError) -> SessionEnd {
     if let quinn::ConnectionError::ApplicationClosed(c) = e {
         let reason = String::from_utf8_lossy(&c.reason).into_owned();
         let code = c.error_code.into_inner();
-        if code == u64::from(close::REVOKED) || code == u64::from(close::UNKNOWN_AGENT) {
+        if code == u64::from(close::REVOKED) {
             return SessionEnd::Fatal(Fatal::Refused(reason));
+        }
+        if code == u64::from(close::UNKNOWN_AGENT) {
+            return SessionEnd::Retry(format!(
+                "the controller does not know this agent ({reason}): is it using the database the agent was enrolled in?"
+            ));
         }
         return SessionEnd::Retry(format!("controller closed the session: {reason}"));
     }

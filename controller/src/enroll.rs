@@ -108,7 +108,7 @@ impl EnrollService {
         let response = match self.enroll(&request).await {
             Ok(r) => r,
             Err(reason) => {
-                tracing::warn!(%peer, hostname = %request.hostname, %reason, "enrolment refused");
+                tracing::warn!(%peer, hostname = %crate::text::fit_chars(&request.hostname, 255), %reason, "enrolment refused");
                 EnrollResponse::Refused { reason }
             }
         };
@@ -168,7 +168,7 @@ impl EnrollService {
         {
             tracing::warn!(error = %e, "cannot record the agent's certificate");
         }
-        tracing::info!(agent = %row.name, uuid = %agent, hostname = %req.hostname, "agent enrolled");
+        tracing::info!(agent = %row.name, uuid = %agent, hostname = %crate::text::fit_chars(&req.hostname, 255), "agent enrolled");
         Ok(EnrollResponse::Enrolled {
             agent,
             name: row.name.clone(),

@@ -266,6 +266,14 @@ async fn a_revoked_agent_is_dropped_and_stays_out() {
     let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
     let mut agent = c.agent("bastion", &[], &AgentOpts::default());
     let w = &c.world;
+    // It is running a job when it is revoked.
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let mark = outpost_tests::unique_mark();
+    let pb = w
+        .playbook("sleep", &outpost_tests::world::sleeping_playbook(&mark))
+        .await;
+    let job = w.launch(&pb, &server).await;
+    w.wait_status(&job, JobStatus::Running, MINUTE).await;
     let a = wait_for("the agent to connect", MINUTE, || async {
         w.store
             .get_agent_by_name("bastion")
@@ -288,6 +296,14 @@ async fn a_revoked_agent_is_dropped_and_stays_out() {
         "exit status that systemd does not restart on"
     );
     assert!(agent.log().contains("revoked"), "{}", agent.log());
+    // Its ansible is stopped before it exits.
+    outpost_tests::wait_no_process(&mark, Duration::from_secs(5)).await;
+    // Started again, it is refused at once and exits 78 again (not "connection lost" forever).
+    agent.start(&[c.ctl.agents], &AgentOpts::default());
+    let again = agent
+        .wait_exit(Duration::from_secs(30))
+        .expect("a revoked agent started again exits");
+    assert_eq!(again.code(), Some(78), "{}", agent.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
