@@ -22,6 +22,22 @@ pub struct SessionContext {
     pub ca: Arc<Ca>,
     pub stop: CancellationToken,
     next_session: AtomicU64,
+    /// Jobs with a live stream on this controller: one at a time each, however many times an
+    /// agent asks to resume.
+    streams: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+}
+
+/// Holds a job's one stream; released when dropped.
+pub struct StreamSlot {
+    ctx: Arc<SessionContext>,
+    job: uuid::Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut s = self.ctx.streams.lock().unwrap_or_else(|p| p.into_inner());
+        s.remove(&self.job);
+    }
 }
 
 impl SessionContext {
@@ -42,7 +58,17 @@ impl SessionContext {
             ca,
             stop,
             next_session: AtomicU64::new(1),
+            streams: Default::default(),
         }
+    }
+
+    /// Takes the stream slot of `job`, unless a stream already holds it.
+    pub fn stream_slot(self: &Arc<Self>, job: uuid::Uuid) -> Option<StreamSlot> {
+        let mut s = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        s.insert(job).then(|| StreamSlot {
+            ctx: self.clone(),
+            job,
+        })
     }
 
     /// A number naming a new session of this controller.

@@ -69,6 +69,12 @@ pub async fn run_assigned(
     .await;
     match outcome {
         Ok((send, reader)) => {
+            let Ok(uuid) = Uuid::parse_str(&job.job_id) else {
+                return;
+            };
+            let Some(_slot) = ctx.stream_slot(uuid) else {
+                return;
+            };
             let stream = JobStream::new(ctx, owner, job, dispatch_id, 0, send, reader);
             stream.run().await;
         }
@@ -122,6 +128,13 @@ pub async fn run_resumed(
                 return;
             }
         };
+    // One stream per job: a second resume while the first still runs is turned away (the
+    // agent tries again once the first has ended).
+    let Some(_slot) = ctx.stream_slot(job_uuid) else {
+        tracing::debug!(job = %job_uuid, "a second stream for a job that has one; refused");
+        let _ = send.reset(quinn::VarInt::from_u32(outpost_protocol::close::NORMAL));
+        return;
+    };
     let job = match ctx.store.get_job_by_uuid(&job_uuid.to_string()).await {
         Ok(j)
             if j.agent_id == Some(owner.agent)
