@@ -98,9 +98,10 @@ pub async fn run_assigned(
                         tracing::warn!(job = %job.job_id, error = %e, "cannot release a job; reconciliation will")
                     }
                 }
-                ctx.scheduler.send(Event::Freed {
+                ctx.scheduler.send(Event::Declined {
                     agent: owner.agent,
                     session: owner.session,
+                    job: job.id,
                 });
             }
         }

@@ -36,6 +36,9 @@ pub enum ServeError {
     Routes(#[from] crate::http::MissingRule),
 }
 
+/// Agent handshakes in progress at once.
+const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+
 /// Bound addresses, for callers that asked for port 0.
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
@@ -225,11 +228,22 @@ pub async fn serve(
     ready(bound);
 
     let sessions = TaskTracker::new();
+    // Handshakes are the costly part of a session: after a controller restart every agent
+    // comes back at once, so only so many are done at a time and the excess is refused
+    // cheaply (agents retry with jittered backoff).
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             incoming = agents_ep.accept() => match incoming {
-                Some(i) => { sessions.spawn(session::handle(ctx.clone(), i)); }
+                Some(i) => {
+                    let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+                        crate::metrics::global().handshakes_refused.inc();
+                        i.refuse();
+                        continue;
+                    };
+                    sessions.spawn(session::handle(ctx.clone(), i, slot));
+                }
                 None => break,
             },
         }

@@ -92,9 +92,16 @@ fn close_conn(conn: &quinn::Connection, code: u32, reason: &str) {
     conn.close(quinn::VarInt::from_u32(code), reason.as_bytes());
 }
 
-/// Runs one agent connection from handshake to close.
-pub async fn handle(ctx: Arc<SessionContext>, incoming: quinn::Incoming) {
-    let conn = match incoming.await {
+/// Runs one agent connection from handshake to close. `handshake` is held until the
+/// handshake is done.
+pub async fn handle(
+    ctx: Arc<SessionContext>,
+    incoming: quinn::Incoming,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
+    let conn = incoming.await;
+    drop(handshake);
+    let conn = match conn {
         Ok(c) => c,
         Err(e) => {
             metrics::global().handshakes_refused.inc();

@@ -9,6 +9,10 @@ pub struct PrivateMariaDb {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Server options beyond the defaults (TLS, say).
+    extra: Vec<String>,
+    /// The TLS material, if any, kept as long as the server.
+    certs: Option<tempfile::TempDir>,
 }
 
 fn free_tcp_port() -> u16 {
@@ -21,6 +25,41 @@ fn free_tcp_port() -> u16 {
 impl PrivateMariaDb {
     /// Initialises a data directory and starts the server.
     pub fn start() -> PrivateMariaDb {
+        PrivateMariaDb::start_with(Vec::new())
+    }
+
+    /// A server that accepts only TLS over TCP, with a certificate for 127.0.0.1 and
+    /// localhost issued by a CA made here; returns the server and the CA's PEM path.
+    pub fn start_tls() -> (PrivateMariaDb, PathBuf) {
+        let certs_dir = tempfile::tempdir().expect("certs dir");
+        let certs = certs_dir.path().to_path_buf();
+        let ca = outpost_protocol::pki::Ca::generate("test MariaDB CA", Duration::from_secs(86400))
+            .expect("CA");
+        let server = ca
+            .issue_server(
+                &["127.0.0.1".into(), "localhost".into()],
+                Duration::from_secs(86400),
+            )
+            .expect("server certificate");
+        let write = |name: &str, pem: &str| {
+            let path = certs.join(name);
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        let ca_path = write("ca.pem", &ca.cert_pem());
+        let cert = write("server.pem", &server.cert_pem);
+        let key = write("server.key", &server.key_pem);
+        let mut db = PrivateMariaDb::start_with(vec![
+            format!("--ssl-ca={}", ca_path.display()),
+            format!("--ssl-cert={}", cert.display()),
+            format!("--ssl-key={}", key.display()),
+            "--require-secure-transport=ON".into(),
+        ]);
+        db.certs = Some(certs_dir);
+        (db, ca_path)
+    }
+
+    fn start_with(extra: Vec<String>) -> PrivateMariaDb {
         let dir = tempfile::tempdir().expect("dir");
         let data = dir.path().join("data");
         let out = Command::new("mariadb-install-db")
@@ -42,6 +81,8 @@ impl PrivateMariaDb {
             port: free_tcp_port(),
             dir,
             child: None,
+            extra,
+            certs: None,
         };
         db.spawn();
         db.exec("CREATE DATABASE outpost CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
@@ -70,6 +111,7 @@ impl PrivateMariaDb {
                 "--skip-log-bin",
                 "--innodb-buffer-pool-size=64M",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -86,28 +128,27 @@ impl PrivateMariaDb {
         }
     }
 
+    /// The admin client, over the server's own socket (allowed whatever TCP requires).
+    fn client(&self) -> Command {
+        let mut c = Command::new("mariadb");
+        c.args([
+            "-uroot",
+            &format!("--socket={}", self.path("sock").display()),
+        ]);
+        c
+    }
+
     fn ping(&self) -> bool {
-        Command::new("mariadb")
-            .args([
-                "-uroot",
-                "-h127.0.0.1",
-                &format!("-P{}", self.port),
-                "-e",
-                "SELECT 1",
-            ])
+        self.client()
+            .args(["-e", "SELECT 1"])
             .output()
             .is_ok_and(|o| o.status.success())
     }
 
     pub fn exec(&self, sql: &str) {
-        let out = Command::new("mariadb")
-            .args([
-                "-uroot",
-                "-h127.0.0.1",
-                &format!("-P{}", self.port),
-                "-e",
-                sql,
-            ])
+        let out = self
+            .client()
+            .args(["-e", sql])
             .output()
             .expect("mariadb client");
         assert!(

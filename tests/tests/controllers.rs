@@ -246,3 +246,40 @@ async fn database_restarted_mid_ingest_loses_nothing() {
         "{stored_before} lines were in before the outage"
     );
 }
+
+/// The seed asks for TLS on database connections: a MariaDB that refuses plain TCP is reached
+/// with `ssl-mode=VERIFY_CA` and the CA that signed it, and refused with another CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_connects_to_a_mariadb_that_requires_tls() {
+    use outpost_controller::{PoolConfig, Store};
+    let (mdb, ca) = PrivateMariaDb::start_tls();
+    let tls_url = format!("{}?ssl-mode=VERIFY_CA&ssl-ca={}", mdb.url(), ca.display());
+    let store = Store::connect(&tls_url, &PoolConfig::default())
+        .await
+        .expect("a TLS connection verified against the CA");
+    store.migrate_up().await.expect("migrations over TLS");
+    store.ping().await.unwrap();
+    store.close().await;
+    // Without TLS the server refuses.
+    let plain = format!("{}?ssl-mode=DISABLED", mdb.url());
+
+    let err = Store::connect(&plain, &PoolConfig::default())
+        .await
+        .unwrap_err();
+    // MySQL 8 says why; MariaDB only refuses the login: either way the error names the fix.
+    assert!(err.to_string().contains("ssl-mode=VERIFY_CA"), "{err}");
+    // And a server whose certificate another CA signed is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    let stranger =
+        outpost_protocol::pki::Ca::generate("stranger", Duration::from_secs(3600)).unwrap();
+    let stranger_pem = other.path().join("ca.pem");
+    std::fs::write(&stranger_pem, stranger.cert_pem()).unwrap();
+    let wrong = format!(
+        "{}?ssl-mode=VERIFY_CA&ssl-ca={}",
+        mdb.url(),
+        stranger_pem.display()
+    );
+    assert!(Store::connect(&wrong, &PoolConfig::default())
+        .await
+        .is_err());
+}

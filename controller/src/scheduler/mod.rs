@@ -86,9 +86,20 @@ pub enum Event {
         agent: AgentId,
         session: u64,
     },
+    /// An agent did not take a job (it rejected it, or never answered): its place is free,
+    /// and the job waits a little before it is offered again, so that a refusing agent does
+    /// not turn dispatch into a loop.
+    Declined {
+        agent: AgentId,
+        session: u64,
+        job: crate::model::JobId,
+    },
     /// Jobs were created: look at the queue now.
     Wake,
 }
+
+/// How long a declined job waits before it is offered again.
+const DECLINED_PAUSE: Duration = Duration::from_secs(5);
 
 /// Talks to the scheduler task. Cheap to clone.
 #[derive(Clone)]
@@ -114,6 +125,7 @@ pub fn spawn(
         settings,
         agents: HashMap::new(),
         cancel_sent: HashMap::new(),
+        paused: HashMap::new(),
         reasons: HashMap::new(),
         playbooks: PlaybookCache::default(),
     };
@@ -130,6 +142,8 @@ struct Scheduler {
     agents: HashMap<AgentId, AgentLink>,
     /// When each open cancel request was last sent, and to which session.
     cancel_sent: HashMap<Uuid, (u64, Instant)>,
+    /// Jobs an agent declined, and until when they wait.
+    paused: HashMap<crate::model::JobId, Instant>,
     /// The last pending reason written per job, so a sweep does not rewrite it.
     reasons: HashMap<crate::model::JobId, String>,
     playbooks: PlaybookCache,
@@ -225,6 +239,17 @@ impl Scheduler {
                 if let Some(l) = self.agents.get_mut(&agent).filter(|l| l.session == session) {
                     l.in_flight = l.in_flight.saturating_sub(1);
                 }
+                true
+            }
+            Event::Declined {
+                agent,
+                session,
+                job,
+            } => {
+                if let Some(l) = self.agents.get_mut(&agent).filter(|l| l.session == session) {
+                    l.in_flight = l.in_flight.saturating_sub(1);
+                }
+                self.paused.insert(job, Instant::now() + DECLINED_PAUSE);
                 true
             }
             Event::Wake => true,
@@ -339,9 +364,14 @@ impl Scheduler {
             self.reasons.clear();
             return Ok(());
         }
+        let now = Instant::now();
+        self.paused.retain(|_, until| *until > now);
         let mut busy_servers = self.store.active_jobs_per_server().await?;
         let mut servers: HashMap<ServerId, Server> = HashMap::new();
         for job in queue {
+            if self.paused.contains_key(&job.id) {
+                continue;
+            }
             let server = match servers.get(&job.server_id) {
                 Some(s) => s.clone(),
                 None => {

@@ -96,8 +96,10 @@ pub enum StoreError {
     BadUrl(String),
     #[error("cannot reach the database at {target}: {detail}. Is it running, and are host and port right?")]
     Unreachable { target: String, detail: String },
-    #[error("the database at {target} refused the login: check the user and password in the URL")]
+    #[error("the database at {target} refused the login: check the user and password in the URL (and if the server accepts only TLS, add ?ssl-mode=VERIFY_CA&ssl-ca=<its CA file>)")]
     AccessDenied { target: String },
+    #[error("the database at {target} accepts only TLS: add ?ssl-mode=VERIFY_CA&ssl-ca=<its CA file> to the URL")]
+    TlsRequired { target: String },
     #[error("the database at {target} has no database '{name}': create it (CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci) or fix the URL")]
     UnknownDatabase { target: String, name: String },
     #[error("{0} not found")]
@@ -318,6 +320,12 @@ impl Store {
 
 fn classify_connect_error(err: sqlx::Error, target: &str, db_name: &str) -> StoreError {
     if let sqlx::Error::Database(db) = &err {
+        if db.message().contains("insecure transport") || db.message().contains("secure_transport")
+        {
+            return StoreError::TlsRequired {
+                target: target.to_owned(),
+            };
+        }
         match db.code().as_deref() {
             // ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR
             Some("28000") | Some("42000") if db.message().contains("Access denied") => {
