@@ -81,16 +81,7 @@ pub fn tls_config(ca_pem: &str) -> Result<rustls::ClientConfig, ApiError> {
 impl Client {
     /// A client of `base` (`https://host:8443`) trusting the CAs in `ca_pem`.
     pub fn new(base: &str, ca_pem: &str) -> Result<Client, ApiError> {
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config(ca_pem)?)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| ApiError::Unexpected(e.to_string()))?;
-        Ok(Client {
-            base: base.trim_end_matches('/').to_owned(),
-            http,
-            token: None,
-        })
+        Client::with_tls(base, tls_config(ca_pem)?)
     }
 
     /// A client of `base` with a TLS configuration of the caller's (a pinned CA, say).

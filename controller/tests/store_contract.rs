@@ -42,6 +42,23 @@ contract!(
     lost_agents_are_settled_from_the_database,
 );
 
+/// The tickets opened for a job.
+async fn tickets_of(
+    store: &Store,
+    job: outpost_controller::model::JobId,
+) -> outpost_controller::model::Page<outpost_controller::model::Ticket> {
+    store
+        .list_tickets(
+            &TicketFilter {
+                job_id: Some(job),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap()
+}
+
 /// Claims `job` for agent 1 and returns the attempt.
 async fn claimed(life: &Lifecycle, job: &outpost_controller::model::Job) -> Attempt {
     match life
@@ -75,16 +92,7 @@ async fn a_failed_job_and_its_ticket_commit_together(backend: Backend) {
     assert!(life.finish(&a, &failed).await.unwrap());
     // Finishing again changes nothing and opens no second ticket.
     assert!(!life.finish(&a, &failed).await.unwrap());
-    let tickets = store
-        .list_tickets(
-            &TicketFilter {
-                job_id: Some(jobs[0].id),
-                ..Default::default()
-            },
-            Paging::default(),
-        )
-        .await
-        .unwrap();
+    let tickets = tickets_of(&store, jobs[0].id).await;
     assert_eq!(tickets.total, 1);
     assert_eq!(tickets.items[0].created_by, f.admin.id);
     assert_eq!(tickets.items[0].priority, TicketPriority::High);
@@ -124,16 +132,7 @@ async fn a_long_failure_fits_its_columns(backend: Backend) {
     assert_eq!(job.status, JobStatus::Failed);
     let err = job.error_message.unwrap();
     assert!(err.len() <= 65_535 && err.contains("…[cut; 100000 bytes in all]"));
-    let t = store
-        .list_tickets(
-            &TicketFilter {
-                job_id: Some(jobs[0].id),
-                ..Default::default()
-            },
-            Paging::default(),
-        )
-        .await
-        .unwrap();
+    let t = tickets_of(&store, jobs[0].id).await;
     assert_eq!(t.total, 1);
     assert!(t.items[0]
         .description
@@ -262,16 +261,7 @@ async fn lost_agents_are_settled_from_the_database(backend: Backend) {
     let back = store.get_job(jobs[1].id).await.unwrap();
     assert_eq!((back.status, back.agent_id), (JobStatus::Pending, None));
     let _ = assigned;
-    let tickets = store
-        .list_tickets(
-            &TicketFilter {
-                job_id: Some(jobs[0].id),
-                ..Default::default()
-            },
-            Paging::default(),
-        )
-        .await
-        .unwrap();
+    let tickets = tickets_of(&store, jobs[0].id).await;
     assert_eq!(tickets.total, 1);
     let lost = store
         .list_audit(

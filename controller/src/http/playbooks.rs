@@ -23,7 +23,6 @@ use super::users::paging;
 use super::{views, ApiState};
 use crate::model::PlaybookId;
 use crate::store::playbooks::NewPlaybook;
-use crate::store::StoreError;
 
 /// For a raw YAML upload: the playbook's name and description.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -262,26 +261,13 @@ pub async fn delete(
     Path(id): Path<i32>,
 ) -> ApiResult<Json<DeleteResult>> {
     let id = PlaybookId(id);
-    match st.store.delete_playbook(id, &caller.actor()).await {
-        Ok(()) => Ok(Json(DeleteResult {
-            outcome: "deleted".into(),
-            message: "the playbook is deleted".into(),
-        })),
-        Err(StoreError::InUse { count, .. }) => {
-            let p = st
-                .store
-                .set_playbook_active(id, false, &caller.actor())
-                .await?;
-            Ok(Json(DeleteResult {
-                outcome: "deactivated".into(),
-                message: format!(
-                    "playbook {} has {count} jobs, so it was deactivated instead of deleted",
-                    p.name
-                ),
-            }))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let actor = caller.actor();
+    super::servers::delete_or_deactivate(
+        "playbook",
+        st.store.delete_playbook(id, &actor),
+        || async { Ok(st.store.set_playbook_active(id, false, &actor).await?.name) },
+    )
+    .await
 }
 
 #[cfg(test)]

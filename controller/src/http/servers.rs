@@ -141,21 +141,40 @@ pub async fn delete(
     Path(id): Path<i32>,
 ) -> ApiResult<Json<DeleteResult>> {
     let id = ServerId(id);
-    match st.store.delete_server(id, &caller.actor()).await {
+    let actor = caller.actor();
+    delete_or_deactivate("server", st.store.delete_server(id, &actor), || async {
+        Ok(st
+            .store
+            .set_server_active(id, false, &actor)
+            .await?
+            .hostname)
+    })
+    .await
+}
+
+/// Deletes a row nothing refers to; one that jobs refer to is deactivated instead (the seed's
+/// RESTRICT rule), and the answer says which happened. `deactivate` returns the row's name.
+pub(super) async fn delete_or_deactivate<D, A, F>(
+    what: &str,
+    delete: D,
+    deactivate: A,
+) -> ApiResult<Json<DeleteResult>>
+where
+    D: std::future::Future<Output = Result<(), StoreError>>,
+    A: FnOnce() -> F,
+    F: std::future::Future<Output = Result<String, StoreError>>,
+{
+    match delete.await {
         Ok(()) => Ok(Json(DeleteResult {
             outcome: "deleted".into(),
-            message: "the server is deleted".into(),
+            message: format!("the {what} is deleted"),
         })),
         Err(StoreError::InUse { count, .. }) => {
-            let s = st
-                .store
-                .set_server_active(id, false, &caller.actor())
-                .await?;
+            let name = deactivate().await?;
             Ok(Json(DeleteResult {
                 outcome: "deactivated".into(),
                 message: format!(
-                    "server {} has {count} jobs, so it was deactivated instead of deleted",
-                    s.hostname
+                    "{what} {name} has {count} jobs, so it was deactivated instead of deleted"
                 ),
             }))
         }
