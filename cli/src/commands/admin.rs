@@ -1,0 +1,338 @@
+//! Tickets, agents and enrolment tokens, users, and the audit trail.
+
+use anyhow::Context as _;
+use outpost_api::client::Client;
+use outpost_api::*;
+use serde_json::json;
+
+use super::{client, pairs, password_from_user, urlencode};
+use crate::output::{cell, labels, time, Output};
+use crate::{AgentCmd, AuditCmd, TicketCmd, UserCmd};
+
+pub async fn tickets(ctx: Option<&str>, cmd: TicketCmd, out: Output) -> anyhow::Result<()> {
+    let c = client(ctx)?;
+    let rows = |ts: &[TicketView]| -> Vec<Vec<String>> {
+        ts.iter()
+            .map(|t| {
+                vec![
+                    t.id.clone(),
+                    out.status(t.status.as_str()),
+                    out.status(t.priority.as_str()),
+                    t.title.clone(),
+                    time(&Some(t.created_at)),
+                ]
+            })
+            .collect()
+    };
+    let header = ["ticket", "status", "priority", "title", "created"];
+    let patch = |status: Option<String>,
+                 priority: Option<String>,
+                 title: Option<String>|
+     -> anyhow::Result<TicketPatchRequest> {
+        Ok(TicketPatchRequest {
+            status: status.map(|s| s.parse()).transpose()?,
+            priority: priority.map(|s| s.parse()).transpose()?,
+            title,
+            description: None,
+        })
+    };
+    match cmd {
+        TicketCmd::List { status, priority } => {
+            let mut q = vec!["limit=1000".to_owned()];
+            if let Some(s) = status {
+                q.push(format!("status={}", urlencode(&s)));
+            }
+            if let Some(p) = priority {
+                q.push(format!("priority={}", urlencode(&p)));
+            }
+            let page: Page<TicketView> = c.get(&format!("/api/v1/tickets?{}", q.join("&"))).await?;
+            if !out.json(&page) {
+                out.table(&header, rows(&page.items));
+            }
+        }
+        TicketCmd::Show { ticket } => {
+            let t: TicketView = c.get(&format!("/api/v1/tickets/{ticket}")).await?;
+            if !out.json(&t) {
+                println!(
+                    "{} [{} / {}] {}\njob {}\n\n{}",
+                    t.id,
+                    t.status,
+                    t.priority,
+                    t.title,
+                    t.job_id,
+                    t.description.clone().unwrap_or_default()
+                );
+            }
+        }
+        TicketCmd::Update {
+            ticket,
+            status,
+            priority,
+            title,
+        } => {
+            let t: TicketView = c
+                .patch(
+                    &format!("/api/v1/tickets/{ticket}"),
+                    &patch(status, priority, title)?,
+                )
+                .await?;
+            if !out.json(&t) {
+                out.table(&header, rows(&[t]));
+            }
+        }
+        TicketCmd::Resolve { ticket } => {
+            let t: TicketView = c
+                .patch(
+                    &format!("/api/v1/tickets/{ticket}"),
+                    &json!({"status": "resolved"}),
+                )
+                .await?;
+            if !out.json(&t) {
+                println!("ticket {} resolved", t.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Result<()> {
+    let c = client(ctx)?;
+    match cmd {
+        AgentCmd::List => {
+            let page: Page<AgentView> = c.get("/api/v1/agents?limit=1000").await?;
+            if !out.json(&page) {
+                let rows = page
+                    .items
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.to_string(),
+                            a.name.clone(),
+                            out.status(if a.revoked {
+                                "revoked"
+                            } else if a.online {
+                                "online"
+                            } else {
+                                "offline"
+                            }),
+                            labels(&a.labels),
+                            cell(&a.version),
+                            time(&a.cert_expires_at),
+                            time(&a.last_seen),
+                        ]
+                    })
+                    .collect();
+                out.table(
+                    &[
+                        "id",
+                        "name",
+                        "state",
+                        "labels",
+                        "version",
+                        "cert until",
+                        "last seen",
+                    ],
+                    rows,
+                );
+            }
+        }
+        AgentCmd::Revoke { agent } => {
+            let id = match agent.parse::<i64>() {
+                Ok(id) => id,
+                Err(_) => {
+                    let page: Page<AgentView> = c.get("/api/v1/agents?limit=1000").await?;
+                    page.items
+                        .iter()
+                        .find(|a| a.name == agent || a.uuid == agent)
+                        .map(|a| i64::from(a.id))
+                        .with_context(|| format!("no agent named {agent}"))?
+                }
+            };
+            let a: AgentView = c
+                .post(&format!("/api/v1/agents/{id}/revoke"), &json!({}))
+                .await?;
+            if !out.json(&a) {
+                println!(
+                    "agent {} revoked: its sessions are dropped and it cannot connect again",
+                    a.name
+                );
+            }
+        }
+        AgentCmd::Token {
+            name,
+            labels,
+            ttl_hours,
+        } => {
+            let labels = pairs(&labels, "label")?
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            let t: EnrollmentTokenCreated = c
+                .post(
+                    "/api/v1/enrollment-tokens",
+                    &NewEnrollmentTokenRequest {
+                        name,
+                        labels,
+                        ttl_hours: Some(ttl_hours),
+                    },
+                )
+                .await?;
+            if !out.json(&t) {
+                println!("{}", t.token);
+                eprintln!(
+                    "one-time token for agent '{}', valid until {}; on the bastion:\n  outpost-agent enroll --controller HOST:7444 --token '<token>'",
+                    t.record.name,
+                    t.record.expires_at.format("%Y-%m-%d %H:%M UTC")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user_by(c: &Client, u: &str) -> anyhow::Result<UserView> {
+    if let Ok(id) = u.parse::<i64>() {
+        return Ok(c.get(&format!("/api/v1/users/{id}")).await?);
+    }
+    let page: Page<UserView> = c.get("/api/v1/users?limit=1000").await?;
+    page.items
+        .into_iter()
+        .find(|x| x.username == u)
+        .with_context(|| format!("no user named {u}"))
+}
+
+pub async fn users(ctx: Option<&str>, cmd: UserCmd, out: Output) -> anyhow::Result<()> {
+    let c = client(ctx)?;
+    let rows = |us: &[UserView]| -> Vec<Vec<String>> {
+        us.iter()
+            .map(|u| {
+                vec![
+                    u.id.to_string(),
+                    u.username.clone(),
+                    u.email.clone(),
+                    u.role.to_string(),
+                    out.status(if u.is_active { "active" } else { "inactive" }),
+                    time(&u.last_login),
+                ]
+            })
+            .collect()
+    };
+    let header = ["id", "username", "email", "role", "state", "last login"];
+    match cmd {
+        UserCmd::List => {
+            let page: Page<UserView> = c.get("/api/v1/users?limit=1000").await?;
+            if !out.json(&page) {
+                out.table(&header, rows(&page.items));
+            }
+        }
+        UserCmd::Add {
+            username,
+            email,
+            role,
+        } => {
+            let password = password_from_user(&format!("Initial password for {username}: "))?;
+            let u: UserView = c
+                .post(
+                    "/api/v1/users",
+                    &NewUserRequest {
+                        username,
+                        email,
+                        password,
+                        role: Some(role.parse()?),
+                    },
+                )
+                .await?;
+            if !out.json(&u) {
+                out.table(&header, rows(&[u]));
+            }
+        }
+        UserCmd::Update {
+            user,
+            role,
+            email,
+            active,
+        } => {
+            let u = user_by(&c, &user).await?;
+            let patch = UserPatchRequest {
+                role: role.map(|r| r.parse()).transpose()?,
+                email,
+                is_active: active,
+            };
+            let u: UserView = c.patch(&format!("/api/v1/users/{}", u.id), &patch).await?;
+            if !out.json(&u) {
+                out.table(&header, rows(&[u]));
+            }
+        }
+        UserCmd::Passwd { user } => {
+            let me: Whoami = c.get("/api/v1/auth/whoami").await?;
+            let target = match user {
+                Some(u) => user_by(&c, &u).await?,
+                None => me.user.clone(),
+            };
+            let own = target.id == me.user.id;
+            let current = if own {
+                Some(password_from_user("Current password: ")?)
+            } else {
+                None
+            };
+            let new_password = match std::env::var("OUTPOST_NEW_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => password_from_user(&format!("New password for {}: ", target.username))?,
+            };
+            let u: UserView = c
+                .post(
+                    &format!("/api/v1/users/{}/password", target.id),
+                    &PasswordChangeRequest {
+                        current_password: current,
+                        new_password,
+                    },
+                )
+                .await?;
+            if !out.json(&u) {
+                println!("password of {} changed", u.username);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn audit(ctx: Option<&str>, cmd: AuditCmd, out: Output) -> anyhow::Result<()> {
+    let c = client(ctx)?;
+    let AuditCmd::List {
+        action,
+        resource_type,
+        limit,
+    } = cmd;
+    let mut q = vec![format!("limit={limit}")];
+    if let Some(a) = action {
+        q.push(format!("action={}", urlencode(&a)));
+    }
+    if let Some(r) = resource_type {
+        q.push(format!("resource_type={}", urlencode(&r)));
+    }
+    let page: Page<AuditView> = c.get(&format!("/api/v1/audit?{}", q.join("&"))).await?;
+    if !out.json(&page) {
+        let rows = page
+            .items
+            .iter()
+            .map(|e| {
+                vec![
+                    time(&Some(e.timestamp)),
+                    cell(&e.user_id),
+                    e.action.clone(),
+                    format!("{} {}", e.resource_type, cell(&e.resource_id)),
+                    cell(&e.ip_address),
+                    e.details
+                        .as_ref()
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        out.table(
+            &["time", "user", "action", "resource", "from", "details"],
+            rows,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Jobs: launching with ansible-playbook's options, following, listing, cancelling.
+
+use anyhow::{bail, Context as _};
+use outpost_api::client::Client;
+use outpost_api::*;
+use serde_json::{json, Value};
+
+use super::{client, pairs, urlencode};
+use crate::output::{cell, time, Output};
+use crate::{follow, inventory, JobCmd, RunArgs};
+
+fn extra_vars(items: &[String]) -> anyhow::Result<Option<JsonObject>> {
+    let mut vars = JsonObject::new();
+    for item in items {
+        if let Some(path) = item.strip_prefix('@') {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+            let value: Value = if path.ends_with(".json") {
+                serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?
+            } else {
+                inventory::yaml_document(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?
+            };
+            match value {
+                Value::Object(m) => vars.extend(m),
+                _ => bail!("{path} must hold a mapping of variables"),
+            }
+        } else {
+            let (k, v) = item
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .with_context(|| format!("extra var '{item}' is not key=value or @file"))?;
+            vars.insert(k.to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    Ok((!vars.is_empty()).then_some(vars))
+}
+
+fn split_tags(t: &Option<String>) -> Vec<String> {
+    t.as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn job_rows(out: &Output, jobs: &[JobView]) -> Vec<Vec<String>> {
+    jobs.iter()
+        .map(|j| {
+            let mut row = vec![
+                j.id.clone(),
+                out.status(j.status.as_str()),
+                j.playbook.name.clone(),
+                j.server.name.clone(),
+                time(&Some(j.created_at)),
+            ];
+            if out.wide {
+                row.push(
+                    j.agent
+                        .as_ref()
+                        .map(|a| a.name.clone())
+                        .unwrap_or_else(|| "-".into()),
+                );
+                row.push(cell(&j.exit_code));
+                row.push(
+                    j.pending_reason
+                        .clone()
+                        .or_else(|| j.error_message.clone())
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            row
+        })
+        .collect()
+}
+
+pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result<u8> {
+    let c = client(ctx)?;
+    let header: &[&str] = if out.wide {
+        &[
+            "job", "status", "playbook", "server", "created", "agent", "exit", "reason",
+        ]
+    } else {
+        &["job", "status", "playbook", "server", "created"]
+    };
+    match cmd {
+        JobCmd::Run(a) => return run_job(&c, a, out).await,
+        JobCmd::List { status, limit } => {
+            let mut path = format!("/api/v1/jobs?limit={limit}");
+            if let Some(s) = status {
+                path.push_str(&format!("&status={}", urlencode(&s)));
+            }
+            let page: Page<JobView> = c.get(&path).await?;
+            if !out.json(&page) {
+                out.table(header, job_rows(&out, &page.items));
+            }
+        }
+        JobCmd::Show { job } => {
+            let j: JobView = c.get(&format!("/api/v1/jobs/{job}")).await?;
+            if !out.json(&j) {
+                println!("{}", serde_json::to_string_pretty(&j)?);
+            }
+        }
+        JobCmd::Logs {
+            job,
+            follow: true,
+            since_line,
+        } => {
+            let end = follow::follow(&c, &job, since_line, None).await?;
+            return Ok(follow::exit_code(&[end.status]));
+        }
+        JobCmd::Logs {
+            job,
+            follow: false,
+            since_line,
+        } => {
+            let mut after = since_line;
+            loop {
+                let page: LogPage = c
+                    .get(&format!("/api/v1/jobs/{job}/logs?after={after}&limit=5000"))
+                    .await?;
+                for l in &page.lines {
+                    if out.json {
+                        println!("{}", serde_json::to_string(l)?);
+                    } else {
+                        println!("{}", l.content);
+                    }
+                }
+                if page.lines.is_empty() {
+                    break;
+                }
+                after = page.next_after;
+            }
+        }
+        JobCmd::Cancel { job } => {
+            let r: CancelResponse = c
+                .post(&format!("/api/v1/jobs/{job}/cancel"), &json!({}))
+                .await?;
+            if !out.json(&r) {
+                println!(
+                    "job {}: {}",
+                    r.job.id,
+                    if r.outcome == "cancelled" {
+                        "cancelled"
+                    } else {
+                        "cancel requested; the agent stops it"
+                    }
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
+    let playbook = match a.playbook.parse::<i64>() {
+        Ok(id) => IdOrName::Id(id),
+        Err(_) => IdOrName::Name(a.playbook.clone()),
+    };
+    let (servers, filter) = match (
+        a.servers.is_empty(),
+        a.env.is_some() || !a.selector.is_empty(),
+    ) {
+        (false, false) => (
+            Some(
+                a.servers
+                    .iter()
+                    .map(|s| match s.parse::<i64>() {
+                        Ok(id) => IdOrName::Id(id),
+                        Err(_) => IdOrName::Name(s.clone()),
+                    })
+                    .collect(),
+            ),
+            None,
+        ),
+        (true, true) => {
+            let tags = pairs(&a.selector, "selector")?
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            (
+                None,
+                Some(ServerSelector {
+                    environment: a.env.clone(),
+                    tags,
+                }),
+            )
+        }
+        (false, true) => {
+            bail!("choose servers either by --server or by --env/--selector, not both")
+        }
+        (true, false) => bail!("which servers? give --server NAME, --env ENV or -l key=value"),
+    };
+    let req = LaunchRequest {
+        playbook,
+        servers,
+        filter,
+        extra_vars: extra_vars(&a.extra_vars)?,
+        tags: split_tags(&a.tags),
+        skip_tags: split_tags(&a.skip_tags),
+        check: a.check,
+        diff: a.diff,
+        verbosity: a.verbose,
+    };
+    let launched: LaunchResponse = c.post("/api/v1/jobs", &req).await?;
+    if !a.follow {
+        if !out.json(&launched) {
+            let header: &[&str] = &["job", "status", "playbook", "server", "created"];
+            out.table(header, job_rows(&out, &launched.jobs));
+        }
+        return Ok(0);
+    }
+    let several = launched.jobs.len() > 1;
+    let mut tasks = Vec::new();
+    for j in &launched.jobs {
+        let (c, id, server) = (c.clone(), j.id.clone(), j.server.name.clone());
+        tasks.push(tokio::spawn(async move {
+            let prefix = several.then_some(server.as_str());
+            follow::follow(&c, &id, 0, prefix)
+                .await
+                .map(|e| (server, e))
+        }));
+    }
+    let mut statuses = Vec::new();
+    let mut summary = Vec::new();
+    for t in tasks {
+        let (server, end) = t.await.context("a follower stopped")??;
+        statuses.push(end.status);
+        summary.push((server, end));
+    }
+    if several || out.json {
+        if out.json {
+            out.json(
+                &summary
+                    .iter()
+                    .map(|(s, e)| json!({"server": s, "end": e}))
+                    .collect::<Vec<_>>(),
+            );
+        } else {
+            for (s, e) in &summary {
+                eprintln!(
+                    "{s}: {}{}",
+                    e.status,
+                    e.exit_code
+                        .map(|c| format!(" (exit {c})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    } else if let Some((_, e)) = summary.first() {
+        eprintln!("job {}: {}", launched.jobs[0].id, e.status);
+    }
+    Ok(follow::exit_code(&statuses))
+}
