@@ -4,8 +4,10 @@
 //! and once the outcome is acknowledged the whole spool is removed.
 //!
 //! Layout of `spool/<job>/`: `job.json` (dispatch, process group, outcome), `lines` (records of a
-//! u32 length and a postcard-encoded line, appended in line order), `acked` (the last line the
-//! controller acknowledged). Memory stays bounded however much a job prints: lines are read
+//! u32 length, a CRC-32 of the body and a postcard-encoded line, appended in line order),
+//! `acked` (the last line the controller acknowledged), `format` (2; a spool without it was
+//! written before records carried a checksum, and is read without one). A record whose
+//! checksum, length or number is wrong ends what is read: everything before it is sound. Memory stays bounded however much a job prints: lines are read
 //! back from disk a batch at a time, and only a sparse index of offsets is kept.
 
 use std::fs::{File, OpenOptions};
@@ -63,6 +65,8 @@ struct Inner {
 
 pub struct Spool {
     dir: PathBuf,
+    /// The record format: 1 without a checksum, 2 with.
+    format: u8,
     inner: Mutex<Inner>,
 }
 
@@ -96,8 +100,10 @@ impl Spool {
             .write(true)
             .open(dir.join("lines"))?;
         write_atomic(&dir.join("acked"), b"0")?;
+        write_atomic(&dir.join("format"), FORMAT.to_string().as_bytes())?;
         let spool = Spool {
             dir,
+            format: FORMAT,
             inner: Mutex::new(Inner {
                 writer,
                 size: 0,
@@ -119,12 +125,16 @@ impl Spool {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
+        let format: u8 = std::fs::read_to_string(dir.join("format"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1);
         let path = dir.join("lines");
         let mut reader = BufReader::new(File::open(&path)?);
         let mut size = 0u64;
         let mut last_line = 0u32;
         let mut index = vec![(1, 0)];
-        while let Ok(Some((rec, len))) = read_record(&mut reader) {
+        while let Ok(Some((rec, len))) = read_record(&mut reader, format) {
             if rec.line != last_line + 1 {
                 break; // never happens unless the file was damaged: keep what is sound
             }
@@ -140,6 +150,7 @@ impl Spool {
         writer.seek(SeekFrom::Start(size))?;
         Ok(Spool {
             dir: dir.to_path_buf(),
+            format,
             inner: Mutex::new(Inner {
                 writer,
                 size,
@@ -208,7 +219,7 @@ impl Spool {
                 level: l.level,
                 text: l.text.clone(),
             };
-            let frame = codec::encode(&rec, MAX_RECORD).map_err(std::io::Error::other)?;
+            let frame = encode_record(&rec, self.format)?;
             if line > 1 && (line - 1).is_multiple_of(INDEX_EVERY) {
                 new_index.push((line, offset));
             }
@@ -245,7 +256,7 @@ impl Spool {
         let mut offset = start_offset;
         let mut current = start_line;
         while current < line && offset < size {
-            match read_record(&mut reader)? {
+            match read_record(&mut reader, self.format)? {
                 Some((_, len)) => {
                     offset += len;
                     current += 1;
@@ -278,7 +289,7 @@ impl Spool {
         reader.seek(SeekFrom::Start(offset))?;
         let mut bytes = 0;
         while chunk.lines.len() < max_lines && bytes < max_bytes && chunk.next_offset < size {
-            let Some((rec, len)) = read_record(&mut reader)? else {
+            let Some((rec, len)) = read_record(&mut reader, self.format)? else {
                 break;
             };
             if rec.line != first + chunk.lines.len() as u32 {
@@ -314,14 +325,36 @@ impl Spool {
     }
 }
 
-fn read_record(r: &mut impl Read) -> std::io::Result<Option<(Record, u64)>> {
-    let mut prefix = [0u8; 4];
-    match r.read_exact(&mut prefix) {
+/// The record format new spools are written in.
+const FORMAT: u8 = 2;
+
+/// A record as written: `[u32 length][u32 CRC-32 of the body, format 2][postcard body]`.
+fn encode_record(rec: &Record, format: u8) -> std::io::Result<Vec<u8>> {
+    if format < 2 {
+        return codec::encode(rec, MAX_RECORD).map_err(std::io::Error::other);
+    }
+    let body = postcard::to_allocvec(rec).map_err(std::io::Error::other)?;
+    if body.len() > MAX_RECORD {
+        return Err(std::io::Error::other("spool record too large"));
+    }
+    let mut frame = Vec::with_capacity(8 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Reads one record; `None` at the end, or at the first record that is cut short, too long,
+/// fails its checksum or does not decode (what follows a damaged record is not trusted).
+fn read_record(r: &mut impl Read, format: u8) -> std::io::Result<Option<(Record, u64)>> {
+    let header_len = if format >= 2 { 8 } else { 4 };
+    let mut header = [0u8; 8];
+    match r.read_exact(&mut header[..header_len]) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_be_bytes(prefix) as usize;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if len > MAX_RECORD {
         return Ok(None);
     }
@@ -331,8 +364,14 @@ fn read_record(r: &mut impl Read) -> std::io::Result<Option<(Record, u64)>> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
+    if format >= 2 {
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if crc32fast::hash(&body) != crc {
+            return Ok(None);
+        }
+    }
     match postcard::from_bytes::<Record>(&body) {
-        Ok(rec) => Ok(Some((rec, 4 + len as u64))),
+        Ok(rec) => Ok(Some((rec, (header_len + len) as u64))),
         Err(_) => Ok(None),
     }
 }
@@ -364,6 +403,41 @@ mod tests {
             proptest::prop_assert_eq!(chunk.lines.len() as u32, last);
             proptest::prop_assert_eq!(chunk.lines[0].text.as_str(), "sound");
         }
+    }
+
+    /// A byte flipped inside a record's text still decodes, but fails its checksum: the spool
+    /// keeps the lines before it, never a wrong line.
+    #[test]
+    fn a_damaged_record_is_caught_by_its_checksum() {
+        let root = tempfile::tempdir().unwrap();
+        let job = Uuid::new_v4();
+        let meta = Meta {
+            job,
+            dispatch_id: "d".into(),
+            playbook_name: "p".into(),
+            pgid: None,
+            outcome: None,
+        };
+        let spool = Spool::create(root.path(), meta).unwrap();
+        let line = |t: &str| LogLine {
+            at_ms: 1,
+            level: Level::Info,
+            text: t.into(),
+        };
+        spool
+            .append(&[line("first line"), line("second line"), line("third line")])
+            .unwrap();
+        drop(spool);
+        let path = root.path().join(job.to_string()).join("lines");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(6).position(|w| w == b"second").unwrap();
+        bytes[at] = b'S';
+        std::fs::write(&path, bytes).unwrap();
+        let reopened = Spool::open(&root.path().join(job.to_string())).unwrap();
+        assert_eq!(reopened.last_line(), 1);
+        let chunk = reopened.read(1, 0, 10, 1 << 20).unwrap();
+        assert_eq!(chunk.lines.len(), 1);
+        assert_eq!(chunk.lines[0].text, "first line");
     }
 
     /// A full disk (writes to /dev/full fail with ENOSPC): the append fails, and the spool
