@@ -405,10 +405,8 @@ mod tests {
         }
     }
 
-    /// A byte flipped inside a record's text still decodes, but fails its checksum: the spool
-    /// keeps the lines before it, never a wrong line.
-    #[test]
-    fn a_damaged_record_is_caught_by_its_checksum() {
+    /// A new spool in a temporary root, and its job.
+    fn fresh_spool() -> (tempfile::TempDir, Uuid, Spool) {
         let root = tempfile::tempdir().unwrap();
         let job = Uuid::new_v4();
         let meta = Meta {
@@ -419,11 +417,22 @@ mod tests {
             outcome: None,
         };
         let spool = Spool::create(root.path(), meta).unwrap();
-        let line = |t: &str| LogLine {
+        (root, job, spool)
+    }
+
+    fn line(text: &str) -> LogLine {
+        LogLine {
             at_ms: 1,
             level: Level::Info,
-            text: t.into(),
-        };
+            text: text.into(),
+        }
+    }
+
+    /// A byte flipped inside a record's text still decodes, but fails its checksum: the spool
+    /// keeps the lines before it, never a wrong line.
+    #[test]
+    fn a_damaged_record_is_caught_by_its_checksum() {
+        let (root, job, spool) = fresh_spool();
         spool
             .append(&[line("first line"), line("second line"), line("third line")])
             .unwrap();
@@ -444,21 +453,7 @@ mod tests {
     /// still holds, and reads back, every line written before.
     #[test]
     fn a_failed_write_keeps_what_was_written() {
-        let root = tempfile::tempdir().unwrap();
-        let job = Uuid::new_v4();
-        let meta = Meta {
-            job,
-            dispatch_id: "d".into(),
-            playbook_name: "p".into(),
-            pgid: None,
-            outcome: None,
-        };
-        let spool = Spool::create(root.path(), meta).unwrap();
-        let line = |t: &str| LogLine {
-            at_ms: 1,
-            level: Level::Info,
-            text: t.into(),
-        };
+        let (root, job, spool) = fresh_spool();
         assert_eq!(spool.append(&[line("one"), line("two")]).unwrap(), 2);
         // The disk fills up: the file now points at a device that refuses every write.
         let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
