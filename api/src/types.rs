@@ -424,6 +424,10 @@ pub struct LogQuery {
     pub after: Option<i32>,
     /// At most this many (1–10,000, default 1,000).
     pub limit: Option<i64>,
+    /// Only lines of this level (`ERROR`, `WARNING`, …; pages only).
+    pub level: Option<String>,
+    /// Only lines holding this text, case-insensitively (pages only; at most 200 bytes).
+    pub q: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -434,6 +438,9 @@ pub struct LogPage {
     pub job_status: JobStatus,
     /// The job is final and there is nothing after this page.
     pub complete: bool,
+    /// The highest line number stored so far, whatever the filter.
+    #[serde(default)]
+    pub last_line: i32,
 }
 
 /// The last event of a log stream.

@@ -7,6 +7,7 @@
 //!   [`context`]), [`dispatch`]
 //!   (job streams), [`scheduler`], [`ingest`], [`enroll`], [`lifecycle`], [`retention`].
 //! - [`lifecycle`]: the one place where a job changes state.
+//! - [`http`]: the HTTPS API; [`ui`]: the web UI on the same port.
 //! - [`config`], [`pki`] (the CA on disk), [`metrics`], [`text`] (fitting text to columns).
 
 pub mod config;
@@ -25,5 +26,6 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod text;
+pub mod ui;
 
 pub use store::{PoolConfig, Store, StoreError};

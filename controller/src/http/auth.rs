@@ -284,37 +284,30 @@ pub async fn authorize(
     if access == Access::Public {
         return Ok(next.run(req).await);
     }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && t.len() <= 200)
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "sign in first: send Authorization: Bearer <token> (POST /api/v1/auth/login)",
-            )
-        })?;
-    let owner = st
-        .store
-        .token_owner(&token_hash(token))
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthorized("the token is unknown, expired or revoked, or its account is deactivated: sign in again")
-        })?;
-    let _ = st.store.touch_api_token(owner.token_id).await;
-    let addr = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
-    let caller = Caller {
-        ip: addr,
-        user_agent: user_agent(req.headers()),
-        token_id: owner.token_id,
-        token_expires_at: owner.expires_at,
-        user: owner.user,
+    let token = match bearer(req.headers()) {
+        Some(t) => t.to_owned(),
+        // The web UI's pages call the API with their session cookie; a change made that way
+        // must also carry the page's CSRF token, which another site cannot read.
+        None => {
+            let t = session_cookie(req.headers()).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "sign in first: send Authorization: Bearer <token> (POST /api/v1/auth/login)",
+                )
+            })?;
+            let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+            let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !safe && sent.is_none_or(|c| !csrf_matches(&t, c)) {
+                return Err(ApiError::forbidden(
+                    "a change made with the session cookie needs the page's X-CSRF-Token",
+                ));
+            }
+            t
+        }
     };
+    let ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+    let caller = caller_for(&st, &token, req.headers(), ip).await?.ok_or_else(|| {
+        ApiError::unauthorized("the token is unknown, expired or revoked, or its account is deactivated: sign in again")
+    })?;
     let own_password_route =
         access == Access::SelfOrAdmin && path_id(req.uri().path()) == Some(caller.user.id);
     if access != Access::Session && !own_password_route && st.password_expired(&caller.user) {
@@ -340,6 +333,76 @@ pub async fn authorize(
     }
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
+}
+
+/// The web UI's session cookie: it holds an API token, like a bearer token.
+pub const SESSION_COOKIE: &str = "outpost_session";
+/// The header that carries the CSRF token of a cookie session.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The bearer token of a request, if it sent one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 200)
+}
+
+/// The token in the session cookie, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|t| !t.is_empty() && t.len() <= 200)
+}
+
+/// The CSRF token of a session: derived from its secret, so it needs no storage, and useless
+/// to anyone who cannot already read the session's pages.
+pub fn csrf_token(session_token: &str) -> String {
+    let digest = Sha256::digest(format!("outpost-csrf/1:{session_token}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// Whether `sent` is the CSRF token of `session_token` (compared in constant time).
+pub fn csrf_matches(session_token: &str, sent: &str) -> bool {
+    let want = csrf_token(session_token);
+    want.len() == sent.len()
+        && want
+            .bytes()
+            .zip(sent.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The signed-in user behind `token`, or `None` when the token is unknown, expired or its
+/// account deactivated. Marks the token used.
+pub async fn caller_for(
+    st: &ApiState,
+    token: &str,
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+) -> Result<Option<Caller>, ApiError> {
+    let Some(owner) = st.store.token_owner(&token_hash(token)).await? else {
+        return Ok(None);
+    };
+    let _ = st.store.touch_api_token(owner.token_id).await;
+    Ok(Some(Caller {
+        ip,
+        user_agent: user_agent(headers),
+        token_id: owner.token_id,
+        token_expires_at: owner.expires_at,
+        user: owner.user,
+    }))
 }
 
 /// The numeric id after `/users/` in a path.
@@ -371,6 +434,26 @@ mod tests {
     #[test]
     fn the_dummy_hash_is_a_bcrypt_hash() {
         assert_eq!(bcrypt::verify("x", dummy_hash()).ok(), Some(false));
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_their_session() {
+        let t = csrf_token("opat_a");
+        assert!(csrf_matches("opat_a", &t));
+        assert!(!csrf_matches("opat_b", &t));
+        assert!(!csrf_matches("opat_a", &t[1..]));
+        assert!(!csrf_matches("opat_a", ""));
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "theme=dark; outpost_session=opat_x ; other=1".parse().unwrap(),
+        );
+        assert_eq!(session_cookie(&h).as_deref(), Some("opat_x"));
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
     }
 
     #[test]

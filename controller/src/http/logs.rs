@@ -59,14 +59,30 @@ pub async fn page(
     let job = by_uuid(&st.store, &job_id).await?;
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
-    let lines = st.store.read_log_lines(job.id, after, limit).await?;
+    let level = q.level.as_deref().map(str::trim).filter(|l| !l.is_empty());
+    let needle = q.q.as_deref().filter(|n| !n.is_empty());
+    if level.is_some_and(|l| l.len() > 20) {
+        return Err(ApiError::unprocessable("level: at most 20 characters"));
+    }
+    if needle.is_some_and(|n| n.len() > 200) {
+        return Err(ApiError::unprocessable("q: at most 200 bytes"));
+    }
+    let lines = if level.is_some() || needle.is_some() {
+        st.store
+            .find_log_lines(job.id, after, level, needle, limit)
+            .await?
+    } else {
+        st.store.read_log_lines(job.id, after, limit).await?
+    };
     let next_after = lines.last().map(|l| l.line_number).unwrap_or(after);
     let complete = job.status.is_final() && (lines.len() as i64) < limit;
+    let last_line = st.store.last_line_number(job.id).await?;
     Ok(Json(LogPage {
         lines: lines.iter().map(line_view).collect(),
         next_after,
         job_status: job.status,
         complete,
+        last_line,
     }))
 }
 

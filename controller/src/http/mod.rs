@@ -6,7 +6,8 @@
 //! - [`error`]: the JSON error body; [`views`]: records as the API shows them.
 //!
 //! The router is built with utoipa's, so the OpenAPI document is generated from the same
-//! handlers that serve the routes, and every route must have a row in the access table.
+//! handlers that serve the routes, and every route must have a row in the access table. The
+//! web UI's pages ([`crate::ui`]) are merged in beside it, behind their own session guard.
 
 pub mod agents;
 pub mod audit;
@@ -214,9 +215,20 @@ pub fn app(state: Arc<ApiState>) -> Result<Router, MissingRule> {
     let _ = state
         .openapi
         .set(doc.to_json().unwrap_or_else(|_| "{}".into()));
-    Ok(router
-        .fallback(|| async {
-            error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    let api = router.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authorize,
+    ));
+    Ok(api
+        .merge(crate::ui::router(state.clone()))
+        .fallback(|uri: axum::http::Uri| async move {
+            use axum::response::IntoResponse;
+            if uri.path().starts_with("/api/") {
+                error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+                    .into_response()
+            } else {
+                crate::ui::layout::refusal(StatusCode::NOT_FOUND, "There is no such page.")
+            }
         })
         .method_not_allowed_fallback(|| async {
             error::ApiError::new(
@@ -225,10 +237,6 @@ pub fn app(state: Arc<ApiState>) -> Result<Router, MissingRule> {
                 "this route does not take that method",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::authorize,
-        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -93,6 +93,36 @@ impl Store {
         .fetch_all(p).await?))
     }
 
+    /// Up to `limit` lines of a job after line `after` that have `level` and hold `needle`
+    /// (case-insensitively, as text: `%` and `_` match themselves), in line order.
+    pub async fn find_log_lines(
+        &self,
+        job: JobId,
+        after: i32,
+        level: Option<&str>,
+        needle: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<LogLine>> {
+        Ok(on_pool!(self, p => {
+            let mut qb = QueryBuilder::new(
+                "SELECT line_number, content, log_level, timestamp FROM job_logs WHERE job_id = ",
+            );
+            qb.push_bind(job).push(" AND line_number > ").push_bind(after);
+            if let Some(level) = level {
+                qb.push(" AND log_level = ").push_bind(level.to_owned());
+            }
+            if let Some(needle) = needle {
+                // '!' escapes on both dialects alike (a backslash does not).
+                qb.push(" AND content LIKE ")
+                    .push_bind(format!("%{}%", like_escape(needle)))
+                    .push(" ESCAPE '!'");
+            }
+            qb.push(" ORDER BY line_number LIMIT ")
+                .push_bind(limit.clamp(1, 10_000));
+            qb.build_query_as::<LogLine>().persistent(false).fetch_all(p).await?
+        }))
+    }
+
     /// The last `n` ERROR lines of a job, oldest first (for failure tickets).
     pub async fn last_error_lines(&self, job: JobId, n: i64) -> Result<Vec<String>> {
         let mut lines: Vec<String> = on_pool!(self, p => sqlx::query_scalar(
@@ -100,6 +130,14 @@ impl Store {
         ).bind(job).bind(n).fetch_all(p).await?);
         lines.reverse();
         Ok(lines)
+    }
+
+    /// The highest line number stored for a job (0 when none): one index probe.
+    pub async fn last_line_number(&self, job: JobId) -> Result<i32> {
+        let max: Option<i32> = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT MAX(line_number) FROM job_logs WHERE job_id = ?",
+        ).bind(job).fetch_one(p).await?);
+        Ok(max.unwrap_or(0))
     }
 
     /// The highest line number stored for a job and how many lines it has (equal when there
@@ -127,6 +165,18 @@ impl Store {
     }
 }
 
+/// `s` for a LIKE pattern escaped with '!': its wildcards match themselves.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '!' | '%' | '_') {
+            out.push('!');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// DATETIME holds seconds; bind as naive UTC so both backends store the same text.
 fn to_db_time(t: DateTime<Utc>) -> NaiveDateTime {
     use chrono::SubsecRound;
@@ -145,6 +195,12 @@ mod tests {
             level: None,
             timestamp: Utc::now(),
         }
+    }
+
+    #[test]
+    fn like_patterns_match_wildcards_literally() {
+        assert_eq!(like_escape("50%_done!"), "50!%!_done!!");
+        assert_eq!(like_escape("plain <b>"), "plain <b>");
     }
 
     #[test]

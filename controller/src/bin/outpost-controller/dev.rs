@@ -311,10 +311,11 @@ pub async fn run(o: DevOptions<'_>) -> anyhow::Result<bool> {
         let api = format!("https://{}", bound.api);
         let ca = dir.join("pki").join("ca.pem");
         println!(
-            "\n==> Outpost is running. API: {api}\n    admin password: {password} (kept in {})\n    \
+            "\n==> Outpost is running. Web UI: {api}/ (sign in as admin; the certificate is from {}), API: {api}\n    admin password: {password} (kept in {})\n    \
              log in with the CLI:\n      OUTPOST_PASSWORD='{password}' outpost login {api} --ca-file {} -u admin\n    \
              or trust it by fingerprint: --ca-fingerprint {}\n    then e.g. `outpost job run quickstart --server localhost --follow`.\n    \
              Ctrl-C stops it; the next `dev` reuses this directory.",
+            dir.join("pki/ca.pem").display(),
             dir.join("admin-password").display(),
             ca.display(),
             pki.ca.fingerprint(),

@@ -1,0 +1,176 @@
+//! Signing in and out of the web UI, and changing one's password when the policy asks for it.
+//! Sign-in goes through the API's own login (throttling, audit, token); the token lands in an
+//! HttpOnly, Secure, SameSite=Strict cookie that scripts cannot read.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use maud::html;
+use outpost_api::{LoginRequest, PasswordChangeRequest};
+use serde::Deserialize;
+
+use super::access::Viewer;
+use super::layout::{self, Area};
+use crate::http::auth::{self, ClientAddr, SESSION_COOKIE};
+use crate::http::error::{Json, Path};
+use crate::http::{users, ApiState};
+
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+/// Only a path on this site may be where sign-in leads.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+fn login_form(next: &str, error: Option<&str>, username: &str) -> maud::Markup {
+    layout::bare(
+        "Sign in",
+        html! {
+            form.card.narrow method="post" action="/login" {
+                input type="hidden" name="next" value=(next);
+                @if let Some(e) = error { p.error role="alert" { (e) } }
+                label for="username" { "Username or email" }
+                input #username name="username" autocomplete="username" required autofocus value=(username);
+                label for="password" { "Password" }
+                input #password name="password" type="password" autocomplete="current-password" required;
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// GET /login
+pub async fn login_page(Query(q): Query<NextQuery>) -> Response {
+    login_form(&safe_next(q.next.as_deref()), None, "").into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    next: Option<String>,
+}
+
+/// POST /login
+pub async fn login(
+    State(st): State<Arc<ApiState>>,
+    Extension(addr): Extension<ClientAddr>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(f.next.as_deref());
+    let (username, email) = if f.username.contains('@') {
+        (None, Some(f.username.clone()))
+    } else {
+        (Some(f.username.clone()), None)
+    };
+    let req = LoginRequest {
+        username,
+        email,
+        password: f.password,
+    };
+    match auth::login(State(st.clone()), Extension(addr), headers, Json(req)).await {
+        Ok(Json(resp)) => {
+            let max_age = (resp.expires_at - chrono::Utc::now()).num_seconds().max(0);
+            let cookie = format!(
+                "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}",
+                resp.token
+            );
+            let to = if resp.user.must_change_password {
+                "/account/password".to_owned()
+            } else {
+                next
+            };
+            ([(header::SET_COOKIE, cookie)], Redirect::to(&to)).into_response()
+        }
+        Err(e) => (e.status, login_form(&next, Some(&e.message), &f.username)).into_response(),
+    }
+}
+
+/// POST /logout: ends the session's token and clears the cookie.
+pub async fn logout(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> Response {
+    let _ = auth::logout(State(st), Extension(v.caller)).await;
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+    ([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response()
+}
+
+fn password_form(v: &Viewer, error: Option<&str>, expired: bool) -> maud::Markup {
+    layout::page(
+        v,
+        Area::Account,
+        "Change your password",
+        html! {
+            @if expired {
+                p.notice { "Your password must be changed before you go on." }
+            }
+            form.card.narrow method="post" action="/account/password" {
+                (layout::csrf(v))
+                @if let Some(e) = error { p.error role="alert" { (e) } }
+                label for="current" { "Current password" }
+                input #current name="current_password" type="password" autocomplete="current-password" required;
+                label for="new" { "New password (8 to 72 bytes)" }
+                input #new name="new_password" type="password" autocomplete="new-password" minlength="8" required;
+                button type="submit" { "Change password" }
+            }
+        },
+    )
+}
+
+/// GET /account/password
+pub async fn password_page(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+) -> Response {
+    let expired = st.password_expired(&v.caller.user);
+    password_form(&v, None, expired).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    current_password: String,
+    new_password: String,
+}
+
+/// POST /account/password
+pub async fn change_password(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    let req = PasswordChangeRequest {
+        current_password: Some(f.current_password),
+        new_password: f.new_password,
+    };
+    let id = v.caller.user.id.0;
+    match users::password(State(st.clone()), Extension(v.caller.clone()), Path(id), Json(req)).await {
+        // The API ends the account's other sessions and keeps this one.
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => {
+            let status = if e.status.is_server_error() { e.status } else { StatusCode::UNPROCESSABLE_ENTITY };
+            (status, password_form(&v, Some(&e.message), st.password_expired(&v.caller.user))).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_leads_only_to_this_site() {
+        assert_eq!(safe_next(Some("/jobs?status=failed")), "/jobs?status=failed");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+}

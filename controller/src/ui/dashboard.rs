@@ -1,0 +1,179 @@
+//! The dashboard: what runs and waits now, how the last 24 hours went, agents online per
+//! datacenter, open tickets by priority and the latest failures. The page holds the figures
+//! once; an event stream sends them again whenever they change.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chrono::Utc;
+use maud::{html, Markup};
+
+use super::access::Viewer;
+use super::layout::{self, Area, PageResult};
+use crate::http::ApiState;
+use crate::model::{JobStatus, Paging, TicketPriority};
+use crate::store::jobs::JobFilter;
+use crate::store::StoreError;
+
+/// How often the live dashboard looks again.
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// Renders the figures (the part of the page that the stream replaces).
+pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
+    let since = Utc::now() - chrono::Duration::hours(24);
+    let day: BTreeMap<JobStatus, i64> = st.store.job_counts_since(since).await?.into_iter().collect();
+    let now: BTreeMap<JobStatus, i64> = st.store.active_job_counts().await?.into_iter().collect();
+    let count = |m: &BTreeMap<JobStatus, i64>, s| m.get(&s).copied().unwrap_or(0);
+    let (ok, failed) = (count(&day, JobStatus::Success), count(&day, JobStatus::Failed));
+    let rate = if ok + failed > 0 {
+        format!("{:.0} %", 100.0 * ok as f64 / (ok + failed) as f64)
+    } else {
+        "—".to_owned()
+    };
+    let tickets: BTreeMap<TicketPriority, i64> =
+        st.store.open_tickets_by_priority().await?.into_iter().collect();
+    let mut agents = Vec::new();
+    loop {
+        let page = st.store.list_agents(Paging::new(1000, agents.len() as i64)).await?;
+        let done = page.items.len() < 1000;
+        agents.extend(page.items);
+        if done {
+            break;
+        }
+    }
+    let key = st.settings.routing_keys.first().cloned().unwrap_or_else(|| "dc".into());
+    let mut per_dc: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for a in agents.iter().filter(|a| !a.revoked) {
+        let dc = a
+            .labels
+            .as_ref()
+            .and_then(|l| l.0.get(&key))
+            .and_then(|v| v.as_str())
+            .unwrap_or("(no label)")
+            .to_owned();
+        let e = per_dc.entry(dc).or_default();
+        e.1 += 1;
+        if a.connected_controller.is_some() {
+            e.0 += 1;
+        }
+    }
+    let failures = st
+        .store
+        .list_jobs(
+            &JobFilter { status: Some(JobStatus::Failed), ..Default::default() },
+            Paging::new(5, 0),
+        )
+        .await?;
+    let mut names = crate::http::jobs::Names::default();
+    let mut latest = Vec::new();
+    for j in &failures.items {
+        latest.push(names.view(&st.store, j).await?);
+    }
+    Ok(html! {
+        div.cards {
+            a.card.stat href="/jobs?status=running" { span.n #n-running { (count(&now, JobStatus::Running)) } span { "running" } }
+            a.card.stat href="/jobs?status=pending" { span.n #n-pending { (count(&now, JobStatus::Pending)) } span { "pending" } }
+            a.card.stat.bad href="/jobs?status=failed" { span.n #n-failed { (failed) } span { "failed, 24 h" } }
+            div.card.stat { span.n #n-rate { (rate) } span { "success rate, 24 h (" (ok) " of " (ok + failed) ")" } }
+        }
+        div.grid {
+            section.card {
+                h2 { "Agents online" }
+                @if per_dc.is_empty() {
+                    p.muted { "No agent is enrolled yet: make a token on the " a href="/agents" { "agents" } " page." }
+                } @else {
+                    table {
+                        thead { tr { th scope="col" { (key) } th scope="col" { "online" } th scope="col" { "enrolled" } } }
+                        tbody {
+                            @for (dc, (on, all)) in &per_dc {
+                                tr { td { (dc) } td class=[(*on < *all).then_some("warn")] { (on) } td { (all) } }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card {
+                h2 { "Open tickets" }
+                table {
+                    tbody {
+                        @for p in [TicketPriority::Critical, TicketPriority::High, TicketPriority::Medium, TicketPriority::Low] {
+                            tr { td { (layout::priority(p)) } td { a href=(format!("/tickets?priority={}", p.as_str())) { (tickets.get(&p).copied().unwrap_or(0)) } } }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { "Latest failures" }
+            @if latest.is_empty() {
+                p.muted { "No job has failed." }
+            } @else {
+                table.jobs {
+                    thead { tr { th scope="col" { "job" } th scope="col" { "playbook" } th scope="col" { "server" } th scope="col" { "error" } th scope="col" { "when" } } }
+                    tbody {
+                        @for j in &latest {
+                            tr {
+                                td { a href=(format!("/jobs/{}", j.id)) { code { (&j.id[..8]) } } }
+                                td { (j.playbook.name) }
+                                td { (j.server.name) }
+                                td.clip { (j.error_message.as_deref().unwrap_or("")) }
+                                td { (layout::time(j.completed_at.or(Some(j.created_at)))) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// GET /
+pub async fn page(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> PageResult {
+    let body = figures(&st).await.map_err(|e| layout::api_refusal(e.into()))?;
+    Ok(layout::page(
+        &v,
+        Area::Dashboard,
+        "Dashboard",
+        html! {
+            @if v.may("POST", "/api/v1/jobs") {
+                p.actions { a.button href="/jobs/new" { "Launch a playbook" } }
+            }
+            div #dashboard data-live="/events/dashboard" aria-live="polite" { (body) }
+        },
+    )
+    .into_response())
+}
+
+/// GET /events/dashboard: the figures again whenever they change (`update` events carrying
+/// the rendered HTML), until the browser leaves or the controller stops.
+pub async fn events(State(st): State<Arc<ApiState>>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            if let Ok(m) = figures(&st).await {
+                let html = m.into_string();
+                if html != last {
+                    if tx.send(Ok(Event::default().event("update").data(&html))).await.is_err() {
+                        return;
+                    }
+                    last = html;
+                }
+            }
+            tokio::select! {
+                _ = st.stop.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(REFRESH) => {}
+            }
+        }
+    });
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}

@@ -1,0 +1,246 @@
+//! Jobs: the list with filters and pages, a job's page (status, timings, agent, why it waits,
+//! cancel, and the log viewer), and the whole log as text. The log viewer is the script's: it
+//! reads pages of the log from the API and keeps only the lines on screen in the page, so a
+//! job of 200,000 lines stays as quick as one of twenty.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect};
+use axum::Extension;
+use maud::html;
+use outpost_api::{JobQuery, JobView};
+use serde::Deserialize;
+
+use super::access::Viewer;
+use super::layout::{self, or_page, Area, PageResult};
+use crate::http::error::{Path, Query};
+use crate::http::{jobs, ApiState};
+use crate::model::{JobStatus, Paging};
+
+const PER_PAGE: i64 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    playbook: Option<String>,
+    server: Option<String>,
+    offset: Option<i64>,
+}
+
+fn id_of(s: &Option<String>) -> Option<i32> {
+    s.as_deref().and_then(|s| s.trim().parse().ok())
+}
+
+/// GET /jobs
+pub async fn list(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Query(q): Query<ListQuery>,
+) -> PageResult {
+    let status: Option<JobStatus> = q.status.as_deref().filter(|s| !s.is_empty()).and_then(|s| s.parse().ok());
+    let offset = q.offset.unwrap_or(0).max(0);
+    let query = JobQuery {
+        status,
+        playbook: id_of(&q.playbook),
+        server: id_of(&q.server),
+        limit: Some(PER_PAGE),
+        offset: Some(offset),
+        ..Default::default()
+    };
+    let page = or_page(jobs::list(State(st.clone()), Query(query.clone())).await)?.0;
+    let playbooks = or_page(st.store.list_playbooks(None, Paging::new(1000, 0)).await.map_err(Into::into))?;
+    let servers = or_page(st.store.list_servers(&Default::default(), Paging::new(1000, 0)).await.map_err(Into::into))?;
+    let mut base = String::from("/jobs?");
+    for (k, val) in [("status", &q.status), ("playbook", &q.playbook), ("server", &q.server)] {
+        if let Some(val) = val.as_deref().filter(|s| !s.is_empty()) {
+            base.push_str(&format!("{k}={}&", url::form_urlencoded::byte_serialize(val.as_bytes()).collect::<String>()));
+        }
+    }
+    let base = base.trim_end_matches(['&', '?']).to_owned();
+    let body = html! {
+        form.filters method="get" action="/jobs" {
+            label { "Status "
+                select name="status" {
+                    option value="" { "any" }
+                    @for s in [JobStatus::Pending, JobStatus::Running, JobStatus::Success, JobStatus::Failed, JobStatus::Cancelled] {
+                        option value=(s.as_str()) selected[status == Some(s)] { (s.as_str()) }
+                    }
+                }
+            }
+            label { "Playbook "
+                select name="playbook" {
+                    option value="" { "any" }
+                    @for p in &playbooks.items {
+                        option value=(p.id.0) selected[query.playbook == Some(p.id.0)] { (p.name) }
+                    }
+                }
+            }
+            label { "Server "
+                select name="server" {
+                    option value="" { "any" }
+                    @for s in &servers.items {
+                        option value=(s.id.0) selected[query.server == Some(s.id.0)] { (s.hostname) }
+                    }
+                }
+            }
+            button type="submit" { "Filter" }
+            @if v.may("POST", "/api/v1/jobs") { a.button href="/jobs/new" { "Launch" } }
+        }
+        (table(&page.items))
+        (layout::pager(&base, offset, PER_PAGE, page.total))
+    };
+    Ok(layout::page(&v, Area::Jobs, "Jobs", body).into_response())
+}
+
+/// A table of jobs, newest first.
+pub fn table(items: &[JobView]) -> maud::Markup {
+    html! {
+        @if items.is_empty() {
+            p.muted { "No job matches." }
+        } @else {
+            div.scroll {
+                table.jobs {
+                    thead { tr {
+                        th scope="col" { "job" } th scope="col" { "status" } th scope="col" { "playbook" }
+                        th scope="col" { "server" } th scope="col" { "agent" } th scope="col" { "created" } th scope="col" { "took" }
+                    } }
+                    tbody {
+                        @for j in items {
+                            tr {
+                                td { a href=(format!("/jobs/{}", j.id)) { code { (&j.id[..8]) } } }
+                                td { (layout::job_status(j.status)) }
+                                td { (j.playbook.name) }
+                                td { (j.server.name) }
+                                td { (j.agent.as_ref().map(|a| a.name.as_str()).unwrap_or("—")) }
+                                td { (layout::time(Some(j.created_at))) }
+                                td { @if let (Some(a), Some(b)) = (j.started_at, j.completed_at) { (layout::span(b - a)) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// GET /jobs/{job_id}
+pub async fn show(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Path(job_id): Path<String>,
+) -> PageResult {
+    let j = or_page(jobs::get(State(st.clone()), Path(job_id)).await)?.0;
+    let last = or_page(async {
+        let job = jobs::by_uuid(&st.store, &j.id).await?;
+        Ok(st.store.last_line_number(job.id).await?)
+    }.await)?;
+    let final_ = j.status.is_final();
+    let opts = &j.run_options;
+    let body = html! {
+        section.card.job #job data-job=(j.id) data-status=(j.status.as_str()) {
+            dl.facts {
+                dt { "Status" } dd #job-status { (layout::job_status(j.status)) }
+                dt { "Playbook" } dd { (j.playbook.name) }
+                dt { "Server" } dd { (j.server.name) }
+                dt { "Agent" } dd #job-agent { (j.agent.as_ref().map(|a| a.name.as_str()).unwrap_or("—")) }
+                dt { "Created" } dd { (layout::time(Some(j.created_at))) }
+                dt { "Started" } dd #job-started { (layout::time(j.started_at)) }
+                dt { "Finished" } dd #job-completed { (layout::time(j.completed_at)) }
+                dt { "Exit code" } dd #job-exit { (j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "—".into())) }
+                @if opts.check || opts.diff || opts.verbosity > 0 || !opts.tags.is_empty() || !opts.skip_tags.is_empty() {
+                    dt { "Options" } dd {
+                        @if opts.check { span.label { "check" } " " }
+                        @if opts.diff { span.label { "diff" } " " }
+                        @if opts.verbosity > 0 { span.label { "-" (("v".repeat(opts.verbosity.into()))) } " " }
+                        @if !opts.tags.is_empty() { span.label { "tags: " (opts.tags.join(",")) } " " }
+                        @if !opts.skip_tags.is_empty() { span.label { "skip: " (opts.skip_tags.join(",")) } }
+                    }
+                }
+            }
+            p.notice #job-pending hidden[j.status != JobStatus::Pending || j.pending_reason.is_none()] {
+                "Waiting: " span #job-pending-reason { (j.pending_reason.as_deref().unwrap_or("")) }
+            }
+            p.error #job-error hidden[j.error_message.is_none()] { (j.error_message.as_deref().unwrap_or("")) }
+            div.actions {
+                @if !final_ && v.may("POST", "/api/v1/jobs/{job_id}/cancel") {
+                    form #cancel-form method="post" action=(format!("/jobs/{}/cancel", j.id)) {
+                        (layout::csrf(&v))
+                        button.danger #cancel type="submit" disabled[j.cancel_requested_at.is_some()] {
+                            @if j.cancel_requested_at.is_some() { "Cancel requested" } @else { "Cancel job" }
+                        }
+                    }
+                }
+                a.button href=(format!("/jobs/{}/log.txt", j.id)) download { "Download log" }
+            }
+        }
+        section.card.log {
+            div.logbar {
+                h2 { "Log " span.muted #log-count { (last) " lines" } }
+                form #log-search role="search" {
+                    label.sr for="log-q" { "Search the log" }
+                    input #log-q type="search" placeholder="Search the log" maxlength="200";
+                    button type="submit" { "Find next" }
+                }
+                button #log-first-error type="button" { "First error" }
+                label { input #log-follow type="checkbox" checked[!final_]; " Follow" }
+            }
+            p.muted #log-note role="status" {}
+            div #log-view tabindex="0" aria-label="Job log" data-job=(j.id) data-last=(last) data-final=(final_) {
+                div #log-spacer { div #log-rows {} }
+            }
+            noscript { p { "The log viewer needs JavaScript; " a href=(format!("/jobs/{}/log.txt", j.id)) { "download the log" } " instead." } }
+        }
+    };
+    Ok(layout::page(&v, Area::Jobs, &format!("Job {}", &j.id[..8]), body).into_response())
+}
+
+/// POST /jobs/{job_id}/cancel
+pub async fn cancel(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Path(job_id): Path<String>,
+) -> PageResult {
+    let r = or_page(jobs::cancel(State(st), Extension(v.caller), Path(job_id)).await)?.0;
+    Ok(Redirect::to(&format!("/jobs/{}", r.job.id)).into_response())
+}
+
+/// GET /jobs/{job_id}/log.txt: every line, streamed from the database a page at a time.
+pub async fn download(State(st): State<Arc<ApiState>>, Path(job_id): Path<String>) -> PageResult {
+    let job = or_page(jobs::by_uuid(&st.store, &job_id).await)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let store = st.store.clone();
+    tokio::spawn(async move {
+        let mut after = 0;
+        loop {
+            let lines = match store.read_log_lines(job.id, after, 5_000).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let Some(last) = lines.last().map(|l| l.line_number) else { return };
+            let mut chunk = String::new();
+            for l in &lines {
+                chunk.push_str(&l.content);
+                chunk.push('\n');
+            }
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+            after = last;
+        }
+    });
+    let name = format!("outpost-job-{}.log", job.job_id);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}

@@ -1,0 +1,91 @@
+//! The web UI, on the API's port at `/`: server-rendered pages (maud, compiled with the
+//! binary), one small script and one stylesheet embedded in the binary, live parts over
+//! Server-Sent Events. No Node toolchain is involved anywhere.
+//!
+//! Pages do what the API does by calling the same handlers with the signed-in [`Caller`]
+//! (so validation, audit and errors are the API's), and each page is held to the API rule of
+//! the route it stands for ([`access`]). The log viewer's script reads the API directly with
+//! the session cookie.
+//!
+//! - [`access`]: sessions, CSRF, and which API rule each page follows;
+//! - [`layout`]: the page shell and small pieces shared by pages;
+//! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`tickets`], [`fleet`]
+//!   (servers and agents), [`playbooks`], [`admin`] (users and the audit log), [`account`]
+//!   (sign in and out, password).
+//!
+//! [`Caller`]: crate::http::auth::Caller
+
+pub mod access;
+pub mod account;
+pub mod admin;
+pub mod dashboard;
+pub mod fleet;
+pub mod jobs;
+pub mod launch;
+pub mod layout;
+pub mod playbooks;
+pub mod tickets;
+
+use std::sync::Arc;
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::http::ApiState;
+
+/// The stylesheet and the script, compiled into the binary.
+const APP_CSS: &str = include_str!("assets/app.css");
+const APP_JS: &str = include_str!("assets/app.js");
+
+/// GET /static/{file}
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Every page of the UI, behind the session guard. Each route here must have a row in
+/// [`access::PAGES`]; the guard refuses one that has not.
+pub fn router(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/static/{file}", get(asset))
+        .route("/login", get(account::login_page).post(account::login))
+        .route("/logout", post(account::logout))
+        .route(
+            "/account/password",
+            get(account::password_page).post(account::change_password),
+        )
+        .route("/", get(dashboard::page))
+        .route("/events/dashboard", get(dashboard::events))
+        .route("/jobs", get(jobs::list).post(launch::submit))
+        .route("/jobs/new", get(launch::form))
+        .route("/jobs/preview", get(launch::preview))
+        .route("/jobs/{job_id}", get(jobs::show))
+        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/jobs/{job_id}/log.txt", get(jobs::download))
+        .route("/servers", get(fleet::servers))
+        .route("/agents", get(fleet::agents))
+        .route("/agents/{id}/revoke", post(fleet::revoke))
+        .route("/agents/tokens", post(fleet::create_token))
+        .route("/playbooks", get(playbooks::list))
+        .route("/playbooks/{id}", get(playbooks::show).post(playbooks::upload))
+        .route("/tickets", get(tickets::board))
+        .route("/tickets/{ticket_id}", post(tickets::update))
+        .route("/users", get(admin::users).post(admin::create_user))
+        .route("/users/{id}", post(admin::update_user))
+        .route("/audit", get(admin::audit))
+        .layer(axum::middleware::from_fn_with_state(state, access::guard))
+}
