@@ -1,6 +1,7 @@
 //! Test scaffolding shared by every crate's integration tests and the whole-system tests:
 //!
 //! - [`api`]: signing in to the HTTPS API, test users, Server-Sent Events;
+//! - [`browser`]: headless Chromium over WebDriver, for the web UI, with screenshots;
 //! - [`cluster`]: a controller on a fresh database, ready for agents;
 //! - [`db`]: a fresh database per test (MariaDB or SQLite), dropped afterwards;
 //! - [`mariadb`]: a private MariaDB server a test may restart;
@@ -9,6 +10,7 @@
 //! - [`world`]: users, servers, playbooks and jobs put straight into the store, and waits.
 
 pub mod api;
+pub mod browser;
 pub mod cluster;
 pub mod db;
 pub mod mariadb;

@@ -294,7 +294,10 @@ pub async fn authorize(
                     "sign in first: send Authorization: Bearer <token> (POST /api/v1/auth/login)",
                 )
             })?;
-            let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+            let safe = matches!(
+                *req.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
             let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             if !safe && sent.is_none_or(|c| !csrf_matches(&t, c)) {
                 return Err(ApiError::forbidden(
@@ -450,7 +453,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            "theme=dark; outpost_session=opat_x ; other=1".parse().unwrap(),
+            "theme=dark; outpost_session=opat_x ; other=1"
+                .parse()
+                .unwrap(),
         );
         assert_eq!(session_cookie(&h).as_deref(), Some("opat_x"));
         assert_eq!(session_cookie(&HeaderMap::new()), None);

@@ -66,7 +66,11 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
         Api("POST", "/api/v1/enrollment-tokens"),
     ),
     ("GET", "/playbooks", Api("GET", "/api/v1/playbooks")),
-    ("GET", "/playbooks/{id}", Api("GET", "/api/v1/playbooks/{id}")),
+    (
+        "GET",
+        "/playbooks/{id}",
+        Api("GET", "/api/v1/playbooks/{id}"),
+    ),
     (
         "POST",
         "/playbooks/{id}",
@@ -230,10 +234,7 @@ async fn check(
     }
     if need != Session && st.password_expired(&caller.user) {
         if post {
-            return layout::refusal(
-                StatusCode::FORBIDDEN,
-                "Change your password first.",
-            );
+            return layout::refusal(StatusCode::FORBIDDEN, "Change your password first.");
         }
         return Redirect::to("/account/password").into_response();
     }
@@ -283,7 +284,10 @@ mod tests {
 
     #[test]
     fn the_csrf_field_is_read_from_a_form() {
-        assert_eq!(form_csrf(b"a=1&_csrf=abc%20d&b=2").as_deref(), Some("abc d"));
+        assert_eq!(
+            form_csrf(b"a=1&_csrf=abc%20d&b=2").as_deref(),
+            Some("abc d")
+        );
         assert_eq!(form_csrf(b"a=1"), None);
     }
 }

@@ -151,12 +151,27 @@ pub async fn change_password(
         new_password: f.new_password,
     };
     let id = v.caller.user.id.0;
-    match users::password(State(st.clone()), Extension(v.caller.clone()), Path(id), Json(req)).await {
+    match users::password(
+        State(st.clone()),
+        Extension(v.caller.clone()),
+        Path(id),
+        Json(req),
+    )
+    .await
+    {
         // The API ends the account's other sessions and keeps this one.
         Ok(_) => Redirect::to("/").into_response(),
         Err(e) => {
-            let status = if e.status.is_server_error() { e.status } else { StatusCode::UNPROCESSABLE_ENTITY };
-            (status, password_form(&v, Some(&e.message), st.password_expired(&v.caller.user))).into_response()
+            let status = if e.status.is_server_error() {
+                e.status
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            (
+                status,
+                password_form(&v, Some(&e.message), st.password_expired(&v.caller.user)),
+            )
+                .into_response()
         }
     }
 }
@@ -167,7 +182,10 @@ mod tests {
 
     #[test]
     fn sign_in_leads_only_to_this_site() {
-        assert_eq!(safe_next(Some("/jobs?status=failed")), "/jobs?status=failed");
+        assert_eq!(
+            safe_next(Some("/jobs?status=failed")),
+            "/jobs?status=failed"
+        );
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");

@@ -19,7 +19,18 @@ use crate::model::Role;
 const ROLES: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
 
 async fn users_page(st: Arc<ApiState>, v: &Viewer, error: Option<String>) -> PageResult {
-    let page = or_page(users_api::list(State(st), Query(UserQuery { limit: Some(1000), offset: Some(0), ..Default::default() })).await)?.0;
+    let page = or_page(
+        users_api::list(
+            State(st),
+            Query(UserQuery {
+                limit: Some(1000),
+                offset: Some(0),
+                ..Default::default()
+            }),
+        )
+        .await,
+    )?
+    .0;
     let body = html! {
         @if let Some(e) = &error { p.error role="alert" { (e) } }
         div.scroll {
@@ -62,7 +73,11 @@ async fn users_page(st: Arc<ApiState>, v: &Viewer, error: Option<String>) -> Pag
             }
         }
     };
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     Ok((status, layout::page(v, Area::Users, "Users", body)).into_response())
 }
 
@@ -80,8 +95,17 @@ pub struct NewUserForm {
 }
 
 /// POST /users
-pub async fn create_user(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, Form(f): Form<NewUserForm>) -> PageResult {
-    let req = NewUserRequest { username: f.username, email: f.email, password: f.password, role: f.role };
+pub async fn create_user(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Form(f): Form<NewUserForm>,
+) -> PageResult {
+    let req = NewUserRequest {
+        username: f.username,
+        email: f.email,
+        password: f.password,
+        role: f.role,
+    };
     match users_api::create(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
         Ok(_) => Ok(Redirect::to("/users").into_response()),
         Err(e) if e.status.is_client_error() => users_page(st, &v, Some(e.message)).await,
@@ -96,9 +120,25 @@ pub struct UserForm {
 }
 
 /// POST /users/{id}
-pub async fn update_user(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, Path(id): Path<i32>, Form(f): Form<UserForm>) -> PageResult {
-    let req = UserPatchRequest { role: f.role, is_active: Some(f.is_active.is_some()), email: None };
-    match users_api::update(State(st.clone()), Extension(v.caller.clone()), Path(id), Json(req)).await {
+pub async fn update_user(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i32>,
+    Form(f): Form<UserForm>,
+) -> PageResult {
+    let req = UserPatchRequest {
+        role: f.role,
+        is_active: Some(f.is_active.is_some()),
+        email: None,
+    };
+    match users_api::update(
+        State(st.clone()),
+        Extension(v.caller.clone()),
+        Path(id),
+        Json(req),
+    )
+    .await
+    {
         Ok(_) => Ok(Redirect::to("/users").into_response()),
         Err(e) if e.status.is_client_error() => users_page(st, &v, Some(e.message)).await,
         Err(e) => Err(layout::api_refusal(e)),
@@ -116,8 +156,17 @@ pub struct AuditForm {
 const PER_PAGE: i64 = 100;
 
 /// GET /audit
-pub async fn audit(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, Query(q): Query<AuditForm>) -> PageResult {
-    let nonempty = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+pub async fn audit(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Query(q): Query<AuditForm>,
+) -> PageResult {
+    let nonempty = |s: &Option<String>| {
+        s.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     let action = nonempty(&q.action);
     let resource_type = nonempty(&q.resource_type);
     let user: Option<i32> = nonempty(&q.user).and_then(|u| u.parse().ok());
@@ -125,14 +174,30 @@ pub async fn audit(State(st): State<Arc<ApiState>>, Extension(v): Extension<View
     let page = or_page(
         audit_api::list(
             State(st),
-            Query(AuditQuery { user, action: action.clone(), resource_type: resource_type.clone(), limit: Some(PER_PAGE), offset: Some(offset), ..Default::default() }),
+            Query(AuditQuery {
+                user,
+                action: action.clone(),
+                resource_type: resource_type.clone(),
+                limit: Some(PER_PAGE),
+                offset: Some(offset),
+                ..Default::default()
+            }),
         )
         .await,
     )?
     .0;
     let mut base = String::from("/audit?");
-    for (k, val) in [("action", &action), ("resource_type", &resource_type), ("user", &user.map(|u| u.to_string()))] {
-        if let Some(val) = val { base.push_str(&format!("{k}={}&", url::form_urlencoded::byte_serialize(val.as_bytes()).collect::<String>())); }
+    for (k, val) in [
+        ("action", &action),
+        ("resource_type", &resource_type),
+        ("user", &user.map(|u| u.to_string())),
+    ] {
+        if let Some(val) = val {
+            base.push_str(&format!(
+                "{k}={}&",
+                url::form_urlencoded::byte_serialize(val.as_bytes()).collect::<String>()
+            ));
+        }
     }
     let base = base.trim_end_matches(['&', '?']).to_owned();
     let body = html! {

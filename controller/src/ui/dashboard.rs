@@ -27,27 +27,47 @@ const REFRESH: Duration = Duration::from_secs(2);
 /// Renders the figures (the part of the page that the stream replaces).
 pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
     let since = Utc::now() - chrono::Duration::hours(24);
-    let day: BTreeMap<JobStatus, i64> = st.store.job_counts_since(since).await?.into_iter().collect();
+    let day: BTreeMap<JobStatus, i64> = st
+        .store
+        .job_counts_since(since)
+        .await?
+        .into_iter()
+        .collect();
     let now: BTreeMap<JobStatus, i64> = st.store.active_job_counts().await?.into_iter().collect();
     let count = |m: &BTreeMap<JobStatus, i64>, s| m.get(&s).copied().unwrap_or(0);
-    let (ok, failed) = (count(&day, JobStatus::Success), count(&day, JobStatus::Failed));
+    let (ok, failed) = (
+        count(&day, JobStatus::Success),
+        count(&day, JobStatus::Failed),
+    );
     let rate = if ok + failed > 0 {
         format!("{:.0} %", 100.0 * ok as f64 / (ok + failed) as f64)
     } else {
         "—".to_owned()
     };
-    let tickets: BTreeMap<TicketPriority, i64> =
-        st.store.open_tickets_by_priority().await?.into_iter().collect();
+    let tickets: BTreeMap<TicketPriority, i64> = st
+        .store
+        .open_tickets_by_priority()
+        .await?
+        .into_iter()
+        .collect();
     let mut agents = Vec::new();
     loop {
-        let page = st.store.list_agents(Paging::new(1000, agents.len() as i64)).await?;
+        let page = st
+            .store
+            .list_agents(Paging::new(1000, agents.len() as i64))
+            .await?;
         let done = page.items.len() < 1000;
         agents.extend(page.items);
         if done {
             break;
         }
     }
-    let key = st.settings.routing_keys.first().cloned().unwrap_or_else(|| "dc".into());
+    let key = st
+        .settings
+        .routing_keys
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "dc".into());
     let mut per_dc: BTreeMap<String, (u32, u32)> = BTreeMap::new();
     for a in agents.iter().filter(|a| !a.revoked) {
         let dc = a
@@ -66,7 +86,10 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
     let failures = st
         .store
         .list_jobs(
-            &JobFilter { status: Some(JobStatus::Failed), ..Default::default() },
+            &JobFilter {
+                status: Some(JobStatus::Failed),
+                ..Default::default()
+            },
             Paging::new(5, 0),
         )
         .await?;
@@ -135,7 +158,9 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
 
 /// GET /
 pub async fn page(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> PageResult {
-    let body = figures(&st).await.map_err(|e| layout::api_refusal(e.into()))?;
+    let body = figures(&st)
+        .await
+        .map_err(|e| layout::api_refusal(e.into()))?;
     Ok(layout::page(
         &v,
         Area::Dashboard,
@@ -160,7 +185,11 @@ pub async fn events(State(st): State<Arc<ApiState>>) -> Response {
             if let Ok(m) = figures(&st).await {
                 let html = m.into_string();
                 if html != last {
-                    if tx.send(Ok(Event::default().event("update").data(&html))).await.is_err() {
+                    if tx
+                        .send(Ok(Event::default().event("update").data(&html)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     last = html;

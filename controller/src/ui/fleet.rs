@@ -40,14 +40,30 @@ pub async fn servers(
     let page = or_page(
         servers::list(
             State(st),
-            Query(ServerQuery { environment: environment.clone(), tag: tag.clone(), active: None, limit: Some(PER_PAGE), offset: Some(offset) }),
+            Query(ServerQuery {
+                environment: environment.clone(),
+                tag: tag.clone(),
+                active: None,
+                limit: Some(PER_PAGE),
+                offset: Some(offset),
+            }),
         )
         .await,
     )?
     .0;
     let mut base = String::from("/servers?");
-    if let Some(e) = &environment { base.push_str(&format!("environment={}&", url::form_urlencoded::byte_serialize(e.as_bytes()).collect::<String>())); }
-    if let Some(t) = &tag { base.push_str(&format!("tag={}&", url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>())); }
+    if let Some(e) = &environment {
+        base.push_str(&format!(
+            "environment={}&",
+            url::form_urlencoded::byte_serialize(e.as_bytes()).collect::<String>()
+        ));
+    }
+    if let Some(t) = &tag {
+        base.push_str(&format!(
+            "tag={}&",
+            url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+        ));
+    }
     let base = base.trim_end_matches(['&', '?']).to_owned();
     let body = html! {
         form.filters method="get" action="/servers" {
@@ -94,8 +110,24 @@ fn host_of(headers: &HeaderMap) -> String {
     }
 }
 
-async fn agents_page(st: Arc<ApiState>, v: &Viewer, headers: &HeaderMap, created: Option<EnrollmentTokenCreated>, error: Option<String>) -> PageResult {
-    let page = or_page(agents::list(State(st.clone()), Query(PageQuery { limit: Some(1000), offset: Some(0) })).await)?.0;
+async fn agents_page(
+    st: Arc<ApiState>,
+    v: &Viewer,
+    headers: &HeaderMap,
+    created: Option<EnrollmentTokenCreated>,
+    error: Option<String>,
+) -> PageResult {
+    let page = or_page(
+        agents::list(
+            State(st.clone()),
+            Query(PageQuery {
+                limit: Some(1000),
+                offset: Some(0),
+            }),
+        )
+        .await,
+    )?
+    .0;
     let admin = v.may("POST", "/api/v1/agents/{id}/revoke");
     let now = Utc::now();
     let enroll = format!("{}:{}", host_of(headers), st.settings.enroll_listen.port());
@@ -152,7 +184,11 @@ async fn agents_page(st: Arc<ApiState>, v: &Viewer, headers: &HeaderMap, created
         }
         @if v.may("POST", "/api/v1/enrollment-tokens") { (token_form(v)) }
     };
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     Ok((status, layout::page(v, Area::Agents, "Agents", body)).into_response())
 }
 
@@ -174,12 +210,20 @@ fn token_form(v: &Viewer) -> Markup {
 }
 
 /// GET /agents
-pub async fn agents(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, headers: HeaderMap) -> PageResult {
+pub async fn agents(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    headers: HeaderMap,
+) -> PageResult {
     agents_page(st, &v, &headers, None, None).await
 }
 
 /// POST /agents/{id}/revoke
-pub async fn revoke(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, Path(id): Path<i32>) -> PageResult {
+pub async fn revoke(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i32>,
+) -> PageResult {
     or_page(agents::revoke(State(st), Extension(v.caller), Path(id)).await)?;
     Ok(Redirect::to("/agents").into_response())
 }
@@ -192,22 +236,47 @@ pub struct TokenForm {
 }
 
 /// POST /agents/tokens: makes the token and shows it once, with the enrol command.
-pub async fn create_token(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, headers: HeaderMap, Form(f): Form<TokenForm>) -> PageResult {
+pub async fn create_token(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    headers: HeaderMap,
+    Form(f): Form<TokenForm>,
+) -> PageResult {
     let labels = match parse_selector(f.labels.as_deref().unwrap_or("")) {
         Ok(l) => l.into_iter().collect(),
         Err(e) => return agents_page(st, &v, &headers, None, Some(format!("Labels: {e}"))).await,
     };
-    let ttl_hours = match f.ttl_hours.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    let ttl_hours = match f
+        .ttl_hours
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         None => None,
         Some(t) => match t.parse() {
             Ok(n) => Some(n),
-            Err(_) => return agents_page(st, &v, &headers, None, Some("Valid for: a number of hours".into())).await,
+            Err(_) => {
+                return agents_page(
+                    st,
+                    &v,
+                    &headers,
+                    None,
+                    Some("Valid for: a number of hours".into()),
+                )
+                .await
+            }
         },
     };
-    let req = NewEnrollmentTokenRequest { name: f.name, labels, ttl_hours };
+    let req = NewEnrollmentTokenRequest {
+        name: f.name,
+        labels,
+        ttl_hours,
+    };
     match agents::create_token(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
         Ok((_, Json(created))) => agents_page(st, &v, &headers, Some(created), None).await,
-        Err(e) if e.status.is_client_error() => agents_page(st, &v, &headers, None, Some(e.message)).await,
+        Err(e) if e.status.is_client_error() => {
+            agents_page(st, &v, &headers, None, Some(e.message)).await
+        }
         Err(e) => Err(layout::api_refusal(e)),
     }
 }

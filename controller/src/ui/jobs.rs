@@ -40,7 +40,11 @@ pub async fn list(
     Extension(v): Extension<Viewer>,
     Query(q): Query<ListQuery>,
 ) -> PageResult {
-    let status: Option<JobStatus> = q.status.as_deref().filter(|s| !s.is_empty()).and_then(|s| s.parse().ok());
+    let status: Option<JobStatus> = q
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok());
     let offset = q.offset.unwrap_or(0).max(0);
     let query = JobQuery {
         status,
@@ -51,12 +55,29 @@ pub async fn list(
         ..Default::default()
     };
     let page = or_page(jobs::list(State(st.clone()), Query(query.clone())).await)?.0;
-    let playbooks = or_page(st.store.list_playbooks(None, Paging::new(1000, 0)).await.map_err(Into::into))?;
-    let servers = or_page(st.store.list_servers(&Default::default(), Paging::new(1000, 0)).await.map_err(Into::into))?;
+    let playbooks = or_page(
+        st.store
+            .list_playbooks(None, Paging::new(1000, 0))
+            .await
+            .map_err(Into::into),
+    )?;
+    let servers = or_page(
+        st.store
+            .list_servers(&Default::default(), Paging::new(1000, 0))
+            .await
+            .map_err(Into::into),
+    )?;
     let mut base = String::from("/jobs?");
-    for (k, val) in [("status", &q.status), ("playbook", &q.playbook), ("server", &q.server)] {
+    for (k, val) in [
+        ("status", &q.status),
+        ("playbook", &q.playbook),
+        ("server", &q.server),
+    ] {
         if let Some(val) = val.as_deref().filter(|s| !s.is_empty()) {
-            base.push_str(&format!("{k}={}&", url::form_urlencoded::byte_serialize(val.as_bytes()).collect::<String>()));
+            base.push_str(&format!(
+                "{k}={}&",
+                url::form_urlencoded::byte_serialize(val.as_bytes()).collect::<String>()
+            ));
         }
     }
     let base = base.trim_end_matches(['&', '?']).to_owned();
@@ -133,10 +154,13 @@ pub async fn show(
     Path(job_id): Path<String>,
 ) -> PageResult {
     let j = or_page(jobs::get(State(st.clone()), Path(job_id)).await)?.0;
-    let last = or_page(async {
-        let job = jobs::by_uuid(&st.store, &j.id).await?;
-        Ok(st.store.last_line_number(job.id).await?)
-    }.await)?;
+    let last = or_page(
+        async {
+            let job = jobs::by_uuid(&st.store, &j.id).await?;
+            Ok(st.store.last_line_number(job.id).await?)
+        }
+        .await,
+    )?;
     let final_ = j.status.is_final();
     let opts = &j.run_options;
     let body = html! {
@@ -222,7 +246,9 @@ pub async fn download(State(st): State<Arc<ApiState>>, Path(job_id): Path<String
                     return;
                 }
             };
-            let Some(last) = lines.last().map(|l| l.line_number) else { return };
+            let Some(last) = lines.last().map(|l| l.line_number) else {
+                return;
+            };
             let mut chunk = String::new();
             for l in &lines {
                 chunk.push_str(&l.content);
@@ -238,7 +264,10 @@ pub async fn download(State(st): State<Arc<ApiState>>, Path(job_id): Path<String
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
         ],
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )

@@ -79,7 +79,11 @@ pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 fn list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Extra vars as YAML or JSON (JSON is YAML too) → a JSON object; empty text is none.
@@ -91,7 +95,8 @@ pub fn parse_vars(text: &str) -> Result<Option<JsonObject>, String> {
     let value = if t.starts_with('{') {
         serde_json::from_str(t).map_err(|e| format!("not valid JSON: {e}"))?
     } else {
-        let docs = yaml_rust2::YamlLoader::load_from_str(t).map_err(|e| format!("not valid YAML: {e}"))?;
+        let docs =
+            yaml_rust2::YamlLoader::load_from_str(t).map_err(|e| format!("not valid YAML: {e}"))?;
         match docs.as_slice() {
             [one] => yaml_to_json(one)?,
             _ => return Err("give one YAML document".into()),
@@ -110,7 +115,11 @@ fn yaml_to_json(y: &yaml_rust2::Yaml) -> Result<serde_json::Value, String> {
         Yaml::Null => Value::Null,
         Yaml::Boolean(b) => Value::Bool(*b),
         Yaml::Integer(i) => Value::from(*i),
-        Yaml::Real(r) => r.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number)
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
             .ok_or_else(|| format!("'{r}' is not a number JSON can hold"))?,
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect::<Result<_, _>>()?),
@@ -127,12 +136,18 @@ fn yaml_to_json(y: &yaml_rust2::Yaml) -> Result<serde_json::Value, String> {
             }
             Value::Object(o)
         }
-        Yaml::Alias(_) | Yaml::BadValue => return Err("aliases and odd values are not supported".into()),
+        Yaml::Alias(_) | Yaml::BadValue => {
+            return Err("aliases and odd values are not supported".into())
+        }
     })
 }
 
 /// The active servers a selector matches (at most 1,000 listed).
-async fn matching(st: &ApiState, environment: &str, selector: &[(String, String)]) -> Result<(Vec<Server>, i64), crate::store::StoreError> {
+async fn matching(
+    st: &ApiState,
+    environment: &str,
+    selector: &[(String, String)],
+) -> Result<(Vec<Server>, i64), crate::store::StoreError> {
     let f = ServerFilter {
         active: Some(true),
         environment: Some(environment.trim().to_owned()).filter(|e| !e.is_empty()),
@@ -164,9 +179,31 @@ fn field_error(errors: &Errors, field: &str) -> Markup {
     }
 }
 
-async fn render(st: &ApiState, v: &Viewer, f: &LaunchForm, errors: &Errors, preview: Option<Markup>) -> PageResult {
-    let playbooks = or_page(st.store.list_playbooks(Some(true), Paging::new(1000, 0)).await.map_err(Into::into))?;
-    let servers = or_page(st.store.list_servers(&ServerFilter { active: Some(true), ..Default::default() }, Paging::new(1000, 0)).await.map_err(Into::into))?;
+async fn render(
+    st: &ApiState,
+    v: &Viewer,
+    f: &LaunchForm,
+    errors: &Errors,
+    preview: Option<Markup>,
+) -> PageResult {
+    let playbooks = or_page(
+        st.store
+            .list_playbooks(Some(true), Paging::new(1000, 0))
+            .await
+            .map_err(Into::into),
+    )?;
+    let servers = or_page(
+        st.store
+            .list_servers(
+                &ServerFilter {
+                    active: Some(true),
+                    ..Default::default()
+                },
+                Paging::new(1000, 0),
+            )
+            .await
+            .map_err(Into::into),
+    )?;
     let by_filter = f.target == "filter";
     let body = html! {
         @if let Some(e) = errors.get("") { p.error role="alert" { (e) } }
@@ -219,8 +256,16 @@ async fn render(st: &ApiState, v: &Viewer, f: &LaunchForm, errors: &Errors, prev
             button.primary type="submit" { "Launch" }
         }
     };
-    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    Ok((status, layout::page(v, Area::Jobs, "Launch a playbook", body)).into_response())
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((
+        status,
+        layout::page(v, Area::Jobs, "Launch a playbook", body),
+    )
+        .into_response())
 }
 
 /// GET /jobs/new
@@ -247,7 +292,11 @@ pub async fn preview(State(st): State<Arc<ApiState>>, Query(q): Query<PreviewQue
 
 /// POST /jobs: launches through the API's own handler; on success the job's page (one
 /// server) or the list of the new jobs.
-pub async fn submit(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, body: Bytes) -> PageResult {
+pub async fn submit(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    body: Bytes,
+) -> PageResult {
     let f = LaunchForm::parse(&body);
     let mut errors = Errors::new();
     let selector = parse_selector(&f.selector).unwrap_or_else(|e| {
@@ -275,18 +324,33 @@ pub async fn submit(State(st): State<Arc<ApiState>>, Extension(v): Extension<Vie
     }
     let verbosity: u8 = f.verbosity.trim().parse().unwrap_or(0);
     let (servers, filter) = if f.target == "filter" {
-        if f.environment.trim().is_empty() && selector.is_empty() && !errors.contains_key("target") {
-            errors.insert("target", "Give an environment or tags, or choose servers by name.".into());
+        if f.environment.trim().is_empty() && selector.is_empty() && !errors.contains_key("target")
+        {
+            errors.insert(
+                "target",
+                "Give an environment or tags, or choose servers by name.".into(),
+            );
         }
-        (None, Some(ServerSelector {
-            environment: Some(f.environment.trim().to_owned()).filter(|e| !e.is_empty()),
-            tags: selector.into_iter().collect(),
-        }))
+        (
+            None,
+            Some(ServerSelector {
+                environment: Some(f.environment.trim().to_owned()).filter(|e| !e.is_empty()),
+                tags: selector.into_iter().collect(),
+            }),
+        )
     } else {
         if f.servers.is_empty() {
             errors.insert("target", "Choose at least one server.".into());
         }
-        (Some(f.servers.iter().map(|s| IdOrName::Name(s.clone())).collect()), None)
+        (
+            Some(
+                f.servers
+                    .iter()
+                    .map(|s| IdOrName::Name(s.clone()))
+                    .collect(),
+            ),
+            None,
+        )
     };
     if !errors.is_empty() {
         return render(&st, &v, &f, &errors, None).await;
@@ -305,7 +369,11 @@ pub async fn submit(State(st): State<Arc<ApiState>>, Extension(v): Extension<Vie
     match jobs::launch(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
         Ok((_, Json(resp))) => match resp.jobs.as_slice() {
             [one] => Ok(Redirect::to(&format!("/jobs/{}", one.id)).into_response()),
-            _ => Ok(Redirect::to(&format!("/jobs?playbook={}", resp.jobs.first().map(|j| j.playbook.id).unwrap_or_default())).into_response()),
+            _ => Ok(Redirect::to(&format!(
+                "/jobs?playbook={}",
+                resp.jobs.first().map(|j| j.playbook.id).unwrap_or_default()
+            ))
+            .into_response()),
         },
         Err(e) if e.status.is_client_error() => {
             let m = e.message.to_lowercase();
@@ -333,7 +401,9 @@ mod tests {
 
     #[test]
     fn extra_vars_are_read_as_yaml_or_json() {
-        let y = parse_vars("greeting: hi\ncount: 3\nlist: [a, b]").unwrap().unwrap();
+        let y = parse_vars("greeting: hi\ncount: 3\nlist: [a, b]")
+            .unwrap()
+            .unwrap();
         assert_eq!(y["greeting"], "hi");
         assert_eq!(y["count"], 3);
         assert_eq!(y["list"][1], "b");

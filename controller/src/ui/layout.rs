@@ -30,7 +30,12 @@ const NAV: &[(Area, &str, &str, &str)] = &[
     (Area::Dashboard, "Dashboard", "/", "/api/v1/jobs"),
     (Area::Jobs, "Jobs", "/jobs", "/api/v1/jobs"),
     (Area::Servers, "Servers", "/servers", "/api/v1/servers"),
-    (Area::Playbooks, "Playbooks", "/playbooks", "/api/v1/playbooks"),
+    (
+        Area::Playbooks,
+        "Playbooks",
+        "/playbooks",
+        "/api/v1/playbooks",
+    ),
     (Area::Tickets, "Tickets", "/tickets", "/api/v1/tickets"),
     (Area::Agents, "Agents", "/agents", "/api/v1/agents"),
     (Area::Users, "Users", "/users", "/api/v1/users"),
@@ -220,12 +225,18 @@ mod tests {
         assert_eq!(span(chrono::Duration::seconds(45)), "45 s");
         assert_eq!(span(chrono::Duration::seconds(750)), "12 min");
         assert_eq!(span(chrono::Duration::seconds(3 * 3600 + 300)), "3 h 5 min");
-        assert_eq!(span(chrono::Duration::seconds(2 * 86_400 + 4 * 3600)), "2 d 4 h");
+        assert_eq!(
+            span(chrono::Duration::seconds(2 * 86_400 + 4 * 3600)),
+            "2 d 4 h"
+        );
     }
 
     #[test]
     fn text_is_escaped() {
         let m = html! { p { ("<script>alert(1)</script>") } };
-        assert_eq!(m.into_string(), "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>");
+        assert_eq!(
+            m.into_string(),
+            "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"
+        );
     }
 }

@@ -81,7 +81,10 @@ pub fn router(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/agents/{id}/revoke", post(fleet::revoke))
         .route("/agents/tokens", post(fleet::create_token))
         .route("/playbooks", get(playbooks::list))
-        .route("/playbooks/{id}", get(playbooks::show).post(playbooks::upload))
+        .route(
+            "/playbooks/{id}",
+            get(playbooks::show).post(playbooks::upload),
+        )
         .route("/tickets", get(tickets::board))
         .route("/tickets/{ticket_id}", post(tickets::update))
         .route("/users", get(admin::users).post(admin::create_user))

@@ -19,7 +19,17 @@ use crate::http::{playbooks, ApiState};
 
 /// GET /playbooks
 pub async fn list(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> PageResult {
-    let page = or_page(playbooks::list(State(st), Query(PageQuery { limit: Some(1000), offset: Some(0) })).await)?.0;
+    let page = or_page(
+        playbooks::list(
+            State(st),
+            Query(PageQuery {
+                limit: Some(1000),
+                offset: Some(0),
+            }),
+        )
+        .await,
+    )?
+    .0;
     let body = html! {
         @if page.items.is_empty() {
             p.muted { "No playbook yet. Add one with " code { "outpost playbook add site.yml" } "." }
@@ -83,7 +93,11 @@ fn render(v: &Viewer, p: &PlaybookView, error: Option<&str>, draft: Option<&str>
 }
 
 /// GET /playbooks/{id}
-pub async fn show(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, Path(id): Path<i32>) -> PageResult {
+pub async fn show(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i32>,
+) -> PageResult {
     let p = or_page(playbooks::get(State(st), Path(id)).await)?.0;
     Ok(render(&v, &p, None, None).into_response())
 }
@@ -94,14 +108,34 @@ pub struct UploadForm {
 }
 
 /// POST /playbooks/{id}: the new YAML, checked and stored by the API's handler.
-pub async fn upload(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>, Path(id): Path<i32>, Form(f): Form<UploadForm>) -> PageResult {
-    let patch = PlaybookPatchRequest { content: Some(f.content.clone()), ..Default::default() };
-    let body = serde_json::to_vec(&patch).map_err(|e| layout::refusal(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
-    match playbooks::update(State(st.clone()), Extension(v.caller.clone()), Path(id), Ok(Bytes::from(body))).await {
+pub async fn upload(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<i32>,
+    Form(f): Form<UploadForm>,
+) -> PageResult {
+    let patch = PlaybookPatchRequest {
+        content: Some(f.content.clone()),
+        ..Default::default()
+    };
+    let body = serde_json::to_vec(&patch)
+        .map_err(|e| layout::refusal(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    match playbooks::update(
+        State(st.clone()),
+        Extension(v.caller.clone()),
+        Path(id),
+        Ok(Bytes::from(body)),
+    )
+    .await
+    {
         Ok(_) => Ok(Redirect::to(&format!("/playbooks/{id}")).into_response()),
         Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
             let p = or_page(playbooks::get(State(st), Path(id)).await)?.0;
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&v, &p, Some(&e.message), Some(&f.content))).into_response())
+            Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                render(&v, &p, Some(&e.message), Some(&f.content)),
+            )
+                .into_response())
         }
         Err(e) => Err(layout::api_refusal(e)),
     }

@@ -44,12 +44,17 @@ fn median(mut v: Vec<i64>) -> Option<i64> {
 }
 
 /// Per priority: (open count, median time open, resolved count, median time to resolve).
-pub fn sla(timings: &[TicketTiming], now: chrono::DateTime<Utc>) -> BTreeMap<TicketPriority, (usize, Option<i64>, usize, Option<i64>)> {
+pub fn sla(
+    timings: &[TicketTiming],
+    now: chrono::DateTime<Utc>,
+) -> BTreeMap<TicketPriority, (usize, Option<i64>, usize, Option<i64>)> {
     let mut out = BTreeMap::new();
     for p in PRIORITIES {
         let open: Vec<i64> = timings
             .iter()
-            .filter(|t| t.priority == p && matches!(t.status, TicketStatus::Open | TicketStatus::InProgress))
+            .filter(|t| {
+                t.priority == p && matches!(t.status, TicketStatus::Open | TicketStatus::InProgress)
+            })
             .map(|t| (now - t.created_at).num_seconds())
             .collect();
         let resolved: Vec<i64> = timings
@@ -57,13 +62,17 @@ pub fn sla(timings: &[TicketTiming], now: chrono::DateTime<Utc>) -> BTreeMap<Tic
             .filter(|t| t.priority == p)
             .filter_map(|t| t.resolved_at.map(|r| (r - t.created_at).num_seconds()))
             .collect();
-        out.insert(p, (open.len(), median(open), resolved.len(), median(resolved)));
+        out.insert(
+            p,
+            (open.len(), median(open), resolved.len(), median(resolved)),
+        );
     }
     out
 }
 
 fn secs(s: Option<i64>) -> String {
-    s.map(|s| layout::span(chrono::Duration::seconds(s))).unwrap_or_else(|| "—".into())
+    s.map(|s| layout::span(chrono::Duration::seconds(s)))
+        .unwrap_or_else(|| "—".into())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,7 +103,7 @@ fn card(v: &Viewer, t: &TicketView, may_edit: bool) -> maud::Markup {
                     }
                     button type="submit" { "Save" }
                     @if matches!(t.status, TicketStatus::Open | TicketStatus::InProgress) {
-                        button.resolve type="submit" name="status" value="resolved" { "Resolve" }
+                        button.resolve type="submit" name="resolve" value="1" { "Resolve" }
                     }
                 }
             }
@@ -110,13 +119,27 @@ pub async fn board(
 ) -> PageResult {
     let priority: Option<TicketPriority> = q.priority.as_deref().and_then(|p| p.parse().ok());
     let now = Utc::now();
-    let timings = or_page(st.store.ticket_timings(now - chrono::Duration::days(30)).await.map_err(Into::into))?;
+    let timings = or_page(
+        st.store
+            .ticket_timings(now - chrono::Duration::days(30))
+            .await
+            .map_err(Into::into),
+    )?;
     let figures = sla(&timings, now);
     let may_edit = v.may("PATCH", "/api/v1/tickets/{ticket_id}");
     let mut columns = Vec::new();
     for s in STATUSES {
         let page = or_page(
-            tickets::list(State(st.clone()), Query(TicketQuery { status: Some(s), priority, limit: Some(100), offset: Some(0) })).await,
+            tickets::list(
+                State(st.clone()),
+                Query(TicketQuery {
+                    status: Some(s),
+                    priority,
+                    limit: Some(100),
+                    offset: Some(0),
+                }),
+            )
+            .await,
         )?
         .0;
         columns.push((s, page));
@@ -160,6 +183,8 @@ pub async fn board(
 pub struct TicketForm {
     status: Option<TicketStatus>,
     priority: Option<TicketPriority>,
+    /// The card's Resolve button.
+    resolve: Option<String>,
 }
 
 /// POST /tickets/{ticket_id}
@@ -169,7 +194,16 @@ pub async fn update(
     Path(id): Path<String>,
     Form(f): Form<TicketForm>,
 ) -> PageResult {
-    let patch = TicketPatchRequest { status: f.status, priority: f.priority, ..Default::default() };
+    let status = if f.resolve.is_some() {
+        Some(TicketStatus::Resolved)
+    } else {
+        f.status
+    };
+    let patch = TicketPatchRequest {
+        status,
+        priority: f.priority,
+        ..Default::default()
+    };
     or_page(tickets::update(State(st), Extension(v.caller), Path(id), Json(patch)).await)?;
     Ok(Redirect::to("/tickets").into_response())
 }
@@ -185,7 +219,8 @@ mod tests {
             priority: p,
             status: s,
             created_at: now - chrono::Duration::hours(age_h),
-            resolved_at: took_h.map(|h| now - chrono::Duration::hours(age_h) + chrono::Duration::hours(h)),
+            resolved_at: took_h
+                .map(|h| now - chrono::Duration::hours(age_h) + chrono::Duration::hours(h)),
         };
         let rows = [
             t(TicketPriority::High, TicketStatus::Open, 2, None),

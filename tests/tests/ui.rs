@@ -1,0 +1,352 @@
+//! The web UI in a real browser (headless Chromium over WebDriver) against a real controller
+//! with a real agent running real ansible: sign in, launch, watch a log arrive live, cancel,
+//! resolve a failure's ticket, a viewer refused, markup in a log shown as text, and a log of
+//! 200,000 lines that loads and scrolls. Screenshots land in `target/ui-screenshots/`.
+
+use std::time::Duration;
+
+use outpost_controller::model::{JobStatus, Role, TicketStatus};
+use outpost_tests::api::{user, PASSWORD};
+use outpost_tests::browser::Browser;
+use outpost_tests::cluster::Cluster;
+use outpost_tests::procs::{AgentOpts, ControllerOpts};
+use outpost_tests::world::sleeping_playbook;
+use outpost_tests::{unique_mark, wait_for, wait_no_process, Backend};
+use serde_json::json;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Five bursts of output two seconds apart, one line of which is markup.
+const BURSTS: &str = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "burst {{ item }} <script>alert(1)</script> <img src=x onerror=alert(2)> {{ greeting | default('') }}"
+      loop: [1, 2, 3, 4, 5]
+      loop_control:
+        pause: 2
+"#;
+
+/// The job id of the job page the browser is on.
+async fn job_on_page(b: &Browser) -> String {
+    wait_for("a job page", MINUTE, || async {
+        let p = b.path().await;
+        let id = p.strip_prefix("/jobs/")?.to_owned();
+        (id.len() == 36).then_some(id)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_launches_a_job_and_watches_its_log_live() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let _agent = c.agent("bastion", &["dc=local"], &AgentOpts::default());
+    let w = &c.world;
+    w.local_server("web1", json!({"dc": "local"}), "staging")
+        .await;
+    let pb = w.playbook("bursts", BURSTS).await;
+    user(w, "olga", Role::Operator).await;
+
+    let b = Browser::start(&c.ctl.api_url(), "launch").await;
+    b.sign_in("olga", PASSWORD).await;
+    b.wait_text("#n-running", MINUTE, |_| true).await;
+    b.shot("dashboard").await;
+
+    b.goto("/jobs/new").await;
+    b.find("#playbook")
+        .await
+        .select_by_value(&pb.id.0.to_string())
+        .await
+        .unwrap();
+    b.find("#servers")
+        .await
+        .select_by_value("web1")
+        .await
+        .unwrap();
+    b.find("#extra_vars")
+        .await
+        .send_keys("greeting: [not, closed")
+        .await
+        .unwrap();
+    b.find("form#launch button.primary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    // A mistake is shown next to its field, and what was typed is still there.
+    let err = b
+        .wait_text("#err-extra_vars", MINUTE, |t| !t.is_empty())
+        .await;
+    assert!(err.contains("YAML"), "{err}");
+    b.shot("launch-error").await;
+    let extra = b.find("#extra_vars").await;
+    assert_eq!(
+        extra.prop("value").await.unwrap().as_deref(),
+        Some("greeting: [not, closed")
+    );
+    extra.clear().await.unwrap();
+    extra.send_keys("greeting: from-the-browser").await.unwrap();
+    let kept = b
+        .js("return document.querySelector('#servers option[value=web1]').selected")
+        .await;
+    assert_eq!(kept, json!(true), "the chosen server is still chosen");
+    b.find("form#launch button.primary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let id = job_on_page(&b).await;
+
+    // Lines arrive while the job still runs.
+    wait_for("log lines shown while the job runs", MINUTE, || async {
+        let status = b.text("#job-status").await?;
+        let rows = b
+            .js("return document.querySelectorAll('#log-rows .ln').length")
+            .await;
+        let shown = b
+            .js("return document.getElementById('log-rows').textContent")
+            .await;
+        (status == "running" && rows.as_u64()? > 0 && shown.as_str()?.contains("burst 1"))
+            .then_some(())
+    })
+    .await;
+    b.shot("job-live").await;
+    b.wait_text("#job-status", 2 * MINUTE, |t| t == "success")
+        .await;
+    b.wait_text("#job-exit", MINUTE, |t| t == "0").await;
+
+    // Every stored line is counted, and markup from the playbook is text, not elements.
+    let job = w.store.get_job_by_uuid(&id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Success);
+    let stored = w.assert_contiguous(&job).await;
+    b.wait_text("#log-count", MINUTE, |t| t == format!("{stored} lines"))
+        .await;
+    let text = b
+        .js("return document.getElementById('log-rows').textContent")
+        .await;
+    let text = text.as_str().unwrap_or_default();
+    assert!(
+        text.contains("<script>alert(1)</script>"),
+        "the markup is shown as text: {text}"
+    );
+    assert!(
+        text.contains("from-the-browser"),
+        "the extra var reached the playbook"
+    );
+    let elements = b
+        .js("return document.querySelectorAll('#log-rows script, #log-rows img').length")
+        .await;
+    assert_eq!(elements, json!(0), "no element was made from the log");
+    let alerted = b.js("return typeof window.__alerted").await;
+    assert_eq!(alerted, json!("undefined"));
+    b.shot("job-done").await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_resolve_and_a_viewer_refused() {
+    let c = Cluster::start(Backend::MariaDb, ControllerOpts::default()).await;
+    let _agent = c.agent(
+        "bastion",
+        &[],
+        &AgentOpts {
+            capacity: 4,
+            ..AgentOpts::default()
+        },
+    );
+    let w = &c.world;
+    let s1 = w.local_server("web1", json!({}), "production").await;
+    let s2 = w.local_server("web2", json!({}), "production").await;
+    let mark = unique_mark();
+    let sleeper = w.playbook("sleeper", &sleeping_playbook(&mark)).await;
+    let failing = w
+        .playbook(
+            "failing",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.fail:\n        msg: \"disk <b>full</b>\"\n",
+        )
+        .await;
+    user(w, "olga", Role::Operator).await;
+    user(w, "vic", Role::Viewer).await;
+    let b = Browser::start(&c.ctl.api_url(), "operate").await;
+    b.sign_in("olga", PASSWORD).await;
+    b.wait_text("#n-running", MINUTE, |t| t == "0").await;
+    let long = w.launch(&sleeper, &s1).await;
+    let failed = w.launch(&failing, &s2).await;
+    w.wait_status(&long, JobStatus::Running, MINUTE).await;
+    w.wait_final(&failed, MINUTE).await;
+    // The dashboard follows without a reload.
+    b.wait_text("#n-running", MINUTE, |t| t == "1").await;
+    b.wait_text("#n-failed", MINUTE, |t| t == "1").await;
+    b.wait_text("#dashboard table.jobs", MINUTE, |t| t.contains("failing"))
+        .await;
+    b.shot("dashboard-live").await;
+    // Cancel the long job from its page.
+    b.goto(&format!("/jobs/{}", long.job_id)).await;
+    b.wait_text("#job-status", MINUTE, |t| t == "running").await;
+    b.find("#cancel").await.click().await.unwrap();
+    b.wait_text("#job-status", MINUTE, |t| t == "cancelled")
+        .await;
+    assert_eq!(w.job(&long).await.status, JobStatus::Cancelled);
+    wait_no_process(&mark, MINUTE).await;
+    b.shot("cancelled").await;
+
+    // Resolve the failure's ticket on the board.
+    let ticket = w.tickets(&failed).await.remove(0);
+    b.goto("/tickets").await;
+    b.shot("tickets").await;
+    let card = format!("article[data-ticket='{}']", ticket.ticket_id);
+    let title = b
+        .text(&format!("{card} h3"))
+        .await
+        .expect("the ticket's card");
+    assert!(title.contains("failing"), "{title}");
+    b.find(&format!("{card} button.resolve"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("the ticket resolved", MINUTE, || async {
+        let t = w.tickets(&failed).await.remove(0);
+        (t.status == TicketStatus::Resolved && t.resolved_at.is_some()).then_some(())
+    })
+    .await;
+    b.wait_text(
+        &format!("section[aria-label=resolved] {card} h3"),
+        MINUTE,
+        |_| true,
+    )
+    .await;
+    b.find("form[action='/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("the sign-in page", MINUTE, || async {
+        b.path().await.starts_with("/login").then_some(())
+    })
+    .await;
+
+    // A viewer sees the jobs but no button to change them, and a forged form is refused.
+    let running = w.launch(&sleeper, &s1).await;
+    w.wait_status(&running, JobStatus::Running, MINUTE).await;
+    b.sign_in("vic", PASSWORD).await;
+    b.goto(&format!("/jobs/{}", running.job_id)).await;
+    b.wait_text("#job-status", MINUTE, |t| t == "running").await;
+    assert!(
+        b.find_all("#cancel").await.is_empty(),
+        "a viewer has no cancel button"
+    );
+    assert!(
+        b.find_all("a[href='/jobs/new']").await.is_empty(),
+        "nor a launch link"
+    );
+    b.shot("viewer-job").await;
+    let forged = b
+        .js_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             const f = new URLSearchParams({{_csrf: document.querySelector('input[name=_csrf]').value}});\
+             fetch('/jobs/{}/cancel', {{method: 'POST', body: f}}).then(r => done(r.status));",
+            running.job_id
+        ))
+        .await;
+    assert_eq!(forged, json!(403));
+    let api = b
+        .js_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             fetch('/api/v1/jobs/{}/cancel', {{method: 'POST'}}).then(r => done(r.status));",
+            running.job_id
+        ))
+        .await;
+    assert_eq!(
+        api,
+        json!(403),
+        "the API refuses a cookie without its CSRF token too"
+    );
+    assert_eq!(w.job(&running).await.status, JobStatus::Running);
+    b.goto("/jobs/new").await;
+    let refusal = b.wait_text("h1", MINUTE, |_| true).await;
+    assert_eq!(refusal, "Not allowed");
+    b.shot("viewer-refused").await;
+    b.close().await;
+    let _ = outpost_controller::lifecycle::Lifecycle::new(w.store.clone())
+        .cancel(
+            running.id,
+            &outpost_controller::store::audit::Actor::system(),
+        )
+        .await;
+    wait_no_process(&mark, MINUTE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_200000_lines_loads_and_scrolls() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let yaml = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "{{ query('ansible.builtin.sequence', 'start=1 end=199990 format=row-%06d') }}"
+"#;
+    let pb = w.playbook("huge", yaml).await;
+    let job = w.launch(&pb, &server).await;
+    let job = w.wait_final(&job, 5 * MINUTE).await;
+    assert_eq!(job.status, JobStatus::Success);
+    let total = w.assert_contiguous(&job).await;
+    assert!(total > 200_000, "{total} lines");
+
+    let b = Browser::start(&c.ctl.api_url(), "huge-log").await;
+    b.sign_in("ops", PASSWORD).await;
+    b.goto(&format!("/jobs/{}", job.job_id)).await;
+    b.wait_text("#log-count", MINUTE, |t| t == format!("{total} lines"))
+        .await;
+    b.wait_text("#log-rows", MINUTE, |t| t.contains("PLAY [all]"))
+        .await;
+    let rows = b
+        .js("return document.querySelectorAll('#log-rows .ln').length")
+        .await;
+    assert!(
+        rows.as_u64().unwrap() < 200,
+        "only the lines on screen are in the page: {rows}"
+    );
+    b.shot("top").await;
+
+    // To the end, then to the middle: each shows its own lines, and the page stays small.
+    b.js("const v = document.getElementById('log-view'); v.scrollTop = v.scrollHeight; return 0")
+        .await;
+    b.wait_text("#log-rows", MINUTE, |t| t.contains("PLAY RECAP"))
+        .await;
+    b.js(
+        "const v = document.getElementById('log-view'); v.scrollTop = v.scrollHeight / 2; return 0",
+    )
+    .await;
+    b.wait_text("#log-rows", MINUTE, |t| t.contains("row-1000"))
+        .await;
+    let rows = b
+        .js("return document.querySelectorAll('#log-rows .ln').length")
+        .await;
+    assert!(rows.as_u64().unwrap() < 200, "{rows}");
+
+    // Search jumps to the line that holds the text.
+    b.find("#log-q")
+        .await
+        .send_keys("row-123456")
+        .await
+        .unwrap();
+    b.find("#log-search button").await.click().await.unwrap();
+    let note = b
+        .wait_text("#log-note", MINUTE, |t| t.contains("line"))
+        .await;
+    let n: i32 = note.rsplit(' ').next().unwrap().parse().unwrap();
+    let stored = w.store.read_log_lines(job.id, n - 1, 1).await.unwrap();
+    assert!(
+        stored[0].content.contains("row-123456"),
+        "{note}: {:?}",
+        stored[0].content
+    );
+    b.wait_text("#log-rows .ln.hit", MINUTE, |t| t.contains("row-123456"))
+        .await;
+    b.shot("search").await;
+    b.close().await;
+}
