@@ -109,7 +109,7 @@ pub async fn create_user(
     match users_api::create(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
         Ok(_) => Ok(Redirect::to("/users").into_response()),
         Err(e) if e.status.is_client_error() => users_page(st, &v, Some(e.message)).await,
-        Err(e) => Err(layout::api_refusal(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -141,7 +141,7 @@ pub async fn update_user(
     {
         Ok(_) => Ok(Redirect::to("/users").into_response()),
         Err(e) if e.status.is_client_error() => users_page(st, &v, Some(e.message)).await,
-        Err(e) => Err(layout::api_refusal(e)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -158,9 +158,7 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
 
 /// GET /
 pub async fn page(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> PageResult {
-    let body = figures(&st)
-        .await
-        .map_err(|e| layout::api_refusal(e.into()))?;
+    let body = figures(&st).await.map_err(layout::Refusal::from)?;
     Ok(layout::page(
         &v,
         Area::Dashboard,

@@ -277,6 +277,6 @@ pub async fn create_token(
         Err(e) if e.status.is_client_error() => {
             agents_page(st, &v, &headers, None, Some(e.message)).await
         }
-        Err(e) => Err(layout::api_refusal(e)),
+        Err(e) => Err(e.into()),
     }
 }

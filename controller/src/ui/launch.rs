@@ -306,7 +306,7 @@ pub async fn submit(
     if f.preview {
         let p = match matching(&st, &f.environment, &selector).await {
             Ok((s, total)) => Some(preview_list(&s, total)),
-            Err(e) => return Err(layout::api_refusal(e.into())),
+            Err(e) => return Err(e.into()),
         };
         return render(&st, &v, &f, &errors, p).await.map(|r| {
             let (mut parts, body) = r.into_parts();
@@ -391,7 +391,7 @@ pub async fn submit(
             errors.insert(field, e.message);
             render(&st, &v, &f, &errors, None).await
         }
-        Err(e) => Err(layout::api_refusal(e)),
+        Err(e) => Err(e.into()),
     }
 }
 

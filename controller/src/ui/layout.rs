@@ -131,12 +131,40 @@ pub fn api_refusal(e: ApiError) -> Response {
     refusal(e.status, &e.message)
 }
 
+/// Why a page handler refused: shown as a page with its status.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Refusal {
+        Refusal {
+            status: e.status,
+            message: e.message,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Refusal {
+    fn from(e: crate::store::StoreError) -> Refusal {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        refusal(self.status, &self.message)
+    }
+}
+
 /// The result of a page handler.
-pub type PageResult = Result<Response, Response>;
+pub type PageResult = Result<Response, Refusal>;
 
 /// Turns an API error into its page (`?` in page handlers).
-pub fn or_page<T>(r: Result<T, ApiError>) -> Result<T, Response> {
-    r.map_err(api_refusal)
+pub fn or_page<T>(r: Result<T, ApiError>) -> Result<T, Refusal> {
+    r.map_err(Refusal::from)
 }
 
 pub fn job_status(s: JobStatus) -> Markup {

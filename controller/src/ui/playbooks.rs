@@ -118,8 +118,10 @@ pub async fn upload(
         content: Some(f.content.clone()),
         ..Default::default()
     };
-    let body = serde_json::to_vec(&patch)
-        .map_err(|e| layout::refusal(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    let body = serde_json::to_vec(&patch).map_err(|e| layout::Refusal {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: e.to_string(),
+    })?;
     match playbooks::update(
         State(st.clone()),
         Extension(v.caller.clone()),
@@ -137,6 +139,6 @@ pub async fn upload(
             )
                 .into_response())
         }
-        Err(e) => Err(layout::api_refusal(e)),
+        Err(e) => Err(e.into()),
     }
 }
