@@ -350,3 +350,140 @@ async fn a_log_of_200000_lines_loads_and_scrolls() {
     b.shot("search").await;
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_pages_tokens_playbooks_users_and_a_narrow_screen() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let failing = w
+        .playbook(
+            "failing",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: before\n    - ansible.builtin.fail:\n        msg: \"broken on purpose\"\n",
+        )
+        .await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let job = w.launch(&failing, &server).await;
+    let job = w.wait_final(&job, MINUTE).await;
+    assert_eq!(job.status, JobStatus::Failed);
+
+    let b = Browser::start(&c.ctl.api_url(), "admin").await;
+    b.sign_in("ops", PASSWORD).await;
+
+    // The first error is one click away, and the log downloads whole.
+    b.goto(&format!("/jobs/{}", job.job_id)).await;
+    b.wait_text("#log-rows", MINUTE, |t| t.contains("PLAY RECAP"))
+        .await;
+    b.find("#log-first-error").await.click().await.unwrap();
+    let note = b
+        .wait_text("#log-note", MINUTE, |t| t.starts_with("First error"))
+        .await;
+    let n: i32 = note.rsplit(' ').next().unwrap().parse().unwrap();
+    let first = w
+        .lines(&job)
+        .await
+        .into_iter()
+        .find(|l| l.log_level.as_deref() == Some("ERROR"))
+        .unwrap();
+    assert_eq!(n, first.line_number);
+    let text = b
+        .js_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             fetch('/jobs/{}/log.txt').then(r => r.text()).then(done);",
+            job.job_id
+        ))
+        .await;
+    let want: String = w
+        .lines(&job)
+        .await
+        .iter()
+        .map(|l| format!("{}\n", l.content))
+        .collect();
+    assert_eq!(text.as_str().unwrap(), want);
+
+    // On a narrow screen nothing runs off the side.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.goto(&format!("/jobs/{}", job.job_id)).await;
+    b.wait_text("#log-rows", MINUTE, |t| t.contains("PLAY"))
+        .await;
+    let fits = b
+        .js("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        .await;
+    assert_eq!(fits, json!(true), "the page is no wider than the screen");
+    b.shot("narrow-job").await;
+    b.client.set_window_size(1280, 900).await.unwrap();
+
+    // An enrolment token is shown once, with the command to paste.
+    b.goto("/agents").await;
+    b.find("#t-name")
+        .await
+        .send_keys("bastion-fra1")
+        .await
+        .unwrap();
+    b.find("#t-labels")
+        .await
+        .send_keys("dc=fra1")
+        .await
+        .unwrap();
+    b.find("#token-form button").await.click().await.unwrap();
+    let token = b
+        .wait_text("#token-value", MINUTE, |t| t.starts_with("opt1."))
+        .await;
+    let cmd = b.wait_text("#enroll-command", MINUTE, |_| true).await;
+    assert!(
+        cmd.contains("--token-file") && !cmd.contains(&token),
+        "{cmd}"
+    );
+    let enrolled = outpost_tests::procs::Agent::new("fra1");
+    let out = enrolled.try_enroll(c.ctl.enroll, &token, &[]);
+    assert!(
+        out.status.success(),
+        "the token from the page enrols an agent: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.shot("agents-token").await;
+
+    // A new version of a playbook gets a new hash; a broken one is refused next to the form.
+    b.goto(&format!("/playbooks/{}", failing.id)).await;
+    let area = b.find("#content").await;
+    area.clear().await.unwrap();
+    area.send_keys("not: [a playbook").await.unwrap();
+    b.find("#upload button").await.click().await.unwrap();
+    b.wait_text("p.error", MINUTE, |t| !t.is_empty()).await;
+    let area = b.find("#content").await;
+    assert_eq!(
+        area.prop("value").await.unwrap().as_deref(),
+        Some("not: [a playbook")
+    );
+    let yaml = "- hosts: all\n  gather_facts: false\n  tasks: []\n";
+    area.clear().await.unwrap();
+    area.send_keys(yaml).await.unwrap();
+    b.find("#upload button").await.click().await.unwrap();
+    let hash = b
+        .wait_text("#playbook-hash", MINUTE, |t| t != failing.file_hash)
+        .await;
+    use sha2::Digest;
+    assert_eq!(hash, hex::encode(sha2::Sha256::digest(yaml.as_bytes())));
+
+    // Users are added here, and the audit trail shows what happened.
+    b.goto("/users").await;
+    b.find("#u-name").await.send_keys("newbie").await.unwrap();
+    b.find("#u-email")
+        .await
+        .send_keys("newbie@example.com")
+        .await
+        .unwrap();
+    b.find("#u-pass")
+        .await
+        .send_keys("first password 1")
+        .await
+        .unwrap();
+    b.find("#user-form button").await.click().await.unwrap();
+    b.wait_text("main table", MINUTE, |t| t.contains("newbie@example.com"))
+        .await;
+    b.goto("/audit?action=LOGIN").await;
+    b.wait_text("table.audit", MINUTE, |t| t.contains("LOGIN"))
+        .await;
+    b.shot("audit").await;
+    b.close().await;
+}

@@ -186,20 +186,15 @@ pub async fn audit(
         .await,
     )?
     .0;
-    let mut base = String::from("/audit?");
-    for (k, val) in [
-        ("action", &action),
-        ("resource_type", &resource_type),
-        ("user", &user.map(|u| u.to_string())),
-    ] {
-        if let Some(val) = val {
-            base.push_str(&format!(
-                "{k}={}&",
-                url::form_urlencoded::byte_serialize(val.as_bytes()).collect::<String>()
-            ));
-        }
-    }
-    let base = base.trim_end_matches(['&', '?']).to_owned();
+    let user_text = user.map(|u| u.to_string());
+    let base = layout::with_filters(
+        "/audit",
+        &[
+            ("action", action.as_deref()),
+            ("resource_type", resource_type.as_deref()),
+            ("user", user_text.as_deref()),
+        ],
+    );
     let body = html! {
         form.filters method="get" action="/audit" {
             label { "Action " input name="action" value=(action.as_deref().unwrap_or("")) placeholder="LAUNCH"; }

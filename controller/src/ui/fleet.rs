@@ -51,20 +51,13 @@ pub async fn servers(
         .await,
     )?
     .0;
-    let mut base = String::from("/servers?");
-    if let Some(e) = &environment {
-        base.push_str(&format!(
-            "environment={}&",
-            url::form_urlencoded::byte_serialize(e.as_bytes()).collect::<String>()
-        ));
-    }
-    if let Some(t) = &tag {
-        base.push_str(&format!(
-            "tag={}&",
-            url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
-        ));
-    }
-    let base = base.trim_end_matches(['&', '?']).to_owned();
+    let base = layout::with_filters(
+        "/servers",
+        &[
+            ("environment", environment.as_deref()),
+            ("tag", tag.as_deref()),
+        ],
+    );
     let body = html! {
         form.filters method="get" action="/servers" {
             label { "Environment " input name="environment" value=(environment.as_deref().unwrap_or("")) placeholder="production"; }
@@ -137,8 +130,13 @@ async fn agents_page(
                 h2 { "Token for " (c.record.name) }
                 p { "Shown only now. On the bastion, save it to a file readable only by the agent's user, then enrol:" }
                 pre.wrap #token-value { (c.token) }
-                pre.wrap #enroll-command { "install -m 0600 /dev/null token && cat > token   # paste the token, then Ctrl-D\n"
-                    "outpost-agent enroll --controller " (enroll) " --token-file token && rm token" }
+                pre.wrap #enroll-command {
+                    "install -m 0600 -o outpost /dev/null /var/lib/outpost-agent/token\n"
+                    "cat > /var/lib/outpost-agent/token   # paste the token, then Ctrl-D\n"
+                    "sudo -u outpost outpost-agent enroll --state-dir /var/lib/outpost-agent \\\n"
+                    "    --controller " (enroll) " --token-file /var/lib/outpost-agent/token\n"
+                    "rm /var/lib/outpost-agent/token"
+                }
                 p.muted { "It expires " (layout::time(Some(c.record.expires_at))) " and can be used once." }
             }
         }

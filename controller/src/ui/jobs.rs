@@ -67,20 +67,14 @@ pub async fn list(
             .await
             .map_err(Into::into),
     )?;
-    let mut base = String::from("/jobs?");
-    for (k, val) in [
-        ("status", &q.status),
-        ("playbook", &q.playbook),
-        ("server", &q.server),
-    ] {
-        if let Some(val) = val.as_deref().filter(|s| !s.is_empty()) {
-            base.push_str(&format!(
-                "{k}={}&",
-                url::form_urlencoded::byte_serialize(val.as_bytes()).collect::<String>()
-            ));
-        }
-    }
-    let base = base.trim_end_matches(['&', '?']).to_owned();
+    let base = layout::with_filters(
+        "/jobs",
+        &[
+            ("status", q.status.as_deref()),
+            ("playbook", q.playbook.as_deref()),
+            ("server", q.server.as_deref()),
+        ],
+    );
     let body = html! {
         form.filters method="get" action="/jobs" {
             label { "Status "

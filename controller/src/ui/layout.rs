@@ -223,6 +223,22 @@ pub fn labels(obj: Option<&serde_json::Map<String, serde_json::Value>>) -> Marku
     }
 }
 
+/// `path` with the filters that are set, as a query: what a pager keeps across pages.
+pub fn with_filters(path: &str, filters: &[(&str, Option<&str>)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in filters {
+        if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) {
+            q.append_pair(k, v);
+        }
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{q}")
+    }
+}
+
 /// Previous/next links over a listing; `base` is the page's query without paging.
 pub fn pager(base: &str, offset: i64, limit: i64, total: i64) -> Markup {
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -257,6 +273,26 @@ mod tests {
             span(chrono::Duration::seconds(2 * 86_400 + 4 * 3600)),
             "2 d 4 h"
         );
+    }
+
+    #[test]
+    fn filters_that_are_set_are_kept() {
+        assert_eq!(
+            with_filters(
+                "/jobs",
+                &[
+                    ("status", Some("failed")),
+                    ("server", None),
+                    ("x", Some(" "))
+                ]
+            ),
+            "/jobs?status=failed"
+        );
+        assert_eq!(
+            with_filters("/audit", &[("action", Some("a&b"))]),
+            "/audit?action=a%26b"
+        );
+        assert_eq!(with_filters("/servers", &[]), "/servers");
     }
 
     #[test]

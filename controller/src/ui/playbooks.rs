@@ -114,8 +114,10 @@ pub async fn upload(
     Path(id): Path<i32>,
     Form(f): Form<UploadForm>,
 ) -> PageResult {
+    // A browser sends a textarea's lines ending in CRLF: store the file as it was written.
+    let content = f.content.replace("\r\n", "\n");
     let patch = PlaybookPatchRequest {
-        content: Some(f.content.clone()),
+        content: Some(content),
         ..Default::default()
     };
     let body = serde_json::to_vec(&patch).map_err(|e| layout::Refusal {
