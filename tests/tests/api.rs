@@ -473,11 +473,20 @@ async fn launches_playbooks_and_the_ansible_vars_rule() {
         .await
         .unwrap();
     assert_eq!((listed.total, listed.items.len()), (3, 2));
-    let one: JobView = otto
-        .get(&format!("/api/v1/jobs/{}", ok.jobs[0].id))
-        .await
-        .unwrap();
-    assert!(one.pending_reason.is_some() || one.agent.is_some());
+    // The scheduler says why the job waits as soon as it has looked at it (woken by the
+    // launch, but on a busy machine not necessarily before this read).
+    let one: JobView = outpost_tests::wait_for(
+        "the job's pending reason",
+        Duration::from_secs(30),
+        || async {
+            let j: JobView = otto
+                .get(&format!("/api/v1/jobs/{}", ok.jobs[0].id))
+                .await
+                .ok()?;
+            (j.pending_reason.is_some() || j.agent.is_some()).then_some(j)
+        },
+    )
+    .await;
     // Cancel a queued job at once; a second cancel conflicts.
     let cancelled: serde_json::Value = otto
         .post(&format!("/api/v1/jobs/{}/cancel", one.id), &json!({}))
