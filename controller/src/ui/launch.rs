@@ -66,14 +66,20 @@ impl LaunchForm {
 /// Mistakes by field name ("" for the form as a whole).
 type Errors = HashMap<&'static str, String>;
 
-/// `dc=fra1, role=web` → pairs; a piece without `=` is an error naming it.
+/// `dc=fra1, role=web` → pairs, each read as the protocol reads a label (spaces around `=`
+/// allowed); a piece without `=` is an error naming it.
 pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
     s.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-            _ => Err(format!("'{p}' is not key=value")),
+        .map(|p| {
+            let (k, v) = outpost_protocol::message::parse_label(p)?;
+            match k.trim() {
+                "" => Err(format!(
+                    "'{p}' is not a label; write key=value, e.g. dc=fra1"
+                )),
+                k => Ok((k.to_owned(), v.trim().to_owned())),
+            }
         })
         .collect()
 }
