@@ -59,6 +59,8 @@ pub struct ApiState {
     pub settings: Arc<Settings>,
     pub throttle: auth::Throttle,
     pub follow: logs::FollowHub,
+    /// The web UI's dashboard figures, rendered once for every open dashboard.
+    pub dashboard: crate::ui::dashboard::Feed,
     /// The Outpost CA's fingerprint, for enrolment tokens.
     pub ca_fingerprint: String,
     /// Where uploaded playbooks are kept.
@@ -82,6 +84,7 @@ impl ApiState {
         ApiState {
             lifecycle: Lifecycle::new(store.clone()),
             follow: logs::FollowHub::new(store.clone(), stop.clone()),
+            dashboard: Default::default(),
             playbook_dir: settings.data_dir.join("playbooks"),
             store,
             scheduler,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::Utc;
 use maud::{html, Markup};
+use tokio::sync::watch;
 
 use super::access::Viewer;
 use super::layout::{self, Area, PageResult};
@@ -173,34 +174,65 @@ pub async fn page(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewe
     .into_response())
 }
 
+/// The figures shared by every open dashboard: one task renders them, every [`REFRESH`],
+/// while anyone watches (as a job's followers share one poll), not one task per browser.
+#[derive(Default)]
+pub struct Feed {
+    tx: Mutex<Option<watch::Sender<String>>>,
+}
+
+impl Feed {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<watch::Sender<String>>> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins the feed, starting its task if nobody watched.
+    fn subscribe(&self, st: &Arc<ApiState>) -> watch::Receiver<String> {
+        let mut slot = self.slot();
+        if let Some(tx) = slot.as_ref() {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(String::new());
+        *slot = Some(tx.clone());
+        tokio::spawn(render_while_watched(st.clone(), tx));
+        rx
+    }
+}
+
+async fn render_while_watched(st: Arc<ApiState>, tx: watch::Sender<String>) {
+    loop {
+        if let Ok(m) = figures(&st).await {
+            let html = m.into_string();
+            tx.send_if_modified(|current| {
+                let changed = *current != html;
+                if changed {
+                    *current = html;
+                }
+                changed
+            });
+        }
+        let stopping = tokio::select! {
+            _ = st.stop.cancelled() => true,
+            _ = tokio::time::sleep(REFRESH) => false,
+        };
+        // Decided under the feed's lock: a new watcher either joins this task or starts the
+        // next one. Dropping every sender ends the watchers' streams.
+        let mut slot = st.dashboard.slot();
+        if stopping || tx.receiver_count() == 0 {
+            *slot = None;
+            return;
+        }
+    }
+}
+
 /// GET /events/dashboard: the figures again whenever they change (`update` events carrying
 /// the rendered HTML), until the browser leaves or the controller stops.
 pub async fn events(State(st): State<Arc<ApiState>>) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
-    tokio::spawn(async move {
-        let mut last = String::new();
-        loop {
-            if let Ok(m) = figures(&st).await {
-                let html = m.into_string();
-                if html != last {
-                    if tx
-                        .send(Ok(Event::default().event("update").data(&html)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    last = html;
-                }
-            }
-            tokio::select! {
-                _ = st.stop.cancelled() => return,
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(REFRESH) => {}
-            }
-        }
-    });
-    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+    use tokio_stream::StreamExt;
+    let updates = tokio_stream::wrappers::WatchStream::new(st.dashboard.subscribe(&st))
+        .filter(|html| !html.is_empty())
+        .map(|html| Ok::<_, Infallible>(Event::default().event("update").data(html)));
+    Sse::new(updates)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
