@@ -3,6 +3,7 @@
 //! - [`api`]: signing in to the HTTPS API, test users, Server-Sent Events;
 //! - [`browser`]: headless Chromium over WebDriver, for the web UI, with screenshots;
 //! - [`cluster`]: a controller on a fresh database, ready for agents;
+//! - [`fleet`]: datacenters in network namespaces, each with an sshd and an uplink;
 //! - [`db`]: a fresh database per test (MariaDB or SQLite), dropped afterwards;
 //! - [`mariadb`]: a private MariaDB server a test may restart;
 //! - [`procs`]: real `outpost-controller` and `outpost-agent` processes on loopback;
@@ -13,6 +14,7 @@ pub mod api;
 pub mod browser;
 pub mod cluster;
 pub mod db;
+pub mod fleet;
 pub mod mariadb;
 pub mod procs;
 pub mod proxy;
@@ -68,5 +70,17 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`wait_for`] for code that is not async: polls `check` every 100 ms.
+pub fn wait_blocking(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -62,6 +62,8 @@ pub struct ControllerOpts {
     pub sweep_interval_ms: u64,
     pub job_time_limit_secs: u32,
     pub max_running_per_server: u32,
+    /// Where the agents' endpoint listens (a test fleet's bridge, say); port 0 either way.
+    pub agents_ip: std::net::IpAddr,
     pub extra: Vec<String>,
 }
 
@@ -84,6 +86,7 @@ impl Default for ControllerOpts {
             sweep_interval_ms: 300,
             job_time_limit_secs: 600,
             max_running_per_server: 1,
+            agents_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             extra: Vec::new(),
         }
     }
@@ -106,10 +109,20 @@ pub struct Controller {
 impl Controller {
     /// Creates the PKI in `data_dir` (once per cluster).
     pub fn init(data_dir: &Path, database_url: &str) {
-        let out = Command::new(bin("outpost-controller"))
-            .args(["init", "--data-dir"])
+        Controller::init_named(data_dir, database_url, &[]);
+    }
+
+    /// [`Controller::init`] with the names and addresses agents reach it by (its certificate's
+    /// subject alternative names; none: the command's defaults).
+    pub fn init_named(data_dir: &Path, database_url: &str, names: &[String]) {
+        let mut cmd = Command::new(bin("outpost-controller"));
+        cmd.args(["init", "--data-dir"])
             .arg(data_dir)
-            .args(["--database-url", database_url])
+            .args(["--database-url", database_url]);
+        for n in names {
+            cmd.args(["--name", n]);
+        }
+        let out = cmd
             .env_remove("OUTPOST_ADMIN_PASSWORD")
             .output()
             .expect("run init");
@@ -131,7 +144,7 @@ impl Controller {
         let mut c = Controller {
             data_dir: data_dir.to_path_buf(),
             database_url: database_url.to_owned(),
-            agents: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agents: SocketAddr::new(opts.agents_ip, 0),
             enroll: SocketAddr::from(([127, 0, 0, 1], 0)),
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
             id: id.to_owned(),
@@ -315,6 +328,10 @@ pub struct AgentOpts {
     pub drain_timeout_secs: u64,
     pub kill_grace_secs: u64,
     pub max_backoff_secs: u64,
+    /// Off for servers reached with a local connection; the test fleet turns it on.
+    pub host_key_checking: bool,
+    /// The network namespace to run in (a test fleet's datacenter).
+    pub netns: Option<String>,
 }
 
 impl AgentOpts {
@@ -336,6 +353,8 @@ impl Default for AgentOpts {
             drain_timeout_secs: 60,
             kill_grace_secs: 3,
             max_backoff_secs: 2,
+            host_key_checking: false,
+            netns: None,
         }
     }
 }
@@ -404,7 +423,15 @@ impl Agent {
             .open(&self.log)
             .expect("log");
         let list: Vec<String> = controllers.iter().map(|a| a.to_string()).collect();
-        let mut cmd = Command::new(bin("outpost-agent"));
+        // `ip netns exec` execs the agent, so the child's pid is the agent's.
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("outpost-agent"));
+                c
+            }
+            None => Command::new(bin("outpost-agent")),
+        };
         cmd.arg("run")
             .arg("--state-dir")
             .arg(&self.state_dir)
@@ -414,7 +441,7 @@ impl Agent {
             .args(["--drain-timeout-secs", &opts.drain_timeout_secs.to_string()])
             .args(["--kill-grace-secs", &opts.kill_grace_secs.to_string()])
             .args(["--max-backoff-secs", &opts.max_backoff_secs.to_string()])
-            .args(["--host-key-checking", "false"])
+            .args(["--host-key-checking", &opts.host_key_checking.to_string()])
             .env("OUTPOST_LOG", "info,outpost_agent=debug")
             // A secret of the agent's own environment, which ansible must not see.
             .env("OUTPOST_TEST_SECRET", "leak-me-not")

@@ -105,13 +105,23 @@ impl World {
     }
 
     pub async fn launch(&self, playbook: &Playbook, server: &Server) -> Job {
+        self.launch_with(playbook, server, None).await
+    }
+
+    /// Launches with these extra vars (a JSON object).
+    pub async fn launch_with(
+        &self,
+        playbook: &Playbook,
+        server: &Server,
+        extra_vars: Option<serde_json::Value>,
+    ) -> Job {
         self.store
             .create_jobs(
                 &[NewJob {
                     playbook_id: playbook.id,
                     server_id: server.id,
                     user_id: self.admin.id,
-                    extra_vars: None,
+                    extra_vars,
                     run_options: None,
                 }],
                 &Actor::user(self.admin.id),
