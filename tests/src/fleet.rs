@@ -163,7 +163,7 @@ impl Fleet {
     /// A bridge in the host namespace and an SSH client key. Panics with the reason when
     /// namespaces cannot be made (not root, no iproute2, no sshd): the fleet tests do not fall
     /// back to anything.
-    pub fn new() -> Fleet {
+    pub fn start() -> Fleet {
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
             "/usr/sbin/sshd is missing: install openssh-server (bash scripts/test does)"

@@ -75,7 +75,7 @@ async fn agent_of(w: &World, job: &Job) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_over_ssh_in_their_own_datacenter_and_change_the_target() {
-    let mut fleet = Fleet::new();
+    let mut fleet = Fleet::start();
     fleet.add_datacenter("fra1");
     fleet.add_datacenter("ams1");
     let c = Cluster::for_fleet(Backend::MariaDb, &fleet, ControllerOpts::default()).await;
@@ -136,7 +136,7 @@ async fn jobs_run_over_ssh_in_their_own_datacenter_and_change_the_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stored_log_is_what_ansible_playbook_prints_by_hand() {
-    let mut fleet = Fleet::new();
+    let mut fleet = Fleet::start();
     fleet.add_datacenter("fra1");
     let c = Cluster::for_fleet(Backend::MariaDb, &fleet, ControllerOpts::default()).await;
     let _agent = c.fleet_agent(&fleet, "fra1", c.ctl.agents, &AgentOpts::default());
@@ -173,7 +173,7 @@ async fn the_stored_log_is_what_ansible_playbook_prints_by_hand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_datacenter_cut_off_for_20_s_mid_job_loses_no_line() {
-    let mut fleet = Fleet::new();
+    let mut fleet = Fleet::start();
     fleet.add_datacenter("fra1");
     // Both sides notice the silence within 3 s; the grace period (30 s) outlasts the cut.
     let c = Cluster::for_fleet(Backend::MariaDb, &fleet, ControllerOpts::fast_failure()).await;
@@ -215,7 +215,7 @@ async fn a_datacenter_cut_off_for_20_s_mid_job_loses_no_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_datacenter_behind_a_slow_lossy_link_gets_its_output_complete() {
-    let mut fleet = Fleet::new();
+    let mut fleet = Fleet::start();
     fleet.add_datacenter("syd1");
     let c = Cluster::for_fleet(Backend::MariaDb, &fleet, ControllerOpts::default()).await;
     let link = Impairment {
