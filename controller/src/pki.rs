@@ -1,5 +1,6 @@
 //! The controller's PKI material on disk: the CA and the controller's server certificate under
-//! `<data-dir>/pki/`, created by `init` (or `dev`), keys 0600.
+//! `<data-dir>/pki/`, created by `init` (or `dev`), keys 0600, and the key of the agents'
+//! endpoint's QUIC stateless resets.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +32,9 @@ impl PkiPaths {
     pub fn server_key(&self) -> PathBuf {
         self.dir.join("server.key")
     }
+    pub fn reset_key(&self) -> PathBuf {
+        self.dir.join("quic-reset.key")
+    }
     pub fn exists(&self) -> bool {
         self.ca_cert().exists() && self.ca_key().exists()
     }
@@ -42,12 +46,52 @@ pub struct ControllerPki {
     /// The server certificate, then the CA (agents enrolling find the CA in the chain).
     pub chain: Vec<CertificateDer<'static>>,
     key_pem: String,
+    /// The secret behind the QUIC stateless resets of the agents' endpoint. Kept across
+    /// restarts: a restarted controller answers packets of its previous run's connections with
+    /// a reset the agent can verify, so agents reconnect at once instead of waiting out their
+    /// idle timeout.
+    pub reset_key: [u8; 32],
 }
 
 impl ControllerPki {
     pub fn server_key(&self) -> Result<PrivateKeyDer<'static>, PkiError> {
         pki::private_key_from_pem(&self.key_pem)
     }
+
+    /// The QUIC endpoint configuration that lets a restarted controller reset its previous
+    /// run's connections: the reset key, and connection IDs hashed with a key derived from it
+    /// (quinn only resets packets whose connection ID it validates as one of its own).
+    pub fn quic_endpoint_config(&self) -> quinn::EndpointConfig {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.reset_key);
+        let tag = ring::hmac::sign(&key, b"outpost connection ids");
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(&tag.as_ref()[..8]);
+        let cid_key = u64::from_le_bytes(cid_key);
+        let mut config = quinn::EndpointConfig::new(std::sync::Arc::new(key));
+        config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        config
+    }
+}
+
+/// Reads the reset key, or makes one (data directories made before it existed get one on their
+/// next start).
+fn reset_key(paths: &PkiPaths) -> Result<[u8; 32], PkiError> {
+    let path = paths.reset_key();
+    if path.exists() {
+        let text = read(&path)?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key).map_err(|e| {
+            PkiError::BadCertificate(format!("{}: not a 32-byte hex key: {e}", path.display()))
+        })?;
+        return Ok(key);
+    }
+    let mut key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| PkiError::BadCertificate("no randomness for the QUIC reset key".into()))?;
+    pki::write_private(&path, &hex::encode(key))?;
+    Ok(key)
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
@@ -118,5 +162,11 @@ pub fn load(paths: &PkiPaths) -> Result<ControllerPki, PkiError> {
     let ca = Ca::from_pem(&read(&paths.ca_cert())?, &read(&paths.ca_key())?)?;
     let chain = pki::certs_from_pem(&read(&paths.server_cert())?)?;
     let key_pem = read(&paths.server_key())?;
-    Ok(ControllerPki { ca, chain, key_pem })
+    let reset_key = reset_key(paths)?;
+    Ok(ControllerPki {
+        ca,
+        chain,
+        key_pem,
+        reset_key,
+    })
 }

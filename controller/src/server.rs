@@ -61,10 +61,14 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, ServeError> {
     Ok(socket.into())
 }
 
-fn endpoint(addr: SocketAddr, config: quinn::ServerConfig) -> Result<quinn::Endpoint, ServeError> {
+fn endpoint(
+    addr: SocketAddr,
+    config: quinn::ServerConfig,
+    endpoint_config: quinn::EndpointConfig,
+) -> Result<quinn::Endpoint, ServeError> {
     let socket = udp_socket(addr)?;
     quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         Some(config),
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -149,8 +153,8 @@ pub async fn serve(
     )?;
     let enroll_cfg =
         outpost_protocol::tls::enroll_server_config(pki.chain.clone(), pki.server_key()?, timers)?;
-    let agents_ep = endpoint(settings.listen, agent_cfg)?;
-    let enroll_ep = endpoint(settings.enroll_listen, enroll_cfg)?;
+    let agents_ep = endpoint(settings.listen, agent_cfg, pki.quic_endpoint_config())?;
+    let enroll_ep = endpoint(settings.enroll_listen, enroll_cfg, pki.quic_endpoint_config())?;
     let api_listener = tokio::net::TcpListener::bind(settings.api_listen)
         .await
         .map_err(|source| ServeError::Bind {
