@@ -6,15 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A built binary of the workspace. `scripts/test` builds them all before the tests run.
+/// A built binary of the workspace: the debug build for tests (`scripts/test` builds them all
+/// before the tests run), the release build for benchmarks (compiled without debug assertions).
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+    let (profile, build) = if cfg!(debug_assertions) {
+        ("debug", "cargo build --workspace --bins (bash scripts/test does)")
+    } else {
+        ("release", "cargo build --release --workspace --bins")
+    };
+    let path = target.join(profile).join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (bash scripts/test does)",
+        "{} is missing: run `{build}` first",
         path.display()
     );
     path
