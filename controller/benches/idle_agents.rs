@@ -1,12 +1,15 @@
 //! What idle agents cost a controller: N agent sessions (real mTLS QUIC on loopback, each with
 //! its own certificate, saying Hello and sending heartbeats) against one `outpost-controller
 //! serve` process; the controller's resident memory and CPU are read from /proc before and
-//! after, side by side in one run.
+//! after, side by side in one run. Then the controller is killed (-9) and started again on the
+//! same port, and the time until every agent is back in a new session is measured, with the
+//! failed attempts on the way and the controller's peak memory.
 //!
 //! Run: `cargo bench -p outpost-controller --bench idle_agents` (`OUTPOST_BENCH_AGENTS`, default
 //! 2000; SQLite store in a temporary directory).
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,28 +130,41 @@ async fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut ctl = Command::new(bin)
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--database-url",
-            &url,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--enroll-listen",
-            &format!("127.0.0.1:{enroll_port}"),
-        ])
-        .env("OUTPOST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
+    let ctl_log = dir.path().join("controller.log");
+    let serve = || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ctl_log)
+            .expect("log");
+        Command::new(bin)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--database-url",
+                &url,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--enroll-listen",
+                &format!("127.0.0.1:{enroll_port}"),
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
+            .env("OUTPOST_LOG", "warn,outpost_controller::server=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("serve")
+    };
+    let mut ctl = serve();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = ctl.id();
     let (rss0, _) = proc_stat(pid);
 
-    // Connect them all, 64 handshakes at a time.
+    // Each session acts as an agent does: connect, Hello, heartbeats; on any failure, wait
+    // with the agent's jittered backoff (0.5 s doubling to 30 s) and connect again. The client
+    // process does at most 64 handshakes at a time (it has the same two cores).
     let mut client =
         quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("client endpoint");
     client.set_default_client_config(
@@ -156,59 +172,42 @@ async fn main() {
     );
     let gate = Arc::new(Semaphore::new(64));
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let welcomed = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
     let t = Instant::now();
-    let mut sessions = Vec::with_capacity(n);
-    for (cert, key) in identities {
+    let mut handles = Vec::with_capacity(n);
+    for (i, (cert, key)) in identities.into_iter().enumerate() {
         let cfg = tls::agent_client_config(ca.cert_der(), vec![cert], key, Timers::default())
             .expect("client config");
         let (gate, client) = (gate.clone(), client.clone());
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        sessions.push((
-            tokio::spawn(async move {
-                let permit = gate.acquire_owned().await.expect("gate");
-                let conn = client
-                    .connect_with(cfg, addr, "localhost")
-                    .expect("connect")
-                    .await
-                    .expect("handshake");
-                let (send, recv) = conn.open_bi().await.expect("stream");
-                let mut s = FramedStream::new(recv, send);
-                let hello = Hello {
-                    protocol_version: outpost_protocol::PROTOCOL_VERSION,
-                    agent_version: "bench".into(),
-                    hostname: "bench".into(),
-                    labels: vec![],
-                    capacity: 4,
-                    ansible_version: "none".into(),
-                    running: vec![],
-                    capabilities: vec![],
-                };
-                s.send(&Up::Hello(hello)).await.expect("hello");
-                let Some(Down::Welcome(w)) = s.recv::<Down>().await.expect("welcome") else {
-                    panic!("no Welcome")
-                };
-                drop(permit);
-                let _ = ready_tx.send(());
-                let mut seq = 0;
-                loop {
-                    tokio::time::sleep(Duration::from_millis(w.heartbeat_interval_ms.into())).await;
-                    seq += 1;
-                    if s.send(&Up::Heartbeat { seq }).await.is_err() {
-                        return;
-                    }
-                    if s.recv::<Down>().await.ok().flatten().is_none() {
-                        return;
-                    }
+        let (welcomed, failed) = (welcomed.clone(), failed.clone());
+        handles.push(tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            let mut dice = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            loop {
+                if session(&client, &cfg, addr, &gate, &welcomed).await {
+                    backoff = Duration::from_millis(500);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
                 }
-            }),
-            ready_rx,
-        ));
+                dice ^= dice << 13;
+                dice ^= dice >> 7;
+                dice ^= dice << 17;
+                let jitter = 0.5 + (dice % 1000) as f64 / 1000.0;
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }));
     }
-    let mut handles = Vec::with_capacity(n);
-    for (h, ready) in sessions {
-        ready.await.expect("session up");
-        handles.push(h);
-    }
+    let all_welcomed = |target: usize| {
+        let welcomed = welcomed.clone();
+        async move {
+            while welcomed.load(Ordering::Relaxed) < target {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    all_welcomed(n).await;
     let connect = t.elapsed().as_secs_f64();
     let online = store
         .list_agents(Paging::new(1, 0))
@@ -232,10 +231,102 @@ async fn main() {
         (rss2.max(rss1) - rss0) as f64 / n as f64
     );
     println!("controller CPU while {n} agents idle (heartbeat every 5 s): {cpu:.1} % of one core");
+
+    // kill -9 and start again on the same port: every agent must come back by itself.
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+    let failed_before = failed.load(Ordering::Relaxed);
+    let mut ctl = serve();
+    let t = Instant::now();
+    wait_ready(&ctl_log).await;
+    let ready = t.elapsed().as_secs_f64();
+    all_welcomed(2 * n).await;
+    let back = t.elapsed().as_secs_f64();
+    let refused = failed.load(Ordering::Relaxed) - failed_before;
+    let (rss3, _) = proc_stat(ctl.id());
+    let peak = peak_rss(ctl.id());
+    println!(
+        "after kill -9 and restart: ready in {ready:.1} s, all {n} agents back in {back:.1} s; \
+         {refused} failed attempts on the way (refused or timed out handshakes); controller RSS \
+         {} MiB, peak {} MiB",
+        rss3 / 1024,
+        peak / 1024
+    );
     for h in handles {
         h.abort();
     }
     let _ = ctl.kill();
     let _ = ctl.wait();
     client.close(quinn::VarInt::from_u32(0), b"done");
+}
+
+/// Peak resident memory (VmHWM) in KiB.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_ready(log: &std::path::Path) {
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches("controller ready").count() >= 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One agent session: true if it got as far as Welcome (and then ran until it broke).
+async fn session(
+    client: &quinn::Endpoint,
+    cfg: &quinn::ClientConfig,
+    addr: std::net::SocketAddr,
+    gate: &Semaphore,
+    welcomed: &AtomicUsize,
+) -> bool {
+    let permit = gate.acquire().await.expect("gate");
+    let Ok(connecting) = client.connect_with(cfg.clone(), addr, "localhost") else {
+        return false;
+    };
+    let Ok(conn) = connecting.await else {
+        return false;
+    };
+    let Ok((send, recv)) = conn.open_bi().await else {
+        return false;
+    };
+    let mut s = FramedStream::new(recv, send);
+    let hello = Hello {
+        protocol_version: outpost_protocol::PROTOCOL_VERSION,
+        agent_version: "bench".into(),
+        hostname: "bench".into(),
+        labels: vec![],
+        capacity: 4,
+        ansible_version: "none".into(),
+        running: vec![],
+        capabilities: vec![],
+    };
+    if s.send(&Up::Hello(hello)).await.is_err() {
+        return false;
+    }
+    let Ok(Some(Down::Welcome(w))) = s.recv::<Down>().await else {
+        return false;
+    };
+    drop(permit);
+    welcomed.fetch_add(1, Ordering::Relaxed);
+    let mut seq = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(w.heartbeat_interval_ms.into())).await;
+        seq += 1;
+        if s.send(&Up::Heartbeat { seq }).await.is_err() {
+            return true;
+        }
+        if s.recv::<Down>().await.ok().flatten().is_none() {
+            return true;
+        }
+    }
 }

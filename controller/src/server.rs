@@ -154,7 +154,11 @@ pub async fn serve(
     let enroll_cfg =
         outpost_protocol::tls::enroll_server_config(pki.chain.clone(), pki.server_key()?, timers)?;
     let agents_ep = endpoint(settings.listen, agent_cfg, pki.quic_endpoint_config())?;
-    let enroll_ep = endpoint(settings.enroll_listen, enroll_cfg, pki.quic_endpoint_config())?;
+    let enroll_ep = endpoint(
+        settings.enroll_listen,
+        enroll_cfg,
+        pki.quic_endpoint_config(),
+    )?;
     let api_listener = tokio::net::TcpListener::bind(settings.api_listen)
         .await
         .map_err(|source| ServeError::Bind {

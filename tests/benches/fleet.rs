@@ -182,8 +182,15 @@ async fn overhead() {
     println!("\n## overhead: a 2-task playbook over SSH, {runs} runs each, interleaved");
     println!("| path | p50 | p99 | p50 / direct |");
     println!("|---|---:|---:|---:|");
-    println!("| ansible-playbook directly | {:.0} ms | {:.0} ms | 1.00 |", d50 * 1e3, d99 * 1e3);
-    for (name, v) in [("Outpost (API launch → outcome recorded)", &via), ("ansible-runner run", &by_runner)] {
+    println!(
+        "| ansible-playbook directly | {:.0} ms | {:.0} ms | 1.00 |",
+        d50 * 1e3,
+        d99 * 1e3
+    );
+    for (name, v) in [
+        ("Outpost (API launch → outcome recorded)", &via),
+        ("ansible-runner run", &by_runner),
+    ] {
         println!(
             "| {name} | {:.0} ms | {:.0} ms | {:.2} |",
             pct(v, 50.0) * 1e3,
@@ -230,7 +237,11 @@ async fn dispatch() {
     .await;
     let mut servers = Vec::new();
     for i in 0..servers_n {
-        servers.push(w.local_server(&format!("web{i:03}"), json!({}), "dev").await.hostname);
+        servers.push(
+            w.local_server(&format!("web{i:03}"), json!({}), "dev")
+                .await
+                .hostname,
+        );
     }
     w.playbook("noop", SMALL).await;
     let api = outpost_tests::api::login(&c.ctl, "ops", outpost_tests::api::PASSWORD).await;
@@ -330,7 +341,10 @@ async fn ingest() {
         let pb = w.playbook("print", SMALL).await;
         let mut servers = Vec::new();
         for i in 0..n {
-            servers.push(w.local_server(&format!("web{i:03}"), json!({}), "dev").await);
+            servers.push(
+                w.local_server(&format!("web{i:03}"), json!({}), "dev")
+                    .await,
+            );
         }
         let t = Instant::now();
         let mut jobs = Vec::new();
@@ -344,7 +358,11 @@ async fn ingest() {
         let through = (per * n) as f64 / t.elapsed().as_secs_f64();
         for j in &jobs {
             let (max, count) = w.store.log_extent(j.id).await.expect("extent");
-            assert_eq!((max as usize, count as usize), (per, per), "every line stored once");
+            assert_eq!(
+                (max as usize, count as usize),
+                (per, per),
+                "every line stored once"
+            );
         }
         // The raw figure: as many rows into the same table of the same database, numbered
         // after the first job's lines.
@@ -374,7 +392,10 @@ async fn far() {
     println!("\n## far datacenter: a job printing {lines} lines through ansible over SSH");
     println!("| link | launch → outcome | lines/s |");
     println!("|---|---:|---:|");
-    for (dc, what) in [("fra1", "clean (veth)"), ("syd1", "relay: 50 ms each way, 1 % loss")] {
+    for (dc, what) in [
+        ("fra1", "clean (veth)"),
+        ("syd1", "relay: 50 ms each way, 1 % loss"),
+    ] {
         let server = fleet.register(w, dc, &format!("web-{dc}")).await;
         let t = Instant::now();
         let job = w.launch(&pb, &server).await;
@@ -393,8 +414,10 @@ async fn far() {
 
 #[tokio::main]
 async fn main() {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    println!("# fleet benchmarks: {cores} cores, MariaDB on 127.0.0.1:3306, debug binaries of the workspace");
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!("# fleet benchmarks: {cores} cores, MariaDB on 127.0.0.1:3306, release binaries of the workspace (target/release)");
     if wanted("overhead") {
         overhead().await;
     }

@@ -13,7 +13,10 @@ pub fn bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join("target"));
     let (profile, build) = if cfg!(debug_assertions) {
-        ("debug", "cargo build --workspace --bins (bash scripts/test does)")
+        (
+            "debug",
+            "cargo build --workspace --bins (bash scripts/test does)",
+        )
     } else {
         ("release", "cargo build --release --workspace --bins")
     };
