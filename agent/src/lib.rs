@@ -7,8 +7,9 @@
 //! - [`session`]: the connection to the controller and its reconnect loop.
 //! - [`jobs`]: the jobs held, and delivering them; [`runner`]: one ansible-playbook run;
 //!   [`spool`]: output kept until acknowledged.
-//! - [`state`]: the state directory.
+//! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked.
 
+pub mod doctor;
 pub mod enroll;
 pub mod jobs;
 pub mod runner;

@@ -40,6 +40,31 @@ enum Command {
     /// Run the agent service until SIGTERM (then: take no new work, let running jobs finish up
     /// to --drain-timeout-secs, cancel the rest, deliver their output, exit 0).
     Run(RunArgs),
+    /// Check what this bastion needs, one line each: ansible-playbook and its version, the
+    /// state directory's owner and modes, the certificate's expiry, each controller reachable
+    /// over UDP with the handshake accepted, the SSH keys readable. Exits 1 if anything fails.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// Controller agent endpoint(s) to try, HOST:PORT [default: those stored at enrolment].
+    #[arg(
+        long = "controller",
+        env = "OUTPOST_CONTROLLERS",
+        value_delimiter = ','
+    )]
+    controllers: Vec<String>,
+    /// The ansible-playbook the service runs.
+    #[arg(
+        long,
+        env = "OUTPOST_ANSIBLE_PLAYBOOK",
+        default_value = "ansible-playbook"
+    )]
+    ansible_playbook: PathBuf,
+    /// A private key ansible logs in to servers with (repeatable).
+    #[arg(long = "ssh-key")]
+    ssh_keys: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -212,6 +237,25 @@ async fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 })
+        }
+        Command::Doctor(a) => {
+            let opts = outpost_agent::doctor::DoctorOptions {
+                ansible_playbook: a.ansible_playbook,
+                controllers: a.controllers,
+                ssh_keys: a.ssh_keys,
+            };
+            let findings = outpost_agent::doctor::examine(&state, &opts).await;
+            for f in &findings {
+                println!("{f}");
+            }
+            let failed = findings.iter().filter(|f| !f.ok).count();
+            if failed > 0 {
+                println!("{failed} problem(s) found");
+                Ok(ExitCode::FAILURE)
+            } else {
+                println!("all {} checks passed", findings.len());
+                Ok(ExitCode::SUCCESS)
+            }
         }
         Command::Run(a) => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")

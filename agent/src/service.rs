@@ -62,7 +62,7 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-async fn ansible_version(bin: &PathBuf) -> String {
+pub(crate) async fn ansible_version(bin: &PathBuf) -> String {
     let probe = tokio::process::Command::new(bin)
         .arg("--version")
         .stdin(std::process::Stdio::null())

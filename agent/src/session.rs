@@ -136,7 +136,7 @@ pub async fn run(agent: Arc<Agent>) -> Result<(), Fatal> {
     Ok(())
 }
 
-async fn resolve(addr: &str) -> Result<(SocketAddr, String), String> {
+pub(crate) async fn resolve(addr: &str) -> Result<(SocketAddr, String), String> {
     let host = match addr.rsplit_once(':') {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
         None => {

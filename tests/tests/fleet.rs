@@ -181,7 +181,7 @@ async fn a_datacenter_cut_off_for_20_s_mid_job_loses_no_line() {
     let w = &c.world;
     let server = fleet.register(w, "fra1", "web-fra1").await;
     let per = 25_000;
-    let pb = w.playbook("numbers", &numbered_playbook(per, 8)).await;
+    let pb = w.playbook("numbers", &numbered_playbook(per, 12)).await;
     let job = w.launch(&pb, &server).await;
     wait_for("the first burst stored", 2 * MINUTE, || async {
         (w.store.log_extent(job.id).await.ok()?.1 >= per as i64).then_some(())
