@@ -9,7 +9,7 @@
 //! 10.252.S.(10+i), an address on the namespace's own loopback, so it stays reachable from the
 //! bastion while the uplink is down, and from nowhere else.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -417,11 +417,6 @@ impl Datacenter {
             .output()
             .expect("run ansible-playbook")
     }
-}
-
-/// The controller's address for agents of this fleet (the bridge side, on `port`).
-pub fn controller_addr(fleet: &Fleet, port: u16) -> SocketAddr {
-    SocketAddr::new(fleet.host_ip(), port)
 }
 
 impl Drop for Fleet {
