@@ -45,7 +45,26 @@ pub struct NewLogLine {
 impl Store {
     /// Stores lines from any number of jobs in one transaction; returns how many were new.
     pub async fn insert_log_lines(&self, lines: &[NewLogLine]) -> Result<u64> {
+        self.insert_log_lines_in_turn(lines, async {}, || {}, async {})
+            .await
+    }
+
+    /// [`Store::insert_log_lines`] in a sequence of writers: waits for `before_insert` before
+    /// the first statement, calls `inserted` once every statement ran, and waits for
+    /// `before_commit` before committing. Ingest uses it so that flushes written side by side
+    /// still become visible in order (readers page a job's lines by line number and must never
+    /// see line 3,000 before line 2,000).
+    pub async fn insert_log_lines_in_turn(
+        &self,
+        lines: &[NewLogLine],
+        before_insert: impl std::future::Future<Output = ()>,
+        inserted: impl FnOnce(),
+        before_commit: impl std::future::Future<Output = ()>,
+    ) -> Result<u64> {
+        before_insert.await;
         if lines.is_empty() {
+            inserted();
+            before_commit.await;
             return Ok(0);
         }
         let (head, tail) = match self.dialect() {
@@ -61,7 +80,7 @@ impl Store {
         };
         let inserted = on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            let mut inserted = 0;
+            let mut count = 0;
             for chunk in statements(lines, self.statement_bytes) {
                 let mut qb = QueryBuilder::new(head);
                 qb.push(" (job_id, line_number, content, log_level, timestamp) ");
@@ -75,10 +94,12 @@ impl Store {
                 qb.push(tail);
                 // Batch sizes vary: keep these out of the statement cache.
                 let res = qb.build().persistent(false).execute(&mut *tx).await?;
-                inserted += res.rows_affected();
+                count += res.rows_affected();
             }
+            inserted();
+            before_commit.await;
             tx.commit().await?;
-            inserted
+            count
         });
         Ok(inserted)
     }
