@@ -84,13 +84,12 @@ pub async fn examine(state: &StateDir, opts: &DoctorOptions) -> Vec<Finding> {
 }
 
 async fn ansible(bin: &Path) -> Finding {
-    let version = crate::service::ansible_version(&bin.to_path_buf()).await;
-    match version.strip_prefix("unavailable: ") {
-        Some(why) => fail(
+    match crate::service::probe_ansible(bin).await {
+        Err(why) => fail(
             "ansible",
             format!("{why} (install ansible-core: python3 -m pip install ansible-core, or pass --ansible-playbook)"),
         ),
-        None => ok("ansible", format!("{version} ({})", bin.display())),
+        Ok(version) => ok("ansible", format!("{version} ({})", bin.display())),
     }
 }
 
@@ -98,11 +97,11 @@ async fn ansible(bin: &Path) -> Finding {
 fn state_dir(state: &StateDir) -> Vec<Finding> {
     let uid = nix_uid();
     let mut out = Vec::new();
-    let checks: [(&Path, u32, &str); 2] = [
-        (&state.root, 0o077, "the state directory"),
-        (&state.key_file(), 0o077, "the private key"),
-    ];
-    for (path, forbidden, what) in checks {
+    for (path, what) in [
+        (state.root.clone(), "the state directory"),
+        (state.key_file(), "the private key"),
+    ] {
+        let path = path.as_path();
         match std::fs::metadata(path) {
             Err(e) => out.push(fail(
                 "state",
@@ -116,7 +115,7 @@ fn state_dir(state: &StateDir) -> Vec<Finding> {
                     m.uid()
                 ),
             )),
-            Ok(m) if m.mode() & forbidden != 0 => out.push(fail(
+            Ok(m) if m.mode() & 0o077 != 0 => out.push(fail(
                 "state",
                 format!(
                     "{what} {} has mode {:04o}: others may read it; chmod {} it",
@@ -203,14 +202,9 @@ async fn controller(state: &StateDir, addr: &str) -> Finding {
             Ok(c) => c,
             Err(e) => return fail("controller", format!("{addr}: no credentials: {e}")),
         };
-    let bind = if sock.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let endpoint = match bind.parse().map(quinn::Endpoint::client) {
-        Ok(Ok(e)) => e,
-        _ => return fail("controller", "cannot open a UDP socket"),
+    let endpoint = match crate::session::client_endpoint() {
+        Ok(e) => e,
+        Err(e) => return fail("controller", format!("cannot open a UDP socket: {e}")),
     };
     let result = match endpoint.connect_with(config, sock, &host) {
         Err(e) => Err(e.to_string()),

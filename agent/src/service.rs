@@ -2,7 +2,7 @@
 //! drain (no new work, running jobs finish up to the drain timeout, the rest are cancelled,
 //! spooled output is handed over while the controller is reachable).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,21 +62,22 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-pub(crate) async fn ansible_version(bin: &PathBuf) -> String {
+/// `ansible-playbook --version`'s first line, or why it cannot be had.
+pub(crate) async fn probe_ansible(bin: &Path) -> Result<String, String> {
     let probe = tokio::process::Command::new(bin)
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .output();
     match tokio::time::timeout(Duration::from_secs(30), probe).await {
-        Ok(Ok(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+        Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .next()
             .unwrap_or("")
             .trim()
-            .to_owned(),
-        Ok(Ok(out)) => format!("unavailable: {} exited with {}", bin.display(), out.status),
-        Ok(Err(e)) => format!("unavailable: {}: {e}", bin.display()),
-        Err(_) => format!("unavailable: {} --version timed out", bin.display()),
+            .to_owned()),
+        Ok(Ok(out)) => Err(format!("{} exited with {}", bin.display(), out.status)),
+        Ok(Err(e)) => Err(format!("{}: {e}", bin.display())),
+        Err(_) => Err(format!("{} --version timed out", bin.display())),
     }
 }
 
@@ -108,10 +109,14 @@ pub async fn run(
     if controllers.is_empty() {
         return Err(ServiceError::NoController);
     }
-    let ansible_version = ansible_version(&opts.ansible_playbook).await;
-    if ansible_version.starts_with("unavailable") {
-        tracing::warn!(%ansible_version, "ansible-playbook does not run here; jobs will fail until it does");
-    }
+    // The controller shows this string; "unavailable: why" tells operators what is wrong.
+    let ansible_version = match probe_ansible(&opts.ansible_playbook).await {
+        Ok(v) => v,
+        Err(why) => {
+            tracing::warn!(%why, "ansible-playbook does not run here; jobs will fail until it does");
+            format!("unavailable: {why}")
+        }
+    };
     let agent = Arc::new(Agent {
         cfg: AgentConfig {
             controllers,

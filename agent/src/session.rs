@@ -90,13 +90,14 @@ enum SessionEnd {
 }
 
 /// Keeps a session up until shutdown. Returns an error only when retrying is pointless.
-pub async fn run(agent: Arc<Agent>) -> Result<(), Fatal> {
-    let bind: SocketAddr = "[::]:0"
-        .parse()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let endpoint = match quinn::Endpoint::client(bind)
+/// A client endpoint on a dual-stack socket, or IPv4 only where the host has no IPv6.
+pub(crate) fn client_endpoint() -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::client(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)))
         .or_else(|_| quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))))
-    {
+}
+
+pub async fn run(agent: Arc<Agent>) -> Result<(), Fatal> {
+    let endpoint = match client_endpoint() {
         Ok(e) => e,
         Err(e) => return Err(Fatal::Refused(format!("cannot open a UDP socket: {e}"))),
     };

@@ -30,7 +30,7 @@ use outpost_tests::cluster::Cluster;
 use outpost_tests::fleet::Fleet;
 use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
 use outpost_tests::proxy::{Impairment, UdpProxy};
-use outpost_tests::world::World;
+use outpost_tests::world::{numbered_lines_task, World};
 use outpost_tests::{wait_for, Backend};
 use serde_json::json;
 use sqlx::{Connection, QueryBuilder};
@@ -376,17 +376,14 @@ async fn far() {
     fleet.add_datacenter("fra1");
     fleet.add_datacenter("syd1");
     let c = Cluster::for_fleet(Backend::MariaDb, &fleet, ControllerOpts::default()).await;
-    let link = Impairment {
-        delay: Duration::from_millis(50),
-        loss: 0.01,
-    };
-    let relay = UdpProxy::start_on(fleet.host_ip(), c.ctl.agents, link).await;
+    let relay = UdpProxy::start_on(fleet.host_ip(), c.ctl.agents, Impairment::FAR).await;
     let _near = c.fleet_agent(&fleet, "fra1", c.ctl.agents, &AgentOpts::default());
     let _far = c.fleet_agent(&fleet, "syd1", relay.addr, &AgentOpts::default());
     let w = &c.world;
     let lines = 50_000;
     let yaml = format!(
-        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n    - ansible.builtin.debug:\n        msg: \"{{{{ query('ansible.builtin.sequence', 'start=1 end={lines} format=line-%05d') }}}}\"\n"
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n{}",
+        numbered_lines_task("lines", "line-%05d", lines)
     );
     let pb = w.playbook("lines", &yaml).await;
     println!("\n## far datacenter: a job printing {lines} lines through ansible over SSH");

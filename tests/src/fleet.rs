@@ -18,6 +18,7 @@ use outpost_controller::model::Server;
 use outpost_controller::store::audit::Actor;
 use outpost_controller::store::servers::NewServer;
 
+use crate::run_ok;
 use crate::world::World;
 
 const SLOTS: &str = "/tmp/outpost-fleet-slots";
@@ -33,19 +34,6 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
-}
-
-fn run(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -181,7 +169,7 @@ impl Fleet {
         ip(&["link", "set", &bridge, "up"]);
         let dir = tempfile::tempdir().expect("fleet dir");
         let key = dir.path().join("id_ed25519");
-        run(
+        run_ok(
             Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-C", "outpost-test", "-f"])
                 .arg(&key),
@@ -256,7 +244,7 @@ impl Fleet {
         ]);
 
         let host_key = dir.join("ssh_host_ed25519_key");
-        run(
+        run_ok(
             Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-f"])
                 .arg(&host_key),

@@ -84,3 +84,21 @@ pub fn wait_blocking(what: &str, timeout: Duration, mut check: impl FnMut() -> b
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A finished command's stdout then stderr, as one text (for assertions and failure messages).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `cmd` and panics, with what it printed, unless it succeeds; `what` names it.
+pub fn run_ok(cmd: &mut std::process::Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(out.status.success(), "{what} failed: {}", output_text(&out));
+    out
+}

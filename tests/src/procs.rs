@@ -385,9 +385,8 @@ impl Agent {
         let out = agent.try_enroll(ctl.enroll, &token, &["--connect", &ctl.agents.to_string()]);
         assert!(
             out.status.success(),
-            "enrol failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "enrol failed: {}",
+            crate::output_text(&out)
         );
         agent
     }

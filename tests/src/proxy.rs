@@ -22,6 +22,14 @@ pub struct Impairment {
     pub loss: f64,
 }
 
+impl Impairment {
+    /// The far datacenter of the fleet tests and benchmarks: 50 ms each way, 1 % lost.
+    pub const FAR: Impairment = Impairment {
+        delay: Duration::from_millis(50),
+        loss: 0.01,
+    };
+}
+
 #[derive(Default)]
 struct Counters {
     cut: AtomicBool,

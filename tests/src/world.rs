@@ -21,6 +21,15 @@ pub fn sleeping_playbook(mark: &str) -> String {
     )
 }
 
+/// A task printing `n` numbered lines at once (`format` as ansible's sequence lookup takes it,
+/// e.g. `a-%05d`), one per line of the debug output: bulk output without the `command`
+/// module, which is slow with huge results.
+pub fn numbered_lines_task(name: &str, format: &str, n: usize) -> String {
+    format!(
+        "    - name: {name}\n      ansible.builtin.debug:\n        msg: \"{{{{ query('ansible.builtin.sequence', 'start=1 end={n} format={format}') }}}}\"\n"
+    )
+}
+
 pub struct World {
     pub store: Store,
     pub admin: User,

@@ -9,18 +9,10 @@ use outpost_protocol::token::EnrollToken;
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
 use outpost_tests::proxy::UdpProxy;
-use outpost_tests::{wait_for, Backend};
+use outpost_tests::{output_text, wait_for, Backend};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
@@ -34,7 +26,11 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
     damaged.push(if last == '0' { '1' } else { '0' });
     let out = a.try_enroll(c.ctl.enroll, &damaged, &[]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("damaged"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("damaged"),
+        "{}",
+        output_text(&out)
+    );
     assert!(
         !a.state_dir.join("agent.key").exists(),
         "no key written for a refused token"
@@ -56,20 +52,24 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
     let out = a.try_enroll(c.ctl.enroll, &forged, &[]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("does not match the fingerprint"),
+        output_text(&out).contains("does not match the fingerprint"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     // The token's labels are the agent's: asking for others is refused and spends nothing.
     for ask in [["--label", "dc=evil"], ["--label", "rack=12"]] {
         let out = a.try_enroll(c.ctl.enroll, &token, &ask);
         assert!(!out.status.success());
-        assert!(text(&out).contains("cannot ask for"), "{}", text(&out));
+        assert!(
+            output_text(&out).contains("cannot ask for"),
+            "{}",
+            output_text(&out)
+        );
     }
     // Repeating them is fine; the real token works once.
     let out = a.try_enroll(c.ctl.enroll, &token, &["--label", "dc=fra1"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let agent = c
         .world
         .store
@@ -104,20 +104,28 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
     let late = Agent::new("late");
     let out = late.try_enroll(c.ctl.enroll, &stale.encode(), &[]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("expired"), "{}", text(&out));
+    assert!(
+        output_text(&out).contains("expired"),
+        "{}",
+        output_text(&out)
+    );
     assert!(c.world.store.get_agent_by_name("late").await.is_err());
 
     // Enrolling again needs --force; a spent token is refused with a reason.
     let again = a.try_enroll(c.ctl.enroll, &token, &[]);
     assert!(
-        text(&again).contains("already enrolled"),
+        output_text(&again).contains("already enrolled"),
         "{}",
-        text(&again)
+        output_text(&again)
     );
     let b = Agent::new("b");
     let reuse = b.try_enroll(c.ctl.enroll, &token, &[]);
     assert!(!reuse.status.success());
-    assert!(text(&reuse).contains("already used"), "{}", text(&reuse));
+    assert!(
+        output_text(&reuse).contains("already used"),
+        "{}",
+        output_text(&reuse)
+    );
 }
 
 /// The SHA-256 fingerprint of the CA in a PEM file.

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{bin, Agent, ControllerOpts};
-use outpost_tests::Backend;
+use outpost_tests::{output_text, Backend};
 
 fn doctor(agent: &Agent, extra: &[&str]) -> (bool, String) {
     let out = Command::new(bin("outpost-agent"))
@@ -18,14 +18,7 @@ fn doctor(agent: &Agent, extra: &[&str]) -> (bool, String) {
         .env_remove("OUTPOST_CONTROLLERS")
         .output()
         .expect("run doctor");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), output_text(&out))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

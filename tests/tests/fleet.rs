@@ -12,7 +12,7 @@ use outpost_tests::cluster::Cluster;
 use outpost_tests::fleet::Fleet;
 use outpost_tests::procs::{AgentOpts, ControllerOpts};
 use outpost_tests::proxy::{Impairment, UdpProxy};
-use outpost_tests::world::World;
+use outpost_tests::world::{numbered_lines_task, World};
 use outpost_tests::{wait_for, workspace_root, Backend};
 use serde_json::json;
 
@@ -31,11 +31,8 @@ fn contents(lines: &[LogLine]) -> Vec<String> {
 /// A playbook printing `a-00001`…`a-NNNNN`, then pausing over SSH, then `b-00001`…: two bursts
 /// of numbered lines with the target in between.
 fn numbered_playbook(per_burst: usize, pause_secs: u32) -> String {
-    let burst = |tag: &str| {
-        format!(
-            "    - name: burst {tag}\n      ansible.builtin.debug:\n        msg: \"{{{{ query('ansible.builtin.sequence', 'start=1 end={per_burst} format={tag}-%05d') }}}}\"\n"
-        )
-    };
+    let burst =
+        |tag: &str| numbered_lines_task(&format!("burst {tag}"), &format!("{tag}-%05d"), per_burst);
     format!(
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: reach the target\n      ansible.builtin.command: echo reached\n{}    - name: pause on the target\n      ansible.builtin.command: sleep {pause_secs}\n{}",
         burst("a"),
@@ -218,11 +215,7 @@ async fn a_far_datacenter_behind_a_slow_lossy_link_gets_its_output_complete() {
     let mut fleet = Fleet::start();
     fleet.add_datacenter("syd1");
     let c = Cluster::for_fleet(Backend::MariaDb, &fleet, ControllerOpts::default()).await;
-    let link = Impairment {
-        delay: Duration::from_millis(50),
-        loss: 0.01,
-    };
-    let relay = UdpProxy::start_on(fleet.host_ip(), c.ctl.agents, link).await;
+    let relay = UdpProxy::start_on(fleet.host_ip(), c.ctl.agents, Impairment::FAR).await;
     let _agent = c.fleet_agent(&fleet, "syd1", relay.addr, &AgentOpts::default());
     let w = &c.world;
     let server = fleet.register(w, "syd1", "web-syd1").await;

@@ -5,19 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use outpost_tests::workspace_root;
+use outpost_tests::{output_text, run_ok, workspace_root};
 
 fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{what} failed:\n{text}");
-    text
+    output_text(&run_ok(cmd, what))
 }
 
 fn contents(deb: &Path) -> String {
