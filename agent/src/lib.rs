@@ -7,7 +7,8 @@
 //! - [`session`]: the connection to the controller and its reconnect loop.
 //! - [`jobs`]: the jobs held, and delivering them; [`runner`]: one ansible-playbook run;
 //!   [`spool`]: output kept until acknowledged.
-//! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked.
+//! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked;
+//!   [`status`]: whether the controller has this agent online, as the service last saw it.
 
 pub mod doctor;
 pub mod enroll;
@@ -17,3 +18,4 @@ pub mod service;
 pub mod session;
 pub mod spool;
 pub mod state;
+pub mod status;

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use outpost_agent::enroll::{self, EnrollRequestArgs};
 use outpost_agent::service::{self, ServiceError, ServiceOptions};
 use outpost_agent::state::StateDir;
+use outpost_agent::status;
 use tokio_util::sync::CancellationToken;
 
 /// Exit status when the controller refuses this agent for good (revoked, unknown): the systemd
@@ -44,6 +45,14 @@ enum Command {
     /// state directory's owner and modes, the certificate's expiry, each controller reachable
     /// over UDP with the handshake accepted, the SSH keys readable. Exits 1 if anything fails.
     Doctor(DoctorArgs),
+    /// Say whether the running service is online, as the controller last told it: "online"
+    /// (exit 0) only once the controller has welcomed this agent; "connecting" with the last
+    /// failure, or "not running" (exit 1). With --wait, keep looking until online.
+    Status {
+        /// Seconds to wait for the agent to come online.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        wait: u64,
+    },
 }
 
 #[derive(Args)]
@@ -255,6 +264,30 @@ async fn main() -> ExitCode {
             } else {
                 println!("all {} checks passed", findings.len());
                 Ok(ExitCode::SUCCESS)
+            }
+        }
+        Command::Status { wait } => {
+            if !state.is_enrolled() {
+                println!(
+                    "not enrolled: no certificate in {} (run `outpost-agent enroll` first)",
+                    cli.state_dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            match status::watch(&state.status_file(), Duration::from_secs(wait)).await {
+                Ok(v) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    println!("{}", v.describe(now));
+                    Ok(if v.is_online() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                Err(e) => Err(anyhow::anyhow!(e)),
             }
         }
         Command::Run(a) => {

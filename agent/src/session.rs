@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::{self, JobTable};
 use crate::runner::RunnerConfig;
 use crate::state::{Identity, StateDir};
+use crate::status::{Connection, StatusFile};
 
 /// How long a handshake may take before the next controller address is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,6 +102,7 @@ pub async fn run(agent: Arc<Agent>) -> Result<(), Fatal> {
         Ok(e) => e,
         Err(e) => return Err(Fatal::Refused(format!("cannot open a UDP socket: {e}"))),
     };
+    let mut status = StatusFile::new(agent.state.status_file());
     let mut backoff = agent.cfg.backoff_min;
     let mut turn = 0usize;
     loop {
@@ -110,13 +112,19 @@ pub async fn run(agent: Arc<Agent>) -> Result<(), Fatal> {
         let addr = agent.cfg.controllers[turn % agent.cfg.controllers.len()].clone();
         turn += 1;
         let started = tokio::time::Instant::now();
-        match session(&agent, &endpoint, &addr).await {
+        match session(&agent, &endpoint, &addr, &mut status).await {
             SessionEnd::Shutdown => break,
             SessionEnd::Fatal(f) => {
+                status.set(Connection::Stopped {
+                    reason: f.to_string(),
+                });
                 endpoint.close(quinn::VarInt::from_u32(close::NORMAL), b"bye");
                 return Err(f);
             }
             SessionEnd::Retry(reason) => {
+                status.set(Connection::Connecting {
+                    reason: format!("{addr}: {reason}"),
+                });
                 // A session that lasted a while resets the backoff.
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = agent.cfg.backoff_min;
@@ -132,6 +140,9 @@ pub async fn run(agent: Arc<Agent>) -> Result<(), Fatal> {
             }
         }
     }
+    status.set(Connection::Stopped {
+        reason: "the service was stopped".into(),
+    });
     endpoint.close(quinn::VarInt::from_u32(close::NORMAL), b"agent stopping");
     let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
     Ok(())
@@ -154,7 +165,12 @@ pub(crate) async fn resolve(addr: &str) -> Result<(SocketAddr, String), String> 
     Ok((sock, host))
 }
 
-async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint, addr: &str) -> SessionEnd {
+async fn session(
+    agent: &Arc<Agent>,
+    endpoint: &quinn::Endpoint,
+    addr: &str,
+    status: &mut StatusFile,
+) -> SessionEnd {
     let (sock, host) = match resolve(addr).await {
         Ok(r) => r,
         Err(e) => return SessionEnd::Retry(e),
@@ -191,7 +207,7 @@ async fn session(agent: &Arc<Agent>, endpoint: &quinn::Endpoint, addr: &str) -> 
         },
         _ = agent.shutdown.cancelled() => return SessionEnd::Shutdown,
     };
-    let result = serve(agent, &conn).await;
+    let result = serve(agent, &conn, addr, status).await;
     if matches!(result, SessionEnd::Shutdown) {
         conn.close(quinn::VarInt::from_u32(close::NORMAL), b"agent stopping");
     }
@@ -221,7 +237,12 @@ fn classify(e: &quinn::ConnectionError) -> SessionEnd {
     SessionEnd::Retry(e.to_string())
 }
 
-async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
+async fn serve(
+    agent: &Arc<Agent>,
+    conn: &quinn::Connection,
+    addr: &str,
+    status: &mut StatusFile,
+) -> SessionEnd {
     let (mut send, recv) = match conn.open_bi().await {
         Ok(s) => s,
         Err(e) => return classify(&e),
@@ -258,6 +279,9 @@ async fn serve(agent: &Arc<Agent>, conn: &quinn::Connection) -> SessionEnd {
         Err(_) => return SessionEnd::Retry("no Welcome in time".into()),
     };
     tracing::info!(controller = %conn.remote_address(), agent = %welcome.agent, held = agent.table.len(), "connected");
+    status.set(Connection::Online {
+        controller: addr.to_owned(),
+    });
 
     // Resume every job still held (lines not yet acknowledged, outcomes not yet recorded),
     // now and whenever a job's stream ended while the session lives on.

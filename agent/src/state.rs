@@ -77,6 +77,10 @@ impl StateDir {
     pub fn work_dir(&self) -> PathBuf {
         self.root.join("work")
     }
+    /// Written by the running service: see [`crate::status`].
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("status")
+    }
 
     pub fn is_enrolled(&self) -> bool {
         self.identity_file().exists() && self.key_file().exists() && self.cert_file().exists()

@@ -128,18 +128,28 @@ impl Client {
         &self,
         rb: reqwest::RequestBuilder,
     ) -> Result<T, ApiError> {
+        self.send_raw(rb)
+            .await?
+            .json::<T>()
+            .await
+            .map_err(|e| ApiError::Unexpected(e.to_string()))
+    }
+
+    /// Sends a request and hands back a successful response unread (a download, say), or the
+    /// error body of a refusal.
+    pub async fn send_raw(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
         let resp = rb.send().await.map_err(|e| ApiError::Unreachable {
             url: self.base.clone(),
             detail: e.to_string(),
         })?;
-        let status = resp.status();
-        if status.is_success() {
-            return resp
-                .json::<T>()
-                .await
-                .map_err(|e| ApiError::Unexpected(e.to_string()));
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(refusal(resp).await)
         }
-        Err(refusal(resp).await)
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {

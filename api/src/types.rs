@@ -540,6 +540,27 @@ pub struct NewEnrollmentTokenRequest {
     pub ttl_hours: Option<u32>,
 }
 
+/// An install bundle for one new agent: a tar.gz with the agent binary, its systemd unit, a
+/// one-time enrolment token (mode 0600) and `install.yml`, a playbook that installs, enrols and
+/// starts the agent over SSH.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgentBundleRequest {
+    /// The agent's name (letters, digits, `.`, `_`, `-`); the archive unpacks into
+    /// `outpost-agent-<name>/`.
+    pub name: String,
+    /// The agent's labels, e.g. `{"dc": "fra1"}`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Hours the token stays valid; default 24.
+    #[serde(default)]
+    pub ttl_hours: Option<u32>,
+    /// Hosts the bastion reaches the controller at, among the names of its certificate;
+    /// default: those names, loopback ones left out.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrollmentTokenView {
     pub id: i32,

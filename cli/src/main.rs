@@ -309,6 +309,26 @@ pub enum AgentCmd {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u32,
     },
+    /// Download an install bundle for a new agent (admin): the agent binary, its unit, a
+    /// one-time token and install.yml, which installs, enrols and starts the agent over SSH:
+    /// `tar xzf FILE && cd outpost-agent-NAME && ansible-playbook -i BASTION, install.yml`.
+    Bundle {
+        #[arg(long)]
+        name: String,
+        /// `key=value` (repeatable): the agent's labels, e.g. dc=fra1.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// A host the bastion reaches the controller at, among its certificate's names
+        /// (repeatable) [default: those names, loopback ones left out].
+        #[arg(long = "address", value_name = "HOST")]
+        addresses: Vec<String>,
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u32,
+        /// Where to save it [default: outpost-agent-NAME.tar.gz]; it holds a secret, so it is
+        /// written 0600 and never over an existing file.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

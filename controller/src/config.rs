@@ -54,6 +54,7 @@ pub struct FileConfig {
     pub api_key: Option<PathBuf>,
     pub api_token_hours: Option<u64>,
     pub password_max_age_days: Option<u64>,
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -124,6 +125,9 @@ pub struct Settings {
     pub api_token_ttl: Duration,
     /// A password older than this must be changed (zero: never).
     pub password_max_age: Duration,
+    /// The outpost-agent that install bundles carry; unset: found beside this executable or
+    /// where the package puts it (see [`crate::bundle::locate_agent_binary`]).
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl Settings {
@@ -151,6 +155,7 @@ impl Settings {
             api_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             api_cert: None,
             api_key: None,
+            agent_binary: None,
             api_token_ttl: Duration::from_secs(12 * 3600),
             password_max_age: Duration::from_secs(90 * 86400),
         }
@@ -210,6 +215,9 @@ impl Settings {
         }
         if f.api_key.is_some() {
             self.api_key = f.api_key.clone();
+        }
+        if f.agent_binary.is_some() {
+            self.agent_binary = f.agent_binary.clone();
         }
         if let Some(h) = f.api_token_hours {
             self.api_token_ttl = Duration::from_secs(h.max(1) * 3600);

@@ -1,5 +1,6 @@
-//! Enrolment: the endpoint (ALPN `outpost-enroll/1`, server authentication only) where a new
-//! agent trades a one-time token and a CSR for its client certificate.
+//! Enrolment: one-time tokens ([`issue_token`], for the CLI, the API and install bundles), and
+//! the endpoint (ALPN `outpost-enroll/1`, server authentication only) where a new agent trades
+//! such a token and a CSR for its client certificate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,47 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::model::EnrollmentToken;
+use crate::store::agents::NewEnrollmentToken;
+use crate::store::audit::Actor;
 use crate::store::{Store, StoreError};
+
+/// A token just made: its text (shown once, never stored) and its record.
+pub struct IssuedToken {
+    pub token: EnrollToken,
+    pub record: EnrollmentToken,
+}
+
+/// Makes a one-time enrolment token for the agent `name` with `labels`, valid for `ttl`; only
+/// the secret's hash is stored, and the audit trail names the token, never its secret.
+pub async fn issue_token(
+    store: &Store,
+    ca_fingerprint: &str,
+    name: &str,
+    labels: &[(String, String)],
+    ttl: chrono::Duration,
+    actor: &Actor,
+) -> Result<IssuedToken, StoreError> {
+    let token = EnrollToken::generate(ca_fingerprint);
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let record = store
+        .create_enrollment_token(
+            &NewEnrollmentToken {
+                secret_hash: EnrollToken::secret_hash(&token.secret),
+                name: name.to_owned(),
+                labels: serde_json::Value::Object(labels),
+                expires_at: chrono::Utc::now() + ttl,
+            },
+            actor,
+        )
+        .await?;
+    Ok(IssuedToken { token, record })
+}
 
 /// An enrolment request is a CSR and a few strings: far below this.
 const MAX_REQUEST: usize = 64 * 1024;

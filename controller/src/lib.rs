@@ -8,8 +8,10 @@
 //!   (job streams), [`scheduler`], [`ingest`], [`enroll`], [`lifecycle`], [`retention`].
 //! - [`lifecycle`]: the one place where a job changes state.
 //! - [`http`]: the HTTPS API; [`ui`]: the web UI on the same port.
+//! - [`bundle`]: install bundles for new agents.
 //! - [`config`], [`pki`] (the CA on disk), [`metrics`], [`text`] (fitting text to columns).
 
+pub mod bundle;
 pub mod config;
 pub mod context;
 pub mod dispatch;

@@ -54,6 +54,18 @@ pub struct ControllerPki {
 }
 
 impl ControllerPki {
+    /// The DNS names and addresses of the server certificate: where agents may be sent.
+    pub fn server_names(&self) -> Vec<String> {
+        match self.chain.first().map(|c| pki::inspect(c)) {
+            Some(Ok(info)) => info
+                .dns_names
+                .into_iter()
+                .chain(info.ip_addresses.iter().map(|ip| ip.to_string()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn server_key(&self) -> Result<PrivateKeyDer<'static>, PkiError> {
         pki::private_key_from_pem(&self.key_pem)
     }

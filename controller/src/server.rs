@@ -182,6 +182,13 @@ pub async fn serve(
             })?,
     };
     let api_tls = api_tls(&settings, &pki)?;
+    let bundle_origin = crate::bundle::Origin {
+        names: pki.server_names(),
+        agent_port: bound.agents.port(),
+        enroll_port: bound.enroll.port(),
+        ca_fingerprint: pki.ca.fingerprint(),
+        agent_binary: settings.agent_binary.clone(),
+    };
     let ca = Arc::new(pki.ca);
 
     // Ingest outlives the sessions: it gets its own token, fired after they are gone.
@@ -210,6 +217,7 @@ pub async fn serve(
         settings.clone(),
         ca.fingerprint(),
         vec![bound.agents, bound.enroll, bound.api],
+        bundle_origin,
         stop.clone(),
     ));
     let api_app = crate::http::app(api_state)?;

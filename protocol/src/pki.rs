@@ -239,6 +239,7 @@ pub struct CertInfo {
     pub client_auth: bool,
     pub server_auth: bool,
     pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<std::net::IpAddr>,
     pub uris: Vec<String>,
 }
 
@@ -265,11 +266,19 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, PkiError> {
         .map(|e| (e.value.client_auth, e.value.server_auth))
         .unwrap_or((false, false));
     let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
     let mut uris = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {
                 GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                GeneralName::IPAddress(b) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                        ip_addresses.push(std::net::IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                        ip_addresses.push(std::net::IpAddr::from(v6));
+                    }
+                }
                 GeneralName::URI(u) => uris.push(u.to_string()),
                 _ => {}
             }
@@ -286,6 +295,7 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, PkiError> {
         client_auth,
         server_auth,
         dns_names,
+        ip_addresses,
         uris,
     })
 }
@@ -433,11 +443,16 @@ mod tests {
         assert_eq!(ca.fingerprint().len(), 64);
         assert!(inspect(ca.cert_der()).unwrap().is_ca);
         let server = ca
-            .issue_server(&["localhost".into(), "127.0.0.1".into()], DAY)
+            .issue_server(
+                &["localhost".into(), "127.0.0.1".into(), "fd00::7".into()],
+                DAY,
+            )
             .unwrap();
         let info = inspect(&server.cert_der).unwrap();
         assert!(info.server_auth && !info.is_ca);
         assert_eq!(info.dns_names, vec!["localhost".to_owned()]);
+        let ips: Vec<String> = info.ip_addresses.iter().map(|i| i.to_string()).collect();
+        assert_eq!(ips, ["127.0.0.1", "fd00::7"]);
     }
 
     #[test]

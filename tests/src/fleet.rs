@@ -339,16 +339,31 @@ impl Fleet {
     /// The one-host inventory the agent writes for `server` (see the agent's runner), for
     /// running `ansible-playbook` directly against the same target.
     pub fn inventory(&self, server: &Server) -> serde_json::Value {
+        self.ssh_inventory(
+            &server.hostname,
+            &server.ip_address,
+            server.ssh_port,
+            &server.ssh_user,
+        )
+    }
+
+    /// A one-host inventory for `dc`'s sshd as `hostname`, reached as root with the fleet's
+    /// key: the bastion an operator installs an agent on.
+    pub fn bastion_inventory(&self, dc: &str, hostname: &str) -> serde_json::Value {
+        self.ssh_inventory(hostname, &self.dc(dc).server_ip.to_string(), 22, "root")
+    }
+
+    fn ssh_inventory(&self, hostname: &str, ip: &str, port: i32, user: &str) -> serde_json::Value {
         let mut vars = serde_json::json!({
-            "ansible_host": server.ip_address,
-            "ansible_port": server.ssh_port,
-            "ansible_user": server.ssh_user,
+            "ansible_host": ip,
+            "ansible_port": port,
+            "ansible_user": user,
             "ansible_ssh_private_key_file": self.key.display().to_string(),
         });
         if let (Some(v), Some(h)) = (vars.as_object_mut(), self.host_vars().as_object()) {
             v.extend(h.clone());
         }
-        serde_json::json!({ "all": { "hosts": { server.hostname.clone(): vars } } })
+        serde_json::json!({ "all": { "hosts": { hostname: vars } } })
     }
 }
 

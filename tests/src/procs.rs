@@ -71,7 +71,8 @@ pub struct ControllerOpts {
     pub sweep_interval_ms: u64,
     pub job_time_limit_secs: u32,
     pub max_running_per_server: u32,
-    /// Where the agents' endpoint listens (a test fleet's bridge, say); port 0 either way.
+    /// Where the agents' and the enrolment endpoints listen (a test fleet's bridge, say); port
+    /// 0 either way.
     pub agents_ip: std::net::IpAddr,
     pub extra: Vec<String>,
 }
@@ -99,6 +100,13 @@ impl Default for ControllerOpts {
             extra: Vec::new(),
         }
     }
+}
+
+/// The SHA-256 fingerprint of the CA in a controller's data directory.
+pub fn ca_fingerprint(data_dir: &Path) -> String {
+    let pem = std::fs::read_to_string(data_dir.join("pki").join("ca.pem")).expect("CA certificate");
+    let certs = outpost_protocol::pki::certs_from_pem(&pem).expect("CA PEM");
+    outpost_protocol::pki::fingerprint(&certs[0])
 }
 
 /// An `outpost-controller serve` process.
@@ -154,7 +162,7 @@ impl Controller {
             data_dir: data_dir.to_path_buf(),
             database_url: database_url.to_owned(),
             agents: SocketAddr::new(opts.agents_ip, 0),
-            enroll: SocketAddr::from(([127, 0, 0, 1], 0)),
+            enroll: SocketAddr::new(opts.agents_ip, 0),
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
             id: id.to_owned(),
             opts,
@@ -253,6 +261,11 @@ impl Controller {
     /// The Outpost CA certificate (PEM), which the API's certificate chains to.
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("pki").join("ca.pem")).expect("CA certificate")
+    }
+
+    /// The SHA-256 fingerprint of this controller's CA (what `outpost login` pins).
+    pub fn ca_fingerprint(&self) -> String {
+        ca_fingerprint(&self.data_dir)
     }
 
     /// An API client trusting this controller's CA, without a token.

@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use outpost_controller::model::JobStatus;
-use outpost_protocol::pki;
 use outpost_protocol::token::EnrollToken;
 use outpost_tests::cluster::Cluster;
-use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
+use outpost_tests::procs::{ca_fingerprint, Agent, AgentOpts, ControllerOpts};
 use outpost_tests::proxy::UdpProxy;
 use outpost_tests::{output_text, wait_for, Backend};
 use serde_json::json;
@@ -46,7 +45,7 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
     let real = EnrollToken::parse(&token).unwrap();
     let forged = EnrollToken {
         secret: real.secret.clone(),
-        ca_fingerprint: ca_fingerprint(&other.path().join("pki/ca.pem")),
+        ca_fingerprint: ca_fingerprint(other.path()),
     }
     .encode();
     let out = a.try_enroll(c.ctl.enroll, &forged, &[]);
@@ -87,7 +86,7 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
     assert_eq!(mode & 0o777, 0o600);
 
     // An expired token is refused with a reason, and spends nothing.
-    let stale = EnrollToken::generate(&ca_fingerprint(&c.data.path().join("pki/ca.pem")));
+    let stale = EnrollToken::generate(&c.ctl.ca_fingerprint());
     c.world
         .store
         .create_enrollment_token(
@@ -126,12 +125,6 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
         "{}",
         output_text(&reuse)
     );
-}
-
-/// The SHA-256 fingerprint of the CA in a PEM file.
-fn ca_fingerprint(pem_path: &std::path::Path) -> String {
-    let pem = std::fs::read_to_string(pem_path).unwrap();
-    pki::fingerprint(&pki::certs_from_pem(&pem).unwrap()[0])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/enrollment-tokens", "admin"),
     ("POST", "/api/v1/enrollment-tokens", "admin"),
     ("DELETE", "/api/v1/enrollment-tokens/{id}", "admin"),
+    ("POST", "/api/v1/agent-bundles", "admin"),
     ("GET", "/api/v1/audit", "admin"),
     ("GET", "/api/v1/openapi.json", "public"),
     ("GET", "/healthz", "public"),

@@ -55,14 +55,6 @@ fn one_line_error(o: &Output, needle: &str) {
     assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
 }
 
-fn ca_fingerprint(c: &Cluster) -> String {
-    let pem = c.ctl.ca_pem();
-    let der = outpost_protocol::pki::certs_from_pem(&pem)
-        .unwrap()
-        .remove(0);
-    outpost_protocol::pki::fingerprint(&der)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
     let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
@@ -79,7 +71,7 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
             "-u",
             "ops",
             "--ca-fingerprint",
-            &ca_fingerprint(&c),
+            &c.ctl.ca_fingerprint(),
         ])
         .env("OUTPOST_CONFIG_DIR", cfg)
         .env("OUTPOST_PASSWORD", "not the password")
@@ -106,7 +98,7 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
             "-u",
             "ops",
             "--ca-fingerprint",
-            &ca_fingerprint(&c),
+            &c.ctl.ca_fingerprint(),
             "--name",
             "lab",
         ],

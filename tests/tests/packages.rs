@@ -85,6 +85,8 @@ fn the_packages_build_hold_what_they_should_and_pass_lintian() {
         "./usr/bin/outpost-controller",
         "./lib/systemd/system/outpost-controller.service",
         "./etc/outpost/controller.toml",
+        // What `outpost-controller bundle` packs for new agents.
+        "./usr/lib/outpost/outpost-agent",
     ] {
         assert!(
             c.contains(want),

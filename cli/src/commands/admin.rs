@@ -186,8 +186,77 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
                 );
             }
         }
+        AgentCmd::Bundle {
+            name,
+            labels,
+            addresses,
+            ttl_hours,
+            output,
+        } => {
+            let labels = pairs(&labels, "label")?
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            let path = output.unwrap_or_else(|| format!("outpost-agent-{name}.tar.gz").into());
+            let file = create_private(&path)?;
+            let request = c
+                .request(reqwest::Method::POST, "/api/v1/agent-bundles")
+                .json(&NewAgentBundleRequest {
+                    name: name.clone(),
+                    labels,
+                    ttl_hours: Some(ttl_hours),
+                    addresses,
+                });
+            let saved = match c.send_raw(request).await {
+                Ok(resp) => save(resp, file).await,
+                Err(e) => Err(e.into()),
+            };
+            match saved {
+                Ok(bytes) => {
+                    if !out.json(&json!({"file": path, "bytes": bytes})) {
+                        eprintln!(
+                            "wrote {} ({bytes} bytes, mode 0600: it holds a one-time token). On a machine with SSH to the bastion:\n  tar xzf {} && cd outpost-agent-{name} && ansible-playbook -i BASTION, install.yml",
+                            path.display(),
+                            path.display()
+                        );
+                    }
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// A new file only the user can read; an existing one is left alone.
+fn create_private(path: &std::path::Path) -> anyhow::Result<tokio::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    Ok(tokio::fs::File::from_std(f))
+}
+
+/// Streams a download into `file`; the byte count.
+async fn save(resp: reqwest::Response, mut file: tokio::fs::File) -> anyhow::Result<u64> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut body = resp.bytes_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("the download broke off")?;
+        file.write_all(&chunk).await?;
+        n += chunk.len() as u64;
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    Ok(n)
 }
 
 async fn user_by(c: &Client, u: &str) -> anyhow::Result<UserView> {

@@ -69,6 +69,8 @@ pub struct ApiState {
     pub http_metrics: health::HttpMetrics,
     /// The bound agent and enrolment addresses, for readiness.
     pub listeners: Vec<SocketAddr>,
+    /// What install bundles made here carry and where they send agents.
+    pub bundle_origin: crate::bundle::Origin,
     openapi: OnceLock<String>,
 }
 
@@ -79,6 +81,7 @@ impl ApiState {
         settings: Arc<Settings>,
         ca_fingerprint: String,
         listeners: Vec<SocketAddr>,
+        bundle_origin: crate::bundle::Origin,
         stop: CancellationToken,
     ) -> ApiState {
         ApiState {
@@ -94,6 +97,7 @@ impl ApiState {
             stop,
             http_metrics: health::HttpMetrics::default(),
             listeners,
+            bundle_origin,
             openapi: OnceLock::new(),
         }
     }
@@ -169,6 +173,7 @@ pub fn routes() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::revoke))
         .routes(routes!(agents::list_tokens, agents::create_token))
         .routes(routes!(agents::delete_token))
+        .routes(routes!(agents::create_bundle))
         .routes(routes!(audit::list))
         .routes(routes!(health::openapi))
         .routes(routes!(health::healthz))

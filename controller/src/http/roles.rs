@@ -61,6 +61,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/enrollment-tokens", Role(Admin)),
     ("POST", "/api/v1/enrollment-tokens", Role(Admin)),
     ("DELETE", "/api/v1/enrollment-tokens/{id}", Role(Admin)),
+    ("POST", "/api/v1/agent-bundles", Role(Admin)),
     ("GET", "/api/v1/audit", Role(Admin)),
     ("GET", "/api/v1/openapi.json", Public),
     ("GET", "/healthz", Public),

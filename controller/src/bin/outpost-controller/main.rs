@@ -12,11 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use outpost_controller::config::{FileConfig, LogFormat, Settings};
 use outpost_controller::model::{Paging, Role};
 use outpost_controller::pki::{self, PkiPaths};
-use outpost_controller::store::agents::NewEnrollmentToken;
 use outpost_controller::store::audit::Actor;
 use outpost_controller::store::users::NewUser;
-use outpost_controller::{server, Store};
-use outpost_protocol::token::EnrollToken;
+use outpost_controller::{enroll, server, Store};
 use tokio_util::sync::CancellationToken;
 
 /// The Outpost controller: owns the state, schedules Ansible jobs on agents, ingests their output.
@@ -78,6 +76,12 @@ enum Command {
     Init(InitArgs),
     /// Make a one-time enrolment token for a new agent (prints it once; only its hash is kept).
     Token(TokenArgs),
+    /// Make an install bundle for one new agent: a tar.gz with the agent binary, its systemd
+    /// unit, a one-time enrolment token (0600) and install.yml, a playbook that installs the
+    /// agent on the bastion over SSH, enrols it, starts it and waits until it is online:
+    /// `tar xzf outpost-agent-NAME.tar.gz && cd outpost-agent-NAME &&
+    /// ansible-playbook -i BASTION, install.yml`.
+    Bundle(BundleArgs),
     /// List enrolled agents.
     Agents,
     /// Revoke an agent: its sessions are dropped and it can never connect again.
@@ -177,6 +181,10 @@ struct ServeArgs {
     /// Days before a password must be changed; 0 turns rotation off [default: 90].
     #[arg(long, env = "OUTPOST_PASSWORD_MAX_AGE_DAYS")]
     password_max_age_days: Option<u64>,
+    /// The outpost-agent that install bundles carry [default: the one beside this binary, else
+    /// /usr/lib/outpost/outpost-agent].
+    #[arg(long, env = "OUTPOST_AGENT_BINARY")]
+    agent_binary: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -212,6 +220,39 @@ struct TokenArgs {
     ttl_hours: u64,
 }
 
+#[derive(Args)]
+struct BundleArgs {
+    /// The agent's name (unique), e.g. bastion-fra1.
+    #[arg(long)]
+    name: String,
+    /// A label for the agent, e.g. dc=fra1 (repeatable); servers tagged alike are routed to it.
+    #[arg(long = "label", value_parser = outpost_protocol::message::parse_label)]
+    labels: Vec<(String, String)>,
+    /// A host the bastion reaches this controller at, among the names of its certificate
+    /// (repeatable; the agent tries them in turn) [default: those names, loopback ones left out].
+    #[arg(long = "address", value_name = "HOST")]
+    addresses: Vec<String>,
+    /// Hours until the token expires.
+    #[arg(long, default_value_t = 24)]
+    ttl_hours: u64,
+    /// Where to write the bundle, or - for standard output [default: outpost-agent-NAME.tar.gz].
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    force: bool,
+    /// The outpost-agent to bundle, built for the bastions' architecture [default: the one
+    /// beside this binary, else /usr/lib/outpost/outpost-agent].
+    #[arg(long, env = "OUTPOST_AGENT_BINARY")]
+    agent_binary: Option<PathBuf>,
+    /// The agents' UDP port, if not the configured listen port [default: 7443].
+    #[arg(long)]
+    agent_port: Option<u16>,
+    /// The enrolment UDP port, if not the configured enroll_listen port [default: 7444].
+    #[arg(long)]
+    enroll_port: Option<u16>,
+}
+
 impl Cli {
     /// The flags (and environment, which clap merged into them) as a layer of the same shape
     /// as the file, so both are applied by one piece of code.
@@ -245,6 +286,7 @@ impl Cli {
             o.api_key = a.api_key.clone();
             o.api_token_hours = a.api_token_hours;
             o.password_max_age_days = a.password_max_age_days;
+            o.agent_binary = a.agent_binary.clone();
         }
         o
     }
@@ -370,33 +412,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pki = pki::load(&paths)?;
             let store = cli.store(&settings).await?;
             store.migrate_up().await?;
-            let token = EnrollToken::generate(&pki.ca.fingerprint());
-            let labels: serde_json::Map<String, serde_json::Value> = args
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
-            let expires = chrono::Utc::now()
-                + chrono::Duration::hours(i64::try_from(args.ttl_hours).unwrap_or(24));
-            store
-                .create_enrollment_token(
-                    &NewEnrollmentToken {
-                        secret_hash: EnrollToken::secret_hash(&token.secret),
-                        name: args.name.clone(),
-                        labels: serde_json::Value::Object(labels),
-                        expires_at: expires,
-                    },
-                    &Actor::system(),
-                )
-                .await?;
+            let ttl = chrono::Duration::hours(i64::try_from(args.ttl_hours).unwrap_or(24));
+            let issued = enroll::issue_token(
+                &store,
+                &pki.ca.fingerprint(),
+                &args.name,
+                &args.labels,
+                ttl,
+                &Actor::system(),
+            )
+            .await?;
+            let expires = issued.record.expires_at;
             eprintln!(
                 "enrolment token for agent '{}', valid until {expires} (shown once):",
                 args.name
             );
-            println!("{}", token.encode());
+            println!("{}", issued.token.encode());
             store.close().await;
             Ok(())
         }
+        Command::Bundle(args) => bundle(&cli, &settings, args).await,
         Command::Agents => {
             let store = cli.store(&settings).await?;
             let page = store.list_agents(Paging::new(1000, 0)).await?;
@@ -479,6 +514,95 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn bundle(cli: &Cli, settings: &Settings, args: &BundleArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    let pki = pki::load(&PkiPaths::new(&settings.data_dir))?;
+    let origin = outpost_controller::bundle::Origin {
+        names: pki.server_names(),
+        agent_port: args.agent_port.unwrap_or(settings.listen.port()),
+        enroll_port: args.enroll_port.unwrap_or(settings.enroll_listen.port()),
+        ca_fingerprint: pki.ca.fingerprint(),
+        agent_binary: args
+            .agent_binary
+            .clone()
+            .or_else(|| settings.agent_binary.clone()),
+    };
+    outpost_controller::bundle::check_name(&args.name)?;
+    let to_stdout = args.output.as_deref() == Some(std::path::Path::new("-"));
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("outpost-agent-{}.tar.gz", args.name)));
+    if !to_stdout && !args.force && output.exists() {
+        bail!(
+            "{} exists (another bundle, perhaps with an unused token): pass --force to replace it, or -o another file",
+            output.display()
+        );
+    }
+    let store = cli.store(settings).await?;
+    store.migrate_up().await?;
+    let request = outpost_controller::bundle::BundleRequest {
+        name: args.name.clone(),
+        labels: args.labels.clone(),
+        hosts: args.addresses.clone(),
+        ttl: chrono::Duration::hours(i64::try_from(args.ttl_hours).unwrap_or(24)),
+    };
+    let bundle =
+        outpost_controller::bundle::prepare(&store, &origin, request, &Actor::system()).await?;
+    let token_id = bundle.token_id;
+    let written = if to_stdout {
+        let stdout = std::io::stdout().lock();
+        bundle
+            .write(std::io::BufWriter::new(stdout))
+            .and_then(|mut w| Ok(w.flush()?))
+            .map_err(anyhow::Error::from)
+    } else {
+        write_private_file(&output, |f| bundle.write(f).map(|_| ()))
+    };
+    if let Err(e) = written {
+        // A token nobody can have must not stay valid.
+        let _ = store
+            .delete_enrollment_token(token_id, &Actor::system())
+            .await;
+        store.close().await;
+        return Err(e);
+    }
+    eprintln!("{}", bundle.summary());
+    if !to_stdout {
+        eprintln!(
+            "wrote {} (mode 0600: it holds the token). On a machine with SSH to the bastion:\n  tar xzf {} && cd {} && ansible-playbook -i BASTION, install.yml",
+            output.display(),
+            output.display(),
+            bundle.dir_name()
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Writes `path` through a 0600 temporary file beside it, renamed into place when complete.
+fn write_private_file(
+    path: &std::path::Path,
+    write: impl FnOnce(std::fs::File) -> Result<(), outpost_controller::bundle::BundleError>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("partial");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    if let Err(e) = write(file) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move the bundle to {}", path.display()))
 }
 
 async fn init(cli: &Cli, settings: &Settings, args: &InitArgs) -> anyhow::Result<()> {

@@ -1,0 +1,266 @@
+//! The service's own account of its session, kept in `<state>/status` so that
+//! `outpost-agent status` (and the install bundle's playbook, which waits on it) can tell
+//! whether the controller has this agent online without asking the controller for credentials.
+//!
+//! "Online" is written only after the controller's Welcome, which the controller sends after it
+//! has recorded the agent as connected: it is the controller's word, not the agent's hope.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The status file is a few lines; anything larger is not ours.
+const MAX_STATUS_FILE: u64 = 16 * 1024;
+
+/// Where the session stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Connection {
+    /// The controller at this address welcomed the agent.
+    Online { controller: String },
+    /// Not connected; the last attempt failed for this reason, and another will follow.
+    Connecting { reason: String },
+    /// The service has ended (stopped, or refused for good).
+    Stopped { reason: String },
+}
+
+/// One snapshot, as written by the running service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    /// Unix seconds when this state began.
+    pub since: u64,
+    #[serde(flatten)]
+    pub connection: Connection,
+}
+
+/// What `outpost-agent status` concludes from the file and the process table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Online(Status),
+    /// Running, not (yet) welcomed by a controller.
+    Connecting(Status),
+    /// The file names a service that has ended, or that is gone without saying so.
+    NotRunning(String),
+}
+
+impl Verdict {
+    pub fn is_online(&self) -> bool {
+        matches!(self, Verdict::Online(_))
+    }
+
+    /// One line for a person, with how long the state has lasted as of `now`.
+    pub fn describe(&self, now: u64) -> String {
+        let age = |s: &Status| humanize(Duration::from_secs(now.saturating_sub(s.since)));
+        match self {
+            Verdict::NotRunning(why) => format!("not running: {why}"),
+            Verdict::Online(s) | Verdict::Connecting(s) => match &s.connection {
+                Connection::Online { controller } => format!(
+                    "online: the controller at {controller} has had this agent for {} (pid {})",
+                    age(s),
+                    s.pid
+                ),
+                Connection::Connecting { reason } => {
+                    format!("connecting for {} (pid {}): {reason}", age(s), s.pid)
+                }
+                Connection::Stopped { reason } => format!("not running: stopped: {reason}"),
+            },
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
+}
+
+/// Decides from a status snapshot and whether its process is alive.
+pub fn judge(status: Option<Status>, alive: impl Fn(u32) -> bool) -> Verdict {
+    let Some(s) = status else {
+        return Verdict::NotRunning("the service has not started here yet".into());
+    };
+    match &s.connection {
+        Connection::Stopped { reason } => Verdict::NotRunning(format!("stopped: {reason}")),
+        _ if !alive(s.pid) => Verdict::NotRunning(format!(
+            "the service (pid {}) ended without a word: see its log",
+            s.pid
+        )),
+        Connection::Online { .. } => Verdict::Online(s),
+        Connection::Connecting { .. } => Verdict::Connecting(s),
+    }
+}
+
+/// Whether a process with this pid exists (signal 0 checks without sending anything).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks permissions and existence.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The writer, owned by the session task.
+pub struct StatusFile {
+    path: PathBuf,
+    last: Option<Connection>,
+}
+
+impl StatusFile {
+    pub fn new(path: impl Into<PathBuf>) -> StatusFile {
+        StatusFile {
+            path: path.into(),
+            last: None,
+        }
+    }
+
+    /// Records a new state; an unchanged one keeps its `since`. A failed write is logged, not
+    /// fatal: the status is for people, the jobs matter more.
+    pub fn set(&mut self, connection: Connection) {
+        if self.last.as_ref() == Some(&connection) {
+            return;
+        }
+        let status = Status {
+            pid: std::process::id(),
+            since: now_unix(),
+            connection: connection.clone(),
+        };
+        match write_atomically(&self.path, &status) {
+            Ok(()) => self.last = Some(connection),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot write the status file")
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &Path, status: &Status) -> std::io::Result<()> {
+    let text = toml::to_string(status).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads the status file; a missing one is `None`, a damaged one an error.
+pub fn read(path: &Path) -> Result<Option<Status>, String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    if meta.len() > MAX_STATUS_FILE {
+        return Err(format!(
+            "{} is too large to be a status file",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{} is damaged: {e}", path.display()))
+}
+
+/// Reads and judges, now and until `wait` has passed or the agent is online.
+pub async fn watch(path: &Path, wait: Duration) -> Result<Verdict, String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let verdict = judge(read(path)?, process_alive);
+        if verdict.is_online() || tokio::time::Instant::now() >= deadline {
+            return Ok(verdict);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(connection: Connection) -> Status {
+        Status {
+            pid: 42,
+            since: 1000,
+            connection,
+        }
+    }
+
+    #[test]
+    fn online_needs_a_live_process() {
+        let s = status(Connection::Online {
+            controller: "10.0.0.1:7443".into(),
+        });
+        assert!(judge(Some(s.clone()), |_| true).is_online());
+        let dead = judge(Some(s), |_| false);
+        assert!(matches!(&dead, Verdict::NotRunning(w) if w.contains("pid 42")));
+    }
+
+    #[test]
+    fn stopped_and_missing_are_not_running() {
+        let s = status(Connection::Stopped {
+            reason: "revoked".into(),
+        });
+        assert_eq!(
+            judge(Some(s), |_| true),
+            Verdict::NotRunning("stopped: revoked".into())
+        );
+        assert!(matches!(judge(None, |_| true), Verdict::NotRunning(_)));
+    }
+
+    #[test]
+    fn describes_with_the_age() {
+        let v = judge(
+            Some(status(Connection::Connecting {
+                reason: "no answer within 5s".into(),
+            })),
+            |_| true,
+        );
+        assert_eq!(
+            v.describe(1300),
+            "connecting for 5 min (pid 42): no answer within 5s"
+        );
+    }
+
+    #[test]
+    fn round_trips_and_keeps_since_for_an_unchanged_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status");
+        let mut f = StatusFile::new(&path);
+        f.set(Connection::Online {
+            controller: "c:7443".into(),
+        });
+        let first = read(&path).unwrap().unwrap();
+        assert_eq!(first.pid, std::process::id());
+        std::fs::write(
+            &path,
+            "pid = 1\nsince = 1\nstate = \"online\"\ncontroller = \"x\"\n",
+        )
+        .unwrap();
+        // The same state again writes nothing: the file keeps what is there.
+        f.set(Connection::Online {
+            controller: "c:7443".into(),
+        });
+        assert_eq!(read(&path).unwrap().unwrap().pid, 1);
+        f.set(Connection::Connecting {
+            reason: "lost".into(),
+        });
+        assert!(matches!(
+            read(&path).unwrap().unwrap().connection,
+            Connection::Connecting { .. }
+        ));
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(read(&path).unwrap_err().contains("damaged"));
+    }
+}
