@@ -443,6 +443,47 @@ async fn admin_pages_tokens_playbooks_users_and_a_narrow_screen() {
     );
     b.shot("agents-token").await;
 
+    // The same form downloads an install bundle; a bad name is shown next to it instead.
+    b.goto("/agents").await;
+    b.find("#t-name")
+        .await
+        .send_keys("bastion-ams1")
+        .await
+        .unwrap();
+    b.find("#t-labels")
+        .await
+        .send_keys("dc=ams1")
+        .await
+        .unwrap();
+    let action = b
+        .find("#bundle-submit")
+        .await
+        .attr("formaction")
+        .await
+        .unwrap();
+    assert_eq!(action.as_deref(), Some("/agents/bundles"));
+    let got = b
+        .js_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch('/agents/bundles', {method: 'POST', body: new URLSearchParams(new FormData(document.querySelector('#token-form')))})\
+               .then(r => done([r.status, r.headers.get('content-type'), r.headers.get('content-disposition')]));",
+        )
+        .await;
+    assert_eq!(got[0], json!(201), "{got}");
+    assert_eq!(got[1], json!("application/gzip"), "{got}");
+    assert!(
+        got[2]
+            .as_str()
+            .unwrap_or("")
+            .contains("outpost-agent-bastion-ams1.tar.gz"),
+        "{got}"
+    );
+    b.find("#t-name").await.clear().await.unwrap();
+    b.find("#t-name").await.send_keys("../etc").await.unwrap();
+    b.find("#bundle-submit").await.click().await.unwrap();
+    let err = b.wait_text("p.error", MINUTE, |t| !t.is_empty()).await;
+    assert!(err.contains("cannot name"), "{err}");
+
     // A new version of a playbook gets a new hash; a broken one is refused next to the form.
     b.goto(&format!("/playbooks/{}", failing.id)).await;
     let area = b.find("#content").await;

@@ -65,6 +65,11 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
         "/agents/tokens",
         Api("POST", "/api/v1/enrollment-tokens"),
     ),
+    (
+        "POST",
+        "/agents/bundles",
+        Api("POST", "/api/v1/agent-bundles"),
+    ),
     ("GET", "/playbooks", Api("GET", "/api/v1/playbooks")),
     (
         "GET",

@@ -1,6 +1,6 @@
 //! The fleet: servers (filter by environment and tag) and agents (online, labels, versions,
 //! certificate expiry; revoke; make an enrolment token and show the command to paste on the
-//! bastion).
+//! bastion, or download an install bundle that carries one).
 
 use std::sync::Arc;
 
@@ -10,7 +10,10 @@ use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
 use chrono::Utc;
 use maud::{html, Markup};
-use outpost_api::{EnrollmentTokenCreated, NewEnrollmentTokenRequest, PageQuery, ServerQuery};
+use outpost_api::{
+    EnrollmentTokenCreated, NewAgentBundleRequest, NewEnrollmentTokenRequest, PageQuery,
+    ServerQuery,
+};
 use serde::Deserialize;
 
 use super::access::Viewer;
@@ -201,7 +204,21 @@ fn token_form(v: &Viewer) -> Markup {
                     div { label for="t-labels" { "Labels (key=value, comma separated)" } input #t-labels name="labels" placeholder="dc=fra1"; }
                     div { label for="t-ttl" { "Valid for (hours)" } input #t-ttl name="ttl_hours" type="number" min="1" max="720" value="24"; }
                 }
+                @if v.may("POST", "/api/v1/agent-bundles") {
+                    div.row {
+                        div {
+                            label for="t-addresses" { "For a bundle: controller addresses (comma separated; default: its certificate's names)" }
+                            input #t-addresses name="addresses" placeholder="ctl.example.com";
+                        }
+                    }
+                }
                 button type="submit" { "Make a one-time token" }
+                @if v.may("POST", "/api/v1/agent-bundles") {
+                    " "
+                    button #bundle-submit type="submit" formaction="/agents/bundles" title="A tar.gz with the agent, its unit, the token and install.yml: tar xzf it, then ansible-playbook -i BASTION, install.yml" {
+                        "Download an install bundle"
+                    }
+                }
             }
         }
     }
@@ -231,6 +248,31 @@ pub struct TokenForm {
     name: String,
     labels: Option<String>,
     ttl_hours: Option<String>,
+    /// Only for bundles.
+    addresses: Option<String>,
+}
+
+impl TokenForm {
+    /// The labels and lifetime typed in, or what is wrong with them.
+    fn parse(&self) -> Result<(std::collections::BTreeMap<String, String>, Option<u32>), String> {
+        let labels = parse_selector(self.labels.as_deref().unwrap_or(""))
+            .map_err(|e| format!("Labels: {e}"))?
+            .into_iter()
+            .collect();
+        let ttl_hours = match self
+            .ttl_hours
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            None => None,
+            Some(t) => Some(
+                t.parse()
+                    .map_err(|_| "Valid for: a number of hours".to_owned())?,
+            ),
+        };
+        Ok((labels, ttl_hours))
+    }
 }
 
 /// POST /agents/tokens: makes the token and shows it once, with the enrol command.
@@ -240,30 +282,9 @@ pub async fn create_token(
     headers: HeaderMap,
     Form(f): Form<TokenForm>,
 ) -> PageResult {
-    let labels = match parse_selector(f.labels.as_deref().unwrap_or("")) {
-        Ok(l) => l.into_iter().collect(),
-        Err(e) => return agents_page(st, &v, &headers, None, Some(format!("Labels: {e}"))).await,
-    };
-    let ttl_hours = match f
-        .ttl_hours
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
-        None => None,
-        Some(t) => match t.parse() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                return agents_page(
-                    st,
-                    &v,
-                    &headers,
-                    None,
-                    Some("Valid for: a number of hours".into()),
-                )
-                .await
-            }
-        },
+    let (labels, ttl_hours) = match f.parse() {
+        Ok(p) => p,
+        Err(e) => return agents_page(st, &v, &headers, None, Some(e)).await,
     };
     let req = NewEnrollmentTokenRequest {
         name: f.name,
@@ -272,6 +293,42 @@ pub async fn create_token(
     };
     match agents::create_token(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
         Ok((_, Json(created))) => agents_page(st, &v, &headers, Some(created), None).await,
+        Err(e) if e.status.is_client_error() => {
+            agents_page(st, &v, &headers, None, Some(e.message)).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// POST /agents/bundles: the install bundle itself, as a download; a mistake shows the page
+/// again with what was wrong.
+pub async fn create_bundle(
+    State(st): State<Arc<ApiState>>,
+    Extension(v): Extension<Viewer>,
+    headers: HeaderMap,
+    Form(f): Form<TokenForm>,
+) -> PageResult {
+    let (labels, ttl_hours) = match f.parse() {
+        Ok(p) => p,
+        Err(e) => return agents_page(st, &v, &headers, None, Some(e)).await,
+    };
+    let addresses = f
+        .addresses
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let req = NewAgentBundleRequest {
+        name: f.name,
+        labels,
+        ttl_hours,
+        addresses,
+    };
+    match agents::create_bundle(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
+        Ok(download) => Ok(download),
         Err(e) if e.status.is_client_error() => {
             agents_page(st, &v, &headers, None, Some(e.message)).await
         }

@@ -80,6 +80,7 @@ pub fn router(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/agents", get(fleet::agents))
         .route("/agents/{id}/revoke", post(fleet::revoke))
         .route("/agents/tokens", post(fleet::create_token))
+        .route("/agents/bundles", post(fleet::create_bundle))
         .route("/playbooks", get(playbooks::list))
         .route(
             "/playbooks/{id}",
