@@ -163,10 +163,7 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
             labels,
             ttl_hours,
         } => {
-            let labels = pairs(&labels, "label")?
-                .into_iter()
-                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
-                .collect();
+            let labels = agent_labels(&labels)?;
             let t: EnrollmentTokenCreated = c
                 .post(
                     "/api/v1/enrollment-tokens",
@@ -193,10 +190,7 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
             ttl_hours,
             output,
         } => {
-            let labels = pairs(&labels, "label")?
-                .into_iter()
-                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
-                .collect();
+            let labels = agent_labels(&labels)?;
             let path = output.unwrap_or_else(|| format!("outpost-agent-{name}.tar.gz").into());
             let file = create_private(&path)?;
             let request = c
@@ -229,6 +223,14 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// `key=value` arguments as an agent's labels.
+fn agent_labels(args: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    Ok(pairs(args, "label")?
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
+        .collect())
 }
 
 /// A new file only the user can read; an existing one is left alone.

@@ -293,10 +293,7 @@ pub async fn create_token(
     };
     match agents::create_token(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
         Ok((_, Json(created))) => agents_page(st, &v, &headers, Some(created), None).await,
-        Err(e) if e.status.is_client_error() => {
-            agents_page(st, &v, &headers, None, Some(e.message)).await
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => refused(st, &v, &headers, e).await,
     }
 }
 
@@ -329,9 +326,20 @@ pub async fn create_bundle(
     };
     match agents::create_bundle(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
         Ok(download) => Ok(download),
-        Err(e) if e.status.is_client_error() => {
-            agents_page(st, &v, &headers, None, Some(e.message)).await
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => refused(st, &v, &headers, e).await,
+    }
+}
+
+/// A refusal the user can mend is shown next to the form; anything else is an error page.
+async fn refused(
+    st: Arc<ApiState>,
+    v: &Viewer,
+    headers: &HeaderMap,
+    e: crate::http::error::ApiError,
+) -> PageResult {
+    if e.status.is_client_error() {
+        agents_page(st, v, headers, None, Some(e.message)).await
+    } else {
+        Err(e.into())
     }
 }
