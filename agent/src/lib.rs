@@ -9,6 +9,7 @@
 //!   [`spool`]: output kept until acknowledged.
 //! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked;
 //!   [`status`]: whether the controller has this agent online, as the service last saw it.
+//! - [`vars`]: launch values written so that ansible reads them as data, never templates.
 
 pub mod doctor;
 pub mod enroll;
@@ -19,3 +20,4 @@ pub mod session;
 pub mod spool;
 pub mod state;
 pub mod status;
+pub mod vars;

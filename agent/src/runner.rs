@@ -153,8 +153,12 @@ async fn run_in(
     }
     cmd.arg("-i")
         .arg(work.join("inventory.yml"))
+        // Curated defaults first, then the launch values, which override them and which
+        // ansible must never template (see `vars`).
         .arg("-e")
-        .arg(format!("@{}", work.join("extra_vars.json").display()))
+        .arg(format!("@{}", work.join("vars.json").display()))
+        .arg("-e")
+        .arg(format!("@{}", work.join("launch_vars.yml").display()))
         .args(&options)
         .arg(work.join("playbook.yml"))
         .current_dir(work)
@@ -343,15 +347,21 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
     };
     let host_vars: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&job.target.host_vars_json).map_err(|e| bad("host vars", e))?;
-    let extra: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&job.extra_vars_json).map_err(|e| bad("extra vars", e))?;
+    let vars: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&job.vars_json).map_err(|e| bad("variables", e))?;
+    let launch: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&job.launch_vars_json).map_err(|e| bad("launch variables", e))?;
     std::fs::write(
         work.join("inventory.yml"),
         inventory(job, host_vars).to_string(),
     )?;
     std::fs::write(
-        work.join("extra_vars.json"),
-        serde_json::Value::Object(extra).to_string(),
+        work.join("vars.json"),
+        serde_json::Value::Object(vars).to_string(),
+    )?;
+    std::fs::write(
+        work.join("launch_vars.yml"),
+        crate::vars::unsafe_yaml(&launch),
     )?;
     Ok(())
 }
@@ -539,7 +549,8 @@ mod tests {
                 ssh_key_path: Some("/home/deploy/.ssh/id".into()),
                 host_vars_json: "{}".into(),
             },
-            extra_vars_json: "{}".into(),
+            vars_json: "{}".into(),
+            launch_vars_json: "{}".into(),
             time_limit_secs: 1,
             options: Default::default(),
         };

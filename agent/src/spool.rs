@@ -70,14 +70,10 @@ pub struct Spool {
     inner: Mutex<Inner>,
 }
 
+/// A job's record and its acknowledgements may hold what the job was given: 0600, and written
+/// as every kept file of the agent is (see [`outpost_protocol::files`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-    }
-    std::fs::rename(tmp, path)
+    outpost_protocol::files::write_replacing(path, bytes, 0o600)
 }
 
 /// A batch read back from the spool: `lines[i]` is line `first_line + i`.

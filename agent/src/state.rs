@@ -9,6 +9,10 @@
 //! <state-dir>/spool/<job>/ unacknowledged output and outcome of each job
 //! <state-dir>/work/<job>/  playbook, inventory and vars while a job runs (0700)
 //! ```
+//!
+//! Identity, key, certificates, status and spool records are written with
+//! [`outpost_protocol::files`]: whole, with their mode, and replacing (never writing through) a
+//! link planted at their path.
 
 use std::path::{Path, PathBuf};
 
@@ -150,5 +154,31 @@ impl StateDir {
         })?;
         pki::write_public(&self.cert_file(), &pki::to_pem("CERTIFICATE", leaf))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_planted_where_the_certificate_goes_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("state"));
+        state.create().unwrap();
+        let other = dir.path().join("root-owned");
+        std::fs::write(&other, "not the agent's").unwrap();
+        std::os::unix::fs::symlink(&other, state.cert_file()).unwrap();
+
+        state.save_chain(&[b"leaf".to_vec()]).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "not the agent's");
+        let meta = std::fs::symlink_metadata(state.cert_file()).unwrap();
+        assert!(meta.file_type().is_file());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        assert!(std::fs::read_to_string(state.cert_file())
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
     }
 }

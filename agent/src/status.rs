@@ -146,28 +146,50 @@ impl StatusFile {
     }
 }
 
+/// The status is public (0644): `outpost-agent status` may be run by another account. Written
+/// with [`outpost_protocol::files`], so a link planted at the path is replaced, not followed.
 fn write_atomically(path: &Path, status: &Status) -> std::io::Result<()> {
     let text = toml::to_string(status).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    outpost_protocol::files::write_replacing(path, text.as_bytes(), 0o644)
 }
 
 /// Reads the status file; a missing one is `None`, a damaged one an error.
+///
+/// A link is refused, not followed: root runs `status` (the install bundle waits on it) in a
+/// directory the agent's user writes, and a damaged file's error quotes its text.
 pub fn read(path: &Path) -> Result<Option<Status>, String> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(format!(
+                "{} is a symbolic link, not a status file",
+                path.display()
+            ))
+        }
+        Err(e) => return Err(cannot(e)),
     };
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
     if meta.len() > MAX_STATUS_FILE {
         return Err(format!(
             "{} is too large to be a status file",
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_STATUS_FILE)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
     toml::from_str(&text)
         .map(Some)
         .map_err(|e| format!("{} is damaged: {e}", path.display()))
@@ -262,5 +284,36 @@ mod tests {
         ));
         std::fs::write(&path, "garbage").unwrap();
         assert!(read(&path).unwrap_err().contains("damaged"));
+    }
+
+    #[test]
+    fn a_link_planted_as_the_status_file_is_neither_written_through_nor_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("shadow");
+        std::fs::write(&other, "root:secret-hash:19000:0:99999:7:::\n").unwrap();
+        let path = dir.path().join("status");
+        std::os::unix::fs::symlink(&other, &path).unwrap();
+
+        // Read by root, it must not quote the target in its error.
+        let refused = read(&path).unwrap_err();
+        assert!(refused.contains("symbolic link"), "{refused}");
+        assert!(!refused.contains("secret-hash"), "{refused}");
+
+        StatusFile::new(&path).set(Connection::Connecting {
+            reason: "starting".into(),
+        });
+        assert_eq!(
+            std::fs::read_to_string(&other).unwrap(),
+            "root:secret-hash:19000:0:99999:7:::\n",
+            "the link's target is untouched"
+        );
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file(), "the path is now a regular file");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        assert!(matches!(
+            read(&path).unwrap().unwrap().connection,
+            Connection::Connecting { .. }
+        ));
     }
 }

@@ -90,7 +90,8 @@ fn assignment(playbook: &str, limit: u32) -> Assignment {
             ssh_key_path: None,
             host_vars_json: serde_json::json!({"ansible_connection": "local", "ansible_python_interpreter": python()}).to_string(),
         },
-        extra_vars_json: r#"{"who": "peer"}"#.into(),
+        vars_json: "{}".into(),
+        launch_vars_json: r#"{"who": "peer"}"#.into(),
         time_limit_secs: limit,
         options: Default::default(),
     }

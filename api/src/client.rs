@@ -55,6 +55,8 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Sent as `User-Agent` (the controller's audit trail records it); none by default.
+    user_agent: Option<String>,
 }
 
 /// The TLS configuration that trusts exactly the CAs in `ca_pem`.
@@ -89,12 +91,17 @@ impl Client {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
+            // The controller closes an HTTP/1 connection that waits for its next request longer
+            // than its header timeout (10 s by default): let idle connections go well before
+            // that, so a request is never sent on one the server is closing.
+            .pool_idle_timeout(Duration::from_secs(4))
             .build()
             .map_err(|e| ApiError::Unexpected(e.to_string()))?;
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             http,
             token: None,
+            user_agent: None,
         })
     }
 
@@ -102,6 +109,14 @@ impl Client {
     pub fn with_token(&self, token: impl Into<String>) -> Client {
         Client {
             token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The same client, naming itself `user_agent` (`outpost/0.1.0`) in every request.
+    pub fn with_user_agent(&self, user_agent: impl Into<String>) -> Client {
+        Client {
+            user_agent: Some(user_agent.into()),
             ..self.clone()
         }
     }
@@ -117,6 +132,9 @@ impl Client {
     /// A request to `path` (`/api/v1/…`), with the bearer token if there is one.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(ua) = &self.user_agent {
+            rb = rb.header(reqwest::header::USER_AGENT, ua.as_str());
+        }
         if let Some(t) = &self.token {
             rb = rb.bearer_auth(t);
         }

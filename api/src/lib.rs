@@ -5,11 +5,13 @@
 //! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
 //! - [`types`]: the bodies, one section per resource.
 //! - [`client`]: an HTTPS client that trusts the Outpost CA and speaks these types.
+//! - [`yaml`]: YAML from callers (launch vars, playbooks, inventories) read within bounds.
 
 #[cfg(feature = "client")]
 pub mod client;
 pub mod enums;
 pub mod types;
+pub mod yaml;
 
 pub use enums::{JobStatus, Role, TicketPriority, TicketStatus};
 pub use types::*;

@@ -12,11 +12,45 @@ use crate::enums::{JobStatus, Role, TicketPriority, TicketStatus};
 /// A JSON object (tags, variables, labels).
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
+/// A request body, or a struct inside one, read only from a JSON object. serde's derived
+/// structs also take an array of their fields in order (`[null, null]` for `{"role": null,
+/// "email": null}`), which the OpenAPI document says is invalid and no client means; this
+/// refuses it as a body of the wrong shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
+/// `deserialize_with` for an optional struct inside a request: an object or null.
+fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<ObjectOnly<T>>::deserialize(d)?.map(|ObjectOnly(t)| t))
+}
+
 /// Every error: a stable code for scripts and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `payload_too_large`,
-    /// `unprocessable`, `too_many_requests`, `password_expired`, `unavailable`, `internal`.
+    /// `unsupported_media_type`, `unprocessable`, `too_many_requests`, `password_expired`,
+    /// `unavailable`, `internal`.
     pub error: String,
     pub message: String,
 }
@@ -334,7 +368,7 @@ pub struct LaunchRequest {
     #[serde(default)]
     pub servers: Option<Vec<IdOrName>>,
     /// …or every active server matching a selector.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     pub filter: Option<ServerSelector>,
     /// Keys starting with `ansible_` are for admins only.
     #[serde(default)]
@@ -617,4 +651,35 @@ pub struct Health {
     pub status: String,
     #[serde(default)]
     pub checks: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_structs_are_read_from_objects_only() {
+        let patch: ObjectOnly<UserPatchRequest> =
+            serde_json::from_str(r#"{"role": "viewer"}"#).expect("an object");
+        assert_eq!(patch.0.role, Some(Role::Viewer));
+        // What serde's derived struct alone would take as its fields in order.
+        assert!(serde_json::from_str::<UserPatchRequest>("[null, null]").is_ok());
+        let refused = serde_json::from_str::<ObjectOnly<UserPatchRequest>>("[null, null]")
+            .expect_err("an array is not a request");
+        assert!(refused.is_data() && refused.to_string().contains("a JSON object"));
+
+        let launch = |filter: &str| {
+            serde_json::from_str::<LaunchRequest>(&format!(
+                r#"{{"playbook": "site", "filter": {filter}}}"#
+            ))
+        };
+        assert!(launch("[]").is_err(), "a selector given as an array");
+        assert!(launch(r#"[null, {"dc": "x"}]"#).is_err());
+        let selected = launch(r#"{"tags": {"dc": "fra1"}}"#).expect("a selector");
+        assert_eq!(selected.filter.map(|f| f.tags.len()), Some(1));
+        assert!(launch("null").expect("no selector").filter.is_none());
+        let absent: LaunchRequest =
+            serde_json::from_str(r#"{"playbook": 3, "servers": ["web1"]}"#).expect("no filter");
+        assert!(absent.filter.is_none());
+    }
 }

@@ -1,6 +1,8 @@
 //! Following jobs' logs live: one Server-Sent Events stream per job, resumed with
 //! `Last-Event-ID` where it was after any dropped connection (a controller restart, a network
 //! blip), until the job's `end` event. Lines of several jobs are prefixed by their server.
+//! Lines are the hosts' own output: shown escaped for the terminal unless `raw` (see
+//! [`crate::terminal`]); the server's name in a prefix always is.
 
 use std::time::{Duration, Instant};
 
@@ -9,22 +11,38 @@ use outpost_api::client::Client;
 use outpost_api::{JobStatus, LogEnd, LogLineView};
 use reqwest::Method;
 
+use crate::terminal;
+
 /// How long a follower keeps trying to reconnect before it gives up.
 const GIVE_UP: Duration = Duration::from_secs(600);
 
-/// Follows one job from after line `after` to its end; returns the outcome.
+/// Follows one job from after line `after` to its end; returns the outcome. `raw`: print the
+/// lines as they are, escape sequences included.
 pub async fn follow(
     client: &Client,
     job: &str,
     after: i32,
     prefix: Option<&str>,
+    raw: bool,
 ) -> anyhow::Result<LogEnd> {
+    let prefix = prefix.map(|p| terminal::escape(p).into_owned());
+    let print = |content: &str| {
+        let content = if raw {
+            content.into()
+        } else {
+            terminal::escape(content)
+        };
+        match &prefix {
+            Some(p) => println!("[{p}] {content}"),
+            None => println!("{content}"),
+        }
+    };
     let path = format!("/api/v1/jobs/{job}/logs/stream");
     let mut last = after;
     let mut down_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(250);
     loop {
-        match stream_once(client, &path, &mut last, prefix).await {
+        match stream_once(client, &path, &mut last, &print).await {
             Ok(Some(end)) => return Ok(end),
             Ok(None) => {}
             Err(Refused(e)) => return Err(e.into()),
@@ -55,7 +73,7 @@ async fn stream_once(
     client: &Client,
     path: &str,
     last: &mut i32,
-    prefix: Option<&str>,
+    print: &impl Fn(&str),
 ) -> Result<Option<LogEnd>, StreamError> {
     let resp = client
         .request(Method::GET, path)
@@ -92,10 +110,7 @@ async fn stream_once(
                     if l.line_number <= *last {
                         continue;
                     }
-                    match prefix {
-                        Some(p) => println!("[{p}] {}", l.content),
-                        None => println!("{}", l.content),
-                    }
+                    print(&l.content);
                     *last = l.line_number;
                 }
                 "end" => {

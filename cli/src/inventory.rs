@@ -206,78 +206,54 @@ pub fn parse_ini(text: &str) -> Result<Vec<Host>, String> {
     Ok(g.resolve())
 }
 
-fn yaml_value(y: &yaml_rust2::Yaml) -> Value {
-    use yaml_rust2::Yaml;
-    match y {
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::Real(r) => r
-            .parse::<f64>()
-            .map(Value::from)
-            .unwrap_or(Value::String(r.clone())),
-        Yaml::Boolean(b) => Value::Bool(*b),
-        Yaml::Array(a) => Value::Array(a.iter().map(yaml_value).collect()),
-        Yaml::Hash(h) => Value::Object(
-            h.iter()
-                .filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), yaml_value(v))))
-                .collect(),
-        ),
-        _ => Value::Null,
-    }
-}
-
-/// A YAML document as JSON (for `-e @vars.yml`).
+/// A YAML document as JSON (for `-e @vars.yml`), read within the same bounds as the
+/// controller's launch form.
 pub fn yaml_document(text: &str) -> Result<Value, String> {
-    let docs =
-        yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    Ok(docs.first().map(yaml_value).unwrap_or(Value::Null))
+    outpost_api::yaml::parse_one(text, outpost_api::yaml::Limits::VARS).map_err(|e| e.to_string())
 }
 
-fn yaml_vars(y: &yaml_rust2::Yaml) -> BTreeMap<String, Value> {
-    match yaml_value(y) {
-        Value::Object(m) => m.into_iter().collect(),
+fn yaml_vars(y: &Value) -> BTreeMap<String, Value> {
+    match y {
+        Value::Object(m) => m.clone().into_iter().collect(),
         _ => BTreeMap::new(),
     }
 }
 
-/// Parses a YAML inventory (`all: {hosts, vars, children}`).
+/// Parses a YAML inventory (`all: {hosts, vars, children}`), read within bounds: aliases count
+/// as what they expand to, nesting and size are capped.
 pub fn parse_yaml(text: &str) -> Result<Vec<Host>, String> {
-    let docs =
-        yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-    let doc = docs.first().ok_or("the inventory is empty")?;
+    let doc = outpost_api::yaml::parse_one(text, outpost_api::yaml::Limits::FILE)
+        .map_err(|e| e.to_string())?;
+    if doc.is_null() {
+        return Err("the inventory is empty".into());
+    }
     let top = doc
-        .as_hash()
+        .as_object()
         .ok_or("a YAML inventory is a mapping of groups (all: …)")?;
     let mut g = Groups::default();
-    fn walk(g: &mut Groups, name: &str, body: &yaml_rust2::Yaml) {
-        let get = |k: &str| &body[k];
-        if let Some(hosts) = get("hosts").as_hash() {
+    fn walk(g: &mut Groups, name: &str, body: &Value) {
+        if let Some(hosts) = body.get("hosts").and_then(Value::as_object) {
             for (h, vars) in hosts {
-                if let Some(h) = h.as_str() {
-                    g.add_host(name, h, yaml_vars(vars));
-                }
+                g.add_host(name, h, yaml_vars(vars));
             }
         }
-        if get("vars").as_hash().is_some() {
+        if let Some(vars) = body.get("vars").filter(|v| v.is_object()) {
             g.vars
                 .entry(name.to_owned())
                 .or_default()
-                .extend(yaml_vars(get("vars")));
+                .extend(yaml_vars(vars));
         }
-        if let Some(children) = get("children").as_hash() {
+        if let Some(children) = body.get("children").and_then(Value::as_object) {
             for (c, cbody) in children {
-                if let Some(c) = c.as_str() {
-                    g.children
-                        .entry(name.to_owned())
-                        .or_default()
-                        .push(c.to_owned());
-                    walk(g, c, cbody);
-                }
+                g.children
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push(c.to_owned());
+                walk(g, c, cbody);
             }
         }
     }
     for (name, body) in top {
-        let name = name.as_str().ok_or("group names must be strings")?;
         walk(&mut g, name, body);
     }
     Ok(g.resolve())

@@ -6,12 +6,14 @@
 //!   fingerprint on first login.
 //! - [`commands`]: one function per subcommand; [`follow`]: live logs with resume.
 //! - [`inventory`]: reading Ansible inventories; [`output`]: tables, colour and JSON.
+//! - [`terminal`]: text from hosts and the controller, escaped before it reaches the terminal.
 
 mod commands;
 mod contexts;
 mod follow;
 mod inventory;
 mod output;
+mod terminal;
 mod trust;
 
 use std::path::PathBuf;
@@ -224,6 +226,10 @@ pub enum JobCmd {
         /// Start after this line.
         #[arg(long, default_value_t = 0)]
         since_line: i32,
+        /// Print the lines as the host wrote them, terminal escape sequences included (by
+        /// default they are shown escaped, as `\x1b`).
+        #[arg(long)]
+        raw: bool,
     },
     /// Cancel a job.
     Cancel { job: String },
@@ -263,6 +269,10 @@ pub struct RunArgs {
     /// Stream every server's log until the jobs end; the exit code says how they ended.
     #[arg(short, long)]
     pub follow: bool,
+    /// With --follow: print the lines as the hosts wrote them, terminal escape sequences
+    /// included (by default they are shown escaped, as `\x1b`).
+    #[arg(long, requires = "follow")]
+    pub raw: bool,
 }
 
 #[derive(Subcommand)]
@@ -373,6 +383,9 @@ pub enum AuditCmd {
 /// A usage or API error: exit code 3.
 const FAILED: u8 = 3;
 
+/// What the CLI calls itself in its requests: the controller's audit trail records it.
+pub const USER_AGENT: &str = concat!("outpost/", env!("CARGO_PKG_VERSION"));
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -410,8 +423,10 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // One line, with what to do; never a debug dump.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            // One line, with what to do; never a debug dump. The message may quote the
+            // controller (or a name someone else chose): escaped for the terminal.
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {}", terminal::escape(&message));
             ExitCode::from(FAILED)
         }
     }

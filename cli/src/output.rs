@@ -5,6 +5,8 @@ use std::io::IsTerminal;
 
 use serde::Serialize;
 
+use crate::terminal;
+
 /// What `--json` and `-o` asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -19,19 +21,18 @@ impl Output {
         Output { json, wide, colour }
     }
 
-    /// Prints a value as JSON, if JSON was asked for. Returns whether it did.
+    /// Prints a value as JSON, if JSON was asked for. Returns whether it did. C1 controls and
+    /// bidi characters in its strings are `\u` escapes, as serde_json already writes C0 ones.
     pub fn json<T: Serialize>(&self, value: &T) -> bool {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into())
-            );
+            let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+            println!("{}", terminal::json(&text));
         }
         self.json
     }
 
-    /// A status word, coloured on a terminal.
-    pub fn status(&self, s: &str) -> String {
+    /// A status word in the colour of what it means, on a terminal.
+    fn colour(&self, s: &str) -> String {
         if !self.colour {
             return s.to_owned();
         }
@@ -45,9 +46,27 @@ impl Output {
         format!("\x1b[{code}m{s}\x1b[0m")
     }
 
-    /// Prints rows under a header, each column as wide as its widest cell.
+    /// Prints rows under a header, each column as wide as its widest cell. Cells are text from
+    /// the controller: they are escaped for the terminal first, and only then are the words of
+    /// the status columns (`status`, `priority`, `state`) coloured, so no cell can bring its
+    /// own escape sequences.
     pub fn table(&self, header: &[&str], rows: Vec<Vec<String>>) {
-        let visible = |s: &str| strip_ansi(s).chars().count();
+        for line in self.render(header, rows) {
+            println!("{line}");
+        }
+    }
+
+    fn render(&self, header: &[&str], rows: Vec<Vec<String>>) -> Vec<String> {
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|c| terminal::escape(&c).into_owned())
+                    .collect()
+            })
+            .collect();
+        let coloured: Vec<bool> = header.iter().map(|h| STATUS_COLUMNS.contains(h)).collect();
+        let visible = |s: &str| s.chars().count();
         let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
         for r in &rows {
             for (i, c) in r.iter().enumerate() {
@@ -56,38 +75,32 @@ impl Output {
                 }
             }
         }
-        let line = |cells: Vec<String>| {
+        let line = |cells: Vec<String>, colour: bool| {
             let mut out = String::new();
             for (i, c) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    out.push_str(c);
+                if colour && coloured.get(i).copied().unwrap_or(false) {
+                    out.push_str(&self.colour(c));
                 } else {
                     out.push_str(c);
-                    out.push_str(&" ".repeat(widths[i] - visible(c) + 2));
+                }
+                if i + 1 < cells.len() {
+                    let width = widths.get(i).copied().unwrap_or(0);
+                    out.push_str(&" ".repeat(width.saturating_sub(visible(c)) + 2));
                 }
             }
-            println!("{}", out.trim_end());
+            out.trim_end().to_owned()
         };
-        line(header.iter().map(|h| h.to_uppercase()).collect());
-        for r in rows {
-            line(r);
-        }
+        let mut lines = vec![line(
+            header.iter().map(|h| h.to_uppercase()).collect(),
+            false,
+        )];
+        lines.extend(rows.into_iter().map(|r| line(r, true)));
+        lines
     }
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut in_escape = false;
-    for c in s.chars() {
-        match (in_escape, c) {
-            (false, '\x1b') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
-}
+/// The columns whose words are coloured by [`Output::table`].
+const STATUS_COLUMNS: [&str; 3] = ["status", "priority", "state"];
 
 /// An optional value as a cell.
 pub fn cell<T: ToString>(v: &Option<T>) -> String {
@@ -120,11 +133,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_do_not_count_as_width() {
-        assert_eq!(strip_ansi("\x1b[32msuccess\x1b[0m"), "success");
+    fn labels_are_key_value_pairs() {
         let mut m = outpost_api::JsonObject::new();
         m.insert("dc".into(), serde_json::json!("fra1"));
         assert_eq!(labels(&Some(m)), "dc=fra1");
         assert_eq!(labels(&None), "-");
+    }
+
+    #[test]
+    fn cells_cannot_bring_their_own_escapes_but_statuses_are_coloured() {
+        let out = Output {
+            json: false,
+            wide: false,
+            colour: true,
+        };
+        let lines = out.render(
+            &["name", "status"],
+            vec![
+                vec!["web1\x1b]0;pwned\x07".into(), "success".into()],
+                vec!["success".into(), "\x1b[2Jfailed".into()],
+            ],
+        );
+        assert_eq!(
+            lines,
+            [
+                "NAME                  STATUS",
+                "web1\\x1b]0;pwned\\x07  \x1b[32msuccess\x1b[0m",
+                "success               \\x1b[2Jfailed",
+            ]
+        );
     }
 }

@@ -33,7 +33,8 @@ pub async fn fetch_pinned_ca(url: &str, fingerprint: &str) -> anyhow::Result<Str
         .dangerous()
         .with_custom_certificate_verifier(pinned.clone())
         .with_no_client_auth();
-    let client = outpost_api::client::Client::with_tls(url, cfg)?;
+    let client =
+        outpost_api::client::Client::with_tls(url, cfg)?.with_user_agent(crate::USER_AGENT);
     client
         .get::<serde_json::Value>("/healthz")
         .await

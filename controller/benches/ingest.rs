@@ -79,6 +79,7 @@ async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
             server_id: server.id,
             user_id: admin.id,
             extra_vars: None,
+            extra_vars_templated: false,
             run_options: None,
         })
         .collect();

@@ -54,7 +54,12 @@ pub struct FileConfig {
     pub api_key: Option<PathBuf>,
     pub api_token_hours: Option<u64>,
     pub password_max_age_days: Option<u64>,
+    pub api_header_timeout_secs: Option<u64>,
+    pub api_idle_timeout_secs: Option<u64>,
+    pub api_max_connections: Option<u32>,
+    pub api_max_connections_per_address: Option<u32>,
     pub agent_binary: Option<PathBuf>,
+    pub admin_launch_vars_templates: Option<bool>,
 }
 
 impl FileConfig {
@@ -125,9 +130,24 @@ pub struct Settings {
     pub api_token_ttl: Duration,
     /// A password older than this must be changed (zero: never).
     pub password_max_age: Duration,
+    /// Time an API client has to send a whole request head, from the end of the TLS handshake
+    /// and, on HTTP/1, from the end of the previous response (an idle keep-alive connection is
+    /// closed after it too).
+    pub api_header_timeout: Duration,
+    /// An API connection with no request in flight for this long is closed (HTTP/2 mostly:
+    /// HTTP/1 waits for its next request only `api_header_timeout`).
+    pub api_idle_timeout: Duration,
+    /// Open API connections at most; more are closed at once, before TLS.
+    pub api_max_connections: u32,
+    /// Open API connections from one client address (an IPv6 client: its /64) at most.
+    pub api_max_connections_per_address: u32,
     /// The outpost-agent that install bundles carry; unset: found beside this executable or
     /// where the package puts it (see [`crate::bundle::locate_agent_binary`]).
     pub agent_binary: Option<PathBuf>,
+    /// Whether values an *admin* gives at launch may be Jinja templates that ansible
+    /// evaluates on the bastion. Off: every launch value is data (`!unsafe`), whoever gives it.
+    /// Operators' and viewers' values are data whatever this says.
+    pub admin_launch_vars_templates: bool,
 }
 
 impl Settings {
@@ -156,8 +176,18 @@ impl Settings {
             api_cert: None,
             api_key: None,
             agent_binary: None,
+            admin_launch_vars_templates: false,
             api_token_ttl: Duration::from_secs(12 * 3600),
             password_max_age: Duration::from_secs(90 * 86400),
+            api_header_timeout: Duration::from_secs(10),
+            api_idle_timeout: Duration::from_secs(60),
+            // About 30 KiB each when idle (BENCHMARKS.md, "Idle API connections"): 300 MiB
+            // at most, within the unit's file limit.
+            api_max_connections: 10_000,
+            // A browser opens at most 6 HTTP/1 connections to a host (one with HTTP/2), so this
+            // serves some forty browsers behind one NAT, while one client alone cannot take
+            // more than a fortieth of api_max_connections.
+            api_max_connections_per_address: 256,
         }
     }
 
@@ -225,6 +255,15 @@ impl Settings {
         if let Some(d) = f.password_max_age_days {
             self.password_max_age = Duration::from_secs(d * 86400);
         }
+        if let Some(s) = f.api_header_timeout_secs {
+            self.api_header_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = f.api_idle_timeout_secs {
+            self.api_idle_timeout = Duration::from_secs(s);
+        }
+        set!(api_max_connections);
+        set!(admin_launch_vars_templates);
+        set!(api_max_connections_per_address);
         if let Some(v) = f.db_pool_size {
             self.pool.size = v;
         }
@@ -258,6 +297,23 @@ impl Settings {
                 name: "api_cert",
                 message: "api_cert and api_key go together: set both or neither".into(),
             });
+        }
+        // Zero would mean "no time at all" or "no connection at all", never "unlimited".
+        for (name, zero) in [
+            ("api_header_timeout_secs", self.api_header_timeout.is_zero()),
+            ("api_idle_timeout_secs", self.api_idle_timeout.is_zero()),
+            ("api_max_connections", self.api_max_connections == 0),
+            (
+                "api_max_connections_per_address",
+                self.api_max_connections_per_address == 0,
+            ),
+        ] {
+            if zero {
+                return Err(ConfigError::Invalid {
+                    name,
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         if self.pool.size == 0 {
             return Err(ConfigError::Invalid {
@@ -305,5 +361,32 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("retention_dayz = 3").is_err());
         let zero: FileConfig = toml::from_str("retention_days = 0").unwrap();
         assert!(s.apply_file(&zero).is_err());
+    }
+
+    #[test]
+    fn the_api_edge_limits_are_read_and_zero_is_refused() {
+        let mut s = Settings::new("sqlite://x".into(), "/tmp".into());
+        assert_eq!(s.api_header_timeout, Duration::from_secs(10));
+        let f: FileConfig = toml::from_str(
+            "api_header_timeout_secs = 3\napi_idle_timeout_secs = 30\napi_max_connections = 500\napi_max_connections_per_address = 20",
+        )
+        .unwrap();
+        s.apply_file(&f).unwrap();
+        assert_eq!(s.api_header_timeout, Duration::from_secs(3));
+        assert_eq!(s.api_idle_timeout, Duration::from_secs(30));
+        assert_eq!(
+            (s.api_max_connections, s.api_max_connections_per_address),
+            (500, 20)
+        );
+        for zero in [
+            "api_header_timeout_secs = 0",
+            "api_idle_timeout_secs = 0",
+            "api_max_connections = 0",
+            "api_max_connections_per_address = 0",
+        ] {
+            let f: FileConfig = toml::from_str(zero).unwrap();
+            let mut s = Settings::new("sqlite://x".into(), "/tmp".into());
+            assert!(s.apply_file(&f).is_err(), "{zero} accepted");
+        }
     }
 }

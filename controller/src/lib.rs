@@ -8,7 +8,7 @@
 //!   (job streams), [`scheduler`], [`ingest`], [`enroll`], [`lifecycle`], [`retention`].
 //! - [`lifecycle`]: the one place where a job changes state.
 //! - [`http`]: the HTTPS API; [`ui`]: the web UI on the same port.
-//! - [`bundle`]: install bundles for new agents.
+//! - [`bundle`]: install bundles for new agents; [`vars`]: the rules a launch's variables meet.
 //! - [`config`], [`pki`] (the CA on disk), [`metrics`], [`text`] (fitting text to columns).
 
 pub mod bundle;
@@ -29,5 +29,6 @@ pub mod session;
 pub mod store;
 pub mod text;
 pub mod ui;
+pub mod vars;
 
 pub use store::{PoolConfig, Store, StoreError};

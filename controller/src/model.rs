@@ -114,6 +114,8 @@ pub struct Job {
     pub pending_reason: Option<String>,
     /// ansible-playbook's run options chosen at launch.
     pub run_options: Option<sqlx::types::Json<JsonObject>>,
+    /// Whether ansible may evaluate templates in `extra_vars` (see [`crate::store::jobs::NewJob`]).
+    pub extra_vars_templated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -304,6 +306,7 @@ pub(crate) mod samples {
             exit_code: None,
             pending_reason: None,
             run_options: None,
+            extra_vars_templated: false,
         }
     }
 }

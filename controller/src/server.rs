@@ -220,6 +220,7 @@ pub async fn serve(
         bundle_origin,
         stop.clone(),
     ));
+    let api_edge = api_state.edge.clone();
     let api_app = crate::http::app(api_state)?;
     let api_task = supervised(
         "api",
@@ -227,6 +228,7 @@ pub async fn serve(
             api_listener,
             api_tls,
             api_app,
+            api_edge,
             stop.clone(),
             std::time::Duration::from_secs(5),
         )),

@@ -471,6 +471,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             server_id: f.server.id,
             user_id: f.admin.id,
             extra_vars: Some(json!({"x": 1})),
+            extra_vars_templated: false,
             run_options: None,
         })
         .collect();
@@ -738,6 +739,7 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 server_id: f.server.id,
                 user_id: f.admin.id,
                 extra_vars: None,
+                extra_vars_templated: false,
                 run_options: None,
             }],
             &Actor::system(),

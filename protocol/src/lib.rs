@@ -8,8 +8,10 @@
 //! - [`pki`]: the CA, the controller's certificate, agents' CSRs and their signing.
 //! - [`token`]: the one-line enrolment token that pins the CA.
 //! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
+//! - [`files`]: writing kept files atomically, with their mode, never through a link.
 
 pub mod codec;
+pub mod files;
 pub mod jobstream;
 pub mod message;
 pub mod pki;
@@ -17,10 +19,11 @@ pub mod tls;
 pub mod token;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
-/// The oldest protocol version this build still accepts (2 added run options to assignments,
-/// which an agent speaking 1 cannot decode).
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The oldest protocol version this build still accepts. 3 split an assignment's variables into
+/// curated ones and launch values that must reach ansible as data: an agent speaking 2 would
+/// hand both to ansible as templates, so it is refused rather than trusted with them.
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.
 pub const ALPN_AGENT: &[u8] = b"outpost/1";

@@ -153,8 +153,14 @@ pub struct Assignment {
     /// Lower-case hex SHA-256 of `playbook_content` (the playbook's `file_hash`).
     pub playbook_sha256: String,
     pub target: Target,
-    /// A JSON object of extra vars (the playbook's defaults overlaid with the job's).
-    pub extra_vars_json: String,
+    /// A JSON object of curated variables: the playbook's defaults, stored by an admin. ansible
+    /// may evaluate templates in them.
+    pub vars_json: String,
+    /// A JSON object of the values given at launch, which override `vars_json`. They are data:
+    /// the agent hands every string in them, keys included, to ansible marked `!unsafe`, so a
+    /// caller's `{{ lookup('pipe', …) }}` is printed, never run. (Only where an admin launched
+    /// with templates allowed does the controller put launch values into `vars_json` instead.)
+    pub launch_vars_json: String,
     pub time_limit_secs: u32,
     pub options: RunOptions,
 }

@@ -5,7 +5,6 @@
 //! usages and lifetime are all set here. rcgen's CSR parsing copies the requested extensions
 //! into the parameters, so they are replaced wholesale before signing.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -347,35 +346,23 @@ pub fn private_key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PkiErro
         .map_err(|e| PkiError::BadCertificate(format!("private key: {e}")))
 }
 
-/// Writes a secret file readable by its owner only (0600), replacing any previous one.
+/// Writes a secret file readable by its owner only (0600), replacing any previous one (and a
+/// link planted in its place: see [`crate::files`]).
 pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    write_file(path, contents, 0o600)
 }
 
-/// Writes a public file (certificates), atomically.
+/// Writes a public file (certificates, 0644), atomically, replacing any previous one (and a
+/// link planted in its place: see [`crate::files`]).
 pub fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
+    write_file(path, contents, 0o644)
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    crate::files::write_replacing(path, contents.as_bytes(), mode).map_err(|source| PkiError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -131,6 +131,7 @@ impl World {
                     server_id: server.id,
                     user_id: self.admin.id,
                     extra_vars,
+                    extra_vars_templated: false,
                     run_options: None,
                 }],
                 &Actor::user(self.admin.id),

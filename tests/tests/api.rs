@@ -661,6 +661,94 @@ async fn bad_input_gets_the_documented_status_and_text_is_kept_verbatim() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
 
+    // YAML that would grow the controller: a few hundred bytes of aliases expanding to a
+    // billion values, and a list nested a million levels deep. Each is a prompt 422 that says
+    // why, and the controller still answers afterwards.
+    let mut laughs =
+        String::from("- hosts: all\n  vars:\n    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..=9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        laughs.push_str(&format!("    a{i}: &a{i} [{refs}]\n"));
+    }
+    let deep = "- ".repeat(1_000_000) + "x\n";
+    for (name, body, want) in [
+        ("laughs", laughs, "expands to more than"),
+        ("deep", deep, "nested more than"),
+    ] {
+        let started = std::time::Instant::now();
+        let resp = admin
+            .request(Method::POST, &format!("/api/v1/playbooks?name={name}"))
+            .header("content-type", "application/yaml")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{name}");
+        let err: serde_json::Value = resp.json().await.unwrap();
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.contains(want), "{name}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+    }
+    let h: serde_json::Value = admin.get("/healthz").await.unwrap();
+    assert_eq!(h["status"], "ok");
+
+    // Launch values are bounded: in size (413), in depth (422), and in what one launch copies
+    // into the database once per target server (413), before any job is made.
+    let w = &c.world;
+    w.playbook("vars", "- hosts: all\n  gather_facts: false\n  tasks: []\n")
+        .await;
+    let mut names = Vec::new();
+    for i in 0..300 {
+        let name = format!("many-{i:03}");
+        w.local_server(&name, json!({}), "bulk").await;
+        names.push(name);
+    }
+    let launch = |vars: serde_json::Value, servers: &[String]| {
+        let rb = admin
+            .request(Method::POST, "/api/v1/jobs")
+            .json(&json!({"playbook": "vars", "servers": servers, "extra_vars": vars}));
+        async move {
+            let resp = rb.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or(json!(null));
+            (
+                status,
+                body["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    let (status, message) = launch(json!({"blob": "z".repeat(70 * 1024)}), &names[..1]).await;
+    assert_eq!(status, 413, "{message}");
+    assert!(message.contains("at most 65536"), "{message}");
+    let mut deep = json!("x");
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    let (status, message) = launch(json!({ "deep": deep }), &names[..1]).await;
+    assert_eq!(status, 422, "{message}");
+    assert!(message.contains("levels deep"), "{message}");
+    let (status, message) = launch(json!({"blob": "z".repeat(60 * 1024)}), &names).await;
+    assert_eq!(status, 413, "{message}");
+    assert!(message.contains("for each of 300 servers"), "{message}");
+    let (status, message) = launch(json!({"blob": "z".repeat(60 * 1024)}), &names[..10]).await;
+    assert_eq!(status, 201, "{message}");
+    let (status, message) = launch(json!({"bad-name": 1}), &names[..1]).await;
+    assert_eq!(status, 422, "{message}");
+    assert!(message.contains("'bad-name'"), "{message}");
+    let jobs = w
+        .store
+        .list_jobs(
+            &Default::default(),
+            outpost_controller::model::Paging::new(1000, 0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.total, 10, "only the launch that passed made jobs");
+
     // SQL metacharacters and non-ASCII are data, stored and returned as sent.
     let hostname = "ünïcødé-節點-01";
     let description = "'; DROP TABLE servers; -- \" \\ % _ ` 🚀";

@@ -1,10 +1,12 @@
 //! Install bundles, end to end: `outpost-controller bundle` makes one, its `install.yml` is run
 //! with `ansible-playbook` against a test-fleet datacenter's sshd (the bastion), and the agent
 //! it installs comes online with the bundle's labels and runs a job there. A second run changes
-//! nothing; a second bastion with the same (spent) token fails and says why. Through the API,
-//! bundles are for admins, and a bad request gets a clear refusal with no token left behind.
+//! nothing; a second bastion with the same (spent) token fails and says why. An agent that is
+//! not root enrols as its own user, and a link it plants in its state directory does not make
+//! root chown what the link points at. Through the API, bundles are for admins, and a bad
+//! request gets a clear refusal with no token left behind.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -74,6 +76,77 @@ fn stripped_agent(dir: &Path) -> PathBuf {
     copy
 }
 
+/// `outpost-controller bundle` for agent `name` (labelled dc=fra1) of the fleet's controller,
+/// written into `dir`: what it printed, and the archive.
+fn make_bundle(
+    c: &Cluster,
+    fleet: &Fleet,
+    name: &str,
+    agent_binary: &Path,
+    dir: &Path,
+) -> (String, PathBuf) {
+    let archive = dir.join(format!("{name}.tar.gz"));
+    let made = run_ok(
+        Command::new(bin("outpost-controller"))
+            .arg("bundle")
+            .arg("--data-dir")
+            .arg(&c.ctl.data_dir)
+            .args(["--database-url", &c.ctl.database_url])
+            .args(["--name", name, "--label", "dc=fra1"])
+            .args(["--address", &fleet.host_ip().to_string()])
+            .args(["--agent-port", &c.ctl.agents.port().to_string()])
+            .args(["--enroll-port", &c.ctl.enroll.port().to_string()])
+            .arg("--agent-binary")
+            .arg(agent_binary)
+            .arg("-o")
+            .arg(&archive),
+        "outpost-controller bundle",
+    );
+    (output_text(&made), archive)
+}
+
+/// The account of an agent that is not root. install.yml creates it; the test removes it (and
+/// its group) when it ends, after the fleet has killed the agent running as it.
+struct AgentAccount(&'static str);
+
+impl AgentAccount {
+    fn uid(&self) -> u32 {
+        let out = run_ok(Command::new("id").args(["-u", self.0]), "id -u");
+        output_text(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("uid of {}: {e}", self.0))
+    }
+
+    /// `program args…` run as this account, as the agent could.
+    fn run(&self, args: &[&std::ffi::OsStr]) {
+        run_ok(
+            Command::new("runuser")
+                .args(["-u", self.0, "--"])
+                .args(args),
+            "runuser (util-linux)",
+        );
+    }
+}
+
+impl Drop for AgentAccount {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").args(["-f", self.0]).output();
+        let _ = Command::new("groupdel").arg(self.0).output();
+    }
+}
+
+/// Enrolment tokens install.yml left in the temporary directory.
+fn tokens_left() -> Vec<PathBuf> {
+    std::fs::read_dir("/tmp")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.to_string_lossy().ends_with(".outpost-enroll"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The PLAY RECAP's counters for the one host.
 fn recap(out: &str) -> String {
     out.lines()
@@ -85,7 +158,9 @@ fn recap(out: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_installs_an_agent_over_ssh_that_comes_online_and_runs_jobs() {
-    // Declared first, dropped last: the installed agent is stopped with the fleet.
+    // Declared first, dropped last: the installed agents are stopped with the fleet, and then
+    // the account one of them ran as is removed.
+    let account = AgentAccount("outpost-test-agent");
     let roots = tempfile::tempdir().expect("install roots");
     let mut fleet = Fleet::start();
     fleet.add_datacenter("fra1");
@@ -96,24 +171,7 @@ async fn a_bundle_installs_an_agent_over_ssh_that_comes_online_and_runs_jobs() {
     let work = tempfile::tempdir().expect("operator's machine");
     let build = tempfile::tempdir().expect("build");
     let agent_binary = stripped_agent(build.path());
-    let archive = work.path().join("fra1.tar.gz");
-    let made = run_ok(
-        Command::new(bin("outpost-controller"))
-            .arg("bundle")
-            .arg("--data-dir")
-            .arg(&c.ctl.data_dir)
-            .args(["--database-url", &c.ctl.database_url])
-            .args(["--name", "bastion-fra1", "--label", "dc=fra1"])
-            .args(["--address", &fleet.host_ip().to_string()])
-            .args(["--agent-port", &c.ctl.agents.port().to_string()])
-            .args(["--enroll-port", &c.ctl.enroll.port().to_string()])
-            .arg("--agent-binary")
-            .arg(&agent_binary)
-            .arg("-o")
-            .arg(&archive),
-        "outpost-controller bundle",
-    );
-    let said = output_text(&made);
+    let (said, archive) = make_bundle(&c, &fleet, "bastion-fra1", &agent_binary, build.path());
     assert!(
         said.contains("ansible-playbook -i BASTION, install.yml"),
         "{said}"
@@ -167,10 +225,14 @@ async fn a_bundle_installs_an_agent_over_ssh_that_comes_online_and_runs_jobs() {
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("agent.key")), 0o600);
     assert!(
-        !state.join("enroll-token").exists(),
-        "the token is removed from the bastion"
+        !state.join("enroll-token").exists() && tokens_left().is_empty(),
+        "the token is removed from the bastion: {:?}",
+        tokens_left()
     );
-    let pid = std::fs::read_to_string(state.join("agent.pid")).expect("pid file");
+    // Written by root: outside the state directory, which is the agent's user's.
+    let pid_file = root.join("run/outpost-agent.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid file");
+    assert!(root.join("var/log/outpost-agent.log").exists());
 
     // Online at the controller, with the bundle's labels, and it runs jobs in its datacenter.
     let agent = w
@@ -197,7 +259,7 @@ async fn a_bundle_installs_an_agent_over_ssh_that_comes_online_and_runs_jobs() {
     assert!(ok, "second run failed:\n{second}");
     assert!(recap(&second).contains("changed=0"), "{second}");
     assert_eq!(
-        std::fs::read_to_string(state.join("agent.pid")).expect("pid file"),
+        std::fs::read_to_string(&pid_file).expect("pid file"),
         pid,
         "the agent was not restarted"
     );
@@ -216,8 +278,82 @@ async fn a_bundle_installs_an_agent_over_ssh_that_comes_online_and_runs_jobs() {
         !roots
             .path()
             .join("second/var/lib/outpost-agent/enroll-token")
-            .exists(),
-        "the token is removed after a failure too"
+            .exists()
+            && tokens_left().is_empty(),
+        "the token is removed after a failure too: {:?}",
+        tokens_left()
+    );
+
+    // An agent that is not root, as on a real bastion: install.yml creates its account, and
+    // the agent enrols, and runs, as it.
+    std::fs::set_permissions(roots.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("let the agent's user reach its install root");
+    let unprivileged = roots.path().join("unprivileged");
+    let as_user = merge(
+        &settings,
+        &json!({"outpost_root": unprivileged.display().to_string(), "outpost_user": account.0}),
+    );
+    let install_as_user = |name: &str| {
+        let dir = tempfile::tempdir().expect("bundle dir");
+        let (_, archive) = make_bundle(&c, &fleet, name, &agent_binary, dir.path());
+        let bundle = unpack(&archive, dir.path());
+        let out = dc.ansible_playbook(&inventory, &bundle.join("install.yml"), &as_user);
+        let text = output_text(&out);
+        assert!(
+            out.status.success(),
+            "install.yml as {}:\n{text}",
+            account.0
+        );
+        assert!(text.contains("online: the controller at"), "{text}");
+        assert!(tokens_left().is_empty(), "{:?}", tokens_left());
+    };
+    install_as_user("bastion-fra1-user");
+    let user_state = unprivileged.join("var/lib/outpost-agent");
+    let uid = account.uid();
+    for file in ["agent.key", "agent.pem", "ca.pem", "agent.toml", "status"] {
+        let path = user_state.join(file);
+        let meta = std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(meta.uid(), uid, "{file} is the agent's user's own");
+    }
+    assert_eq!(mode(&user_state.join("agent.key")), 0o600);
+    let user_pid =
+        std::fs::read_to_string(unprivileged.join("run/outpost-agent.pid")).expect("pid file");
+    let process = std::fs::metadata(format!("/proc/{}", user_pid.trim())).expect("the agent runs");
+    assert_eq!(process.uid(), uid, "the agent runs as its user");
+
+    // That user plants a link to a file of root's in its state directory and drops its
+    // certificate, so that the operator enrols it again. Enrolment must not chown through
+    // the link (install.yml used to `chown -R` the state directory as root afterwards).
+    let victim = roots.path().join("roots-file");
+    std::fs::write(&victim, "root's own\n").expect("victim");
+    let planted = user_state.join("planted");
+    account.run(&[
+        "ln".as_ref(),
+        "-s".as_ref(),
+        victim.as_os_str(),
+        planted.as_os_str(),
+    ]);
+    account.run(&["rm".as_ref(), user_state.join("agent.pem").as_os_str()]);
+    install_as_user("bastion-fra1-again");
+    let meta = std::fs::metadata(&victim).expect("victim");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, 0),
+        "root's file was chowned through the agent's link"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "root's own\n"
+    );
+    assert!(std::fs::symlink_metadata(&planted)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::symlink_metadata(user_state.join("agent.pem"))
+            .expect("enrolled again")
+            .uid(),
+        uid
     );
 }
 

@@ -1,7 +1,9 @@
 //! The `outpost` CLI against a real controller process and a real agent: logging in (pinned by
 //! fingerprint; a wrong password; an expired token), servers and inventory imports, playbooks,
 //! `job run --follow` printing exactly the stored log with the exit code of the outcome, a
-//! follow that survives a controller restart, tickets, `--json`, and one-line errors.
+//! follow that survives a controller restart, tickets, `--json`, and one-line errors. A host's
+//! terminal escape sequences reach the admin's terminal escaped (verbatim only with `--raw`),
+//! and the audit trail knows the CLI by its user agent.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -363,4 +365,97 @@ async fn a_follow_survives_a_controller_restart() {
         "every line once, despite the restart"
     );
     assert_eq!(printed, stored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_from_hosts_are_shown_escaped_and_the_cli_names_itself() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let cfg = tempfile::tempdir().unwrap();
+    let cfg = cfg.path();
+    ok(outpost(
+        cfg,
+        &[
+            "login",
+            &c.ctl.api_url(),
+            "-u",
+            "ops",
+            "--ca-fingerprint",
+            &c.ctl.ca_fingerprint(),
+        ],
+    ));
+    let w = &c.world;
+    w.local_server("local", json!({}), "dev").await;
+    // ansible prints a task's name as it is (results are JSON-escaped): a way for what a play
+    // says to put raw escapes into the log. YAML's "\e" is ESC and "\a" BEL; OSC 0 sets the
+    // terminal's title, CSI 2J clears the screen.
+    let pb = cfg.join("hostile.yml");
+    std::fs::write(
+        &pb,
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: \"title \\e]0;pwned\\a clear \\e[2J\"\n      ansible.builtin.debug:\n        msg: hi\n",
+    )
+    .unwrap();
+    ok(outpost(cfg, &["playbook", "add", pb.to_str().unwrap()]));
+    let followed = ok(outpost(
+        cfg,
+        &["job", "run", "hostile", "--server", "local", "--follow"],
+    ));
+    let raw_osc = "\u{1b}]0;pwned\u{7}";
+    let shown_osc = "\\x1b]0;pwned\\x07";
+
+    // The stored log has the raw bytes: the host's output is kept as it was.
+    let jobs: serde_json::Value =
+        serde_json::from_str(&ok(outpost(cfg, &["job", "list", "--json"]))).unwrap();
+    let job_id = jobs["items"][0]["id"].as_str().unwrap().to_owned();
+    let job = w.store.get_job_by_uuid(&job_id).await.unwrap();
+    let stored: Vec<String> = w.lines(&job).await.into_iter().map(|l| l.content).collect();
+    assert!(
+        stored.iter().any(|l| l.contains(raw_osc)),
+        "the escape reached the log: {stored:?}"
+    );
+
+    // Followed live, and read back: escaped, line for line, nothing raw.
+    for (how, printed) in [
+        ("job run --follow", followed),
+        ("job logs", ok(outpost(cfg, &["job", "logs", &job_id]))),
+        (
+            "job logs --follow",
+            ok(outpost(cfg, &["job", "logs", &job_id, "--follow"])),
+        ),
+    ] {
+        assert!(
+            !printed.contains('\u{1b}'),
+            "{how} printed a raw ESC: {printed:?}"
+        );
+        assert!(
+            printed.contains(&format!("TASK [title {shown_osc} clear \\x1b[2J]")),
+            "{how}: {printed}"
+        );
+        assert_eq!(printed.lines().count(), stored.len(), "{how}: {printed}");
+    }
+    // --raw: as the host wrote it.
+    let raw = ok(outpost(cfg, &["job", "logs", &job_id, "--raw"]));
+    let raw_lines: Vec<&str> = raw.lines().collect();
+    assert_eq!(raw_lines, stored);
+    assert!(
+        raw.contains(&format!("{raw_osc} clear \u{1b}[2J")),
+        "{raw:?}"
+    );
+    let raw_follow = ok(outpost(cfg, &["job", "logs", &job_id, "--follow", "--raw"]));
+    assert_eq!(raw_follow, raw);
+
+    // The audit trail names the CLI, for the login and the launch alike.
+    let agent = format!("outpost/{}", env!("CARGO_PKG_VERSION"));
+    for action in ["LOGIN", "LAUNCH"] {
+        let audit: serde_json::Value = serde_json::from_str(&ok(outpost(
+            cfg,
+            &["audit", "list", "--action", action, "--json"],
+        )))
+        .unwrap();
+        assert_eq!(
+            audit["items"][0]["user_agent"].as_str(),
+            Some(agent.as_str()),
+            "{action}: {audit}"
+        );
+    }
 }

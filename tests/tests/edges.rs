@@ -108,3 +108,385 @@ async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
     assert!(sent > 100, "the agent did flood ({sent} heartbeats)");
     drop(flood);
 }
+
+// ---- The HTTPS API's edge, against anonymous clients ----
+
+mod api_edge {
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use outpost_controller::model::Role;
+    use outpost_tests::cluster::Cluster;
+    use outpost_tests::procs::{Controller, ControllerOpts};
+    use outpost_tests::Backend;
+    use reqwest::{Method, StatusCode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream};
+    use tokio_rustls::client::TlsStream;
+    use tokio_rustls::rustls::pki_types::ServerName;
+
+    type Tls = TlsStream<TcpStream>;
+
+    /// A TLS connection to the API from `from` (any address of 127/8 is this host's), speaking
+    /// HTTP/1.1 when it speaks at all.
+    async fn tls_from(ctl: &Controller, from: IpAddr) -> std::io::Result<Tls> {
+        let mut cfg = outpost_api::client::tls_config(&ctl.ca_pem()).expect("TLS config");
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        let tcp = socket.connect(ctl.api).await?;
+        let name = ServerName::try_from("localhost").expect("name");
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    /// Reads until the server closes the connection (EOF, or an error such as a reset or a
+    /// missing close_notify); `None` if it is still open after `within`.
+    async fn closed_within(conn: &mut Tls, within: Duration) -> Option<Instant> {
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(Instant::now()),
+                // An error page before closing is fine: read on to the end.
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+
+    async fn metrics(ctl: &Controller) -> String {
+        let resp = ctl
+            .api()
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.text().await.expect("metrics text")
+    }
+
+    /// `GET path` over a connection of its own from `from`; `None` if it is refused.
+    async fn get_from(ctl: &Controller, from: IpAddr, path: &str) -> Option<String> {
+        let mut conn = tls_from(ctl, from).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        conn.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        // To the end, which may come without a TLS close_notify.
+        while let Ok(n @ 1..) = conn.read(&mut buf).await {
+            out.extend_from_slice(&buf[..n]);
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The value of the sample `name` (with its labels, as rendered) in a metrics text.
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// 400 anonymous requests, each with its own 8 KiB method name, used to add a labelled
+    /// series each to /metrics (46 MB for 400): now they are all `OTHER`, and /metrics grows by
+    /// a few series at most.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn made_up_methods_do_not_grow_metrics() {
+        let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+        // Once, so that GET /metrics' own series exists before the figure is taken.
+        metrics(&c.ctl).await;
+        let before = metrics(&c.ctl).await.len();
+        let anon = c.ctl.api();
+        for i in 0..400 {
+            let name = format!("M{i:04}{}", "X".repeat(8 * 1024 - 5));
+            let method = Method::from_bytes(name.as_bytes()).expect("a valid token");
+            // Half at a route that exists, half at made-up paths.
+            let path = if i % 2 == 0 {
+                "/healthz".to_owned()
+            } else {
+                format!("/made-up/{i}")
+            };
+            let resp = anon.request(method, &path).send().await.expect("an answer");
+            assert!(resp.status().is_client_error(), "{}", resp.status());
+        }
+        let text = metrics(&c.ctl).await;
+        let growth = text.len() as i64 - before as i64;
+        println!("/metrics: {before} bytes before, {} after", text.len());
+        assert!(!text.contains("XXXXXXXX"), "a method name is a label");
+        assert!(!text.contains("M0001"), "a method name is a label");
+        assert!(!text.contains("/made-up/"), "a raw path is a label");
+        assert!(growth < 16 * 1024, "/metrics grew by {growth} bytes");
+        let other: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("outpost_http_requests_total{") && l.contains("method=\"OTHER\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(
+            other, 400.0,
+            "every made-up method is counted as OTHER:\n{text}"
+        );
+        assert!(
+            text.contains("method=\"OTHER\",route=\"unmatched\",status=\"404\""),
+            "{text}"
+        );
+    }
+
+    /// Clients that connect and then send half a request head, nothing at all, or half an
+    /// HTTP/2 preface are all closed by the server once the header timeout (2 s here) is up,
+    /// and not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn half_sent_requests_are_cut_off_at_the_header_timeout() {
+        let timeout = Duration::from_secs(2);
+        let slack = Duration::from_secs(3);
+        let opts = ControllerOpts {
+            extra: vec!["--api-header-timeout-secs".into(), "2".into()],
+            ..ControllerOpts::default()
+        };
+        let c = Cluster::start(Backend::Sqlite, opts).await;
+        let mut conns = Vec::new();
+        for i in 0..50 {
+            let mut conn = tls_from(&c.ctl, ip("127.0.0.1"))
+                .await
+                .expect("TLS handshake");
+            let opened = Instant::now();
+            let (kind, bytes): (&str, &[u8]) = match i % 5 {
+                0 => ("silent", b""),
+                1 => ("h2 preface", b"PRI * HTTP/2.0\r\n"),
+                _ => (
+                    "half a head",
+                    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: a",
+                ),
+            };
+            conn.write_all(bytes).await.expect("write");
+            conn.flush().await.expect("flush");
+            conns.push((kind, opened, conn));
+        }
+        let closing = conns.into_iter().map(|(kind, opened, mut conn)| {
+            tokio::spawn(async move {
+                let closed = closed_within(&mut conn, timeout + slack + Duration::from_secs(2))
+                    .await
+                    .map(|at| at - opened);
+                (kind, closed)
+            })
+        });
+        let mut took = Vec::new();
+        for t in closing {
+            let (kind, closed) = t.await.expect("task");
+            let Some(after) = closed else {
+                panic!(
+                    "a client sending {kind} is still connected after {:?}",
+                    timeout + slack
+                )
+            };
+            assert!(
+                after >= timeout - Duration::from_millis(300) && after <= timeout + slack,
+                "a client sending {kind} was closed after {after:?}"
+            );
+            took.push(after);
+        }
+        took.sort();
+        println!(
+            "50 stalled clients closed after {:?} to {:?}",
+            took[0],
+            took[took.len() - 1]
+        );
+        let text = metrics(&c.ctl).await;
+        assert!(
+            sample(&text, "outpost_api_connections_timed_out_total").unwrap_or(0.0) >= 50.0,
+            "{text}"
+        );
+        // The metrics request's own connection is the only one left.
+        assert_eq!(
+            sample(&text, "outpost_api_connections_open"),
+            Some(1.0),
+            "{text}"
+        );
+    }
+
+    /// More connections than the per-address cap from one address: the extra ones are closed
+    /// at once, before TLS, while another address still gets in — until the total cap is
+    /// reached too. Closing connections gives their places back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_capped_per_address_and_in_total() {
+        let opts = ControllerOpts {
+            extra: [
+                "--api-max-connections-per-address",
+                "20",
+                "--api-max-connections",
+                "30",
+                // Nothing times out during the test.
+                "--api-header-timeout-secs",
+                "120",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..ControllerOpts::default()
+        };
+        let c = Cluster::start(Backend::Sqlite, opts).await;
+        let refused = |from: &'static str| {
+            let ctl = &c.ctl;
+            async move {
+                let started = Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(10), tls_from(ctl, ip(from)))
+                    .await
+                    .expect("an answer, not a hang");
+                assert!(
+                    r.is_err(),
+                    "a connection from {from} beyond the cap was served"
+                );
+                let took = started.elapsed();
+                assert!(took < Duration::from_secs(2), "refused only after {took:?}");
+            }
+        };
+        let mut first = Vec::new();
+        for _ in 0..20 {
+            first.push(
+                tls_from(&c.ctl, ip("127.0.0.1"))
+                    .await
+                    .expect("within the cap"),
+            );
+        }
+        for _ in 0..5 {
+            refused("127.0.0.1").await;
+        }
+        let mut second = Vec::new();
+        for _ in 0..10 {
+            second.push(
+                tls_from(&c.ctl, ip("127.0.0.2"))
+                    .await
+                    .expect("another address is not capped by the first"),
+            );
+        }
+        refused("127.0.0.3").await;
+        // The connections let in are served.
+        let conn = &mut first[0];
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = vec![0u8; 1024];
+        let n = conn.read(&mut buf).await.expect("an answer");
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        // Five places given back, once the server has seen the closes (asked from an address of
+        // its own, whose only refusals can be for the total), and four more get in.
+        first.truncate(15);
+        let text =
+            outpost_tests::wait_for("closed connections freed", Duration::from_secs(10), || {
+                let ctl = &c.ctl;
+                async move {
+                    let text = get_from(ctl, ip("127.0.0.9"), "/metrics").await?;
+                    // The 25 kept and this one.
+                    (sample(&text, "outpost_api_connections_open") == Some(26.0)).then_some(text)
+                }
+            })
+            .await;
+        for _ in 0..4 {
+            first.push(
+                tls_from(&c.ctl, ip("127.0.0.1"))
+                    .await
+                    .expect("a freed place"),
+            );
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "outpost_api_connections_refused_total{reason=\"max_connections_per_address\"}"
+            ),
+            Some(5.0),
+            "{text}"
+        );
+        assert!(
+            sample(
+                &text,
+                "outpost_api_connections_refused_total{reason=\"max_connections\"}"
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+    }
+
+    /// Every answer says HTTPS only (HSTS), API and UI alike; and signing in never leads to
+    /// another site, however `next` disguises it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_carry_hsts_and_sign_in_stays_on_site() {
+        let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+        let tls = outpost_api::client::tls_config(&c.ctl.ca_pem()).expect("TLS config");
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let base = c.ctl.api_url();
+        for path in [
+            "/healthz",
+            "/login",
+            "/jobs",
+            "/no-such-page",
+            "/api/v1/jobs",
+        ] {
+            let resp = http
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .expect("answer");
+            assert_eq!(
+                resp.headers()
+                    .get("strict-transport-security")
+                    .and_then(|v| v.to_str().ok()),
+                Some("max-age=31536000"),
+                "{path} ({})",
+                resp.status()
+            );
+        }
+        outpost_tests::api::user(&c.world, "edge-viewer", Role::Viewer).await;
+        let login = |next: &'static str| {
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                let body = format!(
+                    "username=edge-viewer&password={}&next={next}",
+                    outpost_tests::api::PASSWORD.replace(' ', "+")
+                );
+                let resp = http
+                    .post(format!("{base}/login"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("answer");
+                assert!(resp.status().is_redirection(), "{next}: {}", resp.status());
+                resp.headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            }
+        };
+        // As a browser sends them, percent-encoded in the form.
+        for evil in [
+            "%2F%09%2Fevil.example",
+            "/%09/evil.example",
+            "/%5Cevil.example",
+            "%2F%2Fevil.example",
+            "/%252F%252Fevil.example",
+            "/%255Cevil.example",
+            "/%250A/evil.example",
+        ] {
+            assert_eq!(login(evil).await, "/", "next={evil}");
+        }
+        assert_eq!(
+            login("%2Fjobs%3Fstatus%3Dfailed").await,
+            "/jobs?status=failed"
+        );
+    }
+}

@@ -117,3 +117,144 @@ async fn followers_get_every_line_once_and_the_end() {
     }
     assert_eq!(paged, stored.len());
 }
+
+/// Opens a live log stream with `client`, checks it was accepted, and reads it in a task that
+/// returns once the controller ends it.
+async fn open_stream(
+    client: &outpost_api::client::Client,
+    path: &str,
+) -> tokio::task::JoinHandle<Vec<SseEvent>> {
+    let resp = client.request(Method::GET, path).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "a stream is refused");
+    tokio::spawn(read_events(resp, |_| false))
+}
+
+/// Waits (with a deadline) for a stream the controller should end.
+async fn ended(stream: tokio::task::JoinHandle<Vec<SseEvent>>, why: &str) {
+    tokio::time::timeout(Duration::from_secs(15), stream)
+        .await
+        .unwrap_or_else(|_| panic!("the stream is still open after {why}"))
+        .unwrap();
+}
+
+/// Live streams are capped per user, and each ends with the session that opened it: logout,
+/// deactivation, a password change that ends the other sessions. A log page is cut to its
+/// byte budget, and the pages after it carry on where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_capped_and_end_with_their_session_and_pages_with_their_bytes() {
+    use outpost_controller::model::Role;
+    use outpost_controller::store::logs::NewLogLine;
+    use outpost_tests::api::user;
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let pb = w
+        .playbook("idle", "- hosts: all\n  gather_facts: false\n  tasks: []\n")
+        .await;
+    // No agent: the job stays pending and its stream stays open.
+    let job = w.launch(&pb, &server).await;
+    let path = format!("/api/v1/jobs/{}/logs/stream", job.job_id);
+    for name in ["otto", "dora", "pat"] {
+        user(w, name, Role::Operator).await;
+    }
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    let otto = login(&c.ctl, "otto", PASSWORD).await;
+
+    let mut otto_streams = Vec::new();
+    for _ in 0..outpost_controller::http::live::MAX_PER_USER {
+        otto_streams.push(open_stream(&otto, &path).await);
+    }
+    let refused = otto.request(Method::GET, &path).send().await.unwrap();
+    assert_eq!(
+        refused.status(),
+        429,
+        "one stream more than a user may hold"
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("live streams"),
+        "{body}"
+    );
+    let admins = open_stream(&admin, &path).await;
+
+    // Logout ends every stream of that token, and only those.
+    let out = otto
+        .request(Method::POST, "/api/v1/auth/logout")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    for s in otto_streams {
+        ended(s, "logout").await;
+    }
+    tokio::time::sleep(outpost_controller::http::live::SWEEP * 2).await;
+    assert!(!admins.is_finished(), "another user's stream ended too");
+
+    // Deactivation ends the account's streams.
+    let dora = login(&c.ctl, "dora", PASSWORD).await;
+    let doras = open_stream(&dora, &path).await;
+    let dora_id = w.store.get_user_by_username("dora").await.unwrap().id;
+    let _: serde_json::Value = admin
+        .patch(
+            &format!("/api/v1/users/{dora_id}"),
+            &json!({"is_active": false}),
+        )
+        .await
+        .unwrap();
+    ended(doras, "deactivation").await;
+
+    // A password change ends the other sessions' streams.
+    let pat_a = login(&c.ctl, "pat", PASSWORD).await;
+    let pat_b = login(&c.ctl, "pat", PASSWORD).await;
+    let pats = open_stream(&pat_a, &path).await;
+    let pat_id = w.store.get_user_by_username("pat").await.unwrap().id;
+    let changed = pat_b
+        .request(Method::POST, &format!("/api/v1/users/{pat_id}/password"))
+        .json(&json!({"current_password": PASSWORD, "new_password": "another long pass 7"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(changed.status().is_success(), "{}", changed.status());
+    ended(pats, "a password change").await;
+    admins.abort();
+
+    // 100 lines of 60 KiB: a page holds at most 4 MiB of text and says it is not complete;
+    // the pages after it bring the rest, each line once.
+    let big = "x".repeat(60 * 1024);
+    let lines: Vec<NewLogLine> = (1..=100)
+        .map(|n| NewLogLine {
+            job: job.id,
+            line_number: n,
+            content: big.clone(),
+            level: None,
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    w.store.insert_log_lines(&lines).await.unwrap();
+    let mut after = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page: LogPage = admin
+            .get(&format!(
+                "/api/v1/jobs/{}/logs?after={after}&limit=10000",
+                job.job_id
+            ))
+            .await
+            .unwrap();
+        let bytes: usize = page.lines.iter().map(|l| l.content.len()).sum();
+        assert!(
+            bytes <= outpost_controller::http::logs::MAX_PAGE_BYTES,
+            "{bytes} bytes in one page"
+        );
+        if page.lines.is_empty() {
+            break;
+        }
+        assert!(!page.complete);
+        seen.extend(page.lines.iter().map(|l| l.line_number));
+        after = page.next_after;
+    }
+    assert_eq!(seen, (1..=100).collect::<Vec<i32>>());
+}

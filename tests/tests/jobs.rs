@@ -329,3 +329,83 @@ async fn ansible_sees_an_allow_list_of_the_agents_environment() {
     assert!(msg.contains("secret=[]"), "{msg}");
     assert!(!msg.contains("home=[]"), "HOME is passed on: {msg}");
 }
+
+/// The attack of issue 19: an operator's launch values try to run a command on the bastion
+/// through Jinja (`lookup('pipe', …)`), in a value, nested, and in a key. They reach ansible as
+/// data: the job prints them literally and no command runs. On a controller where admins may
+/// launch templates, the same lookup from an admin does run — so the marker file is a witness
+/// that would notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_values_are_data_and_only_admins_may_be_allowed_templates() {
+    use outpost_api::LaunchResponse;
+    use outpost_controller::model::Role;
+    use outpost_tests::api::{login, user, PASSWORD};
+    let opts = ControllerOpts {
+        extra: vec!["--admin-launch-vars-templates".into()],
+        ..ControllerOpts::default()
+    };
+    let c = Cluster::start(Backend::Sqlite, opts).await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    w.local_server("web1", json!({}), "dev").await;
+    w.playbook(
+        "echo",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"greeting=[{{ greeting }}] nested=[{{ nested | default({}) | to_json }}]\"\n",
+    )
+    .await;
+    user(w, "otto", Role::Operator).await;
+    let otto = login(&c.ctl, "otto", PASSWORD).await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    let marks = tempfile::tempdir().unwrap();
+    let lookup = |name: &str| {
+        format!(
+            "{{{{ lookup('pipe', 'touch {}') }}}}",
+            marks.path().join(name).display()
+        )
+    };
+    let run = |client: outpost_api::client::Client, vars: serde_json::Value| async move {
+        let launched: LaunchResponse = client
+            .post(
+                "/api/v1/jobs",
+                &json!({"playbook": "echo", "servers": ["web1"], "extra_vars": vars}),
+            )
+            .await
+            .expect("launch");
+        launched.jobs[0].id.clone()
+    };
+
+    let id = run(
+        otto,
+        json!({"greeting": lookup("value"),
+               "nested": {"list": [lookup("nested")], lookup("key"): {"deeper": [[lookup("deep")]]}}}),
+    )
+    .await;
+    let job = w.store.get_job_by_uuid(&id).await.unwrap();
+    w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
+    let text: String = w
+        .lines(&job)
+        .await
+        .into_iter()
+        .map(|l| l.content + "\n")
+        .collect();
+    assert!(
+        text.contains(&format!("greeting=[{}]", lookup("value"))),
+        "the value is printed as given: {text}"
+    );
+    for name in ["nested", "key", "deep"] {
+        let touch = format!("touch {}", marks.path().join(name).display());
+        assert!(text.contains(&touch), "{name} is printed as given: {text}");
+    }
+    let ran: Vec<_> = std::fs::read_dir(marks.path()).unwrap().collect();
+    assert!(ran.is_empty(), "an operator's lookup ran: {ran:?}");
+
+    // An admin, where the setting allows it, gets templates: the witness sees this one.
+    let id = run(admin, json!({"greeting": lookup("admin")})).await;
+    let job = w.store.get_job_by_uuid(&id).await.unwrap();
+    w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
+    assert!(
+        marks.path().join("admin").exists(),
+        "the admin's template ran: {:?}",
+        w.lines(&job).await
+    );
+}

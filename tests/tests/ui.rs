@@ -84,8 +84,37 @@ async fn an_operator_launches_a_job_and_watches_its_log_live() {
         extra.prop("value").await.unwrap().as_deref(),
         Some("greeting: [not, closed")
     );
+    // A few hundred bytes of nested aliases would expand to a billion values: refused at once,
+    // next to the field, and the controller is still here to say so.
+    let mut laughs = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..=9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        laughs.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
     extra.clear().await.unwrap();
-    extra.send_keys("greeting: from-the-browser").await.unwrap();
+    extra.send_keys(&laughs).await.unwrap();
+    b.find("form#launch button.primary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let err = b
+        .wait_text("#err-extra_vars", MINUTE, |t| {
+            t.contains("expands to more than")
+        })
+        .await;
+    assert!(err.contains("aliases"), "{err}");
+    // The operator's value tries to run a command on the bastion through a Jinja lookup: it
+    // reaches ansible as data, is printed as typed, and runs nothing.
+    let witness = tempfile::tempdir().unwrap();
+    let marker = witness.path().join("ran");
+    let lookup = format!("{{{{ lookup('pipe', 'touch {}') }}}}", marker.display());
+    let extra = b.find("#extra_vars").await;
+    extra.clear().await.unwrap();
+    extra
+        .send_keys(&format!("greeting: from-the-browser {lookup}"))
+        .await
+        .unwrap();
     let kept = b
         .js("return document.querySelector('#servers option[value=web1]').selected")
         .await;
@@ -130,9 +159,10 @@ async fn an_operator_launches_a_job_and_watches_its_log_live() {
         "the markup is shown as text: {text}"
     );
     assert!(
-        text.contains("from-the-browser"),
-        "the extra var reached the playbook"
+        text.contains(&format!("from-the-browser {lookup}")),
+        "the extra var reached the playbook as typed: {text}"
     );
+    assert!(!marker.exists(), "the operator's lookup ran on the bastion");
     let elements = b
         .js("return document.querySelectorAll('#log-rows script, #log-rows img').length")
         .await;

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{client, pairs, password_from_user, urlencode};
 use crate::output::{cell, labels, time, Output};
+use crate::terminal::{escape, escape_text};
 use crate::{AgentCmd, AuditCmd, TicketCmd, UserCmd};
 
 pub async fn tickets(ctx: Option<&str>, cmd: TicketCmd, out: Output) -> anyhow::Result<()> {
@@ -16,8 +17,8 @@ pub async fn tickets(ctx: Option<&str>, cmd: TicketCmd, out: Output) -> anyhow::
             .map(|t| {
                 vec![
                     t.id.clone(),
-                    out.status(t.status.as_str()),
-                    out.status(t.priority.as_str()),
+                    String::from(t.status.as_str()),
+                    String::from(t.priority.as_str()),
                     t.title.clone(),
                     time(&Some(t.created_at)),
                 ]
@@ -53,14 +54,15 @@ pub async fn tickets(ctx: Option<&str>, cmd: TicketCmd, out: Output) -> anyhow::
         TicketCmd::Show { ticket } => {
             let t: TicketView = c.get(&format!("/api/v1/tickets/{ticket}")).await?;
             if !out.json(&t) {
+                // Titles and descriptions are written by people and by failed jobs' output.
                 println!(
                     "{} [{} / {}] {}\njob {}\n\n{}",
-                    t.id,
+                    escape(&t.id),
                     t.status,
                     t.priority,
-                    t.title,
-                    t.job_id,
-                    t.description.clone().unwrap_or_default()
+                    escape(&t.title),
+                    escape(&t.job_id),
+                    escape_text(t.description.as_deref().unwrap_or_default())
                 );
             }
         }
@@ -88,7 +90,7 @@ pub async fn tickets(ctx: Option<&str>, cmd: TicketCmd, out: Output) -> anyhow::
                 )
                 .await?;
             if !out.json(&t) {
-                println!("ticket {} resolved", t.id);
+                println!("ticket {} resolved", escape(&t.id));
             }
         }
     }
@@ -108,7 +110,7 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
                         vec![
                             a.id.to_string(),
                             a.name.clone(),
-                            out.status(if a.revoked {
+                            String::from(if a.revoked {
                                 "revoked"
                             } else if a.online {
                                 "online"
@@ -154,7 +156,7 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
             if !out.json(&a) {
                 println!(
                     "agent {} revoked: its sessions are dropped and it cannot connect again",
-                    a.name
+                    escape(&a.name)
                 );
             }
         }
@@ -175,10 +177,10 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
                 )
                 .await?;
             if !out.json(&t) {
-                println!("{}", t.token);
+                println!("{}", escape(&t.token));
                 eprintln!(
                     "one-time token for agent '{}', valid until {}; on the bastion:\n  outpost-agent enroll --controller HOST:7444 --token '<token>'",
-                    t.record.name,
+                    escape(&t.record.name),
                     t.record.expires_at.format("%Y-%m-%d %H:%M UTC")
                 );
             }
@@ -282,7 +284,7 @@ pub async fn users(ctx: Option<&str>, cmd: UserCmd, out: Output) -> anyhow::Resu
                     u.username.clone(),
                     u.email.clone(),
                     u.role.to_string(),
-                    out.status(if u.is_active { "active" } else { "inactive" }),
+                    String::from(if u.is_active { "active" } else { "inactive" }),
                     time(&u.last_login),
                 ]
             })
@@ -360,7 +362,7 @@ pub async fn users(ctx: Option<&str>, cmd: UserCmd, out: Output) -> anyhow::Resu
                 )
                 .await?;
             if !out.json(&u) {
-                println!("password of {} changed", u.username);
+                println!("password of {} changed", escape(&u.username));
             }
         }
     }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{client, pairs, urlencode};
 use crate::output::{cell, time, Output};
-use crate::{follow, inventory, JobCmd, RunArgs};
+use crate::{follow, inventory, terminal, JobCmd, RunArgs};
 
 fn extra_vars(items: &[String]) -> anyhow::Result<Option<JsonObject>> {
     let mut vars = JsonObject::new();
@@ -51,7 +51,7 @@ fn job_rows(out: &Output, jobs: &[JobView]) -> Vec<Vec<String>> {
         .map(|j| {
             let mut row = vec![
                 j.id.clone(),
-                out.status(j.status.as_str()),
+                String::from(j.status.as_str()),
                 j.playbook.name.clone(),
                 j.server.name.clone(),
                 time(&Some(j.created_at)),
@@ -100,21 +100,24 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
         JobCmd::Show { job } => {
             let j: JobView = c.get(&format!("/api/v1/jobs/{job}")).await?;
             if !out.json(&j) {
-                println!("{}", serde_json::to_string_pretty(&j)?);
+                let text = serde_json::to_string_pretty(&j)?;
+                println!("{}", terminal::json(&text));
             }
         }
         JobCmd::Logs {
             job,
             follow: true,
             since_line,
+            raw,
         } => {
-            let end = follow::follow(&c, &job, since_line, None).await?;
+            let end = follow::follow(&c, &job, since_line, None, raw).await?;
             return Ok(follow::exit_code(&[end.status]));
         }
         JobCmd::Logs {
             job,
             follow: false,
             since_line,
+            raw,
         } => {
             let mut after = since_line;
             loop {
@@ -123,9 +126,12 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
                     .await?;
                 for l in &page.lines {
                     if out.json {
-                        println!("{}", serde_json::to_string(l)?);
-                    } else {
+                        let text = serde_json::to_string(l)?;
+                        println!("{}", terminal::json(&text));
+                    } else if raw {
                         println!("{}", l.content);
+                    } else {
+                        println!("{}", terminal::escape(&l.content));
                     }
                 }
                 if page.lines.is_empty() {
@@ -141,7 +147,7 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
             if !out.json(&r) {
                 println!(
                     "job {}: {}",
-                    r.job.id,
+                    terminal::escape(&r.job.id),
                     if r.outcome == "cancelled" {
                         "cancelled"
                     } else {
@@ -212,13 +218,13 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    let several = launched.jobs.len() > 1;
+    let (several, raw) = (launched.jobs.len() > 1, a.raw);
     let mut tasks = Vec::new();
     for j in &launched.jobs {
         let (c, id, server) = (c.clone(), j.id.clone(), j.server.name.clone());
         tasks.push(tokio::spawn(async move {
             let prefix = several.then_some(server.as_str());
-            follow::follow(&c, &id, 0, prefix)
+            follow::follow(&c, &id, 0, prefix, raw)
                 .await
                 .map(|e| (server, e))
         }));
@@ -241,7 +247,8 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
         } else {
             for (s, e) in &summary {
                 eprintln!(
-                    "{s}: {}{}",
+                    "{}: {}{}",
+                    terminal::escape(s),
                     e.status,
                     e.exit_code
                         .map(|c| format!(" (exit {c})"))
@@ -250,7 +257,11 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
             }
         }
     } else if let Some((_, e)) = summary.first() {
-        eprintln!("job {}: {}", launched.jobs[0].id, e.status);
+        eprintln!(
+            "job {}: {}",
+            terminal::escape(&launched.jobs[0].id),
+            e.status
+        );
     }
     Ok(follow::exit_code(&statuses))
 }

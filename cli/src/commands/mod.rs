@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::contexts::Contexts;
 use crate::output::Output;
+use crate::terminal;
 use crate::{Cli, Command};
 
 /// Runs a parsed command; the exit code on success.
@@ -31,7 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             if !out.json(&me) {
                 println!(
                     "{} ({}), token valid until {}",
-                    me.user.username,
+                    terminal::escape(&me.user.username),
                     me.user.role,
                     me.token_expires_at.format("%Y-%m-%d %H:%M UTC")
                 );
@@ -57,7 +58,12 @@ pub(crate) fn client(name: Option<&str>) -> anyhow::Result<Client> {
         .token
         .clone()
         .with_context(|| format!("context '{name}' has no token: run `outpost login`"))?;
-    Ok(Client::new(&c.url, &c.ca_pem)?.with_token(token))
+    Ok(anonymous(&c.url, &c.ca_pem)?.with_token(token))
+}
+
+/// A client of `url` trusting `ca_pem`, without a token; it names itself [`crate::USER_AGENT`].
+pub(crate) fn anonymous(url: &str, ca_pem: &str) -> anyhow::Result<Client> {
+    Ok(Client::new(url, ca_pem)?.with_user_agent(crate::USER_AGENT))
 }
 
 pub(crate) fn password_from_user(prompt: &str) -> anyhow::Result<String> {

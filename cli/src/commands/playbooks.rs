@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::client;
 use crate::output::{time, Output};
+use crate::terminal;
 use crate::PlaybookCmd;
 
 async fn playbook_by(c: &Client, p: &str) -> anyhow::Result<PlaybookView> {
@@ -29,7 +30,7 @@ pub async fn playbooks(ctx: Option<&str>, cmd: PlaybookCmd, out: Output) -> anyh
             p.id.to_string(),
             p.name.clone(),
             p.file_hash[..12.min(p.file_hash.len())].to_owned(),
-            out.status(if p.is_active { "active" } else { "inactive" }),
+            String::from(if p.is_active { "active" } else { "inactive" }),
             time(&Some(p.updated_at)),
         ]
     };
@@ -86,8 +87,15 @@ pub async fn playbooks(ctx: Option<&str>, cmd: PlaybookCmd, out: Output) -> anyh
         PlaybookCmd::Show { playbook } => {
             let p = playbook_by(&c, &playbook).await?;
             if !out.json(&p) {
-                println!("# {} (sha256 {})", p.name, p.file_hash);
-                print!("{}", p.content.clone().unwrap_or_default());
+                println!(
+                    "# {} (sha256 {})",
+                    terminal::escape(&p.name),
+                    terminal::escape(&p.file_hash)
+                );
+                print!(
+                    "{}",
+                    terminal::escape_text(p.content.as_deref().unwrap_or_default())
+                );
             }
         }
     }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{client, pairs, urlencode};
 use crate::output::{cell, labels, Output};
+use crate::terminal;
 use crate::{inventory, ServerCmd};
 
 /// A server named by hostname or id.
@@ -43,7 +44,7 @@ fn server_rows(out: &Output, items: &[ServerView]) -> Vec<Vec<String>> {
                 s.ip_address.clone(),
                 cell(&s.environment),
                 labels(&s.tags),
-                out.status(if s.is_active { "active" } else { "inactive" }),
+                String::from(if s.is_active { "active" } else { "inactive" }),
             ];
             if out.wide {
                 row.push(format!("{}@:{}", s.ssh_user, s.ssh_port));
@@ -105,7 +106,8 @@ pub async fn servers(ctx: Option<&str>, cmd: ServerCmd, out: Output) -> anyhow::
         ServerCmd::Show { server } => {
             let s = server_by(&c, &server).await?;
             if !out.json(&s) {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                let text = serde_json::to_string_pretty(&s)?;
+                println!("{}", terminal::json(&text));
             }
         }
         ServerCmd::Update { server, fields } => {
@@ -137,7 +139,7 @@ pub async fn servers(ctx: Option<&str>, cmd: ServerCmd, out: Output) -> anyhow::
                 )
                 .await?;
             if !out.json(&s) {
-                println!("server {} deactivated", s.hostname);
+                println!("server {} deactivated", terminal::escape(&s.hostname));
             }
         }
         ServerCmd::Import { file, dry_run } => import(&c, &file, dry_run, out).await?,

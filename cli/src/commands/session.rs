@@ -1,11 +1,10 @@
 //! Signing in and out, and the named contexts.
 
 use anyhow::{bail, Context as _};
-use outpost_api::client::Client;
 use outpost_api::*;
 use serde_json::{json, Value};
 
-use super::{client, password_from_user};
+use super::{anonymous, client, password_from_user};
 use crate::contexts::{Context, Contexts};
 use crate::output::{cell, time, Output};
 use crate::{trust, ContextCmd, LoginArgs};
@@ -37,7 +36,7 @@ pub async fn login(ctx_name: Option<&str>, a: LoginArgs, out: Output) -> anyhow:
         .or_else(|| existing.as_ref().and_then(|c| c.username.clone()))
         .unwrap_or_else(|| "admin".into());
     let password = password_from_user(&format!("Password for {username}: "))?;
-    let anon = Client::new(&url, &ca_pem)?;
+    let anon = anonymous(&url, &ca_pem)?;
     let resp: LoginResponse = anon
         .post(
             "/api/v1/auth/login",
@@ -88,6 +87,7 @@ pub async fn logout(ctx_name: Option<&str>) -> anyhow::Result<()> {
             .send()
             .await;
         if let Err(e) = resp {
+            let e = crate::terminal::escape(&e.to_string()).into_owned();
             eprintln!("warning: the controller was not told ({e}); the token is forgotten here");
         }
     }

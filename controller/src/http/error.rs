@@ -4,7 +4,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use outpost_api::ErrorBody;
+use outpost_api::{ErrorBody, ObjectOnly};
 
 use crate::store::StoreError;
 
@@ -47,6 +47,14 @@ impl ApiError {
 
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
     }
 
     pub fn unprocessable(message: impl Into<String>) -> ApiError {
@@ -121,9 +129,10 @@ impl From<JsonRejection> for ApiError {
                 "the request body is larger than this route accepts",
             ),
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::unprocessable(r.body_text()),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                ApiError::bad_request("send the body as JSON (Content-Type: application/json)")
-            }
+            // axum's own status, kept: the body may be fine, its label is not.
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_media_type(
+                "send the body as JSON (Content-Type: application/json)",
+            ),
             _ => ApiError::bad_request(r.body_text()),
         }
     }
@@ -141,10 +150,24 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// axum's JSON extractor, refusing with the API's error body.
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// axum's JSON extractor, refusing with the API's error body, for a body that must be a JSON
+/// object, as every request body of this API is ([`ObjectOnly`]).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(ObjectOnly(value)) =
+            axum::Json::<ObjectOnly<T>>::from_request(req, state).await?;
+        Ok(Json(value))
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

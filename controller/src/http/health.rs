@@ -1,14 +1,18 @@
 //! Probes and numbers: `/healthz` (the process answers), `/readyz` (database reachable,
 //! migrations applied, listeners bound), `/metrics` (Prometheus text: the controller's
-//! counters and HTTP request counts and latencies by route and status), and the OpenAPI
-//! document.
+//! counters, HTTP request counts and latencies by method, route and status, and the API's
+//! connections), and the OpenAPI document.
+//!
+//! Every label value comes from a fixed set, never from what a client sent: anyone may send
+//! requests, so a label taken from the request would let them grow `/metrics` (and this
+//! process's memory) without end.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use outpost_api::Health;
@@ -87,8 +91,24 @@ impl HttpMetrics {
     }
 }
 
-/// Counts and times every request by its route template (never the raw path: ids would make
-/// a series each).
+/// The method's label: a standard method by its name, any other (HTTP allows any token, of any
+/// length) as `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Counts and times every request by its method's label and its route template (never the raw
+/// path: ids would make a series each, and anyone could make up paths); a request no route
+/// matched is `unmatched`.
 pub async fn observe(
     State(st): State<Arc<ApiState>>,
     matched: Option<MatchedPath>,
@@ -98,11 +118,11 @@ pub async fn observe(
     let route = matched
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     st.http_metrics.record(
-        &method,
+        method,
         &route,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
@@ -175,6 +195,7 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
 pub async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     let mut text = crate::metrics::global().render();
     text.push_str(&st.http_metrics.render());
+    text.push_str(&st.edge.render());
     (
         [(
             header::CONTENT_TYPE,
@@ -208,5 +229,16 @@ mod tests {
         ));
         assert!(text.contains("le=\"0.005\"} 1\n"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 2\n"));
+    }
+
+    #[test]
+    fn only_standard_methods_are_labelled_by_name() {
+        for m in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
+        }
+        for m in ["CONNECT", "TRACE", "PROPFIND", "get", &"X".repeat(8192)] {
+            let method = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "OTHER", "{}", &m[..m.len().min(10)]);
+        }
     }
 }

@@ -118,17 +118,35 @@ pub async fn get(
     Ok(Json(Names::default().view(&st.store, &job).await?))
 }
 
-/// Checks the launch's run options and extra vars for `caller`.
-fn check_launch(req: &LaunchRequest, caller: &Caller) -> ApiResult<RunOptions> {
-    if let Some(vars) = &req.extra_vars {
-        if let Some(key) = vars.keys().find(|k| k.starts_with("ansible_")) {
-            if !caller.is_admin() {
-                return Err(ApiError::unprocessable(format!(
-                    "extra var '{key}': variables named ansible_* change how ansible reaches hosts and are for admins only"
-                )));
-            }
+/// Checks the launch's extra vars for `caller` and `servers` targets; returns whether ansible
+/// may evaluate templates in them (see [`crate::vars`]).
+fn check_vars(
+    st: &ApiState,
+    req: &LaunchRequest,
+    caller: &Caller,
+    servers: usize,
+) -> ApiResult<bool> {
+    let Some(vars) = &req.extra_vars else {
+        return Ok(false);
+    };
+    let giver = crate::vars::Giver {
+        is_admin: caller.is_admin(),
+        admin_templates_allowed: st.settings.admin_launch_vars_templates,
+    };
+    crate::vars::check(vars, servers, giver).map_err(|e| match e {
+        crate::vars::VarsError::TooLarge { .. } | crate::vars::VarsError::LaunchTooLarge { .. } => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            )
         }
-    }
+        _ => ApiError::unprocessable(e.to_string()),
+    })
+}
+
+/// Checks the launch's run options.
+fn check_launch(req: &LaunchRequest) -> ApiResult<RunOptions> {
     let options = outpost_protocol::message::RunOptions {
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),
@@ -148,13 +166,15 @@ fn check_launch(req: &LaunchRequest, caller: &Caller) -> ApiResult<RunOptions> {
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = LaunchRequest,
     responses((status = 201, body = LaunchResponse), (status = 404, body = outpost_api::ErrorBody),
-              (status = 422, body = outpost_api::ErrorBody)))]
+              (status = 413, body = outpost_api::ErrorBody), (status = 422, body = outpost_api::ErrorBody)))]
 pub async fn launch(
     State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<LaunchRequest>,
 ) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
-    let options = check_launch(&req, &caller)?;
+    let options = check_launch(&req)?;
+    // Names, depth and size first, before any lookup; the copies per server once they are known.
+    check_vars(&st, &req, &caller, 1)?;
     let playbook = match &req.playbook {
         IdOrName::Id(id) => {
             st.store
@@ -211,6 +231,7 @@ pub async fn launch(
             "name the servers (\"servers\": [hostname or id, …]) or give a \"filter\", not both",
         )),
     };
+    let templated = check_vars(&st, &req, &caller, servers.len())?;
     let run_options =
         serde_json::to_value(&options).map_err(|e| ApiError::internal(e.to_string()))?;
     let extra_vars = req.extra_vars.clone().map(serde_json::Value::Object);
@@ -221,6 +242,7 @@ pub async fn launch(
             server_id: s.id,
             user_id: caller.user.id,
             extra_vars: extra_vars.clone(),
+            extra_vars_templated: templated,
             run_options: Some(run_options.clone()),
         })
         .collect();

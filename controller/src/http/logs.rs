@@ -15,10 +15,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Extension;
 use outpost_api::{LogEnd, LogLineView, LogPage, LogQuery};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult, Json, Path, Query};
 use super::jobs::by_uuid;
 use super::ApiState;
@@ -29,6 +31,21 @@ use crate::store::Store;
 const POLL: Duration = Duration::from_millis(250);
 /// Lines read from the database at a time.
 const CHUNK: i64 = 1_000;
+/// The text of one page of a log at most (a page of 10,000 lines of 64 KiB would be 640 MiB).
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How many of the first lines, of these sizes, fit in `budget` bytes: at least one, so a page
+/// always moves on (a line is far smaller than a page).
+fn lines_within(sizes: &[i64], budget: usize) -> usize {
+    let mut used = 0usize;
+    for (i, s) in sizes.iter().enumerate() {
+        used = used.saturating_add(usize::try_from(*s).unwrap_or(usize::MAX));
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    sizes.len()
+}
 
 fn line_view(l: &LogLine) -> LogLineView {
     LogLineView {
@@ -67,15 +84,25 @@ pub async fn page(
     if needle.is_some_and(|n| n.len() > 200) {
         return Err(ApiError::unprocessable("q: at most 200 bytes"));
     }
-    let lines = if level.is_some() || needle.is_some() {
+    // Cut to the byte budget first, from the lines' sizes alone, so that no page reads more
+    // text than it may send.
+    let sizes = st
+        .store
+        .log_line_sizes(job.id, after, level, needle, limit)
+        .await?;
+    let fit = lines_within(&sizes, MAX_PAGE_BYTES);
+    let cut = fit < sizes.len();
+    let lines = if fit == 0 {
+        Vec::new()
+    } else if level.is_some() || needle.is_some() {
         st.store
-            .find_log_lines(job.id, after, level, needle, limit)
+            .find_log_lines(job.id, after, level, needle, fit as i64)
             .await?
     } else {
-        st.store.read_log_lines(job.id, after, limit).await?
+        st.store.read_log_lines(job.id, after, fit as i64).await?
     };
     let next_after = lines.last().map(|l| l.line_number).unwrap_or(after);
-    let complete = job.status.is_final() && (lines.len() as i64) < limit;
+    let complete = job.status.is_final() && !cut && (sizes.len() as i64) < limit;
     let last_line = st.store.last_line_number(job.id).await?;
     Ok(Json(LogPage {
         lines: lines.iter().map(line_view).collect(),
@@ -195,15 +222,17 @@ fn resume_point(headers: &HeaderMap, q: &LogQuery) -> Result<i32, ApiError> {
     params(("job_id" = String, Path), LogQuery,
            ("Last-Event-ID" = Option<i32>, Header, description = "Resume after this line")),
     responses((status = 200, description = "Server-Sent Events: `line` events (id = line number, data = LogLineView), then one `end` event (data = LogEnd)", content_type = "text/event-stream"),
-              (status = 404, body = outpost_api::ErrorBody)))]
+              (status = 404, body = outpost_api::ErrorBody), (status = 429, body = outpost_api::ErrorBody)))]
 pub async fn stream(
     State(st): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> ApiResult<axum::response::Response> {
     let job = by_uuid(&st.store, &job_id).await?;
     let last = resume_point(&headers, &q)?;
+    let mut pass = st.live.open(&caller)?;
     let (tx, rx) = mpsc::channel(256);
     let st2 = st.clone();
     tokio::spawn(async move {
@@ -212,6 +241,8 @@ pub async fn stream(
             _ = follow(&st2, job.id, last, &tx) => {}
             _ = stop.cancelled() => {}
             _ = tx.closed() => {}
+            // Logout, a password change, deactivation or expiry: the stream goes with it.
+            _ = pass.ended() => {}
         }
     });
     use axum::response::IntoResponse;
@@ -309,5 +340,18 @@ async fn follow(st: &ApiState, job: JobId, mut last: i32, tx: &Out) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines_within;
+
+    #[test]
+    fn a_page_is_cut_to_its_byte_budget() {
+        assert_eq!(lines_within(&[], 10), 0);
+        assert_eq!(lines_within(&[4, 4, 4], 10), 2);
+        assert_eq!(lines_within(&[4, 4, 2], 10), 3);
+        assert_eq!(lines_within(&[50, 1], 10), 1, "one line always fits");
     }
 }

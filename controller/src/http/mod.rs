@@ -2,8 +2,11 @@
 //!
 //! - [`auth`]: login, tokens and the authorization layer; [`roles`]: the one access table.
 //! - One module per resource: [`users`], [`servers`], [`playbooks`], [`jobs`], [`logs`] (pages
-//!   and live follow), [`tickets`], [`agents`], [`audit`]; [`health`] for probes and metrics.
-//! - [`error`]: the JSON error body; [`views`]: records as the API shows them.
+//!   and live follow, counted and ended with their session by [`live`]), [`tickets`], [`agents`], [`audit`]; [`health`] for probes and metrics.
+//! - [`error`]: the JSON error body; [`views`]: records as the API shows them; [`openapi`]: the
+//!   document's header and the error responses every operation gets from its route.
+//! - [`edge`]: what an anonymous client may hold — connections per address and in total, the
+//!   header and idle timeouts ([`serve`]) — and HSTS on every answer.
 //!
 //! The router is built with utoipa's, so the OpenAPI document is generated from the same
 //! handlers that serve the routes, and every route must have a row in the access table. The
@@ -12,10 +15,13 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod live;
 pub mod logs;
+pub mod openapi;
 pub mod playbooks;
 pub mod roles;
 pub mod servers;
@@ -31,7 +37,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +65,8 @@ pub struct ApiState {
     pub settings: Arc<Settings>,
     pub throttle: auth::Throttle,
     pub follow: logs::FollowHub,
+    /// Open live streams, capped, each ended with its session.
+    pub live: live::LiveStreams,
     /// The web UI's dashboard figures, rendered once for every open dashboard.
     pub dashboard: crate::ui::dashboard::Feed,
     /// The Outpost CA's fingerprint, for enrolment tokens.
@@ -67,6 +75,8 @@ pub struct ApiState {
     pub playbook_dir: PathBuf,
     pub stop: CancellationToken,
     pub http_metrics: health::HttpMetrics,
+    /// The listener's connection caps and timeouts, and what they counted.
+    pub edge: Arc<edge::Edge>,
     /// The bound agent and enrolment addresses, for readiness.
     pub listeners: Vec<SocketAddr>,
     /// What install bundles made here carry and where they send agents.
@@ -84,9 +94,11 @@ impl ApiState {
         bundle_origin: crate::bundle::Origin,
         stop: CancellationToken,
     ) -> ApiState {
+        let edge = Arc::new(edge::Edge::new(&settings));
         ApiState {
             lifecycle: Lifecycle::new(store.clone()),
             follow: logs::FollowHub::new(store.clone(), stop.clone()),
+            live: live::LiveStreams::new(store.clone(), stop.clone()),
             dashboard: Default::default(),
             playbook_dir: settings.data_dir.join("playbooks"),
             store,
@@ -96,6 +108,7 @@ impl ApiState {
             ca_fingerprint,
             stop,
             http_metrics: health::HttpMetrics::default(),
+            edge,
             listeners,
             bundle_origin,
             openapi: OnceLock::new(),
@@ -117,30 +130,6 @@ impl ApiState {
     }
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Outpost API",
-        description = "Run Ansible across datacenters: servers, playbooks, jobs and their logs, tickets, agents, users and the audit trail."
-    ),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// The routes and their OpenAPI document, before state and layers.
 pub fn routes() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
     let playbooks = OpenApiRouter::new()
@@ -151,7 +140,7 @@ pub fn routes() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
             playbooks::delete
         ))
         .layer(DefaultBodyLimit::max(MAX_PLAYBOOK_BODY));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::whoami))
@@ -179,7 +168,10 @@ pub fn routes() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
-        .split_for_parts()
+        .split_for_parts();
+    // After the merge: only now does the document hold the operations to walk.
+    utoipa::Modify::modify(&openapi::ErrorResponses, &mut doc);
+    (router, doc)
 }
 
 /// Every (method, path) the OpenAPI document lists.
@@ -250,6 +242,7 @@ pub fn app(state: Arc<ApiState>) -> Result<Router, MissingRule> {
             state.clone(),
             health::observe,
         ))
+        .layer(axum::middleware::map_response(edge::hsts))
         .with_state(state))
 }
 
@@ -267,18 +260,31 @@ pub fn tls_config(
     Ok(cfg)
 }
 
+/// HTTP/2 connections are pinged this often while open, and closed when a ping is not
+/// answered in [`H2_PING_TIMEOUT`]: a vanished peer (a laptop closed on a live log) is noticed
+/// without waiting for TCP to give up.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest HTTP/1 request head (and read buffer) a connection may hold: hyper's default,
+/// about 400 KiB, times `api_max_connections` half-sent heads would be gigabytes. Browsers
+/// and the CLI send a few KiB; HTTP/2 heads are limited to 16 KiB by hyper already.
+const H1_MAX_BUF: usize = 64 * 1024;
+
 /// Serves `app` over TLS on `listener` until `stop` fires, then lets requests in flight finish
 /// (live log streams end with the stop signal) for up to `grace`.
+///
+/// Each connection is first admitted by `edge` (its caps, before TLS), then must send a
+/// request head within the header timeout, and is closed when idle (see [`edge`]).
 pub async fn serve(
     listener: TcpListener,
     tls: rustls::ServerConfig,
     app: Router,
+    edge: Arc<edge::Edge>,
     stop: CancellationToken,
     grace: Duration,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let connections = TaskTracker::new();
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -291,10 +297,20 @@ pub async fn serve(
                 }
             },
         };
+        // Dropping the socket closes it: a refused client costs no handshake and no task.
+        let permit = match edge.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "API connection refused: too many open");
+                continue;
+            }
+        };
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let watcher = graceful.watcher();
+        let edge = edge.clone();
+        let stop = stop.clone();
         connections.spawn(async move {
+            let _permit = permit;
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -304,23 +320,40 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let activity = Arc::new(edge::Activity::default());
+            let service = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(auth::ClientAddr(peer));
+                    let in_flight = activity.begin();
                     let mut app = app.clone();
                     async move {
                         use tower::Service;
-                        app.call(req.map(axum::body::Body::new)).await
+                        let resp = app.call(req.map(axum::body::Body::new)).await;
+                        resp.map(|r| r.map(|body| edge::Tracked::new(body, in_flight)))
                     }
-                },
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                })
+            };
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // hyper applies a header timeout only with a timer; without one a half-sent head
+            // held the connection for as long as the client liked.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(edge.header_timeout())
+                .max_buf_size(H1_MAX_BUF);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(H2_PING_INTERVAL)
+                .keep_alive_timeout(H2_PING_TIMEOUT);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            let _ = watcher.watch(conn).await;
+            edge::drive(conn, &edge, &activity, &stop, grace).await;
         });
     }
     drop(listener);
     connections.close();
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
+    // Each connection has `grace` from the stop signal to finish; one more second for the
+    // tasks to end.
+    let _ = tokio::time::timeout(grace + Duration::from_secs(1), connections.wait()).await;
 }

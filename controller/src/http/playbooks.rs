@@ -11,7 +11,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Extension;
 use outpost_api::{
-    DeleteResult, NewPlaybookRequest, Page, PageQuery, PlaybookPatchRequest, PlaybookView,
+    DeleteResult, NewPlaybookRequest, ObjectOnly, Page, PageQuery, PlaybookPatchRequest,
+    PlaybookView,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -33,10 +34,11 @@ pub struct UploadQuery {
 }
 
 /// Checks that `content` is a playbook: YAML whose document is a non-empty list of plays
-/// (mappings). The error says what is wrong and where.
+/// (mappings), read within [`Limits::FILE`](outpost_api::yaml::Limits::FILE) so that aliases
+/// and nesting cannot blow it up. The error says what is wrong and where.
 pub fn check_playbook(content: &str) -> Result<(), String> {
-    let docs = yaml_rust2::YamlLoader::load_from_str(content)
-        .map_err(|e| format!("not valid YAML: {e}"))?;
+    let docs = outpost_api::yaml::parse(content, outpost_api::yaml::Limits::FILE)
+        .map_err(|e| e.to_string())?;
     let [doc] = docs.as_slice() else {
         return Err(format!(
             "a playbook is one YAML document; this has {}",
@@ -44,13 +46,13 @@ pub fn check_playbook(content: &str) -> Result<(), String> {
         ));
     };
     let plays = doc
-        .as_vec()
+        .as_array()
         .ok_or("a playbook is a list of plays (- hosts: …); this document is not a list")?;
     if plays.is_empty() {
         return Err("the playbook has no plays".into());
     }
     for (i, play) in plays.iter().enumerate() {
-        if play.as_hash().is_none() {
+        if !play.is_object() {
             return Err(format!(
                 "play {} is not a mapping (expected keys such as hosts: and tasks:)",
                 i + 1
@@ -62,7 +64,12 @@ pub fn check_playbook(content: &str) -> Result<(), String> {
 
 /// Writes content under its hash (once), returning (path, hash).
 async fn store_content(st: &ApiState, content: &str) -> ApiResult<(String, String)> {
-    check_playbook(content).map_err(|e| ApiError::unprocessable(format!("content: {e}")))?;
+    // Up to 5 MiB of YAML: bounded, but CPU work, so off the async workers.
+    let text = content.to_owned();
+    tokio::task::spawn_blocking(move || check_playbook(&text))
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot check the playbook: {e}")))?
+        .map_err(|e| ApiError::unprocessable(format!("content: {e}")))?;
     let hash = hex::encode(Sha256::digest(content.as_bytes()));
     let path = st.playbook_dir.join(format!("{hash}.yml"));
     if !path.exists() {
@@ -162,9 +169,11 @@ pub async fn create(
             variables: None,
         }
     } else if content_type.starts_with("application/json") {
-        serde_json::from_slice::<NewPlaybookRequest>(&body).map_err(json_error)?
+        serde_json::from_slice::<ObjectOnly<NewPlaybookRequest>>(&body)
+            .map_err(json_error)?
+            .0
     } else {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::unsupported_media_type(
             "send JSON (application/json) or the YAML itself (application/yaml)",
         ));
     };
@@ -202,15 +211,29 @@ pub async fn get(
 
 #[utoipa::path(patch, path = "/api/v1/playbooks/{id}", tag = "playbooks", params(("id" = i32, Path)),
     request_body = PlaybookPatchRequest,
-    responses((status = 200, body = PlaybookView), (status = 404, body = outpost_api::ErrorBody), (status = 422, body = outpost_api::ErrorBody)))]
+    responses((status = 200, body = PlaybookView), (status = 404, body = outpost_api::ErrorBody),
+              (status = 409, description = "Another playbook has that name", body = outpost_api::ErrorBody),
+              (status = 422, body = outpost_api::ErrorBody)))]
 pub async fn update(
     State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<i32>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PlaybookView>> {
     let body = body.map_err(body_error)?;
-    let r: PlaybookPatchRequest = serde_json::from_slice(&body).map_err(json_error)?;
+    // As every other JSON route answers (error::Json): a body of another type is refused.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Err(ApiError::unsupported_media_type(
+            "send the changes as JSON (Content-Type: application/json)",
+        ));
+    }
+    let ObjectOnly(r) =
+        serde_json::from_slice::<ObjectOnly<PlaybookPatchRequest>>(&body).map_err(json_error)?;
     let id = PlaybookId(id);
     let old = st.store.get_playbook(id).await?;
     let actor = caller.actor();

@@ -84,7 +84,9 @@ pub async fn get(
 
 #[utoipa::path(patch, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = i32, Path)),
     request_body = ServerPatchRequest,
-    responses((status = 200, body = ServerView), (status = 404, body = outpost_api::ErrorBody), (status = 422, body = outpost_api::ErrorBody)))]
+    responses((status = 200, body = ServerView), (status = 404, body = outpost_api::ErrorBody),
+              (status = 409, description = "Another server has that hostname", body = outpost_api::ErrorBody),
+              (status = 422, body = outpost_api::ErrorBody)))]
 pub async fn update(
     State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,

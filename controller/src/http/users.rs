@@ -1,7 +1,7 @@
 //! `/api/v1/users`: accounts, roles and passwords. Only admins manage accounts; everyone may
-//! change their own password (with the current one). A password an admin sets must be changed
-//! at its owner's next login; a new password must differ from the old; none is ever echoed,
-//! logged or audited.
+//! change their own password (with the current one, checked under the account's login
+//! throttle). A password an admin sets must be changed at its owner's next login; a new
+//! password must differ from the old; none is ever echoed, logged or audited.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use outpost_api::{
     NewUserRequest, Page, PasswordChangeRequest, UserPatchRequest, UserQuery, UserView,
 };
 
-use super::auth::Caller;
+use super::auth::{Caller, ThrottleKey};
 use super::error::{ApiError, ApiResult, Json, Path, Query};
 use super::{views, ApiState};
 use crate::model::{Paging, Role, UserId};
@@ -115,7 +115,8 @@ pub async fn update(
 
 #[utoipa::path(post, path = "/api/v1/users/{id}/password", tag = "users", params(("id" = i32, Path)),
     request_body = PasswordChangeRequest,
-    responses((status = 200, body = UserView), (status = 403, body = outpost_api::ErrorBody), (status = 422, body = outpost_api::ErrorBody)))]
+    responses((status = 200, body = UserView), (status = 403, body = outpost_api::ErrorBody), (status = 422, body = outpost_api::ErrorBody),
+              (status = 429, body = outpost_api::ErrorBody)))]
 pub async fn password(
     State(st): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -128,9 +129,22 @@ pub async fn password(
         let current = req.current_password.as_deref().ok_or_else(|| {
             ApiError::unprocessable("current_password is required to change your own password")
         })?;
+        // Whoever holds a session (a stolen token, an unlocked screen) must not get unlimited
+        // guesses at the password here: the check shares the account's login throttle.
+        let attempt = st
+            .throttle
+            .begin(vec![ThrottleKey::account(id)])
+            .map_err(|wait| {
+                ApiError::too_many(
+                    format!("too many wrong passwords for this account; try again in {wait} s"),
+                    wait,
+                )
+            })?;
         if !st.store.password_matches(&caller.user, current).await {
+            attempt.failed();
             return Err(ApiError::forbidden("current_password is wrong"));
         }
+        attempt.succeeded();
     }
     // Someone else's password, set by an admin, must be changed by its owner.
     let user = st

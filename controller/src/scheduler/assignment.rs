@@ -67,7 +67,9 @@ impl PlaybookCache {
     }
 }
 
-/// The assignment itself: the job's extra vars override the playbook's default variables.
+/// The assignment itself. The playbook's default variables (an admin's) are curated and may be
+/// templates; the job's launch values override them and are data, unless an admin launched
+/// them with templates allowed.
 fn build(
     job: &Job,
     server: &Server,
@@ -81,8 +83,13 @@ fn build(
         .as_ref()
         .map(|v| v.0.clone())
         .unwrap_or_default();
+    let mut launch = serde_json::Map::new();
     if let Some(extra) = &job.extra_vars {
-        vars.extend(extra.0.clone());
+        if job.extra_vars_templated {
+            vars.extend(extra.0.clone());
+        } else {
+            launch = extra.0.clone();
+        }
     }
     let options = match &job.run_options {
         Some(o) => serde_json::from_value(serde_json::Value::Object(o.0.clone()))
@@ -108,7 +115,8 @@ fn build(
                 .map(|h| serde_json::Value::Object(h.0.clone()).to_string())
                 .unwrap_or_else(|| "{}".into()),
         },
-        extra_vars_json: serde_json::Value::Object(vars).to_string(),
+        vars_json: serde_json::Value::Object(vars).to_string(),
+        launch_vars_json: serde_json::Value::Object(launch).to_string(),
         time_limit_secs: u32::try_from(time_limit.as_secs()).unwrap_or(u32::MAX),
     })
 }
@@ -135,11 +143,29 @@ mod tests {
             Duration::from_secs(90),
         )
         .unwrap();
-        let vars: serde_json::Value = serde_json::from_str(&a.extra_vars_json).unwrap();
+        // Launch values are data, kept apart from the playbook's curated defaults…
+        let vars: serde_json::Value = serde_json::from_str(&a.vars_json).unwrap();
+        let launch: serde_json::Value = serde_json::from_str(&a.launch_vars_json).unwrap();
+        assert_eq!(vars, serde_json::json!({"version": "1.0", "user": "app"}));
+        assert_eq!(launch, serde_json::json!({"version": "2.0", "extra": true}));
+        // …unless an admin launched them with templates allowed.
+        let mut templated = job.clone();
+        templated.extra_vars_templated = true;
+        let a2 = build(
+            &templated,
+            &server,
+            &pb,
+            "- hosts: all\n",
+            "d-1",
+            Duration::from_secs(90),
+        )
+        .unwrap();
+        let vars: serde_json::Value = serde_json::from_str(&a2.vars_json).unwrap();
         assert_eq!(
             vars,
             serde_json::json!({"version": "2.0", "user": "app", "extra": true})
         );
+        assert_eq!(a2.launch_vars_json, "{}");
         assert_eq!(
             (a.target.ssh_port, a.target.ssh_user.as_str()),
             (2222, "deploy")

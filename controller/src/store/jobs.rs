@@ -9,7 +9,7 @@ use crate::model::{AgentId, Job, JobId, JobStatus, Page, Paging, PlaybookId, Ser
 
 const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
      extra_vars, error_message, started_at, completed_at, created_at, agent_id, assigned_at, \
-     cancel_requested_at, exit_code, pending_reason, run_options";
+     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated";
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -17,6 +17,9 @@ pub struct NewJob {
     pub server_id: ServerId,
     pub user_id: UserId,
     pub extra_vars: Option<Value>,
+    /// Whether ansible may evaluate templates in `extra_vars` (an admin's launch with
+    /// `admin_launch_vars_templates` on); otherwise they reach ansible as data.
+    pub extra_vars_templated: bool,
     /// ansible-playbook's run options (a JSON object), if any.
     pub run_options: Option<Value>,
 }
@@ -64,10 +67,10 @@ impl Store {
             let mut ids = Vec::with_capacity(prepared.len());
             for (job, vars, options, uuid) in &prepared {
                 let res = sqlx::query(
-                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, run_options, created_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, created_at) \
+                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
                 )
-                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(options).bind(ts)
+                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(ts)
                 .execute(&mut *tx).await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() =>

@@ -125,22 +125,32 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LogLine>> {
         Ok(on_pool!(self, p => {
-            let mut qb = QueryBuilder::new(
-                "SELECT line_number, content, log_level, timestamp FROM job_logs WHERE job_id = ",
-            );
-            qb.push_bind(job).push(" AND line_number > ").push_bind(after);
-            if let Some(level) = level {
-                qb.push(" AND log_level = ").push_bind(level.to_owned());
-            }
-            if let Some(needle) = needle {
-                // '!' escapes on both dialects alike (a backslash does not).
-                qb.push(" AND content LIKE ")
-                    .push_bind(format!("%{}%", like_escape(needle)))
-                    .push(" ESCAPE '!'");
-            }
-            qb.push(" ORDER BY line_number LIMIT ")
-                .push_bind(limit.clamp(1, 10_000));
+            let mut qb = QueryBuilder::new("SELECT line_number, content, log_level, timestamp");
+            push_log_filter(&mut qb, job, after, level, needle, limit);
             qb.build_query_as::<LogLine>().persistent(false).fetch_all(p).await?
+        }))
+    }
+
+    /// The sizes in bytes of the lines [`Store::find_log_lines`] would return (all lines when
+    /// `level` and `needle` are `None`), without their text: a page is cut to a byte budget
+    /// before any text is read.
+    pub async fn log_line_sizes(
+        &self,
+        job: JobId,
+        after: i32,
+        level: Option<&str>,
+        needle: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        let size = match self.dialect() {
+            Dialect::Mysql => "SELECT LENGTH(content)",
+            // SQLite's LENGTH of text counts characters; of a blob, bytes.
+            Dialect::Sqlite => "SELECT LENGTH(CAST(content AS BLOB))",
+        };
+        Ok(on_pool!(self, p => {
+            let mut qb = QueryBuilder::new(size);
+            push_log_filter(&mut qb, job, after, level, needle, limit);
+            qb.build_query_scalar::<i64>().persistent(false).fetch_all(p).await?
         }))
     }
 
@@ -184,6 +194,38 @@ impl Store {
             on_pool!(self, p => sqlx::query(sql).bind(to_db_time(cutoff)).bind(batch).execute(p).await?.rows_affected()),
         )
     }
+}
+
+/// `FROM … WHERE … ORDER BY … LIMIT` of a job's lines after `after`, filtered alike for every
+/// reader.
+fn push_log_filter<'a, DB: sqlx::Database>(
+    qb: &mut QueryBuilder<'a, DB>,
+    job: JobId,
+    after: i32,
+    level: Option<&str>,
+    needle: Option<&str>,
+    limit: i64,
+) where
+    JobId: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i32: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    qb.push(" FROM job_logs WHERE job_id = ")
+        .push_bind(job)
+        .push(" AND line_number > ")
+        .push_bind(after);
+    if let Some(level) = level {
+        qb.push(" AND log_level = ").push_bind(level.to_owned());
+    }
+    if let Some(needle) = needle {
+        // '!' escapes on both dialects alike (a backslash does not).
+        qb.push(" AND content LIKE ")
+            .push_bind(format!("%{}%", like_escape(needle)))
+            .push(" ESCAPE '!'");
+    }
+    qb.push(" ORDER BY line_number LIMIT ")
+        .push_bind(limit.clamp(1, 10_000));
 }
 
 /// `s` for a LIKE pattern escaped with '!': its wildcards match themselves.

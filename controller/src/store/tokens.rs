@@ -71,6 +71,27 @@ impl Store {
         Ok(())
     }
 
+    /// Which of `tokens` (ids) are still live: not expired, not revoked, their user active.
+    /// One query for all of them (live streams ask this every few seconds).
+    pub async fn live_tokens(&self, tokens: &[i32]) -> Result<Vec<i32>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_pool!(self, p => {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE u.is_active = TRUE AND t.expires_at > ",
+            );
+            qb.push_bind(now()).push(" AND t.id IN (");
+            let mut ids = qb.separated(", ");
+            for t in tokens {
+                ids.push_bind(*t);
+            }
+            qb.push(")");
+            qb.build_query_scalar::<i32>().persistent(false).fetch_all(p).await?
+        }))
+    }
+
     /// Ends every token of a user (password changed, account deactivated).
     pub async fn delete_user_tokens(&self, user: UserId, except: Option<i32>) -> Result<u64> {
         Ok(

@@ -1,6 +1,7 @@
 //! Signing in and out of the web UI, and changing one's password when the policy asks for it.
 //! Sign-in goes through the API's own login (throttling, audit, token); the token lands in an
-//! HttpOnly, Secure, SameSite=Strict cookie that scripts cannot read.
+//! HttpOnly, Secure, SameSite=Strict cookie that scripts cannot read. The password change goes
+//! through the API's too, so its current-password check shares the account's login throttle.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use super::access::Viewer;
 use super::layout::{self, Area};
 use crate::http::auth::{self, ClientAddr, SESSION_COOKIE};
-use crate::http::error::{Json, Path};
+use crate::http::error::{ApiError, Json, Path};
 use crate::http::{users, ApiState};
 
 #[derive(Debug, Deserialize)]
@@ -23,12 +24,49 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only a path on this site may be where sign-in leads.
+/// Only a path on this site may be where sign-in leads, anything else leads to `/`.
+///
+/// A path here is one `/` then neither `/` nor `\`, with no `\` or control character, as sent
+/// and percent-decoded once more: browsers read `\` as `/` and drop tabs and newlines from a
+/// URL, so `/\evil.example` and `/<TAB>/evil.example` are both `//evil.example`, another site.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n) if is_local_path(n) && is_local_path(&percent_decode(n)) => n.to_owned(),
         _ => "/".to_owned(),
     }
+}
+
+fn is_local_path(p: &str) -> bool {
+    let mut chars = p.chars();
+    chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && !p.chars().any(|c| c == '\\' || c.is_control())
+}
+
+/// `%XX` escapes decoded (an invalid one is kept as it is); bytes that are not UTF-8 become
+/// U+FFFD, which [`is_local_path`] lets through: it is no separator.
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escaped {
+            Some((hi, lo)) => {
+                // Two hex digits: below 256.
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn login_form(next: &str, error: Option<&str>, username: &str) -> maud::Markup {
@@ -92,8 +130,18 @@ pub async fn login(
             };
             ([(header::SET_COOKIE, cookie)], Redirect::to(&to)).into_response()
         }
-        Err(e) => (e.status, login_form(&next, Some(&e.message), &f.username)).into_response(),
+        Err(e) => {
+            let retry = retry_after(&e);
+            let page = login_form(&next, Some(&e.message), &f.username);
+            (e.status, retry, page).into_response()
+        }
     }
+}
+
+/// The Retry-After header of a throttled refusal, for the page that shows it.
+fn retry_after(e: &ApiError) -> Option<[(header::HeaderName, String); 1]> {
+    e.retry_after
+        .map(|secs| [(header::RETRY_AFTER, secs.to_string())])
 }
 
 /// POST /logout: ends the session's token and clears the cookie.
@@ -162,16 +210,16 @@ pub async fn change_password(
         // The API ends the account's other sessions and keeps this one.
         Ok(_) => Redirect::to("/").into_response(),
         Err(e) => {
-            let status = if e.status.is_server_error() {
+            // A throttled check keeps its 429 and says when to try again.
+            let status = if e.status.is_server_error() || e.status == StatusCode::TOO_MANY_REQUESTS
+            {
                 e.status
             } else {
                 StatusCode::UNPROCESSABLE_ENTITY
             };
-            (
-                status,
-                password_form(&v, Some(&e.message), st.password_expired(&v.caller.user)),
-            )
-                .into_response()
+            let retry = retry_after(&e);
+            let page = password_form(&v, Some(&e.message), st.password_expired(&v.caller.user));
+            (status, retry, page).into_response()
         }
     }
 }
@@ -190,5 +238,49 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn sign_in_never_leads_off_site_however_the_path_is_disguised() {
+        // As the form or query arrives, already decoded once by axum: the tab of
+        // `next=/%09/evil.example` is a tab here.
+        for evil in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/x\\..\\\\evil.example",
+            "//evil.example",
+            "///evil.example",
+            "/%2F%2Fevil.example",
+            "/%2f/evil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/jobs%00",
+            "/jobs\u{7f}",
+            "/jobs\u{85}",
+            "/jobs%C2%85",
+            "https://evil.example/",
+            " //evil.example",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/", "{evil:?} was let through");
+        }
+        for fine in [
+            "/",
+            "/jobs",
+            "/jobs?status=failed&page=2",
+            "/jobs/7f0c?x=%20y",
+            "/servers?tag=dc%3Dfra1",
+            "/jobs?q=100%",
+            "/jobs?q=%zz",
+            "/caf\u{e9}",
+        ] {
+            assert_eq!(safe_next(Some(fine)), fine);
+        }
     }
 }

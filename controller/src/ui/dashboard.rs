@@ -226,12 +226,19 @@ async fn render_while_watched(st: Arc<ApiState>, tx: watch::Sender<String>) {
 }
 
 /// GET /events/dashboard: the figures again whenever they change (`update` events carrying
-/// the rendered HTML), until the browser leaves or the controller stops.
-pub async fn events(State(st): State<Arc<ApiState>>) -> Response {
-    use tokio_stream::StreamExt;
+/// the rendered HTML), until the browser leaves, the session ends or the controller stops.
+pub async fn events(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> Response {
+    use futures_util::StreamExt;
+    let mut pass = match st.live.open(&v.caller) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let updates = tokio_stream::wrappers::WatchStream::new(st.dashboard.subscribe(&st))
-        .filter(|html| !html.is_empty())
-        .map(|html| Ok::<_, Infallible>(Event::default().event("update").data(html)));
+        .filter(|html| std::future::ready(!html.is_empty()))
+        .map(|html| Ok::<_, Infallible>(Event::default().event("update").data(html)))
+        // The pass is held by the stream: counted while it is open, and it ends the stream
+        // when the session ends.
+        .take_until(async move { pass.ended().await });
     Sse::new(updates)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

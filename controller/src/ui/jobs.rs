@@ -233,7 +233,8 @@ pub async fn download(State(st): State<Arc<ApiState>>, Path(job_id): Path<String
     tokio::spawn(async move {
         let mut after = 0;
         loop {
-            let lines = match store.read_log_lines(job.id, after, 5_000).await {
+            // 500 lines of at most 60,000 bytes: a bounded read however long the lines are.
+            let lines = match store.read_log_lines(job.id, after, 500).await {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;

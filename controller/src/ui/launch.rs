@@ -92,60 +92,21 @@ fn list(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Extra vars as YAML or JSON (JSON is YAML too) → a JSON object; empty text is none.
+/// Extra vars as YAML or JSON (JSON is YAML too) → a JSON object; empty text is none. Read
+/// within [`Limits::VARS`](outpost_api::yaml::Limits::VARS): size, depth and expanded nodes are
+/// checked before the value is built, so a few hundred bytes of aliases cannot grow the
+/// controller.
 pub fn parse_vars(text: &str) -> Result<Option<JsonObject>, String> {
     let t = text.trim();
     if t.is_empty() {
         return Ok(None);
     }
-    let value = if t.starts_with('{') {
-        serde_json::from_str(t).map_err(|e| format!("not valid JSON: {e}"))?
-    } else {
-        let docs =
-            yaml_rust2::YamlLoader::load_from_str(t).map_err(|e| format!("not valid YAML: {e}"))?;
-        match docs.as_slice() {
-            [one] => yaml_to_json(one)?,
-            _ => return Err("give one YAML document".into()),
-        }
-    };
+    let value = outpost_api::yaml::parse_one(t, outpost_api::yaml::Limits::VARS)
+        .map_err(|e| e.to_string())?;
     match value {
         serde_json::Value::Object(o) => Ok(Some(o)),
         _ => Err("must be a mapping of names to values, e.g. greeting: hi".into()),
     }
-}
-
-fn yaml_to_json(y: &yaml_rust2::Yaml) -> Result<serde_json::Value, String> {
-    use serde_json::Value;
-    use yaml_rust2::Yaml;
-    Ok(match y {
-        Yaml::Null => Value::Null,
-        Yaml::Boolean(b) => Value::Bool(*b),
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::Real(r) => r
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .ok_or_else(|| format!("'{r}' is not a number JSON can hold"))?,
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect::<Result<_, _>>()?),
-        Yaml::Hash(h) => {
-            let mut o = serde_json::Map::new();
-            for (k, v) in h {
-                let key = match k {
-                    Yaml::String(s) => s.clone(),
-                    Yaml::Integer(i) => i.to_string(),
-                    Yaml::Boolean(b) => b.to_string(),
-                    _ => return Err("keys must be names".into()),
-                };
-                o.insert(key, yaml_to_json(v)?);
-            }
-            Value::Object(o)
-        }
-        Yaml::Alias(_) | Yaml::BadValue => {
-            return Err("aliases and odd values are not supported".into())
-        }
-    })
 }
 
 /// The active servers a selector matches (at most 1,000 listed).
@@ -320,7 +281,12 @@ pub async fn submit(
             Response::from_parts(parts, body)
         });
     }
-    let extra_vars = parse_vars(&f.extra_vars).unwrap_or_else(|e| {
+    // Bounded, but still CPU work: kept off the async workers.
+    let text = f.extra_vars.clone();
+    let parsed = tokio::task::spawn_blocking(move || parse_vars(&text))
+        .await
+        .unwrap_or_else(|_| Err("could not be read".into()));
+    let extra_vars = parsed.unwrap_or_else(|e| {
         errors.insert("extra_vars", format!("Extra vars: {e}"));
         None
     });
@@ -417,7 +383,11 @@ mod tests {
         assert_eq!(j["a"]["b"], true);
         assert_eq!(parse_vars("  ").unwrap(), None);
         assert!(parse_vars("- a\n- b").unwrap_err().contains("mapping"));
-        assert!(parse_vars("{\"a\": ").unwrap_err().contains("JSON"));
+        assert!(parse_vars("{\"a\": ").unwrap_err().contains("YAML"));
+        let laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n";
+        assert!(parse_vars(laughs)
+            .unwrap_err()
+            .contains("expands to more than"));
         assert!(parse_vars("a: [unclosed").unwrap_err().contains("YAML"));
     }
 

@@ -128,6 +128,11 @@ pub async fn upload(
         State(st.clone()),
         Extension(v.caller.clone()),
         Path(id),
+        // The body is the JSON just made, and says so, as the API's callers must.
+        axum::http::HeaderMap::from_iter([(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )]),
         Ok(Bytes::from(body)),
     )
     .await

@@ -267,6 +267,7 @@ pub async fn run(o: DevOptions<'_>) -> anyhow::Result<bool> {
                 server_id: server_row.id,
                 user_id: admin.id,
                 extra_vars: None,
+                extra_vars_templated: false,
                 run_options: None,
             }],
             &Actor::user(admin.id),

@@ -181,10 +181,28 @@ struct ServeArgs {
     /// Days before a password must be changed; 0 turns rotation off [default: 90].
     #[arg(long, env = "OUTPOST_PASSWORD_MAX_AGE_DAYS")]
     password_max_age_days: Option<u64>,
+    /// Seconds an API client has to send a request's headers, after TLS and between requests
+    /// on a kept-alive HTTP/1 connection [default: 10].
+    #[arg(long, env = "OUTPOST_API_HEADER_TIMEOUT_SECS")]
+    api_header_timeout_secs: Option<u64>,
+    /// Seconds after which an API connection with no request in flight is closed [default: 60].
+    #[arg(long, env = "OUTPOST_API_IDLE_TIMEOUT_SECS")]
+    api_idle_timeout_secs: Option<u64>,
+    /// Open API connections at most; more are closed at once [default: 10000].
+    #[arg(long, env = "OUTPOST_API_MAX_CONNECTIONS")]
+    api_max_connections: Option<u32>,
+    /// Open API connections from one client address (IPv6: one /64) at most [default: 256].
+    #[arg(long, env = "OUTPOST_API_MAX_CONNECTIONS_PER_ADDRESS")]
+    api_max_connections_per_address: Option<u32>,
     /// The outpost-agent that install bundles carry [default: the one beside this binary, else
     /// /usr/lib/outpost/outpost-agent].
     #[arg(long, env = "OUTPOST_AGENT_BINARY")]
     agent_binary: Option<PathBuf>,
+    /// Let values an admin gives at launch be Jinja templates that ansible evaluates on the
+    /// bastion [default: off: every launch value is data, whoever gives it; operators' values
+    /// always are].
+    #[arg(long, env = "OUTPOST_ADMIN_LAUNCH_VARS_TEMPLATES")]
+    admin_launch_vars_templates: bool,
 }
 
 #[derive(Args)]
@@ -286,7 +304,12 @@ impl Cli {
             o.api_key = a.api_key.clone();
             o.api_token_hours = a.api_token_hours;
             o.password_max_age_days = a.password_max_age_days;
+            o.api_header_timeout_secs = a.api_header_timeout_secs;
+            o.api_idle_timeout_secs = a.api_idle_timeout_secs;
+            o.api_max_connections = a.api_max_connections;
+            o.api_max_connections_per_address = a.api_max_connections_per_address;
             o.agent_binary = a.agent_binary.clone();
+            o.admin_launch_vars_templates = a.admin_launch_vars_templates.then_some(true);
         }
         o
     }
