@@ -25,13 +25,7 @@ use outpost_protocol::token::EnrollToken;
 use tokio::sync::Semaphore;
 
 fn proc_stat(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let rss = outpost_tests::procs::proc_status_kib(pid, "VmRSS").unwrap_or(0);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -263,13 +257,7 @@ async fn main() {
 
 /// Peak resident memory (VmHWM) in KiB.
 fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    outpost_tests::procs::proc_status_kib(pid, "VmHWM").unwrap_or(0)
 }
 
 fn ready_lines(log: &std::path::Path) -> usize {

@@ -30,13 +30,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 const SOURCES: usize = 50;
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    outpost_tests::procs::proc_status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 /// Raises the soft open-file limit to the hard one; returns it.

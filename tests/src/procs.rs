@@ -531,14 +531,7 @@ impl Agent {
 
     /// Peak resident memory (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+        proc_status_kib(self.pid()?, "VmHWM")
     }
 
     pub fn log(&self) -> String {
@@ -557,4 +550,19 @@ impl Drop for Agent {
         }
         self.kill9();
     }
+}
+
+/// A memory figure of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`, …), for tests and benches.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
