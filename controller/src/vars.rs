@@ -45,9 +45,17 @@ pub struct Giver {
     pub admin_templates_allowed: bool,
 }
 
-/// Checks `vars` as one launch's values for `servers` targets. Returns whether ansible may
-/// evaluate templates in them.
-pub fn check(vars: &Map<String, Value>, servers: usize, giver: Giver) -> Result<bool, VarsError> {
+/// What [`check`] found: enough to bound the launch's copies once its servers are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// The values' size as JSON.
+    pub size: usize,
+    /// Whether ansible may evaluate templates in them.
+    pub templated: bool,
+}
+
+/// Checks `vars` as one launch's values: names, depth and size, before anything is looked up.
+pub fn check(vars: &Map<String, Value>, giver: Giver) -> Result<Checked, VarsError> {
     for name in vars.keys() {
         if !valid_name(name) {
             return Err(VarsError::BadName {
@@ -76,16 +84,24 @@ pub fn check(vars: &Map<String, Value>, servers: usize, giver: Giver) -> Result<
             max: MAX_BYTES,
         });
     }
-    let total = size.saturating_mul(servers);
+    Ok(Checked {
+        size,
+        templated: giver.is_admin && giver.admin_templates_allowed && !vars.is_empty(),
+    })
+}
+
+/// Checks what a launch of checked values on `servers` targets copies into the jobs.
+pub fn check_copies(checked: Checked, servers: usize) -> Result<(), VarsError> {
+    let total = checked.size.saturating_mul(servers);
     if total > MAX_LAUNCH_BYTES {
         return Err(VarsError::LaunchTooLarge {
-            size,
+            size: checked.size,
             servers,
             total,
             max: MAX_LAUNCH_BYTES,
         });
     }
-    Ok(giver.is_admin && giver.admin_templates_allowed && !vars.is_empty())
+    Ok(())
 }
 
 /// A name ansible takes as a variable: an identifier.
@@ -115,8 +131,7 @@ fn depth(value: &Value) -> usize {
 
 /// A name as an error message may quote it: short, control characters escaped.
 fn printable(name: &str) -> String {
-    let short: String = name.chars().take(64).collect();
-    short.escape_debug().to_string()
+    crate::text::fit_chars(name, 64).escape_debug().to_string()
 }
 
 #[cfg(test)]
@@ -140,13 +155,13 @@ mod tests {
     #[test]
     fn launch_values_are_data_unless_an_admin_may_template() {
         let vars = obj(json!({"greeting": "{{ lookup('pipe', 'id') }}"}));
-        assert_eq!(check(&vars, 1, OPERATOR), Ok(false));
-        assert_eq!(check(&vars, 1, ADMIN), Ok(false));
+        assert_eq!(check(&vars, OPERATOR).map(|c| c.templated), Ok(false));
+        assert_eq!(check(&vars, ADMIN).map(|c| c.templated), Ok(false));
         let allowed = Giver {
             is_admin: true,
             admin_templates_allowed: true,
         };
-        assert_eq!(check(&vars, 1, allowed), Ok(true));
+        assert_eq!(check(&vars, allowed).map(|c| c.templated), Ok(true));
     }
 
     #[test]
@@ -154,23 +169,23 @@ mod tests {
         for bad in ["", "1x", "a-b", "a b", "{{ x }}", "é"] {
             let vars = obj(json!({ bad: 1 }));
             assert!(
-                matches!(check(&vars, 1, ADMIN), Err(VarsError::BadName { .. })),
+                matches!(check(&vars, ADMIN), Err(VarsError::BadName { .. })),
                 "{bad}"
             );
         }
         let vars = obj(json!({"ansible_connection": "local"}));
         assert!(matches!(
-            check(&vars, 1, OPERATOR),
+            check(&vars, OPERATOR),
             Err(VarsError::AdminOnly { .. })
         ));
-        assert_eq!(check(&vars, 1, ADMIN), Ok(false));
+        assert_eq!(check(&vars, ADMIN).map(|c| c.templated), Ok(false));
     }
 
     #[test]
     fn size_depth_and_copies_are_bounded() {
         let big = obj(json!({"x": "y".repeat(MAX_BYTES)}));
         assert!(matches!(
-            check(&big, 1, ADMIN),
+            check(&big, ADMIN),
             Err(VarsError::TooLarge { .. })
         ));
         let mut deep = json!(1);
@@ -178,13 +193,14 @@ mod tests {
             deep = json!([deep]);
         }
         assert!(matches!(
-            check(&obj(json!({ "d": deep })), 1, ADMIN),
+            check(&obj(json!({ "d": deep })), ADMIN),
             Err(VarsError::TooDeep { .. })
         ));
         let medium = obj(json!({"x": "y".repeat(40 * 1024)}));
-        assert_eq!(check(&medium, 400, ADMIN), Ok(false));
+        let checked = check(&medium, ADMIN).unwrap();
+        assert_eq!(check_copies(checked, 400), Ok(()));
         assert!(matches!(
-            check(&medium, 500, ADMIN),
+            check_copies(checked, 500),
             Err(VarsError::LaunchTooLarge { servers: 500, .. })
         ));
     }

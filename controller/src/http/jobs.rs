@@ -118,22 +118,26 @@ pub async fn get(
     Ok(Json(Names::default().view(&st.store, &job).await?))
 }
 
-/// Checks the launch's extra vars for `caller` and `servers` targets; returns whether ansible
-/// may evaluate templates in them (see [`crate::vars`]).
+/// Checks the launch's extra vars for `caller` (see [`crate::vars`]).
 fn check_vars(
     st: &ApiState,
     req: &LaunchRequest,
     caller: &Caller,
-    servers: usize,
-) -> ApiResult<bool> {
+) -> ApiResult<Option<crate::vars::Checked>> {
     let Some(vars) = &req.extra_vars else {
-        return Ok(false);
+        return Ok(None);
     };
     let giver = crate::vars::Giver {
         is_admin: caller.is_admin(),
         admin_templates_allowed: st.settings.admin_launch_vars_templates,
     };
-    crate::vars::check(vars, servers, giver).map_err(|e| match e {
+    crate::vars::check(vars, giver)
+        .map(Some)
+        .map_err(vars_refused)
+}
+
+fn vars_refused(e: crate::vars::VarsError) -> ApiError {
+    match e {
         crate::vars::VarsError::TooLarge { .. } | crate::vars::VarsError::LaunchTooLarge { .. } => {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -142,7 +146,7 @@ fn check_vars(
             )
         }
         _ => ApiError::unprocessable(e.to_string()),
-    })
+    }
 }
 
 /// Checks the launch's run options.
@@ -174,7 +178,7 @@ pub async fn launch(
 ) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
     let options = check_launch(&req)?;
     // Names, depth and size first, before any lookup; the copies per server once they are known.
-    check_vars(&st, &req, &caller, 1)?;
+    let vars = check_vars(&st, &req, &caller)?;
     let playbook = match &req.playbook {
         IdOrName::Id(id) => {
             st.store
@@ -231,7 +235,10 @@ pub async fn launch(
             "name the servers (\"servers\": [hostname or id, …]) or give a \"filter\", not both",
         )),
     };
-    let templated = check_vars(&st, &req, &caller, servers.len())?;
+    if let Some(checked) = vars {
+        crate::vars::check_copies(checked, servers.len()).map_err(vars_refused)?;
+    }
+    let templated = vars.is_some_and(|c| c.templated);
     let run_options =
         serde_json::to_value(&options).map_err(|e| ApiError::internal(e.to_string()))?;
     let extra_vars = req.extra_vars.clone().map(serde_json::Value::Object);

@@ -74,24 +74,10 @@ async fn store_content(st: &ApiState, content: &str) -> ApiResult<(String, Strin
     let path = st.playbook_dir.join(format!("{hash}.yml"));
     if !path.exists() {
         let dir = st.playbook_dir.clone();
-        let (tmp, target, body) = (
-            dir.join(format!(".{hash}.tmp")),
-            path.clone(),
-            content.to_owned(),
-        );
+        let (target, body) = (path.clone(), content.to_owned());
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
             std::fs::create_dir_all(&dir)?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o640)
-                .open(&tmp)?;
-            f.write_all(body.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &target)
+            outpost_protocol::files::write_replacing(&target, body.as_bytes(), 0o640)
         })
         .await
         .map_err(|e| ApiError::internal(format!("cannot store the playbook: {e}")))?
