@@ -7,7 +7,7 @@
 //!   [`context`]), [`dispatch`]
 //!   (job streams), [`scheduler`], [`ingest`], [`enroll`], [`lifecycle`], [`retention`].
 //! - [`lifecycle`]: the one place where a job changes state.
-//! - [`http`]: the HTTPS API; [`ui`]: the web UI on the same port.
+//! - [`http`]: the HTTPS API; [`ui`]: the web UI above it; [`web`]: both on one port.
 //! - [`bundle`]: install bundles for new agents; [`vars`]: the rules a launch's variables meet.
 //! - [`config`], [`pki`] (the CA on disk), [`metrics`], [`text`] (fitting text to columns).
 
@@ -30,5 +30,6 @@ pub mod store;
 pub mod text;
 pub mod ui;
 pub mod vars;
+pub mod web;
 
 pub use store::{PoolConfig, Store, StoreError};

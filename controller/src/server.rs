@@ -221,7 +221,7 @@ pub async fn serve(
         stop.clone(),
     ));
     let api_edge = api_state.edge.clone();
-    let api_app = crate::http::app(api_state)?;
+    let api_app = crate::web::app(api_state)?;
     let api_task = supervised(
         "api",
         tokio::spawn(crate::http::serve(

@@ -325,6 +325,23 @@ pub async fn drive<C>(
     let _ = tokio::time::timeout(grace, conn.as_mut()).await;
 }
 
+/// Tells an HTTP/1 client to drop the connection after a body was refused unread (413): the
+/// rest of that body is still on its way, so the connection cannot carry another request. A
+/// client that reused it anyway saw its next request fail with "connection closed before
+/// message completed".
+pub async fn close_after_refused_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = req.version() <= axum::http::Version::HTTP_11;
+    let mut resp = next.run(req).await;
+    if http1 && resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// Adds `Strict-Transport-Security` to every response: the API and UI are served over HTTPS
 /// only, so a browser that once reached them should never try plain HTTP (where anyone on the
 /// path could answer for them).

@@ -168,3 +168,42 @@ async fn sweep(counts: Arc<Mutex<Counts>>, store: Store, stop: CancellationToken
     }
     lock(&counts).sweeping = false;
 }
+
+/// One rendering shared by every open stream of it (the dashboard's figures): the sender of
+/// the task that renders it, while anyone watches, so that a hundred open dashboards cost one
+/// task, not a hundred.
+#[derive(Default)]
+pub struct SharedFeed {
+    tx: Mutex<Option<watch::Sender<String>>>,
+}
+
+impl SharedFeed {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<watch::Sender<String>>> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins the feed; if nobody watched, `start` is given the sender to run the renderer with.
+    pub fn subscribe(&self, start: impl FnOnce(watch::Sender<String>)) -> watch::Receiver<String> {
+        let mut slot = self.slot();
+        if let Some(tx) = slot.as_ref() {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(String::new());
+        *slot = Some(tx.clone());
+        start(tx);
+        rx
+    }
+
+    /// For the renderer, after each round: whether to stop, because the controller is
+    /// `stopping` or nobody watches `tx` any more. Decided under the feed's lock, so a new
+    /// watcher either joins this renderer or starts the next one; once every sender is dropped
+    /// the watchers' streams end.
+    pub fn release(&self, tx: &watch::Sender<String>, stopping: bool) -> bool {
+        let mut slot = self.slot();
+        if stopping || tx.receiver_count() == 0 {
+            *slot = None;
+            return true;
+        }
+        false
+    }
+}

@@ -10,7 +10,8 @@
 //!
 //! The router is built with utoipa's, so the OpenAPI document is generated from the same
 //! handlers that serve the routes, and every route must have a row in the access table. The
-//! web UI's pages ([`crate::ui`]) are merged in beside it, behind their own session guard.
+//! web UI's pages are put beside it by [`crate::web`], which imports both; nothing here
+//! imports the UI.
 
 pub mod agents;
 pub mod audit;
@@ -35,7 +36,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
@@ -68,7 +68,7 @@ pub struct ApiState {
     /// Open live streams, capped, each ended with its session.
     pub live: live::LiveStreams,
     /// The web UI's dashboard figures, rendered once for every open dashboard.
-    pub dashboard: crate::ui::dashboard::Feed,
+    pub dashboard: live::SharedFeed,
     /// The Outpost CA's fingerprint, for enrolment tokens.
     pub ca_fingerprint: String,
     /// Where uploaded playbooks are kept.
@@ -202,8 +202,9 @@ pub struct MissingRule {
     pub path: String,
 }
 
-/// The whole application: routes, the authorization layer, body limits, metrics, JSON 404s.
-pub fn app(state: Arc<ApiState>) -> Result<Router, MissingRule> {
+/// The API's routes behind the authorization layer, each checked against the access table;
+/// [`crate::web::app`] puts them on the port beside the web UI.
+pub fn api(state: Arc<ApiState>) -> Result<Router<Arc<ApiState>>, MissingRule> {
     let (router, doc) = routes();
     for (method, path) in documented_routes(&doc) {
         let m =
@@ -215,35 +216,7 @@ pub fn app(state: Arc<ApiState>) -> Result<Router, MissingRule> {
     let _ = state
         .openapi
         .set(doc.to_json().unwrap_or_else(|_| "{}".into()));
-    let api = router.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::authorize,
-    ));
-    Ok(api
-        .merge(crate::ui::router(state.clone()))
-        .fallback(|uri: axum::http::Uri| async move {
-            use axum::response::IntoResponse;
-            if uri.path().starts_with("/api/") {
-                error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-                    .into_response()
-            } else {
-                crate::ui::layout::refusal(StatusCode::NOT_FOUND, "There is no such page.")
-            }
-        })
-        .method_not_allowed_fallback(|| async {
-            error::ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not take that method",
-            )
-        })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            health::observe,
-        ))
-        .layer(axum::middleware::map_response(edge::hsts))
-        .with_state(state))
+    Ok(router.layer(axum::middleware::from_fn_with_state(state, auth::authorize)))
 }
 
 /// How the API presents itself: the operator's certificate, or the controller's own.

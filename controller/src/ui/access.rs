@@ -11,7 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::layout;
-use crate::http::auth::{self, Caller};
+use super::viewer::Viewer;
+use crate::http::auth;
 use crate::http::roles::{self, Access};
 use crate::http::{ApiState, MAX_BODY, MAX_PLAYBOOK_BODY};
 
@@ -99,21 +100,6 @@ pub fn needs(method: &Method, path: &str) -> Option<Needs> {
         .iter()
         .find(|(m, p, _)| *m == method.as_str() && *p == path)
         .map(|(_, _, n)| *n)
-}
-
-/// The signed-in user of a page, and the CSRF token its forms carry.
-#[derive(Debug, Clone)]
-pub struct Viewer {
-    pub caller: Caller,
-    pub csrf: String,
-}
-
-impl Viewer {
-    /// Whether this user may do what `method path` of the API does.
-    pub fn may(&self, method: &str, path: &str) -> bool {
-        let m = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
-        roles::rule(&m, path).is_some_and(|a| roles::allows(a, self.caller.user.role))
-    }
 }
 
 /// Headers every page carries: no script but ours, no framing, no sniffing.

@@ -13,8 +13,8 @@ use maud::html;
 use outpost_api::{LoginRequest, PasswordChangeRequest};
 use serde::Deserialize;
 
-use super::access::Viewer;
 use super::layout::{self, Area};
+use super::viewer::Viewer;
 use crate::http::auth::{self, ClientAddr, SESSION_COOKIE};
 use crate::http::error::{ApiError, Json, Path};
 use crate::http::{users, ApiState};

@@ -10,8 +10,8 @@ use maud::html;
 use outpost_api::{AuditQuery, NewUserRequest, UserPatchRequest, UserQuery};
 use serde::Deserialize;
 
-use super::access::Viewer;
 use super::layout::{self, or_page, Area, PageResult};
+use super::viewer::Viewer;
 use crate::http::error::{Json, Path, Query};
 use crate::http::{audit as audit_api, users as users_api, ApiState};
 use crate::model::Role;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -15,8 +15,8 @@ use chrono::Utc;
 use maud::{html, Markup};
 use tokio::sync::watch;
 
-use super::access::Viewer;
 use super::layout::{self, Area, PageResult};
+use super::viewer::Viewer;
 use crate::http::ApiState;
 use crate::model::{JobStatus, Paging, TicketPriority};
 use crate::store::jobs::JobFilter;
@@ -174,31 +174,6 @@ pub async fn page(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewe
     .into_response())
 }
 
-/// The figures shared by every open dashboard: one task renders them, every [`REFRESH`],
-/// while anyone watches (as a job's followers share one poll), not one task per browser.
-#[derive(Default)]
-pub struct Feed {
-    tx: Mutex<Option<watch::Sender<String>>>,
-}
-
-impl Feed {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<watch::Sender<String>>> {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Joins the feed, starting its task if nobody watched.
-    fn subscribe(&self, st: &Arc<ApiState>) -> watch::Receiver<String> {
-        let mut slot = self.slot();
-        if let Some(tx) = slot.as_ref() {
-            return tx.subscribe();
-        }
-        let (tx, rx) = watch::channel(String::new());
-        *slot = Some(tx.clone());
-        tokio::spawn(render_while_watched(st.clone(), tx));
-        rx
-    }
-}
-
 async fn render_while_watched(st: Arc<ApiState>, tx: watch::Sender<String>) {
     loop {
         if let Ok(m) = figures(&st).await {
@@ -215,11 +190,7 @@ async fn render_while_watched(st: Arc<ApiState>, tx: watch::Sender<String>) {
             _ = st.stop.cancelled() => true,
             _ = tokio::time::sleep(REFRESH) => false,
         };
-        // Decided under the feed's lock: a new watcher either joins this task or starts the
-        // next one. Dropping every sender ends the watchers' streams.
-        let mut slot = st.dashboard.slot();
-        if stopping || tx.receiver_count() == 0 {
-            *slot = None;
+        if st.dashboard.release(&tx, stopping) {
             return;
         }
     }
@@ -233,12 +204,16 @@ pub async fn events(State(st): State<Arc<ApiState>>, Extension(v): Extension<Vie
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let updates = tokio_stream::wrappers::WatchStream::new(st.dashboard.subscribe(&st))
-        .filter(|html| std::future::ready(!html.is_empty()))
-        .map(|html| Ok::<_, Infallible>(Event::default().event("update").data(html)))
-        // The pass is held by the stream: counted while it is open, and it ends the stream
-        // when the session ends.
-        .take_until(async move { pass.ended().await });
+    let updates = tokio_stream::wrappers::WatchStream::new(st.dashboard.subscribe(|tx| {
+        // The figures shared by every open dashboard: one task renders them every REFRESH
+        // while anyone watches (as a job's followers share one poll).
+        tokio::spawn(render_while_watched(st.clone(), tx));
+    }))
+    .filter(|html| std::future::ready(!html.is_empty()))
+    .map(|html| Ok::<_, Infallible>(Event::default().event("update").data(html)))
+    // The pass is held by the stream: counted while it is open, and it ends the stream
+    // when the session ends.
+    .take_until(async move { pass.ended().await });
     Sse::new(updates)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

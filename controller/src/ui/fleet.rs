@@ -16,9 +16,9 @@ use outpost_api::{
 };
 use serde::Deserialize;
 
-use super::access::Viewer;
 use super::launch::parse_selector;
 use super::layout::{self, or_page, Area, PageResult};
+use super::viewer::Viewer;
 use crate::http::error::{Json, Path, Query};
 use crate::http::{agents, servers, ApiState};
 

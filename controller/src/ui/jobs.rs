@@ -14,8 +14,8 @@ use maud::html;
 use outpost_api::{JobQuery, JobView};
 use serde::Deserialize;
 
-use super::access::Viewer;
 use super::layout::{self, or_page, Area, PageResult};
+use super::viewer::Viewer;
 use crate::http::error::{Path, Query};
 use crate::http::{jobs, ApiState};
 use crate::model::{JobStatus, Paging};

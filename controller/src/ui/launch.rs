@@ -14,8 +14,8 @@ use maud::{html, Markup};
 use outpost_api::{IdOrName, LaunchRequest, ServerSelector};
 use serde::Deserialize;
 
-use super::access::Viewer;
 use super::layout::{self, or_page, Area, PageResult};
+use super::viewer::Viewer;
 use crate::http::error::{Json, Query};
 use crate::http::{jobs, ApiState};
 use crate::model::{JsonObject, Paging, Server};

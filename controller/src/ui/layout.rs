@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
-use super::access::Viewer;
+use super::viewer::Viewer;
 use crate::http::error::ApiError;
 use crate::model::{JobStatus, TicketPriority, TicketStatus};
 

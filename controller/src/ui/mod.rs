@@ -7,7 +7,7 @@
 //! the route it stands for ([`access`]). The log viewer's script reads the API directly with
 //! the session cookie.
 //!
-//! - [`access`]: sessions, CSRF, and which API rule each page follows;
+//! - [`access`]: sessions, CSRF, and which API rule each page follows; [`viewer`]: who looks;
 //! - [`layout`]: the page shell and small pieces shared by pages;
 //! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`tickets`], [`fleet`]
 //!   (servers and agents), [`playbooks`], [`admin`] (users and the audit log), [`account`]
@@ -25,6 +25,7 @@ pub mod launch;
 pub mod layout;
 pub mod playbooks;
 pub mod tickets;
+pub mod viewer;
 
 use std::sync::Arc;
 

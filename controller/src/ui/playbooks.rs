@@ -12,8 +12,8 @@ use maud::html;
 use outpost_api::{PageQuery, PlaybookPatchRequest, PlaybookView};
 use serde::Deserialize;
 
-use super::access::Viewer;
 use super::layout::{self, or_page, Area, PageResult};
+use super::viewer::Viewer;
 use crate::http::error::{Path, Query};
 use crate::http::{playbooks, ApiState};
 

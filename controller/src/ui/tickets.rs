@@ -14,8 +14,8 @@ use maud::html;
 use outpost_api::{TicketPatchRequest, TicketQuery, TicketView};
 use serde::Deserialize;
 
-use super::access::Viewer;
 use super::layout::{self, or_page, Area, PageResult};
+use super::viewer::Viewer;
 use crate::http::error::{Json, Path, Query};
 use crate::http::{tickets, ApiState};
 use crate::model::{TicketPriority, TicketStatus};
