@@ -16,7 +16,7 @@ use outpost_protocol::message::{FinalStatus, Finished, JobDown, JobUp, LogBatch}
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::context::SessionContext;
+use crate::core::Core;
 use crate::ingest::Committed;
 use crate::lifecycle::{Attempt, Outcome, Released};
 use crate::model::{AgentId, Job, JobStatus};
@@ -37,12 +37,7 @@ pub struct Owner {
 }
 
 /// Hands a job to the agent over a stream the controller opened.
-pub async fn run_assigned(
-    ctx: Arc<SessionContext>,
-    conn: quinn::Connection,
-    owner: Owner,
-    d: Dispatch,
-) {
+pub async fn run_assigned(ctx: Arc<Core>, conn: quinn::Connection, owner: Owner, d: Dispatch) {
     let job = d.job;
     let dispatch_id = d.assignment.dispatch_id.clone();
     let outcome = async {
@@ -110,7 +105,7 @@ pub async fn run_assigned(
 
 /// Resumes a job on a stream the agent opened after a reconnect.
 pub async fn run_resumed(
-    ctx: Arc<SessionContext>,
+    ctx: Arc<Core>,
     owner: Owner,
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -189,7 +184,7 @@ fn line_time(at_ms: i64) -> DateTime<Utc> {
 }
 
 struct JobStream {
-    ctx: Arc<SessionContext>,
+    ctx: Arc<Core>,
     owner: Owner,
     job: Job,
     dispatch_id: String,
@@ -208,7 +203,7 @@ enum Step {
 
 impl JobStream {
     fn new(
-        ctx: Arc<SessionContext>,
+        ctx: Arc<Core>,
         owner: Owner,
         job: Job,
         dispatch_id: String,

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::logs::NewLogLine;
-use crate::store::{Dialect, Store, StoreError};
+use crate::store::{Dialect, Store};
 
 /// Stores rows one at a time; a row the database refuses is stored as a marker naming the
 /// reason. Returns false when the database went away meanwhile (the batch is retried).
@@ -27,16 +27,16 @@ async fn one_by_one(store: &Store, rows: &[NewLogLine]) -> bool {
     for row in rows {
         match store.insert_log_lines(std::slice::from_ref(row)).await {
             Ok(_) => {}
-            Err(StoreError::Database(sqlx::Error::Database(db))) => {
+            Err(e) if e.refusal().is_some() => {
                 let mut marker = row.clone();
                 marker.content = format!(
                     "[outpost: this line ({} bytes) was refused by the database: {}]",
                     row.content.len(),
-                    crate::text::fit_chars(db.message(), 200)
+                    crate::text::fit_chars(e.refusal().unwrap_or_default(), 200)
                 );
                 if let Err(e) = store.insert_log_lines(std::slice::from_ref(&marker)).await {
                     tracing::error!(job = %row.job, line = row.line_number, error = %e, "a log line cannot be stored at all");
-                    if !matches!(e, StoreError::Database(sqlx::Error::Database(_))) {
+                    if e.refusal().is_none() {
                         return false;
                     }
                 }
@@ -178,9 +178,9 @@ async fn write(
             .await;
         match attempt {
             Ok(_) => break,
-            Err(StoreError::Database(sqlx::Error::Database(db))) => {
+            Err(e) if e.refusal().is_some() => {
                 metrics.ingest_errors.inc();
-                tracing::error!(error = %db, lines = rows.len(), "the database refused a log batch; storing it line by line");
+                tracing::error!(error = %e, lines = rows.len(), "the database refused a log batch; storing it line by line");
                 prev_committed().await;
                 if one_by_one(&store, &rows).await {
                     break;

@@ -13,7 +13,7 @@
 
 pub mod bundle;
 pub mod config;
-pub mod context;
+pub mod core;
 pub mod dispatch;
 pub mod enroll;
 pub mod http;
@@ -25,6 +25,7 @@ pub mod pki;
 pub mod retention;
 pub mod scheduler;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod text;

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
-use crate::context::SessionContext;
+use crate::core::Core;
 use crate::enroll::EnrollService;
 use crate::pki::{self, PkiPaths};
 use crate::session;
@@ -211,14 +211,18 @@ pub async fn serve(
     ));
     tasks.spawn(enroll.serve(enroll_ep.clone(), stop.clone(), tasks.clone()));
 
-    let api_state = Arc::new(crate::http::ApiState::new(
+    let core = Arc::new(Core::new(
         store.clone(),
-        scheduler.clone(),
         settings.clone(),
-        ca.fingerprint(),
-        vec![bound.agents, bound.enroll, bound.api],
+        scheduler,
+        ingest,
+        ca,
         bundle_origin,
         stop.clone(),
+    ));
+    let api_state = Arc::new(crate::http::WebState::new(
+        core.clone(),
+        vec![bound.agents, bound.enroll, bound.api],
     ));
     let api_edge = api_state.edge.clone();
     let api_app = crate::web::app(api_state)?;
@@ -234,14 +238,6 @@ pub async fn serve(
         )),
     );
 
-    let ctx = Arc::new(SessionContext::new(
-        store.clone(),
-        settings.clone(),
-        scheduler,
-        ingest,
-        ca,
-        stop.clone(),
-    ));
     tracing::info!(agents = %bound.agents, enroll = %bound.enroll, api = %bound.api, controller = %settings.controller_id, "controller ready");
     ready(bound);
 
@@ -260,7 +256,7 @@ pub async fn serve(
                         i.refuse();
                         continue;
                     };
-                    sessions.spawn(session::handle(ctx.clone(), i, slot));
+                    sessions.spawn(session::handle(core.clone(), i, slot));
                 }
                 None => break,
             },
@@ -268,7 +264,7 @@ pub async fn serve(
     }
     tracing::info!("shutting down: draining sessions");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), api_task).await;
-    drop(ctx);
+    drop(core);
     sessions.close();
     if tokio::time::timeout(settings.shutdown_timeout, sessions.wait())
         .await

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::context::SessionContext;
+use crate::core::Core;
 use crate::dispatch::{self, Owner};
 use crate::metrics;
 use crate::model::Agent;
@@ -95,7 +95,7 @@ fn close_conn(conn: &quinn::Connection, code: u32, reason: &str) {
 /// Runs one agent connection from handshake to close. `handshake` is held until the
 /// handshake is done.
 pub async fn handle(
-    ctx: Arc<SessionContext>,
+    ctx: Arc<Core>,
     incoming: quinn::Incoming,
     handshake: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -131,7 +131,7 @@ pub async fn handle(
     }
 }
 
-async fn identify(ctx: &SessionContext, conn: &quinn::Connection) -> Result<Agent, (u32, String)> {
+async fn identify(ctx: &Core, conn: &quinn::Connection) -> Result<Agent, (u32, String)> {
     let uuid = tls::peer_agent_uuid(conn).map_err(|e| (close::UNKNOWN_AGENT, e.to_string()))?;
     let agent = ctx
         .store
@@ -153,11 +153,7 @@ async fn identify(ctx: &SessionContext, conn: &quinn::Connection) -> Result<Agen
     Ok(agent)
 }
 
-async fn run(
-    ctx: &Arc<SessionContext>,
-    conn: &quinn::Connection,
-    agent: Agent,
-) -> Result<(), SessionError> {
+async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<(), SessionError> {
     let (mut send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
         .map_err(|_| SessionError::NoSessionStream)??;
@@ -344,7 +340,7 @@ async fn audit(store: &Store, agent: &Agent, action: &str, details: serde_json::
         .await;
 }
 
-async fn renew(ctx: &SessionContext, agent: &Agent, csr_der: &[u8]) -> Down {
+async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> Down {
     let Ok(uuid) = Uuid::parse_str(&agent.uuid) else {
         return Down::RenewRefused {
             reason: "agent uuid unreadable".into(),

@@ -13,11 +13,11 @@ use axum::response::IntoResponse;
 use axum::Router;
 
 use crate::http::error::ApiError;
-use crate::http::{edge, health, ApiState, MissingRule, MAX_BODY};
+use crate::http::{edge, health, MissingRule, WebState, MAX_BODY};
 
 /// The whole application: the API behind its authorization layer, the UI behind its session
 /// guard, JSON 404s under `/api/` and an HTML page elsewhere, body limits, metrics and HSTS.
-pub fn app(state: Arc<ApiState>) -> Result<Router, MissingRule> {
+pub fn app(state: Arc<WebState>) -> Result<Router, MissingRule> {
     Ok(crate::http::api(state.clone())?
         .merge(crate::ui::router(state.clone()))
         .fallback(|uri: axum::http::Uri| async move {

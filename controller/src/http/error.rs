@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use outpost_api::{ErrorBody, ObjectOnly};
 
+use crate::service::{Kind, ServiceError};
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -97,26 +98,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        let (status, code) = match e.kind {
+            Kind::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+            Kind::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Kind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Kind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Kind::Conflict => (StatusCode::CONFLICT, "conflict"),
+            Kind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Kind::Unprocessable => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            Kind::TooMany { retry_after } => {
+                return ApiError::too_many(e.message, retry_after);
+            }
+            Kind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Kind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.message)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        match &e {
-            StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
-            StoreError::Conflict(_) | StoreError::InUse { .. } | StoreError::WrongState { .. } => {
-                ApiError::conflict(e.to_string())
-            }
-            StoreError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
-            StoreError::Unreachable { .. } | StoreError::AccessDenied { .. } => {
-                ApiError::unavailable("the database is not reachable right now; try again")
-            }
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
-                ApiError::unavailable("the database is not reachable right now; try again")
-            }
-            _ => {
-                // Logged here, not sent: it may name tables or values.
-                tracing::error!(error = %e, "store error behind an API request");
-                ApiError::internal("the controller could not complete the request; see its log")
-            }
-        }
+        ServiceError::from(e).into()
     }
 }
 

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use outpost_api::Health;
 
 use super::error::Json;
-use super::ApiState;
+use super::WebState;
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 const BUCKETS: [f64; 11] = [
@@ -110,7 +110,7 @@ pub fn method_label(method: &Method) -> &'static str {
 /// path: ids would make a series each, and anyone could make up paths); a request no route
 /// matched is `unmatched`.
 pub async fn observe(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     matched: Option<MatchedPath>,
     req: Request,
     next: Next,
@@ -143,10 +143,10 @@ pub async fn healthz() -> Json<Health> {
 /// GET /readyz: the database answers, every migration is applied, the listeners are bound.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
+pub async fn readyz(State(st): State<Arc<WebState>>) -> Response {
     let mut checks = BTreeMap::new();
     let mut ready = true;
-    match st.store.ping().await {
+    match st.core.store.ping().await {
         Ok(()) => {
             checks.insert("database".into(), "ok".into());
         }
@@ -155,8 +155,8 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
             checks.insert("database".into(), format!("unreachable: {e}"));
         }
     }
-    match st.store.applied_migrations().await {
-        Ok(applied) if applied.len() >= st.store.known_migrations() => {
+    match st.core.store.applied_migrations().await {
+        Ok(applied) if applied.len() >= st.core.store.known_migrations() => {
             checks.insert("migrations".into(), format!("{} applied", applied.len()));
         }
         Ok(applied) => {
@@ -166,7 +166,7 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
                 format!(
                     "{} of {} applied: run outpost-controller migrate",
                     applied.len(),
-                    st.store.known_migrations()
+                    st.core.store.known_migrations()
                 ),
             );
         }
@@ -192,7 +192,7 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
 /// GET /metrics: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "health", security(()),
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
+pub async fn metrics(State(st): State<Arc<WebState>>) -> Response {
     let mut text = crate::metrics::global().render();
     text.push_str(&st.http_metrics.render());
     text.push_str(&st.edge.render());
@@ -209,7 +209,7 @@ pub async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
 /// GET /api/v1/openapi.json: the API's description, generated from its handlers.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()),
     responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
-pub async fn openapi(State(st): State<Arc<ApiState>>) -> Response {
+pub async fn openapi(State(st): State<Arc<WebState>>) -> Response {
     let doc = st.openapi.get().cloned().unwrap_or_else(|| "{}".into());
     ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
 }

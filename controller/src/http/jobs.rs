@@ -1,284 +1,58 @@
-//! `/api/v1/jobs`: launch a playbook on servers (one job per server, in one transaction; the
-//! scheduler is woken at once), list and read jobs, cancel them.
+//! `/api/v1/jobs`: launch a playbook on servers, list and read jobs, cancel them (the rules are
+//! [`service::jobs`]'s).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
-use outpost_api::{
-    CancelResponse, IdOrName, JobQuery, JobView, LaunchRequest, LaunchResponse, NameRef, Page,
-    RunOptions,
-};
+use outpost_api::{CancelResponse, JobQuery, JobView, LaunchRequest, LaunchResponse, Page};
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiResult, Json, Path, Query};
-use super::users::paging;
-use super::{views, ApiState};
-use crate::lifecycle::CancelResult;
-use crate::model::{AgentId, Job, Paging, PlaybookId, ServerId, UserId};
-use crate::scheduler::Event;
-use crate::store::jobs::{JobFilter, NewJob};
-use crate::store::servers::ServerFilter;
-use crate::store::{Store, StoreError};
-
-/// The most servers one launch may target.
-const MAX_LAUNCH: i64 = 10_000;
-
-/// Names for job views, looked up once per request.
-#[derive(Default)]
-pub struct Names {
-    playbooks: HashMap<PlaybookId, NameRef>,
-    servers: HashMap<ServerId, NameRef>,
-    agents: HashMap<AgentId, NameRef>,
-}
-
-impl Names {
-    pub async fn view(&mut self, store: &Store, j: &Job) -> Result<JobView, StoreError> {
-        use std::collections::hash_map::Entry;
-        if let Entry::Vacant(e) = self.playbooks.entry(j.playbook_id) {
-            let p = store.get_playbook(j.playbook_id).await?;
-            e.insert(NameRef {
-                id: p.id.0,
-                name: p.name,
-            });
-        }
-        if let Entry::Vacant(e) = self.servers.entry(j.server_id) {
-            let s = store.get_server(j.server_id).await?;
-            e.insert(NameRef {
-                id: s.id.0,
-                name: s.hostname,
-            });
-        }
-        if let Some(a) = j.agent_id.filter(|a| !self.agents.contains_key(a)) {
-            if let Ok(agent) = store.get_agent(a).await {
-                self.agents.insert(
-                    a,
-                    NameRef {
-                        id: agent.id.0,
-                        name: agent.name,
-                    },
-                );
-            }
-        }
-        Ok(views::job(
-            j,
-            self.playbooks[&j.playbook_id].clone(),
-            self.servers[&j.server_id].clone(),
-            j.agent_id.and_then(|a| self.agents.get(&a).cloned()),
-        ))
-    }
-}
-
-/// The job named by a uuid in a path.
-pub async fn by_uuid(store: &Store, job_id: &str) -> ApiResult<Job> {
-    if uuid::Uuid::parse_str(job_id).is_err() {
-        return Err(ApiError::not_found(format!("job {job_id}: not a job id")));
-    }
-    Ok(store.get_job_by_uuid(job_id).await?)
-}
+use super::error::{ApiResult, Json, Path, Query};
+use super::WebState;
+use crate::service::{self, Caller};
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobQuery),
     responses((status = 200, body = Page<JobView>)))]
 pub async fn list(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Query(q): Query<JobQuery>,
 ) -> ApiResult<Json<Page<JobView>>> {
-    let f = JobFilter {
-        status: q.status,
-        user_id: q.user.map(UserId),
-        server_id: q.server.map(ServerId),
-        playbook_id: q.playbook.map(PlaybookId),
-        agent_id: None,
-        since: q.since,
-        until: q.until,
-    };
-    let page = st.store.list_jobs(&f, paging(q.limit, q.offset)).await?;
-    let mut names = Names::default();
-    let mut items = Vec::with_capacity(page.items.len());
-    for j in &page.items {
-        items.push(names.view(&st.store, j).await?);
-    }
-    Ok(Json(Page {
-        items,
-        total: page.total,
-        limit: page.limit,
-        offset: page.offset,
-    }))
+    Ok(Json(service::jobs::list(&st.core, &q).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path)),
     responses((status = 200, body = JobView), (status = 404, body = outpost_api::ErrorBody)))]
 pub async fn get(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
-    let job = by_uuid(&st.store, &job_id).await?;
-    Ok(Json(Names::default().view(&st.store, &job).await?))
-}
-
-/// Checks the launch's extra vars for `caller` (see [`crate::vars`]).
-fn check_vars(
-    st: &ApiState,
-    req: &LaunchRequest,
-    caller: &Caller,
-) -> ApiResult<Option<crate::vars::Checked>> {
-    let Some(vars) = &req.extra_vars else {
-        return Ok(None);
-    };
-    let giver = crate::vars::Giver {
-        is_admin: caller.is_admin(),
-        admin_templates_allowed: st.settings.admin_launch_vars_templates,
-    };
-    crate::vars::check(vars, giver)
-        .map(Some)
-        .map_err(vars_refused)
-}
-
-fn vars_refused(e: crate::vars::VarsError) -> ApiError {
-    match e {
-        crate::vars::VarsError::TooLarge { .. } | crate::vars::VarsError::LaunchTooLarge { .. } => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                e.to_string(),
-            )
-        }
-        _ => ApiError::unprocessable(e.to_string()),
-    }
-}
-
-/// Checks the launch's run options.
-fn check_launch(req: &LaunchRequest) -> ApiResult<RunOptions> {
-    let options = outpost_protocol::message::RunOptions {
-        tags: req.tags.clone(),
-        skip_tags: req.skip_tags.clone(),
-        check: req.check,
-        diff: req.diff,
-        verbosity: req.verbosity,
-    };
-    options.args().map_err(ApiError::unprocessable)?;
-    Ok(RunOptions {
-        tags: req.tags.clone(),
-        skip_tags: req.skip_tags.clone(),
-        check: req.check,
-        diff: req.diff,
-        verbosity: req.verbosity,
-    })
+    Ok(Json(service::jobs::get(&st.core, &job_id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = LaunchRequest,
     responses((status = 201, body = LaunchResponse), (status = 404, body = outpost_api::ErrorBody),
               (status = 413, body = outpost_api::ErrorBody), (status = 422, body = outpost_api::ErrorBody)))]
 pub async fn launch(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<LaunchRequest>,
 ) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
-    let options = check_launch(&req)?;
-    // Names, depth and size first, before any lookup; the copies per server once they are known.
-    let vars = check_vars(&st, &req, &caller)?;
-    let playbook = match &req.playbook {
-        IdOrName::Id(id) => {
-            st.store
-                .get_playbook(PlaybookId(
-                    i32::try_from(*id)
-                        .map_err(|_| ApiError::not_found(format!("playbook {id}")))?,
-                ))
-                .await?
-        }
-        IdOrName::Name(n) => st.store.get_playbook_by_name(n).await?,
-    };
-    let servers = match (&req.servers, &req.filter) {
-        (Some(list), None) if !list.is_empty() => {
-            let mut out = Vec::with_capacity(list.len());
-            for s in list {
-                out.push(match s {
-                    IdOrName::Id(id) => {
-                        st.store
-                            .get_server(ServerId(
-                                i32::try_from(*id)
-                                    .map_err(|_| ApiError::not_found(format!("server {id}")))?,
-                            ))
-                            .await?
-                    }
-                    IdOrName::Name(n) => st.store.get_server_by_hostname(n).await?,
-                });
-            }
-            out
-        }
-        (None, Some(sel)) => {
-            let f = ServerFilter {
-                active: Some(true),
-                environment: sel.environment.clone(),
-                tags: sel.tags.clone().into_iter().collect(),
-            };
-            let page = st
-                .store
-                .list_servers(&f, Paging::new(MAX_LAUNCH, 0))
-                .await?;
-            if page.total > MAX_LAUNCH {
-                return Err(ApiError::unprocessable(format!(
-                    "the filter matches {} servers; one launch takes at most {MAX_LAUNCH}",
-                    page.total
-                )));
-            }
-            if page.items.is_empty() {
-                return Err(ApiError::unprocessable(
-                    "no active server matches the filter",
-                ));
-            }
-            page.items
-        }
-        _ => return Err(ApiError::unprocessable(
-            "name the servers (\"servers\": [hostname or id, …]) or give a \"filter\", not both",
-        )),
-    };
-    if let Some(checked) = vars {
-        crate::vars::check_copies(checked, servers.len()).map_err(vars_refused)?;
-    }
-    let templated = vars.is_some_and(|c| c.templated);
-    let run_options =
-        serde_json::to_value(&options).map_err(|e| ApiError::internal(e.to_string()))?;
-    let extra_vars = req.extra_vars.clone().map(serde_json::Value::Object);
-    let new: Vec<NewJob> = servers
-        .iter()
-        .map(|s| NewJob {
-            playbook_id: playbook.id,
-            server_id: s.id,
-            user_id: caller.user.id,
-            extra_vars: extra_vars.clone(),
-            extra_vars_templated: templated,
-            run_options: Some(run_options.clone()),
-        })
-        .collect();
-    let jobs = st.store.create_jobs(&new, &caller.actor()).await?;
-    st.scheduler.send(Event::Wake);
-    let mut names = Names::default();
-    let mut views = Vec::with_capacity(jobs.len());
-    for j in &jobs {
-        views.push(names.view(&st.store, j).await?);
-    }
-    Ok((StatusCode::CREATED, Json(LaunchResponse { jobs: views })))
+    Ok((
+        StatusCode::CREATED,
+        Json(service::jobs::launch(&st.core, &caller, req).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{job_id}/cancel", tag = "jobs", params(("job_id" = String, Path)),
     responses((status = 200, body = CancelResponse), (status = 404, body = outpost_api::ErrorBody),
               (status = 409, body = outpost_api::ErrorBody)))]
 pub async fn cancel(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<CancelResponse>> {
-    let job = by_uuid(&st.store, &job_id).await?;
-    let outcome = match st.lifecycle.cancel(job.id, &caller.actor()).await? {
-        CancelResult::Cancelled => "cancelled",
-        CancelResult::Requested => "requested",
-    };
-    let job = st.store.get_job(job.id).await?;
-    Ok(Json(CancelResponse {
-        outcome: outcome.into(),
-        job: Names::default().view(&st.store, &job).await?,
-    }))
+    Ok(Json(
+        service::jobs::cancel(&st.core, &caller, &job_id).await?,
+    ))
 }

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, Json, Path, Query};
-use super::jobs::by_uuid;
-use super::ApiState;
+use super::WebState;
 use crate::model::{Job, JobId, LogLine};
+use crate::service::jobs::by_uuid;
 use crate::store::Store;
 
 /// How often a followed job is polled.
@@ -69,11 +69,11 @@ fn end_of(job: &Job, last_line: i32) -> LogEnd {
     params(("job_id" = String, Path), LogQuery),
     responses((status = 200, body = LogPage), (status = 404, body = outpost_api::ErrorBody)))]
 pub async fn page(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Path(job_id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<LogPage>> {
-    let job = by_uuid(&st.store, &job_id).await?;
+    let job = by_uuid(&st.core.store, &job_id).await?;
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
     let level = q.level.as_deref().map(str::trim).filter(|l| !l.is_empty());
@@ -87,6 +87,7 @@ pub async fn page(
     // Cut to the byte budget first, from the lines' sizes alone, so that no page reads more
     // text than it may send.
     let sizes = st
+        .core
         .store
         .log_line_sizes(job.id, after, level, needle, limit)
         .await?;
@@ -95,15 +96,19 @@ pub async fn page(
     let lines = if fit == 0 {
         Vec::new()
     } else if level.is_some() || needle.is_some() {
-        st.store
+        st.core
+            .store
             .find_log_lines(job.id, after, level, needle, fit as i64)
             .await?
     } else {
-        st.store.read_log_lines(job.id, after, fit as i64).await?
+        st.core
+            .store
+            .read_log_lines(job.id, after, fit as i64)
+            .await?
     };
     let next_after = lines.last().map(|l| l.line_number).unwrap_or(after);
     let complete = job.status.is_final() && !cut && (sizes.len() as i64) < limit;
-    let last_line = st.store.last_line_number(job.id).await?;
+    let last_line = st.core.store.last_line_number(job.id).await?;
     Ok(Json(LogPage {
         lines: lines.iter().map(line_view).collect(),
         next_after,
@@ -224,19 +229,19 @@ fn resume_point(headers: &HeaderMap, q: &LogQuery) -> Result<i32, ApiError> {
     responses((status = 200, description = "Server-Sent Events: `line` events (id = line number, data = LogLineView), then one `end` event (data = LogEnd)", content_type = "text/event-stream"),
               (status = 404, body = outpost_api::ErrorBody), (status = 429, body = outpost_api::ErrorBody)))]
 pub async fn stream(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> ApiResult<axum::response::Response> {
-    let job = by_uuid(&st.store, &job_id).await?;
+    let job = by_uuid(&st.core.store, &job_id).await?;
     let last = resume_point(&headers, &q)?;
     let mut pass = st.live.open(&caller)?;
     let (tx, rx) = mpsc::channel(256);
     let st2 = st.clone();
     tokio::spawn(async move {
-        let stop = st2.stop.clone();
+        let stop = st2.core.stop.clone();
         tokio::select! {
             _ = follow(&st2, job.id, last, &tx) => {}
             _ = stop.cancelled() => {}
@@ -297,8 +302,8 @@ async fn send_end(store: &Store, job: JobId, last: i32, tx: &Out) {
     }
 }
 
-async fn follow(st: &ApiState, job: JobId, mut last: i32, tx: &Out) {
-    let store = &st.store;
+async fn follow(st: &WebState, job: JobId, mut last: i32, tx: &Out) {
+    let store = &st.core.store;
     // Join the feed first, so nothing published while we replay is missed.
     let (_feed, mut rx) = st.follow.subscribe(job);
     if !catch_up(store, job, &mut last, None, tx).await {

@@ -1,6 +1,6 @@
 //! The HTTPS API (`/api/v1`), health and metrics, on axum over rustls.
 //!
-//! - [`auth`]: login, tokens and the authorization layer; [`roles`]: the one access table.
+//! - [`auth`]: login, tokens and the authorization layer; the one access table is [`crate::service::access`].
 //! - One module per resource: [`users`], [`servers`], [`playbooks`], [`jobs`], [`logs`] (pages
 //!   and live follow, counted and ended with their session by [`live`]), [`tickets`], [`agents`], [`audit`]; [`health`] for probes and metrics.
 //! - [`error`]: the JSON error body; [`views`]: records as the API shows them; [`openapi`]: the
@@ -16,6 +16,7 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod download;
 pub mod edge;
 pub mod error;
 pub mod health;
@@ -24,14 +25,11 @@ pub mod live;
 pub mod logs;
 pub mod openapi;
 pub mod playbooks;
-pub mod roles;
 pub mod servers;
 pub mod tickets;
 pub mod users;
-pub mod views;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,92 +44,48 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::Settings;
-use crate::lifecycle::Lifecycle;
-use crate::model::User;
-use crate::scheduler::SchedulerHandle;
-use crate::store::Store;
+use crate::core::Core;
 
 /// Request bodies are limited to this…
 pub const MAX_BODY: usize = 1024 * 1024;
 /// …except playbooks, which may be larger.
 pub const MAX_PLAYBOOK_BODY: usize = 5 * 1024 * 1024;
 
-/// What every handler shares.
-pub struct ApiState {
-    pub store: Store,
-    pub lifecycle: Lifecycle,
-    pub scheduler: SchedulerHandle,
-    pub settings: Arc<Settings>,
-    pub throttle: auth::Throttle,
+/// What the HTTPS port's handlers and pages share: the controller's [`Core`] and what belongs
+/// to the port alone (live streams, metrics, connection caps).
+pub struct WebState {
+    pub core: Arc<Core>,
     pub follow: logs::FollowHub,
     /// Open live streams, capped, each ended with its session.
     pub live: live::LiveStreams,
     /// The web UI's dashboard figures, rendered once for every open dashboard.
     pub dashboard: live::SharedFeed,
-    /// The Outpost CA's fingerprint, for enrolment tokens.
-    pub ca_fingerprint: String,
-    /// Where uploaded playbooks are kept.
-    pub playbook_dir: PathBuf,
-    pub stop: CancellationToken,
     pub http_metrics: health::HttpMetrics,
     /// The listener's connection caps and timeouts, and what they counted.
     pub edge: Arc<edge::Edge>,
     /// The bound agent and enrolment addresses, for readiness.
     pub listeners: Vec<SocketAddr>,
-    /// What install bundles made here carry and where they send agents.
-    pub bundle_origin: crate::bundle::Origin,
     openapi: OnceLock<String>,
 }
 
-impl ApiState {
-    pub fn new(
-        store: Store,
-        scheduler: SchedulerHandle,
-        settings: Arc<Settings>,
-        ca_fingerprint: String,
-        listeners: Vec<SocketAddr>,
-        bundle_origin: crate::bundle::Origin,
-        stop: CancellationToken,
-    ) -> ApiState {
-        let edge = Arc::new(edge::Edge::new(&settings));
-        ApiState {
-            lifecycle: Lifecycle::new(store.clone()),
-            follow: logs::FollowHub::new(store.clone(), stop.clone()),
-            live: live::LiveStreams::new(store.clone(), stop.clone()),
+impl WebState {
+    pub fn new(core: Arc<Core>, listeners: Vec<SocketAddr>) -> WebState {
+        let edge = Arc::new(edge::Edge::new(&core.settings));
+        WebState {
+            follow: logs::FollowHub::new(core.store.clone(), core.stop.clone()),
+            live: live::LiveStreams::new(core.store.clone(), core.stop.clone()),
             dashboard: Default::default(),
-            playbook_dir: settings.data_dir.join("playbooks"),
-            store,
-            scheduler,
-            settings,
-            throttle: auth::Throttle::default(),
-            ca_fingerprint,
-            stop,
             http_metrics: health::HttpMetrics::default(),
             edge,
             listeners,
-            bundle_origin,
             openapi: OnceLock::new(),
+            core,
         }
-    }
-
-    /// Whether the user must change their password before anything else: an admin set it, or
-    /// it is older than the maximum age.
-    pub fn password_expired(&self, user: &User) -> bool {
-        if user.must_change_password {
-            return true;
-        }
-        if self.settings.password_max_age.is_zero() {
-            return false;
-        }
-        let set = user.password_changed_at.unwrap_or(user.created_at);
-        let age = chrono::Utc::now() - set;
-        age.to_std().unwrap_or_default() > self.settings.password_max_age
     }
 }
 
 /// The routes and their OpenAPI document, before state and layers.
-pub fn routes() -> (Router<Arc<ApiState>>, utoipa::openapi::OpenApi) {
+pub fn routes() -> (Router<Arc<WebState>>, utoipa::openapi::OpenApi) {
     let playbooks = OpenApiRouter::new()
         .routes(routes!(playbooks::list, playbooks::create))
         .routes(routes!(
@@ -196,7 +150,7 @@ pub fn documented_routes(doc: &utoipa::openapi::OpenApi) -> Vec<(String, String)
 
 /// A route of the router that the access table does not cover.
 #[derive(Debug, Error)]
-#[error("route {method} {path} has no rule in the access table (http/roles.rs)")]
+#[error("route {method} {path} has no rule in the access table (service/access.rs)")]
 pub struct MissingRule {
     pub method: String,
     pub path: String,
@@ -204,12 +158,12 @@ pub struct MissingRule {
 
 /// The API's routes behind the authorization layer, each checked against the access table;
 /// [`crate::web::app`] puts them on the port beside the web UI.
-pub fn api(state: Arc<ApiState>) -> Result<Router<Arc<ApiState>>, MissingRule> {
+pub fn api(state: Arc<WebState>) -> Result<Router<Arc<WebState>>, MissingRule> {
     let (router, doc) = routes();
     for (method, path) in documented_routes(&doc) {
         let m =
             axum::http::Method::from_bytes(method.as_bytes()).unwrap_or(axum::http::Method::GET);
-        if roles::rule(&m, &path).is_none() {
+        if crate::service::access::rule(&m, &path).is_none() {
             return Err(MissingRule { method, path });
         }
     }

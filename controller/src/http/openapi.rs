@@ -4,7 +4,7 @@
 //!
 //! The refusals that do not depend on what a handler does are derived here from the route
 //! itself, once, rather than repeated in 40 annotations (where one forgotten would be a lie
-//! the document tells): the access table ([`super::roles`]) says who is refused with 401 and
+//! the document tells): the access table ([`crate::service::access`]) says who is refused with 401 and
 //! 403, a `{parameter}` in the path means 404, parameters mean 400, a body means
 //! 400/413/415/422, and everything under `/api/v1` that reaches the database may answer 503.
 //! What only a handler knows (409, 429, a specific 503) stays in its annotation; a response a
@@ -17,7 +17,7 @@ use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, Response};
 use utoipa::{Modify, PartialSchema, ToSchema};
 
-use super::roles::{self, Access};
+use crate::service::access::{self as roles, Access};
 
 /// The document's header: title, description, and the bearer token every route needs unless
 /// its operation says otherwise.
@@ -215,7 +215,7 @@ mod tests {
             let has = |s: &str| responses.contains_key(s);
             let m = Method::from_bytes(method.as_bytes()).expect("method");
             let access = roles::rule(&m, path)
-                .unwrap_or_else(|| panic!("{method} {path} has no rule in roles.rs"));
+                .unwrap_or_else(|| panic!("{method} {path} has no rule in service/access.rs"));
             assert_eq!(
                 secured(&doc, op),
                 access != Access::Public,

@@ -156,8 +156,9 @@ impl Lifecycle {
             Ok(m) => m,
             // The database refused the record itself (not a lost connection): record the
             // outcome in words that certainly fit rather than retry the same refusal forever.
-            Err(StoreError::Database(sqlx::Error::Database(db))) => {
-                let reason = crate::text::fit_chars(db.message(), 500).into_owned();
+            Err(e) if e.refusal().is_some() => {
+                let reason =
+                    crate::text::fit_chars(e.refusal().unwrap_or_default(), 500).into_owned();
                 tracing::error!(job = %a.job, error = %reason, "the outcome was refused as reported; recording it shortened");
                 let fallback = Outcome {
                     status: outcome.status,

@@ -129,6 +129,26 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database refused the statement itself (a value it will not take, a constraint):
+    /// sent again unchanged it would be refused again. Gives the database's own words.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => Some(db.message()),
+            _ => None,
+        }
+    }
+
+    /// The database could not be reached or would not let us in: the same request may well
+    /// succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unreachable { .. }
+                | StoreError::AccessDenied { .. }
+                | StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+        )
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> StoreError {
         StoreError::Invalid {
             field,

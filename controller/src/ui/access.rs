@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::layout;
 use super::viewer::Viewer;
 use crate::http::auth;
-use crate::http::roles::{self, Access};
-use crate::http::{ApiState, MAX_BODY, MAX_PLAYBOOK_BODY};
+use crate::http::{WebState, MAX_BODY, MAX_PLAYBOOK_BODY};
+use crate::service;
+use crate::service::access::{self as roles, Access};
 
 /// What a page needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +138,7 @@ fn form_csrf(body: &[u8]) -> Option<String> {
 /// the form's CSRF token on every POST, the password policy and the role, and puts the
 /// [`Viewer`] on the request.
 pub async fn guard(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     matched: Option<MatchedPath>,
     req: Request,
     next: Next,
@@ -146,7 +147,7 @@ pub async fn guard(
 }
 
 async fn check(
-    st: Arc<ApiState>,
+    st: Arc<WebState>,
     matched: Option<MatchedPath>,
     mut req: Request,
     next: Next,
@@ -178,10 +179,14 @@ async fn check(
     let token = auth::session_cookie(req.headers());
     let ip = req.extensions().get::<auth::ClientAddr>().map(|a| a.0.ip());
     let caller = match &token {
-        Some(t) => match auth::caller_for(&st, t, req.headers(), ip).await {
-            Ok(c) => c,
-            Err(e) => return layout::refusal(e.status, &e.message),
-        },
+        Some(t) => {
+            match service::sessions::caller_for(&st.core, t, auth::user_agent(req.headers()), ip)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return layout::api_refusal(e.into()),
+            }
+        }
         None => None,
     };
     let (Some(token), Some(caller)) = (token, caller) else {
@@ -223,7 +228,7 @@ async fn check(
         }
         req = Request::from_parts(parts, Body::from(bytes));
     }
-    if need != Session && st.password_expired(&caller.user) {
+    if need != Session && st.core.password_expired(&caller.user) {
         if post {
             return layout::refusal(StatusCode::FORBIDDEN, "Change your password first.");
         }

@@ -16,8 +16,9 @@ use serde::Deserialize;
 use super::layout::{self, Area};
 use super::viewer::Viewer;
 use crate::http::auth::{self, ClientAddr, SESSION_COOKIE};
-use crate::http::error::{ApiError, Json, Path};
-use crate::http::{users, ApiState};
+use crate::http::error::ApiError;
+use crate::http::WebState;
+use crate::service;
 
 #[derive(Debug, Deserialize)]
 pub struct NextQuery {
@@ -100,7 +101,7 @@ pub struct LoginForm {
 
 /// POST /login
 pub async fn login(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(addr): Extension<ClientAddr>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
@@ -116,8 +117,10 @@ pub async fn login(
         email,
         password: f.password,
     };
-    match auth::login(State(st.clone()), Extension(addr), headers, Json(req)).await {
-        Ok(Json(resp)) => {
+    let signed_in =
+        service::sessions::sign_in(&st.core, addr.0.ip(), auth::user_agent(&headers), &req).await;
+    match signed_in.map_err(ApiError::from) {
+        Ok(resp) => {
             let max_age = (resp.expires_at - chrono::Utc::now()).num_seconds().max(0);
             let cookie = format!(
                 "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}",
@@ -145,8 +148,8 @@ fn retry_after(e: &ApiError) -> Option<[(header::HeaderName, String); 1]> {
 }
 
 /// POST /logout: ends the session's token and clears the cookie.
-pub async fn logout(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> Response {
-    let _ = auth::logout(State(st), Extension(v.caller)).await;
+pub async fn logout(State(st): State<Arc<WebState>>, Extension(v): Extension<Viewer>) -> Response {
+    let _ = service::sessions::sign_out(&st.core, &v.caller).await;
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
     ([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response()
 }
@@ -175,10 +178,10 @@ fn password_form(v: &Viewer, error: Option<&str>, expired: bool) -> maud::Markup
 
 /// GET /account/password
 pub async fn password_page(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
 ) -> Response {
-    let expired = st.password_expired(&v.caller.user);
+    let expired = st.core.password_expired(&v.caller.user);
     password_form(&v, None, expired).into_response()
 }
 
@@ -190,7 +193,7 @@ pub struct PasswordForm {
 
 /// POST /account/password
 pub async fn change_password(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Form(f): Form<PasswordForm>,
 ) -> Response {
@@ -198,15 +201,9 @@ pub async fn change_password(
         current_password: Some(f.current_password),
         new_password: f.new_password,
     };
-    let id = v.caller.user.id.0;
-    match users::password(
-        State(st.clone()),
-        Extension(v.caller.clone()),
-        Path(id),
-        Json(req),
-    )
-    .await
-    {
+    let id = v.caller.user.id;
+    let changed = service::users::set_password(&st.core, &v.caller, id, &req).await;
+    match changed.map_err(ApiError::from) {
         // The API ends the account's other sessions and keeps this one.
         Ok(_) => Redirect::to("/").into_response(),
         Err(e) => {
@@ -218,7 +215,11 @@ pub async fn change_password(
                 StatusCode::UNPROCESSABLE_ENTITY
             };
             let retry = retry_after(&e);
-            let page = password_form(&v, Some(&e.message), st.password_expired(&v.caller.user));
+            let page = password_form(
+                &v,
+                Some(&e.message),
+                st.core.password_expired(&v.caller.user),
+            );
             (status, retry, page).into_response()
         }
     }

@@ -12,25 +12,26 @@ use serde::Deserialize;
 
 use super::layout::{self, or_page, Area, PageResult};
 use super::viewer::Viewer;
-use crate::http::error::{Json, Path, Query};
-use crate::http::{audit as audit_api, users as users_api, ApiState};
-use crate::model::Role;
+use crate::http::error::ApiError;
+use crate::http::error::{Path, Query};
+use crate::http::WebState;
+use crate::model::{Role, UserId};
+use crate::service;
 
 const ROLES: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
 
-async fn users_page(st: Arc<ApiState>, v: &Viewer, error: Option<String>) -> PageResult {
+async fn users_page(st: Arc<WebState>, v: &Viewer, error: Option<String>) -> PageResult {
     let page = or_page(
-        users_api::list(
-            State(st),
-            Query(UserQuery {
+        service::users::list(
+            &st.core,
+            &(UserQuery {
                 limit: Some(1000),
                 offset: Some(0),
                 ..Default::default()
             }),
         )
         .await,
-    )?
-    .0;
+    )?;
     let body = html! {
         @if let Some(e) = &error { p.error role="alert" { (e) } }
         div.scroll {
@@ -82,7 +83,7 @@ async fn users_page(st: Arc<ApiState>, v: &Viewer, error: Option<String>) -> Pag
 }
 
 /// GET /users
-pub async fn users(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> PageResult {
+pub async fn users(State(st): State<Arc<WebState>>, Extension(v): Extension<Viewer>) -> PageResult {
     users_page(st, &v, None).await
 }
 
@@ -96,7 +97,7 @@ pub struct NewUserForm {
 
 /// POST /users
 pub async fn create_user(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Form(f): Form<NewUserForm>,
 ) -> PageResult {
@@ -106,7 +107,10 @@ pub async fn create_user(
         password: f.password,
         role: f.role,
     };
-    match users_api::create(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
+    match service::users::create(&st.core, &v.caller, req)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(_) => Ok(Redirect::to("/users").into_response()),
         Err(e) if e.status.is_client_error() => users_page(st, &v, Some(e.message)).await,
         Err(e) => Err(e.into()),
@@ -121,9 +125,9 @@ pub struct UserForm {
 
 /// POST /users/{id}
 pub async fn update_user(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
-    Path(id): Path<i32>,
+    Path(id): Path<UserId>,
     Form(f): Form<UserForm>,
 ) -> PageResult {
     let req = UserPatchRequest {
@@ -131,13 +135,9 @@ pub async fn update_user(
         is_active: Some(f.is_active.is_some()),
         email: None,
     };
-    match users_api::update(
-        State(st.clone()),
-        Extension(v.caller.clone()),
-        Path(id),
-        Json(req),
-    )
-    .await
+    match service::users::update(&st.core, &v.caller, id, req)
+        .await
+        .map_err(ApiError::from)
     {
         Ok(_) => Ok(Redirect::to("/users").into_response()),
         Err(e) if e.status.is_client_error() => users_page(st, &v, Some(e.message)).await,
@@ -157,7 +157,7 @@ const PER_PAGE: i64 = 100;
 
 /// GET /audit
 pub async fn audit(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Query(q): Query<AuditForm>,
 ) -> PageResult {
@@ -172,9 +172,9 @@ pub async fn audit(
     let user: Option<i32> = nonempty(&q.user).and_then(|u| u.parse().ok());
     let offset = q.offset.unwrap_or(0).max(0);
     let page = or_page(
-        audit_api::list(
-            State(st),
-            Query(AuditQuery {
+        service::audit::list(
+            &st.core,
+            &(AuditQuery {
                 user,
                 action: action.clone(),
                 resource_type: resource_type.clone(),
@@ -184,8 +184,7 @@ pub async fn audit(
             }),
         )
         .await,
-    )?
-    .0;
+    )?;
     let user_text = user.map(|u| u.to_string());
     let base = layout::with_filters(
         "/audit",

@@ -17,8 +17,9 @@ use tokio::sync::watch;
 
 use super::layout::{self, Area, PageResult};
 use super::viewer::Viewer;
-use crate::http::ApiState;
+use crate::http::WebState;
 use crate::model::{JobStatus, Paging, TicketPriority};
+use crate::service;
 use crate::store::jobs::JobFilter;
 use crate::store::StoreError;
 
@@ -26,15 +27,22 @@ use crate::store::StoreError;
 const REFRESH: Duration = Duration::from_secs(2);
 
 /// Renders the figures (the part of the page that the stream replaces).
-pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
+pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
     let since = Utc::now() - chrono::Duration::hours(24);
     let day: BTreeMap<JobStatus, i64> = st
+        .core
         .store
         .job_counts_since(since)
         .await?
         .into_iter()
         .collect();
-    let now: BTreeMap<JobStatus, i64> = st.store.active_job_counts().await?.into_iter().collect();
+    let now: BTreeMap<JobStatus, i64> = st
+        .core
+        .store
+        .active_job_counts()
+        .await?
+        .into_iter()
+        .collect();
     let count = |m: &BTreeMap<JobStatus, i64>, s| m.get(&s).copied().unwrap_or(0);
     let (ok, failed) = (
         count(&day, JobStatus::Success),
@@ -46,6 +54,7 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
         "—".to_owned()
     };
     let tickets: BTreeMap<TicketPriority, i64> = st
+        .core
         .store
         .open_tickets_by_priority()
         .await?
@@ -54,6 +63,7 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
     let mut agents = Vec::new();
     loop {
         let page = st
+            .core
             .store
             .list_agents(Paging::new(1000, agents.len() as i64))
             .await?;
@@ -64,6 +74,7 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
         }
     }
     let key = st
+        .core
         .settings
         .routing_keys
         .first()
@@ -85,6 +96,7 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
         }
     }
     let failures = st
+        .core
         .store
         .list_jobs(
             &JobFilter {
@@ -94,10 +106,10 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
             Paging::new(5, 0),
         )
         .await?;
-    let mut names = crate::http::jobs::Names::default();
+    let mut names = service::jobs::Names::default();
     let mut latest = Vec::new();
     for j in &failures.items {
-        latest.push(names.view(&st.store, j).await?);
+        latest.push(names.view(&st.core.store, j).await?);
     }
     Ok(html! {
         div.cards {
@@ -158,7 +170,7 @@ pub async fn figures(st: &ApiState) -> Result<Markup, StoreError> {
 }
 
 /// GET /
-pub async fn page(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> PageResult {
+pub async fn page(State(st): State<Arc<WebState>>, Extension(v): Extension<Viewer>) -> PageResult {
     let body = figures(&st).await.map_err(layout::Refusal::from)?;
     Ok(layout::page(
         &v,
@@ -174,7 +186,7 @@ pub async fn page(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewe
     .into_response())
 }
 
-async fn render_while_watched(st: Arc<ApiState>, tx: watch::Sender<String>) {
+async fn render_while_watched(st: Arc<WebState>, tx: watch::Sender<String>) {
     loop {
         if let Ok(m) = figures(&st).await {
             let html = m.into_string();
@@ -187,7 +199,7 @@ async fn render_while_watched(st: Arc<ApiState>, tx: watch::Sender<String>) {
             });
         }
         let stopping = tokio::select! {
-            _ = st.stop.cancelled() => true,
+            _ = st.core.stop.cancelled() => true,
             _ = tokio::time::sleep(REFRESH) => false,
         };
         if st.dashboard.release(&tx, stopping) {
@@ -198,7 +210,7 @@ async fn render_while_watched(st: Arc<ApiState>, tx: watch::Sender<String>) {
 
 /// GET /events/dashboard: the figures again whenever they change (`update` events carrying
 /// the rendered HTML), until the browser leaves, the session ends or the controller stops.
-pub async fn events(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> Response {
+pub async fn events(State(st): State<Arc<WebState>>, Extension(v): Extension<Viewer>) -> Response {
     use futures_util::StreamExt;
     let mut pass = match st.live.open(&v.caller) {
         Ok(p) => p,

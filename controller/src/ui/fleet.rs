@@ -19,8 +19,11 @@ use serde::Deserialize;
 use super::launch::parse_selector;
 use super::layout::{self, or_page, Area, PageResult};
 use super::viewer::Viewer;
-use crate::http::error::{Json, Path, Query};
-use crate::http::{agents, servers, ApiState};
+use crate::http::error::ApiError;
+use crate::http::error::{Path, Query};
+use crate::http::WebState;
+use crate::model::AgentId;
+use crate::service;
 
 const PER_PAGE: i64 = 100;
 
@@ -33,7 +36,7 @@ pub struct ServersQuery {
 
 /// GET /servers
 pub async fn servers(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Query(q): Query<ServersQuery>,
 ) -> PageResult {
@@ -41,9 +44,9 @@ pub async fn servers(
     let tag = q.tag.clone().filter(|t| !t.trim().is_empty());
     let offset = q.offset.unwrap_or(0).max(0);
     let page = or_page(
-        servers::list(
-            State(st),
-            Query(ServerQuery {
+        service::servers::list(
+            &st.core,
+            &(ServerQuery {
                 environment: environment.clone(),
                 tag: tag.clone(),
                 active: None,
@@ -52,8 +55,7 @@ pub async fn servers(
             }),
         )
         .await,
-    )?
-    .0;
+    )?;
     let base = layout::with_filters(
         "/servers",
         &[
@@ -107,26 +109,29 @@ fn host_of(headers: &HeaderMap) -> String {
 }
 
 async fn agents_page(
-    st: Arc<ApiState>,
+    st: Arc<WebState>,
     v: &Viewer,
     headers: &HeaderMap,
     created: Option<EnrollmentTokenCreated>,
     error: Option<String>,
 ) -> PageResult {
     let page = or_page(
-        agents::list(
-            State(st.clone()),
-            Query(PageQuery {
+        service::agents::list(
+            &st.core,
+            &(PageQuery {
                 limit: Some(1000),
                 offset: Some(0),
             }),
         )
         .await,
-    )?
-    .0;
+    )?;
     let admin = v.may("POST", "/api/v1/agents/{id}/revoke");
     let now = Utc::now();
-    let enroll = format!("{}:{}", host_of(headers), st.settings.enroll_listen.port());
+    let enroll = format!(
+        "{}:{}",
+        host_of(headers),
+        st.core.settings.enroll_listen.port()
+    );
     let body = html! {
         @if let Some(c) = &created {
             section.card.notice #new-token {
@@ -226,7 +231,7 @@ fn token_form(v: &Viewer) -> Markup {
 
 /// GET /agents
 pub async fn agents(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     headers: HeaderMap,
 ) -> PageResult {
@@ -235,11 +240,11 @@ pub async fn agents(
 
 /// POST /agents/{id}/revoke
 pub async fn revoke(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
-    Path(id): Path<i32>,
+    Path(id): Path<AgentId>,
 ) -> PageResult {
-    or_page(agents::revoke(State(st), Extension(v.caller), Path(id)).await)?;
+    or_page(service::agents::revoke(&st.core, &v.caller, id).await)?;
     Ok(Redirect::to("/agents").into_response())
 }
 
@@ -277,7 +282,7 @@ impl TokenForm {
 
 /// POST /agents/tokens: makes the token and shows it once, with the enrol command.
 pub async fn create_token(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     headers: HeaderMap,
     Form(f): Form<TokenForm>,
@@ -291,8 +296,11 @@ pub async fn create_token(
         labels,
         ttl_hours,
     };
-    match agents::create_token(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
-        Ok((_, Json(created))) => agents_page(st, &v, &headers, Some(created), None).await,
+    match service::agents::create_token(&st.core, &v.caller, req)
+        .await
+        .map_err(ApiError::from)
+    {
+        Ok(created) => agents_page(st, &v, &headers, Some(created), None).await,
         Err(e) => refused(st, &v, &headers, e).await,
     }
 }
@@ -300,7 +308,7 @@ pub async fn create_token(
 /// POST /agents/bundles: the install bundle itself, as a download; a mistake shows the page
 /// again with what was wrong.
 pub async fn create_bundle(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     headers: HeaderMap,
     Form(f): Form<TokenForm>,
@@ -324,15 +332,18 @@ pub async fn create_bundle(
         ttl_hours,
         addresses,
     };
-    match agents::create_bundle(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
-        Ok(download) => Ok(download),
+    match service::agents::create_bundle(&st.core, &v.caller, req)
+        .await
+        .map_err(ApiError::from)
+    {
+        Ok(bundle) => Ok(crate::http::download::bundle(bundle)?),
         Err(e) => refused(st, &v, &headers, e).await,
     }
 }
 
 /// A refusal the user can mend is shown next to the form; anything else is an error page.
 async fn refused(
-    st: Arc<ApiState>,
+    st: Arc<WebState>,
     v: &Viewer,
     headers: &HeaderMap,
     e: crate::http::error::ApiError,

@@ -17,8 +17,9 @@ use serde::Deserialize;
 use super::layout::{self, or_page, Area, PageResult};
 use super::viewer::Viewer;
 use crate::http::error::{Path, Query};
-use crate::http::{jobs, ApiState};
+use crate::http::WebState;
 use crate::model::{JobStatus, Paging};
+use crate::service;
 
 const PER_PAGE: i64 = 50;
 
@@ -36,7 +37,7 @@ fn id_of(s: &Option<String>) -> Option<i32> {
 
 /// GET /jobs
 pub async fn list(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Query(q): Query<ListQuery>,
 ) -> PageResult {
@@ -54,18 +55,18 @@ pub async fn list(
         offset: Some(offset),
         ..Default::default()
     };
-    let page = or_page(jobs::list(State(st.clone()), Query(query.clone())).await)?.0;
+    let page = or_page(service::jobs::list(&st.core, &(query.clone())).await)?;
     let playbooks = or_page(
-        st.store
+        st.core
+            .store
             .list_playbooks(None, Paging::new(1000, 0))
-            .await
-            .map_err(Into::into),
+            .await,
     )?;
     let servers = or_page(
-        st.store
+        st.core
+            .store
             .list_servers(&Default::default(), Paging::new(1000, 0))
-            .await
-            .map_err(Into::into),
+            .await,
     )?;
     let base = layout::with_filters(
         "/jobs",
@@ -143,15 +144,15 @@ pub fn table(items: &[JobView]) -> maud::Markup {
 
 /// GET /jobs/{job_id}
 pub async fn show(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Path(job_id): Path<String>,
 ) -> PageResult {
-    let j = or_page(jobs::get(State(st.clone()), Path(job_id)).await)?.0;
+    let j = or_page(service::jobs::get(&st.core, &job_id).await)?;
     let last = or_page(
         async {
-            let job = jobs::by_uuid(&st.store, &j.id).await?;
-            Ok(st.store.last_line_number(job.id).await?)
+            let job = service::jobs::by_uuid(&st.core.store, &j.id).await?;
+            Ok::<_, crate::service::ServiceError>(st.core.store.last_line_number(job.id).await?)
         }
         .await,
     )?;
@@ -217,19 +218,19 @@ pub async fn show(
 
 /// POST /jobs/{job_id}/cancel
 pub async fn cancel(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Path(job_id): Path<String>,
 ) -> PageResult {
-    let r = or_page(jobs::cancel(State(st), Extension(v.caller), Path(job_id)).await)?.0;
+    let r = or_page(service::jobs::cancel(&st.core, &v.caller, &job_id).await)?;
     Ok(Redirect::to(&format!("/jobs/{}", r.job.id)).into_response())
 }
 
 /// GET /jobs/{job_id}/log.txt: every line, streamed from the database a page at a time.
-pub async fn download(State(st): State<Arc<ApiState>>, Path(job_id): Path<String>) -> PageResult {
-    let job = or_page(jobs::by_uuid(&st.store, &job_id).await)?;
+pub async fn download(State(st): State<Arc<WebState>>, Path(job_id): Path<String>) -> PageResult {
+    let job = or_page(service::jobs::by_uuid(&st.core.store, &job_id).await)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
-    let store = st.store.clone();
+    let store = st.core.store.clone();
     tokio::spawn(async move {
         let mut after = 0;
         loop {

@@ -16,9 +16,11 @@ use serde::Deserialize;
 
 use super::layout::{self, or_page, Area, PageResult};
 use super::viewer::Viewer;
-use crate::http::error::{Json, Query};
-use crate::http::{jobs, ApiState};
+use crate::http::error::ApiError;
+use crate::http::error::Query;
+use crate::http::WebState;
 use crate::model::{JsonObject, Paging, Server};
+use crate::service;
 use crate::store::servers::ServerFilter;
 
 /// What the form holds, as typed.
@@ -111,7 +113,7 @@ pub fn parse_vars(text: &str) -> Result<Option<JsonObject>, String> {
 
 /// The active servers a selector matches (at most 1,000 listed).
 async fn matching(
-    st: &ApiState,
+    st: &WebState,
     environment: &str,
     selector: &[(String, String)],
 ) -> Result<(Vec<Server>, i64), crate::store::StoreError> {
@@ -120,7 +122,7 @@ async fn matching(
         environment: Some(environment.trim().to_owned()).filter(|e| !e.is_empty()),
         tags: selector.to_vec(),
     };
-    let page = st.store.list_servers(&f, Paging::new(1000, 0)).await?;
+    let page = st.core.store.list_servers(&f, Paging::new(1000, 0)).await?;
     Ok((page.items, page.total))
 }
 
@@ -147,20 +149,21 @@ fn field_error(errors: &Errors, field: &str) -> Markup {
 }
 
 async fn render(
-    st: &ApiState,
+    st: &WebState,
     v: &Viewer,
     f: &LaunchForm,
     errors: &Errors,
     preview: Option<Markup>,
 ) -> PageResult {
     let playbooks = or_page(
-        st.store
+        st.core
+            .store
             .list_playbooks(Some(true), Paging::new(1000, 0))
-            .await
-            .map_err(Into::into),
+            .await,
     )?;
     let servers = or_page(
-        st.store
+        st.core
+            .store
             .list_servers(
                 &ServerFilter {
                     active: Some(true),
@@ -168,8 +171,7 @@ async fn render(
                 },
                 Paging::new(1000, 0),
             )
-            .await
-            .map_err(Into::into),
+            .await,
     )?;
     let by_filter = f.target == "filter";
     let body = html! {
@@ -236,7 +238,7 @@ async fn render(
 }
 
 /// GET /jobs/new
-pub async fn form(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> PageResult {
+pub async fn form(State(st): State<Arc<WebState>>, Extension(v): Extension<Viewer>) -> PageResult {
     render(&st, &v, &LaunchForm::default(), &Errors::new(), None).await
 }
 
@@ -247,7 +249,7 @@ pub struct PreviewQuery {
 }
 
 /// GET /jobs/preview: which servers a selector matches, as a fragment for the form's script.
-pub async fn preview(State(st): State<Arc<ApiState>>, Query(q): Query<PreviewQuery>) -> Response {
+pub async fn preview(State(st): State<Arc<WebState>>, Query(q): Query<PreviewQuery>) -> Response {
     match parse_selector(q.selector.as_deref().unwrap_or("")) {
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, html! { p.error { (e) } }).into_response(),
         Ok(sel) => match matching(&st, q.environment.as_deref().unwrap_or(""), &sel).await {
@@ -260,7 +262,7 @@ pub async fn preview(State(st): State<Arc<ApiState>>, Query(q): Query<PreviewQue
 /// POST /jobs: launches through the API's own handler; on success the job's page (one
 /// server) or the list of the new jobs.
 pub async fn submit(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     body: Bytes,
 ) -> PageResult {
@@ -338,8 +340,11 @@ pub async fn submit(
         diff: f.diff,
         verbosity,
     };
-    match jobs::launch(State(st.clone()), Extension(v.caller.clone()), Json(req)).await {
-        Ok((_, Json(resp))) => match resp.jobs.as_slice() {
+    match service::jobs::launch(&st.core, &v.caller, req)
+        .await
+        .map_err(ApiError::from)
+    {
+        Ok(resp) => match resp.jobs.as_slice() {
             [one] => Ok(Redirect::to(&format!("/jobs/{}", one.id)).into_response()),
             _ => Ok(Redirect::to(&format!(
                 "/jobs?playbook={}",

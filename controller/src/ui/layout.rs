@@ -147,6 +147,12 @@ impl From<ApiError> for Refusal {
     }
 }
 
+impl From<crate::service::ServiceError> for Refusal {
+    fn from(e: crate::service::ServiceError) -> Refusal {
+        ApiError::from(e).into()
+    }
+}
+
 impl From<crate::store::StoreError> for Refusal {
     fn from(e: crate::store::StoreError) -> Refusal {
         ApiError::from(e).into()
@@ -163,8 +169,8 @@ impl IntoResponse for Refusal {
 pub type PageResult = Result<Response, Refusal>;
 
 /// Turns an API error into its page (`?` in page handlers).
-pub fn or_page<T>(r: Result<T, ApiError>) -> Result<T, Refusal> {
-    r.map_err(Refusal::from)
+pub fn or_page<T, E: Into<ApiError>>(r: Result<T, E>) -> Result<T, Refusal> {
+    r.map_err(|e| Refusal::from(e.into()))
 }
 
 pub fn job_status(s: JobStatus) -> Markup {

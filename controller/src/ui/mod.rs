@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::http::ApiState;
+use crate::http::WebState;
 
 /// The stylesheet and the script, compiled into the binary.
 const APP_CSS: &str = include_str!("assets/app.css");
@@ -60,7 +60,7 @@ async fn asset(Path(file): Path<String>) -> Response {
 
 /// Every page of the UI, behind the session guard. Each route here must have a row in
 /// [`access::PAGES`]; the guard refuses one that has not.
-pub fn router(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
+pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
     Router::new()
         .route("/static/{file}", get(asset))
         .route("/login", get(account::login_page).post(account::login))

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
@@ -14,22 +13,24 @@ use serde::Deserialize;
 
 use super::layout::{self, or_page, Area, PageResult};
 use super::viewer::Viewer;
-use crate::http::error::{Path, Query};
-use crate::http::{playbooks, ApiState};
+use crate::http::error::ApiError;
+use crate::http::error::Path;
+use crate::http::WebState;
+use crate::model::PlaybookId;
+use crate::service;
 
 /// GET /playbooks
-pub async fn list(State(st): State<Arc<ApiState>>, Extension(v): Extension<Viewer>) -> PageResult {
+pub async fn list(State(st): State<Arc<WebState>>, Extension(v): Extension<Viewer>) -> PageResult {
     let page = or_page(
-        playbooks::list(
-            State(st),
-            Query(PageQuery {
+        service::playbooks::list(
+            &st.core,
+            &(PageQuery {
                 limit: Some(1000),
                 offset: Some(0),
             }),
         )
         .await,
-    )?
-    .0;
+    )?;
     let body = html! {
         @if page.items.is_empty() {
             p.muted { "No playbook yet. Add one with " code { "outpost playbook add site.yml" } "." }
@@ -94,11 +95,11 @@ fn render(v: &Viewer, p: &PlaybookView, error: Option<&str>, draft: Option<&str>
 
 /// GET /playbooks/{id}
 pub async fn show(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
-    Path(id): Path<i32>,
+    Path(id): Path<PlaybookId>,
 ) -> PageResult {
-    let p = or_page(playbooks::get(State(st), Path(id)).await)?.0;
+    let p = or_page(service::playbooks::get(&st.core, id).await)?;
     Ok(render(&v, &p, None, None).into_response())
 }
 
@@ -109,9 +110,9 @@ pub struct UploadForm {
 
 /// POST /playbooks/{id}: the new YAML, checked and stored by the API's handler.
 pub async fn upload(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
-    Path(id): Path<i32>,
+    Path(id): Path<PlaybookId>,
     Form(f): Form<UploadForm>,
 ) -> PageResult {
     // A browser sends a textarea's lines ending in CRLF: store the file as it was written.
@@ -120,26 +121,11 @@ pub async fn upload(
         content: Some(content),
         ..Default::default()
     };
-    let body = serde_json::to_vec(&patch).map_err(|e| layout::Refusal {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        message: e.to_string(),
-    })?;
-    match playbooks::update(
-        State(st.clone()),
-        Extension(v.caller.clone()),
-        Path(id),
-        // The body is the JSON just made, and says so, as the API's callers must.
-        axum::http::HeaderMap::from_iter([(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json"),
-        )]),
-        Ok(Bytes::from(body)),
-    )
-    .await
-    {
+    let changed = service::playbooks::update(&st.core, &v.caller, id, patch).await;
+    match changed.map_err(ApiError::from) {
         Ok(_) => Ok(Redirect::to(&format!("/playbooks/{id}")).into_response()),
         Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let p = or_page(playbooks::get(State(st), Path(id)).await)?.0;
+            let p = or_page(service::playbooks::get(&st.core, id).await)?;
             Ok((
                 StatusCode::UNPROCESSABLE_ENTITY,
                 render(&v, &p, Some(&e.message), Some(&f.content)),

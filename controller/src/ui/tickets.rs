@@ -16,9 +16,10 @@ use serde::Deserialize;
 
 use super::layout::{self, or_page, Area, PageResult};
 use super::viewer::Viewer;
-use crate::http::error::{Json, Path, Query};
-use crate::http::{tickets, ApiState};
+use crate::http::error::{Path, Query};
+use crate::http::WebState;
 use crate::model::{TicketPriority, TicketStatus};
+use crate::service;
 use crate::store::dashboard::TicketTiming;
 
 const PRIORITIES: [TicketPriority; 4] = [
@@ -113,26 +114,26 @@ fn card(v: &Viewer, t: &TicketView, may_edit: bool) -> maud::Markup {
 
 /// GET /tickets
 pub async fn board(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Query(q): Query<BoardQuery>,
 ) -> PageResult {
     let priority: Option<TicketPriority> = q.priority.as_deref().and_then(|p| p.parse().ok());
     let now = Utc::now();
     let timings = or_page(
-        st.store
+        st.core
+            .store
             .ticket_timings(now - chrono::Duration::days(30))
-            .await
-            .map_err(Into::into),
+            .await,
     )?;
     let figures = sla(&timings, now);
     let may_edit = v.may("PATCH", "/api/v1/tickets/{ticket_id}");
     let mut columns = Vec::new();
     for s in STATUSES {
         let page = or_page(
-            tickets::list(
-                State(st.clone()),
-                Query(TicketQuery {
+            service::tickets::list(
+                &st.core,
+                &(TicketQuery {
                     status: Some(s),
                     priority,
                     limit: Some(100),
@@ -140,8 +141,7 @@ pub async fn board(
                 }),
             )
             .await,
-        )?
-        .0;
+        )?;
         columns.push((s, page));
     }
     let body = html! {
@@ -189,7 +189,7 @@ pub struct TicketForm {
 
 /// POST /tickets/{ticket_id}
 pub async fn update(
-    State(st): State<Arc<ApiState>>,
+    State(st): State<Arc<WebState>>,
     Extension(v): Extension<Viewer>,
     Path(id): Path<String>,
     Form(f): Form<TicketForm>,
@@ -204,7 +204,7 @@ pub async fn update(
         priority: f.priority,
         ..Default::default()
     };
-    or_page(tickets::update(State(st), Extension(v.caller), Path(id), Json(patch)).await)?;
+    or_page(service::tickets::update(&st.core, &v.caller, &id, patch).await)?;
     Ok(Redirect::to("/tickets").into_response())
 }
 

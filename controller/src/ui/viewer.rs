@@ -3,8 +3,8 @@
 
 use axum::http::Method;
 
-use crate::http::auth::Caller;
-use crate::http::roles;
+use crate::service::access as roles;
+use crate::service::Caller;
 
 /// The signed-in user of a page, and the CSRF token its forms carry.
 #[derive(Debug, Clone)]

@@ -1,61 +1,75 @@
-//! What every agent session and job stream of this controller shares: the store and the job
-//! lifecycle, the scheduler and ingest handles, the CA (for renewals) and the stop signal.
+//! What one controller process shares, built once by [`crate::server`]: the store and the job
+//! lifecycle, the scheduler and ingest handles, the CA, the settings, the login throttle and
+//! the stop signal. The services ([`crate::service`]), the web port and every agent session
+//! hold the same [`Core`], so there is one lifecycle and one view of the settings.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use outpost_protocol::pki::Ca;
 use tokio_util::sync::CancellationToken;
 
+use crate::bundle::Origin;
 use crate::config::Settings;
 use crate::ingest::IngestHandle;
 use crate::lifecycle::Lifecycle;
+use crate::model::User;
 use crate::scheduler::SchedulerHandle;
+use crate::service::sessions::Throttle;
 use crate::store::Store;
 
-pub struct SessionContext {
+pub struct Core {
     pub store: Store,
     pub lifecycle: Lifecycle,
     pub settings: Arc<Settings>,
     pub scheduler: SchedulerHandle,
     pub ingest: IngestHandle,
     pub ca: Arc<Ca>,
+    /// What install bundles made here carry and where they send agents.
+    pub bundle_origin: Origin,
+    /// Failed sign-ins, per account and per address.
+    pub throttle: Throttle,
     pub stop: CancellationToken,
     next_session: AtomicU64,
     /// Jobs with a live stream on this controller: one at a time each, however many times an
     /// agent asks to resume.
-    streams: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+    streams: Mutex<HashSet<uuid::Uuid>>,
 }
 
 /// Holds a job's one stream; released when dropped.
 pub struct StreamSlot {
-    ctx: Arc<SessionContext>,
+    core: Arc<Core>,
     job: uuid::Uuid,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut s = self.ctx.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.core.streams.lock().unwrap_or_else(|p| p.into_inner());
         s.remove(&self.job);
     }
 }
 
-impl SessionContext {
+impl Core {
     pub fn new(
         store: Store,
         settings: Arc<Settings>,
         scheduler: SchedulerHandle,
         ingest: IngestHandle,
         ca: Arc<Ca>,
+        bundle_origin: Origin,
         stop: CancellationToken,
-    ) -> SessionContext {
-        SessionContext {
+    ) -> Core {
+        Core {
             lifecycle: Lifecycle::new(store.clone()),
             store,
             settings,
             scheduler,
             ingest,
             ca,
+            bundle_origin,
+            throttle: Throttle::default(),
             stop,
             next_session: AtomicU64::new(1),
             streams: Default::default(),
@@ -66,7 +80,7 @@ impl SessionContext {
     pub fn stream_slot(self: &Arc<Self>, job: uuid::Uuid) -> Option<StreamSlot> {
         let mut s = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         s.insert(job).then(|| StreamSlot {
-            ctx: self.clone(),
+            core: self.clone(),
             job,
         })
     }
@@ -74,5 +88,24 @@ impl SessionContext {
     /// A number naming a new session of this controller.
     pub fn next_session(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Where uploaded playbooks are kept.
+    pub fn playbook_dir(&self) -> PathBuf {
+        self.settings.data_dir.join("playbooks")
+    }
+
+    /// Whether the user must change their password before anything else: an admin set it, or
+    /// it is older than the maximum age.
+    pub fn password_expired(&self, user: &User) -> bool {
+        if user.must_change_password {
+            return true;
+        }
+        if self.settings.password_max_age.is_zero() {
+            return false;
+        }
+        let set = user.password_changed_at.unwrap_or(user.created_at);
+        let age = chrono::Utc::now() - set;
+        age.to_std().unwrap_or_default() > self.settings.password_max_age
     }
 }

@@ -1,0 +1,21 @@
+//! The audit trail, newest first, for admins.
+
+use outpost_api::{AuditQuery, AuditView, Page};
+
+use super::{paging, views, Result};
+use crate::core::Core;
+use crate::model::UserId;
+use crate::store::audit::AuditFilter;
+
+pub async fn list(core: &Core, q: &AuditQuery) -> Result<Page<AuditView>> {
+    let f = AuditFilter {
+        user_id: q.user.map(UserId),
+        action: q.action.clone(),
+        resource_type: q.resource_type.clone(),
+        resource_id: q.resource_id,
+        since: q.since,
+        until: q.until,
+    };
+    let page = core.store.list_audit(&f, paging(q.limit, q.offset)).await?;
+    Ok(views::page(page, views::audit))
+}

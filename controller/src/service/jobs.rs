@@ -1,0 +1,255 @@
+//! Jobs: launch a playbook on servers (one job per server, in one transaction; the scheduler
+//! is woken at once), list and read jobs, cancel them.
+
+use std::collections::HashMap;
+
+use outpost_api::{
+    CancelResponse, IdOrName, JobQuery, JobView, LaunchRequest, LaunchResponse, NameRef, Page,
+    RunOptions,
+};
+
+use super::{paging, views, Caller, Result, ServiceError};
+use crate::core::Core;
+use crate::lifecycle::CancelResult;
+use crate::model::{AgentId, Job, Paging, PlaybookId, ServerId, UserId};
+use crate::scheduler::Event;
+use crate::store::jobs::{JobFilter, NewJob};
+use crate::store::servers::ServerFilter;
+use crate::store::{Store, StoreError};
+
+/// The most servers one launch may target.
+const MAX_LAUNCH: i64 = 10_000;
+
+/// Names for job views, looked up once per request.
+#[derive(Default)]
+pub struct Names {
+    playbooks: HashMap<PlaybookId, NameRef>,
+    servers: HashMap<ServerId, NameRef>,
+    agents: HashMap<AgentId, NameRef>,
+}
+
+impl Names {
+    pub async fn view(&mut self, store: &Store, j: &Job) -> Result<JobView, StoreError> {
+        use std::collections::hash_map::Entry;
+        if let Entry::Vacant(e) = self.playbooks.entry(j.playbook_id) {
+            let p = store.get_playbook(j.playbook_id).await?;
+            e.insert(NameRef {
+                id: p.id.0,
+                name: p.name,
+            });
+        }
+        if let Entry::Vacant(e) = self.servers.entry(j.server_id) {
+            let s = store.get_server(j.server_id).await?;
+            e.insert(NameRef {
+                id: s.id.0,
+                name: s.hostname,
+            });
+        }
+        if let Some(a) = j.agent_id.filter(|a| !self.agents.contains_key(a)) {
+            if let Ok(agent) = store.get_agent(a).await {
+                self.agents.insert(
+                    a,
+                    NameRef {
+                        id: agent.id.0,
+                        name: agent.name,
+                    },
+                );
+            }
+        }
+        Ok(views::job(
+            j,
+            self.playbooks[&j.playbook_id].clone(),
+            self.servers[&j.server_id].clone(),
+            j.agent_id.and_then(|a| self.agents.get(&a).cloned()),
+        ))
+    }
+}
+
+/// The job named by a uuid in a path.
+pub async fn by_uuid(store: &Store, job_id: &str) -> Result<Job> {
+    if uuid::Uuid::parse_str(job_id).is_err() {
+        return Err(ServiceError::not_found(format!(
+            "job {job_id}: not a job id"
+        )));
+    }
+    Ok(store.get_job_by_uuid(job_id).await?)
+}
+
+pub async fn list(core: &Core, q: &JobQuery) -> Result<Page<JobView>> {
+    let f = JobFilter {
+        status: q.status,
+        user_id: q.user.map(UserId),
+        server_id: q.server.map(ServerId),
+        playbook_id: q.playbook.map(PlaybookId),
+        agent_id: None,
+        since: q.since,
+        until: q.until,
+    };
+    let page = core.store.list_jobs(&f, paging(q.limit, q.offset)).await?;
+    let mut names = Names::default();
+    let mut items = Vec::with_capacity(page.items.len());
+    for j in &page.items {
+        items.push(names.view(&core.store, j).await?);
+    }
+    Ok(Page {
+        items,
+        total: page.total,
+        limit: page.limit,
+        offset: page.offset,
+    })
+}
+
+pub async fn get(core: &Core, job_id: &str) -> Result<JobView> {
+    let job = by_uuid(&core.store, job_id).await?;
+    Ok(Names::default().view(&core.store, &job).await?)
+}
+
+/// Checks the launch's extra vars for `caller` (see [`crate::vars`]).
+fn check_vars(
+    core: &Core,
+    req: &LaunchRequest,
+    caller: &Caller,
+) -> Result<Option<crate::vars::Checked>> {
+    let Some(vars) = &req.extra_vars else {
+        return Ok(None);
+    };
+    let giver = crate::vars::Giver {
+        is_admin: caller.is_admin(),
+        admin_templates_allowed: core.settings.admin_launch_vars_templates,
+    };
+    crate::vars::check(vars, giver)
+        .map(Some)
+        .map_err(vars_refused)
+}
+
+fn vars_refused(e: crate::vars::VarsError) -> ServiceError {
+    match e {
+        crate::vars::VarsError::TooLarge { .. } | crate::vars::VarsError::LaunchTooLarge { .. } => {
+            ServiceError::too_large(e.to_string())
+        }
+        _ => ServiceError::unprocessable(e.to_string()),
+    }
+}
+
+/// Checks the launch's run options.
+fn check_launch(req: &LaunchRequest) -> Result<RunOptions> {
+    let options = outpost_protocol::message::RunOptions {
+        tags: req.tags.clone(),
+        skip_tags: req.skip_tags.clone(),
+        check: req.check,
+        diff: req.diff,
+        verbosity: req.verbosity,
+    };
+    options.args().map_err(ServiceError::unprocessable)?;
+    Ok(RunOptions {
+        tags: req.tags.clone(),
+        skip_tags: req.skip_tags.clone(),
+        check: req.check,
+        diff: req.diff,
+        verbosity: req.verbosity,
+    })
+}
+
+/// Launches a playbook: one pending job per server, created in one transaction with their audit
+/// rows, after the run options and launch values have passed their rules for this caller.
+pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<LaunchResponse> {
+    let options = check_launch(&req)?;
+    // Names, depth and size first, before any lookup; the copies per server once they are known.
+    let vars = check_vars(core, &req, caller)?;
+    let playbook = match &req.playbook {
+        IdOrName::Id(id) => {
+            core.store
+                .get_playbook(PlaybookId(
+                    i32::try_from(*id)
+                        .map_err(|_| ServiceError::not_found(format!("playbook {id}")))?,
+                ))
+                .await?
+        }
+        IdOrName::Name(n) => core.store.get_playbook_by_name(n).await?,
+    };
+    let servers = match (&req.servers, &req.filter) {
+        (Some(list), None) if !list.is_empty() => {
+            let mut out = Vec::with_capacity(list.len());
+            for s in list {
+                out.push(match s {
+                    IdOrName::Id(id) => {
+                        core.store
+                            .get_server(ServerId(
+                                i32::try_from(*id)
+                                    .map_err(|_| ServiceError::not_found(format!("server {id}")))?,
+                            ))
+                            .await?
+                    }
+                    IdOrName::Name(n) => core.store.get_server_by_hostname(n).await?,
+                });
+            }
+            out
+        }
+        (None, Some(sel)) => {
+            let f = ServerFilter {
+                active: Some(true),
+                environment: sel.environment.clone(),
+                tags: sel.tags.clone().into_iter().collect(),
+            };
+            let page = core
+                .store
+                .list_servers(&f, Paging::new(MAX_LAUNCH, 0))
+                .await?;
+            if page.total > MAX_LAUNCH {
+                return Err(ServiceError::unprocessable(format!(
+                    "the filter matches {} servers; one launch takes at most {MAX_LAUNCH}",
+                    page.total
+                )));
+            }
+            if page.items.is_empty() {
+                return Err(ServiceError::unprocessable(
+                    "no active server matches the filter",
+                ));
+            }
+            page.items
+        }
+        _ => return Err(ServiceError::unprocessable(
+            "name the servers (\"servers\": [hostname or id, …]) or give a \"filter\", not both",
+        )),
+    };
+    if let Some(checked) = vars {
+        crate::vars::check_copies(checked, servers.len()).map_err(vars_refused)?;
+    }
+    let templated = vars.is_some_and(|c| c.templated);
+    let run_options =
+        serde_json::to_value(&options).map_err(|e| ServiceError::internal(e.to_string()))?;
+    let extra_vars = req.extra_vars.clone().map(serde_json::Value::Object);
+    let new: Vec<NewJob> = servers
+        .iter()
+        .map(|s| NewJob {
+            playbook_id: playbook.id,
+            server_id: s.id,
+            user_id: caller.user.id,
+            extra_vars: extra_vars.clone(),
+            extra_vars_templated: templated,
+            run_options: Some(run_options.clone()),
+        })
+        .collect();
+    let jobs = core.store.create_jobs(&new, &caller.actor()).await?;
+    core.scheduler.send(Event::Wake);
+    let mut names = Names::default();
+    let mut views = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        views.push(names.view(&core.store, j).await?);
+    }
+    Ok(LaunchResponse { jobs: views })
+}
+
+/// Cancels a job at once when no agent holds it, or asks its agent to stop it.
+pub async fn cancel(core: &Core, caller: &Caller, job_id: &str) -> Result<CancelResponse> {
+    let job = by_uuid(&core.store, job_id).await?;
+    let outcome = match core.lifecycle.cancel(job.id, &caller.actor()).await? {
+        CancelResult::Cancelled => "cancelled",
+        CancelResult::Requested => "requested",
+    };
+    let job = core.store.get_job(job.id).await?;
+    Ok(CancelResponse {
+        outcome: outcome.into(),
+        job: Names::default().view(&core.store, &job).await?,
+    })
+}

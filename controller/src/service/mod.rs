@@ -1,0 +1,62 @@
+//! The operations callers ask of the controller, as plain functions of the domain: launch and
+//! cancel jobs, manage users, servers, playbooks and tickets, revoke agents, issue enrolment
+//! tokens and bundles, sign in and out. Each takes the [`Core`](crate::core::Core), the
+//! [`Caller`] and a typed request, validates it, records its audit row and returns records
+//! or views — never an HTTP response.
+//!
+//! The API ([`crate::http`]) and the web UI ([`crate::ui`]) are both thin shells over this
+//! module: extract, call, render. Neither imports the other's handlers. Who may call what is
+//! the one table in [`access`], which the port's authorization layer applies to every API
+//! route and every page (each page names the API route whose rule it follows).
+
+pub mod access;
+pub mod agents;
+pub mod audit;
+pub mod error;
+pub mod jobs;
+pub mod playbooks;
+pub mod servers;
+pub mod sessions;
+pub mod throttle;
+pub mod tickets;
+pub mod users;
+pub mod views;
+
+use std::net::IpAddr;
+
+use chrono::Utc;
+
+pub use error::{Kind, Result, ServiceError};
+
+use crate::model::{Paging, Role, User};
+use crate::store::audit::Actor;
+
+/// The signed-in user behind a request, with where the request came from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub token_id: i32,
+    pub token_expires_at: chrono::DateTime<Utc>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    /// The caller as the audit trail names it.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: Some(self.user.id),
+            ip_address: self.ip.map(|i| i.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin
+    }
+}
+
+/// A listing's paging from its query (default 50, at most 1,000).
+pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Paging {
+    Paging::new(limit.unwrap_or(50), offset.unwrap_or(0))
+}
