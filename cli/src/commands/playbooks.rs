@@ -1,12 +1,13 @@
 //! Playbooks: upload, new versions, listing, showing.
 
+use anyhow::Context as _;
+use outpost_api::client::Client;
+use outpost_api::*;
+
 use super::{client, ALL};
 use crate::output::{time, Output};
 use crate::terminal;
 use crate::PlaybookCmd;
-use anyhow::Context as _;
-use outpost_api::client::Client;
-use outpost_api::*;
 
 async fn playbook_by(c: &Client, p: &str) -> anyhow::Result<PlaybookView> {
     if let Ok(id) = p.parse::<i32>() {
