@@ -1,16 +1,21 @@
 //! A typed HTTPS client for the API. It trusts the CA it is given (the Outpost CA, or an
 //! operator's own) and nothing else, speaks the bodies of [`crate::types`], and turns every
 //! refusal into an [`ApiError`] that carries the server's code and sentence.
+//!
+//! Each resource has an accessor (`client.jobs().list(&query)`, `client.servers().get(id)`…)
+//! whose paths are all built by [`Client::endpoint`]: every id or name a caller passes becomes
+//! exactly one percent-encoded path segment, and queries are the serde types of
+//! [`crate::types`], so no caller formats a URL by hand.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::types::ErrorBody;
+use crate::types::*;
 
 #[derive(Debug, Error)]
 pub enum ApiError {
@@ -29,6 +34,13 @@ pub enum ApiError {
     Unexpected(String),
     #[error("invalid CA certificate: {0}")]
     BadCa(String),
+    /// The controller's address is not a URL a path can be added to.
+    #[error("'{url}' is not a controller address: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// An id or name that no URL path can carry as one segment: empty, `.` or `..` (URL
+    /// parsers fold those away, so the request would reach another route).
+    #[error("'{0}' is not an id or name the API can be asked about")]
+    BadSegment(String),
 }
 
 impl ApiError {
@@ -53,6 +65,8 @@ impl ApiError {
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
+    /// `base` parsed once: every path is built onto it.
+    base_url: Url,
     http: reqwest::Client,
     token: Option<String>,
     /// Sent as `User-Agent` (the controller's audit trail records it); none by default.
@@ -97,8 +111,20 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(4))
             .build()
             .map_err(|e| ApiError::Unexpected(e.to_string()))?;
+        let base = base.trim_end_matches('/').to_owned();
+        let base_url = Url::parse(&base).map_err(|e| ApiError::BadUrl {
+            url: base.clone(),
+            reason: e.to_string(),
+        })?;
+        if base_url.cannot_be_a_base() {
+            return Err(ApiError::BadUrl {
+                url: base,
+                reason: "it cannot have a path".into(),
+            });
+        }
         Ok(Client {
-            base: base.trim_end_matches('/').to_owned(),
+            base,
+            base_url,
             http,
             token: None,
             user_agent: None,
@@ -129,9 +155,55 @@ impl Client {
         self.token.as_deref()
     }
 
-    /// A request to `path` (`/api/v1/…`), with the bearer token if there is one.
+    /// The URL of an API route: the base, [`crate::PREFIX`], then `segments`, each one
+    /// percent-encoded as exactly one path segment (a `/`, `?`, `#` or `%` in a name stays part
+    /// of the name).
+    pub fn endpoint(&self, segments: &[&str]) -> Result<Url, ApiError> {
+        let prefix = crate::PREFIX.split('/').filter(|s| !s.is_empty());
+        self.url_of(prefix.chain(segments.iter().copied()))
+    }
+
+    /// The base URL with `segments` added, each percent-encoded as one path segment.
+    fn url_of<'s>(&self, segments: impl IntoIterator<Item = &'s str>) -> Result<Url, ApiError> {
+        let mut url = self.base_url.clone();
+        {
+            let mut path = url.path_segments_mut().map_err(|()| ApiError::BadUrl {
+                url: self.base.clone(),
+                reason: "it cannot have a path".into(),
+            })?;
+            path.pop_if_empty();
+            for segment in segments {
+                // `push` would silently drop `.` and `..`; an empty one would end the path.
+                if matches!(segment, "" | "." | "..") {
+                    return Err(ApiError::BadSegment(segment.to_owned()));
+                }
+                path.push(segment);
+            }
+        }
+        Ok(url)
+    }
+
+    /// A request to an API route (see [`Client::endpoint`]).
+    pub fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
+        Ok(self.request_to(method, self.endpoint(segments)?))
+    }
+
+    /// A request to `path` as given (`/api/v1/…`, `/healthz`), with the bearer token if there
+    /// is one: for what the typed accessors do not cover, such as tests probing odd paths.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut rb = self.http.request(method, format!("{}{path}", self.base));
+        let url = format!("{}{path}", self.base);
+        self.with_headers(self.http.request(method, url))
+    }
+
+    fn request_to(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.with_headers(self.http.request(method, url))
+    }
+
+    fn with_headers(&self, mut rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         if let Some(ua) = &self.user_agent {
             rb = rb.header(reqwest::header::USER_AGENT, ua.as_str());
         }
@@ -194,6 +266,345 @@ impl Client {
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.send(self.request(Method::DELETE, path)).await
     }
+
+    /// Sends a request whose success has no body worth reading (a 204).
+    async fn send_empty(&self, rb: reqwest::RequestBuilder) -> Result<(), ApiError> {
+        self.send_raw(rb).await.map(drop)
+    }
+
+    /// `GET /healthz`: the process answers (outside the API prefix, and without a token).
+    pub async fn health(&self) -> Result<Health, ApiError> {
+        let url = self.url_of(["healthz"])?;
+        self.send(self.request_to(Method::GET, url)).await
+    }
+
+    /// Signing in and out: `/auth`.
+    pub fn auth(&self) -> Auth<'_> {
+        Auth(self)
+    }
+
+    /// Accounts: `/users`.
+    pub fn users(&self) -> Users<'_> {
+        Users(self)
+    }
+
+    /// The inventory: `/servers`.
+    pub fn servers(&self) -> Servers<'_> {
+        Servers(self)
+    }
+
+    /// `/playbooks`.
+    pub fn playbooks(&self) -> Playbooks<'_> {
+        Playbooks(self)
+    }
+
+    /// Jobs and their logs: `/jobs`.
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs(self)
+    }
+
+    /// `/tickets`.
+    pub fn tickets(&self) -> Tickets<'_> {
+        Tickets(self)
+    }
+
+    /// Enrolled agents: `/agents`.
+    pub fn agents(&self) -> Agents<'_> {
+        Agents(self)
+    }
+
+    /// One-time enrolment tokens for new agents: `/enrollment-tokens`.
+    pub fn enrollment_tokens(&self) -> EnrollmentTokens<'_> {
+        EnrollmentTokens(self)
+    }
+
+    /// Install bundles for new agents: `/agent-bundles`.
+    pub fn agent_bundles(&self) -> AgentBundles<'_> {
+        AgentBundles(self)
+    }
+
+    /// The audit trail: `/audit`.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit(self)
+    }
+
+    async fn get_at<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ApiError> {
+        self.send(self.call(Method::GET, segments)?).await
+    }
+
+    async fn list_at<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &Q,
+    ) -> Result<T, ApiError> {
+        self.send(self.call(Method::GET, segments)?.query(query))
+            .await
+    }
+
+    async fn send_at<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, ApiError> {
+        self.send(self.call(method, segments)?.json(body)).await
+    }
+}
+
+/// `/auth`: see [`Client::auth`].
+#[derive(Clone, Copy, Debug)]
+pub struct Auth<'a>(&'a Client);
+
+impl Auth<'_> {
+    /// Signs in; the answer holds the bearer token, shown once.
+    pub async fn login(&self, req: &LoginRequest) -> Result<LoginResponse, ApiError> {
+        self.0.send_at(Method::POST, &["auth", "login"], req).await
+    }
+
+    /// Ends the client's token.
+    pub async fn logout(&self) -> Result<(), ApiError> {
+        self.0
+            .send_empty(self.0.call(Method::POST, &["auth", "logout"])?)
+            .await
+    }
+
+    /// Who the client's token belongs to.
+    pub async fn whoami(&self) -> Result<Whoami, ApiError> {
+        self.0.get_at(&["auth", "whoami"]).await
+    }
+}
+
+/// `/users`: see [`Client::users`].
+#[derive(Clone, Copy, Debug)]
+pub struct Users<'a>(&'a Client);
+
+impl Users<'_> {
+    pub async fn list(&self, query: &UserQuery) -> Result<Page<UserView>, ApiError> {
+        self.0.list_at(&["users"], query).await
+    }
+
+    pub async fn get(&self, id: i32) -> Result<UserView, ApiError> {
+        self.0.get_at(&["users", &id.to_string()]).await
+    }
+
+    pub async fn create(&self, req: &NewUserRequest) -> Result<UserView, ApiError> {
+        self.0.send_at(Method::POST, &["users"], req).await
+    }
+
+    pub async fn update(&self, id: i32, req: &UserPatchRequest) -> Result<UserView, ApiError> {
+        self.0
+            .send_at(Method::PATCH, &["users", &id.to_string()], req)
+            .await
+    }
+
+    /// Sets a password: one's own (with the current one), or as an admin someone else's.
+    pub async fn set_password(
+        &self,
+        id: i32,
+        req: &PasswordChangeRequest,
+    ) -> Result<UserView, ApiError> {
+        self.0
+            .send_at(Method::POST, &["users", &id.to_string(), "password"], req)
+            .await
+    }
+}
+
+/// `/servers`: see [`Client::servers`].
+#[derive(Clone, Copy, Debug)]
+pub struct Servers<'a>(&'a Client);
+
+impl Servers<'_> {
+    pub async fn list(&self, query: &ServerQuery) -> Result<Page<ServerView>, ApiError> {
+        self.0.list_at(&["servers"], query).await
+    }
+
+    pub async fn get(&self, id: i32) -> Result<ServerView, ApiError> {
+        self.0.get_at(&["servers", &id.to_string()]).await
+    }
+
+    pub async fn create(&self, req: &NewServerRequest) -> Result<ServerView, ApiError> {
+        self.0.send_at(Method::POST, &["servers"], req).await
+    }
+
+    pub async fn update(&self, id: i32, req: &ServerPatchRequest) -> Result<ServerView, ApiError> {
+        self.0
+            .send_at(Method::PATCH, &["servers", &id.to_string()], req)
+            .await
+    }
+
+    /// Deletes a server, or deactivates it when jobs refer to it.
+    pub async fn delete(&self, id: i32) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(self.0.call(Method::DELETE, &["servers", &id.to_string()])?)
+            .await
+    }
+}
+
+/// `/playbooks`: see [`Client::playbooks`].
+#[derive(Clone, Copy, Debug)]
+pub struct Playbooks<'a>(&'a Client);
+
+impl Playbooks<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<PlaybookView>, ApiError> {
+        self.0.list_at(&["playbooks"], query).await
+    }
+
+    /// One playbook, with its YAML.
+    pub async fn get(&self, id: i32) -> Result<PlaybookView, ApiError> {
+        self.0.get_at(&["playbooks", &id.to_string()]).await
+    }
+
+    pub async fn create(&self, req: &NewPlaybookRequest) -> Result<PlaybookView, ApiError> {
+        self.0.send_at(Method::POST, &["playbooks"], req).await
+    }
+
+    pub async fn update(
+        &self,
+        id: i32,
+        req: &PlaybookPatchRequest,
+    ) -> Result<PlaybookView, ApiError> {
+        self.0
+            .send_at(Method::PATCH, &["playbooks", &id.to_string()], req)
+            .await
+    }
+}
+
+/// `/jobs`: see [`Client::jobs`]. Jobs are named by their uuid.
+#[derive(Clone, Copy, Debug)]
+pub struct Jobs<'a>(&'a Client);
+
+impl Jobs<'_> {
+    pub async fn list(&self, query: &JobQuery) -> Result<Page<JobView>, ApiError> {
+        self.0.list_at(&["jobs"], query).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<JobView, ApiError> {
+        self.0.get_at(&["jobs", id]).await
+    }
+
+    /// Launches a playbook: one job per server.
+    pub async fn launch(&self, req: &LaunchRequest) -> Result<LaunchResponse, ApiError> {
+        self.0.send_at(Method::POST, &["jobs"], req).await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<CancelResponse, ApiError> {
+        self.0
+            .send(self.0.call(Method::POST, &["jobs", id, "cancel"])?)
+            .await
+    }
+
+    /// One page of a job's log.
+    pub async fn logs(&self, id: &str, query: &LogQuery) -> Result<LogPage, ApiError> {
+        self.0.list_at(&["jobs", id, "logs"], query).await
+    }
+
+    /// The request for a job's live log (Server-Sent Events) from after line `after`, for the
+    /// caller to send and read: whether a failure is worth a retry is the caller's to decide.
+    pub fn log_stream(&self, id: &str, after: i32) -> Result<reqwest::RequestBuilder, ApiError> {
+        Ok(self
+            .0
+            .call(Method::GET, &["jobs", id, "logs", "stream"])?
+            .header("Last-Event-ID", after.to_string()))
+    }
+}
+
+/// `/tickets`: see [`Client::tickets`]. Tickets are named by their uuid.
+#[derive(Clone, Copy, Debug)]
+pub struct Tickets<'a>(&'a Client);
+
+impl Tickets<'_> {
+    pub async fn list(&self, query: &TicketQuery) -> Result<Page<TicketView>, ApiError> {
+        self.0.list_at(&["tickets"], query).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<TicketView, ApiError> {
+        self.0.get_at(&["tickets", id]).await
+    }
+
+    pub async fn create(&self, req: &NewTicketRequest) -> Result<TicketView, ApiError> {
+        self.0.send_at(Method::POST, &["tickets"], req).await
+    }
+
+    pub async fn update(&self, id: &str, req: &TicketPatchRequest) -> Result<TicketView, ApiError> {
+        self.0.send_at(Method::PATCH, &["tickets", id], req).await
+    }
+}
+
+/// `/agents`: see [`Client::agents`].
+#[derive(Clone, Copy, Debug)]
+pub struct Agents<'a>(&'a Client);
+
+impl Agents<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<AgentView>, ApiError> {
+        self.0.list_at(&["agents"], query).await
+    }
+
+    pub async fn get(&self, id: i32) -> Result<AgentView, ApiError> {
+        self.0.get_at(&["agents", &id.to_string()]).await
+    }
+
+    /// Revokes an agent: it is dropped and can never connect again.
+    pub async fn revoke(&self, id: i32) -> Result<AgentView, ApiError> {
+        self.0
+            .send(
+                self.0
+                    .call(Method::POST, &["agents", &id.to_string(), "revoke"])?,
+            )
+            .await
+    }
+}
+
+/// `/enrollment-tokens`: see [`Client::enrollment_tokens`].
+#[derive(Clone, Copy, Debug)]
+pub struct EnrollmentTokens<'a>(&'a Client);
+
+impl EnrollmentTokens<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<EnrollmentTokenView>, ApiError> {
+        self.0.list_at(&["enrollment-tokens"], query).await
+    }
+
+    /// Makes a one-time token; the answer holds it, shown only now.
+    pub async fn create(
+        &self,
+        req: &NewEnrollmentTokenRequest,
+    ) -> Result<EnrollmentTokenCreated, ApiError> {
+        self.0
+            .send_at(Method::POST, &["enrollment-tokens"], req)
+            .await
+    }
+
+    pub async fn delete(&self, id: i32) -> Result<(), ApiError> {
+        self.0
+            .send_empty(
+                self.0
+                    .call(Method::DELETE, &["enrollment-tokens", &id.to_string()])?,
+            )
+            .await
+    }
+}
+
+/// `/agent-bundles`: see [`Client::agent_bundles`].
+#[derive(Clone, Copy, Debug)]
+pub struct AgentBundles<'a>(&'a Client);
+
+impl AgentBundles<'_> {
+    /// Makes an install bundle; the response is the tar.gz, unread, for the caller to stream
+    /// where it belongs.
+    pub async fn create(&self, req: &NewAgentBundleRequest) -> Result<reqwest::Response, ApiError> {
+        self.0
+            .send_raw(self.0.call(Method::POST, &["agent-bundles"])?.json(req))
+            .await
+    }
+}
+
+/// `/audit`: see [`Client::audit`].
+#[derive(Clone, Copy, Debug)]
+pub struct Audit<'a>(&'a Client);
+
+impl Audit<'_> {
+    pub async fn list(&self, query: &AuditQuery) -> Result<Page<AuditView>, ApiError> {
+        self.0.list_at(&["audit"], query).await
+    }
 }
 
 /// The error of a refused request, from its body when it has one.
@@ -232,4 +643,121 @@ pub async fn refusal(resp: reqwest::Response) -> ApiError {
 /// Whether a status is a success (for callers reading raw responses).
 pub fn is_success(status: StatusCode) -> bool {
     status.is_success()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TLS configuration trusting nothing: these clients are never connected.
+    fn no_trust() -> rustls::ClientConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    }
+
+    /// A client whose URLs alone are looked at.
+    fn offline(base: &str) -> Client {
+        Client::with_tls(base, no_trust()).expect("a client")
+    }
+
+    /// What a server (axum's `Path`) reads back from one segment.
+    fn decoded(segment: &str) -> String {
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .expect("UTF-8")
+            .into_owned()
+    }
+
+    #[test]
+    fn a_name_is_one_percent_encoded_segment_that_round_trips() {
+        let c = offline("https://ctl.example.com:8443/");
+        let name = "web 1/../a?b=c#frag%2F%zz\\é–名";
+        let url = c.endpoint(&["servers", name, "logs"]).expect("a URL");
+        assert_eq!(url.query(), None, "{url}");
+        assert_eq!(url.fragment(), None, "{url}");
+        let raw: Vec<&str> = url.path_segments().expect("segments").collect();
+        assert_eq!(raw.len(), 5, "{url}");
+        assert_eq!(&raw[..3], &["api", "v1", "servers"]);
+        assert_eq!(raw[4], "logs");
+        assert!(raw[3].is_ascii(), "{}", raw[3]);
+        for c in ['/', '?', '#', ' ', '\\'] {
+            assert!(!raw[3].contains(c), "{c:?} left bare in {}", raw[3]);
+        }
+        assert_eq!(decoded(raw[3]), name);
+        // The URL as sent (a string, parsed again by the HTTP stack) keeps that shape.
+        let again = Url::parse(url.as_str()).expect("parses again");
+        assert_eq!(again, url);
+    }
+
+    #[test]
+    fn segments_a_url_parser_would_fold_away_are_refused() {
+        let c = offline("https://ctl.example.com:8443");
+        for bad in ["", ".", ".."] {
+            assert!(
+                matches!(c.endpoint(&["jobs", bad]), Err(ApiError::BadSegment(s)) if s == bad),
+                "{bad:?}"
+            );
+        }
+        // Dots inside a name, or escaped ones, are just text.
+        let url = c.endpoint(&["jobs", "...", "%2e%2e"]).expect("a URL");
+        assert_eq!(url.path(), "/api/v1/jobs/.../%252e%252e");
+    }
+
+    #[test]
+    fn a_base_with_a_path_keeps_it() {
+        let c = offline("https://ctl.example.com/outpost/");
+        let url = c.endpoint(&["jobs"]).expect("a URL");
+        assert_eq!(url.as_str(), "https://ctl.example.com/outpost/api/v1/jobs");
+        assert_eq!(
+            c.url_of(["healthz"]).expect("a URL").as_str(),
+            "https://ctl.example.com/outpost/healthz"
+        );
+        assert!(matches!(
+            Client::with_tls("not a url", no_trust()),
+            Err(ApiError::BadUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn queries_are_serialised_by_serde_and_round_trip() {
+        let c = offline("https://ctl.example.com:8443");
+        let query = ServerQuery {
+            environment: Some("prod&env=x#y z".into()),
+            tag: Some("dc=fra1".into()),
+            active: Some(true),
+            limit: Some(1000),
+            offset: None,
+        };
+        let req = c
+            .call(Method::GET, &["servers"])
+            .expect("a request")
+            .query(&query)
+            .build()
+            .expect("builds");
+        let pairs: Vec<(String, String)> = req.url().query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("environment".into(), "prod&env=x#y z".into()),
+                ("tag".into(), "dc=fra1".into()),
+                ("active".into(), "true".into()),
+                ("limit".into(), "1000".into()),
+            ]
+        );
+        let jobs = JobQuery {
+            status: Some(crate::JobStatus::Running),
+            ..Default::default()
+        };
+        let req = c
+            .call(Method::GET, &["jobs"])
+            .expect("a request")
+            .query(&jobs)
+            .build()
+            .expect("builds");
+        assert_eq!(req.url().query(), Some("status=running"));
+    }
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use outpost_api::client::Client;
 use outpost_api::{JobStatus, LogEnd, LogLineView};
-use reqwest::Method;
 
 use crate::terminal;
 
@@ -37,12 +36,11 @@ pub async fn follow(
             None => println!("{content}"),
         }
     };
-    let path = format!("/api/v1/jobs/{job}/logs/stream");
     let mut last = after;
     let mut down_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(250);
     loop {
-        match stream_once(client, &path, &mut last, &print).await {
+        match stream_once(client, job, &mut last, &print).await {
             Ok(Some(end)) => return Ok(end),
             Ok(None) => {}
             Err(Refused(e)) => return Err(e.into()),
@@ -71,13 +69,14 @@ use StreamError::{Dropped, Refused};
 
 async fn stream_once(
     client: &Client,
-    path: &str,
+    job: &str,
     last: &mut i32,
     print: &impl Fn(&str),
 ) -> Result<Option<LogEnd>, StreamError> {
     let resp = client
-        .request(Method::GET, path)
-        .header("Last-Event-ID", last.to_string())
+        .jobs()
+        .log_stream(job, *last)
+        .map_err(Refused)?
         .send()
         .await
         .map_err(|e| Dropped(e.to_string()))?;

@@ -6,8 +6,33 @@
 
 use std::collections::BTreeMap;
 
+use outpost_api::yaml::YamlError;
 use outpost_api::{JsonObject, NewServerRequest};
 use serde_json::Value;
+use thiserror::Error;
+
+/// Why an inventory, or a host in it, cannot be read into server records.
+#[derive(Debug, Error)]
+pub enum InventoryError {
+    #[error("line {line}: unknown section [{head}]")]
+    UnknownSection { line: usize, head: String },
+    #[error("line {line}: expected key=value in [{group}:vars]")]
+    NotAGroupVar { line: usize, group: String },
+    #[error("line {line}: host ranges such as {host} are not supported; list the hosts")]
+    HostRange { line: usize, host: String },
+    #[error("line {line}: '{word}' is not key=value")]
+    NotAHostVar { line: usize, word: String },
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
+    #[error("the inventory is empty")]
+    Empty,
+    #[error("a YAML inventory is a mapping of groups (all: …)")]
+    NotGroups,
+    #[error("{host}: ansible_host '{address}' is not an IP address, which a server record needs")]
+    NotAnIp { host: String, address: String },
+    #[error("{host}: ansible_port '{port}' is not a number")]
+    BadPort { host: String, port: String },
+}
 
 /// Vars that become tags.
 const TAG_VARS: &[&str] = &["dc", "datacenter", "region", "zone", "site", "role"];
@@ -150,7 +175,7 @@ impl Groups {
 }
 
 /// Parses an INI inventory.
-pub fn parse_ini(text: &str) -> Result<Vec<Host>, String> {
+pub fn parse_ini(text: &str) -> Result<Vec<Host>, InventoryError> {
     let mut g = Groups::default();
     let mut section = ("ungrouped".to_owned(), "hosts".to_owned());
     for (n, raw) in text.lines().enumerate() {
@@ -163,16 +188,24 @@ pub fn parse_ini(text: &str) -> Result<Vec<Host>, String> {
                 Some((name, kind)) if kind == "vars" || kind == "children" => {
                     (name.to_owned(), kind.to_owned())
                 }
-                Some(_) => return Err(format!("line {}: unknown section [{head}]", n + 1)),
+                Some(_) => {
+                    return Err(InventoryError::UnknownSection {
+                        line: n + 1,
+                        head: head.to_owned(),
+                    })
+                }
                 None => (head.to_owned(), "hosts".to_owned()),
             };
             continue;
         }
         match section.1.as_str() {
             "vars" => {
-                let (k, v) = line.split_once('=').ok_or_else(|| {
-                    format!("line {}: expected key=value in [{}:vars]", n + 1, section.0)
-                })?;
+                let (k, v) = line
+                    .split_once('=')
+                    .ok_or_else(|| InventoryError::NotAGroupVar {
+                        line: n + 1,
+                        group: section.0.clone(),
+                    })?;
                 g.vars
                     .entry(section.0.clone())
                     .or_default()
@@ -187,16 +220,16 @@ pub fn parse_ini(text: &str) -> Result<Vec<Host>, String> {
                 let mut parts = words(line).into_iter();
                 let host = parts.next().unwrap_or_default();
                 if host.contains('[') {
-                    return Err(format!(
-                        "line {}: host ranges such as {host} are not supported; list the hosts",
-                        n + 1
-                    ));
+                    return Err(InventoryError::HostRange { line: n + 1, host });
                 }
                 let mut vars = BTreeMap::new();
                 for p in parts {
                     let (k, v) = p
                         .split_once('=')
-                        .ok_or_else(|| format!("line {}: '{p}' is not key=value", n + 1))?;
+                        .ok_or_else(|| InventoryError::NotAHostVar {
+                            line: n + 1,
+                            word: p.clone(),
+                        })?;
                     vars.insert(k.to_owned(), scalar(v));
                 }
                 g.add_host(&section.0, &host, vars);
@@ -208,8 +241,8 @@ pub fn parse_ini(text: &str) -> Result<Vec<Host>, String> {
 
 /// A YAML document as JSON (for `-e @vars.yml`), read within the same bounds as the
 /// controller's launch form.
-pub fn yaml_document(text: &str) -> Result<Value, String> {
-    outpost_api::yaml::parse_one(text, outpost_api::yaml::Limits::VARS).map_err(|e| e.to_string())
+pub fn yaml_document(text: &str) -> Result<Value, YamlError> {
+    outpost_api::yaml::parse_one(text, outpost_api::yaml::Limits::VARS)
 }
 
 fn yaml_vars(y: &Value) -> BTreeMap<String, Value> {
@@ -221,15 +254,12 @@ fn yaml_vars(y: &Value) -> BTreeMap<String, Value> {
 
 /// Parses a YAML inventory (`all: {hosts, vars, children}`), read within bounds: aliases count
 /// as what they expand to, nesting and size are capped.
-pub fn parse_yaml(text: &str) -> Result<Vec<Host>, String> {
-    let doc = outpost_api::yaml::parse_one(text, outpost_api::yaml::Limits::FILE)
-        .map_err(|e| e.to_string())?;
+pub fn parse_yaml(text: &str) -> Result<Vec<Host>, InventoryError> {
+    let doc = outpost_api::yaml::parse_one(text, outpost_api::yaml::Limits::FILE)?;
     if doc.is_null() {
-        return Err("the inventory is empty".into());
+        return Err(InventoryError::Empty);
     }
-    let top = doc
-        .as_object()
-        .ok_or("a YAML inventory is a mapping of groups (all: …)")?;
+    let top = doc.as_object().ok_or(InventoryError::NotGroups)?;
     let mut g = Groups::default();
     fn walk(g: &mut Groups, name: &str, body: &Value) {
         if let Some(hosts) = body.get("hosts").and_then(Value::as_object) {
@@ -260,7 +290,7 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Host>, String> {
 }
 
 /// Parses either format: YAML when the file looks like it, INI otherwise.
-pub fn parse(path: &str, text: &str) -> Result<Vec<Host>, String> {
+pub fn parse(path: &str, text: &str) -> Result<Vec<Host>, InventoryError> {
     let yamlish =
         path.ends_with(".yml") || path.ends_with(".yaml") || text.trim_start().starts_with("all:");
     if yamlish {
@@ -278,21 +308,21 @@ fn text(v: &Value) -> String {
 }
 
 /// The server record a host becomes.
-pub fn to_server(h: &Host) -> Result<NewServerRequest, String> {
+pub fn to_server(h: &Host) -> Result<NewServerRequest, InventoryError> {
     let mut vars = h.vars.clone();
     let take = |vars: &mut BTreeMap<String, Value>, k: &str| vars.remove(k).map(|v| text(&v));
     let address = take(&mut vars, "ansible_host").unwrap_or_else(|| h.name.clone());
     if address.parse::<std::net::IpAddr>().is_err() {
-        return Err(format!(
-            "{}: ansible_host '{address}' is not an IP address, which a server record needs",
-            h.name
-        ));
+        return Err(InventoryError::NotAnIp {
+            host: h.name.clone(),
+            address,
+        });
     }
     let ssh_port = match take(&mut vars, "ansible_port") {
-        Some(p) => Some(
-            p.parse::<i32>()
-                .map_err(|_| format!("{}: ansible_port '{p}' is not a number", h.name))?,
-        ),
+        Some(p) => Some(p.parse::<i32>().map_err(|_| InventoryError::BadPort {
+            host: h.name.clone(),
+            port: p.clone(),
+        })?),
         None => None,
     };
     let ssh_user = take(&mut vars, "ansible_user");
@@ -403,12 +433,42 @@ all:
     #[test]
     fn what_cannot_be_a_server_is_named() {
         let hosts = parse_ini("[web]\nweb1 ansible_host=web1.example.com\n").unwrap();
-        assert!(to_server(&hosts[0])
-            .unwrap_err()
-            .contains("not an IP address"));
-        assert!(parse_ini("[web]\nweb[01:10]\n")
-            .unwrap_err()
-            .contains("ranges"));
-        assert!(parse_ini("[web:nope]\n").is_err());
+        let err = to_server(&hosts[0]).unwrap_err();
+        assert!(
+            matches!(&err, InventoryError::NotAnIp { host, address }
+                if host == "web1" && address == "web1.example.com"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "web1: ansible_host 'web1.example.com' is not an IP address, which a server record needs"
+        );
+        let err = parse_ini("[web]\nweb[01:10]\n").unwrap_err();
+        assert!(
+            matches!(&err, InventoryError::HostRange { line: 2, host } if host == "web[01:10]"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ranges"), "{err}");
+        assert!(matches!(
+            parse_ini("[web:nope]\n"),
+            Err(InventoryError::UnknownSection { line: 1, .. })
+        ));
+        let hosts = parse_ini("web1 ansible_host=10.0.0.1 ansible_port=ssh\n").unwrap();
+        assert!(matches!(
+            to_server(&hosts[0]),
+            Err(InventoryError::BadPort { port, .. }) if port == "ssh"
+        ));
+        assert!(matches!(
+            parse_yaml("# nothing\n"),
+            Err(InventoryError::Empty)
+        ));
+        assert!(matches!(
+            parse_yaml("- a\n- b\n"),
+            Err(InventoryError::NotGroups)
+        ));
+        assert!(matches!(
+            parse_yaml("all: [\n"),
+            Err(InventoryError::Yaml(YamlError::Syntax(_)))
+        ));
     }
 }

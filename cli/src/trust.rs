@@ -36,7 +36,7 @@ pub async fn fetch_pinned_ca(url: &str, fingerprint: &str) -> anyhow::Result<Str
     let client =
         outpost_api::client::Client::with_tls(url, cfg)?.with_user_agent(crate::USER_AGENT);
     client
-        .get::<serde_json::Value>("/healthz")
+        .health()
         .await
         .with_context(|| format!("cannot reach {url} with the CA fingerprint {fingerprint}"))?;
     let der = pinned

@@ -280,6 +280,17 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
         ),
         "not found",
     );
+    // An id is one path segment whatever it holds: this one reaches the job route, which
+    // quotes it back, rather than a route its `/`, `..`, `?` or `#` would lead elsewhere.
+    let odd = "a/../../servers?x=1#y %2F é";
+    one_line_error(
+        &outpost(cfg, &["job", "show", odd]),
+        &format!("job {odd}: not a job id"),
+    );
+    one_line_error(
+        &outpost(cfg, &["ticket", "show", ".."]),
+        "'..' is not an id or name the API can be asked about",
+    );
     let admin = login(&c.ctl, "ops", PASSWORD).await;
     let _: serde_json::Value = admin.get("/api/v1/auth/whoami").await.unwrap();
     {

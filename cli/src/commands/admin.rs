@@ -5,7 +5,7 @@ use outpost_api::client::Client;
 use outpost_api::*;
 use serde_json::json;
 
-use super::{client, pairs, password_from_user, urlencode};
+use super::{client, pairs, password_from_user, ALL};
 use crate::output::{cell, labels, time, Output};
 use crate::terminal::{escape, escape_text};
 use crate::{AgentCmd, AuditCmd, TicketCmd, UserCmd};
@@ -39,20 +39,19 @@ pub async fn tickets(ctx: Option<&str>, cmd: TicketCmd, out: Output) -> anyhow::
     };
     match cmd {
         TicketCmd::List { status, priority } => {
-            let mut q = vec!["limit=1000".to_owned()];
-            if let Some(s) = status {
-                q.push(format!("status={}", urlencode(&s)));
-            }
-            if let Some(p) = priority {
-                q.push(format!("priority={}", urlencode(&p)));
-            }
-            let page: Page<TicketView> = c.get(&format!("/api/v1/tickets?{}", q.join("&"))).await?;
+            let query = TicketQuery {
+                status: status.map(|s| s.parse()).transpose()?,
+                priority: priority.map(|p| p.parse()).transpose()?,
+                limit: Some(1000),
+                offset: None,
+            };
+            let page = c.tickets().list(&query).await?;
             if !out.json(&page) {
                 out.table(&header, rows(&page.items));
             }
         }
         TicketCmd::Show { ticket } => {
-            let t: TicketView = c.get(&format!("/api/v1/tickets/{ticket}")).await?;
+            let t = c.tickets().get(&ticket).await?;
             if !out.json(&t) {
                 // Titles and descriptions are written by people and by failed jobs' output.
                 println!(
@@ -72,23 +71,20 @@ pub async fn tickets(ctx: Option<&str>, cmd: TicketCmd, out: Output) -> anyhow::
             priority,
             title,
         } => {
-            let t: TicketView = c
-                .patch(
-                    &format!("/api/v1/tickets/{ticket}"),
-                    &patch(status, priority, title)?,
-                )
+            let t = c
+                .tickets()
+                .update(&ticket, &patch(status, priority, title)?)
                 .await?;
             if !out.json(&t) {
                 out.table(&header, rows(&[t]));
             }
         }
         TicketCmd::Resolve { ticket } => {
-            let t: TicketView = c
-                .patch(
-                    &format!("/api/v1/tickets/{ticket}"),
-                    &json!({"status": "resolved"}),
-                )
-                .await?;
+            let resolved = TicketPatchRequest {
+                status: Some(TicketStatus::Resolved),
+                ..Default::default()
+            };
+            let t = c.tickets().update(&ticket, &resolved).await?;
             if !out.json(&t) {
                 println!("ticket {} resolved", escape(&t.id));
             }
@@ -101,7 +97,7 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
     let c = client(ctx)?;
     match cmd {
         AgentCmd::List => {
-            let page: Page<AgentView> = c.get("/api/v1/agents?limit=1000").await?;
+            let page = c.agents().list(&ALL).await?;
             if !out.json(&page) {
                 let rows = page
                     .items
@@ -139,20 +135,18 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
             }
         }
         AgentCmd::Revoke { agent } => {
-            let id = match agent.parse::<i64>() {
+            let id = match agent.parse::<i32>() {
                 Ok(id) => id,
                 Err(_) => {
-                    let page: Page<AgentView> = c.get("/api/v1/agents?limit=1000").await?;
+                    let page = c.agents().list(&ALL).await?;
                     page.items
                         .iter()
                         .find(|a| a.name == agent || a.uuid == agent)
-                        .map(|a| i64::from(a.id))
+                        .map(|a| a.id)
                         .with_context(|| format!("no agent named {agent}"))?
                 }
             };
-            let a: AgentView = c
-                .post(&format!("/api/v1/agents/{id}/revoke"), &json!({}))
-                .await?;
+            let a = c.agents().revoke(id).await?;
             if !out.json(&a) {
                 println!(
                     "agent {} revoked: its sessions are dropped and it cannot connect again",
@@ -166,15 +160,13 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
             ttl_hours,
         } => {
             let labels = agent_labels(&labels)?;
-            let t: EnrollmentTokenCreated = c
-                .post(
-                    "/api/v1/enrollment-tokens",
-                    &NewEnrollmentTokenRequest {
-                        name,
-                        labels,
-                        ttl_hours: Some(ttl_hours),
-                    },
-                )
+            let t = c
+                .enrollment_tokens()
+                .create(&NewEnrollmentTokenRequest {
+                    name,
+                    labels,
+                    ttl_hours: Some(ttl_hours),
+                })
                 .await?;
             if !out.json(&t) {
                 println!("{}", escape(&t.token));
@@ -195,15 +187,13 @@ pub async fn agents(ctx: Option<&str>, cmd: AgentCmd, out: Output) -> anyhow::Re
             let labels = agent_labels(&labels)?;
             let path = output.unwrap_or_else(|| format!("outpost-agent-{name}.tar.gz").into());
             let file = create_private(&path)?;
-            let request = c
-                .request(reqwest::Method::POST, "/api/v1/agent-bundles")
-                .json(&NewAgentBundleRequest {
-                    name: name.clone(),
-                    labels,
-                    ttl_hours: Some(ttl_hours),
-                    addresses,
-                });
-            let saved = match c.send_raw(request).await {
+            let request = NewAgentBundleRequest {
+                name: name.clone(),
+                labels,
+                ttl_hours: Some(ttl_hours),
+                addresses,
+            };
+            let saved = match c.agent_bundles().create(&request).await {
                 Ok(resp) => save(resp, file).await,
                 Err(e) => Err(e.into()),
             };
@@ -263,11 +253,19 @@ async fn save(resp: reqwest::Response, mut file: tokio::fs::File) -> anyhow::Res
     Ok(n)
 }
 
+/// Every user, as far as one page goes.
+const ALL_USERS: UserQuery = UserQuery {
+    role: None,
+    active: None,
+    limit: Some(1000),
+    offset: None,
+};
+
 async fn user_by(c: &Client, u: &str) -> anyhow::Result<UserView> {
-    if let Ok(id) = u.parse::<i64>() {
-        return Ok(c.get(&format!("/api/v1/users/{id}")).await?);
+    if let Ok(id) = u.parse::<i32>() {
+        return Ok(c.users().get(id).await?);
     }
-    let page: Page<UserView> = c.get("/api/v1/users?limit=1000").await?;
+    let page = c.users().list(&ALL_USERS).await?;
     page.items
         .into_iter()
         .find(|x| x.username == u)
@@ -293,7 +291,7 @@ pub async fn users(ctx: Option<&str>, cmd: UserCmd, out: Output) -> anyhow::Resu
     let header = ["id", "username", "email", "role", "state", "last login"];
     match cmd {
         UserCmd::List => {
-            let page: Page<UserView> = c.get("/api/v1/users?limit=1000").await?;
+            let page = c.users().list(&ALL_USERS).await?;
             if !out.json(&page) {
                 out.table(&header, rows(&page.items));
             }
@@ -304,16 +302,14 @@ pub async fn users(ctx: Option<&str>, cmd: UserCmd, out: Output) -> anyhow::Resu
             role,
         } => {
             let password = password_from_user(&format!("Initial password for {username}: "))?;
-            let u: UserView = c
-                .post(
-                    "/api/v1/users",
-                    &NewUserRequest {
-                        username,
-                        email,
-                        password,
-                        role: Some(role.parse()?),
-                    },
-                )
+            let u = c
+                .users()
+                .create(&NewUserRequest {
+                    username,
+                    email,
+                    password,
+                    role: Some(role.parse()?),
+                })
                 .await?;
             if !out.json(&u) {
                 out.table(&header, rows(&[u]));
@@ -331,13 +327,13 @@ pub async fn users(ctx: Option<&str>, cmd: UserCmd, out: Output) -> anyhow::Resu
                 email,
                 is_active: active,
             };
-            let u: UserView = c.patch(&format!("/api/v1/users/{}", u.id), &patch).await?;
+            let u = c.users().update(u.id, &patch).await?;
             if !out.json(&u) {
                 out.table(&header, rows(&[u]));
             }
         }
         UserCmd::Passwd { user } => {
-            let me: Whoami = c.get("/api/v1/auth/whoami").await?;
+            let me = c.auth().whoami().await?;
             let target = match user {
                 Some(u) => user_by(&c, &u).await?,
                 None => me.user.clone(),
@@ -352,15 +348,11 @@ pub async fn users(ctx: Option<&str>, cmd: UserCmd, out: Output) -> anyhow::Resu
                 Ok(p) => p,
                 Err(_) => password_from_user(&format!("New password for {}: ", target.username))?,
             };
-            let u: UserView = c
-                .post(
-                    &format!("/api/v1/users/{}/password", target.id),
-                    &PasswordChangeRequest {
-                        current_password: current,
-                        new_password,
-                    },
-                )
-                .await?;
+            let change = PasswordChangeRequest {
+                current_password: current,
+                new_password,
+            };
+            let u = c.users().set_password(target.id, &change).await?;
             if !out.json(&u) {
                 println!("password of {} changed", escape(&u.username));
             }
@@ -376,14 +368,13 @@ pub async fn audit(ctx: Option<&str>, cmd: AuditCmd, out: Output) -> anyhow::Res
         resource_type,
         limit,
     } = cmd;
-    let mut q = vec![format!("limit={limit}")];
-    if let Some(a) = action {
-        q.push(format!("action={}", urlencode(&a)));
-    }
-    if let Some(r) = resource_type {
-        q.push(format!("resource_type={}", urlencode(&r)));
-    }
-    let page: Page<AuditView> = c.get(&format!("/api/v1/audit?{}", q.join("&"))).await?;
+    let query = AuditQuery {
+        action,
+        resource_type,
+        limit: Some(limit),
+        ..Default::default()
+    };
+    let page = c.audit().list(&query).await?;
     if !out.json(&page) {
         let rows = page
             .items

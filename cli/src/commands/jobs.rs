@@ -5,7 +5,7 @@ use outpost_api::client::Client;
 use outpost_api::*;
 use serde_json::{json, Value};
 
-use super::{client, pairs, urlencode};
+use super::{client, pairs};
 use crate::output::{cell, time, Output};
 use crate::{follow, inventory, terminal, JobCmd, RunArgs};
 
@@ -18,7 +18,7 @@ fn extra_vars(items: &[String]) -> anyhow::Result<Option<JsonObject>> {
             let value: Value = if path.ends_with(".json") {
                 serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?
             } else {
-                inventory::yaml_document(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?
+                inventory::yaml_document(&text).with_context(|| path.to_owned())?
             };
             match value {
                 Value::Object(m) => vars.extend(m),
@@ -88,17 +88,18 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
     match cmd {
         JobCmd::Run(a) => return run_job(&c, a, out).await,
         JobCmd::List { status, limit } => {
-            let mut path = format!("/api/v1/jobs?limit={limit}");
-            if let Some(s) = status {
-                path.push_str(&format!("&status={}", urlencode(&s)));
-            }
-            let page: Page<JobView> = c.get(&path).await?;
+            let query = JobQuery {
+                status: status.map(|s| s.parse()).transpose()?,
+                limit: Some(limit),
+                ..Default::default()
+            };
+            let page = c.jobs().list(&query).await?;
             if !out.json(&page) {
                 out.table(header, job_rows(&out, &page.items));
             }
         }
         JobCmd::Show { job } => {
-            let j: JobView = c.get(&format!("/api/v1/jobs/{job}")).await?;
+            let j = c.jobs().get(&job).await?;
             if !out.json(&j) {
                 let text = serde_json::to_string_pretty(&j)?;
                 println!("{}", terminal::json(&text));
@@ -121,9 +122,12 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
         } => {
             let mut after = since_line;
             loop {
-                let page: LogPage = c
-                    .get(&format!("/api/v1/jobs/{job}/logs?after={after}&limit=5000"))
-                    .await?;
+                let query = LogQuery {
+                    after: Some(after),
+                    limit: Some(5000),
+                    ..Default::default()
+                };
+                let page = c.jobs().logs(&job, &query).await?;
                 for l in &page.lines {
                     if out.json {
                         let text = serde_json::to_string(l)?;
@@ -141,9 +145,7 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
             }
         }
         JobCmd::Cancel { job } => {
-            let r: CancelResponse = c
-                .post(&format!("/api/v1/jobs/{job}/cancel"), &json!({}))
-                .await?;
+            let r = c.jobs().cancel(&job).await?;
             if !out.json(&r) {
                 println!(
                     "job {}: {}",
@@ -210,7 +212,7 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
         diff: a.diff,
         verbosity: a.verbose,
     };
-    let launched: LaunchResponse = c.post("/api/v1/jobs", &req).await?;
+    let launched = c.jobs().launch(&req).await?;
     if !a.follow {
         if !out.json(&launched) {
             let header: &[&str] = &["job", "status", "playbook", "server", "created"];

@@ -28,7 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Login(a) => session::login(ctx, a, out).await.map(|_| 0),
         Command::Logout => session::logout(ctx).await.map(|_| 0),
         Command::Whoami => {
-            let me: Whoami = client(ctx)?.get("/api/v1/auth/whoami").await?;
+            let me = client(ctx)?.auth().whoami().await?;
             if !out.json(&me) {
                 println!(
                     "{} ({}), token valid until {}",
@@ -50,6 +50,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Completions { .. } => Ok(0),
     }
 }
+
+/// One page of everything a listing holds, as far as the API pages go (it caps `limit` there).
+pub(crate) const ALL: PageQuery = PageQuery {
+    limit: Some(1000),
+    offset: None,
+};
 
 /// A client of the chosen context, with its token.
 pub(crate) fn client(name: Option<&str>) -> anyhow::Result<Client> {
@@ -86,15 +92,4 @@ pub(crate) fn pairs(items: &[String], what: &str) -> anyhow::Result<JsonObject> 
         m.insert(k.to_owned(), Value::String(v.to_owned()));
     }
     Ok(m)
-}
-
-pub(crate) fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

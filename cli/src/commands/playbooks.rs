@@ -3,24 +3,23 @@
 use anyhow::Context as _;
 use outpost_api::client::Client;
 use outpost_api::*;
-use serde_json::json;
 
-use super::client;
+use super::{client, ALL};
 use crate::output::{time, Output};
 use crate::terminal;
 use crate::PlaybookCmd;
 
 async fn playbook_by(c: &Client, p: &str) -> anyhow::Result<PlaybookView> {
-    if let Ok(id) = p.parse::<i64>() {
-        return Ok(c.get(&format!("/api/v1/playbooks/{id}")).await?);
+    if let Ok(id) = p.parse::<i32>() {
+        return Ok(c.playbooks().get(id).await?);
     }
-    let page: Page<PlaybookView> = c.get("/api/v1/playbooks?limit=1000").await?;
+    let page = c.playbooks().list(&ALL).await?;
     let found = page
         .items
         .into_iter()
         .find(|x| x.name == p)
         .with_context(|| format!("no playbook named {p}"))?;
-    Ok(c.get(&format!("/api/v1/playbooks/{}", found.id)).await?)
+    Ok(c.playbooks().get(found.id).await?)
 }
 
 pub async fn playbooks(ctx: Option<&str>, cmd: PlaybookCmd, out: Output) -> anyhow::Result<()> {
@@ -48,17 +47,15 @@ pub async fn playbooks(ctx: Option<&str>, cmd: PlaybookCmd, out: Output) -> anyh
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "playbook".into())
             });
-            let p: PlaybookView = c
-                .post(
-                    "/api/v1/playbooks",
-                    &NewPlaybookRequest {
-                        name,
-                        content,
-                        description,
-                        tags: None,
-                        variables: None,
-                    },
-                )
+            let p = c
+                .playbooks()
+                .create(&NewPlaybookRequest {
+                    name,
+                    content,
+                    description,
+                    tags: None,
+                    variables: None,
+                })
                 .await?;
             if !out.json(&p) {
                 out.table(&header, vec![show(&p)]);
@@ -68,18 +65,17 @@ pub async fn playbooks(ctx: Option<&str>, cmd: PlaybookCmd, out: Output) -> anyh
             let p = playbook_by(&c, &playbook).await?;
             let content = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let p: PlaybookView = c
-                .patch(
-                    &format!("/api/v1/playbooks/{}", p.id),
-                    &json!({"content": content}),
-                )
-                .await?;
+            let patch = PlaybookPatchRequest {
+                content: Some(content),
+                ..Default::default()
+            };
+            let p = c.playbooks().update(p.id, &patch).await?;
             if !out.json(&p) {
                 out.table(&header, vec![show(&p)]);
             }
         }
         PlaybookCmd::List => {
-            let page: Page<PlaybookView> = c.get("/api/v1/playbooks?limit=1000").await?;
+            let page = c.playbooks().list(&ALL).await?;
             if !out.json(&page) {
                 out.table(&header, page.items.iter().map(show).collect());
             }

@@ -7,19 +7,22 @@ use outpost_api::client::Client;
 use outpost_api::*;
 use serde_json::{json, Value};
 
-use super::{client, pairs, urlencode};
+use super::{client, pairs};
 use crate::output::{cell, labels, Output};
 use crate::terminal;
 use crate::{inventory, ServerCmd};
 
 /// A server named by hostname or id.
 async fn server_by(c: &Client, s: &str) -> anyhow::Result<ServerView> {
-    if let Ok(id) = s.parse::<i64>() {
-        return Ok(c.get(&format!("/api/v1/servers/{id}")).await?);
+    if let Ok(id) = s.parse::<i32>() {
+        return Ok(c.servers().get(id).await?);
     }
-    let page: Page<ServerView> = c.get("/api/v1/servers?limit=1000").await?;
+    let mut query = ServerQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let mut page = c.servers().list(&query).await?;
     let mut offset = 0;
-    let mut page = page;
     loop {
         if let Some(found) = page.items.iter().find(|x| x.hostname == s) {
             return Ok(found.clone());
@@ -28,9 +31,8 @@ async fn server_by(c: &Client, s: &str) -> anyhow::Result<ServerView> {
         if offset >= page.total || page.items.is_empty() {
             bail!("no server named {s}");
         }
-        page = c
-            .get(&format!("/api/v1/servers?limit=1000&offset={offset}"))
-            .await?;
+        query.offset = Some(offset);
+        page = c.servers().list(&query).await?;
     }
 }
 
@@ -65,40 +67,35 @@ pub async fn servers(ctx: Option<&str>, cmd: ServerCmd, out: Output) -> anyhow::
     match cmd {
         ServerCmd::Add(f) => {
             let tags = pairs(&f.tags, "tag")?;
-            let s: ServerView = c
-                .post(
-                    "/api/v1/servers",
-                    &NewServerRequest {
-                        hostname: f.hostname,
-                        ip_address: f.ip,
-                        os_type: f.os,
-                        os_version: None,
-                        ssh_port: f.port,
-                        ssh_user: f.user,
-                        ssh_key_path: f.key,
-                        tags: (!tags.is_empty()).then_some(tags),
-                        environment: f.env,
-                        description: f.description,
-                        host_vars: None,
-                    },
-                )
+            let s = c
+                .servers()
+                .create(&NewServerRequest {
+                    hostname: f.hostname,
+                    ip_address: f.ip,
+                    os_type: f.os,
+                    os_version: None,
+                    ssh_port: f.port,
+                    ssh_user: f.user,
+                    ssh_key_path: f.key,
+                    tags: (!tags.is_empty()).then_some(tags),
+                    environment: f.env,
+                    description: f.description,
+                    host_vars: None,
+                })
                 .await?;
             if !out.json(&s) {
                 out.table(header, server_rows(&out, &[s]));
             }
         }
         ServerCmd::List { env, selector, all } => {
-            let mut q = vec!["limit=1000".to_owned()];
-            if let Some(e) = env {
-                q.push(format!("environment={}", urlencode(&e)));
-            }
-            if let Some(s) = selector {
-                q.push(format!("tag={}", urlencode(&s)));
-            }
-            if !all {
-                q.push("active=true".into());
-            }
-            let page: Page<ServerView> = c.get(&format!("/api/v1/servers?{}", q.join("&"))).await?;
+            let query = ServerQuery {
+                environment: env,
+                tag: selector,
+                active: (!all).then_some(true),
+                limit: Some(1000),
+                offset: None,
+            };
+            let page = c.servers().list(&query).await?;
             if !out.json(&page) {
                 out.table(header, server_rows(&out, &page.items));
             }
@@ -123,21 +120,18 @@ pub async fn servers(ctx: Option<&str>, cmd: ServerCmd, out: Output) -> anyhow::
                 description: fields.description,
                 ..Default::default()
             };
-            let s: ServerView = c
-                .patch(&format!("/api/v1/servers/{}", s.id), &patch)
-                .await?;
+            let s = c.servers().update(s.id, &patch).await?;
             if !out.json(&s) {
                 out.table(header, server_rows(&out, &[s]));
             }
         }
         ServerCmd::Deactivate { server } => {
             let s = server_by(&c, &server).await?;
-            let s: ServerView = c
-                .patch(
-                    &format!("/api/v1/servers/{}", s.id),
-                    &json!({"is_active": false}),
-                )
-                .await?;
+            let patch = ServerPatchRequest {
+                is_active: Some(false),
+                ..Default::default()
+            };
+            let s = c.servers().update(s.id, &patch).await?;
             if !out.json(&s) {
                 println!("server {} deactivated", terminal::escape(&s.hostname));
             }
@@ -156,12 +150,18 @@ async fn import(
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let hosts = inventory::parse(&file.display().to_string(), &text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        .with_context(|| file.display().to_string())?;
     let mut records = Vec::new();
     for h in &hosts {
-        records.push(inventory::to_server(h).map_err(|e| anyhow::anyhow!(e))?);
+        records.push(inventory::to_server(h)?);
     }
-    let known: Page<ServerView> = c.get("/api/v1/servers?limit=1000").await?;
+    let known = c
+        .servers()
+        .list(&ServerQuery {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await?;
     let by_name: BTreeMap<&str, &ServerView> = known
         .items
         .iter()
@@ -188,12 +188,10 @@ async fn import(
                         host_vars: r.host_vars.clone(),
                         ..Default::default()
                     };
-                    let _: ServerView = c
-                        .patch(&format!("/api/v1/servers/{}", s.id), &patch)
-                        .await?;
+                    c.servers().update(s.id, &patch).await?;
                 }
                 None => {
-                    let _: ServerView = c.post("/api/v1/servers", &r).await?;
+                    c.servers().create(&r).await?;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Signing in and out, and the named contexts.
 
 use anyhow::{bail, Context as _};
+use outpost_api::client::ApiError;
 use outpost_api::*;
 use serde_json::{json, Value};
 
@@ -37,11 +38,13 @@ pub async fn login(ctx_name: Option<&str>, a: LoginArgs, out: Output) -> anyhow:
         .unwrap_or_else(|| "admin".into());
     let password = password_from_user(&format!("Password for {username}: "))?;
     let anon = anonymous(&url, &ca_pem)?;
-    let resp: LoginResponse = anon
-        .post(
-            "/api/v1/auth/login",
-            &json!({"username": username, "password": password}),
-        )
+    let resp = anon
+        .auth()
+        .login(&LoginRequest {
+            username: Some(username.clone()),
+            email: None,
+            password,
+        })
         .await?;
     let name = ctx_name
         .map(str::to_owned)
@@ -82,12 +85,10 @@ pub async fn logout(ctx_name: Option<&str>) -> anyhow::Result<()> {
     let mut all = Contexts::load()?;
     let (name, c) = all.pick(ctx_name)?;
     if let Ok(client) = client(Some(&name)) {
-        let resp = client
-            .request(reqwest::Method::POST, "/api/v1/auth/logout")
-            .send()
-            .await;
-        if let Err(e) = resp {
-            let e = crate::terminal::escape(&e.to_string()).into_owned();
+        // A refusal (the token had already expired, say) needs no warning: the token is over
+        // either way. Only a controller that never heard of it does.
+        if let Err(ApiError::Unreachable { detail, .. }) = client.auth().logout().await {
+            let e = crate::terminal::escape(&detail).into_owned();
             eprintln!("warning: the controller was not told ({e}); the token is forgotten here");
         }
     }
