@@ -31,13 +31,19 @@ impl PrivateMariaDb {
     /// A server that accepts only TLS over TCP, with a certificate for 127.0.0.1 and
     /// localhost issued by a CA made here; returns the server and the CA's PEM path.
     pub fn start_tls() -> (PrivateMariaDb, PathBuf) {
+        PrivateMariaDb::start_tls_for(&["127.0.0.1", "localhost"])
+    }
+
+    /// [`PrivateMariaDb::start_tls`] with a certificate for these names only (so that a
+    /// client verifying the host name can be shown one it does not match).
+    pub fn start_tls_for(names: &[&str]) -> (PrivateMariaDb, PathBuf) {
         let certs_dir = tempfile::tempdir().expect("certs dir");
         let certs = certs_dir.path().to_path_buf();
         let ca = outpost_protocol::pki::Ca::generate("test MariaDB CA", Duration::from_secs(86400))
             .expect("CA");
         let server = ca
             .issue_server(
-                &["127.0.0.1".into(), "localhost".into()],
+                &names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                 Duration::from_secs(86400),
             )
             .expect("server certificate");
