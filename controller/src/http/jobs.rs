@@ -158,7 +158,9 @@ fn check_launch(req: &LaunchRequest) -> ApiResult<RunOptions> {
         diff: req.diff,
         verbosity: req.verbosity,
     };
-    options.args().map_err(ApiError::unprocessable)?;
+    options
+        .args()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     Ok(RunOptions {
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),
