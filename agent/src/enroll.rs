@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use outpost_protocol::codec;
+use outpost_protocol::codec::{self, FrameError};
 use outpost_protocol::message::{EnrollRequest, EnrollResponse};
 use outpost_protocol::pki::{self, AgentKey};
 use outpost_protocol::tls::{self, Timers};
 use outpost_protocol::token::EnrollToken;
 use thiserror::Error;
 
+use crate::session::ResolveError;
 use crate::state::{Identity, StateDir, StateError};
 
 #[derive(Debug, Error)]
@@ -19,7 +20,7 @@ pub enum EnrollError {
     #[error("{0}")]
     Token(#[from] outpost_protocol::token::TokenError),
     #[error("cannot reach the controller at {addr}: {reason}")]
-    Connect { addr: String, reason: String },
+    Connect { addr: String, reason: Unreachable },
     #[error("the controller refused the enrolment: {0}")]
     Refused(String),
     #[error("the controller's answer does not fit this agent: {0}")]
@@ -28,6 +29,27 @@ pub enum EnrollError {
     State(#[from] StateError),
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+}
+
+/// Why the enrolment endpoint could not be asked.
+#[derive(Debug, Error)]
+pub enum Unreachable {
+    #[error(transparent)]
+    Address(#[from] ResolveError),
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Connect(#[from] quinn::ConnectError),
+    #[error("timed out")]
+    TimedOut,
+    #[error(transparent)]
+    Connection(#[from] quinn::ConnectionError),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("the controller closed the stream without an answer")]
+    NoAnswer,
 }
 
 pub struct EnrollRequestArgs {
@@ -52,45 +74,6 @@ pub async fn enroll(state: &StateDir, args: &EnrollRequestArgs) -> Result<Identi
     state.create()?;
     let key = AgentKey::generate()?;
     let csr = key.csr(&args.hostname)?;
-    let connect_err = |reason: String| EnrollError::Connect {
-        addr: args.controller.clone(),
-        reason,
-    };
-
-    let (host, _) = args
-        .controller
-        .rsplit_once(':')
-        .ok_or_else(|| connect_err("the address needs a port: HOST:PORT".into()))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let sock = tokio::net::lookup_host(&args.controller)
-        .await
-        .map_err(|e| connect_err(e.to_string()))?
-        .next()
-        .ok_or_else(|| connect_err("the name resolves to nothing".into()))?;
-    let bind: std::net::SocketAddr = if sock.is_ipv6() {
-        "[::]:0".parse().expect("literal")
-    } else {
-        "0.0.0.0:0".parse().expect("literal")
-    };
-    let endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
-    let cfg = tls::enroll_client_config(&token.ca_fingerprint, Timers::default())
-        .map_err(|e| connect_err(e.to_string()))?;
-    let conn = tokio::time::timeout(
-        Duration::from_secs(15),
-        endpoint
-            .connect_with(cfg, sock, &host)
-            .map_err(|e| connect_err(e.to_string()))?,
-    )
-    .await
-    .map_err(|_| connect_err("timed out".into()))?
-    .map_err(|e| connect_err(e.to_string()))?;
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
     let request = EnrollRequest {
         protocol_version: outpost_protocol::PROTOCOL_VERSION,
         secret: token.secret.clone(),
@@ -98,17 +81,12 @@ pub async fn enroll(state: &StateDir, args: &EnrollRequestArgs) -> Result<Identi
         hostname: args.hostname.clone(),
         labels: args.labels.clone(),
     };
-    codec::write_frame(&mut send, &request, codec::MAX_FRAME)
+    let (host, response) = ask(&args.controller, &token, &request)
         .await
-        .map_err(|e| connect_err(e.to_string()))?;
-    let _ = send.finish();
-    let response: EnrollResponse = codec::read_frame(&mut recv, codec::MAX_FRAME)
-        .await
-        .map_err(|e| connect_err(e.to_string()))?
-        .ok_or_else(|| connect_err("the controller closed the stream without an answer".into()))?;
-    conn.close(quinn::VarInt::from_u32(0), b"enrolled");
-    endpoint.wait_idle().await;
-
+        .map_err(|reason| EnrollError::Connect {
+            addr: args.controller.clone(),
+            reason,
+        })?;
     let (agent, name, chain, labels) = match response {
         EnrollResponse::Enrolled {
             agent,
@@ -160,4 +138,36 @@ pub async fn enroll(state: &StateDir, args: &EnrollRequestArgs) -> Result<Identi
     };
     state.save_identity(&identity)?;
     Ok(identity)
+}
+
+/// Sends the request over a connection that pins the token's CA; the controller's host name
+/// (for the agent endpoints to store) and its answer.
+async fn ask(
+    controller: &str,
+    token: &EnrollToken,
+    request: &EnrollRequest,
+) -> Result<(String, EnrollResponse), Unreachable> {
+    let (sock, host) = crate::session::resolve(controller).await?;
+    let bind: std::net::SocketAddr = if sock.is_ipv6() {
+        "[::]:0".parse().expect("literal")
+    } else {
+        "0.0.0.0:0".parse().expect("literal")
+    };
+    let endpoint = quinn::Endpoint::client(bind).map_err(Unreachable::Socket)?;
+    let cfg = tls::enroll_client_config(&token.ca_fingerprint, Timers::default())?;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(15),
+        endpoint.connect_with(cfg, sock, &host)?,
+    )
+    .await
+    .map_err(|_| Unreachable::TimedOut)??;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    codec::write_frame(&mut send, request, codec::MAX_FRAME).await?;
+    let _ = send.finish();
+    let response: EnrollResponse = codec::read_frame(&mut recv, codec::MAX_FRAME)
+        .await?
+        .ok_or(Unreachable::NoAnswer)?;
+    conn.close(quinn::VarInt::from_u32(0), b"enrolled");
+    endpoint.wait_idle().await;
+    Ok((host, response))
 }

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use outpost_protocol::codec::{self, FrameError};
-use outpost_protocol::jobstream::{Delivery, Received};
+use outpost_protocol::jobstream::{Delivery, Received, Violation};
 use outpost_protocol::message::{Assignment, Finished, JobDown, JobUp, LogBatch, RunningJob};
+use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -20,12 +21,27 @@ pub const BATCH_LINES: usize = 500;
 pub const BATCH_BYTES: usize = 64 * 1024;
 
 // A batch is cut once it holds BATCH_BYTES, so it ends at most one line later; a line is at
-// most MAX_LINE_BYTES, tripled if every byte was invalid UTF-8 and became U+FFFD; each line
-// adds a few bytes of framing. The controller refuses larger frames.
+// most the protocol's MAX_LOG_LINE_BYTES (cut after decoding, so invalid UTF-8 turned into
+// U+FFFD cannot grow it); each line adds a few bytes of framing. The controller refuses larger
+// frames.
 const _: () = assert!(
-    BATCH_BYTES + 3 * runner::MAX_LINE_BYTES + 64 + BATCH_LINES * 32
+    BATCH_BYTES + outpost_protocol::MAX_LOG_LINE_BYTES + 64 + BATCH_LINES * 32
         < outpost_protocol::codec::MAX_JOB_UP_FRAME
 );
+
+/// Why a job stream stopped delivering. Every kind ends the stream; the job stays held and its
+/// delivery resumes on a new stream.
+#[derive(Debug, Error)]
+pub enum DeliveryError {
+    #[error("the spool: {0}")]
+    Spool(#[from] std::io::Error),
+    #[error("the job stream: {0}")]
+    Stream(#[from] FrameError),
+    #[error("the controller broke the job stream's rules: {0}")]
+    Violation(#[from] Violation),
+    #[error("the job stream ended")]
+    Ended,
+}
 
 pub struct JobEntry {
     pub job: Uuid,
@@ -225,12 +241,10 @@ pub async fn deliver(
     entry: Arc<JobEntry>,
     send: &mut quinn::SendStream,
     reader: &mut mpsc::Receiver<Result<JobDown, FrameError>>,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let spool = &entry.spool;
     let mut delivery = Delivery::new(entry.job, spool.acked());
-    let mut offset = spool
-        .offset_of(spool.acked() + 1)
-        .map_err(|e| e.to_string())?;
+    let mut offset = spool.offset_of(spool.acked() + 1)?;
     let mut progress = entry.progress.clone();
     let mut outcome_rx = entry.outcome.clone();
     // The runner drops its progress sender a moment before it publishes the outcome: each
@@ -239,19 +253,12 @@ pub async fn deliver(
     loop {
         // Apply acknowledgements that arrived meanwhile.
         while let Ok(msg) = reader.try_recv() {
-            if receive(
-                table,
-                &entry,
-                &mut delivery,
-                msg.map_err(|e| e.to_string())?,
-            )? {
+            if receive(table, &entry, &mut delivery, msg?)? {
                 return Ok(());
             }
         }
         if let Some(next) = delivery.next_line(spool.last_line()) {
-            let chunk = spool
-                .read(next, offset, BATCH_LINES, BATCH_BYTES)
-                .map_err(|e| e.to_string())?;
+            let chunk = spool.read(next, offset, BATCH_LINES, BATCH_BYTES)?;
             if !chunk.lines.is_empty() {
                 let n = chunk.lines.len() as u32;
                 let batch = JobUp::Logs(LogBatch {
@@ -259,9 +266,7 @@ pub async fn deliver(
                     first_line: next,
                     lines: chunk.lines,
                 });
-                codec::write_frame(send, &batch, codec::MAX_FRAME)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                codec::write_frame(send, &batch, codec::MAX_FRAME).await?;
                 delivery.sent(n);
                 offset = chunk.next_offset;
                 continue;
@@ -279,15 +284,13 @@ pub async fn deliver(
                 error: o.error.clone(),
                 last_line: o.last_line,
             };
-            codec::write_frame(send, &JobUp::Finished(f), codec::MAX_FRAME)
-                .await
-                .map_err(|e| e.to_string())?;
+            codec::write_frame(send, &JobUp::Finished(f), codec::MAX_FRAME).await?;
             delivery.finish_sent();
         }
         tokio::select! {
             msg = reader.recv() => match msg {
-                Some(m) => if receive(table, &entry, &mut delivery, m.map_err(|e| e.to_string())?)? { return Ok(()) },
-                None => return Err("the job stream ended".into()),
+                Some(m) => if receive(table, &entry, &mut delivery, m?)? { return Ok(()) },
+                None => return Err(DeliveryError::Ended),
             },
             r = progress.changed(), if progress_open && outcome.is_none() => if r.is_err() { progress_open = false },
             r = outcome_rx.changed(), if outcome_open && outcome.is_none() => if r.is_err() { outcome_open = false },
@@ -301,10 +304,10 @@ fn receive(
     entry: &JobEntry,
     delivery: &mut Delivery,
     msg: JobDown,
-) -> Result<bool, String> {
-    match delivery.receive(&msg).map_err(|v| v.to_string())? {
+) -> Result<bool, DeliveryError> {
+    match delivery.receive(&msg)? {
         Received::Acked(through_line) => {
-            entry.spool.ack(through_line).map_err(|e| e.to_string())?;
+            entry.spool.ack(through_line)?;
             Ok(false)
         }
         Received::Delivered => {

@@ -287,7 +287,7 @@ async fn main() -> ExitCode {
                         ExitCode::FAILURE
                     })
                 }
-                Err(e) => Err(anyhow::anyhow!(e)),
+                Err(e) => Err(e.into()),
             }
         }
         Command::Run(a) => {

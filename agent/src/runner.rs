@@ -6,7 +6,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use outpost_protocol::jobstream::{fit_line, mark_cut};
 use outpost_protocol::message::{Assignment, FinalStatus, Level, LogLine};
+use outpost_protocol::MAX_LOG_LINE_BYTES;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, watch};
@@ -14,8 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::spool::{Outcome, Spool};
 
-/// A line longer than this is cut (a runaway `debug: var=` can print megabytes on one line).
-pub const MAX_LINE_BYTES: usize = 32 * 1024;
 /// Lines are written to the spool at least this often, or every `FLUSH_LINES` lines.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const FLUSH_LINES: usize = 500;
@@ -383,7 +383,8 @@ fn inventory(
     serde_json::json!({ "all": { "hosts": { t.hostname.clone(): vars } } })
 }
 
-/// Reads lines from a pipe, each cut at MAX_LINE_BYTES, without ever buffering more.
+/// Reads lines from a pipe, each cut to the protocol's [`MAX_LOG_LINE_BYTES`], without ever
+/// buffering more (a runaway `debug: var=` can print megabytes on one line).
 async fn pump(pipe: impl AsyncRead + Unpin, tx: mpsc::Sender<String>) {
     let mut reader = BufReader::with_capacity(64 * 1024, pipe);
     let mut line: Vec<u8> = Vec::new();
@@ -397,7 +398,7 @@ async fn pump(pipe: impl AsyncRead + Unpin, tx: mpsc::Sender<String>) {
             None => (buf.len(), false),
         };
         let content = if done { &buf[..take - 1] } else { &buf[..take] };
-        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        let room = MAX_LOG_LINE_BYTES.saturating_sub(line.len());
         if content.len() > room {
             cut = true;
         }
@@ -412,14 +413,14 @@ async fn pump(pipe: impl AsyncRead + Unpin, tx: mpsc::Sender<String>) {
     }
 }
 
+/// The text of one line of raw output. It is cut after decoding: invalid bytes become U+FFFD,
+/// three bytes each, so a line within the cap as bytes read may exceed it as text.
 fn finish_line(line: &mut Vec<u8>, cut: &mut bool) -> String {
-    if line.last() == Some(&b'\r') {
+    if !*cut && line.last() == Some(&b'\r') {
         line.pop();
     }
-    let mut s = String::from_utf8_lossy(line).into_owned();
-    if *cut {
-        s.push_str(" …[truncated]");
-    }
+    let s = String::from_utf8_lossy(line).into_owned();
+    let s = if *cut { mark_cut(s) } else { fit_line(s) };
     line.clear();
     *cut = false;
     s
@@ -518,19 +519,46 @@ mod tests {
 
     #[tokio::test]
     async fn long_lines_are_cut_and_crlf_trimmed() {
-        let long = "y".repeat(MAX_LINE_BYTES * 3);
+        let long = "y".repeat(MAX_LOG_LINE_BYTES * 3);
         let input = format!("first\r\n{long}\nlast-without-newline");
         let (tx, mut rx) = mpsc::channel(10);
         pump(input.as_bytes(), tx).await;
         assert_eq!(rx.recv().await.unwrap(), "first");
         let cut = rx.recv().await.unwrap();
         assert!(
-            cut.ends_with("…[truncated]") && cut.len() < MAX_LINE_BYTES + 32,
+            cut.ends_with("…[truncated]")
+                && cut.len() <= MAX_LOG_LINE_BYTES
+                && cut.len() > MAX_LOG_LINE_BYTES - 32,
             "{}",
             cut.len()
         );
         assert_eq!(rx.recv().await.unwrap(), "last-without-newline");
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn lines_fit_the_protocol_cap_as_text_whatever_the_bytes() {
+        // Invalid bytes become U+FFFD (three bytes each); multi-byte characters straddle the
+        // cut; a line exactly at the cap is left whole.
+        let exact = "z".repeat(MAX_LOG_LINE_BYTES);
+        let mut input = vec![0xffu8; MAX_LOG_LINE_BYTES - 10];
+        input.push(b'\n');
+        input.extend_from_slice("é".repeat(MAX_LOG_LINE_BYTES).as_bytes());
+        input.push(b'\n');
+        input.extend_from_slice(exact.as_bytes());
+        input.push(b'\n');
+        let (tx, mut rx) = mpsc::channel(10);
+        pump(&input[..], tx).await;
+        let invalid = rx.recv().await.unwrap();
+        assert!(invalid.len() <= MAX_LOG_LINE_BYTES, "{}", invalid.len());
+        assert!(invalid.starts_with('\u{fffd}') && invalid.ends_with("…[truncated]"));
+        let accents = rx.recv().await.unwrap();
+        assert!(accents.len() <= MAX_LOG_LINE_BYTES, "{}", accents.len());
+        assert!(accents
+            .trim_end_matches(" …[truncated]")
+            .chars()
+            .all(|c| c == 'é'));
+        assert_eq!(rx.recv().await.unwrap(), exact);
     }
 
     #[test]

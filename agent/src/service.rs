@@ -62,8 +62,25 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Why `ansible-playbook --version` gave no version.
+#[derive(Debug, Error)]
+pub(crate) enum ProbeError {
+    #[error("{} exited with {status}", bin.display())]
+    Exited {
+        bin: PathBuf,
+        status: std::process::ExitStatus,
+    },
+    #[error("{}: {source}", bin.display())]
+    Spawn {
+        bin: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} --version timed out", .0.display())]
+    TimedOut(PathBuf),
+}
+
 /// `ansible-playbook --version`'s first line, or why it cannot be had.
-pub(crate) async fn probe_ansible(bin: &Path) -> Result<String, String> {
+pub(crate) async fn probe_ansible(bin: &Path) -> Result<String, ProbeError> {
     let probe = tokio::process::Command::new(bin)
         .arg("--version")
         .stdin(std::process::Stdio::null())
@@ -75,9 +92,15 @@ pub(crate) async fn probe_ansible(bin: &Path) -> Result<String, String> {
             .unwrap_or("")
             .trim()
             .to_owned()),
-        Ok(Ok(out)) => Err(format!("{} exited with {}", bin.display(), out.status)),
-        Ok(Err(e)) => Err(format!("{}: {e}", bin.display())),
-        Err(_) => Err(format!("{} --version timed out", bin.display())),
+        Ok(Ok(out)) => Err(ProbeError::Exited {
+            bin: bin.to_owned(),
+            status: out.status,
+        }),
+        Ok(Err(source)) => Err(ProbeError::Spawn {
+            bin: bin.to_owned(),
+            source,
+        }),
+        Err(_) => Err(ProbeError::TimedOut(bin.to_owned())),
     }
 }
 

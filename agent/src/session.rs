@@ -1,14 +1,16 @@
 //! The agent's side of the connection: dial the controller (several addresses, tried in turn),
 //! say Hello, keep the session alive with heartbeats, take assignments and cancel requests,
 //! resume the delivery of every job it still holds, renew its certificate, and reconnect
-//! forever with capped, jittered backoff when anything breaks.
+//! forever with capped, jittered backoff when anything breaks. The session stream's rules are
+//! the protocol's [`AgentSide`]; this moves bytes between it, the agent and the network.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::codec;
-use outpost_protocol::message::{AgentStatus, Down, Hello, JobDown, JobUp, Up};
+use outpost_protocol::control::{self, AgentAction, AgentEvent, AgentSide};
+use outpost_protocol::message::{AgentStatus, Down, Hello, JobDown, JobUp};
 use outpost_protocol::pki::{self, AgentKey};
 use outpost_protocol::{close, tls};
 use rand::Rng;
@@ -148,20 +150,34 @@ pub async fn run(agent: Arc<Agent>) -> Result<(), Fatal> {
     Ok(())
 }
 
-pub(crate) async fn resolve(addr: &str) -> Result<(SocketAddr, String), String> {
+/// A controller address that leads nowhere.
+#[derive(Debug, Error)]
+pub enum ResolveError {
+    #[error("controller address '{0}' has no port (HOST:PORT)")]
+    NoPort(String),
+    #[error("cannot resolve {addr}: {source}")]
+    Lookup {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0} resolves to nothing")]
+    Nothing(String),
+}
+
+/// The socket address to dial and the name to check the controller's certificate against.
+pub(crate) async fn resolve(addr: &str) -> Result<(SocketAddr, String), ResolveError> {
     let host = match addr.rsplit_once(':') {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-        None => {
-            return Err(format!(
-                "controller address '{addr}' has no port (HOST:PORT)"
-            ))
-        }
+        None => return Err(ResolveError::NoPort(addr.to_owned())),
     };
     let sock = tokio::net::lookup_host(addr)
         .await
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .map_err(|source| ResolveError::Lookup {
+            addr: addr.to_owned(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+        .ok_or_else(|| ResolveError::Nothing(addr.to_owned()))?;
     Ok((sock, host))
 }
 
@@ -173,7 +189,7 @@ async fn session(
 ) -> SessionEnd {
     let (sock, host) = match resolve(addr).await {
         Ok(r) => r,
-        Err(e) => return SessionEnd::Retry(e),
+        Err(e) => return SessionEnd::Retry(e.to_string()),
     };
     let config = match agent.state.credentials().and_then(|(chain, key, ca)| {
         tls::agent_client_config(&ca, chain, key, agent.cfg.timers).map_err(|e| {
@@ -255,28 +271,39 @@ async fn serve(
         capacity: agent.cfg.capacity,
         ansible_version: agent.ansible_version.clone(),
         running: agent.table.report(),
-        capabilities: vec!["renew".into(), "resume".into()],
+        capabilities: control::CAPABILITIES
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect(),
     };
-    if let Err(e) = codec::write_frame(&mut send, &Up::Hello(hello), codec::MAX_FRAME).await {
+    let (mut machine, hello) = AgentSide::new(hello, now());
+    if let Err(e) = codec::write_frame(&mut send, &hello, codec::MAX_FRAME).await {
         return SessionEnd::Retry(e.to_string());
     }
     let mut reader = codec::spawn_reader::<_, Down>(recv, codec::MAX_FRAME);
-    let welcome = match tokio::time::timeout(Duration::from_secs(15), reader.recv()).await {
-        Ok(Some(Ok(Down::Welcome(w)))) => w,
-        Ok(Some(Ok(Down::Refused { reason }))) => {
-            return SessionEnd::Retry(format!("refused: {reason}"))
-        }
-        Ok(Some(Ok(other))) => {
-            return SessionEnd::Retry(format!("expected Welcome, got {other:?}"))
-        }
-        Ok(Some(Err(e))) => return SessionEnd::Retry(e.to_string()),
-        Ok(None) => {
-            return match conn.close_reason() {
-                Some(e) => classify(&e),
-                None => SessionEnd::Retry("session stream closed before Welcome".into()),
+    let welcome = loop {
+        tokio::select! {
+            msg = reader.recv() => match msg {
+                Some(Ok(msg)) => match machine.receive(msg, now()) {
+                    Ok(AgentEvent::Welcomed(w)) => break w,
+                    // Before the Welcome the machine yields a Welcome or an error, nothing else.
+                    Ok(_) => {}
+                    Err(e) => return SessionEnd::Retry(e.to_string()),
+                },
+                Some(Err(e)) => return SessionEnd::Retry(e.to_string()),
+                None => {
+                    return match conn.close_reason() {
+                        Some(e) => classify(&e),
+                        None => SessionEnd::Retry("session stream closed before Welcome".into()),
+                    }
+                }
+            },
+            _ = sleep_until(machine.poll_timeout()) => {
+                if let Err(e) = machine.poll(now()) {
+                    return SessionEnd::Retry(e.to_string());
+                }
             }
         }
-        Err(_) => return SessionEnd::Retry("no Welcome in time".into()),
     };
     tracing::info!(controller = %conn.remote_address(), agent = %welcome.agent, held = agent.table.len(), "connected");
     status.set(Connection::Online {
@@ -289,74 +316,62 @@ async fn serve(
     let mut resume = tokio::time::interval(Duration::from_secs(2));
     resume.tick().await;
 
-    let heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(1000, 60_000).into());
-    let mut beat = tokio::time::interval(heartbeat);
-    let mut renew_at = renewal_at(agent);
-    let mut seq = 0u64;
-    let mut renewing = false;
-    let mut draining_sent = false;
+    machine.schedule_renewal(renewal_at(agent));
     loop {
-        if agent.draining.is_cancelled() && !draining_sent {
-            draining_sent = true;
-            let status = AgentStatus {
+        let mut due = Vec::new();
+        if agent.draining.is_cancelled() {
+            due.extend(machine.drain(AgentStatus {
                 running: agent.table.running() as u32,
                 capacity: agent.cfg.capacity,
                 draining: true,
-            };
-            if let Err(e) =
-                codec::write_frame(&mut send, &Up::Status(status), codec::MAX_FRAME).await
-            {
+            }));
+        }
+        loop {
+            match machine.poll(now()) {
+                Ok(Some(AgentAction::Send(up))) => due.push(up),
+                Ok(Some(AgentAction::Renew)) => {
+                    due.extend(machine.renew(renewal_csr(agent), now()));
+                }
+                Ok(None) => break,
+                Err(e) => return SessionEnd::Retry(e.to_string()),
+            }
+        }
+        for up in &due {
+            if let Err(e) = codec::write_frame(&mut send, up, codec::MAX_FRAME).await {
                 return SessionEnd::Retry(e.to_string());
             }
         }
         tokio::select! {
             _ = agent.shutdown.cancelled() => return SessionEnd::Shutdown,
-            _ = agent.draining.cancelled(), if !draining_sent => {}
+            _ = agent.draining.cancelled(), if !machine.drain_sent() => {}
             _ = resume.tick() => resume_deliveries(agent, conn),
-            _ = beat.tick() => {
-                seq += 1;
-                if let Err(e) = codec::write_frame(&mut send, &Up::Heartbeat { seq }, codec::MAX_FRAME).await {
-                    return SessionEnd::Retry(e.to_string());
-                }
-            }
-            _ = tokio::time::sleep_until(renew_at), if !renewing => {
-                match renewal_csr(agent) {
-                    Some(csr) => {
-                        renewing = true;
-                        if let Err(e) = codec::write_frame(&mut send, &Up::Renew { csr_der: csr }, codec::MAX_FRAME).await {
-                            return SessionEnd::Retry(e.to_string());
-                        }
-                    }
-                    None => renew_at = tokio::time::Instant::now() + Duration::from_secs(60),
-                }
-            }
+            _ = sleep_until(machine.poll_timeout()) => {}
             msg = reader.recv() => match msg {
-                Some(Ok(Down::HeartbeatAck { .. })) => {}
-                Some(Ok(Down::Cancel { job, reason })) => match agent.table.get(&job) {
-                    Some(entry) => {
-                        tracing::info!(%job, %reason, "cancel requested");
-                        entry.stop.request(reason.clone());
+                Some(Ok(msg)) => match machine.receive(msg, now()) {
+                    Ok(AgentEvent::Cancel { job, reason }) => match agent.table.get(&job) {
+                        Some(entry) => {
+                            tracing::info!(%job, %reason, "cancel requested");
+                            entry.stop.request(reason.clone());
+                        }
+                        None => {
+                            tracing::info!(%job, "cancel for a job not held here (yet): it will not be started");
+                            agent.early_cancels.remember(job);
+                        }
+                    },
+                    Ok(AgentEvent::Renewed { cert_chain_der }) => {
+                        match agent.state.save_chain(&cert_chain_der) {
+                            Ok(()) => tracing::info!("certificate renewed; the next session uses it"),
+                            Err(e) => tracing::error!(error = %e, "cannot store the renewed certificate"),
+                        }
+                        machine.schedule_renewal(renewal_at(agent));
                     }
-                    None => {
-                        tracing::info!(%job, "cancel for a job not held here (yet): it will not be started");
-                        agent.early_cancels.remember(job);
+                    Ok(AgentEvent::RenewRefused { reason }) => {
+                        tracing::error!(%reason, "certificate renewal refused; trying again in a minute");
                     }
+                    Ok(AgentEvent::Ignored(kind)) => tracing::debug!(kind, "unexpected session message"),
+                    Ok(AgentEvent::HeartbeatAcked(_) | AgentEvent::Welcomed(_)) => {}
+                    Err(e) => return SessionEnd::Retry(e.to_string()),
                 },
-                Some(Ok(Down::Renewed { cert_chain_der })) => {
-                    renewing = false;
-                    match agent.state.save_chain(&cert_chain_der) {
-                        Ok(()) => tracing::info!("certificate renewed; the next session uses it"),
-                        Err(e) => tracing::error!(error = %e, "cannot store the renewed certificate"),
-                    }
-                    // Never straight again, whatever the controller's lifetimes.
-                    renew_at = renewal_at(agent).max(tokio::time::Instant::now() + Duration::from_secs(5));
-                }
-                Some(Ok(Down::RenewRefused { reason })) => {
-                    renewing = false;
-                    tracing::error!(%reason, "certificate renewal refused; trying again in a minute");
-                    renew_at = tokio::time::Instant::now() + Duration::from_secs(60);
-                }
-                Some(Ok(other)) => tracing::debug!(?other, "unexpected session message"),
                 Some(Err(e)) => return SessionEnd::Retry(e.to_string()),
                 None => return match conn.close_reason() {
                     Some(e) => classify(&e),
@@ -369,6 +384,15 @@ async fn serve(
             },
         }
     }
+}
+
+/// The time on tokio's clock, as the protocol's machines take it.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn sleep_until(at: std::time::Instant) {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await
 }
 
 /// Opens a job stream with a Resume for every held job that no stream is delivering.
@@ -405,8 +429,8 @@ fn resume_deliveries(agent: &Arc<Agent>, conn: &quinn::Connection) {
 
 /// When to renew: once a third of the certificate's life is left (now, if that is past). An
 /// unreadable certificate is looked at again in a minute.
-fn renewal_at(agent: &Agent) -> tokio::time::Instant {
-    let retry = tokio::time::Instant::now() + Duration::from_secs(60);
+fn renewal_at(agent: &Agent) -> std::time::Instant {
+    let retry = now() + control::RENEW_RETRY;
     let Some(info) = std::fs::read_to_string(agent.state.cert_file())
         .ok()
         .and_then(|pem| pki::certs_from_pem(&pem).ok())
@@ -419,7 +443,7 @@ fn renewal_at(agent: &Agent) -> tokio::time::Instant {
     let left = info.not_after - time::OffsetDateTime::now_utc() - life / 3;
     let wait = Duration::try_from(left).unwrap_or(Duration::ZERO);
     tracing::debug!(expires = %info.not_after, renew_in = ?wait, "certificate renewal scheduled");
-    tokio::time::Instant::now() + wait
+    now() + wait
 }
 
 /// A CSR for the agent's own key (the key never changes hands).
@@ -427,6 +451,21 @@ fn renewal_csr(agent: &Agent) -> Option<Vec<u8>> {
     let key = AgentKey::from_pem(&std::fs::read_to_string(agent.state.key_file()).ok()?).ok()?;
     tracing::info!("renewing the certificate");
     key.csr(&agent.hostname).ok()
+}
+
+/// Why an assignment is rejected; the controller is told the text and queues the job again.
+#[derive(Debug, Error)]
+enum Refusal {
+    #[error("cancelled before it started")]
+    CancelledEarly,
+    #[error("agent is shutting down")]
+    Draining,
+    #[error("job already held by this agent")]
+    AlreadyHeld,
+    #[error("agent at capacity ({0} jobs)")]
+    AtCapacity(u32),
+    #[error("cannot create the job's spool: {0}")]
+    Spool(std::io::Error),
 }
 
 /// A job stream the controller opened: an assignment to accept or reject, then delivery.
@@ -441,33 +480,32 @@ async fn take_assignment(agent: Arc<Agent>, mut send: quinn::SendStream, recv: q
     };
     let id = job.job;
     let refuse = if agent.early_cancels.take(&id) {
-        Some("cancelled before it started".to_owned())
+        Some(Refusal::CancelledEarly)
     } else if agent.draining.is_cancelled() {
-        Some("agent is shutting down".to_owned())
+        Some(Refusal::Draining)
     } else if agent.table.get(&id).is_some() {
-        Some("job already held by this agent".to_owned())
+        Some(Refusal::AlreadyHeld)
     } else if agent.table.running() >= agent.cfg.capacity as usize {
-        Some(format!("agent at capacity ({} jobs)", agent.cfg.capacity))
+        Some(Refusal::AtCapacity(agent.cfg.capacity))
     } else {
         None
     };
     let started = match refuse {
-        Some(reason) => Err(reason),
+        Some(refusal) => Err(refusal),
         None => agent
             .table
             .start(agent.cfg.runner.clone(), &agent.state.spool_dir(), job)
-            .map_err(|e| format!("cannot create the job's spool: {e}")),
+            .map_err(Refusal::Spool),
     };
     let (entry, _guard) = match started {
         Ok(e) => e,
-        Err(reason) => {
-            tracing::info!(job = %id, %reason, "assignment rejected");
-            let _ = codec::write_frame(
-                &mut send,
-                &JobUp::Reject { job: id, reason },
-                codec::MAX_FRAME,
-            )
-            .await;
+        Err(refusal) => {
+            tracing::info!(job = %id, reason = %refusal, "assignment rejected");
+            let reject = JobUp::Reject {
+                job: id,
+                reason: refusal.to_string(),
+            };
+            let _ = codec::write_frame(&mut send, &reject, codec::MAX_FRAME).await;
             let _ = send.finish();
             return;
         }

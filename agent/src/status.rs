@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 /// The status file is a few lines; anything larger is not ours.
 const MAX_STATUS_FILE: u64 = 16 * 1024;
@@ -153,14 +154,39 @@ fn write_atomically(path: &Path, status: &Status) -> std::io::Result<()> {
     outpost_protocol::files::write_replacing(path, text.as_bytes(), 0o644)
 }
 
+/// A status file that cannot be believed. None quotes the file's contents: a link planted at
+/// the path must not turn `status`, run by root, into a reader of the link's target.
+#[derive(Debug, Error)]
+pub enum StatusError {
+    #[error("{} is a symbolic link, not a status file", .0.display())]
+    Link(PathBuf),
+    #[error("{} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("{} is too large to be a status file", .0.display())]
+    TooLarge(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is damaged: {source}", path.display())]
+    Damaged {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
 /// Reads the status file; a missing one is `None`, a damaged one an error.
 ///
 /// A link is refused, not followed: root runs `status` (the install bundle waits on it) in a
 /// directory the agent's user writes, and a damaged file's error quotes its text.
-pub fn read(path: &Path) -> Result<Option<Status>, String> {
+pub fn read(path: &Path) -> Result<Option<Status>, StatusError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let cannot = |source| StatusError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -169,22 +195,16 @@ pub fn read(path: &Path) -> Result<Option<Status>, String> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(format!(
-                "{} is a symbolic link, not a status file",
-                path.display()
-            ))
+            return Err(StatusError::Link(path.to_owned()))
         }
         Err(e) => return Err(cannot(e)),
     };
     let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        return Err(StatusError::NotAFile(path.to_owned()));
     }
     if meta.len() > MAX_STATUS_FILE {
-        return Err(format!(
-            "{} is too large to be a status file",
-            path.display()
-        ));
+        return Err(StatusError::TooLarge(path.to_owned()));
     }
     let mut text = String::new();
     file.take(MAX_STATUS_FILE)
@@ -192,11 +212,14 @@ pub fn read(path: &Path) -> Result<Option<Status>, String> {
         .map_err(cannot)?;
     toml::from_str(&text)
         .map(Some)
-        .map_err(|e| format!("{} is damaged: {e}", path.display()))
+        .map_err(|source| StatusError::Damaged {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Reads and judges, now and until `wait` has passed or the agent is online.
-pub async fn watch(path: &Path, wait: Duration) -> Result<Verdict, String> {
+pub async fn watch(path: &Path, wait: Duration) -> Result<Verdict, StatusError> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let verdict = judge(read(path)?, process_alive);
@@ -283,7 +306,9 @@ mod tests {
             Connection::Connecting { .. }
         ));
         std::fs::write(&path, "garbage").unwrap();
-        assert!(read(&path).unwrap_err().contains("damaged"));
+        let damaged = read(&path).unwrap_err();
+        assert!(matches!(damaged, StatusError::Damaged { .. }), "{damaged}");
+        assert!(damaged.to_string().contains("damaged"), "{damaged}");
     }
 
     #[test]
@@ -296,6 +321,8 @@ mod tests {
 
         // Read by root, it must not quote the target in its error.
         let refused = read(&path).unwrap_err();
+        assert!(matches!(refused, StatusError::Link(_)), "{refused}");
+        let refused = refused.to_string();
         assert!(refused.contains("symbolic link"), "{refused}");
         assert!(!refused.contains("secret-hash"), "{refused}");
 

@@ -4,6 +4,9 @@
 //! opens one to resume a job it still holds ([`run_resumed`]). Either way the stream then
 //! carries the job's log batches (handed to ingest, acknowledged in order once committed) and
 //! finally its outcome, which is recorded only once every line up to the last is stored.
+//!
+//! A line longer than the protocol allows fails the job (see [`JobStream::on_logs`]): its
+//! output cannot be stored as the agent sent it, and the agent would only send it again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use outpost_protocol::codec::{self, FrameError};
-use outpost_protocol::jobstream::{FinishCheck, Intake};
+use outpost_protocol::jobstream::{FinishCheck, Intake, Violation};
 use outpost_protocol::message::{FinalStatus, Finished, JobDown, JobUp, LogBatch};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -22,10 +25,6 @@ use crate::lifecycle::{Attempt, Outcome, Released};
 use crate::model::{AgentId, Job, JobStatus};
 use crate::scheduler::{Dispatch, Event};
 use crate::store::logs::NewLogLine;
-use crate::text::fit_bytes;
-
-/// Content longer than this is cut: a TEXT column holds 65,535 bytes.
-const MAX_LINE_BYTES: usize = 60_000;
 /// How long the agent has to accept or reject an assignment.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -348,7 +347,13 @@ impl JobStream {
             exit_code: f.exit_code,
             error_message: f.error.clone(),
         };
-        match self.ctx.lifecycle.finish(&self.attempt(), &outcome).await {
+        self.settle(&outcome).await
+    }
+
+    /// Records the outcome and tells the agent it may forget the job; an outcome that cannot
+    /// be recorded now is not acknowledged, so the agent sends it again on its next stream.
+    async fn settle(&mut self, outcome: &Outcome) -> Step {
+        match self.ctx.lifecycle.finish(&self.attempt(), outcome).await {
             Ok(recorded) => {
                 tracing::info!(job = %self.job.job_id, status = %outcome.status, recorded, "finished")
             }
@@ -362,9 +367,10 @@ impl JobStream {
                 return Step::Done;
             }
         }
+        let job = self.intake.job();
         let _ = codec::write_frame(
             &mut self.send,
-            &JobDown::FinishAck { job: f.job },
+            &JobDown::FinishAck { job },
             codec::MAX_FRAME,
         )
         .await;
@@ -377,10 +383,22 @@ impl JobStream {
         Step::Done
     }
 
+    /// Stores a batch's new lines. A line above the protocol's cap fails the job: cutting it
+    /// here would store output the agent never sent, and resetting the stream would only have
+    /// the agent send it again, forever. So the lines before it are stored, the job is recorded
+    /// failed with the reason, and the agent is told to let go (which stops its run).
     async fn on_logs(&mut self, batch: LogBatch) -> Step {
         let taken = match self.intake.take(batch) {
             Ok(Some(t)) => t,
             Ok(None) => return Step::Continue, // a replay of what is stored already
+            Err(v @ Violation::LineTooLong { .. }) => {
+                tracing::warn!(job = %self.job.job_id, error = %v, "agent broke the line limit; failing the job");
+                if !self.drain_acks().await {
+                    return Step::Done;
+                }
+                let reason = format!("the agent broke the protocol: {v}");
+                return self.settle(&Outcome::failed(reason)).await;
+            }
             Err(v) => return self.violation(&v.to_string()),
         };
         let first = taken.first_line as usize;
@@ -391,7 +409,7 @@ impl JobStream {
             .map(|(i, l)| NewLogLine {
                 job: self.job.id,
                 line_number: i32::try_from(first + i).unwrap_or(i32::MAX),
-                content: fit_bytes(&l.text, MAX_LINE_BYTES).into_owned(),
+                content: l.text,
                 level: Some(l.level.as_str().to_owned()),
                 timestamp: line_time(l.at_ms),
             })

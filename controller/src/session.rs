@@ -1,13 +1,15 @@
 //! Agent sessions: one task per connected agent. It checks who the peer is (by certificate,
 //! never by address), reconciles the jobs the agent says it holds with the store, registers the
 //! agent with the scheduler, and then serves the session stream (heartbeats, status, cancel
-//! requests, certificate renewal) and the job streams.
+//! requests, certificate renewal) and the job streams. The session stream's rules are the
+//! protocol's [`ControllerSide`]; this moves bytes between it, the store and the network.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::codec::{self, FrameError};
-use outpost_protocol::message::{Down, Up, Welcome};
+use outpost_protocol::control::{ControlError, ControllerSide, Greeting, Inbound, RenewAnswer};
+use outpost_protocol::message::{Down, Up};
 use outpost_protocol::pki;
 use outpost_protocol::{close, tls};
 use thiserror::Error;
@@ -48,18 +50,13 @@ async fn send_down(send: &mut quinn::SendStream, msg: &Down) -> Result<(), Sessi
 /// Why a session ended. Each maps to the QUIC close code the agent is told.
 #[derive(Debug, Error)]
 pub enum SessionError {
-    #[error("the agent did not open its session stream in time")]
-    NoSessionStream,
-    #[error("expected Hello, got {0}")]
-    NoHello(String),
-    #[error("{0}")]
-    Version(String),
+    /// The handshake did not complete or the agent broke a rule of the session stream.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("bad frame on the session stream: {0}")]
     Frame(#[from] FrameError),
     #[error("cannot write to the session stream: {0}")]
     Write(FrameError),
-    #[error("a second Hello")]
-    SecondHello,
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("the agent closed its session stream")]
@@ -74,17 +71,27 @@ impl SessionError {
     /// The close code the connection is closed with.
     pub fn close_code(&self) -> u32 {
         match self {
-            SessionError::Version(_) => close::VERSION,
-            SessionError::NoHello(_) | SessionError::Frame(_) | SessionError::SecondHello => {
-                close::PROTOCOL
+            SessionError::Control(e) => e.close_code(),
+            SessionError::Frame(_) => close::PROTOCOL,
+            SessionError::Write(_) | SessionError::Connection(_) | SessionError::StreamClosed => {
+                close::NORMAL
             }
-            SessionError::NoSessionStream
-            | SessionError::Write(_)
-            | SessionError::Connection(_)
-            | SessionError::StreamClosed => close::NORMAL,
             SessionError::Store(_) => close::SHUTDOWN,
             SessionError::Closed { code, .. } => *code,
         }
+    }
+}
+
+/// The time on tokio's clock, as the protocol's machines take it.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Sleeps until the machine's next deadline (forever if it has none).
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -153,44 +160,43 @@ async fn identify(ctx: &Core, conn: &quinn::Connection) -> Result<Agent, (u32, S
     Ok(agent)
 }
 
-async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<(), SessionError> {
-    let (mut send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
-        .await
-        .map_err(|_| SessionError::NoSessionStream)??;
-    let mut reader = codec::spawn_reader::<_, Up>(recv, MAX_SESSION_FRAME);
-    let hello = match tokio::time::timeout(Duration::from_secs(10), reader.recv()).await {
-        Ok(Some(Ok(Up::Hello(h)))) => h,
-        Ok(Some(Ok(other))) => return Err(SessionError::NoHello(format!("{other:?}"))),
-        Ok(Some(Err(e))) => return Err(e.into()),
-        Ok(None) => return Err(SessionError::StreamClosed),
-        Err(_) => return Err(SessionError::NoHello("nothing in 10 s".into())),
+async fn run(
+    ctx: &Arc<Core>,
+    conn: &quinn::Connection,
+    agent: Agent,
+) -> Result<(), SessionError> {
+    let mut control = ControllerSide::new(now());
+    let (mut send, recv) = loop {
+        tokio::select! {
+            stream = conn.accept_bi() => break stream?,
+            _ = sleep_until(control.poll_timeout()) => control.handle_timeout(now())?,
+        }
     };
-    if hello.protocol_version < outpost_protocol::MIN_PROTOCOL_VERSION
-        || hello.protocol_version > outpost_protocol::PROTOCOL_VERSION
-    {
-        let reason = format!(
-            "protocol version {} is not supported; this controller speaks {}..={}",
-            hello.protocol_version,
-            outpost_protocol::MIN_PROTOCOL_VERSION,
-            outpost_protocol::PROTOCOL_VERSION
-        );
-        let _ = codec::write_frame(
-            &mut send,
-            &Down::Refused {
-                reason: reason.clone(),
+    control.stream_opened(now());
+    let mut reader = codec::spawn_reader::<_, Up>(recv, MAX_SESSION_FRAME);
+    let (hello, capacity) = loop {
+        tokio::select! {
+            msg = reader.recv() => match msg {
+                Some(Ok(msg)) => match control.receive(msg) {
+                    Ok(Inbound::Hello { hello, capacity }) => break (hello, capacity),
+                    // Before the Welcome the machine yields a Hello or an error, nothing else.
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(refusal) = e.refusal() {
+                            let _ = codec::write_frame(&mut send, &refusal, MAX_SESSION_FRAME).await;
+                            let _ = send.finish();
+                            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                            metrics::global().handshakes_refused.inc();
+                        }
+                        return Err(e.into());
+                    }
+                },
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(SessionError::StreamClosed),
             },
-            MAX_SESSION_FRAME,
-        )
-        .await;
-        let _ = send.finish();
-        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-        metrics::global().handshakes_refused.inc();
-        return Err(SessionError::Version(reason));
-    }
-    // More jobs than streams the connection allows would stall: hold the agent to the limit.
-    let capacity = hello
-        .capacity
-        .clamp(1, outpost_protocol::MAX_AGENT_CAPACITY);
+            _ = sleep_until(control.poll_timeout()) => control.handle_timeout(now())?,
+        }
+    };
     let presence = AgentPresence {
         version: hello.agent_version.clone(),
         hostname: hello.hostname.clone(),
@@ -207,15 +213,12 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         .collect();
     let in_flight = ctx.lifecycle.reconcile(&agent, &held).await?;
 
-    let welcome = Welcome {
-        protocol_version: outpost_protocol::PROTOCOL_VERSION,
+    let welcome = control.welcome(Greeting {
         controller_version: env!("CARGO_PKG_VERSION").to_owned(),
         agent: Uuid::parse_str(&agent.uuid).unwrap_or_default(),
-        heartbeat_interval_ms: u32::try_from(ctx.settings.heartbeat_interval.as_millis())
-            .unwrap_or(5000),
-        capabilities: vec!["renew".into(), "resume".into()],
-    };
-    codec::write_frame(&mut send, &Down::Welcome(welcome), MAX_SESSION_FRAME)
+        heartbeat_interval: ctx.settings.heartbeat_interval,
+    });
+    codec::write_frame(&mut send, &welcome, MAX_SESSION_FRAME)
         .await
         .map_err(SessionError::Write)?;
 
@@ -268,26 +271,29 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                 None => break Ok(()),
             },
             msg = reader.recv() => match msg {
-                Some(Ok(Up::Heartbeat { seq })) => {
-                    if let Err(e) = send_down(&mut send, &Down::HeartbeatAck { seq }).await {
-                        break Err(e);
+                Some(Ok(msg)) => match control.receive(msg) {
+                    Ok(Inbound::Reply(down)) => {
+                        if let Err(e) = send_down(&mut send, &down).await {
+                            break Err(e);
+                        }
                     }
-                }
-                Some(Ok(Up::Status(s))) => {
-                    ctx.scheduler.send(Event::Status { agent: agent.id, session, capacity: s.capacity.clamp(1, outpost_protocol::MAX_AGENT_CAPACITY), draining: s.draining });
-                }
-                Some(Ok(Up::Renew { csr_der })) => {
-                    let answer = renew(ctx, &agent, &csr_der).await;
-                    let refused = matches!(&answer, Down::RenewRefused { reason } if reason == "agent revoked");
-                    if let Err(e) = send_down(&mut send, &answer).await {
-                        break Err(e);
+                    Ok(Inbound::Status { capacity, draining }) => {
+                        ctx.scheduler.send(Event::Status { agent: agent.id, session, capacity, draining });
                     }
-                    if refused {
-                        close_conn(conn, close::REVOKED, "agent revoked");
-                        break Err(SessionError::Closed { code: close::REVOKED, reason: "agent revoked".into() });
+                    Ok(Inbound::Renew { csr_der }) => {
+                        let reply = control.renewal(renew(ctx, &agent, &csr_der).await);
+                        if let Err(e) = send_down(&mut send, &reply.down).await {
+                            break Err(e);
+                        }
+                        if let Some(e) = reply.then_close {
+                            close_conn(conn, e.close_code(), &e.to_string());
+                            break Err(e.into());
+                        }
                     }
-                }
-                Some(Ok(Up::Hello(_))) => break Err(SessionError::SecondHello),
+                    // The Hello was taken above; a second one is an error from the machine.
+                    Ok(Inbound::Hello { .. }) => {}
+                    Err(e) => break Err(e.into()),
+                },
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(conn.close_reason().map(SessionError::from).unwrap_or(SessionError::StreamClosed)),
             },
@@ -340,9 +346,9 @@ async fn audit(store: &Store, agent: &Agent, action: &str, details: serde_json::
         .await;
 }
 
-async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> Down {
+async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> RenewAnswer {
     let Ok(uuid) = Uuid::parse_str(&agent.uuid) else {
-        return Down::RenewRefused {
+        return RenewAnswer::Refused {
             reason: "agent uuid unreadable".into(),
         };
     };
@@ -350,13 +356,9 @@ async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> Down {
     // session still holds.
     match ctx.store.get_agent(agent.id).await {
         Ok(a) if !a.revoked => {}
-        Ok(_) => {
-            return Down::RenewRefused {
-                reason: "agent revoked".into(),
-            }
-        }
+        Ok(_) => return RenewAnswer::Revoked,
         Err(e) => {
-            return Down::RenewRefused {
+            return RenewAnswer::Refused {
                 reason: format!("cannot check the agent now: {e}"),
             }
         }
@@ -375,11 +377,11 @@ async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> Down {
                     .await;
             }
             tracing::info!(agent = %agent.name, "certificate renewed");
-            Down::Renewed {
+            RenewAnswer::Renewed {
                 cert_chain_der: vec![cert.to_vec(), ctx.ca.cert_der().to_vec()],
             }
         }
-        Err(e) => Down::RenewRefused {
+        Err(e) => RenewAnswer::Refused {
             reason: e.to_string(),
         },
     }

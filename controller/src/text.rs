@@ -8,6 +8,10 @@ use std::borrow::Cow;
 
 /// A TEXT column: 65,535 bytes.
 pub const TEXT_BYTES: usize = 65_535;
+
+// Log lines are not cut here: the protocol caps them (the agent cuts, the controller refuses
+// longer ones), and the cap must fit `job_logs.content`, a TEXT column.
+const _: () = assert!(outpost_protocol::MAX_LOG_LINE_BYTES <= TEXT_BYTES);
 /// A VARCHAR(255) column (utf8mb4 counts characters).
 pub const VARCHAR_255: usize = 255;
 /// The longest string kept inside an audit record's details.

@@ -13,8 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 
 /// The largest frame an agent may send on a job stream. Agents cut a batch after 64 KiB of
-/// text and a line at 32 KiB, so a batch stays near 100 KiB; the controller reads ahead a few
-/// frames per stream, and this bound keeps that read-ahead small.
+/// text and a line at [`crate::MAX_LOG_LINE_BYTES`] (64 KiB), so a batch stays near 150 KiB;
+/// the controller reads ahead a few frames per stream, and this bound keeps that read-ahead
+/// small.
 pub const MAX_JOB_UP_FRAME: usize = 1024 * 1024;
 
 #[derive(Debug, Error)]

@@ -2,8 +2,10 @@
 //! do with what it receives. The agent's [`Delivery`] sends numbered lines from its spool and
 //! then the outcome; the controller's [`Intake`] takes lines in sequence (a replay overlapping
 //! what it already has is trimmed), acknowledges them in order once stored, and accepts the
-//! outcome only when every line up to the last has arrived. The async code on both sides only
-//! moves bytes between these and the network.
+//! outcome only when every line up to the last has arrived. Every line is at most
+//! [`MAX_LOG_LINE_BYTES`]: the agent cuts longer ones with [`fit_line`], the controller takes a
+//! longer one as a broken rule. The async code on both sides only moves bytes between these and
+//! the network.
 
 use std::collections::VecDeque;
 
@@ -11,6 +13,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::message::{Finished, JobDown, LogBatch, LogLine};
+use crate::MAX_LOG_LINE_BYTES;
 
 /// A peer broke the rules of the job stream; the stream is reset.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -27,6 +30,36 @@ pub enum Violation {
     AckWrongJob(Uuid),
     #[error("a second assignment on a job stream")]
     SecondAssignment,
+    #[error("line {line} holds {bytes} bytes, above the protocol's limit of {max}", max = MAX_LOG_LINE_BYTES)]
+    LineTooLong { line: u32, bytes: usize },
+}
+
+/// What ends a line that was cut.
+pub const CUT_MARKER: &str = " …[truncated]";
+
+/// Cuts `line` to at most [`MAX_LOG_LINE_BYTES`] bytes, marker included, on a character
+/// boundary (so the cut never splits a UTF-8 sequence).
+pub fn fit_line(line: String) -> String {
+    if line.len() <= MAX_LOG_LINE_BYTES {
+        line
+    } else {
+        mark_cut(line)
+    }
+}
+
+/// Marks `line` as cut (its end was dropped before it got here), keeping as much of it as fits
+/// in [`MAX_LOG_LINE_BYTES`] with the marker.
+pub fn mark_cut(mut line: String) -> String {
+    let keep = MAX_LOG_LINE_BYTES - CUT_MARKER.len();
+    if line.len() > keep {
+        let mut cut = keep;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    line.push_str(CUT_MARKER);
+    line
 }
 
 /// The controller's side of one job's stream.
@@ -84,6 +117,19 @@ impl Intake {
                 expected: self.next_line,
             });
         }
+        if let Some((i, l)) = batch
+            .lines
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.text.len() > MAX_LOG_LINE_BYTES)
+        {
+            return Err(Violation::LineTooLong {
+                line: batch
+                    .first_line
+                    .saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
+                bytes: l.text.len(),
+            });
+        }
         let count = u32::try_from(batch.lines.len()).unwrap_or(u32::MAX);
         let end = batch.first_line.saturating_add(count); // one past the batch's last line
         if end <= self.next_line {
@@ -105,6 +151,11 @@ impl Intake {
                 job: self.job,
                 through_line,
             })
+    }
+
+    /// The job this stream is for.
+    pub fn job(&self) -> Uuid {
+        self.job
     }
 
     /// Batches taken and not yet stored.
@@ -276,6 +327,53 @@ mod tests {
             Err(Violation::WrongJob { .. })
         ));
         assert_eq!(intake.take(batch(job, 0, 1)), Err(Violation::LineZero));
+    }
+
+    #[test]
+    fn a_line_above_the_cap_is_a_violation_even_in_a_replay() {
+        let job = Uuid::new_v4();
+        let mut intake = Intake::new(job, 2);
+        let mut b = batch(job, 1, 3);
+        b.lines[2].text = "x".repeat(MAX_LOG_LINE_BYTES);
+        assert!(
+            intake.take(b.clone()).unwrap().is_some(),
+            "exactly the cap is fine"
+        );
+        let mut intake = Intake::new(job, 2);
+        b.lines[1].text = "é".repeat(MAX_LOG_LINE_BYTES / 2 + 1); // bytes, not characters
+        assert_eq!(
+            intake.take(b),
+            Err(Violation::LineTooLong {
+                line: 2,
+                bytes: MAX_LOG_LINE_BYTES + 1
+            })
+        );
+        assert_eq!(intake.unstored(), 0, "nothing of the batch was taken");
+    }
+
+    #[test]
+    fn fitting_cuts_on_a_character_boundary_and_marks_the_cut() {
+        let short = "ok: [web1]".to_owned();
+        assert_eq!(fit_line(short.clone()), short);
+        let exact = "y".repeat(MAX_LOG_LINE_BYTES);
+        assert_eq!(fit_line(exact.clone()), exact);
+        for long in [
+            "y".repeat(MAX_LOG_LINE_BYTES + 1),
+            "é".repeat(MAX_LOG_LINE_BYTES),
+            "日本🦀".repeat(MAX_LOG_LINE_BYTES / 3),
+        ] {
+            let cut = fit_line(long.clone());
+            assert!(cut.len() <= MAX_LOG_LINE_BYTES, "{}", cut.len());
+            assert!(cut.len() > MAX_LOG_LINE_BYTES - CUT_MARKER.len() - 4);
+            assert!(cut.ends_with(CUT_MARKER));
+            let kept = &cut[..cut.len() - CUT_MARKER.len()];
+            assert!(long.starts_with(kept));
+            let job = Uuid::new_v4();
+            let mut b = batch(job, 1, 1);
+            b.lines[0].text = cut;
+            assert!(Intake::new(job, 0).take(b).is_ok(), "a cut line is taken");
+        }
+        assert_eq!(mark_cut("short".into()), format!("short{CUT_MARKER}"));
     }
 
     #[test]

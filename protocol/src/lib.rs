@@ -4,6 +4,7 @@
 //!
 //! - [`message`]: the serde types of the session, job and enrolment streams.
 //! - [`codec`]: postcard in length-prefixed frames with a hard size limit.
+//! - [`control`]: the rules of the control (session) stream on both sides, without I/O.
 //! - [`jobstream`]: the rules of a job stream on both sides, without I/O.
 //! - [`pki`]: the CA, the controller's certificate, agents' CSRs and their signing.
 //! - [`token`]: the one-line enrolment token that pins the CA.
@@ -11,6 +12,7 @@
 //! - [`files`]: writing kept files atomically, with their mode, never through a link.
 
 pub mod codec;
+pub mod control;
 pub mod files;
 pub mod jobstream;
 pub mod message;
@@ -32,6 +34,14 @@ pub const ALPN_ENROLL: &[u8] = b"outpost-enroll/1";
 
 /// The most jobs an agent may run at once (each needs a stream; see `tls`).
 pub const MAX_AGENT_CAPACITY: u32 = 100;
+
+/// The longest line of job output, in bytes of UTF-8. Every line ends up in `job_logs.content`,
+/// a TEXT column (the seed schema's type): MariaDB caps TEXT at 65,535 *bytes*, whatever the
+/// character set, and in strict mode refuses a longer value outright, so the cap is in bytes,
+/// not characters (a utf8mb4 character takes up to four). The agent cuts longer lines to fit
+/// (on a character boundary, marker included); a longer line from an agent breaks the job
+/// stream's rules.
+pub const MAX_LOG_LINE_BYTES: usize = 65_535;
 
 /// Default UDP port of the agent endpoint.
 pub const DEFAULT_AGENT_PORT: u16 = 7443;

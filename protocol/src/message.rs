@@ -9,18 +9,22 @@
 //! - The **enrolment stream**, on the enrolment endpoint: [`EnrollRequest`] / [`EnrollResponse`].
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use uuid::Uuid;
 
 /// A label such as `dc=fra1`.
 pub type Label = (String, String);
 
+/// Text that is not a label.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("'{0}' is not a label; write key=value, e.g. dc=fra1")]
+pub struct LabelError(pub String);
+
 /// Reads a label written `key=value` (as on command lines).
-pub fn parse_label(s: &str) -> Result<Label, String> {
+pub fn parse_label(s: &str) -> Result<Label, LabelError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!(
-            "'{s}' is not a label; write key=value, e.g. dc=fra1"
-        )),
+        _ => Err(LabelError(s.to_owned())),
     }
 }
 
@@ -197,14 +201,17 @@ impl RunOptions {
     }
 
     /// The checked arguments for ansible-playbook; an error names what is wrong.
-    pub fn args(&self) -> Result<Vec<String>, String> {
+    pub fn args(&self) -> Result<Vec<String>, OptionsError> {
         let mut args = Vec::new();
         for (flag, tags) in [("--tags", &self.tags), ("--skip-tags", &self.skip_tags)] {
             if tags.is_empty() {
                 continue;
             }
             if let Some(bad) = tags.iter().find(|t| !RunOptions::valid_tag(t)) {
-                return Err(format!("invalid tag '{bad}' for {flag}"));
+                return Err(OptionsError::Tag {
+                    tag: bad.clone(),
+                    flag,
+                });
             }
             args.push(flag.to_owned());
             args.push(tags.join(","));
@@ -216,17 +223,22 @@ impl RunOptions {
             args.push("--diff".into());
         }
         if self.verbosity > RunOptions::MAX_VERBOSITY {
-            return Err(format!(
-                "verbosity {} is above {}",
-                self.verbosity,
-                RunOptions::MAX_VERBOSITY
-            ));
+            return Err(OptionsError::Verbosity(self.verbosity));
         }
         if self.verbosity > 0 {
             args.push(format!("-{}", "v".repeat(self.verbosity as usize)));
         }
         Ok(args)
     }
+}
+
+/// Run options ansible-playbook must not be given.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OptionsError {
+    #[error("invalid tag '{tag}' for {flag}")]
+    Tag { tag: String, flag: &'static str },
+    #[error("verbosity {0} is above {max}", max = RunOptions::MAX_VERBOSITY)]
+    Verbosity(u8),
 }
 
 /// The server a job runs against.
@@ -344,7 +356,10 @@ mod tests {
     fn labels_parse_from_key_value() {
         assert_eq!(parse_label("dc=fra1"), Ok(("dc".into(), "fra1".into())));
         assert_eq!(parse_label("note=a=b"), Ok(("note".into(), "a=b".into())));
-        assert!(parse_label("dc").unwrap_err().contains("key=value"));
+        assert!(parse_label("dc")
+            .unwrap_err()
+            .to_string()
+            .contains("key=value"));
         assert!(parse_label("=x").is_err());
     }
 
@@ -399,12 +414,15 @@ mod run_options_tests {
                 tags: vec![bad.into()],
                 ..RunOptions::default()
             };
-            assert!(o.args().is_err(), "{bad:?} accepted");
+            assert!(
+                matches!(o.args(), Err(OptionsError::Tag { ref tag, flag: "--tags" }) if tag == bad),
+                "{bad:?} accepted"
+            );
         }
         let loud = RunOptions {
             verbosity: 5,
             ..RunOptions::default()
         };
-        assert!(loud.args().is_err());
+        assert_eq!(loud.args(), Err(OptionsError::Verbosity(5)));
     }
 }

@@ -10,6 +10,7 @@ use outpost_protocol::pki::{self, AgentKey, Ca};
 use outpost_protocol::tls::{self, Timers};
 use outpost_protocol::token::EnrollToken;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
 use uuid::Uuid;
 
 const DAY: Duration = Duration::from_secs(86400);
@@ -77,43 +78,57 @@ fn client(cfg: quinn::ClientConfig) -> quinn::Endpoint {
     ep
 }
 
+/// Why a test session did not happen, by kind: the refusal tests tell a handshake refused from
+/// a test that merely timed out.
+#[derive(Debug, Error)]
+enum Failure {
+    #[error("no connection within 10 s")]
+    NoConnection,
+    #[error("the endpoint was closed")]
+    EndpointClosed,
+    #[error("cannot connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("connection failed: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("peer identity: {0}")]
+    Identity(#[from] tls::TlsError),
+    #[error("framing: {0}")]
+    Frame(#[from] FrameError),
+    #[error("stream: {0}")]
+    Stream(#[from] quinn::ClosedStream),
+    #[error("unexpected answer: {0}")]
+    Answer(String),
+}
+
 /// Accepts one connection and reports the agent uuid its certificate names (or the error).
-async fn accept_one(ep: &quinn::Endpoint) -> Result<Uuid, String> {
+async fn accept_one(ep: &quinn::Endpoint) -> Result<Uuid, Failure> {
     let incoming = tokio::time::timeout(Duration::from_secs(10), ep.accept())
         .await
-        .map_err(|_| "no connection".to_owned())?
-        .ok_or("closed")?;
-    let conn = incoming.await.map_err(|e| e.to_string())?;
-    let uuid = tls::peer_agent_uuid(&conn).map_err(|e| e.to_string())?;
+        .map_err(|_| Failure::NoConnection)?
+        .ok_or(Failure::EndpointClosed)?;
+    let conn = incoming.await?;
+    let uuid = tls::peer_agent_uuid(&conn)?;
     // Answer one heartbeat so the client can see the session works.
-    let (send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+    let (send, recv) = conn.accept_bi().await?;
     let mut s = FramedStream::new(recv, send);
-    if let Some(Up::Heartbeat { seq }) = s.recv::<Up>().await.map_err(|e| e.to_string())? {
-        s.send(&Down::HeartbeatAck { seq })
-            .await
-            .map_err(|e| e.to_string())?;
-        s.send.finish().map_err(|e| e.to_string())?;
+    if let Some(Up::Heartbeat { seq }) = s.recv::<Up>().await? {
+        s.send(&Down::HeartbeatAck { seq }).await?;
+        s.send.finish()?;
         let _ = s.send.stopped().await;
     }
     Ok(uuid)
 }
 
-/// Connects, sends a heartbeat and waits for its ack. Any failure is an error string.
-async fn session(cfg: quinn::ClientConfig, addr: SocketAddr) -> Result<(), String> {
+/// Connects, sends a heartbeat and waits for its ack.
+async fn session(cfg: quinn::ClientConfig, addr: SocketAddr) -> Result<(), Failure> {
     let ep = client(cfg);
-    let conn = ep
-        .connect(addr, "localhost")
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let conn = ep.connect(addr, "localhost")?.await?;
+    let (send, recv) = conn.open_bi().await?;
     let mut s = FramedStream::new(recv, send);
-    s.send(&Up::Heartbeat { seq: 42 })
-        .await
-        .map_err(|e| e.to_string())?;
+    s.send(&Up::Heartbeat { seq: 42 }).await?;
     match tokio::time::timeout(Duration::from_secs(10), s.recv::<Down>()).await {
         Ok(Ok(Some(Down::HeartbeatAck { seq: 42 }))) => Ok(()),
-        other => Err(format!("{other:?}")),
+        other => Err(Failure::Answer(format!("{other:?}"))),
     }
 }
 
@@ -129,12 +144,16 @@ async fn a_good_agent_connects_and_is_known_by_its_certificate() {
     assert_eq!(server.unwrap(), agent);
 }
 
-/// The server must refuse `cfg` at the handshake: no session, no uuid.
+/// The server must refuse `cfg` at the handshake: no session, no uuid. Returns the server's
+/// error text.
 async fn assert_refused(ctl: &Controller, cfg: quinn::ClientConfig) -> String {
     let (ep, addr) = ctl.agent_endpoint();
     let (server, client) = tokio::join!(accept_one(&ep), session(cfg, addr));
     assert!(client.is_err(), "client must not get a session");
-    server.expect_err("server must not accept")
+    match server {
+        Err(e @ Failure::Connection(_)) => e.to_string(),
+        other => panic!("the server must refuse at the handshake, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -269,25 +288,13 @@ async fn enrolment_pins_the_ca_from_the_token() {
     let (ep2, addr2) = impostor.enroll_endpoint();
     let server = async {
         let incoming = ep2.accept().await.unwrap();
-        match incoming.await {
-            Ok(conn) => conn
-                .accept_bi()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        let conn = incoming.await?;
+        conn.accept_bi().await.map(|_| ()).map_err(Failure::from)
     };
     let ep = client(tls::enroll_client_config(&token.ca_fingerprint, Timers::default()).unwrap());
-    let connect = async {
-        ep.connect(addr2, "localhost")
-            .unwrap()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
-    let (srv, cli) = tokio::join!(server, connect);
-    let cli = cli.unwrap_err();
+    let connect = async { ep.connect(addr2, "localhost").unwrap().await.map(|_| ()) };
+    let (srv, cli): (Result<(), Failure>, _) = tokio::join!(server, connect);
+    let cli = cli.unwrap_err().to_string();
     assert!(cli.contains("does not match the fingerprint"), "{cli}");
     assert!(srv.is_err(), "the impostor never gets a stream");
 }

@@ -140,7 +140,7 @@ fn check_launch(req: &LaunchRequest) -> Result<RunOptions> {
         diff: req.diff,
         verbosity: req.verbosity,
     };
-    options.args().map_err(ServiceError::unprocessable)?;
+    options.args().map_err(|e| ServiceError::unprocessable(e.to_string()))?;
     Ok(RunOptions {
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),

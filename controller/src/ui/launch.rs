@@ -75,7 +75,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
-            let (k, v) = outpost_protocol::message::parse_label(p)?;
+            let (k, v) = outpost_protocol::message::parse_label(p).map_err(|e| e.to_string())?;
             match k.trim() {
                 "" => Err(format!(
                     "'{p}' is not a label; write key=value, e.g. dc=fra1"
