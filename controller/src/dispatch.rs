@@ -133,7 +133,7 @@ pub async fn run_resumed(
     let job = match ctx.store.get_job_by_uuid(&job_uuid.to_string()).await {
         Ok(j)
             if j.agent_id == Some(owner.agent)
-                && j.celery_task_id.as_deref() == Some(dispatch_id.as_str()) =>
+                && j.dispatch_id.as_deref() == Some(dispatch_id.as_str()) =>
         {
             j
         }
@@ -339,11 +339,7 @@ impl JobStream {
             return Step::Done;
         }
         let outcome = Outcome {
-            status: match f.status {
-                FinalStatus::Success => JobStatus::Success,
-                FinalStatus::Failed => JobStatus::Failed,
-                FinalStatus::Cancelled => JobStatus::Cancelled,
-            },
+            status: f.status.into(),
             exit_code: f.exit_code,
             error_message: f.error.clone(),
         };

@@ -100,8 +100,10 @@ pub struct Job {
     pub user_id: UserId,
     #[sqlx(try_from = "String")]
     pub status: JobStatus,
-    /// The dispatch id of the current attempt (the seed's name for it is kept).
-    pub celery_task_id: Option<String>,
+    /// The dispatch id of the current attempt, which names it in every move an agent's session
+    /// makes. The seed's column for it is `celery_task_id`, kept as the schema's contract.
+    #[sqlx(rename = "celery_task_id")]
+    pub dispatch_id: Option<String>,
     pub extra_vars: Option<sqlx::types::Json<JsonObject>>,
     pub error_message: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
@@ -294,7 +296,7 @@ pub(crate) mod samples {
             server_id: ServerId(1),
             user_id: UserId(1),
             status: JobStatus::Pending,
-            celery_task_id: None,
+            dispatch_id: None,
             extra_vars: extra_vars.as_object().map(|o| sqlx::types::Json(o.clone())),
             error_message: None,
             started_at: None,

@@ -2,7 +2,9 @@
 //! expectations.
 
 use chrono::{Duration, Utc};
-use outpost_controller::lifecycle::{Attempt, CancelResult, Claim, Lifecycle, Outcome, Released};
+use outpost_controller::lifecycle::{
+    Attempt, CancelResult, Claim, Final, Lifecycle, Outcome, Released,
+};
 use outpost_controller::model::{JobStatus, Paging, Role, TicketPriority, TicketStatus};
 use outpost_controller::store::audit::{Actor, AuditFilter};
 use outpost_controller::store::jobs::{JobFilter, NewJob};
@@ -85,7 +87,7 @@ async fn a_failed_job_and_its_ticket_commit_together(backend: Backend) {
     let jobs = launch(&store, &f, 1).await;
     let a = claimed(&life, &jobs[0]).await;
     let failed = Outcome {
-        status: JobStatus::Failed,
+        status: Final::Failed,
         exit_code: Some(2),
         error_message: Some("boom".into()),
     };
@@ -123,7 +125,7 @@ async fn a_long_failure_fits_its_columns(backend: Backend) {
         .collect();
     store.insert_log_lines(&lines).await.unwrap();
     let failed = Outcome {
-        status: JobStatus::Failed,
+        status: Final::Failed,
         exit_code: Some(3),
         error_message: Some("x".repeat(100_000)),
     };
@@ -175,7 +177,7 @@ async fn the_server_limit_is_part_of_the_claim(backend: Backend) {
     assert!(claims.contains(&Claim::ServerBusy));
     // A finished job frees its place.
     let ok = Outcome {
-        status: JobStatus::Success,
+        status: Final::Success,
         exit_code: Some(0),
         error_message: None,
     };
@@ -798,21 +800,21 @@ async fn jobs_move_only_forward(backend: Backend) {
     };
     assert!(!life.start(&stale).await.unwrap());
     assert!(
-        !life.finish(&stale, &ok(JobStatus::Success)).await.unwrap(),
+        !life.finish(&stale, &ok(Final::Success)).await.unwrap(),
         "finishing is tied to the dispatch id"
     );
     assert!(life.start(&a).await.unwrap());
-    assert!(life.finish(&a, &ok(JobStatus::Success)).await.unwrap());
+    assert!(life.finish(&a, &ok(Final::Success)).await.unwrap());
     let done = store.get_job(job.id).await.unwrap();
     assert_eq!(done.status, JobStatus::Success);
     assert!(done.started_at.is_some() && done.completed_at.is_some());
     // Final is final.
-    assert!(!life.finish(&a, &ok(JobStatus::Failed)).await.unwrap());
+    assert!(!life.finish(&a, &ok(Final::Failed)).await.unwrap());
     assert!(!life.start(&a).await.unwrap());
-    assert!(life.finish(&a, &ok(JobStatus::Running)).await.is_err());
+    assert!(life.finish(&a, &ok(Final::Running)).await.is_err());
     // The agent ran a job whose "started" was never recorded: its outcome records both.
     let b = claimed(&life, &jobs[1]).await;
-    assert!(life.finish(&b, &ok(JobStatus::Success)).await.unwrap());
+    assert!(life.finish(&b, &ok(Final::Success)).await.unwrap());
     let j = store.get_job(jobs[1].id).await.unwrap();
     assert_eq!(j.status, JobStatus::Success);
     assert!(j.started_at.is_some());
@@ -881,7 +883,7 @@ async fn claim_is_exclusive(backend: Backend) {
     assert!(store.unassigned_jobs(100).await.unwrap().is_empty());
     // Released with the wrong dispatch id: nothing happens; with the right one: back in the queue.
     let j = store.get_job(jobs[0].id).await.unwrap();
-    let dispatch = j.celery_task_id.clone().unwrap();
+    let dispatch = j.dispatch_id.clone().unwrap();
     let wrong = Attempt {
         job: j.id,
         dispatch_id: "nope".into(),
@@ -937,7 +939,7 @@ async fn cancel_pending_and_running(backend: Backend) {
     assert_eq!(j.status, JobStatus::Running);
     assert!(j.cancel_requested_at.is_some());
     let cancelled = Outcome {
-        status: JobStatus::Cancelled,
+        status: Final::Cancelled,
         exit_code: None,
         error_message: Some("cancelled by admin".into()),
     };

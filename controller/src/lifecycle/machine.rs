@@ -1,15 +1,56 @@
-//! The job state machine itself, without a database: which moves exist and which states each
-//! may leave. The records module turns these into the `WHERE status IN (…)` of its conditional
-//! UPDATEs, so the SQL cannot allow what this table does not.
+//! The job state machine itself, without a database: which moves exist, which states each may
+//! leave and which state each enters. The records module builds its conditional UPDATEs from
+//! these — the `WHERE status IN (…)` from [`Move::leaves`] and the `SET status = ?` from
+//! [`Move::enters`] — so the SQL cannot allow or write what this table does not.
 //!
 //! ```text
 //! pending ──claim──▶ pending+agent ──start──▶ running ──finish──▶ success | failed | cancelled
-//!    │                    │  └──release──▶ pending (or cancelled, when a cancel was requested)
+//!    │                    │  ├──release──▶ pending
+//!    │                    │  └──release, a cancel was asked meanwhile──▶ cancelled
 //!    │                    └──finish (the agent ran it; its "started" was lost)──▶ final
 //!    └──────────cancel (no agent holds it)──────────────────────────────────────▶ cancelled
 //! ```
 
 use crate::model::JobStatus;
+
+/// The states in which a job is not over: the queue and the jobs agents hold.
+pub const ACTIVE: &[JobStatus] = &[JobStatus::Pending, JobStatus::Running];
+
+/// How a job ended: the only states [`Move::Finish`] can enter, so that finishing a job as
+/// "pending" cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Final {
+    Success,
+    Failed,
+    Cancelled,
+}
+
+impl From<Final> for JobStatus {
+    fn from(f: Final) -> JobStatus {
+        match f {
+            Final::Success => JobStatus::Success,
+            Final::Failed => JobStatus::Failed,
+            Final::Cancelled => JobStatus::Cancelled,
+        }
+    }
+}
+
+impl From<outpost_protocol::message::FinalStatus> for Final {
+    fn from(f: outpost_protocol::message::FinalStatus) -> Final {
+        use outpost_protocol::message::FinalStatus;
+        match f {
+            FinalStatus::Success => Final::Success,
+            FinalStatus::Failed => Final::Failed,
+            FinalStatus::Cancelled => Final::Cancelled,
+        }
+    }
+}
+
+impl std::fmt::Display for Final {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        JobStatus::from(*self).fmt(f)
+    }
+}
 
 /// A move of the state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,66 +61,68 @@ pub enum Move {
     Start,
     /// The agent did not take the job: back to the queue.
     Release,
-    /// The job ended with this final status.
-    Finish(JobStatus),
+    /// The agent did not take the job, and a cancel was asked for meanwhile: it ends here
+    /// (a released job with a cancel request would otherwise wait forever: the queue skips it).
+    ReleaseCancelled,
+    /// The job ended so.
+    Finish(Final),
     /// Cancelled before any agent held it.
     CancelQueued,
 }
 
-/// The move is not part of the state machine (a caller's mistake, not the database's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a move of the job state machine")]
-pub struct NoSuchMove(pub Move);
-
 impl Move {
+    /// Every move, for the checks of the whole table.
+    pub const ALL: &'static [Move] = &[
+        Move::Claim,
+        Move::Start,
+        Move::Release,
+        Move::ReleaseCancelled,
+        Move::Finish(Final::Success),
+        Move::Finish(Final::Failed),
+        Move::Finish(Final::Cancelled),
+        Move::CancelQueued,
+    ];
+
     /// The states a job may be in for this move to apply.
-    pub fn leaves(self) -> Result<&'static [JobStatus], NoSuchMove> {
-        use JobStatus::*;
+    pub fn leaves(self) -> &'static [JobStatus] {
         match self {
-            Move::Claim | Move::Release | Move::Start | Move::CancelQueued => Ok(&[Pending]),
+            Move::Claim
+            | Move::Release
+            | Move::ReleaseCancelled
+            | Move::Start
+            | Move::CancelQueued => &[JobStatus::Pending],
             // An agent reports an outcome only for a job it started; the "started" record may
             // have been lost with a connection, so a pending attempt may finish too.
-            Move::Finish(Success | Failed | Cancelled) => Ok(&[Pending, Running]),
-            Move::Finish(Pending | Running) => Err(NoSuchMove(self)),
+            Move::Finish(_) => ACTIVE,
         }
     }
 
     /// The state the job is in after the move.
-    pub fn enters(self) -> Result<JobStatus, NoSuchMove> {
+    pub fn enters(self) -> JobStatus {
         match self {
-            Move::Claim | Move::Release => Ok(JobStatus::Pending),
-            Move::Start => Ok(JobStatus::Running),
-            Move::CancelQueued => Ok(JobStatus::Cancelled),
-            Move::Finish(s) if s.is_final() => Ok(s),
-            Move::Finish(_) => Err(NoSuchMove(self)),
+            Move::Claim | Move::Release => JobStatus::Pending,
+            Move::Start => JobStatus::Running,
+            Move::ReleaseCancelled | Move::CancelQueued => JobStatus::Cancelled,
+            Move::Finish(f) => f.into(),
         }
     }
 
     /// `('pending', 'running')`: the SQL list of [`Move::leaves`].
-    pub(super) fn leaves_sql(self) -> Result<String, NoSuchMove> {
+    pub(super) fn leaves_sql(self) -> String {
         let states: Vec<String> = self
-            .leaves()?
+            .leaves()
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
-        Ok(format!("({})", states.join(", ")))
+        format!("({})", states.join(", "))
     }
 }
 
 /// Whether any move leads from `from` to `to`.
 pub fn reachable(from: JobStatus, to: JobStatus) -> bool {
-    let moves = [
-        Move::Claim,
-        Move::Start,
-        Move::Release,
-        Move::CancelQueued,
-        Move::Finish(JobStatus::Success),
-        Move::Finish(JobStatus::Failed),
-        Move::Finish(JobStatus::Cancelled),
-    ];
-    moves
+    Move::ALL
         .iter()
-        .any(|m| m.leaves().is_ok_and(|f| f.contains(&from)) && m.enters().is_ok_and(|t| t == to))
+        .any(|m| m.leaves().contains(&from) && m.enters() == to)
 }
 
 #[cfg(test)]
@@ -108,16 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn finishing_needs_a_final_status() {
+    fn the_sql_lists_are_the_tables() {
         assert_eq!(
-            Move::Finish(Running).leaves(),
-            Err(NoSuchMove(Move::Finish(Running)))
+            Move::Finish(Final::Success).leaves_sql(),
+            crate::store::jobs::ACTIVE_SQL
         );
-        assert!(Move::Finish(Pending).enters().is_err());
-        assert_eq!(
-            Move::Finish(Success).leaves_sql().unwrap(),
-            "('pending', 'running')"
-        );
-        assert_eq!(Move::Start.leaves_sql().unwrap(), "('pending')");
+        assert_eq!(Move::Start.leaves_sql(), "('pending')");
+        let active: Vec<JobStatus> = JobStatus::ALL
+            .iter()
+            .copied()
+            .filter(|s| !s.is_final())
+            .collect();
+        assert_eq!(active, ACTIVE, "ACTIVE is every state that is not final");
+    }
+
+    #[test]
+    fn a_cancelled_release_ends_the_job() {
+        assert_eq!(Move::ReleaseCancelled.enters(), Cancelled);
+        assert_eq!(Move::Release.enters(), Pending);
+        for m in Move::ALL {
+            assert!(!m.leaves().iter().any(|s| s.is_final()), "{m:?} leaves a final state");
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! and is private to this module; `ticket` writes a failed job's ticket.
 
 pub mod machine;
+
+pub use machine::Final;
 mod records;
 mod ticket;
 
@@ -33,7 +35,7 @@ impl Attempt {
         job.agent_id?;
         Some(Attempt {
             job: job.id,
-            dispatch_id: job.celery_task_id.clone()?,
+            dispatch_id: job.dispatch_id.clone()?,
         })
     }
 }
@@ -41,7 +43,7 @@ impl Attempt {
 /// How a job ended, as its agent (or the controller, for a lost agent) reports it.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub status: JobStatus,
+    pub status: Final,
     pub exit_code: Option<i32>,
     pub error_message: Option<String>,
 }
@@ -50,7 +52,7 @@ impl Outcome {
     /// A failure the controller decides (no exit code).
     pub fn failed(reason: impl Into<String>) -> Outcome {
         Outcome {
-            status: JobStatus::Failed,
+            status: Final::Failed,
             exit_code: None,
             error_message: Some(reason.into()),
         }
@@ -138,9 +140,9 @@ impl Lifecycle {
     /// longer holds the job or the job is already final.
     pub async fn finish(&self, a: &Attempt, outcome: &Outcome) -> Result<bool> {
         let ticket = match outcome.status {
-            JobStatus::Failed => {
+            Final::Failed => {
                 let job = self.store.get_job(a.job).await?;
-                if job.status.is_final() || job.celery_task_id.as_deref() != Some(&a.dispatch_id) {
+                if job.status.is_final() || job.dispatch_id.as_deref() != Some(&a.dispatch_id) {
                     return Ok(false);
                 }
                 let playbook = self.store.get_playbook(job.playbook_id).await?;

@@ -1,5 +1,5 @@
 //! The recorded transitions: one conditional UPDATE each, naming the states it leaves (from
-//! [`Move::leaves`]) and, for an agent's attempt, its dispatch id, with its audit record in the
+//! [`Move::leaves`]) and setting the state it enters ([`Move::enters`]), and, for an agent's attempt, its dispatch id, with its audit record in the
 //! same transaction. Private to the lifecycle module: nothing else in the crate can move a job.
 
 use serde_json::json;
@@ -9,13 +9,9 @@ use super::{Attempt, CancelResult, Claim, Outcome, Released};
 use crate::model::{AgentId, JobId, JobStatus};
 use crate::store::audit::{insert_audit, Actor, NewAudit};
 use crate::store::tickets::{insert_ticket, NewTicket};
-use crate::store::{now, on_pool, Backend, Result, Store, StoreError};
+use crate::store::jobs::ACTIVE_SQL;
+use crate::store::{now, on_pool, Backend, Result, Store};
 use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
-
-fn sql_from(m: Move) -> Result<String> {
-    m.leaves_sql()
-        .map_err(|e| StoreError::invalid("status", e.to_string()))
-}
 
 /// Claims a pending, unassigned job for `agent` unless its server already has `max_per_server`
 /// jobs with agents. The limit is part of the claim: on MySQL the server's row is locked first,
@@ -30,10 +26,11 @@ pub(super) async fn claim(
     max_per_server: u32,
 ) -> Result<Claim> {
     let ts = now();
-    let from = sql_from(Move::Claim)?;
-    let busy_sql =
-        "SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN ('pending', 'running') \
-                    AND agent_id IS NOT NULL";
+    let from = Move::Claim.leaves_sql();
+    let busy_sql = format!(
+        "SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN {ACTIVE_SQL} \
+         AND agent_id IS NOT NULL"
+    );
     let claim_sql = format!(
         "UPDATE jobs SET agent_id = ?, assigned_at = ?, celery_task_id = ?, pending_reason = NULL \
          WHERE id = ? AND status IN {from} AND agent_id IS NULL AND cancel_requested_at IS NULL"
@@ -54,7 +51,7 @@ pub(super) async fn claim(
                 .bind(server)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let busy: i64 = sqlx::query_scalar(busy_sql)
+            let busy: i64 = sqlx::query_scalar(&busy_sql)
                 .bind(server)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -94,7 +91,7 @@ pub(super) async fn claim(
             }
             tx.commit().await?;
             if !claimed {
-                let busy: i64 = sqlx::query_scalar(busy_sql)
+                let busy: i64 = sqlx::query_scalar(&busy_sql)
                     .bind(server)
                     .fetch_one(p)
                     .await?;
@@ -118,14 +115,15 @@ pub(super) async fn claim(
 /// pending → running, for this attempt.
 pub(super) async fn start(store: &Store, a: &Attempt) -> Result<bool> {
     let ts = now();
-    let from = sql_from(Move::Start)?;
+    let from = Move::Start.leaves_sql();
     let sql = format!(
-        "UPDATE jobs SET status = 'running', started_at = ? \
+        "UPDATE jobs SET status = ?, started_at = ? \
          WHERE id = ? AND status IN {from} AND celery_task_id = ?"
     );
+    let to = Move::Start.enters();
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
-        let res = sqlx::query(&sql).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
+        let res = sqlx::query(&sql).bind(to.as_str()).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
         let moved = res.rows_affected() == 1;
         if moved {
             insert_audit!(&mut *tx, &NewAudit {
@@ -143,10 +141,13 @@ pub(super) async fn start(store: &Store, a: &Attempt) -> Result<bool> {
 /// wait forever: the queue skips it).
 pub(super) async fn release(store: &Store, a: &Attempt, reason: &str) -> Result<Released> {
     let ts = now();
-    let from = sql_from(Move::Release)?;
+    let (from, cancelled_from) = (
+        Move::Release.leaves_sql(),
+        Move::ReleaseCancelled.leaves_sql(),
+    );
     let cancel_sql = format!(
-        "UPDATE jobs SET status = 'cancelled', completed_at = ?, error_message = ?, agent_id = NULL \
-         WHERE id = ? AND status IN {from} AND celery_task_id = ? AND cancel_requested_at IS NOT NULL"
+        "UPDATE jobs SET status = ?, completed_at = ?, error_message = ?, agent_id = NULL \
+         WHERE id = ? AND status IN {cancelled_from} AND celery_task_id = ? AND cancel_requested_at IS NOT NULL"
     );
     let release_sql = format!(
         "UPDATE jobs SET agent_id = NULL, assigned_at = NULL, pending_reason = ? \
@@ -156,12 +157,12 @@ pub(super) async fn release(store: &Store, a: &Attempt, reason: &str) -> Result<
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
         let cancelled = sqlx::query(&cancel_sql)
-            .bind(ts).bind("cancelled before it started").bind(a.job).bind(&a.dispatch_id)
+            .bind(Move::ReleaseCancelled.enters().as_str()).bind(ts).bind("cancelled before it started").bind(a.job).bind(&a.dispatch_id)
             .execute(&mut *tx).await?.rows_affected() == 1;
         let result = if cancelled {
             insert_audit!(&mut *tx, &NewAudit {
                 actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
-                details: Some(json!({"status": JobStatus::Cancelled, "dispatch_id": a.dispatch_id, "before_start": true})),
+                details: Some(json!({"status": Move::ReleaseCancelled.enters(), "dispatch_id": a.dispatch_id, "before_start": true})),
             })?;
             Released::Cancelled
         } else {
@@ -185,7 +186,7 @@ pub(super) async fn finish(
     if let Some(t) = ticket {
         t.check()?;
     }
-    let from = sql_from(Move::Finish(outcome.status))?;
+    let from = Move::Finish(outcome.status).leaves_sql();
     let sql = format!(
         "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
          started_at = COALESCE(started_at, ?) \
@@ -199,13 +200,13 @@ pub(super) async fn finish(
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
         let res = sqlx::query(&sql)
-            .bind(outcome.status.as_str()).bind(outcome.exit_code).bind(error.as_deref())
+            .bind(Move::Finish(outcome.status).enters().as_str()).bind(outcome.exit_code).bind(error.as_deref())
             .bind(ts).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
         let moved = res.rows_affected() == 1;
         if moved {
             insert_audit!(&mut *tx, &NewAudit {
                 actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
-                details: Some(json!({"status": outcome.status, "exit_code": outcome.exit_code, "dispatch_id": a.dispatch_id})),
+                details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "dispatch_id": a.dispatch_id})),
             })?;
             if let Some(t) = ticket {
                 insert_ticket!(&mut *tx, t, &Actor::system())?;
@@ -224,22 +225,23 @@ pub(super) async fn cancel(
     actor: &Actor,
 ) -> Result<Option<CancelResult>> {
     let ts = now();
-    let from = sql_from(Move::CancelQueued)?;
+    let from = Move::CancelQueued.leaves_sql();
     let direct_sql = format!(
-        "UPDATE jobs SET status = 'cancelled', cancel_requested_at = ?, completed_at = ?, \
+        "UPDATE jobs SET status = ?, cancel_requested_at = ?, completed_at = ?, \
          error_message = 'cancelled before it started' \
          WHERE id = ? AND status IN {from} AND agent_id IS NULL"
     );
+    let request_sql = format!(
+        "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) \
+         WHERE id = ? AND status IN {ACTIVE_SQL}"
+    );
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
-        let direct = sqlx::query(&direct_sql).bind(ts).bind(ts).bind(job).execute(&mut *tx).await?;
+        let direct = sqlx::query(&direct_sql).bind(Move::CancelQueued.enters().as_str()).bind(ts).bind(ts).bind(job).execute(&mut *tx).await?;
         let result = if direct.rows_affected() == 1 {
             Some(CancelResult::Cancelled)
         } else {
-            let req = sqlx::query(
-                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) \
-                 WHERE id = ? AND status IN ('pending', 'running')",
-            )
+            let req = sqlx::query(&request_sql)
             .bind(ts).bind(job).execute(&mut *tx).await?;
             (req.rows_affected() == 1).then_some(CancelResult::Requested)
         };

@@ -65,7 +65,7 @@ mod tests {
         server.hostname = "h".repeat(255);
         let pb = samples::playbook(serde_json::json!({}));
         let outcome = Outcome {
-            status: JobStatus::Failed,
+            status: super::Final::Failed,
             exit_code: Some(3),
             error_message: Some("e".repeat(40_000)),
         };

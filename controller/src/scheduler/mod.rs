@@ -455,7 +455,7 @@ impl Scheduler {
             return Ok(Claim::Taken);
         };
         let mut claimed = job.clone();
-        claimed.celery_task_id = Some(attempt.dispatch_id.clone());
+        claimed.dispatch_id = Some(attempt.dispatch_id.clone());
         claimed.agent_id = Some(agent_id);
         if link
             .commands

@@ -37,9 +37,11 @@ impl Store {
 
     /// Jobs pending or running right now, whenever they were created.
     pub async fn active_job_counts(&self) -> Result<Vec<(JobStatus, i64)>> {
-        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT status, COUNT(*) FROM jobs WHERE status IN ('pending', 'running') GROUP BY status",
-        ).fetch_all(p).await?);
+        let sql = format!(
+            "SELECT status, COUNT(*) FROM jobs WHERE status IN {} GROUP BY status",
+            super::jobs::ACTIVE_SQL
+        );
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(&sql).fetch_all(p).await?);
         rows.iter()
             .map(|(s, n)| Ok((parse("jobs.status", s)?, *n)))
             .collect()

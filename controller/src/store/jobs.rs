@@ -7,6 +7,9 @@ use super::audit::{insert_audit, Actor, NewAudit};
 use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{AgentId, Job, JobId, JobStatus, Page, Paging, PlaybookId, ServerId, UserId};
 
+/// The states of a job that is not over ([`crate::lifecycle::machine::ACTIVE`]), as an SQL list.
+pub const ACTIVE_SQL: &str = "('pending', 'running')";
+
 const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
      extra_vars, error_message, started_at, completed_at, created_at, agent_id, assigned_at, \
      cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated";
@@ -143,26 +146,29 @@ impl Store {
 impl Store {
     /// (job uuid, agent) of every unfinished job with a cancel request and an agent.
     pub async fn cancel_requested_jobs(&self) -> Result<Vec<(String, AgentId)>> {
-        Ok(on_pool!(self, p => sqlx::query_as::<_, (String, AgentId)>(
-            "SELECT job_id, agent_id FROM jobs WHERE status IN ('pending', 'running') \
-             AND cancel_requested_at IS NOT NULL AND agent_id IS NOT NULL",
-        ).fetch_all(p).await?))
+        let sql = format!(
+            "SELECT job_id, agent_id FROM jobs WHERE status IN {ACTIVE_SQL} \
+             AND cancel_requested_at IS NOT NULL AND agent_id IS NOT NULL"
+        );
+        Ok(on_pool!(self, p => sqlx::query_as::<_, (String, AgentId)>(&sql).fetch_all(p).await?))
     }
 
     /// Every job an agent holds (assigned or running), however many.
     pub async fn active_jobs_of_agent(&self, agent: AgentId) -> Result<Vec<Job>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE agent_id = ? AND status IN ('pending', 'running') ORDER BY id"
+            "SELECT {COLUMNS} FROM jobs WHERE agent_id = ? AND status IN {ACTIVE_SQL} ORDER BY id"
         );
         Ok(on_pool!(self, p => sqlx::query_as::<_, Job>(&sql).bind(agent).fetch_all(p).await?))
     }
 
     /// How many jobs each server has with an agent (assigned or running).
     pub async fn active_jobs_per_server(&self) -> Result<std::collections::HashMap<ServerId, i64>> {
-        let rows: Vec<(ServerId, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT server_id, COUNT(*) FROM jobs WHERE status IN ('pending', 'running') \
-             AND agent_id IS NOT NULL GROUP BY server_id",
-        ).fetch_all(p).await?);
+        let sql = format!(
+            "SELECT server_id, COUNT(*) FROM jobs WHERE status IN {ACTIVE_SQL} \
+             AND agent_id IS NOT NULL GROUP BY server_id"
+        );
+        let rows: Vec<(ServerId, i64)> =
+            on_pool!(self, p => sqlx::query_as(&sql).fetch_all(p).await?);
         Ok(rows.into_iter().collect())
     }
 }
