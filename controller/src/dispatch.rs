@@ -15,14 +15,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use outpost_protocol::codec::{self, FrameError};
 use outpost_protocol::jobstream::{FinishCheck, Intake, Violation};
-use outpost_protocol::message::{FinalStatus, Finished, JobDown, JobUp, LogBatch};
+use outpost_protocol::message::{Finished, JobDown, JobUp, LogBatch};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use crate::core::Core;
 use crate::ingest::Committed;
 use crate::lifecycle::{Attempt, Outcome, Released};
-use crate::model::{AgentId, Job, JobStatus};
+use crate::model::{AgentId, Job, JobStatus, JobUuid};
 use crate::scheduler::{Dispatch, Event};
 use crate::store::logs::NewLogLine;
 /// How long the agent has to accept or reject an assignment.
@@ -63,10 +62,7 @@ pub async fn run_assigned(ctx: Arc<Core>, conn: quinn::Connection, owner: Owner,
     .await;
     match outcome {
         Ok((send, reader)) => {
-            let Ok(uuid) = Uuid::parse_str(&job.job_id) else {
-                return;
-            };
-            let Some(_slot) = ctx.stream_slot(uuid) else {
+            let Some(_slot) = ctx.stream_slot(job.job_id.0) else {
                 return;
             };
             let stream = JobStream::new(ctx, owner, job, dispatch_id, 0, send, reader);
@@ -130,7 +126,7 @@ pub async fn run_resumed(
         let _ = send.reset(quinn::VarInt::from_u32(outpost_protocol::close::NORMAL));
         return;
     };
-    let job = match ctx.store.get_job_by_uuid(&job_uuid.to_string()).await {
+    let job = match ctx.store.get_job_by_uuid(JobUuid(job_uuid)).await {
         Ok(j)
             if j.agent_id == Some(owner.agent)
                 && j.dispatch_id.as_deref() == Some(dispatch_id.as_str()) =>
@@ -210,7 +206,7 @@ impl JobStream {
         send: quinn::SendStream,
         reader: mpsc::Receiver<Result<JobUp, FrameError>>,
     ) -> JobStream {
-        let uuid = Uuid::parse_str(&job.job_id).unwrap_or_default();
+        let uuid = job.job_id.0;
         JobStream {
             ctx,
             owner,

@@ -38,6 +38,79 @@ id_type! {
     AuditId(i64);
 }
 
+/// Declares a uuid handle newtype, stored as the seed's 36-character text and decoded once,
+/// by sqlx, so that no caller parses it from a string again.
+macro_rules! uuid_type {
+    ($($(#[$meta:meta])* $name:ident;)+) => {$(
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub uuid::Uuid);
+
+        impl $name {
+            pub fn new_v4() -> $name {
+                $name(uuid::Uuid::new_v4())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<$name, uuid::Error> {
+                uuid::Uuid::parse_str(s).map($name)
+            }
+        }
+
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
+        where
+            String: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as sqlx::Type<DB>>::type_info()
+            }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
+        where
+            String: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<$name, sqlx::error::BoxDynError> {
+                let text = <String as sqlx::Decode<'r, DB>>::decode(value)?;
+                Ok($name(uuid::Uuid::parse_str(&text)?))
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $name
+        where
+            String: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <String as sqlx::Encode<'q, DB>>::encode(self.to_string(), buf)
+            }
+        }
+    )+};
+}
+
+uuid_type! {
+    /// A job's public handle (`jobs.job_id`), the id agents and API callers know it by.
+    JobUuid;
+    /// The uuid an agent's certificate names (`agents.uuid`).
+    AgentUuid;
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct User {
     pub id: UserId,
@@ -94,7 +167,7 @@ pub struct Playbook {
 pub struct Job {
     pub id: JobId,
     /// The external uuid.
-    pub job_id: String,
+    pub job_id: JobUuid,
     pub playbook_id: PlaybookId,
     pub server_id: ServerId,
     pub user_id: UserId,
@@ -149,7 +222,7 @@ pub struct Ticket {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Agent {
     pub id: AgentId,
-    pub uuid: String,
+    pub uuid: AgentUuid,
     pub name: String,
     pub labels: Option<sqlx::types::Json<JsonObject>>,
     pub cert_fingerprint: Option<String>,
@@ -291,7 +364,9 @@ pub(crate) mod samples {
     pub fn job(extra_vars: serde_json::Value) -> Job {
         Job {
             id: JobId(1),
-            job_id: "6f1c1d1e-0000-4000-8000-000000000001".into(),
+            job_id: JobUuid(uuid::Uuid::from_u128(
+                0x6f1c1d1e_0000_4000_8000_000000000001,
+            )),
             playbook_id: PlaybookId(1),
             server_id: ServerId(1),
             user_id: UserId(1),

@@ -160,11 +160,7 @@ async fn identify(ctx: &Core, conn: &quinn::Connection) -> Result<Agent, (u32, S
     Ok(agent)
 }
 
-async fn run(
-    ctx: &Arc<Core>,
-    conn: &quinn::Connection,
-    agent: Agent,
-) -> Result<(), SessionError> {
+async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<(), SessionError> {
     let mut control = ControllerSide::new(now());
     let (mut send, recv) = loop {
         tokio::select! {
@@ -215,7 +211,7 @@ async fn run(
 
     let welcome = control.welcome(Greeting {
         controller_version: env!("CARGO_PKG_VERSION").to_owned(),
-        agent: Uuid::parse_str(&agent.uuid).unwrap_or_default(),
+        agent: agent.uuid.0,
         heartbeat_interval: ctx.settings.heartbeat_interval,
     });
     codec::write_frame(&mut send, &welcome, MAX_SESSION_FRAME)
@@ -230,7 +226,7 @@ async fn run(
     let (commands_tx, mut commands) = mpsc::channel(256);
     ctx.scheduler.send(Event::Up(AgentLink {
         id: agent.id,
-        uuid: Uuid::parse_str(&agent.uuid).unwrap_or_default(),
+        uuid: agent.uuid.0,
         name: agent.name.clone(),
         labels: agent.label_pairs().into_iter().collect(),
         capacity,
@@ -347,11 +343,7 @@ async fn audit(store: &Store, agent: &Agent, action: &str, details: serde_json::
 }
 
 async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> RenewAnswer {
-    let Ok(uuid) = Uuid::parse_str(&agent.uuid) else {
-        return RenewAnswer::Refused {
-            reason: "agent uuid unreadable".into(),
-        };
-    };
+    let uuid = agent.uuid.0;
     // Revocation is looked up afresh: a revoked agent gets no new certificate, whatever its
     // session still holds.
     match ctx.store.get_agent(agent.id).await {

@@ -782,7 +782,7 @@ async fn jobs_move_only_forward(backend: Backend) {
     let jobs = launch(&store, &f, 2).await;
     let job = &jobs[0];
     assert_eq!(job.status, JobStatus::Pending);
-    assert_eq!(job.job_id.len(), 36);
+    assert_eq!(job.job_id.to_string().len(), 36);
     assert_eq!(job.extra_vars.as_ref().unwrap().0["x"], 1);
 
     let ok = |s| Outcome {
@@ -811,7 +811,7 @@ async fn jobs_move_only_forward(backend: Backend) {
     // Final is final.
     assert!(!life.finish(&a, &ok(Final::Failed)).await.unwrap());
     assert!(!life.start(&a).await.unwrap());
-    assert!(life.finish(&a, &ok(Final::Running)).await.is_err());
+    // Finishing as pending or running cannot be written: `Final` has no such states.
     // The agent ran a job whose "started" was never recorded: its outcome records both.
     let b = claimed(&life, &jobs[1]).await;
     assert!(life.finish(&b, &ok(Final::Success)).await.unwrap());
@@ -837,7 +837,7 @@ async fn jobs_move_only_forward(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((page.total, page.items.len()), (3, 1));
-    assert_eq!(store.get_job_by_uuid(&job.job_id).await.unwrap().id, job.id);
+    assert_eq!(store.get_job_by_uuid(job.job_id).await.unwrap().id, job.id);
 }
 
 /// Agents arrive with the controller issue; until then the contract inserts one row by hand.

@@ -67,7 +67,11 @@ fn now_ns() -> u128 {
 
 async fn wait_final(w: &World, uuid: &str, poll: Duration) -> Job {
     loop {
-        if let Ok(j) = w.store.get_job_by_uuid(uuid).await {
+        if let Ok(j) = w
+            .store
+            .get_job_by_uuid(uuid.parse().expect("a job uuid"))
+            .await
+        {
             if j.status.is_final() {
                 return j;
             }
@@ -352,7 +356,7 @@ async fn ingest() {
             jobs.push(w.launch(&pb, s).await);
         }
         for j in &jobs {
-            let done = wait_final(w, &j.job_id, Duration::from_millis(20)).await;
+            let done = wait_final(w, &j.job_id.to_string(), Duration::from_millis(20)).await;
             assert_eq!(done.status, JobStatus::Success, "{:?}", done.error_message);
         }
         let through = (per * n) as f64 / t.elapsed().as_secs_f64();
@@ -396,7 +400,7 @@ async fn far() {
         let server = fleet.register(w, dc, &format!("web-{dc}")).await;
         let t = Instant::now();
         let job = w.launch(&pb, &server).await;
-        let done = wait_final(w, &job.job_id, Duration::from_millis(20)).await;
+        let done = wait_final(w, &job.job_id.to_string(), Duration::from_millis(20)).await;
         assert_eq!(done.status, JobStatus::Success, "{:?}", done.error_message);
         let secs = t.elapsed().as_secs_f64();
         let n = w.assert_contiguous(&job).await;

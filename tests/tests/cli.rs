@@ -213,7 +213,11 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
     let jobs: serde_json::Value =
         serde_json::from_str(&ok(outpost(cfg, &["job", "list", "--json"]))).unwrap();
     let job_id = jobs["items"][0]["id"].as_str().unwrap().to_owned();
-    let job = w.store.get_job_by_uuid(&job_id).await.unwrap();
+    let job = w
+        .store
+        .get_job_by_uuid(job_id.parse().expect("a job uuid"))
+        .await
+        .unwrap();
     let stored: Vec<String> = w.lines(&job).await.into_iter().map(|l| l.content).collect();
     let printed_lines: Vec<&str> = printed.lines().collect();
     assert_eq!(printed_lines, stored, "printed = stored, line for line");
@@ -260,7 +264,10 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
             .find(|j| j.status == JobStatus::Running)
     })
     .await;
-    ok(outpost(cfg, &["job", "cancel", &sleeping.job_id]));
+    ok(outpost(
+        cfg,
+        &["job", "cancel", &sleeping.job_id.to_string()],
+    ));
     let status = tokio::task::spawn_blocking(move || {
         let mut follow = follow;
         follow.wait()
@@ -418,7 +425,11 @@ async fn escape_sequences_from_hosts_are_shown_escaped_and_the_cli_names_itself(
     let jobs: serde_json::Value =
         serde_json::from_str(&ok(outpost(cfg, &["job", "list", "--json"]))).unwrap();
     let job_id = jobs["items"][0]["id"].as_str().unwrap().to_owned();
-    let job = w.store.get_job_by_uuid(&job_id).await.unwrap();
+    let job = w
+        .store
+        .get_job_by_uuid(job_id.parse().expect("a job uuid"))
+        .await
+        .unwrap();
     let stored: Vec<String> = w.lines(&job).await.into_iter().map(|l| l.content).collect();
     assert!(
         stored.iter().any(|l| l.contains(raw_osc)),

@@ -79,7 +79,14 @@ async fn followers_get_every_line_once_and_the_end() {
     let end: LogEnd = serde_json::from_str(&full.last().unwrap().data).unwrap();
     assert_eq!(full.last().unwrap().event, "end");
     assert_eq!(end.status, JobStatus::Success);
-    let stored = w.lines(&w.store.get_job_by_uuid(&job).await.unwrap()).await;
+    let stored = w
+        .lines(
+            &w.store
+                .get_job_by_uuid(job.parse().expect("a job uuid"))
+                .await
+                .unwrap(),
+        )
+        .await;
     assert_eq!(end.last_line as usize, stored.len());
     let streamed = lines_of(&full);
     assert_eq!(streamed.len(), stored.len(), "every line, once");

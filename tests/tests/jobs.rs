@@ -380,7 +380,11 @@ async fn launch_values_are_data_and_only_admins_may_be_allowed_templates() {
                "nested": {"list": [lookup("nested")], lookup("key"): {"deeper": [[lookup("deep")]]}}}),
     )
     .await;
-    let job = w.store.get_job_by_uuid(&id).await.unwrap();
+    let job = w
+        .store
+        .get_job_by_uuid(id.parse().expect("a job uuid"))
+        .await
+        .unwrap();
     w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
     let text: String = w
         .lines(&job)
@@ -401,7 +405,11 @@ async fn launch_values_are_data_and_only_admins_may_be_allowed_templates() {
 
     // An admin, where the setting allows it, gets templates: the witness sees this one.
     let id = run(admin, json!({"greeting": lookup("admin")})).await;
-    let job = w.store.get_job_by_uuid(&id).await.unwrap();
+    let job = w
+        .store
+        .get_job_by_uuid(id.parse().expect("a job uuid"))
+        .await
+        .unwrap();
     w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
     assert!(
         marks.path().join("admin").exists(),

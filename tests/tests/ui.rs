@@ -145,7 +145,11 @@ async fn an_operator_launches_a_job_and_watches_its_log_live() {
     b.wait_text("#job-exit", MINUTE, |t| t == "0").await;
 
     // Every stored line is counted, and markup from the playbook is text, not elements.
-    let job = w.store.get_job_by_uuid(&id).await.unwrap();
+    let job = w
+        .store
+        .get_job_by_uuid(id.parse().expect("a job uuid"))
+        .await
+        .unwrap();
     assert_eq!(job.status, JobStatus::Success);
     let stored = w.assert_contiguous(&job).await;
     b.wait_text("#log-count", MINUTE, |t| t == format!("{stored} lines"))

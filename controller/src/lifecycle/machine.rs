@@ -170,7 +170,10 @@ mod tests {
         assert_eq!(Move::ReleaseCancelled.enters(), Cancelled);
         assert_eq!(Move::Release.enters(), Pending);
         for m in Move::ALL {
-            assert!(!m.leaves().iter().any(|s| s.is_final()), "{m:?} leaves a final state");
+            assert!(
+                !m.leaves().iter().any(|s| s.is_final()),
+                "{m:?} leaves a final state"
+            );
         }
     }
 }

@@ -194,7 +194,7 @@ impl Lifecycle {
             None => {
                 let job = self.store.get_job(job).await?;
                 Err(StoreError::WrongState {
-                    job: job.job_id,
+                    job: job.job_id.to_string(),
                     status: job.status.to_string(),
                     action: "cancel it",
                 })
@@ -213,7 +213,7 @@ impl Lifecycle {
             };
             let reported = held
                 .iter()
-                .any(|(id, d)| id.to_string() == job.job_id && *d == attempt.dispatch_id);
+                .any(|(id, d)| *id == job.job_id.0 && *d == attempt.dispatch_id);
             if reported {
                 in_flight += 1;
                 continue;

@@ -8,8 +8,8 @@ use super::machine::Move;
 use super::{Attempt, CancelResult, Claim, Outcome, Released};
 use crate::model::{AgentId, JobId, JobStatus};
 use crate::store::audit::{insert_audit, Actor, NewAudit};
-use crate::store::tickets::{insert_ticket, NewTicket};
 use crate::store::jobs::ACTIVE_SQL;
+use crate::store::tickets::{insert_ticket, NewTicket};
 use crate::store::{now, on_pool, Backend, Result, Store};
 use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
 

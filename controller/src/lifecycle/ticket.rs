@@ -55,7 +55,7 @@ pub(super) fn failure_ticket(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{samples, JobStatus};
+    use crate::model::samples;
 
     #[test]
     fn a_ticket_for_a_long_failure_fits_its_columns() {
@@ -65,7 +65,7 @@ mod tests {
         server.hostname = "h".repeat(255);
         let pb = samples::playbook(serde_json::json!({}));
         let outcome = Outcome {
-            status: super::Final::Failed,
+            status: crate::lifecycle::Final::Failed,
             exit_code: Some(3),
             error_message: Some("e".repeat(40_000)),
         };

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use outpost_protocol::message::{Assignment, Target};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::model::{Job, Playbook, Server};
 use crate::store::Store;
@@ -98,7 +97,7 @@ fn build(
     };
     Ok(Assignment {
         options,
-        job: Uuid::parse_str(&job.job_id).map_err(|e| format!("job id {}: {e}", job.job_id))?,
+        job: job.job_id.0,
         dispatch_id: dispatch_id.to_owned(),
         playbook_name: playbook.name.clone(),
         playbook_content: content.to_owned(),

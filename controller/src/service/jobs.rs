@@ -11,7 +11,7 @@ use outpost_api::{
 use super::{paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::lifecycle::CancelResult;
-use crate::model::{AgentId, Job, Paging, PlaybookId, ServerId, UserId};
+use crate::model::{AgentId, Job, JobUuid, Paging, PlaybookId, ServerId, UserId};
 use crate::scheduler::Event;
 use crate::store::jobs::{JobFilter, NewJob};
 use crate::store::servers::ServerFilter;
@@ -67,12 +67,12 @@ impl Names {
 
 /// The job named by a uuid in a path.
 pub async fn by_uuid(store: &Store, job_id: &str) -> Result<Job> {
-    if uuid::Uuid::parse_str(job_id).is_err() {
+    let Ok(uuid) = job_id.parse::<JobUuid>() else {
         return Err(ServiceError::not_found(format!(
             "job {job_id}: not a job id"
         )));
-    }
-    Ok(store.get_job_by_uuid(job_id).await?)
+    };
+    Ok(store.get_job_by_uuid(uuid).await?)
 }
 
 pub async fn list(core: &Core, q: &JobQuery) -> Result<Page<JobView>> {
@@ -140,7 +140,9 @@ fn check_launch(req: &LaunchRequest) -> Result<RunOptions> {
         diff: req.diff,
         verbosity: req.verbosity,
     };
-    options.args().map_err(|e| ServiceError::unprocessable(e.to_string()))?;
+    options
+        .args()
+        .map_err(|e| ServiceError::unprocessable(e.to_string()))?;
     Ok(RunOptions {
         tags: req.tags.clone(),
         skip_tags: req.skip_tags.clone(),

@@ -5,20 +5,20 @@ use outpost_api::{NewTicketRequest, Page, TicketPatchRequest, TicketQuery, Ticke
 use super::jobs::by_uuid;
 use super::{paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
-use crate::model::{JobId, Ticket, TicketPriority};
+use crate::model::{JobId, JobUuid, Ticket, TicketPriority};
 use crate::store::tickets::{NewTicket, TicketFilter, TicketPatch};
 use crate::store::Store;
 
 async fn view(
     store: &Store,
     t: &Ticket,
-    jobs: &mut std::collections::HashMap<JobId, String>,
+    jobs: &mut std::collections::HashMap<JobId, JobUuid>,
 ) -> Result<TicketView> {
     let uuid = match jobs.get(&t.job_id) {
-        Some(u) => u.clone(),
+        Some(u) => *u,
         None => {
             let u = store.get_job(t.job_id).await?.job_id;
-            jobs.insert(t.job_id, u.clone());
+            jobs.insert(t.job_id, u);
             u
         }
     };

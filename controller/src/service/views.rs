@@ -2,7 +2,9 @@
 
 use outpost_api as api;
 
-use crate::model::{Agent, AuditEntry, EnrollmentToken, Job, Playbook, Server, Ticket, User};
+use crate::model::{
+    Agent, AuditEntry, EnrollmentToken, Job, JobUuid, Playbook, Server, Ticket, User,
+};
 
 pub fn user(u: &User, password_expired: bool) -> api::UserView {
     api::UserView {
@@ -63,7 +65,7 @@ pub fn job(
     agent: Option<api::NameRef>,
 ) -> api::JobView {
     api::JobView {
-        id: j.job_id.clone(),
+        id: j.job_id.to_string(),
         status: j.status,
         playbook,
         server,
@@ -86,10 +88,10 @@ pub fn job(
     }
 }
 
-pub fn ticket(t: &Ticket, job_uuid: String) -> api::TicketView {
+pub fn ticket(t: &Ticket, job_uuid: JobUuid) -> api::TicketView {
     api::TicketView {
         id: t.ticket_id.clone(),
-        job_id: job_uuid,
+        job_id: job_uuid.to_string(),
         created_by: t.created_by.0,
         title: t.title.clone(),
         description: t.description.clone(),
@@ -104,7 +106,7 @@ pub fn ticket(t: &Ticket, job_uuid: String) -> api::TicketView {
 pub fn agent(a: &Agent) -> api::AgentView {
     api::AgentView {
         id: a.id.0,
-        uuid: a.uuid.clone(),
+        uuid: a.uuid.to_string(),
         name: a.name.clone(),
         labels: a.labels.as_ref().map(|l| l.0.clone()),
         online: a.connected_controller.is_some(),

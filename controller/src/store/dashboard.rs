@@ -41,7 +41,8 @@ impl Store {
             "SELECT status, COUNT(*) FROM jobs WHERE status IN {} GROUP BY status",
             super::jobs::ACTIVE_SQL
         );
-        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(&sql).fetch_all(p).await?);
+        let rows: Vec<(String, i64)> =
+            on_pool!(self, p => sqlx::query_as(&sql).fetch_all(p).await?);
         rows.iter()
             .map(|(s, n)| Ok((parse("jobs.status", s)?, *n)))
             .collect()

@@ -5,7 +5,9 @@ use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
-use crate::model::{AgentId, Job, JobId, JobStatus, Page, Paging, PlaybookId, ServerId, UserId};
+use crate::model::{
+    AgentId, Job, JobId, JobStatus, JobUuid, Page, Paging, PlaybookId, ServerId, UserId,
+};
 
 /// The states of a job that is not over ([`crate::lifecycle::machine::ACTIVE`]), as an SQL list.
 pub const ACTIVE_SQL: &str = "('pending', 'running')";
@@ -104,7 +106,7 @@ impl Store {
         row.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
     }
 
-    pub async fn get_job_by_uuid(&self, uuid: &str) -> Result<Job> {
+    pub async fn get_job_by_uuid(&self, uuid: JobUuid) -> Result<Job> {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE job_id = ?");
         let row =
             on_pool!(self, p => sqlx::query_as::<_, Job>(&sql).bind(uuid).fetch_optional(p).await?);
