@@ -213,9 +213,10 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| {
             // toml's own rendering spans several lines; an operator gets one.
+            // Newlines before the span, plus one: a span at a line's start is on that line.
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             match line {
                 Some(l) => format!("line {l}: {}", e.message().trim()),
                 None => e.message().trim().to_owned(),
