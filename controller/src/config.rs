@@ -63,6 +63,7 @@ pub struct Config {
     /// Seconds to wait for a free connection before failing [default: 30].
     #[arg(
         long = "db-pool-timeout",
+        value_name = "DB_POOL_TIMEOUT",
         env = "OUTPOST_DB_POOL_TIMEOUT",
         global = true,
         help_heading = EVERY_COMMAND
@@ -71,6 +72,7 @@ pub struct Config {
     /// Seconds after which a connection is closed and replaced [default: 3600].
     #[arg(
         long = "db-pool-recycle",
+        value_name = "DB_POOL_RECYCLE",
         env = "OUTPOST_DB_POOL_RECYCLE",
         global = true,
         help_heading = EVERY_COMMAND
@@ -107,7 +109,12 @@ pub struct Config {
     #[arg(long, env = "OUTPOST_AGENT_GRACE_SECS", help_heading = DAEMON)]
     pub agent_grace_secs: Option<u64>,
     /// Seconds between agent heartbeats [default: 5].
-    #[arg(long = "heartbeat-secs", env = "OUTPOST_HEARTBEAT_SECS", help_heading = DAEMON)]
+    #[arg(
+        long = "heartbeat-secs",
+        value_name = "HEARTBEAT_SECS",
+        env = "OUTPOST_HEARTBEAT_SECS",
+        help_heading = DAEMON
+    )]
     pub heartbeat_interval_secs: Option<u64>,
     /// Lifetime of agent certificates in days; agents renew with a third left [default: 7].
     #[arg(long, env = "OUTPOST_AGENT_CERT_DAYS", help_heading = DAEMON)]
@@ -124,6 +131,7 @@ pub struct Config {
     /// Time limit of a job in seconds [default: 3600].
     #[arg(
         long = "job-time-limit-secs",
+        value_name = "JOB_TIME_LIMIT_SECS",
         env = "OUTPOST_JOB_TIME_LIMIT_SECS",
         help_heading = DAEMON
     )]
