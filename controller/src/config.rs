@@ -1,11 +1,12 @@
-//! The controller's settings: a TOML file, then `OUTPOST_*` environment variables, then flags.
-//! A flag overrides the environment, which overrides the file, which overrides the defaults.
+//! The controller's settings, declared once in [`Config`]: each field is a key of the TOML
+//! file and a flag with its `OUTPOST_*` environment variable. [`Settings`] is what they resolve
+//! to: a flag overrides the environment, which overrides the file, which overrides the defaults.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::store::PoolConfig;
@@ -23,69 +24,216 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
 }
 
-/// The configuration file: every key optional, unknown keys refused (a typo should not be
-/// silently ignored).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Where the data directory is when no layer names one.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/outpost";
+
+/// Help heading of the settings every command reads.
+const EVERY_COMMAND: &str = "Settings of every command";
+/// Help heading of the daemon's own settings.
+const DAEMON: &str = "Daemon settings";
+
+/// One layer of settings: the configuration file, or the environment and flags together.
+///
+/// Each field is the file's key (serde), its flag and environment variable (clap) and its help,
+/// in one place; every one is optional, so that a layer says only what it sets. Fields marked
+/// `global` are flags of every command (before or after its name); the others are the daemon's
+/// (`serve`). Unknown keys in the file are refused: a typo should not be silently ignored.
+/// Values keep their units here (`_secs`, `_ms`, `_days`); [`Settings`] holds durations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub struct Config {
+    /// Database URL; defaults to SQLite in the data directory.
+    #[arg(
+        long,
+        env = "OUTPOST_DATABASE_URL",
+        global = true,
+        hide_env_values = true,
+        help_heading = EVERY_COMMAND
+    )]
     pub database_url: Option<String>,
+    /// Where the embedded store, the PKI and playbook files live [default: /var/lib/outpost].
+    #[arg(long, env = "OUTPOST_DATA_DIR", global = true, help_heading = EVERY_COMMAND)]
     pub data_dir: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
-    pub enroll_listen: Option<SocketAddr>,
-    pub controller_id: Option<String>,
-    pub routing_keys: Option<Vec<String>>,
-    pub agent_grace_secs: Option<u64>,
-    pub heartbeat_interval_secs: Option<u64>,
-    pub agent_cert_days: Option<u64>,
-    pub retention_days: Option<u64>,
-    pub sweep_interval_ms: Option<u64>,
-    pub max_running_per_server: Option<u32>,
-    pub default_time_limit_secs: Option<u32>,
-    pub migrate_on_start: Option<bool>,
-    pub shutdown_timeout_secs: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub log_format: Option<LogFormat>,
+    /// Maximum pooled connections [default: 20, the seed's pool size].
+    #[arg(long, env = "OUTPOST_DB_POOL_SIZE", global = true, help_heading = EVERY_COMMAND)]
     pub db_pool_size: Option<u32>,
+    /// Extra connections allowed above the pool size under load [default: 10].
+    #[arg(long, env = "OUTPOST_DB_POOL_OVERFLOW", global = true, help_heading = EVERY_COMMAND)]
     pub db_pool_overflow: Option<u32>,
+    /// Seconds to wait for a free connection before failing [default: 30].
+    #[arg(
+        long = "db-pool-timeout",
+        value_name = "DB_POOL_TIMEOUT",
+        env = "OUTPOST_DB_POOL_TIMEOUT",
+        global = true,
+        help_heading = EVERY_COMMAND
+    )]
     pub db_pool_timeout_secs: Option<u64>,
+    /// Seconds after which a connection is closed and replaced [default: 3600].
+    #[arg(
+        long = "db-pool-recycle",
+        value_name = "DB_POOL_RECYCLE",
+        env = "OUTPOST_DB_POOL_RECYCLE",
+        global = true,
+        help_heading = EVERY_COMMAND
+    )]
     pub db_pool_recycle_secs: Option<u64>,
+    /// Log as human-readable text or as JSON lines [default: text].
+    #[arg(
+        long,
+        env = "OUTPOST_LOG_FORMAT",
+        global = true,
+        value_enum,
+        help_heading = EVERY_COMMAND
+    )]
+    pub log_format: Option<LogFormat>,
+
+    /// UDP address for agent sessions [default: 0.0.0.0:7443].
+    #[arg(long, env = "OUTPOST_LISTEN", help_heading = DAEMON)]
+    pub listen: Option<SocketAddr>,
+    /// UDP address for enrolment [default: 0.0.0.0:7444].
+    #[arg(long, env = "OUTPOST_ENROLL_LISTEN", help_heading = DAEMON)]
+    pub enroll_listen: Option<SocketAddr>,
+    /// This controller's name among those sharing the database [default: hostname-pid].
+    #[arg(long, env = "OUTPOST_CONTROLLER_ID", help_heading = DAEMON)]
+    pub controller_id: Option<String>,
+    /// Server tags that restrict which agents may run a server's jobs (repeatable) [default: dc].
+    #[arg(
+        long = "routing-key",
+        env = "OUTPOST_ROUTING_KEYS",
+        value_delimiter = ',',
+        help_heading = DAEMON
+    )]
+    pub routing_keys: Option<Vec<String>>,
+    /// Seconds a vanished agent has to come back before its running jobs fail [default: 120].
+    #[arg(long, env = "OUTPOST_AGENT_GRACE_SECS", help_heading = DAEMON)]
+    pub agent_grace_secs: Option<u64>,
+    /// Seconds between agent heartbeats [default: 5].
+    #[arg(
+        long = "heartbeat-secs",
+        value_name = "HEARTBEAT_SECS",
+        env = "OUTPOST_HEARTBEAT_SECS",
+        help_heading = DAEMON
+    )]
+    pub heartbeat_interval_secs: Option<u64>,
+    /// Lifetime of agent certificates in days; agents renew with a third left [default: 7].
+    #[arg(long, env = "OUTPOST_AGENT_CERT_DAYS", help_heading = DAEMON)]
+    pub agent_cert_days: Option<u64>,
+    /// Days of job output to keep [default: 90].
+    #[arg(long, env = "OUTPOST_RETENTION_DAYS", help_heading = DAEMON)]
+    pub retention_days: Option<u64>,
+    /// Milliseconds between the scheduler's safety-net sweeps [default: 2000].
+    #[arg(long, env = "OUTPOST_SWEEP_INTERVAL_MS", help_heading = DAEMON)]
+    pub sweep_interval_ms: Option<u64>,
+    /// Jobs that may run on one server at the same time [default: 1].
+    #[arg(long, env = "OUTPOST_MAX_RUNNING_PER_SERVER", help_heading = DAEMON)]
+    pub max_running_per_server: Option<u32>,
+    /// Time limit of a job in seconds [default: 3600].
+    #[arg(
+        long = "job-time-limit-secs",
+        value_name = "JOB_TIME_LIMIT_SECS",
+        env = "OUTPOST_JOB_TIME_LIMIT_SECS",
+        help_heading = DAEMON
+    )]
+    pub default_time_limit_secs: Option<u32>,
+    /// Milliseconds of silence after which a QUIC peer is considered gone [default: 15000].
+    #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_MS", help_heading = DAEMON)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Do not apply pending migrations at start-up.
+    // The flag says "no", the file's key "yes": the flag (or `OUTPOST_NO_MIGRATE=true`) is
+    // parsed into the key's sense, so that both layers hold the same thing.
+    #[arg(
+        long = "no-migrate",
+        env = "OUTPOST_NO_MIGRATE",
+        num_args = 0,
+        default_missing_value = "true",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::BoolValueParser::new(),
+            |no: bool| !no
+        ),
+        help_heading = DAEMON
+    )]
+    pub migrate_on_start: Option<bool>,
+    /// Seconds a stopping controller waits for its agent sessions, then for the output they
+    /// sent to be stored [default: 30].
+    // File only: no flag has ever set it.
+    #[arg(skip)]
+    pub shutdown_timeout_secs: Option<u64>,
+    /// TCP address of the HTTPS API and web UI [default: 0.0.0.0:8443].
+    #[arg(long, env = "OUTPOST_API_LISTEN", help_heading = DAEMON)]
     pub api_listen: Option<SocketAddr>,
+    /// The API's certificate chain (PEM) [default: the controller's, from the Outpost CA].
+    #[arg(long, env = "OUTPOST_API_CERT", requires = "api_key", help_heading = DAEMON)]
     pub api_cert: Option<PathBuf>,
+    /// The API certificate's private key (PEM).
+    #[arg(long, env = "OUTPOST_API_KEY", requires = "api_cert", help_heading = DAEMON)]
     pub api_key: Option<PathBuf>,
+    /// Hours a login's bearer token lives [default: 12].
+    #[arg(long, env = "OUTPOST_API_TOKEN_HOURS", help_heading = DAEMON)]
     pub api_token_hours: Option<u64>,
+    /// Days before a password must be changed; 0 turns rotation off [default: 90].
+    #[arg(long, env = "OUTPOST_PASSWORD_MAX_AGE_DAYS", help_heading = DAEMON)]
     pub password_max_age_days: Option<u64>,
+    /// Seconds an API client has to send a request's headers, after TLS and between requests
+    /// on a kept-alive HTTP/1 connection [default: 10].
+    #[arg(long, env = "OUTPOST_API_HEADER_TIMEOUT_SECS", help_heading = DAEMON)]
     pub api_header_timeout_secs: Option<u64>,
+    /// Seconds after which an API connection with no request in flight is closed [default: 60].
+    #[arg(long, env = "OUTPOST_API_IDLE_TIMEOUT_SECS", help_heading = DAEMON)]
     pub api_idle_timeout_secs: Option<u64>,
+    /// Open API connections at most; more are closed at once [default: 10000].
+    #[arg(long, env = "OUTPOST_API_MAX_CONNECTIONS", help_heading = DAEMON)]
     pub api_max_connections: Option<u32>,
+    /// Open API connections from one client address (IPv6: one /64) at most [default: 256].
+    #[arg(long, env = "OUTPOST_API_MAX_CONNECTIONS_PER_ADDRESS", help_heading = DAEMON)]
     pub api_max_connections_per_address: Option<u32>,
+    /// The outpost-agent that install bundles carry, built for the bastions' architecture
+    /// [default: the one beside this binary, else /usr/lib/outpost/outpost-agent].
+    #[arg(long, env = "OUTPOST_AGENT_BINARY", help_heading = DAEMON)]
     pub agent_binary: Option<PathBuf>,
+    /// Let values an admin gives at launch be Jinja templates that ansible evaluates on the
+    /// bastion [default: off: every launch value is data, whoever gives it; operators' values
+    /// always are].
+    #[arg(
+        long,
+        env = "OUTPOST_ADMIN_LAUNCH_VARS_TEMPLATES",
+        num_args = 0,
+        default_missing_value = "true",
+        help_heading = DAEMON
+    )]
     pub admin_launch_vars_templates: Option<bool>,
 }
 
-impl FileConfig {
-    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+impl Config {
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| {
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses a configuration file's text; the error is one line, with the line it is about.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| {
             // toml's own rendering spans several lines; an operator gets one.
+            // Newlines before the span, plus one: a span at a line's start is on that line.
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            let message = match line {
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
                 Some(l) => format!("line {l}: {}", e.message().trim()),
                 None => e.message().trim().to_owned(),
-            };
-            ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
             }
         })
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -191,92 +339,126 @@ impl Settings {
         }
     }
 
-    /// Applies a configuration file's values over the defaults (the environment and flags are
-    /// applied after, by the caller).
-    pub fn apply_file(&mut self, f: &FileConfig) -> Result<(), ConfigError> {
-        macro_rules! set {
-            ($field:ident) => {
-                if let Some(v) = f.$field.clone() {
-                    self.$field = v;
-                }
-            };
-            ($field:ident, $conv:expr) => {
-                if let Some(v) = f.$field {
-                    self.$field = $conv(v);
-                }
-            };
+    /// Resolves layers of settings, lowest first (the file, then the environment and flags): a
+    /// value set in a layer overrides the layers before it, and one set in none is the default.
+    pub fn resolve(layers: &[&Config]) -> Result<Settings, ConfigError> {
+        // The default database lives in the data directory, wherever that ends up.
+        let data_dir = layers
+            .iter()
+            .rev()
+            .find_map(|l| l.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let mut s = Settings::new(
+            format!("sqlite://{}", data_dir.join("outpost.db").display()),
+            data_dir,
+        );
+        for layer in layers {
+            s.apply(layer);
         }
-        set!(database_url);
-        set!(data_dir);
-        set!(listen);
-        set!(enroll_listen);
-        set!(controller_id);
-        set!(routing_keys);
-        if let Some(s) = f.agent_grace_secs {
-            self.agent_grace = Duration::from_secs(s);
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Sets what `c` sets, converting its units (and raising values below a floor to it).
+    fn apply(&mut self, c: &Config) {
+        let secs = Duration::from_secs;
+        let days = |d: u64| secs(d.saturating_mul(86400));
+        if let Some(v) = &c.database_url {
+            self.database_url = v.clone();
         }
-        if let Some(s) = f.heartbeat_interval_secs {
-            self.heartbeat_interval = Duration::from_secs(s.max(1));
+        if let Some(v) = &c.data_dir {
+            self.data_dir = v.clone();
         }
-        if let Some(d) = f.agent_cert_days {
-            self.agent_cert_lifetime = Duration::from_secs(d.max(1) * 86400);
-        }
-        if let Some(d) = f.retention_days {
-            self.retention = Duration::from_secs(d * 86400);
-        }
-        if let Some(ms) = f.sweep_interval_ms {
-            self.sweep_interval = Duration::from_millis(ms.max(50));
-        }
-        set!(max_running_per_server);
-        if let Some(s) = f.default_time_limit_secs {
-            self.default_time_limit = Duration::from_secs(s.into());
-        }
-        set!(migrate_on_start);
-        if let Some(s) = f.shutdown_timeout_secs {
-            self.shutdown_timeout = Duration::from_secs(s);
-        }
-        if let Some(ms) = f.idle_timeout_ms {
-            self.idle_timeout = Duration::from_millis(ms.max(500));
-        }
-        set!(log_format);
-        set!(api_listen);
-        if f.api_cert.is_some() {
-            self.api_cert = f.api_cert.clone();
-        }
-        if f.api_key.is_some() {
-            self.api_key = f.api_key.clone();
-        }
-        if f.agent_binary.is_some() {
-            self.agent_binary = f.agent_binary.clone();
-        }
-        if let Some(h) = f.api_token_hours {
-            self.api_token_ttl = Duration::from_secs(h.max(1) * 3600);
-        }
-        if let Some(d) = f.password_max_age_days {
-            self.password_max_age = Duration::from_secs(d * 86400);
-        }
-        if let Some(s) = f.api_header_timeout_secs {
-            self.api_header_timeout = Duration::from_secs(s);
-        }
-        if let Some(s) = f.api_idle_timeout_secs {
-            self.api_idle_timeout = Duration::from_secs(s);
-        }
-        set!(api_max_connections);
-        set!(admin_launch_vars_templates);
-        set!(api_max_connections_per_address);
-        if let Some(v) = f.db_pool_size {
+        if let Some(v) = c.db_pool_size {
             self.pool.size = v;
         }
-        if let Some(v) = f.db_pool_overflow {
+        if let Some(v) = c.db_pool_overflow {
             self.pool.overflow = v;
         }
-        if let Some(v) = f.db_pool_timeout_secs {
-            self.pool.acquire_timeout = Duration::from_secs(v);
+        if let Some(v) = c.db_pool_timeout_secs {
+            self.pool.acquire_timeout = secs(v);
         }
-        if let Some(v) = f.db_pool_recycle_secs {
-            self.pool.recycle = Duration::from_secs(v);
+        if let Some(v) = c.db_pool_recycle_secs {
+            self.pool.recycle = secs(v);
         }
-        self.check()
+        if let Some(v) = c.log_format {
+            self.log_format = v;
+        }
+        if let Some(v) = c.listen {
+            self.listen = v;
+        }
+        if let Some(v) = c.enroll_listen {
+            self.enroll_listen = v;
+        }
+        if let Some(v) = &c.controller_id {
+            self.controller_id = v.clone();
+        }
+        if let Some(v) = &c.routing_keys {
+            self.routing_keys = v.clone();
+        }
+        if let Some(v) = c.agent_grace_secs {
+            self.agent_grace = secs(v);
+        }
+        if let Some(v) = c.heartbeat_interval_secs {
+            self.heartbeat_interval = secs(v.max(1));
+        }
+        if let Some(v) = c.agent_cert_days {
+            self.agent_cert_lifetime = days(v.max(1));
+        }
+        if let Some(v) = c.retention_days {
+            self.retention = days(v);
+        }
+        if let Some(v) = c.sweep_interval_ms {
+            self.sweep_interval = Duration::from_millis(v.max(50));
+        }
+        if let Some(v) = c.max_running_per_server {
+            self.max_running_per_server = v;
+        }
+        if let Some(v) = c.default_time_limit_secs {
+            self.default_time_limit = secs(v.into());
+        }
+        if let Some(v) = c.idle_timeout_ms {
+            self.idle_timeout = Duration::from_millis(v.max(500));
+        }
+        if let Some(v) = c.migrate_on_start {
+            self.migrate_on_start = v;
+        }
+        if let Some(v) = c.shutdown_timeout_secs {
+            self.shutdown_timeout = secs(v);
+        }
+        if let Some(v) = c.api_listen {
+            self.api_listen = v;
+        }
+        if let Some(v) = &c.api_cert {
+            self.api_cert = Some(v.clone());
+        }
+        if let Some(v) = &c.api_key {
+            self.api_key = Some(v.clone());
+        }
+        if let Some(v) = c.api_token_hours {
+            self.api_token_ttl = secs(v.max(1).saturating_mul(3600));
+        }
+        if let Some(v) = c.password_max_age_days {
+            self.password_max_age = days(v);
+        }
+        if let Some(v) = c.api_header_timeout_secs {
+            self.api_header_timeout = secs(v);
+        }
+        if let Some(v) = c.api_idle_timeout_secs {
+            self.api_idle_timeout = secs(v);
+        }
+        if let Some(v) = c.api_max_connections {
+            self.api_max_connections = v;
+        }
+        if let Some(v) = c.api_max_connections_per_address {
+            self.api_max_connections_per_address = v;
+        }
+        if let Some(v) = &c.agent_binary {
+            self.agent_binary = Some(v.clone());
+        }
+        if let Some(v) = c.admin_launch_vars_templates {
+            self.admin_launch_vars_templates = v;
+        }
     }
 
     pub fn check(&self) -> Result<(), ConfigError> {
@@ -337,41 +519,64 @@ pub fn default_controller_id() -> String {
 mod tests {
     use super::*;
 
+    fn file(text: &str) -> Config {
+        Config::from_toml(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
     #[test]
     fn the_example_configuration_is_valid() {
-        let f: FileConfig = toml::from_str(include_str!("../../examples/controller.toml"))
-            .expect("examples/controller.toml");
-        let mut s = Settings::new("sqlite://x".into(), "/tmp".into());
-        s.apply_file(&f).unwrap();
+        let f = file(include_str!("../../examples/controller.toml"));
+        let s = Settings::resolve(&[&f]).unwrap();
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.agent_grace, Duration::from_secs(120));
+        assert!(s.database_url.starts_with("mysql://"));
     }
 
     #[test]
     fn file_values_override_defaults_and_typos_are_refused() {
-        let f: FileConfig = toml::from_str(
+        let f = file(
             "retention_days = 30\nrouting_keys = [\"dc\", \"zone\"]\nlisten = \"127.0.0.1:9000\"",
-        )
-        .unwrap();
-        let mut s = Settings::new("sqlite://x".into(), "/tmp".into());
-        s.apply_file(&f).unwrap();
+        );
+        let s = Settings::resolve(&[&f]).unwrap();
         assert_eq!(s.retention, Duration::from_secs(30 * 86400));
         assert_eq!(s.routing_keys, vec!["dc", "zone"]);
         assert_eq!(s.listen.port(), 9000);
-        assert!(toml::from_str::<FileConfig>("retention_dayz = 3").is_err());
-        let zero: FileConfig = toml::from_str("retention_days = 0").unwrap();
-        assert!(s.apply_file(&zero).is_err());
+        let typo = Config::from_toml("retention_days = 3\nretention_dayz = 3").unwrap_err();
+        assert!(
+            typo.contains("line 2") && typo.contains("retention_dayz"),
+            "{typo}"
+        );
+        assert!(Settings::resolve(&[&file("retention_days = 0")]).is_err());
+    }
+
+    #[test]
+    fn a_later_layer_overrides_an_earlier_one_and_unset_falls_through() {
+        let lower = file("retention_days = 30\nmax_running_per_server = 3\ndata_dir = \"/srv/a\"");
+        let upper = Config {
+            retention_days: Some(40),
+            migrate_on_start: Some(false),
+            ..Config::default()
+        };
+        let s = Settings::resolve(&[&lower, &upper]).unwrap();
+        assert_eq!(s.retention, Duration::from_secs(40 * 86400));
+        assert_eq!(s.max_running_per_server, 3);
+        assert!(!s.migrate_on_start);
+        // The default database follows the data directory, from whichever layer sets it.
+        assert_eq!(s.database_url, "sqlite:///srv/a/outpost.db");
+        let d = Settings::resolve(&[]).unwrap();
+        assert_eq!(d.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(d.database_url, "sqlite:///var/lib/outpost/outpost.db");
+        assert!(d.migrate_on_start);
     }
 
     #[test]
     fn the_api_edge_limits_are_read_and_zero_is_refused() {
-        let mut s = Settings::new("sqlite://x".into(), "/tmp".into());
+        let s = Settings::resolve(&[]).unwrap();
         assert_eq!(s.api_header_timeout, Duration::from_secs(10));
-        let f: FileConfig = toml::from_str(
+        let f = file(
             "api_header_timeout_secs = 3\napi_idle_timeout_secs = 30\napi_max_connections = 500\napi_max_connections_per_address = 20",
-        )
-        .unwrap();
-        s.apply_file(&f).unwrap();
+        );
+        let s = Settings::resolve(&[&f]).unwrap();
         assert_eq!(s.api_header_timeout, Duration::from_secs(3));
         assert_eq!(s.api_idle_timeout, Duration::from_secs(30));
         assert_eq!(
@@ -384,9 +589,10 @@ mod tests {
             "api_max_connections = 0",
             "api_max_connections_per_address = 0",
         ] {
-            let f: FileConfig = toml::from_str(zero).unwrap();
-            let mut s = Settings::new("sqlite://x".into(), "/tmp".into());
-            assert!(s.apply_file(&f).is_err(), "{zero} accepted");
+            assert!(
+                Settings::resolve(&[&file(zero)]).is_err(),
+                "{zero} accepted"
+            );
         }
     }
 }

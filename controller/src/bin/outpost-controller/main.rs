@@ -1,21 +1,16 @@
-//! `outpost-controller`: the Outpost controller daemon and its maintenance commands.
+//! `outpost-controller`: the Outpost controller daemon and its maintenance commands. This is the
+//! command line and the dispatch; each command is a module of [`commands`], and the settings
+//! are declared once, in [`Config`].
 
-mod dev;
+mod commands;
 
-use std::net::SocketAddr;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
-use outpost_controller::config::{FileConfig, LogFormat, Settings};
-use outpost_controller::model::{Paging, Role};
-use outpost_controller::pki::{self, PkiPaths};
-use outpost_controller::store::audit::Actor;
-use outpost_controller::store::users::NewUser;
-use outpost_controller::{enroll, server, Store};
-use tokio_util::sync::CancellationToken;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use commands::{agents, bundle, dev, init, migrate, revoke, serve, token};
+use outpost_controller::config::Config;
 
 /// The Outpost controller: owns the state, schedules Ansible jobs on agents, ingests their output.
 ///
@@ -25,38 +20,13 @@ use tokio_util::sync::CancellationToken;
 ///
 /// Settings come from a TOML file (--config), then OUTPOST_* environment variables, then flags;
 /// each overrides the one before.
+// The settings' flags are added by `commands::with_settings`.
 #[derive(Parser)]
 #[command(name = "outpost-controller", version)]
 struct Cli {
     /// A TOML configuration file (keys as in the README, e.g. `retention_days = 30`).
     #[arg(long, env = "OUTPOST_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Database URL; defaults to SQLite in the data directory.
-    #[arg(
-        long,
-        env = "OUTPOST_DATABASE_URL",
-        global = true,
-        hide_env_values = true
-    )]
-    database_url: Option<String>,
-    /// Where the embedded store, the PKI and playbook files live [default: /var/lib/outpost].
-    #[arg(long, env = "OUTPOST_DATA_DIR", global = true)]
-    data_dir: Option<PathBuf>,
-    /// Maximum pooled connections [default: 20, the seed's pool size].
-    #[arg(long, env = "OUTPOST_DB_POOL_SIZE", global = true)]
-    db_pool_size: Option<u32>,
-    /// Extra connections allowed above the pool size under load [default: 10].
-    #[arg(long, env = "OUTPOST_DB_POOL_OVERFLOW", global = true)]
-    db_pool_overflow: Option<u32>,
-    /// Seconds to wait for a free connection before failing [default: 30].
-    #[arg(long, env = "OUTPOST_DB_POOL_TIMEOUT", global = true)]
-    db_pool_timeout: Option<u64>,
-    /// Seconds after which a connection is closed and replaced [default: 3600].
-    #[arg(long, env = "OUTPOST_DB_POOL_RECYCLE", global = true)]
-    db_pool_recycle: Option<u64>,
-    /// Log as human-readable text or as JSON lines [default: text].
-    #[arg(long, env = "OUTPOST_LOG_FORMAT", global = true, value_enum)]
-    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,631 +34,676 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Apply the embedded schema migrations (or roll back with --down N) and say which ran.
-    Migrate {
-        /// Roll back the newest N applied migrations instead.
-        #[arg(long, value_name = "N")]
-        down: Option<usize>,
-    },
+    Migrate(migrate::Args),
     /// Run the controller: QUIC for agents (UDP 7443) and enrolment (UDP 7444), and the
     /// HTTPS API (TCP 8443).
-    Serve(Box<ServeArgs>),
+    Serve(serve::Args),
     /// Create the CA, the controller's certificate and the first admin account.
-    Init(InitArgs),
+    Init(init::Args),
     /// Make a one-time enrolment token for a new agent (prints it once; only its hash is kept).
-    Token(TokenArgs),
+    Token(token::Args),
     /// Make an install bundle for one new agent: a tar.gz with the agent binary, its systemd
     /// unit, a one-time enrolment token (0600) and install.yml, a playbook that installs the
     /// agent on the bastion over SSH, enrols it, starts it and waits until it is online:
     /// `tar xzf outpost-agent-NAME.tar.gz && cd outpost-agent-NAME &&
     /// ansible-playbook -i BASTION, install.yml`.
-    Bundle(BundleArgs),
+    Bundle(bundle::Args),
     /// List enrolled agents.
     Agents,
     /// Revoke an agent: its sessions are dropped and it can never connect again.
-    Revoke {
-        /// The agent's name (as given to its token) or uuid.
-        agent: String,
-    },
+    Revoke(revoke::Args),
     /// A local controller that stays up until Ctrl-C: SQLite, its own PKI, one local agent,
     /// localhost as a server, the example playbook run once and followed live; then the API
     /// address, the admin password and the `outpost login` command.
-    Dev {
-        /// Its directory, reused across runs.
-        #[arg(long, default_value = "outpost-dev")]
-        dir: PathBuf,
-        /// Run the playbook once and exit (for scripts and tests).
-        #[arg(long)]
-        once: bool,
-        /// Start over: clear the directory (only one `dev` made) first.
-        #[arg(long)]
-        fresh: bool,
-        /// Where the API listens.
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        api_listen: SocketAddr,
-        /// A playbook to run instead of examples/ping.yml.
-        #[arg(long)]
-        playbook: Option<PathBuf>,
-        /// The ansible-playbook to run.
-        #[arg(
-            long,
-            env = "OUTPOST_ANSIBLE_PLAYBOOK",
-            default_value = "ansible-playbook"
-        )]
-        ansible_playbook: PathBuf,
-    },
+    Dev(dev::Args),
 }
 
-#[derive(Args, Default)]
-struct ServeArgs {
-    /// UDP address for agent sessions [default: 0.0.0.0:7443].
-    #[arg(long, env = "OUTPOST_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// UDP address for enrolment [default: 0.0.0.0:7444].
-    #[arg(long, env = "OUTPOST_ENROLL_LISTEN")]
-    enroll_listen: Option<SocketAddr>,
-    /// This controller's name among those sharing the database [default: hostname-pid].
-    #[arg(long, env = "OUTPOST_CONTROLLER_ID")]
-    controller_id: Option<String>,
-    /// Server tags that restrict which agents may run a server's jobs (repeatable) [default: dc].
-    #[arg(
-        long = "routing-key",
-        env = "OUTPOST_ROUTING_KEYS",
-        value_delimiter = ','
-    )]
-    routing_keys: Option<Vec<String>>,
-    /// Seconds a vanished agent has to come back before its running jobs fail [default: 120].
-    #[arg(long, env = "OUTPOST_AGENT_GRACE_SECS")]
-    agent_grace_secs: Option<u64>,
-    /// Seconds between agent heartbeats [default: 5].
-    #[arg(long, env = "OUTPOST_HEARTBEAT_SECS")]
-    heartbeat_secs: Option<u64>,
-    /// Lifetime of agent certificates in days; agents renew with a third left [default: 7].
-    #[arg(long, env = "OUTPOST_AGENT_CERT_DAYS")]
-    agent_cert_days: Option<u64>,
-    /// Lifetime of agent certificates in seconds (overrides --agent-cert-days; for tests).
-    #[arg(long, hide = true)]
-    agent_cert_secs: Option<u64>,
-    /// Days of job output to keep [default: 90].
-    #[arg(long, env = "OUTPOST_RETENTION_DAYS")]
-    retention_days: Option<u64>,
-    /// Milliseconds between the scheduler's safety-net sweeps [default: 2000].
-    #[arg(long, env = "OUTPOST_SWEEP_INTERVAL_MS")]
-    sweep_interval_ms: Option<u64>,
-    /// Jobs that may run on one server at the same time [default: 1].
-    #[arg(long, env = "OUTPOST_MAX_RUNNING_PER_SERVER")]
-    max_running_per_server: Option<u32>,
-    /// Time limit of a job in seconds [default: 3600].
-    #[arg(long, env = "OUTPOST_JOB_TIME_LIMIT_SECS")]
-    job_time_limit_secs: Option<u32>,
-    /// Milliseconds of silence after which a QUIC peer is considered gone [default: 15000].
-    #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_MS")]
-    idle_timeout_ms: Option<u64>,
-    /// Do not apply pending migrations at start-up.
-    #[arg(long, env = "OUTPOST_NO_MIGRATE")]
-    no_migrate: bool,
-    /// TCP address of the HTTPS API and web UI [default: 0.0.0.0:8443].
-    #[arg(long, env = "OUTPOST_API_LISTEN")]
-    api_listen: Option<SocketAddr>,
-    /// The API's certificate chain (PEM) [default: the controller's, from the Outpost CA].
-    #[arg(long, env = "OUTPOST_API_CERT", requires = "api_key")]
-    api_cert: Option<PathBuf>,
-    /// The API certificate's private key (PEM).
-    #[arg(long, env = "OUTPOST_API_KEY", requires = "api_cert")]
-    api_key: Option<PathBuf>,
-    /// Hours a login's bearer token lives [default: 12].
-    #[arg(long, env = "OUTPOST_API_TOKEN_HOURS")]
-    api_token_hours: Option<u64>,
-    /// Days before a password must be changed; 0 turns rotation off [default: 90].
-    #[arg(long, env = "OUTPOST_PASSWORD_MAX_AGE_DAYS")]
-    password_max_age_days: Option<u64>,
-    /// Seconds an API client has to send a request's headers, after TLS and between requests
-    /// on a kept-alive HTTP/1 connection [default: 10].
-    #[arg(long, env = "OUTPOST_API_HEADER_TIMEOUT_SECS")]
-    api_header_timeout_secs: Option<u64>,
-    /// Seconds after which an API connection with no request in flight is closed [default: 60].
-    #[arg(long, env = "OUTPOST_API_IDLE_TIMEOUT_SECS")]
-    api_idle_timeout_secs: Option<u64>,
-    /// Open API connections at most; more are closed at once [default: 10000].
-    #[arg(long, env = "OUTPOST_API_MAX_CONNECTIONS")]
-    api_max_connections: Option<u32>,
-    /// Open API connections from one client address (IPv6: one /64) at most [default: 256].
-    #[arg(long, env = "OUTPOST_API_MAX_CONNECTIONS_PER_ADDRESS")]
-    api_max_connections_per_address: Option<u32>,
-    /// The outpost-agent that install bundles carry [default: the one beside this binary, else
-    /// /usr/lib/outpost/outpost-agent].
-    #[arg(long, env = "OUTPOST_AGENT_BINARY")]
-    agent_binary: Option<PathBuf>,
-    /// Let values an admin gives at launch be Jinja templates that ansible evaluates on the
-    /// bastion [default: off: every launch value is data, whoever gives it; operators' values
-    /// always are].
-    #[arg(long, env = "OUTPOST_ADMIN_LAUNCH_VARS_TEMPLATES")]
-    admin_launch_vars_templates: bool,
+/// The command line, and the settings it gives (flags and environment).
+fn parse(
+    argv: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+) -> clap::error::Result<(Cli, Config)> {
+    let matches = commands::with_settings(Cli::command()).try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    // Every command has every setting's id (a refused one where it does not apply).
+    let flags = match matches.subcommand() {
+        Some((_, sub)) => Config::from_arg_matches(sub)?,
+        None => Config::default(),
+    };
+    Ok((cli, flags))
 }
 
-#[derive(Args)]
-struct InitArgs {
-    /// DNS names and IP addresses agents use to reach this controller (repeatable)
-    /// [default: localhost, 127.0.0.1 and this host's name].
-    #[arg(long = "name")]
-    names: Vec<String>,
-    /// The first admin's user name.
-    #[arg(long, default_value = "admin")]
-    admin_user: String,
-    /// The first admin's email.
-    #[arg(long, default_value = "admin@localhost.localdomain")]
-    admin_email: String,
-    /// The first admin's password (8 to 72 bytes); read from the environment, never a flag.
-    #[arg(long = "admin-password-env", default_value = "OUTPOST_ADMIN_PASSWORD")]
-    admin_password_env: String,
-    /// Replace an existing CA (every enrolled agent must enrol again).
-    #[arg(long)]
-    force: bool,
-}
-
-#[derive(Args)]
-struct TokenArgs {
-    /// The agent's name (unique), e.g. bastion-fra1.
-    #[arg(long)]
-    name: String,
-    /// A label for the agent, e.g. dc=fra1 (repeatable); servers tagged alike are routed to it.
-    #[arg(long = "label", value_parser = outpost_protocol::message::parse_label)]
-    labels: Vec<(String, String)>,
-    /// Hours until the token expires.
-    #[arg(long, default_value_t = 24)]
-    ttl_hours: u64,
-}
-
-#[derive(Args)]
-struct BundleArgs {
-    /// The agent's name (unique), e.g. bastion-fra1.
-    #[arg(long)]
-    name: String,
-    /// A label for the agent, e.g. dc=fra1 (repeatable); servers tagged alike are routed to it.
-    #[arg(long = "label", value_parser = outpost_protocol::message::parse_label)]
-    labels: Vec<(String, String)>,
-    /// A host the bastion reaches this controller at, among the names of its certificate
-    /// (repeatable; the agent tries them in turn) [default: those names, loopback ones left out].
-    #[arg(long = "address", value_name = "HOST")]
-    addresses: Vec<String>,
-    /// Hours until the token expires.
-    #[arg(long, default_value_t = 24)]
-    ttl_hours: u64,
-    /// Where to write the bundle, or - for standard output [default: outpost-agent-NAME.tar.gz].
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// Replace FILE if it exists.
-    #[arg(long)]
-    force: bool,
-    /// The outpost-agent to bundle, built for the bastions' architecture [default: the one
-    /// beside this binary, else /usr/lib/outpost/outpost-agent].
-    #[arg(long, env = "OUTPOST_AGENT_BINARY")]
-    agent_binary: Option<PathBuf>,
-    /// The agents' UDP port, if not the configured listen port [default: 7443].
-    #[arg(long)]
-    agent_port: Option<u16>,
-    /// The enrolment UDP port, if not the configured enroll_listen port [default: 7444].
-    #[arg(long)]
-    enroll_port: Option<u16>,
-}
-
-impl Cli {
-    /// The flags (and environment, which clap merged into them) as a layer of the same shape
-    /// as the file, so both are applied by one piece of code.
-    fn overlay(&self) -> FileConfig {
-        let mut o = FileConfig {
-            database_url: self.database_url.clone(),
-            data_dir: self.data_dir.clone(),
-            db_pool_size: self.db_pool_size,
-            db_pool_overflow: self.db_pool_overflow,
-            db_pool_timeout_secs: self.db_pool_timeout,
-            db_pool_recycle_secs: self.db_pool_recycle,
-            log_format: self.log_format,
-            ..FileConfig::default()
-        };
-        if let Command::Serve(a) = &self.command {
-            o.listen = a.listen;
-            o.enroll_listen = a.enroll_listen;
-            o.controller_id = a.controller_id.clone();
-            o.routing_keys = a.routing_keys.clone();
-            o.agent_grace_secs = a.agent_grace_secs;
-            o.heartbeat_interval_secs = a.heartbeat_secs;
-            o.agent_cert_days = a.agent_cert_days;
-            o.retention_days = a.retention_days;
-            o.sweep_interval_ms = a.sweep_interval_ms;
-            o.max_running_per_server = a.max_running_per_server;
-            o.default_time_limit_secs = a.job_time_limit_secs;
-            o.idle_timeout_ms = a.idle_timeout_ms;
-            o.migrate_on_start = a.no_migrate.then_some(false);
-            o.api_listen = a.api_listen;
-            o.api_cert = a.api_cert.clone();
-            o.api_key = a.api_key.clone();
-            o.api_token_hours = a.api_token_hours;
-            o.password_max_age_days = a.password_max_age_days;
-            o.api_header_timeout_secs = a.api_header_timeout_secs;
-            o.api_idle_timeout_secs = a.api_idle_timeout_secs;
-            o.api_max_connections = a.api_max_connections;
-            o.api_max_connections_per_address = a.api_max_connections_per_address;
-            o.agent_binary = a.agent_binary.clone();
-            o.admin_launch_vars_templates = a.admin_launch_vars_templates.then_some(true);
-        }
-        o
-    }
-
-    /// Defaults, then the file, then the environment and flags.
-    fn settings(&self) -> anyhow::Result<Settings> {
-        let file = match &self.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
-        let overlay = self.overlay();
-        let data_dir = overlay
-            .data_dir
-            .clone()
-            .or(file.data_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("/var/lib/outpost"));
-        let mut s = Settings::new(
-            format!("sqlite://{}", data_dir.join("outpost.db").display()),
-            data_dir,
-        );
-        s.apply_file(&file)?;
-        s.apply_file(&overlay)?;
-        if let Command::Serve(a) = &self.command {
-            if let Some(v) = a.agent_cert_secs {
-                s.agent_cert_lifetime = Duration::from_secs(v.max(10));
-            }
-        }
-        s.check()?;
-        Ok(s)
-    }
-
-    async fn store(&self, s: &Settings) -> anyhow::Result<Store> {
-        if s.database_url.starts_with("sqlite:") {
-            std::fs::create_dir_all(&s.data_dir).with_context(|| {
-                format!("cannot create the data directory {}", s.data_dir.display())
-            })?;
-        }
-        Ok(Store::connect(&s.database_url, &s.pool).await?)
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-/// Fires `stop` on SIGTERM or Ctrl-C.
-fn stop_on_signals(stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("stop requested");
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        stop.cancel();
-    });
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = cli.settings()?;
+async fn run(cli: Cli, flags: Config) -> anyhow::Result<()> {
+    let settings = || commands::settings(cli.config.as_deref(), &flags);
     match &cli.command {
-        Command::Migrate { down } => {
-            let store = cli.store(&settings).await?;
-            match down {
-                Some(n) => {
-                    let undone = store.migrate_down(*n).await?;
-                    for m in &undone {
-                        println!("rolled back {:04} {}", m.version, m.description);
-                    }
-                    println!("{} migration(s) rolled back", undone.len());
-                }
-                None => {
-                    let ran = store.migrate_up().await?;
-                    for m in &ran {
-                        println!("applied {:04} {}", m.version, m.description);
-                    }
-                    if ran.is_empty() {
-                        println!(
-                            "schema is up to date ({} migrations applied)",
-                            store.known_migrations()
-                        );
-                    } else {
-                        println!("{} migration(s) applied", ran.len());
-                    }
-                }
-            }
-            store.close().await;
-            Ok(())
-        }
-        Command::Serve(_) => {
-            init_tracing(settings.log_format);
-            if settings.database_url.starts_with("sqlite:") {
-                std::fs::create_dir_all(&settings.data_dir)?;
-            }
-            let stop = CancellationToken::new();
-            stop_on_signals(stop.clone());
-            server::serve(settings, stop, |_| {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            })
-            .await?;
-            Ok(())
-        }
-        Command::Init(args) => init(&cli, &settings, args).await,
-        Command::Token(args) => {
-            let paths = PkiPaths::new(&settings.data_dir);
-            let pki = pki::load(&paths)?;
-            let store = cli.store(&settings).await?;
-            store.migrate_up().await?;
-            let ttl = chrono::Duration::hours(i64::try_from(args.ttl_hours).unwrap_or(24));
-            let issued = enroll::issue_token(
-                &store,
-                &pki.ca.fingerprint(),
-                &args.name,
-                &args.labels,
-                ttl,
-                &Actor::system(),
-            )
-            .await?;
-            let expires = issued.record.expires_at;
-            eprintln!(
-                "enrolment token for agent '{}', valid until {expires} (shown once):",
-                args.name
-            );
-            println!("{}", issued.token.encode());
-            store.close().await;
-            Ok(())
-        }
-        Command::Bundle(args) => bundle(&cli, &settings, args).await,
-        Command::Agents => {
-            let store = cli.store(&settings).await?;
-            let page = store.list_agents(Paging::new(1000, 0)).await?;
-            println!(
-                "{:<24} {:<36} {:<8} {:<22} LABELS",
-                "NAME", "UUID", "STATE", "LAST SEEN"
-            );
-            for a in page.items {
-                let state = if a.revoked {
-                    "revoked"
-                } else if a.connected_controller.is_some() {
-                    "online"
-                } else {
-                    "offline"
-                };
-                let seen = a
-                    .last_seen
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|| "never".into());
-                let labels: Vec<String> = a
-                    .label_pairs()
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                println!(
-                    "{:<24} {:<36} {:<8} {:<22} {}",
-                    a.name,
-                    a.uuid,
-                    state,
-                    seen,
-                    labels.join(",")
-                );
-            }
-            store.close().await;
-            Ok(())
-        }
-        Command::Revoke { agent } => {
-            let store = cli.store(&settings).await?;
-            let found = match store.get_agent_by_name(agent).await {
-                Ok(a) => a,
-                Err(_) => store
-                    .get_agent_by_uuid(agent)
-                    .await
-                    .with_context(|| format!("no agent named '{agent}'"))?,
-            };
-            store.revoke_agent(found.id, &Actor::system()).await?;
-            println!(
-                "agent {} ({}) revoked; live sessions close within seconds",
-                found.name, found.uuid
-            );
-            store.close().await;
-            Ok(())
-        }
-        Command::Dev {
-            dir,
-            playbook,
-            ansible_playbook,
-            once,
-            fresh,
-            api_listen,
-        } => {
-            let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-                .unwrap_or_else(|_| "warn".into());
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
-            let opts = dev::DevOptions {
-                dir,
-                playbook: playbook.as_deref(),
-                ansible: ansible_playbook,
-                once: *once,
-                fresh: *fresh,
-                api_listen: *api_listen,
-            };
-            if !dev::run(opts).await? {
-                bail!("the quick start's job did not succeed");
-            }
-            Ok(())
-        }
+        Command::Migrate(args) => migrate::run(&settings()?, args).await,
+        Command::Serve(args) => serve::run(settings()?, args).await,
+        Command::Init(args) => init::run(&settings()?, args).await,
+        Command::Token(args) => token::run(&settings()?, args).await,
+        Command::Bundle(args) => bundle::run(&settings()?, args).await,
+        Command::Agents => agents::run(&settings()?).await,
+        Command::Revoke(args) => revoke::run(&settings()?, args).await,
+        // The quick start makes its own settings in its own directory.
+        Command::Dev(args) => dev::run(args).await,
     }
-}
-
-async fn bundle(cli: &Cli, settings: &Settings, args: &BundleArgs) -> anyhow::Result<()> {
-    use std::io::Write;
-
-    let pki = pki::load(&PkiPaths::new(&settings.data_dir))?;
-    let origin = outpost_controller::bundle::Origin {
-        names: pki.server_names(),
-        agent_port: args.agent_port.unwrap_or(settings.listen.port()),
-        enroll_port: args.enroll_port.unwrap_or(settings.enroll_listen.port()),
-        ca_fingerprint: pki.ca.fingerprint(),
-        agent_binary: args
-            .agent_binary
-            .clone()
-            .or_else(|| settings.agent_binary.clone()),
-    };
-    outpost_controller::bundle::check_name(&args.name)?;
-    let to_stdout = args.output.as_deref() == Some(std::path::Path::new("-"));
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("outpost-agent-{}.tar.gz", args.name)));
-    if !to_stdout && !args.force && output.exists() {
-        bail!(
-            "{} exists (another bundle, perhaps with an unused token): pass --force to replace it, or -o another file",
-            output.display()
-        );
-    }
-    let store = cli.store(settings).await?;
-    store.migrate_up().await?;
-    let request = outpost_controller::bundle::BundleRequest {
-        name: args.name.clone(),
-        labels: args.labels.clone(),
-        hosts: args.addresses.clone(),
-        ttl: chrono::Duration::hours(i64::try_from(args.ttl_hours).unwrap_or(24)),
-    };
-    let bundle =
-        outpost_controller::bundle::prepare(&store, &origin, request, &Actor::system()).await?;
-    let token_id = bundle.token_id;
-    let written = if to_stdout {
-        let stdout = std::io::stdout().lock();
-        bundle
-            .write(std::io::BufWriter::new(stdout))
-            .and_then(|mut w| Ok(w.flush()?))
-            .map_err(anyhow::Error::from)
-    } else {
-        write_private_file(&output, |f| bundle.write(f).map(|_| ()))
-    };
-    if let Err(e) = written {
-        // A token nobody can have must not stay valid.
-        let _ = store
-            .delete_enrollment_token(token_id, &Actor::system())
-            .await;
-        store.close().await;
-        return Err(e);
-    }
-    eprintln!("{}", bundle.summary());
-    if !to_stdout {
-        eprintln!(
-            "wrote {} (mode 0600: it holds the token). On a machine with SSH to the bastion:\n  tar xzf {} && cd {} && ansible-playbook -i BASTION, install.yml",
-            output.display(),
-            output.display(),
-            bundle.dir_name()
-        );
-    }
-    store.close().await;
-    Ok(())
-}
-
-/// Writes `path` through a 0600 temporary file beside it, renamed into place when complete.
-fn write_private_file(
-    path: &std::path::Path,
-    write: impl FnOnce(std::fs::File) -> Result<(), outpost_controller::bundle::BundleError>,
-) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("partial");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    if let Err(e) = write(file) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move the bundle to {}", path.display()))
-}
-
-async fn init(cli: &Cli, settings: &Settings, args: &InitArgs) -> anyhow::Result<()> {
-    let paths = PkiPaths::new(&settings.data_dir);
-    let mut names = args.names.clone();
-    if names.is_empty() {
-        names = vec!["localhost".into(), "127.0.0.1".into()];
-        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            let h = h.trim().to_owned();
-            if !h.is_empty() && !names.contains(&h) {
-                names.push(h);
-            }
-        }
-    }
-    let password = std::env::var(&args.admin_password_env).ok();
-    let store = cli.store(settings).await?;
-    store.migrate_up().await?;
-    let pki = pki::init(
-        &paths,
-        &names,
-        Duration::from_secs(10 * 365 * 86400),
-        Duration::from_secs(365 * 86400),
-        args.force,
-    )?;
-    println!(
-        "CA and server certificate written to {} (names: {})",
-        paths.dir.display(),
-        names.join(", ")
-    );
-    println!("CA fingerprint (sha256): {}", pki.ca.fingerprint());
-    match password {
-        Some(pw) => {
-            let user = store
-                .create_user(
-                    &NewUser {
-                        username: args.admin_user.clone(),
-                        email: args.admin_email.clone(),
-                        password: pw,
-                        role: Role::Admin,
-                        must_change_password: false,
-                    },
-                    &Actor::system(),
-                )
-                .await?;
-            println!("admin account '{}' created", user.username);
-        }
-        None => println!(
-            "no admin created: set {} to create the first admin",
-            args.admin_password_env
-        ),
-    }
-    store.close().await;
-    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
+    let (cli, flags) = match parse(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(e) => e.exit(),
+    };
+    match run(cli, flags).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pins every setting's flag, environment variable and file key (users' unit files and
+    //! configurations name them), and the order in which they override each other.
+
+    use std::path::Path;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use outpost_controller::config::{LogFormat, Settings};
+
+    use super::*;
+
+    /// The environment is the process's: tests that parse take turns and start from none.
+    static ENV: Mutex<()> = Mutex::new(());
+
+    fn clean_env() -> std::sync::MutexGuard<'static, ()> {
+        let guard = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OUTPOST_") {
+                std::env::remove_var(k);
+            }
+        }
+        guard
+    }
+
+    /// What `main` resolves for this command line.
+    fn resolve(argv: &[&str]) -> anyhow::Result<Settings> {
+        let (cli, flags) =
+            parse(std::iter::once("outpost-controller").chain(argv.iter().copied()))?;
+        commands::settings(cli.config.as_deref(), &flags)
+    }
+
+    fn write_config(dir: &Path, text: &str) -> String {
+        let path = dir.join("controller.toml");
+        std::fs::write(&path, text).expect("write the configuration");
+        path.display().to_string()
+    }
+
+    /// One setting: its file key, flag and environment variable, and a value in each form.
+    struct Pin {
+        key: &'static str,
+        flag: &'static str,
+        env: &'static str,
+        /// The flag's value; empty for a flag that takes none.
+        arg: &'static str,
+        /// The environment's value.
+        var: &'static str,
+        /// The file's value (TOML).
+        toml: &'static str,
+    }
+
+    struct Case {
+        pins: &'static [Pin],
+        /// Whether every command takes it (else `serve` alone).
+        every_command: bool,
+        /// Whether the resolved settings hold the value (never the default).
+        holds: fn(&Settings) -> bool,
+    }
+
+    const fn pin(
+        key: &'static str,
+        flag: &'static str,
+        env: &'static str,
+        arg: &'static str,
+        toml: &'static str,
+    ) -> Pin {
+        Pin {
+            key,
+            flag,
+            env,
+            arg,
+            var: arg,
+            toml,
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            pins: &[pin(
+                "database_url",
+                "--database-url",
+                "OUTPOST_DATABASE_URL",
+                "sqlite:///tmp/pin.db",
+                "\"sqlite:///tmp/pin.db\"",
+            )],
+            every_command: true,
+            holds: |s| s.database_url == "sqlite:///tmp/pin.db",
+        },
+        Case {
+            pins: &[pin(
+                "data_dir",
+                "--data-dir",
+                "OUTPOST_DATA_DIR",
+                "/srv/pin",
+                "\"/srv/pin\"",
+            )],
+            every_command: true,
+            holds: |s| {
+                s.data_dir == Path::new("/srv/pin")
+                    && s.database_url == "sqlite:///srv/pin/outpost.db"
+            },
+        },
+        Case {
+            pins: &[pin(
+                "db_pool_size",
+                "--db-pool-size",
+                "OUTPOST_DB_POOL_SIZE",
+                "7",
+                "7",
+            )],
+            every_command: true,
+            holds: |s| s.pool.size == 7,
+        },
+        Case {
+            pins: &[pin(
+                "db_pool_overflow",
+                "--db-pool-overflow",
+                "OUTPOST_DB_POOL_OVERFLOW",
+                "8",
+                "8",
+            )],
+            every_command: true,
+            holds: |s| s.pool.overflow == 8,
+        },
+        Case {
+            pins: &[pin(
+                "db_pool_timeout_secs",
+                "--db-pool-timeout",
+                "OUTPOST_DB_POOL_TIMEOUT",
+                "9",
+                "9",
+            )],
+            every_command: true,
+            holds: |s| s.pool.acquire_timeout == secs(9),
+        },
+        Case {
+            pins: &[pin(
+                "db_pool_recycle_secs",
+                "--db-pool-recycle",
+                "OUTPOST_DB_POOL_RECYCLE",
+                "11",
+                "11",
+            )],
+            every_command: true,
+            holds: |s| s.pool.recycle == secs(11),
+        },
+        Case {
+            pins: &[pin(
+                "log_format",
+                "--log-format",
+                "OUTPOST_LOG_FORMAT",
+                "json",
+                "\"json\"",
+            )],
+            every_command: true,
+            holds: |s| s.log_format == LogFormat::Json,
+        },
+        Case {
+            pins: &[pin(
+                "listen",
+                "--listen",
+                "OUTPOST_LISTEN",
+                "127.0.0.1:9001",
+                "\"127.0.0.1:9001\"",
+            )],
+            every_command: false,
+            holds: |s| s.listen.to_string() == "127.0.0.1:9001",
+        },
+        Case {
+            pins: &[pin(
+                "enroll_listen",
+                "--enroll-listen",
+                "OUTPOST_ENROLL_LISTEN",
+                "127.0.0.1:9002",
+                "\"127.0.0.1:9002\"",
+            )],
+            every_command: false,
+            holds: |s| s.enroll_listen.to_string() == "127.0.0.1:9002",
+        },
+        Case {
+            pins: &[pin(
+                "controller_id",
+                "--controller-id",
+                "OUTPOST_CONTROLLER_ID",
+                "pin-1",
+                "\"pin-1\"",
+            )],
+            every_command: false,
+            holds: |s| s.controller_id == "pin-1",
+        },
+        Case {
+            pins: &[pin(
+                "routing_keys",
+                "--routing-key",
+                "OUTPOST_ROUTING_KEYS",
+                "dc,zone",
+                "[\"dc\", \"zone\"]",
+            )],
+            every_command: false,
+            holds: |s| s.routing_keys == ["dc", "zone"],
+        },
+        Case {
+            pins: &[pin(
+                "agent_grace_secs",
+                "--agent-grace-secs",
+                "OUTPOST_AGENT_GRACE_SECS",
+                "45",
+                "45",
+            )],
+            every_command: false,
+            holds: |s| s.agent_grace == secs(45),
+        },
+        Case {
+            pins: &[pin(
+                "heartbeat_interval_secs",
+                "--heartbeat-secs",
+                "OUTPOST_HEARTBEAT_SECS",
+                "3",
+                "3",
+            )],
+            every_command: false,
+            holds: |s| s.heartbeat_interval == secs(3),
+        },
+        Case {
+            pins: &[pin(
+                "agent_cert_days",
+                "--agent-cert-days",
+                "OUTPOST_AGENT_CERT_DAYS",
+                "2",
+                "2",
+            )],
+            every_command: false,
+            holds: |s| s.agent_cert_lifetime == secs(2 * 86400),
+        },
+        Case {
+            pins: &[pin(
+                "retention_days",
+                "--retention-days",
+                "OUTPOST_RETENTION_DAYS",
+                "30",
+                "30",
+            )],
+            every_command: false,
+            holds: |s| s.retention == secs(30 * 86400),
+        },
+        Case {
+            pins: &[pin(
+                "sweep_interval_ms",
+                "--sweep-interval-ms",
+                "OUTPOST_SWEEP_INTERVAL_MS",
+                "700",
+                "700",
+            )],
+            every_command: false,
+            holds: |s| s.sweep_interval == Duration::from_millis(700),
+        },
+        Case {
+            pins: &[pin(
+                "max_running_per_server",
+                "--max-running-per-server",
+                "OUTPOST_MAX_RUNNING_PER_SERVER",
+                "4",
+                "4",
+            )],
+            every_command: false,
+            holds: |s| s.max_running_per_server == 4,
+        },
+        Case {
+            pins: &[pin(
+                "default_time_limit_secs",
+                "--job-time-limit-secs",
+                "OUTPOST_JOB_TIME_LIMIT_SECS",
+                "99",
+                "99",
+            )],
+            every_command: false,
+            holds: |s| s.default_time_limit == secs(99),
+        },
+        Case {
+            pins: &[pin(
+                "idle_timeout_ms",
+                "--idle-timeout-ms",
+                "OUTPOST_IDLE_TIMEOUT_MS",
+                "2500",
+                "2500",
+            )],
+            every_command: false,
+            holds: |s| s.idle_timeout == Duration::from_millis(2500),
+        },
+        Case {
+            pins: &[Pin {
+                key: "migrate_on_start",
+                flag: "--no-migrate",
+                env: "OUTPOST_NO_MIGRATE",
+                arg: "",
+                var: "true",
+                toml: "false",
+            }],
+            every_command: false,
+            holds: |s| !s.migrate_on_start,
+        },
+        Case {
+            pins: &[pin(
+                "api_listen",
+                "--api-listen",
+                "OUTPOST_API_LISTEN",
+                "127.0.0.1:9443",
+                "\"127.0.0.1:9443\"",
+            )],
+            every_command: false,
+            holds: |s| s.api_listen.to_string() == "127.0.0.1:9443",
+        },
+        Case {
+            // Both or neither.
+            pins: &[
+                pin(
+                    "api_cert",
+                    "--api-cert",
+                    "OUTPOST_API_CERT",
+                    "/pin/c.pem",
+                    "\"/pin/c.pem\"",
+                ),
+                pin(
+                    "api_key",
+                    "--api-key",
+                    "OUTPOST_API_KEY",
+                    "/pin/k.pem",
+                    "\"/pin/k.pem\"",
+                ),
+            ],
+            every_command: false,
+            holds: |s| {
+                s.api_cert.as_deref() == Some(Path::new("/pin/c.pem"))
+                    && s.api_key.as_deref() == Some(Path::new("/pin/k.pem"))
+            },
+        },
+        Case {
+            pins: &[pin(
+                "api_token_hours",
+                "--api-token-hours",
+                "OUTPOST_API_TOKEN_HOURS",
+                "5",
+                "5",
+            )],
+            every_command: false,
+            holds: |s| s.api_token_ttl == secs(5 * 3600),
+        },
+        Case {
+            pins: &[pin(
+                "password_max_age_days",
+                "--password-max-age-days",
+                "OUTPOST_PASSWORD_MAX_AGE_DAYS",
+                "0",
+                "0",
+            )],
+            every_command: false,
+            holds: |s| s.password_max_age.is_zero(),
+        },
+        Case {
+            pins: &[pin(
+                "api_header_timeout_secs",
+                "--api-header-timeout-secs",
+                "OUTPOST_API_HEADER_TIMEOUT_SECS",
+                "3",
+                "3",
+            )],
+            every_command: false,
+            holds: |s| s.api_header_timeout == secs(3),
+        },
+        Case {
+            pins: &[pin(
+                "api_idle_timeout_secs",
+                "--api-idle-timeout-secs",
+                "OUTPOST_API_IDLE_TIMEOUT_SECS",
+                "33",
+                "33",
+            )],
+            every_command: false,
+            holds: |s| s.api_idle_timeout == secs(33),
+        },
+        Case {
+            pins: &[pin(
+                "api_max_connections",
+                "--api-max-connections",
+                "OUTPOST_API_MAX_CONNECTIONS",
+                "500",
+                "500",
+            )],
+            every_command: false,
+            holds: |s| s.api_max_connections == 500,
+        },
+        Case {
+            pins: &[pin(
+                "api_max_connections_per_address",
+                "--api-max-connections-per-address",
+                "OUTPOST_API_MAX_CONNECTIONS_PER_ADDRESS",
+                "20",
+                "20",
+            )],
+            every_command: false,
+            holds: |s| s.api_max_connections_per_address == 20,
+        },
+        Case {
+            pins: &[pin(
+                "agent_binary",
+                "--agent-binary",
+                "OUTPOST_AGENT_BINARY",
+                "/pin/outpost-agent",
+                "\"/pin/outpost-agent\"",
+            )],
+            every_command: false,
+            holds: |s| s.agent_binary.as_deref() == Some(Path::new("/pin/outpost-agent")),
+        },
+        Case {
+            pins: &[Pin {
+                key: "admin_launch_vars_templates",
+                flag: "--admin-launch-vars-templates",
+                env: "OUTPOST_ADMIN_LAUNCH_VARS_TEMPLATES",
+                arg: "",
+                var: "true",
+                toml: "true",
+            }],
+            every_command: false,
+            holds: |s| s.admin_launch_vars_templates,
+        },
+    ];
+
+    fn flag_args(pins: &[Pin]) -> Vec<&'static str> {
+        let mut argv = Vec::new();
+        for p in pins {
+            argv.push(p.flag);
+            if !p.arg.is_empty() {
+                argv.push(p.arg);
+            }
+        }
+        argv
+    }
+
+    #[test]
+    fn every_setting_is_read_from_its_flag_its_environment_variable_and_its_file_key() {
+        let _env = clean_env();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let defaults = resolve(&["serve"]).expect("defaults");
+        for case in CASES {
+            let keys: Vec<&str> = case.pins.iter().map(|p| p.key).collect();
+            assert!(
+                !(case.holds)(&defaults),
+                "{keys:?}: the default already holds"
+            );
+
+            let mut argv = vec!["serve"];
+            argv.extend(flag_args(case.pins));
+            let s = resolve(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e:#}"));
+            assert!((case.holds)(&s), "{argv:?} not applied");
+
+            for p in case.pins {
+                std::env::set_var(p.env, p.var);
+            }
+            let from_env = resolve(&["serve"]);
+            for p in case.pins {
+                std::env::remove_var(p.env);
+            }
+            let s = from_env.unwrap_or_else(|e| panic!("{keys:?} from the environment: {e:#}"));
+            assert!((case.holds)(&s), "{keys:?}: the environment not applied");
+
+            let text: String = case
+                .pins
+                .iter()
+                .map(|p| format!("{} = {}\n", p.key, p.toml))
+                .collect();
+            let config = write_config(dir.path(), &text);
+            let s = resolve(&["serve", "--config", &config])
+                .unwrap_or_else(|e| panic!("{text}: {e:#}"));
+            assert!((case.holds)(&s), "{text}: not applied");
+
+            if case.every_command {
+                // Before the command's name or after it, on any command.
+                let mut argv = flag_args(case.pins);
+                argv.push("migrate");
+                let s = resolve(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e:#}"));
+                assert!((case.holds)(&s), "{argv:?} not applied");
+                let mut argv = vec!["agents"];
+                argv.extend(flag_args(case.pins));
+                let s = resolve(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e:#}"));
+                assert!((case.holds)(&s), "{argv:?} not applied");
+            } else {
+                let mut argv = vec!["migrate"];
+                argv.extend(flag_args(case.pins));
+                let refused = resolve(&argv).expect_err("a daemon setting on migrate");
+                assert!(
+                    refused
+                        .to_string()
+                        .contains("is a setting of `serve`, not of `migrate`"),
+                    "{argv:?}: {refused:#}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
+        let _env = clean_env();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = write_config(
+            dir.path(),
+            "retention_days = 30\ndatabase_url = \"sqlite:///file.db\"\nadmin_launch_vars_templates = true\nmigrate_on_start = false\n",
+        );
+        let with_file = ["serve", "--config", config.as_str()];
+        let with_flags = [
+            &with_file[..],
+            &[
+                "--retention-days",
+                "50",
+                "--database-url",
+                "sqlite:///flag.db",
+            ],
+        ]
+        .concat();
+
+        let s = resolve(&["serve"]).unwrap();
+        assert_eq!(s.retention, secs(90 * 86400));
+        assert!(s.database_url.ends_with("/var/lib/outpost/outpost.db"));
+        let s = resolve(&with_file).unwrap();
+        assert_eq!(s.retention, secs(30 * 86400));
+        assert_eq!(s.database_url, "sqlite:///file.db");
+        assert!(s.admin_launch_vars_templates && !s.migrate_on_start);
+
+        std::env::set_var("OUTPOST_RETENTION_DAYS", "40");
+        std::env::set_var("OUTPOST_DATABASE_URL", "sqlite:///env.db");
+        // An environment variable saying "false" overrides the file's "true", as any other does.
+        std::env::set_var("OUTPOST_ADMIN_LAUNCH_VARS_TEMPLATES", "false");
+        std::env::set_var("OUTPOST_NO_MIGRATE", "false");
+        let from_env = resolve(&with_file);
+        let from_flags = resolve(&with_flags);
+        for k in [
+            "OUTPOST_RETENTION_DAYS",
+            "OUTPOST_DATABASE_URL",
+            "OUTPOST_ADMIN_LAUNCH_VARS_TEMPLATES",
+            "OUTPOST_NO_MIGRATE",
+        ] {
+            std::env::remove_var(k);
+        }
+        let s = from_env.unwrap();
+        assert_eq!(s.retention, secs(40 * 86400));
+        assert_eq!(s.database_url, "sqlite:///env.db");
+        assert!(!s.admin_launch_vars_templates && s.migrate_on_start);
+        let s = from_flags.unwrap();
+        assert_eq!(s.retention, secs(50 * 86400));
+        assert_eq!(s.database_url, "sqlite:///flag.db");
+
+        // The file itself may be named in the environment.
+        std::env::set_var("OUTPOST_CONFIG", &config);
+        let s = resolve(&["migrate"]);
+        std::env::remove_var("OUTPOST_CONFIG");
+        assert_eq!(s.unwrap().database_url, "sqlite:///file.db");
+    }
+
+    #[test]
+    fn the_file_refuses_unknown_keys_and_has_keys_no_flag_sets() {
+        let _env = clean_env();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = write_config(dir.path(), "retention_days = 30\nretention_dayz = 3\n");
+        let e = resolve(&["serve", "--config", &config]).expect_err("a typo accepted");
+        assert!(
+            format!("{e:#}").contains("line 2") && format!("{e:#}").contains("retention_dayz"),
+            "{e:#}"
+        );
+        let config = write_config(dir.path(), "shutdown_timeout_secs = 7\n");
+        let s = resolve(&["serve", "--config", &config]).unwrap();
+        assert_eq!(s.shutdown_timeout, secs(7));
+        assert!(resolve(&["serve", "--shutdown-timeout-secs", "7"]).is_err());
+    }
+
+    #[test]
+    fn daemon_settings_reach_only_serve_but_bundle_takes_the_agent_binary() {
+        let _env = clean_env();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = write_config(dir.path(), "agent_binary = \"/file/agent\"\n");
+        let bundle = ["bundle", "--name", "b1", "--config", config.as_str()];
+        let s = resolve(&bundle).unwrap();
+        assert_eq!(s.agent_binary.as_deref(), Some(Path::new("/file/agent")));
+        let s = resolve(&[&bundle[..], &["--agent-binary", "/flag/agent"]].concat()).unwrap();
+        assert_eq!(s.agent_binary.as_deref(), Some(Path::new("/flag/agent")));
+
+        // Another command reads no daemon setting from the environment (as before the flags
+        // were declared once): only serve's own process environment configures the daemon.
+        std::env::set_var("OUTPOST_LISTEN", "127.0.0.1:9001");
+        let s = resolve(&["migrate"]);
+        std::env::remove_var("OUTPOST_LISTEN");
+        assert_eq!(s.unwrap().listen.port(), 7443);
+        // dev's own --api-listen stays its own.
+        let (cli, _) = parse(["outpost-controller", "dev", "--api-listen", "127.0.0.1:1"]).unwrap();
+        assert!(matches!(cli.command, Command::Dev(_)));
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        commands::with_settings(Cli::command()).debug_assert();
     }
 }

@@ -28,22 +28,51 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 /// The quick start's playbook, used when none is given.
-const DEFAULT_PLAYBOOK: &str = include_str!("../../../../examples/ping.yml");
+const DEFAULT_PLAYBOOK: &str = include_str!("../../../../../examples/ping.yml");
 
 /// Marks a directory as made by `dev`: only such a directory is ever cleared.
 const MARKER: &str = ".outpost-dev";
 
-/// What `dev` was asked for.
-pub struct DevOptions<'a> {
-    pub dir: &'a Path,
-    pub playbook: Option<&'a Path>,
-    pub ansible: &'a Path,
+#[derive(clap::Args)]
+pub struct Args {
+    /// Its directory, reused across runs.
+    #[arg(long, default_value = "outpost-dev")]
+    dir: PathBuf,
     /// Run the playbook once and exit (for scripts and tests).
-    pub once: bool,
-    /// Start over: clear the directory first.
-    pub fresh: bool,
-    /// Where the API listens; a busy port falls back to one the kernel picks.
-    pub api_listen: std::net::SocketAddr,
+    #[arg(long)]
+    once: bool,
+    /// Start over: clear the directory (only one `dev` made) first.
+    #[arg(long)]
+    fresh: bool,
+    /// Where the API listens.
+    // A busy port falls back to one the kernel picks.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    api_listen: std::net::SocketAddr,
+    /// A playbook to run instead of examples/ping.yml.
+    #[arg(long)]
+    playbook: Option<PathBuf>,
+    /// The ansible-playbook to run.
+    #[arg(
+        long,
+        env = "OUTPOST_ANSIBLE_PLAYBOOK",
+        default_value = "ansible-playbook"
+    )]
+    ansible_playbook: PathBuf,
+}
+
+/// Runs the quick start; an error if its job did not succeed.
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if !quickstart(args).await? {
+        bail!("the quick start's job did not succeed");
+    }
+    Ok(())
 }
 
 /// Makes (or reuses, or clears) the dev directory. Returns whether it is new.
@@ -87,10 +116,11 @@ fn admin_password(dir: &Path) -> anyhow::Result<(String, bool)> {
     Ok((password, true))
 }
 
-pub async fn run(o: DevOptions<'_>) -> anyhow::Result<bool> {
-    let new = prepare_dir(o.dir, o.fresh)?;
+/// Whether the job succeeded.
+async fn quickstart(o: &Args) -> anyhow::Result<bool> {
+    let new = prepare_dir(&o.dir, o.fresh)?;
     let dir = o.dir.canonicalize()?;
-    let (playbook, ansible) = (o.playbook, o.ansible);
+    let (playbook, ansible) = (o.playbook.as_deref(), &o.ansible_playbook);
     println!(
         "==> dev environment in {} ({})",
         dir.display(),
