@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct PrivateMariaDb {
+    /// A loopback address of this server's own (see [`own_loopback`]).
+    pub host: std::net::Ipv4Addr,
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -15,11 +17,18 @@ pub struct PrivateMariaDb {
     certs: Option<tempfile::TempDir>,
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// MariaDB's own port: below the kernel's ephemeral range (32768 and up), so no socket bound to
+/// port 0 — how every other test process listens — is ever given it.
+const PORT: u16 = 3306;
+
+/// A random address of 127.0.0.0/8 other than 127.0.0.1 (where the shared server listens):
+/// with [`PORT`] it makes an address only this server binds, unlike a port picked by binding
+/// port 0 and releasing it for mariadbd to bind later, which another process may take in
+/// between. It stays this server's across a restart. Two private servers drawing the same
+/// address (one chance in millions) is seen at start-up and drawn again.
+fn own_loopback() -> std::net::Ipv4Addr {
+    let b = *uuid::Uuid::new_v4().as_bytes();
+    std::net::Ipv4Addr::new(127, b[0].max(1), b[1], b[2].clamp(1, 254))
 }
 
 impl PrivateMariaDb {
@@ -78,13 +87,19 @@ impl PrivateMariaDb {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut db = PrivateMariaDb {
-            port: free_tcp_port(),
+            host: own_loopback(),
+            port: PORT,
             dir,
             child: None,
             extra,
             certs: None,
         };
-        db.spawn();
+        let mut tries = 0;
+        while let Err(taken) = db.try_spawn() {
+            tries += 1;
+            assert!(tries < 5, "private MariaDB cannot bind: {taken}");
+            db.host = own_loopback();
+        }
         db.exec("CREATE DATABASE outpost CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
         db
     }
@@ -94,6 +109,17 @@ impl PrivateMariaDb {
     }
 
     fn spawn(&mut self) {
+        if let Err(taken) = self.try_spawn() {
+            panic!(
+                "private MariaDB cannot bind {}:{}: {taken}",
+                self.host, self.port
+            );
+        }
+    }
+
+    /// Starts mariadbd and waits until it answers; `Err` (with its log) if its address was
+    /// taken, panics on any other failure.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -103,7 +129,7 @@ impl PrivateMariaDb {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", self.path("data").display()))
             .arg(format!("--port={}", self.port))
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--bind-address={}", self.host))
             .arg(format!("--socket={}", self.path("sock").display()))
             .arg(format!("--pid-file={}", self.path("pid").display()))
             .args([
@@ -120,12 +146,23 @@ impl PrivateMariaDb {
         self.child = Some(child);
         let start = Instant::now();
         while !self.ping() {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    let log = std::fs::read_to_string(self.path("server.log")).unwrap_or_default();
+                    if log.contains("Address already in use") {
+                        return Err(log);
+                    }
+                    panic!("private MariaDB exited with {status} at start-up:\n{log}");
+                }
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "private MariaDB did not start"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
     }
 
     /// The admin client, over the server's own socket (allowed whatever TCP requires).
@@ -159,7 +196,7 @@ impl PrivateMariaDb {
     }
 
     pub fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}/outpost", self.port)
+        format!("mysql://root@{}:{}/outpost", self.host, self.port)
     }
 
     /// A clean shutdown (SIGTERM), waiting for the process to exit.
