@@ -134,9 +134,9 @@ fn the_packages_build_hold_what_they_should_and_pass_lintian() {
         }
     }
 
-    // lintian's own verdict: it exits 0 only when it found no error nor warning (bar the
-    // tolerated ones), 1 when it did, 2 when it could not check at all — all but 0 fail here,
-    // so a lintian that crashed or could not read the package does not pass as a clean report.
+    // lintian's own verdict: it exits 0 when it found no error nor warning (bar the tolerated
+    // ones), 2 when it did (`--fail-on`), 1 when it could not check at all — all but 0 fail
+    // here, so a lintian that crashed or could not read the package is no clean report.
     for deb in [agent, controller] {
         let mut cmd = Command::new("lintian");
         cmd.args(["--fail-on", "error,warning", "--tag-display-limit", "0"]);
@@ -166,4 +166,8 @@ fn the_packages_build_hold_what_they_should_and_pass_lintian() {
 
 /// lintian warnings the packages are allowed, each with its reason (none is an error: errors
 /// are never tolerated).
-const TOLERATED_WARNINGS: &[&str] = &[];
+const TOLERATED_WARNINGS: &[&str] = &[
+    // The binaries ship no man pages yet: each documents itself with --help, and the README
+    // and docs/ are the manual. (lintian 2.116 says this of both packages' binaries.)
+    "no-manual-page",
+];
