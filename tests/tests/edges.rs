@@ -76,9 +76,10 @@ async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
         )
         .await;
     let job = w.launch(&pb, &server).await;
-    // The flood is well under way (a thousand heartbeats written) before the revocation.
+    // The flood is under way (more heartbeats written than a well-behaved agent sends in
+    // minutes) before the revocation; no longer, lest the session time out on its own.
     outpost_tests::wait_for("the flood to be under way", MINUTE, || async {
-        (written.load(std::sync::atomic::Ordering::Relaxed) >= 1000).then_some(())
+        (written.load(std::sync::atomic::Ordering::Relaxed) > 100).then_some(())
     })
     .await;
     // Revoked, the flooding session is closed from outside its loop within seconds.
