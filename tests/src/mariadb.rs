@@ -34,7 +34,7 @@ fn own_loopback() -> std::net::Ipv4Addr {
 impl PrivateMariaDb {
     /// Initialises a data directory and starts the server.
     pub fn start() -> PrivateMariaDb {
-        PrivateMariaDb::start_with(Vec::new())
+        PrivateMariaDb::start_with(Vec::new(), None)
     }
 
     /// A server that accepts only TLS over TCP, with a certificate for 127.0.0.1 and
@@ -44,9 +44,11 @@ impl PrivateMariaDb {
         let certs = certs_dir.path().to_path_buf();
         let ca = outpost_protocol::pki::Ca::generate("test MariaDB CA", Duration::from_secs(86400))
             .expect("CA");
+        // The certificate names the server's own address, which clients connect to.
+        let host = own_loopback();
         let server = ca
             .issue_server(
-                &["127.0.0.1".into(), "localhost".into()],
+                &[host.to_string(), "127.0.0.1".into(), "localhost".into()],
                 Duration::from_secs(86400),
             )
             .expect("server certificate");
@@ -58,17 +60,22 @@ impl PrivateMariaDb {
         let ca_path = write("ca.pem", &ca.cert_pem());
         let cert = write("server.pem", &server.cert_pem);
         let key = write("server.key", &server.key_pem);
-        let mut db = PrivateMariaDb::start_with(vec![
-            format!("--ssl-ca={}", ca_path.display()),
-            format!("--ssl-cert={}", cert.display()),
-            format!("--ssl-key={}", key.display()),
-            "--require-secure-transport=ON".into(),
-        ]);
+        let mut db = PrivateMariaDb::start_with(
+            vec![
+                format!("--ssl-ca={}", ca_path.display()),
+                format!("--ssl-cert={}", cert.display()),
+                format!("--ssl-key={}", key.display()),
+                "--require-secure-transport=ON".into(),
+            ],
+            Some(host),
+        );
         db.certs = Some(certs_dir);
         (db, ca_path)
     }
 
-    fn start_with(extra: Vec<String>) -> PrivateMariaDb {
+    /// Starts a server with `extra` options on `host` (one its certificate names: kept), or on
+    /// an address of its own drawn again if another server holds it.
+    fn start_with(extra: Vec<String>, host: Option<std::net::Ipv4Addr>) -> PrivateMariaDb {
         let dir = tempfile::tempdir().expect("dir");
         let data = dir.path().join("data");
         let out = Command::new("mariadb-install-db")
@@ -87,7 +94,7 @@ impl PrivateMariaDb {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut db = PrivateMariaDb {
-            host: own_loopback(),
+            host: host.unwrap_or_else(own_loopback),
             port: PORT,
             dir,
             child: None,
@@ -97,7 +104,12 @@ impl PrivateMariaDb {
         let mut tries = 0;
         while let Err(taken) = db.try_spawn() {
             tries += 1;
-            assert!(tries < 5, "private MariaDB cannot bind: {taken}");
+            assert!(
+                tries < 5 && host.is_none(),
+                "private MariaDB cannot bind {}:{}: {taken}",
+                db.host,
+                db.port
+            );
             db.host = own_loopback();
         }
         db.exec("CREATE DATABASE outpost CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
