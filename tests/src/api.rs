@@ -51,7 +51,12 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Reads events from a response body until `stop` says so or the stream ends.
+/// The longest [`read_events`] reads one stream: longer than any test's job takes, so that a
+/// stream that never ends (nor says `stop`) fails its test rather than hanging it.
+pub const EVENTS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Reads events from a response body until `stop` says so or the stream ends; panics if
+/// neither happens within [`EVENTS_DEADLINE`].
 pub async fn read_events(
     resp: reqwest::Response,
     mut stop: impl FnMut(&SseEvent) -> bool,
@@ -60,7 +65,17 @@ pub async fn read_events(
     let mut out = Vec::new();
     let mut buf = String::new();
     let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
+    let deadline = tokio::time::Instant::now() + EVENTS_DEADLINE;
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, body.next()).await else {
+            panic!(
+                "the event stream neither ended nor gave the awaited event within {EVENTS_DEADLINE:?}; \
+                 {} events read, the last {:?}",
+                out.len(),
+                out.last()
+            );
+        };
+        let Some(chunk) = next else { break };
         let Ok(chunk) = chunk else { break };
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {

@@ -39,18 +39,40 @@ pub fn unique_mark() -> String {
     format!("outpost-mark-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Whether some process's command line contains `pattern` (`pgrep -f`; it never matches
+/// itself). Panics if pgrep cannot run, rather than answer "none" for want of a tool.
+fn process_running(pattern: &str) -> bool {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run pgrep (apt-get install procps): {e}"));
+    // 0: found; 1: none; anything else is pgrep failing, which must not read as "none".
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("pgrep -f {pattern} failed: {}", output_text(&out)),
+    }
+}
+
+/// Waits until a process whose command line contains `pattern` runs (a job's task started).
+/// Call it before [`wait_no_process`]: a process that is gone must first have been there, or
+/// "it is gone" would also hold when it never started.
+pub async fn wait_process(pattern: &str, timeout: Duration) {
+    wait_for(
+        &format!("a process running '{pattern}'"),
+        timeout,
+        || async { process_running(pattern).then_some(()) },
+    )
+    .await
+}
+
 /// Waits until no process's command line contains `pattern` (a job's processes are gone).
+/// See [`wait_process`] for what to wait for first.
 pub async fn wait_no_process(pattern: &str, timeout: Duration) {
     wait_for(
         &format!("no process running '{pattern}'"),
         timeout,
-        || async {
-            let ps = std::process::Command::new("pgrep")
-                .args(["-f", pattern])
-                .output()
-                .ok()?;
-            ps.stdout.is_empty().then_some(())
-        },
+        || async { (!process_running(pattern)).then_some(()) },
     )
     .await
 }
@@ -92,6 +114,73 @@ pub fn output_text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Waits for `child` to exit; after `timeout` kills it and panics, naming it `what` (a
+/// process that hangs fails its test instead of holding up the whole run).
+pub fn wait_child(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) => {}
+            Err(e) => panic!("cannot wait for {what}: {e}"),
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {timeout:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`std::process::Command::output`] with a deadline: stdin empty, stdout and stderr captured;
+/// panics (after killing it) if the command runs longer than `timeout`.
+pub fn output_within(
+    cmd: &mut std::process::Command,
+    timeout: Duration,
+    what: &str,
+) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = wait_child(&mut child, timeout, what);
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 /// Runs `cmd` and panics, with what it printed, unless it succeeds; `what` names it.

@@ -103,10 +103,11 @@ async fn enrolment_refuses_bad_tokens_and_keeps_identities() {
     let late = Agent::new("late");
     let out = late.try_enroll(c.ctl.enroll, &stale.encode(), &[]);
     assert!(!out.status.success());
+    // The controller's own word for this case (not any refusal that mentions expiry).
+    let said = output_text(&out);
     assert!(
-        output_text(&out).contains("expired"),
-        "{}",
-        output_text(&out)
+        said.contains("token 'late' expired at ") && said.contains("; make a new one"),
+        "{said}"
     );
     assert!(c.world.store.get_agent_by_name("late").await.is_err());
 
@@ -172,9 +173,20 @@ async fn certificates_are_renewed_before_they_expire() {
     assert!(after > before, "the controller recorded the new expiry");
     // Wait until the first certificate has expired, then force a new session: it must use
     // the renewed certificate.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    wait_for("the first certificate to expire", MINUTE, || async {
+        (chrono::Utc::now() > before + chrono::Duration::seconds(1)).then_some(())
+    })
+    .await;
     proxy.cut();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for(
+        "the controller to drop the cut-off session",
+        MINUTE,
+        || async {
+            let a = w.store.get_agent_by_name("bastion").await.ok()?;
+            a.connected_controller.is_none().then_some(())
+        },
+    )
+    .await;
     proxy.restore();
     let server = w.local_server("web1", json!({}), "dev").await;
     let pb = w.playbook("hello", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n").await;
@@ -226,10 +238,13 @@ async fn sigterm_cancels_what_outlasts_the_drain_timeout() {
     let mut agent = c.agent("bastion", &[], &opts);
     let w = &c.world;
     let server = w.local_server("web1", json!({}), "dev").await;
-    let yaml =
-        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 151\n";
-    let job = w.launch(&w.playbook("long", yaml).await, &server).await;
+    // This test's own mark on its sleep's command line: another test's sleeps are not its own.
+    let mark = outpost_tests::unique_mark();
+    let yaml = outpost_tests::world::sleeping_playbook(&mark);
+    let job = w.launch(&w.playbook("long", &yaml).await, &server).await;
     w.wait_status(&job, JobStatus::Running, MINUTE).await;
+    // Stopped while ansible's sleep runs, so that its end below is the agent's doing.
+    outpost_tests::wait_process(&mark, MINUTE).await;
     let status = agent.stop(MINUTE);
     assert_eq!(status.code(), Some(0));
     let cancelled = w.wait_status(&job, JobStatus::Cancelled, MINUTE).await;
@@ -238,5 +253,5 @@ async fn sigterm_cancels_what_outlasts_the_drain_timeout() {
         .unwrap_or_default()
         .contains("drain timeout"));
     // ansible stopped with the agent.
-    outpost_tests::wait_no_process("sleep 151", Duration::from_secs(5)).await;
+    outpost_tests::wait_no_process(&mark, Duration::from_secs(5)).await;
 }

@@ -14,19 +14,23 @@ use outpost_tests::api::{login, PASSWORD};
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{bin, AgentOpts, ControllerOpts};
 use outpost_tests::world::sleeping_playbook;
-use outpost_tests::{unique_mark, wait_for, wait_no_process, Backend};
+use outpost_tests::{
+    output_within, unique_mark, wait_child, wait_for, wait_no_process, wait_process, Backend,
+};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn outpost(config: &Path, args: &[&str]) -> Output {
-    Command::new(bin("outpost"))
-        .args(args)
-        .env("OUTPOST_CONFIG_DIR", config)
-        .env("OUTPOST_PASSWORD", PASSWORD)
-        .env_remove("OUTPOST_CONTEXT")
-        .output()
-        .expect("run outpost")
+    output_within(
+        Command::new(bin("outpost"))
+            .args(args)
+            .env("OUTPOST_CONFIG_DIR", config)
+            .env("OUTPOST_PASSWORD", PASSWORD)
+            .env_remove("OUTPOST_CONTEXT"),
+        2 * MINUTE,
+        &format!("outpost {}", args.join(" ")),
+    )
 }
 
 fn stdout(o: &Output) -> String {
@@ -66,19 +70,21 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
     let url = c.ctl.api_url();
 
     // A wrong password, then a login pinned by the CA's fingerprint.
-    let wrong = Command::new(bin("outpost"))
-        .args([
-            "login",
-            &url,
-            "-u",
-            "ops",
-            "--ca-fingerprint",
-            &c.ctl.ca_fingerprint(),
-        ])
-        .env("OUTPOST_CONFIG_DIR", cfg)
-        .env("OUTPOST_PASSWORD", "not the password")
-        .output()
-        .unwrap();
+    let wrong = output_within(
+        Command::new(bin("outpost"))
+            .args([
+                "login",
+                &url,
+                "-u",
+                "ops",
+                "--ca-fingerprint",
+                &c.ctl.ca_fingerprint(),
+            ])
+            .env("OUTPOST_CONFIG_DIR", cfg)
+            .env("OUTPOST_PASSWORD", "not the password"),
+        MINUTE,
+        "outpost login with a wrong password",
+    );
     one_line_error(&wrong, "wrong username, email or password");
     let bad_pin = outpost(
         cfg,
@@ -264,16 +270,21 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
             .find(|j| j.status == JobStatus::Running)
     })
     .await;
+    // Cancelled while its sleep runs, so that the sleep's end below is the cancel's doing.
+    wait_process(&mark, MINUTE).await;
     ok(outpost(
         cfg,
         &["job", "cancel", &sleeping.job_id.to_string()],
     ));
     let status = tokio::task::spawn_blocking(move || {
         let mut follow = follow;
-        follow.wait()
+        wait_child(
+            &mut follow,
+            MINUTE,
+            "outpost job run --follow after the cancel",
+        )
     })
     .await
-    .unwrap()
     .unwrap();
     assert_eq!(status.code(), Some(2));
     wait_no_process(&mark, Duration::from_secs(10)).await;

@@ -15,7 +15,15 @@ use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-const QUICK: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"job on {{ inventory_hostname }}\"\n";
+/// Says which host it runs on, then appends a line naming the run (`run` is an extra var the
+/// test gives each launch) and the host to `runs` on the target: a record kept outside the
+/// controller of how often each job really ran, and where.
+fn recorded_run(runs: &std::path::Path) -> String {
+    format!(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"job on {{{{ inventory_hostname }}}}\"\n    - ansible.builtin.shell: \"echo '{{{{ run }}}} {{{{ inventory_hostname }}}}' >> {}\"\n",
+        runs.display()
+    )
+}
 
 /// `bursts` debug tasks of `per` numbered lines with a pause after each.
 fn bursts(bursts: usize, per: usize, pause: u32) -> String {
@@ -50,7 +58,11 @@ async fn two_controllers_one_database_every_job_runs_once() {
     let a = Controller::start(data.path(), &db.url, "ctl-a", ControllerOpts::default());
     let b = Controller::start(data.path(), &db.url, "ctl-b", ControllerOpts::default());
     let mut agents = Vec::new();
+    // Each agent knows only its own controller: agent-0 and agent-1 are ctl-a's, agent-2 and
+    // agent-3 ctl-b's, so the agent that ran a job says which controller dispatched it.
+    let home = ["ctl-a", "ctl-a", "ctl-b", "ctl-b"];
     for (i, ctl) in [&a, &a, &b, &b].into_iter().enumerate() {
+        assert_eq!(ctl.id, home[i]);
         let mut agent = Agent::enroll(ctl, &format!("agent-{i}"), &[]);
         agent.start(
             &[ctl.agents],
@@ -72,7 +84,8 @@ async fn two_controllers_one_database_every_job_runs_once() {
             .then_some(())
     })
     .await;
-    let pb = w.playbook("quick", QUICK).await;
+    let runs = w.dir.path().join("runs");
+    let pb = w.playbook("recorded", &recorded_run(&runs)).await;
     let mut servers = Vec::new();
     for i in 0..20 {
         servers.push(
@@ -80,16 +93,37 @@ async fn two_controllers_one_database_every_job_runs_once() {
                 .await,
         );
     }
+    // (job, the name its run records, the host it was launched on)
     let mut jobs = Vec::new();
-    for _round in 0..10 {
+    for round in 0..10 {
         for s in &servers {
-            jobs.push(w.launch(&pb, s).await);
+            let run = format!("run-{round}-{}", s.hostname);
+            let job = w.launch_with(&pb, s, Some(json!({ "run": run }))).await;
+            jobs.push((job, run, s.hostname.clone()));
         }
     }
     assert_eq!(jobs.len(), 200);
-    for job in &jobs {
+    for (job, _, _) in &jobs {
         w.wait_status(job, JobStatus::Success, 10 * MINUTE).await;
     }
+    // What ran on the targets: each launch's run exactly once, on the host it was launched on.
+    let recorded = std::fs::read_to_string(&runs).expect("the targets' record of runs");
+    let mut ran: HashMap<&str, Vec<&str>> = HashMap::new();
+    for line in recorded.lines() {
+        let (run, host) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("a line of the record: {line:?}"));
+        ran.entry(run).or_default().push(host);
+    }
+    for (job, run, host) in &jobs {
+        assert_eq!(
+            ran.get(run.as_str()),
+            Some(&vec![host.as_str()]),
+            "job {} ran once, on {host}",
+            job.job_id
+        );
+    }
+    assert_eq!(recorded.lines().count(), 200, "nothing else ran");
     // Exactly one dispatch and one start per job, whichever controller made it.
     let audit = w
         .store
@@ -126,7 +160,7 @@ async fn two_controllers_one_database_every_job_runs_once() {
         offset += 1000;
     }
     let mut by_agent: HashMap<i32, usize> = HashMap::new();
-    for job in &jobs {
+    for (job, _, host) in &jobs {
         assert_eq!(
             per_job.get(&(job.id.0, "DISPATCH".into())),
             Some(&1),
@@ -147,34 +181,43 @@ async fn two_controllers_one_database_every_job_runs_once() {
         );
         let j = w.job(job).await;
         *by_agent.entry(j.agent_id.unwrap().0).or_default() += 1;
+        // One run's output in the job's log, and it is its own host's.
         let lines = w.lines(job).await;
-        assert_eq!(
-            lines
-                .iter()
-                .filter(|l| l.content.contains("\"msg\": \"job on node"))
-                .count(),
-            1,
-            "one run's output"
+        let said: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.content.contains("\"msg\": \"job on node"))
+            .map(|l| l.content.as_str())
+            .collect();
+        assert_eq!(said.len(), 1, "one run's output: {said:?}");
+        assert!(
+            said[0].contains(&format!("\"msg\": \"job on {host}\"")),
+            "job {}'s output is {host}'s: {said:?}",
+            job.job_id
         );
     }
-    // Both controllers handed out work.
+    // Both controllers handed out work: each through its own agents (whose only controller
+    // it is), whichever the store says they are connected to now.
     let page = w.store.list_agents(Paging::default()).await.unwrap();
-    let agents_of = |ctl: &str| -> Vec<i32> {
-        page.items
-            .iter()
-            .filter(|a| a.connected_controller.as_deref() == Some(ctl))
-            .map(|a| a.id.0)
-            .collect()
-    };
-    let (on_a, on_b) = (agents_of("ctl-a"), agents_of("ctl-b"));
-    assert!(
-        on_a.iter().any(|id| by_agent.contains_key(id)),
-        "ctl-a dispatched nothing: {by_agent:?}"
+    let mut by_controller: HashMap<&str, usize> = HashMap::new();
+    for a in &page.items {
+        let i: usize = a
+            .name
+            .strip_prefix("agent-")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("an agent of this test: {}", a.name));
+        *by_controller.entry(home[i]).or_default() += by_agent.get(&a.id.0).copied().unwrap_or(0);
+    }
+    assert_eq!(
+        by_controller.values().sum::<usize>(),
+        200,
+        "{by_controller:?}"
     );
-    assert!(
-        on_b.iter().any(|id| by_agent.contains_key(id)),
-        "ctl-b dispatched nothing: {by_agent:?}"
-    );
+    for ctl in ["ctl-a", "ctl-b"] {
+        assert!(
+            by_controller.get(ctl).copied().unwrap_or(0) > 0,
+            "{ctl} dispatched nothing: {by_controller:?}"
+        );
+    }
     drop(agents);
 }
 

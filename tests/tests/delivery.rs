@@ -92,16 +92,20 @@ async fn agent_killed_mid_job_reports_it_failed_with_its_lines() {
     let mut agent = c.agent("bastion", &[], &AgentOpts::default());
     let w = &c.world;
     let server = w.local_server("web1", json!({}), "production").await;
-    let yaml = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: before the crash\n    - ansible.builtin.command: sleep 131\n";
-    let job = w.launch(&w.playbook("crash", yaml).await, &server).await;
+    // The sleep's command line carries this test's own mark.
+    let mark = outpost_tests::unique_mark();
+    let yaml = format!("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: before the crash\n    - ansible.builtin.shell: \"sleep 131; echo {mark}\"\n");
+    let job = w.launch(&w.playbook("crash", &yaml).await, &server).await;
     wait_for("the sleep to start", MINUTE, || async {
         w.lines(&job)
             .await
             .iter()
-            .any(|l| l.content.contains("TASK [ansible.builtin.command]"))
+            .any(|l| l.content.contains("TASK [ansible.builtin.shell]"))
             .then_some(())
     })
     .await;
+    // Its process runs: what the restarted agent must kill below.
+    outpost_tests::wait_process(&mark, MINUTE).await;
     agent.kill9();
     tokio::time::sleep(Duration::from_secs(1)).await;
     agent.start(&[c.ctl.agents], &AgentOpts::default());
@@ -117,7 +121,7 @@ async fn agent_killed_mid_job_reports_it_failed_with_its_lines() {
         .iter()
         .any(|l| l.content.contains("before the crash")));
     // The orphaned ansible process group was killed by the restarted agent.
-    outpost_tests::wait_no_process("sleep 131", Duration::from_secs(20)).await;
+    outpost_tests::wait_no_process(&mark, Duration::from_secs(20)).await;
     let tickets = w.tickets(&job).await;
     assert_eq!(tickets.len(), 1);
     // The agent goes on serving.
@@ -135,9 +139,9 @@ async fn an_agent_that_never_returns_fails_its_job_after_the_grace_period() {
     let mut agent = c.agent("bastion", &[], &AgentOpts::default());
     let w = &c.world;
     let server = w.local_server("web1", json!({}), "staging").await;
-    let yaml =
-        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 141\n";
-    let job = w.launch(&w.playbook("long", yaml).await, &server).await;
+    let mark = outpost_tests::unique_mark();
+    let yaml = outpost_tests::world::sleeping_playbook(&mark);
+    let job = w.launch(&w.playbook("long", &yaml).await, &server).await;
     w.wait_status(&job, JobStatus::Running, MINUTE).await;
     agent.kill9();
     let lost = std::time::Instant::now();
@@ -152,9 +156,9 @@ async fn an_agent_that_never_returns_fails_its_job_after_the_grace_period() {
     );
     let tickets = w.tickets(&job).await;
     assert_eq!(tickets.len(), 1);
-    let _ = std::process::Command::new("pkill")
-        .args(["-f", "sleep 141"])
-        .status();
+    // The killed agent's ansible lives on: end it, and only it (its job's processes).
+    agent.reap_orphans();
+    outpost_tests::wait_no_process(&mark, MINUTE).await;
 }
 
 fn read_kib(pid: u32, key: &str) -> Option<u64> {

@@ -51,10 +51,13 @@ async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
     };
     // Heartbeats as fast as the stream takes them; the answers are never read.
     let mut send = session.send;
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = written.clone();
     let flooding = tokio::spawn(async move {
         let mut seq = 0u64;
         loop {
             seq += 1;
+            count.store(seq, std::sync::atomic::Ordering::Relaxed);
             if outpost_protocol::codec::write_frame(&mut send, &Up::Heartbeat { seq }, 1024)
                 .await
                 .is_err()
@@ -73,7 +76,12 @@ async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
         )
         .await;
     let job = w.launch(&pb, &server).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The flood is under way (more heartbeats written than a well-behaved agent sends in
+    // minutes) before the revocation; no longer, lest the session time out on its own.
+    outpost_tests::wait_for("the flood to be under way", MINUTE, || async {
+        (written.load(std::sync::atomic::Ordering::Relaxed) > 100).then_some(())
+    })
+    .await;
     // Revoked, the flooding session is closed from outside its loop within seconds.
     let agent = w.store.get_agent_by_name("flood").await.unwrap();
     let revoked_at = Instant::now();

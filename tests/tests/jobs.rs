@@ -184,6 +184,8 @@ async fn routing_cancel_pending_and_running() {
             .then_some(())
     })
     .await;
+    // And its process runs (the header comes first): what the cancel must end.
+    outpost_tests::wait_process(&mark, MINUTE).await;
     assert_eq!(
         Lifecycle::new(w.store.clone())
             .cancel(running.id, &Actor::user(w.admin.id))
@@ -212,8 +214,11 @@ async fn routing_cancel_pending_and_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_limit_fails_the_job() {
+    const LIMIT_SECS: i64 = 20;
     let opts = ControllerOpts {
-        job_time_limit_secs: 4,
+        // Long enough for ansible, slow to start on a loaded machine, to reach its sleep (10 s
+        // was not, with five builds sharing two cores).
+        job_time_limit_secs: LIMIT_SECS as u32,
         ..ControllerOpts::default()
     };
     let c = Cluster::start(Backend::Sqlite, opts).await;
@@ -225,10 +230,19 @@ async fn time_limit_fails_the_job() {
         .playbook("sleep", &outpost_tests::world::sleeping_playbook(&mark))
         .await;
     let job = w.launch(&pb, &server).await;
+    // The sleep runs before the limit ends it (so that its end below is the limit's doing).
+    outpost_tests::wait_process(&mark, MINUTE).await;
     let failed = w.wait_status(&job, JobStatus::Failed, MINUTE).await;
-    assert_eq!(failed.error_message.as_deref(), Some("timed out after 4 s"));
+    assert_eq!(
+        failed.error_message,
+        Some(format!("timed out after {LIMIT_SECS} s"))
+    );
     let elapsed = failed.completed_at.unwrap() - failed.started_at.unwrap();
-    assert!(elapsed.num_seconds() < 30, "stopped promptly: {elapsed}");
+    // Within 26 s of the limit, as when the limit was 4 s and this said "under 30 s".
+    assert!(
+        elapsed.num_seconds() < LIMIT_SECS + 26,
+        "stopped promptly: {elapsed}"
+    );
     outpost_tests::wait_no_process(&mark, Duration::from_secs(10)).await;
 }
 
@@ -261,9 +275,16 @@ async fn missing_ansible_fails_jobs_and_the_agent_keeps_serving() {
         .starts_with("unavailable"));
 }
 
+/// An admin revokes an agent through the API while it runs a job: the agent stops its ansible
+/// and exits for good, and the job — whose end the revoked agent can no longer report — fails
+/// as its agent's when the grace period runs out, with a ticket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_agent_is_dropped_and_stays_out() {
-    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let opts = ControllerOpts {
+        agent_grace_secs: 5,
+        ..ControllerOpts::default()
+    };
+    let c = Cluster::start(Backend::Sqlite, opts).await;
     let mut agent = c.agent("bastion", &[], &AgentOpts::default());
     let w = &c.world;
     // It is running a job when it is revoked.
@@ -274,6 +295,7 @@ async fn a_revoked_agent_is_dropped_and_stays_out() {
         .await;
     let job = w.launch(&pb, &server).await;
     w.wait_status(&job, JobStatus::Running, MINUTE).await;
+    outpost_tests::wait_process(&mark, MINUTE).await;
     let a = wait_for("the agent to connect", MINUTE, || async {
         w.store
             .get_agent_by_name("bastion")
@@ -283,10 +305,12 @@ async fn a_revoked_agent_is_dropped_and_stays_out() {
     })
     .await;
     assert_eq!(a.hostname.as_deref().map(|h| !h.is_empty()), Some(true));
-    w.store
-        .revoke_agent(a.id, &Actor::user(w.admin.id))
+    let admin = outpost_tests::api::login(&c.ctl, "ops", outpost_tests::api::PASSWORD).await;
+    let view: outpost_api::AgentView = admin
+        .post(&format!("/api/v1/agents/{}/revoke", a.id.0), &json!({}))
         .await
-        .unwrap();
+        .expect("an admin revokes the agent");
+    assert!(view.revoked, "{view:?}");
     let status = agent
         .wait_exit(Duration::from_secs(30))
         .expect("the agent exits once refused");
@@ -298,6 +322,27 @@ async fn a_revoked_agent_is_dropped_and_stays_out() {
     assert!(agent.log().contains("revoked"), "{}", agent.log());
     // Its ansible is stopped before it exits.
     outpost_tests::wait_no_process(&mark, Duration::from_secs(5)).await;
+    // The job was the agent's: it fails as an agent lost, once the grace period is over.
+    let failed = w.wait_status(&job, JobStatus::Failed, MINUTE).await;
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("agent lost: bastion did not come back within 5 s")
+    );
+    assert_eq!(w.tickets(&job).await.len(), 1, "a ticket for the failure");
+    // The revocation is the admin's, in the audit trail.
+    let revokes = w
+        .store
+        .list_audit(
+            &AuditFilter {
+                action: Some("REVOKE".into()),
+                ..Default::default()
+            },
+            Paging::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revokes.total, 1);
+    assert_eq!(revokes.items[0].user_id, Some(w.admin.id));
     // Started again, it is refused at once and exits 78 again (not "connection lost" forever).
     agent.start(&[c.ctl.agents], &AgentOpts::default());
     let again = agent

@@ -12,7 +12,7 @@ use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{Agent, AgentOpts, Controller, ControllerOpts};
 use outpost_tests::proxy::UdpProxy;
 use outpost_tests::world::{sleeping_playbook, World};
-use outpost_tests::{unique_mark, wait_for, wait_no_process, Backend, TestDb};
+use outpost_tests::{unique_mark, wait_for, wait_no_process, wait_process, Backend, TestDb};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -165,6 +165,8 @@ async fn a_cancel_sent_to_a_dying_session_reaches_the_next_one() {
         )
         .await;
     w.wait_status(&job, JobStatus::Running, MINUTE).await;
+    // Its sleep runs: what the cancel must end.
+    wait_process(&mark, MINUTE).await;
     // The network goes; the cancel is written to the old session before the controller
     // notices it is dead, and is lost with it.
     proxy.cut();
@@ -272,6 +274,25 @@ async fn two_controllers_never_run_two_jobs_at_once_on_one_server() {
     }
     for job in &jobs {
         w.wait_status(job, JobStatus::Success, 10 * MINUTE).await;
+    }
+    // Both controllers dispatched: agent-0 knows only ctl-a and agent-1 only ctl-b, so each
+    // having run jobs means each controller held the server for some of them, and their
+    // holds never overlapped (the lock directory above would have failed a job).
+    let mut runs_of = std::collections::HashMap::new();
+    for job in &jobs {
+        let agent = w.job(job).await.agent_id.expect("the agent that ran it");
+        *runs_of.entry(agent).or_insert(0) += 1;
+    }
+    for (i, ctl) in ["ctl-a", "ctl-b"].into_iter().enumerate() {
+        let agent = w
+            .store
+            .get_agent_by_name(&format!("agent-{i}"))
+            .await
+            .unwrap();
+        assert!(
+            runs_of.get(&agent.id).copied().unwrap_or(0) > 0,
+            "{ctl} dispatched none of the 50 jobs: {runs_of:?}"
+        );
     }
     drop(agents);
 }

@@ -134,13 +134,27 @@ fn the_packages_build_hold_what_they_should_and_pass_lintian() {
         }
     }
 
+    // lintian's own verdict: it exits 0 when it found no error nor warning (bar the tolerated
+    // ones), 2 when it did (`--fail-on`), 1 when it could not check at all — all but 0 fail
+    // here, so a lintian that crashed or could not read the package is no clean report.
     for deb in [agent, controller] {
-        let report = Command::new("lintian")
-            .args(["--tag-display-limit", "0"])
-            .arg(deb)
-            .output()
-            .expect("lintian");
-        let text = String::from_utf8_lossy(&report.stdout).to_string();
+        let mut cmd = Command::new("lintian");
+        cmd.args(["--fail-on", "error,warning", "--tag-display-limit", "0"]);
+        if !TOLERATED_WARNINGS.is_empty() {
+            cmd.args(["--suppress-tags", &TOLERATED_WARNINGS.join(",")]);
+        }
+        let report = outpost_tests::output_within(
+            cmd.arg(deb),
+            std::time::Duration::from_secs(5 * 60),
+            "lintian",
+        );
+        let text = output_text(&report);
+        assert!(
+            report.status.success(),
+            "lintian ({}) on {}:\n{text}",
+            report.status,
+            deb.display()
+        );
         let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E:")).collect();
         assert!(
             errors.is_empty(),
@@ -149,3 +163,11 @@ fn the_packages_build_hold_what_they_should_and_pass_lintian() {
         );
     }
 }
+
+/// lintian warnings the packages are allowed, each with its reason (none is an error: errors
+/// are never tolerated).
+const TOLERATED_WARNINGS: &[&str] = &[
+    // The binaries ship no man pages yet: each documents itself with --help, and the README
+    // and docs/ are the manual. (lintian 2.116 says this of both packages' binaries.)
+    "no-manual-page",
+];

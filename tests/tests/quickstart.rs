@@ -1,18 +1,24 @@
 //! The README's first command: `outpost-controller dev` runs the whole path end to end.
 
 use std::process::Command;
+use std::time::Duration;
 
 use outpost_tests::procs::bin;
+use outpost_tests::{output_within, wait_child};
+
+const MINUTE: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_dev_quick_start_runs_a_playbook_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("outpost-controller"))
-        .args(["dev", "--once", "--api-listen", "127.0.0.1:0", "--dir"])
-        .arg(dir.path().join("dev"))
-        .current_dir(outpost_tests::workspace_root())
-        .output()
-        .expect("run dev");
+    let out = output_within(
+        Command::new(bin("outpost-controller"))
+            .args(["dev", "--once", "--api-listen", "127.0.0.1:0", "--dir"])
+            .arg(dir.path().join("dev"))
+            .current_dir(outpost_tests::workspace_root()),
+        5 * MINUTE,
+        "outpost-controller dev --once",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -39,12 +45,14 @@ fn the_dev_quick_start_runs_a_playbook_end_to_end() {
     );
     // A second run reuses the directory: the same admin, the same agent, no new enrolment.
     let password = std::fs::read_to_string(dir.path().join("dev/admin-password")).unwrap();
-    let again = Command::new(bin("outpost-controller"))
-        .args(["dev", "--once", "--api-listen", "127.0.0.1:0", "--dir"])
-        .arg(dir.path().join("dev"))
-        .current_dir(outpost_tests::workspace_root())
-        .output()
-        .expect("run dev again");
+    let again = output_within(
+        Command::new(bin("outpost-controller"))
+            .args(["dev", "--once", "--api-listen", "127.0.0.1:0", "--dir"])
+            .arg(dir.path().join("dev"))
+            .current_dir(outpost_tests::workspace_root()),
+        5 * MINUTE,
+        "outpost-controller dev --once, again",
+    );
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "second dev failed:\n{stdout}");
     assert!(stdout.contains("reused"), "{stdout}");
@@ -58,11 +66,13 @@ fn the_dev_quick_start_runs_a_playbook_end_to_end() {
     let foreign = dir.path().join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("precious.txt"), "keep me").unwrap();
-    let refused = Command::new(bin("outpost-controller"))
-        .args(["dev", "--once", "--fresh", "--dir"])
-        .arg(&foreign)
-        .output()
-        .expect("run dev on a foreign directory");
+    let refused = output_within(
+        Command::new(bin("outpost-controller"))
+            .args(["dev", "--once", "--fresh", "--dir"])
+            .arg(&foreign),
+        MINUTE,
+        "outpost-controller dev on a foreign directory",
+    );
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("was not made by"));
     assert!(foreign.join("precious.txt").exists());
@@ -81,16 +91,33 @@ fn dev_stays_up_for_the_cli_until_stopped() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run dev");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut login = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line.contains("outpost login https://") {
-            login = Some(line);
-            break;
+    // Its output is read on a thread, so that a `dev` that never prints the line fails the
+    // test at the deadline instead of blocking it.
+    let stdout = child.stdout.take().expect("dev's stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-    }
-    let login = login.expect("dev printed the login command");
+    });
+    let deadline = std::time::Instant::now() + 5 * MINUTE;
+    let login = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("outpost login https://") => break line,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "dev did not print the login command within {:?} ({e})",
+                    5 * MINUTE
+                )
+            }
+        }
+    };
     let words: Vec<&str> = login.split_whitespace().collect();
     let url = words
         .iter()
@@ -102,24 +129,28 @@ fn dev_stays_up_for_the_cli_until_stopped() {
         .trim_end_matches('\'')
         .to_owned();
     let config = dir.path().join("cli");
-    let out = Command::new(bin("outpost"))
-        .args(["login", &url, "--ca-file"])
-        .arg(dir.path().join("dev/pki/ca.pem"))
-        .args(["-u", "admin"])
-        .env("OUTPOST_PASSWORD", &password)
-        .env("OUTPOST_CONFIG_DIR", &config)
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(bin("outpost"))
+            .args(["login", &url, "--ca-file"])
+            .arg(dir.path().join("dev/pki/ca.pem"))
+            .args(["-u", "admin"])
+            .env("OUTPOST_PASSWORD", &password)
+            .env("OUTPOST_CONFIG_DIR", &config),
+        MINUTE,
+        "outpost login",
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(bin("outpost"))
-        .args(["job", "list", "--json"])
-        .env("OUTPOST_CONFIG_DIR", &config)
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(bin("outpost"))
+            .args(["job", "list", "--json"])
+            .env("OUTPOST_CONFIG_DIR", &config),
+        MINUTE,
+        "outpost job list",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -129,6 +160,6 @@ fn dev_stays_up_for_the_cli_until_stopped() {
     assert_eq!(page["items"][0]["status"], "success");
     // SIGTERM stops it cleanly.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    let status = wait_child(&mut child, MINUTE, "dev after SIGTERM");
     assert!(status.success(), "{status}");
 }

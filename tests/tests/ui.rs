@@ -11,17 +11,26 @@ use outpost_tests::browser::Browser;
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{AgentOpts, ControllerOpts};
 use outpost_tests::world::sleeping_playbook;
-use outpost_tests::{unique_mark, wait_for, wait_no_process, Backend};
+use outpost_tests::{unique_mark, wait_for, wait_no_process, wait_process, Backend};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// Five bursts of output two seconds apart, one line of which is markup.
+/// Markup in a playbook's output that, were it made into elements, would set `window.__alerted`
+/// (the `<script>` if the page's HTML held it, the `<img>` even through `innerHTML`).
+const PLAYBOOK_MARKUP: &str =
+    "<script>window.__alerted=1</script> <img src=x onerror=window.__alerted=2>";
+
+/// The same from the operator, typed into the launch form's extra vars.
+const TYPED_MARKUP: &str =
+    "<script>window.__alerted=3</script> <img src=y onerror=window.__alerted=4>";
+
+/// Five bursts of output two seconds apart, each line carrying [`PLAYBOOK_MARKUP`].
 const BURSTS: &str = r#"- hosts: all
   gather_facts: false
   tasks:
     - ansible.builtin.debug:
-        msg: "burst {{ item }} <script>alert(1)</script> <img src=x onerror=alert(2)> {{ greeting | default('') }}"
+        msg: "burst {{ item }} <script>window.__alerted=1</script> <img src=x onerror=window.__alerted=2> {{ greeting | default('') }}"
       loop: [1, 2, 3, 4, 5]
       loop_control:
         pause: 2
@@ -104,15 +113,17 @@ async fn an_operator_launches_a_job_and_watches_its_log_live() {
         })
         .await;
     assert!(err.contains("aliases"), "{err}");
-    // The operator's value tries to run a command on the bastion through a Jinja lookup: it
-    // reaches ansible as data, is printed as typed, and runs nothing.
+    // The operator's value tries to run a command on the bastion through a Jinja lookup, and
+    // carries markup: it reaches ansible as data, is printed as typed, and runs nothing.
     let witness = tempfile::tempdir().unwrap();
     let marker = witness.path().join("ran");
     let lookup = format!("{{{{ lookup('pipe', 'touch {}') }}}}", marker.display());
     let extra = b.find("#extra_vars").await;
     extra.clear().await.unwrap();
     extra
-        .send_keys(&format!("greeting: from-the-browser {lookup}"))
+        .send_keys(&format!(
+            "greeting: from-the-browser {lookup} {TYPED_MARKUP}"
+        ))
         .await
         .unwrap();
     let kept = b
@@ -144,7 +155,8 @@ async fn an_operator_launches_a_job_and_watches_its_log_live() {
         .await;
     b.wait_text("#job-exit", MINUTE, |t| t == "0").await;
 
-    // Every stored line is counted, and markup from the playbook is text, not elements.
+    // Every stored line is counted, and markup from the playbook and the operator is text, not
+    // elements: shown literally, no element made of it, none of its scripts run.
     let job = w
         .store
         .get_job_by_uuid(id.parse().expect("a job uuid"))
@@ -159,20 +171,24 @@ async fn an_operator_launches_a_job_and_watches_its_log_live() {
         .await;
     let text = text.as_str().unwrap_or_default();
     assert!(
-        text.contains("<script>alert(1)</script>"),
-        "the markup is shown as text: {text}"
+        BURSTS.contains(PLAYBOOK_MARKUP),
+        "the playbook prints the markup this test looks for"
     );
-    assert!(
-        text.contains(&format!("from-the-browser {lookup}")),
-        "the extra var reached the playbook as typed: {text}"
-    );
+    for n in 1..=5 {
+        let line = format!("burst {n} {PLAYBOOK_MARKUP} from-the-browser {lookup} {TYPED_MARKUP}");
+        assert!(
+            text.contains(&line),
+            "burst {n}'s markup (the playbook's and the typed extra var's) is shown as text, as \
+             printed: {text}"
+        );
+    }
     assert!(!marker.exists(), "the operator's lookup ran on the bastion");
     let elements = b
         .js("return document.querySelectorAll('#log-rows script, #log-rows img').length")
         .await;
     assert_eq!(elements, json!(0), "no element was made from the log");
     let alerted = b.js("return typeof window.__alerted").await;
-    assert_eq!(alerted, json!("undefined"));
+    assert_eq!(alerted, json!("undefined"), "a script of the log ran");
     b.shot("job-done").await;
     b.close().await;
 }
@@ -214,7 +230,9 @@ async fn cancel_resolve_and_a_viewer_refused() {
     b.wait_text("#dashboard table.jobs", MINUTE, |t| t.contains("failing"))
         .await;
     b.shot("dashboard-live").await;
-    // Cancel the long job from its page.
+    // Cancel the long job from its page, once its sleep runs (so that its end below is the
+    // cancel's doing, not a sleep that never started).
+    wait_process(&mark, MINUTE).await;
     b.goto(&format!("/jobs/{}", long.job_id)).await;
     b.wait_text("#job-status", MINUTE, |t| t == "running").await;
     b.find("#cancel").await.click().await.unwrap();
@@ -260,9 +278,11 @@ async fn cancel_resolve_and_a_viewer_refused() {
     })
     .await;
 
-    // A viewer sees the jobs but no button to change them, and a forged form is refused.
+    // A viewer sees the jobs but no button to change them, and a form or API call sent with
+    // the page's own CSRF token (so that only the role can refuse it) is refused.
     let running = w.launch(&sleeper, &s1).await;
     w.wait_status(&running, JobStatus::Running, MINUTE).await;
+    wait_process(&mark, MINUTE).await;
     b.sign_in("vic", PASSWORD).await;
     b.goto(&format!("/jobs/{}", running.job_id)).await;
     b.wait_text("#job-status", MINUTE, |t| t == "running").await;
@@ -279,22 +299,34 @@ async fn cancel_resolve_and_a_viewer_refused() {
         .js_async(&format!(
             "const done = arguments[arguments.length - 1];\
              const f = new URLSearchParams({{_csrf: document.querySelector('input[name=_csrf]').value}});\
-             fetch('/jobs/{}/cancel', {{method: 'POST', body: f}}).then(r => done(r.status));",
+             fetch('/jobs/{}/cancel', {{method: 'POST', body: f}}).then(r => r.text().then(t => done([r.status, t])));",
             running.job_id
         ))
         .await;
-    assert_eq!(forged, json!(403));
+    assert_eq!(forged[0], json!(403), "{forged}");
+    assert!(
+        forged[1]
+            .as_str()
+            .unwrap_or_default()
+            .contains("This needs a higher role than viewer: ask an admin."),
+        "refused for the role: {forged}"
+    );
     let api = b
         .js_async(&format!(
             "const done = arguments[arguments.length - 1];\
-             fetch('/api/v1/jobs/{}/cancel', {{method: 'POST'}}).then(r => done(r.status));",
+             const t = document.querySelector('input[name=_csrf]').value;\
+             fetch('/api/v1/jobs/{}/cancel', {{method: 'POST', headers: {{'x-csrf-token': t}}}})\
+               .then(r => r.json().then(j => done([r.status, j.message])));",
             running.job_id
         ))
         .await;
     assert_eq!(
         api,
-        json!(403),
-        "the API refuses a cookie without its CSRF token too"
+        json!([
+            403,
+            "POST /api/v1/jobs/{job_id}/cancel needs a higher role than viewer"
+        ]),
+        "the API refuses a viewer's cancel for its role"
     );
     assert_eq!(w.job(&running).await.status, JobStatus::Running);
     b.goto("/jobs/new").await;
@@ -309,6 +341,262 @@ async fn cancel_resolve_and_a_viewer_refused() {
         )
         .await;
     wait_no_process(&mark, MINUTE).await;
+}
+
+/// What the UI says when a form's CSRF token is missing or not the session's.
+const FORM_CSRF_REFUSAL: &str =
+    "This form is out of date or was not sent from Outpost: reload the page and try again.";
+/// What the API says when a change sent with the session cookie lacks the session's token.
+const API_CSRF_REFUSAL: &str =
+    "a change made with the session cookie needs the page's X-CSRF-Token";
+
+/// The CSRF token of a second, separate session of `username`: signed in over plain HTTPS (no
+/// browser), read from the `_csrf` field of a page of that session.
+async fn another_sessions_csrf(c: &Cluster, username: &str) -> String {
+    let tls = outpost_api::client::tls_config(&c.ctl.ca_pem()).expect("TLS config");
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(MINUTE)
+        .build()
+        .expect("client");
+    let base = c.ctl.api_url();
+    let body: String = url_encode(&[("username", username), ("password", PASSWORD)]);
+    let resp = http
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("sign in");
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie from signing in: {}", resp.status()))
+        .to_owned();
+    let page = http
+        .get(format!("{base}/"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("a page of the second session")
+        .text()
+        .await
+        .expect("page text");
+    let start = page
+        .find(r#"name="_csrf" value=""#)
+        .unwrap_or_else(|| panic!("no _csrf field in the page: {page}"))
+        + r#"name="_csrf" value=""#.len();
+    page[start..]
+        .split('"')
+        .next()
+        .expect("the field's value")
+        .to_owned()
+}
+
+fn url_encode(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        out.push_str(&enc(k));
+        out.push('=');
+        out.push_str(&enc(v));
+    }
+    out
+}
+
+/// Which CSRF token a forged request carries.
+#[derive(Debug, Clone, Copy)]
+enum Forged<'a> {
+    None,
+    /// As long as the right one, and different in every character.
+    Wrong,
+    /// A real token, of another session of the same user.
+    OtherSession(&'a str),
+}
+
+/// The script fragment that sets `t` to the token a request carries (`null`: none); `real` is
+/// the page's own token, read from its `_csrf` field.
+fn token_js(forged: Option<Forged>) -> String {
+    let real = "const real = document.querySelector('input[name=_csrf]').value;";
+    let t = match forged {
+        None => "const t = real;".to_owned(),
+        Some(Forged::None) => "const t = null;".to_owned(),
+        Some(Forged::Wrong) => {
+            "const t = real.replace(/./g, ch => ch === 'a' ? 'b' : 'a');".to_owned()
+        }
+        Some(Forged::OtherSession(other)) => format!("const t = {};", json!(other)),
+    };
+    format!("{real}{t}")
+}
+
+/// Sends a form to `path` from the page, with `fields` and the CSRF token `forged` says (none:
+/// the page's own); returns the answer's status, its final path and its text.
+async fn post_form(
+    b: &Browser,
+    path: &str,
+    fields: &serde_json::Value,
+    forged: Option<Forged<'_>>,
+) -> (u64, String, String) {
+    let got = b
+        .js_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             {tok}\
+             const f = new URLSearchParams({fields});\
+             if (t !== null) f.set('_csrf', t);\
+             fetch({path}, {{method: 'POST', body: f}})\
+               .then(r => r.text().then(x => done([r.status, new URL(r.url).pathname, x])))\
+               .catch(e => done([0, '', String(e)]));",
+            tok = token_js(forged),
+            path = json!(path),
+        ))
+        .await;
+    (
+        got[0].as_u64().unwrap_or(0),
+        got[1].as_str().unwrap_or_default().to_owned(),
+        got[2].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Sends JSON to the API from the page with its session cookie and the X-CSRF-Token `forged`
+/// says (none: the page's own); returns the status and the answer's text.
+async fn post_api(
+    b: &Browser,
+    path: &str,
+    body: &serde_json::Value,
+    forged: Option<Forged<'_>>,
+) -> (u64, String) {
+    let got = b
+        .js_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             {tok}\
+             const h = {{'content-type': 'application/json'}};\
+             if (t !== null) h['x-csrf-token'] = t;\
+             fetch({path}, {{method: 'POST', headers: h, body: JSON.stringify({body})}})\
+               .then(r => r.text().then(x => done([r.status, x])))\
+               .catch(e => done([0, String(e)]));",
+            tok = token_js(forged),
+            path = json!(path),
+        ))
+        .await;
+    (
+        got[0].as_u64().unwrap_or(0),
+        got[1].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// An operator's launch and an admin's new user, each by form and through the API with the
+/// session cookie, are refused without the session's own CSRF token (none, a wrong one, or
+/// another session's) and change nothing; the same requests with the right token succeed, so
+/// the refusals are the token's doing and not the role's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_without_the_sessions_csrf_token_are_refused() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let pb = w
+        .playbook(
+            "quick",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n",
+        )
+        .await;
+    user(w, "olga", Role::Operator).await;
+    let jobs = || async {
+        w.store
+            .list_jobs(
+                &outpost_controller::store::jobs::JobFilter::default(),
+                outpost_controller::model::Paging::new(1000, 0),
+            )
+            .await
+            .expect("jobs")
+            .total
+    };
+    let b = Browser::start(&c.ctl.api_url(), "csrf").await;
+
+    // The operator launches.
+    let other = another_sessions_csrf(&c, "olga").await;
+    b.sign_in("olga", PASSWORD).await;
+    b.goto("/jobs/new").await;
+    let form = json!({
+        "playbook": pb.id.0.to_string(),
+        "target": "servers",
+        "server": server.hostname,
+    });
+    let launch = json!({"playbook": "quick", "servers": ["web1"]});
+    for forged in [Forged::None, Forged::Wrong, Forged::OtherSession(&other)] {
+        let (status, _, text) = post_form(&b, "/jobs", &form, Some(forged)).await;
+        assert_eq!(status, 403, "an operator's form with {forged:?}: {text}");
+        assert!(text.contains(FORM_CSRF_REFUSAL), "{forged:?}: {text}");
+        let (status, text) = post_api(&b, "/api/v1/jobs", &launch, Some(forged)).await;
+        assert_eq!(
+            status, 403,
+            "an operator's API call with {forged:?}: {text}"
+        );
+        assert!(text.contains(API_CSRF_REFUSAL), "{forged:?}: {text}");
+        assert_eq!(jobs().await, 0, "no job launched ({forged:?})");
+    }
+    let (status, path, text) = post_form(&b, "/jobs", &form, None).await;
+    assert_eq!(status, 200, "the operator's own form launches: {text}");
+    assert!(path.starts_with("/jobs/"), "on the new job's page: {path}");
+    assert_eq!(jobs().await, 1, "the form launched one job");
+    let (status, text) = post_api(&b, "/api/v1/jobs", &launch, None).await;
+    assert_eq!(status, 201, "the operator's own API call launches: {text}");
+    assert_eq!(jobs().await, 2, "the API call launched one job");
+    b.shot("csrf-operator").await;
+    b.find("form[action='/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("the sign-in page", MINUTE, || async {
+        b.path().await.starts_with("/login").then_some(())
+    })
+    .await;
+
+    // The admin adds users.
+    let other = another_sessions_csrf(&c, "ops").await;
+    b.sign_in("ops", PASSWORD).await;
+    b.goto("/users").await;
+    let exists =
+        |name: &'static str| async move { w.store.get_user_by_username(name).await.is_ok() };
+    let new_user = |name: &str| json!({"username": name, "email": format!("{name}@example.com"), "password": "first password 1"});
+    for forged in [Forged::None, Forged::Wrong, Forged::OtherSession(&other)] {
+        let (status, _, text) = post_form(&b, "/users", &new_user("formed"), Some(forged)).await;
+        assert_eq!(status, 403, "an admin's form with {forged:?}: {text}");
+        assert!(text.contains(FORM_CSRF_REFUSAL), "{forged:?}: {text}");
+        let (status, text) = post_api(&b, "/api/v1/users", &new_user("called"), Some(forged)).await;
+        assert_eq!(status, 403, "an admin's API call with {forged:?}: {text}");
+        assert!(text.contains(API_CSRF_REFUSAL), "{forged:?}: {text}");
+        assert!(
+            !exists("formed").await && !exists("called").await,
+            "no user created ({forged:?})"
+        );
+    }
+    let (status, path, text) = post_form(&b, "/users", &new_user("formed"), None).await;
+    assert_eq!((status, path.as_str()), (200, "/users"), "{text}");
+    assert!(exists("formed").await, "the admin's own form adds the user");
+    let (status, text) = post_api(&b, "/api/v1/users", &new_user("called"), None).await;
+    assert_eq!(
+        status, 201,
+        "the admin's own API call adds the user: {text}"
+    );
+    assert!(exists("called").await);
+    b.shot("csrf-admin").await;
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
