@@ -279,6 +279,28 @@ impl Lifecycle {
         Ok(settled)
     }
 
+    /// Settles the jobs of an agent an admin just revoked: it will never report on them, so
+    /// they are not left to wait out the grace period of an agent that might come back. A job
+    /// it had started fails (with a ticket); one it had not goes back to the queue.
+    pub async fn settle_revoked(&self, agent: &Agent) -> Result<()> {
+        for job in self.store.active_jobs_of_agent(agent.id).await? {
+            let Some(attempt) = Attempt::of(&job) else {
+                continue;
+            };
+            self.settle(
+                &job,
+                &attempt,
+                &format!("agent {} was revoked before starting it", agent.name),
+                &format!(
+                    "agent revoked: {} was revoked by an admin while it ran this job",
+                    agent.name
+                ),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// An attempt whose agent no longer has it: back to the queue if it never started, failed
     /// (with a ticket) if it did.
     async fn settle(

@@ -33,6 +33,7 @@ pub async fn get(core: &Core, id: AgentId) -> Result<AgentView> {
 
 pub async fn revoke(core: &Core, caller: &Caller, id: AgentId) -> Result<AgentView> {
     let agent = core.store.revoke_agent(id, &caller.actor()).await?;
+    core.lifecycle.settle_revoked(&agent).await?;
     Ok(views::agent(&agent))
 }
 

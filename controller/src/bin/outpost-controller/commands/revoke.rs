@@ -1,4 +1,5 @@
-//! `outpost-controller revoke`: an agent's sessions are dropped and it can never connect again.
+//! `outpost-controller revoke`: an agent's sessions are dropped and it can never connect again;
+//! the jobs it held are settled at once (failed if started, queued again if not).
 
 use anyhow::Context;
 use outpost_controller::config::Settings;
@@ -20,9 +21,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("no agent named '{agent}'"))?,
     };
-    store.revoke_agent(found.id, &Actor::system()).await?;
+    let revoked = store.revoke_agent(found.id, &Actor::system()).await?;
+    outpost_controller::lifecycle::Lifecycle::new(store.clone())
+        .settle_revoked(&revoked)
+        .await?;
     println!(
-        "agent {} ({}) revoked; live sessions close within seconds",
+        "agent {} ({}) revoked; live sessions close within seconds, and the jobs it held are settled",
         found.name, found.uuid
     );
     store.close().await;
