@@ -190,8 +190,7 @@ impl CertificateProblem {
             sqlx::Error::Tls(tls) => tls.as_ref(),
             _ => return None,
         };
-        let rustls::Error::InvalidCertificate(cert) = inner.downcast_ref::<rustls::Error>()?
-        else {
+        let rustls::Error::InvalidCertificate(cert) = inner.downcast_ref::<rustls::Error>()? else {
             return None;
         };
         let url = url::Url::parse(target).ok();
