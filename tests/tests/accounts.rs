@@ -251,7 +251,8 @@ async fn the_password_page_in_a_browser() {
     };
     fill("not the password").await;
     let err = b.wait_text("p.error", MINUTE, |t| !t.is_empty()).await;
-    assert!(err.contains("current_password is wrong"), "{err}");
+    // In words for a person, not the API's field name.
+    assert_eq!(err.trim(), "The current password is wrong.");
     assert_eq!(b.path().await, "/account/password");
     b.shot("wrong-current").await;
     assert_eq!(

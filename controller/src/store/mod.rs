@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::Connection;
+use sqlx::{ConnectOptions, Connection};
 use thiserror::Error;
 
 /// Runs `$body` with `$pool` bound to the concrete pool of the store's backend.
@@ -101,6 +101,13 @@ pub enum StoreError {
     AccessDenied { target: String },
     #[error("the database at {target} accepts only TLS: add ?ssl-mode=VERIFY_CA&ssl-ca=<its CA file> to the URL")]
     TlsRequired { target: String },
+    #[error("the database at {target} presented a TLS certificate that was refused: {problem}")]
+    CertificateRefused {
+        target: String,
+        problem: CertificateProblem,
+    },
+    #[error("the database at {target} answers, but no pooled connection came free within {waited:?}: every connection is busy (raise --db-pool-size) or the database is too slow to answer")]
+    Busy { target: String, waited: Duration },
     #[error("the database at {target} has no database '{name}': create it (CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci) or fix the URL")]
     UnknownDatabase { target: String, name: String },
     #[error("{0} not found")]
@@ -126,6 +133,91 @@ pub enum StoreError {
     Migrate(#[from] migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// Why the database server's certificate failed verification, with what to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateProblem {
+    /// No trusted CA issued it: `ca` is the URL's `ssl-ca` file, if it names one.
+    UnknownIssuer { ca: Option<String> },
+    /// It does not carry the host name the URL connects to; `detail` lists the names it has.
+    WrongName { host: String, detail: String },
+    /// Anything else (expired, not yet valid, revoked, unfit for a server).
+    Other { detail: String, ca: Option<String> },
+}
+
+/// The CA file named in words: the URL's `ssl-ca`, or the system's store when there is none.
+struct CaFile<'a>(&'a Option<String>);
+
+impl std::fmt::Display for CaFile<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(path) => write!(f, "the CA file {path} (ssl-ca in the URL)"),
+            None => f.write_str("the system's trusted CAs (the URL names no ssl-ca)"),
+        }
+    }
+}
+
+impl std::fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertificateProblem::UnknownIssuer { ca } => write!(
+                f,
+                "it was not issued by {}: set ssl-ca to the file of the CA that signed the \
+                 database server's certificate",
+                CaFile(ca)
+            ),
+            CertificateProblem::WrongName { host, detail } => write!(
+                f,
+                "it is not for '{host}', the host in the URL ({detail}): put in the URL a name \
+                 the certificate carries, or reissue the certificate with '{host}' among its names"
+            ),
+            CertificateProblem::Other { detail, ca } => write!(
+                f,
+                "{detail}: check the certificate's validity dates and usage, that {} signed it, \
+                 and that the host in the URL is a name it carries",
+                CaFile(ca)
+            ),
+        }
+    }
+}
+
+impl CertificateProblem {
+    /// The certificate refusal inside a connection error, if that is what it is.
+    fn of(err: &sqlx::Error, target: &str) -> Option<CertificateProblem> {
+        let inner: &(dyn std::error::Error + 'static) = match err {
+            sqlx::Error::Io(io) => io.get_ref()?,
+            sqlx::Error::Tls(tls) => tls.as_ref(),
+            _ => return None,
+        };
+        let rustls::Error::InvalidCertificate(cert) = inner.downcast_ref::<rustls::Error>()? else {
+            return None;
+        };
+        let url = url::Url::parse(target).ok();
+        let ca = url.as_ref().and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "ssl-ca" || k == "sslca")
+                .map(|(_, v)| v.into_owned())
+        });
+        let host = url
+            .as_ref()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        Some(match cert {
+            rustls::CertificateError::UnknownIssuer => CertificateProblem::UnknownIssuer { ca },
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. } => {
+                CertificateProblem::WrongName {
+                    host,
+                    detail: cert.to_string(),
+                }
+            }
+            other => CertificateProblem::Other {
+                detail: other.to_string(),
+                ca,
+            },
+        })
+    }
 }
 
 impl StoreError {
@@ -210,6 +302,8 @@ pub struct Store {
     /// The most bytes of values one statement may carry: half the server's
     /// `max_allowed_packet`, read at connect.
     pub(crate) statement_bytes: usize,
+    /// The URL with its password redacted, to name the database in errors.
+    pub(crate) target: String,
 }
 
 /// A database URL with its password replaced, safe to print.
@@ -312,6 +406,7 @@ impl Store {
             backend,
             bcrypt_cost: 12,
             statement_bytes,
+            target,
         })
     }
 
@@ -334,12 +429,80 @@ impl Store {
         Ok(())
     }
 
+    /// A round trip that answers within about `deadline` (twice it at worst), with the cause
+    /// when the database does not answer.
+    ///
+    /// The pool retries a refused connection until its acquire timeout (30 s by default) and
+    /// then says only that it timed out: too late for a probe, and no help to whoever must act.
+    /// So the pooled round trip gets `deadline`, and if it fails, one direct connection (also
+    /// bounded by `deadline`) finds out why.
+    pub async fn ping_within(&self, deadline: Duration) -> Result<()> {
+        let pooled = on_pool!(self, p => {
+            tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(p))
+                .await
+                .map(|r| r.map(|_| ()))
+        });
+        let pooled = match pooled {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => None,
+            Ok(Err(e)) => Some(e),
+        };
+        let (direct, db_name) = on_pool!(self, p => {
+            let opts = p.connect_options();
+            let direct = match tokio::time::timeout(deadline, opts.connect()).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(Some(e)),
+                Err(_) => Err(None),
+            };
+            (direct, opts.database_name())
+        });
+        Err(match (direct, pooled) {
+            // The database answers a new connection: the pool's own error is the story.
+            (Ok(()), Some(e)) => StoreError::Database(e),
+            (Ok(()), None) => StoreError::Busy {
+                target: self.target.clone(),
+                waited: deadline,
+            },
+            (Err(Some(e)), _) => classify_connect_error(e, &self.target, &db_name),
+            (Err(None), _) => StoreError::Unreachable {
+                target: self.target.clone(),
+                detail: format!("no answer within {deadline:?}"),
+            },
+        })
+    }
+
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
     }
 }
 
+/// The database a pool's options name (MySQL); a SQLite file has none to name.
+trait DatabaseName {
+    fn database_name(&self) -> String;
+}
+
+impl DatabaseName for MySqlConnectOptions {
+    fn database_name(&self) -> String {
+        self.get_database().unwrap_or_default().to_owned()
+    }
+}
+
+impl DatabaseName for SqliteConnectOptions {
+    fn database_name(&self) -> String {
+        String::new()
+    }
+}
+
 fn classify_connect_error(err: sqlx::Error, target: &str, db_name: &str) -> StoreError {
+    if let Some(problem) = CertificateProblem::of(&err, target) {
+        return StoreError::CertificateRefused {
+            target: target.to_owned(),
+            problem,
+        };
+    }
     if let sqlx::Error::Database(db) = &err {
         if db.message().contains("insecure transport") || db.message().contains("secure_transport")
         {

@@ -215,11 +215,14 @@ pub async fn change_password(
                 StatusCode::UNPROCESSABLE_ENTITY
             };
             let retry = retry_after(&e);
-            let page = password_form(
-                &v,
-                Some(&e.message),
-                st.core.password_expired(&v.caller.user),
-            );
+            // On one's own account the only refusal is the current password's; the API's
+            // wording names a JSON field, which a person filling in this form never sees.
+            let message = if e.status == StatusCode::FORBIDDEN {
+                "The current password is wrong."
+            } else {
+                e.message.as_str()
+            };
+            let page = password_form(&v, Some(message), st.core.password_expired(&v.caller.user));
             (status, retry, page).into_response()
         }
     }
