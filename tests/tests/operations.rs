@@ -12,7 +12,7 @@ use outpost_controller::model::{JobStatus, LogLine};
 use outpost_controller::store::logs::NewLogLine;
 use outpost_tests::api::{login, PASSWORD};
 use outpost_tests::cluster::Cluster;
-use outpost_tests::mariadb::PrivateMariaDb;
+use outpost_tests::mariadb::{PrivateMariaDb, OWN_ADDRESS};
 use outpost_tests::procs::{bin, Agent, AgentOpts, Controller, ControllerOpts};
 use outpost_tests::world::{numbered_lines_task, World};
 use outpost_tests::{output_text, unique_mark, wait_for, wait_no_process, Backend, TestDb};
@@ -260,22 +260,26 @@ fn serve_refused(data: &Path, url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_and_serve_over_tls_with_the_ca_and_host_name_verified() {
-    // The server's certificate names only "localhost": reached as 127.0.0.1 its name does
-    // not match.
-    let (mdb, ca) = PrivateMariaDb::start_tls_for(&["localhost"]);
-    let port = mdb.port;
-    let url = |host: &str, mode: &str, ca: &Path| {
+    // Each private server listens on its own loopback address (tests/src/mariadb.rs), which
+    // no other name reaches; so the name check takes two: one whose certificate names its
+    // address, and one whose certificate names only "localhost", reached by its address.
+    let (mdb, ca) = PrivateMariaDb::start_tls_for(&[OWN_ADDRESS]);
+    let (misnamed, misnamed_ca) = PrivateMariaDb::start_tls_for(&["localhost"]);
+    let (host, port) = (mdb.host.to_string(), mdb.port);
+    let url = |db: &PrivateMariaDb, mode: &str, ca: &Path| {
         format!(
-            "mysql://root@{host}:{port}/outpost?ssl-mode={mode}&ssl-ca={}",
+            "mysql://root@{}:{}/outpost?ssl-mode={mode}&ssl-ca={}",
+            db.host,
+            db.port,
             ca.display()
         )
     };
-    let verified = url("localhost", "VERIFY_IDENTITY", &ca);
+    let verified = url(&mdb, "VERIFY_IDENTITY", &ca);
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
 
     // Plain TCP is refused, and the message says what to add.
-    let plain = format!("mysql://root@127.0.0.1:{port}/outpost?ssl-mode=DISABLED");
+    let plain = format!("mysql://root@{host}:{port}/outpost?ssl-mode=DISABLED");
     let out = controller_cmd(d, &plain, &["migrate"]);
     let text = output_text(&out);
     assert!(!out.status.success(), "{text}");
@@ -287,7 +291,7 @@ async fn migrate_and_serve_over_tls_with_the_ca_and_host_name_verified() {
     let stranger =
         outpost_protocol::pki::Ca::generate("stranger", Duration::from_secs(3600)).expect("CA");
     std::fs::write(&stranger_pem, stranger.cert_pem()).unwrap();
-    let wrong_ca = url("localhost", "VERIFY_IDENTITY", &stranger_pem);
+    let wrong_ca = url(&mdb, "VERIFY_IDENTITY", &stranger_pem);
     let out = controller_cmd(d, &wrong_ca, &["migrate"]);
     let text = output_text(&out);
     assert!(!out.status.success(), "{text}");
@@ -307,16 +311,19 @@ async fn migrate_and_serve_over_tls_with_the_ca_and_host_name_verified() {
     // (VERIFY_CA, which the README says checks the CA only, refuses it too with sqlx 0.8.6 and
     // rustls ≥ 0.23.24: sqlx's verifier ignores only the old name-mismatch variant,
     // launchbadge/sqlx#3793; so VERIFY_CA is exercised below with a matching name.)
-    let wrong_name = url("127.0.0.1", "VERIFY_IDENTITY", &ca);
+    let wrong_name = url(&misnamed, "VERIFY_IDENTITY", &misnamed_ca);
     let out = controller_cmd(d, &wrong_name, &["migrate"]);
     let text = output_text(&out);
     assert!(!out.status.success(), "{text}");
-    let wrong_name_says = "presented a TLS certificate that was refused: it is not for \
-        '127.0.0.1', the host in the URL (certificate not valid for name \"127.0.0.1\"; \
-        certificate is only valid for DnsName(\"localhost\")): put in the URL a name the \
-        certificate carries, or reissue the certificate with '127.0.0.1' among its names";
+    let other = misnamed.host;
+    let wrong_name_says = format!(
+        "presented a TLS certificate that was refused: it is not for \
+         '{other}', the host in the URL (certificate not valid for name \"{other}\"; \
+         certificate is only valid for DnsName(\"localhost\")): put in the URL a name the \
+         certificate carries, or reissue the certificate with '{other}' among its names"
+    );
     assert!(
-        text.contains(wrong_name_says),
+        text.contains(&wrong_name_says),
         "the refusal names the host, the certificate's names and what to do: {text}"
     );
     eprintln!("wrong name: {text}");
@@ -327,7 +334,7 @@ async fn migrate_and_serve_over_tls_with_the_ca_and_host_name_verified() {
     let text = output_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("migration(s) applied"), "{text}");
-    let ca_only = url("localhost", "VERIFY_CA", &ca);
+    let ca_only = url(&mdb, "VERIFY_CA", &ca);
     let out = controller_cmd(d, &ca_only, &["migrate"]);
     let text = output_text(&out);
     assert!(out.status.success(), "VERIFY_CA: {text}");
@@ -353,7 +360,7 @@ async fn migrate_and_serve_over_tls_with_the_ca_and_host_name_verified() {
     // And `serve` refuses to start, with the reason, on the wrong CA or the wrong name.
     for (what, bad, says) in [
         ("wrong CA", &wrong_ca, wrong_ca_says.as_str()),
-        ("wrong name", &wrong_name, wrong_name_says),
+        ("wrong name", &wrong_name, wrong_name_says.as_str()),
     ] {
         let text = serve_refused(d, bad);
         assert!(text.contains(says), "{what}: {text}");
