@@ -2,14 +2,19 @@
 //! decides which agent runs which Ansible job, ingests the agents' output, and keeps the audit
 //! trail.
 //!
-//! - [`store`]: the database, one API over both backends; [`model`]: its records.
-//! - [`server`]: the daemon, wiring the rest: [`session`] (one task per agent, sharing a
-//!   [`context`]), [`dispatch`]
-//!   (job streams), [`scheduler`], [`ingest`], [`enroll`], [`lifecycle`], [`retention`].
-//! - [`lifecycle`]: the one place where a job changes state.
-//! - [`http`]: the HTTPS API; [`ui`]: the web UI above it; [`web`]: both on one port.
-//! - [`bundle`]: install bundles for new agents; [`vars`]: the rules a launch's variables meet.
-//! - [`config`], [`pki`] (the CA on disk), [`metrics`], [`text`] (fitting text to columns).
+//! The layers, from the bottom; each imports only the ones below it:
+//! - [`store`]: the database, one API over both backends; [`model`]: its records and id types.
+//! - The domain: [`lifecycle`] (the one place where a job changes state, its state machine in
+//!   [`lifecycle::machine`]), [`scheduler`], [`ingest`], [`enroll`], [`retention`], [`vars`]
+//!   (the rules a launch's variables meet), [`bundle`] (install bundles), [`pki`] (the CA).
+//! - [`core`]: the [`core::Core`] every part of one controller shares.
+//! - [`service`]: the operations callers ask for (launch, cancel, users, servers, playbooks,
+//!   tickets, agents, sign-in), as plain functions of the core and the caller.
+//! - The ports: [`session`] and [`dispatch`] for agents over QUIC; [`http`] (the API) and
+//!   [`ui`] (the web pages), both thin shells over [`service`], put on one HTTPS port by
+//!   [`web`].
+//! - [`server`]: the daemon that wires them; the binary's commands sit above it.
+//! - [`config`], [`metrics`], [`text`] (fitting text to columns).
 
 pub mod bundle;
 pub mod config;
