@@ -105,7 +105,10 @@ impl From<StoreError> for ApiError {
                 ApiError::conflict(e.to_string())
             }
             StoreError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
-            StoreError::Unreachable { .. } | StoreError::AccessDenied { .. } => {
+            StoreError::Unreachable { .. }
+            | StoreError::AccessDenied { .. }
+            | StoreError::CertificateRefused { .. }
+            | StoreError::Busy { .. } => {
                 ApiError::unavailable("the database is not reachable right now; try again")
             }
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
