@@ -237,6 +237,8 @@ impl StoreError {
             self,
             StoreError::Unreachable { .. }
                 | StoreError::AccessDenied { .. }
+                | StoreError::CertificateRefused { .. }
+                | StoreError::Busy { .. }
                 | StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
         )
     }
