@@ -90,7 +90,7 @@ pub async fn create(core: &Core, caller: &Caller, r: NewTicketRequest) -> Result
 
 pub async fn get(core: &Core, id: &str) -> Result<TicketView> {
     let t = by_uuid_ticket(&core.store, id).await?;
-    Ok(view(&core.store, &t, &mut Default::default()).await?)
+    view(&core.store, &t, &mut Default::default()).await
 }
 
 pub async fn update(
@@ -113,5 +113,5 @@ pub async fn update(
             &caller.actor(),
         )
         .await?;
-    Ok(view(&core.store, &t, &mut Default::default()).await?)
+    view(&core.store, &t, &mut Default::default()).await
 }
