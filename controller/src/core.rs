@@ -17,8 +17,8 @@ use crate::ingest::IngestHandle;
 use crate::lifecycle::Lifecycle;
 use crate::model::User;
 use crate::scheduler::SchedulerHandle;
-use crate::service::sessions::Throttle;
 use crate::store::Store;
+use crate::throttle::Throttle;
 
 pub struct Core {
     pub store: Store,

@@ -14,7 +14,8 @@
 //!   [`ui`] (the web pages), both thin shells over [`service`], put on one HTTPS port by
 //!   [`web`].
 //! - [`server`]: the daemon that wires them; the binary's commands sit above it.
-//! - [`config`], [`metrics`], [`text`] (fitting text to columns).
+//! - [`config`], [`metrics`], [`text`] (fitting text to columns), [`throttle`] (failed
+//!   sign-ins counted per account, name and address).
 
 pub mod bundle;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod text;
+pub mod throttle;
 pub mod ui;
 pub mod vars;
 pub mod web;

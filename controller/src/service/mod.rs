@@ -17,7 +17,6 @@ pub mod jobs;
 pub mod playbooks;
 pub mod servers;
 pub mod sessions;
-pub mod throttle;
 pub mod tickets;
 pub mod users;
 pub mod views;

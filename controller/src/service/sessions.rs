@@ -1,4 +1,4 @@
-//! Signing in and out: a login is checked with bcrypt under the [`Throttle`] (a slot taken
+//! Signing in and out: a login is checked with bcrypt under the [`Throttle`](crate::throttle::Throttle) (a slot taken
 //! before the password is checked) and answered with a bearer token of 256 random bits, of
 //! which only the SHA-256 is stored; a token is turned back into a [`Caller`].
 
@@ -9,13 +9,12 @@ use outpost_api::{LoginRequest, LoginResponse};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-pub use super::throttle::Throttle;
-use super::throttle::ThrottleKey;
 use super::{views, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::model::User;
 use crate::store::audit::{Actor, NewAudit};
 use crate::store::StoreError;
+use crate::throttle::ThrottleKey;
 
 /// SHA-256 of a bearer token, as stored.
 pub fn token_hash(token: &str) -> String {

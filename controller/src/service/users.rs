@@ -7,11 +7,11 @@ use outpost_api::{
     NewUserRequest, Page, PasswordChangeRequest, UserPatchRequest, UserQuery, UserView,
 };
 
-use super::throttle::ThrottleKey;
 use super::{paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::model::{Paging, Role, User, UserId};
 use crate::store::users::{NewUser, UserPatch};
+use crate::throttle::ThrottleKey;
 
 fn view(core: &Core, u: &User) -> UserView {
     views::user(u, core.password_expired(u))
