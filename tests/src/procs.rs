@@ -566,3 +566,59 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// An enrolled agent's session driven by hand, past the controller's Welcome: for tests that
+/// play an agent breaking the rules (a flood, an overlong line) with its real credentials.
+pub struct HandSession {
+    /// Kept: dropping it would close the connection.
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    pub session: outpost_protocol::codec::FramedStream<quinn::RecvStream, quinn::SendStream>,
+}
+
+impl HandSession {
+    /// Connects as `agent` (enrolled, not running) to `ctl`'s agent port, says Hello with
+    /// capacity 1 and no labels, and waits for the Welcome.
+    pub async fn open(ctl: &Controller, agent: &Agent) -> HandSession {
+        use outpost_protocol::message::{Down, Hello, Up};
+        let state = outpost_agent::state::StateDir::new(&agent.state_dir);
+        let (chain, key, ca) = state.credentials().expect("credentials");
+        let cfg = outpost_protocol::tls::agent_client_config(
+            &ca,
+            chain,
+            key,
+            outpost_protocol::tls::Timers::default(),
+        )
+        .expect("client config");
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+        let conn = endpoint
+            .connect_with(cfg, ctl.agents, "localhost")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (send, recv) = conn.open_bi().await.expect("session stream");
+        let mut session = outpost_protocol::codec::FramedStream::new(recv, send);
+        session
+            .send(&Up::Hello(Hello {
+                protocol_version: outpost_protocol::PROTOCOL_VERSION,
+                agent_version: agent.name.clone(),
+                hostname: agent.name.clone(),
+                labels: vec![],
+                capacity: 1,
+                ansible_version: "none".into(),
+                running: vec![],
+                capabilities: vec![],
+            }))
+            .await
+            .expect("Hello");
+        let Some(Down::Welcome(_)) = session.recv::<Down>().await.expect("an answer") else {
+            panic!("no Welcome for {}", agent.name)
+        };
+        HandSession {
+            endpoint,
+            conn,
+            session,
+        }
+    }
+}

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use outpost_controller::model::JobStatus;
 use outpost_controller::store::audit::Actor;
-use outpost_protocol::codec::FramedStream;
-use outpost_protocol::message::{Down, Hello, Up};
-use outpost_protocol::{close, tls};
+use outpost_protocol::close;
+use outpost_protocol::message::Up;
 use outpost_tests::cluster::Cluster;
-use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
+use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts, HandSession};
 use outpost_tests::Backend;
 use serde_json::json;
 
@@ -22,33 +21,11 @@ async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
     let _steady = c.agent("steady", &["dc=local"], &AgentOpts::default());
     // The flooder cannot be given the job: the test is about whether it starves the others.
     let flood = Agent::enroll(&c.ctl, "flood", &["dc=elsewhere"]);
-    let state = outpost_agent::state::StateDir::new(&flood.state_dir);
-    let (chain, key, ca) = state.credentials().expect("credentials");
-    let cfg = tls::agent_client_config(&ca, chain, key, tls::Timers::default()).unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = endpoint
-        .connect_with(cfg, c.ctl.agents, "localhost")
-        .unwrap()
-        .await
-        .expect("handshake");
-    let (send, recv) = conn.open_bi().await.unwrap();
-    let mut session = FramedStream::new(recv, send);
-    session
-        .send(&Up::Hello(Hello {
-            protocol_version: outpost_protocol::PROTOCOL_VERSION,
-            agent_version: "flood".into(),
-            hostname: "flood".into(),
-            labels: vec![],
-            capacity: 1,
-            ansible_version: "none".into(),
-            running: vec![],
-            capabilities: vec![],
-        }))
-        .await
-        .unwrap();
-    let Some(Down::Welcome(_)) = session.recv::<Down>().await.unwrap() else {
-        panic!("no Welcome")
-    };
+    let HandSession {
+        endpoint: _endpoint,
+        conn,
+        session,
+    } = HandSession::open(&c.ctl, &flood).await;
     // Heartbeats as fast as the stream takes them; the answers are never read.
     let mut send = session.send;
     let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

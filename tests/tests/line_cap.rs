@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use outpost_controller::model::JobStatus;
 use outpost_protocol::codec::FramedStream;
-use outpost_protocol::message::{Down, Hello, JobDown, JobUp, Level, LogBatch, LogLine, Up};
-use outpost_protocol::{tls, MAX_LOG_LINE_BYTES};
+use outpost_protocol::message::{JobDown, JobUp, Level, LogBatch, LogLine};
+use outpost_protocol::MAX_LOG_LINE_BYTES;
 use outpost_tests::cluster::Cluster;
-use outpost_tests::procs::{Agent, ControllerOpts};
+use outpost_tests::procs::{Agent, ControllerOpts, HandSession};
 use outpost_tests::Backend;
 use serde_json::json;
 
@@ -29,33 +29,12 @@ fn line(text: String) -> LogLine {
 async fn a_line_over_the_cap_fails_the_job_and_the_agent_is_told_to_let_go() {
     let c = Cluster::start(Backend::MariaDb, ControllerOpts::default()).await;
     let rogue = Agent::enroll(&c.ctl, "rogue", &["dc=rogue"]);
-    let state = outpost_agent::state::StateDir::new(&rogue.state_dir);
-    let (chain, key, ca) = state.credentials().expect("credentials");
-    let cfg = tls::agent_client_config(&ca, chain, key, tls::Timers::default()).unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = endpoint
-        .connect_with(cfg, c.ctl.agents, "localhost")
-        .unwrap()
-        .await
-        .expect("handshake");
-    let (send, recv) = conn.open_bi().await.unwrap();
-    let mut session = FramedStream::new(recv, send);
-    session
-        .send(&Up::Hello(Hello {
-            protocol_version: outpost_protocol::PROTOCOL_VERSION,
-            agent_version: "rogue".into(),
-            hostname: "rogue".into(),
-            labels: vec![],
-            capacity: 1,
-            ansible_version: "none".into(),
-            running: vec![],
-            capabilities: vec![],
-        }))
-        .await
-        .unwrap();
-    let Some(Down::Welcome(_)) = session.recv::<Down>().await.unwrap() else {
-        panic!("no Welcome")
-    };
+    let HandSession {
+        endpoint: _endpoint,
+        conn,
+        // Kept open: the session lives as long as its stream.
+        session: _session,
+    } = HandSession::open(&c.ctl, &rogue).await;
 
     let w = &c.world;
     let server = w.local_server("web1", json!({"dc": "rogue"}), "dev").await;

@@ -245,22 +245,16 @@ impl Lifecycle {
         self.store.orphan_sessions_lost(silent).await?;
         let mut settled = Vec::new();
         for (agent, lost_at) in self.store.agents_lost_before(now - grace_chrono).await? {
-            for job in self.store.active_jobs_of_agent(agent.id).await? {
-                let Some(attempt) = Attempt::of(&job) else {
-                    continue;
-                };
-                self.settle(
-                    &job,
-                    &attempt,
-                    &format!("agent {} was lost before starting it", agent.name),
-                    &format!(
-                        "agent lost: {} did not come back within {} s",
-                        agent.name,
-                        grace.as_secs()
-                    ),
-                )
-                .await?;
-            }
+            self.settle_all(
+                &agent,
+                &format!("agent {} was lost before starting it", agent.name),
+                &format!(
+                    "agent lost: {} did not come back within {} s",
+                    agent.name,
+                    grace.as_secs()
+                ),
+            )
+            .await?;
             // Only the controller whose update clears the deadline records the loss.
             let audit = NewAudit {
                 actor: &Actor::system(),
@@ -283,20 +277,23 @@ impl Lifecycle {
     /// they are not left to wait out the grace period of an agent that might come back. A job
     /// it had started fails (with a ticket); one it had not goes back to the queue.
     pub async fn settle_revoked(&self, agent: &Agent) -> Result<()> {
+        self.settle_all(
+            agent,
+            &format!("agent {} was revoked before starting it", agent.name),
+            &format!(
+                "agent revoked: {} was revoked by an admin while it ran this job",
+                agent.name
+            ),
+        )
+        .await
+    }
+
+    /// Settles every job `agent` holds (see [`Lifecycle::settle`]).
+    async fn settle_all(&self, agent: &Agent, release_reason: &str, failure: &str) -> Result<()> {
         for job in self.store.active_jobs_of_agent(agent.id).await? {
-            let Some(attempt) = Attempt::of(&job) else {
-                continue;
-            };
-            self.settle(
-                &job,
-                &attempt,
-                &format!("agent {} was revoked before starting it", agent.name),
-                &format!(
-                    "agent revoked: {} was revoked by an admin while it ran this job",
-                    agent.name
-                ),
-            )
-            .await?;
+            if let Some(attempt) = Attempt::of(&job) {
+                self.settle(&job, &attempt, release_reason, failure).await?;
+            }
         }
         Ok(())
     }
