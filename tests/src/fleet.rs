@@ -399,9 +399,22 @@ impl Datacenter {
         extra_vars: &serde_json::Value,
     ) -> Output {
         let dir = tempfile::tempdir().expect("run dir");
-        let inv = dir.path().join("inventory.yml");
+        self.ansible_playbook_in(dir.path(), inventory, playbook, extra_vars)
+    }
+
+    /// [`ansible_playbook`](Self::ansible_playbook) run from `dir` (a checkout, where
+    /// `playbook` may be a relative path), the inventory and variables kept outside it.
+    pub fn ansible_playbook_in(
+        &self,
+        dir: &Path,
+        inventory: &serde_json::Value,
+        playbook: &Path,
+        extra_vars: &serde_json::Value,
+    ) -> Output {
+        let files = tempfile::tempdir().expect("run files");
+        let inv = files.path().join("inventory.yml");
         std::fs::write(&inv, inventory.to_string()).expect("inventory");
-        let extra = dir.path().join("extra_vars.json");
+        let extra = files.path().join("extra_vars.json");
         std::fs::write(&extra, extra_vars.to_string()).expect("extra vars");
         let script = format!(
             "exec ansible-playbook -i '{}' -e '@{}' '{}' 2>&1",
@@ -411,7 +424,7 @@ impl Datacenter {
         );
         self.command("sh")
             .args(["-c", &script])
-            .current_dir(dir.path())
+            .current_dir(dir)
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_FORCE_COLOR", "0")
             .env("PYTHONUNBUFFERED", "1")

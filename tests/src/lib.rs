@@ -8,6 +8,7 @@
 //! - [`mariadb`]: a private MariaDB server a test may restart;
 //! - [`procs`]: real `outpost-controller` and `outpost-agent` processes on loopback;
 //! - [`proxy`]: a UDP relay between agent and controller that can cut the network;
+//! - [`repo`]: a team's Ansible repository in git, served by `git daemon`;
 //! - [`world`]: users, servers, playbooks and jobs put straight into the store, and waits.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod fleet;
 pub mod mariadb;
 pub mod procs;
 pub mod proxy;
+pub mod repo;
 pub mod world;
 
 use std::path::PathBuf;

@@ -26,7 +26,7 @@ const PORT: u16 = 3306;
 /// port 0 and releasing it for mariadbd to bind later, which another process may take in
 /// between. It stays this server's across a restart. Two private servers drawing the same
 /// address (one chance in millions) is seen at start-up and drawn again.
-fn own_loopback() -> std::net::Ipv4Addr {
+pub(crate) fn own_loopback() -> std::net::Ipv4Addr {
     let b = *uuid::Uuid::new_v4().as_bytes();
     std::net::Ipv4Addr::new(127, b[0].max(1), b[1], b[2].clamp(1, 254))
 }

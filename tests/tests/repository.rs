@@ -1,0 +1,235 @@
+//! A team's real repository runs through Outpost: a git project with a role, a template, a
+//! static file, `group_vars/` and a collection from `requirements.yml` is synced by the
+//! controller, delivered to a datacenter's bastion over its QUIC session, run there over SSH,
+//! and its stored log is what `ansible-playbook` prints in a checkout by hand. A second job does
+//! not transfer the revision again; a new commit is synced and picked up.
+
+use std::time::Duration;
+
+use outpost_tests::api::{login, PASSWORD};
+use outpost_tests::cluster::Cluster;
+use outpost_tests::fleet::Fleet;
+use outpost_tests::procs::{AgentOpts, ControllerOpts};
+use outpost_tests::repo::{GitDaemon, TeamRepo};
+use outpost_tests::{unique_mark, wait_for, Backend};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The controller's count of revision bytes sent to agents.
+async fn bytes_served(c: &Cluster) -> u64 {
+    let text = c
+        .ctl
+        .api()
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("outpost_revision_bytes_served_total "))
+        .map(|v| v.trim().parse().expect("a number"))
+        .unwrap_or_else(|| panic!("no outpost_revision_bytes_served_total in:\n{text}"))
+}
+
+/// Waits for the project's sync to end and returns the project; panics if it failed.
+async fn synced(api: &outpost_api::client::Client, id: i64, past_commit: Option<&str>) -> Value {
+    wait_for("the project to sync", 2 * MINUTE, || async {
+        let p: Value = api.get(&format!("/api/v1/projects/{id}")).await.ok()?;
+        match p["sync_state"].as_str() {
+            Some("failed") => panic!("sync failed: {}", p["sync_error"]),
+            Some("ok") if p["revision"]["commit"].as_str() != past_commit => Some(p),
+            _ => None,
+        }
+    })
+    .await
+}
+
+async fn run_job(
+    c: &Cluster,
+    api: &outpost_api::client::Client,
+    project: &str,
+    server: &str,
+) -> (Value, Vec<String>) {
+    let launched: Value = api
+        .post(
+            "/api/v1/jobs",
+            &json!({"project": project, "playbook_path": "site.yml", "servers": [server]}),
+        )
+        .await
+        .expect("launch by project and playbook path");
+    let id = launched["jobs"][0]["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job in {launched}"))
+        .to_owned();
+    let job: Value = wait_for("the job to end", 3 * MINUTE, || async {
+        let j: Value = api.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+        matches!(
+            j["status"].as_str(),
+            Some("success" | "failed" | "cancelled")
+        )
+        .then_some(j)
+    })
+    .await;
+    let mut stored = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page: Value = api
+            .get(&format!(
+                "/api/v1/jobs/{id}/logs?offset={offset}&limit=1000"
+            ))
+            .await
+            .expect("logs");
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        offset += items.len();
+        stored.extend(
+            items
+                .iter()
+                .map(|l| l["content"].as_str().unwrap_or_default().to_owned()),
+        );
+    }
+    let _ = c;
+    (job, stored)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_git_repository_runs_in_a_datacenter_as_it_does_by_hand() {
+    let mut fleet = Fleet::start();
+    fleet.add_datacenter("fra1");
+    let c = Cluster::for_fleet(Backend::MariaDb, &fleet, ControllerOpts::default()).await;
+    let _agent = c.fleet_agent(&fleet, "fra1", c.ctl.agents, &AgentOpts::default());
+    let out = fleet.dir.path().join(unique_mark());
+    std::fs::create_dir_all(&out).expect("out dir");
+    let repo = TeamRepo::create(&out.display().to_string());
+    let daemon = GitDaemon::serve(repo.base());
+    let server = fleet.register(&c.world, "fra1", "web-fra1").await;
+    let api = login(&c.ctl, "ops", PASSWORD).await;
+    let _: Value = api
+        .patch(
+            &format!("/api/v1/servers/{}", server.id.0),
+            &json!({"inventory_groups": [["web"]]}),
+        )
+        .await
+        .expect("put the server in group web");
+
+    let created: Value = api
+        .post(
+            "/api/v1/projects",
+            &json!({"name": "team", "git_url": daemon.url("team.git"), "git_ref": "main"}),
+        )
+        .await
+        .expect("create the project");
+    let pid = created["id"].as_i64().expect("project id");
+    let _: Value = api
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
+        .await
+        .expect("sync");
+    let first = synced(&api, pid, None).await;
+    let commit = repo.head();
+    assert_eq!(first["revision"]["commit"], commit.as_str(), "{first}");
+    let digest = first["revision"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    assert_eq!(digest.len(), 64);
+
+    // The job: the role's template and file land on the target, with group_vars applied.
+    let before = bytes_served(&c).await;
+    let (job, stored) = run_job(&c, &api, "team", "web-fra1").await;
+    assert_eq!(job["status"], "success", "{job}\n{}", stored.join("\n"));
+    assert_eq!(job["revision"]["digest"], digest.as_str(), "{job}");
+    assert_eq!(job["revision"]["commit"], commit.as_str(), "{job}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("motd")).expect("the template was rendered"),
+        "Welcome to web-fra1 in fra1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("banner.txt")).expect("the file was copied"),
+        "a static banner from the role\n"
+    );
+    assert!(
+        stored.iter().any(|l| l.contains("HELLO FROM GROUP_VARS!")),
+        "the collection's filter ran on the group variable:\n{}",
+        stored.join("\n")
+    );
+    let served = bytes_served(&c).await - before;
+    assert!(
+        served > 0,
+        "the revision was not delivered over the session"
+    );
+
+    // By hand in a checkout of the same commit, on the bastion, same inventory: same lines.
+    // (The target's files are removed first, so both runs report the same "changed".)
+    std::fs::remove_file(out.join("motd")).expect("rm motd");
+    std::fs::remove_file(out.join("banner.txt")).expect("rm banner");
+    let checkout = repo.checkout(&commit);
+    let mut inventory = fleet.inventory(&server);
+    let host = inventory["all"]["hosts"].take();
+    inventory = json!({"all": {"children": {"web": {"hosts": host}}}});
+    let hand = fleet.dc("fra1").ansible_playbook_in(
+        checkout.path(),
+        &inventory,
+        std::path::Path::new("site.yml"),
+        &json!({}),
+    );
+    let by_hand: Vec<String> = String::from_utf8_lossy(&hand.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        hand.status.success(),
+        "hand run failed:\n{}",
+        by_hand.join("\n")
+    );
+    assert_eq!(
+        stored, by_hand,
+        "the stored log differs from a hand run in a checkout"
+    );
+
+    // A second job on the same revision is not transferred again.
+    let before = bytes_served(&c).await;
+    let (job2, _) = run_job(&c, &api, "team", "web-fra1").await;
+    assert_eq!(job2["status"], "success", "{job2}");
+    assert_eq!(
+        bytes_served(&c).await,
+        before,
+        "the cached revision was sent again"
+    );
+
+    // A new commit is synced and picked up by the next job.
+    let commit2 = repo.commit(
+        "roles/common/templates/motd.j2",
+        "Second edition for {{ inventory_hostname }} in {{ dc_name }}\n",
+        "a new motd",
+    );
+    let _: Value = api
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
+        .await
+        .expect("sync again");
+    let second = synced(&api, pid, Some(&commit)).await;
+    assert_eq!(second["revision"]["commit"], commit2.as_str());
+    assert_ne!(second["revision"]["digest"], digest.as_str());
+    let (job3, stored3) = run_job(&c, &api, "team", "web-fra1").await;
+    assert_eq!(job3["status"], "success", "{job3}\n{}", stored3.join("\n"));
+    assert_eq!(job3["revision"]["commit"], commit2.as_str());
+    assert_eq!(
+        std::fs::read_to_string(out.join("motd")).expect("motd"),
+        "Second edition for web-fra1 in fra1\n"
+    );
+    // The first job still names the revision it ran.
+    let again: Value = api
+        .get(&format!(
+            "/api/v1/jobs/{}",
+            job["job_id"].as_str().unwrap_or_default()
+        ))
+        .await
+        .expect("job");
+    assert_eq!(again["revision"]["commit"], commit.as_str());
+    drop(daemon);
+}
