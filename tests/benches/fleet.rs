@@ -22,63 +22,21 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use outpost_api::types::LaunchResponse;
-use outpost_controller::model::{Job, JobId, JobStatus};
+use outpost_controller::model::{JobId, JobStatus};
+use outpost_tests::bench::{env_num, now_ns, pct, wait_final, wanted, which};
 use outpost_tests::cluster::Cluster;
 use outpost_tests::fleet::Fleet;
 use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
 use outpost_tests::proxy::{Impairment, UdpProxy};
-use outpost_tests::world::{numbered_lines_task, World};
+use outpost_tests::world::numbered_lines_task;
 use outpost_tests::{wait_for, Backend};
 use serde_json::json;
 use sqlx::{Connection, QueryBuilder};
 
 const SMALL: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: reach the target\n      ansible.builtin.ping:\n    - name: say so\n      ansible.builtin.debug:\n        msg: \"hello from {{ inventory_hostname }}\"\n";
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn wanted(section: &str) -> bool {
-    std::env::var("OUTPOST_BENCH")
-        .map(|v| v.split(',').any(|s| s.trim() == section))
-        .unwrap_or(true)
-}
-
-/// The p-th percentile (0–100) of `v`, nearest rank.
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-async fn wait_final(w: &World, uuid: &str, poll: Duration) -> Job {
-    loop {
-        if let Ok(j) = w
-            .store
-            .get_job_by_uuid(uuid.parse().expect("a job uuid"))
-            .await
-        {
-            if j.status.is_final() {
-                return j;
-            }
-        }
-        tokio::time::sleep(poll).await;
-    }
-}
 
 async fn launch(api: &outpost_api::client::Client, playbook: &str, server: &str) -> String {
     let r: LaunchResponse = api
@@ -202,14 +160,6 @@ async fn overhead() {
             pct(v, 50.0) / d50
         );
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.exists())
-    })
 }
 
 async fn dispatch() {

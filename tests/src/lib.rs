@@ -1,6 +1,7 @@
 //! Test scaffolding shared by every crate's integration tests and the whole-system tests:
 //!
 //! - [`api`]: signing in to the HTTPS API, test users, Server-Sent Events;
+//! - [`bench`]: what the benchmarks share: knobs, percentiles, waits, memory readings;
 //! - [`browser`]: headless Chromium over WebDriver, for the web UI, with screenshots;
 //! - [`cluster`]: a controller on a fresh database, ready for agents;
 //! - [`fleet`]: datacenters in network namespaces, each with an sshd and an uplink;
@@ -12,6 +13,7 @@
 //! - [`world`]: users, servers, playbooks and jobs put straight into the store, and waits.
 
 pub mod api;
+pub mod bench;
 pub mod browser;
 pub mod cluster;
 pub mod db;
