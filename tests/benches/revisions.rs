@@ -13,7 +13,6 @@
 //! sections, `OUTPOST_BENCH_MB` the size of the revision (50), `OUTPOST_BENCH_RUNS` the runs of
 //! `roles` (30)).
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,13 +24,10 @@ use outpost_tests::api::{login, PASSWORD};
 use outpost_tests::bench::{env_num, pct, rss_kib, wait_final, wanted};
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
-use outpost_tests::repo::{git, GitDaemon, TeamRepo};
+use outpost_tests::repo::{random_repository, GitDaemon, TeamRepo};
 use outpost_tests::world::python;
-use outpost_tests::{run_ok, wait_for, Backend};
+use outpost_tests::{wait_for, Backend};
 use serde_json::{json, Value};
-
-/// A playbook that does almost nothing, so the rounds time the delivery.
-const NOOP: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: delivered\n";
 
 /// Creates the project `name` on `url` and waits for its first sync; the seconds it took.
 async fn project(api: &Client, name: &str, url: &str) -> f64 {
@@ -129,28 +125,7 @@ async fn delivery() {
     let c = Cluster::start(Backend::MariaDb, ControllerOpts::default()).await;
     let api = login(&c.ctl, "ops", PASSWORD).await;
 
-    // The repository: `mb` files of 1 MiB of random bytes (nothing for compression to win).
-    let dir = tempfile::tempdir().expect("repo dir");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(work.join("data")).expect("data dir");
-    std::fs::write(work.join("site.yml"), NOOP).expect("playbook");
-    let mut block = vec![0u8; 1 << 20];
-    for i in 0..mb {
-        for chunk in block.chunks_mut(16) {
-            chunk.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        }
-        let mut f = std::fs::File::create(work.join("data").join(format!("blob-{i:03}.bin")))
-            .expect("blob");
-        f.write_all(&block).expect("blob");
-    }
-    run_ok(git(&work).args(["init", "-q", "-b", "main"]), "git init");
-    run_ok(git(&work).args(["add", "-A"]), "git add");
-    run_ok(git(&work).args(["commit", "-q", "-m", "big"]), "git commit");
-    run_ok(
-        git(dir.path()).args(["clone", "-q", "--bare", "work", "big.git"]),
-        "git clone --bare",
-    );
-    let daemon = GitDaemon::serve(dir.path());
+    let (_repo, daemon) = random_repository(mb);
     let sync_secs = project(&api, "big", &daemon.url("big.git")).await;
 
     // Agent i is alone in "datacenter" bNN, with its own server there.

@@ -3,6 +3,7 @@
 //! `collections/requirements.yml` installs from a local tarball (so nothing needs the
 //! internet). It lives in a git repository served by a real `git daemon` on loopback.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -216,6 +217,37 @@ fn build_collection(base: &Path) -> PathBuf {
         "ansible-galaxy collection build (install ansible-core: python3 -m pip install ansible-core)",
     );
     out_dir.join("outpost_test-tools-1.0.0.tar.gz")
+}
+
+/// A git repository of `mb` files of 1 MiB of random bytes (nothing for compression to win)
+/// and a do-nothing `site.yml`, served by a git daemon of its own as `big.git`.
+pub fn random_repository(mb: usize) -> (tempfile::TempDir, GitDaemon) {
+    let dir = tempfile::tempdir().expect("repo dir");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("data")).expect("data dir");
+    std::fs::write(
+        work.join("site.yml"),
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: delivered\n",
+    )
+    .expect("playbook");
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mb {
+        for chunk in block.chunks_mut(16) {
+            chunk.copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        }
+        std::fs::File::create(work.join("data").join(format!("blob-{i:03}.bin")))
+            .and_then(|mut f| f.write_all(&block))
+            .expect("blob");
+    }
+    run_ok(git(&work).args(["init", "-q", "-b", "main"]), "git init");
+    run_ok(git(&work).args(["add", "-A"]), "git add");
+    run_ok(git(&work).args(["commit", "-q", "-m", "big"]), "git commit");
+    run_ok(
+        git(dir.path()).args(["clone", "-q", "--bare", "work", "big.git"]),
+        "git clone --bare",
+    );
+    let daemon = GitDaemon::serve(dir.path());
+    (dir, daemon)
 }
 
 /// `git daemon` exporting one directory read-only, on port 9418 of a loopback address of its

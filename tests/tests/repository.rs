@@ -9,8 +9,9 @@ use std::time::Duration;
 use outpost_tests::api::{login, PASSWORD};
 use outpost_tests::cluster::Cluster;
 use outpost_tests::fleet::Fleet;
-use outpost_tests::procs::{AgentOpts, ControllerOpts};
-use outpost_tests::repo::{GitDaemon, TeamRepo};
+use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
+use outpost_tests::proxy::{Impairment, UdpProxy};
+use outpost_tests::repo::{random_repository, GitDaemon, TeamRepo};
 use outpost_tests::{unique_mark, wait_for, Backend};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -232,4 +233,106 @@ async fn a_teams_git_repository_runs_in_a_datacenter_as_it_does_by_hand() {
         .expect("job");
     assert_eq!(again["revision"]["commit"], commit.as_str());
     drop(daemon);
+}
+
+/// The length of the agent's part file of a revision being fetched (None: there is none).
+fn part_len(agent: &Agent) -> Option<u64> {
+    let dir = agent.state_dir.join("revisions");
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let name = e.file_name();
+        name.to_str()?
+            .ends_with(".part")
+            .then(|| e.metadata().ok().map(|m| m.len()))?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_transfer_cut_midway_resumes_from_what_had_arrived() {
+    let c = Cluster::start(Backend::MariaDb, ControllerOpts::fast_failure()).await;
+    // A far link (50 ms each way, nothing lost) makes a 32 MiB transfer take seconds.
+    let relay = UdpProxy::start_on(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        c.ctl.agents,
+        Impairment {
+            delay: Duration::from_millis(50),
+            loss: 0.0,
+        },
+    )
+    .await;
+    let mut agent = Agent::enroll(&c.ctl, "bastion-far", &["dc=far"]);
+    agent.start(&[relay.addr], &AgentOpts::fast_failure());
+    let (_repo, daemon) = random_repository(32);
+    let api = login(&c.ctl, "ops", PASSWORD).await;
+    let created: Value = api
+        .post(
+            "/api/v1/projects",
+            &json!({"name": "big", "git_url": daemon.url("big.git"), "git_ref": "main"}),
+        )
+        .await
+        .expect("create the project");
+    let pid = created["id"].as_i64().expect("project id");
+    let _: Value = api
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
+        .await
+        .expect("sync");
+    let project = synced(&api, pid, None).await;
+    let size = project["revision"]["size"].as_u64().expect("revision size");
+    c.world
+        .local_server("far-host", json!({"dc": "far"}), "dev")
+        .await;
+    let launched: Value = api
+        .post(
+            "/api/v1/jobs",
+            &json!({"project": "big", "playbook_path": "site.yml", "servers": ["far-host"]}),
+        )
+        .await
+        .expect("launch");
+    let id = launched["jobs"][0]["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+
+    // Cut once some of it has arrived, for longer than either side waits for the other.
+    let arrived = wait_for("the first chunks to arrive", MINUTE, || async {
+        part_len(&agent).filter(|n| *n > 0)
+    })
+    .await;
+    relay.cut();
+    assert!(arrived < size, "the whole revision arrived before the cut");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = part_len(&agent).expect("the part file is kept through the cut");
+    assert!(during >= arrived && during < size, "{during} of {size}");
+    relay.restore();
+
+    let job: Value = wait_for("the job to end", 3 * MINUTE, || async {
+        let j: Value = api.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+        matches!(
+            j["status"].as_str(),
+            Some("success" | "failed" | "cancelled")
+        )
+        .then_some(j)
+    })
+    .await;
+    assert_eq!(job["status"], "success", "{job}\n{}", agent.log());
+    // The fetch went on from what it held, not from the start.
+    let log = agent.log();
+    let resumed = log
+        .lines()
+        .filter(|l| l.contains("resuming"))
+        .filter_map(|l| {
+            l.split("have=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or_else(|| panic!("the agent never resumed a fetch:\n{log}"));
+    assert!(resumed >= during, "resumed from {resumed}, held {during}");
+    assert_eq!(
+        part_len(&agent),
+        None,
+        "the part file is gone once the revision is whole"
+    );
 }
