@@ -240,7 +240,7 @@ pub fn hosts_from_list(list: &Value) -> Result<Vec<Host>, InventoryError> {
             if IMPLICIT_GROUPS.contains(&g) {
                 continue;
             }
-            let (found, _) = chains_of(g, &groups, &mut memo, &mut Vec::new())?;
+            let found = chains_of(g, &groups, &mut memo, &mut Vec::new())?;
             let found = found.map_err(|source| InventoryError::Groups {
                 host: name.to_owned(),
                 source,
@@ -271,18 +271,17 @@ pub fn hosts_from_list(list: &Value) -> Result<Vec<Host>, InventoryError> {
 type Chains = Result<Vec<Vec<String>>, GroupsError>;
 
 /// Every chain from a top group down to `group`, computed once per group. A cycle fails the
-/// whole inventory; a group too deep, too branched or badly named fails only its hosts.
-/// `path` holds the groups below `group` on the way here: when it is already as deep as a chain
-/// may be, the walk stops, and that answer (which depends on the way here, not only on
-/// `group`) is marked so that it is not remembered for `group`.
+/// whole inventory; a group too deep, too branched or badly named fails its hosts (and so the
+/// listing: a refusal ends the read, so an answer that depends on the way here — `path`, the
+/// groups below `group` — is never asked for again).
 fn chains_of<'a>(
     group: &'a str,
     groups: &BTreeMap<&'a str, Group<'a>>,
     memo: &mut BTreeMap<&'a str, Chains>,
     path: &mut Vec<&'a str>,
-) -> Result<(Chains, bool), InventoryError> {
+) -> Result<Chains, InventoryError> {
     if let Some(known) = memo.get(group) {
-        return Ok((known.clone(), false));
+        return Ok(known.clone());
     }
     if path.contains(&group) {
         return Err(InventoryError::Cycle {
@@ -290,29 +289,22 @@ fn chains_of<'a>(
         });
     }
     if !valid_group_name(group) {
-        let e = Err(GroupsError::BadName(group.to_owned()));
-        memo.insert(group, e.clone());
-        return Ok((e, false));
+        return Ok(Err(GroupsError::BadName(group.to_owned())));
     }
     if path.len() >= MAX_CHAIN_DEPTH {
+        // Deeper than any chain may be whatever lies above: the walk stops here.
         let mut chain: Vec<String> = vec![group.to_owned()];
         chain.extend(path.iter().rev().map(|g| (*g).to_owned()));
         let depth = chain.len();
         let chain = short_chain(&chain);
-        return Ok((Err(GroupsError::TooDeep { chain, depth }), true));
+        return Ok(Err(GroupsError::TooDeep { chain, depth }));
     }
     path.push(group);
     let mut chains: Vec<Vec<String>> = Vec::new();
     let mut failed = None;
-    let mut cut = false;
-    let parents = groups
-        .get(group)
-        .map(|g| g.parents.as_slice())
-        .unwrap_or(&[]);
+    let parents = groups.get(group).map(|g| g.parents.as_slice()).unwrap_or(&[]);
     for p in parents.iter().filter(|p| !IMPLICIT_GROUPS.contains(p)) {
-        let (above, tainted) = chains_of(p, groups, memo, path)?;
-        cut |= tainted;
-        match above {
+        match chains_of(p, groups, memo, path)? {
             Ok(above) => {
                 for mut c in above {
                     c.push(group.to_owned());
@@ -341,10 +333,8 @@ fn chains_of<'a>(
         None if chains.is_empty() => Ok(vec![vec![group.to_owned()]]),
         None => Ok(chains),
     };
-    if !cut {
-        memo.insert(group, result.clone());
-    }
-    Ok((result, cut))
+    memo.insert(group, result.clone());
+    Ok(result)
 }
 
 fn text(v: &Value) -> String {
@@ -450,4 +440,343 @@ pub fn to_server(
         host_vars: (!vars.is_empty()).then_some(vars),
         inventory_groups: (!h.groups.is_empty()).then(|| h.groups.clone()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// The inventory of the issue: ranges, groups of groups, group_vars/ and host_vars/
+    /// directories (one group's vars a directory itself), a host known by DNS only, hosts in
+    /// no group. Ansible reads 9 hosts from it.
+    const INI: &str = "\
+10.9.0.1
+bastion ansible_host=10.9.0.2
+
+[web]
+web[01:04]
+
+[db]
+db[a:b] ansible_host=10.1.1.1 ansible_user=postgres
+
+[lb]
+localhost ansible_connection=local
+
+[fra1:children]
+web
+db
+
+[prod:children]
+fra1
+lb
+
+[monitoring]
+web01
+";
+
+    /// The same inventory in YAML (ranges work there too).
+    const YAML: &str = "\
+all:
+  hosts:
+    10.9.0.1:
+    bastion:
+      ansible_host: 10.9.0.2
+  children:
+    prod:
+      children:
+        fra1:
+          children:
+            web:
+              hosts:
+                web[01:04]:
+            db:
+              hosts:
+                db[a:b]:
+                  ansible_host: 10.1.1.1
+                  ansible_user: postgres
+        lb:
+          hosts:
+            localhost:
+              ansible_connection: local
+    monitoring:
+      hosts:
+        web01:
+";
+
+    fn write(dir: &Path, path: &str, text: &str) {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// A directory holding both inventories with their group_vars/ and host_vars/.
+    fn inventory_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "hosts.ini", INI);
+        write(d, "hosts.yml", YAML);
+        write(d, "group_vars/prod.yml", "environment: production\nntp: 10.0.0.1\n");
+        write(d, "group_vars/web.yml", "http_port: 8080\nrole: web\n");
+        write(d, "group_vars/fra1/main.yml", "dc: fra1\nntp: 10.1.0.1\n");
+        write(d, "host_vars/web01.yml", "ansible_host: 10.1.0.11\nansible_port: 2222\n");
+        for (h, ip) in [("web02", 12), ("web03", 13), ("web04", 14)] {
+            write(d, &format!("host_vars/{h}.yml"), &format!("ansible_host: 10.1.0.{ip}\n"));
+        }
+        dir
+    }
+
+    fn ansible_inventory(dir: &Path, file: &str, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("ansible-inventory")
+            .arg("-i")
+            .arg(dir.join(file))
+            .args(args)
+            .env("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
+            .output()
+            .expect("ansible-inventory runs (install ansible-core)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Every host's group chains as `ansible-inventory --graph` draws them: ansible's own
+    /// answer, to hold ours against.
+    fn graph_chains(graph: &str) -> BTreeMap<String, BTreeSet<Vec<String>>> {
+        let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+        let mut stack: Vec<String> = Vec::new();
+        for line in graph.lines() {
+            let depth = line.matches("|  ").count() + line.matches("   ").count();
+            let name = line.trim_start_matches(['|', ' ', '-']);
+            stack.truncate(depth);
+            if let Some(group) = name.strip_prefix('@') {
+                stack.push(group.trim_end_matches(':').to_owned());
+            } else {
+                let chain: Vec<String> = stack
+                    .iter()
+                    .filter(|g| !IMPLICIT_GROUPS.contains(&g.as_str()))
+                    .cloned()
+                    .collect();
+                let chains = out.entry(name.to_owned()).or_default();
+                if !chain.is_empty() {
+                    chains.insert(chain);
+                }
+            }
+        }
+        out
+    }
+
+    fn dns(name: &str) -> Result<IpAddr, String> {
+        resolve_system(name)
+    }
+
+    fn chains(c: &[&[&str]]) -> Vec<Vec<String>> {
+        c.iter()
+            .map(|c| c.iter().map(|g| (*g).to_owned()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn ansible_inventory_listings_become_servers_in_their_groups() {
+        let dir = inventory_dir();
+        let d = dir.path();
+        let hosts = parse_list(&ansible_inventory(d, "hosts.ini", &["--list"])).unwrap();
+        let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["10.9.0.1", "bastion", "dba", "dbb", "localhost", "web01", "web02", "web03", "web04"],
+            "the 9 hosts ansible reads"
+        );
+
+        // The chains are the paths ansible draws, host by host.
+        let graph = ansible_inventory(d, "hosts.ini", &["--graph"]);
+        let drawn = graph_chains(&String::from_utf8_lossy(&graph));
+        assert_eq!(drawn.len(), 9, "{drawn:?}");
+        for h in &hosts {
+            let ours: BTreeSet<Vec<String>> = h.groups.iter().cloned().collect();
+            assert_eq!(ours, drawn[&h.name], "{}", h.name);
+        }
+        let by_name = |n: &str| hosts.iter().find(|h| h.name == n).unwrap();
+        assert_eq!(
+            by_name("web01").groups,
+            chains(&[&["monitoring"], &["prod", "fra1", "web"]])
+        );
+
+        let servers: Vec<NewServerRequest> =
+            hosts.iter().map(|h| to_server(h, dns).unwrap()).collect();
+        let s = |n: &str| servers.iter().find(|s| s.hostname == n).unwrap();
+        // host_vars/web01.yml, group_vars/web.yml, group_vars/fra1/main.yml (nearer wins over
+        // prod.yml), group_vars/prod.yml.
+        let web01 = s("web01");
+        assert_eq!(web01.ip_address, "10.1.0.11");
+        assert_eq!(web01.ssh_port, Some(2222));
+        assert_eq!(web01.environment.as_deref(), Some("production"));
+        let tags = web01.tags.as_ref().unwrap();
+        assert_eq!(tags["dc"], "fra1");
+        assert_eq!(tags["role"], "web");
+        assert_eq!(tags["groups"], "fra1,monitoring,prod,web");
+        let vars = web01.host_vars.as_ref().unwrap();
+        assert_eq!(vars["http_port"], 8080);
+        assert_eq!(vars["ntp"], "10.1.0.1");
+        assert!(!vars.contains_key("ansible_host"), "an IP is a column: {vars:?}");
+        assert_eq!(s("web04").ip_address, "10.1.0.14");
+        assert_eq!(
+            (s("dbb").ip_address.as_str(), s("dbb").ssh_user.as_deref()),
+            ("10.1.1.1", Some("postgres"))
+        );
+        assert_eq!(
+            s("dbb").inventory_groups,
+            Some(chains(&[&["prod", "fra1", "db"]]))
+        );
+        // Hosts in no group: an IP as the name is the address; no groups at all.
+        assert_eq!(s("10.9.0.1").ip_address, "10.9.0.1");
+        assert_eq!(s("10.9.0.1").inventory_groups, None);
+        assert_eq!(s("bastion").ip_address, "10.9.0.2");
+        // Known by DNS only: resolved here for the record, the name kept for the bastion.
+        let local = s("localhost");
+        assert_eq!(local.ip_address, "127.0.0.1");
+        let vars = local.host_vars.as_ref().unwrap();
+        assert_eq!(vars["ansible_host"], "localhost");
+        assert_eq!(vars["ansible_connection"], "local");
+        assert_eq!(local.inventory_groups, Some(chains(&[&["prod", "lb"]])));
+        for s in &servers {
+            check_groups(s.inventory_groups.as_deref().unwrap_or_default()).unwrap();
+        }
+
+        // The YAML inventory, beside the same directories, imports the same servers.
+        let yaml = parse_list(&ansible_inventory(d, "hosts.yml", &["--list"])).unwrap();
+        let from_yaml: Vec<NewServerRequest> =
+            yaml.iter().map(|h| to_server(h, dns).unwrap()).collect();
+        assert_eq!(
+            serde_json::to_value(&from_yaml).unwrap(),
+            serde_json::to_value(&servers).unwrap()
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_a_server_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // ansible accepts (and warns about) a group name it would have to transform.
+        write(d, "dash.ini", "[web-servers]\nweb1 ansible_host=10.0.0.1\n");
+        let err = parse_list(&ansible_inventory(d, "dash.ini", &["--list"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "web1: group name 'web-servers' is not valid: a group name is 1 to 100 letters, digits and '_', not starting with a digit"
+        );
+        // A name that does not resolve names the host and says what to do.
+        write(d, "dns.ini", "[web]\nweb1.nowhere.invalid\n");
+        let hosts = parse_list(&ansible_inventory(d, "dns.ini", &["--list"])).unwrap();
+        let err = to_server(&hosts[0], dns).unwrap_err();
+        assert!(
+            matches!(&err, InventoryError::Unresolved { host, name, .. }
+                if host == "web1.nowhere.invalid" && name == "web1.nowhere.invalid"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("give the host an ansible_host"), "{err}");
+        // A template is not a name to look up.
+        let h = Host {
+            name: "web1".into(),
+            groups: vec![],
+            vars: json!({"ansible_host": "{{ lookup('pipe', 'id') }}"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let looked_up = std::cell::Cell::new(false);
+        let err = to_server(&h, |_| {
+            looked_up.set(true);
+            Err("no".into())
+        })
+        .unwrap_err();
+        assert!(matches!(err, InventoryError::NotAnAddress { .. }), "{err}");
+        assert!(!looked_up.get());
+    }
+
+    /// A listing with `parents` → `child` edges and host `h` in `leaf`.
+    fn listing(edges: &[(&str, &str)], leaf: &str) -> Value {
+        let mut top = serde_json::Map::new();
+        for (parent, child) in edges {
+            let g = top
+                .entry(parent.to_string())
+                .or_insert_with(|| json!({"children": []}));
+            g["children"].as_array_mut().unwrap().push(json!(child));
+        }
+        top.entry(leaf.to_owned()).or_insert_with(|| json!({}))["hosts"] = json!(["h"]);
+        top.insert("_meta".into(), json!({"hostvars": {"h": {"x": 1}}}));
+        Value::Object(top)
+    }
+
+    #[test]
+    fn group_graphs_are_bounded() {
+        // A cycle is refused for the whole inventory.
+        let err = hosts_from_list(&listing(&[("a", "b"), ("b", "a")], "b")).unwrap_err();
+        assert!(matches!(err, InventoryError::Cycle { .. }), "{err}");
+        // 16 deep is fine, 17 is not; the host is named.
+        let names: Vec<String> = (0..17).map(|i| format!("g{i}")).collect();
+        let edges: Vec<(&str, &str)> = names
+            .windows(2)
+            .map(|w| (w[0].as_str(), w[1].as_str()))
+            .collect();
+        let ok = hosts_from_list(&listing(&edges[1..], "g16")).unwrap();
+        assert_eq!(ok[0].groups[0].len(), 16);
+        let err = hosts_from_list(&listing(&edges, "g16")).unwrap_err();
+        assert!(
+            matches!(&err, InventoryError::Groups { host, source: GroupsError::TooDeep { depth: 17, .. } } if host == "h"),
+            "{err}"
+        );
+        // Diamonds multiply chains: 2^7 = 128 ways down is more than a server keeps.
+        let mut edges = Vec::new();
+        let layers: Vec<[String; 2]> = (0..7).map(|i| [format!("a{i}"), format!("b{i}")]).collect();
+        for w in layers.windows(2) {
+            for p in &w[0] {
+                for c in &w[1] {
+                    edges.push((p.clone(), c.clone()));
+                }
+            }
+        }
+        for p in &layers[6] {
+            edges.push((p.clone(), "leaf".into()));
+        }
+        let edges: Vec<(&str, &str)> = edges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let err = hosts_from_list(&listing(&edges, "leaf")).unwrap_err();
+        assert!(
+            matches!(&err, InventoryError::Groups { source: GroupsError::TooManyChains(_), .. }),
+            "{err}"
+        );
+        // Too large is refused before it is parsed; not a listing is named.
+        let big = vec![b' '; MAX_LIST_BYTES + 1];
+        assert!(matches!(parse_list(&big), Err(InventoryError::TooLarge { .. })));
+        assert!(matches!(parse_list(b"[1]"), Err(InventoryError::NotAList(_))));
+        assert!(matches!(parse_list(b"{\"_meta\": {}}"), Err(InventoryError::Empty)));
+    }
+
+    #[test]
+    fn group_chains_follow_the_rules() {
+        assert!(valid_group_name("_x"));
+        assert!(valid_group_name(&"a".repeat(100)));
+        for bad in ["", "1web", "web-servers", "wéb", "a b", &"a".repeat(101)] {
+            assert!(!valid_group_name(bad), "{bad}");
+        }
+        check_groups(&chains(&[&["prod", "web"], &["dc_fra1"]])).unwrap();
+        assert_eq!(
+            check_groups(&chains(&[&["prod", "web-1"]])),
+            Err(GroupsError::BadName("web-1".into()))
+        );
+        assert_eq!(
+            check_groups(&chains(&[&["all", "web"]])),
+            Err(GroupsError::Implicit("all".into()))
+        );
+        assert_eq!(check_groups(&[vec![]]), Err(GroupsError::EmptyChain));
+        let many = vec![vec!["g".to_owned()]; 65];
+        assert_eq!(check_groups(&many), Err(GroupsError::TooManyChains(65)));
+        let deep = vec![vec!["g".to_owned(); 17]];
+        assert!(matches!(check_groups(&deep), Err(GroupsError::TooDeep { depth: 17, .. })));
+    }
 }
