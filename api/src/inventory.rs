@@ -302,7 +302,10 @@ fn chains_of<'a>(
     path.push(group);
     let mut chains: Vec<Vec<String>> = Vec::new();
     let mut failed = None;
-    let parents = groups.get(group).map(|g| g.parents.as_slice()).unwrap_or(&[]);
+    let parents = groups
+        .get(group)
+        .map(|g| g.parents.as_slice())
+        .unwrap_or(&[]);
     for p in parents.iter().filter(|p| !IMPLICIT_GROUPS.contains(p)) {
         match chains_of(p, groups, memo, path)? {
             Ok(above) => {
@@ -520,12 +523,24 @@ all:
         let d = dir.path();
         write(d, "hosts.ini", INI);
         write(d, "hosts.yml", YAML);
-        write(d, "group_vars/prod.yml", "environment: production\nntp: 10.0.0.1\n");
+        write(
+            d,
+            "group_vars/prod.yml",
+            "environment: production\nntp: 10.0.0.1\n",
+        );
         write(d, "group_vars/web.yml", "http_port: 8080\nrole: web\n");
         write(d, "group_vars/fra1/main.yml", "dc: fra1\nntp: 10.1.0.1\n");
-        write(d, "host_vars/web01.yml", "ansible_host: 10.1.0.11\nansible_port: 2222\n");
+        write(
+            d,
+            "host_vars/web01.yml",
+            "ansible_host: 10.1.0.11\nansible_port: 2222\n",
+        );
         for (h, ip) in [("web02", 12), ("web03", 13), ("web04", 14)] {
-            write(d, &format!("host_vars/{h}.yml"), &format!("ansible_host: 10.1.0.{ip}\n"));
+            write(
+                d,
+                &format!("host_vars/{h}.yml"),
+                &format!("ansible_host: 10.1.0.{ip}\n"),
+            );
         }
         dir
     }
@@ -590,7 +605,17 @@ all:
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(
             names,
-            ["10.9.0.1", "bastion", "dba", "dbb", "localhost", "web01", "web02", "web03", "web04"],
+            [
+                "10.9.0.1",
+                "bastion",
+                "dba",
+                "dbb",
+                "localhost",
+                "web01",
+                "web02",
+                "web03",
+                "web04"
+            ],
             "the 9 hosts ansible reads"
         );
 
@@ -624,7 +649,10 @@ all:
         let vars = web01.host_vars.as_ref().unwrap();
         assert_eq!(vars["http_port"], 8080);
         assert_eq!(vars["ntp"], "10.1.0.1");
-        assert!(!vars.contains_key("ansible_host"), "an IP is a column: {vars:?}");
+        assert!(
+            !vars.contains_key("ansible_host"),
+            "an IP is a column: {vars:?}"
+        );
         assert_eq!(s("web04").ip_address, "10.1.0.14");
         assert_eq!(
             (s("dbb").ip_address.as_str(), s("dbb").ssh_user.as_deref()),
@@ -679,7 +707,10 @@ all:
                 if host == "web1.nowhere.invalid" && name == "web1.nowhere.invalid"),
             "{err}"
         );
-        assert!(err.to_string().contains("give the host an ansible_host"), "{err}");
+        assert!(
+            err.to_string().contains("give the host an ansible_host"),
+            "{err}"
+        );
         // A template is not a name to look up.
         let h = Host {
             name: "web1".into(),
@@ -744,17 +775,35 @@ all:
         for p in &layers[6] {
             edges.push((p.clone(), "leaf".into()));
         }
-        let edges: Vec<(&str, &str)> = edges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let edges: Vec<(&str, &str)> = edges
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         let err = hosts_from_list(&listing(&edges, "leaf")).unwrap_err();
         assert!(
-            matches!(&err, InventoryError::Groups { source: GroupsError::TooManyChains(_), .. }),
+            matches!(
+                &err,
+                InventoryError::Groups {
+                    source: GroupsError::TooManyChains(_),
+                    ..
+                }
+            ),
             "{err}"
         );
         // Too large is refused before it is parsed; not a listing is named.
         let big = vec![b' '; MAX_LIST_BYTES + 1];
-        assert!(matches!(parse_list(&big), Err(InventoryError::TooLarge { .. })));
-        assert!(matches!(parse_list(b"[1]"), Err(InventoryError::NotAList(_))));
-        assert!(matches!(parse_list(b"{\"_meta\": {}}"), Err(InventoryError::Empty)));
+        assert!(matches!(
+            parse_list(&big),
+            Err(InventoryError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_list(b"[1]"),
+            Err(InventoryError::NotAList(_))
+        ));
+        assert!(matches!(
+            parse_list(b"{\"_meta\": {}}"),
+            Err(InventoryError::Empty)
+        ));
     }
 
     #[test]
@@ -777,6 +826,9 @@ all:
         let many = vec![vec!["g".to_owned()]; 65];
         assert_eq!(check_groups(&many), Err(GroupsError::TooManyChains(65)));
         let deep = vec![vec!["g".to_owned(); 17]];
-        assert!(matches!(check_groups(&deep), Err(GroupsError::TooDeep { depth: 17, .. })));
+        assert!(matches!(
+            check_groups(&deep),
+            Err(GroupsError::TooDeep { depth: 17, .. })
+        ));
     }
 }

@@ -673,7 +673,13 @@ async fn servers_validate_and_refuse_delete_when_in_use(backend: Backend) {
         other => panic!("a bad group name must be refused: {other:?}"),
     }
     assert_eq!(
-        store.get_server(g.id).await.unwrap().inventory_groups.unwrap().0,
+        store
+            .get_server(g.id)
+            .await
+            .unwrap()
+            .inventory_groups
+            .unwrap()
+            .0,
         chains
     );
     grouped.inventory_groups = Some(Vec::new());
