@@ -158,10 +158,9 @@ pub fn parse_list(json: &[u8]) -> Result<Vec<Host>, InventoryError> {
     hosts_from_list(&list)
 }
 
-/// One group of the listing: the hosts it lists itself and its child groups.
+/// One group of the listing: the groups that list it as a child (`all` left out).
 #[derive(Default)]
 struct Group<'a> {
-    hosts: Vec<&'a str>,
     parents: Vec<&'a str>,
 }
 
@@ -207,7 +206,7 @@ pub fn hosts_from_list(list: &Value) -> Result<Vec<Host>, InventoryError> {
             }
             hosts.entry(h).or_default().push(name);
         }
-        groups.entry(name).or_default().hosts = listed;
+        groups.entry(name).or_default();
         for child in names(
             body.get("children"),
             "a group's children is not a list of names",
@@ -363,7 +362,7 @@ fn dns_name(name: &str) -> bool {
 }
 
 /// Resolves a DNS name with this machine's resolver: its first IPv4 address, else its first
-/// IPv6 one.
+/// IPv6 one. It blocks (getaddrinfo): async callers run it on their blocking pool.
 pub fn resolve_system(name: &str) -> Result<IpAddr, String> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<IpAddr> = (name, 0u16)

@@ -280,8 +280,7 @@ fn own_reader(file: &Path) -> anyhow::Result<Vec<inventory_api::Host>> {
             file.display()
         );
     }
-    Ok(inventory::parse(&file.display().to_string(), &text)
-        .with_context(|| file.display().to_string())?)
+    inventory::parse(&file.display().to_string(), &text).with_context(|| file.display().to_string())
 }
 
 /// Every server, page by page (an upsert by hostname must see them all).
