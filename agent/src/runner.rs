@@ -366,7 +366,10 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A one-host inventory (JSON is YAML, so the YAML inventory plugin reads it).
+/// A one-host inventory (JSON is YAML, so the YAML inventory plugin reads it), the host nested
+/// in each of its group chains (`all: children: prod: children: web: hosts: h`), so that
+/// `hosts: web` and the `group_vars/web.yml` beside the inventory apply as in a checkout. The
+/// controller checked the group names when it stored them.
 fn inventory(
     job: &Assignment,
     host_vars: serde_json::Map<String, serde_json::Value>,
@@ -380,7 +383,51 @@ fn inventory(
         vars.insert("ansible_ssh_private_key_file".into(), k.clone().into());
     }
     vars.extend(host_vars);
-    serde_json::json!({ "all": { "hosts": { t.hostname.clone(): vars } } })
+    let mut all = GroupNode::default();
+    for chain in t.groups.iter().filter(|c| !c.is_empty()) {
+        let mut node = &mut all;
+        for g in chain {
+            node = node.children.entry(g.as_str()).or_default();
+        }
+        node.lists_host = true;
+    }
+    if all.children.is_empty() {
+        all.lists_host = true;
+    }
+    let mut vars = Some(vars);
+    serde_json::json!({ "all": all.to_json(&t.hostname, &mut vars) })
+}
+
+/// A group of the job's inventory: its child groups, and whether it lists the host.
+#[derive(Default)]
+struct GroupNode<'a> {
+    children: std::collections::BTreeMap<&'a str, GroupNode<'a>>,
+    lists_host: bool,
+}
+
+impl GroupNode<'_> {
+    /// The group as the YAML inventory plugin reads it. The host's vars go with its first
+    /// listing (they are the host's, whichever group lists it); other listings name it only.
+    fn to_json(
+        &self,
+        host: &str,
+        vars: &mut Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> serde_json::Value {
+        let mut group = serde_json::Map::new();
+        if self.lists_host {
+            let v = vars.take().map_or(serde_json::Value::Null, Into::into);
+            group.insert("hosts".into(), serde_json::json!({ host: v }));
+        }
+        if !self.children.is_empty() {
+            let children: serde_json::Map<String, serde_json::Value> = self
+                .children
+                .iter()
+                .map(|(name, child)| ((*name).to_owned(), child.to_json(host, vars)))
+                .collect();
+            group.insert("children".into(), children.into());
+        }
+        group.into()
+    }
 }
 
 /// Reads lines from a pipe, each cut to the protocol's [`MAX_LOG_LINE_BYTES`], without ever
@@ -561,9 +608,8 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), exact);
     }
 
-    #[test]
-    fn inventory_carries_the_target_and_host_vars() {
-        let job = Assignment {
+    fn assignment(groups: Vec<Vec<String>>) -> Assignment {
+        Assignment {
             job: uuid::Uuid::new_v4(),
             dispatch_id: "d".into(),
             playbook_name: "p".into(),
@@ -576,12 +622,18 @@ mod tests {
                 ssh_user: "deploy".into(),
                 ssh_key_path: Some("/home/deploy/.ssh/id".into()),
                 host_vars_json: "{}".into(),
+                groups,
             },
             vars_json: "{}".into(),
             launch_vars_json: "{}".into(),
             time_limit_secs: 1,
             options: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn inventory_carries_the_target_and_host_vars() {
+        let job = assignment(Vec::new());
         let mut hv = serde_json::Map::new();
         hv.insert("ansible_connection".into(), "local".into());
         let inv = inventory(&job, hv);
@@ -591,5 +643,100 @@ mod tests {
         assert_eq!(host["ansible_user"], "deploy");
         assert_eq!(host["ansible_ssh_private_key_file"], "/home/deploy/.ssh/id");
         assert_eq!(host["ansible_connection"], "local");
+    }
+
+    fn chains(c: &[&[&str]]) -> Vec<Vec<String>> {
+        c.iter()
+            .map(|c| c.iter().map(|g| (*g).to_owned()).collect())
+            .collect()
+    }
+
+    /// Runs an ansible program in `dir`, returning its stdout; fails the test with its output
+    /// when it fails.
+    fn ansible(program: &str, dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
+            .env("ANSIBLE_LOCAL_TEMP", dir.join("tmp"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{program} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    #[test]
+    fn the_host_sits_in_its_groups_and_their_group_vars_apply() {
+        let job = assignment(chains(&[&["prod", "web"], &["prod", "db"], &["dc_fra1"]]));
+        let python = std::process::Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .unwrap();
+        let mut hv = serde_json::Map::new();
+        hv.insert("ansible_connection".into(), "local".into());
+        hv.insert(
+            "ansible_python_interpreter".into(),
+            String::from_utf8_lossy(&python.stdout).trim().into(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("group_vars")).unwrap();
+        std::fs::write(d.join("group_vars/web.yml"), "web_port: 8080\n").unwrap();
+        std::fs::write(
+            d.join("group_vars/prod.yml"),
+            "tier: production\nweb_port: 1\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("inventory.yml"), inventory(&job, hv).to_string()).unwrap();
+
+        // ansible reads the host into every group of its chains, and only those.
+        let listed: serde_json::Value = serde_json::from_str(&ansible(
+            "ansible-inventory",
+            d,
+            &["-i", "inventory.yml", "--list"],
+        ))
+        .unwrap();
+        for g in ["web", "db", "dc_fra1"] {
+            assert_eq!(
+                listed[g]["hosts"],
+                serde_json::json!(["web1"]),
+                "{g}: {listed}"
+            );
+        }
+        assert_eq!(
+            listed["prod"]["children"],
+            serde_json::json!(["db", "web"]),
+            "{listed}"
+        );
+        assert_eq!(
+            listed["all"]["children"],
+            serde_json::json!(["ungrouped", "dc_fra1", "prod"]),
+            "{listed}"
+        );
+        assert!(listed.get("ungrouped").is_none(), "{listed}");
+        let vars = &listed["_meta"]["hostvars"]["web1"];
+        assert_eq!(
+            vars["ansible_host"], "10.1.2.3",
+            "the host's vars, once: {listed}"
+        );
+
+        // A play for `hosts: web` runs on it, with group_vars/web.yml over group_vars/prod.yml.
+        std::fs::write(
+            d.join("site.yml"),
+            "- hosts: web\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"port={{ web_port }} tier={{ tier }} groups={{ group_names | join(',') }}\"\n",
+        )
+        .unwrap();
+        let run = ansible("ansible-playbook", d, &["-i", "inventory.yml", "site.yml"]);
+        assert!(
+            run.contains("\"msg\": \"port=8080 tier=production groups=db,dc_fra1,prod,web\""),
+            "{run}"
+        );
+        assert!(run.contains("ok=1"), "{run}");
     }
 }

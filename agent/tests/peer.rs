@@ -89,6 +89,7 @@ fn assignment(playbook: &str, limit: u32) -> Assignment {
             ssh_user: "root".into(),
             ssh_key_path: None,
             host_vars_json: serde_json::json!({"ansible_connection": "local", "ansible_python_interpreter": python()}).to_string(),
+            groups: Vec::new(),
         },
         vars_json: "{}".into(),
         launch_vars_json: r#"{"who": "peer"}"#.into(),

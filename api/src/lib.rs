@@ -6,10 +6,13 @@
 //! - [`types`]: the bodies, one section per resource.
 //! - [`client`]: an HTTPS client that trusts the Outpost CA and speaks these types.
 //! - [`yaml`]: YAML from callers (launch vars, playbooks, inventories) read within bounds.
+//! - [`inventory`]: `ansible-inventory --list` output into server records, and the rules for a
+//!   server's group chains.
 
 #[cfg(feature = "client")]
 pub mod client;
 pub mod enums;
+pub mod inventory;
 pub mod types;
 pub mod yaml;
 

@@ -184,6 +184,12 @@ pub struct ServerView {
     pub is_active: bool,
     #[schema(value_type = Option<Object>)]
     pub host_vars: Option<JsonObject>,
+    /// The server's groups as ansible reads them: chains of group names from a top group down
+    /// to the group that lists the host (`all` and `ungrouped` left out), e.g.
+    /// `[["prod","web"],["dc_fra1"]]`. Names match `^[A-Za-z_][A-Za-z0-9_]{0,99}$`; at most 64
+    /// chains of at most 16 groups.
+    #[serde(default)]
+    pub inventory_groups: Vec<Vec<String>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -214,6 +220,12 @@ pub struct NewServerRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub host_vars: Option<JsonObject>,
+    /// The server's groups as ansible reads them: chains of group names from a top group down
+    /// to the group that lists the host (`all` and `ungrouped` left out), e.g.
+    /// `[["prod","web"],["dc_fra1"]]`. Names match `^[A-Za-z_][A-Za-z0-9_]{0,99}$`; at most 64
+    /// chains of at most 16 groups.
+    #[serde(default)]
+    pub inventory_groups: Option<Vec<Vec<String>>>,
 }
 
 /// Fields to change; those left out stay as they are.
@@ -244,6 +256,9 @@ pub struct ServerPatchRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub host_vars: Option<JsonObject>,
+    /// Replaces the server's group chains (`[]` clears them); see [`ServerView::inventory_groups`].
+    #[serde(default)]
+    pub inventory_groups: Option<Vec<Vec<String>>>,
     #[serde(default)]
     pub is_active: Option<bool>,
 }

@@ -1,13 +1,14 @@
-//! Reading the Ansible inventories ops teams already have (INI or YAML) into server records:
-//! `ansible_host`, `ansible_port`, `ansible_user` and `ansible_ssh_private_key_file` become the
-//! server's columns; `environment`/`env` its environment; group names and datacenter-style vars
-//! (`dc`, `datacenter`, `region`, `zone`, `site`, `role`) its tags; everything else its host
-//! vars. Group vars are inherited by the group's hosts and children, host vars win.
+//! Outpost's own reader of INI and YAML inventories, used when `ansible-inventory` is not
+//! installed: it produces what `ansible-inventory --list` would for the simple cases (hosts,
+//! groups of groups, inline vars; no ranges, no `group_vars/`/`host_vars/` directories, no
+//! plugins), and [`outpost_api::inventory`] turns that into server records exactly as it does
+//! ansible's own listing. Group vars are inherited by the group's hosts and children, host vars
+//! win.
 
 use std::collections::BTreeMap;
 
+use outpost_api::inventory::Host;
 use outpost_api::yaml::YamlError;
-use outpost_api::{JsonObject, NewServerRequest};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -28,21 +29,8 @@ pub enum InventoryError {
     Empty,
     #[error("a YAML inventory is a mapping of groups (all: …)")]
     NotGroups,
-    #[error("{host}: ansible_host '{address}' is not an IP address, which a server record needs")]
-    NotAnIp { host: String, address: String },
-    #[error("{host}: ansible_port '{port}' is not a number")]
-    BadPort { host: String, port: String },
-}
-
-/// Vars that become tags.
-const TAG_VARS: &[&str] = &["dc", "datacenter", "region", "zone", "site", "role"];
-
-/// One host as the inventory describes it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Host {
-    pub name: String,
-    pub groups: Vec<String>,
-    pub vars: BTreeMap<String, Value>,
+    #[error(transparent)]
+    Hosts(#[from] outpost_api::inventory::InventoryError),
 }
 
 fn scalar(s: &str) -> Value {
@@ -117,8 +105,9 @@ impl Groups {
             .extend(vars);
     }
 
-    /// Every host with its groups (ancestors included) and merged vars.
-    fn resolve(self) -> Vec<Host> {
+    /// Every host with its group chains and merged vars, read from the listing
+    /// `ansible-inventory --list` would print for these groups.
+    fn resolve(self) -> Result<Vec<Host>, InventoryError> {
         let mut parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (g, kids) in &self.children {
             for k in kids {
@@ -139,7 +128,7 @@ impl Groups {
             }
             seen
         };
-        let mut out = Vec::new();
+        let mut hostvars = serde_json::Map::new();
         for host in &self.order {
             let mut groups: Vec<String> = Vec::new();
             for (g, members) in &self.hosts {
@@ -153,24 +142,32 @@ impl Groups {
             }
             // Vars: `all` first, then outer groups before inner ones, then the host's own.
             let depth = |g: &String| ancestors(g).len();
-            let mut ordered = groups.clone();
-            ordered.sort_by_key(|g| (g != "all", depth(g)));
-            let mut vars = BTreeMap::new();
-            for g in &ordered {
+            groups.sort_by_key(|g| (g != "all", depth(g)));
+            let mut vars = serde_json::Map::new();
+            for g in &groups {
                 if let Some(v) = self.vars.get(g) {
                     vars.extend(v.clone());
                 }
             }
             vars.extend(self.host_vars.get(host).cloned().unwrap_or_default());
-            groups.retain(|g| g != "all" && g != "ungrouped");
-            groups.sort();
-            out.push(Host {
-                name: host.clone(),
-                groups,
-                vars,
-            });
+            hostvars.insert(host.clone(), Value::Object(vars));
         }
-        out
+        let mut list = serde_json::Map::new();
+        let names: std::collections::BTreeSet<&String> =
+            self.hosts.keys().chain(self.children.keys()).collect();
+        for g in names {
+            list.insert(
+                g.clone(),
+                serde_json::json!({
+                    "hosts": self.hosts.get(g).cloned().unwrap_or_default(),
+                    "children": self.children.get(g).cloned().unwrap_or_default(),
+                }),
+            );
+        }
+        list.insert("_meta".into(), serde_json::json!({ "hostvars": hostvars }));
+        Ok(outpost_api::inventory::hosts_from_list(&Value::Object(
+            list,
+        ))?)
     }
 }
 
@@ -236,7 +233,7 @@ pub fn parse_ini(text: &str) -> Result<Vec<Host>, InventoryError> {
             }
         }
     }
-    Ok(g.resolve())
+    g.resolve()
 }
 
 /// A YAML document as JSON (for `-e @vars.yml`), read within the same bounds as the
@@ -286,7 +283,7 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Host>, InventoryError> {
     for (name, body) in top {
         walk(&mut g, name, body);
     }
-    Ok(g.resolve())
+    g.resolve()
 }
 
 /// Parses either format: YAML when the file looks like it, INI otherwise.
@@ -300,63 +297,15 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Host>, InventoryError> {
     }
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The server record a host becomes.
-pub fn to_server(h: &Host) -> Result<NewServerRequest, InventoryError> {
-    let mut vars = h.vars.clone();
-    let take = |vars: &mut BTreeMap<String, Value>, k: &str| vars.remove(k).map(|v| text(&v));
-    let address = take(&mut vars, "ansible_host").unwrap_or_else(|| h.name.clone());
-    if address.parse::<std::net::IpAddr>().is_err() {
-        return Err(InventoryError::NotAnIp {
-            host: h.name.clone(),
-            address,
-        });
-    }
-    let ssh_port = match take(&mut vars, "ansible_port") {
-        Some(p) => Some(p.parse::<i32>().map_err(|_| InventoryError::BadPort {
-            host: h.name.clone(),
-            port: p.clone(),
-        })?),
-        None => None,
-    };
-    let ssh_user = take(&mut vars, "ansible_user");
-    let ssh_key_path = take(&mut vars, "ansible_ssh_private_key_file");
-    let environment = take(&mut vars, "environment").or_else(|| take(&mut vars, "env"));
-    let os_type = take(&mut vars, "os_type").unwrap_or_else(|| "linux".into());
-    let mut tags = JsonObject::new();
-    for k in TAG_VARS {
-        if let Some(v) = vars.remove(*k) {
-            tags.insert((*k).to_owned(), Value::String(text(&v)));
-        }
-    }
-    if !h.groups.is_empty() {
-        tags.insert("groups".into(), Value::String(h.groups.join(",")));
-    }
-    let host_vars: JsonObject = vars.into_iter().collect();
-    Ok(NewServerRequest {
-        hostname: h.name.clone(),
-        ip_address: address,
-        os_type,
-        os_version: None,
-        ssh_port,
-        ssh_user,
-        ssh_key_path,
-        tags: (!tags.is_empty()).then_some(tags),
-        environment,
-        description: None,
-        host_vars: (!host_vars.is_empty()).then_some(host_vars),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use outpost_api::inventory::{to_server, InventoryError as HostError};
+
+    /// No DNS in these tests: every name is unknown.
+    fn no_dns(_: &str) -> Result<std::net::IpAddr, String> {
+        Err("not looked up in this test".into())
+    }
 
     const INI: &str = r#"
 # fra1
@@ -383,8 +332,9 @@ role=web
     #[test]
     fn ini_hosts_groups_and_inherited_vars() {
         let hosts = parse_ini(INI).unwrap();
-        assert_eq!(hosts.len(), 3);
-        let web1 = to_server(&hosts[0]).unwrap();
+        let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["db1.fra1", "web1.fra1", "web2.fra1"]);
+        let web1 = to_server(&hosts[1], no_dns).unwrap();
         assert_eq!(web1.hostname, "web1.fra1");
         assert_eq!(web1.ip_address, "10.1.0.11");
         assert_eq!(
@@ -396,10 +346,14 @@ role=web
         assert_eq!(tags["dc"], "fra1");
         assert_eq!(tags["role"], "web");
         assert_eq!(tags["groups"], "fra1,web");
+        assert_eq!(
+            web1.inventory_groups,
+            Some(vec![vec!["fra1".to_owned(), "web".to_owned()]])
+        );
         assert_eq!(web1.host_vars.unwrap()["ntp"], "10.1.0.1");
-        let web2 = to_server(&hosts[1]).unwrap();
+        let web2 = to_server(&hosts[2], no_dns).unwrap();
         assert_eq!(web2.host_vars.unwrap()["http_port"], "8080 alt");
-        let db1 = to_server(&hosts[2]).unwrap();
+        let db1 = to_server(&hosts[0], no_dns).unwrap();
         assert_eq!(db1.ssh_key_path.as_deref(), Some("/home/ops/.ssh/db"));
         assert!(!db1.tags.unwrap().contains_key("role"));
     }
@@ -422,27 +376,25 @@ all:
 "#;
         let hosts = parse_yaml(yaml).unwrap();
         assert_eq!(hosts.len(), 1);
-        let s = to_server(&hosts[0]).unwrap();
+        let s = to_server(&hosts[0], no_dns).unwrap();
         assert_eq!(s.ip_address, "10.2.0.5");
         assert_eq!(s.environment.as_deref(), Some("staging"));
         assert_eq!(s.tags.as_ref().unwrap()["dc"], "nyc1");
         assert_eq!(s.tags.unwrap()["groups"], "nyc1");
+        assert_eq!(s.inventory_groups, Some(vec![vec!["nyc1".to_owned()]]));
         assert_eq!(s.host_vars.unwrap()["app_version"], "2.1");
     }
 
     #[test]
     fn what_cannot_be_a_server_is_named() {
         let hosts = parse_ini("[web]\nweb1 ansible_host=web1.example.com\n").unwrap();
-        let err = to_server(&hosts[0]).unwrap_err();
+        let err = to_server(&hosts[0], no_dns).unwrap_err();
         assert!(
-            matches!(&err, InventoryError::NotAnIp { host, address }
-                if host == "web1" && address == "web1.example.com"),
+            matches!(&err, HostError::Unresolved { host, name, .. }
+                if host == "web1" && name == "web1.example.com"),
             "{err}"
         );
-        assert_eq!(
-            err.to_string(),
-            "web1: ansible_host 'web1.example.com' is not an IP address, which a server record needs"
-        );
+        assert!(err.to_string().contains("ansible_host"), "{err}");
         let err = parse_ini("[web]\nweb[01:10]\n").unwrap_err();
         assert!(
             matches!(&err, InventoryError::HostRange { line: 2, host } if host == "web[01:10]"),
@@ -455,9 +407,12 @@ all:
         ));
         let hosts = parse_ini("web1 ansible_host=10.0.0.1 ansible_port=ssh\n").unwrap();
         assert!(matches!(
-            to_server(&hosts[0]),
-            Err(InventoryError::BadPort { port, .. }) if port == "ssh"
+            to_server(&hosts[0], no_dns),
+            Err(HostError::BadPort { port, .. }) if port == "ssh"
         ));
+        // A group name ansible would have to transform is refused, naming it.
+        let err = parse_ini("[web-servers]\nweb1 ansible_host=10.0.0.1\n").unwrap_err();
+        assert!(err.to_string().contains("'web-servers'"), "{err}");
         assert!(matches!(
             parse_yaml("# nothing\n"),
             Err(InventoryError::Empty)

@@ -132,12 +132,34 @@ pub enum ServerCmd {
     },
     /// Deactivate a server (it keeps its jobs' history).
     Deactivate { server: String },
-    /// Read an Ansible inventory (INI or YAML) into servers: adds new hosts, updates known ones.
+    /// Read an Ansible inventory into servers: adds new hosts, updates known ones (by hostname).
+    ///
+    /// The inventory is read by ansible itself, `ansible-inventory -i FILE --list`, so host
+    /// ranges (web[01:04]), groups of groups, the group_vars/ and host_vars/ directories next to
+    /// it, YAML and inventory plugins read exactly as ansible-playbook reads them. Each server
+    /// keeps its groups (as chains, e.g. prod > web), so `hosts: web` and group_vars/web.yml
+    /// apply to its jobs. Group vars are merged into each server's host vars, as ansible
+    /// merges them. Vault-encrypted vars cannot be read yet.
+    ///
+    /// Addresses: an IP address in ansible_host (or as the host's name) is the server's address.
+    /// A host known by a DNS name only is resolved on this machine for the record (first IPv4,
+    /// else IPv6) and keeps the name as ansible_host, so the bastion connects by name through
+    /// its own DNS; a name that does not resolve here is refused, naming the host.
+    ///
+    /// When ansible-inventory is not on PATH, Outpost's own INI/YAML reader is used instead (and
+    /// says so): it does not support ranges, group_vars/ and host_vars/ directories or plugins.
     Import {
+        /// The inventory: a file (INI, YAML, a plugin's configuration) or a directory.
         file: PathBuf,
         /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The ansible-inventory program to run; when given, there is no fallback.
+        #[arg(long, value_name = "PROGRAM")]
+        ansible_inventory: Option<PathBuf>,
+        /// How long ansible-inventory may take (inventory plugins may ask cloud APIs).
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
     },
 }
 

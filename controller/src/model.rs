@@ -145,6 +145,8 @@ pub struct Server {
     pub description: Option<String>,
     pub is_active: bool,
     pub host_vars: Option<sqlx::types::Json<JsonObject>>,
+    /// Chains of group names, top group first (migration 0014); NULL = no groups.
+    pub inventory_groups: Option<sqlx::types::Json<Vec<Vec<String>>>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -341,6 +343,7 @@ pub(crate) mod samples {
             description: None,
             is_active: true,
             host_vars: None,
+            inventory_groups: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

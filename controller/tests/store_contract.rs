@@ -652,6 +652,43 @@ async fn servers_validate_and_refuse_delete_when_in_use(backend: Backend) {
     bad.host_vars = Some(json!({"ansible_connection": "local"}));
     let local = store.create_server(&bad, &Actor::system()).await.unwrap();
     assert_eq!(local.host_vars.unwrap().0["ansible_connection"], "local");
+    // Group chains round-trip as JSON; a bad group name is refused, named; none is NULL.
+    let mut grouped = NewServer::new("web2.fra1", "10.0.0.7", "debian");
+    let chains = vec![
+        vec!["prod".to_owned(), "web".to_owned()],
+        vec!["dc_fra1".to_owned()],
+    ];
+    grouped.inventory_groups = Some(chains.clone());
+    let g = store
+        .create_server(&grouped, &Actor::system())
+        .await
+        .unwrap();
+    assert_eq!(g.inventory_groups.unwrap().0, chains);
+    grouped.inventory_groups = Some(vec![vec!["prod".into(), "web-servers".into()]]);
+    match store.update_server(g.id, &grouped, &Actor::system()).await {
+        Err(StoreError::Invalid {
+            field: "inventory_groups",
+            reason,
+        }) => assert!(reason.contains("'web-servers'"), "{reason}"),
+        other => panic!("a bad group name must be refused: {other:?}"),
+    }
+    assert_eq!(
+        store
+            .get_server(g.id)
+            .await
+            .unwrap()
+            .inventory_groups
+            .unwrap()
+            .0,
+        chains
+    );
+    grouped.inventory_groups = Some(Vec::new());
+    let cleared = store
+        .update_server(g.id, &grouped, &Actor::system())
+        .await
+        .unwrap();
+    assert!(cleared.inventory_groups.is_none());
+    store.delete_server(g.id, &Actor::system()).await.unwrap();
     assert!(matches!(
         store
             .create_server(

@@ -251,6 +251,7 @@ mod tests {
                     ssh_user: "root".into(),
                     ssh_key_path: Some("/root/.ssh/id".into()),
                     host_vars_json: r#"{"ansible_connection":"local"}"#.into(),
+                    groups: vec![vec!["prod".into(), "web".into()]],
                 },
                 vars_json: "{}".into(),
                 launch_vars_json: "{}".into(),

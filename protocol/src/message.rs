@@ -251,6 +251,8 @@ pub struct Target {
     pub ssh_key_path: Option<String>,
     /// A JSON object of Ansible host variables, e.g. `{"ansible_connection":"local"}`.
     pub host_vars_json: String,
+    /// The server's group chains ...
+    pub groups: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

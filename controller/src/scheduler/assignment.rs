@@ -113,6 +113,11 @@ fn build(
                 .as_ref()
                 .map(|h| serde_json::Value::Object(h.0.clone()).to_string())
                 .unwrap_or_else(|| "{}".into()),
+            groups: server
+                .inventory_groups
+                .as_ref()
+                .map(|g| g.0.clone())
+                .unwrap_or_default(),
         },
         vars_json: serde_json::Value::Object(vars).to_string(),
         launch_vars_json: serde_json::Value::Object(launch).to_string(),
@@ -133,6 +138,10 @@ mod tests {
         server.host_vars = serde_json::json!({"ansible_become": true})
             .as_object()
             .map(|o| sqlx::types::Json(o.clone()));
+        server.inventory_groups = Some(sqlx::types::Json(vec![
+            vec!["prod".into(), "web".into()],
+            vec!["dc_fra1".into()],
+        ]));
         let a = build(
             &job,
             &server,
@@ -174,6 +183,11 @@ mod tests {
             Some("/home/deploy/.ssh/id")
         );
         assert_eq!(a.target.host_vars_json, r#"{"ansible_become":true}"#);
+        assert_eq!(
+            a.target.groups,
+            [vec!["prod", "web"], vec!["dc_fra1"]],
+            "the server's group chains reach the agent"
+        );
         assert_eq!((a.time_limit_secs, a.dispatch_id.as_str()), (90, "d-1"));
         assert_eq!(a.playbook_sha256, pb.file_hash);
     }

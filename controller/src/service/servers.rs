@@ -52,6 +52,7 @@ pub async fn create(core: &Core, caller: &Caller, r: NewServerRequest) -> Result
     new.environment = r.environment;
     new.description = r.description;
     new.host_vars = r.host_vars.map(serde_json::Value::Object);
+    new.inventory_groups = r.inventory_groups;
     let server = core.store.create_server(&new, &caller.actor()).await?;
     Ok(views::server(&server))
 }
@@ -78,7 +79,8 @@ pub async fn update(
         || r.tags.is_some()
         || r.environment.is_some()
         || r.description.is_some()
-        || r.host_vars.is_some();
+        || r.host_vars.is_some()
+        || r.inventory_groups.is_some();
     if attributes_changed {
         let new = NewServer {
             hostname: r.hostname.unwrap_or(old.hostname),
@@ -98,6 +100,7 @@ pub async fn update(
                 .host_vars
                 .or(old.host_vars.map(|t| t.0))
                 .map(serde_json::Value::Object),
+            inventory_groups: r.inventory_groups.or(old.inventory_groups.map(|g| g.0)),
         };
         core.store.update_server(id, &new, &actor).await?;
     }

@@ -36,6 +36,11 @@ pub fn server(s: &Server) -> api::ServerView {
         description: s.description.clone(),
         is_active: s.is_active,
         host_vars: s.host_vars.as_ref().map(|t| t.0.clone()),
+        inventory_groups: s
+            .inventory_groups
+            .as_ref()
+            .map(|g| g.0.clone())
+            .unwrap_or_default(),
         created_at: s.created_at,
         updated_at: s.updated_at,
     }

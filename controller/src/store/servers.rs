@@ -10,7 +10,7 @@ use super::{json_object_text, now, on_pool, page, retire, InsertedId, Result, St
 use crate::model::{Page, Paging, Server, ServerId};
 
 const COLUMNS: &str = "id, hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
-     ssh_key_path, tags, environment, description, is_active, host_vars, created_at, updated_at";
+     ssh_key_path, tags, environment, description, is_active, host_vars, inventory_groups, created_at, updated_at";
 
 /// A server to add, or (in [`Store::update_server`]) the full new state of one.
 #[derive(Debug, Clone)]
@@ -26,6 +26,9 @@ pub struct NewServer {
     pub environment: Option<String>,
     pub description: Option<String>,
     pub host_vars: Option<Value>,
+    /// Chains of group names (see [`outpost_api::inventory::check_groups`]); `None` or empty =
+    /// no groups.
+    pub inventory_groups: Option<Vec<Vec<String>>>,
 }
 
 impl NewServer {
@@ -43,6 +46,7 @@ impl NewServer {
             environment: None,
             description: None,
             host_vars: None,
+            inventory_groups: None,
         }
     }
 
@@ -86,7 +90,21 @@ impl NewServer {
                 ));
             }
         }
+        if let Some(chains) = &self.inventory_groups {
+            outpost_api::inventory::check_groups(chains)
+                .map_err(|e| StoreError::invalid("inventory_groups", e.to_string()))?;
+        }
         Ok(())
+    }
+}
+
+/// The column text of a server's group chains: no groups is NULL, so one spelling means none.
+fn groups_text(chains: Option<&[Vec<String>]>) -> Result<Option<String>> {
+    match chains {
+        None | Some([]) => Ok(None),
+        Some(c) => serde_json::to_string(c)
+            .map(Some)
+            .map_err(|e| StoreError::invalid("inventory_groups", e.to_string())),
     }
 }
 
@@ -116,17 +134,18 @@ impl Store {
         new.check()?;
         let tags = json_object_text("tags", new.tags.as_ref())?;
         let host_vars = json_object_text("host_vars", new.host_vars.as_ref())?;
+        let groups = groups_text(new.inventory_groups.as_deref())?;
         let ts = now();
         let id = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let res = sqlx::query(
                 "INSERT INTO servers (hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
-                 ssh_key_path, tags, environment, description, is_active, host_vars, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 ssh_key_path, tags, environment, description, is_active, host_vars, inventory_groups, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&new.hostname).bind(&new.ip_address).bind(&new.os_type).bind(&new.os_version)
             .bind(new.ssh_port).bind(&new.ssh_user).bind(&new.ssh_key_path).bind(&tags)
-            .bind(&new.environment).bind(&new.description).bind(true).bind(&host_vars).bind(ts).bind(ts)
+            .bind(&new.environment).bind(&new.description).bind(true).bind(&host_vars).bind(&groups).bind(ts).bind(ts)
             .execute(&mut *tx).await
             .map_err(|e| StoreError::on_write(e, || format!("server '{}'", new.hostname)))?;
             let id = res.inserted_id() as i32;
@@ -193,17 +212,18 @@ impl Store {
         new.check()?;
         let tags = json_object_text("tags", new.tags.as_ref())?;
         let host_vars = json_object_text("host_vars", new.host_vars.as_ref())?;
+        let groups = groups_text(new.inventory_groups.as_deref())?;
         let old = self.get_server(id).await?;
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "UPDATE servers SET hostname = ?, ip_address = ?, os_type = ?, os_version = ?, ssh_port = ?, \
                  ssh_user = ?, ssh_key_path = ?, tags = ?, environment = ?, description = ?, host_vars = ?, \
-                 updated_at = ? WHERE id = ?",
+                 inventory_groups = ?, updated_at = ? WHERE id = ?",
             )
             .bind(&new.hostname).bind(&new.ip_address).bind(&new.os_type).bind(&new.os_version)
             .bind(new.ssh_port).bind(&new.ssh_user).bind(&new.ssh_key_path).bind(&tags)
-            .bind(&new.environment).bind(&new.description).bind(&host_vars).bind(now()).bind(id)
+            .bind(&new.environment).bind(&new.description).bind(&host_vars).bind(&groups).bind(now()).bind(id)
             .execute(&mut *tx).await
             .map_err(|e| StoreError::on_write(e, || format!("server '{}'", new.hostname)))?;
             insert_audit!(&mut *tx, &NewAudit {
