@@ -14,7 +14,7 @@ pub const ACTIVE_SQL: &str = "('pending', 'running')";
 
 const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
      extra_vars, error_message, started_at, completed_at, created_at, agent_id, assigned_at, \
-     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated";
+     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated, revision_id";
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
