@@ -13,7 +13,7 @@ pub mod enums;
 pub mod types;
 pub mod yaml;
 
-pub use enums::{JobStatus, Role, TicketPriority, TicketStatus};
+pub use enums::{JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus};
 pub use types::*;
 
 /// The prefix of every API path.

@@ -410,6 +410,27 @@ pub(crate) mod samples {
         }
     }
 
+    pub fn project() -> Project {
+        Project {
+            id: ProjectId(1),
+            name: "ops".into(),
+            description: None,
+            kind: ProjectKind::Git,
+            git_url: Some("https://git.example.com/ops.git".into()),
+            git_ref: None,
+            git_key_path: None,
+            inventory_path: None,
+            sync_state: SyncState::Ok,
+            sync_error: None,
+            sync_started_at: None,
+            synced_at: None,
+            current_revision_id: None,
+            is_active: true,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
     pub fn job(extra_vars: serde_json::Value) -> Job {
         Job {
             id: JobId(1),

@@ -61,7 +61,12 @@ impl Remote {
     fn git(&self, cache: &Path) -> Command {
         let mut cmd = Command::new("git");
         cmd.arg(format!("--git-dir={}", cache.display()));
-        for var in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"] {
+        for var in [
+            "GIT_DIR",
+            "GIT_WORK_TREE",
+            "GIT_INDEX_FILE",
+            "GIT_OBJECT_DIRECTORY",
+        ] {
             cmd.env_remove(var);
         }
         // Never wait for a password on a terminal nobody watches.
@@ -146,7 +151,9 @@ async fn run(cmd: Command) -> Result<command::Ran, ProjectError> {
 /// the tree module's checks. Blocking.
 pub fn export(cache: &Path, commit: &str, dest: &Path) -> Result<(), ProjectError> {
     if !is_object_id(commit) {
-        return Err(ProjectError::Refused(format!("{commit} is not a commit id")));
+        return Err(ProjectError::Refused(format!(
+            "{commit} is not a commit id"
+        )));
     }
     let mut child = std::process::Command::new("git")
         .arg(format!("--git-dir={}", cache.display()))
@@ -169,7 +176,9 @@ pub fn export(cache: &Path, commit: &str, dest: &Path) -> Result<(), ProjectErro
         // Stop git writing into a pipe nobody reads.
         let _ = child.kill();
     }
-    let out = child.wait_with_output().map_err(ProjectError::io("git archive"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(ProjectError::io("git archive"))?;
     unpacked?;
     if !out.status.success() {
         return Err(ProjectError::Git {
@@ -217,7 +226,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
         return Ok(());
     }
     if lower.contains("://") {
-        return refuse("only https://, ssh://, git://, file://, user@host:path and absolute paths are allowed");
+        return refuse(
+            "only https://, ssh://, git://, file://, user@host:path and absolute paths are allowed",
+        );
     }
     // scp-like: [user@]host:path, where the host has no '/' (else git reads a local path).
     if let Some((host, path)) = url.split_once(':') {
@@ -266,9 +277,9 @@ pub fn check_key_path(p: &Path) -> Result<(), String> {
     let plain = !s.is_empty()
         && s.starts_with('/')
         && s.len() <= 500
-        && s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-' | b'@' | b'+'));
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-' | b'@' | b'+')
+        });
     if !plain || s.split('/').any(|c| c == "..") {
         return Err(format!(
             "deploy key path {:?}: must be an absolute path of letters, digits and . _ / - @ +",
@@ -343,7 +354,14 @@ mod tests {
     #[test]
     fn key_paths_are_plain_and_absolute() {
         assert!(check_key_path(Path::new("/etc/outpost/keys/deploy_ed25519")).is_ok());
-        for bad in ["keys/id", "/etc/x y", "/etc/$(id)", "/etc/'x", "/a/../b", ""] {
+        for bad in [
+            "keys/id",
+            "/etc/x y",
+            "/etc/$(id)",
+            "/etc/'x",
+            "/a/../b",
+            "",
+        ] {
             assert!(check_key_path(Path::new(bad)).is_err(), "{bad}");
         }
         assert_eq!(shell_quote("/a/b"), "'/a/b'");

@@ -118,7 +118,10 @@ pub fn work_dir(data_dir: &Path) -> Result<tempfile::TempDir, ProjectError> {
     tempfile::Builder::new()
         .prefix("sync-")
         .tempdir_in(&tmp)
-        .map_err(ProjectError::io(format!("a directory in {}", tmp.display())))
+        .map_err(ProjectError::io(format!(
+            "a directory in {}",
+            tmp.display()
+        )))
 }
 
 /// Runs a sync the caller has claimed ([`Store::claim_sync`]) to its end: the new revision, or
@@ -256,12 +259,10 @@ pub fn pack_revision(tree: &Path, data_dir: &Path) -> Result<tree::Packed, Proje
         .map_err(ProjectError::io(format!("a file in {}", dir.display())))?;
     let mut out = io::BufWriter::new(tmp);
     let packed = tree::pack_dir(tree, &mut out, &Limits::REVISION)?;
-    let tmp = out
-        .into_inner()
-        .map_err(|e| ProjectError::Io {
-            what: "writing the revision".into(),
-            source: e.into_error(),
-        })?;
+    let tmp = out.into_inner().map_err(|e| ProjectError::Io {
+        what: "writing the revision".into(),
+        source: e.into_error(),
+    })?;
     tmp.as_file()
         .sync_all()
         .map_err(ProjectError::io("writing the revision"))?;
@@ -294,7 +295,21 @@ pub fn find_playbooks(
     project: &str,
 ) -> Result<Vec<PlaybookFile>, ProjectError> {
     let mut found = Vec::new();
-    walk_playbooks(tree, "", &mut found)?;
+    if kind == ProjectKind::File {
+        // One uploaded file, checked as a playbook when it was uploaded.
+        let bytes =
+            std::fs::read(tree.join(SINGLE_PLAYBOOK)).map_err(ProjectError::io(SINGLE_PLAYBOOK))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| ProjectError::Refused("the playbook is not UTF-8 text".into()))?;
+        playbook::check_playbook(text)
+            .map_err(|e| ProjectError::Refused(format!("{SINGLE_PLAYBOOK}: {e}")))?;
+        found.push((
+            SINGLE_PLAYBOOK.to_owned(),
+            hex::encode(Sha256::digest(&bytes)),
+        ));
+    } else {
+        walk_playbooks(tree, "", &mut found)?;
+    }
     found.sort();
     found.truncate(MAX_PLAYBOOKS);
     Ok(found
@@ -306,7 +321,11 @@ pub fn find_playbooks(
                 format!("{project}/{file_path}")
             };
             if name.chars().count() > 255 || file_path.chars().count() > 500 {
-                tracing::warn!(project, file_path, "a playbook whose name is too long is left out");
+                tracing::warn!(
+                    project,
+                    file_path,
+                    "a playbook whose name is too long is left out"
+                );
                 return None;
             }
             Some(PlaybookFile {
@@ -368,7 +387,10 @@ fn rel_or_root(rel: &str) -> String {
 }
 
 /// A one-file tree (`playbook.yml`) for an uploaded playbook, in a fresh working directory.
-pub fn single_file_tree(data_dir: &Path, content: &[u8]) -> Result<tempfile::TempDir, ProjectError> {
+pub fn single_file_tree(
+    data_dir: &Path,
+    content: &[u8],
+) -> Result<tempfile::TempDir, ProjectError> {
     let work = work_dir(data_dir)?;
     std::fs::write(work.path().join(SINGLE_PLAYBOOK), content)
         .map_err(ProjectError::io(SINGLE_PLAYBOOK))?;
@@ -415,6 +437,35 @@ pub fn list_files(path: &Path) -> Result<Vec<FileEntry>, ProjectError> {
         });
     }
     Ok(out)
+}
+
+/// One file of a revision, if it is there and at most `max` bytes.
+pub fn read_file(
+    revision: &Path,
+    file_path: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>, ProjectError> {
+    let file = std::fs::File::open(revision).map_err(ProjectError::io(format!(
+        "revision file {}",
+        revision.display()
+    )))?;
+    let bad = |e: io::Error| ProjectError::Io {
+        what: format!("revision file {}", revision.display()),
+        source: e,
+    };
+    let mut archive = tar::Archive::new(io::BufReader::new(file));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if entry.header().entry_type().is_file() && *entry.path_bytes() == *file_path.as_bytes() {
+            if entry.size() > max {
+                return Ok(None);
+            }
+            let mut out = Vec::with_capacity(entry.size() as usize);
+            io::Read::read_to_end(&mut entry, &mut out).map_err(bad)?;
+            return Ok(Some(out));
+        }
+    }
+    Ok(None)
 }
 
 /// Adopts playbook rows made before projects into one-file projects (kind `file`), each with

@@ -33,8 +33,18 @@ fn playbooks_are_lists_of_plays_outside_roles_and_vars() {
         found[2].file_hash,
         hex::encode(Sha256::digest(b"- hosts: all\n  roles: [common]\n"))
     );
+    // One uploaded file: named as the project, whatever its plays say.
+    write(
+        root,
+        "playbook.yml",
+        "- name: no hosts named\n  tasks: []\n",
+    );
     let one = find_playbooks(root, ProjectKind::File, "ping").unwrap();
-    assert!(one.iter().all(|p| p.name == "ping"));
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        (one[0].name.as_str(), one[0].file_path.as_str()),
+        ("ping", "playbook.yml")
+    );
 }
 
 #[test]

@@ -49,9 +49,10 @@ impl NewProject {
 
 fn check_len(field: &'static str, v: Option<&str>, min: usize, max: usize) -> Result<()> {
     match v {
-        Some(s) if s.chars().count() < min || s.chars().count() > max => Err(
-            StoreError::invalid(field, format!("must be {min} to {max} characters")),
-        ),
+        Some(s) if s.chars().count() < min || s.chars().count() > max => Err(StoreError::invalid(
+            field,
+            format!("must be {min} to {max} characters"),
+        )),
         _ => Ok(()),
     }
 }
@@ -76,10 +77,6 @@ pub struct NewRevision {
     pub size_bytes: u64,
     pub entries: u32,
 }
-
-/// How long a claim on a sync holds when its controller neither finishes nor fails it (it
-/// died): after this another sync may claim the project. Longer than any sync's time limit.
-pub const SYNC_CLAIM_EXPIRES: chrono::Duration = chrono::Duration::hours(2);
 
 impl Store {
     pub async fn create_project(&self, new: &NewProject, actor: &Actor) -> Result<Project> {
@@ -144,7 +141,10 @@ impl Store {
         new.check()?;
         let old = self.get_project(id).await?;
         if old.kind != new.kind {
-            return Err(StoreError::invalid("kind", "a project's kind cannot change"));
+            return Err(StoreError::invalid(
+                "kind",
+                "a project's kind cannot change",
+            ));
         }
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -217,10 +217,14 @@ impl Store {
     }
 
     /// Claims the project's sync: true when this caller may run it, false when another sync
-    /// holds it (and its claim has not expired).
-    pub async fn claim_sync(&self, id: ProjectId) -> Result<bool> {
+    /// holds it. A claim older than twice the sync time limit (and a minute) is taken over:
+    /// its controller died before it could finish or fail it.
+    pub async fn claim_sync(&self, id: ProjectId, time_limit: std::time::Duration) -> Result<bool> {
         let ts = now();
-        let stale = ts - SYNC_CLAIM_EXPIRES;
+        let expiry =
+            chrono::Duration::from_std(time_limit * 2 + std::time::Duration::from_secs(60))
+                .unwrap_or(chrono::Duration::hours(2));
+        let stale = ts - expiry;
         let done = on_pool!(self, p => sqlx::query(
             "UPDATE projects SET sync_state = 'syncing', sync_started_at = ?, updated_at = ? \
              WHERE id = ? AND (sync_state <> 'syncing' OR sync_started_at IS NULL OR sync_started_at < ?)")
@@ -364,7 +368,9 @@ impl Store {
             "SELECT {} FROM playbooks WHERE project_id = ? ORDER BY file_path",
             super::playbooks::COLUMNS
         );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, Playbook>(&sql).bind(project).fetch_all(p).await?))
+        Ok(
+            on_pool!(self, p => sqlx::query_as::<_, Playbook>(&sql).bind(project).fetch_all(p).await?),
+        )
     }
 
     /// The playbook row of a project's file.
@@ -374,7 +380,9 @@ impl Store {
             super::playbooks::COLUMNS
         );
         let row = on_pool!(self, p => sqlx::query_as::<_, Playbook>(&sql).bind(project).bind(file_path).fetch_optional(p).await?);
-        row.ok_or_else(|| StoreError::NotFound(format!("playbook {file_path} in project {project}")))
+        row.ok_or_else(|| {
+            StoreError::NotFound(format!("playbook {file_path} in project {project}"))
+        })
     }
 
     /// Playbook rows made before projects (no project, an absolute file path), for adoption.
