@@ -69,7 +69,7 @@ pub async fn run(
 ) -> Outcome {
     let work = cfg.work_root.join(job.job.to_string());
     let result = run_in(cfg, job, &work, spool.clone(), &stop, &progress).await;
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = outpost_protocol::tree::remove_tree(&work);
     let last_line = spool.last_line();
     let (status, exit_code, error) = result;
     Outcome {
@@ -125,13 +125,26 @@ async fn run_in(
     stop: &Stop,
     progress: &watch::Sender<u32>,
 ) -> Ended {
-    let digest = hex::encode(Sha256::digest(job.playbook_content.as_bytes()));
-    if digest != job.playbook_sha256 {
+    // Until revisions are fetched over the session, only those carried inline can run.
+    let Some(inline) = &job.revision.inline else {
         return failed(format!(
-            "playbook '{}' does not match its SHA-256 (got {digest}, expected {}): refusing to run it",
-            job.playbook_name, job.playbook_sha256
+            "revision {} is not carried in the assignment and this agent cannot fetch revisions",
+            job.revision.digest
+        ));
+    };
+    let digest = hex::encode(Sha256::digest(inline));
+    if digest != job.revision.digest {
+        return failed(format!(
+            "the revision of playbook '{}' does not match its SHA-256 (got {digest}, expected {}): refusing to run it",
+            job.playbook_name, job.revision.digest
         ));
     }
+    let Some(playbook) = outpost_path(&job.playbook_path) else {
+        return failed(format!(
+            "playbook path {:?} is not a relative path inside the revision",
+            job.playbook_path
+        ));
+    };
     if let Err(e) = prepare(job, work) {
         return failed(format!(
             "cannot prepare the work directory {}: {e}",
@@ -160,7 +173,7 @@ async fn run_in(
         .arg("-e")
         .arg(format!("@{}", work.join("launch_vars.yml").display()))
         .args(&options)
-        .arg(work.join("playbook.yml"))
+        .arg(work.join("tree").join(playbook))
         .current_dir(work)
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_FORCE_COLOR", "0")
@@ -331,9 +344,16 @@ pub fn kill_job(job: uuid::Uuid, pgid: Option<i32>) {
     }
 }
 
+/// A playbook path inside the revision: relative, without `..`.
+fn outpost_path(p: &str) -> Option<&Path> {
+    use std::path::Component;
+    let path = Path::new(p);
+    (!p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))).then_some(path)
+}
+
 fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    let _ = std::fs::remove_dir_all(work);
+    let _ = outpost_protocol::tree::remove_tree(work);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -341,7 +361,14 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(work.join("tmp"))?;
-    std::fs::write(work.join("playbook.yml"), &job.playbook_content)?;
+    if let Some(inline) = &job.revision.inline {
+        outpost_protocol::tree::unpack(
+            inline.as_slice(),
+            &work.join("tree"),
+            &outpost_protocol::tree::Limits::REVISION,
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    }
     let bad = |what: &str, e: serde_json::Error| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
     };
@@ -613,8 +640,14 @@ mod tests {
             job: uuid::Uuid::new_v4(),
             dispatch_id: "d".into(),
             playbook_name: "p".into(),
-            playbook_content: String::new(),
-            playbook_sha256: String::new(),
+            playbook_path: "playbook.yml".into(),
+            revision: outpost_protocol::message::RevisionRef {
+                digest: String::new(),
+                size: 0,
+                commit: None,
+                inventory_dir: String::new(),
+                inline: None,
+            },
             target: outpost_protocol::message::Target {
                 hostname: "web1".into(),
                 ip_address: "10.1.2.3".into(),

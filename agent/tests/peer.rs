@@ -75,13 +75,33 @@ fn python() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A revision of one file, `playbook.yml`, carried inline.
+fn one_file_revision(playbook: &str) -> outpost_protocol::message::RevisionRef {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("playbook.yml"), playbook).unwrap();
+    let mut tar = Vec::new();
+    let packed = outpost_protocol::tree::pack_dir(
+        dir.path(),
+        &mut tar,
+        &outpost_protocol::tree::Limits::REVISION,
+    )
+    .unwrap();
+    outpost_protocol::message::RevisionRef {
+        digest: packed.digest,
+        size: packed.size,
+        commit: None,
+        inventory_dir: String::new(),
+        inline: Some(tar),
+    }
+}
+
 fn assignment(playbook: &str, limit: u32) -> Assignment {
     Assignment {
         job: Uuid::new_v4(),
         dispatch_id: Uuid::new_v4().to_string(),
         playbook_name: "peer".into(),
-        playbook_content: playbook.into(),
-        playbook_sha256: hex::encode(Sha256::digest(playbook.as_bytes())),
+        playbook_path: "playbook.yml".into(),
+        revision: one_file_revision(playbook),
         target: Target {
             hostname: "localhost".into(),
             ip_address: "127.0.0.1".into(),
@@ -218,9 +238,9 @@ async fn hello_jobs_capacity_and_extra_vars_on_the_wire() {
 
     // A playbook whose content does not match its hash never runs.
     let mut tampered = assignment(slow, 60);
-    tampered
-        .playbook_content
-        .push_str("\n# changed in transit\n");
+    if let Some(inline) = tampered.revision.inline.as_mut() {
+        inline[600] ^= 1;
+    }
     let (control, _) = run_job(&conn, tampered).await;
     let JobUp::Finished(f) = control.last().unwrap() else {
         panic!("Finished last")

@@ -298,6 +298,11 @@ impl Client {
         Playbooks(self)
     }
 
+    /// `/projects`.
+    pub fn projects(&self) -> Projects<'_> {
+        Projects(self)
+    }
+
     /// Jobs and their logs: `/jobs`.
     pub fn jobs(&self) -> Jobs<'_> {
         Jobs(self)
@@ -465,6 +470,87 @@ impl Playbooks<'_> {
     ) -> Result<PlaybookView, ApiError> {
         self.0
             .send_at(Method::PATCH, &["playbooks", &id.to_string()], req)
+            .await
+    }
+}
+
+/// `/projects`: see [`Client::projects`].
+#[derive(Clone, Copy, Debug)]
+pub struct Projects<'a>(&'a Client);
+
+impl Projects<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<ProjectView>, ApiError> {
+        self.0.list_at(&["projects"], query).await
+    }
+
+    /// One project, with its playbooks.
+    pub async fn get(&self, id: i32) -> Result<ProjectView, ApiError> {
+        self.0.get_at(&["projects", &id.to_string()]).await
+    }
+
+    pub async fn create(&self, req: &NewProjectRequest) -> Result<ProjectView, ApiError> {
+        self.0.send_at(Method::POST, &["projects"], req).await
+    }
+
+    pub async fn update(
+        &self,
+        id: i32,
+        req: &ProjectPatchRequest,
+    ) -> Result<ProjectView, ApiError> {
+        self.0
+            .send_at(Method::PATCH, &["projects", &id.to_string()], req)
+            .await
+    }
+
+    pub async fn delete(&self, id: i32) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(
+                self.0
+                    .call(Method::DELETE, &["projects", &id.to_string()])?,
+            )
+            .await
+    }
+
+    /// Starts a sync (202: the project, syncing); follow it with [`Projects::get`].
+    pub async fn sync(&self, id: i32) -> Result<ProjectView, ApiError> {
+        self.0
+            .send(
+                self.0
+                    .call(Method::POST, &["projects", &id.to_string(), "sync"])?,
+            )
+            .await
+    }
+
+    /// Uploads a `.tar.gz` or `.tar` of the tree and syncs from it (the answer comes when the
+    /// sync has ended: the project, `ok` or `failed`).
+    pub async fn upload(&self, id: i32, archive: Vec<u8>) -> Result<ProjectView, ApiError> {
+        self.0
+            .send(
+                self.0
+                    .call(Method::POST, &["projects", &id.to_string(), "archive"])?
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(archive),
+            )
+            .await
+    }
+
+    pub async fn revisions(
+        &self,
+        id: i32,
+        query: &PageQuery,
+    ) -> Result<Page<RevisionView>, ApiError> {
+        self.0
+            .list_at(&["projects", &id.to_string(), "revisions"], query)
+            .await
+    }
+
+    pub async fn files(
+        &self,
+        id: i32,
+        query: &ProjectFilesQuery,
+    ) -> Result<ProjectFilesView, ApiError> {
+        self.0
+            .list_at(&["projects", &id.to_string(), "files"], query)
             .await
     }
 }

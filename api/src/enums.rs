@@ -98,6 +98,22 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// Where a project's tree comes from: a git repository, an uploaded archive, or one
+    /// uploaded playbook (what `POST /api/v1/playbooks` with content makes).
+    ProjectKind, "project kind", { Git => "git", Archive => "archive", File => "file" }
+);
+
+string_enum!(
+    /// Where a project's last sync stands. A failed sync keeps the previous revision.
+    SyncState, "sync state", {
+        Never => "never",
+        Syncing => "syncing",
+        Ok => "ok",
+        Failed => "failed",
+    }
+);
+
 impl JobStatus {
     /// A final status never changes again.
     pub fn is_final(self) -> bool {

@@ -16,7 +16,7 @@ pub mod inventory;
 pub mod types;
 pub mod yaml;
 
-pub use enums::{JobStatus, Role, TicketPriority, TicketStatus};
+pub use enums::{JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus};
 pub use types::*;
 
 /// The prefix of every API path.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::enums::{JobStatus, Role, TicketPriority, TicketStatus};
+use crate::enums::{JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus};
 
 /// A JSON object (tags, variables, labels).
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
@@ -341,6 +341,126 @@ pub struct PlaybookPatchRequest {
     pub is_active: Option<bool>,
 }
 
+// ---------------------------------------------------------------- projects
+
+/// A project: a tree of files (a git repository, an uploaded archive, or one uploaded
+/// playbook) that its playbooks run in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectView {
+    pub id: i32,
+    pub name: String,
+    pub description: Option<String>,
+    pub kind: ProjectKind,
+    pub git_url: Option<String>,
+    /// Branch, tag or commit; none: the remote's default branch.
+    pub git_ref: Option<String>,
+    /// A deploy key file on the controller.
+    pub git_key_path: Option<String>,
+    /// The project's inventory file, relative to its root.
+    pub inventory_path: Option<String>,
+    pub sync_state: SyncState,
+    /// Why the last sync failed (the current revision stays).
+    pub sync_error: Option<String>,
+    pub sync_started_at: Option<DateTime<Utc>>,
+    pub synced_at: Option<DateTime<Utc>>,
+    pub current_revision: Option<RevisionView>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The project's playbooks (single reads only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbooks: Option<Vec<ProjectPlaybookView>>,
+}
+
+/// A playbook of a project, by its path in the tree.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectPlaybookView {
+    pub id: i32,
+    pub name: String,
+    pub file_path: String,
+    pub file_hash: String,
+    /// False when the file is gone from the current revision.
+    pub is_active: bool,
+}
+
+/// One sync's tree, named by the SHA-256 of its canonical tar.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevisionView {
+    pub project: NameRef,
+    pub digest: String,
+    /// The git commit (git projects).
+    pub commit: Option<String>,
+    pub size_bytes: i64,
+    pub entries: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProjectRequest {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `git` (needs `git_url`) or `archive` (its tree comes with an upload).
+    pub kind: ProjectKind,
+    /// `https://…`, `ssh://…`, `git://…`, `user@host:path`, `file://…` or an absolute path.
+    #[serde(default)]
+    pub git_url: Option<String>,
+    #[serde(default)]
+    pub git_ref: Option<String>,
+    /// A deploy key file on the controller (absolute path).
+    #[serde(default)]
+    pub git_key_path: Option<String>,
+    #[serde(default)]
+    pub inventory_path: Option<String>,
+    /// Start the first sync at once (git projects; default true).
+    #[serde(default)]
+    pub sync: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectPatchRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub git_url: Option<String>,
+    #[serde(default)]
+    pub git_ref: Option<String>,
+    #[serde(default)]
+    pub git_key_path: Option<String>,
+    #[serde(default)]
+    pub inventory_path: Option<String>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectFilesQuery {
+    /// A revision's digest (or its first 8+ hex digits); default the current revision.
+    pub revision: Option<String>,
+}
+
+/// One entry of a revision.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectFileView {
+    pub path: String,
+    /// `file`, `dir` or `link`.
+    pub kind: String,
+    pub size: u64,
+    /// Whether the file is one of the project's playbooks.
+    pub playbook: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectFilesView {
+    pub revision: RevisionView,
+    pub files: Vec<ProjectFileView>,
+}
+
 // ---------------------------------------------------------------- jobs
 
 /// Which servers a launch targets, by their environment and tags.
@@ -375,10 +495,20 @@ pub struct RunOptions {
     pub verbosity: u8,
 }
 
+/// A launch names its playbook one of two ways: `playbook` (a playbook's id or name), or
+/// `project` and `playbook_path` (a project's playbook by its path in the tree, run from the
+/// project's current revision). Exactly one of the two.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchRequest {
-    pub playbook: IdOrName,
+    #[serde(default)]
+    pub playbook: Option<IdOrName>,
+    /// A project, by id or name (with `playbook_path`).
+    #[serde(default)]
+    pub project: Option<IdOrName>,
+    /// The playbook's path in the project's tree, e.g. `site.yml` (with `project`).
+    #[serde(default)]
+    pub playbook_path: Option<String>,
     /// Servers by hostname or id…
     #[serde(default)]
     pub servers: Option<Vec<IdOrName>>,
@@ -434,6 +564,9 @@ pub struct JobView {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The project revision the job runs (none for a job launched before projects).
+    #[serde(default)]
+    pub revision: Option<RevisionView>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]

@@ -81,6 +81,7 @@ async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
             extra_vars: None,
             extra_vars_templated: false,
             run_options: None,
+            revision_id: None,
         })
         .collect();
     store

@@ -159,6 +159,12 @@ pub struct Config {
     // File only: no flag has ever set it.
     #[arg(skip)]
     pub shutdown_timeout_secs: Option<u64>,
+    /// A project sync's time limit (git fetch, ansible-galaxy), in seconds (file only).
+    #[arg(skip)]
+    pub project_sync_time_limit_secs: Option<u64>,
+    /// The largest project archive an upload may send, in bytes (file only).
+    #[arg(skip)]
+    pub project_upload_max_bytes: Option<u64>,
     /// TCP address of the HTTPS API and web UI [default: 0.0.0.0:8443].
     #[arg(long, env = "OUTPOST_API_LISTEN", help_heading = DAEMON)]
     pub api_listen: Option<SocketAddr>,
@@ -296,6 +302,10 @@ pub struct Settings {
     /// evaluates on the bastion. Off: every launch value is data (`!unsafe`), whoever gives it.
     /// Operators' and viewers' values are data whatever this says.
     pub admin_launch_vars_templates: bool,
+    /// How long a project sync (git fetch and export, ansible-galaxy installs, packing) may take.
+    pub project_sync_time_limit: Duration,
+    /// The largest archive `POST /api/v1/projects/{id}/archive` reads (refused before reading).
+    pub project_upload_max_bytes: u64,
 }
 
 impl Settings {
@@ -325,6 +335,8 @@ impl Settings {
             api_key: None,
             agent_binary: None,
             admin_launch_vars_templates: false,
+            project_sync_time_limit: Duration::from_secs(600),
+            project_upload_max_bytes: 512 << 20,
             api_token_ttl: Duration::from_secs(12 * 3600),
             password_max_age: Duration::from_secs(90 * 86400),
             api_header_timeout: Duration::from_secs(10),
@@ -458,6 +470,12 @@ impl Settings {
         }
         if let Some(v) = c.admin_launch_vars_templates {
             self.admin_launch_vars_templates = v;
+        }
+        if let Some(v) = c.project_sync_time_limit_secs {
+            self.project_sync_time_limit = secs(v);
+        }
+        if let Some(v) = c.project_upload_max_bytes {
+            self.project_upload_max_bytes = v;
         }
     }
 

@@ -6,7 +6,8 @@
 //! - [`store`]: the database, one API over both backends; [`model`]: its records and id types.
 //! - The domain: [`lifecycle`] (the one place where a job changes state, its state machine in
 //!   [`lifecycle::machine`]), [`scheduler`], [`ingest`], [`enroll`], [`retention`], [`vars`]
-//!   (the rules a launch's variables meet), [`bundle`] (install bundles), [`pki`] (the CA).
+//!   (the rules a launch's variables meet), [`bundle`] (install bundles), [`pki`] (the CA),
+//!   [`project`] (project trees: git and archive syncs into revisions).
 //! - [`core`]: the [`core::Core`] every part of one controller shares.
 //! - [`service`]: the operations callers ask for (launch, cancel, users, servers, playbooks,
 //!   tickets, agents, sign-in), as plain functions of the core and the caller.
@@ -28,6 +29,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod pki;
+pub mod project;
 pub mod retention;
 pub mod scheduler;
 pub mod server;

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// A JSON object, as the seed's `tags`, `variables`, `extra_vars` and `host_vars` hold.
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
-pub use outpost_api::enums::{JobStatus, Role, TicketPriority, TicketStatus, UnknownVariant};
+pub use outpost_api::enums::{
+    JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus, UnknownVariant,
+};
 
 /// Declares an integer primary-key newtype.
 macro_rules! id_type {
@@ -36,6 +38,9 @@ id_type! {
     TicketId(i32);
     AgentId(i32);
     AuditId(i64);
+    ProjectId(i32);
+    /// A revision's row (`project_revisions.id`); the public handle is its digest.
+    RevisionId(i32);
 }
 
 /// Declares a uuid handle newtype, stored as the seed's 36-character text and decoded once,
@@ -163,6 +168,47 @@ pub struct Playbook {
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The project whose file this is (`file_path` relative to its root); `None` only for a
+    /// row made before projects, until start-up adopts it.
+    pub project_id: Option<ProjectId>,
+}
+
+/// A tree of files a playbook runs in: a git repository, an uploaded archive, or one file.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Project {
+    pub id: ProjectId,
+    pub name: String,
+    pub description: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub kind: ProjectKind,
+    pub git_url: Option<String>,
+    pub git_ref: Option<String>,
+    /// A deploy key file on the controller.
+    pub git_key_path: Option<String>,
+    /// A project inventory file, relative to the tree's root.
+    pub inventory_path: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub sync_state: SyncState,
+    pub sync_error: Option<String>,
+    pub sync_started_at: Option<DateTime<Utc>>,
+    pub synced_at: Option<DateTime<Utc>>,
+    pub current_revision_id: Option<RevisionId>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One sync's tree: a canonical tar under `<data_dir>/revisions/<digest>.tar`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Revision {
+    pub id: RevisionId,
+    pub project_id: ProjectId,
+    /// Lower-case hex SHA-256 of the tar.
+    pub digest: String,
+    pub git_commit: Option<String>,
+    pub size_bytes: i64,
+    pub entries: i32,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -193,6 +239,8 @@ pub struct Job {
     pub run_options: Option<sqlx::types::Json<JsonObject>>,
     /// Whether ansible may evaluate templates in `extra_vars` (see [`crate::store::jobs::NewJob`]).
     pub extra_vars_templated: bool,
+    /// The project revision the job runs (the project's current one at launch).
+    pub revision_id: Option<RevisionId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -361,6 +409,28 @@ pub(crate) mod samples {
             is_active: true,
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            project_id: None,
+        }
+    }
+
+    pub fn project() -> Project {
+        Project {
+            id: ProjectId(1),
+            name: "ops".into(),
+            description: None,
+            kind: ProjectKind::Git,
+            git_url: Some("https://git.example.com/ops.git".into()),
+            git_ref: None,
+            git_key_path: None,
+            inventory_path: None,
+            sync_state: SyncState::Ok,
+            sync_error: None,
+            sync_started_at: None,
+            synced_at: None,
+            current_revision_id: None,
+            is_active: true,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
         }
     }
 
@@ -387,6 +457,7 @@ pub(crate) mod samples {
             pending_reason: None,
             run_options: None,
             extra_vars_templated: false,
+            revision_id: None,
         }
     }
 }

@@ -129,6 +129,15 @@ pub async fn serve(
         }
     }
     tracing::info!(store = %crate::store::redact_url(&settings.database_url), dialect = ?store.dialect(), "store opened");
+    // Playbook rows made before projects become one-file projects (idempotent; a row whose
+    // file is missing stays as it was, and still runs from its file).
+    match crate::project::adopt_unadopted(&store, &settings.data_dir).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(playbooks = n, "playbooks adopted into one-file projects"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot adopt playbooks into projects; they still run from their files")
+        }
+    }
     // Sessions this controller held before it stopped are gone: their agents' grace periods
     // start now, kept in the database so that any controller settles them.
     let stale = store

@@ -475,6 +475,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             extra_vars: Some(json!({"x": 1})),
             extra_vars_templated: false,
             run_options: None,
+            revision_id: None,
         })
         .collect();
     store
@@ -780,6 +781,7 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 extra_vars: None,
                 extra_vars_templated: false,
                 run_options: None,
+                revision_id: None,
             }],
             &Actor::system(),
         )

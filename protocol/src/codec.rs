@@ -242,8 +242,14 @@ mod tests {
                 job,
                 dispatch_id: "d1".into(),
                 playbook_name: "ping".into(),
-                playbook_content: "- hosts: all\n".into(),
-                playbook_sha256: "ab".repeat(32),
+                playbook_path: "site.yml".into(),
+                revision: RevisionRef {
+                    digest: "ab".repeat(32),
+                    size: 10240,
+                    commit: Some("cd".repeat(20)),
+                    inventory_dir: String::new(),
+                    inline: Some(vec![0; 10240]),
+                },
                 target: Target {
                     hostname: "web1".into(),
                     ip_address: "::1".into(),

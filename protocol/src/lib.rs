@@ -10,6 +10,7 @@
 //! - [`token`]: the one-line enrolment token that pins the CA.
 //! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
 //! - [`files`]: writing kept files atomically, with their mode, never through a link.
+//! - [`tree`]: project trees packed into canonical revisions, and tars unpacked safely.
 
 pub mod codec;
 pub mod control;
@@ -19,13 +20,17 @@ pub mod message;
 pub mod pki;
 pub mod tls;
 pub mod token;
+pub mod tree;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this build still accepts. 3 split an assignment's variables into
 /// curated ones and launch values that must reach ansible as data: an agent speaking 2 would
 /// hand both to ansible as templates, so it is refused rather than trusted with them.
-pub const MIN_PROTOCOL_VERSION: u16 = 3;
+///
+/// 4 names a project revision (a tree) instead of carrying one playbook's text: an agent
+/// speaking 3 cannot run it.
+pub const MIN_PROTOCOL_VERSION: u16 = 4;
 
 /// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.
 pub const ALPN_AGENT: &[u8] = b"outpost/1";

@@ -153,9 +153,9 @@ pub struct Assignment {
     /// Names this attempt; a stale attempt's messages are ignored.
     pub dispatch_id: String,
     pub playbook_name: String,
-    pub playbook_content: String,
-    /// Lower-case hex SHA-256 of `playbook_content` (the playbook's `file_hash`).
-    pub playbook_sha256: String,
+    /// The playbook's path inside the revision, relative ("site.yml", "playbooks/db.yml").
+    pub playbook_path: String,
+    pub revision: RevisionRef,
     pub target: Target,
     /// A JSON object of curated variables: the playbook's defaults, stored by an admin. ansible
     /// may evaluate templates in them.
@@ -167,6 +167,24 @@ pub struct Assignment {
     pub launch_vars_json: String,
     pub time_limit_secs: u32,
     pub options: RunOptions,
+}
+
+/// The largest revision an assignment carries inline ([`RevisionRef::inline`]).
+pub const INLINE_REVISION_BYTES: u64 = 64 * 1024;
+
+/// The project revision a job runs: a canonical tar of the project's tree (see
+/// [`crate::tree`]), named by its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionRef {
+    pub digest: String, // hex SHA-256 of the canonical tar
+    pub size: u64,
+    pub commit: Option<String>, // git commit, for the record
+    /// Directory (relative, "" = root) whose group_vars/ and host_vars/ apply to the job's
+    /// inventory, as they would next to the inventory file in a checkout.
+    pub inventory_dir: String,
+    /// The whole tar when it is at most INLINE_REVISION_BYTES (64 KiB), so one-file projects
+    /// need no second round trip; verified against `digest` like a fetched one.
+    pub inline: Option<Vec<u8>>,
 }
 
 /// ansible-playbook's run options, as typed fields: the agent turns each into its own argument,
@@ -251,7 +269,8 @@ pub struct Target {
     pub ssh_key_path: Option<String>,
     /// A JSON object of Ansible host variables, e.g. `{"ansible_connection":"local"}`.
     pub host_vars_json: String,
-    /// The server's group chains ...
+    /// The server's group chains, from the top group down to the group that lists the host
+    /// (`all` and `ungrouped` left out), e.g. `[["prod","web"],["dc_fra1"]]`.
     pub groups: Vec<Vec<String>>,
 }
 

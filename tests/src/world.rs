@@ -133,6 +133,7 @@ impl World {
                     extra_vars,
                     extra_vars_templated: false,
                     run_options: None,
+                    revision_id: None,
                 }],
                 &Actor::user(self.admin.id),
             )

@@ -1,7 +1,7 @@
 //! The HTTPS API (`/api/v1`), health and metrics, on axum over rustls.
 //!
 //! - [`auth`]: login, tokens and the authorization layer; the one access table is [`crate::service::access`].
-//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`jobs`], [`logs`] (pages
+//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`jobs`], [`logs`] (pages
 //!   and live follow, counted and ended with their session by [`live`]), [`tickets`], [`agents`], [`audit`]; [`health`] for probes and metrics.
 //! - [`error`]: the JSON error body; [`views`]: records as the API shows them; [`openapi`]: the
 //!   document's header and the error responses every operation gets from its route.
@@ -25,6 +25,7 @@ pub mod live;
 pub mod logs;
 pub mod openapi;
 pub mod playbooks;
+pub mod projects;
 pub mod servers;
 pub mod tickets;
 pub mod users;
@@ -104,6 +105,17 @@ pub fn routes() -> (Router<Arc<WebState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(servers::list, servers::create))
         .routes(routes!(servers::get, servers::update, servers::delete))
         .merge(playbooks)
+        .routes(routes!(projects::list, projects::create))
+        .routes(routes!(projects::get, projects::update, projects::delete))
+        .routes(routes!(projects::sync))
+        .merge(
+            // The upload enforces its own limit (a setting) while it streams to disk.
+            OpenApiRouter::new()
+                .routes(routes!(projects::upload))
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(projects::revisions))
+        .routes(routes!(projects::files))
         .routes(routes!(jobs::list, jobs::launch))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))

@@ -1,23 +1,23 @@
-//! What an agent is handed: the playbook (read from disk once per version and checked against
-//! its recorded SHA-256), the target server and the merged variables.
+//! What an agent is handed: the job's project revision (named by digest, carried inline when
+//! small), the playbook's path in it, the target server and the merged variables.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_protocol::message::{Assignment, Target};
+use outpost_protocol::message::{Assignment, RevisionRef, Target, INLINE_REVISION_BYTES};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Job, Playbook, Server};
+use crate::model::{Job, Playbook, Project, Revision, Server};
 use crate::store::Store;
 
-/// The most playbook an assignment frame carries, leaving room for the rest of it.
-const MAX_PLAYBOOK_BYTES: usize = outpost_protocol::codec::MAX_FRAME - 64 * 1024;
-
-/// Playbook content by (path, hash): read and verified once, shared by every job of it.
+/// Small revisions by digest: read and verified once, shared by every job of them.
 #[derive(Default)]
 pub(super) struct PlaybookCache {
-    content: HashMap<(String, String), Arc<String>>,
+    inline: HashMap<String, Arc<Vec<u8>>>,
+    /// Revisions made of playbook rows outside any project, by (path, hash).
+    loose: HashMap<(String, String), RevisionRef>,
 }
 
 impl PlaybookCache {
@@ -25,6 +25,7 @@ impl PlaybookCache {
     pub(super) async fn assignment(
         &mut self,
         store: &Store,
+        data_dir: &Path,
         job: &Job,
         server: &Server,
         dispatch_id: &str,
@@ -34,35 +35,167 @@ impl PlaybookCache {
             .get_playbook(job.playbook_id)
             .await
             .map_err(|e| e.to_string())?;
-        let content = self.content(&playbook).await?;
-        build(job, server, &playbook, &content, dispatch_id, time_limit)
+        let Some(project_id) = playbook.project_id else {
+            let revision = self.loose(data_dir, &playbook).await?;
+            return build(job, server, &playbook, revision, dispatch_id, time_limit);
+        };
+        let project = store
+            .get_project(project_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The revision recorded at launch; a job launched before projects runs the current one.
+        let revision_id = job
+            .revision_id
+            .or(project.current_revision_id)
+            .ok_or_else(|| format!("project {} has no revision yet: sync it", project.name))?;
+        let revision = store
+            .get_revision(revision_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let inline = self.inline(data_dir, &revision).await?;
+        build(
+            job,
+            server,
+            &playbook,
+            revision_ref(&project, &revision, inline),
+            dispatch_id,
+            time_limit,
+        )
     }
 
-    async fn content(&mut self, playbook: &Playbook) -> Result<Arc<String>, String> {
+    /// A playbook row outside any project (made before projects and not adopted, or written
+    /// straight to the store): its file, checked against its hash, packed as a one-file
+    /// revision so that it runs like any other.
+    async fn loose(&mut self, data_dir: &Path, playbook: &Playbook) -> Result<RevisionRef, String> {
         let key = (playbook.file_path.clone(), playbook.file_hash.clone());
-        if let Some(c) = self.content.get(&key) {
-            return Ok(c.clone());
+        if let Some(r) = self.loose.get(&key) {
+            return Ok(r.clone());
         }
-        let text = tokio::fs::read_to_string(&playbook.file_path)
-            .await
-            .map_err(|e| format!("cannot read playbook file {}: {e}", playbook.file_path))?;
-        if text.len() > MAX_PLAYBOOK_BYTES {
+        if !Path::new(&playbook.file_path).is_absolute() {
             return Err(format!(
-                "playbook file {} is {} bytes; the largest a job can carry is {MAX_PLAYBOOK_BYTES} bytes",
-                playbook.file_path,
-                text.len()
+                "playbook {} belongs to no project and has no file of its own",
+                playbook.name
             ));
         }
-        let actual = hex::encode(Sha256::digest(text.as_bytes()));
+        let content = tokio::fs::read(&playbook.file_path)
+            .await
+            .map_err(|e| format!("cannot read playbook file {}: {e}", playbook.file_path))?;
+        let actual = hex::encode(Sha256::digest(&content));
         if actual != playbook.file_hash {
             return Err(format!(
                 "playbook file {} changed on disk: its SHA-256 is {actual}, the playbook record says {}; update the playbook",
                 playbook.file_path, playbook.file_hash
             ));
         }
-        let c = Arc::new(text);
-        self.content.insert(key, c.clone());
-        Ok(c)
+        let dir = data_dir.to_owned();
+        let packed = tokio::task::spawn_blocking(move || {
+            let work = crate::project::single_file_tree(&dir, &content)?;
+            crate::project::pack_revision(work.path(), &dir)
+        })
+        .await
+        .map_err(|e| format!("cannot pack the playbook: {e}"))?
+        .map_err(|e| format!("cannot pack the playbook: {e}"))?;
+        let size = i64::try_from(packed.size).unwrap_or(i64::MAX);
+        let revision = Revision {
+            id: crate::model::RevisionId(0),
+            project_id: crate::model::ProjectId(0),
+            digest: packed.digest,
+            git_commit: None,
+            size_bytes: size,
+            entries: packed.entries as i32,
+            created_at: chrono::Utc::now(),
+        };
+        let inline = self.inline(data_dir, &revision).await?;
+        let r = RevisionRef {
+            digest: revision.digest,
+            size: packed.size,
+            commit: None,
+            inventory_dir: String::new(),
+            inline: inline.map(|b| b.as_ref().clone()),
+        };
+        self.loose.insert(key, r.clone());
+        Ok(r)
+    }
+
+    /// The revision's bytes when it is small enough to travel in the assignment (verified
+    /// against its digest); otherwise checks that its file is there for the agent to fetch.
+    async fn inline(
+        &mut self,
+        data_dir: &Path,
+        revision: &Revision,
+    ) -> Result<Option<Arc<Vec<u8>>>, String> {
+        let path = revision_file(data_dir, &revision.digest)?;
+        if revision.size_bytes < 0 || revision.size_bytes as u64 > INLINE_REVISION_BYTES {
+            return match tokio::fs::metadata(&path).await {
+                Ok(m) if m.len() == revision.size_bytes as u64 => Ok(None),
+                Ok(m) => Err(format!(
+                    "revision file {} is {} bytes, its record says {}",
+                    path.display(),
+                    m.len(),
+                    revision.size_bytes
+                )),
+                Err(e) => Err(format!("cannot read revision file {}: {e}", path.display())),
+            };
+        }
+        if let Some(bytes) = self.inline.get(&revision.digest) {
+            return Ok(Some(bytes.clone()));
+        }
+        // Bounded: a revision this small, checked against its record before reading.
+        let len = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| format!("cannot read revision file {}: {e}", path.display()))?
+            .len();
+        if len > INLINE_REVISION_BYTES {
+            return Err(format!(
+                "revision file {} is {len} bytes, its record says {}",
+                path.display(),
+                revision.size_bytes
+            ));
+        }
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("cannot read revision file {}: {e}", path.display()))?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != revision.digest {
+            return Err(format!(
+                "revision file {} changed on disk: its SHA-256 is {actual}, not {}",
+                path.display(),
+                revision.digest
+            ));
+        }
+        let bytes = Arc::new(bytes);
+        self.inline.insert(revision.digest.clone(), bytes.clone());
+        Ok(Some(bytes))
+    }
+}
+
+fn revision_file(data_dir: &Path, digest: &str) -> Result<PathBuf, String> {
+    if !outpost_protocol::tree::is_digest(digest) {
+        return Err(format!("revision digest {digest:?} is not a SHA-256"));
+    }
+    Ok(crate::project::revision_path(data_dir, digest))
+}
+
+/// The revision as the agent sees it. `inventory_dir`: the directory of the project's
+/// inventory file, whose group_vars/ and host_vars/ apply (the root when it has none).
+fn revision_ref(
+    project: &Project,
+    revision: &Revision,
+    inline: Option<Arc<Vec<u8>>>,
+) -> RevisionRef {
+    let inventory_dir = project
+        .inventory_path
+        .as_deref()
+        .and_then(|p| Path::new(p).parent())
+        .map(|d| d.to_string_lossy().trim_start_matches("./").to_owned())
+        .filter(|d| d != ".")
+        .unwrap_or_default();
+    RevisionRef {
+        digest: revision.digest.clone(),
+        size: u64::try_from(revision.size_bytes).unwrap_or(0),
+        commit: revision.git_commit.clone(),
+        inventory_dir,
+        inline: inline.map(|b| b.as_ref().clone()),
     }
 }
 
@@ -73,7 +206,7 @@ fn build(
     job: &Job,
     server: &Server,
     playbook: &Playbook,
-    content: &str,
+    revision: RevisionRef,
     dispatch_id: &str,
     time_limit: Duration,
 ) -> Result<Assignment, String> {
@@ -100,8 +233,12 @@ fn build(
         job: job.job_id.0,
         dispatch_id: dispatch_id.to_owned(),
         playbook_name: playbook.name.clone(),
-        playbook_content: content.to_owned(),
-        playbook_sha256: playbook.file_hash.clone(),
+        playbook_path: if playbook.project_id.is_some() {
+            playbook.file_path.clone()
+        } else {
+            crate::project::SINGLE_PLAYBOOK.to_owned()
+        },
+        revision,
         target: Target {
             hostname: server.hostname.clone(),
             ip_address: server.ip_address.clone(),
@@ -146,7 +283,7 @@ mod tests {
             &job,
             &server,
             &pb,
-            "- hosts: all\n",
+            sample_revision(),
             "d-1",
             Duration::from_secs(90),
         )
@@ -163,7 +300,7 @@ mod tests {
             &templated,
             &server,
             &pb,
-            "- hosts: all\n",
+            sample_revision(),
             "d-1",
             Duration::from_secs(90),
         )
@@ -189,22 +326,89 @@ mod tests {
             "the server's group chains reach the agent"
         );
         assert_eq!((a.time_limit_secs, a.dispatch_id.as_str()), (90, "d-1"));
-        assert_eq!(a.playbook_sha256, pb.file_hash);
+        // A row outside any project runs as a one-file revision.
+        assert_eq!(a.playbook_path, "playbook.yml");
+        assert_eq!(a.revision, sample_revision());
+    }
+
+    fn sample_revision() -> RevisionRef {
+        RevisionRef {
+            digest: "c".repeat(64),
+            size: 10240,
+            commit: None,
+            inventory_dir: String::new(),
+            inline: None,
+        }
+    }
+
+    fn revision(digest: &str, size: i64) -> Revision {
+        Revision {
+            id: crate::model::RevisionId(1),
+            project_id: crate::model::ProjectId(1),
+            digest: digest.into(),
+            git_commit: Some("e".repeat(40)),
+            size_bytes: size,
+            entries: 1,
+            created_at: chrono::Utc::now(),
+        }
     }
 
     #[tokio::test]
-    async fn a_playbook_changed_on_disk_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("site.yml");
-        std::fs::write(&path, "- hosts: all\n").unwrap();
-        let mut pb = samples::playbook(serde_json::json!({}));
-        pb.file_path = path.display().to_string();
-        pb.file_hash = hex::encode(Sha256::digest(b"- hosts: all\n"));
+    async fn small_revisions_travel_inline_and_a_changed_file_is_refused() {
+        let data = tempfile::tempdir().unwrap();
+        let tree = crate::project::single_file_tree(data.path(), b"- hosts: all\n").unwrap();
+        let packed = crate::project::pack_revision(tree.path(), data.path()).unwrap();
+        let rev = revision(&packed.digest, packed.size as i64);
         let mut cache = PlaybookCache::default();
-        assert_eq!(cache.content(&pb).await.unwrap().as_str(), "- hosts: all\n");
-        std::fs::write(&path, "- hosts: all\n  become: true\n").unwrap();
-        pb.file_hash = "b".repeat(64); // a new record version is read afresh…
-        let err = cache.content(&pb).await.unwrap_err();
-        assert!(err.contains("changed on disk"), "{err}"); // …and refused when it does not match
+        let inline = cache.inline(data.path(), &rev).await.unwrap().unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(inline.as_slice())),
+            packed.digest
+        );
+
+        // A large one is named, not carried; its file must be there.
+        let big = revision(&"d".repeat(64), (INLINE_REVISION_BYTES + 1) as i64);
+        let err = cache.inline(data.path(), &big).await.unwrap_err();
+        assert!(err.contains("cannot read revision file"), "{err}");
+
+        // A file changed under its digest is refused (a fresh cache reads it again).
+        let path = crate::project::revision_path(data.path(), &packed.digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[600] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let err = PlaybookCache::default()
+            .inline(data.path(), &rev)
+            .await
+            .unwrap_err();
+        assert!(err.contains("changed on disk"), "{err}");
+
+        // A playbook row outside any project is packed as a one-file revision.
+        let data = tempfile::tempdir().unwrap();
+        let pb_file = data.path().join("old.yml");
+        std::fs::write(&pb_file, "- hosts: all\n").unwrap();
+        let mut pb = samples::playbook(serde_json::json!({}));
+        pb.file_path = pb_file.display().to_string();
+        pb.file_hash = hex::encode(Sha256::digest(b"- hosts: all\n"));
+        let loose = PlaybookCache::default()
+            .loose(data.path(), &pb)
+            .await
+            .unwrap();
+        assert_eq!(loose.digest, packed.digest);
+        pb.file_hash = "b".repeat(64);
+        let err = PlaybookCache::default()
+            .loose(data.path(), &pb)
+            .await
+            .unwrap_err();
+        assert!(err.contains("changed on disk"), "{err}");
+
+        // Group and host variables apply from the inventory's directory.
+        let mut project = crate::model::samples::project();
+        project.inventory_path = Some("inventories/prod/hosts.yml".into());
+        assert_eq!(
+            revision_ref(&project, &rev, None).inventory_dir,
+            "inventories/prod"
+        );
+        project.inventory_path = Some("hosts.yml".into());
+        assert_eq!(revision_ref(&project, &rev, None).inventory_dir, "");
     }
 }

@@ -439,7 +439,14 @@ impl Scheduler {
         let time_limit = self.settings.default_time_limit;
         let assignment = match self
             .playbooks
-            .assignment(&self.store, job, server, &attempt.dispatch_id, time_limit)
+            .assignment(
+                &self.store,
+                &self.settings.data_dir,
+                job,
+                server,
+                &attempt.dispatch_id,
+                time_limit,
+            )
             .await
         {
             Ok(a) => a,

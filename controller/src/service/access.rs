@@ -2,8 +2,9 @@
 //! have a row here (the router refuses to start otherwise, and a test walks the whole matrix);
 //! the authorization layer reads it for every request.
 //!
-//! Viewers read jobs, logs, servers, playbooks, tickets and agents; operators also launch and
-//! cancel jobs and write tickets; admins do everything, and alone read users and the audit log.
+//! Viewers read jobs, logs, servers, playbooks, projects, tickets and agents; operators also
+//! launch and cancel jobs and write tickets; admins do everything (projects: create, change,
+//! sync, upload, delete), and alone read users and the audit log.
 
 use axum::http::Method;
 
@@ -45,6 +46,15 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/playbooks/{id}", Role(Viewer)),
     ("PATCH", "/api/v1/playbooks/{id}", Role(Admin)),
     ("DELETE", "/api/v1/playbooks/{id}", Role(Admin)),
+    ("GET", "/api/v1/projects", Role(Viewer)),
+    ("POST", "/api/v1/projects", Role(Admin)),
+    ("GET", "/api/v1/projects/{id}", Role(Viewer)),
+    ("PATCH", "/api/v1/projects/{id}", Role(Admin)),
+    ("DELETE", "/api/v1/projects/{id}", Role(Admin)),
+    ("POST", "/api/v1/projects/{id}/sync", Role(Admin)),
+    ("POST", "/api/v1/projects/{id}/archive", Role(Admin)),
+    ("GET", "/api/v1/projects/{id}/revisions", Role(Viewer)),
+    ("GET", "/api/v1/projects/{id}/files", Role(Viewer)),
     ("GET", "/api/v1/jobs", Role(Viewer)),
     ("POST", "/api/v1/jobs", Role(Operator)),
     ("GET", "/api/v1/jobs/{job_id}", Role(Viewer)),

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 
 use outpost_api::{
     CancelResponse, IdOrName, JobQuery, JobView, LaunchRequest, LaunchResponse, NameRef, Page,
-    RunOptions,
+    RevisionView, RunOptions,
 };
 
 use super::{paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::lifecycle::CancelResult;
-use crate::model::{AgentId, Job, JobUuid, Paging, PlaybookId, ServerId, UserId};
+use crate::model::{
+    AgentId, Job, JobUuid, Paging, Playbook, PlaybookId, RevisionId, ServerId, UserId,
+};
 use crate::scheduler::Event;
 use crate::store::jobs::{JobFilter, NewJob};
 use crate::store::servers::ServerFilter;
@@ -26,6 +28,7 @@ pub struct Names {
     playbooks: HashMap<PlaybookId, NameRef>,
     servers: HashMap<ServerId, NameRef>,
     agents: HashMap<AgentId, NameRef>,
+    revisions: HashMap<RevisionId, RevisionView>,
 }
 
 impl Names {
@@ -56,11 +59,17 @@ impl Names {
                 );
             }
         }
+        if let Some(r) = j.revision_id.filter(|r| !self.revisions.contains_key(r)) {
+            let rev = store.get_revision(r).await?;
+            let project = store.get_project(rev.project_id).await?;
+            self.revisions.insert(r, views::revision(&rev, &project));
+        }
         Ok(views::job(
             j,
             self.playbooks[&j.playbook_id].clone(),
             self.servers[&j.server_id].clone(),
             j.agent_id.and_then(|a| self.agents.get(&a).cloned()),
+            j.revision_id.and_then(|r| self.revisions.get(&r).cloned()),
         ))
     }
 }
@@ -158,17 +167,7 @@ pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<
     let options = check_launch(&req)?;
     // Names, depth and size first, before any lookup; the copies per server once they are known.
     let vars = check_vars(core, &req, caller)?;
-    let playbook = match &req.playbook {
-        IdOrName::Id(id) => {
-            core.store
-                .get_playbook(PlaybookId(
-                    i32::try_from(*id)
-                        .map_err(|_| ServiceError::not_found(format!("playbook {id}")))?,
-                ))
-                .await?
-        }
-        IdOrName::Name(n) => core.store.get_playbook_by_name(n).await?,
-    };
+    let (playbook, revision_id) = launched_playbook(core, &req).await?;
     let servers = match (&req.servers, &req.filter) {
         (Some(list), None) if !list.is_empty() => {
             let mut out = Vec::with_capacity(list.len());
@@ -230,6 +229,7 @@ pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<
             extra_vars: extra_vars.clone(),
             extra_vars_templated: templated,
             run_options: Some(run_options.clone()),
+            revision_id,
         })
         .collect();
     let jobs = core.store.create_jobs(&new, &caller.actor()).await?;
@@ -240,6 +240,59 @@ pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<
         views.push(names.view(&core.store, j).await?);
     }
     Ok(LaunchResponse { jobs: views })
+}
+
+/// The playbook a launch names — by id or name, or by a project and a path in its tree — and
+/// the revision its jobs run: its project's current one, recorded now so that a later sync
+/// does not change what they run.
+async fn launched_playbook(
+    core: &Core,
+    req: &LaunchRequest,
+) -> Result<(Playbook, Option<RevisionId>)> {
+    let playbook = match (&req.playbook, &req.project, &req.playbook_path) {
+        (Some(p), None, None) => match p {
+            IdOrName::Id(id) => {
+                core.store
+                    .get_playbook(PlaybookId(
+                        i32::try_from(*id)
+                            .map_err(|_| ServiceError::not_found(format!("playbook {id}")))?,
+                    ))
+                    .await?
+            }
+            IdOrName::Name(n) => core.store.get_playbook_by_name(n).await?,
+        },
+        (None, Some(project), Some(path)) => {
+            let project = super::projects::by_id_or_name(&core.store, project).await?;
+            match core.store.project_playbook(project.id, path).await {
+                Ok(pb) => pb,
+                Err(crate::store::StoreError::NotFound(_)) => {
+                    return Err(ServiceError::not_found(format!(
+                        "project {} has no playbook {path:?} (see its playbooks with `outpost project show {}`)",
+                        project.name, project.name
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ => {
+            return Err(ServiceError::unprocessable(
+                "name the playbook one way: \"playbook\" (its id or name), or \"project\" and \"playbook_path\" (a path in the project's tree)",
+            ))
+        }
+    };
+    let revision_id = match playbook.project_id {
+        None => None,
+        Some(p) => {
+            let project = core.store.get_project(p).await?;
+            Some(project.current_revision_id.ok_or_else(|| {
+                ServiceError::unprocessable(format!(
+                    "project {} has no revision yet: sync it first",
+                    project.name
+                ))
+            })?)
+        }
+    };
+    Ok((playbook, revision_id))
 }
 
 /// Cancels a job at once when no agent holds it, or asks its agent to stop it.

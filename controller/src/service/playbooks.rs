@@ -1,6 +1,5 @@
-//! Playbooks: YAML checked to be a list of plays and kept under the data directory by its
-//! SHA-256 — new content, new file, new hash; the content of a version that jobs ran is never
-//! overwritten.
+//! Playbooks: YAML checked to be a list of plays. An uploaded one is a one-file project (kind
+//! `file`): new content is a new revision, and the revision a job ran is never overwritten.
 
 use outpost_api::{
     DeleteResult, NewPlaybookRequest, Page, PageQuery, PlaybookPatchRequest, PlaybookView,
@@ -9,51 +8,17 @@ use sha2::{Digest, Sha256};
 
 use super::{paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
-use crate::model::PlaybookId;
+use crate::model::{Playbook, PlaybookId, Project, ProjectKind};
+use crate::project::{ProjectError, Source};
 use crate::store::playbooks::NewPlaybook;
+use crate::store::projects::NewProject;
 
-/// Why a text is not a playbook.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotAPlaybook {
-    #[error("{0}")]
-    Yaml(String),
-    #[error("a playbook is one YAML document; this has {0}")]
-    Documents(usize),
-    #[error("a playbook is a list of plays (- hosts: …); this document is not a list")]
-    NotAList,
-    #[error("the playbook has no plays")]
-    NoPlays,
-    #[error("play {0} is not a mapping (expected keys such as hosts: and tasks:)")]
-    PlayNotAMapping(usize),
-}
+pub use crate::project::playbook::{check_playbook, NotAPlaybook};
 
-/// Checks that `content` is a playbook: YAML whose document is a non-empty list of plays
-/// (mappings), read within [`Limits::FILE`](outpost_api::yaml::Limits::FILE) so that aliases
-/// and nesting cannot blow it up. The error says what is wrong and where.
-pub fn check_playbook(content: &str) -> std::result::Result<(), NotAPlaybook> {
-    let docs = outpost_api::yaml::parse(content, outpost_api::yaml::Limits::FILE)
-        .map_err(|e| NotAPlaybook::Yaml(e.to_string()))?;
-    let [doc] = docs.as_slice() else {
-        return Err(NotAPlaybook::Documents(docs.len()));
-    };
-    let plays = doc.as_array().ok_or(NotAPlaybook::NotAList)?;
-    if plays.is_empty() {
-        return Err(NotAPlaybook::NoPlays);
-    }
-    match plays.iter().position(|p| !p.is_object()) {
-        Some(i) => Err(NotAPlaybook::PlayNotAMapping(i + 1)),
-        None => Ok(()),
-    }
-}
-
-/// Writes content under its hash (once), returning (path, hash).
+/// Writes content under its hash (once), returning (path, hash): for a row outside any
+/// project (made before projects, its file not adopted).
 async fn store_content(core: &Core, content: &str) -> Result<(String, String)> {
-    // Up to 5 MiB of YAML: bounded, but CPU work, so off the async workers.
-    let text = content.to_owned();
-    tokio::task::spawn_blocking(move || check_playbook(&text))
-        .await
-        .map_err(|e| ServiceError::internal(format!("cannot check the playbook: {e}")))?
-        .map_err(|e| ServiceError::unprocessable(format!("content: {e}")))?;
+    check_content(content).await?;
     let hash = hex::encode(Sha256::digest(content.as_bytes()));
     let path = core.playbook_dir().join(format!("{hash}.yml"));
     if !path.exists() {
@@ -81,33 +46,146 @@ pub async fn list(core: &Core, q: &PageQuery) -> Result<Page<PlaybookView>> {
     Ok(views::page(page, |p| views::playbook(p, None)))
 }
 
-/// A new playbook: its content checked and stored, its record written.
-pub async fn create(core: &Core, caller: &Caller, req: NewPlaybookRequest) -> Result<PlaybookView> {
-    let (file_path, file_hash) = store_content(core, &req.content).await?;
-    let pb = core
+/// Checks that `content` is a playbook (up to 5 MiB of YAML: bounded, but CPU work, so off
+/// the async workers).
+async fn check_content(content: &str) -> Result<()> {
+    let text = content.to_owned();
+    tokio::task::spawn_blocking(move || check_playbook(&text))
+        .await
+        .map_err(|e| ServiceError::internal(format!("cannot check the playbook: {e}")))?
+        .map_err(|e| ServiceError::unprocessable(format!("content: {e}")))
+}
+
+/// Makes a new revision of a one-file project from `content`, its playbook row updated.
+async fn sync_single(core: &Core, caller: &Caller, project: &Project, content: &str) -> Result<()> {
+    if !core
         .store
-        .create_playbook(
-            &NewPlaybook {
-                name: req.name,
-                description: req.description,
-                file_path,
-                file_hash,
-                tags: req.tags.map(serde_json::Value::Object),
-                variables: req.variables.map(serde_json::Value::Object),
+        .claim_sync(project.id, core.settings.project_sync_time_limit)
+        .await?
+    {
+        return Err(ServiceError::conflict(format!(
+            "playbook {} is being changed by another request; try again",
+            project.name
+        )));
+    }
+    let dir = core.settings.data_dir.clone();
+    let body = content.as_bytes().to_vec();
+    let made = tokio::task::spawn_blocking(move || crate::project::single_file_tree(&dir, &body))
+        .await
+        .map_err(|e| ServiceError::internal(format!("cannot store the playbook: {e}")))?;
+    let actor = caller.actor();
+    let tree = match made {
+        Ok(t) => t,
+        Err(e) => {
+            core.store
+                .fail_sync(project.id, &e.to_string(), &actor)
+                .await?;
+            tracing::error!(error = %e, "cannot store a playbook");
+            return Err(ServiceError::internal(
+                "cannot store the playbook file; see the controller's log",
+            ));
+        }
+    };
+    let settings = super::projects::sync_settings(core);
+    crate::project::sync(&core.store, &settings, project, Source::Tree(tree), &actor)
+        .await
+        .map_err(|e| match e {
+            ProjectError::Store(se) => ServiceError::from(se),
+            other => ServiceError::unprocessable(other.to_string()),
+        })?;
+    Ok(())
+}
+
+/// The YAML of a playbook: from its project's current revision, or (a row outside any
+/// project) its own file.
+async fn content_of(core: &Core, pb: &Playbook) -> Option<String> {
+    let Some(project) = pb.project_id else {
+        return tokio::fs::read_to_string(&pb.file_path).await.ok();
+    };
+    let project = core.store.get_project(project).await.ok()?;
+    let rev = core
+        .store
+        .get_revision(project.current_revision_id?)
+        .await
+        .ok()?;
+    if !outpost_protocol::tree::is_digest(&rev.digest) {
+        return None;
+    }
+    let path = crate::project::revision_path(&core.settings.data_dir, &rev.digest);
+    let file = pb.file_path.clone();
+    let max = outpost_api::yaml::Limits::FILE.max_bytes as u64;
+    let bytes = tokio::task::spawn_blocking(move || crate::project::read_file(&path, &file, max))
+        .await
+        .ok()?
+        .ok()??;
+    String::from_utf8(bytes).ok()
+}
+
+/// A new playbook: a one-file project (kind `file`) of the same name, whose revision holds the
+/// content as `playbook.yml`, and the playbook row its sync makes, with the given metadata.
+pub async fn create(core: &Core, caller: &Caller, req: NewPlaybookRequest) -> Result<PlaybookView> {
+    check_content(&req.content).await?;
+    if core.store.get_playbook_by_name(&req.name).await.is_ok() {
+        return Err(ServiceError::conflict(format!(
+            "playbook '{}' already exists",
+            req.name
+        )));
+    }
+    let actor = caller.actor();
+    let project = core
+        .store
+        .create_project(
+            &NewProject {
+                name: req.name.clone(),
+                description: req.description.clone(),
+                kind: ProjectKind::File,
+                git_url: None,
+                git_ref: None,
+                git_key_path: None,
+                inventory_path: None,
             },
-            &caller.actor(),
+            &actor,
         )
         .await?;
+    if let Err(e) = sync_single(core, caller, &project, &req.content).await {
+        if let Err(de) = core.store.delete_project(project.id, &actor).await {
+            tracing::warn!(project = %project.name, error = %de, "cannot remove a project whose first sync failed");
+        }
+        return Err(e);
+    }
+    let pb = core
+        .store
+        .project_playbook(project.id, crate::project::SINGLE_PLAYBOOK)
+        .await?;
+    let pb = if req.tags.is_some() || req.variables.is_some() || req.description.is_some() {
+        core.store
+            .update_playbook(
+                pb.id,
+                &NewPlaybook {
+                    name: pb.name.clone(),
+                    description: req.description,
+                    file_path: pb.file_path.clone(),
+                    file_hash: pb.file_hash.clone(),
+                    tags: req.tags.map(serde_json::Value::Object),
+                    variables: req.variables.map(serde_json::Value::Object),
+                },
+                &actor,
+            )
+            .await?
+    } else {
+        pb
+    };
     Ok(views::playbook(&pb, Some(req.content)))
 }
 
 pub async fn get(core: &Core, id: PlaybookId) -> Result<PlaybookView> {
     let pb = core.store.get_playbook(id).await?;
-    let content = tokio::fs::read_to_string(&pb.file_path).await.ok();
+    let content = content_of(core, &pb).await;
     Ok(views::playbook(&pb, content))
 }
 
-/// Changes a playbook: new content is a new file under its own hash.
+/// Changes a playbook. New content is a new revision of its one-file project (a playbook of
+/// a git or archive project changes in its repository or archive).
 pub async fn update(
     core: &Core,
     caller: &Caller,
@@ -116,9 +194,22 @@ pub async fn update(
 ) -> Result<PlaybookView> {
     let old = core.store.get_playbook(id).await?;
     let actor = caller.actor();
-    let (file_path, file_hash) = match &r.content {
-        Some(c) => store_content(core, c).await?,
-        None => (old.file_path.clone(), old.file_hash.clone()),
+    let (file_path, file_hash) = match (&r.content, old.project_id) {
+        (None, _) => (old.file_path.clone(), old.file_hash.clone()),
+        (Some(c), Some(project)) => {
+            let project = core.store.get_project(project).await?;
+            if project.kind != ProjectKind::File {
+                return Err(ServiceError::unprocessable(format!(
+                    "playbook {} is a file of project {}: change it there, then sync the project",
+                    old.name, project.name
+                )));
+            }
+            check_content(c).await?;
+            sync_single(core, caller, &project, c).await?;
+            let now = core.store.get_playbook(id).await?;
+            (now.file_path, now.file_hash)
+        }
+        (Some(c), None) => store_content(core, c).await?,
     };
     let changed = r.name.is_some()
         || r.content.is_some()
@@ -151,7 +242,7 @@ pub async fn update(
         core.store.set_playbook_active(id, active, &actor).await?;
     }
     let pb = core.store.get_playbook(id).await?;
-    let content = tokio::fs::read_to_string(&pb.file_path).await.ok();
+    let content = content_of(core, &pb).await;
     Ok(views::playbook(&pb, content))
 }
 
@@ -169,28 +260,4 @@ pub async fn delete(core: &Core, caller: &Caller, id: PlaybookId) -> Result<Dele
         },
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_lists_of_plays_are_playbooks() {
-        assert!(check_playbook("- hosts: all\n  tasks: []\n").is_ok());
-        assert!(check_playbook("hosts: all\n")
-            .unwrap_err()
-            .to_string()
-            .contains("not a list"));
-        assert!(check_playbook("- just a string\n")
-            .unwrap_err()
-            .to_string()
-            .contains("play 1"));
-        assert!(check_playbook("[]\n").unwrap_err() == NotAPlaybook::NoPlays);
-        assert!(check_playbook("- hosts: [\n")
-            .unwrap_err()
-            .to_string()
-            .contains("not valid YAML"));
-        assert!(check_playbook("- hosts: a\n---\n- hosts: b\n").is_err());
-    }
 }

@@ -3,7 +3,8 @@
 use outpost_api as api;
 
 use crate::model::{
-    Agent, AuditEntry, EnrollmentToken, Job, JobUuid, Playbook, Server, Ticket, User,
+    Agent, AuditEntry, EnrollmentToken, Job, JobUuid, Playbook, Project, Revision, Server, Ticket,
+    User,
 };
 
 pub fn user(u: &User, password_expired: bool) -> api::UserView {
@@ -68,6 +69,7 @@ pub fn job(
     playbook: api::NameRef,
     server: api::NameRef,
     agent: Option<api::NameRef>,
+    revision: Option<api::RevisionView>,
 ) -> api::JobView {
     api::JobView {
         id: j.job_id.to_string(),
@@ -90,6 +92,59 @@ pub fn job(
         started_at: j.started_at,
         completed_at: j.completed_at,
         cancel_requested_at: j.cancel_requested_at,
+        revision,
+    }
+}
+
+pub fn revision(r: &Revision, project: &Project) -> api::RevisionView {
+    api::RevisionView {
+        project: api::NameRef {
+            id: project.id.0,
+            name: project.name.clone(),
+        },
+        digest: r.digest.clone(),
+        commit: r.git_commit.clone(),
+        size_bytes: r.size_bytes,
+        entries: r.entries,
+        created_at: r.created_at,
+    }
+}
+
+/// A project, with its current revision (looked up by the caller) and, for single reads, its
+/// playbooks.
+pub fn project(
+    p: &Project,
+    current: Option<&Revision>,
+    playbooks: Option<&[Playbook]>,
+) -> api::ProjectView {
+    api::ProjectView {
+        id: p.id.0,
+        name: p.name.clone(),
+        description: p.description.clone(),
+        kind: p.kind,
+        git_url: p.git_url.clone(),
+        git_ref: p.git_ref.clone(),
+        git_key_path: p.git_key_path.clone(),
+        inventory_path: p.inventory_path.clone(),
+        sync_state: p.sync_state,
+        sync_error: p.sync_error.clone(),
+        sync_started_at: p.sync_started_at,
+        synced_at: p.synced_at,
+        current_revision: current.map(|r| revision(r, p)),
+        is_active: p.is_active,
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+        playbooks: playbooks.map(|list| {
+            list.iter()
+                .map(|pb| api::ProjectPlaybookView {
+                    id: pb.id.0,
+                    name: pb.name.clone(),
+                    file_path: pb.file_path.clone(),
+                    file_hash: pb.file_hash.clone(),
+                    is_active: pb.is_active,
+                })
+                .collect()
+        }),
     }
 }
 

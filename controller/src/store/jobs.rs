@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{
-    AgentId, Job, JobId, JobStatus, JobUuid, Page, Paging, PlaybookId, ServerId, UserId,
+    AgentId, Job, JobId, JobStatus, JobUuid, Page, Paging, PlaybookId, RevisionId, ServerId, UserId,
 };
 
 /// The states of a job that is not over ([`crate::lifecycle::machine::ACTIVE`]), as an SQL list.
@@ -14,7 +14,7 @@ pub const ACTIVE_SQL: &str = "('pending', 'running')";
 
 const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
      extra_vars, error_message, started_at, completed_at, created_at, agent_id, assigned_at, \
-     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated";
+     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated, revision_id";
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -27,6 +27,8 @@ pub struct NewJob {
     pub extra_vars_templated: bool,
     /// ansible-playbook's run options (a JSON object), if any.
     pub run_options: Option<Value>,
+    /// The project revision the job runs (its project's current one at launch).
+    pub revision_id: Option<RevisionId>,
 }
 
 /// Filters for [`Store::list_jobs`]; `None` matches everything.
@@ -72,10 +74,10 @@ impl Store {
             let mut ids = Vec::with_capacity(prepared.len());
             for (job, vars, options, uuid) in &prepared {
                 let res = sqlx::query(
-                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, created_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, created_at) \
+                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
                 )
-                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(ts)
+                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(job.revision_id).bind(ts)
                 .execute(&mut *tx).await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
@@ -85,7 +87,7 @@ impl Store {
                 let id = res.inserted_id() as i32;
                 insert_audit!(&mut *tx, &NewAudit {
                     actor, action: "LAUNCH", resource_type: "job", resource_id: Some(id),
-                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id})),
+                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id, "revision_id": job.revision_id})),
                 })?;
                 ids.push(JobId(id));
             }

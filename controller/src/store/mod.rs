@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod logs;
 pub mod migrate;
 pub mod playbooks;
+pub mod projects;
 mod retire;
 pub mod servers;
 pub mod tickets;

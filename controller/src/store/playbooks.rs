@@ -7,8 +7,8 @@ use super::audit::{insert_audit, Actor, NewAudit};
 use super::{json_object_text, now, on_pool, page, retire, InsertedId, Result, Store, StoreError};
 use crate::model::{Page, Paging, Playbook, PlaybookId};
 
-const COLUMNS: &str =
-    "id, name, description, file_path, file_hash, tags, variables, is_active, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, name, description, file_path, file_hash, tags, variables, \
+     is_active, created_at, updated_at, project_id";
 
 #[derive(Debug, Clone)]
 pub struct NewPlaybook {
@@ -26,10 +26,11 @@ impl NewPlaybook {
         if self.name.is_empty() || self.name.chars().count() > 255 {
             return Err(StoreError::invalid("name", "must be 1 to 255 characters"));
         }
-        if !self.file_path.starts_with('/') || self.file_path.chars().count() > 500 {
+        // Absolute for a row made before projects; relative to the project's root since.
+        if self.file_path.is_empty() || self.file_path.chars().count() > 500 {
             return Err(StoreError::invalid(
                 "file_path",
-                "must be an absolute path of at most 500 characters",
+                "must be a path of 1 to 500 characters",
             ));
         }
         if self.file_hash.len() != 64

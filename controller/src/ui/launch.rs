@@ -330,7 +330,9 @@ pub async fn submit(
         return render(&st, &v, &f, &errors, None).await;
     }
     let req = LaunchRequest {
-        playbook: IdOrName::Id(playbook.unwrap_or_default()),
+        playbook: Some(IdOrName::Id(playbook.unwrap_or_default())),
+        project: None,
+        playbook_path: None,
         servers,
         filter,
         extra_vars,

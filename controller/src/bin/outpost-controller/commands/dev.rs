@@ -299,6 +299,7 @@ async fn quickstart(o: &Args) -> anyhow::Result<bool> {
                 extra_vars: None,
                 extra_vars_templated: false,
                 run_options: None,
+                revision_id: None,
             }],
             &Actor::user(admin.id),
         )
