@@ -12,7 +12,6 @@ use outpost_protocol::message::{
 };
 use outpost_protocol::pki::{self, AgentKey, Ca};
 use outpost_protocol::tls::{self, Timers};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

@@ -58,6 +58,10 @@ pub enum Command {
     /// Playbooks.
     #[command(subcommand)]
     Playbook(PlaybookCmd),
+    /// Projects: git repositories and uploaded archives whose playbooks run with their roles,
+    /// templates, files, group_vars and collections.
+    #[command(subcommand)]
+    Project(ProjectCmd),
     /// Launch, list, follow and cancel jobs.
     #[command(subcommand)]
     Job(JobCmd),
@@ -228,6 +232,59 @@ pub enum PlaybookCmd {
 }
 
 #[derive(Subcommand)]
+pub enum ProjectCmd {
+    /// Add a project: a git repository (--git), or without --git one whose tree comes with
+    /// `outpost project upload`. A git project syncs at once: the controller fetches the ref,
+    /// installs collections/requirements.yml and roles/requirements.yml with ansible-galaxy,
+    /// and records the tree as a revision.
+    Create {
+        name: String,
+        /// https://…, ssh://…, git://…, user@host:path, file://… or an absolute path.
+        #[arg(long)]
+        git: Option<String>,
+        /// Branch, tag or commit [default: the remote's default branch].
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// A deploy key file ON THE CONTROLLER (absolute path), for ssh:// and user@host:path.
+        #[arg(long)]
+        deploy_key: Option<String>,
+        /// The project's inventory file, relative to its root (its directory's group_vars/ and
+        /// host_vars/ apply to jobs).
+        #[arg(long)]
+        inventory: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Upload a .tar.gz (or .tar) of a project's tree: a new revision of an archive project
+    /// (made first if NAME is new).
+    Upload {
+        name: String,
+        file: PathBuf,
+    },
+    List,
+    /// A project with its sync state, current revision and playbooks.
+    Show {
+        project: String,
+    },
+    /// Sync a git project now; --wait waits for the sync to end (exit 1 if it failed).
+    Sync {
+        project: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// A project's revisions, newest first.
+    Revisions {
+        project: String,
+    },
+    /// The files of a revision (the current one, or --revision DIGEST), playbooks marked.
+    Files {
+        project: String,
+        #[arg(long)]
+        revision: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum JobCmd {
     /// Run a playbook on servers (one job per server).
     Run(RunArgs),
@@ -259,8 +316,15 @@ pub enum JobCmd {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Playbook name or id.
-    pub playbook: String,
+    /// Playbook name or id (or give --project and --playbook).
+    #[arg(required_unless_present = "project")]
+    pub playbook: Option<String>,
+    /// A project (name or id) whose playbook runs, from its current revision…
+    #[arg(long, requires = "playbook_path", conflicts_with = "playbook")]
+    pub project: Option<String>,
+    /// …and the playbook's path in the project's tree, e.g. site.yml.
+    #[arg(long = "playbook", requires = "project")]
+    pub playbook_path: Option<String>,
     /// Servers by hostname or id (repeatable).
     #[arg(long = "server")]
     pub servers: Vec<String>,

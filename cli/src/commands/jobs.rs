@@ -163,10 +163,12 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
 }
 
 async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
-    let playbook = match a.playbook.parse::<i64>() {
+    let id_or_name = |s: &str| match s.parse::<i64>() {
         Ok(id) => IdOrName::Id(id),
-        Err(_) => IdOrName::Name(a.playbook.clone()),
+        Err(_) => IdOrName::Name(s.to_owned()),
     };
+    let playbook = a.playbook.as_deref().map(id_or_name);
+    let project = a.project.as_deref().map(id_or_name);
     let (servers, filter) = match (
         a.servers.is_empty(),
         a.env.is_some() || !a.selector.is_empty(),
@@ -203,6 +205,8 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
     };
     let req = LaunchRequest {
         playbook,
+        project,
+        playbook_path: a.playbook_path.clone(),
         servers,
         filter,
         extra_vars: extra_vars(&a.extra_vars)?,

@@ -1,10 +1,11 @@
 //! One function per subcommand, each a few API calls and a table (or JSON): [`session`]
-//! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`jobs`]
+//! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`], [`jobs`]
 //! (runs and live logs), [`admin`] (tickets, agents, users, audit).
 
 mod admin;
 mod jobs;
 mod playbooks;
+mod projects;
 mod servers;
 mod session;
 
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Context(c) => session::contexts(c, out).map(|_| 0),
         Command::Server(c) => servers::servers(ctx, c, out).await.map(|_| 0),
         Command::Playbook(c) => playbooks::playbooks(ctx, c, out).await.map(|_| 0),
+        Command::Project(c) => projects::projects(ctx, c, out).await,
         Command::Job(c) => jobs::jobs(ctx, c, out).await,
         Command::Ticket(c) => admin::tickets(ctx, c, out).await.map(|_| 0),
         Command::Agent(c) => admin::agents(ctx, c, out).await.map(|_| 0),
