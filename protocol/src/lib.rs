@@ -6,6 +6,7 @@
 //! - [`codec`]: postcard in length-prefixed frames with a hard size limit.
 //! - [`control`]: the rules of the control (session) stream on both sides, without I/O.
 //! - [`jobstream`]: the rules of a job stream on both sides, without I/O.
+//! - [`fetch`]: the rules of a fetch stream (a revision's bytes, chunk by chunk), without I/O.
 //! - [`pki`]: the CA, the controller's certificate, agents' CSRs and their signing.
 //! - [`token`]: the one-line enrolment token that pins the CA.
 //! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
@@ -13,6 +14,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod fetch;
 pub mod files;
 pub mod jobstream;
 pub mod message;
@@ -21,11 +23,12 @@ pub mod tls;
 pub mod token;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
-/// The oldest protocol version this build still accepts. 3 split an assignment's variables into
-/// curated ones and launch values that must reach ansible as data: an agent speaking 2 would
-/// hand both to ansible as templates, so it is refused rather than trusted with them.
-pub const MIN_PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
+/// The oldest protocol version this build still accepts. 4 hands a job a project revision (a
+/// tree, fetched by digest) instead of one playbook's text: an agent speaking 3 cannot run it.
+/// (3 split an assignment's variables into curated ones and launch values that must reach
+/// ansible as data.)
+pub const MIN_PROTOCOL_VERSION: u16 = 4;
 
 /// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.
 pub const ALPN_AGENT: &[u8] = b"outpost/1";
