@@ -11,6 +11,7 @@
 //! - [`token`]: the one-line enrolment token that pins the CA.
 //! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
 //! - [`files`]: writing kept files atomically, with their mode, never through a link.
+//! - [`tree`]: project trees packed into canonical revisions, and tars unpacked safely.
 
 pub mod codec;
 pub mod control;
@@ -21,6 +22,7 @@ pub mod message;
 pub mod pki;
 pub mod tls;
 pub mod token;
+pub mod tree;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 4;
