@@ -1,5 +1,16 @@
-//! The runner: one `ansible-playbook` run for one assignment, in a private work directory and
-//! its own process group, its output numbered line by line into the job's spool.
+//! The runner: one `ansible-playbook` run for one assignment, from inside the revision's tree
+//! (so `roles/`, templates, `ansible.cfg` and relative paths behave as in a checkout), with
+//! the inventory and variables in a private work directory, in its own process group, its
+//! output numbered line by line into the job's spool.
+//!
+//! ```text
+//! <work>/inventory.yml     the target, in its nested groups
+//! <work>/vars.json         curated variables
+//! <work>/launch_vars.yml   launch values, `!unsafe`
+//! <work>/group_vars -> <tree>/<inventory_dir>/group_vars   (when the tree has one)
+//! <work>/host_vars  -> <tree>/<inventory_dir>/host_vars
+//! <work>/tmp/              ansible's local temp
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,11 +20,11 @@ use std::time::Duration;
 use outpost_protocol::jobstream::{fit_line, mark_cut};
 use outpost_protocol::message::{Assignment, FinalStatus, Level, LogLine};
 use outpost_protocol::MAX_LOG_LINE_BYTES;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::fetch::Revisions;
 use crate::spool::{Outcome, Spool};
 
 /// Lines are written to the spool at least this often, or every `FLUSH_LINES` lines.
@@ -59,16 +70,36 @@ pub struct RunnerConfig {
     pub kill_grace: Duration,
 }
 
-/// Runs one job to its end. Progress (the last line spooled) is published on `progress`.
+/// Runs one job to its end: gets its revision's tree (from the cache, or fetched), then runs
+/// ansible-playbook in it. Progress (the last line spooled) is published on `progress`. The
+/// time limit covers both.
 pub async fn run(
     cfg: &RunnerConfig,
+    revisions: &Revisions,
     job: &Assignment,
     spool: Arc<Spool>,
     stop: Stop,
     progress: watch::Sender<u32>,
 ) -> Outcome {
     let work = cfg.work_root.join(job.job.to_string());
-    let result = run_in(cfg, job, &work, spool.clone(), &stop, &progress).await;
+    let limit = Duration::from_secs(job.time_limit_secs.max(1).into());
+    let deadline = tokio::time::Instant::now() + limit;
+    let rev = &job.revision;
+    let tree = tokio::select! {
+        t = revisions.tree(rev) => t.map_err(|e| failed(format!("cannot get revision {} of '{}': {e}", rev.digest, job.playbook_name))),
+        _ = stop.requested() => Err((FinalStatus::Cancelled, None, Some(stop.reason()))),
+        _ = tokio::time::sleep_until(deadline) => Err(failed(format!(
+            "timed out after {} s while fetching revision {}", limit.as_secs(), rev.digest
+        ))),
+    };
+    let result = match tree {
+        // The lease keeps the tree in the cache until the run is over.
+        Ok(lease) => {
+            let timing = Timing { limit, deadline };
+            run_in(cfg, job, &work, lease.path(), timing, spool.clone(), &stop, &progress).await
+        }
+        Err(ended) => ended,
+    };
     let _ = std::fs::remove_dir_all(&work);
     let last_line = spool.last_line();
     let (status, exit_code, error) = result;
@@ -117,22 +148,35 @@ fn failed(msg: impl Into<String>) -> Ended {
     (FinalStatus::Failed, None, Some(msg.into()))
 }
 
+/// The job's time limit, and when it runs out (counted from before the revision was fetched).
+#[derive(Clone, Copy)]
+struct Timing {
+    limit: Duration,
+    deadline: tokio::time::Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_in(
     cfg: &RunnerConfig,
     job: &Assignment,
     work: &Path,
+    tree: &Path,
+    timing: Timing,
     spool: Arc<Spool>,
     stop: &Stop,
     progress: &watch::Sender<u32>,
 ) -> Ended {
-    let digest = hex::encode(Sha256::digest(job.playbook_content.as_bytes()));
-    if digest != job.playbook_sha256 {
-        return failed(format!(
-            "playbook '{}' does not match its SHA-256 (got {digest}, expected {}): refusing to run it",
-            job.playbook_name, job.playbook_sha256
-        ));
-    }
-    if let Err(e) = prepare(job, work) {
+    let playbook = match inside_tree(tree, &job.playbook_path, Kind::File) {
+        Ok(Some(_)) => PathBuf::from(&job.playbook_path),
+        Ok(None) => {
+            return failed(format!(
+                "playbook '{}' is not in revision {}",
+                job.playbook_path, job.revision.digest
+            ))
+        }
+        Err(e) => return failed(format!("refusing playbook path '{}': {e}", job.playbook_path)),
+    };
+    if let Err(e) = prepare(job, work, tree) {
         return failed(format!(
             "cannot prepare the work directory {}: {e}",
             work.display()
@@ -160,8 +204,9 @@ async fn run_in(
         .arg("-e")
         .arg(format!("@{}", work.join("launch_vars.yml").display()))
         .args(&options)
-        .arg(work.join("playbook.yml"))
-        .current_dir(work)
+        // Relative to the tree's root, as it would be typed in a checkout.
+        .arg(&playbook)
+        .current_dir(tree)
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_FORCE_COLOR", "0")
         .env("PYTHONUNBUFFERED", "1")
@@ -217,13 +262,13 @@ async fn run_in(
         spool_failed_tx,
     ));
 
-    let limit = Duration::from_secs(job.time_limit_secs.max(1).into());
+    let limit = timing.limit;
     let mut why: Option<&str> = None;
     let mut spool_error = None;
     let status = tokio::select! {
         s = child.wait() => s,
         _ = stop.requested() => { why = Some("cancelled"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
-        _ = tokio::time::sleep(limit) => { why = Some("timeout"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
+        _ = tokio::time::sleep_until(timing.deadline) => { why = Some("timeout"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
         Ok(e) = spool_failed => {
             why = Some("spool");
             spool_error = Some(e);
@@ -238,7 +283,8 @@ async fn run_in(
             abort.abort();
         }
     }
-    let errors = collector.await.unwrap_or_default();
+    let scan = collector.await.unwrap_or_default();
+    let errors = scan.errors;
     let _ = spool.set_pgid(None);
     let tail = if errors.is_empty() {
         String::new()
@@ -255,6 +301,12 @@ async fn run_in(
         (Some(_), _) => failed(format!("timed out after {} s", limit.as_secs())),
         (None, Err(e)) => failed(format!("lost track of ansible-playbook: {e}")),
         (None, Ok(s)) => match s.code() {
+            // ansible exits 0 when no play matched the host: that did nothing, it is no success.
+            Some(0) if scan.recap.no_hosts_matched() => (
+                FinalStatus::Failed,
+                Some(0),
+                Some(no_hosts_message(&job.target)),
+            ),
             Some(0) => (FinalStatus::Success, Some(0), None),
             Some(code) => (
                 FinalStatus::Failed,
@@ -331,7 +383,7 @@ pub fn kill_job(job: uuid::Uuid, pgid: Option<i32>) {
     }
 }
 
-fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
+fn prepare(job: &Assignment, work: &Path, tree: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let _ = std::fs::remove_dir_all(work);
     std::fs::DirBuilder::new()
@@ -341,7 +393,6 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(work.join("tmp"))?;
-    std::fs::write(work.join("playbook.yml"), &job.playbook_content)?;
     let bad = |what: &str, e: serde_json::Error| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
     };
@@ -351,10 +402,9 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
         serde_json::from_str(&job.vars_json).map_err(|e| bad("variables", e))?;
     let launch: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&job.launch_vars_json).map_err(|e| bad("launch variables", e))?;
-    std::fs::write(
-        work.join("inventory.yml"),
-        inventory(job, host_vars).to_string(),
-    )?;
+    let inventory = inventory(&job.target, host_vars)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    std::fs::write(work.join("inventory.yml"), inventory.to_string())?;
     std::fs::write(
         work.join("vars.json"),
         serde_json::Value::Object(vars).to_string(),
@@ -363,16 +413,88 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
         work.join("launch_vars.yml"),
         crate::vars::unsafe_yaml(&launch),
     )?;
+    // ansible reads group_vars/ and host_vars/ beside the inventory file: these links put the
+    // project's own there, as they sit beside its inventory in a checkout.
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let inventory_dir = match inside_tree(tree, &job.revision.inventory_dir, Kind::Dir) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(invalid(format!(
+                "inventory directory '{}': {e}",
+                job.revision.inventory_dir
+            )))
+        }
+    };
+    if let Some(dir) = inventory_dir {
+        for name in ["group_vars", "host_vars"] {
+            let rel = dir.join(name);
+            let rel = rel.to_str().unwrap_or_default();
+            if let Ok(Some(target)) = inside_tree(tree, rel, Kind::Dir) {
+                std::os::unix::fs::symlink(target, work.join(name))?;
+            }
+        }
+    }
     Ok(())
 }
 
-/// A one-host inventory (JSON is YAML, so the YAML inventory plugin reads it).
+/// What a path inside the tree must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+}
+
+/// Resolves `rel` (relative, `""` = the root) inside `tree`: `Ok(None)` when it is not there
+/// or not of that kind; an error when the text is no path inside a tree (absolute, `..`) or
+/// when it resolves outside the tree (through a link). The tree is the revision's, whose links
+/// were checked at unpacking; this holds the controller's paths to the same rule.
+fn inside_tree(tree: &Path, rel: &str, kind: Kind) -> Result<Option<PathBuf>, String> {
+    use std::path::Component;
+    let path = Path::new(rel);
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err("not a relative path inside the project (no leading /, no ..)".into());
+    }
+    let root = tree
+        .canonicalize()
+        .map_err(|e| format!("the revision's tree {}: {e}", tree.display()))?;
+    let Ok(full) = root.join(path).canonicalize() else {
+        return Ok(None);
+    };
+    if !full.starts_with(&root) {
+        return Err("it leads out of the project through a link".into());
+    }
+    let fits = match kind {
+        Kind::File => full.is_file(),
+        Kind::Dir => full.is_dir(),
+    };
+    Ok(fits.then_some(full))
+}
+
+/// The most group chains, and groups in one chain, a target may carry.
+const MAX_GROUP_CHAINS: usize = 64;
+const MAX_GROUP_DEPTH: usize = 16;
+
+/// Whether `name` is a group name ansible takes as is.
+fn valid_group(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 100
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The job's inventory: the one target, with its connection settings and host vars, inside
+/// its groups nested as the chains say (JSON is YAML, so the YAML inventory plugin reads it).
 fn inventory(
-    job: &Assignment,
+    t: &outpost_protocol::message::Target,
     host_vars: serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Value {
-    let t = &job.target;
-    let mut vars = serde_json::Map::new();
+) -> Result<serde_json::Value, String> {
+    use serde_json::{json, Map, Value};
+    let mut vars = Map::new();
     vars.insert("ansible_host".into(), t.ip_address.clone().into());
     vars.insert("ansible_port".into(), t.ssh_port.into());
     vars.insert("ansible_user".into(), t.ssh_user.clone().into());
@@ -380,7 +502,131 @@ fn inventory(
         vars.insert("ansible_ssh_private_key_file".into(), k.clone().into());
     }
     vars.extend(host_vars);
-    serde_json::json!({ "all": { "hosts": { t.hostname.clone(): vars } } })
+    if t.groups.len() > MAX_GROUP_CHAINS {
+        return Err(format!(
+            "the target is in {} group chains; at most {MAX_GROUP_CHAINS}",
+            t.groups.len()
+        ));
+    }
+    let mut children = Map::new();
+    for chain in &t.groups {
+        // `all` and `ungrouped` are ansible's own: every host is in them already.
+        let chain: Vec<&String> = chain
+            .iter()
+            .filter(|g| !matches!(g.as_str(), "all" | "ungrouped"))
+            .collect();
+        if chain.len() > MAX_GROUP_DEPTH {
+            return Err(format!(
+                "a group chain of the target is {} deep; at most {MAX_GROUP_DEPTH}",
+                chain.len()
+            ));
+        }
+        if let Some(bad) = chain.iter().find(|g| !valid_group(g)) {
+            return Err(format!("'{bad}' is not a group name"));
+        }
+        let mut level = &mut children;
+        for (i, group) in chain.iter().enumerate() {
+            let node = level
+                .entry(group.as_str())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .ok_or("a group that is not a mapping")?;
+            if i + 1 == chain.len() {
+                let hosts = node
+                    .entry("hosts")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                    .ok_or("a group's hosts that are not a mapping")?;
+                hosts.insert(t.hostname.clone(), json!({}));
+            }
+            level = node
+                .entry("children")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .ok_or("a group's children that are not a mapping")?;
+        }
+    }
+    // Empty `children` maps left by the walk are dropped: ansible reads `children: {}` fine,
+    // but a reader of the file should see the groups only.
+    fn prune(v: &mut Value) {
+        if let Some(o) = v.as_object_mut() {
+            if o.get("children")
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+            {
+                o.remove("children");
+            }
+            o.values_mut().for_each(prune);
+        }
+    }
+    let mut all = json!({ "hosts": { t.hostname.clone(): vars } });
+    if !children.is_empty() {
+        let mut children = Value::Object(children);
+        prune(&mut children);
+        all["children"] = children;
+    }
+    Ok(json!({ "all": all }))
+}
+
+/// Why a run that exited 0 failed: no play targeted the host.
+fn no_hosts_message(t: &outpost_protocol::message::Target) -> String {
+    let mut groups: Vec<&str> = Vec::new();
+    for g in t.groups.iter().flatten() {
+        if !groups.contains(&g.as_str()) {
+            groups.push(g);
+        }
+    }
+    let groups = if groups.is_empty() {
+        "none".to_owned()
+    } else {
+        groups.join(", ")
+    };
+    format!(
+        "no hosts matched: none of the playbook's plays targets {} (its groups: {groups})",
+        t.hostname
+    )
+}
+
+/// What ansible's output says about the run beyond its exit code.
+#[derive(Debug, Default)]
+struct Recap {
+    /// A play was skipped with "skipping: no hosts matched".
+    skipped_play: bool,
+    /// Past the "PLAY RECAP" line.
+    in_recap: bool,
+    /// Hosts the recap lists.
+    hosts: u32,
+}
+
+impl Recap {
+    fn line(&mut self, text: &str) {
+        if text == "skipping: no hosts matched" {
+            self.skipped_play = true;
+        } else if text.starts_with("PLAY RECAP") {
+            self.in_recap = true;
+        } else if self.in_recap && is_recap_host(text) {
+            self.hosts += 1;
+        }
+    }
+
+    /// Every play was skipped for want of a host: the run did nothing. (Output whose format
+    /// says neither, from another stdout callback, is taken at its exit code.)
+    fn no_hosts_matched(&self) -> bool {
+        self.skipped_play && self.hosts == 0
+    }
+}
+
+/// A line of the recap: `web1   : ok=2    changed=0 …`.
+fn is_recap_host(text: &str) -> bool {
+    text.split_once(" : ")
+        .is_some_and(|(host, rest)| !host.trim().is_empty() && rest.trim_start().starts_with("ok="))
+}
+
+/// What the collector saw: the last few error lines, and the recap.
+#[derive(Debug, Default)]
+struct Scan {
+    errors: Vec<String>,
+    recap: Recap,
 }
 
 /// Reads lines from a pipe, each cut to the protocol's [`MAX_LOG_LINE_BYTES`], without ever
@@ -429,7 +675,8 @@ fn finish_line(line: &mut Vec<u8>, cut: &mut bool) -> String {
 /// How long to wait for a job's output pipes to close after ansible exited.
 const PIPE_GRACE: Duration = Duration::from_secs(10);
 
-/// Numbers lines into the spool in small batches; returns the last few error lines. A write
+/// Numbers lines into the spool in small batches; returns the last few error lines and what
+/// the recap said. A write
 /// the spool refuses (a full disk) is reported once on `failed` and ends the collection: the
 /// job is stopped rather than run on with its output lost.
 async fn collect(
@@ -437,7 +684,7 @@ async fn collect(
     spool: Arc<Spool>,
     progress: watch::Sender<u32>,
     failed: tokio::sync::oneshot::Sender<String>,
-) -> Vec<String> {
+) -> Scan {
     let mut failed = Some(failed);
     let mut report = |e: std::io::Error| {
         if let Some(tx) = failed.take() {
@@ -445,6 +692,11 @@ async fn collect(
         }
     };
     let mut errors: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut recap = Recap::default();
+    let done = |errors: std::collections::VecDeque<String>, recap| Scan {
+        errors: errors.into(),
+        recap,
+    };
     let mut batch: Vec<LogLine> = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -457,6 +709,7 @@ async fn collect(
         };
         match next {
             Some(Some(text)) => {
+                recap.line(&text);
                 let level = Level::classify(&text);
                 if level == Level::Error {
                     errors.push_back(text.clone());
@@ -473,7 +726,7 @@ async fn collect(
                 if batch.len() >= FLUSH_LINES {
                     if let Err(e) = flush(&spool, &mut batch, &progress) {
                         report(e);
-                        return errors.into();
+                        return done(errors, recap);
                     }
                     deadline = None;
                 }
@@ -481,7 +734,7 @@ async fn collect(
             Some(None) => {
                 if let Err(e) = flush(&spool, &mut batch, &progress) {
                     report(e);
-                    return errors.into();
+                    return done(errors, recap);
                 }
                 deadline = None;
             }
@@ -489,7 +742,7 @@ async fn collect(
                 if let Err(e) = flush(&spool, &mut batch, &progress) {
                     report(e);
                 }
-                return errors.into();
+                return done(errors, recap);
             }
         }
     }
@@ -561,35 +814,123 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), exact);
     }
 
+    fn target(groups: Vec<Vec<&str>>) -> outpost_protocol::message::Target {
+        outpost_protocol::message::Target {
+            hostname: "web1".into(),
+            ip_address: "10.1.2.3".into(),
+            ssh_port: 2222,
+            ssh_user: "deploy".into(),
+            ssh_key_path: Some("/home/deploy/.ssh/id".into()),
+            host_vars_json: "{}".into(),
+            groups: groups
+                .into_iter()
+                .map(|c| c.into_iter().map(String::from).collect())
+                .collect(),
+        }
+    }
+
     #[test]
     fn inventory_carries_the_target_and_host_vars() {
-        let job = Assignment {
-            job: uuid::Uuid::new_v4(),
-            dispatch_id: "d".into(),
-            playbook_name: "p".into(),
-            playbook_content: String::new(),
-            playbook_sha256: String::new(),
-            target: outpost_protocol::message::Target {
-                hostname: "web1".into(),
-                ip_address: "10.1.2.3".into(),
-                ssh_port: 2222,
-                ssh_user: "deploy".into(),
-                ssh_key_path: Some("/home/deploy/.ssh/id".into()),
-                host_vars_json: "{}".into(),
-            },
-            vars_json: "{}".into(),
-            launch_vars_json: "{}".into(),
-            time_limit_secs: 1,
-            options: Default::default(),
-        };
         let mut hv = serde_json::Map::new();
         hv.insert("ansible_connection".into(), "local".into());
-        let inv = inventory(&job, hv);
+        let inv = inventory(&target(vec![]), hv).unwrap();
         let host = &inv["all"]["hosts"]["web1"];
         assert_eq!(host["ansible_host"], "10.1.2.3");
         assert_eq!(host["ansible_port"], 2222);
         assert_eq!(host["ansible_user"], "deploy");
         assert_eq!(host["ansible_ssh_private_key_file"], "/home/deploy/.ssh/id");
         assert_eq!(host["ansible_connection"], "local");
+        assert!(inv["all"].get("children").is_none());
+    }
+
+    #[test]
+    fn inventory_nests_the_target_in_its_group_chains() {
+        let t = target(vec![
+            vec!["prod", "web"],
+            vec!["prod", "db"],
+            vec!["dc_fra1"],
+            vec!["all", "ungrouped"],
+        ]);
+        let inv = inventory(&t, serde_json::Map::new()).unwrap();
+        assert_eq!(
+            inv["all"]["children"],
+            serde_json::json!({
+                "prod": {"children": {
+                    "web": {"hosts": {"web1": {}}},
+                    "db": {"hosts": {"web1": {}}},
+                }},
+                "dc_fra1": {"hosts": {"web1": {}}},
+            })
+        );
+        assert_eq!(inv["all"]["hosts"]["web1"]["ansible_user"], "deploy");
+        for bad in [
+            vec![vec!["web-1"]],
+            vec![vec!["1web"]],
+            vec![vec!["{{ lookup('pipe','id') }}"]],
+            vec![vec!["a"; MAX_GROUP_DEPTH + 1]],
+            vec![vec!["a"]; MAX_GROUP_CHAINS + 1],
+        ] {
+            assert!(
+                inventory(&target(bad.clone()), serde_json::Map::new()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_run_that_matched_no_host_is_told_from_one_that_did() {
+        let mut none = Recap::default();
+        for l in [
+            "PLAY [web] *****",
+            "skipping: no hosts matched",
+            "PLAY RECAP *****",
+            "",
+        ] {
+            none.line(l);
+        }
+        assert!(none.no_hosts_matched());
+        let mut some = Recap::default();
+        for l in [
+            "PLAY [db] *****",
+            "skipping: no hosts matched",
+            "PLAY [all] *****",
+            "ok: [web1]",
+            "PLAY RECAP *****",
+            "web1                       : ok=1    changed=0    unreachable=0    failed=0",
+        ] {
+            some.line(l);
+        }
+        assert!(!some.no_hosts_matched());
+        assert!(
+            !Recap::default().no_hosts_matched(),
+            "output of another callback"
+        );
+        let msg = no_hosts_message(&target(vec![vec!["prod", "web"], vec!["prod", "db"]]));
+        assert_eq!(
+            msg,
+            "no hosts matched: none of the playbook's plays targets web1 (its groups: prod, web, db)"
+        );
+        assert!(no_hosts_message(&target(vec![])).ends_with("(its groups: none)"));
+    }
+
+    #[test]
+    fn paths_from_the_controller_stay_inside_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("playbooks")).unwrap();
+        std::fs::write(tree.join("playbooks/site.yml"), "- hosts: all\n").unwrap();
+        std::fs::write(dir.path().join("outside.yml"), "").unwrap();
+        std::os::unix::fs::symlink("../outside.yml", tree.join("escape.yml")).unwrap();
+        std::os::unix::fs::symlink("playbooks/site.yml", tree.join("site.yml")).unwrap();
+        let ok = inside_tree(&tree, "playbooks/site.yml", Kind::File).unwrap();
+        assert!(ok.is_some());
+        assert!(inside_tree(&tree, "site.yml", Kind::File).unwrap().is_some());
+        assert!(inside_tree(&tree, "", Kind::Dir).unwrap().is_some());
+        assert_eq!(inside_tree(&tree, "missing.yml", Kind::File), Ok(None));
+        assert_eq!(inside_tree(&tree, "playbooks", Kind::File), Ok(None));
+        for bad in ["../outside.yml", "/etc/passwd", "playbooks/../../outside.yml"] {
+            assert!(inside_tree(&tree, bad, Kind::File).is_err(), "{bad}");
+        }
+        assert!(inside_tree(&tree, "escape.yml", Kind::File).is_err());
     }
 }
