@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_protocol::message::{Assignment, Target};
+use outpost_protocol::message::{Assignment, RevisionRef, Target};
 use sha2::{Digest, Sha256};
 
 use crate::model::{Job, Playbook, Server};
@@ -34,8 +34,17 @@ impl PlaybookCache {
             .get_playbook(job.playbook_id)
             .await
             .map_err(|e| e.to_string())?;
-        let content = self.content(&playbook).await?;
-        build(job, server, &playbook, &content, dispatch_id, time_limit)
+        let _content = self.content(&playbook).await?;
+        let (revision, playbook_path) = revision_for(&playbook)?;
+        build(
+            job,
+            server,
+            &playbook,
+            revision,
+            &playbook_path,
+            dispatch_id,
+            time_limit,
+        )
     }
 
     async fn content(&mut self, playbook: &Playbook) -> Result<Arc<String>, String> {
@@ -66,6 +75,17 @@ impl PlaybookCache {
     }
 }
 
+/// The revision a job of `playbook` runs, and the playbook's path in it.
+///
+/// Placeholder on the delivery branch: the projects branch records revisions and fills this in;
+/// until the two are merged a job fails with this message rather than run without its tree.
+fn revision_for(playbook: &Playbook) -> Result<(RevisionRef, String), String> {
+    Err(format!(
+        "project revisions are not wired yet: playbook '{}' has no revision to run",
+        playbook.name
+    ))
+}
+
 /// The assignment itself. The playbook's default variables (an admin's) are curated and may be
 /// templates; the job's launch values override them and are data, unless an admin launched
 /// them with templates allowed.
@@ -73,7 +93,8 @@ fn build(
     job: &Job,
     server: &Server,
     playbook: &Playbook,
-    content: &str,
+    revision: RevisionRef,
+    playbook_path: &str,
     dispatch_id: &str,
     time_limit: Duration,
 ) -> Result<Assignment, String> {
@@ -100,8 +121,8 @@ fn build(
         job: job.job_id.0,
         dispatch_id: dispatch_id.to_owned(),
         playbook_name: playbook.name.clone(),
-        playbook_content: content.to_owned(),
-        playbook_sha256: playbook.file_hash.clone(),
+        playbook_path: playbook_path.to_owned(),
+        revision,
         target: Target {
             hostname: server.hostname.clone(),
             ip_address: server.ip_address.clone(),
@@ -113,6 +134,7 @@ fn build(
                 .as_ref()
                 .map(|h| serde_json::Value::Object(h.0.clone()).to_string())
                 .unwrap_or_else(|| "{}".into()),
+            groups: Vec::new(),
         },
         vars_json: serde_json::Value::Object(vars).to_string(),
         launch_vars_json: serde_json::Value::Object(launch).to_string(),
@@ -124,6 +146,16 @@ fn build(
 mod tests {
     use super::*;
     use crate::model::samples;
+
+    fn sample_revision() -> RevisionRef {
+        RevisionRef {
+            digest: "ab".repeat(32),
+            size: 10240,
+            commit: None,
+            inventory_dir: String::new(),
+            inline: None,
+        }
+    }
 
     #[test]
     fn job_vars_override_playbook_defaults_and_the_target_is_complete() {
@@ -137,7 +169,8 @@ mod tests {
             &job,
             &server,
             &pb,
-            "- hosts: all\n",
+            sample_revision(),
+            "site.yml",
             "d-1",
             Duration::from_secs(90),
         )
@@ -154,7 +187,8 @@ mod tests {
             &templated,
             &server,
             &pb,
-            "- hosts: all\n",
+            sample_revision(),
+            "site.yml",
             "d-1",
             Duration::from_secs(90),
         )
@@ -175,7 +209,7 @@ mod tests {
         );
         assert_eq!(a.target.host_vars_json, r#"{"ansible_become":true}"#);
         assert_eq!((a.time_limit_secs, a.dispatch_id.as_str()), (90, "d-1"));
-        assert_eq!(a.playbook_sha256, pb.file_hash);
+        assert_eq!(a.playbook_path, "site.yml");
     }
 
     #[tokio::test]
