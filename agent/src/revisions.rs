@@ -555,3 +555,165 @@ fn tree_bytes(dir: &Path) -> u64 {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// A canonical tar of one file of `len` bytes named `name`, and its reference.
+    fn revision(name: &str, len: usize, inline: bool) -> (Vec<u8>, RevisionRef) {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join(name), body).unwrap();
+        let mut tar = Vec::new();
+        let packed = tree::pack_dir(dir.path(), &mut tar, &Limits::REVISION).unwrap();
+        let rev = RevisionRef {
+            digest: packed.digest,
+            size: packed.size,
+            commit: None,
+            inventory_dir: String::new(),
+            inline: inline.then(|| tar.clone()),
+        };
+        (tar, rev)
+    }
+
+    /// A fetcher that "downloads" `tar` from where the part left off, counting its calls.
+    fn serving(
+        tar: Vec<u8>,
+        calls: Arc<AtomicU32>,
+    ) -> impl FnOnce(Fetch, std::fs::File) -> std::pin::Pin<Box<dyn Future<Output = Result<(), CacheError>> + Send>>
+    {
+        move |fetch, mut part| {
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                use std::io::Write;
+                part.write_all(&tar[fetch.offset() as usize..]).unwrap();
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inline_revision_is_verified_unpacked_read_only_and_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = RevisionCache::open(&dir.path().join("rev"), 1 << 30).unwrap();
+        let (_, rev) = revision("site.yml", 100, true);
+        let never = |_: Fetch, _: std::fs::File| async { panic!("inline needs no fetch") };
+        let a = cache.acquire(&rev, never).await.unwrap();
+        assert_eq!(std::fs::read(a.path().join("site.yml")).unwrap().len(), 100);
+        assert!(std::fs::write(a.path().join("new"), "x").is_err() || nix_root());
+        let b = cache.acquire(&rev, never).await.unwrap();
+        assert_eq!(a.path(), b.path(), "one copy for every job");
+        let mut tampered = revision("site.yml", 101, true).1;
+        tampered.inline.as_mut().unwrap()[600] ^= 1;
+        let err = cache.acquire(&tampered, never).await.unwrap_err();
+        assert!(matches!(err, CacheError::Inline { .. }), "{err}");
+        assert!(!cache.contains(&tampered.digest));
+    }
+
+    /// Root writes through read-only modes; the check above holds for everyone else.
+    fn nix_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[tokio::test]
+    async fn jobs_asking_for_one_revision_at_once_share_one_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = RevisionCache::open(&dir.path().join("rev"), 1 << 30).unwrap();
+        let (tar, rev) = revision("big.bin", 3 << 20, false);
+        let calls = Arc::new(AtomicU32::new(0));
+        let jobs: Vec<_> = (0..4)
+            .map(|_| {
+                let (cache, rev, f) = (cache.clone(), rev.clone(), serving(tar.clone(), calls.clone()));
+                tokio::spawn(async move { cache.acquire(&rev, f).await.map(|l| l.path().to_owned()) })
+            })
+            .collect();
+        for j in jobs {
+            let path = j.await.unwrap().unwrap();
+            assert_eq!(std::fs::metadata(path.join("big.bin")).unwrap().len(), 3 << 20);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for four jobs");
+        assert!(!cache.part_path(&rev.digest).exists(), "the part is gone once unpacked");
+        assert!(cache.lock().flights.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_tree_no_job_holds_is_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rev");
+        // Room for two of these revisions, not three.
+        let revs: Vec<_> = (0..3).map(|i| revision(&format!("f{i}"), 400_000, true).1).collect();
+        let cache = RevisionCache::open(&root, 900_000).unwrap();
+        let no = |_: Fetch, _: std::fs::File| async { Ok(()) };
+        drop(cache.acquire(&revs[0], no).await.unwrap());
+        let held = cache.acquire(&revs[1], no).await.unwrap();
+        let _c = cache.acquire(&revs[2], no).await.unwrap();
+        assert!(!cache.contains(&revs[0].digest), "least recently used, not held: out");
+        assert!(cache.contains(&revs[1].digest) && cache.contains(&revs[2].digest));
+        assert!(held.path().join("f1").exists());
+        // Every tree held: the bound is exceeded rather than a running job's tree removed.
+        let _a = cache.acquire(&revs[0], no).await.unwrap();
+        assert!(cache.contains(&revs[1].digest) && cache.contains(&revs[2].digest));
+        assert!(cache.used() > cache.capacity());
+        // Once let go, the cache comes back within its bound.
+        drop(held);
+        assert!(!cache.contains(&revs[1].digest));
+        assert!(cache.used() <= cache.capacity());
+        // A revision larger than the whole cache is refused up front.
+        let big = revision("huge", 1_000_000, false).1;
+        let err = cache.acquire(&big, no).await.unwrap_err();
+        assert!(err.to_string().contains("--revision-cache-bytes"), "{err}");
+        // Removal happens off the async threads; give it a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_part_file_is_resumed_from_its_whole_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = RevisionCache::open(&dir.path().join("rev"), 1 << 30).unwrap();
+        let (tar, rev) = revision("big.bin", 3 << 20, false);
+        let cut = (CHUNK_SIZE as usize) * 2 + 1000;
+        std::fs::write(cache.part_path(&rev.digest), &tar[..cut]).unwrap();
+        let seen = Arc::new(AtomicU64::new(u64::MAX));
+        let s = seen.clone();
+        let tail = tar.clone();
+        let lease = cache
+            .acquire(&rev, move |fetch: Fetch, mut part: std::fs::File| async move {
+                s.store(fetch.offset(), Ordering::SeqCst);
+                use std::io::Write;
+                part.write_all(&tail[fetch.offset() as usize..]).unwrap();
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 2 * u64::from(CHUNK_SIZE));
+        assert_eq!(std::fs::metadata(lease.path().join("big.bin")).unwrap().len(), 3 << 20);
+    }
+
+    #[tokio::test]
+    async fn what_a_crash_left_is_cleared_at_start_and_trees_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rev");
+        let (_, rev) = revision("site.yml", 10, true);
+        {
+            let cache = RevisionCache::open(&root, 1 << 30).unwrap();
+            let no = |_: Fetch, _: std::fs::File| async { Ok(()) };
+            drop(cache.acquire(&rev, no).await.unwrap());
+        }
+        let other = "e".repeat(64);
+        std::fs::create_dir_all(root.join(format!("{other}.unpacking/x"))).unwrap();
+        std::fs::write(root.join(format!("{other}.part")), b"partial").unwrap();
+        std::fs::write(root.join("junk"), b"?").unwrap();
+        let cache = RevisionCache::open(&root, 1 << 30).unwrap();
+        assert!(cache.contains(&rev.digest));
+        assert_eq!(cache.used(), 10);
+        assert!(root.join(format!("{other}.part")).exists(), "kept to resume");
+        assert!(!root.join(format!("{other}.unpacking")).exists());
+        assert!(!root.join("junk").exists());
+    }
+}
