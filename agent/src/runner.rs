@@ -425,9 +425,9 @@ fn prepare(job: &Assignment, work: &Path, tree: &Path) -> std::io::Result<()> {
             )))
         }
     };
-    if let Some(dir) = inventory_dir {
+    if inventory_dir.is_some() {
         for name in ["group_vars", "host_vars"] {
-            let rel = dir.join(name);
+            let rel = Path::new(&job.revision.inventory_dir).join(name);
             let rel = rel.to_str().unwrap_or_default();
             if let Ok(Some(target)) = inside_tree(tree, rel, Kind::Dir) {
                 std::os::unix::fs::symlink(target, work.join(name))?;

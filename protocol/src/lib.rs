@@ -2,7 +2,7 @@
 //! framing that carries them, the small PKI that makes every connection mutual-TLS, the
 //! enrolment token, and the QUIC/TLS configuration both ends build from it.
 //!
-//! - [`message`]: the serde types of the session, job and enrolment streams.
+//! - [`message`]: the serde types of the session, job, fetch and enrolment streams.
 //! - [`codec`]: postcard in length-prefixed frames with a hard size limit.
 //! - [`control`]: the rules of the control (session) stream on both sides, without I/O.
 //! - [`jobstream`]: the rules of a job stream on both sides, without I/O.
