@@ -137,9 +137,7 @@ async fn attempt(
             Ok(Ok(None)) => return Err(cut(&"the controller ended the stream early")),
             Ok(Ok(Some(m))) => m,
         };
-        let verdict = fetch
-            .receive(&msg)
-            .map_err(|e| Attempt::Fatal(e.into()))?;
+        let verdict = fetch.receive(&msg).map_err(|e| Attempt::Fatal(e.into()))?;
         if let (FetchDown::Chunk { data, .. }, Verdict::Continue | Verdict::Done) = (&msg, verdict)
         {
             part.write_all(data).await.map_err(|e| {

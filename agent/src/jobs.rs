@@ -223,7 +223,8 @@ impl JobTable {
         let stop = entry.stop.clone();
         tokio::spawn(async move {
             tracing::info!(job = %job.job, playbook = %job.playbook_name, revision = %job.revision.digest, host = %job.target.hostname, "job started");
-            let outcome = runner::run(&cfg, &revisions, &job, spool.clone(), stop, progress_tx).await;
+            let outcome =
+                runner::run(&cfg, &revisions, &job, spool.clone(), stop, progress_tx).await;
             tracing::info!(job = %job.job, status = ?outcome.status, exit = ?outcome.exit_code, lines = outcome.last_line, "job ended");
             if let Err(e) = spool.set_outcome(outcome.clone()) {
                 tracing::error!(job = %job.job, error = %e, "cannot record the outcome in the spool");

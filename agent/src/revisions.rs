@@ -123,7 +123,9 @@ impl Lease {
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("digest", &self.digest).finish()
+        f.debug_struct("Lease")
+            .field("digest", &self.digest)
+            .finish()
     }
 }
 
@@ -293,7 +295,11 @@ impl RevisionCache {
     }
 
     /// Fetches (or takes inline), verifies and unpacks `rev`, and leases it.
-    async fn obtain<F, Fut>(self: &Arc<Self>, rev: &RevisionRef, fetcher: F) -> Result<Lease, CacheError>
+    async fn obtain<F, Fut>(
+        self: &Arc<Self>,
+        rev: &RevisionRef,
+        fetcher: F,
+    ) -> Result<Lease, CacheError>
     where
         F: FnOnce(Fetch, std::fs::File) -> Fut,
         Fut: Future<Output = Result<(), CacheError>>,
@@ -429,14 +435,12 @@ fn remove_logged(path: &Path) {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CacheError> + Send + 'static,
 ) -> Result<T, CacheError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(CacheError::Io {
-                path: "revision cache".into(),
-                source: std::io::Error::other(e.to_string()),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(CacheError::Io {
+            path: "revision cache".into(),
+            source: std::io::Error::other(e.to_string()),
         })
+    })
 }
 
 /// Where a verified revision's bytes are.
@@ -582,8 +586,10 @@ mod tests {
     fn serving(
         tar: Vec<u8>,
         calls: Arc<AtomicU32>,
-    ) -> impl FnOnce(Fetch, std::fs::File) -> std::pin::Pin<Box<dyn Future<Output = Result<(), CacheError>> + Send>>
-    {
+    ) -> impl FnOnce(
+        Fetch,
+        std::fs::File,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), CacheError>> + Send>> {
         move |fetch, mut part| {
             Box::pin(async move {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -627,16 +633,28 @@ mod tests {
         let calls = Arc::new(AtomicU32::new(0));
         let jobs: Vec<_> = (0..4)
             .map(|_| {
-                let (cache, rev, f) = (cache.clone(), rev.clone(), serving(tar.clone(), calls.clone()));
-                tokio::spawn(async move { cache.acquire(&rev, f).await.map(|l| l.path().to_owned()) })
+                let (cache, rev, f) = (
+                    cache.clone(),
+                    rev.clone(),
+                    serving(tar.clone(), calls.clone()),
+                );
+                tokio::spawn(
+                    async move { cache.acquire(&rev, f).await.map(|l| l.path().to_owned()) },
+                )
             })
             .collect();
         for j in jobs {
             let path = j.await.unwrap().unwrap();
-            assert_eq!(std::fs::metadata(path.join("big.bin")).unwrap().len(), 3 << 20);
+            assert_eq!(
+                std::fs::metadata(path.join("big.bin")).unwrap().len(),
+                3 << 20
+            );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for four jobs");
-        assert!(!cache.part_path(&rev.digest).exists(), "the part is gone once unpacked");
+        assert!(
+            !cache.part_path(&rev.digest).exists(),
+            "the part is gone once unpacked"
+        );
         assert!(cache.lock().flights.is_empty());
     }
 
@@ -645,13 +663,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("rev");
         // Room for two of these revisions, not three.
-        let revs: Vec<_> = (0..3).map(|i| revision(&format!("f{i}"), 400_000, true).1).collect();
+        let revs: Vec<_> = (0..3)
+            .map(|i| revision(&format!("f{i}"), 400_000, true).1)
+            .collect();
         let cache = RevisionCache::open(&root, 900_000).unwrap();
         let no = |_: Fetch, _: std::fs::File| async { Ok(()) };
         drop(cache.acquire(&revs[0], no).await.unwrap());
         let held = cache.acquire(&revs[1], no).await.unwrap();
         let _c = cache.acquire(&revs[2], no).await.unwrap();
-        assert!(!cache.contains(&revs[0].digest), "least recently used, not held: out");
+        assert!(
+            !cache.contains(&revs[0].digest),
+            "least recently used, not held: out"
+        );
         assert!(cache.contains(&revs[1].digest) && cache.contains(&revs[2].digest));
         assert!(held.path().join("f1").exists());
         // Every tree held: the bound is exceeded rather than a running job's tree removed.
@@ -668,7 +691,11 @@ mod tests {
         assert!(err.to_string().contains("--revision-cache-bytes"), "{err}");
         // Removal happens off the async threads; give it a moment.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(left.len(), 2, "{left:?}");
     }
 
@@ -683,16 +710,24 @@ mod tests {
         let s = seen.clone();
         let tail = tar.clone();
         let lease = cache
-            .acquire(&rev, move |fetch: Fetch, mut part: std::fs::File| async move {
-                s.store(fetch.offset(), Ordering::SeqCst);
-                use std::io::Write;
-                part.write_all(&tail[fetch.offset() as usize..]).unwrap();
-                Ok(())
-            })
+            .acquire(
+                &rev,
+                move |fetch: Fetch, mut part: std::fs::File| async move {
+                    s.store(fetch.offset(), Ordering::SeqCst);
+                    use std::io::Write;
+                    part.write_all(&tail[fetch.offset() as usize..]).unwrap();
+                    Ok(())
+                },
+            )
             .await
             .unwrap();
         assert_eq!(seen.load(Ordering::SeqCst), 2 * u64::from(CHUNK_SIZE));
-        assert_eq!(std::fs::metadata(lease.path().join("big.bin")).unwrap().len(), 3 << 20);
+        assert_eq!(
+            std::fs::metadata(lease.path().join("big.bin"))
+                .unwrap()
+                .len(),
+            3 << 20
+        );
     }
 
     #[tokio::test]
@@ -712,7 +747,10 @@ mod tests {
         let cache = RevisionCache::open(&root, 1 << 30).unwrap();
         assert!(cache.contains(&rev.digest));
         assert_eq!(cache.used(), 10);
-        assert!(root.join(format!("{other}.part")).exists(), "kept to resume");
+        assert!(
+            root.join(format!("{other}.part")).exists(),
+            "kept to resume"
+        );
         assert!(!root.join(format!("{other}.unpacking")).exists());
         assert!(!root.join("junk").exists());
     }

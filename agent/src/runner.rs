@@ -96,7 +96,17 @@ pub async fn run(
         // The lease keeps the tree in the cache until the run is over.
         Ok(lease) => {
             let timing = Timing { limit, deadline };
-            run_in(cfg, job, &work, lease.path(), timing, spool.clone(), &stop, &progress).await
+            run_in(
+                cfg,
+                job,
+                &work,
+                lease.path(),
+                timing,
+                spool.clone(),
+                &stop,
+                &progress,
+            )
+            .await
         }
         Err(ended) => ended,
     };
@@ -174,7 +184,12 @@ async fn run_in(
                 job.playbook_path, job.revision.digest
             ))
         }
-        Err(e) => return failed(format!("refusing playbook path '{}': {e}", job.playbook_path)),
+        Err(e) => {
+            return failed(format!(
+                "refusing playbook path '{}': {e}",
+                job.playbook_path
+            ))
+        }
     };
     if let Err(e) = prepare(job, work, tree) {
         return failed(format!(
@@ -924,11 +939,17 @@ mod tests {
         std::os::unix::fs::symlink("playbooks/site.yml", tree.join("site.yml")).unwrap();
         let ok = inside_tree(&tree, "playbooks/site.yml", Kind::File).unwrap();
         assert!(ok.is_some());
-        assert!(inside_tree(&tree, "site.yml", Kind::File).unwrap().is_some());
+        assert!(inside_tree(&tree, "site.yml", Kind::File)
+            .unwrap()
+            .is_some());
         assert!(inside_tree(&tree, "", Kind::Dir).unwrap().is_some());
         assert_eq!(inside_tree(&tree, "missing.yml", Kind::File), Ok(None));
         assert_eq!(inside_tree(&tree, "playbooks", Kind::File), Ok(None));
-        for bad in ["../outside.yml", "/etc/passwd", "playbooks/../../outside.yml"] {
+        for bad in [
+            "../outside.yml",
+            "/etc/passwd",
+            "playbooks/../../outside.yml",
+        ] {
             assert!(inside_tree(&tree, bad, Kind::File).is_err(), "{bad}");
         }
         assert!(inside_tree(&tree, "escape.yml", Kind::File).is_err());

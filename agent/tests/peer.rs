@@ -255,10 +255,7 @@ async fn hello_jobs_capacity_and_extra_vars_on_the_wire() {
     };
     assert_eq!(f.status, FinalStatus::Failed);
     assert!(
-        f.error
-            .as_deref()
-            .unwrap_or("")
-            .contains("is not revision"),
+        f.error.as_deref().unwrap_or("").contains("is not revision"),
         "{:?}",
         f.error
     );
@@ -454,13 +451,12 @@ async fn serve_fetch(
         let Some(data) = chunk(i as u32, tar[start..end].to_vec()) else {
             return;
         };
-        if s
-            .send(&FetchDown::Chunk {
-                index: i as u32,
-                data,
-            })
-            .await
-            .is_err()
+        if s.send(&FetchDown::Chunk {
+            index: i as u32,
+            data,
+        })
+        .await
+        .is_err()
         {
             return; // the agent refused the chunk and let the stream go
         }
@@ -558,14 +554,24 @@ async fn a_fetch_cut_midway_resumes_and_a_corrupted_chunk_is_asked_again() {
         },
         "the refused chunk is asked for again, the good one kept"
     );
-    serve_fetch(&mut f, &tar, u64::from(CHUNK_SIZE), |i, d| (i < 3).then_some(d)).await;
-    let part = peer.state.revisions_dir().join(format!("{}.part", rev.digest));
+    serve_fetch(&mut f, &tar, u64::from(CHUNK_SIZE), |i, d| {
+        (i < 3).then_some(d)
+    })
+    .await;
+    let part = peer
+        .state
+        .revisions_dir()
+        .join(format!("{}.part", rev.digest));
     let on_disk = || std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while on_disk() < 3 * u64::from(CHUNK_SIZE) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(on_disk(), 3 * u64::from(CHUNK_SIZE), "verified chunks are on disk");
+    assert_eq!(
+        on_disk(),
+        3 * u64::from(CHUNK_SIZE),
+        "verified chunks are on disk"
+    );
     conn.close(quinn::VarInt::from_u32(0), b"test cuts the uplink");
 
     // Session 2: the fetch resumes from the part file's length; the job then runs.
@@ -594,12 +600,21 @@ async fn a_fetch_cut_midway_resumes_and_a_corrupted_chunk_is_asked_again() {
     if !fetched {
         // The resume came first: the fetch follows on its own stream.
         let (mut s, first) = next_stream(&conn).await;
-        assert!(matches!(first, StreamUp::Fetch { offset, .. } if offset == 3 * u64::from(CHUNK_SIZE)));
+        assert!(
+            matches!(first, StreamUp::Fetch { offset, .. } if offset == 3 * u64::from(CHUNK_SIZE))
+        );
         serve_fetch(&mut s, &tar, 3 * u64::from(CHUNK_SIZE), |_, d| Some(d)).await;
     }
-    assert_eq!(finished.status, FinalStatus::Success, "{:?} {lines:#?}", finished.error);
+    assert_eq!(
+        finished.status,
+        FinalStatus::Success,
+        "{:?} {lines:#?}",
+        finished.error
+    );
     assert!(
-        lines.iter().any(|l| l.contains(&format!("blob of {} bytes", 3 << 20))),
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("blob of {} bytes", 3 << 20))),
         "the playbook ran in the tree: {lines:#?}"
     );
     assert!(!part.exists(), "the part file is gone once unpacked");
@@ -724,7 +739,10 @@ async fn a_project_runs_from_its_tree_with_roles_templates_and_group_vars() {
         "hello web from localhost\n",
         "the role's template, with the group's vars"
     );
-    assert!(lines.iter().any(|l| l.starts_with("TASK [motd : ")), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("TASK [motd : ")),
+        "{lines:#?}"
+    );
 
     // A playbook none of whose plays targets the host did nothing: that is no success.
     let mut nothing = job.clone();
@@ -754,7 +772,14 @@ async fn a_project_runs_from_its_tree_with_roles_templates_and_group_vars() {
         panic!("Finished last")
     };
     assert_eq!(f.status, FinalStatus::Failed);
-    assert!(f.error.clone().unwrap_or_default().contains("refusing playbook path"), "{:?}", f.error);
+    assert!(
+        f.error
+            .clone()
+            .unwrap_or_default()
+            .contains("refusing playbook path"),
+        "{:?}",
+        f.error
+    );
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), agent)

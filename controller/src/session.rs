@@ -362,14 +362,7 @@ async fn opened(
             dispatch::run_resumed(ctx, owner, send, recv, resume).await
         }
         Ok(Ok(Some(StreamUp::Fetch { digest, offset }))) => {
-            crate::fetch::serve(
-                &ctx.revisions,
-                &ctx.settings.data_dir,
-                send,
-                digest,
-                offset,
-            )
-            .await
+            crate::fetch::serve(&ctx.revisions, &ctx.settings.data_dir, send, digest, offset).await
         }
         other => {
             tracing::debug!(?other, "agent opened a stream without saying what for");

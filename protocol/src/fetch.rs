@@ -103,7 +103,7 @@ pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// first chunk to send (the chunk count when nothing is left), or why the request is refused.
 pub fn first_chunk(manifest: &Manifest, offset: u64) -> Result<u64, String> {
     // The end is a valid place to ask from: a part file that is whole needs only the manifest.
-    if offset > manifest.size || (offset % CHUNK != 0 && offset != manifest.size) {
+    if offset > manifest.size || (!offset.is_multiple_of(CHUNK) && offset != manifest.size) {
         return Err(format!(
             "offset {offset} is not a chunk boundary within the revision's {} bytes",
             manifest.size
@@ -304,7 +304,11 @@ impl Fetch {
         }
         self.awaiting_manifest = false;
         let prefix = std::mem::take(&mut self.prefix);
-        if prefix.iter().zip(&m.chunks).any(|(have, want)| have != want) {
+        if prefix
+            .iter()
+            .zip(&m.chunks)
+            .any(|(have, want)| have != want)
+        {
             // Left by an earlier attempt that was not this revision after all: none of it is
             // trusted (the running digest cannot be wound back to the bad chunk).
             self.manifest = Some(m.clone());
@@ -505,7 +509,11 @@ mod tests {
         assert_eq!(first_chunk(&m, 0), Ok(0));
         assert_eq!(first_chunk(&m, CHUNK), Ok(1));
         assert!(first_chunk(&m, 5).is_err());
-        assert_eq!(first_chunk(&m, m.size), Ok(2), "a whole part asks from its end");
+        assert_eq!(
+            first_chunk(&m, m.size),
+            Ok(2),
+            "a whole part asks from its end"
+        );
         assert!(first_chunk(&m, 2 * CHUNK).is_err());
     }
 
@@ -543,7 +551,11 @@ mod tests {
             }
         };
         assert_eq!(stream(&mut f, &data, &mut part, flip), Ok(Verdict::Retry));
-        assert_eq!(part.len(), CHUNK_SIZE as usize, "only the good chunk is kept");
+        assert_eq!(
+            part.len(),
+            CHUNK_SIZE as usize,
+            "only the good chunk is kept"
+        );
         assert_eq!((f.offset(), f.refusals()), (CHUNK, 1));
         let StreamUp::Fetch { offset, .. } = f.clone().request() else {
             unreachable!()
@@ -588,7 +600,10 @@ mod tests {
                 times: MAX_REFUSALS
             }
         );
-        assert!(err.to_string().contains("failed its SHA-256 4 times"), "{err}");
+        assert!(
+            err.to_string().contains("failed its SHA-256 4 times"),
+            "{err}"
+        );
     }
 
     #[test]

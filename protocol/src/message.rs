@@ -128,17 +128,9 @@ pub enum JobDown {
 /// Agent → controller on a job stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobUp {
-    Accept {
-        job: Uuid,
-    },
-    Reject {
-        job: Uuid,
-        reason: String,
-    },
-    Started {
-        job: Uuid,
-        at_ms: i64,
-    },
+    Accept { job: Uuid },
+    Reject { job: Uuid, reason: String },
+    Started { job: Uuid, at_ms: i64 },
     Logs(LogBatch),
     Finished(Finished),
 }
