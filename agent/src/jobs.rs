@@ -12,6 +12,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use crate::fetch::Revisions;
 use crate::runner::{self, RunnerConfig, Stop};
 use crate::spool::{Meta, Outcome, Spool};
 
@@ -194,6 +195,7 @@ impl JobTable {
     pub fn start(
         &self,
         cfg: Arc<RunnerConfig>,
+        revisions: Arc<Revisions>,
         spool_root: &std::path::Path,
         job: Assignment,
     ) -> std::io::Result<(Arc<JobEntry>, DeliveryGuard)> {
@@ -220,8 +222,9 @@ impl JobTable {
         self.lock().insert(job.job, entry.clone());
         let stop = entry.stop.clone();
         tokio::spawn(async move {
-            tracing::info!(job = %job.job, playbook = %job.playbook_name, host = %job.target.hostname, "job started");
-            let outcome = runner::run(&cfg, &job, spool.clone(), stop, progress_tx).await;
+            tracing::info!(job = %job.job, playbook = %job.playbook_name, revision = %job.revision.digest, host = %job.target.hostname, "job started");
+            let outcome =
+                runner::run(&cfg, &revisions, &job, spool.clone(), stop, progress_tx).await;
             tracing::info!(job = %job.job, status = ?outcome.status, exit = ?outcome.exit_code, lines = outcome.last_line, "job ended");
             if let Err(e) = spool.set_outcome(outcome.clone()) {
                 tracing::error!(job = %job.job, error = %e, "cannot record the outcome in the spool");

@@ -7,13 +7,17 @@
 //! - [`session`]: the connection to the controller and its reconnect loop.
 //! - [`jobs`]: the jobs held, and delivering them; [`runner`]: one ansible-playbook run;
 //!   [`spool`]: output kept until acknowledged.
+//! - [`revisions`]: project revisions unpacked read-only, shared and bounded; [`fetch`]:
+//!   getting one over the session, resumably.
 //! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked;
 //!   [`status`]: whether the controller has this agent online, as the service last saw it.
 //! - [`vars`]: launch values written so that ansible reads them as data, never templates.
 
 pub mod doctor;
 pub mod enroll;
+pub mod fetch;
 pub mod jobs;
+pub mod revisions;
 pub mod runner;
 pub mod service;
 pub mod session;

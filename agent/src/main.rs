@@ -147,6 +147,11 @@ struct RunArgs {
     /// out at a third of it.
     #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
     idle_timeout_ms: u64,
+    /// The most disk the cache of project revisions may take, in bytes: each revision a job
+    /// runs is unpacked once under <state-dir>/revisions/ and kept for the next job; the least
+    /// recently used go when room is needed (never one a running job uses).
+    #[arg(long, env = "OUTPOST_REVISION_CACHE_BYTES", default_value_t = outpost_agent::revisions::DEFAULT_CACHE_BYTES)]
+    revision_cache_bytes: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OUTPOST_LOG_JSON")]
     log_json: bool,
@@ -169,6 +174,7 @@ async fn run(state: StateDir, a: RunArgs) -> anyhow::Result<ExitCode> {
         flush_timeout: Duration::from_secs(a.flush_timeout_secs),
         max_backoff: Duration::from_secs(a.max_backoff_secs),
         idle_timeout: Duration::from_millis(a.idle_timeout_ms.max(500)),
+        revision_cache_bytes: a.revision_cache_bytes,
     };
     let stop = CancellationToken::new();
     let signalled = stop.clone();

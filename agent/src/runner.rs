@@ -1,5 +1,16 @@
-//! The runner: one `ansible-playbook` run for one assignment, in a private work directory and
-//! its own process group, its output numbered line by line into the job's spool.
+//! The runner: one `ansible-playbook` run for one assignment, from inside the revision's tree
+//! (so `roles/`, templates, `ansible.cfg` and relative paths behave as in a checkout), with
+//! the inventory and variables in a private work directory, in its own process group, its
+//! output numbered line by line into the job's spool.
+//!
+//! ```text
+//! <work>/inventory.yml     the target, in its nested groups
+//! <work>/vars.json         curated variables
+//! <work>/launch_vars.yml   launch values, `!unsafe`
+//! <work>/group_vars -> <tree>/<inventory_dir>/group_vars   (when the tree has one)
+//! <work>/host_vars  -> <tree>/<inventory_dir>/host_vars
+//! <work>/tmp/              ansible's local temp
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,11 +20,11 @@ use std::time::Duration;
 use outpost_protocol::jobstream::{fit_line, mark_cut};
 use outpost_protocol::message::{Assignment, FinalStatus, Level, LogLine};
 use outpost_protocol::MAX_LOG_LINE_BYTES;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::fetch::Revisions;
 use crate::spool::{Outcome, Spool};
 
 /// Lines are written to the spool at least this often, or every `FLUSH_LINES` lines.
@@ -59,17 +70,47 @@ pub struct RunnerConfig {
     pub kill_grace: Duration,
 }
 
-/// Runs one job to its end. Progress (the last line spooled) is published on `progress`.
+/// Runs one job to its end: gets its revision's tree (from the cache, or fetched), then runs
+/// ansible-playbook in it. Progress (the last line spooled) is published on `progress`. The
+/// time limit covers both.
 pub async fn run(
     cfg: &RunnerConfig,
+    revisions: &Revisions,
     job: &Assignment,
     spool: Arc<Spool>,
     stop: Stop,
     progress: watch::Sender<u32>,
 ) -> Outcome {
     let work = cfg.work_root.join(job.job.to_string());
-    let result = run_in(cfg, job, &work, spool.clone(), &stop, &progress).await;
-    let _ = outpost_protocol::tree::remove_tree(&work);
+    let limit = Duration::from_secs(job.time_limit_secs.max(1).into());
+    let deadline = tokio::time::Instant::now() + limit;
+    let rev = &job.revision;
+    let tree = tokio::select! {
+        t = revisions.tree(rev) => t.map_err(|e| failed(format!("cannot get revision {} of '{}': {e}", rev.digest, job.playbook_name))),
+        _ = stop.requested() => Err((FinalStatus::Cancelled, None, Some(stop.reason()))),
+        _ = tokio::time::sleep_until(deadline) => Err(failed(format!(
+            "timed out after {} s while fetching revision {}", limit.as_secs(), rev.digest
+        ))),
+    };
+    let result = match tree {
+        // The lease keeps the tree in the cache until the run is over.
+        Ok(lease) => {
+            let timing = Timing { limit, deadline };
+            run_in(
+                cfg,
+                job,
+                &work,
+                lease.path(),
+                timing,
+                spool.clone(),
+                &stop,
+                &progress,
+            )
+            .await
+        }
+        Err(ended) => ended,
+    };
+    let _ = std::fs::remove_dir_all(&work);
     let last_line = spool.last_line();
     let (status, exit_code, error) = result;
     Outcome {
@@ -117,35 +158,40 @@ fn failed(msg: impl Into<String>) -> Ended {
     (FinalStatus::Failed, None, Some(msg.into()))
 }
 
+/// The job's time limit, and when it runs out (counted from before the revision was fetched).
+#[derive(Clone, Copy)]
+struct Timing {
+    limit: Duration,
+    deadline: tokio::time::Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_in(
     cfg: &RunnerConfig,
     job: &Assignment,
     work: &Path,
+    tree: &Path,
+    timing: Timing,
     spool: Arc<Spool>,
     stop: &Stop,
     progress: &watch::Sender<u32>,
 ) -> Ended {
-    // Until revisions are fetched over the session, only those carried inline can run.
-    let Some(inline) = &job.revision.inline else {
-        return failed(format!(
-            "revision {} is not carried in the assignment and this agent cannot fetch revisions",
-            job.revision.digest
-        ));
+    let playbook = match inside_tree(tree, &job.playbook_path, Kind::File) {
+        Ok(Some(_)) => PathBuf::from(&job.playbook_path),
+        Ok(None) => {
+            return failed(format!(
+                "playbook '{}' is not in revision {}",
+                job.playbook_path, job.revision.digest
+            ))
+        }
+        Err(e) => {
+            return failed(format!(
+                "refusing playbook path '{}': {e}",
+                job.playbook_path
+            ))
+        }
     };
-    let digest = hex::encode(Sha256::digest(inline));
-    if digest != job.revision.digest {
-        return failed(format!(
-            "the revision of playbook '{}' does not match its SHA-256 (got {digest}, expected {}): refusing to run it",
-            job.playbook_name, job.revision.digest
-        ));
-    }
-    let Some(playbook) = outpost_path(&job.playbook_path) else {
-        return failed(format!(
-            "playbook path {:?} is not a relative path inside the revision",
-            job.playbook_path
-        ));
-    };
-    if let Err(e) = prepare(job, work) {
+    if let Err(e) = prepare(job, work, tree) {
         return failed(format!(
             "cannot prepare the work directory {}: {e}",
             work.display()
@@ -173,8 +219,9 @@ async fn run_in(
         .arg("-e")
         .arg(format!("@{}", work.join("launch_vars.yml").display()))
         .args(&options)
-        .arg(work.join("tree").join(playbook))
-        .current_dir(work)
+        // Relative to the tree's root, as it would be typed in a checkout.
+        .arg(&playbook)
+        .current_dir(tree)
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_FORCE_COLOR", "0")
         .env("PYTHONUNBUFFERED", "1")
@@ -230,13 +277,13 @@ async fn run_in(
         spool_failed_tx,
     ));
 
-    let limit = Duration::from_secs(job.time_limit_secs.max(1).into());
+    let limit = timing.limit;
     let mut why: Option<&str> = None;
     let mut spool_error = None;
     let status = tokio::select! {
         s = child.wait() => s,
         _ = stop.requested() => { why = Some("cancelled"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
-        _ = tokio::time::sleep(limit) => { why = Some("timeout"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
+        _ = tokio::time::sleep_until(timing.deadline) => { why = Some("timeout"); terminate(&mut child, job.job, pgid, cfg.kill_grace).await }
         Ok(e) = spool_failed => {
             why = Some("spool");
             spool_error = Some(e);
@@ -251,7 +298,8 @@ async fn run_in(
             abort.abort();
         }
     }
-    let errors = collector.await.unwrap_or_default();
+    let scan = collector.await.unwrap_or_default();
+    let errors = scan.errors;
     let _ = spool.set_pgid(None);
     let tail = if errors.is_empty() {
         String::new()
@@ -268,6 +316,12 @@ async fn run_in(
         (Some(_), _) => failed(format!("timed out after {} s", limit.as_secs())),
         (None, Err(e)) => failed(format!("lost track of ansible-playbook: {e}")),
         (None, Ok(s)) => match s.code() {
+            // ansible exits 0 when no play matched the host: that did nothing, it is no success.
+            Some(0) if scan.recap.no_hosts_matched() => (
+                FinalStatus::Failed,
+                Some(0),
+                Some(no_hosts_message(&job.target)),
+            ),
             Some(0) => (FinalStatus::Success, Some(0), None),
             Some(code) => (
                 FinalStatus::Failed,
@@ -344,16 +398,9 @@ pub fn kill_job(job: uuid::Uuid, pgid: Option<i32>) {
     }
 }
 
-/// A playbook path inside the revision: relative, without `..`.
-fn outpost_path(p: &str) -> Option<&Path> {
-    use std::path::Component;
-    let path = Path::new(p);
-    (!p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))).then_some(path)
-}
-
-fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
+fn prepare(job: &Assignment, work: &Path, tree: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    let _ = outpost_protocol::tree::remove_tree(work);
+    let _ = std::fs::remove_dir_all(work);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -361,14 +408,6 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(work.join("tmp"))?;
-    if let Some(inline) = &job.revision.inline {
-        outpost_protocol::tree::unpack(
-            inline.as_slice(),
-            &work.join("tree"),
-            &outpost_protocol::tree::Limits::REVISION,
-        )
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    }
     let bad = |what: &str, e: serde_json::Error| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
     };
@@ -378,10 +417,9 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
         serde_json::from_str(&job.vars_json).map_err(|e| bad("variables", e))?;
     let launch: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&job.launch_vars_json).map_err(|e| bad("launch variables", e))?;
-    std::fs::write(
-        work.join("inventory.yml"),
-        inventory(job, host_vars).to_string(),
-    )?;
+    let inventory = inventory(&job.target, host_vars)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    std::fs::write(work.join("inventory.yml"), inventory.to_string())?;
     std::fs::write(
         work.join("vars.json"),
         serde_json::Value::Object(vars).to_string(),
@@ -390,19 +428,88 @@ fn prepare(job: &Assignment, work: &Path) -> std::io::Result<()> {
         work.join("launch_vars.yml"),
         crate::vars::unsafe_yaml(&launch),
     )?;
+    // ansible reads group_vars/ and host_vars/ beside the inventory file: these links put the
+    // project's own there, as they sit beside its inventory in a checkout.
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let inventory_dir = match inside_tree(tree, &job.revision.inventory_dir, Kind::Dir) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(invalid(format!(
+                "inventory directory '{}': {e}",
+                job.revision.inventory_dir
+            )))
+        }
+    };
+    if inventory_dir.is_some() {
+        for name in ["group_vars", "host_vars"] {
+            let rel = Path::new(&job.revision.inventory_dir).join(name);
+            let rel = rel.to_str().unwrap_or_default();
+            if let Ok(Some(target)) = inside_tree(tree, rel, Kind::Dir) {
+                std::os::unix::fs::symlink(target, work.join(name))?;
+            }
+        }
+    }
     Ok(())
 }
 
-/// A one-host inventory (JSON is YAML, so the YAML inventory plugin reads it), the host nested
-/// in each of its group chains (`all: children: prod: children: web: hosts: h`), so that
-/// `hosts: web` and the `group_vars/web.yml` beside the inventory apply as in a checkout. The
-/// controller checked the group names when it stored them.
+/// What a path inside the tree must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+}
+
+/// Resolves `rel` (relative, `""` = the root) inside `tree`: `Ok(None)` when it is not there
+/// or not of that kind; an error when the text is no path inside a tree (absolute, `..`) or
+/// when it resolves outside the tree (through a link). The tree is the revision's, whose links
+/// were checked at unpacking; this holds the controller's paths to the same rule.
+fn inside_tree(tree: &Path, rel: &str, kind: Kind) -> Result<Option<PathBuf>, String> {
+    use std::path::Component;
+    let path = Path::new(rel);
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err("not a relative path inside the project (no leading /, no ..)".into());
+    }
+    let root = tree
+        .canonicalize()
+        .map_err(|e| format!("the revision's tree {}: {e}", tree.display()))?;
+    let Ok(full) = root.join(path).canonicalize() else {
+        return Ok(None);
+    };
+    if !full.starts_with(&root) {
+        return Err("it leads out of the project through a link".into());
+    }
+    let fits = match kind {
+        Kind::File => full.is_file(),
+        Kind::Dir => full.is_dir(),
+    };
+    Ok(fits.then_some(full))
+}
+
+/// The most group chains, and groups in one chain, a target may carry.
+const MAX_GROUP_CHAINS: usize = 64;
+const MAX_GROUP_DEPTH: usize = 16;
+
+/// Whether `name` is a group name ansible takes as is.
+fn valid_group(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 100
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The job's inventory: the one target, with its connection settings and host vars, inside
+/// its groups nested as the chains say (JSON is YAML, so the YAML inventory plugin reads it).
 fn inventory(
-    job: &Assignment,
+    t: &outpost_protocol::message::Target,
     host_vars: serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Value {
-    let t = &job.target;
-    let mut vars = serde_json::Map::new();
+) -> Result<serde_json::Value, String> {
+    use serde_json::{json, Map, Value};
+    let mut vars = Map::new();
     vars.insert("ansible_host".into(), t.ip_address.clone().into());
     vars.insert("ansible_port".into(), t.ssh_port.into());
     vars.insert("ansible_user".into(), t.ssh_user.clone().into());
@@ -410,51 +517,131 @@ fn inventory(
         vars.insert("ansible_ssh_private_key_file".into(), k.clone().into());
     }
     vars.extend(host_vars);
-    let mut all = GroupNode::default();
-    for chain in t.groups.iter().filter(|c| !c.is_empty()) {
-        let mut node = &mut all;
-        for g in chain {
-            node = node.children.entry(g.as_str()).or_default();
+    if t.groups.len() > MAX_GROUP_CHAINS {
+        return Err(format!(
+            "the target is in {} group chains; at most {MAX_GROUP_CHAINS}",
+            t.groups.len()
+        ));
+    }
+    let mut children = Map::new();
+    for chain in &t.groups {
+        // `all` and `ungrouped` are ansible's own: every host is in them already.
+        let chain: Vec<&String> = chain
+            .iter()
+            .filter(|g| !matches!(g.as_str(), "all" | "ungrouped"))
+            .collect();
+        if chain.len() > MAX_GROUP_DEPTH {
+            return Err(format!(
+                "a group chain of the target is {} deep; at most {MAX_GROUP_DEPTH}",
+                chain.len()
+            ));
         }
-        node.lists_host = true;
+        if let Some(bad) = chain.iter().find(|g| !valid_group(g)) {
+            return Err(format!("'{bad}' is not a group name"));
+        }
+        let mut level = &mut children;
+        for (i, group) in chain.iter().enumerate() {
+            let node = level
+                .entry(group.as_str())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .ok_or("a group that is not a mapping")?;
+            if i + 1 == chain.len() {
+                let hosts = node
+                    .entry("hosts")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                    .ok_or("a group's hosts that are not a mapping")?;
+                hosts.insert(t.hostname.clone(), json!({}));
+            }
+            level = node
+                .entry("children")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .ok_or("a group's children that are not a mapping")?;
+        }
     }
-    if all.children.is_empty() {
-        all.lists_host = true;
+    // Empty `children` maps left by the walk are dropped: ansible reads `children: {}` fine,
+    // but a reader of the file should see the groups only.
+    fn prune(v: &mut Value) {
+        if let Some(o) = v.as_object_mut() {
+            if o.get("children")
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+            {
+                o.remove("children");
+            }
+            o.values_mut().for_each(prune);
+        }
     }
-    let mut vars = Some(vars);
-    serde_json::json!({ "all": all.to_json(&t.hostname, &mut vars) })
+    let mut all = json!({ "hosts": { t.hostname.clone(): vars } });
+    if !children.is_empty() {
+        let mut children = Value::Object(children);
+        prune(&mut children);
+        all["children"] = children;
+    }
+    Ok(json!({ "all": all }))
 }
 
-/// A group of the job's inventory: its child groups, and whether it lists the host.
-#[derive(Default)]
-struct GroupNode<'a> {
-    children: std::collections::BTreeMap<&'a str, GroupNode<'a>>,
-    lists_host: bool,
+/// Why a run that exited 0 failed: no play targeted the host.
+fn no_hosts_message(t: &outpost_protocol::message::Target) -> String {
+    let mut groups: Vec<&str> = Vec::new();
+    for g in t.groups.iter().flatten() {
+        if !groups.contains(&g.as_str()) {
+            groups.push(g);
+        }
+    }
+    let groups = if groups.is_empty() {
+        "none".to_owned()
+    } else {
+        groups.join(", ")
+    };
+    format!(
+        "no hosts matched: none of the playbook's plays targets {} (its groups: {groups})",
+        t.hostname
+    )
 }
 
-impl GroupNode<'_> {
-    /// The group as the YAML inventory plugin reads it. The host's vars go with its first
-    /// listing (they are the host's, whichever group lists it); other listings name it only.
-    fn to_json(
-        &self,
-        host: &str,
-        vars: &mut Option<serde_json::Map<String, serde_json::Value>>,
-    ) -> serde_json::Value {
-        let mut group = serde_json::Map::new();
-        if self.lists_host {
-            let v = vars.take().map_or(serde_json::Value::Null, Into::into);
-            group.insert("hosts".into(), serde_json::json!({ host: v }));
+/// What ansible's output says about the run beyond its exit code.
+#[derive(Debug, Default)]
+struct Recap {
+    /// A play was skipped with "skipping: no hosts matched".
+    skipped_play: bool,
+    /// Past the "PLAY RECAP" line.
+    in_recap: bool,
+    /// Hosts the recap lists.
+    hosts: u32,
+}
+
+impl Recap {
+    fn line(&mut self, text: &str) {
+        if text == "skipping: no hosts matched" {
+            self.skipped_play = true;
+        } else if text.starts_with("PLAY RECAP") {
+            self.in_recap = true;
+        } else if self.in_recap && is_recap_host(text) {
+            self.hosts += 1;
         }
-        if !self.children.is_empty() {
-            let children: serde_json::Map<String, serde_json::Value> = self
-                .children
-                .iter()
-                .map(|(name, child)| ((*name).to_owned(), child.to_json(host, vars)))
-                .collect();
-            group.insert("children".into(), children.into());
-        }
-        group.into()
     }
+
+    /// Every play was skipped for want of a host: the run did nothing. (Output whose format
+    /// says neither, from another stdout callback, is taken at its exit code.)
+    fn no_hosts_matched(&self) -> bool {
+        self.skipped_play && self.hosts == 0
+    }
+}
+
+/// A line of the recap: `web1   : ok=2    changed=0 …`.
+fn is_recap_host(text: &str) -> bool {
+    text.split_once(" : ")
+        .is_some_and(|(host, rest)| !host.trim().is_empty() && rest.trim_start().starts_with("ok="))
+}
+
+/// What the collector saw: the last few error lines, and the recap.
+#[derive(Debug, Default)]
+struct Scan {
+    errors: Vec<String>,
+    recap: Recap,
 }
 
 /// Reads lines from a pipe, each cut to the protocol's [`MAX_LOG_LINE_BYTES`], without ever
@@ -503,7 +690,8 @@ fn finish_line(line: &mut Vec<u8>, cut: &mut bool) -> String {
 /// How long to wait for a job's output pipes to close after ansible exited.
 const PIPE_GRACE: Duration = Duration::from_secs(10);
 
-/// Numbers lines into the spool in small batches; returns the last few error lines. A write
+/// Numbers lines into the spool in small batches; returns the last few error lines and what
+/// the recap said. A write
 /// the spool refuses (a full disk) is reported once on `failed` and ends the collection: the
 /// job is stopped rather than run on with its output lost.
 async fn collect(
@@ -511,7 +699,7 @@ async fn collect(
     spool: Arc<Spool>,
     progress: watch::Sender<u32>,
     failed: tokio::sync::oneshot::Sender<String>,
-) -> Vec<String> {
+) -> Scan {
     let mut failed = Some(failed);
     let mut report = |e: std::io::Error| {
         if let Some(tx) = failed.take() {
@@ -519,6 +707,11 @@ async fn collect(
         }
     };
     let mut errors: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut recap = Recap::default();
+    let done = |errors: std::collections::VecDeque<String>, recap| Scan {
+        errors: errors.into(),
+        recap,
+    };
     let mut batch: Vec<LogLine> = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -531,6 +724,7 @@ async fn collect(
         };
         match next {
             Some(Some(text)) => {
+                recap.line(&text);
                 let level = Level::classify(&text);
                 if level == Level::Error {
                     errors.push_back(text.clone());
@@ -547,7 +741,7 @@ async fn collect(
                 if batch.len() >= FLUSH_LINES {
                     if let Err(e) = flush(&spool, &mut batch, &progress) {
                         report(e);
-                        return errors.into();
+                        return done(errors, recap);
                     }
                     deadline = None;
                 }
@@ -555,7 +749,7 @@ async fn collect(
             Some(None) => {
                 if let Err(e) = flush(&spool, &mut batch, &progress) {
                     report(e);
-                    return errors.into();
+                    return done(errors, recap);
                 }
                 deadline = None;
             }
@@ -563,7 +757,7 @@ async fn collect(
                 if let Err(e) = flush(&spool, &mut batch, &progress) {
                     report(e);
                 }
-                return errors.into();
+                return done(errors, recap);
             }
         }
     }
@@ -635,141 +829,129 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), exact);
     }
 
-    fn assignment(groups: Vec<Vec<String>>) -> Assignment {
-        Assignment {
-            job: uuid::Uuid::new_v4(),
-            dispatch_id: "d".into(),
-            playbook_name: "p".into(),
-            playbook_path: "playbook.yml".into(),
-            revision: outpost_protocol::message::RevisionRef {
-                digest: String::new(),
-                size: 0,
-                commit: None,
-                inventory_dir: String::new(),
-                inline: None,
-            },
-            target: outpost_protocol::message::Target {
-                hostname: "web1".into(),
-                ip_address: "10.1.2.3".into(),
-                ssh_port: 2222,
-                ssh_user: "deploy".into(),
-                ssh_key_path: Some("/home/deploy/.ssh/id".into()),
-                host_vars_json: "{}".into(),
-                groups,
-            },
-            vars_json: "{}".into(),
-            launch_vars_json: "{}".into(),
-            time_limit_secs: 1,
-            options: Default::default(),
+    fn target(groups: Vec<Vec<&str>>) -> outpost_protocol::message::Target {
+        outpost_protocol::message::Target {
+            hostname: "web1".into(),
+            ip_address: "10.1.2.3".into(),
+            ssh_port: 2222,
+            ssh_user: "deploy".into(),
+            ssh_key_path: Some("/home/deploy/.ssh/id".into()),
+            host_vars_json: "{}".into(),
+            groups: groups
+                .into_iter()
+                .map(|c| c.into_iter().map(String::from).collect())
+                .collect(),
         }
     }
 
     #[test]
     fn inventory_carries_the_target_and_host_vars() {
-        let job = assignment(Vec::new());
         let mut hv = serde_json::Map::new();
         hv.insert("ansible_connection".into(), "local".into());
-        let inv = inventory(&job, hv);
+        let inv = inventory(&target(vec![]), hv).unwrap();
         let host = &inv["all"]["hosts"]["web1"];
         assert_eq!(host["ansible_host"], "10.1.2.3");
         assert_eq!(host["ansible_port"], 2222);
         assert_eq!(host["ansible_user"], "deploy");
         assert_eq!(host["ansible_ssh_private_key_file"], "/home/deploy/.ssh/id");
         assert_eq!(host["ansible_connection"], "local");
-    }
-
-    fn chains(c: &[&[&str]]) -> Vec<Vec<String>> {
-        c.iter()
-            .map(|c| c.iter().map(|g| (*g).to_owned()).collect())
-            .collect()
-    }
-
-    /// Runs an ansible program in `dir`, returning its stdout; fails the test with its output
-    /// when it fails.
-    fn ansible(program: &str, dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .current_dir(dir)
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
-            .env("ANSIBLE_LOCAL_TEMP", dir.join("tmp"))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{program} failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        assert!(inv["all"].get("children").is_none());
     }
 
     #[test]
-    fn the_host_sits_in_its_groups_and_their_group_vars_apply() {
-        let job = assignment(chains(&[&["prod", "web"], &["prod", "db"], &["dc_fra1"]]));
-        let python = std::process::Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .unwrap();
-        let mut hv = serde_json::Map::new();
-        hv.insert("ansible_connection".into(), "local".into());
-        hv.insert(
-            "ansible_python_interpreter".into(),
-            String::from_utf8_lossy(&python.stdout).trim().into(),
+    fn inventory_nests_the_target_in_its_group_chains() {
+        let t = target(vec![
+            vec!["prod", "web"],
+            vec!["prod", "db"],
+            vec!["dc_fra1"],
+            vec!["all", "ungrouped"],
+        ]);
+        let inv = inventory(&t, serde_json::Map::new()).unwrap();
+        assert_eq!(
+            inv["all"]["children"],
+            serde_json::json!({
+                "prod": {"children": {
+                    "web": {"hosts": {"web1": {}}},
+                    "db": {"hosts": {"web1": {}}},
+                }},
+                "dc_fra1": {"hosts": {"web1": {}}},
+            })
         );
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir(d.join("group_vars")).unwrap();
-        std::fs::write(d.join("group_vars/web.yml"), "web_port: 8080\n").unwrap();
-        std::fs::write(
-            d.join("group_vars/prod.yml"),
-            "tier: production\nweb_port: 1\n",
-        )
-        .unwrap();
-        std::fs::write(d.join("inventory.yml"), inventory(&job, hv).to_string()).unwrap();
-
-        // ansible reads the host into every group of its chains, and only those.
-        let listed: serde_json::Value = serde_json::from_str(&ansible(
-            "ansible-inventory",
-            d,
-            &["-i", "inventory.yml", "--list"],
-        ))
-        .unwrap();
-        for g in ["web", "db", "dc_fra1"] {
-            assert_eq!(
-                listed[g]["hosts"],
-                serde_json::json!(["web1"]),
-                "{g}: {listed}"
+        assert_eq!(inv["all"]["hosts"]["web1"]["ansible_user"], "deploy");
+        for bad in [
+            vec![vec!["web-1"]],
+            vec![vec!["1web"]],
+            vec![vec!["{{ lookup('pipe','id') }}"]],
+            vec![vec!["a"; MAX_GROUP_DEPTH + 1]],
+            vec![vec!["a"]; MAX_GROUP_CHAINS + 1],
+        ] {
+            assert!(
+                inventory(&target(bad.clone()), serde_json::Map::new()).is_err(),
+                "{bad:?}"
             );
         }
-        assert_eq!(
-            listed["prod"]["children"],
-            serde_json::json!(["db", "web"]),
-            "{listed}"
-        );
-        assert_eq!(
-            listed["all"]["children"],
-            serde_json::json!(["ungrouped", "dc_fra1", "prod"]),
-            "{listed}"
-        );
-        assert!(listed.get("ungrouped").is_none(), "{listed}");
-        let vars = &listed["_meta"]["hostvars"]["web1"];
-        assert_eq!(
-            vars["ansible_host"], "10.1.2.3",
-            "the host's vars, once: {listed}"
-        );
+    }
 
-        // A play for `hosts: web` runs on it, with group_vars/web.yml over group_vars/prod.yml.
-        std::fs::write(
-            d.join("site.yml"),
-            "- hosts: web\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"port={{ web_port }} tier={{ tier }} groups={{ group_names | join(',') }}\"\n",
-        )
-        .unwrap();
-        let run = ansible("ansible-playbook", d, &["-i", "inventory.yml", "site.yml"]);
+    #[test]
+    fn a_run_that_matched_no_host_is_told_from_one_that_did() {
+        let mut none = Recap::default();
+        for l in [
+            "PLAY [web] *****",
+            "skipping: no hosts matched",
+            "PLAY RECAP *****",
+            "",
+        ] {
+            none.line(l);
+        }
+        assert!(none.no_hosts_matched());
+        let mut some = Recap::default();
+        for l in [
+            "PLAY [db] *****",
+            "skipping: no hosts matched",
+            "PLAY [all] *****",
+            "ok: [web1]",
+            "PLAY RECAP *****",
+            "web1                       : ok=1    changed=0    unreachable=0    failed=0",
+        ] {
+            some.line(l);
+        }
+        assert!(!some.no_hosts_matched());
         assert!(
-            run.contains("\"msg\": \"port=8080 tier=production groups=db,dc_fra1,prod,web\""),
-            "{run}"
+            !Recap::default().no_hosts_matched(),
+            "output of another callback"
         );
-        assert!(run.contains("ok=1"), "{run}");
+        let msg = no_hosts_message(&target(vec![vec!["prod", "web"], vec!["prod", "db"]]));
+        assert_eq!(
+            msg,
+            "no hosts matched: none of the playbook's plays targets web1 (its groups: prod, web, db)"
+        );
+        assert!(no_hosts_message(&target(vec![])).ends_with("(its groups: none)"));
+    }
+
+    #[test]
+    fn paths_from_the_controller_stay_inside_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("playbooks")).unwrap();
+        std::fs::write(tree.join("playbooks/site.yml"), "- hosts: all\n").unwrap();
+        std::fs::write(dir.path().join("outside.yml"), "").unwrap();
+        std::os::unix::fs::symlink("../outside.yml", tree.join("escape.yml")).unwrap();
+        std::os::unix::fs::symlink("playbooks/site.yml", tree.join("site.yml")).unwrap();
+        let ok = inside_tree(&tree, "playbooks/site.yml", Kind::File).unwrap();
+        assert!(ok.is_some());
+        assert!(inside_tree(&tree, "site.yml", Kind::File)
+            .unwrap()
+            .is_some());
+        assert!(inside_tree(&tree, "", Kind::Dir).unwrap().is_some());
+        assert_eq!(inside_tree(&tree, "missing.yml", Kind::File), Ok(None));
+        assert_eq!(inside_tree(&tree, "playbooks", Kind::File), Ok(None));
+        for bad in [
+            "../outside.yml",
+            "/etc/passwd",
+            "playbooks/../../outside.yml",
+        ] {
+            assert!(inside_tree(&tree, bad, Kind::File).is_err(), "{bad}");
+        }
+        assert!(inside_tree(&tree, "escape.yml", Kind::File).is_err());
     }
 }

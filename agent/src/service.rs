@@ -26,6 +26,8 @@ pub struct ServiceOptions {
     pub flush_timeout: Duration,
     pub max_backoff: Duration,
     pub idle_timeout: Duration,
+    /// The bound of the revision cache, in bytes.
+    pub revision_cache_bytes: u64,
 }
 
 impl Default for ServiceOptions {
@@ -40,6 +42,7 @@ impl Default for ServiceOptions {
             flush_timeout: Duration::from_secs(15),
             max_backoff: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(15),
+            revision_cache_bytes: crate::revisions::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -50,6 +53,8 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error("cannot read the spool: {0}")]
     Spool(std::io::Error),
+    #[error(transparent)]
+    Revisions(#[from] crate::revisions::CacheError),
     #[error("no controller address: pass --controller HOST:PORT")]
     NoController,
     #[error(transparent)]
@@ -124,6 +129,9 @@ pub async fn run(
             "spooled jobs taken up from the previous run"
         );
     }
+    let cache =
+        crate::revisions::RevisionCache::open(&state.revisions_dir(), opts.revision_cache_bytes)?;
+    let (link, link_rx) = tokio::sync::watch::channel(None);
     let controllers = if opts.controllers.is_empty() {
         identity.controllers.clone()
     } else {
@@ -166,6 +174,11 @@ pub async fn run(
         draining: CancellationToken::new(),
         shutdown: CancellationToken::new(),
         early_cancels: Default::default(),
+        revisions: Arc::new(crate::fetch::Revisions {
+            cache,
+            link: link_rx,
+        }),
+        link,
     });
     tracing::info!(agent = %agent.identity.name, uuid = %agent.identity.uuid, controllers = ?agent.cfg.controllers, "agent starting");
     let mut session = tokio::spawn(session::run(agent.clone()));

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use outpost_protocol::codec;
 use outpost_protocol::control::{self, AgentAction, AgentEvent, AgentSide};
-use outpost_protocol::message::{AgentStatus, Down, Hello, JobDown, JobUp};
+use outpost_protocol::message::{AgentStatus, Down, Hello, JobDown, JobUp, StreamUp};
 use outpost_protocol::pki::{self, AgentKey};
 use outpost_protocol::{close, tls};
 use rand::Rng;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::fetch::Revisions;
 use crate::jobs::{self, JobTable};
 use crate::runner::RunnerConfig;
 use crate::state::{Identity, StateDir};
@@ -60,6 +61,10 @@ pub struct Agent {
     /// Cancels that arrived before their job's assignment (the two travel on different
     /// streams): such a job is refused instead of started.
     pub early_cancels: EarlyCancels,
+    /// The revision cache, and the live session revisions are fetched over.
+    pub revisions: Arc<Revisions>,
+    /// Publishes the live session (for fetches) while there is one.
+    pub link: tokio::sync::watch::Sender<Option<quinn::Connection>>,
 }
 
 /// Cancel requests for jobs this agent does not hold (yet), forgotten after an hour.
@@ -224,6 +229,8 @@ async fn session(
         _ = agent.shutdown.cancelled() => return SessionEnd::Shutdown,
     };
     let result = serve(agent, &conn, addr, status).await;
+    // Fetches wait for the next session rather than try this one again.
+    agent.link.send_replace(None);
     if matches!(result, SessionEnd::Shutdown) {
         conn.close(quinn::VarInt::from_u32(close::NORMAL), b"agent stopping");
     }
@@ -309,6 +316,8 @@ async fn serve(
     status.set(Connection::Online {
         controller: addr.to_owned(),
     });
+    // Fetches of revisions interrupted by a cut resume on this session.
+    agent.link.send_replace(Some(conn.clone()));
 
     // Resume every job still held (lines not yet acknowledged, outcomes not yet recorded),
     // now and whenever a job's stream ended while the session lives on.
@@ -407,7 +416,7 @@ fn resume_deliveries(agent: &Arc<Agent>, conn: &quinn::Connection) {
             let Ok((mut send, recv)) = conn.open_bi().await else {
                 return;
             };
-            let resume = JobUp::Resume {
+            let resume = StreamUp::Resume {
                 job: entry.job,
                 dispatch_id: entry.dispatch_id.clone(),
                 acked_through: entry.spool.acked(),
@@ -494,7 +503,12 @@ async fn take_assignment(agent: Arc<Agent>, mut send: quinn::SendStream, recv: q
         Some(refusal) => Err(refusal),
         None => agent
             .table
-            .start(agent.cfg.runner.clone(), &agent.state.spool_dir(), job)
+            .start(
+                agent.cfg.runner.clone(),
+                agent.revisions.clone(),
+                &agent.state.spool_dir(),
+                job,
+            )
             .map_err(Refusal::Spool),
     };
     let (entry, _guard) = match started {

@@ -1,5 +1,6 @@
 //! The agent's state directory: its identity (key 0600, certificate, the CA it trusts), its
-//! settings from enrolment, the spools of its jobs and their work directories.
+//! settings from enrolment, the spools of its jobs, their work directories and the project
+//! revisions they run.
 //!
 //! ```text
 //! <state-dir>/agent.toml   uuid, name, labels, controller addresses
@@ -7,7 +8,8 @@
 //! <state-dir>/agent.pem    certificate chain from the controller
 //! <state-dir>/ca.pem       the Outpost CA
 //! <state-dir>/spool/<job>/ unacknowledged output and outcome of each job
-//! <state-dir>/work/<job>/  playbook, inventory and vars while a job runs (0700)
+//! <state-dir>/work/<job>/  inventory and vars while a job runs (0700)
+//! <state-dir>/revisions/   project revisions, unpacked read-only (see `revisions`)
 //! ```
 //!
 //! Identity, key, certificates, status and spool records are written with
@@ -80,6 +82,9 @@ impl StateDir {
     }
     pub fn work_dir(&self) -> PathBuf {
         self.root.join("work")
+    }
+    pub fn revisions_dir(&self) -> PathBuf {
+        self.root.join("revisions")
     }
     /// Written by the running service: see [`crate::status`].
     pub fn status_file(&self) -> PathBuf {

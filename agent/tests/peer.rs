@@ -8,7 +8,7 @@ use outpost_agent::service::{self, ServiceOptions};
 use outpost_agent::state::{Identity, StateDir};
 use outpost_protocol::codec::FramedStream;
 use outpost_protocol::message::{
-    Assignment, Down, FinalStatus, JobDown, JobUp, Target, Up, Welcome,
+    Assignment, Down, FinalStatus, JobDown, JobUp, RevisionRef, StreamUp, Target, Up, Welcome,
 };
 use outpost_protocol::pki::{self, AgentKey, Ca};
 use outpost_protocol::tls::{self, Timers};
@@ -74,10 +74,15 @@ fn python() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A revision of one file, `playbook.yml`, carried inline.
-fn one_file_revision(playbook: &str) -> outpost_protocol::message::RevisionRef {
+/// A project tree of `files` packed as a revision: its tar, and a reference carrying it inline
+/// when `inline`.
+fn pack(files: &[(&str, &[u8])], inline: bool) -> (Vec<u8>, RevisionRef) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("playbook.yml"), playbook).unwrap();
+    for (path, body) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
     let mut tar = Vec::new();
     let packed = outpost_protocol::tree::pack_dir(
         dir.path(),
@@ -85,22 +90,25 @@ fn one_file_revision(playbook: &str) -> outpost_protocol::message::RevisionRef {
         &outpost_protocol::tree::Limits::REVISION,
     )
     .unwrap();
-    outpost_protocol::message::RevisionRef {
+    let rev = RevisionRef {
         digest: packed.digest,
         size: packed.size,
         commit: None,
         inventory_dir: String::new(),
-        inline: Some(tar),
-    }
+        inline: inline.then(|| tar.clone()),
+    };
+    (tar, rev)
 }
 
+/// A job of a one-file project (`playbook.yml`), carried inline.
 fn assignment(playbook: &str, limit: u32) -> Assignment {
+    let (_, revision) = pack(&[("playbook.yml", playbook.as_bytes())], true);
     Assignment {
         job: Uuid::new_v4(),
         dispatch_id: Uuid::new_v4().to_string(),
         playbook_name: "peer".into(),
         playbook_path: "playbook.yml".into(),
-        revision: one_file_revision(playbook),
+        revision,
         target: Target {
             hostname: "localhost".into(),
             ip_address: "127.0.0.1".into(),
@@ -108,7 +116,7 @@ fn assignment(playbook: &str, limit: u32) -> Assignment {
             ssh_user: "root".into(),
             ssh_key_path: None,
             host_vars_json: serde_json::json!({"ansible_connection": "local", "ansible_python_interpreter": python()}).to_string(),
-            groups: Vec::new(),
+            groups: vec![],
         },
         vars_json: "{}".into(),
         launch_vars_json: r#"{"who": "peer"}"#.into(),
@@ -235,10 +243,11 @@ async fn hello_jobs_capacity_and_extra_vars_on_the_wire() {
         "extra vars reach the playbook: {lines:#?}"
     );
 
-    // A playbook whose content does not match its hash never runs.
-    let mut tampered = assignment(slow, 60);
-    if let Some(inline) = tampered.revision.inline.as_mut() {
-        inline[600] ^= 1;
+    // A revision whose bytes do not match its digest never runs. (A new one: a revision
+    // already cached is run from the verified copy, whatever rides along.)
+    let mut tampered = assignment(&format!("{slow}# another revision\n"), 60);
+    if let Some(tar) = tampered.revision.inline.as_mut() {
+        tar[600] ^= 1;
     }
     let (control, _) = run_job(&conn, tampered).await;
     let JobUp::Finished(f) = control.last().unwrap() else {
@@ -246,10 +255,7 @@ async fn hello_jobs_capacity_and_extra_vars_on_the_wire() {
     };
     assert_eq!(f.status, FinalStatus::Failed);
     assert!(
-        f.error
-            .as_deref()
-            .unwrap_or("")
-            .contains("does not match its SHA-256"),
+        f.error.as_deref().unwrap_or("").contains("is not revision"),
         "{:?}",
         f.error
     );
@@ -336,7 +342,7 @@ async fn unacknowledged_lines_are_resent_on_the_next_session() {
     session.send(&welcome(id)).await.unwrap();
     let (send, recv) = conn.accept_bi().await.unwrap();
     let mut s = FramedStream::new(recv, send);
-    let Some(JobUp::Resume {
+    let Some(StreamUp::Resume {
         job: resumed,
         acked_through,
         ..
@@ -372,6 +378,409 @@ async fn unacknowledged_lines_are_resent_on_the_next_session() {
         last_line as usize,
         "every line again, none twice"
     );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// Accepts the agent's connection and completes its handshake; the session stream is returned
+/// so it stays open.
+async fn welcomed(
+    endpoint: &quinn::Endpoint,
+) -> (
+    quinn::Connection,
+    FramedStream<quinn::RecvStream, quinn::SendStream>,
+    outpost_protocol::message::Hello,
+) {
+    let conn = tokio::time::timeout(Duration::from_secs(30), endpoint.accept())
+        .await
+        .unwrap()
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, recv) = conn.accept_bi().await.unwrap();
+    let mut session = FramedStream::new(recv, send);
+    let Some(Up::Hello(hello)) = session.recv::<Up>().await.unwrap() else {
+        panic!("Hello first")
+    };
+    let welcome = Welcome {
+        protocol_version: outpost_protocol::PROTOCOL_VERSION,
+        controller_version: "peer".into(),
+        agent: tls::peer_agent_uuid(&conn).unwrap(),
+        heartbeat_interval_ms: 1000,
+        capabilities: vec![],
+    };
+    session.send(&Down::Welcome(welcome)).await.unwrap();
+    (conn, session, hello)
+}
+
+type Stream = FramedStream<quinn::RecvStream, quinn::SendStream>;
+
+/// The next stream the agent opens, and what its first frame says it is for.
+async fn next_stream(conn: &quinn::Connection) -> (Stream, StreamUp) {
+    let (send, recv) = tokio::time::timeout(Duration::from_secs(30), conn.accept_bi())
+        .await
+        .expect("the agent opened no stream")
+        .unwrap();
+    let mut s = FramedStream::new(recv, send);
+    let first = s.recv::<StreamUp>().await.unwrap().expect("a first frame");
+    (s, first)
+}
+
+/// Answers a fetch from `offset` like a controller: the manifest, then chunks `offset..`;
+/// `chunk` may alter each (by index) or end the stream before it (None).
+async fn serve_fetch(
+    s: &mut Stream,
+    tar: &[u8],
+    offset: u64,
+    chunk: impl Fn(u32, Vec<u8>) -> Option<Vec<u8>>,
+) {
+    use outpost_protocol::fetch::{first_chunk, manifest_of, CHUNK_SIZE};
+    use outpost_protocol::message::FetchDown;
+    s.max = outpost_protocol::fetch::MAX_FETCH_FRAME;
+    let (manifest, _) = manifest_of(tar).unwrap();
+    let first = first_chunk(&manifest, offset).unwrap() as usize;
+    let count = manifest.chunks.len();
+    s.send(&FetchDown::Manifest(manifest)).await.unwrap();
+    for i in first..count {
+        let start = i * CHUNK_SIZE as usize;
+        let end = (start + CHUNK_SIZE as usize).min(tar.len());
+        let Some(data) = chunk(i as u32, tar[start..end].to_vec()) else {
+            return;
+        };
+        if s.send(&FetchDown::Chunk {
+            index: i as u32,
+            data,
+        })
+        .await
+        .is_err()
+        {
+            return; // the agent refused the chunk and let the stream go
+        }
+    }
+    let _ = s.send.finish();
+}
+
+/// Reads a job stream to its outcome, acknowledging like a controller.
+async fn deliver(mut s: Stream, job: Uuid) -> (outpost_protocol::message::Finished, Vec<String>) {
+    let mut lines = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(90), s.recv::<JobUp>())
+            .await
+            .expect("agent silent")
+            .unwrap()
+            .expect("stream ended");
+        match msg {
+            JobUp::Logs(b) => {
+                lines.extend(b.lines.into_iter().map(|l| l.text));
+                s.send(&JobDown::LogAck {
+                    job,
+                    through_line: lines.len() as u32,
+                })
+                .await
+                .unwrap();
+            }
+            JobUp::Finished(f) => {
+                s.send(&JobDown::FinishAck { job }).await.unwrap();
+                let _ = s.send.finish();
+                return (f, lines);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn big_project() -> (Vec<u8>, RevisionRef) {
+    let blob: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i % 253) as u8).collect();
+    let play = b"- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.stat:\n        path: files/blob.bin\n      register: blob\n    - ansible.builtin.debug:\n        msg: \"blob of {{ blob.stat.size }} bytes\"\n";
+    pack(
+        &[("site.yml", &play[..]), ("files/blob.bin", &blob[..])],
+        false,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_cut_midway_resumes_and_a_corrupted_chunk_is_asked_again() {
+    use outpost_protocol::fetch::CHUNK_SIZE;
+    let peer = setup();
+    let stop = CancellationToken::new();
+    let opts = ServiceOptions {
+        host_key_checking: false,
+        max_backoff: Duration::from_secs(1),
+        ..ServiceOptions::default()
+    };
+    let agent = tokio::spawn(service::run(peer.state.clone(), opts, stop.clone(), || {}));
+    let (tar, rev) = big_project();
+    assert!(tar.len() > 3 * CHUNK_SIZE as usize, "four chunks");
+    let mut job = assignment("", 120);
+    job.revision = rev.clone();
+    job.playbook_path = "site.yml".into();
+
+    // Session 1: the job is taken; its fetch gets a corrupted chunk 1, then is cut after 2.
+    let (conn, _session, _) = welcomed(&peer.endpoint).await;
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut js = FramedStream::new(recv, send);
+    js.send(&JobDown::Assign(Box::new(job.clone())))
+        .await
+        .unwrap();
+    assert!(matches!(
+        js.recv::<JobUp>().await.unwrap(),
+        Some(JobUp::Accept { .. })
+    ));
+    let (mut f, first) = next_stream(&conn).await;
+    assert_eq!(
+        first,
+        StreamUp::Fetch {
+            digest: rev.digest.clone(),
+            offset: 0
+        }
+    );
+    serve_fetch(&mut f, &tar, 0, |i, mut d| {
+        if i == 1 {
+            d[7] ^= 0x40;
+        }
+        Some(d)
+    })
+    .await;
+    let (mut f, again) = next_stream(&conn).await;
+    assert_eq!(
+        again,
+        StreamUp::Fetch {
+            digest: rev.digest.clone(),
+            offset: u64::from(CHUNK_SIZE)
+        },
+        "the refused chunk is asked for again, the good one kept"
+    );
+    serve_fetch(&mut f, &tar, u64::from(CHUNK_SIZE), |i, d| {
+        (i < 3).then_some(d)
+    })
+    .await;
+    let part = peer
+        .state
+        .revisions_dir()
+        .join(format!("{}.part", rev.digest));
+    let on_disk = || std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while on_disk() < 3 * u64::from(CHUNK_SIZE) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        on_disk(),
+        3 * u64::from(CHUNK_SIZE),
+        "verified chunks are on disk"
+    );
+    conn.close(quinn::VarInt::from_u32(0), b"test cuts the uplink");
+
+    // Session 2: the fetch resumes from the part file's length; the job then runs.
+    let (conn, _session, hello) = welcomed(&peer.endpoint).await;
+    assert_eq!(hello.running.len(), 1, "the job is still held");
+    let mut outcome = None;
+    let mut fetched = false;
+    while outcome.is_none() {
+        let (mut s, first) = next_stream(&conn).await;
+        match first {
+            StreamUp::Fetch { digest, offset } => {
+                assert_eq!(
+                    (digest.as_str(), offset),
+                    (rev.digest.as_str(), 3 * u64::from(CHUNK_SIZE))
+                );
+                serve_fetch(&mut s, &tar, offset, |_, d| Some(d)).await;
+                fetched = true;
+            }
+            StreamUp::Resume { job: id, .. } => {
+                assert_eq!(id, job.job);
+                outcome = Some(tokio::spawn(deliver(s, job.job)));
+            }
+        }
+    }
+    let (finished, lines) = outcome.unwrap().await.unwrap();
+    if !fetched {
+        // The resume came first: the fetch follows on its own stream.
+        let (mut s, first) = next_stream(&conn).await;
+        assert!(
+            matches!(first, StreamUp::Fetch { offset, .. } if offset == 3 * u64::from(CHUNK_SIZE))
+        );
+        serve_fetch(&mut s, &tar, 3 * u64::from(CHUNK_SIZE), |_, d| Some(d)).await;
+    }
+    assert_eq!(
+        finished.status,
+        FinalStatus::Success,
+        "{:?} {lines:#?}",
+        finished.error
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("blob of {} bytes", 3 << 20))),
+        "the playbook ran in the tree: {lines:#?}"
+    );
+    assert!(!part.exists(), "the part file is gone once unpacked");
+
+    // A second job of the same revision needs no transfer.
+    let mut second = job.clone();
+    second.job = Uuid::new_v4();
+    second.dispatch_id = Uuid::new_v4().to_string();
+    let (control, _) = tokio::select! {
+        r = run_job(&conn, second) => r,
+        s = conn.accept_bi() => panic!("the agent opened a stream for a cached revision: {s:?}"),
+    };
+    let JobUp::Finished(f) = control.last().unwrap() else {
+        panic!("Finished last")
+    };
+    assert_eq!(f.status, FinalStatus::Success);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_stays_corrupted_fails_the_job_and_says_why() {
+    let peer = setup();
+    let stop = CancellationToken::new();
+    let opts = ServiceOptions {
+        host_key_checking: false,
+        ..ServiceOptions::default()
+    };
+    let agent = tokio::spawn(service::run(peer.state.clone(), opts, stop.clone(), || {}));
+    let (tar, rev) = big_project();
+    let mut job = assignment("", 120);
+    job.revision = rev.clone();
+    job.playbook_path = "site.yml".into();
+    let (conn, _session, _) = welcomed(&peer.endpoint).await;
+    let fetches = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            let mut asked = 0;
+            while let Ok(Ok((send, recv))) =
+                tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await
+            {
+                let mut s = FramedStream::new(recv, send);
+                let Some(StreamUp::Fetch { offset, .. }) = s.recv::<StreamUp>().await.unwrap()
+                else {
+                    continue;
+                };
+                asked += 1;
+                serve_fetch(&mut s, &tar, offset, |_, mut d| {
+                    d[0] ^= 1;
+                    Some(d)
+                })
+                .await;
+            }
+            asked
+        }
+    });
+    let (control, lines) = run_job(&conn, job).await;
+    let JobUp::Finished(f) = control.last().unwrap() else {
+        panic!("Finished last")
+    };
+    assert_eq!(f.status, FinalStatus::Failed);
+    let error = f.error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&rev.digest) && error.contains("failed its SHA-256 4 times"),
+        "{error}"
+    );
+    assert!(lines.is_empty(), "ansible never ran: {lines:?}");
+    assert_eq!(
+        fetches.await.unwrap(),
+        outpost_protocol::fetch::MAX_REFUSALS,
+        "asked again after each refusal, then gave up"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_runs_from_its_tree_with_roles_templates_and_group_vars() {
+    let peer = setup();
+    let stop = CancellationToken::new();
+    let opts = ServiceOptions {
+        host_key_checking: false,
+        ..ServiceOptions::default()
+    };
+    let agent = tokio::spawn(service::run(peer.state.clone(), opts, stop.clone(), || {}));
+    let out = tempfile::tempdir().unwrap();
+    let (_, mut rev) = pack(
+        &[
+            ("site.yml", b"- hosts: web\n  gather_facts: false\n  roles: [motd]\n"),
+            ("nomatch.yml", b"- hosts: db\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: never\n"),
+            ("roles/motd/tasks/main.yml", b"- ansible.builtin.template:\n    src: motd.j2\n    dest: \"{{ out }}/motd\"\n"),
+            ("roles/motd/templates/motd.j2", b"{{ greeting }} from {{ inventory_hostname }}\n"),
+            ("inventories/prod/group_vars/web.yml", b"greeting: hello web\n"),
+            ("inventories/prod/hosts.yml", b"all: {}\n"),
+        ],
+        true,
+    );
+    rev.inventory_dir = "inventories/prod".into();
+    let (conn, _session, _) = welcomed(&peer.endpoint).await;
+
+    let mut job = assignment("", 120);
+    job.revision = rev.clone();
+    job.playbook_path = "site.yml".into();
+    job.target.groups = vec![vec!["prod".into(), "web".into()]];
+    job.launch_vars_json = serde_json::json!({ "out": out.path() }).to_string();
+    let (control, lines) = run_job(&conn, job.clone()).await;
+    let JobUp::Finished(f) = control.last().unwrap() else {
+        panic!("Finished last")
+    };
+    assert_eq!(f.status, FinalStatus::Success, "{:?} {lines:#?}", f.error);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("motd")).unwrap(),
+        "hello web from localhost\n",
+        "the role's template, with the group's vars"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("TASK [motd : ")),
+        "{lines:#?}"
+    );
+
+    // A playbook none of whose plays targets the host did nothing: that is no success.
+    let mut nothing = job.clone();
+    nothing.job = Uuid::new_v4();
+    nothing.dispatch_id = Uuid::new_v4().to_string();
+    nothing.playbook_path = "nomatch.yml".into();
+    let (control, lines) = run_job(&conn, nothing).await;
+    let JobUp::Finished(f) = control.last().unwrap() else {
+        panic!("Finished last")
+    };
+    assert_eq!((f.status, f.exit_code), (FinalStatus::Failed, Some(0)));
+    assert_eq!(
+        f.error.as_deref(),
+        Some("no hosts matched: none of the playbook's plays targets localhost (its groups: prod, web)")
+    );
+    assert!(
+        lines.iter().any(|l| l == "skipping: no hosts matched"),
+        "the log is ansible's own: {lines:#?}"
+    );
+
+    // A playbook path that leaves the tree is refused before anything runs.
+    let mut escape = job.clone();
+    escape.job = Uuid::new_v4();
+    escape.playbook_path = "../../etc/passwd".into();
+    let (control, _) = run_job(&conn, escape).await;
+    let JobUp::Finished(f) = control.last().unwrap() else {
+        panic!("Finished last")
+    };
+    assert_eq!(f.status, FinalStatus::Failed);
+    assert!(
+        f.error
+            .clone()
+            .unwrap_or_default()
+            .contains("refusing playbook path"),
+        "{:?}",
+        f.error
+    );
+
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), agent)
         .await

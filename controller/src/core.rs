@@ -31,6 +31,8 @@ pub struct Core {
     pub bundle_origin: Origin,
     /// Failed sign-ins, per account and per address.
     pub throttle: Throttle,
+    /// Agents' fetch streams of project revisions: their turns, the manifests they share.
+    pub revisions: crate::fetch::RevisionServer,
     pub stop: CancellationToken,
     next_session: AtomicU64,
     /// Jobs with a live stream on this controller: one at a time each, however many times an
@@ -70,6 +72,7 @@ impl Core {
             ca,
             bundle_origin,
             throttle: Throttle::default(),
+            revisions: Default::default(),
             stop,
             next_session: AtomicU64::new(1),
             streams: Default::default(),

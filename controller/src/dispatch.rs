@@ -98,27 +98,29 @@ pub async fn run_assigned(ctx: Arc<Core>, conn: quinn::Connection, owner: Owner,
     }
 }
 
-/// Resumes a job on a stream the agent opened after a reconnect.
+/// What an agent's `Resume` asked for: the job, its attempt, the last line already stored.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub job: uuid::Uuid,
+    pub dispatch_id: String,
+    pub acked_through: u32,
+}
+
+/// Resumes a job on a stream the agent opened after a reconnect (its `Resume`, the stream's
+/// first frame, already read).
 pub async fn run_resumed(
     ctx: Arc<Core>,
     owner: Owner,
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
+    resume: Resume,
 ) {
-    let mut reader = codec::spawn_reader::<_, JobUp>(recv, codec::MAX_JOB_UP_FRAME);
-    let (job_uuid, dispatch_id, acked) =
-        match tokio::time::timeout(ANSWER_TIMEOUT, reader.recv()).await {
-            Ok(Some(Ok(JobUp::Resume {
-                job,
-                dispatch_id,
-                acked_through,
-            }))) => (job, dispatch_id, acked_through),
-            other => {
-                tracing::debug!(?other, "agent opened a stream without a Resume");
-                let _ = send.reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
-                return;
-            }
-        };
+    let reader = codec::spawn_reader::<_, JobUp>(recv, codec::MAX_JOB_UP_FRAME);
+    let Resume {
+        job: job_uuid,
+        dispatch_id,
+        acked_through: acked,
+    } = resume;
     // One stream per job: a second resume while the first still runs is turned away (the
     // agent tries again once the first has ended).
     let Some(_slot) = ctx.stream_slot(job_uuid) else {
@@ -317,7 +319,7 @@ impl JobStream {
             }
             JobUp::Logs(batch) => self.on_logs(batch).await,
             JobUp::Finished(f) => self.on_finished(f).await,
-            JobUp::Accept { .. } | JobUp::Reject { .. } | JobUp::Resume { .. } => Step::Continue,
+            JobUp::Accept { .. } | JobUp::Reject { .. } => Step::Continue,
         }
     }
 

@@ -11,7 +11,8 @@
 //! - [`core`]: the [`core::Core`] every part of one controller shares.
 //! - [`service`]: the operations callers ask for (launch, cancel, users, servers, playbooks,
 //!   tickets, agents, sign-in), as plain functions of the core and the caller.
-//! - The ports: [`session`] and [`dispatch`] for agents over QUIC; [`http`] (the API) and
+//! - The ports: [`session`], [`dispatch`] and [`fetch`] (project revisions) for agents over
+//!   QUIC; [`http`] (the API) and
 //!   [`ui`] (the web pages), both thin shells over [`service`], put on one HTTPS port by
 //!   [`web`].
 //! - [`server`]: the daemon that wires them; the binary's commands sit above it.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod core;
 pub mod dispatch;
 pub mod enroll;
+pub mod fetch;
 pub mod http;
 pub mod ingest;
 pub mod lifecycle;

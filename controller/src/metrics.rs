@@ -39,6 +39,7 @@ pub struct Metrics {
     pub jobs_finished: Counter,
     pub agents_connected: Gauge,
     pub handshakes_refused: Counter,
+    pub revision_bytes_served: Counter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -50,7 +51,7 @@ pub fn global() -> &'static Metrics {
 impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 7] = [
+        let rows: [(&str, &str, &str, u64); 8] = [
             (
                 "outpost_log_lines_ingested_total",
                 "counter",
@@ -93,6 +94,12 @@ impl Metrics {
                 "Agent sessions refused (revoked, unknown, version).",
                 self.handshakes_refused.get(),
             ),
+            (
+                "outpost_revision_bytes_served_total",
+                "counter",
+                "Bytes of project revisions sent to agents (a cached revision costs none).",
+                self.revision_bytes_served.get(),
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
@@ -119,6 +126,6 @@ mod tests {
             text.contains("# TYPE outpost_agents_connected gauge\noutpost_agents_connected 3\n"),
             "{text}"
         );
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 7);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 8);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use outpost_protocol::codec::{self, FrameError};
 use outpost_protocol::control::{ControlError, ControllerSide, Greeting, Inbound, RenewAnswer};
-use outpost_protocol::message::{Down, Up};
+use outpost_protocol::message::{Down, StreamUp, Up};
 use outpost_protocol::pki;
 use outpost_protocol::{close, tls};
 use thiserror::Error;
@@ -27,6 +27,10 @@ use crate::store::{Store, StoreError};
 
 /// Session-stream messages are small; a renewal CSR is the largest.
 const MAX_SESSION_FRAME: usize = 256 * 1024;
+/// The first frame of a stream the agent opens is a few names and numbers.
+const MAX_OPENING_FRAME: usize = 4 * 1024;
+/// How long an agent has to say what a stream it opened is for.
+const OPENING_TIMEOUT: Duration = Duration::from_secs(30);
 /// A write to the session stream that takes longer than this ends the session: an agent that
 /// stops reading must not hold its session (and its revocation) hostage.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -294,7 +298,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                 None => break Err(conn.close_reason().map(SessionError::from).unwrap_or(SessionError::StreamClosed)),
             },
             stream = conn.accept_bi() => match stream {
-                Ok((s, r)) => { jobs.spawn(dispatch::run_resumed(ctx.clone(), owner, s, r)); }
+                Ok((s, r)) => { jobs.spawn(opened(ctx.clone(), owner, s, r)); }
                 Err(e) => break Err(e.into()),
             },
 
@@ -328,6 +332,43 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
     )
     .await;
     end
+}
+
+/// A stream the agent opened: its first frame says whether it resumes a job or fetches a
+/// revision.
+async fn opened(
+    ctx: Arc<Core>,
+    owner: Owner,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    // `read_frame` takes exactly one frame, so the stream goes on from the next one.
+    let first = tokio::time::timeout(
+        OPENING_TIMEOUT,
+        codec::read_frame::<_, StreamUp>(&mut recv, MAX_OPENING_FRAME),
+    )
+    .await;
+    match first {
+        Ok(Ok(Some(StreamUp::Resume {
+            job,
+            dispatch_id,
+            acked_through,
+        }))) => {
+            let resume = dispatch::Resume {
+                job,
+                dispatch_id,
+                acked_through,
+            };
+            dispatch::run_resumed(ctx, owner, send, recv, resume).await
+        }
+        Ok(Ok(Some(StreamUp::Fetch { digest, offset }))) => {
+            crate::fetch::serve(&ctx.revisions, &ctx.settings.data_dir, send, digest, offset).await
+        }
+        other => {
+            tracing::debug!(?other, "agent opened a stream without saying what for");
+            let _ = send.reset(quinn::VarInt::from_u32(close::PROTOCOL));
+        }
+    }
 }
 
 async fn audit(store: &Store, agent: &Agent, action: &str, details: serde_json::Value) {

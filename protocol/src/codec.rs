@@ -184,6 +184,8 @@ mod tests {
         job_up: Vec<JobUp>,
         enroll: Vec<EnrollRequest>,
         enrolled: Vec<EnrollResponse>,
+        stream_up: Vec<StreamUp>,
+        fetch_down: Vec<FetchDown>,
     }
 
     fn samples() -> Samples {
@@ -242,12 +244,12 @@ mod tests {
                 job,
                 dispatch_id: "d1".into(),
                 playbook_name: "ping".into(),
-                playbook_path: "site.yml".into(),
+                playbook_path: "playbooks/ping.yml".into(),
                 revision: RevisionRef {
                     digest: "ab".repeat(32),
                     size: 10240,
-                    commit: Some("cd".repeat(20)),
-                    inventory_dir: String::new(),
+                    commit: Some("0123abcd".repeat(5)),
+                    inventory_dir: "inventories/prod".into(),
                     inline: Some(vec![0; 10240]),
                 },
                 target: Target {
@@ -257,7 +259,7 @@ mod tests {
                     ssh_user: "root".into(),
                     ssh_key_path: Some("/root/.ssh/id".into()),
                     host_vars_json: r#"{"ansible_connection":"local"}"#.into(),
-                    groups: vec![vec!["prod".into(), "web".into()]],
+                    groups: vec![vec!["prod".into(), "web".into()], vec!["dc_fra1".into()]],
                 },
                 vars_json: "{}".into(),
                 launch_vars_json: "{}".into(),
@@ -275,11 +277,6 @@ mod tests {
             JobUp::Reject {
                 job,
                 reason: "at capacity".into(),
-            },
-            JobUp::Resume {
-                job,
-                dispatch_id: "d1".into(),
-                acked_through: 3,
             },
             JobUp::Started {
                 job,
@@ -320,6 +317,31 @@ mod tests {
                 reason: "token expired".into(),
             },
         ];
+        let stream_up = vec![
+            StreamUp::Resume {
+                job,
+                dispatch_id: "d1".into(),
+                acked_through: 3,
+            },
+            StreamUp::Fetch {
+                digest: "cd".repeat(32),
+                offset: 3 << 20,
+            },
+        ];
+        let fetch_down = vec![
+            FetchDown::Manifest(Manifest {
+                size: (2 << 20) + 1,
+                chunk_size: 1 << 20,
+                chunks: vec![[7; 32], [0; 32], [255; 32]],
+            }),
+            FetchDown::Chunk {
+                index: 2,
+                data: vec![42],
+            },
+            FetchDown::Refused {
+                reason: "no revision 'cdcd…' here".into(),
+            },
+        ];
         Samples {
             up,
             down,
@@ -327,6 +349,8 @@ mod tests {
             job_up: ju,
             enroll: er,
             enrolled: eresp,
+            stream_up,
+            fetch_down,
         }
     }
 
@@ -352,6 +376,8 @@ mod tests {
         round_trip(&s.job_up);
         round_trip(&s.enroll);
         round_trip(&s.enrolled);
+        round_trip(&s.stream_up);
+        round_trip(&s.fetch_down);
     }
 
     #[tokio::test]
@@ -424,6 +450,8 @@ mod tests {
             let _ = decode::<JobDown>(&bytes, 1024);
             let _ = decode::<Down>(&bytes, 1024);
             let _ = decode::<EnrollRequest>(&bytes, 1024);
+            let _ = decode::<StreamUp>(&bytes, 1024);
+            let _ = decode::<FetchDown>(&bytes, 1024);
         }
 
         #[test]

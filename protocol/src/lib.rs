@@ -2,10 +2,11 @@
 //! framing that carries them, the small PKI that makes every connection mutual-TLS, the
 //! enrolment token, and the QUIC/TLS configuration both ends build from it.
 //!
-//! - [`message`]: the serde types of the session, job and enrolment streams.
+//! - [`message`]: the serde types of the session, job, fetch and enrolment streams.
 //! - [`codec`]: postcard in length-prefixed frames with a hard size limit.
 //! - [`control`]: the rules of the control (session) stream on both sides, without I/O.
 //! - [`jobstream`]: the rules of a job stream on both sides, without I/O.
+//! - [`fetch`]: the rules of a fetch stream (a revision's bytes, chunk by chunk), without I/O.
 //! - [`pki`]: the CA, the controller's certificate, agents' CSRs and their signing.
 //! - [`token`]: the one-line enrolment token that pins the CA.
 //! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
@@ -14,6 +15,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod fetch;
 pub mod files;
 pub mod jobstream;
 pub mod message;
@@ -24,12 +26,10 @@ pub mod tree;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 4;
-/// The oldest protocol version this build still accepts. 3 split an assignment's variables into
-/// curated ones and launch values that must reach ansible as data: an agent speaking 2 would
-/// hand both to ansible as templates, so it is refused rather than trusted with them.
-///
-/// 4 names a project revision (a tree) instead of carrying one playbook's text: an agent
-/// speaking 3 cannot run it.
+/// The oldest protocol version this build still accepts. 4 hands a job a project revision (a
+/// tree, fetched by digest) instead of one playbook's text: an agent speaking 3 cannot run it.
+/// (3 split an assignment's variables into curated ones and launch values that must reach
+/// ansible as data.)
 pub const MIN_PROTOCOL_VERSION: u16 = 4;
 
 /// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.

@@ -1,11 +1,14 @@
-//! The messages of the three kinds of stream. Every type is plain serde data that postcard can
+//! The messages of the four kinds of stream. Every type is plain serde data that postcard can
 //! carry: no `serde_json::Value` (JSON travels as a string), no flattening, no skipped fields.
 //!
 //! - The **session stream**, one per connection, opened by the agent: [`Up`] agent → controller,
 //!   [`Down`] controller → agent.
 //! - A **job stream** per job: the controller opens it with [`JobDown::Assign`]; after a
-//!   reconnect the agent opens it with [`JobUp::Resume`]. Logs, acks and the outcome flow on it,
-//!   so a chatty job never blocks another.
+//!   reconnect the agent opens it with [`StreamUp::Resume`]. Logs, acks and the outcome flow on
+//!   it, so a chatty job never blocks another.
+//! - A **fetch stream** per revision transfer: the agent opens it with [`StreamUp::Fetch`]; the
+//!   controller answers with [`FetchDown`] (a manifest, then chunks). Its rules are
+//!   [`crate::fetch`].
 //! - The **enrolment stream**, on the enrolment endpoint: [`EnrollRequest`] / [`EnrollResponse`].
 
 use serde::{Deserialize, Serialize};
@@ -114,7 +117,7 @@ pub struct AgentStatus {
 /// Controller → agent on a job stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobDown {
-    /// Boxed: an assignment carries a whole playbook, the other variants a few bytes.
+    /// Boxed: an assignment can carry a whole (small) revision, the other variants a few bytes.
     Assign(Box<Assignment>),
     /// Every line up to and including `through_line` is committed to the database.
     LogAck { job: Uuid, through_line: u32 },
@@ -125,28 +128,60 @@ pub enum JobDown {
 /// Agent → controller on a job stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobUp {
-    Accept {
-        job: Uuid,
-    },
-    Reject {
-        job: Uuid,
-        reason: String,
-    },
-    /// Reopens a job's stream after a reconnect; lines follow from `acked_through + 1`.
+    Accept { job: Uuid },
+    Reject { job: Uuid, reason: String },
+    Started { job: Uuid, at_ms: i64 },
+    Logs(LogBatch),
+    Finished(Finished),
+}
+
+/// Agent → controller: the first frame of every stream the agent opens, saying what the stream
+/// is for. (Streams the controller opens start with [`JobDown::Assign`].)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StreamUp {
+    /// Reopens a job's stream after a reconnect; the job stream's rules follow ([`JobUp`] up,
+    /// [`JobDown`] down), lines from `acked_through + 1`.
     Resume {
         job: Uuid,
         dispatch_id: String,
         acked_through: u32,
     },
-    Started {
-        job: Uuid,
-        at_ms: i64,
-    },
-    Logs(LogBatch),
-    Finished(Finished),
+    /// Asks for a revision's bytes from `offset` (a multiple of [`crate::fetch::CHUNK_SIZE`]):
+    /// [`FetchDown`] frames answer, and the controller finishes the stream after the last chunk.
+    Fetch { digest: String, offset: u64 },
 }
 
-/// A job handed to an agent: everything it needs to run it without asking again.
+/// Controller → agent on a fetch stream: a [`Manifest`] (or a refusal), then the chunks from
+/// the offset asked for, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FetchDown {
+    Manifest(Manifest),
+    /// Bytes `index * chunk_size ..` of the revision: a whole chunk, shorter only at the end.
+    Chunk {
+        index: u32,
+        data: Vec<u8>,
+    },
+    /// The controller cannot serve this revision (unknown digest, unreadable file); asking
+    /// again will not help.
+    Refused {
+        reason: String,
+    },
+}
+
+/// What a revision is made of, so each chunk can be checked on arrival (and a bad one asked
+/// for again) before the whole digest can be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The revision's size in bytes.
+    pub size: u64,
+    /// The size of every chunk but the last ([`crate::fetch::CHUNK_SIZE`]).
+    pub chunk_size: u32,
+    /// SHA-256 of each chunk, in order.
+    pub chunks: Vec<[u8; 32]>,
+}
+
+/// A job handed to an agent: everything it needs to run it without asking again (but the
+/// revision's bytes, which it fetches when it does not have them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub job: Uuid,
@@ -169,21 +204,22 @@ pub struct Assignment {
     pub options: RunOptions,
 }
 
-/// The largest revision an assignment carries inline ([`RevisionRef::inline`]).
-pub const INLINE_REVISION_BYTES: u64 = 64 * 1024;
+/// The largest revision an assignment carries inline (see [`RevisionRef::inline`]).
+pub const INLINE_REVISION_BYTES: usize = 64 * 1024;
 
-/// The project revision a job runs: a canonical tar of the project's tree (see
-/// [`crate::tree`]), named by its digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The project revision a job runs: a canonical tar of the project's tree, named by digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevisionRef {
-    pub digest: String, // hex SHA-256 of the canonical tar
+    /// Lower-case hex SHA-256 of the canonical tar.
+    pub digest: String,
     pub size: u64,
-    pub commit: Option<String>, // git commit, for the record
+    /// The git commit, for the record.
+    pub commit: Option<String>,
     /// Directory (relative, "" = root) whose group_vars/ and host_vars/ apply to the job's
     /// inventory, as they would next to the inventory file in a checkout.
     pub inventory_dir: String,
-    /// The whole tar when it is at most INLINE_REVISION_BYTES (64 KiB), so one-file projects
-    /// need no second round trip; verified against `digest` like a fetched one.
+    /// The whole tar when it is at most [`INLINE_REVISION_BYTES`] (64 KiB), so one-file
+    /// projects need no second round trip; verified against `digest` like a fetched one.
     pub inline: Option<Vec<u8>>,
 }
 
@@ -269,8 +305,9 @@ pub struct Target {
     pub ssh_key_path: Option<String>,
     /// A JSON object of Ansible host variables, e.g. `{"ansible_connection":"local"}`.
     pub host_vars_json: String,
-    /// The server's group chains, from the top group down to the group that lists the host
-    /// (`all` and `ungrouped` left out), e.g. `[["prod","web"],["dc_fra1"]]`.
+    /// The server's group chains as ansible reads them: each from the top group down to the
+    /// group that lists the host, `all` and `ungrouped` left out, e.g.
+    /// `[["prod","web"],["dc_fra1"]]`. Empty: no groups.
     pub groups: Vec<Vec<String>>,
 }
 

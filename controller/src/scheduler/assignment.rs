@@ -125,7 +125,7 @@ impl PlaybookCache {
         revision: &Revision,
     ) -> Result<Option<Arc<Vec<u8>>>, String> {
         let path = revision_file(data_dir, &revision.digest)?;
-        if revision.size_bytes < 0 || revision.size_bytes as u64 > INLINE_REVISION_BYTES {
+        if revision.size_bytes < 0 || revision.size_bytes as u64 > INLINE_REVISION_BYTES as u64 {
             return match tokio::fs::metadata(&path).await {
                 Ok(m) if m.len() == revision.size_bytes as u64 => Ok(None),
                 Ok(m) => Err(format!(
@@ -145,7 +145,7 @@ impl PlaybookCache {
             .await
             .map_err(|e| format!("cannot read revision file {}: {e}", path.display()))?
             .len();
-        if len > INLINE_REVISION_BYTES {
+        if len > INLINE_REVISION_BYTES as u64 {
             return Err(format!(
                 "revision file {} is {len} bytes, its record says {}",
                 path.display(),
