@@ -164,6 +164,14 @@ pub async fn show(
                 dt { "Status" } dd #job-status { (layout::job_status(j.status)) }
                 dt { "Playbook" } dd { (j.playbook.name) }
                 dt { "Server" } dd { (j.server.name) }
+                @if let Some(r) = &j.revision {
+                    // The tree the job runs: its project, the git commit and the revision's digest.
+                    dt { "Revision" } dd #job-revision {
+                        (r.project.name) " "
+                        @if let Some(c) = &r.commit { "commit " code { (c.get(..12).unwrap_or(c)) } " " }
+                        "digest " code title=(r.digest) { (r.digest.get(..12).unwrap_or(&r.digest)) }
+                    }
+                }
                 dt { "Agent" } dd #job-agent { (j.agent.as_ref().map(|a| a.name.as_str()).unwrap_or("—")) }
                 dt { "Created" } dd { (layout::time(Some(j.created_at))) }
                 dt { "Started" } dd #job-started { (layout::time(j.started_at)) }
