@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::metrics;
+use crate::project::revision_path;
 
 /// Fetch streams served at once; the rest wait for a turn. Each holds about two chunks.
 pub const MAX_STREAMS: usize = 8;
@@ -25,11 +26,6 @@ const MAX_MANIFESTS: usize = 256;
 /// A chunk the agent does not take within this long ends the stream (it resumes later), so a
 /// stalled agent cannot hold a turn.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Where the controller keeps a revision. (The same rule as `project::revision_path`.)
-fn revision_path(data_dir: &Path, digest: &str) -> PathBuf {
-    data_dir.join("revisions").join(format!("{digest}.tar"))
-}
 
 /// The fetch streams of one controller: their turns and the manifests they share.
 pub struct RevisionServer {
