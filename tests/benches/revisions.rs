@@ -31,19 +31,15 @@ use serde_json::{json, Value};
 
 /// Creates the project `name` on `url` and waits for its first sync; the seconds it took.
 async fn project(api: &Client, name: &str, url: &str) -> f64 {
+    let t = Instant::now();
     let created: Value = api
         .post(
             "/api/v1/projects",
-            &json!({"name": name, "git_url": url, "git_ref": "main"}),
+            &json!({"name": name, "git_url": url, "git_ref": "main", "kind": "git"}),
         )
         .await
         .expect("create the project");
     let id = created["id"].as_i64().expect("project id");
-    let t = Instant::now();
-    let _: Value = api
-        .post(&format!("/api/v1/projects/{id}/sync"), &json!({}))
-        .await
-        .expect("sync");
     wait_for("the sync", Duration::from_secs(600), || async {
         let p: Value = api.get(&format!("/api/v1/projects/{id}")).await.ok()?;
         match p["sync_state"].as_str() {
@@ -64,7 +60,7 @@ async fn launch(api: &Client, project: &str, playbook: &str, server: &str) -> St
         )
         .await
         .expect("launch");
-    r["jobs"][0]["job_id"]
+    r["jobs"][0]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no job in {r}"))
         .to_owned()

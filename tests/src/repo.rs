@@ -96,6 +96,12 @@ impl TeamRepo {
             std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
             std::fs::write(&p, content).expect("repository file");
         }
+        // A vendored binary, as teams keep: it makes the tree larger than what an assignment
+        // carries inline, so the revision travels on a fetch stream of its own.
+        let blob: Vec<u8> = (0..16 * 1024)
+            .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+            .collect();
+        std::fs::write(work.join("roles/common/files/vendor-1.0.bin"), blob).expect("blob");
         run_ok(git(&work).args(["init", "-q", "-b", "main"]), "git init");
         let repo = TeamRepo {
             dir,

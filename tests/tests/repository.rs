@@ -42,7 +42,7 @@ async fn synced(api: &outpost_api::client::Client, id: i64, past_commit: Option<
         let p: Value = api.get(&format!("/api/v1/projects/{id}")).await.ok()?;
         match p["sync_state"].as_str() {
             Some("failed") => panic!("sync failed: {}", p["sync_error"]),
-            Some("ok") if p["revision"]["commit"].as_str() != past_commit => Some(p),
+            Some("ok") if p["current_revision"]["commit"].as_str() != past_commit => Some(p),
             _ => None,
         }
     })
@@ -62,7 +62,7 @@ async fn run_job(
         )
         .await
         .expect("launch by project and playbook path");
-    let id = launched["jobs"][0]["job_id"]
+    let id = launched["jobs"][0]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no job in {launched}"))
         .to_owned();
@@ -76,24 +76,17 @@ async fn run_job(
     })
     .await;
     let mut stored = Vec::new();
-    let mut offset = 0;
+    let mut after = 0;
     loop {
-        let page: Value = api
-            .get(&format!(
-                "/api/v1/jobs/{id}/logs?offset={offset}&limit=1000"
-            ))
+        let page: outpost_api::LogPage = api
+            .get(&format!("/api/v1/jobs/{id}/logs?after={after}&limit=1000"))
             .await
             .expect("logs");
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        if items.is_empty() {
+        stored.extend(page.lines.iter().map(|l| l.content.clone()));
+        after = page.next_after;
+        if page.complete {
             break;
         }
-        offset += items.len();
-        stored.extend(
-            items
-                .iter()
-                .map(|l| l["content"].as_str().unwrap_or_default().to_owned()),
-        );
     }
     let _ = c;
     (job, stored)
@@ -122,19 +115,19 @@ async fn a_teams_git_repository_runs_in_a_datacenter_as_it_does_by_hand() {
     let created: Value = api
         .post(
             "/api/v1/projects",
-            &json!({"name": "team", "git_url": daemon.url("team.git"), "git_ref": "main"}),
+            &json!({"name": "team", "git_url": daemon.url("team.git"), "git_ref": "main", "kind": "git"}),
         )
         .await
         .expect("create the project");
     let pid = created["id"].as_i64().expect("project id");
-    let _: Value = api
-        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
-        .await
-        .expect("sync");
     let first = synced(&api, pid, None).await;
     let commit = repo.head();
-    assert_eq!(first["revision"]["commit"], commit.as_str(), "{first}");
-    let digest = first["revision"]["digest"]
+    assert_eq!(
+        first["current_revision"]["commit"],
+        commit.as_str(),
+        "{first}"
+    );
+    let digest = first["current_revision"]["digest"]
         .as_str()
         .expect("digest")
         .to_owned();
@@ -214,8 +207,8 @@ async fn a_teams_git_repository_runs_in_a_datacenter_as_it_does_by_hand() {
         .await
         .expect("sync again");
     let second = synced(&api, pid, Some(&commit)).await;
-    assert_eq!(second["revision"]["commit"], commit2.as_str());
-    assert_ne!(second["revision"]["digest"], digest.as_str());
+    assert_eq!(second["current_revision"]["commit"], commit2.as_str());
+    assert_ne!(second["current_revision"]["digest"], digest.as_str());
     let (job3, stored3) = run_job(&c, &api, "team", "web-fra1").await;
     assert_eq!(job3["status"], "success", "{job3}\n{}", stored3.join("\n"));
     assert_eq!(job3["revision"]["commit"], commit2.as_str());
@@ -227,7 +220,7 @@ async fn a_teams_git_repository_runs_in_a_datacenter_as_it_does_by_hand() {
     let again: Value = api
         .get(&format!(
             "/api/v1/jobs/{}",
-            job["job_id"].as_str().unwrap_or_default()
+            job["id"].as_str().unwrap_or_default()
         ))
         .await
         .expect("job");
@@ -266,17 +259,15 @@ async fn a_revision_transfer_cut_midway_resumes_from_what_had_arrived() {
     let created: Value = api
         .post(
             "/api/v1/projects",
-            &json!({"name": "big", "git_url": daemon.url("big.git"), "git_ref": "main"}),
+            &json!({"name": "big", "git_url": daemon.url("big.git"), "git_ref": "main", "kind": "git"}),
         )
         .await
         .expect("create the project");
     let pid = created["id"].as_i64().expect("project id");
-    let _: Value = api
-        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
-        .await
-        .expect("sync");
     let project = synced(&api, pid, None).await;
-    let size = project["revision"]["size"].as_u64().expect("revision size");
+    let size = project["current_revision"]["size_bytes"]
+        .as_u64()
+        .expect("revision size");
     c.world
         .local_server("far-host", json!({"dc": "far"}), "dev")
         .await;
@@ -287,7 +278,7 @@ async fn a_revision_transfer_cut_midway_resumes_from_what_had_arrived() {
         )
         .await
         .expect("launch");
-    let id = launched["jobs"][0]["job_id"]
+    let id = launched["jobs"][0]["id"]
         .as_str()
         .expect("job id")
         .to_owned();
