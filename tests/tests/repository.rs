@@ -327,3 +327,110 @@ async fn a_revision_transfer_cut_midway_resumes_from_what_had_arrived() {
         "the part file is gone once the revision is whole"
     );
 }
+
+/// The project's servers as the API lists them, by hostname.
+async fn servers_named(
+    api: &outpost_api::client::Client,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Value> {
+    let page: Value = api
+        .get("/api/v1/servers?limit=1000")
+        .await
+        .expect("servers");
+    page["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| {
+            let name = s["hostname"].as_str()?.to_owned();
+            name.starts_with(prefix).then_some((name, s))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_inventory_file_is_read_as_ansible_reads_it_at_every_sync() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let repo = TeamRepo::create("/nonexistent");
+    // A range, a group of groups, and group_vars/ beside the inventory file: what Outpost's
+    // own reader never understood and ansible does.
+    repo.commit(
+        "inventory/hosts.ini",
+        "[web]\nweb[01:03] ansible_host=10.20.0.7\n\n[prod:children]\nweb\n",
+        "an inventory",
+    );
+    repo.commit(
+        "inventory/group_vars/web.yml",
+        "http_port: 8080\n",
+        "group vars for web",
+    );
+    let daemon = GitDaemon::serve(repo.base());
+    let api = login(&c.ctl, "ops", PASSWORD).await;
+    let created: Value = api
+        .post(
+            "/api/v1/projects",
+            &json!({"name": "inv", "kind": "git", "git_url": daemon.url("team.git"),
+                    "git_ref": "main", "inventory_path": "inventory/hosts.ini"}),
+        )
+        .await
+        .expect("create the project");
+    let pid = created["id"].as_i64().expect("project id");
+    let first = synced(&api, pid, None).await;
+    let servers = wait_for("the inventory's servers", MINUTE, || async {
+        let s = servers_named(&api, "web0").await;
+        (s.len() == 3).then_some(s)
+    })
+    .await;
+    for (name, s) in &servers {
+        assert_eq!(s["ip_address"], "10.20.0.7", "{name}: {s}");
+        assert_eq!(
+            s["inventory_groups"],
+            json!([["prod", "web"]]),
+            "{name}: {s}"
+        );
+        assert_eq!(s["host_vars"]["http_port"], 8080, "{name}: {s}");
+    }
+
+    // The next commit grows the range; the next sync records the fourth server.
+    let commit = first["current_revision"]["commit"]
+        .as_str()
+        .map(str::to_owned);
+    repo.commit(
+        "inventory/hosts.ini",
+        "[web]\nweb[01:04] ansible_host=10.20.0.7\n\n[prod:children]\nweb\n",
+        "a fourth web server",
+    );
+    let _: Value = api
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
+        .await
+        .expect("sync again");
+    synced(&api, pid, commit.as_deref()).await;
+    wait_for("the fourth server", MINUTE, || async {
+        (servers_named(&api, "web0").await.len() == 4).then_some(())
+    })
+    .await;
+
+    // An inventory ansible cannot read fails the sync and keeps the revision that was.
+    let before = synced(&api, pid, None).await["current_revision"]["digest"].clone();
+    repo.commit(
+        "inventory/hosts.ini",
+        "[web\nbroken\n",
+        "a broken inventory",
+    );
+    let _: Value = api
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
+        .await
+        .expect("sync a broken inventory");
+    let failed: Value = wait_for("the sync to fail", MINUTE, || async {
+        let p: Value = api.get(&format!("/api/v1/projects/{pid}")).await.ok()?;
+        (p["sync_state"] == "failed").then_some(p)
+    })
+    .await;
+    let why = failed["sync_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("ansible-inventory -i inventory/hosts.ini failed"),
+        "{why}"
+    );
+    assert_eq!(failed["current_revision"]["digest"], before);
+}

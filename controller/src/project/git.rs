@@ -8,6 +8,7 @@
 //! after `--`, and git itself is told which transports it may use (`GIT_ALLOW_PROTOCOL`), so
 //! `ext::` and other helpers that run commands are refused twice over.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
@@ -167,15 +168,20 @@ pub fn export(cache: &Path, commit: &str, dest: &Path) -> Result<(), ProjectErro
             program: "git",
             source,
         })?;
-    let stdout = child
+    let mut stdout = child
         .stdout
         .take()
         .ok_or_else(|| ProjectError::Refused("git archive gave no output".into()))?;
-    let unpacked = tree::unpack_upload(stdout, dest, &Limits::REVISION);
+    let unpacked = tree::unpack_upload(&mut stdout, dest, &Limits::REVISION);
     if unpacked.is_err() {
         // Stop git writing into a pipe nobody reads.
         let _ = child.kill();
+    } else {
+        // The tar's end marker comes before git's padding to a whole record (10 KiB): read
+        // the rest, or git dies of SIGPIPE writing it and the sync fails for nothing.
+        let _ = std::io::copy(&mut (&mut stdout).take(1 << 20), &mut std::io::sink());
     }
+    drop(stdout);
     let out = child
         .wait_with_output()
         .map_err(ProjectError::io("git archive"))?;

@@ -8,6 +8,7 @@
 pub mod command;
 pub mod galaxy;
 pub mod git;
+pub mod inventory;
 pub mod playbook;
 
 pub use playbook::is_playbook;
@@ -124,15 +125,24 @@ pub fn work_dir(data_dir: &Path) -> Result<tempfile::TempDir, ProjectError> {
         )))
 }
 
+/// What a sync made: the revision, and the servers of the project's inventory source (none
+/// when the project names no inventory file) for the caller to record.
+#[derive(Debug)]
+pub struct Synced {
+    pub revision: Revision,
+    pub servers: Vec<outpost_api::NewServerRequest>,
+}
+
 /// Runs a sync the caller has claimed ([`Store::claim_sync`]) to its end: the new revision, or
-/// the failure recorded on the project (the previous revision stays current).
+/// the failure recorded on the project (the previous revision stays current). An inventory
+/// file that ansible cannot read fails the sync like any other part of it.
 pub async fn sync(
     store: &Store,
     settings: &SyncSettings,
     project: &Project,
     source: Source,
     actor: &Actor,
-) -> Result<Revision, ProjectError> {
+) -> Result<Synced, ProjectError> {
     let outcome = match tokio::time::timeout(
         settings.time_limit,
         build(store, settings, project, source, actor),
@@ -143,9 +153,9 @@ pub async fn sync(
         Err(_) => Err(ProjectError::TimedOut(settings.time_limit)),
     };
     match outcome {
-        Ok(rev) => {
-            tracing::info!(project = %project.name, digest = %rev.digest, "project synced");
-            Ok(rev)
+        Ok(synced) => {
+            tracing::info!(project = %project.name, digest = %synced.revision.digest, servers = synced.servers.len(), "project synced");
+            Ok(synced)
         }
         Err(e) => {
             tracing::warn!(project = %project.name, error = %e, "project sync failed");
@@ -163,7 +173,7 @@ async fn build(
     project: &Project,
     source: Source,
     actor: &Actor,
-) -> Result<Revision, ProjectError> {
+) -> Result<Synced, ProjectError> {
     let (work, commit) = match source {
         Source::Tree(dir) => (dir, None),
         Source::Git => {
@@ -190,15 +200,18 @@ async fn build(
         }
     };
     galaxy::install(work.path()).await?;
+    let servers = match &project.inventory_path {
+        Some(inv) => {
+            check_inventory(work.path(), inv)?;
+            inventory::read(work.path(), inv).await?
+        }
+        None => Vec::new(),
+    };
 
     let data_dir = settings.data_dir.clone();
     let kind = project.kind;
     let name = project.name.clone();
-    let inventory = project.inventory_path.clone();
     let (packed, playbooks) = tokio::task::spawn_blocking(move || {
-        if let Some(inv) = &inventory {
-            check_inventory(work.path(), inv)?;
-        }
         let playbooks = find_playbooks(work.path(), kind, &name)?;
         let packed = pack_revision(work.path(), &data_dir)?;
         drop(work);
@@ -207,7 +220,7 @@ async fn build(
     .await
     .map_err(|e| ProjectError::Refused(format!("packing stopped: {e}")))??;
 
-    Ok(store
+    let revision = store
         .finish_sync(
             project.id,
             &NewRevision {
@@ -219,7 +232,8 @@ async fn build(
             &playbooks,
             actor,
         )
-        .await?)
+        .await?;
+    Ok(Synced { revision, servers })
 }
 
 /// The project's inventory file must be a file of the tree.

@@ -262,12 +262,80 @@ async fn start_sync(core: &Arc<Core>, caller: &Caller, p: &Project) -> Result<()
     claim(core, p).await?;
     let core = core.clone();
     let project = p.clone();
-    let actor = caller.actor();
+    let caller = caller.clone();
     tokio::spawn(async move {
         let settings = sync_settings(&core);
-        let _ = project::sync(&core.store, &settings, &project, Source::Git, &actor).await;
+        if let Ok(synced) = project::sync(
+            &core.store,
+            &settings,
+            &project,
+            Source::Git,
+            &caller.actor(),
+        )
+        .await
+        {
+            record_servers(&core, &caller, &project, synced.servers).await;
+        }
     });
     Ok(())
+}
+
+/// Records the servers of a project's inventory source: a new hostname is created, a known one
+/// updated from the inventory, which is its source from then on. A server that cannot be
+/// recorded is named in the project's sync error (the revision itself stands).
+async fn record_servers(
+    core: &Core,
+    caller: &Caller,
+    project: &Project,
+    servers: Vec<outpost_api::NewServerRequest>,
+) {
+    let (mut created, mut updated, mut refused) = (0usize, 0usize, Vec::new());
+    for r in servers {
+        let host = r.hostname.clone();
+        let done = match core.store.get_server_by_hostname(&r.hostname).await {
+            Ok(old) => {
+                let patch = outpost_api::ServerPatchRequest {
+                    ip_address: Some(r.ip_address),
+                    os_type: Some(r.os_type),
+                    os_version: r.os_version,
+                    ssh_port: r.ssh_port,
+                    ssh_user: r.ssh_user,
+                    ssh_key_path: r.ssh_key_path,
+                    tags: r.tags,
+                    environment: r.environment,
+                    description: r.description,
+                    host_vars: r.host_vars,
+                    inventory_groups: Some(r.inventory_groups.unwrap_or_default()),
+                    ..Default::default()
+                };
+                super::servers::update(core, caller, old.id, patch)
+                    .await
+                    .map(|_| updated += 1)
+            }
+            Err(StoreError::NotFound(_)) => super::servers::create(core, caller, r)
+                .await
+                .map(|_| created += 1),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = done {
+            refused.push(format!("{host}: {}", e.message));
+        }
+    }
+    tracing::info!(project = %project.name, created, updated, refused = refused.len(), "inventory source recorded");
+    if !refused.is_empty() {
+        let why = format!(
+            "the revision was made, but {} of the inventory's servers were not recorded: {}",
+            refused.len(),
+            refused.join("; ")
+        );
+        if let Err(e) = core
+            .store
+            .fail_sync(project.id, &why, &caller.actor())
+            .await
+        {
+            tracing::error!(project = %project.name, error = %e, "cannot record the inventory's refusals");
+        }
+    }
 }
 
 async fn claim(core: &Core, p: &Project) -> Result<()> {
@@ -346,7 +414,11 @@ pub async fn upload(
     match unpacked {
         Ok(work) => {
             // A failed sync is recorded on the project, which the answer shows.
-            let _ = project::sync(&core.store, &settings, &p, Source::Tree(work), &actor).await;
+            if let Ok(synced) =
+                project::sync(&core.store, &settings, &p, Source::Tree(work), &actor).await
+            {
+                record_servers(core, caller, &p, synced.servers).await;
+            }
         }
         Err(e) => {
             core.store.fail_sync(p.id, &e.to_string(), &actor).await?;
