@@ -1,15 +1,18 @@
 //! The web UI in a real browser (headless Chromium over WebDriver) against a real controller
 //! with a real agent running real ansible: sign in, launch, watch a log arrive live, cancel,
 //! resolve a failure's ticket, a viewer refused, markup in a log shown as text, and a log of
-//! 200,000 lines that loads and scrolls. Screenshots land in `target/ui-screenshots/`.
+//! 200,000 lines that loads and scrolls, and projects (a sync started from the page, a failed
+//! sync's error shown as text, a viewer refused). Screenshots land in `target/ui-screenshots/`.
 
 use std::time::Duration;
 
+use outpost_api::{NewProjectRequest, ProjectKind, SyncState};
 use outpost_controller::model::{JobStatus, Role, TicketStatus};
-use outpost_tests::api::{user, PASSWORD};
+use outpost_tests::api::{login, user, PASSWORD};
 use outpost_tests::browser::Browser;
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{AgentOpts, ControllerOpts};
+use outpost_tests::repo::TeamRepo;
 use outpost_tests::world::sleeping_playbook;
 use outpost_tests::{unique_mark, wait_for, wait_no_process, wait_process, Backend};
 use serde_json::json;
@@ -848,5 +851,204 @@ async fn admin_pages_tokens_playbooks_users_and_a_narrow_screen() {
     b.wait_text("table.audit", MINUTE, |t| t.contains("LOGIN"))
         .await;
     b.shot("audit").await;
+    b.close().await;
+}
+
+/// Waits until the project page of `id` says its sync is `want`, reloading it (the page does not
+/// follow a sync by itself); a sync that fails instead is shown with its error.
+async fn wait_sync_state(b: &Browser, id: i32, want: &str) {
+    wait_for("the project's sync to end", 3 * MINUTE, || async {
+        b.goto(&format!("/projects/{id}")).await;
+        let state = b.text("#sync-state").await?;
+        if state == "failed" && want != "failed" {
+            panic!(
+                "the sync failed: {:?}",
+                b.text("#sync-error").await.unwrap_or_default()
+            );
+        }
+        (state == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_sync_from_their_page_and_a_failure_reads_as_text() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    user(w, "vic", Role::Viewer).await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    let out = tempfile::tempdir().unwrap();
+    let repo = TeamRepo::create(out.path().to_str().unwrap());
+    let team = admin
+        .projects()
+        .create(&NewProjectRequest {
+            name: "team".into(),
+            description: None,
+            kind: ProjectKind::Git,
+            git_url: Some(format!("file://{}", repo.bare().display())),
+            git_ref: Some("main".into()),
+            git_key_path: None,
+            inventory_path: None,
+            sync: Some(false),
+        })
+        .await
+        .unwrap();
+    // A repository that is not there, at a path that is markup: git's error names the path, so
+    // the page must show `<b>` as two characters and a letter, never as bold text.
+    let nowhere = tempfile::tempdir().unwrap();
+    let gone_url = format!("file://{}/<b>gone</b>.git", nowhere.path().display());
+    let gone = admin
+        .projects()
+        .create(&NewProjectRequest {
+            name: "gone".into(),
+            description: None,
+            kind: ProjectKind::Git,
+            git_url: Some(gone_url),
+            git_ref: None,
+            git_key_path: None,
+            inventory_path: None,
+            sync: Some(true),
+        })
+        .await
+        .unwrap();
+    let gone = wait_for(
+        "the missing repository's sync to fail",
+        2 * MINUTE,
+        || async {
+            let p = admin.projects().get(gone.id).await.ok()?;
+            (p.sync_state == SyncState::Failed).then_some(p)
+        },
+    )
+    .await;
+    let error = gone.sync_error.clone().expect("a failed sync says why");
+    assert!(error.contains("<b>gone</b>"), "git names the path: {error}");
+
+    // The admin finds the projects from the navigation and syncs the git one from its page.
+    let b = Browser::start(&c.ctl.api_url(), "projects").await;
+    b.sign_in("ops", PASSWORD).await;
+    b.find("nav a[href='/projects']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let row = format!("#projects tr[data-project='{}']", team.id);
+    let listed = b.wait_text(&row, MINUTE, |_| true).await;
+    assert!(listed.contains("never"), "not synced yet: {listed}");
+    assert!(
+        listed.contains(&repo.bare().display().to_string()),
+        "{listed}"
+    );
+    b.find(&format!("{row} a")).await.click().await.unwrap();
+    b.wait_text("#sync-state", MINUTE, |t| t == "never").await;
+    b.find("#sync button").await.click().await.unwrap();
+    wait_for("the project page after Sync now", MINUTE, || async {
+        (b.path().await == format!("/projects/{}", team.id)).then_some(())
+    })
+    .await;
+    wait_sync_state(&b, team.id, "ok").await;
+    let head = repo.head();
+    let synced = admin.projects().get(team.id).await.unwrap();
+    let rev = synced.current_revision.expect("a current revision");
+    assert_eq!(rev.commit.as_deref(), Some(head.as_str()));
+    let shown = b.text("#current-revision").await.unwrap();
+    assert!(
+        shown.contains(&head[..12]) && shown.contains(&rev.digest[..12]),
+        "the page names the commit {head} and digest {}: {shown}",
+        rev.digest
+    );
+    let titles = b
+        .js("return [...document.querySelectorAll('#current-revision code')].map(c => c.title)")
+        .await;
+    assert_eq!(titles, json!([head, rev.digest]), "the whole ids on hover");
+    let revisions = b.text("#revisions tbody").await.unwrap();
+    assert!(revisions.contains(&head[..12]), "{revisions}");
+    let playbooks = b.text("#project-playbooks").await.unwrap();
+    assert!(playbooks.contains("team/site.yml"), "{playbooks}");
+    b.shot("synced").await;
+    // The playbook's launch link arrives at the launch form with it chosen.
+    let site = synced
+        .playbooks
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.file_path == "site.yml")
+        .expect("site.yml is a playbook of the project");
+    b.find(&format!(
+        "#project-playbooks tr[data-playbook='{}'] a.launch",
+        site.id
+    ))
+    .await
+    .click()
+    .await
+    .unwrap();
+    wait_for("the launch form", MINUTE, || async {
+        b.path().await.starts_with("/jobs/new").then_some(())
+    })
+    .await;
+    let chosen = b
+        .js("return document.querySelector('#playbook').value")
+        .await;
+    assert_eq!(chosen, json!(site.id.to_string()));
+
+    // The failed sync's error is shown literally, on the list and on the project's page.
+    b.goto("/projects").await;
+    let listed_error = b
+        .js(&format!(
+            "return document.querySelector(\"#projects tr[data-project='{}'] .sync-error\").textContent",
+            gone.id
+        ))
+        .await;
+    assert_eq!(listed_error, json!(error));
+    b.shot("list").await;
+    b.goto(&format!("/projects/{}", gone.id)).await;
+    b.wait_text("#sync-state", MINUTE, |t| t == "failed").await;
+    let page_error = b
+        .js("return document.getElementById('sync-error').textContent")
+        .await;
+    assert_eq!(page_error, json!(error));
+    let made = b
+        .js("return document.querySelectorAll('main b').length")
+        .await;
+    assert_eq!(made, json!(0), "no element was made from the error");
+    b.shot("failed").await;
+    b.find("form[action='/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("the sign-in page", MINUTE, || async {
+        b.path().await.starts_with("/login").then_some(())
+    })
+    .await;
+
+    // A viewer reads the project but has no Sync button, and a sync sent with the page's own
+    // CSRF token (so that only the role can refuse it) is refused.
+    b.sign_in("vic", PASSWORD).await;
+    b.goto(&format!("/projects/{}", team.id)).await;
+    b.wait_text("#sync-state", MINUTE, |t| t == "ok").await;
+    assert!(
+        b.find_all("#sync").await.is_empty(),
+        "a viewer has no Sync button"
+    );
+    assert!(b.find_all("a.launch").await.is_empty(), "nor launch links");
+    b.shot("viewer").await;
+    let forged = b
+        .js_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             const f = new URLSearchParams({{_csrf: document.querySelector('input[name=_csrf]').value}});\
+             fetch('/projects/{}/sync', {{method: 'POST', body: f}}).then(r => r.text().then(t => done([r.status, t])));",
+            team.id
+        ))
+        .await;
+    assert_eq!(forged[0], json!(403), "{forged}");
+    assert!(
+        forged[1]
+            .as_str()
+            .unwrap_or_default()
+            .contains("This needs a higher role than viewer: ask an admin."),
+        "refused for the role: {forged}"
+    );
+    let after = admin.projects().get(team.id).await.unwrap();
+    assert_eq!(after.sync_state, SyncState::Ok, "no sync was started");
+    assert_eq!(after.sync_started_at, synced.sync_started_at);
     b.close().await;
 }

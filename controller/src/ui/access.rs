@@ -83,6 +83,13 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
         "/playbooks/{id}",
         Api("PATCH", "/api/v1/playbooks/{id}"),
     ),
+    ("GET", "/projects", Api("GET", "/api/v1/projects")),
+    ("GET", "/projects/{id}", Api("GET", "/api/v1/projects/{id}")),
+    (
+        "POST",
+        "/projects/{id}/sync",
+        Api("POST", "/api/v1/projects/{id}/sync"),
+    ),
     ("GET", "/tickets", Api("GET", "/api/v1/tickets")),
     (
         "POST",

@@ -1,6 +1,7 @@
-//! Launching a playbook from the browser: choose it, choose servers by name or by environment
-//! and tags (with a preview of which servers match), give extra vars as YAML or JSON and the
-//! run options; a mistake is shown next to its field and nothing typed is lost.
+//! Launching a playbook from the browser: choose it (or arrive with it chosen, from a
+//! project's page), choose servers by name or by environment and tags (with a preview of which
+//! servers match), give extra vars as YAML or JSON and the run options; a mistake is shown next
+//! to its field and nothing typed is lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -237,9 +238,23 @@ async fn render(
         .into_response())
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct FormQuery {
+    /// The playbook chosen already (its id), as a project's page links to it.
+    playbook: Option<String>,
+}
+
 /// GET /jobs/new
-pub async fn form(State(st): State<Arc<WebState>>, Extension(v): Extension<Viewer>) -> PageResult {
-    render(&st, &v, &LaunchForm::default(), &Errors::new(), None).await
+pub async fn form(
+    State(st): State<Arc<WebState>>,
+    Extension(v): Extension<Viewer>,
+    Query(q): Query<FormQuery>,
+) -> PageResult {
+    let f = LaunchForm {
+        playbook: q.playbook.unwrap_or_default(),
+        ..LaunchForm::default()
+    };
+    render(&st, &v, &f, &Errors::new(), None).await
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,7 +10,7 @@
 //! - [`access`]: sessions, CSRF, and which API rule each page follows; [`viewer`]: who looks;
 //! - [`layout`]: the page shell and small pieces shared by pages;
 //! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`tickets`], [`fleet`]
-//!   (servers and agents), [`playbooks`], [`admin`] (users and the audit log), [`account`]
+//!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log), [`account`]
 //!   (sign in and out, password).
 //!
 //! [`Caller`]: crate::http::auth::Caller
@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod launch;
 pub mod layout;
 pub mod playbooks;
+pub mod projects;
 pub mod tickets;
 pub mod viewer;
 
@@ -87,6 +88,9 @@ pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
             "/playbooks/{id}",
             get(playbooks::show).post(playbooks::upload),
         )
+        .route("/projects", get(projects::list))
+        .route("/projects/{id}", get(projects::show))
+        .route("/projects/{id}/sync", post(projects::sync))
         .route("/tickets", get(tickets::board))
         .route("/tickets/{ticket_id}", post(tickets::update))
         .route("/users", get(admin::users).post(admin::create_user))
