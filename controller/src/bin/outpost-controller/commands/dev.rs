@@ -14,17 +14,16 @@ use outpost_agent::enroll::EnrollRequestArgs;
 use outpost_agent::service::ServiceOptions;
 use outpost_agent::state::StateDir;
 use outpost_controller::config::Settings;
-use outpost_controller::model::{JobStatus, Role};
+use outpost_controller::model::{JobStatus, ProjectKind, Role};
 use outpost_controller::pki::{self, PkiPaths};
 use outpost_controller::store::agents::NewEnrollmentToken;
 use outpost_controller::store::audit::Actor;
 use outpost_controller::store::jobs::NewJob;
-use outpost_controller::store::playbooks::NewPlaybook;
+use outpost_controller::store::projects::NewProject;
 use outpost_controller::store::servers::NewServer;
 use outpost_controller::store::users::NewUser;
-use outpost_controller::{server, Store};
+use outpost_controller::{project, server, Store};
 use outpost_protocol::token::EnrollToken;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 /// The quick start's playbook, used when none is given.
@@ -265,31 +264,44 @@ async fn quickstart(o: &Args) -> anyhow::Result<bool> {
         }
         None => DEFAULT_PLAYBOOK.to_owned(),
     };
-    let pb_dir = dir.join("playbooks");
-    std::fs::create_dir_all(&pb_dir)?;
-    let hash = hex::encode(Sha256::digest(content.as_bytes()));
-    let pb_path: PathBuf = pb_dir.join(format!("{hash}.yml"));
-    std::fs::write(&pb_path, &content)?;
-    let record = NewPlaybook {
-        name: "quickstart".into(),
-        description: Some("the dev quick start".into()),
-        file_path: pb_path.display().to_string(),
-        file_hash: hash,
-        tags: None,
-        variables: None,
-    };
-    let pb = match store.get_playbook_by_name("quickstart").await {
-        Ok(p) => {
-            store
-                .update_playbook(p.id, &record, &Actor::user(admin.id))
-                .await?
-        }
+    // The quick start's playbook is a one-file project, as `outpost playbook add` makes one:
+    // each run's content is a revision of it (a directory of an older release had a row
+    // outside any project, which the controller adopted when it started above).
+    let actor = Actor::user(admin.id);
+    let project = match store.get_project_by_name("quickstart").await {
+        Ok(p) => p,
         Err(_) => {
             store
-                .create_playbook(&record, &Actor::user(admin.id))
+                .create_project(
+                    &NewProject {
+                        name: "quickstart".into(),
+                        description: Some("the dev quick start".into()),
+                        kind: ProjectKind::File,
+                        git_url: None,
+                        git_ref: None,
+                        git_key_path: None,
+                        inventory_path: None,
+                    },
+                    &actor,
+                )
                 .await?
         }
     };
+    if !store
+        .claim_sync(project.id, settings.project_sync_time_limit)
+        .await?
+    {
+        bail!("the quickstart project is being changed by another process; try again");
+    }
+    let tree = project::single_file_tree(&settings.data_dir, content.as_bytes())?;
+    let sync = project::SyncSettings {
+        data_dir: settings.data_dir.clone(),
+        time_limit: settings.project_sync_time_limit,
+    };
+    project::sync(&store, &sync, &project, project::Source::Tree(tree), &actor).await?;
+    let pb = store
+        .project_playbook(project.id, project::SINGLE_PLAYBOOK)
+        .await?;
     let job = store
         .create_jobs(
             &[NewJob {
