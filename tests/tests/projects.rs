@@ -130,7 +130,7 @@ async fn git_sync_revisions_and_failures(backend: Backend) {
     write(
         &repo,
         "inventory/hosts.yml",
-        "all:\n  children:\n    web:\n      hosts: {web1: {}}\n",
+        "all:\n  children:\n    web:\n      hosts: {web1: {ansible_host: 10.30.0.1}}\n",
     );
     let tarball = collection_tarball(t.path());
     write(
