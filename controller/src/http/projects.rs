@@ -137,8 +137,22 @@ pub async fn upload(
     if declared.is_some_and(|n| n > max) {
         return Err(too_large());
     }
-    // The project first: a wrong name is said before a large body is read.
-    service::projects::get(&st.core, &id).await?;
+    // The project first: a wrong name is said before a large body is read. A small body is
+    // read (and dropped) before the refusal, so the client gets the answer rather than a
+    // connection closed under a request it is still sending.
+    if let Err(e) = service::projects::get(&st.core, &id).await {
+        if declared.is_none_or(|n| n <= SMALL_BODY) {
+            let mut stream = body.into_data_stream();
+            let mut seen = 0usize;
+            while let Some(Ok(chunk)) = stream.next().await {
+                seen += chunk.len();
+                if seen as u64 > SMALL_BODY {
+                    break;
+                }
+            }
+        }
+        return Err(e.into());
+    }
     let dir = st.core.settings.data_dir.join("tmp");
     let file = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
@@ -198,3 +212,6 @@ pub async fn files(
 ) -> ApiResult<Json<ProjectFilesView>> {
     Ok(Json(service::projects::files(&st.core, &id, &q).await?))
 }
+
+/// The most of a refused upload read before answering (see [`upload`]).
+const SMALL_BODY: u64 = 1024 * 1024;
