@@ -49,6 +49,19 @@ async fn synced(api: &outpost_api::client::Client, id: i64, past_commit: Option<
     .await
 }
 
+/// The job `id` once it has ended (success, failed or cancelled).
+async fn job_ended(api: &outpost_api::client::Client, id: &str) -> Value {
+    wait_for("the job to end", 3 * MINUTE, || async {
+        let j: Value = api.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+        matches!(
+            j["status"].as_str(),
+            Some("success" | "failed" | "cancelled")
+        )
+        .then_some(j)
+    })
+    .await
+}
+
 async fn run_job(
     c: &Cluster,
     api: &outpost_api::client::Client,
@@ -66,15 +79,7 @@ async fn run_job(
         .as_str()
         .unwrap_or_else(|| panic!("no job in {launched}"))
         .to_owned();
-    let job: Value = wait_for("the job to end", 3 * MINUTE, || async {
-        let j: Value = api.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
-        matches!(
-            j["status"].as_str(),
-            Some("success" | "failed" | "cancelled")
-        )
-        .then_some(j)
-    })
-    .await;
+    let job = job_ended(api, &id).await;
     let mut stored = Vec::new();
     let mut after = 0;
     loop {
@@ -295,15 +300,7 @@ async fn a_revision_transfer_cut_midway_resumes_from_what_had_arrived() {
     assert!(during >= arrived && during < size, "{during} of {size}");
     relay.restore();
 
-    let job: Value = wait_for("the job to end", 3 * MINUTE, || async {
-        let j: Value = api.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
-        matches!(
-            j["status"].as_str(),
-            Some("success" | "failed" | "cancelled")
-        )
-        .then_some(j)
-    })
-    .await;
+    let job = job_ended(&api, &id).await;
     assert_eq!(job["status"], "success", "{job}\n{}", agent.log());
     // The fetch went on from what it held, not from the start.
     let log = agent.log();
