@@ -122,6 +122,7 @@ fn assignment(playbook: &str, limit: u32) -> Assignment {
         launch_vars_json: r#"{"who": "peer"}"#.into(),
         time_limit_secs: limit,
         options: Default::default(),
+        secrets: Default::default(),
     }
 }
 

@@ -265,6 +265,17 @@ mod tests {
                 launch_vars_json: "{}".into(),
                 time_limit_secs: 3600,
                 options: Default::default(),
+                secrets: JobSecrets {
+                    ssh_key: Some(SshKeySecret {
+                        key: "-----BEGIN OPENSSH PRIVATE KEY-----\n".into(),
+                        passphrase: Some("pass phrase".into()),
+                    }),
+                    become_password: Some("sudo".into()),
+                    vault: vec![VaultSecret {
+                        id: "prod".into(),
+                        password: "v".into(),
+                    }],
+                },
             })),
             JobDown::LogAck {
                 job,

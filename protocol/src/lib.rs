@@ -25,12 +25,13 @@ pub mod token;
 pub mod tree;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
-/// The oldest protocol version this build still accepts. 4 hands a job a project revision (a
+pub const PROTOCOL_VERSION: u16 = 5;
+/// The oldest protocol version this build still accepts. 5 hands a job its credentials' secrets
+/// (an agent speaking 4 would run the job without them). 4 hands a job a project revision (a
 /// tree, fetched by digest) instead of one playbook's text: an agent speaking 3 cannot run it.
 /// (3 split an assignment's variables into curated ones and launch values that must reach
 /// ansible as data.)
-pub const MIN_PROTOCOL_VERSION: u16 = 4;
+pub const MIN_PROTOCOL_VERSION: u16 = 5;
 
 /// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.
 pub const ALPN_AGENT: &[u8] = b"outpost/1";

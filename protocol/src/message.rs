@@ -202,6 +202,101 @@ pub struct Assignment {
     pub launch_vars_json: String,
     pub time_limit_secs: u32,
     pub options: RunOptions,
+    /// The credentials the job uses, decrypted by the controller for this attempt only: the
+    /// agent writes them 0600 into the job's private directory, hands ansible their paths and
+    /// removes them when the job ends.
+    pub secrets: JobSecrets,
+}
+
+/// The secrets of one job. Their `Debug` shows which are present, never their values, and
+/// they are wiped from memory when dropped.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobSecrets {
+    /// The private key ansible's ssh uses (`--private-key`).
+    pub ssh_key: Option<SshKeySecret>,
+    /// Given to `become` (`--become-password-file`).
+    pub become_password: Option<String>,
+    /// One per vault id (`--vault-id ID@FILE`).
+    pub vault: Vec<VaultSecret>,
+}
+
+/// A private key in OpenSSH (or unencrypted PEM) form, with the passphrase that opens it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshKeySecret {
+    pub key: String,
+    pub passphrase: Option<String>,
+}
+
+/// A vault password and the vault id it opens (`default` for files encrypted without one).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct VaultSecret {
+    pub id: String,
+    pub password: String,
+}
+
+impl JobSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.ssh_key.is_none() && self.become_password.is_none() && self.vault.is_empty()
+    }
+}
+
+/// Whether a vault id is one ansible reads back as such in `--vault-id ID@FILE`: 1–64 of
+/// letters, digits, `_ - .` (no `@`, which would split it).
+pub fn valid_vault_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl std::fmt::Debug for JobSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobSecrets")
+            .field("ssh_key", &self.ssh_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "become_password",
+                &self.become_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "vault",
+                &self.vault.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SshKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SshKeySecret(<redacted>)")
+    }
+}
+
+impl std::fmt::Debug for VaultSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VaultSecret({}, <redacted>)", self.id)
+    }
+}
+
+impl Drop for SshKeySecret {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.key.zeroize();
+        self.passphrase.zeroize();
+    }
+}
+
+impl Drop for VaultSecret {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.password.zeroize();
+    }
+}
+
+impl Drop for JobSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.become_password.zeroize();
+    }
 }
 
 /// The largest revision an assignment carries inline (see [`RevisionRef::inline`]).
@@ -409,6 +504,37 @@ pub enum EnrollResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_debug_names_what_is_there_never_its_value() {
+        let s = JobSecrets {
+            ssh_key: Some(SshKeySecret {
+                key: "KEYMATERIAL".into(),
+                passphrase: Some("PASSPHRASE".into()),
+            }),
+            become_password: Some("SUDOPASS".into()),
+            vault: vec![VaultSecret {
+                id: "prod".into(),
+                password: "VAULTPASS".into(),
+            }],
+        };
+        let shown = format!("{s:?} {:?}", s.vault[0]);
+        for secret in ["KEYMATERIAL", "PASSPHRASE", "SUDOPASS", "VAULTPASS"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("prod") && shown.contains("redacted"), "{shown}");
+        assert!(!s.is_empty() && JobSecrets::default().is_empty());
+    }
+
+    #[test]
+    fn vault_ids_are_single_argv_words_ansible_reads_back() {
+        for ok in ["default", "prod", "dev-2", "a.b_c"] {
+            assert!(valid_vault_id(ok), "{ok}");
+        }
+        for bad in ["", "a@b", "a b", "../x", "x\n", &"a".repeat(65)] {
+            assert!(!valid_vault_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn labels_parse_from_key_value() {

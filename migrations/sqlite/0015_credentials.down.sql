@@ -1,0 +1,10 @@
+DROP TABLE job_credentials;
+DROP TABLE project_vault_credentials;
+DROP INDEX ix_projects_git_credential_id;
+ALTER TABLE projects DROP COLUMN git_credential_id;
+DROP INDEX ix_servers_ssh_credential_id;
+DROP INDEX ix_servers_become_credential_id;
+ALTER TABLE servers DROP COLUMN ssh_credential_id;
+ALTER TABLE servers DROP COLUMN become_credential_id;
+DROP TRIGGER tr_credentials_updated_at;
+DROP TABLE credentials;
