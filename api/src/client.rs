@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::credentials::*;
 use crate::types::*;
 
 #[derive(Debug, Error)]
@@ -303,6 +304,11 @@ impl Client {
         Projects(self)
     }
 
+    /// Stored secrets (admins only): `/credentials`.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials(self)
+    }
+
     /// Jobs and their logs: `/jobs`.
     pub fn jobs(&self) -> Jobs<'_> {
         Jobs(self)
@@ -470,6 +476,45 @@ impl Playbooks<'_> {
     ) -> Result<PlaybookView, ApiError> {
         self.0
             .send_at(Method::PATCH, &["playbooks", &id.to_string()], req)
+            .await
+    }
+}
+
+/// `/credentials`: see [`Client::credentials`].
+#[derive(Clone, Copy, Debug)]
+pub struct Credentials<'a>(&'a Client);
+
+impl Credentials<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<CredentialView>, ApiError> {
+        self.0.list_at(&["credentials"], query).await
+    }
+
+    /// One credential, with where it is attached.
+    pub async fn get(&self, id: i32) -> Result<CredentialView, ApiError> {
+        self.0.get_at(&["credentials", &id.to_string()]).await
+    }
+
+    pub async fn create(&self, req: &NewCredentialRequest) -> Result<CredentialView, ApiError> {
+        self.0.send_at(Method::POST, &["credentials"], req).await
+    }
+
+    pub async fn update(
+        &self,
+        id: i32,
+        req: &CredentialPatchRequest,
+    ) -> Result<CredentialView, ApiError> {
+        self.0
+            .send_at(Method::PATCH, &["credentials", &id.to_string()], req)
+            .await
+    }
+
+    /// Refused (409) while the credential is attached anywhere.
+    pub async fn delete(&self, id: i32) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(
+                self.0
+                    .call(Method::DELETE, &["credentials", &id.to_string()])?,
+            )
             .await
     }
 }

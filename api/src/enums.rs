@@ -105,6 +105,16 @@ string_enum!(
 );
 
 string_enum!(
+    /// What a credential holds: an SSH private key (for servers' SSH and projects' git), a
+    /// password for `become`, or an ansible-vault password (with its vault id).
+    CredentialKind, "credential kind", {
+        SshKey => "ssh_key",
+        BecomePassword => "become_password",
+        VaultPassword => "vault_password",
+    }
+);
+
+string_enum!(
     /// Where a project's last sync stands. A failed sync keeps the previous revision.
     SyncState, "sync state", {
         Never => "never",

@@ -378,6 +378,30 @@ pub fn resolve_system(name: &str) -> Result<IpAddr, String> {
         .ok_or_else(|| "no address".to_owned())
 }
 
+/// Host variables that hold a secret in the clear (connection and become passwords, key
+/// material). A server record never keeps them: secrets are credentials, sealed at rest and
+/// attached to servers. An inventory's own `group_vars`/`host_vars` files still reach ansible
+/// from the project's tree at run time.
+pub const SECRET_HOST_VARS: &[&str] = &[
+    "ansible_password",
+    "ansible_pass",
+    "ansible_ssh_pass",
+    "ansible_ssh_password",
+    "ansible_become_password",
+    "ansible_become_pass",
+    "ansible_sudo_pass",
+    "ansible_sudo_password",
+    "ansible_su_pass",
+    "ansible_su_password",
+    "ansible_ssh_private_key",
+    "ansible_vault_password",
+];
+
+/// Whether a host variable's name is one of [`SECRET_HOST_VARS`].
+pub fn is_secret_var(name: &str) -> bool {
+    SECRET_HOST_VARS.contains(&name.to_ascii_lowercase().as_str())
+}
+
 /// The server record a host becomes. `resolve` turns a DNS name into an address (see
 /// [`resolve_system`]); it is asked only about hosts without an IP address.
 pub fn to_server(
@@ -385,6 +409,7 @@ pub fn to_server(
     resolve: impl Fn(&str) -> Result<IpAddr, String>,
 ) -> Result<NewServerRequest, InventoryError> {
     let mut vars = h.vars.clone();
+    vars.retain(|k, _| !is_secret_var(k));
     let take = |vars: &mut JsonObject, k: &str| vars.remove(k).map(|v| text(&v));
     let address = take(&mut vars, "ansible_host");
     let named = address.clone().unwrap_or_else(|| h.name.clone());
@@ -441,6 +466,8 @@ pub fn to_server(
         description: None,
         host_vars: (!vars.is_empty()).then_some(vars),
         inventory_groups: (!h.groups.is_empty()).then(|| h.groups.clone()),
+        ssh_credential: None,
+        become_credential: None,
     })
 }
 

@@ -2,6 +2,7 @@
 //! and (feature `client`, on by default) a typed client over rustls. The controller serves these,
 //! the `outpost` CLI and the tests send them; none of it touches a database.
 //!
+//! - [`credentials`]: credentials' bodies; their secrets are written, never read back.
 //! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
 //! - [`types`]: the bodies, one section per resource.
 //! - [`client`]: an HTTPS client that trusts the Outpost CA and speaks these types.
@@ -11,12 +12,14 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod credentials;
 pub mod enums;
 pub mod inventory;
 pub mod types;
 pub mod yaml;
 
-pub use enums::{JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus};
+pub use enums::{CredentialKind, JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus};
+pub use credentials::*;
 pub use types::*;
 
 /// The prefix of every API path.

@@ -190,6 +190,12 @@ pub struct ServerView {
     /// chains of at most 16 groups.
     #[serde(default)]
     pub inventory_groups: Vec<Vec<String>>,
+    /// The SSH key credential jobs reach the server with (instead of `ssh_key_path`).
+    #[serde(default)]
+    pub ssh_credential: Option<NameRef>,
+    /// The password credential `become` uses on the server.
+    #[serde(default)]
+    pub become_credential: Option<NameRef>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -226,6 +232,12 @@ pub struct NewServerRequest {
     /// chains of at most 16 groups.
     #[serde(default)]
     pub inventory_groups: Option<Vec<Vec<String>>>,
+    /// An `ssh_key` credential, by name, that jobs reach the server with.
+    #[serde(default)]
+    pub ssh_credential: Option<String>,
+    /// A `become_password` credential, by name.
+    #[serde(default)]
+    pub become_credential: Option<String>,
 }
 
 /// Fields to change; those left out stay as they are.
@@ -259,6 +271,12 @@ pub struct ServerPatchRequest {
     /// Replaces the server's group chains (`[]` clears them); see [`ServerView::inventory_groups`].
     #[serde(default)]
     pub inventory_groups: Option<Vec<Vec<String>>>,
+    /// An `ssh_key` credential by name; `""` detaches it.
+    #[serde(default)]
+    pub ssh_credential: Option<String>,
+    /// A `become_password` credential by name; `""` detaches it.
+    #[serde(default)]
+    pub become_credential: Option<String>,
     #[serde(default)]
     pub is_active: Option<bool>,
 }
@@ -356,6 +374,12 @@ pub struct ProjectView {
     pub git_ref: Option<String>,
     /// A deploy key file on the controller.
     pub git_key_path: Option<String>,
+    /// The `ssh_key` credential git fetches with (wins over `git_key_path`).
+    #[serde(default)]
+    pub git_credential: Option<NameRef>,
+    /// The `vault_password` credentials that open the project's vault-encrypted files.
+    #[serde(default)]
+    pub vault_credentials: Vec<NameRef>,
     /// The project's inventory file, relative to its root.
     pub inventory_path: Option<String>,
     pub sync_state: SyncState,
@@ -411,6 +435,12 @@ pub struct NewProjectRequest {
     /// A deploy key file on the controller (absolute path).
     #[serde(default)]
     pub git_key_path: Option<String>,
+    /// An `ssh_key` credential, by name, for git.
+    #[serde(default)]
+    pub git_credential: Option<String>,
+    /// `vault_password` credentials by name, at most one per vault id.
+    #[serde(default)]
+    pub vault_credentials: Option<Vec<String>>,
     #[serde(default)]
     pub inventory_path: Option<String>,
     /// Start the first sync at once (git projects; default true).
@@ -431,6 +461,12 @@ pub struct ProjectPatchRequest {
     pub git_ref: Option<String>,
     #[serde(default)]
     pub git_key_path: Option<String>,
+    /// An `ssh_key` credential by name; `""` detaches it.
+    #[serde(default)]
+    pub git_credential: Option<String>,
+    /// Replaces the vault credentials (`[]` detaches them all).
+    #[serde(default)]
+    pub vault_credentials: Option<Vec<String>>,
     #[serde(default)]
     pub inventory_path: Option<String>,
     #[serde(default)]
@@ -529,6 +565,10 @@ pub struct LaunchRequest {
     pub diff: bool,
     #[serde(default)]
     pub verbosity: u8,
+    /// Credentials by name for these jobs only (admins only), winning over the server's and
+    /// project's of the same use: an `ssh_key`, a `become_password`, vault passwords.
+    #[serde(default)]
+    pub credentials: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -567,6 +607,9 @@ pub struct JobView {
     /// The project revision the job runs (none for a job launched before projects).
     #[serde(default)]
     pub revision: Option<RevisionView>,
+    /// The credentials named at its launch (single reads only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Vec<NameRef>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]

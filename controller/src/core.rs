@@ -27,6 +27,8 @@ pub struct Core {
     pub scheduler: SchedulerHandle,
     pub ingest: IngestHandle,
     pub ca: Arc<Ca>,
+    /// The keys that seal credentials at rest.
+    pub keyring: Arc<crate::keyring::Keyring>,
     /// What install bundles made here carry and where they send agents.
     pub bundle_origin: Origin,
     /// Failed sign-ins, per account and per address.
@@ -60,6 +62,7 @@ impl Core {
         scheduler: SchedulerHandle,
         ingest: IngestHandle,
         ca: Arc<Ca>,
+        keyring: Arc<crate::keyring::Keyring>,
         bundle_origin: Origin,
         stop: CancellationToken,
     ) -> Core {
@@ -70,6 +73,7 @@ impl Core {
             scheduler,
             ingest,
             ca,
+            keyring,
             bundle_origin,
             throttle: Throttle::default(),
             revisions: Default::default(),

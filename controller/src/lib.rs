@@ -7,7 +7,8 @@
 //! - The domain: [`lifecycle`] (the one place where a job changes state, its state machine in
 //!   [`lifecycle::machine`]), [`scheduler`], [`ingest`], [`enroll`], [`retention`], [`vars`]
 //!   (the rules a launch's variables meet), [`bundle`] (install bundles), [`pki`] (the CA),
-//!   [`project`] (project trees: git and archive syncs into revisions).
+//!   [`project`] (project trees: git and archive syncs into revisions), [`credential`] (what a
+//!   credential holds, sealed and opened with the [`keyring`]'s keys, and a job's secrets).
 //! - [`core`]: the [`core::Core`] every part of one controller shares.
 //! - [`service`]: the operations callers ask for (launch, cancel, users, servers, playbooks,
 //!   tickets, agents, sign-in), as plain functions of the core and the caller.
@@ -22,11 +23,13 @@
 pub mod bundle;
 pub mod config;
 pub mod core;
+pub mod credential;
 pub mod dispatch;
 pub mod enroll;
 pub mod fetch;
 pub mod http;
 pub mod ingest;
+pub mod keyring;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 pub use outpost_api::enums::{
-    JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus, UnknownVariant,
+    CredentialKind, JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus, UnknownVariant,
 };
 
 /// Declares an integer primary-key newtype.
@@ -41,6 +41,7 @@ id_type! {
     ProjectId(i32);
     /// A revision's row (`project_revisions.id`); the public handle is its digest.
     RevisionId(i32);
+    CredentialId(i32);
 }
 
 /// Declares a uuid handle newtype, stored as the seed's 36-character text and decoded once,
@@ -152,8 +153,44 @@ pub struct Server {
     pub host_vars: Option<sqlx::types::Json<JsonObject>>,
     /// Chains of group names, top group first (migration 0014); NULL = no groups.
     pub inventory_groups: Option<sqlx::types::Json<Vec<Vec<String>>>>,
+    /// The SSH key credential jobs reach it with (migration 0015).
+    pub ssh_credential_id: Option<CredentialId>,
+    /// The become password credential.
+    pub become_credential_id: Option<CredentialId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A stored credential: its secret sealed under a keyring key (see [`crate::keyring`]).
+#[derive(Clone, sqlx::FromRow)]
+pub struct Credential {
+    pub id: CredentialId,
+    /// Binds the sealed secret to this row.
+    pub uuid: String,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub kind: CredentialKind,
+    pub description: Option<String>,
+    pub vault_id: Option<String>,
+    pub public_info: Option<String>,
+    /// The keyring key that sealed `secret`.
+    pub key_id: String,
+    /// Sealed: never the secret itself.
+    pub secret: Vec<u8>,
+    pub created_by: Option<UserId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -185,6 +222,8 @@ pub struct Project {
     pub git_ref: Option<String>,
     /// A deploy key file on the controller.
     pub git_key_path: Option<String>,
+    /// The SSH key credential git fetches with (wins over `git_key_path`).
+    pub git_credential_id: Option<CredentialId>,
     /// A project inventory file, relative to the tree's root.
     pub inventory_path: Option<String>,
     #[sqlx(try_from = "String")]
@@ -392,6 +431,8 @@ pub(crate) mod samples {
             is_active: true,
             host_vars: None,
             inventory_groups: None,
+            ssh_credential_id: None,
+            become_credential_id: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }
@@ -422,6 +463,7 @@ pub(crate) mod samples {
             git_url: Some("https://git.example.com/ops.git".into()),
             git_ref: None,
             git_key_path: None,
+            git_credential_id: None,
             inventory_path: None,
             sync_state: SyncState::Ok,
             sync_error: None,

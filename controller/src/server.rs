@@ -34,6 +34,8 @@ pub enum ServeError {
     ApiCert(String),
     #[error(transparent)]
     Routes(#[from] crate::http::MissingRule),
+    #[error(transparent)]
+    Credentials(#[from] crate::credential::KeyCheckError),
 }
 
 /// Agent handshakes in progress at once.
@@ -149,7 +151,11 @@ pub async fn serve(
             "agents held before a restart: waiting for them to come back"
         );
     }
-    let pki = pki::load(&PkiPaths::new(&settings.data_dir))?;
+    let pki_paths = PkiPaths::new(&settings.data_dir);
+    let pki = pki::load(&pki_paths)?;
+    // Before anything is served: the stored credentials must open with the keys on disk.
+    let keyring = Arc::new(crate::credential::checked_keyring(&store, &pki_paths.dir).await?);
+    tracing::info!(key = keyring.current_id(), "credentials key loaded");
     let timers = outpost_protocol::tls::Timers {
         idle_timeout: settings.idle_timeout,
         keep_alive: settings.idle_timeout / 3,
@@ -205,7 +211,7 @@ pub async fn serve(
     let (ingest, ingest_task) = ingest::spawn(store.clone(), ingest_stop.clone());
     let ingest_task = supervised("ingest", ingest_task);
     let (scheduler, scheduler_task) =
-        scheduler::spawn(store.clone(), settings.clone(), stop.clone());
+        scheduler::spawn(store.clone(), settings.clone(), keyring.clone(), stop.clone());
     let scheduler_task = supervised("scheduler", scheduler_task);
     let tasks = TaskTracker::new();
     tasks.spawn(retention::run(
@@ -226,6 +232,7 @@ pub async fn serve(
         scheduler,
         ingest,
         ca,
+        keyring,
         bundle_origin,
         stop.clone(),
     ));

@@ -109,6 +109,9 @@ pub enum Source {
 pub struct SyncSettings {
     pub data_dir: PathBuf,
     pub time_limit: Duration,
+    /// The project's git credential, opened (see [`crate::credential::opened_ssh_key`]): written
+    /// 0600 into a private directory for the fetch only.
+    pub git_key: Option<std::sync::Arc<zeroize::Zeroizing<String>>>,
 }
 
 /// A fresh working directory under the data directory (the same filesystem as the revisions,
@@ -182,14 +185,25 @@ async fn build(
                 .as_deref()
                 .ok_or_else(|| ProjectError::Refused("the project has no git URL".into()))?;
             let work = work_dir(&settings.data_dir)?;
+            // The credential's key lives in its own 0700 directory for the fetch, and goes
+            // with it (dropped on every path out of this block).
+            let key_dir = match &settings.git_key {
+                Some(key) => Some(git_key_file(&settings.data_dir, key)?),
+                None => None,
+            };
+            let key_path = key_dir.as_ref().map(|d| d.path().join("id"));
             let remote = git::Remote::new(
                 url,
                 project.git_ref.as_deref(),
-                project.git_key_path.as_deref().map(Path::new),
+                key_path
+                    .as_deref()
+                    .or(project.git_key_path.as_deref().map(Path::new)),
                 &settings.data_dir.join("projects").join("known_hosts"),
             )?;
             let cache = git_cache(&settings.data_dir, project);
-            let commit = remote.fetch(&cache).await?;
+            let commit = remote.fetch(&cache).await;
+            drop(key_dir);
+            let commit = commit?;
             let dest = work.path().to_owned();
             let cache2 = cache.clone();
             let commit2 = commit.clone();
@@ -234,6 +248,24 @@ async fn build(
         )
         .await?;
     Ok(Synced { revision, servers })
+}
+
+/// Writes a git credential's key, 0600, as `id` in a new 0700 directory (removed when the
+/// returned handle drops).
+fn git_key_file(data_dir: &Path, key: &str) -> Result<tempfile::TempDir, ProjectError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = work_dir(data_dir)?;
+    let path = dir.path().join("id");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(ProjectError::io("the git credential's key file".to_owned()))?;
+    f.write_all(key.as_bytes())
+        .map_err(ProjectError::io("the git credential's key file".to_owned()))?;
+    Ok(dir)
 }
 
 /// The project's inventory file must be a file of the tree.

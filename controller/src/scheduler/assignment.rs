@@ -1,15 +1,21 @@
 //! What an agent is handed: the job's project revision (named by digest, carried inline when
-//! small), the playbook's path in it, the target server and the merged variables.
+//! small), the playbook's path in it, the target server, the merged variables and the secrets
+//! of the job's credentials.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_protocol::message::{Assignment, RevisionRef, Target, INLINE_REVISION_BYTES};
+use outpost_protocol::message::{
+    Assignment, JobSecrets, RevisionRef, Target, INLINE_REVISION_BYTES,
+};
 use sha2::{Digest, Sha256};
 
+use crate::credential::{self, JobCredentials};
+use crate::keyring::Keyring;
 use crate::model::{Job, Playbook, Project, Revision, Server};
+use crate::store::credentials::Use;
 use crate::store::Store;
 
 /// Small revisions by digest: read and verified once, shared by every job of them.
@@ -22,9 +28,11 @@ pub(super) struct PlaybookCache {
 
 impl PlaybookCache {
     /// Everything the agent needs for `job`; an error is a reason to fail the job.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn assignment(
         &mut self,
         store: &Store,
+        keyring: &Keyring,
         data_dir: &Path,
         job: &Job,
         server: &Server,
@@ -35,9 +43,12 @@ impl PlaybookCache {
             .get_playbook(job.playbook_id)
             .await
             .map_err(|e| e.to_string())?;
+        let secrets = secrets(store, keyring, job, server, playbook.project_id).await?;
         let Some(project_id) = playbook.project_id else {
             let revision = self.loose(data_dir, &playbook).await?;
-            return build(job, server, &playbook, revision, dispatch_id, time_limit);
+            let mut a = build(job, server, &playbook, revision, dispatch_id, time_limit)?;
+            a.secrets = secrets;
+            return Ok(a);
         };
         let project = store
             .get_project(project_id)
@@ -53,14 +64,16 @@ impl PlaybookCache {
             .await
             .map_err(|e| e.to_string())?;
         let inline = self.inline(data_dir, &revision).await?;
-        build(
+        let mut a = build(
             job,
             server,
             &playbook,
             revision_ref(&project, &revision, inline),
             dispatch_id,
             time_limit,
-        )
+        )?;
+        a.secrets = secrets;
+        Ok(a)
     }
 
     /// A playbook row outside any project (made before projects and not adopted, or written
@@ -169,6 +182,40 @@ impl PlaybookCache {
     }
 }
 
+/// The job's secrets: its server's SSH key and become password, its project's vault
+/// passwords, and those named at its launch (which win), opened for this attempt only.
+async fn secrets(
+    store: &Store,
+    keyring: &Keyring,
+    job: &Job,
+    server: &Server,
+    project: Option<crate::model::ProjectId>,
+) -> Result<JobSecrets, String> {
+    let rows = store
+        .credentials_of_job(
+            job.id,
+            server.ssh_credential_id,
+            server.become_credential_id,
+            project,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        return Ok(JobSecrets::default());
+    }
+    let mut found = JobCredentials::default();
+    for (used, c) in &rows {
+        let m = credential::open(keyring, c).map_err(|e| e.to_string())?;
+        match used {
+            Use::ServerSsh => found.server_ssh = Some((c, m)),
+            Use::ServerBecome => found.server_become = Some((c, m)),
+            Use::ProjectVault => found.project_vault.push((c, m)),
+            Use::Launch => found.launch.push((c, m)),
+        }
+    }
+    Ok(credential::job_secrets(found))
+}
+
 fn revision_file(data_dir: &Path, digest: &str) -> Result<PathBuf, String> {
     if !outpost_protocol::tree::is_digest(digest) {
         return Err(format!("revision digest {digest:?} is not a SHA-256"));
@@ -259,6 +306,7 @@ fn build(
         vars_json: serde_json::Value::Object(vars).to_string(),
         launch_vars_json: serde_json::Value::Object(launch).to_string(),
         time_limit_secs: u32::try_from(time_limit.as_secs()).unwrap_or(u32::MAX),
+        secrets: JobSecrets::default(),
     })
 }
 

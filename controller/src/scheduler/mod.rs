@@ -116,6 +116,7 @@ impl SchedulerHandle {
 pub fn spawn(
     store: Store,
     settings: Arc<Settings>,
+    keyring: Arc<crate::keyring::Keyring>,
     stop: CancellationToken,
 ) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -123,6 +124,7 @@ pub fn spawn(
         lifecycle: Lifecycle::new(store.clone()),
         store,
         settings,
+        keyring,
         agents: HashMap::new(),
         cancel_sent: HashMap::new(),
         paused: HashMap::new(),
@@ -139,6 +141,8 @@ struct Scheduler {
     store: Store,
     lifecycle: Lifecycle,
     settings: Arc<Settings>,
+    /// Opens the credentials' secrets that assignments carry.
+    keyring: Arc<crate::keyring::Keyring>,
     agents: HashMap<AgentId, AgentLink>,
     /// When each open cancel request was last sent, and to which session.
     cancel_sent: HashMap<Uuid, (u64, Instant)>,
@@ -441,6 +445,7 @@ impl Scheduler {
             .playbooks
             .assignment(
                 &self.store,
+                &self.keyring,
                 &self.settings.data_dir,
                 job,
                 server,

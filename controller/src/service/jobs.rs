@@ -110,7 +110,19 @@ pub async fn list(core: &Core, q: &JobQuery) -> Result<Page<JobView>> {
 
 pub async fn get(core: &Core, job_id: &str) -> Result<JobView> {
     let job = by_uuid(&core.store, job_id).await?;
-    Ok(Names::default().view(&core.store, &job).await?)
+    let mut view = Names::default().view(&core.store, &job).await?;
+    view.credentials = Some(
+        core.store
+            .job_credentials(job.id)
+            .await?
+            .into_iter()
+            .map(|c| NameRef {
+                id: c.id.0,
+                name: c.name.clone(),
+            })
+            .collect(),
+    );
+    Ok(view)
 }
 
 /// Checks the launch's extra vars for `caller` (see [`crate::vars`]).
@@ -167,6 +179,7 @@ pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<
     let options = check_launch(&req)?;
     // Names, depth and size first, before any lookup; the copies per server once they are known.
     let vars = check_vars(core, &req, caller)?;
+    let credential_ids = launch_credentials(core, caller, &req).await?;
     let (playbook, revision_id) = launched_playbook(core, &req).await?;
     let servers = match (&req.servers, &req.filter) {
         (Some(list), None) if !list.is_empty() => {
@@ -230,6 +243,7 @@ pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<
             extra_vars_templated: templated,
             run_options: Some(run_options.clone()),
             revision_id,
+            credential_ids: credential_ids.clone(),
         })
         .collect();
     let jobs = core.store.create_jobs(&new, &caller.actor()).await?;
@@ -240,6 +254,44 @@ pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<
         views.push(names.view(&core.store, j).await?);
     }
     Ok(LaunchResponse { jobs: views })
+}
+
+/// The credentials a launch names for its jobs: an admin's choice (an operator launches with
+/// what is attached to the servers and the project), at most one of each use.
+async fn launch_credentials(
+    core: &Core,
+    caller: &Caller,
+    req: &LaunchRequest,
+) -> Result<Vec<crate::model::CredentialId>> {
+    if req.credentials.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !caller.is_admin() {
+        return Err(ServiceError::forbidden(
+            "only admins name credentials at launch; jobs use the credentials attached to their servers and project",
+        ));
+    }
+    if req.credentials.len() > 16 {
+        return Err(ServiceError::unprocessable(
+            "credentials: at most 16 at one launch",
+        ));
+    }
+    let mut found = Vec::with_capacity(req.credentials.len());
+    for name in &req.credentials {
+        let c = core
+            .store
+            .get_credential_by_name(name)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound(_) => ServiceError::unprocessable(format!(
+                    "credentials: no credential named '{name}'"
+                )),
+                e => e.into(),
+            })?;
+        found.push(c);
+    }
+    crate::credential::check_launch_set(&found)?;
+    Ok(found.iter().map(|c| c.id).collect())
 }
 
 /// The playbook a launch names — by id or name, or by a project and a path in its tree — and

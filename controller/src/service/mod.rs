@@ -1,5 +1,5 @@
 //! The operations callers ask of the controller, as plain functions of the domain: launch and
-//! cancel jobs, manage users, servers, playbooks, projects and tickets, revoke agents, issue enrolment
+//! cancel jobs, manage users, servers, playbooks, projects, credentials and tickets, revoke agents, issue enrolment
 //! tokens and bundles, sign in and out. Each takes the [`Core`](crate::core::Core), the
 //! [`Caller`] and a typed request, validates it, records its audit row and returns records
 //! or views — never an HTTP response.
@@ -12,6 +12,7 @@
 pub mod access;
 pub mod agents;
 pub mod audit;
+pub mod credentials;
 pub mod error;
 pub mod jobs;
 pub mod playbooks;

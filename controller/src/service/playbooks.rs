@@ -142,6 +142,7 @@ pub async fn create(core: &Core, caller: &Caller, req: NewPlaybookRequest) -> Re
                 git_url: None,
                 git_ref: None,
                 git_key_path: None,
+                git_credential_id: None,
                 inventory_path: None,
             },
             &actor,

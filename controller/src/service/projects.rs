@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use outpost_api::{
     DeleteResult, IdOrName, NewProjectRequest, Page, PageQuery, ProjectFileView, ProjectFilesQuery,
-    ProjectFilesView, ProjectKind, ProjectPatchRequest, ProjectView, RevisionView,
+    NameRef, ProjectFilesView, ProjectKind, ProjectPatchRequest, ProjectView, RevisionView,
 };
 
-use super::{paging, views, Caller, Result, ServiceError};
+use super::{credentials, paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
-use crate::model::{Project, ProjectId};
+use crate::model::{CredentialId, CredentialKind, Project, ProjectId};
 use crate::project::{self, Source, SyncSettings};
 use crate::store::projects::NewProject;
 use crate::store::{Store, StoreError};
@@ -43,7 +43,21 @@ pub fn sync_settings(core: &Core) -> SyncSettings {
     SyncSettings {
         data_dir: core.settings.data_dir.clone(),
         time_limit: core.settings.project_sync_time_limit,
+        git_key: None,
     }
+}
+
+/// The project's git credential, opened for a fetch.
+async fn git_key(core: &Core, p: &Project) -> Result<Option<Arc<zeroize::Zeroizing<String>>>> {
+    let Some(id) = p.git_credential_id else {
+        return Ok(None);
+    };
+    let c = core.store.get_credential(id).await?;
+    let m = crate::credential::open(&core.keyring, &c)?;
+    let key = tokio::task::spawn_blocking(move || crate::credential::opened_ssh_key(&m))
+        .await
+        .map_err(|_| ServiceError::internal("opening the git credential failed"))??;
+    Ok(Some(Arc::new(key)))
 }
 
 /// A project's name (git and archive projects): it prefixes its playbooks' names
@@ -95,7 +109,57 @@ async fn view(core: &Core, p: &Project, with_playbooks: bool) -> Result<ProjectV
     } else {
         None
     };
-    Ok(views::project(p, current.as_ref(), playbooks.as_deref()))
+    let creds = views::ProjectCredentials {
+        git: match p.git_credential_id {
+            Some(id) => {
+                let c = core.store.get_credential(id).await?;
+                Some(NameRef {
+                    id: c.id.0,
+                    name: c.name,
+                })
+            }
+            None => None,
+        },
+        vault: core
+            .store
+            .project_vault_credentials(p.id)
+            .await?
+            .into_iter()
+            .map(|c| NameRef {
+                id: c.id.0,
+                name: c.name.clone(),
+            })
+            .collect(),
+    };
+    Ok(views::project(
+        p,
+        current.as_ref(),
+        playbooks.as_deref(),
+        creds,
+    ))
+}
+
+/// The vault credentials a request names: vault passwords, at most one per vault id.
+async fn vault_credentials(core: &Core, names: &[String]) -> Result<Vec<CredentialId>> {
+    let mut found = Vec::with_capacity(names.len());
+    for n in names {
+        found.push(
+            credentials::resolve(core, n, CredentialKind::VaultPassword, "vault_credentials")
+                .await?,
+        );
+    }
+    let mut ids = std::collections::HashSet::new();
+    for c in &found {
+        let id = c.vault_id.as_deref().unwrap_or(crate::credential::DEFAULT_VAULT_ID);
+        if !ids.insert(id) {
+            return Err(ServiceError::unprocessable(format!(
+                "vault_credentials: two credentials open vault id {id}; attach one"
+            )));
+        }
+    }
+    let mut out: Vec<CredentialId> = found.iter().map(|c| c.id).collect();
+    out.dedup();
+    Ok(out)
 }
 
 pub async fn list(core: &Core, q: &PageQuery) -> Result<Page<ProjectView>> {
@@ -133,6 +197,20 @@ pub async fn create(
             "a one-file project is made by uploading a playbook (POST /api/v1/playbooks)",
         ));
     }
+    if req.kind != ProjectKind::Git && req.git_credential.is_some() {
+        return Err(ServiceError::unprocessable(
+            "git_credential: only a git project fetches with one",
+        ));
+    }
+    let git_credential_id = credentials::attach(
+        core,
+        req.git_credential.as_deref().filter(|n| !n.is_empty()),
+        None,
+        CredentialKind::SshKey,
+        "git_credential",
+    )
+    .await?;
+    let vault = vault_credentials(core, req.vault_credentials.as_deref().unwrap_or_default()).await?;
     let new = NewProject {
         name: req.name,
         description: req.description,
@@ -140,6 +218,7 @@ pub async fn create(
         git_url: req.git_url,
         git_ref: req.git_ref,
         git_key_path: req.git_key_path,
+        git_credential_id,
         inventory_path: req.inventory_path,
     };
     if req.kind == ProjectKind::Git && new.git_url.is_none() {
@@ -156,6 +235,11 @@ pub async fn create(
     }
     check_settings(&new)?;
     let p = core.store.create_project(&new, &caller.actor()).await?;
+    if !vault.is_empty() {
+        core.store
+            .set_project_vault_credentials(p.id, &vault, &caller.actor())
+            .await?;
+    }
     if p.kind == ProjectKind::Git && req.sync.unwrap_or(true) {
         start_sync(core, caller, &p).await?;
     }
@@ -176,7 +260,12 @@ pub async fn update(
         }
     }
     let git = old.kind == ProjectKind::Git;
-    if !git && (r.git_url.is_some() || r.git_ref.is_some() || r.git_key_path.is_some()) {
+    if !git
+        && (r.git_url.is_some()
+            || r.git_ref.is_some()
+            || r.git_key_path.is_some()
+            || r.git_credential.as_deref().is_some_and(|c| !c.is_empty()))
+    {
         return Err(ServiceError::unprocessable(format!(
             "project {} is not a git project: it has no git settings",
             old.name
@@ -195,9 +284,23 @@ pub async fn update(
         git_url: r.git_url.or(old.git_url.clone()),
         git_ref: clear(r.git_ref, old.git_ref.clone()),
         git_key_path: clear(r.git_key_path, old.git_key_path.clone()),
+        git_credential_id: credentials::attach(
+            core,
+            r.git_credential.as_deref(),
+            old.git_credential_id,
+            CredentialKind::SshKey,
+            "git_credential",
+        )
+        .await?,
         inventory_path: clear(r.inventory_path, old.inventory_path.clone()),
     };
     check_settings(&new)?;
+    if let Some(names) = &r.vault_credentials {
+        let vault = vault_credentials(core, names).await?;
+        core.store
+            .set_project_vault_credentials(old.id, &vault, &caller.actor())
+            .await?;
+    }
     let p = core
         .store
         .update_project(
@@ -242,6 +345,7 @@ pub async fn delete(core: &Core, caller: &Caller, id: &str) -> Result<DeleteResu
                 git_url: p.git_url.clone(),
                 git_ref: p.git_ref.clone(),
                 git_key_path: p.git_key_path.clone(),
+                git_credential_id: p.git_credential_id,
                 inventory_path: p.inventory_path.clone(),
             };
             core.store.update_project(p.id, &new, false, &actor).await?;
@@ -259,12 +363,16 @@ pub async fn delete(core: &Core, caller: &Caller, id: &str) -> Result<DeleteResu
 
 /// Claims the project's sync and runs it in the background.
 async fn start_sync(core: &Arc<Core>, caller: &Caller, p: &Project) -> Result<()> {
+    let key = git_key(core, p).await?;
     claim(core, p).await?;
     let core = core.clone();
     let project = p.clone();
     let caller = caller.clone();
     tokio::spawn(async move {
-        let settings = sync_settings(&core);
+        let settings = SyncSettings {
+            git_key: key,
+            ..sync_settings(&core)
+        };
         if let Ok(synced) = project::sync(
             &core.store,
             &settings,

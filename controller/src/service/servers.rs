@@ -5,9 +5,9 @@ use outpost_api::{
     DeleteResult, NewServerRequest, Page, ServerPatchRequest, ServerQuery, ServerView,
 };
 
-use super::{paging, views, Caller, Result, ServiceError};
+use super::{credentials, paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
-use crate::model::ServerId;
+use crate::model::{CredentialKind, ServerId};
 use crate::store::servers::{NewServer, ServerFilter};
 use crate::store::StoreError;
 
@@ -37,7 +37,24 @@ pub async fn list(core: &Core, q: &ServerQuery) -> Result<Page<ServerView>> {
         .store
         .list_servers(&f, paging(q.limit, q.offset))
         .await?;
-    Ok(views::page(page, views::server))
+    let names = credentials::names(core).await?;
+    Ok(views::page(page, |s| views::server(s, &names)))
+}
+
+/// The server's view, with its credentials' names.
+async fn view(core: &Core, server: &crate::model::Server) -> Result<ServerView> {
+    let names = credentials::names(core).await?;
+    Ok(views::server(server, &names))
+}
+
+/// Refuses host variables that would store a secret in the clear.
+pub fn check_host_vars(vars: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<()> {
+    if let Some(found) = vars.and_then(|v| v.keys().find(|k| outpost_api::inventory::is_secret_var(k))) {
+        return Err(ServiceError::unprocessable(format!(
+            "host_vars: {found} would keep a secret in the clear; store it as a credential (`outpost credential add`) and attach it to the server (ssh_credential, become_credential)"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn create(core: &Core, caller: &Caller, r: NewServerRequest) -> Result<ServerView> {
@@ -51,14 +68,31 @@ pub async fn create(core: &Core, caller: &Caller, r: NewServerRequest) -> Result
     new.tags = r.tags.map(serde_json::Value::Object);
     new.environment = r.environment;
     new.description = r.description;
+    check_host_vars(r.host_vars.as_ref())?;
     new.host_vars = r.host_vars.map(serde_json::Value::Object);
     new.inventory_groups = r.inventory_groups;
+    new.ssh_credential_id = credentials::attach(
+        core,
+        r.ssh_credential.as_deref().filter(|n| !n.is_empty()),
+        None,
+        CredentialKind::SshKey,
+        "ssh_credential",
+    )
+    .await?;
+    new.become_credential_id = credentials::attach(
+        core,
+        r.become_credential.as_deref().filter(|n| !n.is_empty()),
+        None,
+        CredentialKind::BecomePassword,
+        "become_credential",
+    )
+    .await?;
     let server = core.store.create_server(&new, &caller.actor()).await?;
-    Ok(views::server(&server))
+    view(core, &server).await
 }
 
 pub async fn get(core: &Core, id: ServerId) -> Result<ServerView> {
-    Ok(views::server(&core.store.get_server(id).await?))
+    view(core, &core.store.get_server(id).await?).await
 }
 
 pub async fn update(
@@ -80,8 +114,27 @@ pub async fn update(
         || r.environment.is_some()
         || r.description.is_some()
         || r.host_vars.is_some()
-        || r.inventory_groups.is_some();
+        || r.inventory_groups.is_some()
+        || r.ssh_credential.is_some()
+        || r.become_credential.is_some();
+    check_host_vars(r.host_vars.as_ref())?;
     if attributes_changed {
+        let ssh_credential_id = credentials::attach(
+            core,
+            r.ssh_credential.as_deref(),
+            old.ssh_credential_id,
+            CredentialKind::SshKey,
+            "ssh_credential",
+        )
+        .await?;
+        let become_credential_id = credentials::attach(
+            core,
+            r.become_credential.as_deref(),
+            old.become_credential_id,
+            CredentialKind::BecomePassword,
+            "become_credential",
+        )
+        .await?;
         let new = NewServer {
             hostname: r.hostname.unwrap_or(old.hostname),
             ip_address: r.ip_address.unwrap_or(old.ip_address),
@@ -101,13 +154,15 @@ pub async fn update(
                 .or(old.host_vars.map(|t| t.0))
                 .map(serde_json::Value::Object),
             inventory_groups: r.inventory_groups.or(old.inventory_groups.map(|g| g.0)),
+            ssh_credential_id,
+            become_credential_id,
         };
         core.store.update_server(id, &new, &actor).await?;
     }
     if let Some(active) = r.is_active {
         core.store.set_server_active(id, active, &actor).await?;
     }
-    Ok(views::server(&core.store.get_server(id).await?))
+    view(core, &core.store.get_server(id).await?).await
 }
 
 pub async fn delete(core: &Core, caller: &Caller, id: ServerId) -> Result<DeleteResult> {

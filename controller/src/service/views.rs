@@ -22,7 +22,12 @@ pub fn user(u: &User, password_expired: bool) -> api::UserView {
     }
 }
 
-pub fn server(s: &Server) -> api::ServerView {
+/// A server; `credentials` names its attached credentials.
+pub fn server(
+    s: &Server,
+    credentials: &std::collections::HashMap<crate::model::CredentialId, String>,
+) -> api::ServerView {
+    use super::credentials::name_ref;
     api::ServerView {
         id: s.id.0,
         hostname: s.hostname.clone(),
@@ -42,6 +47,8 @@ pub fn server(s: &Server) -> api::ServerView {
             .as_ref()
             .map(|g| g.0.clone())
             .unwrap_or_default(),
+        ssh_credential: name_ref(credentials, s.ssh_credential_id),
+        become_credential: name_ref(credentials, s.become_credential_id),
         created_at: s.created_at,
         updated_at: s.updated_at,
     }
@@ -93,6 +100,7 @@ pub fn job(
         completed_at: j.completed_at,
         cancel_requested_at: j.cancel_requested_at,
         revision,
+        credentials: None,
     }
 }
 
@@ -110,12 +118,20 @@ pub fn revision(r: &Revision, project: &Project) -> api::RevisionView {
     }
 }
 
-/// A project, with its current revision (looked up by the caller) and, for single reads, its
-/// playbooks.
+/// A project's attached credentials, by name.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectCredentials {
+    pub git: Option<api::NameRef>,
+    pub vault: Vec<api::NameRef>,
+}
+
+/// A project, with its current revision and credentials (looked up by the caller) and, for
+/// single reads, its playbooks.
 pub fn project(
     p: &Project,
     current: Option<&Revision>,
     playbooks: Option<&[Playbook]>,
+    credentials: ProjectCredentials,
 ) -> api::ProjectView {
     api::ProjectView {
         id: p.id.0,
@@ -125,6 +141,8 @@ pub fn project(
         git_url: p.git_url.clone(),
         git_ref: p.git_ref.clone(),
         git_key_path: p.git_key_path.clone(),
+        git_credential: credentials.git,
+        vault_credentials: credentials.vault,
         inventory_path: p.inventory_path.clone(),
         sync_state: p.sync_state,
         sync_error: p.sync_error.clone(),

@@ -29,6 +29,8 @@ pub struct NewJob {
     pub run_options: Option<Value>,
     /// The project revision the job runs (its project's current one at launch).
     pub revision_id: Option<RevisionId>,
+    /// Credentials named at launch, for this job only.
+    pub credential_ids: Vec<crate::model::CredentialId>,
 }
 
 /// Filters for [`Store::list_jobs`]; `None` matches everything.
@@ -85,9 +87,19 @@ impl Store {
                     _ => StoreError::Database(e),
                 })?;
                 let id = res.inserted_id() as i32;
+                for c in &job.credential_ids {
+                    sqlx::query("INSERT INTO job_credentials (job_id, credential_id) VALUES (?, ?)")
+                        .bind(id).bind(c).execute(&mut *tx).await
+                        .map_err(|e| match &e {
+                            sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
+                                StoreError::NotFound(format!("credential {c}")),
+                            _ => StoreError::Database(e),
+                        })?;
+                }
+                let credentials: Vec<i32> = job.credential_ids.iter().map(|c| c.0).collect();
                 insert_audit!(&mut *tx, &NewAudit {
                     actor, action: "LAUNCH", resource_type: "job", resource_id: Some(id),
-                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id, "revision_id": job.revision_id})),
+                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id, "revision_id": job.revision_id, "credential_ids": credentials})),
                 })?;
                 ids.push(JobId(id));
             }

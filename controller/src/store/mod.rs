@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod credentials;
 pub mod dashboard;
 pub mod jobs;
 pub mod logs;

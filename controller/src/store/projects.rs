@@ -11,7 +11,7 @@ use crate::model::{
     Page, Paging, Playbook, PlaybookId, Project, ProjectId, ProjectKind, Revision, RevisionId,
 };
 
-const COLUMNS: &str = "id, name, description, kind, git_url, git_ref, git_key_path, \
+const COLUMNS: &str = "id, name, description, kind, git_url, git_ref, git_key_path, git_credential_id, \
      inventory_path, sync_state, sync_error, sync_started_at, synced_at, current_revision_id, \
      is_active, created_at, updated_at";
 
@@ -27,6 +27,8 @@ pub struct NewProject {
     pub git_url: Option<String>,
     pub git_ref: Option<String>,
     pub git_key_path: Option<String>,
+    /// An `ssh_key` credential for git (the service checks the kind).
+    pub git_credential_id: Option<crate::model::CredentialId>,
     pub inventory_path: Option<String>,
 }
 
@@ -86,11 +88,11 @@ impl Store {
             let mut tx = p.begin().await?;
             let res = sqlx::query(
                 "INSERT INTO projects (name, description, kind, git_url, git_ref, git_key_path, \
-                 inventory_path, sync_state, is_active, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, 'never', ?, ?, ?)",
+                 git_credential_id, inventory_path, sync_state, is_active, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'never', ?, ?, ?)",
             )
             .bind(&new.name).bind(&new.description).bind(new.kind.as_str()).bind(&new.git_url)
-            .bind(&new.git_ref).bind(&new.git_key_path).bind(&new.inventory_path)
+            .bind(&new.git_ref).bind(&new.git_key_path).bind(new.git_credential_id).bind(&new.inventory_path)
             .bind(true).bind(ts).bind(ts)
             .execute(&mut *tx).await
             .map_err(|e| StoreError::on_write(e, || format!("project '{}'", new.name)))?;
@@ -150,17 +152,17 @@ impl Store {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "UPDATE projects SET name = ?, description = ?, git_url = ?, git_ref = ?, \
-                 git_key_path = ?, inventory_path = ?, is_active = ?, updated_at = ? WHERE id = ?",
+                 git_key_path = ?, git_credential_id = ?, inventory_path = ?, is_active = ?, updated_at = ? WHERE id = ?",
             )
             .bind(&new.name).bind(&new.description).bind(&new.git_url).bind(&new.git_ref)
-            .bind(&new.git_key_path).bind(&new.inventory_path).bind(is_active).bind(now()).bind(id)
+            .bind(&new.git_key_path).bind(new.git_credential_id).bind(&new.inventory_path).bind(is_active).bind(now()).bind(id)
             .execute(&mut *tx).await
             .map_err(|e| StoreError::on_write(e, || format!("project '{}'", new.name)))?;
             insert_audit!(&mut *tx, &NewAudit {
                 actor, action: "UPDATE", resource_type: "project", resource_id: Some(id.0),
                 details: Some(json!({
-                    "old": {"name": old.name, "git_url": old.git_url, "git_ref": old.git_ref, "is_active": old.is_active},
-                    "new": {"name": new.name, "git_url": new.git_url, "git_ref": new.git_ref, "is_active": is_active},
+                    "old": {"name": old.name, "git_url": old.git_url, "git_ref": old.git_ref, "is_active": old.is_active, "git_credential_id": old.git_credential_id},
+                    "new": {"name": new.name, "git_url": new.git_url, "git_ref": new.git_ref, "is_active": is_active, "git_credential_id": new.git_credential_id},
                 })),
             })?;
             tx.commit().await?;

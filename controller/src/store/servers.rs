@@ -7,10 +7,11 @@ use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::{json_object_text, now, on_pool, page, retire, InsertedId, Result, Store, StoreError};
-use crate::model::{Page, Paging, Server, ServerId};
+use crate::model::{CredentialId, Page, Paging, Server, ServerId};
 
 const COLUMNS: &str = "id, hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
-     ssh_key_path, tags, environment, description, is_active, host_vars, inventory_groups, created_at, updated_at";
+     ssh_key_path, tags, environment, description, is_active, host_vars, inventory_groups, \
+     ssh_credential_id, become_credential_id, created_at, updated_at";
 
 /// A server to add, or (in [`Store::update_server`]) the full new state of one.
 #[derive(Debug, Clone)]
@@ -29,6 +30,10 @@ pub struct NewServer {
     /// Chains of group names (see [`outpost_api::inventory::check_groups`]); `None` or empty =
     /// no groups.
     pub inventory_groups: Option<Vec<Vec<String>>>,
+    /// An `ssh_key` credential (the service checks the kind).
+    pub ssh_credential_id: Option<CredentialId>,
+    /// A `become_password` credential.
+    pub become_credential_id: Option<CredentialId>,
 }
 
 impl NewServer {
@@ -47,6 +52,8 @@ impl NewServer {
             description: None,
             host_vars: None,
             inventory_groups: None,
+            ssh_credential_id: None,
+            become_credential_id: None,
         }
     }
 
@@ -140,12 +147,14 @@ impl Store {
             let mut tx = p.begin().await?;
             let res = sqlx::query(
                 "INSERT INTO servers (hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
-                 ssh_key_path, tags, environment, description, is_active, host_vars, inventory_groups, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 ssh_key_path, tags, environment, description, is_active, host_vars, inventory_groups, \
+                 ssh_credential_id, become_credential_id, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&new.hostname).bind(&new.ip_address).bind(&new.os_type).bind(&new.os_version)
             .bind(new.ssh_port).bind(&new.ssh_user).bind(&new.ssh_key_path).bind(&tags)
-            .bind(&new.environment).bind(&new.description).bind(true).bind(&host_vars).bind(&groups).bind(ts).bind(ts)
+            .bind(&new.environment).bind(&new.description).bind(true).bind(&host_vars).bind(&groups)
+            .bind(new.ssh_credential_id).bind(new.become_credential_id).bind(ts).bind(ts)
             .execute(&mut *tx).await
             .map_err(|e| StoreError::on_write(e, || format!("server '{}'", new.hostname)))?;
             let id = res.inserted_id() as i32;
@@ -219,18 +228,21 @@ impl Store {
             sqlx::query(
                 "UPDATE servers SET hostname = ?, ip_address = ?, os_type = ?, os_version = ?, ssh_port = ?, \
                  ssh_user = ?, ssh_key_path = ?, tags = ?, environment = ?, description = ?, host_vars = ?, \
-                 inventory_groups = ?, updated_at = ? WHERE id = ?",
+                 inventory_groups = ?, ssh_credential_id = ?, become_credential_id = ?, updated_at = ? WHERE id = ?",
             )
             .bind(&new.hostname).bind(&new.ip_address).bind(&new.os_type).bind(&new.os_version)
             .bind(new.ssh_port).bind(&new.ssh_user).bind(&new.ssh_key_path).bind(&tags)
-            .bind(&new.environment).bind(&new.description).bind(&host_vars).bind(&groups).bind(now()).bind(id)
+            .bind(&new.environment).bind(&new.description).bind(&host_vars).bind(&groups)
+            .bind(new.ssh_credential_id).bind(new.become_credential_id).bind(now()).bind(id)
             .execute(&mut *tx).await
             .map_err(|e| StoreError::on_write(e, || format!("server '{}'", new.hostname)))?;
             insert_audit!(&mut *tx, &NewAudit {
                 actor, action: "UPDATE", resource_type: "server", resource_id: Some(id.0),
                 details: Some(json!({
-                    "old": {"hostname": old.hostname, "ip_address": old.ip_address, "environment": old.environment},
-                    "new": {"hostname": new.hostname, "ip_address": new.ip_address, "environment": new.environment},
+                    "old": {"hostname": old.hostname, "ip_address": old.ip_address, "environment": old.environment,
+                            "ssh_credential_id": old.ssh_credential_id, "become_credential_id": old.become_credential_id},
+                    "new": {"hostname": new.hostname, "ip_address": new.ip_address, "environment": new.environment,
+                            "ssh_credential_id": new.ssh_credential_id, "become_credential_id": new.become_credential_id},
                 })),
             })?;
             tx.commit().await?;

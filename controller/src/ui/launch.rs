@@ -356,6 +356,7 @@ pub async fn submit(
         check: f.check,
         diff: f.diff,
         verbosity,
+        credentials: Vec::new(),
     };
     match service::jobs::launch(&st.core, &v.caller, req)
         .await

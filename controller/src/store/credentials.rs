@@ -1,0 +1,351 @@
+//! store::credentials — credentials' rows (their secrets sealed before they get here; the store
+//! never sees one in the clear) and where they are attached: servers, projects, launches.
+//! Audit records name the credential, never its secret.
+
+use serde_json::json;
+
+use super::audit::{insert_audit, Actor, NewAudit};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use crate::model::{
+    Credential, CredentialId, CredentialKind, JobId, Page, Paging, ProjectId,
+};
+use outpost_api::{CredentialUsage, NameRef};
+
+const COLUMNS: &str = "id, uuid, name, kind, description, vault_id, public_info, key_id, secret, \
+     created_by, created_at, updated_at";
+
+/// A credential to store: its secret already sealed for the row named by `uuid`.
+#[derive(Clone)]
+pub struct NewCredential {
+    pub uuid: String,
+    pub name: String,
+    pub kind: CredentialKind,
+    pub description: Option<String>,
+    pub vault_id: Option<String>,
+    pub public_info: Option<String>,
+    pub key_id: String,
+    pub secret: Vec<u8>,
+}
+
+/// A change to a credential; `sealed` replaces its secret.
+#[derive(Clone, Default)]
+pub struct CredentialChange {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub vault_id: Option<String>,
+    pub public_info: Option<Option<String>>,
+    /// (key id, sealed bytes).
+    pub sealed: Option<(String, Vec<u8>)>,
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let n = name.chars().count();
+    if n == 0 || n > 255 || name.trim() != name || name.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            "name",
+            "must be 1 to 255 characters, without surrounding spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
+impl Store {
+    pub async fn create_credential(&self, new: &NewCredential, actor: &Actor) -> Result<Credential> {
+        check_name(&new.name)?;
+        let ts = now();
+        let id = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query(
+                "INSERT INTO credentials (uuid, name, kind, description, vault_id, public_info, key_id, \
+                 secret, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.uuid).bind(&new.name).bind(new.kind.as_str()).bind(&new.description)
+            .bind(&new.vault_id).bind(&new.public_info).bind(&new.key_id).bind(&new.secret)
+            .bind(actor.user_id).bind(ts).bind(ts)
+            .execute(&mut *tx).await
+            .map_err(|e| StoreError::on_write(e, || format!("credential '{}'", new.name)))?;
+            let id = res.inserted_id() as i32;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "CREATE", resource_type: "credential", resource_id: Some(id),
+                details: Some(json!({"name": new.name, "kind": new.kind.as_str(), "vault_id": new.vault_id})),
+            })?;
+            tx.commit().await?;
+            id
+        });
+        self.get_credential(CredentialId(id)).await
+    }
+
+    pub async fn get_credential(&self, id: CredentialId) -> Result<Credential> {
+        let sql = format!("SELECT {COLUMNS} FROM credentials WHERE id = ?");
+        let row = on_pool!(self, p => sqlx::query_as::<_, Credential>(&sql).bind(id).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("credential {id}")))
+    }
+
+    pub async fn get_credential_by_name(&self, name: &str) -> Result<Credential> {
+        let sql = format!("SELECT {COLUMNS} FROM credentials WHERE name = ?");
+        let row = on_pool!(self, p => sqlx::query_as::<_, Credential>(&sql).bind(name).fetch_optional(p).await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("credential '{name}'")))
+    }
+
+    /// Credentials ordered by name.
+    pub async fn list_credentials(&self, paging: Paging) -> Result<Page<Credential>> {
+        let none: Option<&str> = None;
+        Ok(
+            page!(self, Credential, select: COLUMNS, from: "credentials", order: "name", paging: paging,
+            filters: [("kind", none)]),
+        )
+    }
+
+    /// Every credential's name by id (views show attachments by name).
+    pub async fn credential_names(&self) -> Result<std::collections::HashMap<CredentialId, String>> {
+        let rows: Vec<(CredentialId, String)> =
+            on_pool!(self, p => sqlx::query_as("SELECT id, name FROM credentials").fetch_all(p).await?);
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Every credential (a rotation re-seals them all; start-up checks that they open).
+    pub async fn all_credentials(&self) -> Result<Vec<Credential>> {
+        let sql = format!("SELECT {COLUMNS} FROM credentials ORDER BY id");
+        Ok(on_pool!(self, p => sqlx::query_as::<_, Credential>(&sql).fetch_all(p).await?))
+    }
+
+    pub async fn update_credential(
+        &self,
+        id: CredentialId,
+        change: &CredentialChange,
+        actor: &Actor,
+    ) -> Result<Credential> {
+        let old = self.get_credential(id).await?;
+        let name = change.name.clone().unwrap_or_else(|| old.name.clone());
+        check_name(&name)?;
+        let description = change.description.clone().unwrap_or(old.description.clone());
+        let vault_id = change.vault_id.clone().or(old.vault_id.clone());
+        let public_info = change.public_info.clone().unwrap_or(old.public_info.clone());
+        let (key_id, secret) = change
+            .sealed
+            .clone()
+            .unwrap_or((old.key_id.clone(), old.secret.clone()));
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "UPDATE credentials SET name = ?, description = ?, vault_id = ?, public_info = ?, \
+                 key_id = ?, secret = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(&name).bind(&description).bind(&vault_id).bind(&public_info)
+            .bind(&key_id).bind(&secret).bind(now()).bind(id)
+            .execute(&mut *tx).await
+            .map_err(|e| StoreError::on_write(e, || format!("credential '{name}'")))?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "UPDATE", resource_type: "credential", resource_id: Some(id.0),
+                details: Some(json!({
+                    "old": {"name": old.name, "vault_id": old.vault_id},
+                    "new": {"name": name, "vault_id": vault_id},
+                    "secret_replaced": change.sealed.is_some(),
+                })),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_credential(id).await
+    }
+
+    /// Where a credential is attached.
+    pub async fn credential_usage(&self, id: CredentialId) -> Result<CredentialUsage> {
+        async fn names(store: &Store, sql: &str, id: CredentialId) -> Result<Vec<NameRef>> {
+            let rows: Vec<(i32, String)> =
+                on_pool!(store, p => sqlx::query_as(sql).bind(id).fetch_all(p).await?);
+            Ok(rows
+                .into_iter()
+                .map(|(id, name)| NameRef { id, name })
+                .collect())
+        }
+        let active_jobs: i64 = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM job_credentials jc JOIN jobs j ON j.id = jc.job_id \
+             WHERE jc.credential_id = ? AND j.status IN ('pending', 'running')")
+            .bind(id).fetch_one(p).await?);
+        Ok(CredentialUsage {
+            ssh_servers: names(self, "SELECT id, hostname FROM servers WHERE ssh_credential_id = ? ORDER BY hostname", id).await?,
+            become_servers: names(self, "SELECT id, hostname FROM servers WHERE become_credential_id = ? ORDER BY hostname", id).await?,
+            git_projects: names(self, "SELECT id, name FROM projects WHERE git_credential_id = ? ORDER BY name", id).await?,
+            vault_projects: names(self, "SELECT p.id, p.name FROM projects p JOIN project_vault_credentials v \
+                ON v.project_id = p.id WHERE v.credential_id = ? ORDER BY p.name", id).await?,
+            active_jobs,
+        })
+    }
+
+    /// Deletes a credential attached nowhere. Jobs that named it at launch and are over keep
+    /// no link to it.
+    pub async fn delete_credential(&self, id: CredentialId, actor: &Actor) -> Result<()> {
+        let c = self.get_credential(id).await?;
+        let usage = self.credential_usage(id).await?;
+        let in_use = |count: i64| StoreError::InUse {
+            what: format!("credential {}", c.name),
+            count,
+            dependents: "attachments (servers, projects or pending jobs)",
+            hint: "detach it first (GET the credential to see where it is used)",
+        };
+        if !usage.is_unused() {
+            let count = (usage.ssh_servers.len()
+                + usage.become_servers.len()
+                + usage.git_projects.len()
+                + usage.vault_projects.len()) as i64
+                + usage.active_jobs;
+            return Err(in_use(count));
+        }
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let fk = |e: sqlx::Error| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => in_use(1),
+                _ => StoreError::Database(e),
+            };
+            sqlx::query("DELETE FROM job_credentials WHERE credential_id = ?").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM credentials WHERE id = ?").bind(id).execute(&mut *tx).await.map_err(fk)?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "DELETE", resource_type: "credential", resource_id: Some(id.0),
+                details: Some(json!({"name": c.name, "kind": c.kind.as_str()})),
+            })?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Writes re-sealed secrets (a key rotation) in one transaction: each row changes only if
+    /// it is still sealed with the key it was read with.
+    pub async fn reseal_credentials(
+        &self,
+        rows: &[(CredentialId, String, String, Vec<u8>)],
+        actor: &Actor,
+        old_keys: &[String],
+        new_key: &str,
+    ) -> Result<u64> {
+        let mut changed = 0u64;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for (id, old_key, new_key_id, bytes) in rows {
+                let res = sqlx::query(
+                    "UPDATE credentials SET key_id = ?, secret = ? WHERE id = ? AND key_id = ?")
+                    .bind(new_key_id).bind(bytes).bind(id).bind(old_key)
+                    .execute(&mut *tx).await?;
+                if res.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "credential {id} changed during the rotation; run it again")));
+                }
+                changed += 1;
+            }
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "ROTATE_KEY", resource_type: "credential", resource_id: None,
+                details: Some(json!({"credentials": changed, "old_keys": old_keys, "new_key": new_key})),
+            })?;
+            tx.commit().await?;
+        });
+        Ok(changed)
+    }
+
+    /// A project's vault password credentials.
+    pub async fn project_vault_credentials(&self, project: ProjectId) -> Result<Vec<Credential>> {
+        let sql = format!(
+            "SELECT {} FROM credentials c JOIN project_vault_credentials v ON v.credential_id = c.id \
+             WHERE v.project_id = ? ORDER BY c.vault_id, c.name",
+            prefixed("c.")
+        );
+        Ok(on_pool!(self, p => sqlx::query_as::<_, Credential>(&sql).bind(project).fetch_all(p).await?))
+    }
+
+    /// Replaces a project's vault password credentials.
+    pub async fn set_project_vault_credentials(
+        &self,
+        project: ProjectId,
+        ids: &[CredentialId],
+        actor: &Actor,
+    ) -> Result<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM project_vault_credentials WHERE project_id = ?")
+                .bind(project).execute(&mut *tx).await?;
+            for id in ids {
+                sqlx::query("INSERT INTO project_vault_credentials (project_id, credential_id) VALUES (?, ?)")
+                    .bind(project).bind(id).execute(&mut *tx).await
+                    .map_err(|e| StoreError::on_write(e, || format!("vault credential {id} of project {project}")))?;
+            }
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "UPDATE", resource_type: "project", resource_id: Some(project.0),
+                details: Some(json!({"vault_credentials": ids.iter().map(|i| i.0).collect::<Vec<_>>()})),
+            })?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The credentials a job was launched with.
+    pub async fn job_credentials(&self, job: JobId) -> Result<Vec<Credential>> {
+        let sql = format!(
+            "SELECT {} FROM credentials c JOIN job_credentials j ON j.credential_id = c.id \
+             WHERE j.job_id = ? ORDER BY c.id",
+            prefixed("c.")
+        );
+        Ok(on_pool!(self, p => sqlx::query_as::<_, Credential>(&sql).bind(job).fetch_all(p).await?))
+    }
+}
+
+/// Where a job's credential comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    ServerSsh,
+    ServerBecome,
+    ProjectVault,
+    Launch,
+}
+
+#[derive(sqlx::FromRow)]
+struct UseRow {
+    #[sqlx(flatten)]
+    credential: Credential,
+    used_as: String,
+}
+
+impl Store {
+    /// Every credential a job gets, in one query: its server's SSH key and become password,
+    /// its project's vault passwords and those named at its launch.
+    pub async fn credentials_of_job(
+        &self,
+        job: JobId,
+        server_ssh: Option<CredentialId>,
+        server_become: Option<CredentialId>,
+        project: Option<ProjectId>,
+    ) -> Result<Vec<(Use, Credential)>> {
+        let cols = prefixed("c.");
+        let sql = format!(
+            "SELECT {cols}, 'ssh' AS used_as FROM credentials c WHERE c.id = ? \
+             UNION ALL SELECT {cols}, 'become' AS used_as FROM credentials c WHERE c.id = ? \
+             UNION ALL SELECT {cols}, 'vault' AS used_as FROM credentials c \
+               JOIN project_vault_credentials v ON v.credential_id = c.id WHERE v.project_id = ? \
+             UNION ALL SELECT {cols}, 'launch' AS used_as FROM credentials c \
+               JOIN job_credentials j ON j.credential_id = c.id WHERE j.job_id = ?"
+        );
+        let rows: Vec<UseRow> = on_pool!(self, p => sqlx::query_as::<_, UseRow>(&sql)
+            .bind(server_ssh.map(|c| c.0).unwrap_or(0))
+            .bind(server_become.map(|c| c.0).unwrap_or(0))
+            .bind(project.map(|p| p.0).unwrap_or(0))
+            .bind(job)
+            .fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let used = match r.used_as.as_str() {
+                    "ssh" => Use::ServerSsh,
+                    "become" => Use::ServerBecome,
+                    "vault" => Use::ProjectVault,
+                    _ => Use::Launch,
+                };
+                (used, r.credential)
+            })
+            .collect())
+    }
+}
+
+fn prefixed(prefix: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{prefix}{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
