@@ -12,6 +12,7 @@
 //! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked;
 //!   [`status`]: whether the controller has this agent online, as the service last saw it.
 //! - [`vars`]: launch values written so that ansible reads them as data, never templates.
+//! - [`secrets`]: a job's credentials, written privately for its run and removed after.
 
 pub mod doctor;
 pub mod enroll;
@@ -19,6 +20,7 @@ pub mod fetch;
 pub mod jobs;
 pub mod revisions;
 pub mod runner;
+pub mod secrets;
 pub mod service;
 pub mod session;
 pub mod spool;

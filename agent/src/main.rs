@@ -152,6 +152,15 @@ struct RunArgs {
     /// recently used go when room is needed (never one a running job uses).
     #[arg(long, env = "OUTPOST_REVISION_CACHE_BYTES", default_value_t = outpost_agent::revisions::DEFAULT_CACHE_BYTES)]
     revision_cache_bytes: u64,
+    /// Where the credentials a job is given (SSH key, become and vault passwords) are written
+    /// while it runs, one 0700 directory per job, files 0600, removed when the job ends and
+    /// at the next start after a crash. It must be a directory of the agent's user, mode 0700
+    /// (created so if missing), not a symbolic link, used by this agent alone, and best on a
+    /// tmpfs so secrets never reach a disk [default: $RUNTIME_DIRECTORY/secrets under systemd
+    /// (`RuntimeDirectory=`), else /dev/shm/outpost-agent-<uid>/<agent uuid> when /dev/shm is
+    /// a writable tmpfs, else <state-dir>/secrets, on disk, with a warning].
+    #[arg(long, env = "OUTPOST_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "OUTPOST_LOG_JSON")]
     log_json: bool,
@@ -175,6 +184,7 @@ async fn run(state: StateDir, a: RunArgs) -> anyhow::Result<ExitCode> {
         max_backoff: Duration::from_secs(a.max_backoff_secs),
         idle_timeout: Duration::from_millis(a.idle_timeout_ms.max(500)),
         revision_cache_bytes: a.revision_cache_bytes,
+        secrets_dir: a.secrets_dir,
     };
     let stop = CancellationToken::new();
     let signalled = stop.clone();

@@ -11,6 +11,9 @@
 //! <work>/host_vars  -> <tree>/<inventory_dir>/host_vars
 //! <work>/tmp/              ansible's local temp
 //! ```
+//!
+//! The job's credentials are not in the work directory (which is on disk) but under the
+//! secrets root (see [`crate::secrets`]), for the length of the ansible-playbook process.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::fetch::Revisions;
+use crate::secrets::SecretsRoot;
 use crate::spool::{Outcome, Spool};
 
 /// Lines are written to the spool at least this often, or every `FLUSH_LINES` lines.
@@ -68,6 +72,8 @@ pub struct RunnerConfig {
     pub host_key_checking: bool,
     /// Between SIGTERM and SIGKILL when a job is cancelled or times out.
     pub kill_grace: Duration,
+    /// Where the jobs' credentials are written while they run.
+    pub secrets: SecretsRoot,
 }
 
 /// Runs one job to its end: gets its revision's tree (from the cache, or fetched), then runs
@@ -201,6 +207,18 @@ async fn run_in(
         Ok(a) => a,
         Err(e) => return failed(format!("refusing the run options: {e}")),
     };
+    // The guard removes the files on every way out of this function; once the process has
+    // ended they are removed explicitly, before the wait for stray output.
+    let secrets = tokio::select! {
+        s = cfg.secrets.materialise(job.job, &job.secrets) => match s {
+            Ok(files) => files,
+            Err(e) => return failed(format!("cannot put the job's credentials in place: {e}")),
+        },
+        _ = stop.requested() => return (FinalStatus::Cancelled, None, Some(stop.reason())),
+        _ = tokio::time::sleep_until(timing.deadline) => {
+            return failed(format!("timed out after {} s", timing.limit.as_secs()))
+        }
+    };
     let mut cmd = tokio::process::Command::new(&cfg.ansible_playbook);
     // ansible gets a fixed allow-list of the agent's environment, never all of it (the agent's
     // own settings and secrets stay with the agent).
@@ -218,6 +236,8 @@ async fn run_in(
         .arg(format!("@{}", work.join("vars.json").display()))
         .arg("-e")
         .arg(format!("@{}", work.join("launch_vars.yml").display()))
+        // Paths to the credentials, never the credentials.
+        .args(secrets.args())
         .args(&options)
         // Relative to the tree's root, as it would be typed in a checkout.
         .arg(&playbook)
@@ -290,6 +310,9 @@ async fn run_in(
             terminate(&mut child, job.job, pgid, cfg.kill_grace).await
         }
     };
+    if let Err(e) = secrets.remove() {
+        tracing::error!(job = %job.job, error = %e, "cannot remove the job's credentials");
+    }
     // A daemonised child can keep the pipes open after ansible exits: wait a while, not forever.
     for r in readers.into_iter().flatten() {
         let abort = r.abort_handle();
@@ -398,6 +421,27 @@ pub fn kill_job(job: uuid::Uuid, pgid: Option<i32>) {
     }
 }
 
+/// Removes the work directories left under `root` by jobs a killed agent was running (a run
+/// removes its own when it ends): called at start-up, before any job runs. Returns how many.
+pub fn sweep_work(root: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .is_none()
+        {
+            continue;
+        }
+        // remove_dir_all does not follow links, so the tree links inside are only unlinked.
+        std::fs::remove_dir_all(entry.path())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn prepare(job: &Assignment, work: &Path, tree: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let _ = std::fs::remove_dir_all(work);
@@ -417,7 +461,7 @@ fn prepare(job: &Assignment, work: &Path, tree: &Path) -> std::io::Result<()> {
         serde_json::from_str(&job.vars_json).map_err(|e| bad("variables", e))?;
     let launch: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&job.launch_vars_json).map_err(|e| bad("launch variables", e))?;
-    let inventory = inventory(&job.target, host_vars)
+    let inventory = inventory(&job.target, host_vars, job.secrets.ssh_key.is_some())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     std::fs::write(work.join("inventory.yml"), inventory.to_string())?;
     std::fs::write(
@@ -504,16 +548,19 @@ fn valid_group(name: &str) -> bool {
 
 /// The job's inventory: the one target, with its connection settings and host vars, inside
 /// its groups nested as the chains say (JSON is YAML, so the YAML inventory plugin reads it).
+/// With a key credential (`--private-key`) the target's key path is left out: an inventory
+/// variable would override the command line, and the credential is what the job was given.
 fn inventory(
     t: &outpost_protocol::message::Target,
     host_vars: serde_json::Map<String, serde_json::Value>,
+    key_credential: bool,
 ) -> Result<serde_json::Value, String> {
     use serde_json::{json, Map, Value};
     let mut vars = Map::new();
     vars.insert("ansible_host".into(), t.ip_address.clone().into());
     vars.insert("ansible_port".into(), t.ssh_port.into());
     vars.insert("ansible_user".into(), t.ssh_user.clone().into());
-    if let Some(k) = &t.ssh_key_path {
+    if let Some(k) = t.ssh_key_path.as_ref().filter(|_| !key_credential) {
         vars.insert("ansible_ssh_private_key_file".into(), k.clone().into());
     }
     vars.extend(host_vars);
@@ -848,7 +895,7 @@ mod tests {
     fn inventory_carries_the_target_and_host_vars() {
         let mut hv = serde_json::Map::new();
         hv.insert("ansible_connection".into(), "local".into());
-        let inv = inventory(&target(vec![]), hv).unwrap();
+        let inv = inventory(&target(vec![]), hv.clone(), false).unwrap();
         let host = &inv["all"]["hosts"]["web1"];
         assert_eq!(host["ansible_host"], "10.1.2.3");
         assert_eq!(host["ansible_port"], 2222);
@@ -856,6 +903,13 @@ mod tests {
         assert_eq!(host["ansible_ssh_private_key_file"], "/home/deploy/.ssh/id");
         assert_eq!(host["ansible_connection"], "local");
         assert!(inv["all"].get("children").is_none());
+
+        // A key credential wins over the target's key path; the host vars still apply.
+        let inv = inventory(&target(vec![]), hv, true).unwrap();
+        let host = &inv["all"]["hosts"]["web1"];
+        assert!(host.get("ansible_ssh_private_key_file").is_none(), "{host}");
+        assert_eq!(host["ansible_connection"], "local");
+        assert_eq!(host["ansible_user"], "deploy");
     }
 
     #[test]
@@ -866,7 +920,7 @@ mod tests {
             vec!["dc_fra1"],
             vec!["all", "ungrouped"],
         ]);
-        let inv = inventory(&t, serde_json::Map::new()).unwrap();
+        let inv = inventory(&t, serde_json::Map::new(), false).unwrap();
         assert_eq!(
             inv["all"]["children"],
             serde_json::json!({
@@ -886,7 +940,7 @@ mod tests {
             vec![vec!["a"]; MAX_GROUP_CHAINS + 1],
         ] {
             assert!(
-                inventory(&target(bad.clone()), serde_json::Map::new()).is_err(),
+                inventory(&target(bad.clone()), serde_json::Map::new(), false).is_err(),
                 "{bad:?}"
             );
         }
@@ -926,6 +980,27 @@ mod tests {
             "no hosts matched: none of the playbook's plays targets web1 (its groups: prod, web, db)"
         );
         assert!(no_hosts_message(&target(vec![])).ends_with("(its groups: none)"));
+    }
+
+    #[test]
+    fn work_directories_left_by_a_killed_agent_are_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("group_vars")).unwrap();
+        std::fs::write(tree.join("group_vars/all.yml"), "x: 1\n").unwrap();
+        let job = work.join(uuid::Uuid::new_v4().to_string());
+        std::fs::create_dir_all(job.join("tmp")).unwrap();
+        std::fs::write(job.join("inventory.yml"), "{}").unwrap();
+        std::os::unix::fs::symlink(tree.join("group_vars"), job.join("group_vars")).unwrap();
+        std::fs::create_dir(work.join("not-a-job")).unwrap();
+        assert_eq!(sweep_work(&work).unwrap(), 1);
+        assert!(!job.exists());
+        assert!(work.join("not-a-job").exists());
+        assert!(
+            tree.join("group_vars/all.yml").exists(),
+            "links are removed, not followed"
+        );
     }
 
     #[test]

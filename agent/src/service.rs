@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobTable;
 use crate::runner::RunnerConfig;
+use crate::secrets::{SecretsError, SecretsRoot};
 use crate::session::{self, Agent, AgentConfig, Fatal};
 use crate::state::{StateDir, StateError};
 
@@ -28,6 +29,9 @@ pub struct ServiceOptions {
     pub idle_timeout: Duration,
     /// The bound of the revision cache, in bytes.
     pub revision_cache_bytes: u64,
+    /// Where jobs' credentials are written while they run; None: chosen at start-up (see
+    /// [`SecretsRoot::choose`]).
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl Default for ServiceOptions {
@@ -43,6 +47,7 @@ impl Default for ServiceOptions {
             max_backoff: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(15),
             revision_cache_bytes: crate::revisions::DEFAULT_CACHE_BYTES,
+            secrets_dir: None,
         }
     }
 }
@@ -55,6 +60,10 @@ pub enum ServiceError {
     Spool(std::io::Error),
     #[error(transparent)]
     Revisions(#[from] crate::revisions::CacheError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("cannot clear the work directories of interrupted jobs: {0}")]
+    Work(std::io::Error),
     #[error("no controller address: pass --controller HOST:PORT")]
     NoController,
     #[error(transparent)]
@@ -119,6 +128,16 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let identity = state.load_identity()?;
     state.create()?;
+    // Before any job runs: what jobs of a killed agent left behind goes, secrets first.
+    let secrets = SecretsRoot::choose(opts.secrets_dir.as_deref(), &state.root, identity.uuid)?;
+    let swept = secrets.sweep()?;
+    if swept > 0 {
+        tracing::warn!(
+            jobs = swept,
+            "removed the credentials of jobs interrupted by the previous run"
+        );
+    }
+    crate::runner::sweep_work(&state.work_dir()).map_err(ServiceError::Work)?;
     let table = JobTable::default();
     let recovered = table
         .recover(&state.spool_dir())
@@ -158,6 +177,7 @@ pub async fn run(
                 work_root: state.work_dir(),
                 host_key_checking: opts.host_key_checking,
                 kill_grace: opts.kill_grace,
+                secrets: secrets.clone(),
             }),
             timers: outpost_protocol::tls::Timers {
                 idle_timeout: opts.idle_timeout,
@@ -210,6 +230,10 @@ pub async fn run(
     drain(&agent, &opts).await;
     agent.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+    if opts.secrets_dir.is_none() {
+        // A root the agent chose is its own to tidy; only while empty (no job left in it).
+        let _ = std::fs::remove_dir(secrets.path());
+    }
     tracing::info!(left_in_spool = agent.table.len(), "agent stopped");
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! <state-dir>/spool/<job>/ unacknowledged output and outcome of each job
 //! <state-dir>/work/<job>/  inventory and vars while a job runs (0700)
 //! <state-dir>/revisions/   project revisions, unpacked read-only (see `revisions`)
+//! <state-dir>/secrets/     jobs' credentials, only when no tmpfs is at hand (see `secrets`)
 //! ```
 //!
 //! Identity, key, certificates, status and spool records are written with

@@ -1,6 +1,6 @@
 //! The agent against a minimal controller built from `outpost-protocol` alone: what the agent
 //! says and does on the wire, independent of the real controller. Real QUIC on loopback and
-//! real ansible-playbook.
+//! real ansible-playbook (and, for a kill -9, the agent binary itself).
 
 use std::time::Duration;
 
@@ -788,4 +788,319 @@ async fn a_project_runs_from_its_tree_with_roles_templates_and_group_vars() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// What `/proc` shows of the processes carrying a job's mark: pid, command line, environment.
+fn job_processes(job: Uuid) -> Vec<(u32, Vec<u8>, Vec<u8>)> {
+    let mark = format!("{}={job}", outpost_agent::runner::JOB_MARK);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == mark.as_bytes()) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, cmdline, environ));
+        }
+    }
+    found
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// `value` encrypted by ansible-vault under `id`, as the YAML of a variable `name`; the vault
+/// password is read from a 0600 file, never given on the command line.
+fn vault_encrypt(id: &str, password: &str, name: &str, value: &str) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&pw)
+            .unwrap(),
+        password.as_bytes(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("ansible-vault")
+        .arg("encrypt_string")
+        .arg("--vault-id")
+        .arg(format!("{id}@{}", pw.display()))
+        .args(["--name", name, value])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("ansible-vault cannot run ({e}): install ansible-core (`python3 -m pip install ansible-core`)")
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_reach_ansible_as_private_files_and_nowhere_else() {
+    use outpost_protocol::message::{JobSecrets, VaultSecret};
+    use std::os::unix::fs::PermissionsExt;
+    let peer = setup();
+    let secrets_dir = tempfile::tempdir().unwrap();
+    let root = secrets_dir.path().join("root");
+    let stop = CancellationToken::new();
+    let opts = ServiceOptions {
+        host_key_checking: false,
+        secrets_dir: Some(root.clone()),
+        ..ServiceOptions::default()
+    };
+    let agent = tokio::spawn(service::run(peer.state.clone(), opts, stop.clone(), || {}));
+    let vault_pw = format!("vault-pw-{}", Uuid::new_v4());
+    let become_pw = format!("become-pw-{}", Uuid::new_v4());
+    let plaintext = "the-decrypted-plaintext";
+    let encrypted = vault_encrypt("outpost", &vault_pw, "secret_value", plaintext);
+    let vars: String = encrypted.lines().map(|l| format!("    {l}\n")).collect();
+    let playbook = format!(
+        "- hosts: all\n  gather_facts: false\n  vars:\n{vars}  tasks:\n    - ansible.builtin.debug:\n        msg: \"decrypted: {{{{ secret_value }}}}\"\n    - ansible.builtin.command: sleep 3\n"
+    );
+    let mut job = assignment(&playbook, 120);
+    job.secrets = JobSecrets {
+        ssh_key: None,
+        become_password: Some(become_pw.clone()),
+        vault: vec![VaultSecret {
+            id: "outpost".into(),
+            password: vault_pw.clone(),
+        }],
+    };
+    let (conn, _session, _) = welcomed(&peer.endpoint).await;
+    let run = tokio::spawn({
+        let (conn, job) = (conn.clone(), job.clone());
+        async move { run_job(&conn, job).await }
+    });
+
+    // While it runs: the files are there and private, and no process of the job shows a
+    // secret in its command line or environment.
+    let job_dir = root.join(job.job.to_string());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut saw_files = false;
+    let mut saw_vault_arg = false;
+    while !run.is_finished() {
+        if let Ok(meta) = std::fs::symlink_metadata(&job_dir) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+            let pw = job_dir.join("vault-outpost");
+            if let Ok(m) = std::fs::symlink_metadata(&pw) {
+                assert_eq!(m.permissions().mode() & 0o777, 0o600);
+                assert_eq!(std::fs::read_to_string(&pw).unwrap(), vault_pw);
+                saw_files = true;
+            }
+        }
+        for (pid, cmdline, environ) in job_processes(job.job) {
+            for secret in [&vault_pw, &become_pw] {
+                assert!(!contains(&cmdline, secret), "argv of {pid} holds a secret");
+                assert!(!contains(&environ, secret), "env of {pid} holds a secret");
+            }
+            saw_vault_arg |=
+                contains(&cmdline, "--vault-id") && contains(&cmdline, "--become-password-file");
+            seen.insert(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_files, "the job's secret files were never seen");
+    assert!(
+        seen.len() >= 2,
+        "ansible-playbook and its workers were looked at: {seen:?}"
+    );
+    assert!(saw_vault_arg, "ansible-playbook was given the paths");
+
+    let (control, lines) = run.await.unwrap();
+    let JobUp::Finished(f) = control.last().unwrap() else {
+        panic!("Finished last")
+    };
+    assert_eq!(f.status, FinalStatus::Success, "{:?} {lines:#?}", f.error);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("decrypted: {plaintext}"))),
+        "the vault was opened: {lines:#?}"
+    );
+    for line in &lines {
+        assert!(
+            !line.contains(&vault_pw) && !line.contains(&become_pw),
+            "{line}"
+        );
+    }
+    assert!(!job_dir.exists(), "the job's secrets are gone");
+    assert!(root.exists(), "an operator's root stays");
+
+    // A run that times out loses its secrets as well.
+    let mut slow = assignment(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 30\n",
+        2,
+    );
+    slow.secrets = JobSecrets {
+        ssh_key: None,
+        become_password: Some(become_pw.clone()),
+        vault: vec![],
+    };
+    let (control, _) = run_job(&conn, slow.clone()).await;
+    let JobUp::Finished(f) = control.last().unwrap() else {
+        panic!("Finished last")
+    };
+    assert_eq!(f.status, FinalStatus::Failed);
+    assert!(
+        f.error.as_deref().unwrap_or("").contains("timed out"),
+        "{:?}",
+        f.error
+    );
+    assert!(!root.join(slow.job.to_string()).exists());
+
+    // A vault id ansible would misread fails the job before ansible runs, saying why.
+    let mut bad = assignment(&playbook, 60);
+    bad.secrets = JobSecrets {
+        ssh_key: None,
+        become_password: None,
+        vault: vec![VaultSecret {
+            id: "a@b".into(),
+            password: vault_pw.clone(),
+        }],
+    };
+    let (control, lines) = run_job(&conn, bad.clone()).await;
+    let JobUp::Finished(f) = control.last().unwrap() else {
+        panic!("Finished last")
+    };
+    let error = f.error.clone().unwrap_or_default();
+    assert_eq!(f.status, FinalStatus::Failed);
+    assert!(error.contains("vault id \"a@b\" is refused"), "{error}");
+    assert!(!error.contains(&vault_pw), "{error}");
+    assert!(lines.is_empty(), "ansible never ran: {lines:?}");
+    assert!(!root.join(bad.job.to_string()).exists());
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// The agent binary, run against the test's controller; killed when dropped.
+fn agent_process(
+    peer: &Peer,
+    secrets: &std::path::Path,
+    log: &std::path::Path,
+) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
+        .arg("--state-dir")
+        .arg(&peer.state.root)
+        .args([
+            "run",
+            "--host-key-checking",
+            "false",
+            "--max-backoff-secs",
+            "1",
+        ])
+        .arg("--secrets-dir")
+        .arg(secrets)
+        .env("OUTPOST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_s_secrets_are_gone_at_its_next_start() {
+    use outpost_protocol::message::JobSecrets;
+    let peer = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("secrets");
+    let log = dir.path().join("agent.log");
+    let become_pw = format!("become-pw-{}", Uuid::new_v4());
+    let mut agent = agent_process(&peer, &root, &log);
+
+    let (conn, _session, _) = welcomed(&peer.endpoint).await;
+    let mut job = assignment(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 60\n",
+        120,
+    );
+    job.secrets = JobSecrets {
+        ssh_key: None,
+        become_password: Some(become_pw.clone()),
+        vault: vec![],
+    };
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut js = FramedStream::new(recv, send);
+    js.send(&JobDown::Assign(Box::new(job.clone())))
+        .await
+        .unwrap();
+    assert!(matches!(
+        js.recv::<JobUp>().await.unwrap(),
+        Some(JobUp::Accept { .. })
+    ));
+    // Kill it once ansible runs the task: its secrets and work directory are on disk.
+    let job_dir = root.join(job.job.to_string());
+    let work_dir = peer.state.work_dir().join(job.job.to_string());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(job_processes(job.job)
+        .iter()
+        .any(|(_, cmd, _)| cmd.starts_with(b"sleep\0")))
+    {
+        assert!(std::time::Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    assert!(
+        job_dir.join("become_password").exists(),
+        "kill -9 leaves the secrets behind"
+    );
+    assert!(work_dir.exists());
+
+    let mut agent = agent_process(&peer, &root, &log);
+    let (_conn, _session, hello) = welcomed(&peer.endpoint).await;
+    assert!(!job_dir.exists(), "swept before the agent said Hello");
+    assert!(
+        !work_dir.exists(),
+        "the interrupted job's work directory too"
+    );
+    assert!(root.exists());
+    assert_eq!(
+        hello
+            .running
+            .iter()
+            .map(|r| (r.job, r.finished))
+            .collect::<Vec<_>>(),
+        vec![(job.job, true)],
+        "the interrupted job is reported ended"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !job_processes(job.job).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the interrupted job's processes were killed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("removed the credentials of jobs interrupted"),
+        "{logged}"
+    );
+    assert!(!logged.contains(&become_pw), "a secret in the agent's log");
 }
