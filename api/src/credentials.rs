@@ -103,7 +103,10 @@ impl std::fmt::Debug for NewCredentialRequest {
             .field("kind", &self.kind)
             .field("vault_id", &self.vault_id)
             .field("secret", &"<redacted>")
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -114,7 +117,10 @@ impl std::fmt::Debug for CredentialPatchRequest {
             .field("name", &self.name)
             .field("vault_id", &self.vault_id)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

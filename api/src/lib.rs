@@ -18,8 +18,10 @@ pub mod inventory;
 pub mod types;
 pub mod yaml;
 
-pub use enums::{CredentialKind, JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus};
 pub use credentials::*;
+pub use enums::{
+    CredentialKind, JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus,
+};
 pub use types::*;
 
 /// The prefix of every API path.

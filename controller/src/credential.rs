@@ -70,10 +70,15 @@ pub fn check(
     match kind {
         CredentialKind::SshKey => {
             if vault_id.is_some() {
-                return Err(invalid("vault_id: only vault_password credentials have one"));
+                return Err(invalid(
+                    "vault_id: only vault_password credentials have one",
+                ));
             }
             Ok(Checked {
-                public_info: Some(ssh_key_info(&material.secret, material.passphrase.as_deref())?),
+                public_info: Some(ssh_key_info(
+                    &material.secret,
+                    material.passphrase.as_deref(),
+                )?),
                 vault_id: None,
             })
         }
@@ -93,7 +98,9 @@ pub fn check(
                     Some(id.to_owned())
                 }
                 _ if vault_id.is_some() => {
-                    return Err(invalid("vault_id: only vault_password credentials have one"))
+                    return Err(invalid(
+                        "vault_id: only vault_password credentials have one",
+                    ))
                 }
                 _ => None,
             };
@@ -308,7 +315,9 @@ pub async fn rotate_key(
     for c in &rows {
         let m = open(&old, c).map_err(|e| match e {
             CredentialError::Sealing { source, .. } => KeyCheckError::Keyring(source),
-            CredentialError::Invalid(_) => KeyCheckError::Keyring(KeyringError::Malformed("not a secret")),
+            CredentialError::Invalid(_) => {
+                KeyCheckError::Keyring(KeyringError::Malformed("not a secret"))
+            }
         })?;
         let sealed = seal(&new, &c.uuid, c.kind, &m)?;
         resealed.push((c.id, c.key_id.clone(), sealed.key_id, sealed.bytes));
@@ -346,7 +355,10 @@ pub fn job_secrets(c: JobCredentials<'_>) -> JobSecrets {
     }
     let mut vault: Vec<VaultSecret> = Vec::new();
     let mut put_vault = |cred: &Credential, m: &Material| {
-        let id = cred.vault_id.clone().unwrap_or_else(|| DEFAULT_VAULT_ID.into());
+        let id = cred
+            .vault_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VAULT_ID.into());
         vault.retain(|v| v.id != id);
         vault.push(VaultSecret {
             id,

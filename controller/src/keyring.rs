@@ -63,7 +63,9 @@ struct Key {
 
 impl Key {
     fn from_bytes(bytes: &[u8; 32]) -> Key {
-        let id = hex::encode(&Sha256::digest([b"outpost credentials key id:".as_slice(), bytes].concat())[..8]);
+        let id = hex::encode(
+            &Sha256::digest([b"outpost credentials key id:".as_slice(), bytes].concat())[..8],
+        );
         // 32 bytes is ChaCha20-Poly1305's key length: this cannot fail.
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, bytes).expect("a 32-byte key");
         Key {
@@ -167,7 +169,9 @@ impl Keyring {
     /// credential's uuid and kind), so a sealed value copied into another row does not open.
     pub fn seal(&self, plain: &[u8], context: &[u8]) -> Result<Sealed, KeyringError> {
         let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| KeyringError::Random)?;
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| KeyringError::Random)?;
         let mut buf = plain.to_vec();
         self.current
             .aead
@@ -188,7 +192,11 @@ impl Keyring {
     }
 
     /// Opens a sealed value with the key that sealed it.
-    pub fn open(&self, sealed: &Sealed, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
+    pub fn open(
+        &self,
+        sealed: &Sealed,
+        context: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
         let key = if sealed.key_id == self.current.id {
             &self.current
         } else {
@@ -269,7 +277,9 @@ impl Keyring {
             std::fs::copy(&current_path, &old_named).map_err(io(&old_named))?;
             set_private(&old_named)?;
         }
-        let new_named = self.dir.join(format!("credentials-{}.key", self.current.id));
+        let new_named = self
+            .dir
+            .join(format!("credentials-{}.key", self.current.id));
         // rename(2) replaces atomically: there is always a current key file.
         std::fs::rename(&new_named, &current_path).map_err(io(&current_path))
     }
@@ -375,17 +385,29 @@ mod tests {
         assert!(!sealed.bytes.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(&ring.open(&sealed, b"cred-1").unwrap()[..], b"hunter2");
         // Another row's context, a flipped bit: refused, never garbage.
-        assert!(matches!(ring.open(&sealed, b"cred-2"), Err(KeyringError::Tampered { .. })));
+        assert!(matches!(
+            ring.open(&sealed, b"cred-2"),
+            Err(KeyringError::Tampered { .. })
+        ));
         let mut flipped = sealed.clone();
         let last = flipped.bytes.len() - 1;
         flipped.bytes[last] ^= 1;
-        assert!(matches!(ring.open(&flipped, b"cred-1"), Err(KeyringError::Tampered { .. })));
+        assert!(matches!(
+            ring.open(&flipped, b"cred-1"),
+            Err(KeyringError::Tampered { .. })
+        ));
         // Two seals of one value differ (fresh nonces).
-        assert_ne!(ring.seal(b"hunter2", b"cred-1").unwrap().bytes, sealed.bytes);
+        assert_ne!(
+            ring.seal(b"hunter2", b"cred-1").unwrap().bytes,
+            sealed.bytes
+        );
         // Another directory's key is told apart by id.
         let other = tempfile::tempdir().unwrap();
         let other = Keyring::load_or_create(other.path()).unwrap();
-        assert!(matches!(other.open(&sealed, b"cred-1"), Err(KeyringError::UnknownKey { .. })));
+        assert!(matches!(
+            other.open(&sealed, b"cred-1"),
+            Err(KeyringError::UnknownKey { .. })
+        ));
     }
 
     #[test]
@@ -403,7 +425,9 @@ mod tests {
         let after = reloaded.seal(b"secret", b"c").unwrap();
         assert_eq!(after.key_id, new.current_id());
         // The old key file alone (a backup's) still opens what it sealed.
-        let old_file = dir.path().join(format!("credentials-{}.key", old.current_id()));
+        let old_file = dir
+            .path()
+            .join(format!("credentials-{}.key", old.current_id()));
         let backup = tempfile::tempdir().unwrap();
         let dst = backup.path().join(CURRENT_FILE);
         std::fs::copy(&old_file, &dst).unwrap();
@@ -420,11 +444,20 @@ mod tests {
         assert!(Keyring::load(dir.path()).unwrap().is_none());
         Keyring::load_or_create(dir.path()).unwrap();
         let path = dir.path().join(CURRENT_FILE);
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(Keyring::load(dir.path()), Err(KeyringError::Exposed { .. })));
+        assert!(matches!(
+            Keyring::load(dir.path()),
+            Err(KeyringError::Exposed { .. })
+        ));
         std::fs::write(&path, "garbage\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(Keyring::load(dir.path()), Err(KeyringError::BadKeyFile { .. })));
+        assert!(matches!(
+            Keyring::load(dir.path()),
+            Err(KeyringError::BadKeyFile { .. })
+        ));
     }
 }

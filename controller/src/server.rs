@@ -210,8 +210,12 @@ pub async fn serve(
     let ingest_stop = CancellationToken::new();
     let (ingest, ingest_task) = ingest::spawn(store.clone(), ingest_stop.clone());
     let ingest_task = supervised("ingest", ingest_task);
-    let (scheduler, scheduler_task) =
-        scheduler::spawn(store.clone(), settings.clone(), keyring.clone(), stop.clone());
+    let (scheduler, scheduler_task) = scheduler::spawn(
+        store.clone(),
+        settings.clone(),
+        keyring.clone(),
+        stop.clone(),
+    );
     let scheduler_task = supervised("scheduler", scheduler_task);
     let tasks = TaskTracker::new();
     tasks.spawn(retention::run(

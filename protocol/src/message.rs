@@ -522,7 +522,10 @@ mod tests {
         for secret in ["KEYMATERIAL", "PASSPHRASE", "SUDOPASS", "VAULTPASS"] {
             assert!(!shown.contains(secret), "{shown}");
         }
-        assert!(shown.contains("prod") && shown.contains("redacted"), "{shown}");
+        assert!(
+            shown.contains("prod") && shown.contains("redacted"),
+            "{shown}"
+        );
         assert!(!s.is_empty() && JobSecrets::default().is_empty());
     }
 

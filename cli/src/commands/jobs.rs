@@ -215,6 +215,7 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
         check: a.check,
         diff: a.diff,
         verbosity: a.verbose,
+        credentials: Vec::new(),
     };
     let launched = c.jobs().launch(&req).await?;
     if !a.follow {

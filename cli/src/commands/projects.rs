@@ -116,6 +116,8 @@ pub async fn projects(ctx: Option<&str>, cmd: ProjectCmd, out: Output) -> anyhow
                     git_key_path: deploy_key,
                     inventory_path: inventory,
                     sync: None,
+                    git_credential: None,
+                    vault_credentials: None,
                 })
                 .await?;
             if !out.json(&p) {
@@ -138,6 +140,8 @@ pub async fn projects(ctx: Option<&str>, cmd: ProjectCmd, out: Output) -> anyhow
                             git_key_path: None,
                             inventory_path: None,
                             sync: None,
+                            git_credential: None,
+                            vault_credentials: None,
                         })
                         .await?
                 }

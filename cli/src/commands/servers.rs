@@ -87,6 +87,8 @@ pub async fn servers(ctx: Option<&str>, cmd: ServerCmd, out: Output) -> anyhow::
                     description: f.description,
                     host_vars: None,
                     inventory_groups: None,
+                    ssh_credential: None,
+                    become_credential: None,
                 })
                 .await?;
             if !out.json(&s) {

@@ -29,13 +29,21 @@ fn ssh_keys_are_opened_with_their_passphrase_and_shown_by_fingerprint() {
     assert!(info.starts_with("ssh-ed25519 SHA256:"), "{info}");
 
     let locked = keygen("correct horse");
-    assert!(check(CredentialKind::SshKey, None, &material(&locked, Some("correct horse"))).is_ok());
+    assert!(check(
+        CredentialKind::SshKey,
+        None,
+        &material(&locked, Some("correct horse"))
+    )
+    .is_ok());
     for (pass, why) in [(None, "encrypted"), (Some("wrong"), "does not open")] {
         let e = check(CredentialKind::SshKey, None, &material(&locked, pass))
             .unwrap_err()
             .to_string();
         assert!(e.contains(why), "{e}");
-        assert!(!e.contains("wrong") && !e.contains("BEGIN"), "the error quotes the secret: {e}");
+        assert!(
+            !e.contains("wrong") && !e.contains("BEGIN"),
+            "the error quotes the secret: {e}"
+        );
     }
     let e = check(CredentialKind::SshKey, None, &material(&plain, Some("x"))).unwrap_err();
     assert!(e.to_string().contains("not encrypted"), "{e}");
@@ -50,21 +58,60 @@ fn ssh_keys_are_opened_with_their_passphrase_and_shown_by_fingerprint() {
 #[test]
 fn passwords_are_what_ansible_will_read_back() {
     for ok in ["s3cret", "with inner space", "ünïcödé"] {
-        assert!(check(CredentialKind::BecomePassword, None, &material(ok, None)).is_ok(), "{ok}");
+        assert!(
+            check(CredentialKind::BecomePassword, None, &material(ok, None)).is_ok(),
+            "{ok}"
+        );
     }
-    for bad in ["", " lead", "trail ", "two\nlines", "nul\0", &"x".repeat(2000)] {
-        assert!(check(CredentialKind::BecomePassword, None, &material(bad, None)).is_err(), "{bad:?}");
+    for bad in [
+        "",
+        " lead",
+        "trail ",
+        "two\nlines",
+        "nul\0",
+        &"x".repeat(2000),
+    ] {
+        assert!(
+            check(CredentialKind::BecomePassword, None, &material(bad, None)).is_err(),
+            "{bad:?}"
+        );
     }
     let v = check(CredentialKind::VaultPassword, None, &material("v", None)).unwrap();
     assert_eq!(v.vault_id.as_deref(), Some("default"));
-    let v = check(CredentialKind::VaultPassword, Some("prod"), &material("v", None)).unwrap();
+    let v = check(
+        CredentialKind::VaultPassword,
+        Some("prod"),
+        &material("v", None),
+    )
+    .unwrap();
     assert_eq!(v.vault_id.as_deref(), Some("prod"));
-    assert!(check(CredentialKind::VaultPassword, Some("a@b"), &material("v", None)).is_err());
-    assert!(check(CredentialKind::BecomePassword, Some("prod"), &material("v", None)).is_err());
-    assert!(check(CredentialKind::BecomePassword, None, &material("v", Some("p"))).is_err());
+    assert!(check(
+        CredentialKind::VaultPassword,
+        Some("a@b"),
+        &material("v", None)
+    )
+    .is_err());
+    assert!(check(
+        CredentialKind::BecomePassword,
+        Some("prod"),
+        &material("v", None)
+    )
+    .is_err());
+    assert!(check(
+        CredentialKind::BecomePassword,
+        None,
+        &material("v", Some("p"))
+    )
+    .is_err());
 }
 
-fn row(keyring: &Keyring, id: i32, kind: CredentialKind, vault_id: Option<&str>, secret: &str) -> Credential {
+fn row(
+    keyring: &Keyring,
+    id: i32,
+    kind: CredentialKind,
+    vault_id: Option<&str>,
+    secret: &str,
+) -> Credential {
     let uuid = uuid::Uuid::new_v4().to_string();
     let sealed = seal(keyring, &uuid, kind, &material(secret, None)).unwrap();
     Credential {
@@ -103,21 +150,52 @@ fn a_launch_credential_wins_over_the_servers_and_projects_of_its_use() {
     let dir = tempfile::tempdir().unwrap();
     let k = Keyring::load_or_create(dir.path()).unwrap();
     let server_become = row(&k, 1, CredentialKind::BecomePassword, None, "server-become");
-    let vault_default = row(&k, 2, CredentialKind::VaultPassword, Some("default"), "proj-default");
-    let vault_prod = row(&k, 3, CredentialKind::VaultPassword, Some("prod"), "proj-prod");
-    let launch_prod = row(&k, 4, CredentialKind::VaultPassword, Some("prod"), "launch-prod");
+    let vault_default = row(
+        &k,
+        2,
+        CredentialKind::VaultPassword,
+        Some("default"),
+        "proj-default",
+    );
+    let vault_prod = row(
+        &k,
+        3,
+        CredentialKind::VaultPassword,
+        Some("prod"),
+        "proj-prod",
+    );
+    let launch_prod = row(
+        &k,
+        4,
+        CredentialKind::VaultPassword,
+        Some("prod"),
+        "launch-prod",
+    );
     let launch_become = row(&k, 5, CredentialKind::BecomePassword, None, "launch-become");
     let o = |c: &Credential| open(&k, c).unwrap();
     let secrets = job_secrets(JobCredentials {
         server_ssh: None,
         server_become: Some((&server_become, o(&server_become))),
-        project_vault: vec![(&vault_default, o(&vault_default)), (&vault_prod, o(&vault_prod))],
-        launch: vec![(&launch_prod, o(&launch_prod)), (&launch_become, o(&launch_become))],
+        project_vault: vec![
+            (&vault_default, o(&vault_default)),
+            (&vault_prod, o(&vault_prod)),
+        ],
+        launch: vec![
+            (&launch_prod, o(&launch_prod)),
+            (&launch_become, o(&launch_become)),
+        ],
     });
     assert!(secrets.ssh_key.is_none());
     assert_eq!(secrets.become_password.as_deref(), Some("launch-become"));
-    let vault: Vec<(&str, &str)> = secrets.vault.iter().map(|v| (v.id.as_str(), v.password.as_str())).collect();
-    assert_eq!(vault, [("default", "proj-default"), ("prod", "launch-prod")]);
+    let vault: Vec<(&str, &str)> = secrets
+        .vault
+        .iter()
+        .map(|v| (v.id.as_str(), v.password.as_str()))
+        .collect();
+    assert_eq!(
+        vault,
+        [("default", "proj-default"), ("prod", "launch-prod")]
+    );
 
     assert!(check_launch_set(&[vault_prod.clone(), launch_prod.clone()]).is_err());
     assert!(check_launch_set(&[vault_default, vault_prod, launch_become]).is_ok());

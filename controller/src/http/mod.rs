@@ -1,7 +1,7 @@
 //! The HTTPS API (`/api/v1`), health and metrics, on axum over rustls.
 //!
 //! - [`auth`]: login, tokens and the authorization layer; the one access table is [`crate::service::access`].
-//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`jobs`], [`logs`] (pages
+//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`credentials`], [`jobs`], [`logs`] (pages
 //!   and live follow, counted and ended with their session by [`live`]), [`tickets`], [`agents`], [`audit`]; [`health`] for probes and metrics.
 //! - [`error`]: the JSON error body; [`views`]: records as the API shows them; [`openapi`]: the
 //!   document's header and the error responses every operation gets from its route.
@@ -16,6 +16,7 @@
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod credentials;
 pub mod download;
 pub mod edge;
 pub mod error;
@@ -116,6 +117,12 @@ pub fn routes() -> (Router<Arc<WebState>>, utoipa::openapi::OpenApi) {
         )
         .routes(routes!(projects::revisions))
         .routes(routes!(projects::files))
+        .routes(routes!(credentials::list, credentials::create))
+        .routes(routes!(
+            credentials::get,
+            credentials::update,
+            credentials::delete
+        ))
         .routes(routes!(jobs::list, jobs::launch))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))

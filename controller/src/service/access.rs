@@ -4,7 +4,7 @@
 //!
 //! Viewers read jobs, logs, servers, playbooks, projects, tickets and agents; operators also
 //! launch and cancel jobs and write tickets; admins do everything (projects: create, change,
-//! sync, upload, delete), and alone read users and the audit log.
+//! sync, upload, delete), and alone read users, credentials and the audit log.
 
 use axum::http::Method;
 
@@ -55,6 +55,12 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/projects/{id}/archive", Role(Admin)),
     ("GET", "/api/v1/projects/{id}/revisions", Role(Viewer)),
     ("GET", "/api/v1/projects/{id}/files", Role(Viewer)),
+    // Credentials: names and kinds are an admin's business too; secrets are nobody's to read.
+    ("GET", "/api/v1/credentials", Role(Admin)),
+    ("POST", "/api/v1/credentials", Role(Admin)),
+    ("GET", "/api/v1/credentials/{id}", Role(Admin)),
+    ("PATCH", "/api/v1/credentials/{id}", Role(Admin)),
+    ("DELETE", "/api/v1/credentials/{id}", Role(Admin)),
     ("GET", "/api/v1/jobs", Role(Viewer)),
     ("POST", "/api/v1/jobs", Role(Operator)),
     ("GET", "/api/v1/jobs/{job_id}", Role(Viewer)),

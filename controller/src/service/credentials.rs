@@ -59,7 +59,11 @@ async fn checked(
     .map_err(Into::into)
 }
 
-pub async fn create(core: &Core, caller: &Caller, mut r: NewCredentialRequest) -> Result<CredentialView> {
+pub async fn create(
+    core: &Core,
+    caller: &Caller,
+    mut r: NewCredentialRequest,
+) -> Result<CredentialView> {
     let material = Material {
         secret: std::mem::take(&mut r.secret),
         passphrase: r.passphrase.take(),
@@ -114,7 +118,10 @@ pub async fn update(
     let old = core.store.get_credential(id).await?;
     let mut change = CredentialChange {
         name: r.name.take(),
-        description: r.description.take().map(|d| Some(d).filter(|d| !d.is_empty())),
+        description: r
+            .description
+            .take()
+            .map(|d| Some(d).filter(|d| !d.is_empty())),
         ..Default::default()
     };
     if r.vault_id.is_some() && r.secret.is_none() {
@@ -144,12 +151,13 @@ pub async fn update(
             passphrase: r.passphrase.take(),
         };
         let (checked, material) = checked(old.kind, vault_id, material).await?;
-        let sealed = credential::seal(&core.keyring, &old.uuid, old.kind, &material).map_err(
-            |source| CredentialError::Sealing {
-                name: old.name.clone(),
-                source,
-            },
-        )?;
+        let sealed =
+            credential::seal(&core.keyring, &old.uuid, old.kind, &material).map_err(|source| {
+                CredentialError::Sealing {
+                    name: old.name.clone(),
+                    source,
+                }
+            })?;
         change.vault_id = checked.vault_id;
         change.public_info = Some(checked.public_info);
         change.sealed = Some((sealed.key_id, sealed.bytes));
@@ -218,7 +226,10 @@ pub async fn names(core: &Core) -> Result<HashMap<CredentialId, String>> {
     Ok(core.store.credential_names().await?)
 }
 
-pub fn name_ref(names: &HashMap<CredentialId, String>, id: Option<CredentialId>) -> Option<NameRef> {
+pub fn name_ref(
+    names: &HashMap<CredentialId, String>,
+    id: Option<CredentialId>,
+) -> Option<NameRef> {
     id.map(|id| NameRef {
         id: id.0,
         name: names.get(&id).cloned().unwrap_or_default(),

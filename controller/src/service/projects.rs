@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use outpost_api::{
-    DeleteResult, IdOrName, NewProjectRequest, Page, PageQuery, ProjectFileView, ProjectFilesQuery,
-    NameRef, ProjectFilesView, ProjectKind, ProjectPatchRequest, ProjectView, RevisionView,
+    DeleteResult, IdOrName, NameRef, NewProjectRequest, Page, PageQuery, ProjectFileView,
+    ProjectFilesQuery, ProjectFilesView, ProjectKind, ProjectPatchRequest, ProjectView,
+    RevisionView,
 };
 
 use super::{credentials, paging, views, Caller, Result, ServiceError};
@@ -150,7 +151,10 @@ async fn vault_credentials(core: &Core, names: &[String]) -> Result<Vec<Credenti
     }
     let mut ids = std::collections::HashSet::new();
     for c in &found {
-        let id = c.vault_id.as_deref().unwrap_or(crate::credential::DEFAULT_VAULT_ID);
+        let id = c
+            .vault_id
+            .as_deref()
+            .unwrap_or(crate::credential::DEFAULT_VAULT_ID);
         if !ids.insert(id) {
             return Err(ServiceError::unprocessable(format!(
                 "vault_credentials: two credentials open vault id {id}; attach one"
@@ -210,7 +214,8 @@ pub async fn create(
         "git_credential",
     )
     .await?;
-    let vault = vault_credentials(core, req.vault_credentials.as_deref().unwrap_or_default()).await?;
+    let vault =
+        vault_credentials(core, req.vault_credentials.as_deref().unwrap_or_default()).await?;
     let new = NewProject {
         name: req.name,
         description: req.description,

@@ -49,7 +49,9 @@ async fn view(core: &Core, server: &crate::model::Server) -> Result<ServerView> 
 
 /// Refuses host variables that would store a secret in the clear.
 pub fn check_host_vars(vars: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<()> {
-    if let Some(found) = vars.and_then(|v| v.keys().find(|k| outpost_api::inventory::is_secret_var(k))) {
+    if let Some(found) =
+        vars.and_then(|v| v.keys().find(|k| outpost_api::inventory::is_secret_var(k)))
+    {
         return Err(ServiceError::unprocessable(format!(
             "host_vars: {found} would keep a secret in the clear; store it as a credential (`outpost credential add`) and attach it to the server (ssh_credential, become_credential)"
         )));

@@ -6,9 +6,7 @@ use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
-use crate::model::{
-    Credential, CredentialId, CredentialKind, JobId, Page, Paging, ProjectId,
-};
+use crate::model::{Credential, CredentialId, CredentialKind, JobId, Page, Paging, ProjectId};
 use outpost_api::{CredentialUsage, NameRef};
 
 const COLUMNS: &str = "id, uuid, name, kind, description, vault_id, public_info, key_id, secret, \
@@ -50,7 +48,11 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl Store {
-    pub async fn create_credential(&self, new: &NewCredential, actor: &Actor) -> Result<Credential> {
+    pub async fn create_credential(
+        &self,
+        new: &NewCredential,
+        actor: &Actor,
+    ) -> Result<Credential> {
         check_name(&new.name)?;
         let ts = now();
         let id = on_pool!(self, p => {
@@ -97,9 +99,10 @@ impl Store {
     }
 
     /// Every credential's name by id (views show attachments by name).
-    pub async fn credential_names(&self) -> Result<std::collections::HashMap<CredentialId, String>> {
-        let rows: Vec<(CredentialId, String)> =
-            on_pool!(self, p => sqlx::query_as("SELECT id, name FROM credentials").fetch_all(p).await?);
+    pub async fn credential_names(
+        &self,
+    ) -> Result<std::collections::HashMap<CredentialId, String>> {
+        let rows: Vec<(CredentialId, String)> = on_pool!(self, p => sqlx::query_as("SELECT id, name FROM credentials").fetch_all(p).await?);
         Ok(rows.into_iter().collect())
     }
 
@@ -118,9 +121,15 @@ impl Store {
         let old = self.get_credential(id).await?;
         let name = change.name.clone().unwrap_or_else(|| old.name.clone());
         check_name(&name)?;
-        let description = change.description.clone().unwrap_or(old.description.clone());
+        let description = change
+            .description
+            .clone()
+            .unwrap_or(old.description.clone());
         let vault_id = change.vault_id.clone().or(old.vault_id.clone());
-        let public_info = change.public_info.clone().unwrap_or(old.public_info.clone());
+        let public_info = change
+            .public_info
+            .clone()
+            .unwrap_or(old.public_info.clone());
         let (key_id, secret) = change
             .sealed
             .clone()
@@ -163,11 +172,31 @@ impl Store {
              WHERE jc.credential_id = ? AND j.status IN ('pending', 'running')")
             .bind(id).fetch_one(p).await?);
         Ok(CredentialUsage {
-            ssh_servers: names(self, "SELECT id, hostname FROM servers WHERE ssh_credential_id = ? ORDER BY hostname", id).await?,
-            become_servers: names(self, "SELECT id, hostname FROM servers WHERE become_credential_id = ? ORDER BY hostname", id).await?,
-            git_projects: names(self, "SELECT id, name FROM projects WHERE git_credential_id = ? ORDER BY name", id).await?,
-            vault_projects: names(self, "SELECT p.id, p.name FROM projects p JOIN project_vault_credentials v \
-                ON v.project_id = p.id WHERE v.credential_id = ? ORDER BY p.name", id).await?,
+            ssh_servers: names(
+                self,
+                "SELECT id, hostname FROM servers WHERE ssh_credential_id = ? ORDER BY hostname",
+                id,
+            )
+            .await?,
+            become_servers: names(
+                self,
+                "SELECT id, hostname FROM servers WHERE become_credential_id = ? ORDER BY hostname",
+                id,
+            )
+            .await?,
+            git_projects: names(
+                self,
+                "SELECT id, name FROM projects WHERE git_credential_id = ? ORDER BY name",
+                id,
+            )
+            .await?,
+            vault_projects: names(
+                self,
+                "SELECT p.id, p.name FROM projects p JOIN project_vault_credentials v \
+                ON v.project_id = p.id WHERE v.credential_id = ? ORDER BY p.name",
+                id,
+            )
+            .await?,
             active_jobs,
         })
     }
@@ -247,7 +276,9 @@ impl Store {
              WHERE v.project_id = ? ORDER BY c.vault_id, c.name",
             prefixed("c.")
         );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, Credential>(&sql).bind(project).fetch_all(p).await?))
+        Ok(
+            on_pool!(self, p => sqlx::query_as::<_, Credential>(&sql).bind(project).fetch_all(p).await?),
+        )
     }
 
     /// Replaces a project's vault password credentials.

@@ -11,7 +11,8 @@ use crate::model::{
     Page, Paging, Playbook, PlaybookId, Project, ProjectId, ProjectKind, Revision, RevisionId,
 };
 
-const COLUMNS: &str = "id, name, description, kind, git_url, git_ref, git_key_path, git_credential_id, \
+const COLUMNS: &str =
+    "id, name, description, kind, git_url, git_ref, git_key_path, git_credential_id, \
      inventory_path, sync_state, sync_error, sync_started_at, synced_at, current_revision_id, \
      is_active, created_at, updated_at";
 

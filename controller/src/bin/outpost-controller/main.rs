@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use commands::{agents, bundle, dev, init, migrate, revoke, serve, token};
+use commands::{agents, bundle, credentials, dev, init, migrate, revoke, serve, token};
 use outpost_controller::config::Config;
 
 /// The Outpost controller: owns the state, schedules Ansible jobs on agents, ingests their output.
@@ -52,6 +52,9 @@ enum Command {
     Agents,
     /// Revoke an agent: its sessions are dropped and it can never connect again.
     Revoke(revoke::Args),
+    /// The key that seals credentials at rest (`credentials.key` in the PKI directory): check
+    /// it against the stored credentials, or rotate it.
+    Credentials(credentials::Args),
     /// A local controller that stays up until Ctrl-C: SQLite, its own PKI, one local agent,
     /// localhost as a server, the example playbook run once and followed live; then the API
     /// address, the admin password and the `outpost login` command.
@@ -82,6 +85,7 @@ async fn run(cli: Cli, flags: Config) -> anyhow::Result<()> {
         Command::Bundle(args) => bundle::run(&settings()?, args).await,
         Command::Agents => agents::run(&settings()?).await,
         Command::Revoke(args) => revoke::run(&settings()?, args).await,
+        Command::Credentials(args) => credentials::run(&settings()?, args).await,
         // The quick start makes its own settings in its own directory.
         Command::Dev(args) => dev::run(args).await,
     }

@@ -280,6 +280,7 @@ async fn quickstart(o: &Args) -> anyhow::Result<bool> {
                         git_url: None,
                         git_ref: None,
                         git_key_path: None,
+                        git_credential_id: None,
                         inventory_path: None,
                     },
                     &actor,
@@ -297,6 +298,7 @@ async fn quickstart(o: &Args) -> anyhow::Result<bool> {
     let sync = project::SyncSettings {
         data_dir: settings.data_dir.clone(),
         time_limit: settings.project_sync_time_limit,
+        git_key: None,
     };
     project::sync(&store, &sync, &project, project::Source::Tree(tree), &actor).await?;
     let pb = store
@@ -312,6 +314,7 @@ async fn quickstart(o: &Args) -> anyhow::Result<bool> {
                 extra_vars_templated: false,
                 run_options: None,
                 revision_id: None,
+                credential_ids: Vec::new(),
             }],
             &Actor::user(admin.id),
         )

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod bundle;
+pub mod credentials;
 pub mod dev;
 pub mod init;
 pub mod migrate;
