@@ -255,7 +255,7 @@ pub fn open(keyring: &Keyring, c: &Credential) -> Result<Material, CredentialErr
 /// Why the credentials stored cannot be used with the keys on disk.
 #[derive(Debug, Error)]
 pub enum KeyCheckError {
-    #[error("credentials key: {0}")]
+    #[error(transparent)]
     Keyring(#[from] KeyringError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

@@ -23,7 +23,7 @@ const FORMAT_V1: u8 = 1;
 
 #[derive(Debug, Error)]
 pub enum KeyringError {
-    #[error("{path}: {source}")]
+    #[error("credentials key file {path}")]
     Io {
         path: String,
         source: std::io::Error,
@@ -143,6 +143,14 @@ impl Keyring {
     pub fn load_or_create(dir: &Path) -> Result<Keyring, KeyringError> {
         if let Some(k) = Keyring::load(dir)? {
             return Ok(k);
+        }
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(dir))?;
         }
         write_new_key(&dir.join(CURRENT_FILE))?;
         Keyring::load(dir)?.ok_or(KeyringError::Missing {

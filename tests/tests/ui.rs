@@ -890,6 +890,8 @@ async fn projects_sync_from_their_page_and_a_failure_reads_as_text() {
             git_key_path: None,
             inventory_path: None,
             sync: Some(false),
+            git_credential: None,
+            vault_credentials: None,
         })
         .await
         .unwrap();
@@ -908,6 +910,8 @@ async fn projects_sync_from_their_page_and_a_failure_reads_as_text() {
             git_key_path: None,
             inventory_path: None,
             sync: Some(true),
+            git_credential: None,
+            vault_credentials: None,
         })
         .await
         .unwrap();
