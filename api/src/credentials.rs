@@ -155,10 +155,8 @@ mod tests {
             secret: "KEYMATERIAL".into(),
             passphrase: Some("PASSPHRASE".into()),
         };
-        let p = CredentialPatchRequest {
-            secret: Some("NEWSECRET".into()),
-            ..Default::default()
-        };
+        let mut p = CredentialPatchRequest::default();
+        p.secret = Some("NEWSECRET".into());
         let shown = format!("{r:?} {p:?}");
         for s in ["KEYMATERIAL", "PASSPHRASE", "NEWSECRET"] {
             assert!(!shown.contains(s), "{shown}");

@@ -735,3 +735,211 @@ async fn the_credentials_key_is_checked_at_start_up_rotated_and_old_backups_stil
         output_text(&out)
     );
 }
+
+/// An sshd on a free loopback port of the host, letting root in with the keys of
+/// `authorized_keys` only; stopped when dropped.
+struct LoopbackSshd {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl LoopbackSshd {
+    fn start(dir: &Path, authorized_keys: &Path) -> LoopbackSshd {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let host_key = dir.join("ssh_host_ed25519_key");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&host_key),
+            "ssh-keygen",
+        );
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress 127.0.0.1:{port}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel VERBOSE\n",
+                host_key.display(),
+                dir.join("sshd.pid").display(),
+                authorized_keys.display(),
+            ),
+        )
+        .expect("sshd_config");
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let log = dir.join("sshd.log");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(
+                std::fs::File::options()
+                    .append(true)
+                    .open(&log)
+                    .expect("log"),
+            )
+            .spawn()
+            .expect("sshd (install openssh-server)");
+        let s = LoopbackSshd { child, port, log };
+        outpost_tests::wait_blocking("sshd listening", Duration::from_secs(20), || {
+            s.log().contains("Server listening")
+        });
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for LoopbackSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_project_is_fetched_over_ssh_with_a_passphrase_protected_key_credential() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let api = login(&c.ctl, "ops", PASSWORD).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let passphrase = secret("phrase");
+    let key_file = dir.path().join("deploy");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-C",
+                "deploy",
+                "-N",
+                &passphrase,
+                "-f",
+            ])
+            .arg(&key_file),
+        "ssh-keygen",
+    );
+    let key = std::fs::read_to_string(&key_file).expect("key");
+    std::fs::remove_file(&key_file).expect("remove the key file");
+    let authorized = dir.path().join("authorized_keys");
+    std::fs::copy(key_file.with_extension("pub"), &authorized).expect("authorized_keys");
+    let sshd = LoopbackSshd::start(dir.path(), &authorized);
+
+    let bare = dir.path().join("ops.git");
+    let work = dir.path().join("work");
+    run_ok(
+        outpost_tests::repo::git(dir.path())
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(&bare),
+        "git init",
+    );
+    run_ok(
+        outpost_tests::repo::git(dir.path())
+            .args(["clone", "-q"])
+            .arg(&bare)
+            .arg(&work),
+        "git clone",
+    );
+    std::fs::write(work.join("site.yml"), "- hosts: all\n  tasks: []\n").expect("playbook");
+    run_ok(
+        outpost_tests::repo::git(&work).args(["add", "-A"]),
+        "git add",
+    );
+    run_ok(
+        outpost_tests::repo::git(&work).args(["commit", "-q", "-m", "first"]),
+        "git commit",
+    );
+    run_ok(
+        outpost_tests::repo::git(&work).args(["push", "-q", "origin", "HEAD:main"]),
+        "git push",
+    );
+
+    let cred: Value = api
+        .post(
+            "/api/v1/credentials",
+            &json!({"name": "deploy", "kind": "ssh_key", "secret": key, "passphrase": passphrase}),
+        )
+        .await
+        .expect("store the deploy key");
+    // Not a key: refused, and the refusal does not quote it.
+    let refused = api
+        .post::<_, Value>(
+            "/api/v1/credentials",
+            &json!({"name": "bad", "kind": "ssh_key", "secret": format!("not a key {passphrase}")}),
+        )
+        .await
+        .expect_err("a non-key is refused");
+    assert!(!refused.to_string().contains(&passphrase), "{refused}");
+    let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, bare.display());
+    let project: Value = api
+        .post(
+            "/api/v1/projects",
+            &json!({"name": "ops", "kind": "git", "git_url": url, "git_ref": "main", "git_credential": "deploy"}),
+        )
+        .await
+        .expect("create the project");
+    assert_eq!(project["git_credential"]["name"], "deploy", "{project}");
+    let synced: Value = wait_for("the sync", 2 * MINUTE, || async {
+        let p: Value = api.get("/api/v1/projects/ops").await.ok()?;
+        matches!(p["sync_state"].as_str(), Some("ok" | "failed")).then_some(p)
+    })
+    .await;
+    assert_eq!(synced["sync_state"], "ok", "{synced}\n{}", sshd.log());
+    let fp = cred["public_info"]
+        .as_str()
+        .and_then(|i| i.split_whitespace().nth(1))
+        .expect("fp");
+    assert!(
+        sshd.log().contains("Accepted publickey for root") && sshd.log().contains(fp),
+        "{}",
+        sshd.log()
+    );
+    // The opened key lived in a private directory for the fetch only.
+    let tmp = c.data.path().join("tmp");
+    let left: Vec<_> = walk(&tmp)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "id"))
+        .collect();
+    assert!(left.is_empty(), "the git key is left on disk: {left:?}");
+    // In use: it cannot be deleted; detached, it can.
+    let e = api
+        .credentials()
+        .delete(cred["id"].as_i64().expect("id") as i32)
+        .await
+        .expect_err("in use");
+    assert!(
+        e.to_string().contains("ops") || e.to_string().contains("attach"),
+        "{e}"
+    );
+    let _: Value = api
+        .patch("/api/v1/projects/ops", &json!({"git_credential": ""}))
+        .await
+        .expect("detach");
+    api.credentials()
+        .delete(cred["id"].as_i64().expect("id") as i32)
+        .await
+        .expect("delete once detached");
+    assert_clean("the controller's log", &c.ctl.log(), &[passphrase.as_str()]);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
