@@ -722,7 +722,7 @@ async fn the_credentials_key_is_checked_at_start_up_rotated_and_old_backups_stil
     let out = controller(with_old.path(), &restored.url, &["credentials", "check"]);
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        output_text(&out).contains(&format!("2 credential(s) open")),
+        output_text(&out).contains("2 credential(s) open"),
         "{}",
         output_text(&out)
     );
