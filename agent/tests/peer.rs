@@ -126,6 +126,14 @@ fn assignment(playbook: &str, limit: u32) -> Assignment {
     }
 }
 
+/// The job's end: the last message of its stream.
+fn finished_of(control: &[JobUp]) -> &outpost_protocol::message::Finished {
+    match control.last() {
+        Some(JobUp::Finished(f)) => f,
+        other => panic!("the stream did not end with Finished: {other:?}"),
+    }
+}
+
 /// Hands a job over and collects everything the agent sends on its stream until Finished,
 /// acknowledging batches like a controller.
 async fn run_job(conn: &quinn::Connection, job: Assignment) -> (Vec<JobUp>, Vec<String>) {
@@ -235,9 +243,7 @@ async fn hello_jobs_capacity_and_extra_vars_on_the_wire() {
     let (control, lines) = first.await.unwrap();
     assert!(matches!(control[0], JobUp::Accept { .. }));
     assert!(matches!(control[1], JobUp::Started { .. }));
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!((f.status, f.exit_code), (FinalStatus::Success, Some(0)));
     assert!(
         lines.iter().any(|l| l.contains("done for peer")),
@@ -251,9 +257,7 @@ async fn hello_jobs_capacity_and_extra_vars_on_the_wire() {
         tar[600] ^= 1;
     }
     let (control, _) = run_job(&conn, tampered).await;
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!(f.status, FinalStatus::Failed);
     assert!(
         f.error.as_deref().unwrap_or("").contains("is not revision"),
@@ -628,9 +632,7 @@ async fn a_fetch_cut_midway_resumes_and_a_corrupted_chunk_is_asked_again() {
         r = run_job(&conn, second) => r,
         s = conn.accept_bi() => panic!("the agent opened a stream for a cached revision: {s:?}"),
     };
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!(f.status, FinalStatus::Success);
 
     stop.cancel();
@@ -678,9 +680,7 @@ async fn a_chunk_that_stays_corrupted_fails_the_job_and_says_why() {
         }
     });
     let (control, lines) = run_job(&conn, job).await;
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!(f.status, FinalStatus::Failed);
     let error = f.error.clone().unwrap_or_default();
     assert!(
@@ -731,9 +731,7 @@ async fn a_project_runs_from_its_tree_with_roles_templates_and_group_vars() {
     job.target.groups = vec![vec!["prod".into(), "web".into()]];
     job.launch_vars_json = serde_json::json!({ "out": out.path() }).to_string();
     let (control, lines) = run_job(&conn, job.clone()).await;
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!(f.status, FinalStatus::Success, "{:?} {lines:#?}", f.error);
     assert_eq!(
         std::fs::read_to_string(out.path().join("motd")).unwrap(),
@@ -751,9 +749,7 @@ async fn a_project_runs_from_its_tree_with_roles_templates_and_group_vars() {
     nothing.dispatch_id = Uuid::new_v4().to_string();
     nothing.playbook_path = "nomatch.yml".into();
     let (control, lines) = run_job(&conn, nothing).await;
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!((f.status, f.exit_code), (FinalStatus::Failed, Some(0)));
     assert_eq!(
         f.error.as_deref(),
@@ -769,9 +765,7 @@ async fn a_project_runs_from_its_tree_with_roles_templates_and_group_vars() {
     escape.job = Uuid::new_v4();
     escape.playbook_path = "../../etc/passwd".into();
     let (control, _) = run_job(&conn, escape).await;
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!(f.status, FinalStatus::Failed);
     assert!(
         f.error
@@ -920,9 +914,7 @@ async fn credentials_reach_ansible_as_private_files_and_nowhere_else() {
     assert!(saw_vault_arg, "ansible-playbook was given the paths");
 
     let (control, lines) = run.await.unwrap();
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!(f.status, FinalStatus::Success, "{:?} {lines:#?}", f.error);
     assert!(
         lines
@@ -950,9 +942,7 @@ async fn credentials_reach_ansible_as_private_files_and_nowhere_else() {
         vault: vec![],
     };
     let (control, _) = run_job(&conn, slow.clone()).await;
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     assert_eq!(f.status, FinalStatus::Failed);
     assert!(
         f.error.as_deref().unwrap_or("").contains("timed out"),
@@ -972,9 +962,7 @@ async fn credentials_reach_ansible_as_private_files_and_nowhere_else() {
         }],
     };
     let (control, lines) = run_job(&conn, bad.clone()).await;
-    let JobUp::Finished(f) = control.last().unwrap() else {
-        panic!("Finished last")
-    };
+    let f = finished_of(&control);
     let error = f.error.clone().unwrap_or_default();
     assert_eq!(f.status, FinalStatus::Failed);
     assert!(error.contains("vault id \"a@b\" is refused"), "{error}");

@@ -43,6 +43,23 @@ pub async fn user(w: &World, name: &str, role: Role) -> User {
         .expect("user")
 }
 
+/// The job `id`, read through the API, once it has ended (success, failed or cancelled).
+pub async fn job_ended(api: &Client, id: &str) -> serde_json::Value {
+    crate::wait_for(
+        "the job to end",
+        std::time::Duration::from_secs(180),
+        || async {
+            let j: serde_json::Value = api.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+            matches!(
+                j["status"].as_str(),
+                Some("success" | "failed" | "cancelled")
+            )
+            .then_some(j)
+        },
+    )
+    .await
+}
+
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {

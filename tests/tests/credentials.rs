@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use outpost_tests::api::{login, PASSWORD};
+use outpost_tests::api::{job_ended, login, PASSWORD};
 use outpost_tests::cluster::Cluster;
 use outpost_tests::fleet::Fleet;
 use outpost_tests::procs::{bin, AgentOpts, ControllerOpts};
@@ -97,19 +97,6 @@ fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
     out.stdout
 }
 
-/// The job `id` once it has ended.
-async fn ended(api: &outpost_api::client::Client, id: &str) -> Value {
-    wait_for("the job to end", 3 * MINUTE, || async {
-        let j: Value = api.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
-        matches!(
-            j["status"].as_str(),
-            Some("success" | "failed" | "cancelled")
-        )
-        .then_some(j)
-    })
-    .await
-}
-
 async fn launch(api: &outpost_api::client::Client, playbook: &str, extra: Value) -> String {
     let launched: Value = api
         .post(
@@ -177,6 +164,14 @@ fn assert_clean(place: &str, text: &str, secrets: &[&str]) {
         !text.contains("PRIVATE KEY"),
         "private key material is in {place}"
     );
+}
+
+/// Waits until the agent has written job `id`'s secrets under `root`.
+async fn secrets_written(root: &Path, id: &str) {
+    wait_for("the job's secrets on the bastion", MINUTE, || async {
+        root.join(id).is_dir().then_some(())
+    })
+    .await
 }
 
 /// The directory the agent writes job secrets under (it says so at start-up).
@@ -380,7 +375,7 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
             assert_eq!(mode, 0o600, "{}", f.path().display());
         }
     }
-    let job = ended(&api, &id).await;
+    let job = job_ended(&api, &id).await;
     let log = stored_log(&api, &id).await;
     assert_eq!(job["status"], "success", "{job}\n{log}");
     assert!(log.contains("became root"), "{log}");
@@ -412,21 +407,18 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
 
     // Failure and cancel: the job's secrets go too.
     let failed = launch(&api, "fail.yml", json!({})).await;
-    assert_eq!(ended(&api, &failed).await["status"], "failed");
+    assert_eq!(job_ended(&api, &failed).await["status"], "failed");
     assert!(
         !root.join(&failed).exists(),
         "a failed job's secrets are left"
     );
     let cancelled = launch(&api, "long.yml", json!({})).await;
-    wait_for("the long job's secrets", MINUTE, || async {
-        root.join(&cancelled).is_dir().then_some(())
-    })
-    .await;
+    secrets_written(&root, &cancelled).await;
     let _: Value = api
         .post(&format!("/api/v1/jobs/{cancelled}/cancel"), &json!({}))
         .await
         .expect("cancel");
-    assert_eq!(ended(&api, &cancelled).await["status"], "cancelled");
+    assert_eq!(job_ended(&api, &cancelled).await["status"], "cancelled");
     assert!(
         !root.join(&cancelled).exists(),
         "a cancelled job's secrets are left"
@@ -434,10 +426,7 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
 
     // kill -9: the secrets outlive the agent, and its next start removes them.
     let killed = launch(&api, "long.yml", json!({})).await;
-    wait_for("the job's secrets before the kill", MINUTE, || async {
-        root.join(&killed).is_dir().then_some(())
-    })
-    .await;
+    secrets_written(&root, &killed).await;
     agent.kill9();
     assert!(
         root.join(&killed).is_dir(),
@@ -458,7 +447,7 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
         || async { (!root.join(&killed).exists()).then_some(()) },
     )
     .await;
-    assert_eq!(ended(&api, &killed).await["status"], "failed");
+    assert_eq!(job_ended(&api, &killed).await["status"], "failed");
 
     // Nowhere else either: API answers, audit trail, both daemons' logs, the database.
     let mut answers = String::new();
@@ -633,7 +622,7 @@ async fn the_credentials_key_is_checked_at_start_up_rotated_and_old_backups_stil
             .await
             .expect("launch");
         let id = launched["jobs"][0]["id"].as_str().expect("job").to_owned();
-        let job = ended(&api, &id).await;
+        let job = job_ended(&api, &id).await;
         let log = stored_log(&api, &id).await;
         assert_eq!(job["status"], "success", "{job}\n{log}");
         assert!(log.contains(&format!("the answer is {answer}")), "{log}");

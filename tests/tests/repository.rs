@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use outpost_tests::api::{login, PASSWORD};
+use outpost_tests::api::{job_ended, login, PASSWORD};
 use outpost_tests::cluster::Cluster;
 use outpost_tests::fleet::Fleet;
 use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts};
@@ -45,19 +45,6 @@ async fn synced(api: &outpost_api::client::Client, id: i64, past_commit: Option<
             Some("ok") if p["current_revision"]["commit"].as_str() != past_commit => Some(p),
             _ => None,
         }
-    })
-    .await
-}
-
-/// The job `id` once it has ended (success, failed or cancelled).
-async fn job_ended(api: &outpost_api::client::Client, id: &str) -> Value {
-    wait_for("the job to end", 3 * MINUTE, || async {
-        let j: Value = api.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
-        matches!(
-            j["status"].as_str(),
-            Some("success" | "failed" | "cancelled")
-        )
-        .then_some(j)
     })
     .await
 }

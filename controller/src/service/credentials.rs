@@ -186,16 +186,7 @@ pub async fn resolve(
     kind: CredentialKind,
     field: &str,
 ) -> Result<Credential> {
-    let c = core
-        .store
-        .get_credential_by_name(name)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound(_) => {
-                ServiceError::unprocessable(format!("{field}: no credential named '{name}'"))
-            }
-            e => e.into(),
-        })?;
+    let c = by_name(core, name, field).await?;
     if c.kind != kind {
         return Err(ServiceError::unprocessable(format!(
             "{field}: credential '{name}' is a {}, not a {}",
@@ -203,6 +194,19 @@ pub async fn resolve(
         )));
     }
     Ok(c)
+}
+
+/// A credential a request names in `field`: an unknown name is the request's fault (422).
+pub async fn by_name(core: &Core, name: &str, field: &str) -> Result<Credential> {
+    core.store
+        .get_credential_by_name(name)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound(_) => {
+                ServiceError::unprocessable(format!("{field}: no credential named '{name}'"))
+            }
+            e => e.into(),
+        })
 }
 
 /// An attachment's new value from a request: `None` keeps `old`, `""` detaches, a name

@@ -278,17 +278,7 @@ async fn launch_credentials(
     }
     let mut found = Vec::with_capacity(req.credentials.len());
     for name in &req.credentials {
-        let c = core
-            .store
-            .get_credential_by_name(name)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NotFound(_) => ServiceError::unprocessable(format!(
-                    "credentials: no credential named '{name}'"
-                )),
-                e => e.into(),
-            })?;
-        found.push(c);
+        found.push(super::credentials::by_name(core, name, "credentials").await?);
     }
     crate::credential::check_launch_set(&found)?;
     Ok(found.iter().map(|c| c.id).collect())
