@@ -82,6 +82,7 @@ async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
             extra_vars_templated: false,
             run_options: None,
             revision_id: None,
+            credential_ids: Vec::new(),
         })
         .collect();
     store

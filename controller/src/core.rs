@@ -56,6 +56,9 @@ impl Drop for StreamSlot {
 }
 
 impl Core {
+    // Each is one of the controller's parts, built once at start; a struct of them would only
+    // rename this list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         settings: Arc<Settings>,

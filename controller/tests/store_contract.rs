@@ -476,6 +476,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             extra_vars_templated: false,
             run_options: None,
             revision_id: None,
+            credential_ids: Vec::new(),
         })
         .collect();
     store
@@ -782,6 +783,7 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 extra_vars_templated: false,
                 run_options: None,
                 revision_id: None,
+                credential_ids: Vec::new(),
             }],
             &Actor::system(),
         )

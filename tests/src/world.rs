@@ -134,6 +134,7 @@ impl World {
                     extra_vars_templated: false,
                     run_options: None,
                     revision_id: None,
+                    credential_ids: Vec::new(),
                 }],
                 &Actor::user(self.admin.id),
             )

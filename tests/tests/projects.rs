@@ -45,6 +45,7 @@ fn settings(w: &World) -> SyncSettings {
     SyncSettings {
         data_dir: w.dir.path().to_owned(),
         time_limit: Duration::from_secs(120),
+        git_key: None,
     }
 }
 
@@ -58,6 +59,7 @@ async fn git_project(store: &Store, name: &str, url: &str, git_ref: Option<&str>
                 git_url: Some(url.into()),
                 git_ref: git_ref.map(str::to_owned),
                 git_key_path: None,
+                git_credential_id: None,
                 inventory_path: Some("inventory/hosts.yml".into()),
             },
             &Actor::system(),
@@ -310,6 +312,7 @@ async fn archives_and_adoption(backend: Backend) {
                 git_url: None,
                 git_ref: None,
                 git_key_path: None,
+                git_credential_id: None,
                 inventory_path: None,
             },
             &Actor::system(),
