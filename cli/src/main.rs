@@ -21,7 +21,8 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-/// The Outpost admin CLI: log in to a controller, manage servers, playbooks, agents and users,
+/// The Outpost admin CLI: log in to a controller, manage servers, playbooks, projects,
+/// credentials, agents and users,
 /// launch jobs and follow their output, work tickets, read the audit trail.
 ///
 /// Exit codes: 0 success; 1 a job failed; 2 a job was cancelled; 3 a usage or API error.
@@ -62,6 +63,18 @@ pub enum Command {
     /// templates, files, group_vars and collections.
     #[command(subcommand)]
     Project(ProjectCmd),
+    /// Stored secrets (admins): SSH private keys, become passwords and vault passwords that
+    /// jobs use.
+    ///
+    /// A secret is read from a file (--secret-file PATH, `-` for standard input) or asked for
+    /// on the terminal without echo; it is never taken from the command line or the
+    /// environment. The controller checks it, stores it sealed, and never shows it again:
+    /// listings show names, kinds, vault ids and an SSH key's public fingerprint only.
+    /// Attach credentials to servers (`server add/update --ssh-credential/--become-credential`),
+    /// projects (`project add/update --git-credential/--vault-credential`) or one launch
+    /// (`job run --credential`).
+    #[command(subcommand, visible_alias = "credentials")]
+    Credential(CredentialCmd),
     /// Launch, list, follow and cancel jobs.
     #[command(subcommand)]
     Job(JobCmd),
@@ -187,6 +200,12 @@ pub struct ServerFields {
     pub tags: Vec<String>,
     #[arg(long)]
     pub description: Option<String>,
+    /// An ssh-key credential (by name) that jobs reach the server with, instead of --key.
+    #[arg(long, value_name = "CREDENTIAL")]
+    pub ssh_credential: Option<String>,
+    /// A become-password credential (by name) for `become` on the server.
+    #[arg(long, value_name = "CREDENTIAL")]
+    pub become_credential: Option<String>,
 }
 
 #[derive(Args)]
@@ -206,6 +225,18 @@ pub struct ServerPatchFields {
     pub tags: Vec<String>,
     #[arg(long)]
     pub description: Option<String>,
+    /// Attach this ssh-key credential (by name): jobs reach the server with it.
+    #[arg(long, value_name = "CREDENTIAL")]
+    pub ssh_credential: Option<String>,
+    /// Detach the server's ssh-key credential.
+    #[arg(long, conflicts_with = "ssh_credential")]
+    pub no_ssh_credential: bool,
+    /// Attach this become-password credential (by name).
+    #[arg(long, value_name = "CREDENTIAL")]
+    pub become_credential: Option<String>,
+    /// Detach the server's become-password credential.
+    #[arg(long, conflicts_with = "become_credential")]
+    pub no_become_credential: bool,
 }
 
 #[derive(Subcommand)]
@@ -237,6 +268,7 @@ pub enum ProjectCmd {
     /// `outpost project upload`. A git project syncs at once: the controller fetches the ref,
     /// installs collections/requirements.yml and roles/requirements.yml with ansible-galaxy,
     /// and records the tree as a revision.
+    #[command(visible_alias = "add")]
     Create {
         name: String,
         /// https://…, ssh://…, git://…, user@host:path, file://… or an absolute path.
@@ -254,6 +286,37 @@ pub enum ProjectCmd {
         inventory: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        #[command(flatten)]
+        credentials: ProjectCredentials,
+    },
+    /// Change a project's settings; options left out stay as they are, an empty value ("")
+    /// clears an optional one.
+    Update {
+        project: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Git projects: the repository's URL.
+        #[arg(long)]
+        git: Option<String>,
+        /// Git projects: branch, tag or commit.
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Git projects: a deploy key file ON THE CONTROLLER (absolute path).
+        #[arg(long)]
+        deploy_key: Option<String>,
+        #[arg(long)]
+        inventory: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        credentials: ProjectCredentials,
+        /// Detach the project's git credential.
+        #[arg(long, conflicts_with = "git_credential")]
+        no_git_credential: bool,
+        /// Detach all the project's vault credentials.
+        #[arg(long, conflicts_with = "vault_credentials")]
+        no_vault_credentials: bool,
     },
     /// Upload a .tar.gz (or .tar) of a project's tree: a new revision of an archive project
     /// (made first if NAME is new).
@@ -284,10 +347,93 @@ pub enum ProjectCmd {
     },
 }
 
+/// A project's credentials, by name.
+#[derive(Args)]
+pub struct ProjectCredentials {
+    /// An ssh-key credential that git fetches with (wins over --deploy-key).
+    #[arg(long, value_name = "CREDENTIAL")]
+    pub git_credential: Option<String>,
+    /// A vault-password credential that opens the project's vault-encrypted files
+    /// (repeatable, one per vault id; on update the list replaces the project's).
+    #[arg(long = "vault-credential", value_name = "CREDENTIAL")]
+    pub vault_credentials: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum CredentialCmd {
+    /// Store a new credential. The secret comes from --secret-file or a prompt, never from the
+    /// command line.
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        kind: CredentialKindArg,
+        /// vault-password only: the vault id it opens, as in `--vault-id ID@…` [default:
+        /// default].
+        #[arg(long, value_name = "ID")]
+        vault_id: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// The credentials: name, kind, vault id, public key fingerprint, last change.
+    List,
+    /// One credential (name or id) and where it is used.
+    Show { credential: String },
+    /// Replace a credential's secret (and an SSH key's passphrase), keeping its name and where
+    /// it is attached.
+    Replace {
+        credential: String,
+        /// vault-password only: a new vault id.
+        #[arg(long, value_name = "ID")]
+        vault_id: Option<String>,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Give a credential a new name (attachments follow it).
+    Rename {
+        credential: String,
+        new_name: String,
+    },
+    /// Delete a credential; refused while a server, project or pending job uses it.
+    #[command(visible_alias = "delete")]
+    Rm { credential: String },
+}
+
+/// What a credential holds.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CredentialKindArg {
+    /// An SSH private key (OpenSSH or PEM), for servers' SSH and projects' git.
+    #[value(alias = "ssh_key")]
+    SshKey,
+    /// The password `become` (sudo) uses on servers.
+    #[value(alias = "become_password")]
+    BecomePassword,
+    /// An ansible-vault password, for one vault id.
+    #[value(alias = "vault_password")]
+    VaultPassword,
+}
+
+/// Where a secret comes from: a file or the terminal, never an argument or the environment.
+#[derive(Args)]
+pub struct SecretArgs {
+    /// Read the secret (the private key, or the password) from this file; `-` reads standard
+    /// input. One line break at the end of a password is dropped. Without this option a
+    /// password is asked for on the terminal, unechoed.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+    /// ssh-key only: read the key's passphrase from this file (`-`: standard input).
+    #[arg(long, value_name = "PATH", conflicts_with = "ask_passphrase")]
+    pub passphrase_file: Option<PathBuf>,
+    /// ssh-key only: ask for the key's passphrase on the terminal, unechoed.
+    #[arg(long)]
+    pub ask_passphrase: bool,
+}
+
 #[derive(Subcommand)]
 pub enum JobCmd {
     /// Run a playbook on servers (one job per server).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List jobs, newest first.
     List {
         #[arg(long)]
@@ -359,6 +505,10 @@ pub struct RunArgs {
     /// included (by default they are shown escaped, as `\x1b`).
     #[arg(long, requires = "follow")]
     pub raw: bool,
+    /// A credential (by name) for these jobs only, winning over the server's and project's
+    /// of the same use (repeatable; admins only).
+    #[arg(long = "credential", value_name = "CREDENTIAL")]
+    pub credentials: Vec<String>,
 }
 
 #[derive(Subcommand)]

@@ -492,3 +492,318 @@ async fn escape_sequences_from_hosts_are_shown_escaped_and_the_cli_names_itself(
         );
     }
 }
+
+/// Runs `outpost` with the secret written to its standard input, after checking that the
+/// running process's argv and environment do not hold it.
+fn outpost_with_stdin(config: &Path, args: &[&str], secret: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(bin("outpost"))
+        .args(args)
+        .env("OUTPOST_CONFIG_DIR", config)
+        .env_remove("OUTPOST_PASSWORD")
+        .env_remove("OUTPOST_CONTEXT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run outpost");
+    let proc_file = |name: &str| std::fs::read(format!("/proc/{}/{name}", child.id()));
+    // Until exec, /proc shows the test's own argv: wait for outpost's.
+    outpost_tests::wait_blocking("outpost to start", MINUTE, || {
+        proc_file("cmdline").is_ok_and(|c| String::from_utf8_lossy(&c).contains("credential"))
+    });
+    for name in ["cmdline", "environ"] {
+        let seen = proc_file(name).expect("read /proc");
+        assert!(
+            !String::from_utf8_lossy(&seen).contains(secret),
+            "the secret is in the process's {name}"
+        );
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(secret.as_bytes())
+        .expect("write the secret");
+    drop(stdin);
+    let mut out = None;
+    let waited = std::thread::scope(|s| {
+        let h = s.spawn(|| child.wait_with_output());
+        let deadline = std::time::Instant::now() + 2 * MINUTE;
+        while !h.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if h.is_finished() {
+            out = h.join().ok();
+        }
+        out.is_some()
+    });
+    assert!(waited, "outpost {} did not finish", args.join(" "));
+    out.expect("output").expect("outpost's output")
+}
+
+/// Credentials from the terminal: a become password and an SSH key (with its passphrase) read
+/// from files, a vault password from standard input; listed and shown (the key's public
+/// fingerprint, never a secret), attached to a server, a project and a launch, refused deletion
+/// while attached (saying where), detached, renamed, replaced and deleted. No secret is ever in
+/// the CLI's output, its argv or its environment, nor in the audit trail; a secret given as an
+/// argument is not even parsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_files_and_stdin_never_in_output() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path();
+    ok(outpost(
+        cfg,
+        &[
+            "login",
+            &c.ctl.api_url(),
+            "-u",
+            "ops",
+            "--ca-fingerprint",
+            &c.ctl.ca_fingerprint(),
+        ],
+    ));
+    let mark = || uuid::Uuid::new_v4().simple().to_string();
+    let (become_pw, vault_pw, new_pw, passphrase) = (
+        format!("become-{}", mark()),
+        format!("vault-{}", mark()),
+        format!("new-{}", mark()),
+        format!("pass-{}", mark()),
+    );
+    let key = cfg.join("id_deploy");
+    outpost_tests::run_ok(
+        Command::new("ssh-keygen").args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            &passphrase,
+            "-C",
+            "deploy",
+            "-f",
+            key.to_str().unwrap(),
+        ]),
+        "ssh-keygen",
+    );
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    // What the key shows in any output of ours would be a line of its body.
+    let key_line = key_text.lines().nth(1).unwrap().to_owned();
+    let fingerprint = String::from_utf8(
+        outpost_tests::run_ok(
+            Command::new("ssh-keygen").args(["-l", "-f", key.to_str().unwrap()]),
+            "ssh-keygen -l",
+        )
+        .stdout,
+    )
+    .unwrap()
+    .split_whitespace()
+    .nth(1)
+    .unwrap()
+    .to_owned();
+    let file = |name: &str, text: &str| {
+        let p = cfg.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let become_file = file("become", &format!("{become_pw}\n"));
+    let pass_file = file("passphrase", &format!("{passphrase}\n"));
+    let new_file = file("new", &new_pw);
+    // Everything the CLI printed, to look for secrets in at the end.
+    let said = std::cell::RefCell::new(String::new());
+    let keep = |o: Output| {
+        said.borrow_mut().push_str(&stdout(&o));
+        said.borrow_mut().push_str(&stderr(&o));
+        o
+    };
+    let run = |args: &[&str]| keep(outpost(cfg, args));
+
+    // A secret on the command line is no option at all; nor is a prompt without a terminal.
+    let o = run(&[
+        "credential",
+        "add",
+        "x",
+        "--kind",
+        "become-password",
+        "--secret",
+        &become_pw,
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("unexpected argument"));
+    one_line_error(
+        &run(&["credential", "add", "x", "--kind", "become-password"]),
+        "--secret-file",
+    );
+
+    ok(run(&[
+        "credential",
+        "add",
+        "sudo",
+        "--kind",
+        "become-password",
+        "--secret-file",
+        &become_file,
+        "--description",
+        "sudo on web",
+    ]));
+    // A wrong passphrase is refused now, not at the first job.
+    let wrong = file("wrong", "not the passphrase\n");
+    one_line_error(
+        &run(&[
+            "credential",
+            "add",
+            "deploy",
+            "--kind",
+            "ssh-key",
+            "--secret-file",
+            key.to_str().unwrap(),
+            "--passphrase-file",
+            &wrong,
+        ]),
+        "passphrase",
+    );
+    ok(run(&[
+        "credential",
+        "add",
+        "deploy",
+        "--kind",
+        "ssh-key",
+        "--secret-file",
+        key.to_str().unwrap(),
+        "--passphrase-file",
+        &pass_file,
+    ]));
+    ok(keep(outpost_with_stdin(
+        cfg,
+        &[
+            "credentials",
+            "add",
+            "vault",
+            "--kind",
+            "vault-password",
+            "--vault-id",
+            "prod",
+            "--secret-file",
+            "-",
+        ],
+        &vault_pw,
+    )));
+
+    let listed = ok(run(&["credential", "list"]));
+    for want in [
+        "sudo",
+        "become_password",
+        "deploy",
+        "vault",
+        "prod",
+        &fingerprint,
+    ] {
+        assert!(listed.contains(want), "{want} in {listed}");
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(run(&["credential", "list", "--json"]))).unwrap();
+    assert_eq!(listed["total"], 3);
+
+    // Attached to a server, a project and a launch; shown with where it is used.
+    ok(run(&[
+        "server",
+        "add",
+        "web1",
+        "--ip",
+        "127.0.0.1",
+        "--ssh-credential",
+        "deploy",
+        "--become-credential",
+        "sudo",
+    ]));
+    let web1: serde_json::Value =
+        serde_json::from_str(&ok(run(&["server", "show", "web1", "--json"]))).unwrap();
+    assert_eq!(web1["ssh_credential"]["name"], "deploy");
+    assert_eq!(web1["become_credential"]["name"], "sudo");
+    ok(run(&[
+        "project",
+        "add",
+        "site",
+        "--vault-credential",
+        "vault",
+    ]));
+    assert!(ok(run(&["project", "show", "site"])).contains("vault credentials: vault"));
+    let pb = file(
+        "hello.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks: []\n",
+    );
+    ok(run(&["playbook", "add", &pb]));
+    // No agent serves the server: the job waits, naming the credential.
+    let launched: serde_json::Value = serde_json::from_str(&ok(run(&[
+        "job",
+        "run",
+        "hello",
+        "--server",
+        "web1",
+        "--credential",
+        "deploy",
+        "--json",
+    ])))
+    .unwrap();
+    let job = launched["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(run(&["job", "show", &job, "--json"]))).unwrap();
+    assert_eq!(shown["credentials"][0]["name"], "deploy", "{shown}");
+    let show = ok(run(&["credential", "show", "deploy"]));
+    assert!(
+        show.contains("server web1 (ssh)") && show.contains("1 pending or running job"),
+        "{show}"
+    );
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(run(&["credential", "show", "sudo", "--json"]))).unwrap();
+    assert_eq!(show["usage"]["become_servers"][0]["name"], "web1");
+
+    // Deleting what is attached is refused, saying where.
+    let refused = run(&["credential", "rm", "sudo"]);
+    one_line_error(&refused, "409");
+    assert!(
+        stderr(&refused).contains("server web1 (become)"),
+        "{}",
+        stderr(&refused)
+    );
+    one_line_error(&run(&["credential", "rm", "vault"]), "project site (vault)");
+    ok(run(&["server", "update", "web1", "--no-become-credential"]));
+    let web1: serde_json::Value =
+        serde_json::from_str(&ok(run(&["server", "show", "web1", "--json"]))).unwrap();
+    assert!(web1["become_credential"].is_null(), "{web1}");
+    assert_eq!(web1["ssh_credential"]["name"], "deploy", "the other stays");
+    ok(run(&[
+        "project",
+        "update",
+        "site",
+        "--no-vault-credentials",
+    ]));
+    assert!(!ok(run(&["project", "show", "site"])).contains("vault credentials"));
+
+    // Replaced, renamed, deleted.
+    let before: serde_json::Value =
+        serde_json::from_str(&ok(run(&["credential", "show", "sudo", "--json"]))).unwrap();
+    ok(run(&[
+        "credential",
+        "replace",
+        "sudo",
+        "--secret-file",
+        &new_file,
+    ]));
+    let after: serde_json::Value =
+        serde_json::from_str(&ok(run(&["credential", "show", "sudo", "--json"]))).unwrap();
+    assert_ne!(before["updated_at"], after["updated_at"]);
+    ok(run(&["credential", "rename", "vault", "vault-prod"]));
+    ok(run(&["credential", "rm", "sudo"]));
+    ok(run(&["credential", "rm", "vault-prod"]));
+    let left = ok(run(&["credential", "list"]));
+    assert!(!left.contains("sudo") && !left.contains("vault"), "{left}");
+    let audit = ok(run(&["audit", "list", "--json", "--limit", "500"]));
+    assert!(
+        audit.contains("credential"),
+        "the audit trail records credentials"
+    );
+
+    let said = said.into_inner();
+    for s in [&become_pw, &vault_pw, &new_pw, &passphrase, &key_line] {
+        assert!(!said.contains(s.as_str()), "a secret was printed");
+    }
+}

@@ -59,8 +59,8 @@ async fn git_project(store: &Store, name: &str, url: &str, git_ref: Option<&str>
                 git_url: Some(url.into()),
                 git_ref: git_ref.map(str::to_owned),
                 git_key_path: None,
-                inventory_path: Some("inventory/hosts.yml".into()),
                 git_credential_id: None,
+                inventory_path: Some("inventory/hosts.yml".into()),
             },
             &Actor::system(),
         )
@@ -312,8 +312,8 @@ async fn archives_and_adoption(backend: Backend) {
                 git_url: None,
                 git_ref: None,
                 git_key_path: None,
-                inventory_path: None,
                 git_credential_id: None,
+                inventory_path: None,
             },
             &Actor::system(),
         )

@@ -1,8 +1,9 @@
 //! The web UI in a real browser (headless Chromium over WebDriver) against a real controller
 //! with a real agent running real ansible: sign in, launch, watch a log arrive live, cancel,
 //! resolve a failure's ticket, a viewer refused, markup in a log shown as text, and a log of
-//! 200,000 lines that loads and scrolls, and projects (a sync started from the page, a failed
-//! sync's error shown as text, a viewer refused). Screenshots land in `target/ui-screenshots/`.
+//! 200,000 lines that loads and scrolls, projects (a sync started from the page, a failed
+//! sync's error shown as text, a viewer refused), and credentials (written from a form, never
+//! shown back, viewers and operators refused). Screenshots land in `target/ui-screenshots/`.
 
 use std::time::Duration;
 
@@ -888,10 +889,10 @@ async fn projects_sync_from_their_page_and_a_failure_reads_as_text() {
             git_url: Some(format!("file://{}", repo.bare().display())),
             git_ref: Some("main".into()),
             git_key_path: None,
-            inventory_path: None,
-            sync: Some(false),
             git_credential: None,
             vault_credentials: None,
+            inventory_path: None,
+            sync: Some(false),
         })
         .await
         .unwrap();
@@ -908,10 +909,10 @@ async fn projects_sync_from_their_page_and_a_failure_reads_as_text() {
             git_url: Some(gone_url),
             git_ref: None,
             git_key_path: None,
-            inventory_path: None,
-            sync: Some(true),
             git_credential: None,
             vault_credentials: None,
+            inventory_path: None,
+            sync: Some(true),
         })
         .await
         .unwrap();
@@ -1054,5 +1055,251 @@ async fn projects_sync_from_their_page_and_a_failure_reads_as_text() {
     let after = admin.projects().get(team.id).await.unwrap();
     assert_eq!(after.sync_state, SyncState::Ok, "no sync was started");
     assert_eq!(after.sync_started_at, synced.sync_started_at);
+    b.close().await;
+}
+
+/// The page's HTML as the browser holds it now.
+async fn source(b: &Browser) -> String {
+    b.client.source().await.expect("page source")
+}
+
+/// An admin stores a become password through the form and replaces it; no page shows it back —
+/// the listing, the credential's page, nor the form shown again after a mistake (whose secret
+/// field comes back empty). A credential in use cannot be deleted, and the page says why;
+/// viewers and operators are refused the pages and never see the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_written_once_and_never_shown_back() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    let web1 = w.local_server("web1", json!({}), "dev").await;
+    user(w, "vic", Role::Viewer).await;
+    user(w, "olga", Role::Operator).await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    let secret = format!("sudo-{}", uuid::Uuid::new_v4().simple());
+    let replaced = format!("sudo-{}", uuid::Uuid::new_v4().simple());
+    let no_secret = |html: &str, page: &str| {
+        for s in [&secret, &replaced] {
+            assert!(!html.contains(s.as_str()), "{page} shows a secret");
+        }
+    };
+
+    let b = Browser::start(&c.ctl.api_url(), "credentials").await;
+    b.sign_in("ops", PASSWORD).await;
+    b.find("nav a[href='/admin/credentials']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("main", MINUTE, |t| t.contains("No credential yet"))
+        .await;
+    b.find("#c-name").await.send_keys("sudo").await.unwrap();
+    b.find("#c-kind")
+        .await
+        .select_by_value("become_password")
+        .await
+        .unwrap();
+    b.find("#c-password")
+        .await
+        .send_keys(&secret)
+        .await
+        .unwrap();
+    b.find("#credential-form button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let stored = wait_for("the new credential's page", MINUTE, || async {
+        let p = b.path().await;
+        p.strip_prefix("/admin/credentials/")?.parse::<i32>().ok()
+    })
+    .await;
+    let view = admin.credentials().get(stored).await.unwrap();
+    assert_eq!(
+        (view.name.as_str(), view.kind),
+        ("sudo", outpost_api::CredentialKind::BecomePassword)
+    );
+    assert_eq!(
+        b.text("#credential-kind").await.as_deref(),
+        Some("Become password")
+    );
+    assert!(b.text("#usage").await.unwrap().contains("Used nowhere"));
+    no_secret(&source(&b).await, "the credential's page");
+    b.shot("stored").await;
+
+    // A mistake (a vault id ansible cannot take) shows the form again: what was typed stays,
+    // except the secret.
+    b.goto("/admin/credentials").await;
+    b.find("#c-name").await.send_keys("vault").await.unwrap();
+    b.find("#c-kind")
+        .await
+        .select_by_value("vault_password")
+        .await
+        .unwrap();
+    b.find("#c-vault-id")
+        .await
+        .send_keys("no spaces please")
+        .await
+        .unwrap();
+    b.find("#c-password")
+        .await
+        .send_keys(&secret)
+        .await
+        .unwrap();
+    b.find("#credential-form button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let err = b
+        .wait_text("#credential-error", MINUTE, |t| !t.is_empty())
+        .await;
+    assert!(err.contains("vault_id"), "{err}");
+    no_secret(&source(&b).await, "the form shown again");
+    let value = |css: &'static str| {
+        let b = &b;
+        async move { b.find(css).await.prop("value").await.unwrap() }
+    };
+    assert_eq!(value("#c-password").await.as_deref(), Some(""));
+    assert_eq!(value("#c-name").await.as_deref(), Some("vault"));
+    assert_eq!(value("#c-kind").await.as_deref(), Some("vault_password"));
+    assert_eq!(
+        value("#c-vault-id").await.as_deref(),
+        Some("no spaces please")
+    );
+    b.shot("form-again").await;
+    let all = admin.credentials().list(&Default::default()).await.unwrap();
+    assert_eq!(all.total, 1, "nothing stored by the mistake");
+
+    // Attached to a server, it is listed as used, and cannot be deleted: the page says why.
+    admin
+        .servers()
+        .update(
+            web1.id.0,
+            &outpost_api::ServerPatchRequest {
+                become_credential: Some("sudo".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    b.goto("/admin/credentials").await;
+    let row = b
+        .wait_text(
+            &format!("#credentials tr[data-credential='{stored}']"),
+            MINUTE,
+            |_| true,
+        )
+        .await;
+    assert!(row.contains("sudo") && row.contains("1 server"), "{row}");
+    no_secret(&source(&b).await, "the listing");
+    b.goto(&format!("/admin/credentials/{stored}")).await;
+    let usage = b.wait_text("#usage", MINUTE, |_| true).await;
+    assert!(usage.contains("Become password of server web1"), "{usage}");
+    let (status, _, text) = post_form(
+        &b,
+        &format!("/admin/credentials/{stored}/delete"),
+        &json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("detach it first"), "{text}");
+    no_secret(&text, "the refused delete");
+    assert!(admin.credentials().get(stored).await.is_ok(), "still there");
+    // A project names its vault credential, linked for the admin.
+    let vault = admin
+        .credentials()
+        .create(&outpost_api::NewCredentialRequest {
+            name: "vault-prod".into(),
+            kind: outpost_api::CredentialKind::VaultPassword,
+            description: None,
+            vault_id: Some("prod".into()),
+            secret: secret.clone(),
+            passphrase: None,
+        })
+        .await
+        .unwrap();
+    let site = admin
+        .projects()
+        .create(&NewProjectRequest {
+            name: "site".into(),
+            description: None,
+            kind: ProjectKind::Archive,
+            git_url: None,
+            git_ref: None,
+            git_key_path: None,
+            git_credential: None,
+            vault_credentials: Some(vec!["vault-prod".into()]),
+            inventory_path: None,
+            sync: None,
+        })
+        .await
+        .unwrap();
+    b.goto(&format!("/projects/{}", site.id)).await;
+    b.find("#vault-credentials a").await.click().await.unwrap();
+    let usage = b.wait_text("#usage", MINUTE, |_| true).await;
+    assert_eq!(b.path().await, format!("/admin/credentials/{}", vault.id));
+    assert!(usage.contains("Vault password of project site"), "{usage}");
+    no_secret(&source(&b).await, "the vault credential's page");
+    b.goto(&format!("/admin/credentials/{stored}")).await;
+
+    // The secret is replaced from the credential's page, and still not shown.
+    b.find("#r-password")
+        .await
+        .send_keys(&replaced)
+        .await
+        .unwrap();
+    b.find("#replace button").await.click().await.unwrap();
+    wait_for("the replaced secret's change time", MINUTE, || async {
+        let now = admin.credentials().get(stored).await.ok()?;
+        (now.updated_at > view.updated_at).then_some(())
+    })
+    .await;
+    b.wait_text("#usage", MINUTE, |_| true).await;
+    assert_eq!(value("#r-password").await.as_deref(), Some(""));
+    no_secret(&source(&b).await, "the credential's page after a replace");
+    b.shot("replaced").await;
+
+    // Viewers and operators see no link, and are refused the pages.
+    for who in ["vic", "olga"] {
+        // The refusal page has no navigation: sign out from the dashboard.
+        b.goto("/").await;
+        b.find("form[action='/logout'] button")
+            .await
+            .click()
+            .await
+            .unwrap();
+        wait_for("the sign-in page", MINUTE, || async {
+            b.path().await.starts_with("/login").then_some(())
+        })
+        .await;
+        b.sign_in(who, PASSWORD).await;
+        assert!(
+            b.find_all("nav a[href='/admin/credentials']")
+                .await
+                .is_empty(),
+            "{who} has no link to the credentials"
+        );
+        for page in [
+            "/admin/credentials".to_owned(),
+            format!("/admin/credentials/{stored}"),
+        ] {
+            let got = b
+                .js_async(&format!(
+                    "const done = arguments[arguments.length - 1];\
+                     fetch({}).then(r => r.text().then(t => done([r.status, t])));",
+                    json!(page)
+                ))
+                .await;
+            assert_eq!(got[0], json!(403), "{who} {page}: {got}");
+            assert!(
+                !got[1].as_str().unwrap_or_default().contains("sudo"),
+                "{who} {page}"
+            );
+        }
+        b.goto("/admin/credentials").await;
+        assert_eq!(b.wait_text("h1", MINUTE, |_| true).await, "Not allowed");
+    }
+    b.shot("refused").await;
     b.close().await;
 }

@@ -86,7 +86,7 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
         &["job", "status", "playbook", "server", "created"]
     };
     match cmd {
-        JobCmd::Run(a) => return run_job(&c, a, out).await,
+        JobCmd::Run(a) => return run_job(&c, *a, out).await,
         JobCmd::List { status, limit } => {
             let query = JobQuery {
                 status: status.map(|s| s.parse()).transpose()?,
@@ -215,7 +215,7 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
         check: a.check,
         diff: a.diff,
         verbosity: a.verbose,
-        credentials: Vec::new(),
+        credentials: a.credentials.clone(),
     };
     let launched = c.jobs().launch(&req).await?;
     if !a.follow {

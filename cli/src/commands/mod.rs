@@ -1,8 +1,10 @@
 //! One function per subcommand, each a few API calls and a table (or JSON): [`session`]
-//! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`], [`jobs`]
-//! (runs and live logs), [`admin`] (tickets, agents, users, audit).
+//! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`],
+//! [`credentials`] (secrets read from files or prompts), [`jobs`] (runs and live logs),
+//! [`admin`] (tickets, agents, users, audit).
 
 mod admin;
+mod credentials;
 mod jobs;
 mod playbooks;
 mod projects;
@@ -44,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Server(c) => servers::servers(ctx, c, out).await.map(|_| 0),
         Command::Playbook(c) => playbooks::playbooks(ctx, c, out).await.map(|_| 0),
         Command::Project(c) => projects::projects(ctx, c, out).await,
+        Command::Credential(c) => credentials::credentials(ctx, c, out).await.map(|_| 0),
         Command::Job(c) => jobs::jobs(ctx, c, out).await,
         Command::Ticket(c) => admin::tickets(ctx, c, out).await.map(|_| 0),
         Command::Agent(c) => admin::agents(ctx, c, out).await.map(|_| 0),
@@ -74,14 +77,31 @@ pub(crate) fn anonymous(url: &str, ca_pem: &str) -> anyhow::Result<Client> {
     Ok(Client::new(url, ca_pem)?.with_user_agent(crate::USER_AGENT))
 }
 
+/// A user's password: `OUTPOST_PASSWORD`, else asked for on the terminal.
 pub(crate) fn password_from_user(prompt: &str) -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("OUTPOST_PASSWORD") {
         return Ok(p);
     }
+    prompt_hidden(prompt, "set OUTPOST_PASSWORD")
+}
+
+/// Asks on the terminal without echoing what is typed; without a terminal, refuses and says
+/// what to do instead (`otherwise`).
+pub(crate) fn prompt_hidden(prompt: &str, otherwise: &str) -> anyhow::Result<String> {
     if !std::io::stdin().is_terminal() {
-        bail!("no terminal to ask the password on: set OUTPOST_PASSWORD");
+        bail!("no terminal to ask on: {otherwise}");
     }
     Ok(rpassword::prompt_password(prompt)?)
+}
+
+/// An attachment's change in a patch: a name attaches that credential, `detach` sends `""`
+/// (which the API reads as "none any more"), neither leaves it as it is.
+pub(crate) fn detach_or(name: Option<String>, detach: bool) -> Option<String> {
+    if detach {
+        Some(String::new())
+    } else {
+        name
+    }
 }
 
 pub(crate) fn pairs(items: &[String], what: &str) -> anyhow::Result<JsonObject> {

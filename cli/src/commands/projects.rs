@@ -1,4 +1,5 @@
-//! Projects: create, upload archives, sync (and wait), list, show, revisions and files.
+//! Projects: create, change (credentials included), upload archives, sync (and wait), list,
+//! show, revisions and files.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use anyhow::Context as _;
 use outpost_api::client::Client;
 use outpost_api::*;
 
-use super::{client, ALL};
+use super::{client, detach_or, ALL};
 use crate::output::{cell, time, Output};
 use crate::terminal;
 use crate::ProjectCmd;
@@ -68,6 +69,20 @@ fn show(p: &ProjectView) {
             terminal::escape(p.git_ref.as_deref().unwrap_or("(default branch)"))
         );
     }
+    if let Some(c) = &p.git_credential {
+        println!("  git credential:    {}", terminal::escape(&c.name));
+    }
+    if !p.vault_credentials.is_empty() {
+        let names: Vec<&str> = p
+            .vault_credentials
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        println!(
+            "  vault credentials: {}",
+            terminal::escape(&names.join(", "))
+        );
+    }
     if let Some(r) = &p.current_revision {
         println!(
             "  revision:  {} commit {} ({} bytes, {} entries)",
@@ -99,6 +114,7 @@ pub async fn projects(ctx: Option<&str>, cmd: ProjectCmd, out: Output) -> anyhow
             deploy_key,
             inventory,
             description,
+            credentials,
         } => {
             let kind = if git.is_some() {
                 ProjectKind::Git
@@ -116,12 +132,47 @@ pub async fn projects(ctx: Option<&str>, cmd: ProjectCmd, out: Output) -> anyhow
                     git_key_path: deploy_key,
                     inventory_path: inventory,
                     sync: None,
-                    git_credential: None,
-                    vault_credentials: None,
+                    git_credential: credentials.git_credential,
+                    vault_credentials: (!credentials.vault_credentials.is_empty())
+                        .then_some(credentials.vault_credentials),
                 })
                 .await?;
             if !out.json(&p) {
                 out.table(&HEADER, vec![row(&p)]);
+            }
+        }
+        ProjectCmd::Update {
+            project,
+            name,
+            git,
+            git_ref,
+            deploy_key,
+            inventory,
+            description,
+            credentials,
+            no_git_credential,
+            no_vault_credentials,
+        } => {
+            let p = project_by(&c, &project).await?;
+            let vault_credentials = if no_vault_credentials {
+                Some(Vec::new())
+            } else {
+                (!credentials.vault_credentials.is_empty()).then_some(credentials.vault_credentials)
+            };
+            let patch = ProjectPatchRequest {
+                name,
+                description,
+                git_url: git,
+                git_ref,
+                git_key_path: deploy_key,
+                git_credential: detach_or(credentials.git_credential, no_git_credential),
+                vault_credentials,
+                inventory_path: inventory,
+                is_active: None,
+            };
+            let p = c.projects().update(p.id, &patch).await?;
+            if !out.json(&p) {
+                show(&p);
             }
         }
         ProjectCmd::Upload { name, file } => {

@@ -12,7 +12,7 @@ use outpost_api::inventory as inventory_api;
 use outpost_api::*;
 use serde_json::{json, Value};
 
-use super::{client, pairs};
+use super::{client, detach_or, pairs};
 use crate::output::{cell, labels, Output};
 use crate::terminal;
 use crate::{inventory, ServerCmd};
@@ -55,7 +55,16 @@ fn server_rows(out: &Output, items: &[ServerView]) -> Vec<Vec<String>> {
             ];
             if out.wide {
                 row.push(format!("{}@:{}", s.ssh_user, s.ssh_port));
-                row.push(cell(&s.ssh_key_path));
+                row.push(match &s.ssh_credential {
+                    Some(c) => format!("credential {}", c.name),
+                    None => cell(&s.ssh_key_path),
+                });
+                row.push(
+                    s.become_credential
+                        .as_ref()
+                        .map(|c| c.name.clone())
+                        .unwrap_or_else(|| "-".into()),
+                );
             }
             row
         })
@@ -65,7 +74,9 @@ fn server_rows(out: &Output, items: &[ServerView]) -> Vec<Vec<String>> {
 pub async fn servers(ctx: Option<&str>, cmd: ServerCmd, out: Output) -> anyhow::Result<()> {
     let c = client(ctx)?;
     let header: &[&str] = if out.wide {
-        &["id", "hostname", "ip", "env", "tags", "state", "ssh", "key"]
+        &[
+            "id", "hostname", "ip", "env", "tags", "state", "ssh", "key", "become",
+        ]
     } else {
         &["id", "hostname", "ip", "env", "tags", "state"]
     };
@@ -87,8 +98,8 @@ pub async fn servers(ctx: Option<&str>, cmd: ServerCmd, out: Output) -> anyhow::
                     description: f.description,
                     host_vars: None,
                     inventory_groups: None,
-                    ssh_credential: None,
-                    become_credential: None,
+                    ssh_credential: f.ssh_credential,
+                    become_credential: f.become_credential,
                 })
                 .await?;
             if !out.json(&s) {
@@ -126,6 +137,9 @@ pub async fn servers(ctx: Option<&str>, cmd: ServerCmd, out: Output) -> anyhow::
                 environment: fields.env,
                 tags: (!tags.is_empty()).then_some(tags),
                 description: fields.description,
+                // `""` detaches: what the API reads as "none any more".
+                ssh_credential: detach_or(fields.ssh_credential, fields.no_ssh_credential),
+                become_credential: detach_or(fields.become_credential, fields.no_become_credential),
                 ..Default::default()
             };
             let s = c.servers().update(s.id, &patch).await?;

@@ -100,6 +100,31 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
     ("POST", "/users", Api("POST", "/api/v1/users")),
     ("POST", "/users/{id}", Api("PATCH", "/api/v1/users/{id}")),
     ("GET", "/audit", Api("GET", "/api/v1/audit")),
+    (
+        "GET",
+        "/admin/credentials",
+        Api("GET", "/api/v1/credentials"),
+    ),
+    (
+        "POST",
+        "/admin/credentials",
+        Api("POST", "/api/v1/credentials"),
+    ),
+    (
+        "GET",
+        "/admin/credentials/{id}",
+        Api("GET", "/api/v1/credentials/{id}"),
+    ),
+    (
+        "POST",
+        "/admin/credentials/{id}",
+        Api("PATCH", "/api/v1/credentials/{id}"),
+    ),
+    (
+        "POST",
+        "/admin/credentials/{id}/delete",
+        Api("DELETE", "/api/v1/credentials/{id}"),
+    ),
 ];
 
 /// What a page needs, if it is in the table.

@@ -22,6 +22,7 @@ pub enum Area {
     Tickets,
     Agents,
     Users,
+    Credentials,
     Audit,
     Account,
 }
@@ -41,6 +42,12 @@ const NAV: &[(Area, &str, &str, &str)] = &[
     (Area::Tickets, "Tickets", "/tickets", "/api/v1/tickets"),
     (Area::Agents, "Agents", "/agents", "/api/v1/agents"),
     (Area::Users, "Users", "/users", "/api/v1/users"),
+    (
+        Area::Credentials,
+        "Credentials",
+        "/admin/credentials",
+        "/api/v1/credentials",
+    ),
     (Area::Audit, "Audit", "/audit", "/api/v1/audit"),
 ];
 

@@ -10,14 +10,15 @@
 //! - [`access`]: sessions, CSRF, and which API rule each page follows; [`viewer`]: who looks;
 //! - [`layout`]: the page shell and small pieces shared by pages;
 //! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`tickets`], [`fleet`]
-//!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log), [`account`]
-//!   (sign in and out, password).
+//!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log),
+//!   [`credentials`] (stored secrets, never shown back), [`account`] (sign in and out, password).
 //!
 //! [`Caller`]: crate::http::auth::Caller
 
 pub mod access;
 pub mod account;
 pub mod admin;
+pub mod credentials;
 pub mod dashboard;
 pub mod fleet;
 pub mod jobs;
@@ -96,5 +97,14 @@ pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
         .route("/users", get(admin::users).post(admin::create_user))
         .route("/users/{id}", post(admin::update_user))
         .route("/audit", get(admin::audit))
+        .route(
+            "/admin/credentials",
+            get(credentials::list).post(credentials::create),
+        )
+        .route(
+            "/admin/credentials/{id}",
+            get(credentials::show).post(credentials::update),
+        )
+        .route("/admin/credentials/{id}/delete", post(credentials::delete))
         .layer(axum::middleware::from_fn_with_state(state, access::guard))
 }

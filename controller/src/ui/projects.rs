@@ -165,6 +165,11 @@ pub async fn show(
                 dt { "Kind" } dd #project-kind { (p.kind.as_str()) }
                 dt { "Source" } dd #project-source { (source(&p)) }
                 @if let Some(inv) = &p.inventory_path { dt { "Inventory" } dd { code { (inv) } } }
+                @if let Some(c) = &p.git_credential { dt { "Git credential" } dd #git-credential { (credential_ref(&v, c)) } }
+                @if !p.vault_credentials.is_empty() {
+                    dt { "Vault credentials" }
+                    dd #vault-credentials { @for (i, c) in p.vault_credentials.iter().enumerate() { @if i > 0 { ", " } (credential_ref(&v, c)) } }
+                }
                 @if let Some(d) = &p.description { dt { "Description" } dd { (d) } }
                 dt { "Sync" } dd #sync-state { (sync_state(p.sync_state)) }
                 @if p.sync_state == SyncState::Syncing {
@@ -251,6 +256,17 @@ pub async fn show(
         }
     };
     Ok(layout::page(&v, Area::Projects, &format!("Project {}", p.name), body).into_response())
+}
+
+/// A credential's name, linked to its page for those who may read it (admins).
+fn credential_ref(v: &Viewer, c: &outpost_api::NameRef) -> Markup {
+    html! {
+        @if v.may("GET", "/api/v1/credentials/{id}") {
+            a href=(format!("/admin/credentials/{}", c.id)) { (c.name) }
+        } @else {
+            (c.name)
+        }
+    }
 }
 
 /// POST /projects/{id}/sync: starts the sync (it runs in the background) and shows the
