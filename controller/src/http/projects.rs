@@ -204,7 +204,8 @@ pub async fn revisions(
 /// 8+ hex digits), each marked when it is one of the project's playbooks.
 #[utoipa::path(get, path = "/api/v1/projects/{id}/files", tag = "projects",
     params(("id" = String, Path, description = "The project's id or name"), ProjectFilesQuery),
-    responses((status = 200, body = ProjectFilesView), (status = 404, body = outpost_api::ErrorBody)))]
+    responses((status = 200, body = ProjectFilesView), (status = 404, body = outpost_api::ErrorBody),
+              (status = 422, description = "The revision named is not a digest", body = outpost_api::ErrorBody)))]
 pub async fn files(
     State(st): State<Arc<WebState>>,
     Path(id): Path<String>,

@@ -267,6 +267,11 @@ impl Store {
             .map_err(|_| StoreError::invalid("size_bytes", "too large"))?;
         let rev_id = on_pool!(self, p => {
             let mut tx = p.begin().await?;
+            // Write first: on SQLite a transaction that reads and then writes fails at once
+            // ("database is locked", no busy wait) when another connection wrote in between;
+            // one that starts by writing waits its turn instead.
+            sqlx::query("UPDATE projects SET updated_at = ? WHERE id = ?")
+                .bind(ts).bind(id).execute(&mut *tx).await?;
             let existing: Option<i32> = sqlx::query_scalar(
                 "SELECT id FROM project_revisions WHERE project_id = ? AND digest = ?")
                 .bind(id).bind(&rev.digest).fetch_optional(&mut *tx).await?;
