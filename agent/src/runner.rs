@@ -219,6 +219,23 @@ async fn run_in(
             return failed(format!("timed out after {} s", timing.limit.as_secs()))
         }
     };
+    let control = match crate::secrets::ControlDir::create(job.job) {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot make the job's ssh control directory: {e}")),
+    };
+    // ansible writes the vault-decrypted copies of the files it sends to its local temp: with
+    // vault secrets, that goes on the tmpfs with them and is removed with them.
+    let local_temp = match secrets.dir() {
+        Some(dir) if !job.secrets.vault.is_empty() => {
+            use std::os::unix::fs::DirBuilderExt;
+            let t = dir.join("tmp");
+            if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&t) {
+                return failed(format!("cannot make the job's temporary directory: {e}"));
+            }
+            t
+        }
+        _ => work.join("tmp"),
+    };
     let mut cmd = tokio::process::Command::new(&cfg.ansible_playbook);
     // ansible gets a fixed allow-list of the agent's environment, never all of it (the agent's
     // own settings and secrets stay with the agent).
@@ -254,7 +271,8 @@ async fn run_in(
                 "False"
             },
         )
-        .env("ANSIBLE_LOCAL_TEMP", work.join("tmp"))
+        .env("ANSIBLE_LOCAL_TEMP", &local_temp)
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", control.path())
         // Ansible's workers call setsid(), leaving the process group: this mark lets the
         // agent find every process of the job (see `kill_job`).
         .env(JOB_MARK, job.job.to_string())
@@ -313,6 +331,7 @@ async fn run_in(
     if let Err(e) = secrets.remove() {
         tracing::error!(job = %job.job, error = %e, "cannot remove the job's credentials");
     }
+    drop(control);
     // A daemonised child can keep the pipes open after ansible exits: wait a while, not forever.
     for r in readers.into_iter().flatten() {
         let abort = r.abort_handle();

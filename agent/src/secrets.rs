@@ -431,6 +431,39 @@ impl Drop for JobSecretFiles {
     }
 }
 
+/// A job's own directory for ssh's ControlMaster sockets. ansible keeps an SSH connection open
+/// (ControlPersist) and reuses it for any later run to the same host, port and user; with one
+/// shared directory a job without a key could ride a connection another job's key credential
+/// opened. Per job, nothing is shared. Short on purpose: a socket path must fit in 108 bytes
+/// (`/tmp/opcp-<32 hex>/<40 hex>` plus ssh's 17-byte temporary suffix is 106).
+#[derive(Debug)]
+pub struct ControlDir {
+    path: PathBuf,
+}
+
+impl ControlDir {
+    pub fn create(job: Uuid) -> Result<ControlDir, SecretsError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = PathBuf::from(format!("/tmp/opcp-{}", job.simple()));
+        // Not recursive: an existing entry (another user's, or a link) is refused, not used.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io(&path))?;
+        Ok(ControlDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Overwrites the files of a job's directory with zeros (on a disk, their blocks are then
 /// reused without the secret), then removes the directory. Gone already is fine.
 fn wipe(dir: &Path) -> Result<(), SecretsError> {

@@ -378,28 +378,21 @@ pub fn resolve_system(name: &str) -> Result<IpAddr, String> {
         .ok_or_else(|| "no address".to_owned())
 }
 
-/// Host variables that hold a secret in the clear (connection and become passwords, key
-/// material). A server record never keeps them: secrets are credentials, sealed at rest and
-/// attached to servers. An inventory's own `group_vars`/`host_vars` files still reach ansible
-/// from the project's tree at run time.
-pub const SECRET_HOST_VARS: &[&str] = &[
-    "ansible_password",
-    "ansible_pass",
-    "ansible_ssh_pass",
-    "ansible_ssh_password",
-    "ansible_become_password",
-    "ansible_become_pass",
-    "ansible_sudo_pass",
-    "ansible_sudo_password",
-    "ansible_su_pass",
-    "ansible_su_password",
-    "ansible_ssh_private_key",
-    "ansible_vault_password",
-];
-
-/// Whether a host variable's name is one of [`SECRET_HOST_VARS`].
+/// Whether a variable holds a secret in the clear: a connection or become password or
+/// passphrase (`ansible_password`, `ansible_become_pass`, `ansible_winrm_password`,
+/// `ansible_doas_pass`…: every `ansible_*` name ending in `_pass`, `_password` or
+/// `_passphrase`), or key material (`ansible_ssh_private_key`, not the `…_file` path). A server
+/// record, a launch or a playbook's defaults never keep one: secrets are credentials, sealed at
+/// rest. An inventory's own `group_vars`/`host_vars` files still reach ansible from the
+/// project's tree at run time.
 pub fn is_secret_var(name: &str) -> bool {
-    SECRET_HOST_VARS.contains(&name.to_ascii_lowercase().as_str())
+    let n = name.to_ascii_lowercase();
+    n.starts_with("ansible_")
+        && (n.ends_with("_pass")
+            || n.ends_with("_password")
+            || n.ends_with("_passphrase")
+            || n == "ansible_pass"
+            || n == "ansible_ssh_private_key")
 }
 
 /// The server record a host becomes. `resolve` turns a DNS name into an address (see
@@ -474,6 +467,31 @@ pub fn to_server(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn secret_variables_are_told_by_name_whatever_the_connection_or_become_method() {
+        for secret in [
+            "ansible_password",
+            "ansible_ssh_pass",
+            "ansible_become_password",
+            "ansible_BECOME_PASS",
+            "ansible_winrm_password",
+            "ansible_doas_pass",
+            "ansible_ssh_private_key",
+            "ansible_vault_password",
+        ] {
+            assert!(super::is_secret_var(secret), "{secret}");
+        }
+        for plain in [
+            "ansible_ssh_private_key_file",
+            "ansible_user",
+            "ansible_become_method",
+            "db_password",
+            "passport",
+        ] {
+            assert!(!super::is_secret_var(plain), "{plain}");
+        }
+    }
     use std::process::Command;
 
     use serde_json::json;

@@ -11,6 +11,9 @@ use zeroize::Zeroizing;
 use crate::keyring::{Keyring, KeyringError, Sealed};
 use crate::model::{Credential, CredentialKind};
 
+/// The most bcrypt-pbkdf rounds an encrypted SSH key may ask for.
+pub const MAX_KDF_ROUNDS: u32 = 1000;
+
 /// The vault id of files encrypted without one.
 pub const DEFAULT_VAULT_ID: &str = "default";
 
@@ -149,6 +152,15 @@ fn ssh_key_info(key: &str, passphrase: Option<&str>) -> Result<String, Credentia
     if trimmed.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
         let parsed = ssh_key::PrivateKey::from_openssh(trimmed)
             .map_err(|_| invalid("secret: not a readable OpenSSH private key"))?;
+        // ssh-keygen's default is 16 rounds (`-a`); each round is costly and every job opens
+        // the key again on its bastion, so a key asking for very many is refused.
+        if let ssh_key::Kdf::Bcrypt { rounds, .. } = parsed.kdf() {
+            if *rounds > MAX_KDF_ROUNDS {
+                return Err(invalid(format!(
+                    "secret: the key's passphrase uses {rounds} bcrypt rounds; at most {MAX_KDF_ROUNDS} (re-encrypt it with `ssh-keygen -p -a 100 -f KEYFILE`)"
+                )));
+            }
+        }
         let opened = if parsed.is_encrypted() {
             let Some(p) = passphrase else {
                 return Err(invalid(
@@ -320,7 +332,13 @@ pub async fn rotate_key(
             }
         })?;
         let sealed = seal(&new, &c.uuid, c.kind, &m)?;
-        resealed.push((c.id, c.key_id.clone(), sealed.key_id, sealed.bytes));
+        resealed.push(crate::store::credentials::Reseal {
+            id: c.id,
+            old_key: c.key_id.clone(),
+            old_secret: c.secret.clone(),
+            new_key: sealed.key_id,
+            new_secret: sealed.bytes,
+        });
     }
     let changed = store
         .reseal_credentials(&resealed, actor, &old.ids(), new.current_id())

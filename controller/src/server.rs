@@ -131,6 +131,18 @@ pub async fn serve(
         }
     }
     tracing::info!(store = %crate::store::redact_url(&settings.database_url), dialect = ?store.dialect(), "store opened");
+    // Work directories of syncs a crash interrupted: unpacked trees, and perhaps a git
+    // credential's opened key (those older than a sync may run: another controller sharing
+    // the data directory may be syncing now).
+    match crate::project::sweep_work_dirs(&settings.data_dir, settings.project_sync_time_limit * 2)
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            dirs = n,
+            "removed the work directories of interrupted syncs"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot clear the sync work directories"),
+    }
     // Playbook rows made before projects become one-file projects (idempotent; a row whose
     // file is missing stays as it was, and still runs from its file).
     match crate::project::adopt_unadopted(&store, &settings.data_dir).await {

@@ -35,6 +35,8 @@ pub enum VarsError {
     BadName { name: String, max: usize },
     #[error("extra var '{name}': variables named ansible_* change how ansible reaches hosts and are for admins only")]
     AdminOnly { name: String },
+    #[error("extra var '{name}' would keep a secret in the clear (stored with the job, shown with it): store it as a credential and name it at launch (`credentials`)")]
+    Secret { name: String },
 }
 
 /// Who gives the variables, as far as these rules care.
@@ -65,6 +67,9 @@ pub fn check(vars: &Map<String, Value>, giver: Giver) -> Result<Checked, VarsErr
         }
         if name.starts_with("ansible_") && !giver.is_admin {
             return Err(VarsError::AdminOnly { name: name.clone() });
+        }
+        if outpost_api::inventory::is_secret_var(name) {
+            return Err(VarsError::Secret { name: name.clone() });
         }
     }
     for (name, value) in vars {

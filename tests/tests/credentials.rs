@@ -258,6 +258,11 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
 
     let mut host_vars = fleet.host_vars();
     host_vars["ansible_become_method"] = json!("sudo");
+    // The agent's own per-job control sockets, not the fleet's shared directory.
+    host_vars
+        .as_object_mut()
+        .expect("host vars")
+        .remove("ansible_control_path_dir");
     let server: Value = api
         .post(
             "/api/v1/servers",
@@ -344,6 +349,7 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
         (procs.len() >= 2).then_some(procs)
     })
     .await;
+    let control_dir = format!("/tmp/opcp-{}", id.replace('-', ""));
     let mut saw_secret_args = false;
     for (pid, cmdline, environ) in &seen {
         assert_clean(&format!("the command line of pid {pid}"), cmdline, &secrets);
@@ -352,6 +358,12 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
             && cmdline.contains("--private-key")
             && cmdline.contains("--vault-id prod@");
     }
+    assert!(
+        seen.iter()
+            .any(|(_, cmdline, _)| cmdline.contains(&control_dir))
+            || Path::new(&control_dir).is_dir(),
+        "ssh does not use the job's own control directory {control_dir}: {seen:?}"
+    );
     assert!(
         saw_secret_args,
         "no ansible-playbook with the secret files' paths among {seen:?}"
@@ -370,10 +382,13 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
     );
     {
         use std::os::unix::fs::PermissionsExt;
+        // The secret files 0600; ansible's local temp (vault-decrypted copies) 0700.
         for f in std::fs::read_dir(&job_dir).expect("job secrets").flatten() {
-            let mode = f.metadata().expect("meta").permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{}", f.path().display());
+            let meta = f.metadata().expect("meta");
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(meta.permissions().mode() & 0o777, want, "{}", f.path().display());
         }
+        assert!(job_dir.join("tmp").is_dir(), "ansible's local temp is not with the secrets");
     }
     let job = job_ended(&api, &id).await;
     let log = stored_log(&api, &id).await;
@@ -866,6 +881,35 @@ async fn a_git_project_is_fetched_over_ssh_with_a_passphrase_protected_key_crede
         .await
         .expect_err("a non-key is refused");
     assert!(!refused.to_string().contains(&passphrase), "{refused}");
+    // A password in the clear is refused wherever it could be stored: host vars, a playbook's
+    // defaults, launch values.
+    for (path, body) in [
+        (
+            "/api/v1/servers",
+            json!({"hostname": "h1", "ip_address": "10.0.0.1", "os_type": "linux",
+                   "host_vars": {"ansible_become_pass": passphrase}}),
+        ),
+        (
+            "/api/v1/playbooks",
+            json!({"name": "p1", "content": "- hosts: all\n  tasks: []\n",
+                   "variables": {"ansible_winrm_password": passphrase}}),
+        ),
+        (
+            "/api/v1/jobs",
+            json!({"playbook": "nope", "servers": ["h1"],
+                   "extra_vars": {"ansible_ssh_pass": passphrase}}),
+        ),
+    ] {
+        let e = api
+            .post::<_, Value>(path, &body)
+            .await
+            .expect_err("a clear-text password is refused");
+        let said = e.to_string();
+        assert!(
+            said.contains("credential") && !said.contains(&passphrase),
+            "{path}: {said}"
+        );
+    }
     let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, bare.display());
     let project: Value = api
         .post(

@@ -128,6 +128,38 @@ pub fn work_dir(data_dir: &Path) -> Result<tempfile::TempDir, ProjectError> {
         )))
 }
 
+/// Removes what [`work_dir`] made and a crash left behind: the directories older than
+/// `older_than` (a sync's time limit), which no running sync of any controller sharing this
+/// data directory can still be using.
+pub fn sweep_work_dirs(data_dir: &Path, older_than: Duration) -> std::io::Result<usize> {
+    let tmp = data_dir.join("tmp");
+    let entries = match std::fs::read_dir(&tmp) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let stale = |m: std::fs::Metadata| {
+            m.is_dir()
+                && m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > older_than)
+        };
+        let sync_dir = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("sync-"))
+            && std::fs::symlink_metadata(e.path()).is_ok_and(stale);
+        if sync_dir {
+            std::fs::remove_dir_all(e.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// What a sync made: the revision, and the servers of the project's inventory source (none
 /// when the project names no inventory file) for the caller to record.
 #[derive(Debug)]
@@ -251,11 +283,18 @@ async fn build(
 }
 
 /// Writes a git credential's key, 0600, as `id` in a new 0700 directory (removed when the
-/// returned handle drops).
+/// returned handle drops): in memory (`/dev/shm`) where the machine has it, so the opened key
+/// never reaches a disk; else under the data directory, swept at start-up after a crash.
 fn git_key_file(data_dir: &Path, key: &str) -> Result<tempfile::TempDir, ProjectError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = work_dir(data_dir)?;
+    let dir = match tempfile::Builder::new()
+        .prefix("outpost-gitkey-")
+        .tempdir_in("/dev/shm")
+    {
+        Ok(d) => d,
+        Err(_) => work_dir(data_dir)?,
+    };
     let path = dir.path().join("id");
     let mut f = std::fs::OpenOptions::new()
         .write(true)

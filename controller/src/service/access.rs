@@ -55,7 +55,8 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/projects/{id}/archive", Role(Admin)),
     ("GET", "/api/v1/projects/{id}/revisions", Role(Viewer)),
     ("GET", "/api/v1/projects/{id}/files", Role(Viewer)),
-    // Credentials: names and kinds are an admin's business too; secrets are nobody's to read.
+    // Credentials are an admin's resource (readers of servers, projects and jobs see only the
+    // names attached there); their secrets are nobody's to read.
     ("GET", "/api/v1/credentials", Role(Admin)),
     ("POST", "/api/v1/credentials", Role(Admin)),
     ("GET", "/api/v1/credentials/{id}", Role(Admin)),

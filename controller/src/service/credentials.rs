@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use outpost_api::{
-    CredentialPatchRequest, CredentialUsage, CredentialView, DeleteResult, NameRef,
-    NewCredentialRequest, Page, PageQuery,
+    CredentialPatchRequest, CredentialUsage, CredentialView, DeleteResult, NewCredentialRequest,
+    Page, PageQuery,
 };
 
 use super::{paging, Caller, Result, ServiceError};
@@ -228,14 +228,4 @@ pub async fn attach(
 /// Credential names by id, for views that show attachments.
 pub async fn names(core: &Core) -> Result<HashMap<CredentialId, String>> {
     Ok(core.store.credential_names().await?)
-}
-
-pub fn name_ref(
-    names: &HashMap<CredentialId, String>,
-    id: Option<CredentialId>,
-) -> Option<NameRef> {
-    id.map(|id| NameRef {
-        id: id.0,
-        name: names.get(&id).cloned().unwrap_or_default(),
-    })
 }

@@ -123,7 +123,19 @@ async fn content_of(core: &Core, pb: &Playbook) -> Option<String> {
 
 /// A new playbook: a one-file project (kind `file`) of the same name, whose revision holds the
 /// content as `playbook.yml`, and the playbook row its sync makes, with the given metadata.
+/// A playbook's default variables never hold a secret in the clear (they are shown to every
+/// reader of the playbook): secrets are credentials.
+fn check_variables(vars: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<()> {
+    match vars.and_then(|v| v.keys().find(|k| outpost_api::inventory::is_secret_var(k))) {
+        Some(name) => Err(ServiceError::unprocessable(format!(
+            "variables: {name} would keep a secret in the clear; store it as a credential and attach it to the servers or the project"
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub async fn create(core: &Core, caller: &Caller, req: NewPlaybookRequest) -> Result<PlaybookView> {
+    check_variables(req.variables.as_ref())?;
     check_content(&req.content).await?;
     if core.store.get_playbook_by_name(&req.name).await.is_ok() {
         return Err(ServiceError::conflict(format!(
@@ -193,6 +205,7 @@ pub async fn update(
     id: PlaybookId,
     r: PlaybookPatchRequest,
 ) -> Result<PlaybookView> {
+    check_variables(r.variables.as_ref())?;
     let old = core.store.get_playbook(id).await?;
     let actor = caller.actor();
     let (file_path, file_hash) = match (&r.content, old.project_id) {

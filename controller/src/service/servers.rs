@@ -119,7 +119,12 @@ pub async fn update(
         || r.inventory_groups.is_some()
         || r.ssh_credential.is_some()
         || r.become_credential.is_some();
-    check_host_vars(r.host_vars.as_ref())?;
+    // Checked on every change, so a row stored before the rule cannot be carried along.
+    check_host_vars(
+        r.host_vars
+            .as_ref()
+            .or(old.host_vars.as_ref().map(|h| &h.0)),
+    )?;
     if attributes_changed {
         let ssh_credential_id = credentials::attach(
             core,

@@ -22,12 +22,22 @@ pub fn user(u: &User, password_expired: bool) -> api::UserView {
     }
 }
 
+/// An attached credential by name (`names`: every credential's name by id).
+pub fn name_ref(
+    names: &std::collections::HashMap<crate::model::CredentialId, String>,
+    id: Option<crate::model::CredentialId>,
+) -> Option<api::NameRef> {
+    id.map(|id| api::NameRef {
+        id: id.0,
+        name: names.get(&id).cloned().unwrap_or_default(),
+    })
+}
+
 /// A server; `credentials` names its attached credentials.
 pub fn server(
     s: &Server,
     credentials: &std::collections::HashMap<crate::model::CredentialId, String>,
 ) -> api::ServerView {
-    use super::credentials::name_ref;
     api::ServerView {
         id: s.id.0,
         hostname: s.hostname.clone(),

@@ -25,6 +25,15 @@ pub struct NewCredential {
     pub secret: Vec<u8>,
 }
 
+/// One row of a rotation: what was read, and what replaces it.
+pub struct Reseal {
+    pub id: CredentialId,
+    pub old_key: String,
+    pub old_secret: Vec<u8>,
+    pub new_key: String,
+    pub new_secret: Vec<u8>,
+}
+
 /// A change to a credential; `sealed` replaces its secret.
 #[derive(Clone, Default)]
 pub struct CredentialChange {
@@ -47,6 +56,16 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+fn check_description(d: Option<&str>) -> Result<()> {
+    if d.is_some_and(|d| d.chars().count() > 2000) {
+        return Err(StoreError::invalid(
+            "description",
+            "at most 2,000 characters",
+        ));
+    }
+    Ok(())
+}
+
 impl Store {
     pub async fn create_credential(
         &self,
@@ -54,6 +73,7 @@ impl Store {
         actor: &Actor,
     ) -> Result<Credential> {
         check_name(&new.name)?;
+        check_description(new.description.as_deref())?;
         let ts = now();
         let id = on_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -125,6 +145,7 @@ impl Store {
             .description
             .clone()
             .unwrap_or(old.description.clone());
+        check_description(description.as_deref())?;
         let vault_id = change.vault_id.clone().or(old.vault_id.clone());
         let public_info = change
             .public_info
@@ -238,10 +259,11 @@ impl Store {
     }
 
     /// Writes re-sealed secrets (a key rotation) in one transaction: each row changes only if
-    /// it is still sealed with the key it was read with.
+    /// it still holds what was read (its key and sealed bytes), so a secret replaced meanwhile
+    /// is never overwritten with the old one.
     pub async fn reseal_credentials(
         &self,
-        rows: &[(CredentialId, String, String, Vec<u8>)],
+        rows: &[Reseal],
         actor: &Actor,
         old_keys: &[String],
         new_key: &str,
@@ -249,14 +271,14 @@ impl Store {
         let mut changed = 0u64;
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            for (id, old_key, new_key_id, bytes) in rows {
+            for r in rows {
                 let res = sqlx::query(
-                    "UPDATE credentials SET key_id = ?, secret = ? WHERE id = ? AND key_id = ?")
-                    .bind(new_key_id).bind(bytes).bind(id).bind(old_key)
+                    "UPDATE credentials SET key_id = ?, secret = ? WHERE id = ? AND key_id = ? AND secret = ?")
+                    .bind(&r.new_key).bind(&r.new_secret).bind(r.id).bind(&r.old_key).bind(&r.old_secret)
                     .execute(&mut *tx).await?;
                 if res.rows_affected() != 1 {
                     return Err(StoreError::Conflict(format!(
-                        "credential {id} changed during the rotation; run it again")));
+                        "credential {} changed during the rotation; run it again", r.id)));
                 }
                 changed += 1;
             }

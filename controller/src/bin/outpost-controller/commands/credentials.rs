@@ -18,8 +18,8 @@ enum Action {
     /// Seal every credential again with a new key, in one transaction, then make it the
     /// current `credentials.key`. The old key stays beside it as `credentials-<id>.key`, so
     /// database backups taken before stay readable; delete it once those backups are gone.
-    /// Copy the new key file to every other controller sharing this database, then restart
-    /// them.
+    /// Stop the controllers sharing this database first (a running one keeps sealing with the
+    /// key it started with); copy the new key file to each, then start them.
     RotateKey,
 }
 
