@@ -386,9 +386,17 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
         for f in std::fs::read_dir(&job_dir).expect("job secrets").flatten() {
             let meta = f.metadata().expect("meta");
             let want = if meta.is_dir() { 0o700 } else { 0o600 };
-            assert_eq!(meta.permissions().mode() & 0o777, want, "{}", f.path().display());
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                want,
+                "{}",
+                f.path().display()
+            );
         }
-        assert!(job_dir.join("tmp").is_dir(), "ansible's local temp is not with the secrets");
+        assert!(
+            job_dir.join("tmp").is_dir(),
+            "ansible's local temp is not with the secrets"
+        );
     }
     let job = job_ended(&api, &id).await;
     let log = stored_log(&api, &id).await;
