@@ -78,16 +78,40 @@ pub async fn authorize(
     matched: Option<MatchedPath>,
     mut req: Request,
     next: Next,
-) -> Result<Response, ApiError> {
+) -> Response {
+    use axum::response::IntoResponse;
+    match admit(&st, matched, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            // Refused before the handler read the body: read a small one first, so the client
+            // gets this answer rather than a connection reset under a request it still sends.
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            super::error::drain_small_body(req.into_body(), declared).await;
+            e.into_response()
+        }
+    }
+}
+
+/// The checks of [`authorize`]: `Ok` lets the request through (with its [`Caller`] on it
+/// where the route needs one).
+async fn admit(
+    st: &WebState,
+    matched: Option<MatchedPath>,
+    req: &mut Request,
+) -> Result<(), ApiError> {
     let Some(path) = matched.map(|m| m.as_str().to_owned()) else {
-        return Ok(next.run(req).await); // no route: the fallback answers 404
+        return Ok(()); // no route: the fallback answers 404
     };
     let Some(access) = roles::rule(req.method(), &path) else {
         tracing::error!(method = %req.method(), %path, "a route without an access rule");
         return Err(ApiError::forbidden("this route has no access rule"));
     };
     if access == Access::Public {
-        return Ok(next.run(req).await);
+        return Ok(());
     }
     let token = match bearer(req.headers()) {
         Some(t) => t.to_owned(),
@@ -140,7 +164,7 @@ pub async fn authorize(
         return Err(ApiError::forbidden("only an admin may act on another user"));
     }
     req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
+    Ok(())
 }
 
 /// The web UI's session cookie: it holds an API token, like a bearer token.

@@ -188,3 +188,26 @@ pub struct Query<T>(pub T);
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
+
+/// The most of a refused request's body read before the answer (see [`drain_small_body`]).
+const SMALL_BODY: u64 = 1024 * 1024;
+
+/// Reads and drops a refused request's body when it is small (declared, or found, at most
+/// 1 MiB). Closing a connection with unread request bytes makes the kernel reset it, and the
+/// reset can reach the client before the answer does: it would see a broken connection instead
+/// of the refusal. A larger body is left unread (the connection closes; nothing is worth
+/// reading that much for).
+pub async fn drain_small_body(body: axum::body::Body, declared: Option<u64>) {
+    use futures_util::StreamExt;
+    if declared.is_some_and(|n| n > SMALL_BODY) {
+        return;
+    }
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > SMALL_BODY {
+            break;
+        }
+    }
+}

@@ -141,16 +141,7 @@ pub async fn upload(
     // read (and dropped) before the refusal, so the client gets the answer rather than a
     // connection closed under a request it is still sending.
     if let Err(e) = service::projects::get(&st.core, &id).await {
-        if declared.is_none_or(|n| n <= SMALL_BODY) {
-            let mut stream = body.into_data_stream();
-            let mut seen = 0usize;
-            while let Some(Ok(chunk)) = stream.next().await {
-                seen += chunk.len();
-                if seen as u64 > SMALL_BODY {
-                    break;
-                }
-            }
-        }
+        super::error::drain_small_body(body, declared).await;
         return Err(e.into());
     }
     let dir = st.core.settings.data_dir.join("tmp");
@@ -213,6 +204,3 @@ pub async fn files(
 ) -> ApiResult<Json<ProjectFilesView>> {
     Ok(Json(service::projects::files(&st.core, &id, &q).await?))
 }
-
-/// The most of a refused upload read before answering (see [`upload`]).
-const SMALL_BODY: u64 = 1024 * 1024;
