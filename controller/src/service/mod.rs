@@ -19,6 +19,7 @@ pub mod playbooks;
 pub mod projects;
 pub mod servers;
 pub mod sessions;
+pub mod templates;
 pub mod tickets;
 pub mod users;
 pub mod views;
