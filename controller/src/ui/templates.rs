@@ -147,13 +147,7 @@ fn question(q: &Question, typed: &Typed, errors: &Errors) -> Markup {
     }
 }
 
-async fn launch_page(
-    st: &WebState,
-    v: &Viewer,
-    t: &TemplateView,
-    typed: &Typed,
-    errors: &Errors,
-) -> PageResult {
+fn launch_page(v: &Viewer, t: &TemplateView, typed: &Typed, errors: &Errors) -> PageResult {
     let body = html! {
         p { "Runs " strong { (runs(t)) } @if let Some(d) = &t.description { " — " (d) } }
         @if let Some(e) = errors.get("") { p.error role="alert" { (e) } }
@@ -163,7 +157,6 @@ async fn launch_page(
             button.primary type="submit" { "Launch" }
         }
     };
-    let _ = st;
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
@@ -183,7 +176,7 @@ pub async fn launch_form(
     Path(id): Path<i32>,
 ) -> PageResult {
     let t = or_page(service::templates::get(&st.core, &id.to_string()).await)?;
-    launch_page(&st, &v, &t, &Typed::new(), &Errors::new()).await
+    launch_page(&v, &t, &Typed::new(), &Errors::new())
 }
 
 /// POST /templates/{id}/launch: the API's launch; on success the job (one server) or the jobs.
@@ -219,7 +212,7 @@ pub async fn launch(
                 .iter()
                 .map(|f| (f.field.clone(), f.message.clone()))
                 .collect();
-            launch_page(&st, &v, &t, &typed, &errors).await
+            launch_page(&v, &t, &typed, &errors)
         }
         Err(e) => {
             let e = ApiError::from(e);
@@ -227,7 +220,7 @@ pub async fn launch(
                 return Err(e.into());
             }
             let errors = Errors::from([(String::new(), e.message)]);
-            launch_page(&st, &v, &t, &typed, &errors).await
+            launch_page(&v, &t, &typed, &errors)
         }
     }
 }
