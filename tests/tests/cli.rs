@@ -567,7 +567,7 @@ fn outpost_with_stdin(config: &Path, args: &[&str], secret: &str) -> Output {
     let proc_file = |name: &str| std::fs::read(format!("/proc/{}/{name}", child.id()));
     // Until exec, /proc shows the test's own argv: wait for outpost's.
     outpost_tests::wait_blocking("outpost to start", MINUTE, || {
-        proc_file("cmdline").is_ok_and(|c| String::from_utf8_lossy(&c).contains("credential"))
+        proc_file("cmdline").is_ok_and(|c| String::from_utf8_lossy(&c).contains(args[0]))
     });
     for name in ["cmdline", "environ"] {
         let seen = proc_file(name).expect("read /proc");
