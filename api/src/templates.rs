@@ -48,7 +48,8 @@ impl QuestionKind {
 }
 
 /// One survey question. Only the fields of its kind may be set: `max_length` for text,
-/// multiline and secret; `min`/`max` for integer; `choices` for choice and multi-choice.
+/// multiline and secret; `pattern` for text; `min`/`max` for integer; `choices` for choice and
+/// multi-choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Question {
@@ -69,6 +70,9 @@ pub struct Question {
     pub default: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<u32>,
+    /// A regular expression the whole answer must match (text only), e.g. `[0-9]+\.[0-9]+`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -466,7 +466,7 @@ pub enum TemplateCmd {
     ///
     /// The file holds: name, description, playbook (or project + playbook_path), servers (or
     /// filter: {environment, tags}), extra_vars, options {tags, skip_tags, check, diff,
-    /// verbosity}, time_limit_secs, survey: [{name, type, label, help, required, default,
+    /// verbosity}, time_limit_secs, survey: [{name, type, label, help, required, default, pattern,
     /// max_length, min, max, choices}]; type is text, multiline, integer, choice,
     /// multi_choice or secret.
     Create {

@@ -29,6 +29,9 @@ const DEFAULT_TEXT: u32 = 1024;
 const MAX_SECRET: u32 = 4096;
 /// A whole survey's size as JSON at most.
 pub const MAX_SURVEY_BYTES: usize = 256 * 1024;
+/// A text question's pattern at most, in characters, and what it may compile to.
+const MAX_PATTERN: usize = 200;
+const PATTERN_SIZE: usize = 256 * 1024;
 /// A variable name's length at most (as [`crate::vars`]).
 const MAX_NAME: usize = 128;
 
@@ -180,6 +183,17 @@ fn check_shape(q: &Question, at: &dyn Fn(&str) -> String, out: &mut Vec<FieldErr
             format!("min and max are not fields of a {kind} question"),
         ));
     }
+    if q.pattern.is_some() && q.kind != Text {
+        out.push(issue(
+            at("pattern"),
+            format!("not a field of a {kind} question"),
+        ));
+    }
+    if let Some(p) = &q.pattern {
+        if let Err(e) = pattern(p) {
+            out.push(issue(at("pattern"), e));
+        }
+    }
     if !q.choices.is_empty() && !listed {
         out.push(issue(
             at("choices"),
@@ -284,6 +298,21 @@ pub fn answer(
     }
 }
 
+/// A question's pattern, compiled to match whole answers. The regex crate runs in linear
+/// time; its size is bounded too, so no pattern an admin writes can stall a launch.
+fn pattern(p: &str) -> Result<regex::Regex, String> {
+    if p.chars().count() > MAX_PATTERN {
+        return Err(format!("at most {MAX_PATTERN} characters"));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{p})$"))
+        .size_limit(PATTERN_SIZE)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => "too complex a pattern".to_owned(),
+            _ => "not a regular expression (Rust regex syntax)".to_owned(),
+        })
+}
+
 fn is_blank(v: &Value) -> bool {
     match v {
         Value::Null => true,
@@ -310,6 +339,12 @@ fn check_value(q: &Question, v: &Value) -> Result<Value, String> {
             let n = s.chars().count();
             if n > max {
                 return Err(format!("{n} characters; at most {max}"));
+            }
+            if let Some(p) = &q.pattern {
+                let re = pattern(p)?;
+                if !re.is_match(s) {
+                    return Err(format!("must match the pattern {p}"));
+                }
             }
             let allowed = |c: char| q.kind == Multiline && matches!(c, '\n' | '\r' | '\t');
             if s.chars().any(|c| c.is_control() && !allowed(c)) {

@@ -10,6 +10,7 @@ fn q(name: &str, kind: QuestionKind) -> Question {
         required: false,
         default: None,
         max_length: None,
+        pattern: None,
         min: None,
         max: None,
         choices: Vec::new(),
@@ -307,4 +308,48 @@ fn a_survey_has_a_size_limit() {
         fields(&check_definition(&too_many_choices).unwrap_err()),
         ["survey.c.choices"]
     );
+}
+
+#[test]
+fn a_text_pattern_matches_the_whole_answer() {
+    let s = vec![Question {
+        pattern: Some(r"[0-9]+\.[0-9]+".into()),
+        ..q("version", QuestionKind::Text)
+    }];
+    check_definition(&s).unwrap();
+    answer(&s, &answers(json!({"version": "1.42"}))).unwrap();
+    for bad in ["v1.42", "1.42-rc", "1"] {
+        let e = answer(&s, &answers(json!({ "version": bad }))).unwrap_err();
+        assert!(
+            e[0].message.contains("must match the pattern"),
+            "{bad}: {e:?}"
+        );
+    }
+    for (p, why) in [
+        ("(unclosed", "not a regular expression"),
+        (r"\w{1000}{1000}", "too complex"),
+    ] {
+        let bad = vec![Question {
+            pattern: Some(p.into()),
+            ..q("t", QuestionKind::Text)
+        }];
+        let e = check_definition(&bad).unwrap_err();
+        assert_eq!(fields(&e), ["survey.t.pattern"]);
+        assert!(e[0].message.contains(why), "{p}: {e:?}");
+    }
+    let wrong_kind = vec![Question {
+        pattern: Some("a".into()),
+        ..q("n", QuestionKind::Integer)
+    }];
+    assert_eq!(
+        fields(&check_definition(&wrong_kind).unwrap_err()),
+        ["survey.n.pattern"]
+    );
+    let long = vec![Question {
+        pattern: Some("a".repeat(201)),
+        ..q("t", QuestionKind::Text)
+    }];
+    assert!(check_definition(&long).unwrap_err()[0]
+        .message
+        .contains("at most 200"));
 }
