@@ -4,6 +4,7 @@
 //!
 //! - [`credentials`]: credentials' bodies; their secrets are written, never read back.
 //! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
+//! - [`templates`]: job templates and their surveys.
 //! - [`types`]: the bodies, one section per resource.
 //! - [`client`]: an HTTPS client that trusts the Outpost CA and speaks these types.
 //! - [`yaml`]: YAML from callers (launch vars, playbooks, inventories) read within bounds.
@@ -15,6 +16,7 @@ pub mod client;
 pub mod credentials;
 pub mod enums;
 pub mod inventory;
+pub mod templates;
 pub mod types;
 pub mod yaml;
 
@@ -22,6 +24,7 @@ pub use credentials::*;
 pub use enums::{
     CredentialKind, JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus,
 };
+pub use templates::*;
 pub use types::*;
 
 /// The prefix of every API path.

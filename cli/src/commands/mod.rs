@@ -1,6 +1,6 @@
 //! One function per subcommand, each a few API calls and a table (or JSON): [`session`]
 //! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`],
-//! [`credentials`] (secrets read from files or prompts), [`jobs`] (runs and live logs),
+//! [`credentials`] (secrets read from files or prompts), [`templates`] (surveys answered), [`jobs`] (runs and live logs),
 //! [`admin`] (tickets, agents, users, audit).
 
 mod admin;
@@ -10,6 +10,7 @@ mod playbooks;
 mod projects;
 mod servers;
 mod session;
+mod templates;
 
 use std::io::IsTerminal;
 
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Playbook(c) => playbooks::playbooks(ctx, c, out).await.map(|_| 0),
         Command::Project(c) => projects::projects(ctx, c, out).await,
         Command::Credential(c) => credentials::credentials(ctx, c, out).await.map(|_| 0),
+        Command::Template(c) => templates::templates(ctx, c, out).await,
         Command::Job(c) => jobs::jobs(ctx, c, out).await,
         Command::Ticket(c) => admin::tickets(ctx, c, out).await.map(|_| 0),
         Command::Agent(c) => admin::agents(ctx, c, out).await.map(|_| 0),

@@ -17,6 +17,7 @@ pub mod playbooks;
 pub mod projects;
 mod retire;
 pub mod servers;
+pub mod templates;
 pub mod tickets;
 pub mod tokens;
 pub mod users;
