@@ -33,6 +33,7 @@ pub mod keyring;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod notification;
 pub mod pki;
 pub mod project;
 pub mod retention;

@@ -43,6 +43,10 @@ id_type! {
     /// A revision's row (`project_revisions.id`); the public handle is its digest.
     RevisionId(i32);
     CredentialId(i32);
+    /// A notification channel (`notification_channels.id`).
+    ChannelId(i32);
+    /// A notification routing rule.
+    RuleId(i32);
 }
 
 /// Declares a uuid handle newtype, stored as the seed's 36-character text and decoded once,
