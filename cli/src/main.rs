@@ -75,6 +75,13 @@ pub enum Command {
     /// (`job run --credential`).
     #[command(subcommand, visible_alias = "credentials")]
     Credential(CredentialCmd),
+    /// Notifications (admins): channels (signed webhooks, Slack/Mattermost, email), routing
+    /// rules by event, environment, priority and server tag, and the delivery log.
+    ///
+    /// A channel's URL and secret are read from a file (`-` for standard input) or asked for
+    /// on the terminal without echo, never taken from the command line.
+    #[command(subcommand)]
+    Notify(commands::notify::NotifyCmd),
     /// Launch, list, follow and cancel jobs.
     #[command(subcommand)]
     Job(JobCmd),

@@ -206,7 +206,7 @@ mod tests {
             playbook: "site.yml".into(),
             server: "web1 <@here> & <http://evil|click>".into(),
             status: "failed".into(),
-            error: Some("fatal: boom\r\n\x1b]0;title\x07 <script>".into()),
+            error: Some("fatal: boom <@here> & co\r\n\x1b]0;title\x07 <script>".into()),
         });
         e.ticket = Some(TicketRef {
             id: "t1".into(),

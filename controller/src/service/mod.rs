@@ -15,6 +15,7 @@ pub mod audit;
 pub mod credentials;
 pub mod error;
 pub mod jobs;
+pub mod notifications;
 pub mod playbooks;
 pub mod projects;
 pub mod servers;

@@ -23,6 +23,9 @@ pub struct ChannelConfig {
     pub url_shown: Option<String>,
     #[serde(default)]
     pub email: Option<EmailSettings>,
+    /// Whether the sealed part holds a secret (not only a URL).
+    #[serde(default)]
+    pub secret_set: bool,
 }
 
 #[derive(Clone, sqlx::FromRow)]
