@@ -509,6 +509,50 @@ async fn failures_reach_on_call_channels_once_through_a_kill_and_the_rest_the_di
         assert!(!log.contains(secret), "the controller's log holds {secret}");
     }
     assert!(shown.contains("\"secret_set\":true"), "{shown}");
+
+    // 6. A key rotation re-seals the channels' secrets: the webhook still signs with its own.
+    let key_of = |url: String| async move {
+        let store = outpost_controller::Store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        store
+            .get_channel(outpost_controller::model::ChannelId(webhook.id))
+            .await
+            .unwrap()
+            .key_id
+    };
+    let before = key_of(c.db.url.clone()).await;
+    c.ctl.stop();
+    let out = Command::new(outpost_tests::procs::bin("outpost-controller"))
+        .args(["credentials", "rotate-key", "--data-dir"])
+        .arg(c.data.path())
+        .env("OUTPOST_DATABASE_URL", &c.db.url)
+        .env("OUTPOST_LOG", "warn")
+        .output()
+        .expect("rotate-key");
+    let text = outpost_tests::output_text(&out);
+    assert!(
+        out.status.success() && text.contains("3 credential(s) and notification channel"),
+        "{text}"
+    );
+    assert_ne!(key_of(c.db.url.clone()).await, before);
+    c.ctl.restart();
+    let api = login(&c.ctl, "ops", outpost_tests::api::PASSWORD).await;
+    let t = api
+        .notifications()
+        .test_channel(webhook.id)
+        .await
+        .expect("test after rotation");
+    wait_for("a signed test after the rotation", MINUTE, || async {
+        seen.lock()
+            .unwrap()
+            .hooks
+            .iter()
+            .any(|h| h.0 == t.delivery_id)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap().bad_signatures, 0);
     rx2.stop().await;
     let _ = smtp.kill();
     let _ = smtp.wait();
