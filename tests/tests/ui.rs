@@ -1348,17 +1348,13 @@ async fn notifications_page_sends_a_test_and_shows_the_delivery_log() {
         .wait_text("#deliveries tbody tr", MINUTE, |t| t.contains("test"))
         .await;
     assert!(row.contains(name), "{row}");
-    let failed = async {
+    // The page is not live: reloaded until the worker's failed attempt is logged.
+    let row = wait_for("the failed attempt in the log", MINUTE, || async {
         b.goto("/admin/notifications").await;
-        b.wait_text("#deliveries tbody tr", Duration::from_secs(5), |t| {
-            t.contains("refused") || t.contains("connect")
-        })
-        .await
-    };
-    let row = match tokio::time::timeout(MINUTE, failed).await {
-        Ok(r) => r,
-        Err(_) => panic!("the failed attempt never showed in the log"),
-    };
+        let t = b.text("#deliveries tbody tr").await?;
+        (t.contains("refused") || t.contains("connect")).then_some(t)
+    })
+    .await;
     assert!(row.contains("pending"), "{row}");
     let html = source(&b).await;
     assert!(

@@ -117,7 +117,7 @@ async fn post(
     let resp = req
         .send()
         .await
-        .map_err(|e| SendError::Transport(e.without_url().to_string()))?;
+        .map_err(|e| SendError::Transport(chain(&e.without_url())))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
@@ -127,6 +127,22 @@ async fn post(
         status: status.as_u16(),
         answer: payload::plain_line(&crate::text::fit_bytes(&text, ANSWER_BYTES)),
     })
+}
+
+/// An error and its causes in one line ("error sending request: … Connection refused"):
+/// reqwest's own words alone do not say what went wrong.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !s.contains(&more) {
+            s.push_str(": ");
+            s.push_str(&more);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 async fn email(o: &Outgoing<'_>) -> Result<(), SendError> {
@@ -168,5 +184,5 @@ async fn email(o: &Outgoing<'_>) -> Result<(), SendError> {
         .send(msg)
         .await
         .map(|_| ())
-        .map_err(|e| SendError::Transport(format!("SMTP: {e}")))
+        .map_err(|e| SendError::Transport(format!("SMTP: {}", chain(&e))))
 }
