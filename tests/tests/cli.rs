@@ -511,7 +511,7 @@ fn outpost_with_stdin(config: &Path, args: &[&str], secret: &str) -> Output {
     let proc_file = |name: &str| std::fs::read(format!("/proc/{}/{name}", child.id()));
     // Until exec, /proc shows the test's own argv: wait for outpost's.
     outpost_tests::wait_blocking("outpost to start", MINUTE, || {
-        proc_file("cmdline").is_ok_and(|c| String::from_utf8_lossy(&c).contains("credential"))
+        proc_file("cmdline").is_ok_and(|c| String::from_utf8_lossy(&c).contains(args[0]))
     });
     for name in ["cmdline", "environ"] {
         let seen = proc_file(name).expect("read /proc");
@@ -806,4 +806,142 @@ async fn credentials_from_files_and_stdin_never_in_output() {
     for s in [&become_pw, &vault_pw, &new_pw, &passphrase, &key_line] {
         assert!(!said.contains(s.as_str()), "a secret was printed");
     }
+}
+
+/// `outpost notify`: a webhook channel whose URL comes from a file and signing secret from
+/// standard input, an email channel, a rule, a test through the outbox and the delivery log;
+/// neither the secret nor the URL's path is ever printed, and a secret cannot be an argument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_channels_rules_and_the_log_from_the_terminal() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path();
+    ok(outpost(
+        cfg,
+        &[
+            "login",
+            &c.ctl.api_url(),
+            "-u",
+            "ops",
+            "--ca-fingerprint",
+            &c.ctl.ca_fingerprint(),
+        ],
+    ));
+    let secret = format!("sign-{}", uuid::Uuid::new_v4().simple());
+    let url_file = cfg.join("url");
+    std::fs::write(&url_file, "http://127.0.0.1:1/hooks/URLTOKEN77\n").unwrap();
+    let url_arg = url_file.to_str().unwrap();
+    let mut said = String::new();
+
+    let refused = outpost(
+        cfg,
+        &[
+            "notify", "channel", "add", "x", "--kind", "webhook", "--secret", &secret,
+        ],
+    );
+    assert!(!refused.status.success(), "a secret was taken from argv");
+    let o = outpost_with_stdin(
+        cfg,
+        &[
+            "notify",
+            "channel",
+            "add",
+            "pager",
+            "--kind",
+            "webhook",
+            "--on-call",
+            "--url-file",
+            url_arg,
+            "--secret-file",
+            "-",
+        ],
+        &secret,
+    );
+    said.push_str(&ok(o));
+    said.push_str(&ok(outpost(
+        cfg,
+        &[
+            "notify",
+            "channel",
+            "add",
+            "mail",
+            "--kind",
+            "email",
+            "--digest",
+            "--smtp-host",
+            "127.0.0.1",
+            "--from",
+            "outpost@example.com",
+            "--to",
+            "ops@example.com",
+        ],
+    )));
+    let list = ok(outpost(cfg, &["--json", "notify", "channel", "list"]));
+    said.push_str(&list);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    let show = ok(outpost(cfg, &["notify", "channel", "show", "pager"]));
+    said.push_str(&show);
+    assert!(
+        show.contains("secret:  set") && show.contains("http://127.0.0.1:1/"),
+        "{show}"
+    );
+    let bad = outpost(
+        cfg,
+        &[
+            "notify",
+            "rule",
+            "add",
+            "--event",
+            "job_explodes",
+            "--channel",
+            "pager",
+        ],
+    );
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("job_explodes"),
+        "{}",
+        stderr(&bad)
+    );
+    said.push_str(&ok(outpost(
+        cfg,
+        &[
+            "notify",
+            "rule",
+            "add",
+            "--event",
+            "job_failed",
+            "--channel",
+            "pager",
+            "--min-priority",
+            "high",
+            "--label",
+            "dc=fra1",
+        ],
+    )));
+    let rules = ok(outpost(cfg, &["notify", "rule", "list"]));
+    assert!(
+        rules.contains("dc=fra1") && rules.contains("pager") && rules.contains("high"),
+        "{rules}"
+    );
+    let test = ok(outpost(cfg, &["notify", "channel", "test", "pager"]));
+    said.push_str(&test);
+    let id = test
+        .rsplit("delivery ")
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches([')', '\n'])
+        .to_owned();
+    let log = ok(outpost(
+        cfg,
+        &["notify", "deliveries", "--channel", "pager"],
+    ));
+    said.push_str(&log);
+    assert!(log.contains(&id), "{log}");
+    said.push_str(&ok(outpost(cfg, &["notify", "channel", "rm", "mail"])));
+    assert!(
+        !said.contains(&secret) && !said.contains("URLTOKEN77"),
+        "a secret was printed: {said}"
+    );
 }
