@@ -56,7 +56,7 @@ pub async fn run(w: Worker, stop: CancellationToken) {
         if let Err(e) = flush_digests(&w).await {
             tracing::warn!(error = %e, "cannot flush notification digests");
         }
-        match send_due(&w, &http, &stop).await {
+        match send_due(&w, &http).await {
             Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the notification outbox"),
         }
@@ -73,11 +73,7 @@ async fn flush_digests(w: &Worker) -> crate::store::Result<()> {
     Ok(())
 }
 
-async fn send_due(
-    w: &Worker,
-    http: &reqwest::Client,
-    stop: &CancellationToken,
-) -> crate::store::Result<()> {
+async fn send_due(w: &Worker, http: &reqwest::Client) -> crate::store::Result<()> {
     let lease = now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
     let due = w.store.claim_deliveries(lease, BATCH).await?;
     let attempts = due.iter().map(|d| attempt(w, http, d));
@@ -87,7 +83,6 @@ async fn send_due(
     {
         record(w, d, result).await?;
     }
-    let _ = stop;
     Ok(())
 }
 
