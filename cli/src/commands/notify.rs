@@ -144,6 +144,9 @@ async fn channel_by(c: &Client, s: &str) -> anyhow::Result<ChannelView> {
         .with_context(|| format!("no channel named {}", escape(s)))
 }
 
+/// A channel's URL and secret as read, wiped from memory when dropped.
+type UrlAndSecret = (Option<Zeroizing<String>>, Option<Zeroizing<String>>);
+
 fn read(path: &Path, limit: usize) -> anyhow::Result<Zeroizing<String>> {
     Ok(without_final_newline(read_limited(path, limit)?))
 }
@@ -152,7 +155,7 @@ fn secrets(
     kind: ChannelKind,
     a: &ChannelSecretArgs,
     name: &str,
-) -> anyhow::Result<(Option<Zeroizing<String>>, Option<Zeroizing<String>>)> {
+) -> anyhow::Result<UrlAndSecret> {
     let stdin = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     if stdin(&a.url_file) && stdin(&a.secret_file) {
         bail!("standard input can give the URL or the secret, not both: put one in a file");
