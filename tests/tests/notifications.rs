@@ -213,7 +213,16 @@ fn mails(path: &std::path::Path) -> Vec<Value> {
 const FAILING: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.fail:\n        msg: \"disk full <!channel>\"\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_reach_on_call_channels_once_through_a_kill_and_the_rest_the_digest() {
+async fn mariadb_failures_reach_on_call_channels_once_through_a_kill_and_the_rest_the_digest() {
+    scenario(Backend::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_failures_reach_on_call_channels_once_through_a_kill_and_the_rest_the_digest() {
+    scenario(Backend::Sqlite).await;
+}
+
+async fn scenario(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let mail_log = tmp.path().join("mails.jsonl");
     let smtp_port = free_port();
@@ -228,12 +237,16 @@ async fn failures_reach_on_call_channels_once_through_a_kill_and_the_rest_the_di
             "2",
             "--notification-digest-secs",
             "2",
+            // Every certificate expires "soon": the sweep reports each once, however many
+            // times it runs (every start sweeps).
+            "--cert-expiry-days",
+            "3650",
         ]
         .map(String::from)
         .to_vec(),
         ..ControllerOpts::default()
     };
-    let mut c = Cluster::start(Backend::MariaDb, opts).await;
+    let mut c = Cluster::start(backend, opts).await;
     let _agent = c.agent("bastion-fra1", &["dc=fra1"], &AgentOpts::default());
     let api = login(&c.ctl, "ops", outpost_tests::api::PASSWORD).await;
     let n = api.notifications();
@@ -553,6 +566,31 @@ async fn failures_reach_on_call_channels_once_through_a_kill_and_the_rest_the_di
     })
     .await;
     assert_eq!(seen.lock().unwrap().bad_signatures, 0);
+    // The controller's certificate was reported by the sweep of the first restart (the first
+    // start's found no channel yet), and not again by the sweep of the second.
+    let cert_hooks = || {
+        let s = seen.lock().unwrap();
+        s.hooks
+            .iter()
+            .filter(|h| {
+                h.1 == "certificate_expiring"
+                    && h.2["summary"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("of the controller")
+            })
+            .count()
+    };
+    wait_for("the controller's certificate report", MINUTE, || async {
+        (cert_hooks() > 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        cert_hooks(),
+        1,
+        "the certificate was reported more than once"
+    );
     rx2.stop().await;
     let _ = smtp.kill();
     let _ = smtp.wait();

@@ -151,11 +151,7 @@ fn read(path: &Path, limit: usize) -> anyhow::Result<Zeroizing<String>> {
     Ok(without_final_newline(read_limited(path, limit)?))
 }
 
-fn secrets(
-    kind: ChannelKind,
-    a: &ChannelSecretArgs,
-    name: &str,
-) -> anyhow::Result<UrlAndSecret> {
+fn secrets(kind: ChannelKind, a: &ChannelSecretArgs, name: &str) -> anyhow::Result<UrlAndSecret> {
     let stdin = |p: &Option<PathBuf>| p.as_deref() == Some(Path::new("-"));
     if stdin(&a.url_file) && stdin(&a.secret_file) {
         bail!("standard input can give the URL or the secret, not both: put one in a file");

@@ -20,6 +20,7 @@ pub async fn run(store: &Store, s: &NotifySettings, pki_dir: &Path) -> Result<us
     let mut n = sla(store, s).await?;
     n += agents(store, s).await?;
     n += controller_certs(store, s, pki_dir).await?;
+    tracing::debug!(queued = n, "notification sweep done");
     Ok(n)
 }
 
