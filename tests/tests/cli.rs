@@ -940,6 +940,32 @@ async fn notification_channels_rules_and_the_log_from_the_terminal() {
     said.push_str(&log);
     assert!(log.contains(&id), "{log}");
     said.push_str(&ok(outpost(cfg, &["notify", "channel", "rm", "mail"])));
+    // A change that names no new secret keeps the sealed one; a bad URL is refused by name.
+    let api = login(&c.ctl, "ops", PASSWORD).await;
+    let pager = api
+        .notifications()
+        .channels()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "pager")
+        .unwrap();
+    let mut patch = outpost_api::ChannelPatchRequest::default();
+    patch.digest = Some(true);
+    let v = api
+        .notifications()
+        .update_channel(pager.id, &patch)
+        .await
+        .expect("patch");
+    assert!(v.digest && v.on_call && v.secret_set, "{v:?}");
+    let mut patch = outpost_api::ChannelPatchRequest::default();
+    patch.url = Some("ftp://example.com/x".into());
+    let e = api
+        .notifications()
+        .update_channel(pager.id, &patch)
+        .await
+        .expect_err("ftp URL");
+    assert!(e.to_string().contains("url"), "{e}");
     assert!(
         !said.contains(&secret) && !said.contains("URLTOKEN77"),
         "a secret was printed: {said}"
