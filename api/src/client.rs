@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::credentials::*;
 use crate::templates::*;
+use crate::notifications::*;
 use crate::types::*;
 
 #[derive(Debug, Error)]
@@ -315,6 +316,11 @@ impl Client {
         Templates(self)
     }
 
+    /// Notification channels, rules and the delivery log (admins only): `/notifications`.
+    pub fn notifications(&self) -> Notifications<'_> {
+        Notifications(self)
+    }
+
     /// Jobs and their logs: `/jobs`.
     pub fn jobs(&self) -> Jobs<'_> {
         Jobs(self)
@@ -561,6 +567,87 @@ impl Credentials<'_> {
                 self.0
                     .call(Method::DELETE, &["credentials", &id.to_string()])?,
             )
+            .await
+    }
+}
+
+/// `/notifications`: see [`Client::notifications`].
+#[derive(Clone, Copy, Debug)]
+pub struct Notifications<'a>(&'a Client);
+
+impl Notifications<'_> {
+    pub async fn channels(&self) -> Result<Vec<ChannelView>, ApiError> {
+        self.0.get_at(&["notifications", "channels"]).await
+    }
+
+    pub async fn channel(&self, id: i32) -> Result<ChannelView, ApiError> {
+        self.0
+            .get_at(&["notifications", "channels", &id.to_string()])
+            .await
+    }
+
+    pub async fn create_channel(&self, req: &NewChannelRequest) -> Result<ChannelView, ApiError> {
+        self.0
+            .send_at(Method::POST, &["notifications", "channels"], req)
+            .await
+    }
+
+    pub async fn update_channel(
+        &self,
+        id: i32,
+        req: &ChannelPatchRequest,
+    ) -> Result<ChannelView, ApiError> {
+        self.0
+            .send_at(
+                Method::PATCH,
+                &["notifications", "channels", &id.to_string()],
+                req,
+            )
+            .await
+    }
+
+    pub async fn delete_channel(&self, id: i32) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(self.0.call(
+                Method::DELETE,
+                &["notifications", "channels", &id.to_string()],
+            )?)
+            .await
+    }
+
+    /// Queues a test notification to the channel.
+    pub async fn test_channel(&self, id: i32) -> Result<TestQueued, ApiError> {
+        self.0
+            .send(self.0.call(
+                Method::POST,
+                &["notifications", "channels", &id.to_string(), "test"],
+            )?)
+            .await
+    }
+
+    pub async fn rules(&self) -> Result<Vec<RuleView>, ApiError> {
+        self.0.get_at(&["notifications", "rules"]).await
+    }
+
+    pub async fn create_rule(&self, req: &NewRuleRequest) -> Result<RuleView, ApiError> {
+        self.0
+            .send_at(Method::POST, &["notifications", "rules"], req)
+            .await
+    }
+
+    pub async fn delete_rule(&self, id: i32) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(
+                self.0
+                    .call(Method::DELETE, &["notifications", "rules", &id.to_string()])?,
+            )
+            .await
+    }
+
+    /// The delivery log, newest first.
+    pub async fn deliveries(&self, query: &DeliveryQuery) -> Result<Page<DeliveryView>, ApiError> {
+        self.0
+            .list_at(&["notifications", "deliveries"], query)
             .await
     }
 }

@@ -158,3 +158,42 @@ impl TicketPriority {
         }
     }
 }
+
+string_enum!(
+    /// Where a notification channel sends: a signed JSON webhook, a Slack-compatible chat
+    /// webhook (Slack, Mattermost), or email over SMTP with STARTTLS.
+    ChannelKind, "channel kind", { Webhook => "webhook", Chat => "chat", Email => "email" }
+);
+
+string_enum!(
+    /// What a notification reports. `ticket_opened` also matches the ticket a failed job opens;
+    /// `test` is the "send a test" of one channel.
+    NotificationEvent, "notification event", {
+        JobFailed => "job_failed",
+        JobRecovered => "job_recovered",
+        TicketOpened => "ticket_opened",
+        TicketSla => "ticket_sla",
+        AgentOffline => "agent_offline",
+        CertificateExpiring => "certificate_expiring",
+        Digest => "digest",
+        Test => "test",
+    }
+);
+
+string_enum!(
+    /// A rule's delivery: at once, or batched per channel every `notification_digest_secs`.
+    DeliveryMode, "delivery mode", { Immediate => "immediate", Digest => "digest" }
+);
+
+string_enum!(
+    /// Where a delivery stands: `pending` (due or waiting for a retry), `digest` (waiting for
+    /// its channel's next digest), `batched` (sent inside a digest), `sent`, `dead` (gave up
+    /// after the most attempts).
+    DeliveryStatus, "delivery status", {
+        Pending => "pending",
+        Digest => "digest",
+        Batched => "batched",
+        Sent => "sent",
+        Dead => "dead",
+    }
+);

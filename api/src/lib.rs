@@ -3,6 +3,8 @@
 //! the `outpost` CLI and the tests send them; none of it touches a database.
 //!
 //! - [`credentials`]: credentials' bodies; their secrets are written, never read back.
+//! - [`notifications`]: notification channels, rules and the delivery log; channel secrets
+//!   are written, never read back.
 //! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
 //! - [`templates`]: job templates and their surveys.
 //! - [`types`]: the bodies, one section per resource.
@@ -17,14 +19,17 @@ pub mod credentials;
 pub mod enums;
 pub mod inventory;
 pub mod templates;
+pub mod notifications;
 pub mod types;
 pub mod yaml;
 
 pub use credentials::*;
 pub use enums::{
-    CredentialKind, JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus,
+    ChannelKind, CredentialKind, DeliveryMode, DeliveryStatus, JobStatus, NotificationEvent,
+    ProjectKind, Role, SyncState, TicketPriority, TicketStatus,
 };
 pub use templates::*;
+pub use notifications::*;
 pub use types::*;
 
 /// The prefix of every API path.

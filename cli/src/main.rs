@@ -81,6 +81,13 @@ pub enum Command {
     ///   outpost template launch deploy -a app=shop -a region=eu --secret-answer token --follow
     #[command(subcommand, visible_alias = "templates")]
     Template(TemplateCmd),
+    /// Notifications (admins): channels (signed webhooks, Slack/Mattermost, email), routing
+    /// rules by event, environment, priority and server tag, and the delivery log.
+    ///
+    /// A channel's URL and secret are read from a file (`-` for standard input) or asked for
+    /// on the terminal without echo, never taken from the command line.
+    #[command(subcommand)]
+    Notify(commands::notify::NotifyCmd),
     /// Launch, list, follow and cancel jobs.
     #[command(subcommand)]
     Job(JobCmd),

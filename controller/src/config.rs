@@ -208,6 +208,34 @@ pub struct Config {
         help_heading = DAEMON
     )]
     pub admin_launch_vars_templates: Option<bool>,
+    /// Seconds between a channel's digests (batched notifications) [default: 900].
+    #[arg(long, env = "OUTPOST_NOTIFICATION_DIGEST_SECS", help_heading = DAEMON)]
+    pub notification_digest_secs: Option<u64>,
+    /// Milliseconds before the first retry of a failed notification; doubled each time
+    /// [default: 5000].
+    #[arg(long, env = "OUTPOST_NOTIFICATION_RETRY_BASE_MS", help_heading = DAEMON)]
+    pub notification_retry_base_ms: Option<u64>,
+    /// The longest wait between retries of a notification, in seconds [default: 3600].
+    #[arg(long, env = "OUTPOST_NOTIFICATION_RETRY_CAP_SECS", help_heading = DAEMON)]
+    pub notification_retry_cap_secs: Option<u64>,
+    /// Attempts of one notification before it is given up as dead [default: 12].
+    #[arg(long, env = "OUTPOST_NOTIFICATION_MAX_ATTEMPTS", help_heading = DAEMON)]
+    pub notification_max_attempts: Option<u32>,
+    /// A PEM file of CA certificates webhooks' HTTPS servers may chain to, beside the public
+    /// roots.
+    #[arg(long, env = "OUTPOST_NOTIFICATION_CA_FILE", help_heading = DAEMON)]
+    pub notification_ca_file: Option<PathBuf>,
+    /// Minutes an agent may be away before an "agent offline" notification [default: 10].
+    #[arg(long, env = "OUTPOST_AGENT_OFFLINE_MINUTES", help_heading = DAEMON)]
+    pub agent_offline_minutes: Option<u64>,
+    /// Days before a certificate (an agent's, the controller's) expires that it is reported
+    /// [default: 2; agents renew theirs with a third of their lifetime left].
+    #[arg(long, env = "OUTPOST_CERT_EXPIRY_DAYS", help_heading = DAEMON)]
+    pub cert_expiry_days: Option<u64>,
+    /// Minutes a ticket of each priority may stay unresolved before an SLA notification
+    /// (file only: a table `critical`, `high`, `medium`, `low`) [default: 60, 240, 1440, 4320].
+    #[arg(skip)]
+    pub ticket_sla_minutes: Option<crate::notification::settings::SlaMinutes>,
 }
 
 impl Config {
@@ -306,6 +334,8 @@ pub struct Settings {
     pub project_sync_time_limit: Duration,
     /// The largest archive `POST /api/v1/projects/{id}/archive` reads (refused before reading).
     pub project_upload_max_bytes: u64,
+    /// Notifications: digests, retries, SLA and sweeps.
+    pub notifications: crate::notification::settings::NotifySettings,
 }
 
 impl Settings {
@@ -348,6 +378,7 @@ impl Settings {
             // serves some forty browsers behind one NAT, while one client alone cannot take
             // more than a fortieth of api_max_connections.
             api_max_connections_per_address: 256,
+            notifications: Default::default(),
         }
     }
 
@@ -477,6 +508,7 @@ impl Settings {
         if let Some(v) = c.project_upload_max_bytes {
             self.project_upload_max_bytes = v;
         }
+        self.notifications.apply(c);
     }
 
     pub fn check(&self) -> Result<(), ConfigError> {

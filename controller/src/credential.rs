@@ -281,17 +281,42 @@ pub async fn checked_keyring(
     dir: &std::path::Path,
 ) -> Result<Keyring, KeyCheckError> {
     let rows = store.all_credentials().await?;
+    let channels = store.list_channels().await?;
+    // Every key a stored secret needs: credentials' and notification channels'.
+    let needed: Vec<String> = rows
+        .iter()
+        .map(|c| c.key_id.clone())
+        .chain(channels.iter().filter_map(|c| c.key_id.clone()))
+        .collect();
     let keyring = match Keyring::load(dir)? {
         Some(k) => k,
-        None if rows.is_empty() => Keyring::load_or_create(dir)?,
+        None if needed.is_empty() => Keyring::load_or_create(dir)?,
         None => {
             return Err(KeyringError::Missing {
                 dir: dir.display().to_string(),
-                needed: rows[0].key_id.clone(),
+                needed: needed[0].clone(),
             }
             .into())
         }
     };
+    for c in &channels {
+        let (Some(key_id), Some(bytes)) = (&c.key_id, &c.secret) else {
+            continue;
+        };
+        if !keyring.has(key_id) {
+            return Err(KeyringError::UnknownKey {
+                dir: dir.display().to_string(),
+                needed: key_id.clone(),
+                have: keyring.ids().join(", "),
+            }
+            .into());
+        }
+        let sealed = Sealed {
+            key_id: key_id.clone(),
+            bytes: bytes.clone(),
+        };
+        crate::notification::secret::open(&keyring, &c.uuid, c.kind, &sealed)?;
+    }
     for c in &rows {
         if !keyring.has(&c.key_id) {
             return Err(KeyringError::UnknownKey {
@@ -312,7 +337,7 @@ pub async fn checked_keyring(
     Ok(keyring)
 }
 
-/// Re-seals every credential with a new key (kept beside the old ones), then makes it the
+/// Re-seals every credential and notification channel secret with a new key (kept beside the old ones), then makes it the
 /// current key. The old key files stay, so backups sealed with them stay readable. Returns the
 /// new key's id and how many credentials were re-sealed.
 pub async fn rotate_key(
@@ -343,6 +368,21 @@ pub async fn rotate_key(
     let changed = store
         .reseal_credentials(&resealed, actor, &old.ids(), new.current_id())
         .await?;
+    // Notification channels' secrets (webhook secrets, chat URLs, SMTP passwords) too.
+    let mut channels = Vec::new();
+    for c in store.list_channels().await? {
+        let (Some(key_id), Some(bytes)) = (&c.key_id, &c.secret) else {
+            continue;
+        };
+        let sealed = Sealed {
+            key_id: key_id.clone(),
+            bytes: bytes.clone(),
+        };
+        let opened = crate::notification::secret::open(&old, &c.uuid, c.kind, &sealed)?;
+        let again = crate::notification::secret::seal(&new, &c.uuid, c.kind, &opened)?;
+        channels.push((c.id, bytes.clone(), again.key_id, again.bytes));
+    }
+    let changed = changed + store.reseal_channels(&channels).await?;
     new.promote()?;
     Ok((new.current_id().to_owned(), changed))
 }

@@ -34,6 +34,7 @@ pub mod keyring;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod notification;
 pub mod pki;
 pub mod project;
 pub mod retention;

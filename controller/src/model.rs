@@ -45,6 +45,10 @@ id_type! {
     CredentialId(i32);
     /// A job template's row (`job_templates.id`).
     TemplateId(i32);
+    /// A notification channel (`notification_channels.id`).
+    ChannelId(i32);
+    /// A notification routing rule.
+    RuleId(i32);
 }
 
 /// Declares a uuid handle newtype, stored as the seed's 36-character text and decoded once,

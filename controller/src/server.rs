@@ -235,6 +235,17 @@ pub async fn serve(
         settings.retention,
         stop.clone(),
     ));
+    // The outbox worker: sends what committed transactions queued, also what was queued
+    // before a crash or a kill.
+    tasks.spawn(crate::notification::outbox::run(
+        crate::notification::outbox::Worker {
+            store: store.clone(),
+            keyring: keyring.clone(),
+            settings: settings.notifications.clone(),
+            pki_dir: pki_paths.dir.clone(),
+        },
+        stop.clone(),
+    ));
     let enroll = Arc::new(EnrollService::new(
         store.clone(),
         ca.clone(),

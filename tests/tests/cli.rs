@@ -863,3 +863,167 @@ async fn credentials_from_files_and_stdin_never_in_output() {
         assert!(!said.contains(s.as_str()), "a secret was printed");
     }
 }
+
+/// `outpost notify`: a webhook channel whose URL comes from a file and signing secret from
+/// standard input, an email channel, a rule, a test through the outbox and the delivery log;
+/// neither the secret nor the URL's path is ever printed, and a secret cannot be an argument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_channels_rules_and_the_log_from_the_terminal() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path();
+    ok(outpost(
+        cfg,
+        &[
+            "login",
+            &c.ctl.api_url(),
+            "-u",
+            "ops",
+            "--ca-fingerprint",
+            &c.ctl.ca_fingerprint(),
+        ],
+    ));
+    let secret = format!("sign-{}", uuid::Uuid::new_v4().simple());
+    let url_file = cfg.join("url");
+    std::fs::write(&url_file, "http://127.0.0.1:1/hooks/URLTOKEN77\n").unwrap();
+    let url_arg = url_file.to_str().unwrap();
+    let mut said = String::new();
+
+    let refused = outpost(
+        cfg,
+        &[
+            "notify", "channel", "add", "x", "--kind", "webhook", "--secret", &secret,
+        ],
+    );
+    assert!(!refused.status.success(), "a secret was taken from argv");
+    let o = outpost_with_stdin(
+        cfg,
+        &[
+            "notify",
+            "channel",
+            "add",
+            "pager",
+            "--kind",
+            "webhook",
+            "--on-call",
+            "--url-file",
+            url_arg,
+            "--secret-file",
+            "-",
+        ],
+        &secret,
+    );
+    said.push_str(&ok(o));
+    said.push_str(&ok(outpost(
+        cfg,
+        &[
+            "notify",
+            "channel",
+            "add",
+            "mail",
+            "--kind",
+            "email",
+            "--digest",
+            "--smtp-host",
+            "127.0.0.1",
+            "--from",
+            "outpost@example.com",
+            "--to",
+            "ops@example.com",
+        ],
+    )));
+    let list = ok(outpost(cfg, &["--json", "notify", "channel", "list"]));
+    said.push_str(&list);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    let show = ok(outpost(cfg, &["notify", "channel", "show", "pager"]));
+    said.push_str(&show);
+    assert!(
+        show.contains("secret:  set") && show.contains("http://127.0.0.1:1/"),
+        "{show}"
+    );
+    let bad = outpost(
+        cfg,
+        &[
+            "notify",
+            "rule",
+            "add",
+            "--event",
+            "job_explodes",
+            "--channel",
+            "pager",
+        ],
+    );
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("job_explodes"),
+        "{}",
+        stderr(&bad)
+    );
+    said.push_str(&ok(outpost(
+        cfg,
+        &[
+            "notify",
+            "rule",
+            "add",
+            "--event",
+            "job_failed",
+            "--channel",
+            "pager",
+            "--min-priority",
+            "high",
+            "--label",
+            "dc=fra1",
+        ],
+    )));
+    let rules = ok(outpost(cfg, &["notify", "rule", "list"]));
+    assert!(
+        rules.contains("dc=fra1") && rules.contains("pager") && rules.contains("high"),
+        "{rules}"
+    );
+    let test = ok(outpost(cfg, &["notify", "channel", "test", "pager"]));
+    said.push_str(&test);
+    let id = test
+        .rsplit("delivery ")
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches([')', '\n'])
+        .to_owned();
+    let log = ok(outpost(
+        cfg,
+        &["notify", "deliveries", "--channel", "pager"],
+    ));
+    said.push_str(&log);
+    assert!(log.contains(&id), "{log}");
+    said.push_str(&ok(outpost(cfg, &["notify", "channel", "rm", "mail"])));
+    // A change that names no new secret keeps the sealed one; a bad URL is refused by name.
+    let api = login(&c.ctl, "ops", PASSWORD).await;
+    let pager = api
+        .notifications()
+        .channels()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "pager")
+        .unwrap();
+    let mut patch = outpost_api::ChannelPatchRequest::default();
+    patch.digest = Some(true);
+    let v = api
+        .notifications()
+        .update_channel(pager.id, &patch)
+        .await
+        .expect("patch");
+    assert!(v.digest && v.on_call && v.secret_set, "{v:?}");
+    let mut patch = outpost_api::ChannelPatchRequest::default();
+    patch.url = Some("ftp://example.com/x".into());
+    let e = api
+        .notifications()
+        .update_channel(pager.id, &patch)
+        .await
+        .expect_err("ftp URL");
+    assert!(e.to_string().contains("url"), "{e}");
+    assert!(
+        !said.contains(&secret) && !said.contains("URLTOKEN77"),
+        "a secret was printed: {said}"
+    );
+}

@@ -1377,3 +1377,73 @@ async fn credentials_are_written_once_and_never_shown_back() {
     b.shot("refused").await;
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_page_sends_a_test_and_shows_the_delivery_log() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    user(&c.world, "vic", Role::Viewer).await;
+    // Nothing listens on port 1: every attempt fails, and the log says why.
+    let secret = format!("hook-{}", uuid::Uuid::new_v4().simple());
+    let name = "<b>pager</b> & co";
+    admin
+        .notifications()
+        .create_channel(&outpost_api::NewChannelRequest {
+            name: name.into(),
+            kind: outpost_api::ChannelKind::Webhook,
+            url: Some("http://127.0.0.1:1/hook/PATHSECRET".into()),
+            email: None,
+            on_call: true,
+            digest: false,
+            secret: Some(secret.clone()),
+        })
+        .await
+        .expect("channel");
+
+    let b = Browser::start(&c.ctl.api_url(), "notifications").await;
+    b.sign_in("ops", PASSWORD).await;
+    b.find("nav a[href='/admin/notifications']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("main", MINUTE, |t| {
+        t.contains("Nothing sent yet") && t.contains("default routing")
+    })
+    .await;
+    // The name is text, not markup.
+    assert_eq!(b.find_all("main td b").await.len(), 0);
+    b.find("tr[data-channel] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let row = b
+        .wait_text("#deliveries tbody tr", MINUTE, |t| t.contains("test"))
+        .await;
+    assert!(row.contains(name), "{row}");
+    // The page is not live: reloaded until the worker's failed attempt is logged.
+    let row = wait_for("the failed attempt in the log", MINUTE, || async {
+        b.goto("/admin/notifications").await;
+        let t = b.text("#deliveries tbody tr").await?;
+        (t.contains("refused") || t.contains("connect")).then_some(t)
+    })
+    .await;
+    assert!(row.contains("pending"), "{row}");
+    let html = source(&b).await;
+    assert!(
+        !html.contains(&secret) && !html.contains("PATHSECRET"),
+        "the page shows a secret"
+    );
+    b.shot("delivery-log").await;
+    b.close().await;
+
+    // A viewer has no such page.
+    let b = Browser::start(&c.ctl.api_url(), "notifications-viewer").await;
+    b.sign_in("vic", PASSWORD).await;
+    assert!(b
+        .find_all("nav a[href='/admin/notifications']")
+        .await
+        .is_empty());
+    b.close().await;
+}

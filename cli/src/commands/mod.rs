@@ -6,6 +6,7 @@
 mod admin;
 mod credentials;
 mod jobs;
+pub(crate) mod notify;
 mod playbooks;
 mod projects;
 mod servers;
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Project(c) => projects::projects(ctx, c, out).await,
         Command::Credential(c) => credentials::credentials(ctx, c, out).await.map(|_| 0),
         Command::Template(c) => templates::templates(ctx, c, out).await,
+        Command::Notify(c) => notify::notify(ctx, c, out).await.map(|_| 0),
         Command::Job(c) => jobs::jobs(ctx, c, out).await,
         Command::Ticket(c) => admin::tickets(ctx, c, out).await.map(|_| 0),
         Command::Agent(c) => admin::agents(ctx, c, out).await.map(|_| 0),

@@ -1,7 +1,7 @@
 //! The HTTPS API (`/api/v1`), health and metrics, on axum over rustls.
 //!
 //! - [`auth`]: login, tokens and the authorization layer; the one access table is [`crate::service::access`].
-//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`credentials`], [`templates`], [`jobs`], [`logs`] (pages
+//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`credentials`], [`templates`], [`notifications`], [`jobs`], [`logs`] (pages
 //!   and live follow, counted and ended with their session by [`live`]), [`tickets`], [`agents`], [`audit`]; [`health`] for probes and metrics.
 //! - [`error`]: the JSON error body; [`views`]: records as the API shows them; [`openapi`]: the
 //!   document's header and the error responses every operation gets from its route.
@@ -24,6 +24,7 @@ pub mod health;
 pub mod jobs;
 pub mod live;
 pub mod logs;
+pub mod notifications;
 pub mod openapi;
 pub mod playbooks;
 pub mod projects;
@@ -131,6 +132,22 @@ pub fn routes() -> (Router<Arc<WebState>>, utoipa::openapi::OpenApi) {
             templates::delete
         ))
         .routes(routes!(templates::launch))
+        .routes(routes!(
+            notifications::list_channels,
+            notifications::create_channel
+        ))
+        .routes(routes!(
+            notifications::get_channel,
+            notifications::update_channel,
+            notifications::delete_channel
+        ))
+        .routes(routes!(notifications::test_channel))
+        .routes(routes!(
+            notifications::list_rules,
+            notifications::create_rule
+        ))
+        .routes(routes!(notifications::delete_rule))
+        .routes(routes!(notifications::deliveries))
         .routes(routes!(jobs::list, jobs::launch))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))

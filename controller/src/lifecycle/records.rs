@@ -7,8 +7,11 @@ use serde_json::json;
 use super::machine::Move;
 use super::{Attempt, CancelResult, Claim, Outcome, Released};
 use crate::model::{AgentId, JobId, JobStatus};
+use crate::notification::facts::{job_event, JobFacts, JOB_FACTS_SQL, PREVIOUS_FINAL_SQL};
+use crate::notification::TicketRef;
 use crate::store::audit::{insert_audit, Actor, NewAudit};
 use crate::store::jobs::ACTIVE_SQL;
+use crate::store::outbox::{enqueue_event, insert_sql};
 use crate::store::tickets::{insert_ticket, NewTicket};
 use crate::store::{now, on_pool, Backend, Result, Store};
 use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
@@ -176,7 +179,8 @@ pub(super) async fn release(store: &Store, a: &Attempt, reason: &str) -> Result<
     }))
 }
 
-/// Moves this attempt's job to its final state, with its ticket in the same transaction.
+/// Moves this attempt's job to its final state, with its ticket and its notifications (the
+/// outbox rows) in the same transaction.
 pub(super) async fn finish(
     store: &Store,
     a: &Attempt,
@@ -197,6 +201,7 @@ pub(super) async fn finish(
         .as_deref()
         .map(|e| fit_bytes(e, TEXT_BYTES));
     let ts = now();
+    let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
         let res = sqlx::query(&sql)
@@ -208,8 +213,30 @@ pub(super) async fn finish(
                 actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
                 details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "dispatch_id": a.dispatch_id})),
             })?;
-            if let Some(t) = ticket {
-                insert_ticket!(&mut *tx, t, &Actor::system())?;
+            let ticket_id = match ticket {
+                Some(t) => Some(insert_ticket!(&mut *tx, t, &Actor::system())?),
+                None => None,
+            };
+            // The notification is committed with the job's end (and its ticket) or not at all.
+            let facts: Option<JobFacts> = sqlx::query_as(JOB_FACTS_SQL).bind(a.job).fetch_optional(&mut *tx).await?;
+            if let Some(f) = facts {
+                let status = JobStatus::from(outcome.status);
+                let previous_failed = status == JobStatus::Success && {
+                    let prev: Option<String> = sqlx::query_scalar(PREVIOUS_FINAL_SQL)
+                        .bind(f.playbook_id).bind(f.server_id).bind(a.job).fetch_optional(&mut *tx).await?;
+                    prev.as_deref() == Some(JobStatus::Failed.as_str())
+                };
+                let opened = match (ticket_id, ticket) {
+                    (Some(id), Some(t)) => {
+                        let uuid: String = sqlx::query_scalar("SELECT ticket_id FROM tickets WHERE id = ?")
+                            .bind(id).fetch_one(&mut *tx).await?;
+                        Some(TicketRef { id: uuid, title: t.title.clone(), priority: t.priority })
+                    }
+                    _ => None,
+                };
+                if let Some(event) = job_event(&f, status, opened, previous_failed) {
+                    enqueue_event!(&mut *tx, &event, outbox_sql)?;
+                }
             }
         }
         tx.commit().await?;

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod error;
 pub mod jobs;
 pub mod launch;
+pub mod notifications;
 pub mod playbooks;
 pub mod projects;
 pub mod servers;

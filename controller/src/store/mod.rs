@@ -13,6 +13,8 @@ pub mod dashboard;
 pub mod jobs;
 pub mod logs;
 pub mod migrate;
+pub mod notifications;
+pub mod outbox;
 pub mod playbooks;
 pub mod projects;
 mod retire;

@@ -4,8 +4,11 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
+use super::outbox::{enqueue_event, insert_sql};
 use super::{now, on_pool, page, Result, Store, StoreError};
 use crate::model::{JobId, Page, Paging, Ticket, TicketId, TicketPriority, TicketStatus, UserId};
+use crate::notification::facts::{ticket_event, JobFacts, JOB_FACTS_SQL};
+use crate::notification::TicketRef;
 
 const COLUMNS: &str = "id, ticket_id, job_id, created_by, title, description, status, priority, \
      created_at, updated_at, resolved_at";
@@ -152,9 +155,19 @@ impl Store {
 
     pub async fn create_ticket(&self, new: &NewTicket, actor: &Actor) -> Result<Ticket> {
         new.check()?;
+        let outbox_sql = insert_sql(self.dialect());
         let id = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let id = insert_ticket!(&mut *tx, new, actor)?;
+            // Its notification commits with it.
+            let facts: Option<JobFacts> = sqlx::query_as(JOB_FACTS_SQL).bind(new.job_id).fetch_optional(&mut *tx).await?;
+            if let Some(f) = facts {
+                let uuid: String = sqlx::query_scalar("SELECT ticket_id FROM tickets WHERE id = ?")
+                    .bind(id).fetch_one(&mut *tx).await?;
+                let title: String = new.title.chars().take(255).collect();
+                let event = ticket_event(&f, TicketRef { id: uuid, title, priority: new.priority });
+                enqueue_event!(&mut *tx, &event, outbox_sql)?;
+            }
             tx.commit().await?;
             id
         });

@@ -148,6 +148,16 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
         "/admin/credentials/{id}/delete",
         Api("DELETE", "/api/v1/credentials/{id}"),
     ),
+    (
+        "GET",
+        "/admin/notifications",
+        Api("GET", "/api/v1/notifications/deliveries"),
+    ),
+    (
+        "POST",
+        "/admin/notifications/channels/{id}/test",
+        Api("POST", "/api/v1/notifications/channels/{id}/test"),
+    ),
 ];
 
 /// What a page needs, if it is in the table.

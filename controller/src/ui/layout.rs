@@ -24,6 +24,7 @@ pub enum Area {
     Agents,
     Users,
     Credentials,
+    Notifications,
     Audit,
     Account,
 }
@@ -54,6 +55,12 @@ const NAV: &[(Area, &str, &str, &str)] = &[
         "Credentials",
         "/admin/credentials",
         "/api/v1/credentials",
+    ),
+    (
+        Area::Notifications,
+        "Notifications",
+        "/admin/notifications",
+        "/api/v1/notifications/deliveries",
     ),
     (Area::Audit, "Audit", "/audit", "/api/v1/audit"),
 ];

@@ -12,7 +12,8 @@
 //! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`templates`] (surveys as
 //!   forms), [`tickets`], [`fleet`]
 //!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log),
-//!   [`credentials`] (stored secrets, never shown back), [`account`] (sign in and out, password).
+//!   [`credentials`] (stored secrets, never shown back), [`notifications`] (channels, rules, the
+//!   delivery log), [`account`] (sign in and out, password).
 //!
 //! [`Caller`]: crate::http::auth::Caller
 
@@ -25,6 +26,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod launch;
 pub mod layout;
+pub mod notifications;
 pub mod playbooks;
 pub mod projects;
 pub mod templates;
@@ -118,5 +120,10 @@ pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
             get(credentials::show).post(credentials::update),
         )
         .route("/admin/credentials/{id}/delete", post(credentials::delete))
+        .route("/admin/notifications", get(notifications::page))
+        .route(
+            "/admin/notifications/channels/{id}/test",
+            post(notifications::test),
+        )
         .layer(axum::middleware::from_fn_with_state(state, access::guard))
 }

@@ -44,7 +44,7 @@ pub async fn run(
             let (key, n) =
                 outpost_controller::credential::rotate_key(&store, &dir, &Actor::system()).await?;
             println!(
-                "{n} credential(s) sealed again with the new key {key}; the previous key file stays in {} for older backups",
+                "{n} credential(s) and notification channel secret(s) sealed again with the new key {key}; the previous key file stays in {} for older backups",
                 dir.display()
             );
             Ok(())
