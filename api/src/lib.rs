@@ -5,6 +5,7 @@
 //! - [`credentials`]: credentials' bodies; their secrets are written, never read back.
 //! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
 //! - [`types`]: the bodies, one section per resource.
+//! - [`schedules`]: schedules, their runs and blackout windows.
 //! - [`client`]: an HTTPS client that trusts the Outpost CA and speaks these types.
 //! - [`yaml`]: YAML from callers (launch vars, playbooks, inventories) read within bounds.
 //! - [`inventory`]: `ansible-inventory --list` output into server records, and the rules for a
@@ -15,13 +16,16 @@ pub mod client;
 pub mod credentials;
 pub mod enums;
 pub mod inventory;
+pub mod schedules;
 pub mod types;
 pub mod yaml;
 
 pub use credentials::*;
 pub use enums::{
-    CredentialKind, JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus,
+    CredentialKind, JobStatus, OverlapRule, ProjectKind, Role, ScheduleRunStatus, SyncState,
+    TicketPriority, TicketStatus,
 };
+pub use schedules::*;
 pub use types::*;
 
 /// The prefix of every API path.

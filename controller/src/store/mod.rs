@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod blackouts;
 pub mod credentials;
 pub mod dashboard;
 pub mod jobs;
@@ -16,6 +17,7 @@ pub mod migrate;
 pub mod playbooks;
 pub mod projects;
 mod retire;
+pub mod schedules;
 pub mod servers;
 pub mod tickets;
 pub mod tokens;
