@@ -12,6 +12,7 @@
 pub mod access;
 pub mod agents;
 pub mod audit;
+pub mod blackouts;
 pub mod credentials;
 pub mod error;
 pub mod firing;
