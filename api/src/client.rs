@@ -16,6 +16,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::credentials::*;
+use crate::schedules::*;
 use crate::types::*;
 
 #[derive(Debug, Error)]
@@ -309,6 +310,16 @@ impl Client {
         Credentials(self)
     }
 
+    /// Schedules of job templates and their runs: `/schedules`.
+    pub fn schedules(&self) -> Schedules<'_> {
+        Schedules(self)
+    }
+
+    /// Blackout windows: `/blackouts`.
+    pub fn blackouts(&self) -> Blackouts<'_> {
+        Blackouts(self)
+    }
+
     /// Jobs and their logs: `/jobs`.
     pub fn jobs(&self) -> Jobs<'_> {
         Jobs(self)
@@ -515,6 +526,79 @@ impl Credentials<'_> {
                 self.0
                     .call(Method::DELETE, &["credentials", &id.to_string()])?,
             )
+            .await
+    }
+}
+
+/// `/schedules`: see [`Client::schedules`]. A schedule is named by its id or its name.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedules<'a>(&'a Client);
+
+impl Schedules<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<ScheduleView>, ApiError> {
+        self.0.list_at(&["schedules"], query).await
+    }
+
+    pub async fn get(&self, id_or_name: &str) -> Result<ScheduleView, ApiError> {
+        self.0.get_at(&["schedules", id_or_name]).await
+    }
+
+    pub async fn create(&self, req: &NewScheduleRequest) -> Result<ScheduleView, ApiError> {
+        self.0.send_at(Method::POST, &["schedules"], req).await
+    }
+
+    /// Changes a schedule; `enabled` alone enables or disables it.
+    pub async fn update(
+        &self,
+        id_or_name: &str,
+        req: &SchedulePatchRequest,
+    ) -> Result<ScheduleView, ApiError> {
+        self.0
+            .send_at(Method::PATCH, &["schedules", id_or_name], req)
+            .await
+    }
+
+    pub async fn delete(&self, id_or_name: &str) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(self.0.call(Method::DELETE, &["schedules", id_or_name])?)
+            .await
+    }
+
+    /// The runs of a schedule, newest slot first.
+    pub async fn runs(
+        &self,
+        id_or_name: &str,
+        query: &PageQuery,
+    ) -> Result<Page<ScheduleRunView>, ApiError> {
+        self.0
+            .list_at(&["schedules", id_or_name, "runs"], query)
+            .await
+    }
+
+    /// The next five runs of a cron expression in a time zone, without saving anything.
+    pub async fn preview(&self, req: &PreviewRequest) -> Result<PreviewResponse, ApiError> {
+        self.0
+            .send_at(Method::POST, &["schedules", "preview"], req)
+            .await
+    }
+}
+
+/// `/blackouts`: see [`Client::blackouts`].
+#[derive(Clone, Copy, Debug)]
+pub struct Blackouts<'a>(&'a Client);
+
+impl Blackouts<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<BlackoutView>, ApiError> {
+        self.0.list_at(&["blackouts"], query).await
+    }
+
+    pub async fn create(&self, req: &NewBlackoutRequest) -> Result<BlackoutView, ApiError> {
+        self.0.send_at(Method::POST, &["blackouts"], req).await
+    }
+
+    pub async fn delete(&self, id_or_name: &str) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(self.0.call(Method::DELETE, &["blackouts", id_or_name])?)
             .await
     }
 }

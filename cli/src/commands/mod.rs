@@ -1,6 +1,7 @@
 //! One function per subcommand, each a few API calls and a table (or JSON): [`session`]
 //! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`],
 //! [`credentials`] (secrets read from files or prompts), [`jobs`] (runs and live logs),
+//! [`schedules`] (schedules and blackout windows),
 //! [`admin`] (tickets, agents, users, audit).
 
 mod admin;
@@ -8,6 +9,7 @@ mod credentials;
 mod jobs;
 mod playbooks;
 mod projects;
+pub mod schedules;
 mod servers;
 mod session;
 
@@ -47,6 +49,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Playbook(c) => playbooks::playbooks(ctx, c, out).await.map(|_| 0),
         Command::Project(c) => projects::projects(ctx, c, out).await,
         Command::Credential(c) => credentials::credentials(ctx, c, out).await.map(|_| 0),
+        Command::Schedule(c) => schedules::schedules(ctx, c, out).await.map(|_| 0),
+        Command::Blackout(c) => schedules::blackouts(ctx, c, out).await.map(|_| 0),
         Command::Job(c) => jobs::jobs(ctx, c, out).await,
         Command::Ticket(c) => admin::tickets(ctx, c, out).await.map(|_| 0),
         Command::Agent(c) => admin::agents(ctx, c, out).await.map(|_| 0),
