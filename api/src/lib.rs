@@ -4,6 +4,7 @@
 //!
 //! - [`credentials`]: credentials' bodies; their secrets are written, never read back.
 //! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
+//! - [`templates`]: job templates and their surveys.
 //! - [`types`]: the bodies, one section per resource.
 //! - [`schedules`]: schedules, their runs and blackout windows.
 //! - [`client`]: an HTTPS client that trusts the Outpost CA and speaks these types.
@@ -17,6 +18,7 @@ pub mod credentials;
 pub mod enums;
 pub mod inventory;
 pub mod schedules;
+pub mod templates;
 pub mod types;
 pub mod yaml;
 
@@ -26,6 +28,7 @@ pub use enums::{
     TicketPriority, TicketStatus,
 };
 pub use schedules::*;
+pub use templates::*;
 pub use types::*;
 
 /// The prefix of every API path.

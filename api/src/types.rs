@@ -53,6 +53,16 @@ pub struct ErrorBody {
     /// `unavailable`, `internal`.
     pub error: String,
     pub message: String,
+    /// Each refused field with why, when the refusal is about several (a survey's answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}
+
+/// One refused field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
 }
 
 /// One page of a listing.
@@ -610,6 +620,12 @@ pub struct JobView {
     /// The credentials named at its launch (single reads only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Vec<NameRef>>,
+    /// The template it was launched from.
+    #[serde(default)]
+    pub template: Option<NameRef>,
+    /// The names of its secret answers, each shown as `********` (single reads only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_answers: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]

@@ -83,6 +83,10 @@ async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
             run_options: None,
             revision_id: None,
             credential_ids: Vec::new(),
+            job_uuid: outpost_controller::model::JobUuid::new_v4(),
+            template_id: None,
+            time_limit_secs: None,
+            secret_vars: None,
         })
         .collect();
     store

@@ -5,9 +5,10 @@
 //! The layers, from the bottom; each imports only the ones below it:
 //! - [`store`]: the database, one API over both backends; [`model`]: its records and id types.
 //! - The domain: [`lifecycle`] (the one place where a job changes state, its state machine in
-//!   [`lifecycle::machine`]), [`scheduler`], [`schedule`] (cron calendars,
-//!   missed slots, blackout windows), [`ingest`], [`enroll`], [`retention`], [`vars`]
-//!   (the rules a launch's variables meet), [`bundle`] (install bundles), [`pki`] (the CA),
+//!   [`lifecycle::machine`]), [`scheduler`], [`schedule`] (cron calendars, missed slots,
+//!   blackout windows), [`ingest`], [`enroll`], [`retention`], [`vars`]
+//!   (the rules a launch's variables meet), [`survey`] (templates' questions and their
+//!   answers), [`bundle`] (install bundles), [`pki`] (the CA),
 //!   [`project`] (project trees: git and archive syncs into revisions), [`credential`] (what a
 //!   credential holds, sealed and opened with the [`keyring`]'s keys, and a job's secrets).
 //! - [`core`]: the [`core::Core`] every part of one controller shares.
@@ -43,6 +44,7 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod survey;
 pub mod text;
 pub mod throttle;
 pub mod ui;

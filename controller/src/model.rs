@@ -43,6 +43,8 @@ id_type! {
     /// A revision's row (`project_revisions.id`); the public handle is its digest.
     RevisionId(i32);
     CredentialId(i32);
+    /// A job template's row (`job_templates.id`).
+    TemplateId(i32);
 }
 
 /// Declares a uuid handle newtype, stored as the seed's 36-character text and decoded once,
@@ -287,6 +289,33 @@ pub struct Job {
     pub extra_vars_templated: bool,
     /// The project revision the job runs (the project's current one at launch).
     pub revision_id: Option<RevisionId>,
+    /// The template it was launched from (migration 0016).
+    pub template_id: Option<TemplateId>,
+    /// Seconds it may run; the controller's default when `None`.
+    pub time_limit_secs: Option<i32>,
+}
+
+/// A job template: a saved launch with a survey (see [`crate::survey`]).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Template {
+    pub id: TemplateId,
+    pub uuid: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub playbook_id: Option<PlaybookId>,
+    pub project_id: Option<ProjectId>,
+    pub playbook_path: Option<String>,
+    /// Hostnames, when the target is named.
+    pub servers: Option<sqlx::types::Json<Vec<String>>>,
+    /// An `outpost_api::ServerSelector`, when the target is selected.
+    pub server_filter: Option<sqlx::types::Json<outpost_api::ServerSelector>>,
+    pub extra_vars: Option<sqlx::types::Json<JsonObject>>,
+    pub run_options: Option<sqlx::types::Json<outpost_api::RunOptions>>,
+    pub time_limit_secs: Option<i32>,
+    pub survey: sqlx::types::Json<Vec<outpost_api::Question>>,
+    pub created_by: Option<UserId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -507,6 +536,8 @@ pub(crate) mod samples {
             run_options: None,
             extra_vars_templated: false,
             revision_id: None,
+            template_id: None,
+            time_limit_secs: None,
         }
     }
 }

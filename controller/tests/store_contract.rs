@@ -477,6 +477,10 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             run_options: None,
             revision_id: None,
             credential_ids: Vec::new(),
+            job_uuid: outpost_controller::model::JobUuid::new_v4(),
+            template_id: None,
+            time_limit_secs: None,
+            secret_vars: None,
         })
         .collect();
     store
@@ -784,6 +788,10 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 run_options: None,
                 revision_id: None,
                 credential_ids: Vec::new(),
+                job_uuid: outpost_controller::model::JobUuid::new_v4(),
+                template_id: None,
+                time_limit_secs: None,
+                secret_vars: None,
             }],
             &Actor::system(),
         )

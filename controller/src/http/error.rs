@@ -1,5 +1,6 @@
 //! The API's errors: every refusal is a status with a JSON body `{"error", "message"}` — a
-//! stable code for scripts, a sentence for people. Bad input is never a 500.
+//! stable code for scripts, a sentence for people — and, where several fields are refused at
+//! once, `fields`: each with why. Bad input is never a 500.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -16,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429.
     pub retry_after: Option<u64>,
+    /// Each refused field, for a 422 about several.
+    pub fields: Vec<outpost_api::FieldError>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -27,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            fields: Vec::new(),
         }
     }
 
@@ -83,6 +87,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.code.to_owned(),
             message: self.message,
+            fields: self.fields,
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
@@ -114,7 +119,10 @@ impl From<ServiceError> for ApiError {
             Kind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Kind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        ApiError::new(status, code, e.message)
+        ApiError {
+            fields: e.fields,
+            ..ApiError::new(status, code, e.message)
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub enum Kind {
 pub struct ServiceError {
     pub kind: Kind,
     pub message: String,
+    /// Each bad field with why, when one request has several (a survey's answers).
+    pub fields: Vec<outpost_api::FieldError>,
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -44,6 +46,20 @@ impl ServiceError {
         ServiceError {
             kind,
             message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Values the rules refuse, field by field: the message names them all.
+    pub fn fields(fields: Vec<outpost_api::FieldError>) -> ServiceError {
+        let named: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect();
+        ServiceError {
+            kind: Kind::Unprocessable,
+            message: named.join("; "),
+            fields,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Jobs: launch a playbook on servers (one job per server, in one transaction; the scheduler
-//! is woken at once), list and read jobs, cancel them.
+//! is woken at once), list and read jobs, cancel them. Every launch — typed, or a template's —
+//! goes through [`plan`] (check and resolve, nothing written) and [`commit`].
 
 use std::collections::HashMap;
 
@@ -12,10 +13,12 @@ use super::{paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::lifecycle::CancelResult;
 use crate::model::{
-    AgentId, Job, JobUuid, Paging, Playbook, PlaybookId, RevisionId, ServerId, UserId,
+    AgentId, Job, JobUuid, Paging, Playbook, PlaybookId, RevisionId, Role, ServerId, TemplateId,
+    User, UserId,
 };
 use crate::scheduler::Event;
-use crate::store::jobs::{JobFilter, NewJob};
+use crate::store::audit::Actor;
+use crate::store::jobs::{JobFilter, LaunchAudit, NewJob};
 use crate::store::servers::ServerFilter;
 use crate::store::{Store, StoreError};
 
@@ -29,6 +32,7 @@ pub struct Names {
     servers: HashMap<ServerId, NameRef>,
     agents: HashMap<AgentId, NameRef>,
     revisions: HashMap<RevisionId, RevisionView>,
+    templates: HashMap<TemplateId, Option<NameRef>>,
 }
 
 impl Names {
@@ -64,13 +68,25 @@ impl Names {
             let project = store.get_project(rev.project_id).await?;
             self.revisions.insert(r, views::revision(&rev, &project));
         }
-        Ok(views::job(
+        if let Some(t) = j.template_id.filter(|t| !self.templates.contains_key(t)) {
+            // A template deleted meanwhile is just not named.
+            let name = store.get_template(t).await.ok().map(|t| NameRef {
+                id: t.id.0,
+                name: t.name,
+            });
+            self.templates.insert(t, name);
+        }
+        let mut view = views::job(
             j,
             self.playbooks[&j.playbook_id].clone(),
             self.servers[&j.server_id].clone(),
             j.agent_id.and_then(|a| self.agents.get(&a).cloned()),
             j.revision_id.and_then(|r| self.revisions.get(&r).cloned()),
-        ))
+        );
+        view.template = j
+            .template_id
+            .and_then(|t| self.templates.get(&t).cloned().flatten());
+        Ok(view)
     }
 }
 
@@ -122,21 +138,28 @@ pub async fn get(core: &Core, job_id: &str) -> Result<JobView> {
             })
             .collect(),
     );
+    view.secret_answers = core.store.job_secret_vars(job.id).await?.map(|s| {
+        s.names
+            .into_iter()
+            .map(|n| (n, outpost_api::MASK.to_owned()))
+            .collect()
+    });
     Ok(view)
 }
 
-/// Checks the launch's extra vars for `caller` (see [`crate::vars`]).
+/// Checks the launch's extra vars for its origin (see [`crate::vars`]).
 fn check_vars(
     core: &Core,
     req: &LaunchRequest,
-    caller: &Caller,
+    origin: &Origin<'_>,
 ) -> Result<Option<crate::vars::Checked>> {
     let Some(vars) = &req.extra_vars else {
         return Ok(None);
     };
     let giver = crate::vars::Giver {
-        is_admin: caller.is_admin(),
-        admin_templates_allowed: core.settings.admin_launch_vars_templates,
+        is_admin: origin.vars_by_admin,
+        admin_templates_allowed: origin.templates_allowed
+            && core.settings.admin_launch_vars_templates,
     };
     crate::vars::check(vars, giver)
         .map(Some)
@@ -173,15 +196,121 @@ fn check_launch(req: &LaunchRequest) -> Result<RunOptions> {
     })
 }
 
+/// Who launches: the user whose role decides what is for admins only (the signed-in caller,
+/// or the owner of a schedule).
+pub type Launcher = User;
+
+/// Where a launch comes from, beyond its request: a caller's own, or a template's.
+pub struct Origin<'a> {
+    /// Whether the variables were written by an admin (`ansible_*` allowed).
+    pub vars_by_admin: bool,
+    /// Whether the admin setting may let ansible evaluate templates in them (never for a
+    /// template: its answers come from whoever launches it).
+    pub templates_allowed: bool,
+    pub template_id: Option<TemplateId>,
+    pub time_limit_secs: Option<i32>,
+    /// Secret answers, sealed per job.
+    pub secrets: Option<&'a crate::survey::Answers>,
+}
+
+impl Origin<'_> {
+    /// A launch as the launcher typed it.
+    pub fn direct(launcher: &Launcher) -> Origin<'static> {
+        Origin {
+            vars_by_admin: launcher.role == Role::Admin,
+            templates_allowed: true,
+            template_id: None,
+            time_limit_secs: None,
+            secrets: None,
+        }
+    }
+}
+
+/// Checks a launch and resolves what it names (playbook, revision, servers, credentials) into
+/// the jobs to create, one per server; nothing is written. The one path of every launch.
+pub async fn plan(
+    core: &Core,
+    launcher: &Launcher,
+    req: &LaunchRequest,
+    origin: &Origin<'_>,
+) -> Result<Vec<NewJob>> {
+    let options = check_launch(req)?;
+    // Names, depth and size first, before any lookup; the copies per server once they are known.
+    let vars = check_vars(core, req, origin)?;
+    let credential_ids = launch_credentials(core, launcher, req).await?;
+    let (playbook, revision_id) = launched_playbook(core, req).await?;
+    let servers = launched_servers(core, req).await?;
+    if let Some(checked) = vars {
+        crate::vars::check_copies(checked, servers.len()).map_err(vars_refused)?;
+    }
+    let templated = vars.is_some_and(|c| c.templated);
+    let run_options =
+        serde_json::to_value(&options).map_err(|e| ServiceError::internal(e.to_string()))?;
+    let extra_vars = req.extra_vars.clone().map(serde_json::Value::Object);
+    let mut new = Vec::with_capacity(servers.len());
+    for s in &servers {
+        let job_uuid = JobUuid::new_v4();
+        let secret_vars = match origin.secrets {
+            Some(answers) => crate::survey::sealing::seal(&core.keyring, job_uuid, answers)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "sealing a job's secret answers");
+                    ServiceError::internal(
+                        "the controller could not seal the secret answers; see its log",
+                    )
+                })?,
+            None => None,
+        };
+        new.push(NewJob {
+            playbook_id: playbook.id,
+            server_id: s.id,
+            user_id: launcher.id,
+            extra_vars: extra_vars.clone(),
+            extra_vars_templated: templated,
+            run_options: Some(run_options.clone()),
+            revision_id,
+            credential_ids: credential_ids.clone(),
+            job_uuid,
+            template_id: origin.template_id,
+            time_limit_secs: origin.time_limit_secs,
+            secret_vars,
+        });
+    }
+    Ok(new)
+}
+
+/// Creates planned jobs in one transaction (with `audit`, when given) and wakes the scheduler.
+pub async fn commit(
+    core: &Core,
+    jobs: &[NewJob],
+    actor: &Actor,
+    audit: Option<&LaunchAudit>,
+) -> Result<Vec<Job>> {
+    let jobs = core.store.create_jobs_audited(jobs, actor, audit).await?;
+    core.scheduler.send(Event::Wake);
+    Ok(jobs)
+}
+
+/// Views of launched jobs, as a launch answers.
+pub async fn launched(core: &Core, jobs: &[Job]) -> Result<LaunchResponse> {
+    let mut names = Names::default();
+    let mut views = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        views.push(names.view(&core.store, j).await?);
+    }
+    Ok(LaunchResponse { jobs: views })
+}
+
 /// Launches a playbook: one pending job per server, created in one transaction with their audit
 /// rows, after the run options and launch values have passed their rules for this caller.
 pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<LaunchResponse> {
-    let options = check_launch(&req)?;
-    // Names, depth and size first, before any lookup; the copies per server once they are known.
-    let vars = check_vars(core, &req, caller)?;
-    let credential_ids = launch_credentials(core, caller, &req).await?;
-    let (playbook, revision_id) = launched_playbook(core, &req).await?;
-    let servers = match (&req.servers, &req.filter) {
+    let new = plan(core, &caller.user, &req, &Origin::direct(&caller.user)).await?;
+    let jobs = commit(core, &new, &caller.actor(), None).await?;
+    launched(core, &jobs).await
+}
+
+/// The servers a launch targets: named, or every active one a selector matches.
+async fn launched_servers(core: &Core, req: &LaunchRequest) -> Result<Vec<crate::model::Server>> {
+    Ok(match (&req.servers, &req.filter) {
         (Some(list), None) if !list.is_empty() => {
             let mut out = Vec::with_capacity(list.len());
             for s in list {
@@ -225,48 +354,20 @@ pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<
         _ => return Err(ServiceError::unprocessable(
             "name the servers (\"servers\": [hostname or id, …]) or give a \"filter\", not both",
         )),
-    };
-    if let Some(checked) = vars {
-        crate::vars::check_copies(checked, servers.len()).map_err(vars_refused)?;
-    }
-    let templated = vars.is_some_and(|c| c.templated);
-    let run_options =
-        serde_json::to_value(&options).map_err(|e| ServiceError::internal(e.to_string()))?;
-    let extra_vars = req.extra_vars.clone().map(serde_json::Value::Object);
-    let new: Vec<NewJob> = servers
-        .iter()
-        .map(|s| NewJob {
-            playbook_id: playbook.id,
-            server_id: s.id,
-            user_id: caller.user.id,
-            extra_vars: extra_vars.clone(),
-            extra_vars_templated: templated,
-            run_options: Some(run_options.clone()),
-            revision_id,
-            credential_ids: credential_ids.clone(),
-        })
-        .collect();
-    let jobs = core.store.create_jobs(&new, &caller.actor()).await?;
-    core.scheduler.send(Event::Wake);
-    let mut names = Names::default();
-    let mut views = Vec::with_capacity(jobs.len());
-    for j in &jobs {
-        views.push(names.view(&core.store, j).await?);
-    }
-    Ok(LaunchResponse { jobs: views })
+    })
 }
 
 /// The credentials a launch names for its jobs: an admin's choice (an operator launches with
 /// what is attached to the servers and the project), at most one of each use.
 async fn launch_credentials(
     core: &Core,
-    caller: &Caller,
+    launcher: &Launcher,
     req: &LaunchRequest,
 ) -> Result<Vec<crate::model::CredentialId>> {
     if req.credentials.is_empty() {
         return Ok(Vec::new());
     }
-    if !caller.is_admin() {
+    if launcher.role != Role::Admin {
         return Err(ServiceError::forbidden(
             "only admins name credentials at launch; jobs use the credentials attached to their servers and project",
         ));

@@ -22,6 +22,7 @@ pub mod projects;
 pub mod schedules;
 pub mod servers;
 pub mod sessions;
+pub mod templates;
 pub mod tickets;
 pub mod users;
 pub mod views;

@@ -111,6 +111,8 @@ pub fn job(
         cancel_requested_at: j.cancel_requested_at,
         revision,
         credentials: None,
+        template: None,
+        secret_answers: None,
     }
 }
 

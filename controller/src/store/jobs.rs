@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{
-    AgentId, Job, JobId, JobStatus, JobUuid, Page, Paging, PlaybookId, RevisionId, ServerId, UserId,
+    AgentId, Job, JobId, JobStatus, JobUuid, Page, Paging, PlaybookId, RevisionId, ServerId,
+    TemplateId, UserId,
 };
 
 /// The states of a job that is not over ([`crate::lifecycle::machine::ACTIVE`]), as an SQL list.
@@ -14,7 +15,7 @@ pub const ACTIVE_SQL: &str = "('pending', 'running')";
 
 const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
      extra_vars, error_message, started_at, completed_at, created_at, agent_id, assigned_at, \
-     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated, revision_id";
+     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated, revision_id, template_id, time_limit_secs";
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -31,6 +32,40 @@ pub struct NewJob {
     pub revision_id: Option<RevisionId>,
     /// Credentials named at launch, for this job only.
     pub credential_ids: Vec<crate::model::CredentialId>,
+    /// Its public handle, chosen before the insert so that secrets can be sealed to it.
+    pub job_uuid: JobUuid,
+    /// The template it is launched from.
+    pub template_id: Option<TemplateId>,
+    /// Seconds it may run (the controller's default when `None`).
+    pub time_limit_secs: Option<i32>,
+    /// Secret survey answers, sealed for `job_uuid` (see [`crate::survey`]).
+    pub secret_vars: Option<SealedVars>,
+}
+
+/// A job's secret answers as stored: the names may be shown, the values are sealed.
+#[derive(Clone)]
+pub struct SealedVars {
+    pub names: Vec<String>,
+    pub key_id: String,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedVars")
+            .field("names", &self.names)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An audit record written with a launch's jobs, in their transaction (a template launch).
+#[derive(Debug, Clone)]
+pub struct LaunchAudit {
+    pub action: &'static str,
+    pub resource_type: &'static str,
+    pub resource_id: Option<i32>,
+    pub details: Value,
 }
 
 /// Filters for [`Store::list_jobs`]; `None` matches everything.
@@ -50,6 +85,17 @@ pub struct JobFilter {
 impl Store {
     /// Creates a pending job for each `(server)` of one playbook launch, in one transaction.
     pub async fn create_jobs(&self, new: &[NewJob], actor: &Actor) -> Result<Vec<Job>> {
+        self.create_jobs_audited(new, actor, None).await
+    }
+
+    /// [`Store::create_jobs`], with one more audit record in the same transaction (the
+    /// launch of a template, which names the template and its answers once).
+    pub async fn create_jobs_audited(
+        &self,
+        new: &[NewJob],
+        actor: &Actor,
+        launch: Option<&LaunchAudit>,
+    ) -> Result<Vec<Job>> {
         let mut prepared = Vec::with_capacity(new.len());
         for job in new {
             let vars = json_object_text("extra_vars", job.extra_vars.as_ref())?;
@@ -68,7 +114,7 @@ impl Store {
                 ));
             }
             let options = json_object_text("run_options", job.run_options.as_ref())?;
-            prepared.push((job, vars, options, uuid::Uuid::new_v4().to_string()));
+            prepared.push((job, vars, options, job.job_uuid.to_string()));
         }
         let ts = now();
         let ids = on_pool!(self, p => {
@@ -76,10 +122,10 @@ impl Store {
             let mut ids = Vec::with_capacity(prepared.len());
             for (job, vars, options, uuid) in &prepared {
                 let res = sqlx::query(
-                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, created_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, template_id, time_limit_secs, created_at) \
+                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
                 )
-                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(job.revision_id).bind(ts)
+                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(job.revision_id).bind(job.template_id).bind(job.time_limit_secs).bind(ts)
                 .execute(&mut *tx).await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
@@ -87,6 +133,11 @@ impl Store {
                     _ => StoreError::Database(e),
                 })?;
                 let id = res.inserted_id() as i32;
+                if let Some(sv) = &job.secret_vars {
+                    sqlx::query("INSERT INTO job_secret_vars (job_id, names, key_id, sealed) VALUES (?, ?, ?, ?)")
+                        .bind(id).bind(serde_json::to_string(&sv.names).unwrap_or_else(|_| "[]".into()))
+                        .bind(&sv.key_id).bind(&sv.sealed).execute(&mut *tx).await?;
+                }
                 for c in &job.credential_ids {
                     sqlx::query("INSERT INTO job_credentials (job_id, credential_id) VALUES (?, ?)")
                         .bind(id).bind(c).execute(&mut *tx).await
@@ -99,9 +150,19 @@ impl Store {
                 let credentials: Vec<i32> = job.credential_ids.iter().map(|c| c.0).collect();
                 insert_audit!(&mut *tx, &NewAudit {
                     actor, action: "LAUNCH", resource_type: "job", resource_id: Some(id),
-                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id, "revision_id": job.revision_id, "credential_ids": credentials})),
+                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id, "revision_id": job.revision_id, "credential_ids": credentials, "template_id": job.template_id})),
                 })?;
                 ids.push(JobId(id));
+            }
+            if let Some(l) = launch {
+                let mut details = l.details.clone();
+                if let Some(o) = details.as_object_mut() {
+                    o.insert("jobs".into(), prepared.iter().map(|p| Value::String(p.3.clone())).collect());
+                }
+                insert_audit!(&mut *tx, &NewAudit {
+                    actor, action: l.action, resource_type: l.resource_type, resource_id: l.resource_id,
+                    details: Some(details),
+                })?;
             }
             tx.commit().await?;
             ids
@@ -160,6 +221,18 @@ impl Store {
 }
 
 impl Store {
+    /// A job's sealed secret answers, if it has any.
+    pub async fn job_secret_vars(&self, id: JobId) -> Result<Option<SealedVars>> {
+        let row: Option<(sqlx::types::Json<Vec<String>>, String, Vec<u8>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT names, key_id, sealed FROM job_secret_vars WHERE job_id = ?")
+            .bind(id).fetch_optional(p).await?);
+        Ok(row.map(|(names, key_id, sealed)| SealedVars {
+            names: names.0,
+            key_id,
+            sealed,
+        }))
+    }
+
     /// (job uuid, agent) of every unfinished job with a cancel request and an agent.
     pub async fn cancel_requested_jobs(&self) -> Result<Vec<(String, AgentId)>> {
         let sql = format!(

@@ -19,6 +19,7 @@ pub mod projects;
 mod retire;
 pub mod schedules;
 pub mod servers;
+pub mod templates;
 pub mod tickets;
 pub mod tokens;
 pub mod users;

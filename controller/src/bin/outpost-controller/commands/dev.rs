@@ -315,6 +315,10 @@ async fn quickstart(o: &Args) -> anyhow::Result<bool> {
                 run_options: None,
                 revision_id: None,
                 credential_ids: Vec::new(),
+                job_uuid: outpost_controller::model::JobUuid::new_v4(),
+                template_id: None,
+                time_limit_secs: None,
+                secret_vars: None,
             }],
             &Actor::user(admin.id),
         )
