@@ -481,6 +481,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             template_id: None,
             time_limit_secs: None,
             secret_vars: None,
+            schedule_id: None,
         })
         .collect();
     store
@@ -792,6 +793,7 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 template_id: None,
                 time_limit_secs: None,
                 secret_vars: None,
+                schedule_id: None,
             }],
             &Actor::system(),
         )

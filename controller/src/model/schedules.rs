@@ -19,7 +19,7 @@ pub struct Schedule {
     pub id: ScheduleId,
     pub uuid: String,
     pub name: String,
-    pub template_id: i32,
+    pub template_id: super::TemplateId,
     pub cron: String,
     pub timezone: String,
     pub enabled: bool,

@@ -11,9 +11,12 @@ use outpost_api::{
 
 use super::{paging, Caller, Result, ServiceError};
 use crate::core::Core;
+use crate::model::TemplateId;
 use crate::model::{JsonObject, OverlapRule, Schedule, ScheduleId, ScheduleRun};
 use crate::schedule::calendar::{Calendar, CalendarError};
+use crate::store::audit::Actor;
 use crate::store::schedules::NewSchedule;
+use crate::store::StoreError;
 
 /// How many runs a preview shows.
 pub const PREVIEW: usize = 5;
@@ -212,7 +215,7 @@ pub async fn update(
     }
     if let Some(a) = p.answers {
         check_answers(&a)?;
-        template_for(core, &IdOrName::Id(i64::from(s.template_id)), &a).await?;
+        template_for(core, &IdOrName::Id(i64::from(s.template_id.0)), &a).await?;
         s.answers = Some(sqlx::types::Json(a));
         changed.push("answers");
     }
@@ -249,26 +252,92 @@ pub async fn runs(core: &Core, r: &str, q: &PageQuery) -> Result<Page<ScheduleRu
     })
 }
 
-// ---------------------------------------------------------------- templates (helper T's)
+// ---------------------------------------------------------------- templates
 
-async fn template_ref(_core: &Core, id: i32) -> Result<outpost_api::NameRef> {
-    Ok(outpost_api::NameRef {
-        id,
-        name: format!("template {id}"),
-    })
+async fn template_ref(core: &Core, id: TemplateId) -> Result<outpost_api::NameRef> {
+    let name = match core.store.get_template(id).await {
+        Ok(t) => t.name,
+        Err(StoreError::NotFound(_)) => format!("(deleted template {id})"),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(outpost_api::NameRef { id: id.0, name })
 }
 
-/// The template a schedule runs, checked for scheduling with `answers`.
-async fn template_for(_core: &Core, t: &IdOrName, _answers: &JsonObject) -> Result<i32> {
-    match t {
+/// The template a schedule runs, checked for scheduling with `answers`: no secret question may
+/// need an answer (secrets are not kept with schedules), and the answers pass its survey.
+async fn template_for(core: &Core, t: &IdOrName, answers: &JsonObject) -> Result<TemplateId> {
+    let template = match t {
         IdOrName::Id(id) => {
-            i32::try_from(*id).map_err(|_| ServiceError::not_found(format!("template {id}")))
+            let id = i32::try_from(*id)
+                .map_err(|_| ServiceError::not_found(format!("template {id}")))?;
+            core.store.get_template(TemplateId(id)).await
         }
-        IdOrName::Name(n) => Err(ServiceError::not_found(format!("template {n}"))),
+        IdOrName::Name(n) => core.store.get_template_by_name(n).await,
     }
+    .map_err(|e| match e {
+        StoreError::NotFound(what) => {
+            ServiceError::unprocessable(format!("template: {what} not found"))
+        }
+        e => e.into(),
+    })?;
+    let secrets: Vec<&str> = template
+        .survey
+        .0
+        .iter()
+        .filter(|q| q.kind == outpost_api::QuestionKind::Secret)
+        .map(|q| q.name.as_str())
+        .collect();
+    if let Some(q) = template
+        .survey
+        .0
+        .iter()
+        .find(|q| q.kind == outpost_api::QuestionKind::Secret && q.required)
+    {
+        return Err(ServiceError::unprocessable(format!(
+            "template: {} has a required secret question ({}); a schedule cannot keep secrets, so it cannot be scheduled",
+            template.name, q.name
+        )));
+    }
+    if let Some(name) = answers.keys().find(|k| secrets.contains(&k.as_str())) {
+        return Err(ServiceError::unprocessable(format!(
+            "answers: {name} is a secret question; a schedule cannot keep secrets"
+        )));
+    }
+    crate::survey::answer(&template.survey.0, answers).map_err(ServiceError::fields)?;
+    Ok(template.id)
 }
 
 /// Launches a schedule's template as its owner; `Err` is the reason the run failed.
-pub async fn launch(_core: &Core, _s: &Schedule) -> std::result::Result<i32, String> {
-    Err("templates are not available yet".into())
+pub async fn launch(core: &Core, s: &Schedule) -> std::result::Result<i32, String> {
+    let owner = s.created_by.ok_or("its owner's account no longer exists")?;
+    let user = core
+        .store
+        .get_user(owner)
+        .await
+        .map_err(|e| format!("its owner: {e}"))?;
+    if !user.is_active {
+        return Err(format!("its owner {} is deactivated", user.username));
+    }
+    if !user.role.at_least(crate::model::Role::Operator) {
+        return Err(format!(
+            "its owner {} is a {} now and may not launch",
+            user.username, user.role
+        ));
+    }
+    let template = match core.store.get_template(s.template_id).await {
+        Ok(t) => t,
+        Err(StoreError::NotFound(_)) => return Err("its template was deleted".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let answers = s.answers.as_ref().map(|a| a.0.clone()).unwrap_or_default();
+    let mut plan = super::templates::plan(core, &template, &answers, &user)
+        .await
+        .map_err(|e| e.to_string())?;
+    for job in &mut plan.jobs {
+        job.schedule_id = Some(s.id);
+    }
+    let jobs = super::templates::commit(core, plan, &Actor::user(owner))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(jobs.len() as i32)
 }

@@ -23,7 +23,7 @@ const RUN_COLUMNS: &str =
 #[derive(Debug, Clone)]
 pub struct NewSchedule {
     pub name: String,
-    pub template_id: i32,
+    pub template_id: crate::model::TemplateId,
     pub cron: String,
     pub timezone: String,
     pub enabled: bool,
