@@ -72,7 +72,11 @@ async fn runs(api: &Client, name: &str) -> Vec<ScheduleRunView> {
 
 /// Jobs of the server's playbook launched by schedules, oldest first.
 async fn jobs_of(w: &World, server: &str) -> Vec<outpost_controller::model::Job> {
-    let s = w.store.get_server_by_hostname(server).await.expect("server");
+    let s = w
+        .store
+        .get_server_by_hostname(server)
+        .await
+        .expect("server");
     let f = JobFilter {
         server_id: Some(s.id),
         ..JobFilter::default()
@@ -104,7 +108,14 @@ async fn two_controllers_fire_each_slot_once() {
     template(&w, "tick", "tick", "tick-1").await;
     let api = login(&a, "ops", PASSWORD).await;
     // No agent: the jobs stay pending, so "queue" lets every slot launch.
-    schedule(&api, "every-2s", "tick", "*/2 * * * * *", OverlapRule::Queue).await;
+    schedule(
+        &api,
+        "every-2s",
+        "tick",
+        "*/2 * * * * *",
+        OverlapRule::Queue,
+    )
+    .await;
     wait_for("ten fired slots", MINUTE, || async {
         let r = runs(&api, "every-2s").await;
         (r.iter()
@@ -137,7 +148,10 @@ async fn two_controllers_fire_each_slot_once() {
         r.iter().all(|r| r.status == ScheduleRunStatus::Fired),
         "every slot fired, none skipped or failed: {r:#?}"
     );
-    assert!(fired.iter().all(|r| r.jobs == 1), "one job per slot: {r:#?}");
+    assert!(
+        fired.iter().all(|r| r.jobs == 1),
+        "one job per slot: {r:#?}"
+    );
     let mut slots: Vec<_> = fired.iter().map(|r| r.slot_at).collect();
     slots.sort();
     slots.dedup();
@@ -151,17 +165,14 @@ async fn two_controllers_fire_each_slot_once() {
     }
     let jobs = jobs_of(&w, "tick-1").await;
     assert_eq!(jobs.len(), fired.len(), "exactly one job per fired slot");
-    // Both controllers were up all along: the claims went to whichever asked first.
-    let ran_on: std::collections::BTreeSet<String> = {
-        let log_a = a.log();
-        let log_b = b.log();
-        [("ctl-a", log_a), ("ctl-b", log_b)]
-            .into_iter()
-            .filter(|(_, log)| log.contains("schedule fired"))
-            .map(|(id, _)| id.to_owned())
-            .collect()
-    };
-    assert!(!ran_on.is_empty(), "a controller fired the slots");
+    // What both controllers' logs say they launched is what the database recorded.
+    let launched =
+        a.log().matches("schedule fired").count() + b.log().matches("schedule fired").count();
+    assert_eq!(
+        launched,
+        fired.len(),
+        "launches logged by the two controllers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +190,14 @@ async fn downtime_past_grace_is_one_skipped_record_and_no_burst() {
         .await;
     template(w, "down", "down", "down-1").await;
     let api = login(&c.ctl, "ops", PASSWORD).await;
-    schedule(&api, "every-3s", "down", "*/3 * * * * *", OverlapRule::Queue).await;
+    schedule(
+        &api,
+        "every-3s",
+        "down",
+        "*/3 * * * * *",
+        OverlapRule::Queue,
+    )
+    .await;
     wait_for("a first fired slot", MINUTE, || async {
         runs(&api, "every-3s")
             .await
@@ -261,7 +279,14 @@ async fn overlap_skip_and_blackouts_hold_jobs_pending_with_the_reason() {
     assert!(b.active_until.is_some(), "in force now: {b:?}");
 
     let _agent = c.agent("agent-1", &[], &AgentOpts::default());
-    schedule(&admin, "prod-2s", "prod", "*/2 * * * * *", OverlapRule::Skip).await;
+    schedule(
+        &admin,
+        "prod-2s",
+        "prod",
+        "*/2 * * * * *",
+        OverlapRule::Skip,
+    )
+    .await;
     let held = wait_for("the scheduled job held by the blackout", MINUTE, || async {
         let jobs = jobs_of(w, "prod-1").await;
         let j = jobs.into_iter().next()?;
@@ -277,8 +302,7 @@ async fn overlap_skip_and_blackouts_hold_jobs_pending_with_the_reason() {
         r.iter()
             .any(|r| {
                 r.status == ScheduleRunStatus::Skipped
-                    && r.reason.as_deref()
-                        == Some("previous run still going (overlap rule: skip)")
+                    && r.reason.as_deref() == Some("previous run still going (overlap rule: skip)")
             })
             .then_some(r)
     })
@@ -318,10 +342,7 @@ async fn overlap_skip_and_blackouts_hold_jobs_pending_with_the_reason() {
     let admin_job = launch(admin.clone()).await;
     let ended = outpost_tests::api::job_ended(&admin, &admin_job).await;
     assert_eq!(ended["status"], "success", "{ended}");
-    let op: serde_json::Value = admin
-        .get(&format!("/api/v1/jobs/{op_job}"))
-        .await
-        .unwrap();
+    let op: serde_json::Value = admin.get(&format!("/api/v1/jobs/{op_job}")).await.unwrap();
     assert_eq!(op["status"], "pending", "{op}");
     assert!(
         op["pending_reason"]
