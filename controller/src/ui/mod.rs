@@ -11,7 +11,7 @@
 //! - [`layout`]: the page shell and small pieces shared by pages;
 //! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`tickets`], [`fleet`]
 //!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log),
-//!   [`credentials`] (stored secrets, never shown back), [`account`] (sign in and out, password).
+//!   [`credentials`] (stored secrets, never shown back), [`schedules`] (and blackouts), [`account`] (sign in and out, password).
 //!
 //! [`Caller`]: crate::http::auth::Caller
 
@@ -26,6 +26,7 @@ pub mod launch;
 pub mod layout;
 pub mod playbooks;
 pub mod projects;
+pub mod schedules;
 pub mod tickets;
 pub mod viewer;
 
@@ -92,6 +93,14 @@ pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
         .route("/projects", get(projects::list))
         .route("/projects/{id}", get(projects::show))
         .route("/projects/{id}/sync", post(projects::sync))
+        .route(
+            "/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route("/schedules/preview", post(schedules::preview))
+        .route("/schedules/{id}", get(schedules::show))
+        .route("/blackouts", post(schedules::create_blackout))
+        .route("/blackouts/{id}/delete", post(schedules::delete_blackout))
         .route("/tickets", get(tickets::board))
         .route("/tickets/{ticket_id}", post(tickets::update))
         .route("/users", get(admin::users).post(admin::create_user))
