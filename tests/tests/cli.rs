@@ -849,7 +849,13 @@ async fn schedules_preview_create_and_blackouts_from_the_terminal() {
     // The preview saves nothing and shows five wall-clock times in the zone.
     let shown = ok(outpost(
         cfg,
-        &["schedule", "preview", "30 2 * * *", "--timezone", "Europe/Berlin"],
+        &[
+            "schedule",
+            "preview",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+        ],
     ));
     assert!(shown.starts_with("next runs (Europe/Berlin):"), "{shown}");
     let times: Vec<&str> = shown.lines().skip(1).collect();
@@ -863,34 +869,73 @@ async fn schedules_preview_create_and_blackouts_from_the_terminal() {
     let created = ok(outpost(
         cfg,
         &[
-            "schedule", "create", "nightly", "--template", "cron", "--cron", "30 2 * * *",
-            "--timezone", "Europe/Berlin",
+            "schedule",
+            "create",
+            "nightly",
+            "--template",
+            "cron",
+            "--cron",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
         ],
     ));
     assert!(created.starts_with("schedule nightly created"), "{created}");
-    assert_eq!(created.lines().filter(|l| l.contains("02:30:00")).count(), 5, "{created}");
+    assert_eq!(
+        created.lines().filter(|l| l.contains("02:30:00")).count(),
+        5,
+        "{created}"
+    );
     assert!(ok(outpost(cfg, &["schedule", "list"])).contains("nightly"));
     ok(outpost(cfg, &["schedule", "disable", "nightly"]));
-    let shown: serde_json::Value =
-        serde_json::from_str(&ok(outpost(cfg, &["--json", "schedule", "show", "nightly"]))).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&ok(outpost(
+        cfg,
+        &["--json", "schedule", "show", "nightly"],
+    )))
+    .unwrap();
     assert_eq!(shown["enabled"], false, "{shown}");
     assert!(shown["next_run_at"].is_null(), "{shown}");
-    assert!(ok(outpost(cfg, &["schedule", "runs", "nightly"])).starts_with("slot"));
+    let runs = ok(outpost(cfg, &["schedule", "runs", "nightly"]));
+    assert!(
+        !runs.contains("fired"),
+        "disabled before its first slot: {runs}"
+    );
 
     let made = ok(outpost(
         cfg,
         &[
-            "blackout", "create", "freeze", "--environment", "production", "--from", "Fri 16:00",
-            "--to", "Mon 08:00", "--timezone", "Europe/Berlin", "--manual",
+            "blackout",
+            "create",
+            "freeze",
+            "--environment",
+            "production",
+            "--from",
+            "Fri 16:00",
+            "--to",
+            "Mon 08:00",
+            "--timezone",
+            "Europe/Berlin",
+            "--manual",
         ],
     ));
     assert!(made.starts_with("blackout freeze created"), "{made}");
     let listed = ok(outpost(cfg, &["blackout", "list"]));
-    assert!(listed.contains("Fri 16:00 - Mon 08:00 Europe/Berlin"), "{listed}");
+    assert!(
+        listed.contains("Fri 16:00 - Mon 08:00 Europe/Berlin"),
+        "{listed}"
+    );
     one_line_error(
         &outpost(
             cfg,
-            &["blackout", "create", "bad", "--from", "Fry 16:00", "--to", "Mon 08:00"],
+            &[
+                "blackout",
+                "create",
+                "bad",
+                "--from",
+                "Fry 16:00",
+                "--to",
+                "Mon 08:00",
+            ],
         ),
         "weekly_start",
     );

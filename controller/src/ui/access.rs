@@ -107,7 +107,11 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
         "/schedules/preview",
         Api("POST", "/api/v1/schedules/preview"),
     ),
-    ("GET", "/schedules/{id}", Api("GET", "/api/v1/schedules/{id}")),
+    (
+        "GET",
+        "/schedules/{id}",
+        Api("GET", "/api/v1/schedules/{id}"),
+    ),
     ("POST", "/blackouts", Api("POST", "/api/v1/blackouts")),
     (
         "POST",

@@ -93,10 +93,7 @@ pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
         .route("/projects", get(projects::list))
         .route("/projects/{id}", get(projects::show))
         .route("/projects/{id}/sync", post(projects::sync))
-        .route(
-            "/schedules",
-            get(schedules::list).post(schedules::create),
-        )
+        .route("/schedules", get(schedules::list).post(schedules::create))
         .route("/schedules/preview", post(schedules::preview))
         .route("/schedules/{id}", get(schedules::show))
         .route("/blackouts", post(schedules::create_blackout))

@@ -205,7 +205,10 @@ pub async fn preview(
         form: f,
         ..State2::default()
     };
-    match service::schedules::preview(&req).await.map_err(ApiError::from) {
+    match service::schedules::preview(&req)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(p) => s.preview = Some(p),
         Err(e) if e.status.is_client_error() => s.error = Some(e.message),
         Err(e) => return Err(e.into()),
