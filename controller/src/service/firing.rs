@@ -16,6 +16,8 @@ use crate::store::schedules::NewRun;
 
 /// Due schedules handled per tick; the rest wait for the next tick, oldest slot first.
 const BATCH: i64 = 200;
+/// Schedules launched at the same time by one controller (each holds a database connection).
+const CONCURRENCY: usize = 8;
 /// A claim older than this, by any controller, was abandoned by its controller.
 const STALE_CLAIM: Duration = Duration::from_secs(600);
 
@@ -49,23 +51,25 @@ pub async fn run(core: Arc<Core>) {
     }
 }
 
-/// Fires every due slot; returns how many schedules were looked at.
+/// Fires every due slot; returns how many schedules were looked at. A few at a time: a
+/// thousand schedules due at one minute would otherwise launch one after another.
 pub async fn fire_due(core: &Arc<Core>) -> crate::store::Result<usize> {
+    use futures_util::StreamExt;
     let mut seen = 0;
     loop {
         let now = Utc::now();
         let due = core.store.due_schedules(now, BATCH).await?;
         let n = due.len();
-        for s in due {
-            if core.stop.is_cancelled() {
-                return Ok(seen);
-            }
-            if let Err(e) = fire_one(core, &s, now).await {
-                tracing::warn!(schedule = %s.name, error = %e, "schedule slot not fired");
-            }
-            seen += 1;
-        }
-        if n < BATCH as usize {
+        futures_util::stream::iter(due)
+            .take_while(|_| std::future::ready(!core.stop.is_cancelled()))
+            .for_each_concurrent(CONCURRENCY, |s| async move {
+                if let Err(e) = fire_one(core, &s, now).await {
+                    tracing::warn!(schedule = %s.name, error = %e, "schedule slot not fired");
+                }
+            })
+            .await;
+        seen += n;
+        if n < BATCH as usize || core.stop.is_cancelled() {
             return Ok(seen);
         }
     }
