@@ -2,7 +2,8 @@
 //! seconds-resolution schedule exactly once; a controller down past its slots records one
 //! skipped run and launches no burst; overlap "skip" skips while the previous run goes on; a
 //! blackout holds a scheduled job and an operator's manual launch pending with the reason,
-//! while an admin's launch runs.
+//! while an admin's launch runs; bad input is refused naming the field, and a deactivated
+//! owner's run fails saying so.
 
 use std::time::Duration;
 
@@ -24,6 +25,17 @@ const QUICK: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansibl
 
 /// A template running `playbook` on `server`.
 async fn template(w: &World, name: &str, playbook: &str, server: &str) {
+    template_asking(w, name, playbook, server, Vec::new()).await;
+}
+
+/// A template with a survey.
+async fn template_asking(
+    w: &World,
+    name: &str,
+    playbook: &str,
+    server: &str,
+    survey: Vec<Question>,
+) {
     let pb = w.playbook(playbook, QUICK).await;
     w.store
         .create_template(
@@ -38,7 +50,7 @@ async fn template(w: &World, name: &str, playbook: &str, server: &str) {
                 extra_vars: None,
                 run_options: Default::default(),
                 time_limit_secs: None,
-                survey: Vec::new(),
+                survey,
             },
             &Actor::user(w.admin.id),
         )
@@ -356,4 +368,137 @@ async fn overlap_skip_and_blackouts_hold_jobs_pending_with_the_reason() {
     admin.blackouts().delete("freeze").await.expect("delete");
     let ended = outpost_tests::api::job_ended(&admin, &op_job).await;
     assert_eq!(ended["status"], "success", "{ended}");
+}
+
+/// The refusal's status and message.
+fn refusal<T: std::fmt::Debug>(r: Result<T, outpost_api::client::ApiError>) -> (u16, String) {
+    let e = r.expect_err("refused");
+    (e.status().unwrap_or(0), e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_by_field_and_a_deactivated_owner_fails_the_run() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    w.local_server("own-1", serde_json::json!({}), "staging")
+        .await;
+    template(w, "plain", "plain", "own-1").await;
+    let secret = Question {
+        name: "token".into(),
+        kind: QuestionKind::Secret,
+        label: None,
+        help: None,
+        required: true,
+        default: None,
+        max_length: None,
+        min: None,
+        max: None,
+        choices: Vec::new(),
+    };
+    template_asking(w, "secretive", "secretive", "own-1", vec![secret]).await;
+    let ada = user(w, "ada", Role::Admin).await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    let req = |template: &str, cron: &str, tz: &str| NewScheduleRequest {
+        name: "s".into(),
+        template: IdOrName::Name(template.into()),
+        cron: cron.into(),
+        timezone: tz.into(),
+        enabled: true,
+        ends_at: None,
+        answers: None,
+        overlap: None,
+    };
+    let s = admin.schedules();
+    for (r, field) in [
+        (
+            req("secretive", "0 * * * *", "UTC"),
+            "required secret question (token)",
+        ),
+        (
+            req("plain", "0 0 30 2 *", "UTC"),
+            "cron: \"0 0 30 2 *\" never fires",
+        ),
+        (req("plain", "0 * * * *", "Mars/Base"), "timezone:"),
+        (
+            req("plain", &"1,".repeat(100), "UTC"),
+            "cron: longer than 128",
+        ),
+        (req("plain", "61 * * * *", "UTC"), "cron:"),
+        (
+            req("nothing", "0 * * * *", "UTC"),
+            "template: template 'nothing' not found",
+        ),
+    ] {
+        let (status, msg) = refusal(s.create(&r).await);
+        assert_eq!(status, 422, "{msg}");
+        assert!(msg.contains(field), "{field}: {msg}");
+    }
+    let (status, msg) = refusal(
+        admin
+            .schedules()
+            .preview(&PreviewRequest {
+                cron: "* * * *".into(),
+                timezone: "UTC".into(),
+            })
+            .await,
+    );
+    assert!(status == 422 && msg.starts_with("cron:"), "{msg}");
+    let bad_window = NewBlackoutRequest {
+        name: "w".into(),
+        environment: None,
+        timezone: "UTC".into(),
+        weekly_start: Some("Fry 16:00".into()),
+        weekly_end: Some("Mon 08:00".into()),
+        starts_at: None,
+        ends_at: None,
+        applies_to_manual: false,
+        enabled: true,
+    };
+    let (status, msg) = refusal(admin.blackouts().create(&bad_window).await);
+    assert!(status == 422 && msg.contains("weekly_start"), "{msg}");
+    assert!(
+        admin
+            .schedules()
+            .list(&PageQuery {
+                limit: None,
+                offset: None
+            })
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing half-written"
+    );
+
+    // A run launches as the schedule's owner: deactivated, the run fails and says why.
+    login(&c.ctl, "ada", PASSWORD)
+        .await
+        .schedules()
+        .create(&NewScheduleRequest {
+            name: "ada-2s".into(),
+            overlap: Some(OverlapRule::Queue),
+            ..req("plain", "*/2 * * * * *", "UTC")
+        })
+        .await
+        .expect("schedule");
+    let _: serde_json::Value = admin
+        .patch(
+            &format!("/api/v1/users/{}", ada.id),
+            &serde_json::json!({"is_active": false}),
+        )
+        .await
+        .expect("deactivate");
+    let failed = wait_for("a failed run", MINUTE, || async {
+        runs(&admin, "ada-2s")
+            .await
+            .into_iter()
+            .find(|r| r.status == ScheduleRunStatus::Failed)
+    })
+    .await;
+    assert_eq!(
+        failed.reason.as_deref(),
+        Some("its owner ada is deactivated"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.jobs, 0);
 }
