@@ -265,3 +265,42 @@ mod tests {
         assert!(Calendar::new("0 * * * *", &"A".repeat(500)).is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Any text within the length limit is refused or accepted quickly, never a panic or a hang:
+    /// expressions come from callers (the preview is open to every signed-in user).
+    #[test]
+    fn arbitrary_expressions_are_answered_quickly() {
+        let alphabet: Vec<char> = "0123456789*/,-LW#?  ".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let started = std::time::Instant::now();
+        for _ in 0..3000 {
+            let fields = 5 + (next() % 2) as usize;
+            let expr: Vec<String> = (0..fields)
+                .map(|_| {
+                    let len = 1 + (next() % 6) as usize;
+                    (0..len)
+                        .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                        .collect()
+                })
+                .collect();
+            let expr = expr.join(" ");
+            let t = std::time::Instant::now();
+            if let Ok(c) = Calendar::new(&expr, "Europe/Berlin") {
+                let runs = c.next_n(Utc::now(), 5);
+                assert!(!runs.is_empty(), "{expr:?} accepted but never fires");
+            }
+            assert!(t.elapsed().as_secs() < 2, "{expr:?} took {:?}", t.elapsed());
+        }
+        assert!(started.elapsed().as_secs() < 60);
+    }
+}
