@@ -1,4 +1,5 @@
-//! A job's credentials on disk: the SSH key, become password and vault passwords an assignment
+//! A job's credentials on disk: the SSH key, become password, vault passwords and secret survey
+//! answers an assignment
 //! carries are written into a private directory of the job under the secrets root (tmpfs when
 //! the bastion has one), handed to ansible-playbook as paths, and removed when the run ends —
 //! or, after a crash, at the agent's next start.
@@ -10,6 +11,7 @@
 //! <root>/<job>/ssh_key           0600, already opened with its passphrase
 //! <root>/<job>/become_password   0600
 //! <root>/<job>/vault-<id>        0600, one per vault id
+//! <root>/<job>/secret_vars.yml   0600, a template's secret answers (`!unsafe` YAML vars)
 //! ```
 //!
 //! No secret is ever put in an error message, a log line, argv or the environment: only paths.
@@ -210,6 +212,25 @@ impl SecretsRoot {
             let path = files.write("become_password", pw.as_bytes())?;
             files.args.push("--become-password-file".into());
             files.args.push(path.into_os_string());
+        }
+        if !secrets.vars.is_empty() {
+            // Data, like every launch value: each string `!unsafe`, so ansible never evaluates
+            // a template an answer holds. Last on the command line: they win over the others.
+            let mut map = serde_json::Map::new();
+            for v in &secrets.vars {
+                map.insert(v.name.clone(), serde_json::Value::String(v.value.clone()));
+            }
+            let text = Zeroizing::new(crate::vars::unsafe_yaml(&map));
+            for (_, v) in map.iter_mut() {
+                if let serde_json::Value::String(s) = v {
+                    zeroize::Zeroize::zeroize(s);
+                }
+            }
+            let path = files.write("secret_vars.yml", text.as_bytes())?;
+            let mut arg = OsString::from("@");
+            arg.push(path.as_os_str());
+            files.args.push("--extra-vars".into());
+            files.args.push(arg);
         }
         for v in &secrets.vault {
             let path = files.write(&format!("vault-{}", v.id), v.password.as_bytes())?;
@@ -534,6 +555,7 @@ mod tests {
 
     fn all_secrets(key: String, passphrase: Option<&str>) -> JobSecrets {
         JobSecrets {
+            vars: Vec::new(),
             ssh_key: Some(SshKeySecret {
                 key,
                 passphrase: passphrase.map(String::from),
@@ -644,6 +666,7 @@ mod tests {
             .is_encrypted());
         let job = Uuid::new_v4();
         let secrets = JobSecrets {
+            vars: Vec::new(),
             ssh_key: Some(SshKeySecret {
                 key: encrypted.clone(),
                 passphrase: Some("pass".into()),
@@ -682,6 +705,7 @@ mod tests {
         let pem = keygen(tmp.path(), "rsa", "", &["-b", "2048", "-m", "PEM"]);
         assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
         let secrets = JobSecrets {
+            vars: Vec::new(),
             ssh_key: Some(SshKeySecret {
                 key: pem.trim_end().to_owned(),
                 passphrase: None,
@@ -724,6 +748,7 @@ mod tests {
         for (key, passphrase, problem) in cases {
             let job = Uuid::new_v4();
             let secrets = JobSecrets {
+                vars: Vec::new(),
                 ssh_key: Some(SshKeySecret {
                     key: key.clone(),
                     passphrase: passphrase.map(String::from),
@@ -761,6 +786,7 @@ mod tests {
         ] {
             let job = Uuid::new_v4();
             let secrets = JobSecrets {
+                vars: Vec::new(),
                 become_password: Some("pw".into()),
                 vault: ids
                     .iter()
@@ -783,9 +809,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn secret_vars_are_a_private_unsafe_vars_file_named_by_path() {
+        use outpost_protocol::message::SecretVar;
+        let (_tmp, root) = root();
+        let job = Uuid::new_v4();
+        let secrets = JobSecrets {
+            vars: vec![SecretVar {
+                name: "token".into(),
+                value: "{{ lookup('pipe', 'id') }}".into(),
+            }],
+            become_password: None,
+            ssh_key: None,
+            vault: Vec::new(),
+        };
+        let files = root.materialise(job, &secrets).await.unwrap();
+        let path = root.job_dir(job).join("secret_vars.yml");
+        assert_eq!(mode(&path), 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(r#"!unsafe "token": !unsafe "{{ lookup('pipe', 'id') }}""#),
+            "{text}"
+        );
+        let args: Vec<String> = files
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            ["--extra-vars".to_owned(), format!("@{}", path.display())]
+        );
+        drop(files);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
     async fn sweep_removes_the_job_directories_a_killed_agent_left() {
         let (_tmp, root) = root();
         let secrets = JobSecrets {
+            vars: Vec::new(),
             become_password: Some("pw".into()),
             ssh_key: None,
             vault: Vec::new(),

@@ -866,6 +866,7 @@ async fn credentials_reach_ansible_as_private_files_and_nowhere_else() {
     );
     let mut job = assignment(&playbook, 120);
     job.secrets = JobSecrets {
+        vars: Vec::new(),
         ssh_key: None,
         become_password: Some(become_pw.clone()),
         vault: vec![VaultSecret {
@@ -937,6 +938,7 @@ async fn credentials_reach_ansible_as_private_files_and_nowhere_else() {
         2,
     );
     slow.secrets = JobSecrets {
+        vars: Vec::new(),
         ssh_key: None,
         become_password: Some(become_pw.clone()),
         vault: vec![],
@@ -954,6 +956,7 @@ async fn credentials_reach_ansible_as_private_files_and_nowhere_else() {
     // A vault id ansible would misread fails the job before ansible runs, saying why.
     let mut bad = assignment(&playbook, 60);
     bad.secrets = JobSecrets {
+        vars: Vec::new(),
         ssh_key: None,
         become_password: None,
         vault: vec![VaultSecret {
@@ -1026,6 +1029,7 @@ async fn a_killed_agent_s_secrets_are_gone_at_its_next_start() {
         120,
     );
     job.secrets = JobSecrets {
+        vars: Vec::new(),
         ssh_key: None,
         become_password: Some(become_pw.clone()),
         vault: vec![],

@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::credentials::*;
 use crate::schedules::*;
+use crate::templates::*;
 use crate::types::*;
 
 #[derive(Debug, Error)]
@@ -320,6 +321,11 @@ impl Client {
         Blackouts(self)
     }
 
+    /// Job templates and their launches: `/templates`.
+    pub fn templates(&self) -> Templates<'_> {
+        Templates(self)
+    }
+
     /// Jobs and their logs: `/jobs`.
     pub fn jobs(&self) -> Jobs<'_> {
         Jobs(self)
@@ -494,6 +500,46 @@ impl Playbooks<'_> {
 /// `/credentials`: see [`Client::credentials`].
 #[derive(Clone, Copy, Debug)]
 pub struct Credentials<'a>(&'a Client);
+
+/// `/templates`: see [`Client::templates`]. A template is named by its id or its name.
+#[derive(Clone, Copy, Debug)]
+pub struct Templates<'a>(&'a Client);
+
+impl Templates<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<TemplateView>, ApiError> {
+        self.0.list_at(&["templates"], query).await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<TemplateView, ApiError> {
+        self.0.get_at(&["templates", key]).await
+    }
+
+    pub async fn create(&self, spec: &TemplateSpec) -> Result<TemplateView, ApiError> {
+        self.0.send_at(Method::POST, &["templates"], spec).await
+    }
+
+    /// Replaces the template whole.
+    pub async fn update(&self, key: &str, spec: &TemplateSpec) -> Result<TemplateView, ApiError> {
+        self.0.send_at(Method::PUT, &["templates", key], spec).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(self.0.call(Method::DELETE, &["templates", key])?)
+            .await
+    }
+
+    /// Launches it: a 422 names each bad answer.
+    pub async fn launch(
+        &self,
+        key: &str,
+        req: &TemplateLaunchRequest,
+    ) -> Result<LaunchResponse, ApiError> {
+        self.0
+            .send_at(Method::POST, &["templates", key, "launch"], req)
+            .await
+    }
+}
 
 impl Credentials<'_> {
     pub async fn list(&self, query: &PageQuery) -> Result<Page<CredentialView>, ApiError> {

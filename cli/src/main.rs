@@ -81,6 +81,12 @@ pub enum Command {
     /// Blackout windows: when jobs of an environment must not start.
     #[command(subcommand)]
     Blackout(commands::schedules::BlackoutCmd),
+    /// Saved launches with a survey: operators launch them with answers, admins write them.
+    ///
+    /// Example:
+    ///   outpost template launch deploy -a app=shop -a region=eu --secret-answer token --follow
+    #[command(subcommand, visible_alias = "templates")]
+    Template(TemplateCmd),
     /// Launch, list, follow and cancel jobs.
     #[command(subcommand)]
     Job(JobCmd),
@@ -434,6 +440,54 @@ pub struct SecretArgs {
     /// ssh-key only: ask for the key's passphrase on the terminal, unechoed.
     #[arg(long)]
     pub ask_passphrase: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TemplateCmd {
+    /// The templates: name, what they run, how many questions.
+    List,
+    /// One template (name or id), with its survey.
+    Show { template: String },
+    /// Launch a template with answers to its survey; a refusal names each bad answer.
+    ///
+    /// Example:
+    ///   outpost template launch deploy -a app=shop -a roles=web,db --secret-answer token --follow
+    Launch {
+        template: String,
+        /// An answer, `name=value` (repeatable). Multi-choice answers are `a,b`.
+        #[arg(short = 'a', long = "answer", value_name = "NAME=VALUE")]
+        answers: Vec<String>,
+        /// A secret answer: `NAME` asks for it on the terminal, unechoed; `NAME=PATH` reads it
+        /// from a file (`-`: standard input). Never given on the command line itself.
+        #[arg(long = "secret-answer", value_name = "NAME[=PATH]")]
+        secret_answers: Vec<String>,
+        /// Stream every server's log until the jobs end; the exit code says how they ended.
+        #[arg(short, long)]
+        follow: bool,
+        /// With --follow: print lines as the hosts wrote them, escape sequences included.
+        #[arg(long, requires = "follow")]
+        raw: bool,
+    },
+    /// Create a template from a YAML or JSON file (admins).
+    ///
+    /// The file holds: name, description, playbook (or project + playbook_path), servers (or
+    /// filter: {environment, tags}), extra_vars, options {tags, skip_tags, check, diff,
+    /// verbosity}, time_limit_secs, survey: [{name, type, label, help, required, default,
+    /// max_length, min, max, choices}]; type is text, multiline, integer, choice,
+    /// multi_choice or secret.
+    Create {
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+    },
+    /// Replace a template whole from a file (admins).
+    Update {
+        template: String,
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+    },
+    /// Delete a template (admins); its jobs are kept.
+    #[command(visible_alias = "delete")]
+    Rm { template: String },
 }
 
 #[derive(Subcommand)]

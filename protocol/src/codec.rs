@@ -266,6 +266,7 @@ mod tests {
                 time_limit_secs: 3600,
                 options: Default::default(),
                 secrets: JobSecrets {
+                    vars: Vec::new(),
                     ssh_key: Some(SshKeySecret {
                         key: "-----BEGIN OPENSSH PRIVATE KEY-----\n".into(),
                         passphrase: Some("pass phrase".into()),

@@ -25,13 +25,14 @@ pub mod token;
 pub mod tree;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
-/// The oldest protocol version this build still accepts. 5 hands a job its credentials' secrets
+pub const PROTOCOL_VERSION: u16 = 6;
+/// The oldest protocol version this build still accepts. 6 hands a job the secret answers of its
+/// template's survey (an agent speaking 5 could not read the assignment). 5 hands a job its credentials' secrets
 /// (an agent speaking 4 would run the job without them). 4 hands a job a project revision (a
 /// tree, fetched by digest) instead of one playbook's text: an agent speaking 3 cannot run it.
 /// (3 split an assignment's variables into curated ones and launch values that must reach
 /// ansible as data.)
-pub const MIN_PROTOCOL_VERSION: u16 = 5;
+pub const MIN_PROTOCOL_VERSION: u16 = 6;
 
 /// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.
 pub const ALPN_AGENT: &[u8] = b"outpost/1";

@@ -218,6 +218,16 @@ pub struct JobSecrets {
     pub become_password: Option<String>,
     /// One per vault id (`--vault-id ID@FILE`).
     pub vault: Vec<VaultSecret>,
+    /// Secret answers of a template's survey: the agent writes them, as data (`!unsafe`), to a
+    /// vars file of the job's secrets directory and hands ansible its path (`-e @FILE`).
+    pub vars: Vec<SecretVar>,
+}
+
+/// One secret variable (a survey's secret answer).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretVar {
+    pub name: String,
+    pub value: String,
 }
 
 /// A private key in OpenSSH (or unencrypted PEM) form, with the passphrase that opens it.
@@ -236,7 +246,10 @@ pub struct VaultSecret {
 
 impl JobSecrets {
     pub fn is_empty(&self) -> bool {
-        self.ssh_key.is_none() && self.become_password.is_none() && self.vault.is_empty()
+        self.ssh_key.is_none()
+            && self.become_password.is_none()
+            && self.vault.is_empty()
+            && self.vars.is_empty()
     }
 }
 
@@ -261,6 +274,14 @@ impl std::fmt::Debug for JobSecrets {
                 "vault",
                 &self.vault.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
             )
+            .field(
+                "vars",
+                &self
+                    .vars
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -282,6 +303,19 @@ impl Drop for SshKeySecret {
         use zeroize::Zeroize;
         self.key.zeroize();
         self.passphrase.zeroize();
+    }
+}
+
+impl std::fmt::Debug for SecretVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretVar({}, <redacted>)", self.name)
+    }
+}
+
+impl Drop for SecretVar {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.value.zeroize();
     }
 }
 
@@ -508,6 +542,10 @@ mod tests {
     #[test]
     fn secrets_debug_names_what_is_there_never_its_value() {
         let s = JobSecrets {
+            vars: vec![SecretVar {
+                name: "token".into(),
+                value: "SECRETVAR".into(),
+            }],
             ssh_key: Some(SshKeySecret {
                 key: "KEYMATERIAL".into(),
                 passphrase: Some("PASSPHRASE".into()),
@@ -519,7 +557,13 @@ mod tests {
             }],
         };
         let shown = format!("{s:?} {:?}", s.vault[0]);
-        for secret in ["KEYMATERIAL", "PASSPHRASE", "SUDOPASS", "VAULTPASS"] {
+        for secret in [
+            "KEYMATERIAL",
+            "PASSPHRASE",
+            "SUDOPASS",
+            "VAULTPASS",
+            "SECRETVAR",
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(

@@ -63,6 +63,12 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/blackouts", "admin"),
     ("GET", "/api/v1/blackouts/{id}", "viewer"),
     ("DELETE", "/api/v1/blackouts/{id}", "admin"),
+    ("GET", "/api/v1/templates", "viewer"),
+    ("POST", "/api/v1/templates", "admin"),
+    ("GET", "/api/v1/templates/{id_or_name}", "viewer"),
+    ("PUT", "/api/v1/templates/{id_or_name}", "admin"),
+    ("DELETE", "/api/v1/templates/{id_or_name}", "admin"),
+    ("POST", "/api/v1/templates/{id_or_name}/launch", "operator"),
     ("GET", "/api/v1/jobs", "viewer"),
     ("POST", "/api/v1/jobs", "operator"),
     ("GET", "/api/v1/jobs/{job_id}", "viewer"),
@@ -101,12 +107,13 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", "999999")
         .replace("{job_id}", "00000000-0000-4000-8000-000000000000")
         .replace("{ticket_id}", "00000000-0000-4000-8000-000000000000")
+        .replace("{id_or_name}", "no-such-template")
 }
 
 async fn status_of(c: &Client, method: &str, path: &str) -> StatusCode {
     let m = Method::from_bytes(method.as_bytes()).unwrap();
     let mut rb = c.request(m.clone(), &concrete(path));
-    if m == Method::POST || m == Method::PATCH {
+    if m == Method::POST || m == Method::PATCH || m == Method::PUT {
         rb = rb.json(&json!({}));
     }
     rb.timeout(Duration::from_secs(20))

@@ -1,7 +1,8 @@
 //! The `outpost` CLI against a real controller process and a real agent: logging in (pinned by
 //! fingerprint; a wrong password; an expired token), servers and inventory imports, playbooks,
 //! `job run --follow` printing exactly the stored log with the exit code of the outcome, a
-//! follow that survives a controller restart, tickets, `--json`, and one-line errors. A host's
+//! follow that survives a controller restart, templates launched with answers (a secret one
+//! from standard input), tickets, `--json`, and one-line errors. A host's
 //! terminal escape sequences reach the admin's terminal escaped (verbatim only with `--raw`),
 //! and the audit trail knows the CLI by its user agent.
 
@@ -230,6 +231,61 @@ async fn login_inventory_playbooks_and_jobs_from_the_terminal() {
     assert_eq!(
         ok(outpost(cfg, &["job", "logs", &job_id])).lines().count(),
         stored.len()
+    );
+
+    // Templates: an admin writes one from a file; a launch with answers follows to the end; a
+    // bad answer is a one-line refusal naming the field; a secret answer is never an argument
+    // (here it comes from standard input).
+    let greet = cfg.join("greet.yaml");
+    std::fs::write(
+        &greet,
+        "name: greet\nplaybook: hello\nservers: [local]\nsurvey:\n  - name: who\n    type: choice\n    choices: [world, moon]\n    required: true\n  - name: pin\n    type: secret\n",
+    )
+    .unwrap();
+    ok(outpost(
+        cfg,
+        &["template", "create", "--file", greet.to_str().unwrap()],
+    ));
+    assert!(ok(outpost(cfg, &["template", "list"])).contains("greet"));
+    let printed = ok(outpost(
+        cfg,
+        &["template", "launch", "greet", "-a", "who=moon", "--follow"],
+    ));
+    assert!(printed.contains("hello moon"), "{printed}");
+    one_line_error(
+        &outpost(cfg, &["template", "launch", "greet", "-a", "who=mars"]),
+        "who: must be one of: world, moon",
+    );
+    one_line_error(
+        &outpost(
+            cfg,
+            &[
+                "template", "launch", "greet", "-a", "who=moon", "-a", "pin=1234",
+            ],
+        ),
+        "--secret-answer pin",
+    );
+    let launched: serde_json::Value = serde_json::from_str(&ok(outpost_with_stdin(
+        cfg,
+        &[
+            "template",
+            "launch",
+            "greet",
+            "-a",
+            "who=world",
+            "--secret-answer",
+            "pin=-",
+            "--json",
+        ],
+        "9876\n",
+    )))
+    .unwrap();
+    assert_eq!(launched["jobs"][0]["template"]["name"], "greet");
+    let id = launched["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let shown = ok(outpost(cfg, &["job", "show", &id, "--json"]));
+    assert!(
+        shown.contains("\"pin\": \"********\"") && !shown.contains("9876"),
+        "{shown}"
     );
 
     let failed = outpost(
@@ -511,7 +567,7 @@ fn outpost_with_stdin(config: &Path, args: &[&str], secret: &str) -> Output {
     let proc_file = |name: &str| std::fs::read(format!("/proc/{}/{name}", child.id()));
     // Until exec, /proc shows the test's own argv: wait for outpost's.
     outpost_tests::wait_blocking("outpost to start", MINUTE, || {
-        proc_file("cmdline").is_ok_and(|c| String::from_utf8_lossy(&c).contains("credential"))
+        proc_file("cmdline").is_ok_and(|c| String::from_utf8_lossy(&c).contains(args[0]))
     });
     for name in ["cmdline", "environ"] {
         let seen = proc_file(name).expect("read /proc");

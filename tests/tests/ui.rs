@@ -3,7 +3,8 @@
 //! resolve a failure's ticket, a viewer refused, markup in a log shown as text, and a log of
 //! 200,000 lines that loads and scrolls, projects (a sync started from the page, a failed
 //! sync's error shown as text, a viewer refused), and credentials (written from a form, never
-//! shown back, viewers and operators refused). Screenshots land in `target/ui-screenshots/`.
+//! shown back, viewers and operators refused), and a template's survey as a launch form (errors
+//! beside their fields). Screenshots land in `target/ui-screenshots/`.
 
 use std::time::Duration;
 
@@ -194,6 +195,79 @@ async fn an_operator_launches_a_job_and_watches_its_log_live() {
     let alerted = b.js("return typeof window.__alerted").await;
     assert_eq!(alerted, json!("undefined"), "a script of the log ran");
     b.shot("job-done").await;
+
+    // A template's launch page is made from its survey: bad answers are refused beside their
+    // fields with what was typed kept (a secret never echoed back), then the launch runs.
+    w.playbook("greet", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"hi {{ who }} x{{ times }}\"\n").await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    let t: serde_json::Value = admin
+        .post(
+            "/api/v1/templates",
+            &json!({"name": "greet", "playbook": "greet", "servers": ["web1"], "survey": [
+                {"name": "who", "type": "text", "required": true, "max_length": 8},
+                {"name": "times", "type": "integer", "min": 1, "max": 3, "default": 1},
+                {"name": "pin", "type": "secret"}
+            ]}),
+        )
+        .await
+        .expect("template");
+    b.goto("/templates").await;
+    b.find(&format!("a[href='/templates/{}/launch']", t["id"]))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let times = b.find("#q-times").await;
+    times.clear().await.unwrap();
+    times.send_keys("7").await.unwrap();
+    b.find("#q-pin").await.send_keys("1234").await.unwrap();
+    b.find("form#template-launch button.primary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let err = b.wait_text("#err-who", MINUTE, |t| !t.is_empty()).await;
+    assert!(err.contains("required"), "{err}");
+    let err = b.wait_text("#err-times", MINUTE, |t| !t.is_empty()).await;
+    assert!(err.contains("above the maximum 3"), "{err}");
+    b.shot("template-launch-errors").await;
+    let times = b.find("#q-times").await;
+    assert_eq!(
+        times.prop("value").await.unwrap().as_deref(),
+        Some("7"),
+        "what was typed is kept"
+    );
+    let who = b.find("#q-who").await;
+    let pin = b.find("#q-pin").await;
+    assert_eq!(
+        pin.prop("value").await.unwrap().as_deref(),
+        Some(""),
+        "a secret is not echoed back"
+    );
+    who.clear().await.unwrap();
+    who.send_keys("browser").await.unwrap();
+    let times = b.find("#q-times").await;
+    times.clear().await.unwrap();
+    times.send_keys("2").await.unwrap();
+    b.find("form#template-launch button.primary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let id = job_on_page(&b).await;
+    b.wait_text("#job-template", MINUTE, |t| t == "greet").await;
+    b.wait_text("#job-exit", MINUTE, |t| t == "0").await;
+    let job = w
+        .store
+        .get_job_by_uuid(id.parse().expect("a job uuid"))
+        .await
+        .unwrap();
+    let lines = w.lines(&job).await;
+    assert!(
+        lines.iter().any(|l| l.content.contains("hi browser x2")),
+        "{lines:#?}"
+    );
+    b.shot("template-launched").await;
     b.close().await;
 }
 

@@ -257,7 +257,7 @@ fn ask_twice(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
 
 /// The text of `path` (`-`: standard input), refused when longer than `limit` bytes (and one
 /// line break) so that a wrong file is not read whole. Errors name the file, never its content.
-fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Zeroizing<String>> {
+pub(crate) fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Zeroizing<String>> {
     let shown = path.display().to_string();
     let mut bytes = Zeroizing::new(Vec::new());
     // One line break more than a secret may hold, and one byte more to know it is too long.
@@ -287,7 +287,7 @@ fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Zeroizing<String>> 
 
 /// A password file ends its line the way editors and `echo` do; the password is what comes
 /// before that one line break.
-fn without_final_newline(mut text: Zeroizing<String>) -> Zeroizing<String> {
+pub(crate) fn without_final_newline(mut text: Zeroizing<String>) -> Zeroizing<String> {
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

@@ -218,14 +218,26 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
         credentials: a.credentials.clone(),
     };
     let launched = c.jobs().launch(&req).await?;
-    if !a.follow {
-        if !out.json(&launched) {
+    launched_jobs(c, &launched, a.follow, a.raw, out).await
+}
+
+/// Shows what a launch made, or with `follow` streams every job's log to its end; the exit
+/// code says how they ended.
+pub(crate) async fn launched_jobs(
+    c: &Client,
+    launched: &LaunchResponse,
+    follow: bool,
+    raw: bool,
+    out: Output,
+) -> anyhow::Result<u8> {
+    if !follow {
+        if !out.json(launched) {
             let header: &[&str] = &["job", "status", "playbook", "server", "created"];
             out.table(header, job_rows(&out, &launched.jobs));
         }
         return Ok(0);
     }
-    let (several, raw) = (launched.jobs.len() > 1, a.raw);
+    let several = launched.jobs.len() > 1;
     let mut tasks = Vec::new();
     for j in &launched.jobs {
         let (c, id, server) = (c.clone(), j.id.clone(), j.server.name.clone());

@@ -1,7 +1,7 @@
 //! One function per subcommand, each a few API calls and a table (or JSON): [`session`]
 //! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`],
-//! [`credentials`] (secrets read from files or prompts), [`jobs`] (runs and live logs),
-//! [`schedules`] (schedules and blackout windows),
+//! [`credentials`] (secrets read from files or prompts), [`templates`] (surveys answered),
+//! [`jobs`] (runs and live logs), [`schedules`] (schedules and blackout windows),
 //! [`admin`] (tickets, agents, users, audit).
 
 mod admin;
@@ -12,6 +12,7 @@ mod projects;
 pub mod schedules;
 mod servers;
 mod session;
+mod templates;
 
 use std::io::IsTerminal;
 
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Credential(c) => credentials::credentials(ctx, c, out).await.map(|_| 0),
         Command::Schedule(c) => schedules::schedules(ctx, c, out).await.map(|_| 0),
         Command::Blackout(c) => schedules::blackouts(ctx, c, out).await.map(|_| 0),
+        Command::Template(c) => templates::templates(ctx, c, out).await,
         Command::Job(c) => jobs::jobs(ctx, c, out).await,
         Command::Ticket(c) => admin::tickets(ctx, c, out).await.map(|_| 0),
         Command::Agent(c) => admin::agents(ctx, c, out).await.map(|_| 0),

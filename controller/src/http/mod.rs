@@ -1,7 +1,7 @@
 //! The HTTPS API (`/api/v1`), health and metrics, on axum over rustls.
 //!
 //! - [`auth`]: login, tokens and the authorization layer; the one access table is [`crate::service::access`].
-//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`credentials`], [`jobs`], [`logs`] (pages
+//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`credentials`], [`templates`], [`jobs`], [`logs`] (pages
 //!   and live follow, counted and ended with their session by [`live`]), [`tickets`], [`agents`], [`audit`]; [`health`] for probes and metrics.
 //! - [`error`]: the JSON error body; [`views`]: records as the API shows them; [`openapi`]: the
 //!   document's header and the error responses every operation gets from its route.
@@ -29,6 +29,7 @@ pub mod playbooks;
 pub mod projects;
 pub mod schedules;
 pub mod servers;
+pub mod templates;
 pub mod tickets;
 pub mod users;
 
@@ -124,6 +125,13 @@ pub fn routes() -> (Router<Arc<WebState>>, utoipa::openapi::OpenApi) {
             credentials::update,
             credentials::delete
         ))
+        .routes(routes!(templates::list, templates::create))
+        .routes(routes!(
+            templates::get,
+            templates::update,
+            templates::delete
+        ))
+        .routes(routes!(templates::launch))
         .routes(routes!(jobs::list, jobs::launch))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::message::{
-    Assignment, JobSecrets, RevisionRef, Target, INLINE_REVISION_BYTES,
+    Assignment, JobSecrets, RevisionRef, SecretVar, Target, INLINE_REVISION_BYTES,
 };
 use sha2::{Digest, Sha256};
 
@@ -200,8 +200,11 @@ async fn secrets(
         )
         .await
         .map_err(|e| e.to_string())?;
+    let vars = secret_vars(store, keyring, job).await?;
     if rows.is_empty() {
-        return Ok(JobSecrets::default());
+        let mut secrets = JobSecrets::default();
+        secrets.vars = vars;
+        return Ok(secrets);
     }
     let mut found = JobCredentials::default();
     for (used, c) in &rows {
@@ -213,7 +216,33 @@ async fn secrets(
             Use::Launch => found.launch.push((c, m)),
         }
     }
-    Ok(credential::job_secrets(found))
+    let mut secrets = credential::job_secrets(found);
+    secrets.vars = vars;
+    Ok(secrets)
+}
+
+/// The job's secret survey answers, opened for this attempt only.
+async fn secret_vars(
+    store: &Store,
+    keyring: &Keyring,
+    job: &Job,
+) -> Result<Vec<SecretVar>, String> {
+    let Some(sealed) = store
+        .job_secret_vars(job.id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(Vec::new());
+    };
+    let opened = crate::survey::sealing::open(keyring, job.job_id, &sealed)
+        .map_err(|e| format!("the job's secret answers do not open: {e}"))?;
+    Ok(opened
+        .into_iter()
+        .map(|(name, value)| SecretVar {
+            name,
+            value: value.as_str().to_owned(),
+        })
+        .collect())
 }
 
 fn revision_file(data_dir: &Path, digest: &str) -> Result<PathBuf, String> {

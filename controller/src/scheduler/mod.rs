@@ -499,7 +499,13 @@ impl Scheduler {
         let Claim::Claimed(attempt) = &claim else {
             return Ok(claim);
         };
-        let time_limit = self.settings.default_time_limit;
+        // A template may give its jobs their own limit; the others run under the default.
+        let time_limit = job
+            .time_limit_secs
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(self.settings.default_time_limit);
         let assignment = match self
             .playbooks
             .assignment(

@@ -2,8 +2,8 @@
 //! have a row here (the router refuses to start otherwise, and a test walks the whole matrix);
 //! the authorization layer reads it for every request.
 //!
-//! Viewers read jobs, logs, servers, playbooks, projects, tickets and agents; operators also
-//! launch and cancel jobs and write tickets; admins do everything (projects: create, change,
+//! Viewers read jobs, logs, servers, playbooks, projects, templates, tickets and agents;
+//! operators also launch and cancel jobs, launch templates and write tickets; admins do everything (projects: create, change,
 //! sync, upload, delete), and alone read users, credentials and the audit log.
 
 use axum::http::Method;
@@ -62,6 +62,17 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/credentials/{id}", Role(Admin)),
     ("PATCH", "/api/v1/credentials/{id}", Role(Admin)),
     ("DELETE", "/api/v1/credentials/{id}", Role(Admin)),
+    // Admins write templates; operators launch them; everyone reads them.
+    ("GET", "/api/v1/templates", Role(Viewer)),
+    ("POST", "/api/v1/templates", Role(Admin)),
+    ("GET", "/api/v1/templates/{id_or_name}", Role(Viewer)),
+    ("PUT", "/api/v1/templates/{id_or_name}", Role(Admin)),
+    ("DELETE", "/api/v1/templates/{id_or_name}", Role(Admin)),
+    (
+        "POST",
+        "/api/v1/templates/{id_or_name}/launch",
+        Role(Operator),
+    ),
     ("GET", "/api/v1/jobs", Role(Viewer)),
     ("POST", "/api/v1/jobs", Role(Operator)),
     ("GET", "/api/v1/jobs/{job_id}", Role(Viewer)),

@@ -1,5 +1,5 @@
 //! The operations callers ask of the controller, as plain functions of the domain: launch and
-//! cancel jobs, manage users, servers, playbooks, projects, credentials and tickets, revoke agents, issue enrolment
+//! cancel jobs, launch templates, manage users, servers, playbooks, projects, templates, credentials and tickets, revoke agents, issue enrolment
 //! tokens and bundles, sign in and out. Each takes the [`Core`](crate::core::Core), the
 //! [`Caller`] and a typed request, validates it, records its audit row and returns records
 //! or views — never an HTTP response.
@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod error;
 pub mod firing;
 pub mod jobs;
+pub mod launch;
 pub mod playbooks;
 pub mod projects;
 pub mod schedules;

@@ -55,6 +55,29 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
         "/jobs/{job_id}/log.txt",
         Api("GET", "/api/v1/jobs/{job_id}/logs"),
     ),
+    ("GET", "/templates", Api("GET", "/api/v1/templates")),
+    ("POST", "/templates", Api("POST", "/api/v1/templates")),
+    ("GET", "/templates/new", Api("POST", "/api/v1/templates")),
+    (
+        "GET",
+        "/templates/{id}/launch",
+        Api("POST", "/api/v1/templates/{id_or_name}/launch"),
+    ),
+    (
+        "POST",
+        "/templates/{id}/launch",
+        Api("POST", "/api/v1/templates/{id_or_name}/launch"),
+    ),
+    (
+        "GET",
+        "/templates/{id}/edit",
+        Api("PUT", "/api/v1/templates/{id_or_name}"),
+    ),
+    (
+        "POST",
+        "/templates/{id}/edit",
+        Api("PUT", "/api/v1/templates/{id_or_name}"),
+    ),
     ("GET", "/servers", Api("GET", "/api/v1/servers")),
     ("GET", "/agents", Api("GET", "/api/v1/agents")),
     (

@@ -164,6 +164,14 @@ pub async fn show(
                 dt { "Status" } dd #job-status { (layout::job_status(j.status)) }
                 dt { "Playbook" } dd { (j.playbook.name) }
                 dt { "Server" } dd { (j.server.name) }
+                @if let Some(t) = &j.template {
+                    dt { "Template" } dd #job-template { (t.name) }
+                }
+                @if let Some(secrets) = j.secret_answers.as_ref().filter(|s| !s.is_empty()) {
+                    dt { "Secret answers" } dd #job-secret-answers {
+                        @for (name, mask) in secrets { code { (name) } " " (mask) " " }
+                    }
+                }
                 @if let Some(r) = &j.revision {
                     // The tree the job runs: its project, the git commit and the revision's digest.
                     dt { "Revision" } dd #job-revision {

@@ -16,6 +16,7 @@ use crate::model::{JobStatus, TicketPriority, TicketStatus};
 pub enum Area {
     Dashboard,
     Jobs,
+    Templates,
     Servers,
     Playbooks,
     Projects,
@@ -32,6 +33,12 @@ pub enum Area {
 const NAV: &[(Area, &str, &str, &str)] = &[
     (Area::Dashboard, "Dashboard", "/", "/api/v1/jobs"),
     (Area::Jobs, "Jobs", "/jobs", "/api/v1/jobs"),
+    (
+        Area::Templates,
+        "Templates",
+        "/templates",
+        "/api/v1/templates",
+    ),
     (Area::Servers, "Servers", "/servers", "/api/v1/servers"),
     (
         Area::Playbooks,

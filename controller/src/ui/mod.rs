@@ -9,7 +9,8 @@
 //!
 //! - [`access`]: sessions, CSRF, and which API rule each page follows; [`viewer`]: who looks;
 //! - [`layout`]: the page shell and small pieces shared by pages;
-//! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`tickets`], [`fleet`]
+//! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`templates`] (surveys as
+//!   forms), [`tickets`], [`fleet`]
 //!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log),
 //!   [`credentials`] (stored secrets, never shown back), [`schedules`] (and blackouts), [`account`] (sign in and out, password).
 //!
@@ -27,6 +28,7 @@ pub mod layout;
 pub mod playbooks;
 pub mod projects;
 pub mod schedules;
+pub mod templates;
 pub mod tickets;
 pub mod viewer;
 
@@ -80,6 +82,16 @@ pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
         .route("/jobs/{job_id}", get(jobs::show))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/log.txt", get(jobs::download))
+        .route("/templates", get(templates::list).post(templates::create))
+        .route("/templates/new", get(templates::new_form))
+        .route(
+            "/templates/{id}/launch",
+            get(templates::launch_form).post(templates::launch),
+        )
+        .route(
+            "/templates/{id}/edit",
+            get(templates::edit_form).post(templates::update),
+        )
         .route("/servers", get(fleet::servers))
         .route("/agents", get(fleet::agents))
         .route("/agents/{id}/revoke", post(fleet::revoke))

@@ -1,0 +1,304 @@
+//! Launching: the one path of every launch — typed by a caller, or a template's. [`plan`]
+//! checks the request (run options, variables, credentials) and resolves what it names
+//! (playbook, revision, servers) into the jobs to create, writing nothing; [`commit`] creates
+//! them in one transaction and wakes the scheduler.
+
+use outpost_api::{IdOrName, LaunchRequest, LaunchResponse, RunOptions};
+
+use super::jobs::Names;
+use super::{Result, ServiceError};
+use crate::core::Core;
+use crate::model::{
+    Job, JobUuid, Paging, Playbook, PlaybookId, RevisionId, Role, ServerId, TemplateId, User,
+};
+use crate::scheduler::Event;
+use crate::store::audit::Actor;
+use crate::store::jobs::{LaunchAudit, NewJob};
+use crate::store::servers::ServerFilter;
+
+/// The most servers one launch may target.
+const MAX_LAUNCH: i64 = 10_000;
+
+/// Checks the launch's extra vars for its origin (see [`crate::vars`]).
+fn check_vars(
+    core: &Core,
+    req: &LaunchRequest,
+    origin: &Origin<'_>,
+) -> Result<Option<crate::vars::Checked>> {
+    let Some(vars) = &req.extra_vars else {
+        return Ok(None);
+    };
+    let giver = crate::vars::Giver {
+        is_admin: origin.vars_by_admin,
+        admin_templates_allowed: origin.templates_allowed
+            && core.settings.admin_launch_vars_templates,
+    };
+    crate::vars::check(vars, giver)
+        .map(Some)
+        .map_err(vars_refused)
+}
+
+fn vars_refused(e: crate::vars::VarsError) -> ServiceError {
+    match e {
+        crate::vars::VarsError::TooLarge { .. } | crate::vars::VarsError::LaunchTooLarge { .. } => {
+            ServiceError::too_large(e.to_string())
+        }
+        _ => ServiceError::unprocessable(e.to_string()),
+    }
+}
+
+/// Checks the launch's run options.
+fn check_launch(req: &LaunchRequest) -> Result<RunOptions> {
+    let options = outpost_protocol::message::RunOptions {
+        tags: req.tags.clone(),
+        skip_tags: req.skip_tags.clone(),
+        check: req.check,
+        diff: req.diff,
+        verbosity: req.verbosity,
+    };
+    options
+        .args()
+        .map_err(|e| ServiceError::unprocessable(e.to_string()))?;
+    Ok(RunOptions {
+        tags: req.tags.clone(),
+        skip_tags: req.skip_tags.clone(),
+        check: req.check,
+        diff: req.diff,
+        verbosity: req.verbosity,
+    })
+}
+
+/// Who launches: the user whose role decides what is for admins only (the signed-in caller,
+/// or the owner of a schedule).
+pub type Launcher = User;
+
+/// Where a launch comes from, beyond its request: a caller's own, or a template's.
+pub struct Origin<'a> {
+    /// Whether the variables were written by an admin (`ansible_*` allowed).
+    pub vars_by_admin: bool,
+    /// Whether the admin setting may let ansible evaluate templates in them (never for a
+    /// template: its answers come from whoever launches it).
+    pub templates_allowed: bool,
+    pub template_id: Option<TemplateId>,
+    pub time_limit_secs: Option<i32>,
+    /// Secret answers, sealed per job.
+    pub secrets: Option<&'a crate::survey::Answers>,
+}
+
+impl Origin<'_> {
+    /// A launch as the launcher typed it.
+    pub fn direct(launcher: &Launcher) -> Origin<'static> {
+        Origin {
+            vars_by_admin: launcher.role == Role::Admin,
+            templates_allowed: true,
+            template_id: None,
+            time_limit_secs: None,
+            secrets: None,
+        }
+    }
+}
+
+/// Checks a launch and resolves what it names (playbook, revision, servers, credentials) into
+/// the jobs to create, one per server; nothing is written. The one path of every launch.
+pub async fn plan(
+    core: &Core,
+    launcher: &Launcher,
+    req: &LaunchRequest,
+    origin: &Origin<'_>,
+) -> Result<Vec<NewJob>> {
+    let options = check_launch(req)?;
+    // Names, depth and size first, before any lookup; the copies per server once they are known.
+    let vars = check_vars(core, req, origin)?;
+    let credential_ids = launch_credentials(core, launcher, req).await?;
+    let (playbook, revision_id) = launched_playbook(core, req).await?;
+    let servers = launched_servers(core, req).await?;
+    if let Some(checked) = vars {
+        crate::vars::check_copies(checked, servers.len()).map_err(vars_refused)?;
+    }
+    let templated = vars.is_some_and(|c| c.templated);
+    let run_options =
+        serde_json::to_value(&options).map_err(|e| ServiceError::internal(e.to_string()))?;
+    let extra_vars = req.extra_vars.clone().map(serde_json::Value::Object);
+    let mut new = Vec::with_capacity(servers.len());
+    for s in &servers {
+        let job_uuid = JobUuid::new_v4();
+        let secret_vars = match origin.secrets {
+            Some(answers) => crate::survey::sealing::seal(&core.keyring, job_uuid, answers)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "sealing a job's secret answers");
+                    ServiceError::internal(
+                        "the controller could not seal the secret answers; see its log",
+                    )
+                })?,
+            None => None,
+        };
+        new.push(NewJob {
+            playbook_id: playbook.id,
+            server_id: s.id,
+            user_id: launcher.id,
+            extra_vars: extra_vars.clone(),
+            extra_vars_templated: templated,
+            run_options: Some(run_options.clone()),
+            revision_id,
+            credential_ids: credential_ids.clone(),
+            job_uuid,
+            template_id: origin.template_id,
+            time_limit_secs: origin.time_limit_secs,
+            secret_vars,
+            schedule_id: None,
+        });
+    }
+    Ok(new)
+}
+
+/// Creates planned jobs in one transaction (with `audit`, when given) and wakes the scheduler.
+pub async fn commit(
+    core: &Core,
+    jobs: &[NewJob],
+    actor: &Actor,
+    audit: Option<&LaunchAudit>,
+) -> Result<Vec<Job>> {
+    let jobs = core.store.create_jobs_audited(jobs, actor, audit).await?;
+    core.scheduler.send(Event::Wake);
+    Ok(jobs)
+}
+
+/// Views of launched jobs, as a launch answers.
+pub async fn launched(core: &Core, jobs: &[Job]) -> Result<LaunchResponse> {
+    let mut names = Names::default();
+    let mut views = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        views.push(names.view(&core.store, j).await?);
+    }
+    Ok(LaunchResponse { jobs: views })
+}
+
+/// The servers a launch targets: named, or every active one a selector matches.
+async fn launched_servers(core: &Core, req: &LaunchRequest) -> Result<Vec<crate::model::Server>> {
+    Ok(match (&req.servers, &req.filter) {
+        (Some(list), None) if !list.is_empty() => {
+            let mut out = Vec::with_capacity(list.len());
+            for s in list {
+                out.push(match s {
+                    IdOrName::Id(id) => {
+                        core.store
+                            .get_server(ServerId(
+                                i32::try_from(*id)
+                                    .map_err(|_| ServiceError::not_found(format!("server {id}")))?,
+                            ))
+                            .await?
+                    }
+                    IdOrName::Name(n) => core.store.get_server_by_hostname(n).await?,
+                });
+            }
+            out
+        }
+        (None, Some(sel)) => {
+            let f = ServerFilter {
+                active: Some(true),
+                environment: sel.environment.clone(),
+                tags: sel.tags.clone().into_iter().collect(),
+            };
+            let page = core
+                .store
+                .list_servers(&f, Paging::new(MAX_LAUNCH, 0))
+                .await?;
+            if page.total > MAX_LAUNCH {
+                return Err(ServiceError::unprocessable(format!(
+                    "the filter matches {} servers; one launch takes at most {MAX_LAUNCH}",
+                    page.total
+                )));
+            }
+            if page.items.is_empty() {
+                return Err(ServiceError::unprocessable(
+                    "no active server matches the filter",
+                ));
+            }
+            page.items
+        }
+        _ => return Err(ServiceError::unprocessable(
+            "name the servers (\"servers\": [hostname or id, …]) or give a \"filter\", not both",
+        )),
+    })
+}
+
+/// The credentials a launch names for its jobs: an admin's choice (an operator launches with
+/// what is attached to the servers and the project), at most one of each use.
+async fn launch_credentials(
+    core: &Core,
+    launcher: &Launcher,
+    req: &LaunchRequest,
+) -> Result<Vec<crate::model::CredentialId>> {
+    if req.credentials.is_empty() {
+        return Ok(Vec::new());
+    }
+    if launcher.role != Role::Admin {
+        return Err(ServiceError::forbidden(
+            "only admins name credentials at launch; jobs use the credentials attached to their servers and project",
+        ));
+    }
+    if req.credentials.len() > 16 {
+        return Err(ServiceError::unprocessable(
+            "credentials: at most 16 at one launch",
+        ));
+    }
+    let mut found = Vec::with_capacity(req.credentials.len());
+    for name in &req.credentials {
+        found.push(super::credentials::by_name(core, name, "credentials").await?);
+    }
+    crate::credential::check_launch_set(&found)?;
+    Ok(found.iter().map(|c| c.id).collect())
+}
+
+/// The playbook a launch names — by id or name, or by a project and a path in its tree — and
+/// the revision its jobs run: its project's current one, recorded now so that a later sync
+/// does not change what they run.
+async fn launched_playbook(
+    core: &Core,
+    req: &LaunchRequest,
+) -> Result<(Playbook, Option<RevisionId>)> {
+    let playbook = match (&req.playbook, &req.project, &req.playbook_path) {
+        (Some(p), None, None) => match p {
+            IdOrName::Id(id) => {
+                core.store
+                    .get_playbook(PlaybookId(
+                        i32::try_from(*id)
+                            .map_err(|_| ServiceError::not_found(format!("playbook {id}")))?,
+                    ))
+                    .await?
+            }
+            IdOrName::Name(n) => core.store.get_playbook_by_name(n).await?,
+        },
+        (None, Some(project), Some(path)) => {
+            let project = super::projects::by_id_or_name(&core.store, project).await?;
+            match core.store.project_playbook(project.id, path).await {
+                Ok(pb) => pb,
+                Err(crate::store::StoreError::NotFound(_)) => {
+                    return Err(ServiceError::not_found(format!(
+                        "project {} has no playbook {path:?} (see its playbooks with `outpost project show {}`)",
+                        project.name, project.name
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ => {
+            return Err(ServiceError::unprocessable(
+                "name the playbook one way: \"playbook\" (its id or name), or \"project\" and \"playbook_path\" (a path in the project's tree)",
+            ))
+        }
+    };
+    let revision_id = match playbook.project_id {
+        None => None,
+        Some(p) => {
+            let project = core.store.get_project(p).await?;
+            Some(project.current_revision_id.ok_or_else(|| {
+                ServiceError::unprocessable(format!(
+                    "project {} has no revision yet: sync it first",
+                    project.name
+                ))
+            })?)
+        }
+    };
+    Ok((playbook, revision_id))
+}
