@@ -80,7 +80,7 @@ pub enum Command {
     Schedule(commands::schedules::ScheduleCmd),
     /// Blackout windows: when jobs of an environment must not start.
     #[command(subcommand)]
-    Blackout(commands::schedules::BlackoutCmd),
+    Blackout(commands::blackouts::BlackoutCmd),
     /// Saved launches with a survey: operators launch them with answers, admins write them.
     ///
     /// Example:

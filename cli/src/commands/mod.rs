@@ -1,10 +1,11 @@
 //! One function per subcommand, each a few API calls and a table (or JSON): [`session`]
 //! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`],
 //! [`credentials`] (secrets read from files or prompts), [`templates`] (surveys answered),
-//! [`jobs`] (runs and live logs), [`schedules`] (schedules and blackout windows),
+//! [`jobs`] (runs and live logs), [`schedules`], [`blackouts`] (windows when jobs do not start),
 //! [`admin`] (tickets, agents, users, audit).
 
 mod admin;
+pub mod blackouts;
 mod credentials;
 mod jobs;
 mod playbooks;
@@ -51,7 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Project(c) => projects::projects(ctx, c, out).await,
         Command::Credential(c) => credentials::credentials(ctx, c, out).await.map(|_| 0),
         Command::Schedule(c) => schedules::schedules(ctx, c, out).await.map(|_| 0),
-        Command::Blackout(c) => schedules::blackouts(ctx, c, out).await.map(|_| 0),
+        Command::Blackout(c) => blackouts::blackouts(ctx, c, out).await.map(|_| 0),
         Command::Template(c) => templates::templates(ctx, c, out).await,
         Command::Job(c) => jobs::jobs(ctx, c, out).await,
         Command::Ticket(c) => admin::tickets(ctx, c, out).await.map(|_| 0),

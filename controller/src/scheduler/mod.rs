@@ -9,6 +9,7 @@
 //! dispatch a job twice nor exceed a server's limit; each only dispatches to its own agents.
 
 mod assignment;
+mod hold;
 mod placement;
 
 use std::collections::{BTreeMap, HashMap};
@@ -96,37 +97,6 @@ pub enum Event {
     },
     /// Jobs were created: look at the queue now.
     Wake,
-}
-
-/// The blackout windows in force for one dispatch round.
-struct Blackouts {
-    windows: Vec<crate::schedule::blackout::Window>,
-    origins: HashMap<crate::model::JobId, crate::store::blackouts::JobOrigin>,
-    now: chrono::DateTime<chrono::Utc>,
-}
-
-impl Blackouts {
-    /// Why `job` must not start now, if a window holds it.
-    fn held(&self, job: &Job, server: &Server) -> Option<String> {
-        use crate::schedule::blackout::{held, Origin};
-        if self.windows.is_empty() {
-            return None;
-        }
-        let o = self.origins.get(&job.id)?;
-        let origin = if o.scheduled {
-            Origin::Schedule
-        } else {
-            Origin::Manual {
-                admin: o.role == crate::model::Role::Admin,
-            }
-        };
-        held(
-            &self.windows,
-            server.environment.as_deref(),
-            origin,
-            self.now,
-        )
-    }
 }
 
 /// How long a declined job waits before it is offered again.
@@ -403,7 +373,7 @@ impl Scheduler {
         self.paused.retain(|_, until| *until > now);
         let mut busy_servers = self.store.active_jobs_per_server().await?;
         let mut servers: HashMap<ServerId, Server> = HashMap::new();
-        let blackouts = self.blackouts(&queue).await?;
+        let blackouts = hold::Blackouts::load(&self.store, &queue).await?;
         for job in queue {
             if self.paused.contains_key(&job.id) {
                 continue;
@@ -453,31 +423,6 @@ impl Scheduler {
             }
         }
         Ok(())
-    }
-
-    /// The blackout windows in force now and where the queued jobs came from; nothing is read
-    /// about the jobs when no window is in force.
-    async fn blackouts(&self, queue: &[Job]) -> crate::store::Result<Blackouts> {
-        let now = chrono::Utc::now();
-        let windows: Vec<_> = self
-            .store
-            .enabled_blackouts()
-            .await?
-            .iter()
-            .filter_map(crate::schedule::window)
-            .filter(|w| w.active_until(now).is_some())
-            .collect();
-        let origins = if windows.is_empty() {
-            HashMap::new()
-        } else {
-            let ids: Vec<_> = queue.iter().map(|j| j.id).collect();
-            self.store.job_origins(&ids).await?
-        };
-        Ok(Blackouts {
-            windows,
-            origins,
-            now,
-        })
     }
 
     /// Claims the job for the agent and gives it to the agent's session.
