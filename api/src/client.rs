@@ -16,8 +16,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::credentials::*;
-use crate::templates::*;
 use crate::notifications::*;
+use crate::schedules::*;
+use crate::templates::*;
 use crate::types::*;
 
 #[derive(Debug, Error)]
@@ -309,6 +310,16 @@ impl Client {
     /// Stored secrets (admins only): `/credentials`.
     pub fn credentials(&self) -> Credentials<'_> {
         Credentials(self)
+    }
+
+    /// Schedules of job templates and their runs: `/schedules`.
+    pub fn schedules(&self) -> Schedules<'_> {
+        Schedules(self)
+    }
+
+    /// Blackout windows: `/blackouts`.
+    pub fn blackouts(&self) -> Blackouts<'_> {
+        Blackouts(self)
     }
 
     /// Job templates and their launches: `/templates`.
@@ -648,6 +659,79 @@ impl Notifications<'_> {
     pub async fn deliveries(&self, query: &DeliveryQuery) -> Result<Page<DeliveryView>, ApiError> {
         self.0
             .list_at(&["notifications", "deliveries"], query)
+            .await
+    }
+}
+
+/// `/schedules`: see [`Client::schedules`]. A schedule is named by its id or its name.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedules<'a>(&'a Client);
+
+impl Schedules<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<ScheduleView>, ApiError> {
+        self.0.list_at(&["schedules"], query).await
+    }
+
+    pub async fn get(&self, id_or_name: &str) -> Result<ScheduleView, ApiError> {
+        self.0.get_at(&["schedules", id_or_name]).await
+    }
+
+    pub async fn create(&self, req: &NewScheduleRequest) -> Result<ScheduleView, ApiError> {
+        self.0.send_at(Method::POST, &["schedules"], req).await
+    }
+
+    /// Changes a schedule; `enabled` alone enables or disables it.
+    pub async fn update(
+        &self,
+        id_or_name: &str,
+        req: &SchedulePatchRequest,
+    ) -> Result<ScheduleView, ApiError> {
+        self.0
+            .send_at(Method::PATCH, &["schedules", id_or_name], req)
+            .await
+    }
+
+    pub async fn delete(&self, id_or_name: &str) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(self.0.call(Method::DELETE, &["schedules", id_or_name])?)
+            .await
+    }
+
+    /// The runs of a schedule, newest slot first.
+    pub async fn runs(
+        &self,
+        id_or_name: &str,
+        query: &PageQuery,
+    ) -> Result<Page<ScheduleRunView>, ApiError> {
+        self.0
+            .list_at(&["schedules", id_or_name, "runs"], query)
+            .await
+    }
+
+    /// The next five runs of a cron expression in a time zone, without saving anything.
+    pub async fn preview(&self, req: &PreviewRequest) -> Result<PreviewResponse, ApiError> {
+        self.0
+            .send_at(Method::POST, &["schedules", "preview"], req)
+            .await
+    }
+}
+
+/// `/blackouts`: see [`Client::blackouts`].
+#[derive(Clone, Copy, Debug)]
+pub struct Blackouts<'a>(&'a Client);
+
+impl Blackouts<'_> {
+    pub async fn list(&self, query: &PageQuery) -> Result<Page<BlackoutView>, ApiError> {
+        self.0.list_at(&["blackouts"], query).await
+    }
+
+    pub async fn create(&self, req: &NewBlackoutRequest) -> Result<BlackoutView, ApiError> {
+        self.0.send_at(Method::POST, &["blackouts"], req).await
+    }
+
+    pub async fn delete(&self, id_or_name: &str) -> Result<DeleteResult, ApiError> {
+        self.0
+            .send(self.0.call(Method::DELETE, &["blackouts", id_or_name])?)
             .await
     }
 }

@@ -197,3 +197,21 @@ string_enum!(
         Dead => "dead",
     }
 );
+
+string_enum!(
+    /// What a schedule does when its previous run's jobs are still pending or running at the
+    /// next slot: skip the slot (recorded), or queue another run behind them.
+    OverlapRule, "overlap rule", { Skip => "skip", Queue => "queue" }
+);
+
+string_enum!(
+    /// What became of one slot of a schedule: `claimed` by a controller and being launched,
+    /// `fired` (its jobs were created), `skipped` (missed or overlapping) or `failed` (the
+    /// launch was refused: owner deactivated, template gone, bad answers…).
+    ScheduleRunStatus, "schedule run status", {
+        Claimed => "claimed",
+        Fired => "fired",
+        Skipped => "skipped",
+        Failed => "failed",
+    }
+);

@@ -8,6 +8,7 @@
 //! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
 //! - [`templates`]: job templates and their surveys.
 //! - [`types`]: the bodies, one section per resource.
+//! - [`schedules`]: schedules, their runs and blackout windows.
 //! - [`client`]: an HTTPS client that trusts the Outpost CA and speaks these types.
 //! - [`yaml`]: YAML from callers (launch vars, playbooks, inventories) read within bounds.
 //! - [`inventory`]: `ansible-inventory --list` output into server records, and the rules for a
@@ -18,18 +19,20 @@ pub mod client;
 pub mod credentials;
 pub mod enums;
 pub mod inventory;
-pub mod templates;
 pub mod notifications;
+pub mod schedules;
+pub mod templates;
 pub mod types;
 pub mod yaml;
 
 pub use credentials::*;
 pub use enums::{
     ChannelKind, CredentialKind, DeliveryMode, DeliveryStatus, JobStatus, NotificationEvent,
-    ProjectKind, Role, SyncState, TicketPriority, TicketStatus,
+    OverlapRule, ProjectKind, Role, ScheduleRunStatus, SyncState, TicketPriority, TicketStatus,
 };
-pub use templates::*;
 pub use notifications::*;
+pub use schedules::*;
+pub use templates::*;
 pub use types::*;
 
 /// The prefix of every API path.

@@ -75,6 +75,12 @@ pub enum Command {
     /// (`job run --credential`).
     #[command(subcommand, visible_alias = "credentials")]
     Credential(CredentialCmd),
+    /// Schedules: job templates run by a cron expression in a time zone, and their runs.
+    #[command(subcommand)]
+    Schedule(commands::schedules::ScheduleCmd),
+    /// Blackout windows: when jobs of an environment must not start.
+    #[command(subcommand)]
+    Blackout(commands::blackouts::BlackoutCmd),
     /// Saved launches with a survey: operators launch them with answers, admins write them.
     ///
     /// Example:

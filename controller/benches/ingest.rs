@@ -87,6 +87,7 @@ async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
             template_id: None,
             time_limit_secs: None,
             secret_vars: None,
+            schedule_id: None,
         })
         .collect();
     store

@@ -122,6 +122,10 @@ pub struct Config {
     /// Days of job output to keep [default: 90].
     #[arg(long, env = "OUTPOST_RETENTION_DAYS", help_heading = DAEMON)]
     pub retention_days: Option<u64>,
+    /// Seconds a schedule's slot may be late and still run (after downtime); older missed
+    /// slots are recorded as skipped [default: 300].
+    #[arg(long, env = "OUTPOST_SCHEDULE_GRACE_SECS", help_heading = DAEMON)]
+    pub schedule_grace_secs: Option<u64>,
     /// Milliseconds between the scheduler's safety-net sweeps [default: 2000].
     #[arg(long, env = "OUTPOST_SWEEP_INTERVAL_MS", help_heading = DAEMON)]
     pub sweep_interval_ms: Option<u64>,
@@ -295,6 +299,8 @@ pub struct Settings {
     pub retention: Duration,
     /// The scheduler's safety-net sweep (it is woken by events otherwise).
     pub sweep_interval: Duration,
+    /// How late a schedule's slot may still run; older missed slots are skipped.
+    pub schedule_grace: Duration,
     pub max_running_per_server: u32,
     pub default_time_limit: Duration,
     pub migrate_on_start: bool,
@@ -354,6 +360,7 @@ impl Settings {
             agent_cert_lifetime: Duration::from_secs(7 * 86400),
             retention: Duration::from_secs(90 * 86400),
             sweep_interval: Duration::from_secs(2),
+            schedule_grace: Duration::from_secs(300),
             max_running_per_server: 1,
             default_time_limit: Duration::from_secs(3600),
             migrate_on_start: true,
@@ -450,6 +457,9 @@ impl Settings {
         }
         if let Some(v) = c.retention_days {
             self.retention = days(v);
+        }
+        if let Some(v) = c.schedule_grace_secs {
+            self.schedule_grace = secs(v);
         }
         if let Some(v) = c.sweep_interval_ms {
             self.sweep_interval = Duration::from_millis(v.max(50));

@@ -5,7 +5,8 @@
 //! The layers, from the bottom; each imports only the ones below it:
 //! - [`store`]: the database, one API over both backends; [`model`]: its records and id types.
 //! - The domain: [`lifecycle`] (the one place where a job changes state, its state machine in
-//!   [`lifecycle::machine`]), [`scheduler`], [`ingest`], [`enroll`], [`retention`], [`vars`]
+//!   [`lifecycle::machine`]), [`scheduler`], [`schedule`] (cron calendars, missed slots,
+//!   blackout windows), [`ingest`], [`enroll`], [`retention`], [`vars`]
 //!   (the rules a launch's variables meet), [`survey`] (templates' questions and their
 //!   answers), [`bundle`] (install bundles), [`pki`] (the CA),
 //!   [`project`] (project trees: git and archive syncs into revisions), [`credential`] (what a
@@ -38,6 +39,7 @@ pub mod notification;
 pub mod pki;
 pub mod project;
 pub mod retention;
+pub mod schedule;
 pub mod scheduler;
 pub mod server;
 pub mod service;

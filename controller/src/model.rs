@@ -117,6 +117,12 @@ macro_rules! uuid_type {
     )+};
 }
 
+mod schedules;
+pub use schedules::{
+    Blackout, BlackoutId, OverlapRule, Schedule, ScheduleId, ScheduleRun, ScheduleRunId,
+    ScheduleRunStatus,
+};
+
 uuid_type! {
     /// A job's public handle (`jobs.job_id`), the id agents and API callers know it by.
     JobUuid;

@@ -263,6 +263,8 @@ pub async fn serve(
         bundle_origin,
         stop.clone(),
     ));
+    // Schedules fire from every controller; the claim in the database keeps each slot to one.
+    tasks.spawn(crate::service::firing::run(core.clone()));
     let api_state = Arc::new(crate::http::WebState::new(
         core.clone(),
         vec![bound.agents, bound.enroll, bound.api],

@@ -1,7 +1,7 @@
 //! The store's contract: every case runs against MariaDB and against SQLite, with the same
 //! expectations.
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use outpost_controller::lifecycle::{
     Attempt, CancelResult, Claim, Final, Lifecycle, Outcome, Released,
 };
@@ -42,6 +42,7 @@ contract!(
     the_server_limit_is_part_of_the_claim,
     a_release_after_a_cancel_request_cancels,
     lost_agents_are_settled_from_the_database,
+    a_schedule_slot_is_claimed_once,
 );
 
 /// The tickets opened for a job.
@@ -481,6 +482,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             template_id: None,
             time_limit_secs: None,
             secret_vars: None,
+            schedule_id: None,
         })
         .collect();
     store
@@ -792,6 +794,7 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 template_id: None,
                 time_limit_secs: None,
                 secret_vars: None,
+                schedule_id: None,
             }],
             &Actor::system(),
         )
@@ -1153,4 +1156,114 @@ async fn retention_deletes_old_lines_in_batches(backend: Backend) {
     assert_eq!(store.delete_log_lines_before(cutoff, 8).await.unwrap(), 4);
     assert_eq!(store.delete_log_lines_before(cutoff, 8).await.unwrap(), 0);
     assert_eq!(store.log_extent(jobs[0].id).await.unwrap(), (25, 5));
+}
+
+/// Two controllers claiming the same slot: one wins (the conditional UPDATE), and the slot's
+/// run row cannot be written twice; a claim never launched is settled as failed.
+async fn a_schedule_slot_is_claimed_once(backend: Backend) {
+    use outpost_controller::model::{OverlapRule, ScheduleRunStatus};
+    use outpost_controller::store::schedules::{NewRun, NewSchedule};
+    use outpost_controller::store::templates::NewTemplate;
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let actor = Actor::user(f.admin.id);
+    let t = store
+        .create_template(
+            &NewTemplate {
+                name: "t".into(),
+                description: None,
+                playbook_id: Some(f.playbook.id),
+                project_id: None,
+                playbook_path: None,
+                servers: Some(vec![f.server.hostname.clone()]),
+                server_filter: None,
+                extra_vars: None,
+                run_options: Default::default(),
+                time_limit_secs: None,
+                survey: Vec::new(),
+            },
+            &actor,
+        )
+        .await
+        .unwrap();
+    let slot = Utc::now().trunc_subsecs(0) - Duration::seconds(1);
+    let next = slot + Duration::hours(1);
+    let s = store
+        .create_schedule(
+            &NewSchedule {
+                name: "hourly".into(),
+                template_id: t.id,
+                cron: "0 * * * *".into(),
+                timezone: "UTC".into(),
+                enabled: true,
+                ends_at: None,
+                answers: Default::default(),
+                overlap: OverlapRule::Skip,
+                next_run_at: Some(slot),
+            },
+            &actor,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.due_schedules(Utc::now(), 10).await.unwrap().len(), 1);
+    let run = [NewRun {
+        slot_at: slot,
+        status: ScheduleRunStatus::Claimed,
+        reason: None,
+    }];
+    let (a, b) = tokio::join!(
+        store.claim_slot(s.id, slot, Some(next), &run, "ctl-a"),
+        store.claim_slot(s.id, slot, Some(next), &run, "ctl-b"),
+    );
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|w| **w).count(),
+        1,
+        "exactly one claim wins"
+    );
+    assert!(store
+        .due_schedules(Utc::now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Even with next_run_at put back, the slot's run row is there: no second firing.
+    let mut again = store.get_schedule(s.id).await.unwrap();
+    again.next_run_at = Some(slot);
+    store
+        .update_schedule(&again, &["next_run_at"], &actor)
+        .await
+        .unwrap();
+    assert!(!store
+        .claim_slot(s.id, slot, Some(next), &run, "ctl-b")
+        .await
+        .unwrap());
+    // The winner stopped before launching: settled at its next start.
+    let winner = a_or_b(&store, &s).await;
+    assert_eq!(
+        store
+            .fail_abandoned_claims(&winner, Utc::now() - Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+    let runs = store
+        .list_schedule_runs(s.id, Paging::default())
+        .await
+        .unwrap();
+    assert_eq!(runs.items.len(), 1);
+    assert_eq!(runs.items[0].status, ScheduleRunStatus::Failed);
+    assert!(runs.items[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("stopped before launching"));
+}
+
+/// The controller that holds a schedule's only run.
+async fn a_or_b(store: &Store, s: &outpost_controller::model::Schedule) -> String {
+    let runs = store
+        .list_schedule_runs(s.id, Paging::default())
+        .await
+        .unwrap();
+    runs.items[0].controller_id.clone().unwrap_or_default()
 }

@@ -139,6 +139,7 @@ impl World {
                     template_id: None,
                     time_limit_secs: None,
                     secret_vars: None,
+                    schedule_id: None,
                 }],
                 &Actor::user(self.admin.id),
             )

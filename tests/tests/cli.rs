@@ -1027,3 +1027,139 @@ async fn notification_channels_rules_and_the_log_from_the_terminal() {
         "a secret was printed: {said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_preview_create_and_blackouts_from_the_terminal() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    w.local_server("cron-1", json!({}), "production").await;
+    let pb = w.playbook("cron", "- hosts: all\n  tasks: []\n").await;
+    w.store
+        .create_template(
+            &outpost_controller::store::templates::NewTemplate {
+                name: "cron".into(),
+                description: None,
+                playbook_id: Some(pb.id),
+                project_id: None,
+                playbook_path: None,
+                servers: Some(vec!["cron-1".into()]),
+                server_filter: None,
+                extra_vars: None,
+                run_options: Default::default(),
+                time_limit_secs: None,
+                survey: Vec::new(),
+            },
+            &outpost_controller::store::audit::Actor::user(w.admin.id),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path();
+    ok(outpost(
+        cfg,
+        &[
+            "login",
+            &c.ctl.api_url(),
+            "-u",
+            "ops",
+            "--ca-fingerprint",
+            &c.ctl.ca_fingerprint(),
+        ],
+    ));
+    // The preview saves nothing and shows five wall-clock times in the zone.
+    let shown = ok(outpost(
+        cfg,
+        &[
+            "schedule",
+            "preview",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+    ));
+    assert!(shown.starts_with("next runs (Europe/Berlin):"), "{shown}");
+    let times: Vec<&str> = shown.lines().skip(1).collect();
+    assert_eq!(times.len(), 5, "{shown}");
+    assert!(times.iter().all(|l| l.contains("02:30:00 CE")), "{shown}");
+    assert!(ok(outpost(cfg, &["schedule", "list"])).lines().count() <= 1);
+    one_line_error(
+        &outpost(cfg, &["schedule", "preview", "0 0 30 2 *"]),
+        "never fires",
+    );
+    let created = ok(outpost(
+        cfg,
+        &[
+            "schedule",
+            "create",
+            "nightly",
+            "--template",
+            "cron",
+            "--cron",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+    ));
+    assert!(created.starts_with("schedule nightly created"), "{created}");
+    assert_eq!(
+        created.lines().filter(|l| l.contains("02:30:00")).count(),
+        5,
+        "{created}"
+    );
+    assert!(ok(outpost(cfg, &["schedule", "list"])).contains("nightly"));
+    ok(outpost(cfg, &["schedule", "disable", "nightly"]));
+    let shown: serde_json::Value = serde_json::from_str(&ok(outpost(
+        cfg,
+        &["--json", "schedule", "show", "nightly"],
+    )))
+    .unwrap();
+    assert_eq!(shown["enabled"], false, "{shown}");
+    assert!(shown["next_run_at"].is_null(), "{shown}");
+    let runs = ok(outpost(cfg, &["schedule", "runs", "nightly"]));
+    assert!(
+        !runs.contains("fired"),
+        "disabled before its first slot: {runs}"
+    );
+
+    let made = ok(outpost(
+        cfg,
+        &[
+            "blackout",
+            "create",
+            "freeze",
+            "--environment",
+            "production",
+            "--from",
+            "Fri 16:00",
+            "--to",
+            "Mon 08:00",
+            "--timezone",
+            "Europe/Berlin",
+            "--manual",
+        ],
+    ));
+    assert!(made.starts_with("blackout freeze created"), "{made}");
+    let listed = ok(outpost(cfg, &["blackout", "list"]));
+    assert!(
+        listed.contains("Fri 16:00 - Mon 08:00 Europe/Berlin"),
+        "{listed}"
+    );
+    one_line_error(
+        &outpost(
+            cfg,
+            &[
+                "blackout",
+                "create",
+                "bad",
+                "--from",
+                "Fry 16:00",
+                "--to",
+                "Mon 08:00",
+            ],
+        ),
+        "weekly_start",
+    );
+    ok(outpost(cfg, &["blackout", "rm", "freeze"]));
+    ok(outpost(cfg, &["schedule", "rm", "nightly"]));
+    assert!(!ok(outpost(cfg, &["schedule", "list"])).contains("nightly"));
+}

@@ -1447,3 +1447,139 @@ async fn notifications_page_sends_a_test_and_shows_the_delivery_log() {
         .is_empty());
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_shows_its_next_five_runs_before_it_is_saved() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    w.local_server("cron-1", json!({}), "production").await;
+    let pb = w.playbook("cron", "- hosts: all\n  tasks: []\n").await;
+    w.store
+        .create_template(
+            &outpost_controller::store::templates::NewTemplate {
+                name: "cron".into(),
+                description: None,
+                playbook_id: Some(pb.id),
+                project_id: None,
+                playbook_path: None,
+                servers: Some(vec!["cron-1".into()]),
+                server_filter: None,
+                extra_vars: None,
+                run_options: Default::default(),
+                time_limit_secs: None,
+                survey: Vec::new(),
+            },
+            &outpost_controller::store::audit::Actor::user(w.admin.id),
+        )
+        .await
+        .unwrap();
+    user(w, "vic", Role::Viewer).await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+
+    let b = Browser::start(&c.ctl.api_url(), "schedules").await;
+    b.sign_in("ops", PASSWORD).await;
+    b.find("nav a[href='/schedules']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("main", MINUTE, |t| t.contains("No schedule yet"))
+        .await;
+    b.find("#s-name").await.send_keys("nightly").await.unwrap();
+    b.find("#s-template").await.send_keys("cron").await.unwrap();
+    b.find("#s-cron")
+        .await
+        .send_keys("0 0 30 2 *")
+        .await
+        .unwrap();
+    // No save button before a preview.
+    assert!(b.find_all("#schedule-save").await.is_empty());
+    b.find("#schedule-preview-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("#schedule-error", MINUTE, |t| t.contains("never fires"))
+        .await;
+    assert!(b.find_all("#schedule-save").await.is_empty());
+    let cron = b.find("#s-cron").await;
+    cron.clear().await.unwrap();
+    cron.send_keys("30 2 * * *").await.unwrap();
+    let zone = b.find("#s-timezone").await;
+    zone.clear().await.unwrap();
+    zone.send_keys("Europe/Berlin").await.unwrap();
+    b.find("#schedule-preview-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("#schedule-preview", MINUTE, |t| t.contains("02:30:00"))
+        .await;
+    let runs = b.find_all("#schedule-preview li").await;
+    assert_eq!(runs.len(), 5);
+    // Previewing saved nothing; the form kept what was typed.
+    assert!(admin
+        .schedules()
+        .list(&outpost_api::PageQuery {
+            limit: None,
+            offset: None
+        })
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        b.find("#s-name")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("nightly")
+    );
+    b.shot("preview").await;
+    b.find("#schedule-save").await.click().await.unwrap();
+    let id = wait_for("the schedule's page", MINUTE, || async {
+        b.path()
+            .await
+            .strip_prefix("/schedules/")?
+            .parse::<i32>()
+            .ok()
+    })
+    .await;
+    let saved = admin.schedules().get(&id.to_string()).await.unwrap();
+    assert_eq!(
+        (saved.cron.as_str(), saved.timezone.as_str()),
+        ("30 2 * * *", "Europe/Berlin")
+    );
+    assert!(saved.next_run_at.is_some());
+    b.goto("/schedules").await;
+    b.find("#b-name").await.send_keys("freeze").await.unwrap();
+    b.find("#b-env")
+        .await
+        .send_keys("production")
+        .await
+        .unwrap();
+    b.find("#b-from")
+        .await
+        .send_keys("Fri 16:00")
+        .await
+        .unwrap();
+    b.find("#b-to").await.send_keys("Mon 08:00").await.unwrap();
+    b.find("#blackout-form button").await.click().await.unwrap();
+    b.wait_text("#blackouts", MINUTE, |t| {
+        t.contains("Fri 16:00 – Mon 08:00")
+    })
+    .await;
+    b.close().await;
+
+    // A viewer sees the schedules and the windows, not the forms.
+    let v = Browser::start(&c.ctl.api_url(), "schedules-viewer").await;
+    v.sign_in("vic", PASSWORD).await;
+    v.goto("/schedules").await;
+    v.wait_text("#schedules", MINUTE, |t| t.contains("nightly"))
+        .await;
+    assert!(v.find_all("#schedule-form").await.is_empty());
+    assert!(v.find_all("#blackout-form").await.is_empty());
+    v.close().await;
+}

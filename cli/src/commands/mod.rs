@@ -1,14 +1,17 @@
 //! One function per subcommand, each a few API calls and a table (or JSON): [`session`]
 //! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`],
-//! [`credentials`] (secrets read from files or prompts), [`templates`] (surveys answered), [`jobs`] (runs and live logs),
+//! [`credentials`] (secrets read from files or prompts), [`templates`] (surveys answered),
+//! [`jobs`] (runs and live logs), [`schedules`], [`blackouts`] (windows when jobs do not start),
 //! [`admin`] (tickets, agents, users, audit).
 
 mod admin;
+pub mod blackouts;
 mod credentials;
 mod jobs;
 pub(crate) mod notify;
 mod playbooks;
 mod projects;
+pub mod schedules;
 mod servers;
 mod session;
 mod templates;
@@ -49,6 +52,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Playbook(c) => playbooks::playbooks(ctx, c, out).await.map(|_| 0),
         Command::Project(c) => projects::projects(ctx, c, out).await,
         Command::Credential(c) => credentials::credentials(ctx, c, out).await.map(|_| 0),
+        Command::Schedule(c) => schedules::schedules(ctx, c, out).await.map(|_| 0),
+        Command::Blackout(c) => blackouts::blackouts(ctx, c, out).await.map(|_| 0),
         Command::Template(c) => templates::templates(ctx, c, out).await,
         Command::Notify(c) => notify::notify(ctx, c, out).await.map(|_| 0),
         Command::Job(c) => jobs::jobs(ctx, c, out).await,

@@ -28,6 +28,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod playbooks;
 pub mod projects;
+pub mod schedules;
 pub mod servers;
 pub mod templates;
 pub mod tickets;
@@ -161,6 +162,19 @@ pub fn routes() -> (Router<Arc<WebState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::list_tokens, agents::create_token))
         .routes(routes!(agents::delete_token))
         .routes(routes!(agents::create_bundle))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(schedules::preview))
+        .routes(routes!(
+            schedules::get,
+            schedules::update,
+            schedules::delete
+        ))
+        .routes(routes!(schedules::runs))
+        .routes(routes!(
+            schedules::list_blackouts,
+            schedules::create_blackout
+        ))
+        .routes(routes!(schedules::get_blackout, schedules::delete_blackout))
         .routes(routes!(audit::list))
         .routes(routes!(health::openapi))
         .routes(routes!(health::healthz))

@@ -25,7 +25,7 @@ use crate::service::access::{self as roles, Access};
 #[openapi(
     info(
         title = "Outpost API",
-        description = "Run Ansible across datacenters: servers, playbooks, projects (git repositories and archives, synced into revisions), credentials (secrets written once, never read back), jobs and their logs, tickets, notifications (channels, routing rules, the delivery log), agents, users and the audit trail. Every refusal is `{\"error\", \"message\"}` (ErrorBody)."
+        description = "Run Ansible across datacenters: servers, playbooks, projects (git repositories and archives, synced into revisions), credentials (secrets written once, never read back), templates, schedules and blackout windows, jobs and their logs, tickets, notifications (channels, routing rules, the delivery log), agents, users and the audit trail. Every refusal is `{\"error\", \"message\"}` (ErrorBody)."
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -9,6 +9,7 @@
 //! dispatch a job twice nor exceed a server's limit; each only dispatches to its own agents.
 
 mod assignment;
+mod hold;
 mod placement;
 
 use std::collections::{BTreeMap, HashMap};
@@ -372,6 +373,7 @@ impl Scheduler {
         self.paused.retain(|_, until| *until > now);
         let mut busy_servers = self.store.active_jobs_per_server().await?;
         let mut servers: HashMap<ServerId, Server> = HashMap::new();
+        let blackouts = hold::Blackouts::load(&self.store, &queue).await?;
         for job in queue {
             if self.paused.contains_key(&job.id) {
                 continue;
@@ -385,7 +387,9 @@ impl Scheduler {
                 }
             };
             let busy = busy_servers.get(&job.server_id).copied().unwrap_or(0);
-            let placed = if busy >= i64::from(self.settings.max_running_per_server) {
+            let placed = if let Some(reason) = blackouts.held(&job, &server) {
+                Err(reason)
+            } else if busy >= i64::from(self.settings.max_running_per_server) {
                 Err(format!(
                     "server {} is busy with another job",
                     server.hostname

@@ -145,6 +145,7 @@ pub async fn plan(
             template_id: origin.template_id,
             time_limit_secs: origin.time_limit_secs,
             secret_vars,
+            schedule_id: None,
         });
     }
     Ok(new)

@@ -12,13 +12,16 @@
 pub mod access;
 pub mod agents;
 pub mod audit;
+pub mod blackouts;
 pub mod credentials;
 pub mod error;
+pub mod firing;
 pub mod jobs;
 pub mod launch;
 pub mod notifications;
 pub mod playbooks;
 pub mod projects;
+pub mod schedules;
 pub mod servers;
 pub mod sessions;
 pub mod templates;

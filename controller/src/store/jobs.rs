@@ -40,6 +40,8 @@ pub struct NewJob {
     pub time_limit_secs: Option<i32>,
     /// Secret survey answers, sealed for `job_uuid` (see [`crate::survey`]).
     pub secret_vars: Option<SealedVars>,
+    /// The schedule whose run launched it (blackouts hold such jobs back).
+    pub schedule_id: Option<crate::model::ScheduleId>,
 }
 
 /// A job's secret answers as stored: the names may be shown, the values are sealed.
@@ -122,10 +124,10 @@ impl Store {
             let mut ids = Vec::with_capacity(prepared.len());
             for (job, vars, options, uuid) in &prepared {
                 let res = sqlx::query(
-                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, template_id, time_limit_secs, created_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, template_id, time_limit_secs, schedule_id, created_at) \
+                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
-                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(job.revision_id).bind(job.template_id).bind(job.time_limit_secs).bind(ts)
+                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(job.revision_id).bind(job.template_id).bind(job.time_limit_secs).bind(job.schedule_id).bind(ts)
                 .execute(&mut *tx).await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() =>

@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod blackouts;
 pub mod credentials;
 pub mod dashboard;
 pub mod jobs;
@@ -18,6 +19,7 @@ pub mod outbox;
 pub mod playbooks;
 pub mod projects;
 mod retire;
+pub mod schedules;
 pub mod servers;
 pub mod templates;
 pub mod tickets;

@@ -123,6 +123,24 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
     ("POST", "/users", Api("POST", "/api/v1/users")),
     ("POST", "/users/{id}", Api("PATCH", "/api/v1/users/{id}")),
     ("GET", "/audit", Api("GET", "/api/v1/audit")),
+    ("GET", "/schedules", Api("GET", "/api/v1/schedules")),
+    ("POST", "/schedules", Api("POST", "/api/v1/schedules")),
+    (
+        "POST",
+        "/schedules/preview",
+        Api("POST", "/api/v1/schedules/preview"),
+    ),
+    (
+        "GET",
+        "/schedules/{id}",
+        Api("GET", "/api/v1/schedules/{id}"),
+    ),
+    ("POST", "/blackouts", Api("POST", "/api/v1/blackouts")),
+    (
+        "POST",
+        "/blackouts/{id}/delete",
+        Api("DELETE", "/api/v1/blackouts/{id}"),
+    ),
     (
         "GET",
         "/admin/credentials",

@@ -21,6 +21,7 @@ pub enum Area {
     Playbooks,
     Projects,
     Tickets,
+    Schedules,
     Agents,
     Users,
     Credentials,
@@ -48,6 +49,12 @@ const NAV: &[(Area, &str, &str, &str)] = &[
     ),
     (Area::Projects, "Projects", "/projects", "/api/v1/projects"),
     (Area::Tickets, "Tickets", "/tickets", "/api/v1/tickets"),
+    (
+        Area::Schedules,
+        "Schedules",
+        "/schedules",
+        "/api/v1/schedules",
+    ),
     (Area::Agents, "Agents", "/agents", "/api/v1/agents"),
     (Area::Users, "Users", "/users", "/api/v1/users"),
     (

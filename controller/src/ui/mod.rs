@@ -13,7 +13,7 @@
 //!   forms), [`tickets`], [`fleet`]
 //!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log),
 //!   [`credentials`] (stored secrets, never shown back), [`notifications`] (channels, rules, the
-//!   delivery log), [`account`] (sign in and out, password).
+//!   delivery log), [`schedules`] (and blackouts), [`account`] (sign in and out, password).
 //!
 //! [`Caller`]: crate::http::auth::Caller
 
@@ -29,6 +29,7 @@ pub mod layout;
 pub mod notifications;
 pub mod playbooks;
 pub mod projects;
+pub mod schedules;
 pub mod templates;
 pub mod tickets;
 pub mod viewer;
@@ -106,6 +107,11 @@ pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
         .route("/projects", get(projects::list))
         .route("/projects/{id}", get(projects::show))
         .route("/projects/{id}/sync", post(projects::sync))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route("/schedules/preview", post(schedules::preview))
+        .route("/schedules/{id}", get(schedules::show))
+        .route("/blackouts", post(schedules::create_blackout))
+        .route("/blackouts/{id}/delete", post(schedules::delete_blackout))
         .route("/tickets", get(tickets::board))
         .route("/tickets/{ticket_id}", post(tickets::update))
         .route("/users", get(admin::users).post(admin::create_user))

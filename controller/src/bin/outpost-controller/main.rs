@@ -358,6 +358,17 @@ mod tests {
         },
         Case {
             pins: &[pin(
+                "schedule_grace_secs",
+                "--schedule-grace-secs",
+                "OUTPOST_SCHEDULE_GRACE_SECS",
+                "20",
+                "20",
+            )],
+            every_command: false,
+            holds: |s| s.schedule_grace == secs(20),
+        },
+        Case {
+            pins: &[pin(
                 "sweep_interval_ms",
                 "--sweep-interval-ms",
                 "OUTPOST_SWEEP_INTERVAL_MS",

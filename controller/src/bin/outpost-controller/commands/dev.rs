@@ -319,6 +319,7 @@ async fn quickstart(o: &Args) -> anyhow::Result<bool> {
                 template_id: None,
                 time_limit_secs: None,
                 secret_vars: None,
+                schedule_id: None,
             }],
             &Actor::user(admin.id),
         )

@@ -1,0 +1,156 @@
+//! The firing task: every second it looks for schedules whose next slot is due, claims each slot
+//! (a conditional UPDATE of `next_run_at`, so one controller among many fires it), records the
+//! slots missed during downtime as one skipped run, and launches the schedule's template as its
+//! owner. The decisions are [`crate::schedule::catchup`]'s; this is the thin async shell.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::core::Core;
+use crate::model::{OverlapRule, Schedule, ScheduleRunStatus};
+use crate::schedule::calendar::Calendar;
+use crate::schedule::catchup;
+use crate::store::schedules::NewRun;
+
+/// Due schedules handled per tick; the rest wait for the next tick, oldest slot first.
+const BATCH: i64 = 200;
+/// Schedules launched at the same time by one controller (each holds a database connection).
+const CONCURRENCY: usize = 8;
+/// A claim older than this, by any controller, was abandoned by its controller.
+const STALE_CLAIM: Duration = Duration::from_secs(600);
+
+/// Runs until the stop signal: first settles runs this controller claimed but never launched,
+/// then fires due slots every second.
+pub async fn run(core: Arc<Core>) {
+    let stale = Utc::now() - chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
+    match core
+        .store
+        .fail_abandoned_claims(&core.settings.controller_id, stale)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            runs = n,
+            "schedule runs claimed before a stop were never launched; recorded failed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot settle abandoned schedule runs"),
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = core.stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = fire_due(&core).await {
+                    tracing::warn!(error = %e, "cannot read due schedules; trying again in a second");
+                }
+            }
+        }
+    }
+}
+
+/// Fires every due slot; returns how many schedules were looked at. A few at a time: a
+/// thousand schedules due at one minute would otherwise launch one after another.
+pub async fn fire_due(core: &Arc<Core>) -> crate::store::Result<usize> {
+    use futures_util::StreamExt;
+    let mut seen = 0;
+    loop {
+        let now = Utc::now();
+        let due = core.store.due_schedules(now, BATCH).await?;
+        let n = due.len();
+        futures_util::stream::iter(due)
+            .take_while(|_| std::future::ready(!core.stop.is_cancelled()))
+            .for_each_concurrent(CONCURRENCY, |s| async move {
+                if let Err(e) = fire_one(core, &s, now).await {
+                    tracing::warn!(schedule = %s.name, error = %e, "schedule slot not fired");
+                }
+            })
+            .await;
+        seen += n;
+        if n < BATCH as usize || core.stop.is_cancelled() {
+            return Ok(seen);
+        }
+    }
+}
+
+async fn fire_one(
+    core: &Arc<Core>,
+    s: &Schedule,
+    now: chrono::DateTime<Utc>,
+) -> crate::store::Result<()> {
+    let Some(slot) = s.next_run_at else {
+        return Ok(());
+    };
+    let controller = &core.settings.controller_id;
+    let calendar = match Calendar::new(&s.cron, &s.timezone) {
+        Ok(c) => c,
+        Err(e) => {
+            // Checked when saved; a zone dropped from the database since: stop, say why.
+            let run = NewRun {
+                slot_at: slot,
+                status: ScheduleRunStatus::Failed,
+                reason: Some(format!("cannot compute the schedule: {e}")),
+            };
+            core.store
+                .claim_slot(s.id, slot, None, &[run], controller)
+                .await?;
+            return Ok(());
+        }
+    };
+    let grace = core.settings.schedule_grace;
+    let due = catchup::decide(&calendar, slot, now, grace, s.ends_at);
+    let mut runs = Vec::with_capacity(2);
+    if let Some(m) = &due.missed {
+        runs.push(NewRun {
+            slot_at: m.first,
+            status: ScheduleRunStatus::Skipped,
+            reason: Some(m.reason(grace)),
+        });
+    }
+    if let Some(f) = due.fire {
+        runs.push(NewRun {
+            slot_at: f,
+            status: ScheduleRunStatus::Claimed,
+            reason: None,
+        });
+    }
+    if !core
+        .store
+        .claim_slot(s.id, slot, due.next, &runs, controller)
+        .await?
+    {
+        return Ok(());
+    }
+    let Some(fire) = due.fire else {
+        tracing::warn!(schedule = %s.name, "missed slots recorded as skipped");
+        return Ok(());
+    };
+    if s.overlap == OverlapRule::Skip && core.store.schedule_active_jobs(s.id).await? > 0 {
+        return core
+            .store
+            .finish_run(
+                s.id,
+                fire,
+                ScheduleRunStatus::Skipped,
+                Some("previous run still going (overlap rule: skip)"),
+                0,
+            )
+            .await;
+    }
+    match super::schedules::launch(core, s).await {
+        Ok(jobs) => {
+            tracing::info!(schedule = %s.name, slot = %fire, jobs, "schedule fired");
+            core.store
+                .finish_run(s.id, fire, ScheduleRunStatus::Fired, None, jobs)
+                .await
+        }
+        Err(reason) => {
+            tracing::warn!(schedule = %s.name, slot = %fire, %reason, "schedule run failed");
+            core.store
+                .finish_run(s.id, fire, ScheduleRunStatus::Failed, Some(&reason), 0)
+                .await
+        }
+    }
+}

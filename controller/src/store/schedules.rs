@@ -1,0 +1,244 @@
+//! store::schedules — schedules, the claim of their slots and the record of their runs.
+//!
+//! A slot is claimed by moving `next_run_at` forward with a conditional UPDATE (`... AND
+//! next_run_at = <slot>`): among any number of controllers on one database exactly one sees
+//! the row change, and it writes the slot's run rows in the same transaction. The UNIQUE
+//! (schedule_id, slot_at) of `schedule_runs` is the second guard.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::audit::{insert_audit, Actor, NewAudit};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use crate::model::{
+    JsonObject, OverlapRule, Page, Paging, Schedule, ScheduleId, ScheduleRun, ScheduleRunStatus,
+};
+
+const COLUMNS: &str = "id, uuid, name, template_id, cron, timezone, enabled, ends_at, answers, \
+     overlap, next_run_at, created_by, created_at, updated_at";
+const RUN_COLUMNS: &str =
+    "id, schedule_id, slot_at, status, reason, jobs, controller_id, created_at";
+
+/// A schedule to create, checked by the service.
+#[derive(Debug, Clone)]
+pub struct NewSchedule {
+    pub name: String,
+    pub template_id: crate::model::TemplateId,
+    pub cron: String,
+    pub timezone: String,
+    pub enabled: bool,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub answers: JsonObject,
+    pub overlap: OverlapRule,
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// One run row written with a claim.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub slot_at: DateTime<Utc>,
+    pub status: ScheduleRunStatus,
+    pub reason: Option<String>,
+}
+
+fn naive(t: Option<DateTime<Utc>>) -> Option<chrono::NaiveDateTime> {
+    t.map(|t| t.naive_utc())
+}
+
+impl Store {
+    pub async fn create_schedule(&self, s: &NewSchedule, actor: &Actor) -> Result<Schedule> {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let answers = serde_json::Value::Object(s.answers.clone()).to_string();
+        let ts = now();
+        let id = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let res = sqlx::query(
+                "INSERT INTO schedules (uuid, name, template_id, cron, timezone, enabled, ends_at, answers, \
+                 overlap, next_run_at, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .bind(&uuid).bind(&s.name).bind(s.template_id).bind(&s.cron).bind(&s.timezone)
+                .bind(s.enabled).bind(naive(s.ends_at)).bind(&answers).bind(s.overlap.as_str())
+                .bind(naive(s.next_run_at)).bind(actor.user_id).bind(ts).bind(ts)
+                .execute(&mut *tx).await
+                .map_err(|e| StoreError::on_write(e, || format!("schedule {}", s.name)))?;
+            let id = res.inserted_id() as i32;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "SCHEDULE_CREATE", resource_type: "schedule", resource_id: Some(id),
+                details: Some(json!({"name": s.name, "template_id": s.template_id, "cron": s.cron,
+                    "timezone": s.timezone, "overlap": s.overlap.as_str()})),
+            })?;
+            tx.commit().await?;
+            id
+        });
+        self.get_schedule(ScheduleId(id)).await
+    }
+
+    pub async fn get_schedule(&self, id: ScheduleId) -> Result<Schedule> {
+        let sql = format!("SELECT {COLUMNS} FROM schedules WHERE id = ?");
+        on_pool!(self, p => sqlx::query_as::<_, Schedule>(&sql).bind(id).fetch_optional(p).await?)
+            .ok_or_else(|| StoreError::NotFound(format!("schedule {id}")))
+    }
+
+    pub async fn get_schedule_by_name(&self, name: &str) -> Result<Schedule> {
+        let sql = format!("SELECT {COLUMNS} FROM schedules WHERE name = ?");
+        on_pool!(self, p => sqlx::query_as::<_, Schedule>(&sql).bind(name).fetch_optional(p).await?)
+            .ok_or_else(|| StoreError::NotFound(format!("schedule {name}")))
+    }
+
+    pub async fn list_schedules(&self, paging: Paging) -> Result<Page<Schedule>> {
+        Ok(
+            page!(self, Schedule, select: COLUMNS, from: "schedules", order: "name", paging: paging,
+            filters: []),
+        )
+    }
+
+    /// Writes a schedule's changed fields (the service has checked them and computed its next
+    /// slot); audited.
+    pub async fn update_schedule(
+        &self,
+        s: &Schedule,
+        changed: &[&str],
+        actor: &Actor,
+    ) -> Result<Schedule> {
+        let answers = s
+            .answers
+            .as_ref()
+            .map(|a| serde_json::Value::Object(a.0.clone()).to_string());
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "UPDATE schedules SET name = ?, cron = ?, timezone = ?, enabled = ?, ends_at = ?, answers = ?, \
+                 overlap = ?, next_run_at = ?, updated_at = ? WHERE id = ?")
+                .bind(&s.name).bind(&s.cron).bind(&s.timezone).bind(s.enabled).bind(naive(s.ends_at))
+                .bind(answers).bind(s.overlap.as_str()).bind(naive(s.next_run_at)).bind(now()).bind(s.id)
+                .execute(&mut *tx).await
+                .map_err(|e| StoreError::on_write(e, || format!("schedule {}", s.name)))?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "SCHEDULE_UPDATE", resource_type: "schedule", resource_id: Some(s.id.0),
+                details: Some(json!({"name": s.name, "changed": changed, "enabled": s.enabled})),
+            })?;
+            tx.commit().await?;
+        });
+        self.get_schedule(s.id).await
+    }
+
+    pub async fn delete_schedule(&self, s: &Schedule, actor: &Actor) -> Result<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            // SQLite's column has no foreign key to do it (see the migration).
+            sqlx::query("UPDATE jobs SET schedule_id = NULL WHERE schedule_id = ?")
+                .bind(s.id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM schedule_runs WHERE schedule_id = ?").bind(s.id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM schedules WHERE id = ?").bind(s.id).execute(&mut *tx).await?;
+            insert_audit!(&mut *tx, &NewAudit {
+                actor, action: "SCHEDULE_DELETE", resource_type: "schedule", resource_id: Some(s.id.0),
+                details: Some(json!({"name": s.name})),
+            })?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Enabled schedules whose next slot is at or before `at`, oldest slot first.
+    pub async fn due_schedules(&self, at: DateTime<Utc>, limit: i64) -> Result<Vec<Schedule>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM schedules WHERE enabled = TRUE AND next_run_at <= ? \
+             ORDER BY next_run_at, id LIMIT ?"
+        );
+        Ok(on_pool!(self, p => sqlx::query_as::<_, Schedule>(&sql)
+            .bind(at.naive_utc()).bind(limit).fetch_all(p).await?))
+    }
+
+    /// Claims `slot` of a schedule: moves its next slot to `next` if it still is `slot`, and
+    /// writes `runs` in the same transaction. `false`: another controller claimed it first
+    /// (or the schedule changed meanwhile).
+    pub async fn claim_slot(
+        &self,
+        id: ScheduleId,
+        slot: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        runs: &[NewRun],
+        controller: &str,
+    ) -> Result<bool> {
+        let ts = now();
+        Ok(on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let moved = sqlx::query(
+                "UPDATE schedules SET next_run_at = ? WHERE id = ? AND enabled = TRUE AND next_run_at = ?")
+                .bind(naive(next)).bind(id).bind(slot.naive_utc())
+                .execute(&mut *tx).await?.rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            for r in runs {
+                let inserted = sqlx::query(
+                    "INSERT INTO schedule_runs (schedule_id, slot_at, status, reason, jobs, controller_id, created_at) \
+                     VALUES (?, ?, ?, ?, 0, ?, ?)")
+                    .bind(id).bind(r.slot_at.naive_utc()).bind(r.status.as_str())
+                    .bind(r.reason.as_deref().map(|t| crate::text::fit_chars(t, crate::text::VARCHAR_255)))
+                    .bind(controller).bind(ts)
+                    .execute(&mut *tx).await;
+                match inserted {
+                    Ok(_) => {}
+                    // Already recorded: this slot was fired once, never again.
+                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tx.commit().await?;
+            true
+        }))
+    }
+
+    /// Settles a claimed run: fired with its jobs, skipped or failed with the reason.
+    pub async fn finish_run(
+        &self,
+        id: ScheduleId,
+        slot: DateTime<Utc>,
+        status: ScheduleRunStatus,
+        reason: Option<&str>,
+        jobs: i32,
+    ) -> Result<()> {
+        on_pool!(self, p => {
+            sqlx::query(
+                "UPDATE schedule_runs SET status = ?, reason = ?, jobs = ? \
+                 WHERE schedule_id = ? AND slot_at = ? AND status = 'claimed'")
+                .bind(status.as_str())
+                .bind(reason.map(|t| crate::text::fit_chars(t, crate::text::VARCHAR_255)))
+                .bind(jobs).bind(id).bind(slot.naive_utc()).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Runs this controller claimed and never settled (it stopped between claim and launch),
+    /// and anyone's claim older than `stale`: recorded failed.
+    pub async fn fail_abandoned_claims(
+        &self,
+        controller: &str,
+        stale: DateTime<Utc>,
+    ) -> Result<u64> {
+        Ok(on_pool!(self, p => sqlx::query(
+            "UPDATE schedule_runs SET status = 'failed', \
+             reason = 'claimed, but its controller stopped before launching it' \
+             WHERE status = 'claimed' AND (controller_id = ? OR created_at < ?)")
+            .bind(controller).bind(stale.naive_utc()).execute(p).await?.rows_affected()))
+    }
+
+    /// How many jobs of the schedule are pending or running.
+    pub async fn schedule_active_jobs(&self, id: ScheduleId) -> Result<i64> {
+        Ok(on_pool!(self, p => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM jobs WHERE schedule_id = ? AND status IN ('pending', 'running')")
+            .bind(id).fetch_one(p).await?))
+    }
+
+    /// A schedule's runs, newest slot first.
+    pub async fn list_schedule_runs(
+        &self,
+        id: ScheduleId,
+        paging: Paging,
+    ) -> Result<Page<ScheduleRun>> {
+        Ok(
+            page!(self, ScheduleRun, select: RUN_COLUMNS, from: "schedule_runs", order: "slot_at DESC, id DESC",
+            paging: paging, filters: [("schedule_id", Some(id))]),
+        )
+    }
+}
