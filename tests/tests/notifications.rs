@@ -433,7 +433,49 @@ async fn scenario(backend: Backend) {
         .unwrap_or("")
         .contains(&job2.job_id.to_string())));
 
-    // 3. The receiver refuses connections; the job's row is committed and tried; the
+    // 3. Once a rule exists only rules route: a production failure in dc=fra1 goes to the chat
+    //    at once (the rule), no longer to the on-call channels.
+    let rule = n
+        .create_rule(&outpost_api::NewRuleRequest {
+            event: outpost_api::NotificationEvent::JobFailed,
+            environment: Some("production".into()),
+            min_priority: Some(outpost_api::TicketPriority::High),
+            routing_label: Some("dc=fra1".into()),
+            channel: "team chat".into(),
+            mode: outpost_api::DeliveryMode::Immediate,
+        })
+        .await
+        .expect("rule");
+    assert_eq!(rule.channel, "team chat");
+    let job4 = w.launch(&pb, &prod).await;
+    w.wait_status(
+        &job4,
+        outpost_controller::model::JobStatus::Failed,
+        3 * MINUTE,
+    )
+    .await;
+    wait_for("the rule's chat message", MINUTE, || async {
+        let s = seen.lock().unwrap();
+        s.chats
+            .iter()
+            .any(|c| c.1.starts_with("Outpost: [high]") && c.1.contains("web1.prod"))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .hooks
+            .iter()
+            .any(|h| h.2["job"]["id"] == job4.job_id.to_string()),
+        "with rules configured, the default on-call routing still paged"
+    );
+    // Without it, the default routing is back for what follows.
+    n.delete_rule(rule.id).await.expect("delete the rule");
+
+    // 4. The receiver refuses connections; the job's row is committed and tried; the
     //    controller is killed; both come back: the receiver gets it once, same delivery id.
     rx.stop().await;
     let job3 = w.launch(&pb, &prod).await;
@@ -481,7 +523,7 @@ async fn scenario(backend: Backend) {
     .await;
     assert!(logged.attempts >= 2, "{logged:?}");
 
-    // 4. "Send a test" goes through the outbox.
+    // 5. "Send a test" goes through the outbox.
     let t = n.test_channel(webhook.id).await.expect("test");
     wait_for("the test notification", MINUTE, || async {
         seen.lock()
@@ -511,7 +553,7 @@ async fn scenario(backend: Backend) {
         assert_eq!(s.bad_signatures, 0);
     }
 
-    // 5. Secrets: not in the API's answers, the audit trail or the controller's log.
+    // 6. Secrets: not in the API's answers, the audit trail or the controller's log.
     let shown = serde_json::to_string(&n.channels().await.expect("channels")).unwrap();
     let audit: Value = api.get("/api/v1/audit?limit=1000").await.expect("audit");
     let audit = audit.to_string();
@@ -523,7 +565,7 @@ async fn scenario(backend: Backend) {
     }
     assert!(shown.contains("\"secret_set\":true"), "{shown}");
 
-    // 6. A key rotation re-seals the channels' secrets: the webhook still signs with its own.
+    // 7. A key rotation re-seals the channels' secrets: the webhook still signs with its own.
     let key_of = |url: String| async move {
         let store = outpost_controller::Store::connect(&url, &Default::default())
             .await
@@ -591,6 +633,7 @@ async fn scenario(backend: Backend) {
         1,
         "the certificate was reported more than once"
     );
+
     rx2.stop().await;
     let _ = smtp.kill();
     let _ = smtp.wait();

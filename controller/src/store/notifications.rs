@@ -87,22 +87,55 @@ impl RuleRow {
     pub fn min_priority(&self) -> Option<TicketPriority> {
         self.min_priority.as_deref().and_then(|p| p.parse().ok())
     }
-
-    pub fn as_rule(&self) -> Rule {
-        Rule {
-            event: self.event,
-            environment: self.environment.clone(),
-            min_priority: self.min_priority(),
-            label: self.routing_label.as_deref().and_then(parse_label),
-            channel: self.channel_id.0,
-            mode: self.mode,
-        }
-    }
 }
 
 pub const RULE_SQL: &str = "SELECT r.id, r.event, r.environment, r.min_priority, r.routing_label, \
      r.channel_id, c.name AS channel, r.mode, r.created_at FROM notification_rules r \
      JOIN notification_channels c ON c.id = r.channel_id ORDER BY r.id";
+
+/// The rules as routing reads them inside an event's transaction: as text, so that a row this
+/// binary cannot read (written by a newer version) is skipped rather than failing the job's
+/// final state with it.
+pub const ROUTING_RULES_SQL: &str = "SELECT event, environment, min_priority, routing_label, \
+     channel_id, mode FROM notification_rules ORDER BY id";
+
+/// A row of [`ROUTING_RULES_SQL`].
+pub type RoutingRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i32,
+    String,
+);
+
+/// The rules routing can use; unreadable rows are left out (and logged).
+pub fn routing_rules(rows: Vec<RoutingRow>) -> Vec<Rule> {
+    rows.into_iter()
+        .filter_map(|(event, environment, min_priority, label, channel, mode)| {
+            let rule = (|| {
+                Some(Rule {
+                    event: event.parse().ok()?,
+                    environment,
+                    min_priority: match min_priority {
+                        Some(p) => Some(p.parse().ok()?),
+                        None => None,
+                    },
+                    label: match label {
+                        Some(l) => Some(parse_label(&l)?),
+                        None => None,
+                    },
+                    channel,
+                    mode: mode.parse().ok()?,
+                })
+            })();
+            if rule.is_none() {
+                tracing::warn!(event = %event, channel, "a notification rule cannot be read; it is skipped");
+            }
+            rule
+        })
+        .collect()
+}
 
 pub const MARKS_SQL: &str = "SELECT id, on_call, digest FROM notification_channels ORDER BY id";
 
@@ -312,5 +345,32 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_rule_is_skipped_not_fatal() {
+        let row = |event: &str, p: Option<&str>| {
+            (
+                event.to_owned(),
+                None,
+                p.map(str::to_owned),
+                Some("dc=fra1".to_owned()),
+                3,
+                "immediate".to_owned(),
+            )
+        };
+        let rules = routing_rules(vec![
+            row("job_failed", Some("high")),
+            row("job_exploded", None),
+            row("job_failed", Some("urgent")),
+        ]);
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].min_priority, Some(TicketPriority::High));
+        assert_eq!(rules[0].label, Some(("dc".into(), "fra1".into())));
     }
 }

@@ -49,8 +49,10 @@ macro_rules! enqueue_event {
         let sql: &str = $sql;
         async {
             use $crate::store::notifications as n;
-            let rules: Vec<n::RuleRow> = sqlx::query_as(n::RULE_SQL).fetch_all(&mut *$exec).await?;
-            let rules: Vec<_> = rules.iter().map(n::RuleRow::as_rule).collect();
+            let rows: Vec<n::RoutingRow> = sqlx::query_as(n::ROUTING_RULES_SQL)
+                .fetch_all(&mut *$exec)
+                .await?;
+            let rules = n::routing_rules(rows);
             let marks: Vec<(i32, bool, bool)> =
                 sqlx::query_as(n::MARKS_SQL).fetch_all(&mut *$exec).await?;
             let routes = $crate::notification::routing::route(event, &rules, &n::marks(marks));
