@@ -518,7 +518,7 @@ impl Settings {
         if let Some(v) = c.project_upload_max_bytes {
             self.project_upload_max_bytes = v;
         }
-        self.notifications.apply(c);
+        apply_notifications(&mut self.notifications, c);
     }
 
     pub fn check(&self) -> Result<(), ConfigError> {
@@ -573,6 +573,35 @@ pub fn default_controller_id() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "controller".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// The notification settings a configuration layer sets.
+fn apply_notifications(n: &mut crate::notification::settings::NotifySettings, c: &Config) {
+    let secs = Duration::from_secs;
+    if let Some(v) = c.notification_digest_secs {
+        n.digest = secs(v.max(1));
+    }
+    if let Some(v) = c.notification_retry_base_ms {
+        n.backoff.base = Duration::from_millis(v.max(100));
+    }
+    if let Some(v) = c.notification_retry_cap_secs {
+        n.backoff.cap = secs(v.max(1));
+    }
+    if let Some(v) = c.notification_max_attempts {
+        n.backoff.max_attempts = v.max(1);
+    }
+    if let Some(v) = &c.notification_ca_file {
+        n.ca_file = Some(v.clone());
+    }
+    if let Some(v) = c.agent_offline_minutes {
+        n.agent_offline = secs(v.max(1).saturating_mul(60));
+    }
+    if let Some(v) = c.cert_expiry_days {
+        n.cert_expiry = secs(v.saturating_mul(86400));
+    }
+    if let Some(v) = c.ticket_sla_minutes {
+        n.sla = v;
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
-//! The notification settings, resolved from the [`Config`] layers.
-//!
-//! [`Config`]: crate::config::Config
+//! The notification settings: digest period, retry backoff, sweep thresholds and SLAs. The
+//! configuration layers fill them in (`crate::config`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +7,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::retry::Backoff;
-use crate::config::Config;
 use crate::model::TicketPriority;
 
 /// Minutes a ticket of each priority may stay unresolved (the file's `[ticket_sla_minutes]`).
@@ -73,36 +71,6 @@ impl Default for NotifySettings {
             sla: SlaMinutes::default(),
             poll: Duration::from_millis(500),
             sweep: Duration::from_secs(30),
-        }
-    }
-}
-
-impl NotifySettings {
-    pub(crate) fn apply(&mut self, c: &Config) {
-        let secs = Duration::from_secs;
-        if let Some(v) = c.notification_digest_secs {
-            self.digest = secs(v.max(1));
-        }
-        if let Some(v) = c.notification_retry_base_ms {
-            self.backoff.base = Duration::from_millis(v.max(100));
-        }
-        if let Some(v) = c.notification_retry_cap_secs {
-            self.backoff.cap = secs(v.max(1));
-        }
-        if let Some(v) = c.notification_max_attempts {
-            self.backoff.max_attempts = v.max(1);
-        }
-        if let Some(v) = &c.notification_ca_file {
-            self.ca_file = Some(v.clone());
-        }
-        if let Some(v) = c.agent_offline_minutes {
-            self.agent_offline = secs(v.max(1).saturating_mul(60));
-        }
-        if let Some(v) = c.cert_expiry_days {
-            self.cert_expiry = secs(v.saturating_mul(86400));
-        }
-        if let Some(v) = c.ticket_sla_minutes {
-            self.sla = v;
         }
     }
 }

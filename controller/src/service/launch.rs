@@ -5,7 +5,7 @@
 
 use outpost_api::{IdOrName, LaunchRequest, LaunchResponse, RunOptions};
 
-use super::jobs::Names;
+use super::job_views::Names;
 use super::{Result, ServiceError};
 use crate::core::Core;
 use crate::model::{

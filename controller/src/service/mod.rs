@@ -16,6 +16,7 @@ pub mod blackouts;
 pub mod credentials;
 pub mod error;
 pub mod firing;
+pub mod job_views;
 pub mod jobs;
 pub mod launch;
 pub mod notifications;

@@ -106,7 +106,7 @@ pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
             Paging::new(5, 0),
         )
         .await?;
-    let mut names = service::jobs::Names::default();
+    let mut names = service::job_views::Names::default();
     let mut latest = Vec::new();
     for j in &failures.items {
         latest.push(names.view(&st.core.store, j).await?);
