@@ -126,6 +126,10 @@ pub struct Config {
     /// slots are recorded as skipped [default: 300].
     #[arg(long, env = "OUTPOST_SCHEDULE_GRACE_SECS", help_heading = DAEMON)]
     pub schedule_grace_secs: Option<u64>,
+    /// Due schedules one controller launches at the same time, each on a database connection
+    /// of its pool (1 to 64) [default: 8].
+    #[arg(long, env = "OUTPOST_SCHEDULE_FIRE_CONCURRENCY", help_heading = DAEMON)]
+    pub schedule_fire_concurrency: Option<u32>,
     /// Milliseconds between the scheduler's safety-net sweeps [default: 2000].
     #[arg(long, env = "OUTPOST_SWEEP_INTERVAL_MS", help_heading = DAEMON)]
     pub sweep_interval_ms: Option<u64>,
@@ -301,6 +305,8 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// How late a schedule's slot may still run; older missed slots are skipped.
     pub schedule_grace: Duration,
+    /// Due schedules launched at the same time by this controller.
+    pub schedule_fire_concurrency: u32,
     pub max_running_per_server: u32,
     pub default_time_limit: Duration,
     pub migrate_on_start: bool,
@@ -361,6 +367,7 @@ impl Settings {
             retention: Duration::from_secs(90 * 86400),
             sweep_interval: Duration::from_secs(2),
             schedule_grace: Duration::from_secs(300),
+            schedule_fire_concurrency: 8,
             max_running_per_server: 1,
             default_time_limit: Duration::from_secs(3600),
             migrate_on_start: true,
@@ -461,6 +468,9 @@ impl Settings {
         if let Some(v) = c.schedule_grace_secs {
             self.schedule_grace = secs(v);
         }
+        if let Some(v) = c.schedule_fire_concurrency {
+            self.schedule_fire_concurrency = v;
+        }
         if let Some(v) = c.sweep_interval_ms {
             self.sweep_interval = Duration::from_millis(v.max(50));
         }
@@ -526,6 +536,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "retention_days",
                 message: "must be at least 1 day".into(),
+            });
+        }
+        if !(1..=64).contains(&self.schedule_fire_concurrency) {
+            return Err(ConfigError::Invalid {
+                name: "schedule_fire_concurrency",
+                message: "must be 1 to 64".into(),
             });
         }
         if self.max_running_per_server == 0 {

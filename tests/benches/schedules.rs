@@ -3,6 +3,9 @@
 //! the last of the 1,000 jobs created (each slot claimed, its run recorded, the template
 //! planned and committed), and jobs per second.
 //!
+//! Each backend runs twice, side by side: one launch at a time, then the default of 8
+//! (`schedule_fire_concurrency`).
+//!
 //! Run: `cargo bench -p outpost-tests --bench schedules` (`OUTPOST_BENCH_SCHEDULES` sets the
 //! count, 1000).
 
@@ -21,8 +24,16 @@ use outpost_tests::Backend;
 
 const PLAY: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: due\n";
 
-async fn round(backend: Backend, n: usize) {
-    let c = Cluster::start(backend, ControllerOpts::default()).await;
+/// One round: `n` schedules due at one instant, fired `concurrency` at a time. Returns seconds.
+async fn round(backend: Backend, n: usize, concurrency: u32) -> f64 {
+    let opts = ControllerOpts {
+        extra: vec![
+            "--schedule-fire-concurrency".into(),
+            concurrency.to_string(),
+        ],
+        ..ControllerOpts::default()
+    };
+    let c = Cluster::start(backend, opts).await;
     let w = &c.world;
     let server = w
         .local_server("due-1", serde_json::json!({}), "staging")
@@ -99,14 +110,22 @@ async fn round(backend: Backend, n: usize) {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{backend:?}: {n} schedules due at one instant: all fired in {secs:.2} s, {:.0} jobs/s",
+        "{backend:?}, {concurrency} at a time: {n} schedules due at one instant: all fired in {secs:.2} s, {:.0} jobs/s",
         n as f64 / secs
     );
+    secs
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n = env_num("OUTPOST_BENCH_SCHEDULES", 1000);
-    round(Backend::MariaDb, n).await;
-    round(Backend::Sqlite, n).await;
+    // Side by side in one run: one launch at a time against the default of 8.
+    for backend in [Backend::MariaDb, Backend::Sqlite] {
+        let one = round(backend, n, 1).await;
+        let eight = round(backend, n, 8).await;
+        println!(
+            "{backend:?}: 8 at a time fires {:.1}x as fast as one at a time",
+            one / eight
+        );
+    }
 }

@@ -274,11 +274,12 @@ async fn templates_surveys_roles_injection_and_secret_answers() {
         .await
         .expect("secret vars")
         .expect("sealed");
+    // The names stay for the job's view; the sealed values went with the job's end.
     assert_eq!(sealed.names, ["token"]);
-    assert!(!sealed
-        .sealed
-        .windows(secret.len())
-        .any(|x| x == secret.as_bytes()));
+    assert!(
+        sealed.sealed.is_empty(),
+        "a finished job still holds its sealed answers"
+    );
     for line in w.lines(&job).await {
         assert!(!line.content.contains(&secret), "the secret is in job_logs");
     }

@@ -179,6 +179,19 @@ pub(super) async fn release(store: &Store, a: &Attempt, reason: &str) -> Result<
     }))
 }
 
+/// Empties a job's sealed secret answers as it ends: a final job never runs again, so nothing
+/// needs them, and a sealed value that is gone cannot be opened by a key that leaks later. Their
+/// names stay, for the job's view.
+macro_rules! wipe_secret_answers {
+    ($exec:expr, $job:expr) => {
+        sqlx::query("UPDATE job_secret_vars SET sealed = ? WHERE job_id = ?")
+            .bind(Vec::<u8>::new())
+            .bind($job)
+            .execute($exec)
+            .await
+    };
+}
+
 /// Moves this attempt's job to its final state, with its ticket and its notifications (the
 /// outbox rows) in the same transaction.
 pub(super) async fn finish(
@@ -213,6 +226,7 @@ pub(super) async fn finish(
                 actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
                 details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "dispatch_id": a.dispatch_id})),
             })?;
+            wipe_secret_answers!(&mut *tx, a.job)?;
             let ticket_id = match ticket {
                 Some(t) => Some(insert_ticket!(&mut *tx, t, &Actor::system())?),
                 None => None,
@@ -277,6 +291,9 @@ pub(super) async fn cancel(
                 actor, action: "CANCEL", resource_type: "job", resource_id: Some(job.0),
                 details: Some(json!({"immediate": r == CancelResult::Cancelled})),
             })?;
+            if r == CancelResult::Cancelled {
+                wipe_secret_answers!(&mut *tx, job)?;
+            }
         }
         tx.commit().await?;
         result

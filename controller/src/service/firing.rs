@@ -16,8 +16,6 @@ use crate::store::schedules::NewRun;
 
 /// Due schedules handled per tick; the rest wait for the next tick, oldest slot first.
 const BATCH: i64 = 200;
-/// Schedules launched at the same time by one controller (each holds a database connection).
-const CONCURRENCY: usize = 8;
 /// A claim older than this, by any controller, was abandoned by its controller.
 const STALE_CLAIM: Duration = Duration::from_secs(600);
 
@@ -55,6 +53,8 @@ pub async fn run(core: Arc<Core>) {
 /// thousand schedules due at one minute would otherwise launch one after another.
 pub async fn fire_due(core: &Arc<Core>) -> crate::store::Result<usize> {
     use futures_util::StreamExt;
+    // Each launch holds a database connection: the setting bounds how many at once.
+    let concurrency = core.settings.schedule_fire_concurrency.max(1) as usize;
     let mut seen = 0;
     loop {
         let now = Utc::now();
@@ -62,7 +62,7 @@ pub async fn fire_due(core: &Arc<Core>) -> crate::store::Result<usize> {
         let n = due.len();
         futures_util::stream::iter(due)
             .take_while(|_| std::future::ready(!core.stop.is_cancelled()))
-            .for_each_concurrent(CONCURRENCY, |s| async move {
+            .for_each_concurrent(concurrency, |s| async move {
                 if let Err(e) = fire_one(core, &s, now).await {
                     tracing::warn!(schedule = %s.name, error = %e, "schedule slot not fired");
                 }
