@@ -369,6 +369,17 @@ mod tests {
         },
         Case {
             pins: &[pin(
+                "schedule_fire_concurrency",
+                "--schedule-fire-concurrency",
+                "OUTPOST_SCHEDULE_FIRE_CONCURRENCY",
+                "3",
+                "3",
+            )],
+            every_command: false,
+            holds: |s| s.schedule_fire_concurrency == 3,
+        },
+        Case {
+            pins: &[pin(
                 "sweep_interval_ms",
                 "--sweep-interval-ms",
                 "OUTPOST_SWEEP_INTERVAL_MS",
