@@ -36,6 +36,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod notification;
+pub mod notifier;
 pub mod pki;
 pub mod project;
 pub mod retention;

@@ -237,8 +237,8 @@ pub async fn serve(
     ));
     // The outbox worker: sends what committed transactions queued, also what was queued
     // before a crash or a kill.
-    tasks.spawn(crate::notification::outbox::run(
-        crate::notification::outbox::Worker {
+    tasks.spawn(crate::notifier::run(
+        crate::notifier::Worker {
             store: store.clone(),
             keyring: keyring.clone(),
             settings: settings.notifications.clone(),

@@ -1,22 +1,20 @@
 //! Notifications: what happened ([`Event`]), where it goes ([`routing`]), what is sent
 //! ([`payload`], signed by [`signing`]), and how it gets there without being lost or doubled
-//! ([`outbox`]: rows written in the same transaction as the event, sent by a worker with
-//! retries, [`retry`]; [`channel`]: the webhook, chat and email senders; [`sweep`]: the events
-//! found by looking — SLA, agents offline, certificates expiring).
+//! (outbox rows written in the same transaction as the event, `crate::store::outbox`; sent with
+//! retries, [`retry`], through [`channel`]: the webhook, chat and email senders). The worker and
+//! the sweeps that read and write the store are `crate::notifier`, above the store.
 //!
 //! Text in an event (hostnames, error lines, titles) comes from callers and managed hosts: it
 //! is data everywhere it goes — escaped for chat markup, kept out of mail headers.
 
 pub mod channel;
 pub mod facts;
-pub mod outbox;
 pub mod payload;
 pub mod retry;
 pub mod routing;
 pub mod secret;
 pub mod settings;
 pub mod signing;
-pub mod sweep;
 
 use std::collections::BTreeMap;
 

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::facts::{JobFacts, JOB_FACTS_SQL};
-use super::settings::NotifySettings;
-use super::{labels_of, AgentRef, Event, NotificationEvent, TicketRef};
 use crate::model::TicketPriority;
+use crate::notification::facts::{JobFacts, JOB_FACTS_SQL};
+use crate::notification::settings::NotifySettings;
+use crate::notification::{labels_of, AgentRef, Event, NotificationEvent, TicketRef};
 use crate::store::{now, on_pool, Result, Store};
 
 /// Tickets looked at per priority per sweep (the oldest first).

@@ -4,16 +4,18 @@
 //! once; a controller killed mid-send leaves a lease that runs out, and the row is sent again
 //! with the same delivery id for the receiver to drop.
 
+pub mod sweep;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::channel::{self, Outgoing, SendError};
-use super::retry::After;
-use super::secret::{self, ChannelSecret};
-use super::settings::NotifySettings;
-use super::sweep;
+use crate::notification::channel::{self, Outgoing, SendError};
+use crate::notification::retry::After;
+use crate::notification::secret::{self, ChannelSecret};
+use crate::notification::settings::NotifySettings;
+
 use crate::keyring::{Keyring, Sealed};
 use crate::store::notifications::Channel;
 use crate::store::outbox::Delivery;
