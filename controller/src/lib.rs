@@ -19,9 +19,11 @@
 //!   [`ui`] (the web pages), both thin shells over [`service`], put on one HTTPS port by
 //!   [`web`].
 //! - [`server`]: the daemon that wires them; the binary's commands sit above it.
-//! - [`config`], [`metrics`], [`text`] (fitting text to columns), [`throttle`] (failed
+//! - [`backup`] (a consistent copy of the database and the PKI, and its restore),
+//!   [`config`], [`metrics`], [`text`] (fitting text to columns), [`throttle`] (failed
 //!   sign-ins counted per account, name and address).
 
+pub mod backup;
 pub mod bundle;
 pub mod config;
 pub mod core;

@@ -65,7 +65,9 @@ async fn applies_once_rolls_back_and_reports_dirty() {
         "{}",
         stdout(&first)
     );
-    assert!(stdout(&first).contains("18 migration(s) applied"));
+    assert!(stdout(&first).contains("19 migration(s) applied"));
+    // A new, empty database has nothing to back up.
+    assert!(!stdout(&first).contains("backed up"), "{}", stdout(&first));
     let second = migrate(&["--database-url", &db.url]);
     assert!(second.status.success());
     assert!(
@@ -77,26 +79,56 @@ async fn applies_once_rolls_back_and_reports_dirty() {
     let down = migrate(&["--database-url", &db.url, "--down", "1"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(
-        stdout(&down).contains("rolled back 0018 notifications"),
+        stdout(&down).contains("rolled back 0021 audit immutable"),
         "{}",
         stdout(&down)
     );
     assert_one_line_error(
         &migrate(&["--database-url", &db.url, "--down", "99"]),
-        "only 17 are applied",
+        "only 18 are applied",
     );
+
+    // A database with a schema and data is backed up before a migration (MySQL cannot roll
+    // back DDL), into the data directory unless told where.
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let up = migrate(&["--database-url", &db.url, "--data-dir", data_dir]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(stdout(&up).contains("backed up to"), "{}", stdout(&up));
+    let backups: Vec<_> = std::fs::read_dir(data.path().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(backups.len(), 1);
+    assert!(backups[0].join("manifest.json").exists());
+    assert!(backups[0].join("database.sql").exists());
+    assert!(migrate(&["--database-url", &db.url, "--down", "1"])
+        .status
+        .success());
+    let skipped = migrate(&[
+        "--database-url",
+        &db.url,
+        "--data-dir",
+        data_dir,
+        "--no-backup",
+    ]);
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
+    assert!(!stdout(&skipped).contains("backed up"));
+    assert!(migrate(&["--database-url", &db.url, "--down", "1"])
+        .status
+        .success());
 
     // A migration that died halfway leaves a dirty mark: refuse, and say how to recover.
     let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (18, 'x', 0, x'00', 0)")
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (21, 'x', 0, x'00', 0)")
         .execute(&mut conn).await.unwrap();
     let dirty = migrate(&["--database-url", &db.url]);
-    assert_one_line_error(&dirty, "migration 18 failed partway");
-    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 18"));
-    // Nothing was touched: migration 18's table is still absent.
+    assert_one_line_error(&dirty, "migration 21 failed partway");
+    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 21"));
+    // Nothing was touched: migration 21's triggers are still absent.
     let column: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
-         AND TABLE_NAME = 'notification_channels'",
+        "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() \
+         AND EVENT_OBJECT_TABLE = 'audit_logs'",
     )
     .fetch_one(&mut conn)
     .await
@@ -116,7 +148,7 @@ fn sqlite_is_the_default_store() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("outpost.db").exists());
-    assert!(stdout(&out).contains("18 migration(s) applied"));
+    assert!(stdout(&out).contains("19 migration(s) applied"));
     let mode = |p: &std::path::Path| {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
             & 0o777

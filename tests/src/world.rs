@@ -74,6 +74,20 @@ impl World {
         }
     }
 
+    /// A world over a database that already holds one (restored from a backup, say): nothing
+    /// is migrated or created; its admin is found by name.
+    pub async fn open(database_url: &str) -> World {
+        let store = Store::connect(database_url, &PoolConfig::default())
+            .await
+            .expect("connect");
+        let admin = store.get_user_by_username("ops").await.expect("the admin");
+        World {
+            store,
+            admin,
+            dir: tempfile::tempdir().expect("dir"),
+        }
+    }
+
     /// A server that ansible reaches with a local connection, tagged `tags`.
     pub async fn local_server(
         &self,

@@ -122,8 +122,8 @@ async fn retention_sweep(backend: Backend) {
     lines.extend(aged_lines(b.id, 11, 10, days(40)));
     lines.extend(aged_lines(b.id, 21, 10, chrono::Duration::zero()));
     assert_eq!(w.store.insert_log_lines(&lines).await.unwrap(), 2630);
-    // The audit of all this, made older than any retention: it must outlive the sweeps.
-    age_audit(&db, days(200)).await;
+    // Audit records older than any retention: they must outlive the sweeps.
+    old_audit(&db, days(200)).await;
     let audit_before = audit_ids(&w).await;
     assert!(!audit_before.is_empty());
 
@@ -181,19 +181,23 @@ async fn audit_ids(w: &World) -> Vec<outpost_controller::model::AuditId> {
         .collect()
 }
 
-/// Back-dates every audit record by `age`, straight in the database.
-async fn age_audit(db: &TestDb, age: chrono::Duration) {
+/// Adds audit records dated `age` ago, straight in the database (audit records cannot be
+/// changed, so old ones are made old from the start).
+async fn old_audit(db: &TestDb, age: chrono::Duration) {
     use sqlx::Connection;
     let at = (Utc::now() - age).naive_utc();
-    let sql = "UPDATE audit_logs SET timestamp = ?";
-    match db.backend {
-        Backend::MariaDb => {
-            let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-            sqlx::query(sql).bind(at).execute(&mut c).await.unwrap();
-        }
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query(sql).bind(at).execute(&mut c).await.unwrap();
+    let sql =
+        "INSERT INTO audit_logs (action, resource_type, timestamp) VALUES ('LOGIN', 'user', ?)";
+    for _ in 0..3 {
+        match db.backend {
+            Backend::MariaDb => {
+                let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+                sqlx::query(sql).bind(at).execute(&mut c).await.unwrap();
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query(sql).bind(at).execute(&mut c).await.unwrap();
+            }
         }
     }
 }

@@ -69,19 +69,29 @@ impl Store {
         Ok(versions)
     }
 
-    /// Applies every pending migration in order; returns those that ran (none when the
-    /// database is already current, so running it twice is harmless).
-    pub async fn migrate_up(&self) -> Result<Vec<MigrationRun>> {
-        let applied = self.applied_migrations().await?;
-        let pending: Vec<MigrationRun> = self
-            .migrator()
+    /// The migrations this build would apply, in order, given the versions already `applied`.
+    fn pending_after(&self, applied: &[i64]) -> Vec<MigrationRun> {
+        self.migrator()
             .iter()
             .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
             .map(|m| MigrationRun {
                 version: m.version,
                 description: m.description.to_string(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// The migrations `migrate_up` would apply now (refuses a dirty database, as it would).
+    pub async fn pending_migrations(&self) -> Result<Vec<MigrationRun>> {
+        let applied = self.applied_migrations().await?;
+        Ok(self.pending_after(&applied))
+    }
+
+    /// Applies every pending migration in order; returns those that ran (none when the
+    /// database is already current, so running it twice is harmless).
+    pub async fn migrate_up(&self) -> Result<Vec<MigrationRun>> {
+        let applied = self.applied_migrations().await?;
+        let pending = self.pending_after(&applied);
         on_pool!(self, p => self.migrator().run(p).await.map_err(|e| classify(e, &pending))?);
         Ok(pending)
     }

@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod audit;
 pub mod blackouts;
+pub mod census;
 pub mod credentials;
 pub mod dashboard;
 pub mod jobs;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use commands::{agents, bundle, credentials, dev, init, migrate, revoke, serve, token};
+use commands::{agents, backup, bundle, credentials, dev, init, migrate, revoke, serve, token};
 use outpost_controller::config::Config;
 
 /// The Outpost controller: owns the state, schedules Ansible jobs on agents, ingests their output.
@@ -52,6 +52,13 @@ enum Command {
     Agents,
     /// Revoke an agent: its sessions are dropped and it can never connect again.
     Revoke(revoke::Args),
+    /// Write a backup: a consistent copy of the database (mariadb-dump --single-transaction on
+    /// MySQL, VACUUM INTO on SQLite), the PKI directory with the credentials key, and a
+    /// manifest of checksums and row counts. Safe while the controller runs.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty database and the PKI directory, after checking every
+    /// checksum; refuses to overwrite tables or PKI files that differ.
+    Restore(backup::RestoreArgs),
     /// The key that seals credentials at rest (`credentials.key` in the PKI directory): check
     /// it against the stored credentials, or rotate it.
     Credentials(credentials::Args),
@@ -85,6 +92,8 @@ async fn run(cli: Cli, flags: Config) -> anyhow::Result<()> {
         Command::Bundle(args) => bundle::run(&settings()?, args).await,
         Command::Agents => agents::run(&settings()?).await,
         Command::Revoke(args) => revoke::run(&settings()?, args).await,
+        Command::Backup(args) => backup::run_backup(&settings()?, args).await,
+        Command::Restore(args) => backup::run_restore(&settings()?, args).await,
         Command::Credentials(args) => credentials::run(&settings()?, args).await,
         // The quick start makes its own settings in its own directory.
         Command::Dev(args) => dev::run(args).await,

@@ -2,6 +2,7 @@
 //! go, how the settings resolve, and how a command opens the store.
 
 pub mod agents;
+pub mod backup;
 pub mod bundle;
 pub mod credentials;
 pub mod dev;
