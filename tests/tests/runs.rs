@@ -352,4 +352,51 @@ async fn budgets_tickets_relaunch_canaries_and_approvals_across_datacenters() {
         .starts_with("canary did not succeed"));
     assert_eq!(d.run.counts.cancelled, 2);
     assert_eq!(d.run.counts.failed, 1);
+
+    // Cancelling a run held at its gate cancels every job not started, once.
+    let launched: LaunchResponse = otto
+        .post(
+            "/api/v1/jobs",
+            &json!({"playbook": "rollout", "servers": lon,
+                    "rollout": {"canary": 1, "batch": "50%", "pause": true}}),
+        )
+        .await
+        .expect("launch");
+    let held = launched.run.clone().unwrap();
+    wait_for("the gate to hold", 2 * MINUTE, || async {
+        run(&admin, &held).await.run.awaiting_approval.then_some(())
+    })
+    .await;
+    let cancelled: serde_json::Value = otto
+        .post(&format!("/api/v1/runs/{held}/cancel"), &json!({}))
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled["outcome"], "cancelled");
+    let d = run(&admin, &held).await;
+    assert_eq!(d.run.status, RunStatus::Cancelled);
+    assert_eq!((d.run.counts.success, d.run.counts.cancelled), (1, 9));
+    assert!(d
+        .jobs
+        .iter()
+        .filter(|j| j.wave > 1)
+        .all(|j| j.job.error_message.as_deref() == Some("run cancelled by otto")));
+    let again = otto
+        .post::<_, serde_json::Value>(&format!("/api/v1/runs/{held}/cancel"), &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(again.status(), Some(409));
+
+    // A rollout the API cannot read is refused by field, as a one-line error in the CLI.
+    let bad = outpost(
+        cfg,
+        &[
+            "job", "run", "rollout", "--server", "lon-0", "--batch", "ten",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("rollout.batch") && err.contains("\"ten\""),
+        "{err}"
+    );
 }
