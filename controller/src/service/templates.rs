@@ -15,7 +15,7 @@ use super::{paging, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::model::{Job, PlaybookId, Template, TemplateId};
 use crate::store::audit::Actor;
-use crate::store::jobs::{LaunchAudit, NewJob};
+use crate::store::jobs::LaunchAudit;
 use crate::store::templates::NewTemplate;
 
 /// The longest time limit a template may give a job: a week.
@@ -26,7 +26,7 @@ const MAX_SERVERS: usize = 1000;
 /// A checked template launch, ready to commit: its jobs and what the audit trail records.
 #[derive(Debug)]
 pub struct TemplatePlan {
-    pub jobs: Vec<NewJob>,
+    pub launch: super::jobs::LaunchPlan,
     pub template_id: TemplateId,
     pub template_name: String,
     /// The answers as recorded: secret ones masked.
@@ -91,7 +91,7 @@ pub async fn delete(core: &Core, caller: &Caller, key: &str) -> Result<DeleteRes
     })
 }
 
-/// Launches a template as the caller, with the answers given.
+/// Launches a template as the caller, with the answers (and the rollout) given.
 pub async fn launch(
     core: &Core,
     caller: &Caller,
@@ -99,7 +99,7 @@ pub async fn launch(
     req: &TemplateLaunchRequest,
 ) -> Result<LaunchResponse> {
     let t = by_id_or_name(core, key).await?;
-    let plan = plan(core, &t, &req.answers, &caller.user).await?;
+    let plan = plan_with(core, &t, &req.answers, &caller.user, req.rollout.as_ref()).await?;
     let jobs = commit(core, plan, &caller.actor()).await?;
     super::jobs::launched(core, &jobs).await
 }
@@ -113,9 +113,21 @@ pub async fn plan(
     answers: &Map<String, Value>,
     launcher: &Launcher,
 ) -> Result<TemplatePlan> {
+    plan_with(core, template, answers, launcher, None).await
+}
+
+/// [`plan`], rolled out as `rollout` says.
+pub async fn plan_with(
+    core: &Core,
+    template: &Template,
+    answers: &Map<String, Value>,
+    launcher: &Launcher,
+    rollout: Option<&outpost_api::Rollout>,
+) -> Result<TemplatePlan> {
     let checked =
         crate::survey::answer(&template.survey.0, answers).map_err(ServiceError::fields)?;
-    let req = launch_request(template, &checked.vars)?;
+    let mut req = launch_request(template, &checked.vars)?;
+    req.rollout = rollout.cloned();
     let origin = Origin {
         // The variables are the template's (an admin's) and the answers to its questions,
         // whose names an admin chose and which are never ansible_*.
@@ -125,9 +137,9 @@ pub async fn plan(
         time_limit_secs: template.time_limit_secs,
         secrets: Some(&checked),
     };
-    let jobs = super::jobs::plan(core, launcher, &req, &origin).await?;
+    let launch = super::jobs::plan(core, launcher, &req, &origin).await?;
     Ok(TemplatePlan {
-        jobs,
+        launch,
         template_id: template.id,
         template_name: template.name.clone(),
         answers: checked.masked(),
@@ -143,7 +155,7 @@ pub async fn commit(core: &Core, plan: TemplatePlan, actor: &Actor) -> Result<Ve
         resource_id: Some(plan.template_id.0),
         details: json!({"template": plan.template_name, "answers": plan.answers}),
     };
-    super::jobs::commit(core, &plan.jobs, actor, Some(&audit)).await
+    super::jobs::commit(core, &plan.launch, actor, Some(&audit)).await
 }
 
 /// The launch a template makes, with the answers' variables over its own.
@@ -183,6 +195,7 @@ fn launch_request(t: &Template, answers: &Map<String, Value>) -> Result<LaunchRe
         diff: options.diff,
         verbosity: options.verbosity,
         credentials: Vec::new(),
+        rollout: None,
     })
 }
 
