@@ -123,6 +123,24 @@ async fn budgets_tickets_relaunch_canaries_and_approvals_across_datacenters() {
     let otto = login(&c.ctl, "otto", PASSWORD).await;
     let vera = login(&c.ctl, "vera", PASSWORD).await;
 
+    // A rule for failures, to a webhook nobody answers: the outbox holds what would be sent.
+    let _: serde_json::Value = admin
+        .post(
+            "/api/v1/notifications/channels",
+            &json!({"name": "failures", "kind": "webhook", "url": "http://127.0.0.1:9/hook",
+                    "on_call": false, "digest": false,
+                    "secret": "a signing secret that is long enough"}),
+        )
+        .await
+        .expect("channel");
+    let _: serde_json::Value = admin
+        .post(
+            "/api/v1/notifications/rules",
+            &json!({"event": "job_failed", "channel": "failures", "mode": "immediate"}),
+        )
+        .await
+        .expect("rule");
+
     // 30 servers, a budget of 3 failures across the datacenters.
     let all: Vec<String> = fra.iter().chain(&ams).chain(&lon).cloned().collect();
     let launched: LaunchResponse = otto
@@ -167,6 +185,18 @@ async fn budgets_tickets_relaunch_canaries_and_approvals_across_datacenters() {
         assert_eq!(j.job.error_message.as_deref(), Some(reason));
         assert!(j.job.started_at.is_none());
     }
+    // One notification for the run, not one per failed job.
+    let sent: Vec<String> = {
+        use sqlx::Connection;
+        let mut conn = sqlx::MySqlConnection::connect(&c.db.url).await.unwrap();
+        sqlx::query_scalar("SELECT payload FROM notification_outbox WHERE event = 'job_failed'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert!(sent[0].contains("failed on 4 of 30 servers"), "{}", sent[0]);
+    assert!(sent[0].contains(&format!("/runs/{first}")), "{}", sent[0]);
     // One ticket for the run, listing every failed server; none per job.
     assert_eq!(d.tickets.len(), 1, "{:?}", d.tickets);
     let tickets: outpost_api::Page<TicketView> = admin.get("/api/v1/tickets").await.unwrap();

@@ -181,6 +181,7 @@ pub(super) async fn release(
          WHERE id = ? AND status IN {from} AND celery_task_id = ? AND agent_id IS NOT NULL"
     );
     let reason = fit_chars(reason, VARCHAR_255);
+    let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
         lock_run!(&mut *tx, store, run)?;
@@ -193,7 +194,7 @@ pub(super) async fn release(
                 details: Some(json!({"status": Move::ReleaseCancelled.enters(), "dispatch_id": a.dispatch_id, "before_start": true})),
             })?;
             if let Some(r) = run {
-                settle_run!(&mut *tx, r)?;
+                settle_run!(&mut *tx, r, outbox_sql)?;
             }
             Released::Cancelled
         } else {
@@ -268,10 +269,20 @@ pub(super) async fn finish(
                 if outcome.status == super::Final::Failed {
                     check_budget!(&mut *tx, r)?;
                 }
-                settle_run!(&mut *tx, r)?;
+                settle_run!(&mut *tx, r, outbox_sql)?;
             }
             // The notification is committed with the job's end (and its ticket) or not at all.
-            let facts: Option<JobFacts> = sqlx::query_as(JOB_FACTS_SQL).bind(a.job).fetch_optional(&mut *tx).await?;
+            // A job of a run on several servers tells nobody on its own: its run tells once.
+            let in_larger_run = match run {
+                Some(r) => sqlx::query_scalar::<_, i32>("SELECT total FROM runs WHERE id = ?")
+                    .bind(r).fetch_optional(&mut *tx).await?.is_some_and(|total| total > 1),
+                None => false,
+            };
+            let facts: Option<JobFacts> = if in_larger_run {
+                None
+            } else {
+                sqlx::query_as(JOB_FACTS_SQL).bind(a.job).fetch_optional(&mut *tx).await?
+            };
             if let Some(f) = facts {
                 let status = JobStatus::from(outcome.status);
                 let previous_failed = status == JobStatus::Success && {
@@ -316,6 +327,7 @@ pub(super) async fn cancel(
         "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) \
          WHERE id = ? AND status IN {ACTIVE_SQL}"
     );
+    let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
         lock_run!(&mut *tx, store, run)?;
@@ -335,7 +347,7 @@ pub(super) async fn cancel(
             if r == CancelResult::Cancelled {
                 wipe_secret_answers!(&mut *tx, job)?;
                 if let Some(run) = run {
-                    settle_run!(&mut *tx, run)?;
+                    settle_run!(&mut *tx, run, outbox_sql)?;
                 }
             }
         }
@@ -353,12 +365,13 @@ pub(super) async fn stop(
     running_too: bool,
     actor: &Actor,
 ) -> Result<bool> {
+    let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
         lock_run!(&mut *tx, store, Some(run))?;
         let stopped = stop_run!(&mut *tx, run, stop, running_too, actor)?;
         if stopped {
-            settle_run!(&mut *tx, run)?;
+            settle_run!(&mut *tx, run, outbox_sql)?;
         }
         tx.commit().await?;
         stopped

@@ -84,8 +84,9 @@ pub(super) use check_budget;
 /// more than one server with failures, one ticket listing the failed servers (created by the
 /// user who launched it). Evaluates to whether this call ended it.
 macro_rules! settle_run {
-    ($exec:expr, $run:expr) => {{
+    ($exec:expr, $run:expr, $outbox_sql:expr) => {{
         let run: $crate::model::RunId = $run;
+        let outbox_sql: &str = $outbox_sql;
         async {
             let active: i64 = sqlx::query_scalar(&format!(
                 "SELECT COUNT(*) FROM jobs WHERE run_id = ? AND status IN {}", $crate::store::jobs::ACTIVE_SQL))
@@ -128,13 +129,27 @@ macro_rules! settle_run {
                 let servers: Vec<$crate::lifecycle::ticket::FailedServer> = failed.into_iter().map(|(job, hostname, environment, unreachable, error)| {
                     $crate::lifecycle::ticket::FailedServer { job: $crate::model::JobId(job), hostname, environment, unreachable, error }
                 }).collect();
+                let mut opened = None;
                 if let Some(t) = $crate::lifecycle::ticket::run_ticket(&$crate::lifecycle::ticket::RunFailure {
                     run_uuid: &run_uuid, playbook: &playbook, user: $crate::model::UserId(user_id),
                     total: u32::try_from(total).unwrap_or(0), status, stop_reason: stop_reason.as_deref(), servers: &servers,
                 }) {
                     let id = $crate::store::tickets::insert_ticket!(&mut *$exec, &t, &$crate::store::audit::Actor::system())?;
                     sqlx::query("UPDATE tickets SET run_id = ? WHERE id = ?").bind(run).bind(id).execute(&mut *$exec).await?;
+                    let uuid: String = sqlx::query_scalar("SELECT ticket_id FROM tickets WHERE id = ?")
+                        .bind(id).fetch_one(&mut *$exec).await?;
+                    opened = Some($crate::notification::TicketRef { id: uuid, title: t.title.clone(), priority: t.priority });
                 }
+                // The run's one notification, committed with its end (its jobs sent none).
+                let unreachable = servers.iter().filter(|s| s.unreachable).count();
+                let event = $crate::notification::facts::run_event(&$crate::notification::facts::RunFacts {
+                    run_uuid: &run_uuid, playbook: &playbook, total: u32::try_from(total).unwrap_or(0),
+                    failed: u32::try_from(servers.len() - unreachable).unwrap_or(0),
+                    unreachable: u32::try_from(unreachable).unwrap_or(0),
+                    stop_reason: stop_reason.as_deref(),
+                    environments: servers.iter().map(|s| s.environment.clone()).collect(),
+                }, opened);
+                $crate::store::outbox::enqueue_event!(&mut *$exec, &event, outbox_sql)?;
             }
             Ok(true)
         }.await

@@ -1,5 +1,6 @@
-//! The events of jobs and tickets, made from what their transaction reads: a job that ended
-//! failed (with the ticket it opened) or succeeded after a failure, a ticket opened by hand.
+//! The events of jobs, runs and tickets, made from what their transaction reads: a job that
+//! ended failed (with the ticket it opened) or succeeded after a failure, a run on several
+//! servers that ended with failures, a ticket opened by hand.
 
 use super::{labels_of, Event, JobRef, NotificationEvent, TicketRef};
 use crate::model::{JobStatus, JsonObject, TicketPriority};
@@ -70,6 +71,59 @@ pub fn job_event(
     Some(e)
 }
 
+/// What a run's last transaction reads about it for its notification.
+pub struct RunFacts<'a> {
+    pub run_uuid: &'a str,
+    pub playbook: &'a str,
+    pub total: u32,
+    pub failed: u32,
+    pub unreachable: u32,
+    pub stop_reason: Option<&'a str>,
+    /// The environments of the servers that failed (one entry per server).
+    pub environments: Vec<Option<String>>,
+}
+
+fn rank(p: TicketPriority) -> u8 {
+    match p {
+        TicketPriority::Low => 0,
+        TicketPriority::Medium => 1,
+        TicketPriority::High => 2,
+        TicketPriority::Critical => 3,
+    }
+}
+
+/// The one event of a run on several servers that ended with failures. Its jobs tell nobody
+/// on their own: a broken playbook on 300 servers is one message with its one ticket, not
+/// 300. It is routed as `job_failed`, at the priority of the most critical environment hit.
+pub fn run_event(f: &RunFacts<'_>, ticket: Option<TicketRef>) -> Event {
+    let environment = f
+        .environments
+        .iter()
+        .max_by_key(|e| rank(TicketPriority::for_environment(e.as_deref())))
+        .cloned()
+        .flatten();
+    let priority = ticket
+        .as_ref()
+        .map(|t| t.priority)
+        .unwrap_or_else(|| TicketPriority::for_environment(environment.as_deref()));
+    let mut summary = format!(
+        "{} failed on {} of {} servers",
+        f.playbook, f.failed, f.total
+    );
+    if f.unreachable > 0 {
+        summary.push_str(&format!(", {} unreachable", f.unreachable));
+    }
+    if let Some(reason) = f.stop_reason {
+        summary.push_str(&format!(" ({reason})"));
+    }
+    let mut e = Event::new(NotificationEvent::JobFailed, priority, summary);
+    e.environment = environment;
+    e.opened_ticket = ticket.is_some();
+    e.ticket = ticket;
+    e.link = format!("/runs/{}", f.run_uuid);
+    e
+}
+
 /// The event of a ticket opened by a person, about a job whose facts are `f`.
 pub fn ticket_event(f: &JobFacts, ticket: TicketRef) -> Event {
     let mut e = Event::new(
@@ -137,5 +191,37 @@ mod tests {
         assert_eq!(e.kind, NotificationEvent::JobRecovered);
         assert_eq!(e.priority, TicketPriority::High, "production's priority");
         assert_eq!(e.job.unwrap().error, None);
+    }
+
+    #[test]
+    fn a_run_tells_once_at_its_most_critical_environment() {
+        let f = RunFacts {
+            run_uuid: "r-1",
+            playbook: "deploy",
+            total: 300,
+            failed: 5,
+            unreachable: 1,
+            stop_reason: Some("failure budget spent: 5 of 300 failed (budget 4)"),
+            environments: vec![Some("staging".into()), None, Some("production".into())],
+        };
+        let e = run_event(&f, None);
+        assert_eq!(e.kind, NotificationEvent::JobFailed);
+        assert_eq!(e.priority, TicketPriority::High);
+        assert_eq!(e.environment.as_deref(), Some("production"));
+        assert_eq!(e.link, "/runs/r-1");
+        assert!(
+            e.summary
+                .starts_with("deploy failed on 5 of 300 servers, 1 unreachable ("),
+            "{}",
+            e.summary
+        );
+        let t = TicketRef {
+            id: "t".into(),
+            title: "x".into(),
+            priority: TicketPriority::Critical,
+        };
+        let e = run_event(&f, Some(t));
+        assert!(e.opened_ticket);
+        assert_eq!(e.priority, TicketPriority::Critical);
     }
 }
