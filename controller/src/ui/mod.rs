@@ -9,7 +9,8 @@
 //!
 //! - [`access`]: sessions, CSRF, and which API rule each page follows; [`viewer`]: who looks;
 //! - [`layout`]: the page shell and small pieces shared by pages;
-//! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`templates`] (surveys as
+//! - [`chart`]: charts drawn on the server as SVG (pure geometry, then markup);
+//! - one module per area: [`dashboard`] (with its charts, [`trends`]), [`jobs`], [`launch`], [`templates`] (surveys as
 //!   forms), [`tickets`], [`fleet`]
 //!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log),
 //!   [`credentials`] (stored secrets, never shown back), [`notifications`] (channels, rules, the
@@ -20,6 +21,7 @@
 pub mod access;
 pub mod account;
 pub mod admin;
+pub mod chart;
 pub mod credentials;
 pub mod dashboard;
 pub mod fleet;
@@ -32,6 +34,7 @@ pub mod projects;
 pub mod schedules;
 pub mod templates;
 pub mod tickets;
+pub mod trends;
 pub mod viewer;
 
 use std::sync::Arc;
