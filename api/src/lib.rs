@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod enums;
 pub mod inventory;
 pub mod notifications;
+pub mod runs;
 pub mod schedules;
 pub mod templates;
 pub mod types;
@@ -28,9 +29,11 @@ pub mod yaml;
 pub use credentials::*;
 pub use enums::{
     ChannelKind, CredentialKind, DeliveryMode, DeliveryStatus, JobStatus, NotificationEvent,
-    OverlapRule, ProjectKind, Role, ScheduleRunStatus, SyncState, TicketPriority, TicketStatus,
+    OverlapRule, ProjectKind, Role, RunStatus, ScheduleRunStatus, SyncState, TicketPriority,
+    TicketStatus,
 };
 pub use notifications::*;
+pub use runs::*;
 pub use schedules::*;
 pub use templates::*;
 pub use types::*;

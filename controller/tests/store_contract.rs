@@ -484,6 +484,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             time_limit_secs: None,
             secret_vars: None,
             schedule_id: None,
+            wave: 0,
         })
         .collect();
     store
@@ -796,6 +797,7 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 time_limit_secs: None,
                 secret_vars: None,
                 schedule_id: None,
+                wave: 0,
             }],
             &Actor::system(),
         )

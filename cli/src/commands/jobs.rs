@@ -216,6 +216,7 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
         diff: a.diff,
         verbosity: a.verbose,
         credentials: a.credentials.clone(),
+        rollout: None,
     };
     let launched = c.jobs().launch(&req).await?;
     launched_jobs(c, &launched, a.follow, a.raw, out).await

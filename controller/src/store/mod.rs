@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod playbooks;
 pub mod projects;
 mod retire;
+pub mod runs;
 pub mod schedules;
 pub mod servers;
 pub mod templates;
