@@ -1761,3 +1761,158 @@ async fn the_dashboard_draws_the_last_week_as_charts() {
     assert_eq!(count("#chart-durations g.row").await, 2);
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollout_is_approved_from_its_run_page_and_followed_live() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let _agent = c.agent(
+        "bastion",
+        &["dc=local"],
+        &AgentOpts {
+            capacity: 4,
+            ..AgentOpts::default()
+        },
+    );
+    let w = &c.world;
+    for name in ["web1", "web2", "web3"] {
+        w.local_server(name, json!({"dc": "local"}), "staging")
+            .await;
+    }
+    w.playbook(
+        "hello",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hello\n",
+    )
+    .await;
+    user(w, "olga", Role::Operator).await;
+    user(w, "vic", Role::Viewer).await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    // A canary of one server, then the other two after an operator approves.
+    let launched: serde_json::Value = admin
+        .post(
+            "/api/v1/jobs",
+            &json!({"playbook": "hello", "servers": ["web1", "web2", "web3"],
+                    "rollout": {"canary": 1, "pause": true}}),
+        )
+        .await
+        .expect("launch");
+    let run = launched["run"].as_str().expect("a run id").to_owned();
+    wait_for(
+        "the canary done and the next wave waiting",
+        2 * MINUTE,
+        || async {
+            let d = admin.runs().get(&run).await.ok()?;
+            (d.run.awaiting_approval && d.run.counts.success == 1).then_some(())
+        },
+    )
+    .await;
+
+    // A viewer sees the run, its waves and no button; a forged approval is refused.
+    let b = Browser::start(&c.ctl.api_url(), "run").await;
+    b.sign_in("vic", PASSWORD).await;
+    b.find("nav a[href='/runs']").await.click().await.unwrap();
+    b.find(&format!("tr[data-run='{run}'] a"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("#run-awaiting", MINUTE, |t| t.contains("Wave 2 of 2 waits"))
+        .await;
+    assert!(
+        b.find_all("#approve").await.is_empty(),
+        "a viewer has no approve button"
+    );
+    assert!(
+        b.find_all("#cancel-run").await.is_empty(),
+        "nor a cancel button"
+    );
+    let forged = b
+        .js_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             const f = new URLSearchParams({{_csrf: document.querySelector('input[name=_csrf]').value}});\
+             fetch('/runs/{run}/approve', {{method: 'POST', body: f}}).then(r => done(r.status));"
+        ))
+        .await;
+    assert_eq!(forged, json!(403));
+    b.shot("viewer-run").await;
+    let d = admin.runs().get(&run).await.unwrap();
+    assert!(
+        d.run.awaiting_approval,
+        "still waiting after the viewer's try"
+    );
+    b.find("form[action='/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("the sign-in page", MINUTE, || async {
+        b.path().await.starts_with("/login").then_some(())
+    })
+    .await;
+
+    // The operator: one wave done, one waiting, in the bars; approve, and the page follows.
+    b.sign_in("olga", PASSWORD).await;
+    b.goto(&format!("/runs/{run}")).await;
+    b.wait_text("#run-status", MINUTE, |t| t == "running").await;
+    let waves = b
+        .js("return [...document.querySelectorAll('#run-waves g.row')].map(g => [g.dataset.name, g.dataset.total, [...g.querySelectorAll('rect.seg')].map(r => r.dataset.series + ':' + r.dataset.value)])")
+        .await;
+    assert_eq!(
+        waves,
+        json!([
+            ["wave 1", "1", ["success:1"]],
+            ["wave 2", "2", ["pending:2"]]
+        ])
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#run-datacenters g.row').length")
+            .await,
+        json!(1)
+    );
+    assert_eq!(
+        b.text("#run-counts").await.as_deref(),
+        Some("1 of 3 done: 1 success, 2 pending")
+    );
+    b.shot("run-waiting").await;
+    b.find("#approve").await.click().await.unwrap();
+    b.wait_text("#run-status", 2 * MINUTE, |t| t == "succeeded")
+        .await;
+    let waves = b
+        .js("return [...document.querySelectorAll('#run-waves g.row')].map(g => [g.dataset.name, [...g.querySelectorAll('rect.seg')].map(r => r.dataset.series + ':' + r.dataset.value)])")
+        .await;
+    assert_eq!(
+        waves,
+        json!([["wave 1", ["success:1"]], ["wave 2", ["success:2"]]])
+    );
+    assert_eq!(
+        b.text("#run-counts").await.as_deref(),
+        Some("3 of 3 done: 3 success")
+    );
+    assert!(
+        b.find_all("#approve").await.is_empty(),
+        "nothing left to approve"
+    );
+    assert_eq!(b.find_all("#run-jobs tbody tr").await.len(), 3);
+    b.shot("run-done").await;
+    // A job's page links back to its run.
+    b.find("#run-jobs tbody tr a").await.click().await.unwrap();
+    job_on_page(&b).await;
+    b.find("#job-run").await.click().await.unwrap();
+    wait_for("the run page again", MINUTE, || async {
+        (b.path().await == format!("/runs/{run}")).then_some(())
+    })
+    .await;
+    let approved = w
+        .store
+        .list_audit(
+            &outpost_controller::store::audit::AuditFilter::default(),
+            outpost_controller::model::Paging::new(1000, 0),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|a| a.action.contains("APPROVE"))
+        .count();
+    assert_eq!(approved, 1, "the approval is audited once");
+    b.close().await;
+}
