@@ -1786,16 +1786,41 @@ async fn a_paused_rollout_is_approved_from_its_run_page_and_followed_live() {
     user(w, "olga", Role::Operator).await;
     user(w, "vic", Role::Viewer).await;
     let admin = login(&c.ctl, "ops", PASSWORD).await;
-    // A canary of one server, then the other two after an operator approves.
-    let launched: serde_json::Value = admin
-        .post(
-            "/api/v1/jobs",
-            &json!({"playbook": "hello", "servers": ["web1", "web2", "web3"],
-                    "rollout": {"canary": 1, "pause": true}}),
-        )
+    // The operator launches from the form: a canary of one server, then the other two after
+    // an operator approves; a launch on several servers lands on its run's page.
+    let b = Browser::start(&c.ctl.api_url(), "run").await;
+    b.sign_in("olga", PASSWORD).await;
+    b.goto("/jobs/new").await;
+    b.js("document.querySelectorAll('#servers option').forEach(o => { o.selected = true; }); return 0")
+        .await;
+    b.find("#rollout summary").await.click().await.unwrap();
+    b.find("#canary").await.send_keys("one").await.unwrap();
+    b.find("#pause").await.click().await.unwrap();
+    b.find("form#launch button.primary")
         .await
-        .expect("launch");
-    let run = launched["run"].as_str().expect("a run id").to_owned();
+        .click()
+        .await
+        .unwrap();
+    let err = b.wait_text("#err-rollout", MINUTE, |t| !t.is_empty()).await;
+    assert!(err.contains("'one' is not a number"), "{err}");
+    let canary = b.find("#canary").await;
+    canary.clear().await.unwrap();
+    canary.send_keys("1").await.unwrap();
+    let pause = b
+        .js("return document.getElementById('pause').checked")
+        .await;
+    assert_eq!(pause, json!(true), "what was chosen is kept");
+    b.find("form#launch button.primary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let run = wait_for("the run's page", MINUTE, || async {
+        let p = b.path().await;
+        let id = p.strip_prefix("/runs/")?.to_owned();
+        (id.len() == 36).then_some(id)
+    })
+    .await;
     wait_for(
         "the canary done and the next wave waiting",
         2 * MINUTE,
@@ -1805,9 +1830,18 @@ async fn a_paused_rollout_is_approved_from_its_run_page_and_followed_live() {
         },
     )
     .await;
+    assert_eq!(admin.runs().get(&run).await.unwrap().run.counts.total, 3);
+    b.find("form[action='/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("the sign-in page", MINUTE, || async {
+        b.path().await.starts_with("/login").then_some(())
+    })
+    .await;
 
     // A viewer sees the run, its waves and no button; a forged approval is refused.
-    let b = Browser::start(&c.ctl.api_url(), "run").await;
     b.sign_in("vic", PASSWORD).await;
     b.find("nav a[href='/runs']").await.click().await.unwrap();
     b.find(&format!("tr[data-run='{run}'] a"))
