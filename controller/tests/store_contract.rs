@@ -1324,7 +1324,12 @@ async fn dashboard_charts_aggregate_alike(backend: Backend) {
         ))
         .await;
     }
-    // Job 4 stays pending, created now.
+    // Job 6's server could not be reached; job 4 stays pending, created now.
+    db.exec(&format!(
+        "UPDATE jobs SET unreachable = TRUE WHERE id = {}",
+        jobs[6].id.0
+    ))
+    .await;
     let since = now - Duration::days(7);
     let hour = |ago: Duration| (now - ago).timestamp().div_euclid(3600);
     let mut per_hour = store.jobs_per_hour(since).await.unwrap();
@@ -1363,12 +1368,16 @@ async fn dashboard_charts_aggregate_alike(backend: Backend) {
     let dc = |d: Option<&str>, status, count| DatacenterCount {
         datacenter: d.map(str::to_owned),
         status,
+        unreachable: false,
         count,
     };
     assert_eq!(
         per_dc,
         vec![
-            dc(None, JobStatus::Failed, 1),
+            DatacenterCount {
+                unreachable: true,
+                ..dc(None, JobStatus::Failed, 1)
+            },
             dc(Some("fra1"), JobStatus::Success, 2),
             dc(Some("fra1"), JobStatus::Failed, 1),
             dc(Some("lon"), JobStatus::Success, 1),

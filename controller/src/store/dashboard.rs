@@ -19,11 +19,13 @@ pub struct HourCount {
 
 /// Finished jobs of one datacenter with one status. `datacenter` is the value of the routing
 /// key in the server's tags, or else in the labels of the agent that ran the job (a server
-/// without a routing tag may be run by any agent); `None` when neither has it.
+/// without a routing tag may be run by any agent); `None` when neither has it. `unreachable`
+/// sets apart the failures whose server could not be reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatacenterCount {
     pub datacenter: Option<String>,
     pub status: JobStatus,
+    pub unreachable: bool,
     pub count: i64,
 }
 
@@ -143,18 +145,19 @@ impl Store {
             }
         };
         let sql = format!(
-            "SELECT {dc} AS dc, j.status, COUNT(*) FROM jobs j \
+            "SELECT {dc} AS dc, j.status, j.unreachable, COUNT(*) FROM jobs j \
              JOIN servers s ON s.id = j.server_id LEFT JOIN agents a ON a.id = j.agent_id \
              WHERE j.status IN ('success', 'failed') AND j.created_at >= ? \
-             GROUP BY dc, j.status ORDER BY COUNT(*) DESC LIMIT ?"
+             GROUP BY dc, j.status, j.unreachable ORDER BY COUNT(*) DESC LIMIT ?"
         );
-        let rows: Vec<(Option<String>, String, i64)> = on_pool!(self, p => sqlx::query_as(&sql)
+        let rows: Vec<(Option<String>, String, bool, i64)> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(&path).bind(&path).bind(since.naive_utc()).bind(limit).fetch_all(p).await?);
         rows.into_iter()
-            .map(|(datacenter, status, count)| {
+            .map(|(datacenter, status, unreachable, count)| {
                 Ok(DatacenterCount {
                     datacenter,
                     status: parse("jobs.status", &status)?,
+                    unreachable,
                     count,
                 })
             })

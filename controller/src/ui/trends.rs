@@ -161,38 +161,52 @@ pub fn percent(part: u64, whole: u64) -> String {
 }
 
 /// One row per datacenter (by name; those without one last): its success rate among jobs
-/// that succeeded or failed, coloured by how good it is.
+/// that succeeded or failed with their server reached, coloured by how good it is; servers
+/// that could not be reached are counted apart, as the runs' budgets count them.
 pub fn datacenter_rows(counts: &[DatacenterCount], routing_key: &str) -> Vec<Row> {
-    let mut by_dc: BTreeMap<(bool, String), (u64, u64)> = BTreeMap::new();
+    // (succeeded, failed, unreachable)
+    let mut by_dc: BTreeMap<(bool, String), (u64, u64, u64)> = BTreeMap::new();
     for c in counts {
         let key = match &c.datacenter {
             Some(d) => (false, d.clone()),
             None => (true, format!("(no {routing_key})")),
         };
         let e = by_dc.entry(key).or_default();
-        match c.status {
-            JobStatus::Success => e.0 += c.count.max(0) as u64,
-            JobStatus::Failed => e.1 += c.count.max(0) as u64,
+        let n = c.count.max(0) as u64;
+        match (c.status, c.unreachable) {
+            (JobStatus::Success, _) => e.0 += n,
+            (JobStatus::Failed, false) => e.1 += n,
+            (JobStatus::Failed, true) => e.2 += n,
             _ => {}
         }
     }
     by_dc
         .into_iter()
-        .filter(|(_, (ok, bad))| ok + bad > 0)
-        .map(|((_, name), (ok, bad))| {
+        .filter(|(_, (ok, bad, unr))| ok + bad + unr > 0)
+        .map(|((_, name), (ok, bad, unr))| {
             let total = ok + bad;
-            let rate = ok as f64 / total as f64;
-            let class = if rate >= 0.95 {
+            let rate = if total > 0 {
+                ok as f64 / total as f64
+            } else {
+                0.0
+            };
+            let class = if total == 0 {
+                "none"
+            } else if rate >= 0.95 {
                 "good"
             } else if rate >= 0.8 {
                 "fair"
             } else {
                 "poor"
             };
+            let mut note = format!("{} ({ok} of {total})", percent(ok, total));
+            if unr > 0 {
+                note.push_str(&format!(" · {unr} unreachable"));
+            }
             Row {
                 name,
                 values: vec![rate],
-                note: format!("{} ({ok} of {total})", percent(ok, total)),
+                note,
                 class: Some(class.into()),
             }
         })
@@ -423,6 +437,7 @@ mod tests {
         let dc = |d: Option<&str>, status, count| DatacenterCount {
             datacenter: d.map(str::to_owned),
             status,
+            unreachable: false,
             count,
         };
         let rows = datacenter_rows(
@@ -433,17 +448,30 @@ mod tests {
                 dc(Some("ams2"), JobStatus::Success, 3),
                 dc(Some("ams2"), JobStatus::Failed, 1),
                 dc(Some("lon"), JobStatus::Success, 1),
+                DatacenterCount {
+                    unreachable: true,
+                    ..dc(Some("lon"), JobStatus::Failed, 2)
+                },
+                DatacenterCount {
+                    unreachable: true,
+                    ..dc(Some("par"), JobStatus::Failed, 1)
+                },
             ],
             "dc",
         );
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["ams2", "fra1", "lon", "(no dc)"]);
+        assert_eq!(names, ["ams2", "fra1", "lon", "par", "(no dc)"]);
         assert_eq!(rows[0].values, vec![0.75]);
         assert_eq!(rows[0].note, "75 % (3 of 4)");
         assert_eq!(rows[0].class.as_deref(), Some("poor"));
         assert_eq!(rows[1].class.as_deref(), Some("good"));
         assert_eq!(rows[1].note, "95 % (19 of 20)");
-        assert_eq!(rows[3].values, vec![0.0]);
+        // Unreachable servers are not failures of the playbook: counted apart.
+        assert_eq!(rows[2].note, "100 % (1 of 1) · 2 unreachable");
+        assert_eq!(rows[2].class.as_deref(), Some("good"));
+        assert_eq!(rows[3].note, "— (0 of 0) · 1 unreachable");
+        assert_eq!(rows[3].class.as_deref(), Some("none"));
+        assert_eq!(rows[4].values, vec![0.0]);
     }
 
     #[test]
