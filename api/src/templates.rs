@@ -144,6 +144,9 @@ pub struct TemplateLaunchRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub answers: JsonObject,
+    /// How this launch rolls out (waves, approval, failure budgets); left out, all at once.
+    #[serde(default)]
+    pub rollout: Option<crate::runs::Rollout>,
 }
 
 /// How a secret answer is shown, wherever answers are shown.

@@ -44,7 +44,129 @@ contract!(
     lost_agents_are_settled_from_the_database,
     a_schedule_slot_is_claimed_once,
     dashboard_charts_aggregate_alike,
+    a_run_stops_at_its_budget_and_ends_with_one_ticket,
+    a_run_ends_once_when_its_last_jobs_end_together,
 );
+
+/// Launches `n` jobs as one run with `max_failures`.
+async fn launch_run(
+    store: &Store,
+    f: &Fixture,
+    n: usize,
+    max_failures: Option<u32>,
+) -> (
+    outpost_controller::model::RunId,
+    Vec<outpost_controller::model::Job>,
+) {
+    let jobs: Vec<NewJob> = launch_plan(f, n);
+    let run = outpost_controller::store::runs::NewRun {
+        run_uuid: outpost_controller::model::RunUuid::new_v4(),
+        user_id: f.admin.id,
+        playbook_id: f.playbook.id,
+        template_id: None,
+        schedule_id: None,
+        spec: None,
+        total: n as u32,
+        waves: 1,
+        budgets: outpost_controller::rollout::Budgets {
+            max_failures,
+            max_unreachable: None,
+        },
+        relaunch_of: None,
+    };
+    let (id, jobs) = store
+        .create_jobs_audited(&jobs, &Actor::user(f.admin.id), None, Some(&run))
+        .await
+        .expect("run");
+    (id.expect("a run id"), jobs)
+}
+
+fn failure() -> Outcome {
+    Outcome {
+        status: Final::Failed,
+        exit_code: Some(2),
+        error_message: Some("boom".into()),
+    }
+}
+
+async fn a_run_stops_at_its_budget_and_ends_with_one_ticket(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let (run, jobs) = launch_run(&store, &f, 4, Some(1)).await;
+    let a = claimed(&life, &jobs[0]).await;
+    let b = claimed(&life, &jobs[1]).await;
+    assert!(life.finish(&a, &failure()).await.unwrap());
+    assert_eq!(
+        store.get_run(run).await.unwrap().stop,
+        None,
+        "within budget"
+    );
+    // The second failure spends the budget of 1: the jobs no agent holds are cancelled with
+    // the reason, and the run ends with the last of its jobs.
+    assert!(life.finish(&b, &failure()).await.unwrap());
+    let reason = "failure budget spent: 2 of 4 failed (budget 1)";
+    for j in &jobs[2..] {
+        let j = store.get_job(j.id).await.unwrap();
+        assert_eq!(j.status, JobStatus::Cancelled);
+        assert_eq!(j.error_message.as_deref(), Some(reason));
+    }
+    let r = store.get_run(run).await.unwrap();
+    assert_eq!(
+        r.status,
+        outpost_controller::model::RunStatus::StoppedByBudget
+    );
+    assert_eq!(r.stop_reason.as_deref(), Some(reason));
+    assert!(r.completed_at.is_some());
+    // One ticket for the run (on its first failed job), none for the second failure.
+    assert_eq!(store.run_tickets(run).await.unwrap().len(), 1);
+    assert_eq!(tickets_of(&store, jobs[1].id).await.total, 0);
+    let t = tickets_of(&store, jobs[0].id).await;
+    let d = t.items[0].description.clone().unwrap();
+    assert_eq!(d.matches("- web1.fra1 (failed) boom").count(), 2, "{d}");
+    assert!(d.contains(reason), "{d}");
+}
+
+async fn a_run_ends_once_when_its_last_jobs_end_together(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let (run, jobs) = launch_run(&store, &f, 3, None).await;
+    let mut attempts = Vec::new();
+    for j in &jobs {
+        attempts.push(claimed(&life, j).await);
+    }
+    let ok = Outcome {
+        status: Final::Success,
+        exit_code: Some(0),
+        error_message: None,
+    };
+    assert!(life.finish(&attempts[0], &ok).await.unwrap());
+    assert_eq!(
+        store.get_run(run).await.unwrap().status,
+        outpost_controller::model::RunStatus::Running
+    );
+    // The last two end at the same moment, each in its own transaction: the run still ends,
+    // once, with one ticket.
+    let failed = failure();
+    let (x, y) = tokio::join!(
+        life.finish(&attempts[1], &failed),
+        life.finish(&attempts[2], &failed)
+    );
+    assert!(x.unwrap() && y.unwrap());
+    let r = store.get_run(run).await.unwrap();
+    assert_eq!(
+        r.status,
+        outpost_controller::model::RunStatus::PartiallyFailed
+    );
+    assert_eq!(store.run_tickets(run).await.unwrap().len(), 1);
+    let counts = store.run_counts(run).await.unwrap();
+    assert_eq!((counts.success, counts.failed, counts.active()), (1, 2, 0));
+}
 
 /// The tickets opened for a job.
 async fn tickets_of(
@@ -469,7 +591,15 @@ async fn fixture(store: &Store) -> Fixture {
 }
 
 async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller::model::Job> {
-    let new: Vec<NewJob> = (0..n)
+    let new = launch_plan(f, n);
+    store
+        .create_jobs(&new, &Actor::user(f.admin.id))
+        .await
+        .expect("jobs")
+}
+
+fn launch_plan(f: &Fixture, n: usize) -> Vec<NewJob> {
+    (0..n)
         .map(|_| NewJob {
             playbook_id: f.playbook.id,
             server_id: f.server.id,
@@ -486,11 +616,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             schedule_id: None,
             wave: 0,
         })
-        .collect();
-    store
-        .create_jobs(&new, &Actor::user(f.admin.id))
-        .await
-        .expect("jobs")
+        .collect()
 }
 
 async fn migrations_apply_once_and_roll_back(backend: Backend) {

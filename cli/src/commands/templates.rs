@@ -59,6 +59,7 @@ pub async fn templates(ctx: Option<&str>, cmd: TemplateCmd, out: Output) -> anyh
             let t = c.templates().get(&template).await?;
             let req = TemplateLaunchRequest {
                 answers: collect_answers(&t, &answers, &secret_answers)?,
+                rollout: None,
             };
             let launched = c.templates().launch(&template, &req).await?;
             return super::jobs::launched_jobs(&c, &launched, follow, raw, out).await;

@@ -91,7 +91,7 @@ pub async fn delete(core: &Core, caller: &Caller, key: &str) -> Result<DeleteRes
     })
 }
 
-/// Launches a template as the caller, with the answers given.
+/// Launches a template as the caller, with the answers (and the rollout) given.
 pub async fn launch(
     core: &Core,
     caller: &Caller,
@@ -99,7 +99,7 @@ pub async fn launch(
     req: &TemplateLaunchRequest,
 ) -> Result<LaunchResponse> {
     let t = by_id_or_name(core, key).await?;
-    let plan = plan(core, &t, &req.answers, &caller.user).await?;
+    let plan = plan_with(core, &t, &req.answers, &caller.user, req.rollout.as_ref()).await?;
     let jobs = commit(core, plan, &caller.actor()).await?;
     super::jobs::launched(core, &jobs).await
 }
@@ -113,9 +113,21 @@ pub async fn plan(
     answers: &Map<String, Value>,
     launcher: &Launcher,
 ) -> Result<TemplatePlan> {
+    plan_with(core, template, answers, launcher, None).await
+}
+
+/// [`plan`], rolled out as `rollout` says.
+pub async fn plan_with(
+    core: &Core,
+    template: &Template,
+    answers: &Map<String, Value>,
+    launcher: &Launcher,
+    rollout: Option<&outpost_api::Rollout>,
+) -> Result<TemplatePlan> {
     let checked =
         crate::survey::answer(&template.survey.0, answers).map_err(ServiceError::fields)?;
-    let req = launch_request(template, &checked.vars)?;
+    let mut req = launch_request(template, &checked.vars)?;
+    req.rollout = rollout.cloned();
     let origin = Origin {
         // The variables are the template's (an admin's) and the answers to its questions,
         // whose names an admin chose and which are never ansible_*.

@@ -194,13 +194,21 @@ impl Store {
         Ok(moved)
     }
 
-    /// Tells the pending jobs of one wave of a run why they wait (an approval).
+    /// Tells the pending jobs of one wave of a run why they wait (an approval). On MySQL the
+    /// run's row is locked first, in the same order as the lifecycle's changes to the run's
+    /// jobs, so the two never wait on each other in a cycle.
     pub async fn set_wave_reason(&self, run: RunId, wave: u32, reason: &str) -> Result<()> {
         let reason = crate::text::fit_chars(reason, crate::text::VARCHAR_255);
+        let mysql = self.dialect() == super::Dialect::Mysql;
         on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            if mysql {
+                sqlx::query("SELECT id FROM runs WHERE id = ? FOR UPDATE").bind(run).fetch_optional(&mut *tx).await?;
+            }
             sqlx::query("UPDATE jobs SET pending_reason = ? WHERE run_id = ? AND wave = ? AND status = 'pending' \
                          AND agent_id IS NULL AND (pending_reason IS NULL OR pending_reason <> ?)")
-                .bind(reason.as_ref()).bind(run).bind(i32_of(wave)).bind(reason.as_ref()).execute(p).await?;
+                .bind(reason.as_ref()).bind(run).bind(i32_of(wave)).bind(reason.as_ref()).execute(&mut *tx).await?;
+            tx.commit().await?;
         });
         Ok(())
     }

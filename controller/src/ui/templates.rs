@@ -200,7 +200,10 @@ pub async fn launch(
         };
         answers.insert(q.name.clone(), value);
     }
-    let req = TemplateLaunchRequest { answers };
+    let req = TemplateLaunchRequest {
+        answers,
+        rollout: None,
+    };
     match service::templates::launch(&st.core, &v.caller, &id.to_string(), &req).await {
         Ok(resp) => match resp.jobs.as_slice() {
             [one] => Ok(Redirect::to(&format!("/jobs/{}", one.id)).into_response()),
