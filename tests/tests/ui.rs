@@ -1948,5 +1948,43 @@ async fn a_paused_rollout_is_approved_from_its_run_page_and_followed_live() {
         .filter(|a| a.action.contains("APPROVE"))
         .count();
     assert_eq!(approved, 1, "the approval is audited once");
+
+    // A run whose jobs failed: relaunched for its failed servers from its page, the browser
+    // lands on the new run, which names the one it relaunched.
+    w.playbook(
+        "broken",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.fail:\n        msg: broken\n",
+    )
+    .await;
+    let launched: serde_json::Value = admin
+        .post(
+            "/api/v1/jobs",
+            &json!({"playbook": "broken", "servers": ["web1", "web2"]}),
+        )
+        .await
+        .expect("launch");
+    let failed_run = launched["run"].as_str().expect("a run id").to_owned();
+    b.goto(&format!("/runs/{failed_run}")).await;
+    b.wait_text("#run-status", 2 * MINUTE, |t| t == "failed")
+        .await;
+    b.wait_text("#relaunch-failed", MINUTE, |t| t == "Relaunch the 2 failed")
+        .await;
+    b.shot("run-failed").await;
+    b.find("#relaunch-failed").await.click().await.unwrap();
+    let again = wait_for("the relaunched run's page", MINUTE, || async {
+        let p = b.path().await;
+        let id = p.strip_prefix("/runs/")?.to_owned();
+        (id.len() == 36 && id != failed_run).then_some(id)
+    })
+    .await;
+    let href = b
+        .js("return document.getElementById('run-relaunch-of').getAttribute('href')")
+        .await;
+    assert_eq!(href, json!(format!("/runs/{failed_run}")));
+    let d = admin.runs().get(&again).await.unwrap();
+    assert_eq!(d.run.counts.total, 2);
+    assert_eq!(d.run.relaunch_of.as_deref(), Some(failed_run.as_str()));
+    b.wait_text("#run-status", 2 * MINUTE, |t| t == "failed")
+        .await;
     b.close().await;
 }
