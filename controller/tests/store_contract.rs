@@ -43,6 +43,7 @@ contract!(
     a_release_after_a_cancel_request_cancels,
     lost_agents_are_settled_from_the_database,
     a_schedule_slot_is_claimed_once,
+    dashboard_charts_aggregate_alike,
     a_run_stops_at_its_budget_and_ends_with_one_ticket,
     a_run_ends_once_when_its_last_jobs_end_together,
 );
@@ -1394,4 +1395,152 @@ async fn a_or_b(store: &Store, s: &outpost_controller::model::Schedule) -> Strin
         .await
         .unwrap();
     runs.items[0].controller_id.clone().unwrap_or_default()
+}
+
+/// The dashboard's chart aggregates: per hour and status, per datacenter (the server's routing
+/// tag, else the label of the agent that ran the job), and the newest durations, bounded.
+async fn dashboard_charts_aggregate_alike(backend: Backend) {
+    use outpost_controller::store::dashboard::{DatacenterCount, HourCount};
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let untagged = store
+        .create_server(
+            &NewServer::new("any1", "10.0.0.6", "debian"),
+            &Actor::user(f.admin.id),
+        )
+        .await
+        .unwrap();
+    db.exec(
+        "INSERT INTO agents (uuid, name, labels) VALUES ('00000000-0000-0000-0000-000000000001', 'a1', '{\"dc\": \"lon\"}')",
+    )
+    .await;
+    let mut jobs = launch(&store, &f, 5).await;
+    let other = Fixture {
+        admin: f.admin.clone(),
+        server: untagged,
+        playbook: f.playbook.clone(),
+    };
+    jobs.extend(launch(&store, &other, 2).await);
+    let now = Utc::now().trunc_subsecs(0);
+    let fmt = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    // (job, status, created this long ago, ran for, agent)
+    let plan: [(usize, &str, Duration, Option<i64>, &str); 6] = [
+        (0, "success", Duration::hours(1), Some(10), "NULL"),
+        (1, "success", Duration::hours(1), Some(20), "NULL"),
+        (2, "failed", Duration::hours(3), Some(30), "NULL"),
+        (3, "success", Duration::days(8), Some(50), "NULL"),
+        (5, "success", Duration::hours(3), Some(40), "1"),
+        (6, "failed", Duration::hours(3), None, "NULL"),
+    ];
+    for (i, status, ago, ran, agent) in plan {
+        let created = now - ago;
+        let (started, completed) = match ran {
+            Some(secs) => (
+                format!("'{}'", fmt(created + Duration::seconds(1))),
+                format!("'{}'", fmt(created + Duration::seconds(1 + secs))),
+            ),
+            None => ("NULL".into(), format!("'{}'", fmt(created))),
+        };
+        db.exec(&format!(
+            "UPDATE jobs SET status = '{status}', created_at = '{}', started_at = {started}, \
+                 completed_at = {completed}, agent_id = {agent} WHERE id = {}",
+            fmt(created),
+            jobs[i].id.0
+        ))
+        .await;
+    }
+    // Job 6's server could not be reached; job 4 stays pending, created now.
+    db.exec(&format!(
+        "UPDATE jobs SET unreachable = TRUE WHERE id = {}",
+        jobs[6].id.0
+    ))
+    .await;
+    let since = now - Duration::days(7);
+    let hour = |ago: Duration| (now - ago).timestamp().div_euclid(3600);
+    let mut per_hour = store.jobs_per_hour(since).await.unwrap();
+    per_hour.sort_by_key(|h| (h.hour, h.status));
+    let created_now = store.get_job(jobs[4].id).await.unwrap().created_at;
+    let mut want = vec![
+        HourCount {
+            hour: hour(Duration::hours(3)),
+            status: JobStatus::Success,
+            count: 1,
+        },
+        HourCount {
+            hour: hour(Duration::hours(3)),
+            status: JobStatus::Failed,
+            count: 2,
+        },
+        HourCount {
+            hour: hour(Duration::hours(1)),
+            status: JobStatus::Success,
+            count: 2,
+        },
+        HourCount {
+            hour: created_now.timestamp().div_euclid(3600),
+            status: JobStatus::Pending,
+            count: 1,
+        },
+    ];
+    want.sort_by_key(|h| (h.hour, h.status));
+    assert_eq!(per_hour, want);
+
+    let mut per_dc = store
+        .outcomes_per_datacenter(since, "dc", 100)
+        .await
+        .unwrap();
+    per_dc.sort_by(|a, b| (&a.datacenter, a.status).cmp(&(&b.datacenter, b.status)));
+    let dc = |d: Option<&str>, status, count| DatacenterCount {
+        datacenter: d.map(str::to_owned),
+        status,
+        unreachable: false,
+        count,
+    };
+    assert_eq!(
+        per_dc,
+        vec![
+            DatacenterCount {
+                unreachable: true,
+                ..dc(None, JobStatus::Failed, 1)
+            },
+            dc(Some("fra1"), JobStatus::Success, 2),
+            dc(Some("fra1"), JobStatus::Failed, 1),
+            dc(Some("lon"), JobStatus::Success, 1),
+        ]
+    );
+    assert_eq!(
+        store.outcomes_per_datacenter(since, "dc", 1).await.unwrap(),
+        vec![dc(Some("fra1"), JobStatus::Success, 2)],
+        "the biggest group first, and no more rows than asked"
+    );
+    assert!(store
+        .outcomes_per_datacenter(since, "d\"c", 100)
+        .await
+        .is_err());
+
+    let mut secs: Vec<f64> = store
+        .recent_durations(since, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(
+                (d.playbook, d.playbook_name.as_str()),
+                (f.playbook.id, "ping")
+            );
+            d.seconds
+        })
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    assert_eq!(secs, vec![10.0, 20.0, 30.0, 40.0]);
+    let mut newest: Vec<f64> = store
+        .recent_durations(since, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.seconds)
+        .collect();
+    newest.sort_by(f64::total_cmp);
+    assert_eq!(newest, vec![10.0, 20.0], "the newest jobs of the sample");
 }

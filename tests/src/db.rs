@@ -79,6 +79,27 @@ impl TestDb {
         self._dir.as_ref().map(|d| d.path().join("outpost.db"))
     }
 
+    /// Runs one statement of the test's own making (e.g. to back-date rows), on a connection
+    /// of its own.
+    pub async fn exec(&self, sql: &str) {
+        match self.backend {
+            Backend::MariaDb => {
+                let mut c = sqlx::MySqlConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query(sql).execute(&mut c).await.expect(sql);
+                let _ = c.close().await;
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query(sql).execute(&mut c).await.expect(sql);
+                let _ = c.close().await;
+            }
+        }
+    }
+
     /// The MariaDB schema name, for tests that read information_schema.
     pub fn mysql_name(&self) -> Option<&str> {
         self.mysql_name.as_deref()

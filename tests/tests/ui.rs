@@ -4,7 +4,7 @@
 //! 200,000 lines that loads and scrolls, projects (a sync started from the page, a failed
 //! sync's error shown as text, a viewer refused), and credentials (written from a form, never
 //! shown back, viewers and operators refused), and a template's survey as a launch form (errors
-//! beside their fields). Screenshots land in `target/ui-screenshots/`.
+//! beside their fields), and the dashboard's charts drawn from a week of history. Screenshots land in `target/ui-screenshots/`.
 
 use std::time::Duration;
 
@@ -1582,4 +1582,409 @@ async fn a_schedule_shows_its_next_five_runs_before_it_is_saved() {
     assert!(v.find_all("#schedule-form").await.is_empty());
     assert!(v.find_all("#blackout-form").await.is_empty());
     v.close().await;
+}
+
+/// A playbook name that, were it made into an element, would set `window.__alerted`.
+const MARKUP_PLAYBOOK: &str = "<img src=x onerror=window.__alerted=5>";
+
+/// Rewrites a job into a past one: its status, when it was created (`hours_ago`) and how long
+/// it ran (`None`: it never started), straight in the database.
+async fn make_past(
+    c: &Cluster,
+    job: &outpost_controller::model::Job,
+    status: JobStatus,
+    hours_ago: i64,
+    ran_secs: Option<i64>,
+) {
+    let created = chrono::Utc::now() - chrono::Duration::hours(hours_ago);
+    let fmt = |t: chrono::DateTime<chrono::Utc>| format!("'{}'", t.format("%Y-%m-%d %H:%M:%S"));
+    let (started, completed) = match ran_secs {
+        Some(s) => (
+            fmt(created + chrono::Duration::seconds(1)),
+            fmt(created + chrono::Duration::seconds(1 + s)),
+        ),
+        None => ("NULL".to_owned(), fmt(created)),
+    };
+    c.db.exec(&format!(
+        "UPDATE jobs SET status = '{}', created_at = {}, started_at = {started}, completed_at = {completed} WHERE id = {}",
+        status.as_str(),
+        fmt(created),
+        job.id.0
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_the_last_week_as_charts() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    let fra_a = w
+        .local_server("fra-a", json!({"dc": "fra1"}), "production")
+        .await;
+    let fra_b = w
+        .local_server("fra-b", json!({"dc": "fra1"}), "production")
+        .await;
+    let ams = w
+        .local_server("ams-a", json!({"dc": "ams2"}), "production")
+        .await;
+    let yaml = "- hosts: all\n  gather_facts: false\n  tasks: []\n";
+    let deploy = w.playbook("deploy", yaml).await;
+    let evil = w.playbook(MARKUP_PLAYBOOK, yaml).await;
+    // No agent is connected, so nothing runs these: they are made into a week of history.
+    // (playbook, server, status, hours ago, seconds it ran)
+    let history = [
+        (&deploy, &fra_a, JobStatus::Success, 1, Some(30)),
+        (&deploy, &fra_b, JobStatus::Success, 1, Some(40)),
+        (&evil, &ams, JobStatus::Failed, 1, Some(5)),
+        (&deploy, &fra_a, JobStatus::Failed, 5, Some(60)),
+        (&evil, &ams, JobStatus::Success, 5, Some(8)),
+        (&deploy, &fra_b, JobStatus::Success, 30, Some(50)),
+        (&deploy, &ams, JobStatus::Cancelled, 100, None),
+        // Older than a week: in no chart.
+        (&deploy, &fra_a, JobStatus::Success, 24 * 10, Some(500)),
+    ];
+    for (pb, server, status, ago, ran) in history {
+        let job = w.launch(pb, server).await;
+        make_past(&c, &job, status, ago, ran).await;
+    }
+
+    let b = Browser::start(&c.ctl.api_url(), "charts").await;
+    b.sign_in("ops", PASSWORD).await;
+    b.wait_text("#chart-jobs-24h", MINUTE, |_| true).await;
+    let count = |css: &str| {
+        let css = css.to_owned();
+        let b = &b;
+        async move {
+            b.js(&format!(
+                "return document.querySelectorAll(\"{css}\").length"
+            ))
+            .await
+            .as_u64()
+            .unwrap_or(u64::MAX)
+        }
+    };
+    // 24 hours: two hours with jobs, each with a success and a failure segment.
+    assert_eq!(count("#chart-jobs-24h svg g.col").await, 2);
+    assert_eq!(count("#chart-jobs-24h svg rect.seg").await, 4);
+    assert_eq!(count("#chart-jobs-24h svg rect.seg.st-failed").await, 2);
+    let total = b
+        .js("return document.getElementById('chart-jobs-24h').dataset.total")
+        .await;
+    assert_eq!(total, json!("5"));
+    // 7 days: two more hours (one success 30 h ago, one cancelled 100 h ago); not the old job.
+    assert_eq!(count("#chart-jobs-7d svg g.col").await, 4);
+    assert_eq!(count("#chart-jobs-7d svg rect.seg").await, 6);
+    assert_eq!(count("#chart-jobs-7d svg rect.seg.st-cancelled").await, 1);
+    let total = b
+        .js("return document.getElementById('chart-jobs-7d').dataset.total")
+        .await;
+    assert_eq!(total, json!("7"));
+    let legend = b
+        .js("return [...document.querySelectorAll('#chart-jobs-7d .legend li')].map(l => l.textContent)")
+        .await;
+    assert_eq!(
+        legend,
+        json!([
+            "success 4",
+            "failed 2",
+            "cancelled 1",
+            "running 0",
+            "pending 0"
+        ])
+    );
+    // A bar says what it is on hover; the picture is described for screen readers.
+    let tip = b
+        .js("return document.querySelector('#chart-jobs-24h g.col title').textContent")
+        .await;
+    assert!(
+        tip.as_str()
+            .unwrap_or_default()
+            .contains("1 success, 1 failed"),
+        "{tip}"
+    );
+    let desc = b
+        .js("return document.getElementById('chart-jobs-24h-desc').textContent")
+        .await;
+    assert!(
+        desc.as_str()
+            .unwrap_or_default()
+            .starts_with("5 jobs created in the last 24 hours: 3 success, 2 failed."),
+        "{desc}"
+    );
+
+    // Success rate per datacenter: ams2 1 of 2, fra1 3 of 4 (cancelled jobs do not count).
+    let rows = b
+        .js("return [...document.querySelectorAll('#chart-dc-rate g.row')].map(g => [g.dataset.name, g.querySelector('text.note').textContent, g.getAttribute('class')])")
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            ["ams2", "50 % (1 of 2)", "row poor"],
+            ["fra1", "75 % (3 of 4)", "row poor"]
+        ])
+    );
+    let widths = b
+        .js("return [...document.querySelectorAll('#chart-dc-rate rect.bar')].map(r => r.getBBox().width)")
+        .await;
+    let w: Vec<f64> = widths
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        w.len() == 2 && (w[1] / w[0] - 1.5).abs() < 0.02,
+        "75 % is 1.5 × 50 %: {w:?}"
+    );
+
+    // Duration per playbook, the most run first: p50 and p95 of the sample.
+    let rows = b
+        .js("return [...document.querySelectorAll('#chart-durations g.row')].map(g => [g.dataset.name, g.querySelector('text.note').textContent, g.querySelectorAll('rect.bar').length])")
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            ["deploy", "p50 40 s · p95 1 min · 4 runs", 2],
+            [MARKUP_PLAYBOOK, "p50 5 s · p95 8 s · 2 runs", 2]
+        ])
+    );
+    // The playbook's name is text in the picture: no element made of it, no script run.
+    assert_eq!(count("#dashboard img").await, 0);
+    let alerted = b.js("return typeof window.__alerted").await;
+    assert_eq!(alerted, json!("undefined"));
+    let shot = b.shot("dashboard-charts").await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    // The live dashboard replaces its figures every few seconds: the charts stay.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(count("#chart-jobs-7d svg g.col").await, 4);
+    assert_eq!(count("#chart-durations g.row").await, 2);
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollout_is_approved_from_its_run_page_and_followed_live() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let _agent = c.agent(
+        "bastion",
+        &["dc=local"],
+        &AgentOpts {
+            capacity: 4,
+            ..AgentOpts::default()
+        },
+    );
+    let w = &c.world;
+    for name in ["web1", "web2", "web3"] {
+        w.local_server(name, json!({"dc": "local"}), "staging")
+            .await;
+    }
+    w.playbook(
+        "hello",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hello\n",
+    )
+    .await;
+    user(w, "olga", Role::Operator).await;
+    user(w, "vic", Role::Viewer).await;
+    let admin = login(&c.ctl, "ops", PASSWORD).await;
+    // The operator launches from the form: a canary of one server, then the other two after
+    // an operator approves; a launch on several servers lands on its run's page.
+    let b = Browser::start(&c.ctl.api_url(), "run").await;
+    b.sign_in("olga", PASSWORD).await;
+    b.goto("/jobs/new").await;
+    b.js("document.querySelectorAll('#servers option').forEach(o => { o.selected = true; }); return 0")
+        .await;
+    b.find("#rollout summary").await.click().await.unwrap();
+    b.find("#canary").await.send_keys("one").await.unwrap();
+    b.find("#pause").await.click().await.unwrap();
+    b.find("form#launch button.primary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let err = b.wait_text("#err-rollout", MINUTE, |t| !t.is_empty()).await;
+    assert!(err.contains("'one' is not a number"), "{err}");
+    let canary = b.find("#canary").await;
+    canary.clear().await.unwrap();
+    canary.send_keys("1").await.unwrap();
+    let pause = b
+        .js("return document.getElementById('pause').checked")
+        .await;
+    assert_eq!(pause, json!(true), "what was chosen is kept");
+    b.find("form#launch button.primary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let run = wait_for("the run's page", MINUTE, || async {
+        let p = b.path().await;
+        let id = p.strip_prefix("/runs/")?.to_owned();
+        (id.len() == 36).then_some(id)
+    })
+    .await;
+    wait_for(
+        "the canary done and the next wave waiting",
+        2 * MINUTE,
+        || async {
+            let d = admin.runs().get(&run).await.ok()?;
+            (d.run.awaiting_approval && d.run.counts.success == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(admin.runs().get(&run).await.unwrap().run.counts.total, 3);
+    b.find("form[action='/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("the sign-in page", MINUTE, || async {
+        b.path().await.starts_with("/login").then_some(())
+    })
+    .await;
+
+    // A viewer sees the run, its waves and no button; a forged approval is refused.
+    b.sign_in("vic", PASSWORD).await;
+    b.find("nav a[href='/runs']").await.click().await.unwrap();
+    b.find(&format!("tr[data-run='{run}'] a"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("#run-awaiting", MINUTE, |t| t.contains("Wave 2 of 2 waits"))
+        .await;
+    assert!(
+        b.find_all("#approve").await.is_empty(),
+        "a viewer has no approve button"
+    );
+    assert!(
+        b.find_all("#cancel-run").await.is_empty(),
+        "nor a cancel button"
+    );
+    let forged = b
+        .js_async(&format!(
+            "const done = arguments[arguments.length - 1];\
+             const f = new URLSearchParams({{_csrf: document.querySelector('input[name=_csrf]').value}});\
+             fetch('/runs/{run}/approve', {{method: 'POST', body: f}}).then(r => done(r.status));"
+        ))
+        .await;
+    assert_eq!(forged, json!(403));
+    b.shot("viewer-run").await;
+    let d = admin.runs().get(&run).await.unwrap();
+    assert!(
+        d.run.awaiting_approval,
+        "still waiting after the viewer's try"
+    );
+    b.find("form[action='/logout'] button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_for("the sign-in page", MINUTE, || async {
+        b.path().await.starts_with("/login").then_some(())
+    })
+    .await;
+
+    // The operator: one wave done, one waiting, in the bars; approve, and the page follows.
+    b.sign_in("olga", PASSWORD).await;
+    b.goto(&format!("/runs/{run}")).await;
+    b.wait_text("#run-status", MINUTE, |t| t == "running").await;
+    let waves = b
+        .js("return [...document.querySelectorAll('#run-waves g.row')].map(g => [g.dataset.name, g.dataset.total, [...g.querySelectorAll('rect.seg')].map(r => r.dataset.series + ':' + r.dataset.value)])")
+        .await;
+    assert_eq!(
+        waves,
+        json!([
+            ["wave 1", "1", ["success:1"]],
+            ["wave 2", "2", ["pending:2"]]
+        ])
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#run-datacenters g.row').length")
+            .await,
+        json!(1)
+    );
+    assert_eq!(
+        b.text("#run-counts").await.as_deref(),
+        Some("1 of 3 done: 1 success, 2 pending")
+    );
+    b.shot("run-waiting").await;
+    b.find("#approve").await.click().await.unwrap();
+    b.wait_text("#run-status", 2 * MINUTE, |t| t == "succeeded")
+        .await;
+    let waves = b
+        .js("return [...document.querySelectorAll('#run-waves g.row')].map(g => [g.dataset.name, [...g.querySelectorAll('rect.seg')].map(r => r.dataset.series + ':' + r.dataset.value)])")
+        .await;
+    assert_eq!(
+        waves,
+        json!([["wave 1", ["success:1"]], ["wave 2", ["success:2"]]])
+    );
+    assert_eq!(
+        b.text("#run-counts").await.as_deref(),
+        Some("3 of 3 done: 3 success")
+    );
+    assert!(
+        b.find_all("#approve").await.is_empty(),
+        "nothing left to approve"
+    );
+    assert_eq!(b.find_all("#run-jobs tbody tr").await.len(), 3);
+    b.shot("run-done").await;
+    // A job's page links back to its run.
+    b.find("#run-jobs tbody tr a").await.click().await.unwrap();
+    job_on_page(&b).await;
+    b.find("#job-run").await.click().await.unwrap();
+    wait_for("the run page again", MINUTE, || async {
+        (b.path().await == format!("/runs/{run}")).then_some(())
+    })
+    .await;
+    let approved = w
+        .store
+        .list_audit(
+            &outpost_controller::store::audit::AuditFilter::default(),
+            outpost_controller::model::Paging::new(1000, 0),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|a| a.action.contains("APPROVE"))
+        .count();
+    assert_eq!(approved, 1, "the approval is audited once");
+
+    // A run whose jobs failed: relaunched for its failed servers from its page, the browser
+    // lands on the new run, which names the one it relaunched.
+    w.playbook(
+        "broken",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.fail:\n        msg: broken\n",
+    )
+    .await;
+    let launched: serde_json::Value = admin
+        .post(
+            "/api/v1/jobs",
+            &json!({"playbook": "broken", "servers": ["web1", "web2"]}),
+        )
+        .await
+        .expect("launch");
+    let failed_run = launched["run"].as_str().expect("a run id").to_owned();
+    b.goto(&format!("/runs/{failed_run}")).await;
+    b.wait_text("#run-status", 2 * MINUTE, |t| t == "failed")
+        .await;
+    b.wait_text("#relaunch-failed", MINUTE, |t| t == "Relaunch the 2 failed")
+        .await;
+    b.shot("run-failed").await;
+    b.find("#relaunch-failed").await.click().await.unwrap();
+    let again = wait_for("the relaunched run's page", MINUTE, || async {
+        let p = b.path().await;
+        let id = p.strip_prefix("/runs/")?.to_owned();
+        (id.len() == 36 && id != failed_run).then_some(id)
+    })
+    .await;
+    let href = b
+        .js("return document.getElementById('run-relaunch-of').getAttribute('href')")
+        .await;
+    assert_eq!(href, json!(format!("/runs/{failed_run}")));
+    let d = admin.runs().get(&again).await.unwrap();
+    assert_eq!(d.run.counts.total, 2);
+    assert_eq!(d.run.relaunch_of.as_deref(), Some(failed_run.as_str()));
+    b.wait_text("#run-status", 2 * MINUTE, |t| t == "failed")
+        .await;
+    b.close().await;
 }

@@ -66,6 +66,8 @@ pub struct WebState {
     pub live: live::LiveStreams,
     /// The web UI's dashboard figures, rendered once for every open dashboard.
     pub dashboard: live::SharedFeed,
+    /// The dashboard's charts, rendered at most every few seconds.
+    pub trends: crate::ui::trends::TrendCache,
     pub http_metrics: health::HttpMetrics,
     /// The listener's connection caps and timeouts, and what they counted.
     pub edge: Arc<edge::Edge>,
@@ -81,6 +83,7 @@ impl WebState {
             follow: logs::FollowHub::new(core.store.clone(), core.stop.clone()),
             live: live::LiveStreams::new(core.store.clone(), core.stop.clone()),
             dashboard: Default::default(),
+            trends: Default::default(),
             http_metrics: health::HttpMetrics::default(),
             edge,
             listeners,

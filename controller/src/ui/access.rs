@@ -55,6 +55,28 @@ pub const PAGES: &[(&str, &str, Needs)] = &[
         "/jobs/{job_id}/log.txt",
         Api("GET", "/api/v1/jobs/{job_id}/logs"),
     ),
+    ("GET", "/runs", Api("GET", "/api/v1/runs")),
+    ("GET", "/runs/{run_id}", Api("GET", "/api/v1/runs/{run_id}")),
+    (
+        "GET",
+        "/events/runs/{run_id}",
+        Api("GET", "/api/v1/runs/{run_id}"),
+    ),
+    (
+        "POST",
+        "/runs/{run_id}/cancel",
+        Api("POST", "/api/v1/runs/{run_id}/cancel"),
+    ),
+    (
+        "POST",
+        "/runs/{run_id}/approve",
+        Api("POST", "/api/v1/runs/{run_id}/approve"),
+    ),
+    (
+        "POST",
+        "/runs/{run_id}/relaunch",
+        Api("POST", "/api/v1/runs/{run_id}/relaunch"),
+    ),
     ("GET", "/templates", Api("GET", "/api/v1/templates")),
     ("POST", "/templates", Api("POST", "/api/v1/templates")),
     ("GET", "/templates/new", Api("POST", "/api/v1/templates")),

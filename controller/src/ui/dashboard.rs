@@ -1,5 +1,6 @@
 //! The dashboard: what runs and waits now, how the last 24 hours went, agents online per
-//! datacenter, open tickets by priority and the latest failures. The page holds the figures
+//! datacenter, open tickets by priority and the latest failures, and charts of the last day
+//! and week ([`super::trends`]). The page holds the figures
 //! once; an event stream sends them again whenever they change.
 
 use std::collections::BTreeMap;
@@ -106,6 +107,7 @@ pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
             Paging::new(5, 0),
         )
         .await?;
+    let charts = super::trends::charts(st).await?;
     let mut names = service::job_views::Names::default();
     let mut latest = Vec::new();
     for j in &failures.items {
@@ -118,6 +120,7 @@ pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
             a.card.stat.bad href="/jobs?status=failed" { span.n #n-failed { (failed) } span { "failed, 24 h" } }
             div.card.stat { span.n #n-rate { (rate) } span { "success rate, 24 h (" (ok) " of " (ok + failed) ")" } }
         }
+        (charts)
         div.grid {
             section.card {
                 h2 { "Agents online" }

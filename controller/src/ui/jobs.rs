@@ -149,10 +149,16 @@ pub async fn show(
     Path(job_id): Path<String>,
 ) -> PageResult {
     let j = or_page(service::jobs::get(&st.core, &job_id).await)?;
-    let last = or_page(
+    let (last, run) = or_page(
         async {
             let job = service::jobs::by_uuid(&st.core.store, &j.id).await?;
-            Ok::<_, crate::service::ServiceError>(st.core.store.last_line_number(job.id).await?)
+            let last = st.core.store.last_line_number(job.id).await?;
+            // The run the job belongs to (every launch makes one since runs came).
+            let run = match job.run_id {
+                Some(r) => Some(st.core.store.get_run(r).await?),
+                None => None,
+            };
+            Ok::<_, crate::service::ServiceError>((last, run.map(|r| r.run_id.to_string())))
         }
         .await,
     )?;
@@ -164,6 +170,9 @@ pub async fn show(
                 dt { "Status" } dd #job-status { (layout::job_status(j.status)) }
                 dt { "Playbook" } dd { (j.playbook.name) }
                 dt { "Server" } dd { (j.server.name) }
+                @if let Some(r) = &run {
+                    dt { "Run" } dd { a #job-run href=(format!("/runs/{r}")) { code { (r.get(..8).unwrap_or(r)) } } }
+                }
                 @if let Some(t) = &j.template {
                     dt { "Template" } dd #job-template { (t.name) }
                 }

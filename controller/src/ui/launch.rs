@@ -1,7 +1,8 @@
 //! Launching a playbook from the browser: choose it (or arrive with it chosen, from a
 //! project's page), choose servers by name or by environment and tags (with a preview of which
-//! servers match), give extra vars as YAML or JSON and the run options; a mistake is shown next
-//! to its field and nothing typed is lost.
+//! servers match), give extra vars as YAML or JSON, the run options and optionally a rollout
+//! (canary, batches, approval between waves, failure budgets); a mistake is shown next to its
+//! field and nothing typed is lost. A launch on several servers lands on its run's page.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use maud::{html, Markup};
-use outpost_api::{IdOrName, LaunchRequest, ServerSelector};
+use outpost_api::{IdOrName, LaunchRequest, Rollout, ServerSelector};
 use serde::Deserialize;
 
 use super::layout::{self, or_page, Area, PageResult};
@@ -39,6 +40,13 @@ pub struct LaunchForm {
     diff: bool,
     verbosity: String,
     preview: bool,
+    canary: String,
+    canary_datacenter: String,
+    batch: String,
+    batch_per_datacenter: bool,
+    pause: bool,
+    max_failures: String,
+    max_unreachable: String,
 }
 
 impl LaunchForm {
@@ -59,10 +67,41 @@ impl LaunchForm {
                 "diff" => f.diff = true,
                 "verbosity" => f.verbosity = v,
                 "preview" => f.preview = true,
+                "canary" => f.canary = v,
+                "canary_datacenter" => f.canary_datacenter = v,
+                "batch" => f.batch = v,
+                "batch_per_datacenter" => f.batch_per_datacenter = true,
+                "pause" => f.pause = true,
+                "max_failures" => f.max_failures = v,
+                "max_unreachable" => f.max_unreachable = v,
                 _ => {}
             }
         }
         f
+    }
+}
+
+impl LaunchForm {
+    /// The rollout the form asks for: none when every rollout field is left empty (all at
+    /// once, no budget, as before runs). The service checks the values themselves.
+    fn rollout(&self) -> Result<Option<Rollout>, String> {
+        let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        let canary = match text(&self.canary) {
+            None => None,
+            Some(c) => Some(c.parse::<u32>().map_err(|_| {
+                format!("Canary: '{c}' is not a number of servers (leave it empty for none).")
+            })?),
+        };
+        let r = Rollout {
+            canary,
+            canary_datacenter: text(&self.canary_datacenter),
+            batch: text(&self.batch),
+            batch_per_datacenter: self.batch_per_datacenter,
+            pause: self.pause,
+            max_failures: text(&self.max_failures),
+            max_unreachable: text(&self.max_unreachable),
+        };
+        Ok((r != Rollout::default()).then_some(r))
     }
 }
 
@@ -223,6 +262,21 @@ async fn render(
             (field_error(errors, "options"))
             label { input type="checkbox" name="check" checked[f.check]; " Check mode (a dry run: --check)" }
             label { input type="checkbox" name="diff" checked[f.diff]; " Show differences (--diff)" }
+            details #rollout open[f.rollout().ok().flatten().is_some() || errors.contains_key("rollout")] {
+                summary { "Rollout: waves and a failure budget (optional)" }
+                div.row {
+                    div { label for="canary" { "Canary (servers first)" } input #canary name="canary" inputmode="numeric" value=(f.canary) placeholder="1"; }
+                    div { label for="canary_datacenter" { "…or a canary datacenter" } input #canary_datacenter name="canary_datacenter" value=(f.canary_datacenter) placeholder="fra1"; }
+                    div { label for="batch" { "Then batches of" } input #batch name="batch" value=(f.batch) placeholder="10 or 10%"; }
+                }
+                div.row {
+                    div { label for="max_failures" { "Stop after more failures than" } input #max_failures name="max_failures" value=(f.max_failures) placeholder="2 or 2%"; }
+                    div { label for="max_unreachable" { "…or more unreachable servers than" } input #max_unreachable name="max_unreachable" value=(f.max_unreachable) placeholder="none"; }
+                }
+                label { input #batch_per_datacenter type="checkbox" name="batch_per_datacenter" checked[f.batch_per_datacenter]; " Batches per datacenter" }
+                label { input #pause type="checkbox" name="pause" checked[f.pause]; " Wait for an operator's approval between waves" }
+                (field_error(errors, "rollout"))
+            }
             button.primary type="submit" { "Launch" }
         }
     };
@@ -312,6 +366,10 @@ pub async fn submit(
         errors.insert("playbook", "Choose a playbook.".into());
     }
     let verbosity: u8 = f.verbosity.trim().parse().unwrap_or(0);
+    let rollout = f.rollout().unwrap_or_else(|e| {
+        errors.insert("rollout", e);
+        None
+    });
     let (servers, filter) = if f.target == "filter" {
         if f.environment.trim().is_empty() && selector.is_empty() && !errors.contains_key("target")
         {
@@ -357,14 +415,16 @@ pub async fn submit(
         diff: f.diff,
         verbosity,
         credentials: Vec::new(),
-        rollout: None,
+        rollout,
     };
     match service::jobs::launch(&st.core, &v.caller, req)
         .await
         .map_err(ApiError::from)
     {
-        Ok(resp) => match resp.jobs.as_slice() {
-            [one] => Ok(Redirect::to(&format!("/jobs/{}", one.id)).into_response()),
+        Ok(resp) => match (resp.jobs.as_slice(), &resp.run) {
+            ([one], _) => Ok(Redirect::to(&format!("/jobs/{}", one.id)).into_response()),
+            // Several servers: their run's page shows them as a whole.
+            (_, Some(run)) => Ok(Redirect::to(&format!("/runs/{run}")).into_response()),
             _ => Ok(Redirect::to(&format!(
                 "/jobs?playbook={}",
                 resp.jobs.first().map(|j| j.playbook.id).unwrap_or_default()
@@ -373,7 +433,20 @@ pub async fn submit(
         },
         Err(e) if e.status.is_client_error() => {
             let m = e.message.to_lowercase();
-            let field = if m.starts_with("extra var") {
+            let field = if [
+                "rollout",
+                "canary",
+                "batch",
+                "max_failures",
+                "max_unreachable",
+                "budget",
+                "wave",
+            ]
+            .iter()
+            .any(|w| m.contains(w))
+            {
+                "rollout"
+            } else if m.starts_with("extra var") {
                 "extra_vars"
             } else if m.starts_with("playbook") {
                 "playbook"
@@ -423,6 +496,25 @@ mod tests {
         );
         assert!(parse_selector("dc").unwrap_err().contains("'dc'"));
         assert_eq!(parse_selector("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_rollout_is_asked_for_only_when_a_field_is_filled() {
+        let f = LaunchForm::parse(b"playbook=1&server=a&canary=&batch=+");
+        assert_eq!(f.rollout(), Ok(None));
+        let f = LaunchForm::parse(b"canary=1&batch=10%25&pause=on&max_failures=2");
+        let r = f.rollout().unwrap().unwrap();
+        assert_eq!(
+            (
+                r.canary,
+                r.batch.as_deref(),
+                r.pause,
+                r.max_failures.as_deref()
+            ),
+            (Some(1), Some("10%"), true, Some("2"))
+        );
+        let f = LaunchForm::parse(b"canary=one");
+        assert!(f.rollout().unwrap_err().contains("'one' is not a number"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::model::{JobStatus, TicketPriority, TicketStatus};
 pub enum Area {
     Dashboard,
     Jobs,
+    Runs,
     Templates,
     Servers,
     Playbooks,
@@ -34,6 +35,7 @@ pub enum Area {
 const NAV: &[(Area, &str, &str, &str)] = &[
     (Area::Dashboard, "Dashboard", "/", "/api/v1/jobs"),
     (Area::Jobs, "Jobs", "/jobs", "/api/v1/jobs"),
+    (Area::Runs, "Runs", "/runs", "/api/v1/runs"),
     (
         Area::Templates,
         "Templates",

@@ -9,7 +9,9 @@
 //!
 //! - [`access`]: sessions, CSRF, and which API rule each page follows; [`viewer`]: who looks;
 //! - [`layout`]: the page shell and small pieces shared by pages;
-//! - one module per area: [`dashboard`], [`jobs`], [`launch`], [`templates`] (surveys as
+//! - [`chart`]: charts drawn on the server as SVG (pure geometry, then markup);
+//! - one module per area: [`dashboard`] (with its charts, [`trends`]), [`jobs`], [`runs`] (a
+//!   launch's jobs as a whole, live), [`launch`], [`templates`] (surveys as
 //!   forms), [`tickets`], [`fleet`]
 //!   (servers and agents), [`playbooks`], [`projects`], [`admin`] (users and the audit log),
 //!   [`credentials`] (stored secrets, never shown back), [`notifications`] (channels, rules, the
@@ -20,6 +22,7 @@
 pub mod access;
 pub mod account;
 pub mod admin;
+pub mod chart;
 pub mod credentials;
 pub mod dashboard;
 pub mod fleet;
@@ -29,9 +32,11 @@ pub mod layout;
 pub mod notifications;
 pub mod playbooks;
 pub mod projects;
+pub mod runs;
 pub mod schedules;
 pub mod templates;
 pub mod tickets;
+pub mod trends;
 pub mod viewer;
 
 use std::sync::Arc;
@@ -84,6 +89,12 @@ pub fn router(state: Arc<WebState>) -> Router<Arc<WebState>> {
         .route("/jobs/{job_id}", get(jobs::show))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/log.txt", get(jobs::download))
+        .route("/runs", get(runs::list))
+        .route("/runs/{run_id}", get(runs::show))
+        .route("/events/runs/{run_id}", get(runs::events))
+        .route("/runs/{run_id}/cancel", post(runs::cancel))
+        .route("/runs/{run_id}/approve", post(runs::approve))
+        .route("/runs/{run_id}/relaunch", post(runs::relaunch))
         .route("/templates", get(templates::list).post(templates::create))
         .route("/templates/new", get(templates::new_form))
         .route(

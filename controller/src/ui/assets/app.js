@@ -9,6 +9,8 @@ function live() {
     const es = new EventSource(el.dataset.live);
     // The server renders and escapes this fragment itself.
     es.addEventListener('update', (e) => { el.innerHTML = e.data; });
+    // What it follows has ended (a run): nothing more will change, so no reconnecting.
+    es.addEventListener('end', () => { es.close(); });
   });
 }
 
