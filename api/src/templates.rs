@@ -111,6 +111,9 @@ pub struct TemplateSpec {
     pub time_limit_secs: Option<u32>,
     #[serde(default)]
     pub survey: Vec<Question>,
+    /// How its launches roll out, unless a launch gives its own.
+    #[serde(default)]
+    pub rollout: Option<crate::runs::Rollout>,
 }
 
 /// A template as anyone may read it.
@@ -132,6 +135,8 @@ pub struct TemplateView {
     pub options: RunOptions,
     pub time_limit_secs: Option<u32>,
     pub survey: Vec<Question>,
+    #[serde(default)]
+    pub rollout: Option<crate::runs::Rollout>,
     pub created_by: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -383,6 +383,8 @@ pub struct Template {
     pub run_options: Option<sqlx::types::Json<outpost_api::RunOptions>>,
     pub time_limit_secs: Option<i32>,
     pub survey: sqlx::types::Json<Vec<outpost_api::Question>>,
+    /// How its launches roll out, unless a launch gives its own (migration 0019).
+    pub rollout: Option<sqlx::types::Json<outpost_api::Rollout>>,
     pub created_by: Option<UserId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -1311,6 +1311,7 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
                 run_options: Default::default(),
                 time_limit_secs: None,
                 survey: Vec::new(),
+                rollout: None,
             },
             &actor,
         )

@@ -46,6 +46,9 @@ ALTER TABLE jobs
     ADD KEY ix_jobs_run_id_status (run_id, status),
     ADD CONSTRAINT fk_jobs_run_id FOREIGN KEY (run_id) REFERENCES runs (id) ON DELETE SET NULL;
 
+-- A template's saved rollout (an outpost_api::Rollout), used when its launch gives none.
+ALTER TABLE job_templates ADD COLUMN rollout JSON NULL;
+
 -- The run a ticket is about (one ticket per failed run, listing its failed servers).
 ALTER TABLE tickets
     ADD COLUMN run_id INT NULL,

@@ -4,6 +4,7 @@ DROP INDEX ix_jobs_run_id_status;
 ALTER TABLE jobs DROP COLUMN run_id;
 ALTER TABLE jobs DROP COLUMN wave;
 ALTER TABLE jobs DROP COLUMN unreachable;
+ALTER TABLE job_templates DROP COLUMN rollout;
 DROP INDEX ix_runs_relaunch_of;
 DROP INDEX ix_runs_playbook_id;
 DROP INDEX ix_runs_user_id;

@@ -32,5 +32,7 @@ ALTER TABLE jobs ADD COLUMN wave INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN unreachable BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX ix_jobs_run_id_status ON jobs (run_id, status);
 
+ALTER TABLE job_templates ADD COLUMN rollout JSON NULL;
+
 ALTER TABLE tickets ADD COLUMN run_id INTEGER NULL;
 CREATE INDEX ix_tickets_run_id ON tickets (run_id);

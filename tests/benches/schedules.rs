@@ -55,6 +55,7 @@ async fn round(backend: Backend, n: usize, concurrency: u32) -> f64 {
                 run_options: Default::default(),
                 time_limit_secs: None,
                 survey: Vec::new(),
+                rollout: None,
             },
             &admin,
         )

@@ -1048,6 +1048,7 @@ async fn schedules_preview_create_and_blackouts_from_the_terminal() {
                 run_options: Default::default(),
                 time_limit_secs: None,
                 survey: Vec::new(),
+                rollout: None,
             },
             &outpost_controller::store::audit::Actor::user(w.admin.id),
         )

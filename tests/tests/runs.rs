@@ -429,4 +429,36 @@ async fn budgets_tickets_relaunch_canaries_and_approvals_across_datacenters() {
         err.contains("rollout.batch") && err.contains("\"ten\""),
         "{err}"
     );
+
+    // A template keeps its rollout; its launches roll out so unless they give their own.
+    let bad = admin
+        .post::<_, serde_json::Value>(
+            "/api/v1/templates",
+            &json!({"name": "staged", "playbook": "rollout", "servers": ["lon-0", "lon-1", "lon-2"],
+                    "rollout": {"batch": "lots"}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.status(), Some(422));
+    assert!(bad.to_string().contains("rollout.batch"), "{bad}");
+    let t: serde_json::Value = admin
+        .post(
+            "/api/v1/templates",
+            &json!({"name": "staged", "playbook": "rollout", "servers": ["lon-0", "lon-1", "lon-2"],
+                    "rollout": {"canary": 1, "max_failures": "0"}}),
+        )
+        .await
+        .expect("template");
+    assert_eq!(t["rollout"]["canary"], 1);
+    let launched: LaunchResponse = otto
+        .post("/api/v1/templates/staged/launch", &json!({}))
+        .await
+        .expect("template launch");
+    let d = ended(&admin, launched.run.as_deref().unwrap()).await;
+    assert_eq!(d.run.status, RunStatus::Succeeded);
+    assert_eq!((d.run.waves, d.budget.max_failures), (2, Some(0)));
+    assert_eq!(
+        d.run.template.as_ref().map(|t| t.name.as_str()),
+        Some("staged")
+    );
 }

@@ -51,6 +51,7 @@ async fn template_asking(
                 run_options: Default::default(),
                 time_limit_secs: None,
                 survey,
+                rollout: None,
             },
             &Actor::user(w.admin.id),
         )

@@ -1468,6 +1468,7 @@ async fn a_schedule_shows_its_next_five_runs_before_it_is_saved() {
                 run_options: Default::default(),
                 time_limit_secs: None,
                 survey: Vec::new(),
+                rollout: None,
             },
             &outpost_controller::store::audit::Actor::user(w.admin.id),
         )

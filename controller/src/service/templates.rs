@@ -127,7 +127,9 @@ pub async fn plan_with(
     let checked =
         crate::survey::answer(&template.survey.0, answers).map_err(ServiceError::fields)?;
     let mut req = launch_request(template, &checked.vars)?;
-    req.rollout = rollout.cloned();
+    if rollout.is_some() {
+        req.rollout = rollout.cloned();
+    }
     let origin = Origin {
         // The variables are the template's (an admin's) and the answers to its questions,
         // whose names an admin chose and which are never ansible_*.
@@ -195,7 +197,7 @@ fn launch_request(t: &Template, answers: &Map<String, Value>) -> Result<LaunchRe
         diff: options.diff,
         verbosity: options.verbosity,
         credentials: Vec::new(),
-        rollout: None,
+        rollout: t.rollout.as_ref().map(|r| r.0.clone()),
     })
 }
 
@@ -273,6 +275,11 @@ async fn check_spec(core: &Core, s: TemplateSpec) -> Result<NewTemplate> {
     if let Err(mut e) = crate::survey::check_definition(&s.survey) {
         bad.append(&mut e);
     }
+    if let Some(r) = &s.rollout {
+        if let Err(e) = super::launch::check_rollout(r) {
+            bad.extend(e.fields);
+        }
+    }
     if !bad.is_empty() {
         return Err(ServiceError::fields(bad));
     }
@@ -301,6 +308,7 @@ async fn check_spec(core: &Core, s: TemplateSpec) -> Result<NewTemplate> {
         run_options: s.options,
         time_limit_secs: s.time_limit_secs.map(|t| t as i32),
         survey: s.survey,
+        rollout: s.rollout,
     })
 }
 
@@ -351,6 +359,7 @@ async fn view(core: &Core, t: &Template) -> Result<TemplateView> {
             .unwrap_or_default(),
         time_limit_secs: t.time_limit_secs.and_then(|s| u32::try_from(s).ok()),
         survey: t.survey.0.clone(),
+        rollout: t.rollout.as_ref().map(|r| r.0.clone()),
         created_by: t.created_by.map(|u| u.0),
         created_at: t.created_at,
         updated_at: t.updated_at,

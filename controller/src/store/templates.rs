@@ -10,7 +10,7 @@ use crate::model::{Page, Paging, PlaybookId, ProjectId, Template, TemplateId};
 use outpost_api::{Question, RunOptions, ServerSelector};
 
 const COLUMNS: &str = "id, uuid, name, description, playbook_id, project_id, playbook_path, \
-     servers, server_filter, extra_vars, run_options, time_limit_secs, survey, created_by, \
+     servers, server_filter, extra_vars, run_options, time_limit_secs, survey, rollout, created_by, \
      created_at, updated_at";
 
 /// A template to store (create, or replace whole).
@@ -27,6 +27,7 @@ pub struct NewTemplate {
     pub run_options: RunOptions,
     pub time_limit_secs: Option<i32>,
     pub survey: Vec<Question>,
+    pub rollout: Option<outpost_api::Rollout>,
 }
 
 /// JSON text of a value for a JSON column (`None` stays NULL).
@@ -42,6 +43,7 @@ struct Encoded {
     vars: Option<String>,
     options: Option<String>,
     survey: Option<String>,
+    rollout: Option<String>,
 }
 
 fn encode(t: &NewTemplate) -> Result<Encoded> {
@@ -51,6 +53,7 @@ fn encode(t: &NewTemplate) -> Result<Encoded> {
         vars: text("extra_vars", t.extra_vars.as_ref())?,
         options: text("options", Some(&t.run_options))?,
         survey: text("survey", Some(&t.survey))?,
+        rollout: text("rollout", t.rollout.as_ref())?,
     })
 }
 
@@ -76,12 +79,12 @@ impl Store {
             let mut tx = p.begin().await?;
             let res = sqlx::query(
                 "INSERT INTO job_templates (uuid, name, description, playbook_id, project_id, playbook_path, \
-                 servers, server_filter, extra_vars, run_options, time_limit_secs, survey, created_by, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 servers, server_filter, extra_vars, run_options, time_limit_secs, survey, rollout, created_by, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&uuid).bind(&t.name).bind(&t.description).bind(t.playbook_id).bind(t.project_id)
             .bind(&t.playbook_path).bind(&e.servers).bind(&e.filter).bind(&e.vars).bind(&e.options)
-            .bind(t.time_limit_secs).bind(&e.survey).bind(actor.user_id).bind(ts).bind(ts)
+            .bind(t.time_limit_secs).bind(&e.survey).bind(&e.rollout).bind(actor.user_id).bind(ts).bind(ts)
             .execute(&mut *tx).await
             .map_err(|err| StoreError::on_write(err, || format!("template '{}'", t.name)))?;
             let id = res.inserted_id() as i32;
@@ -109,11 +112,11 @@ impl Store {
             sqlx::query(
                 "UPDATE job_templates SET name = ?, description = ?, playbook_id = ?, project_id = ?, \
                  playbook_path = ?, servers = ?, server_filter = ?, extra_vars = ?, run_options = ?, \
-                 time_limit_secs = ?, survey = ?, updated_at = ? WHERE id = ?",
+                 time_limit_secs = ?, survey = ?, rollout = ?, updated_at = ? WHERE id = ?",
             )
             .bind(&t.name).bind(&t.description).bind(t.playbook_id).bind(t.project_id)
             .bind(&t.playbook_path).bind(&e.servers).bind(&e.filter).bind(&e.vars).bind(&e.options)
-            .bind(t.time_limit_secs).bind(&e.survey).bind(now()).bind(id)
+            .bind(t.time_limit_secs).bind(&e.survey).bind(&e.rollout).bind(now()).bind(id)
             .execute(&mut *tx).await
             .map_err(|err| StoreError::on_write(err, || format!("template '{}'", t.name)))?;
             insert_audit!(&mut *tx, &NewAudit {
