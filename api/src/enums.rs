@@ -81,6 +81,18 @@ string_enum!(
 );
 
 string_enum!(
+    /// How one task ended on one host, as the agent's callback reported it.
+    TaskStatus, "task status", {
+        Ok => "ok",
+        Changed => "changed",
+        Failed => "failed",
+        Unreachable => "unreachable",
+        Skipped => "skipped",
+        Rescued => "rescued",
+    }
+);
+
+string_enum!(
     TicketStatus, "ticket status", {
         Open => "open",
         InProgress => "in_progress",

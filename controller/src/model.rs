@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 pub use outpost_api::enums::{
-    CredentialKind, JobStatus, ProjectKind, Role, SyncState, TicketPriority, TicketStatus,
-    UnknownVariant,
+    CredentialKind, JobStatus, ProjectKind, Role, SyncState, TaskStatus, TicketPriority,
+    TicketStatus, UnknownVariant,
 };
 
 /// Declares an integer primary-key newtype.

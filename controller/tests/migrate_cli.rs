@@ -65,7 +65,7 @@ async fn applies_once_rolls_back_and_reports_dirty() {
         "{}",
         stdout(&first)
     );
-    assert!(stdout(&first).contains("18 migration(s) applied"));
+    assert!(stdout(&first).contains("19 migration(s) applied"));
     let second = migrate(&["--database-url", &db.url]);
     assert!(second.status.success());
     assert!(
@@ -77,26 +77,26 @@ async fn applies_once_rolls_back_and_reports_dirty() {
     let down = migrate(&["--database-url", &db.url, "--down", "1"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(
-        stdout(&down).contains("rolled back 0018 notifications"),
+        stdout(&down).contains("rolled back 0020 task results"),
         "{}",
         stdout(&down)
     );
     assert_one_line_error(
         &migrate(&["--database-url", &db.url, "--down", "99"]),
-        "only 17 are applied",
+        "only 18 are applied",
     );
 
     // A migration that died halfway leaves a dirty mark: refuse, and say how to recover.
     let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (18, 'x', 0, x'00', 0)")
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (20, 'x', 0, x'00', 0)")
         .execute(&mut conn).await.unwrap();
     let dirty = migrate(&["--database-url", &db.url]);
-    assert_one_line_error(&dirty, "migration 18 failed partway");
-    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 18"));
-    // Nothing was touched: migration 18's table is still absent.
+    assert_one_line_error(&dirty, "migration 20 failed partway");
+    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 20"));
+    // Nothing was touched: migration 20's table is still absent.
     let column: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
-         AND TABLE_NAME = 'notification_channels'",
+         AND TABLE_NAME = 'job_task_results'",
     )
     .fetch_one(&mut conn)
     .await
@@ -116,7 +116,7 @@ fn sqlite_is_the_default_store() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("outpost.db").exists());
-    assert!(stdout(&out).contains("18 migration(s) applied"));
+    assert!(stdout(&out).contains("19 migration(s) applied"));
     let mode = |p: &std::path::Path| {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
             & 0o777

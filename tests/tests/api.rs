@@ -84,6 +84,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/jobs/{job_id}", "viewer"),
     ("POST", "/api/v1/jobs/{job_id}/cancel", "operator"),
     ("GET", "/api/v1/jobs/{job_id}/logs", "viewer"),
+    ("GET", "/api/v1/jobs/{job_id}/results", "viewer"),
     ("GET", "/api/v1/jobs/{job_id}/logs/stream", "viewer"),
     ("GET", "/api/v1/tickets", "viewer"),
     ("POST", "/api/v1/tickets", "operator"),

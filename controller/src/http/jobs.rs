@@ -1,5 +1,5 @@
 //! `/api/v1/jobs`: launch a playbook on servers, list and read jobs, cancel them (the rules are
-//! [`service::jobs`]'s).
+//! [`service::jobs`]'s), and read a job's per-task results ([`service::results`]).
 
 use std::sync::Arc;
 
@@ -54,5 +54,19 @@ pub async fn cancel(
 ) -> ApiResult<Json<CancelResponse>> {
     Ok(Json(
         service::jobs::cancel(&st.core, &caller, &job_id).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/results", tag = "jobs",
+    params(("job_id" = String, Path), outpost_api::ResultsQuery),
+    responses((status = 200, body = outpost_api::JobResults), (status = 404, body = outpost_api::ErrorBody),
+              (status = 422, body = outpost_api::ErrorBody)))]
+pub async fn results(
+    State(st): State<Arc<WebState>>,
+    Path(job_id): Path<String>,
+    Query(q): Query<outpost_api::ResultsQuery>,
+) -> ApiResult<Json<outpost_api::JobResults>> {
+    Ok(Json(
+        service::results::job_results(&st.core, &job_id, &q).await?,
     ))
 }

@@ -152,6 +152,7 @@ pub fn routes() -> (Router<Arc<WebState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::list, jobs::launch))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::results))
         .routes(routes!(logs::page))
         .routes(routes!(logs::stream))
         .routes(routes!(tickets::list, tickets::create))

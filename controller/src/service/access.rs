@@ -93,6 +93,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/jobs/{job_id}", Role(Viewer)),
     ("POST", "/api/v1/jobs/{job_id}/cancel", Role(Operator)),
     ("GET", "/api/v1/jobs/{job_id}/logs", Role(Viewer)),
+    ("GET", "/api/v1/jobs/{job_id}/results", Role(Viewer)),
     ("GET", "/api/v1/jobs/{job_id}/logs/stream", Role(Viewer)),
     ("GET", "/api/v1/tickets", Role(Viewer)),
     ("POST", "/api/v1/tickets", Role(Operator)),

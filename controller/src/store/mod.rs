@@ -18,6 +18,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod playbooks;
 pub mod projects;
+pub mod results;
 mod retire;
 pub mod schedules;
 pub mod servers;
