@@ -846,6 +846,15 @@ impl Jobs<'_> {
         self.0.list_at(&["jobs", id, "logs"], query).await
     }
 
+    /// A job's recap and per-task results.
+    pub async fn results(
+        &self,
+        id: &str,
+        query: &crate::ResultsQuery,
+    ) -> Result<crate::JobResults, ApiError> {
+        self.0.list_at(&["jobs", id, "results"], query).await
+    }
+
     /// The request for a job's live log (Server-Sent Events) from after line `after`, for the
     /// caller to send and read: whether a failure is worth a retry is the caller's to decide.
     pub fn log_stream(&self, id: &str, after: i32) -> Result<reqwest::RequestBuilder, ApiError> {

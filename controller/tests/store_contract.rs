@@ -43,6 +43,7 @@ contract!(
     a_release_after_a_cancel_request_cancels,
     lost_agents_are_settled_from_the_database,
     a_schedule_slot_is_claimed_once,
+    task_results_land_once_and_filter,
 );
 
 /// The tickets opened for a job.
@@ -1266,4 +1267,104 @@ async fn a_or_b(store: &Store, s: &outpost_controller::model::Schedule) -> Strin
         .await
         .unwrap();
     runs.items[0].controller_id.clone().unwrap_or_default()
+}
+
+async fn task_results_land_once_and_filter(backend: Backend) {
+    use outpost_controller::model::TaskStatus;
+    use outpost_controller::store::results::{NewTaskResult, Recap, ResultFilter};
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let jobs = launch(&store, &f, 2).await;
+    let row = |seq: i32, status| NewTaskResult {
+        seq,
+        host: "web1".into(),
+        play: "site".into(),
+        task: format!("task {seq} ✓"),
+        action: "ansible.builtin.command".into(),
+        status,
+        started_at: Utc::now(),
+        duration_ms: 1500,
+        message: (status == TaskStatus::Failed).then(|| "x".repeat(1024)),
+    };
+    let rows: Vec<NewTaskResult> = (1..=700)
+        .map(|i| {
+            row(
+                i,
+                if i % 100 == 0 {
+                    TaskStatus::Failed
+                } else {
+                    TaskStatus::Ok
+                },
+            )
+        })
+        .collect();
+    assert_eq!(
+        store.insert_task_results(jobs[0].id, &rows).await.unwrap(),
+        700
+    );
+    // A replay overlapping what is stored lands only what is new.
+    let again: Vec<NewTaskResult> = (650..=710).map(|i| row(i, TaskStatus::Changed)).collect();
+    assert_eq!(
+        store.insert_task_results(jobs[0].id, &again).await.unwrap(),
+        10
+    );
+    let all = ResultFilter {
+        limit: 5_000,
+        ..ResultFilter::default()
+    };
+    let (got, total) = store.task_results(jobs[0].id, &all).await.unwrap();
+    assert_eq!((got.len(), total), (710, 710));
+    assert_eq!(
+        got[649].status,
+        TaskStatus::Ok,
+        "the first write of a result stays"
+    );
+    assert_eq!(got[0].task, "task 1 ✓");
+    let failed = ResultFilter {
+        status: Some(TaskStatus::Failed),
+        limit: 3,
+        ..ResultFilter::default()
+    };
+    let (got, total) = store.task_results(jobs[0].id, &failed).await.unwrap();
+    assert_eq!(total, 7);
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [100, 200, 300]
+    );
+    assert_eq!(got[0].message.as_deref().map(str::len), Some(1024));
+    let first = ResultFilter {
+        failed_first: true,
+        limit: 2,
+        ..ResultFilter::default()
+    };
+    let (got, _) = store.task_results(jobs[0].id, &first).await.unwrap();
+    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), [100, 200]);
+    let by_task = ResultFilter {
+        task: Some("task 5 ✓"),
+        limit: 10,
+        ..ResultFilter::default()
+    };
+    assert_eq!(store.task_results(jobs[0].id, &by_task).await.unwrap().1, 1);
+    assert_eq!(store.task_results(jobs[1].id, &all).await.unwrap().1, 0);
+    // One recap per job: a resent outcome does not change it.
+    let recap = Recap {
+        ok: 3,
+        failed: 1,
+        unreachable: 0,
+        ..Recap::default()
+    };
+    store.insert_recap(jobs[0].id, &recap).await.unwrap();
+    store
+        .insert_recap(
+            jobs[0].id,
+            &Recap {
+                ok: 99,
+                ..Recap::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.recap(jobs[0].id).await.unwrap(), Some(recap));
+    assert_eq!(store.recap(jobs[1].id).await.unwrap(), None);
 }
