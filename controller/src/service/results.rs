@@ -159,11 +159,11 @@ mod tests {
         let e = check(&q).err().expect("refused");
         let named: Vec<&str> = e.fields.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(named, ["task", "status", "after", "limit"]);
-        let ok = check(&ResultsQuery {
+        let q = ResultsQuery {
             status: Some("failed".into()),
             ..ResultsQuery::default()
-        })
-        .unwrap();
+        };
+        let ok = check(&q).unwrap();
         assert_eq!(ok.status, Some(TaskStatus::Failed));
         assert_eq!(ok.limit, 1_000);
     }
