@@ -337,6 +337,11 @@ impl Client {
         Jobs(self)
     }
 
+    /// Runs, one per launch: `/runs`.
+    pub fn runs(&self) -> Runs<'_> {
+        Runs(self)
+    }
+
     /// `/tickets`.
     pub fn tickets(&self) -> Tickets<'_> {
         Tickets(self)
@@ -819,6 +824,51 @@ impl Projects<'_> {
 
 /// `/jobs`: see [`Client::jobs`]. Jobs are named by their uuid.
 #[derive(Clone, Copy, Debug)]
+pub struct Runs<'a>(&'a Client);
+
+impl Runs<'_> {
+    pub async fn list(&self, query: &crate::RunQuery) -> Result<Page<crate::RunView>, ApiError> {
+        self.0.list_at(&["runs"], query).await
+    }
+
+    /// Which task ended how on how many servers of the run, per datacenter.
+    pub async fn results(
+        &self,
+        id: &str,
+        query: &crate::ResultsQuery,
+    ) -> Result<crate::RunResults, ApiError> {
+        self.0.list_at(&["runs", id, "results"], query).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<crate::RunDetail, ApiError> {
+        self.0.get_at(&["runs", id]).await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<crate::RunActionResponse, ApiError> {
+        self.0
+            .send(self.0.call(Method::POST, &["runs", id, "cancel"])?)
+            .await
+    }
+
+    /// Lets the next wave of a paused rollout start.
+    pub async fn approve(&self, id: &str) -> Result<crate::RunActionResponse, ApiError> {
+        self.0
+            .send(self.0.call(Method::POST, &["runs", id, "approve"])?)
+            .await
+    }
+
+    /// A new run on the failed (or failed and unreachable) servers of this one.
+    pub async fn relaunch(
+        &self,
+        id: &str,
+        req: &crate::RelaunchRequest,
+    ) -> Result<crate::RunView, ApiError> {
+        self.0
+            .send_at(Method::POST, &["runs", id, "relaunch"], req)
+            .await
+    }
+}
+
 pub struct Jobs<'a>(&'a Client);
 
 impl Jobs<'_> {

@@ -93,6 +93,19 @@ string_enum!(
 );
 
 string_enum!(
+    /// Where a run stands: running while any of its jobs is; then from how its jobs ended
+    /// and whether a budget, a canary or a person stopped it.
+    RunStatus, "run status", {
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        PartiallyFailed => "partially_failed",
+        Cancelled => "cancelled",
+        StoppedByBudget => "stopped_by_budget",
+    }
+);
+
+string_enum!(
     TicketStatus, "ticket status", {
         Open => "open",
         InProgress => "in_progress",

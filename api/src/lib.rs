@@ -23,6 +23,7 @@ pub mod enums;
 pub mod inventory;
 pub mod notifications;
 pub mod results;
+pub mod runs;
 pub mod schedules;
 pub mod templates;
 pub mod types;
@@ -31,11 +32,12 @@ pub mod yaml;
 pub use credentials::*;
 pub use enums::{
     ChannelKind, CredentialKind, DeliveryMode, DeliveryStatus, JobStatus, NotificationEvent,
-    OverlapRule, ProjectKind, Role, ScheduleRunStatus, SyncState, TaskStatus, TicketPriority,
-    TicketStatus,
+    OverlapRule, ProjectKind, Role, RunStatus, ScheduleRunStatus, SyncState, TaskStatus,
+    TicketPriority, TicketStatus,
 };
 pub use notifications::*;
 pub use results::*;
+pub use runs::*;
 pub use schedules::*;
 pub use templates::*;
 pub use types::*;

@@ -579,12 +579,18 @@ pub struct LaunchRequest {
     /// project's of the same use: an `ssh_key`, a `become_password`, vault passwords.
     #[serde(default)]
     pub credentials: Vec<String>,
+    /// How the launch rolls out (waves, approval, failure budgets); left out, all at once.
+    #[serde(default)]
+    pub rollout: Option<crate::runs::Rollout>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LaunchResponse {
     /// One job per server.
     pub jobs: Vec<JobView>,
+    /// The run grouping them (its uuid).
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -97,6 +97,10 @@ pub enum Command {
     /// Launch, list, follow and cancel jobs.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Runs: one launch's jobs as a whole (its rollout waves, failure budget, one ticket);
+    /// cancel one, approve its next wave, relaunch it for its failed servers.
+    #[command(subcommand)]
+    Run(RunCmd),
     /// Tickets opened by failed jobs (and by people).
     #[command(subcommand)]
     Ticket(TicketCmd),
@@ -527,6 +531,40 @@ pub enum JobCmd {
     Cancel { job: String },
 }
 
+#[derive(Subcommand)]
+pub enum RunCmd {
+    /// List runs, newest first.
+    List {
+        /// running, succeeded, failed, partially_failed, cancelled, stopped_by_budget.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show a run: counts per datacenter and wave, its budget, its jobs and tickets.
+    Show {
+        run: String,
+        /// Print a progress line per datacenter until the run ends; the exit code says how
+        /// it ended (0 succeeded, 2 cancelled, 1 otherwise).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a run: jobs not started are cancelled, running ones are stopped.
+    Cancel { run: String },
+    /// Let the next wave of a paused rollout start (operators).
+    Approve { run: String },
+    /// Run the failed servers of a run again: same playbook, revision, variables, options.
+    Relaunch {
+        run: String,
+        /// Also the servers that were unreachable.
+        #[arg(long)]
+        unreachable: bool,
+        /// Follow the new run's progress.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Playbook name or id (or give --project and --playbook).
@@ -576,6 +614,27 @@ pub struct RunArgs {
     /// of the same use (repeatable; admins only).
     #[arg(long = "credential", value_name = "CREDENTIAL")]
     pub credentials: Vec<String>,
+    /// Roll out in waves: a first wave of N servers…
+    #[arg(long, help_heading = "Rollout")]
+    pub canary: Option<u32>,
+    /// …or of every server of this datacenter (the value of its routing label).
+    #[arg(long, conflicts_with = "canary", help_heading = "Rollout")]
+    pub canary_dc: Option<String>,
+    /// Then batches of N servers or N% (e.g. 10 or 10%).
+    #[arg(long, help_heading = "Rollout")]
+    pub batch: Option<String>,
+    /// Take each batch from every datacenter (default: from the whole run).
+    #[arg(long, requires = "batch", help_heading = "Rollout")]
+    pub per_dc: bool,
+    /// Wait for an operator's `outpost run approve` before each wave after the first.
+    #[arg(long, help_heading = "Rollout")]
+    pub pause: bool,
+    /// Failed servers the run tolerates (N or N%); one more cancels its pending jobs.
+    #[arg(long, help_heading = "Rollout")]
+    pub max_failures: Option<String>,
+    /// Unreachable servers the run tolerates, counted apart (default: no limit).
+    #[arg(long, help_heading = "Rollout")]
+    pub max_unreachable: Option<String>,
 }
 
 #[derive(Subcommand)]

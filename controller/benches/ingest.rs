@@ -88,6 +88,7 @@ async fn jobs(store: &Store, n: usize) -> Vec<JobId> {
             time_limit_secs: None,
             secret_vars: None,
             schedule_id: None,
+            wave: 0,
         })
         .collect();
     store

@@ -380,6 +380,7 @@ impl JobStream {
             status: f.status.into(),
             exit_code: f.exit_code,
             error_message: f.error.clone(),
+            unreachable: task_results::unreachable(f.exit_code, f.recap.as_ref()),
         };
         self.settle(&outcome).await
     }

@@ -41,6 +41,7 @@ pub mod notifier;
 pub mod pki;
 pub mod project;
 pub mod retention;
+pub mod rollout;
 pub mod schedule;
 pub mod scheduler;
 pub mod server;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 pub use outpost_api::enums::{
-    CredentialKind, JobStatus, ProjectKind, Role, SyncState, TaskStatus, TicketPriority,
+    CredentialKind, JobStatus, ProjectKind, Role, RunStatus, SyncState, TaskStatus, TicketPriority,
     TicketStatus, UnknownVariant,
 };
 
@@ -49,6 +49,8 @@ id_type! {
     ChannelId(i32);
     /// A notification routing rule.
     RuleId(i32);
+    /// A run's row (`runs.id`); the public handle is its uuid (`runs.run_id`).
+    RunId(i32);
 }
 
 /// Declares a uuid handle newtype, stored as the seed's 36-character text and decoded once,
@@ -128,6 +130,8 @@ uuid_type! {
     JobUuid;
     /// The uuid an agent's certificate names (`agents.uuid`).
     AgentUuid;
+    /// A run's public handle (`runs.run_id`).
+    RunUuid;
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -297,6 +301,68 @@ pub struct Job {
     pub template_id: Option<TemplateId>,
     /// Seconds it may run; the controller's default when `None`.
     pub time_limit_secs: Option<i32>,
+    /// The run grouping its launch (migration 0019; none for older jobs).
+    pub run_id: Option<RunId>,
+    /// Its wave in the run's rollout (0 first).
+    pub wave: i32,
+    /// Whether it failed because its server could not be reached (as its agent reported).
+    pub unreachable: bool,
+}
+
+/// A run: one launch's jobs as a whole (see [`crate::rollout`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Run {
+    pub id: RunId,
+    pub run_id: RunUuid,
+    pub user_id: UserId,
+    pub playbook_id: PlaybookId,
+    pub template_id: Option<TemplateId>,
+    pub schedule_id: Option<ScheduleId>,
+    #[sqlx(try_from = "String")]
+    pub status: RunStatus,
+    /// The rollout as launched (a [`crate::rollout::Spec`]).
+    pub rollout: Option<sqlx::types::Json<crate::rollout::Spec>>,
+    pub total: i32,
+    pub waves: i32,
+    pub max_failures: Option<i32>,
+    pub max_unreachable: Option<i32>,
+    pub current_wave: i32,
+    pub pause_between_waves: bool,
+    pub approved_wave: i32,
+    /// Why it stopped early ([`crate::rollout::StopKind`]'s text).
+    pub stop: Option<String>,
+    pub stop_reason: Option<String>,
+    pub relaunch_of: Option<RunId>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Run {
+    pub fn stop_kind(&self) -> Option<crate::rollout::StopKind> {
+        self.stop
+            .as_deref()
+            .and_then(crate::rollout::StopKind::parse)
+    }
+
+    pub fn budgets(&self) -> crate::rollout::Budgets {
+        crate::rollout::Budgets {
+            max_failures: self.max_failures.and_then(|n| u32::try_from(n).ok()),
+            max_unreachable: self.max_unreachable.and_then(|n| u32::try_from(n).ok()),
+        }
+    }
+
+    /// The rollout state the scheduler decides on.
+    pub fn state(&self) -> crate::rollout::RunState {
+        let u = |n: i32| u32::try_from(n).unwrap_or(0);
+        crate::rollout::RunState {
+            waves: u(self.waves).max(1),
+            current_wave: u(self.current_wave),
+            approved_wave: u(self.approved_wave),
+            pause: self.pause_between_waves,
+            has_canary: self.rollout.as_ref().is_some_and(|r| r.0.canary.is_some()),
+            stopped: self.stop.is_some(),
+        }
+    }
 }
 
 /// A job template: a saved launch with a survey (see [`crate::survey`]).
@@ -542,6 +608,9 @@ pub(crate) mod samples {
             revision_id: None,
             template_id: None,
             time_limit_secs: None,
+            run_id: None,
+            wave: 0,
+            unreachable: false,
         }
     }
 }

@@ -65,7 +65,7 @@ async fn applies_once_rolls_back_and_reports_dirty() {
         "{}",
         stdout(&first)
     );
-    assert!(stdout(&first).contains("19 migration(s) applied"));
+    assert!(stdout(&first).contains("20 migration(s) applied"));
     let second = migrate(&["--database-url", &db.url]);
     assert!(second.status.success());
     assert!(
@@ -83,7 +83,7 @@ async fn applies_once_rolls_back_and_reports_dirty() {
     );
     assert_one_line_error(
         &migrate(&["--database-url", &db.url, "--down", "99"]),
-        "only 18 are applied",
+        "only 19 are applied",
     );
 
     // A migration that died halfway leaves a dirty mark: refuse, and say how to recover.
@@ -116,7 +116,7 @@ fn sqlite_is_the_default_store() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("outpost.db").exists());
-    assert!(stdout(&out).contains("19 migration(s) applied"));
+    assert!(stdout(&out).contains("20 migration(s) applied"));
     let mode = |p: &std::path::Path| {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
             & 0o777

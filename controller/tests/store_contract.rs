@@ -92,6 +92,7 @@ async fn a_failed_job_and_its_ticket_commit_together(backend: Backend) {
         status: Final::Failed,
         exit_code: Some(2),
         error_message: Some("boom".into()),
+        unreachable: false,
     };
     assert!(life.finish(&a, &failed).await.unwrap());
     // Finishing again changes nothing and opens no second ticket.
@@ -130,6 +131,7 @@ async fn a_long_failure_fits_its_columns(backend: Backend) {
         status: Final::Failed,
         exit_code: Some(3),
         error_message: Some("x".repeat(100_000)),
+        unreachable: false,
     };
     assert!(life.finish(&a, &failed).await.unwrap());
     let job = store.get_job(jobs[0].id).await.unwrap();
@@ -182,6 +184,7 @@ async fn the_server_limit_is_part_of_the_claim(backend: Backend) {
         status: Final::Success,
         exit_code: Some(0),
         error_message: None,
+        unreachable: false,
     };
     assert!(life.finish(won[0], &ok).await.unwrap());
     let next = store.unassigned_jobs(1).await.unwrap().remove(0);
@@ -484,6 +487,7 @@ async fn launch(store: &Store, f: &Fixture, n: usize) -> Vec<outpost_controller:
             time_limit_secs: None,
             secret_vars: None,
             schedule_id: None,
+            wave: 0,
         })
         .collect();
     store
@@ -796,6 +800,7 @@ async fn playbooks_soft_delete_and_conflict(backend: Backend) {
                 time_limit_secs: None,
                 secret_vars: None,
                 schedule_id: None,
+                wave: 0,
             }],
             &Actor::system(),
         )
@@ -842,6 +847,7 @@ async fn jobs_move_only_forward(backend: Backend) {
         status: s,
         exit_code: Some(0),
         error_message: None,
+        unreachable: false,
     };
     let life = Lifecycle::new(store.clone());
     // No agent row: the FK on MySQL refuses the claim; create one the plain way.
@@ -995,6 +1001,7 @@ async fn cancel_pending_and_running(backend: Backend) {
         status: Final::Cancelled,
         exit_code: None,
         error_message: Some("cancelled by admin".into()),
+        unreachable: false,
     };
     assert!(life.finish(&a, &cancelled).await.unwrap());
     let audit = store

@@ -140,6 +140,7 @@ impl World {
                     time_limit_secs: None,
                     secret_vars: None,
                     schedule_id: None,
+                    wave: 0,
                 }],
                 &Actor::user(self.admin.id),
             )

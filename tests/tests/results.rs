@@ -285,4 +285,63 @@ async fn task_results_match_ansibles_own_report_and_unreachable_is_told_apart() 
         [TaskStatus::Unreachable]
     );
     assert_eq!(recap_pairs(&u), recap_line(w, &gone, "far1").await);
+
+    // A run of both servers: its aggregate says which task ended how on how many servers, per
+    // datacenter (neither server has a `dc` tag: ""), failed and unreachable first.
+    outpost_tests::api::user(w, "launcher", Role::Operator).await;
+    let op = outpost_tests::api::login(&c.ctl, "launcher", outpost_tests::api::PASSWORD).await;
+    let launched: outpost_api::LaunchResponse = op
+        .post(
+            "/api/v1/jobs",
+            &json!({"playbook": "mixed", "servers": ["web1", "far1"]}),
+        )
+        .await
+        .expect("an operator launches");
+    let run = launched.run.expect("a launch to two servers is a run");
+    for j in &launched.jobs {
+        outpost_tests::bench::wait_final(w, &j.id, Duration::from_millis(200)).await;
+    }
+    let agg = api.runs().results(&run, &all).await.unwrap();
+    assert_eq!(agg.unreachable_jobs, 1);
+    let first: Vec<(&str, TaskStatus, i64)> = agg
+        .tasks
+        .iter()
+        .take(2)
+        .map(|t| (t.task.as_str(), t.status, t.servers))
+        .collect();
+    assert!(
+        first.contains(&("final failure", TaskStatus::Failed, 1)),
+        "{first:?}"
+    );
+    assert!(
+        first.contains(&("say hi", TaskStatus::Unreachable, 1)),
+        "{first:?}"
+    );
+    assert!(agg.tasks.iter().all(|t| t.datacenter.is_empty()));
+    let failed_only = ResultsQuery {
+        status: Some("failed".into()),
+        ..ResultsQuery::default()
+    };
+    let agg = api.runs().results(&run, &failed_only).await.unwrap();
+    assert_eq!(agg.tasks.len(), 1, "{:?}", agg.tasks);
+    let elsewhere = ResultsQuery {
+        datacenter: Some("ams1".into()),
+        ..ResultsQuery::default()
+    };
+    assert!(api
+        .runs()
+        .results(&run, &elsewhere)
+        .await
+        .unwrap()
+        .tasks
+        .is_empty());
+    // Each job of the run records whether its server was reachable.
+    for j in &launched.jobs {
+        let job = w
+            .store
+            .get_job_by_uuid(j.id.parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(job.unreachable, job.server_id == far.id, "{}", j.id);
+    }
 }

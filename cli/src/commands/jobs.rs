@@ -170,6 +170,20 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
     Ok(0)
 }
 
+/// The rollout the flags ask for, if any.
+fn rollout(a: &RunArgs) -> Option<Rollout> {
+    let r = Rollout {
+        canary: a.canary,
+        canary_datacenter: a.canary_dc.clone(),
+        batch: a.batch.clone(),
+        batch_per_datacenter: a.per_dc,
+        pause: a.pause,
+        max_failures: a.max_failures.clone(),
+        max_unreachable: a.max_unreachable.clone(),
+    };
+    (r != Rollout::default()).then_some(r)
+}
+
 async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
     let id_or_name = |s: &str| match s.parse::<i64>() {
         Ok(id) => IdOrName::Id(id),
@@ -224,8 +238,21 @@ async fn run_job(c: &Client, a: RunArgs, out: Output) -> anyhow::Result<u8> {
         diff: a.diff,
         verbosity: a.verbose,
         credentials: a.credentials.clone(),
+        rollout: rollout(&a),
     };
     let launched = c.jobs().launch(&req).await?;
+    // A rollout is followed as a progress line per datacenter: its later waves have no log yet.
+    if let (Some(_), Some(run), true) = (&req.rollout, &launched.run, a.follow) {
+        if !out.json {
+            eprintln!(
+                "run {}: {} jobs",
+                terminal::escape(run),
+                launched.jobs.len()
+            );
+        }
+        let status = super::runs::follow(c, run, &out).await?;
+        return Ok(super::runs::exit_code(status));
+    }
     launched_jobs(c, &launched, a.follow, a.raw, out).await
 }
 

@@ -1,7 +1,7 @@
 //! One function per subcommand, each a few API calls and a table (or JSON): [`session`]
 //! (login, logout, contexts), [`servers`] (and inventory imports), [`playbooks`], [`projects`],
 //! [`credentials`] (secrets read from files or prompts), [`templates`] (surveys answered),
-//! [`jobs`] (runs and live logs), [`schedules`], [`blackouts`] (windows when jobs do not start),
+//! [`jobs`] (launches and live logs), [`runs`] (rollouts, budgets, relaunch), [`schedules`], [`blackouts`] (windows when jobs do not start),
 //! [`admin`] (tickets, agents, users, audit).
 
 mod admin;
@@ -11,6 +11,7 @@ mod jobs;
 pub(crate) mod notify;
 mod playbooks;
 mod projects;
+pub(crate) mod runs;
 pub mod schedules;
 mod servers;
 mod session;
@@ -57,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Template(c) => templates::templates(ctx, c, out).await,
         Command::Notify(c) => notify::notify(ctx, c, out).await.map(|_| 0),
         Command::Job(c) => jobs::jobs(ctx, c, out).await,
+        Command::Run(c) => runs::runs(ctx, c, out).await,
         Command::Ticket(c) => admin::tickets(ctx, c, out).await.map(|_| 0),
         Command::Agent(c) => admin::agents(ctx, c, out).await.map(|_| 0),
         Command::User(c) => admin::users(ctx, c, out).await.map(|_| 0),

@@ -1,7 +1,7 @@
 //! The HTTPS API (`/api/v1`), health and metrics, on axum over rustls.
 //!
 //! - [`auth`]: login, tokens and the authorization layer; the one access table is [`crate::service::access`].
-//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`credentials`], [`templates`], [`notifications`], [`jobs`], [`logs`] (pages
+//! - One module per resource: [`users`], [`servers`], [`playbooks`], [`projects`], [`credentials`], [`templates`], [`notifications`], [`jobs`], [`runs`], [`logs`] (pages
 //!   and live follow, counted and ended with their session by [`live`]), [`tickets`], [`agents`], [`audit`]; [`health`] for probes and metrics.
 //! - [`error`]: the JSON error body; [`views`]: records as the API shows them; [`openapi`]: the
 //!   document's header and the error responses every operation gets from its route.
@@ -28,6 +28,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod playbooks;
 pub mod projects;
+pub mod runs;
 pub mod schedules;
 pub mod servers;
 pub mod templates;
@@ -153,6 +154,12 @@ pub fn routes() -> (Router<Arc<WebState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::results))
+        .routes(routes!(jobs::run_results))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::approve))
+        .routes(routes!(runs::relaunch))
         .routes(routes!(logs::page))
         .routes(routes!(logs::stream))
         .routes(routes!(tickets::list, tickets::create))

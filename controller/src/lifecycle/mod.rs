@@ -10,6 +10,7 @@ pub mod machine;
 
 pub use machine::Final;
 mod records;
+mod run_end;
 mod ticket;
 
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub struct Outcome {
     pub status: Final,
     pub exit_code: Option<i32>,
     pub error_message: Option<String>,
+    /// ansible could not reach the server (its exit code 4, or its recap): the job fails, and
+    /// `jobs.unreachable` tells it from a failed playbook (runs budget the two apart).
+    pub unreachable: bool,
 }
 
 impl Outcome {
@@ -55,6 +59,7 @@ impl Outcome {
             status: Final::Failed,
             exit_code: None,
             error_message: Some(reason.into()),
+            unreachable: false,
         }
     }
 }
@@ -132,16 +137,24 @@ impl Lifecycle {
 
     /// The agent did not take the attempt: back to the queue (or cancelled, if asked meanwhile).
     pub async fn release(&self, a: &Attempt, reason: &str) -> Result<Released> {
-        records::release(&self.store, a, reason).await
+        let run = self.store.get_job(a.job).await?.run_id;
+        records::release(&self.store, a, reason, run).await
     }
 
     /// Ends the attempt's job; a failure opens a ticket on behalf of the user who launched the
     /// job, in the same transaction. Returns false (and changes nothing) when the attempt no
     /// longer holds the job or the job is already final.
+    /// A job of a run of several servers opens no ticket of its own: its run opens one
+    /// listing all its failed servers when it ends.
     pub async fn finish(&self, a: &Attempt, outcome: &Outcome) -> Result<bool> {
+        let job = self.store.get_job(a.job).await?;
+        let run = job.run_id;
+        let own_ticket = match run {
+            None => true,
+            Some(r) => self.store.get_run(r).await?.total <= 1,
+        };
         let ticket = match outcome.status {
-            Final::Failed => {
-                let job = self.store.get_job(a.job).await?;
+            Final::Failed if own_ticket => {
                 if job.status.is_final() || job.dispatch_id.as_deref() != Some(&a.dispatch_id) {
                     return Ok(false);
                 }
@@ -154,7 +167,7 @@ impl Lifecycle {
             }
             _ => None,
         };
-        let moved = match records::finish(&self.store, a, outcome, ticket.as_ref()).await {
+        let moved = match records::finish(&self.store, a, outcome, ticket.as_ref(), run).await {
             Ok(m) => m,
             // The database refused the record itself (not a lost connection): record the
             // outcome in words that certainly fit rather than retry the same refusal forever.
@@ -168,12 +181,13 @@ impl Lifecycle {
                     error_message: Some(format!(
                         "the outcome as reported could not be recorded ({reason}); the job's log has the output"
                     )),
+                    unreachable: outcome.unreachable,
                 };
                 let ticket = ticket.as_ref().map(|t| crate::store::tickets::NewTicket {
                     description: fallback.error_message.clone(),
                     ..t.clone()
                 });
-                records::finish(&self.store, a, &fallback, ticket.as_ref()).await?
+                records::finish(&self.store, a, &fallback, ticket.as_ref(), run).await?
             }
             Err(e) => return Err(e),
         };
@@ -189,7 +203,8 @@ impl Lifecycle {
     /// Cancels a job: at once when no agent holds it, otherwise by a request that is delivered
     /// to the agent holding it until the job ends.
     pub async fn cancel(&self, job: JobId, actor: &Actor) -> Result<CancelResult> {
-        match records::cancel(&self.store, job, actor).await? {
+        let run = self.store.get_job(job).await?.run_id;
+        match records::cancel(&self.store, job, actor, run).await? {
             Some(r) => Ok(r),
             None => {
                 let job = self.store.get_job(job).await?;
@@ -200,6 +215,21 @@ impl Lifecycle {
                 })
             }
         }
+    }
+
+    /// Stops a run: its jobs no agent holds are cancelled with the stop's reason; those an
+    /// agent holds but has not started are asked to stop, and so are running ones when
+    /// `running_too` (a person's cancel; a spent budget lets them finish). The run ends when
+    /// the last of them does. Returns whether this call stopped it (false: already stopped
+    /// or over).
+    pub async fn stop_run(
+        &self,
+        run: crate::model::RunId,
+        stop: &crate::rollout::Stop,
+        running_too: bool,
+        actor: &Actor,
+    ) -> Result<bool> {
+        records::stop(&self.store, run, stop, running_too, actor).await
     }
 
     /// Squares the store with the jobs an agent says it holds, on every (re)connection: each

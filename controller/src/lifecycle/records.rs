@@ -5,16 +5,35 @@
 use serde_json::json;
 
 use super::machine::Move;
+use super::run_end::{check_budget, settle_run, stop_run};
 use super::{Attempt, CancelResult, Claim, Outcome, Released};
-use crate::model::{AgentId, JobId, JobStatus};
+use crate::model::{AgentId, JobId, JobStatus, RunId};
 use crate::notification::facts::{job_event, JobFacts, JOB_FACTS_SQL, PREVIOUS_FINAL_SQL};
 use crate::notification::TicketRef;
 use crate::store::audit::{insert_audit, Actor, NewAudit};
 use crate::store::jobs::ACTIVE_SQL;
 use crate::store::outbox::{enqueue_event, insert_sql};
 use crate::store::tickets::{insert_ticket, NewTicket};
-use crate::store::{now, on_pool, Backend, Result, Store};
+use crate::store::{now, on_pool, Backend, Dialect, Result, Store};
 use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
+
+/// Takes the run's row lock first on MySQL, so that the jobs of one run ending at once are
+/// recorded one after another and the last one sees the others as over (the count that ends
+/// the run reads after the lock). SQLite has one writer.
+macro_rules! lock_run {
+    ($exec:expr, $store:expr, $run:expr) => {
+        async {
+            if let (Some(r), Dialect::Mysql) = ($run, $store.dialect()) {
+                sqlx::query("SELECT id FROM runs WHERE id = ? FOR UPDATE")
+                    .bind(r)
+                    .fetch_optional(&mut *$exec)
+                    .await?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        }
+        .await
+    };
+}
 
 /// Claims a pending, unassigned job for `agent` unless its server already has `max_per_server`
 /// jobs with agents. The limit is part of the claim: on MySQL the server's row is locked first,
@@ -142,7 +161,12 @@ pub(super) async fn start(store: &Store, a: &Attempt) -> Result<bool> {
 /// Gives an attempt the agent never started back to the queue — or, when a cancel was asked
 /// for meanwhile, ends the job cancelled (a released job with a cancel request would otherwise
 /// wait forever: the queue skips it).
-pub(super) async fn release(store: &Store, a: &Attempt, reason: &str) -> Result<Released> {
+pub(super) async fn release(
+    store: &Store,
+    a: &Attempt,
+    reason: &str,
+    run: Option<RunId>,
+) -> Result<Released> {
     let ts = now();
     let (from, cancelled_from) = (
         Move::Release.leaves_sql(),
@@ -159,6 +183,7 @@ pub(super) async fn release(store: &Store, a: &Attempt, reason: &str) -> Result<
     let reason = fit_chars(reason, VARCHAR_255);
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
+        lock_run!(&mut *tx, store, run)?;
         let cancelled = sqlx::query(&cancel_sql)
             .bind(Move::ReleaseCancelled.enters().as_str()).bind(ts).bind("cancelled before it started").bind(a.job).bind(&a.dispatch_id)
             .execute(&mut *tx).await?.rows_affected() == 1;
@@ -167,6 +192,9 @@ pub(super) async fn release(store: &Store, a: &Attempt, reason: &str) -> Result<
                 actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
                 details: Some(json!({"status": Move::ReleaseCancelled.enters(), "dispatch_id": a.dispatch_id, "before_start": true})),
             })?;
+            if let Some(r) = run {
+                settle_run!(&mut *tx, r)?;
+            }
             Released::Cancelled
         } else {
             let res = sqlx::query(&release_sql)
@@ -199,6 +227,7 @@ pub(super) async fn finish(
     a: &Attempt,
     outcome: &Outcome,
     ticket: Option<&NewTicket>,
+    run: Option<RunId>,
 ) -> Result<bool> {
     if let Some(t) = ticket {
         t.check()?;
@@ -206,7 +235,7 @@ pub(super) async fn finish(
     let from = Move::Finish(outcome.status).leaves_sql();
     let sql = format!(
         "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
-         started_at = COALESCE(started_at, ?) \
+         started_at = COALESCE(started_at, ?), unreachable = ? \
          WHERE id = ? AND status IN {from} AND celery_task_id = ?"
     );
     let error = outcome
@@ -217,20 +246,30 @@ pub(super) async fn finish(
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
+        lock_run!(&mut *tx, store, run)?;
         let res = sqlx::query(&sql)
             .bind(Move::Finish(outcome.status).enters().as_str()).bind(outcome.exit_code).bind(error.as_deref())
-            .bind(ts).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
+            .bind(ts).bind(ts).bind(outcome.unreachable).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
         let moved = res.rows_affected() == 1;
         if moved {
             insert_audit!(&mut *tx, &NewAudit {
                 actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
-                details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "dispatch_id": a.dispatch_id})),
+                details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "unreachable": outcome.unreachable, "dispatch_id": a.dispatch_id})),
             })?;
             wipe_secret_answers!(&mut *tx, a.job)?;
             let ticket_id = match ticket {
                 Some(t) => Some(insert_ticket!(&mut *tx, t, &Actor::system())?),
                 None => None,
             };
+            if let Some(r) = run {
+                if let Some(id) = ticket_id {
+                    sqlx::query("UPDATE tickets SET run_id = ? WHERE id = ?").bind(r).bind(id).execute(&mut *tx).await?;
+                }
+                if outcome.status == super::Final::Failed {
+                    check_budget!(&mut *tx, r)?;
+                }
+                settle_run!(&mut *tx, r)?;
+            }
             // The notification is committed with the job's end (and its ticket) or not at all.
             let facts: Option<JobFacts> = sqlx::query_as(JOB_FACTS_SQL).bind(a.job).fetch_optional(&mut *tx).await?;
             if let Some(f) = facts {
@@ -264,6 +303,7 @@ pub(super) async fn cancel(
     store: &Store,
     job: JobId,
     actor: &Actor,
+    run: Option<RunId>,
 ) -> Result<Option<CancelResult>> {
     let ts = now();
     let from = Move::CancelQueued.leaves_sql();
@@ -278,6 +318,7 @@ pub(super) async fn cancel(
     );
     Ok(on_pool!(store, p => {
         let mut tx = p.begin().await?;
+        lock_run!(&mut *tx, store, run)?;
         let direct = sqlx::query(&direct_sql).bind(Move::CancelQueued.enters().as_str()).bind(ts).bind(ts).bind(job).execute(&mut *tx).await?;
         let result = if direct.rows_affected() == 1 {
             Some(CancelResult::Cancelled)
@@ -293,9 +334,33 @@ pub(super) async fn cancel(
             })?;
             if r == CancelResult::Cancelled {
                 wipe_secret_answers!(&mut *tx, job)?;
+                if let Some(run) = run {
+                    settle_run!(&mut *tx, run)?;
+                }
             }
         }
         tx.commit().await?;
         result
+    }))
+}
+
+/// Stops a run (see [`super::run_end`]) and ends it at once when nothing of it is still with
+/// an agent. Returns whether this call stopped it.
+pub(super) async fn stop(
+    store: &Store,
+    run: RunId,
+    stop: &crate::rollout::Stop,
+    running_too: bool,
+    actor: &Actor,
+) -> Result<bool> {
+    Ok(on_pool!(store, p => {
+        let mut tx = p.begin().await?;
+        lock_run!(&mut *tx, store, Some(run))?;
+        let stopped = stop_run!(&mut *tx, run, stop, running_too, actor)?;
+        if stopped {
+            settle_run!(&mut *tx, run)?;
+        }
+        tx.commit().await?;
+        stopped
     }))
 }

@@ -11,6 +11,7 @@
 mod assignment;
 mod hold;
 mod placement;
+mod waves;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -364,6 +365,7 @@ impl Scheduler {
     }
 
     async fn dispatch_round(&mut self) -> crate::store::Result<()> {
+        waves::advance(&self.store, &self.lifecycle).await?;
         let queue = self.store.unassigned_jobs(500).await?;
         if queue.is_empty() {
             self.reasons.clear();

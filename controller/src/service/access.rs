@@ -3,7 +3,7 @@
 //! the authorization layer reads it for every request.
 //!
 //! Viewers read jobs, logs, servers, playbooks, projects, templates, tickets and agents;
-//! operators also launch and cancel jobs, launch templates and write tickets; admins do everything (projects: create, change,
+//! operators also launch and cancel jobs and runs, approve a run's next wave, launch templates and write tickets; admins do everything (projects: create, change,
 //! sync, upload, delete), and alone read users, credentials and the audit log.
 
 use axum::http::Method;
@@ -92,8 +92,14 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/jobs", Role(Operator)),
     ("GET", "/api/v1/jobs/{job_id}", Role(Viewer)),
     ("POST", "/api/v1/jobs/{job_id}/cancel", Role(Operator)),
+    ("GET", "/api/v1/runs", Role(Viewer)),
+    ("GET", "/api/v1/runs/{run_id}", Role(Viewer)),
+    ("POST", "/api/v1/runs/{run_id}/cancel", Role(Operator)),
+    ("POST", "/api/v1/runs/{run_id}/approve", Role(Operator)),
+    ("POST", "/api/v1/runs/{run_id}/relaunch", Role(Operator)),
     ("GET", "/api/v1/jobs/{job_id}/logs", Role(Viewer)),
     ("GET", "/api/v1/jobs/{job_id}/results", Role(Viewer)),
+    ("GET", "/api/v1/runs/{run_id}/results", Role(Viewer)),
     ("GET", "/api/v1/jobs/{job_id}/logs/stream", Role(Viewer)),
     ("GET", "/api/v1/tickets", Role(Viewer)),
     ("POST", "/api/v1/tickets", Role(Operator)),

@@ -8,7 +8,7 @@ use outpost_api::{
 };
 
 use super::job_views::Names;
-pub use super::launch::{commit, launched, plan, Launcher, Origin};
+pub use super::launch::{commit, launched, plan, LaunchPlan, Launcher, Origin};
 use super::{paging, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::lifecycle::CancelResult;

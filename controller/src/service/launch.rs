@@ -1,7 +1,7 @@
 //! Launching: the one path of every launch — typed by a caller, or a template's. [`plan`]
-//! checks the request (run options, variables, credentials) and resolves what it names
-//! (playbook, revision, servers) into the jobs to create, writing nothing; [`commit`] creates
-//! them in one transaction and wakes the scheduler.
+//! checks the request (run options, variables, credentials, rollout) and resolves what it
+//! names (playbook, revision, servers) into the run and the jobs to create, writing nothing;
+//! [`commit`] creates them in one transaction and wakes the scheduler.
 
 use outpost_api::{IdOrName, LaunchRequest, LaunchResponse, RunOptions};
 
@@ -14,7 +14,154 @@ use crate::model::{
 use crate::scheduler::Event;
 use crate::store::audit::Actor;
 use crate::store::jobs::{LaunchAudit, NewJob};
+use crate::store::runs::NewRun;
 use crate::store::servers::ServerFilter;
+
+/// A checked launch, ready to commit: its run and its jobs (one per server).
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    pub run: NewRun,
+    pub jobs: Vec<NewJob>,
+}
+
+impl LaunchPlan {
+    /// Marks the launch as a schedule's.
+    pub fn scheduled(&mut self, schedule: crate::model::ScheduleId) {
+        self.run.schedule_id = Some(schedule);
+        for j in &mut self.jobs {
+            j.schedule_id = Some(schedule);
+        }
+    }
+}
+
+/// Checks a launch's rollout: every bad field named, at once.
+pub fn check_rollout(r: &outpost_api::Rollout) -> Result<crate::rollout::Spec> {
+    use crate::rollout::{Amount, Canary, Spec};
+    let mut bad = Vec::new();
+    let mut amount = |field: &str, v: &Option<String>| -> Option<Amount> {
+        let v = v.as_ref()?;
+        match v.parse::<Amount>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                bad.push(outpost_api::FieldError {
+                    field: format!("rollout.{field}"),
+                    message: e.to_string(),
+                });
+                None
+            }
+        }
+    };
+    let batch = amount("batch", &r.batch);
+    let max_failures = amount("max_failures", &r.max_failures);
+    let max_unreachable = amount("max_unreachable", &r.max_unreachable);
+    let canary = match (r.canary, &r.canary_datacenter) {
+        (Some(_), Some(_)) => {
+            bad.push(outpost_api::FieldError {
+                field: "rollout.canary".into(),
+                message: "give a number of servers or a datacenter, not both".into(),
+            });
+            None
+        }
+        (Some(n), None) => Some(Canary::Count(n)),
+        (None, Some(dc)) if dc.is_empty() || dc.chars().count() > 255 => {
+            bad.push(outpost_api::FieldError {
+                field: "rollout.canary_datacenter".into(),
+                message: "a datacenter's name: 1 to 255 characters".into(),
+            });
+            None
+        }
+        (None, Some(dc)) => Some(Canary::Datacenter(dc.clone())),
+        (None, None) => None,
+    };
+    if r.batch_per_datacenter && batch.is_none() {
+        bad.push(outpost_api::FieldError {
+            field: "rollout.batch_per_datacenter".into(),
+            message: "needs a batch".into(),
+        });
+    }
+    if !bad.is_empty() {
+        return Err(ServiceError::fields(bad));
+    }
+    Ok(Spec {
+        canary,
+        batch,
+        batch_per_datacenter: r.batch_per_datacenter,
+        pause: r.pause,
+        max_failures,
+        max_unreachable,
+    })
+}
+
+/// The spec as the API shows it.
+pub fn rollout_view(s: &crate::rollout::Spec) -> outpost_api::Rollout {
+    use crate::rollout::Canary;
+    outpost_api::Rollout {
+        canary: match &s.canary {
+            Some(Canary::Count(n)) => Some(*n),
+            _ => None,
+        },
+        canary_datacenter: match &s.canary {
+            Some(Canary::Datacenter(d)) => Some(d.clone()),
+            _ => None,
+        },
+        batch: s.batch.map(|a| a.to_string()),
+        batch_per_datacenter: s.batch_per_datacenter,
+        pause: s.pause,
+        max_failures: s.max_failures.map(|a| a.to_string()),
+        max_unreachable: s.max_unreachable.map(|a| a.to_string()),
+    }
+}
+
+/// A server's datacenter: the value of the first routing key it is tagged with.
+pub fn datacenter_of(server: &crate::model::Server, routing_keys: &[String]) -> Option<String> {
+    let tags = server.tags.as_ref()?;
+    routing_keys.iter().find_map(|k| match tags.0.get(k) {
+        Some(serde_json::Value::String(v)) => Some(v.clone()),
+        _ => None,
+    })
+}
+
+/// The run of a launch to `servers` with `spec`, and each server's wave.
+pub fn plan_run(
+    core: &Core,
+    launcher: &Launcher,
+    playbook: PlaybookId,
+    template: Option<TemplateId>,
+    servers: &[crate::model::Server],
+    spec: Option<crate::rollout::Spec>,
+) -> Result<(NewRun, Vec<u32>)> {
+    let spec = spec.filter(|s| !s.is_plain());
+    let dcs: Vec<Option<String>> = servers
+        .iter()
+        .map(|s| datacenter_of(s, &core.settings.routing_keys))
+        .collect();
+    let dc_refs: Vec<Option<&str>> = dcs.iter().map(|d| d.as_deref()).collect();
+    let (waves, count) = match &spec {
+        Some(sp) => crate::rollout::plan_waves(&dc_refs, sp).map_err(|e| {
+            ServiceError::fields(vec![outpost_api::FieldError {
+                field: "rollout".into(),
+                message: e.to_string(),
+            }])
+        })?,
+        None => (vec![0; servers.len()], 1),
+    };
+    let total = u32::try_from(servers.len()).unwrap_or(u32::MAX);
+    Ok((
+        NewRun {
+            run_uuid: crate::model::RunUuid::new_v4(),
+            user_id: launcher.id,
+            playbook_id: playbook,
+            template_id: template,
+            schedule_id: None,
+            budgets: spec.as_ref().map(|s| s.budgets(total)).unwrap_or_default(),
+            spec,
+            total,
+            waves: count,
+            relaunch_of: None,
+        },
+        waves,
+    ))
+}
 
 /// The most servers one launch may target.
 const MAX_LAUNCH: i64 = 10_000;
@@ -98,15 +245,17 @@ impl Origin<'_> {
     }
 }
 
-/// Checks a launch and resolves what it names (playbook, revision, servers, credentials) into
-/// the jobs to create, one per server; nothing is written. The one path of every launch.
+/// Checks a launch and resolves what it names (playbook, revision, servers, credentials,
+/// rollout) into the run and the jobs to create, one per server; nothing is written. The one
+/// path of every launch.
 pub async fn plan(
     core: &Core,
     launcher: &Launcher,
     req: &LaunchRequest,
     origin: &Origin<'_>,
-) -> Result<Vec<NewJob>> {
+) -> Result<LaunchPlan> {
     let options = check_launch(req)?;
+    let spec = req.rollout.as_ref().map(check_rollout).transpose()?;
     // Names, depth and size first, before any lookup; the copies per server once they are known.
     let vars = check_vars(core, req, origin)?;
     let credential_ids = launch_credentials(core, launcher, req).await?;
@@ -119,8 +268,16 @@ pub async fn plan(
     let run_options =
         serde_json::to_value(&options).map_err(|e| ServiceError::internal(e.to_string()))?;
     let extra_vars = req.extra_vars.clone().map(serde_json::Value::Object);
+    let (run, waves) = plan_run(
+        core,
+        launcher,
+        playbook.id,
+        origin.template_id,
+        &servers,
+        spec,
+    )?;
     let mut new = Vec::with_capacity(servers.len());
-    for s in &servers {
+    for (s, wave) in servers.iter().zip(waves) {
         let job_uuid = JobUuid::new_v4();
         let secret_vars = match origin.secrets {
             Some(answers) => crate::survey::sealing::seal(&core.keyring, job_uuid, answers)
@@ -146,19 +303,24 @@ pub async fn plan(
             time_limit_secs: origin.time_limit_secs,
             secret_vars,
             schedule_id: None,
+            wave,
         });
     }
-    Ok(new)
+    Ok(LaunchPlan { run, jobs: new })
 }
 
-/// Creates planned jobs in one transaction (with `audit`, when given) and wakes the scheduler.
+/// Creates a planned run and its jobs in one transaction (with `audit`, when given) and wakes
+/// the scheduler.
 pub async fn commit(
     core: &Core,
-    jobs: &[NewJob],
+    plan: &LaunchPlan,
     actor: &Actor,
     audit: Option<&LaunchAudit>,
 ) -> Result<Vec<Job>> {
-    let jobs = core.store.create_jobs_audited(jobs, actor, audit).await?;
+    let (_, jobs) = core
+        .store
+        .create_jobs_audited(&plan.jobs, actor, audit, Some(&plan.run))
+        .await?;
     core.scheduler.send(Event::Wake);
     Ok(jobs)
 }
@@ -170,7 +332,11 @@ pub async fn launched(core: &Core, jobs: &[Job]) -> Result<LaunchResponse> {
     for j in jobs {
         views.push(names.view(&core.store, j).await?);
     }
-    Ok(LaunchResponse { jobs: views })
+    let run = match jobs.first().and_then(|j| j.run_id) {
+        Some(r) => Some(core.store.get_run(r).await?.run_id.to_string()),
+        None => None,
+    };
+    Ok(LaunchResponse { jobs: views, run })
 }
 
 /// The servers a launch targets: named, or every active one a selector matches.

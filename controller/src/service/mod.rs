@@ -23,6 +23,7 @@ pub mod notifications;
 pub mod playbooks;
 pub mod projects;
 pub mod results;
+pub mod runs;
 pub mod schedules;
 pub mod servers;
 pub mod sessions;

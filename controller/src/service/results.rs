@@ -1,14 +1,18 @@
 //! Per-task results as callers read them: a job's recap and task rows, filtered by task and
-//! status. (A run's aggregate — which task ended how on how many servers, per datacenter —
-//! joins them once runs exist.)
+//! status; and a run's aggregate — which task ended how on how many servers, per datacenter —
+//! filtered by task, status and datacenter ([`run_results`], for the API and the run page).
 
-use outpost_api::{FieldError, JobRecap, JobResults, ResultsQuery, TaskResultView};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use outpost_api::{
+    FieldError, JobRecap, JobResults, ResultsQuery, RunResults, TaskResultView, TaskTally,
+};
 
 use super::jobs::by_uuid;
 use super::{Result, ServiceError};
 use crate::core::Core;
-use crate::model::{Job, TaskStatus};
-use crate::store::results::{Recap, ResultFilter, TaskResultRow};
+use crate::model::{Job, ServerId, TaskStatus};
+use crate::store::results::{Recap, ResultFilter, RunTaskRow, TaskResultRow};
 use crate::store::Store;
 
 /// The most rows one read returns.
@@ -95,9 +99,11 @@ pub fn row_view(r: TaskResultRow) -> TaskResultView {
     }
 }
 
-/// Whether the job's target was unreachable, as ansible said by its exit code or its recap.
+/// Whether the job's target was unreachable, as recorded when it ended (and, for a job that
+/// ended before that was recorded, as ansible said by its exit code or its recap).
 pub fn unreachable(job: &Job, recap: Option<&Recap>) -> bool {
-    job.exit_code == Some(crate::task_results::EXIT_UNREACHABLE)
+    job.unreachable
+        || job.exit_code == Some(crate::task_results::EXIT_UNREACHABLE)
         || recap.is_some_and(|r| r.unreachable > 0)
 }
 
@@ -131,6 +137,73 @@ pub async fn job_summary(store: &Store, job: &Job, limit: i64) -> Result<JobResu
     read(store, job, &f).await
 }
 
+/// `GET /runs/{id}/results`: for each task, status and datacenter, on how many servers.
+pub async fn run_results(core: &Core, run_id: &str, q: &ResultsQuery) -> Result<RunResults> {
+    let c = check(q)?;
+    let run = super::runs::by_uuid(core, run_id).await?;
+    let rows = core
+        .store
+        .run_task_results(run.id, c.task, c.status)
+        .await?;
+    let mut dc: HashMap<ServerId, String> = HashMap::new();
+    for j in core.store.jobs_of_run(run.id).await? {
+        if let std::collections::hash_map::Entry::Vacant(e) = dc.entry(j.server_id) {
+            let server = core.store.get_server(j.server_id).await?;
+            e.insert(
+                super::launch::datacenter_of(&server, &core.settings.routing_keys)
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    Ok(RunResults {
+        run_id: run.run_id.to_string(),
+        tasks: tally(&rows, &dc, c.datacenter),
+        unreachable_jobs: core.store.run_unreachable_jobs(run.id).await?,
+    })
+}
+
+/// Counts servers per (play, task, status, datacenter): a server counts once however many
+/// times a task ran on it (a loop, a handler). Failed and unreachable rows come first, then
+/// the most servers.
+pub fn tally(
+    rows: &[RunTaskRow],
+    dc_of: &HashMap<ServerId, String>,
+    datacenter: Option<&str>,
+) -> Vec<TaskTally> {
+    let mut by: BTreeMap<(&str, &str, TaskStatus, &str), BTreeSet<ServerId>> = BTreeMap::new();
+    for r in rows {
+        let dc = dc_of.get(&r.server_id).map(String::as_str).unwrap_or("");
+        if datacenter.is_some_and(|d| d != dc) {
+            continue;
+        }
+        by.entry((&r.play, &r.task, r.status, dc))
+            .or_default()
+            .insert(r.server_id);
+    }
+    let mut out: Vec<TaskTally> = by
+        .into_iter()
+        .map(|((play, task, status, dc), servers)| TaskTally {
+            play: play.to_owned(),
+            task: task.to_owned(),
+            status,
+            datacenter: dc.to_owned(),
+            servers: servers.len() as i64,
+        })
+        .collect();
+    let rank = |s: TaskStatus| match s {
+        TaskStatus::Failed | TaskStatus::Unreachable => 0,
+        TaskStatus::Rescued => 1,
+        _ => 2,
+    };
+    out.sort_by(|a, b| {
+        rank(a.status)
+            .cmp(&rank(b.status))
+            .then(b.servers.cmp(&a.servers))
+            .then_with(|| (&a.task, &a.datacenter).cmp(&(&b.task, &b.datacenter)))
+    });
+    out
+}
+
 async fn read(store: &Store, job: &Job, f: &ResultFilter<'_>) -> Result<JobResults> {
     let recap = store.recap(job.id).await?;
     let (rows, total) = store.task_results(job.id, f).await?;
@@ -146,6 +219,51 @@ async fn read(store: &Store, job: &Job, f: &ResultFilter<'_>) -> Result<JobResul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_tallies_servers_per_task_status_and_datacenter() {
+        let row = |server: i32, task: &str, status| RunTaskRow {
+            server_id: ServerId(server),
+            play: "site".into(),
+            task: task.into(),
+            status,
+        };
+        let rows = vec![
+            row(1, "install", TaskStatus::Ok),
+            row(2, "install", TaskStatus::Failed),
+            row(3, "install", TaskStatus::Failed),
+            row(3, "install", TaskStatus::Failed), // a second run of it on the same server
+            row(4, "install", TaskStatus::Failed),
+            row(5, "ping", TaskStatus::Unreachable),
+        ];
+        let dc: HashMap<ServerId, String> = [
+            (1, "fra1"),
+            (2, "fra1"),
+            (3, "fra1"),
+            (4, "ams1"),
+            (5, "ams1"),
+        ]
+        .into_iter()
+        .map(|(s, d)| (ServerId(s), d.to_owned()))
+        .collect();
+        let t = tally(&rows, &dc, None);
+        let seen: Vec<(&str, TaskStatus, &str, i64)> = t
+            .iter()
+            .map(|t| (t.task.as_str(), t.status, t.datacenter.as_str(), t.servers))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("install", TaskStatus::Failed, "fra1", 2),
+                ("install", TaskStatus::Failed, "ams1", 1),
+                ("ping", TaskStatus::Unreachable, "ams1", 1),
+                ("install", TaskStatus::Ok, "fra1", 1),
+            ]
+        );
+        let ams = tally(&rows, &dc, Some("ams1"));
+        assert_eq!(ams.len(), 2);
+        assert!(ams.iter().all(|t| t.datacenter == "ams1"));
+    }
 
     #[test]
     fn every_bad_filter_is_named() {

@@ -333,9 +333,7 @@ pub async fn launch(core: &Core, s: &Schedule) -> std::result::Result<i32, Strin
     let mut plan = super::templates::plan(core, &template, &answers, &user)
         .await
         .map_err(|e| e.to_string())?;
-    for job in &mut plan.jobs {
-        job.schedule_id = Some(s.id);
-    }
+    plan.launch.scheduled(s.id);
     let jobs = super::templates::commit(core, plan, &Actor::user(owner))
         .await
         .map_err(|e| e.to_string())?;

@@ -15,7 +15,7 @@ use super::{paging, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::model::{Job, PlaybookId, Template, TemplateId};
 use crate::store::audit::Actor;
-use crate::store::jobs::{LaunchAudit, NewJob};
+use crate::store::jobs::LaunchAudit;
 use crate::store::templates::NewTemplate;
 
 /// The longest time limit a template may give a job: a week.
@@ -26,7 +26,7 @@ const MAX_SERVERS: usize = 1000;
 /// A checked template launch, ready to commit: its jobs and what the audit trail records.
 #[derive(Debug)]
 pub struct TemplatePlan {
-    pub jobs: Vec<NewJob>,
+    pub launch: super::jobs::LaunchPlan,
     pub template_id: TemplateId,
     pub template_name: String,
     /// The answers as recorded: secret ones masked.
@@ -125,9 +125,9 @@ pub async fn plan(
         time_limit_secs: template.time_limit_secs,
         secrets: Some(&checked),
     };
-    let jobs = super::jobs::plan(core, launcher, &req, &origin).await?;
+    let launch = super::jobs::plan(core, launcher, &req, &origin).await?;
     Ok(TemplatePlan {
-        jobs,
+        launch,
         template_id: template.id,
         template_name: template.name.clone(),
         answers: checked.masked(),
@@ -143,7 +143,7 @@ pub async fn commit(core: &Core, plan: TemplatePlan, actor: &Actor) -> Result<Ve
         resource_id: Some(plan.template_id.0),
         details: json!({"template": plan.template_name, "answers": plan.answers}),
     };
-    super::jobs::commit(core, &plan.jobs, actor, Some(&audit)).await
+    super::jobs::commit(core, &plan.launch, actor, Some(&audit)).await
 }
 
 /// The launch a template makes, with the answers' variables over its own.
@@ -183,6 +183,7 @@ fn launch_request(t: &Template, answers: &Map<String, Value>) -> Result<LaunchRe
         diff: options.diff,
         verbosity: options.verbosity,
         credentials: Vec::new(),
+        rollout: None,
     })
 }
 

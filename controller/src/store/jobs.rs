@@ -13,9 +13,10 @@ use crate::model::{
 /// The states of a job that is not over ([`crate::lifecycle::machine::ACTIVE`]), as an SQL list.
 pub const ACTIVE_SQL: &str = "('pending', 'running')";
 
-const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
+pub(crate) const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
      extra_vars, error_message, started_at, completed_at, created_at, agent_id, assigned_at, \
-     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated, revision_id, template_id, time_limit_secs";
+     cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated, revision_id, template_id, time_limit_secs, \
+     run_id, wave, unreachable";
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -42,6 +43,8 @@ pub struct NewJob {
     pub secret_vars: Option<SealedVars>,
     /// The schedule whose run launched it (blackouts hold such jobs back).
     pub schedule_id: Option<crate::model::ScheduleId>,
+    /// Its wave in its run's rollout (0: the first).
+    pub wave: u32,
 }
 
 /// A job's secret answers as stored: the names may be shown, the values are sealed.
@@ -87,17 +90,21 @@ pub struct JobFilter {
 impl Store {
     /// Creates a pending job for each `(server)` of one playbook launch, in one transaction.
     pub async fn create_jobs(&self, new: &[NewJob], actor: &Actor) -> Result<Vec<Job>> {
-        self.create_jobs_audited(new, actor, None).await
+        self.create_jobs_audited(new, actor, None, None)
+            .await
+            .map(|(_, jobs)| jobs)
     }
 
-    /// [`Store::create_jobs`], with one more audit record in the same transaction (the
-    /// launch of a template, which names the template and its answers once).
+    /// [`Store::create_jobs`], with the run grouping them (when given) and one more audit
+    /// record (the launch of a template, which names the template and its answers once), all
+    /// in the same transaction.
     pub async fn create_jobs_audited(
         &self,
         new: &[NewJob],
         actor: &Actor,
         launch: Option<&LaunchAudit>,
-    ) -> Result<Vec<Job>> {
+        run: Option<&super::runs::NewRun>,
+    ) -> Result<(Option<crate::model::RunId>, Vec<Job>)> {
         let mut prepared = Vec::with_capacity(new.len());
         for job in new {
             let vars = json_object_text("extra_vars", job.extra_vars.as_ref())?;
@@ -119,15 +126,24 @@ impl Store {
             prepared.push((job, vars, options, job.job_uuid.to_string()));
         }
         let ts = now();
-        let ids = on_pool!(self, p => {
+        let rollout = match run {
+            Some(r) => r.rollout_text()?,
+            None => None,
+        };
+        let (run_id, ids) = on_pool!(self, p => {
             let mut tx = p.begin().await?;
+            let run_id = match run {
+                Some(r) => Some(super::runs::insert_run!(&mut *tx, r, rollout, ts, actor)?),
+                None => None,
+            };
             let mut ids = Vec::with_capacity(prepared.len());
             for (job, vars, options, uuid) in &prepared {
                 let res = sqlx::query(
-                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, template_id, time_limit_secs, schedule_id, created_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, template_id, time_limit_secs, schedule_id, run_id, wave, pending_reason, created_at) \
+                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
-                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(job.revision_id).bind(job.template_id).bind(job.time_limit_secs).bind(job.schedule_id).bind(ts)
+                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(job.revision_id).bind(job.template_id).bind(job.time_limit_secs).bind(job.schedule_id)
+                .bind(run_id).bind(i32::try_from(job.wave).unwrap_or(i32::MAX)).bind(crate::rollout::queued_reason(job.wave)).bind(ts)
                 .execute(&mut *tx).await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
@@ -152,7 +168,7 @@ impl Store {
                 let credentials: Vec<i32> = job.credential_ids.iter().map(|c| c.0).collect();
                 insert_audit!(&mut *tx, &NewAudit {
                     actor, action: "LAUNCH", resource_type: "job", resource_id: Some(id),
-                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id, "revision_id": job.revision_id, "credential_ids": credentials, "template_id": job.template_id})),
+                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id, "revision_id": job.revision_id, "credential_ids": credentials, "template_id": job.template_id, "run_id": run_id, "wave": job.wave})),
                 })?;
                 ids.push(JobId(id));
             }
@@ -167,13 +183,13 @@ impl Store {
                 })?;
             }
             tx.commit().await?;
-            ids
+            (run_id, ids)
         });
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
             jobs.push(self.get_job(id).await?);
         }
-        Ok(jobs)
+        Ok((run_id, jobs))
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Job> {
@@ -203,11 +219,15 @@ impl Store {
         )
     }
 
-    /// Pending jobs no agent holds, oldest first: the scheduler's queue.
+    /// Pending jobs no agent holds, oldest first: the scheduler's queue. Jobs of a run's
+    /// waves not released yet are not in it (their pending reason says which wave they wait
+    /// for), so that a large rollout does not fill the queue with jobs that may not start.
     pub async fn unassigned_jobs(&self, limit: i64) -> Result<Vec<Job>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM jobs WHERE status = 'pending' AND agent_id IS NULL \
-             AND cancel_requested_at IS NULL ORDER BY created_at, id LIMIT ?"
+             AND cancel_requested_at IS NULL \
+             AND (run_id IS NULL OR wave = 0 OR wave <= (SELECT r.current_wave FROM runs r WHERE r.id = jobs.run_id)) \
+             ORDER BY created_at, id LIMIT ?"
         );
         Ok(on_pool!(self, p => sqlx::query_as::<_, Job>(&sql).bind(limit).fetch_all(p).await?))
     }

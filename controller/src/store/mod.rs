@@ -20,6 +20,7 @@ pub mod playbooks;
 pub mod projects;
 pub mod results;
 mod retire;
+pub mod runs;
 pub mod schedules;
 pub mod servers;
 pub mod templates;

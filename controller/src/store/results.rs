@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::QueryBuilder;
 
 use super::{on_pool, Dialect, Result, Store};
-use crate::model::{JobId, TaskStatus};
+use crate::model::{JobId, RunId, ServerId, TaskStatus};
 
 /// One task result to store.
 #[derive(Debug, Clone)]
@@ -59,6 +59,19 @@ pub struct ResultFilter<'a> {
     pub after: i32,
     pub limit: i64,
 }
+
+/// One task result of one of a run's jobs, for the run's aggregate.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RunTaskRow {
+    pub server_id: ServerId,
+    pub play: String,
+    pub task: String,
+    #[sqlx(try_from = "String")]
+    pub status: TaskStatus,
+}
+
+/// The most rows a run's aggregate reads (300 servers × 1,000 tasks fit).
+pub const MAX_RUN_ROWS: i64 = 300_000;
 
 /// Rows per INSERT: 10 binds each, far below the placeholder ceiling.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -123,6 +136,37 @@ impl Store {
             .bind(r.skipped).bind(r.rescued).bind(r.ignored)
             .execute(p).await?.rows_affected());
         Ok(())
+    }
+
+    /// The results of a run's jobs (of `task` and `status` when given), with each job's server.
+    pub async fn run_task_results(
+        &self,
+        run: RunId,
+        task: Option<&str>,
+        status: Option<TaskStatus>,
+    ) -> Result<Vec<RunTaskRow>> {
+        Ok(on_pool!(self, p => {
+            let mut qb = QueryBuilder::new(
+                "SELECT j.server_id, r.play, r.task, r.status FROM job_task_results r \
+                 JOIN jobs j ON j.id = r.job_id WHERE j.run_id = ",
+            );
+            qb.push_bind(run);
+            if let Some(t) = task {
+                qb.push(" AND r.task = ").push_bind(t.to_owned());
+            }
+            if let Some(s) = status {
+                qb.push(" AND r.status = ").push_bind(s.as_str().to_owned());
+            }
+            qb.push(" LIMIT ").push_bind(MAX_RUN_ROWS);
+            qb.build_query_as::<RunTaskRow>().persistent(false).fetch_all(p).await?
+        }))
+    }
+
+    /// How many of a run's jobs ended unreachable.
+    pub async fn run_unreachable_jobs(&self, run: RunId) -> Result<i64> {
+        Ok(on_pool!(self, p => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM jobs WHERE run_id = ? AND unreachable = TRUE",
+        ).bind(run).fetch_one(p).await?))
     }
 
     pub async fn recap(&self, job: JobId) -> Result<Option<Recap>> {

@@ -357,6 +357,7 @@ pub async fn submit(
         diff: f.diff,
         verbosity,
         credentials: Vec::new(),
+        rollout: None,
     };
     match service::jobs::launch(&st.core, &v.caller, req)
         .await

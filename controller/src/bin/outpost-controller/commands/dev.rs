@@ -320,6 +320,7 @@ async fn quickstart(o: &Args) -> anyhow::Result<bool> {
                 time_limit_secs: None,
                 secret_vars: None,
                 schedule_id: None,
+                wave: 0,
             }],
             &Actor::user(admin.id),
         )

@@ -1,0 +1,11 @@
+DROP INDEX ix_tickets_run_id;
+ALTER TABLE tickets DROP COLUMN run_id;
+DROP INDEX ix_jobs_run_id_status;
+ALTER TABLE jobs DROP COLUMN run_id;
+ALTER TABLE jobs DROP COLUMN wave;
+ALTER TABLE jobs DROP COLUMN unreachable;
+DROP INDEX ix_runs_relaunch_of;
+DROP INDEX ix_runs_playbook_id;
+DROP INDEX ix_runs_user_id;
+DROP INDEX ix_runs_status_created_at;
+DROP TABLE runs;
