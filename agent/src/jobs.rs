@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use outpost_protocol::codec::{self, FrameError};
 use outpost_protocol::jobstream::{Delivery, Received, Violation};
 use outpost_protocol::message::{Assignment, Finished, JobDown, JobUp, LogBatch, RunningJob};
+use outpost_protocol::results::{ResultBatch, MAX_RESULTS_PER_BATCH};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -25,6 +26,15 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 // most the protocol's MAX_LOG_LINE_BYTES (cut after decoding, so invalid UTF-8 turned into
 // U+FFFD cannot grow it); each line adds a few bytes of framing. The controller refuses larger
 // frames.
+// A batch of results: each at most its capped fields plus a few bytes of framing.
+const _: () = assert!(
+    outpost_protocol::results::MAX_RESULTS_PER_BATCH
+        * (3 * outpost_protocol::results::MAX_RESULT_NAME_BYTES
+            + outpost_protocol::results::MAX_RESULT_ACTION_BYTES
+            + outpost_protocol::results::MAX_RESULT_MESSAGE_BYTES
+            + 64)
+        < outpost_protocol::codec::MAX_JOB_UP_FRAME
+);
 const _: () = assert!(
     BATCH_BYTES + outpost_protocol::MAX_LOG_LINE_BYTES + 64 + BATCH_LINES * 32
         < outpost_protocol::codec::MAX_JOB_UP_FRAME
@@ -165,6 +175,8 @@ impl JobTable {
                         exit_code: None,
                         error: Some("agent restarted while the job was running; its output up to then is kept".into()),
                         last_line: spool.last_line(),
+                        last_result: spool.results().last(),
+                        recap: None,
                     };
                     spool.set_outcome(o.clone())?;
                     tracing::warn!(job = %meta.job, lines = o.last_line, "interrupted job reported failed");
@@ -246,7 +258,7 @@ pub async fn deliver(
     reader: &mut mpsc::Receiver<Result<JobDown, FrameError>>,
 ) -> Result<(), DeliveryError> {
     let spool = &entry.spool;
-    let mut delivery = Delivery::new(entry.job, spool.acked());
+    let mut delivery = Delivery::new(entry.job, spool.acked(), spool.results().acked());
     let mut offset = spool.offset_of(spool.acked() + 1)?;
     let mut progress = entry.progress.clone();
     let mut outcome_rx = entry.outcome.clone();
@@ -275,10 +287,24 @@ pub async fn deliver(
                 continue;
             }
         }
+        if let Some(next) = delivery.next_result(spool.results().last()) {
+            let results = spool.results().read(next, MAX_RESULTS_PER_BATCH)?;
+            if !results.is_empty() {
+                let n = results.len() as u32;
+                let batch = JobUp::Results(ResultBatch {
+                    job: entry.job,
+                    first_seq: next,
+                    results,
+                });
+                codec::write_frame(send, &batch, codec::MAX_FRAME).await?;
+                delivery.results_sent(n);
+                continue;
+            }
+        }
         let outcome = outcome_rx.borrow().clone();
         if let Some(o) = outcome
             .as_ref()
-            .filter(|o| delivery.finish_due(o.last_line))
+            .filter(|o| delivery.finish_due(o.last_line, o.last_result))
         {
             let f = Finished {
                 job: entry.job,
@@ -286,6 +312,8 @@ pub async fn deliver(
                 exit_code: o.exit_code,
                 error: o.error.clone(),
                 last_line: o.last_line,
+                last_result: o.last_result,
+                recap: o.recap,
             };
             codec::write_frame(send, &JobUp::Finished(f), codec::MAX_FRAME).await?;
             delivery.finish_sent();
@@ -311,6 +339,10 @@ fn receive(
     match delivery.receive(&msg)? {
         Received::Acked(through_line) => {
             entry.spool.ack(through_line)?;
+            Ok(false)
+        }
+        Received::ResultsAcked(through) => {
+            entry.spool.results().ack(through)?;
             Ok(false)
         }
         Received::Delivered => {

@@ -6,7 +6,8 @@
 //! - [`enroll`]: key pair, CSR, certificate.
 //! - [`session`]: the connection to the controller and its reconnect loop.
 //! - [`jobs`]: the jobs held, and delivering them; [`runner`]: one ansible-playbook run;
-//!   [`spool`]: output kept until acknowledged.
+//!   [`spool`]: output kept until acknowledged; [`callback`]: the callback plugin shipped
+//!   for per-task results, and [`results`]: those results kept until acknowledged.
 //! - [`revisions`]: project revisions unpacked read-only, shared and bounded; [`fetch`]:
 //!   getting one over the session, resumably.
 //! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked;
@@ -14,10 +15,12 @@
 //! - [`vars`]: launch values written so that ansible reads them as data, never templates.
 //! - [`secrets`]: a job's credentials, written privately for its run and removed after.
 
+pub mod callback;
 pub mod doctor;
 pub mod enroll;
 pub mod fetch;
 pub mod jobs;
+pub mod results;
 pub mod revisions;
 pub mod runner;
 pub mod secrets;

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use outpost_protocol::jobstream::{fit_line, mark_cut};
 use outpost_protocol::message::{Assignment, FinalStatus, Level, LogLine};
+use outpost_protocol::results::PlayRecap;
 use outpost_protocol::MAX_LOG_LINE_BYTES;
+use std::os::fd::AsRawFd;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -98,6 +100,7 @@ pub async fn run(
             "timed out after {} s while fetching revision {}", limit.as_secs(), rev.digest
         ))),
     };
+    let mut recap = None;
     let result = match tree {
         // The lease keeps the tree in the cache until the run is over.
         Ok(lease) => {
@@ -111,6 +114,7 @@ pub async fn run(
                 spool.clone(),
                 &stop,
                 &progress,
+                &mut recap,
             )
             .await
         }
@@ -124,6 +128,8 @@ pub async fn run(
         exit_code,
         error,
         last_line,
+        last_result: spool.results().last(),
+        recap,
     }
 }
 
@@ -181,6 +187,7 @@ async fn run_in(
     spool: Arc<Spool>,
     stop: &Stop,
     progress: &watch::Sender<u32>,
+    recap: &mut Option<PlayRecap>,
 ) -> Ended {
     let playbook = match inside_tree(tree, &job.playbook_path, Kind::File) {
         Ok(Some(_)) => PathBuf::from(&job.playbook_path),
@@ -236,6 +243,20 @@ async fn run_in(
         }
         _ => work.join("tmp"),
     };
+    // The shipped callback reports each task's result over a pipe of its own; ansible's
+    // stdout callback, and so the log, stay as they are.
+    let plugins = match crate::callback::install(work) {
+        Ok(p) => p,
+        Err(e) => return failed(format!("cannot install the results callback: {e}")),
+    };
+    let (results_tx, results_rx) = match tokio::net::unix::pipe::pipe() {
+        Ok(p) => p,
+        Err(e) => return failed(format!("cannot make the results pipe: {e}")),
+    };
+    let results_fd = match results_tx.into_blocking_fd() {
+        Ok(fd) => fd,
+        Err(e) => return failed(format!("cannot make the results pipe: {e}")),
+    };
     let mut cmd = tokio::process::Command::new(&cfg.ansible_playbook);
     // ansible gets a fixed allow-list of the agent's environment, never all of it (the agent's
     // own settings and secrets stay with the agent).
@@ -276,12 +297,29 @@ async fn run_in(
         // Ansible's workers call setsid(), leaving the process group: this mark lets the
         // agent find every process of the job (see `kill_job`).
         .env(JOB_MARK, job.job.to_string())
+        .env("ANSIBLE_CALLBACK_PLUGINS", &plugins)
+        .env(crate::callback::FD_VAR, results_fd.as_raw_fd().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = match cmd.spawn() {
+    let raw = results_fd.as_raw_fd();
+    // SAFETY: between fork and exec only fcntl(2) runs, which is async-signal-safe: it lets
+    // the pipe's write end (made close-on-exec, like every descriptor of the agent) pass
+    // into ansible-playbook, and into nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(raw, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    // The child has its copy: the reader sees the end when ansible's is closed.
+    drop(results_fd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             return failed(format!(
@@ -307,6 +345,11 @@ async fn run_in(
             .map(|e| tokio::spawn(pump(e, tx.clone()))),
     ];
     drop(tx);
+    let gatherer = tokio::spawn(crate::callback::gather(
+        results_rx,
+        spool.clone(),
+        progress.clone(),
+    ));
     let (spool_failed_tx, spool_failed) = tokio::sync::oneshot::channel::<String>();
     let collector = tokio::spawn(collect(
         rx,
@@ -339,6 +382,16 @@ async fn run_in(
             tracing::warn!(job = %job.job, "a process the job started still holds its output open; not waiting for it");
             abort.abort();
         }
+    }
+    let abort = gatherer.abort_handle();
+    match tokio::time::timeout(PIPE_GRACE, gatherer).await {
+        Ok(Ok(g)) => {
+            *recap = g.recap;
+            if g.dropped > 0 {
+                tracing::warn!(job = %job.job, dropped = g.dropped, "some task results could not be read or kept");
+            }
+        }
+        _ => abort.abort(),
     }
     let scan = collector.await.unwrap_or_default();
     let errors = scan.errors;

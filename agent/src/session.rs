@@ -420,6 +420,7 @@ fn resume_deliveries(agent: &Arc<Agent>, conn: &quinn::Connection) {
                 job: entry.job,
                 dispatch_id: entry.dispatch_id.clone(),
                 acked_through: entry.spool.acked(),
+                results_acked: entry.spool.results().acked(),
             };
             if codec::write_frame(&mut send, &resume, codec::MAX_FRAME)
                 .await

@@ -5,7 +5,8 @@
 //!
 //! Layout of `spool/<job>/`: `job.json` (dispatch, process group, outcome), `lines` (records of a
 //! u32 length, a CRC-32 of the body and a postcard-encoded line, appended in line order),
-//! `acked` (the last line the controller acknowledged), `format` (2; a spool without it was
+//! `acked` (the last line the controller acknowledged), `results` and `results_acked` (the
+//! job's task results, see [`crate::results`]), `format` (2; a spool without it was
 //! written before records carried a checksum, and is read without one). A record whose
 //! checksum, length or number is wrong ends what is read: everything before it is sound. Memory stays bounded however much a job prints: lines are read
 //! back from disk a batch at a time, and only a sparse index of offsets is kept.
@@ -40,6 +41,12 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub last_line: u32,
+    /// The last task result of the run (0: none, or a spool from before results).
+    #[serde(default)]
+    pub last_result: u32,
+    /// ansible's recap, when the run got that far.
+    #[serde(default)]
+    pub recap: Option<outpost_protocol::results::PlayRecap>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +72,8 @@ struct Inner {
 
 pub struct Spool {
     dir: PathBuf,
+    /// The job's task results, kept beside its lines.
+    results: crate::results::ResultLog,
     /// The record format: 1 without a checksum, 2 with.
     format: u8,
     inner: Mutex<Inner>,
@@ -98,6 +107,7 @@ impl Spool {
         write_atomic(&dir.join("acked"), b"0")?;
         write_atomic(&dir.join("format"), FORMAT.to_string().as_bytes())?;
         let spool = Spool {
+            results: crate::results::ResultLog::open(&dir)?,
             dir,
             format: FORMAT,
             inner: Mutex::new(Inner {
@@ -145,6 +155,7 @@ impl Spool {
         let mut writer = writer;
         writer.seek(SeekFrom::Start(size))?;
         Ok(Spool {
+            results: crate::results::ResultLog::open(dir)?,
             dir: dir.to_path_buf(),
             format,
             inner: Mutex::new(Inner {
@@ -171,6 +182,11 @@ impl Spool {
     /// The spool's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The job's task results.
+    pub fn results(&self) -> &crate::results::ResultLog {
+        &self.results
     }
 
     pub fn meta(&self) -> Meta {
@@ -527,6 +543,8 @@ mod tests {
                 exit_code: Some(0),
                 error: None,
                 last_line: 3011,
+                last_result: 0,
+                recap: None,
             })
             .unwrap();
         drop(spool);

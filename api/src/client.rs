@@ -831,6 +831,15 @@ impl Runs<'_> {
         self.0.list_at(&["runs"], query).await
     }
 
+    /// Which task ended how on how many servers of the run, per datacenter.
+    pub async fn results(
+        &self,
+        id: &str,
+        query: &crate::ResultsQuery,
+    ) -> Result<crate::RunResults, ApiError> {
+        self.0.list_at(&["runs", id, "results"], query).await
+    }
+
     pub async fn get(&self, id: &str) -> Result<crate::RunDetail, ApiError> {
         self.0.get_at(&["runs", id]).await
     }
@@ -885,6 +894,15 @@ impl Jobs<'_> {
     /// One page of a job's log.
     pub async fn logs(&self, id: &str, query: &LogQuery) -> Result<LogPage, ApiError> {
         self.0.list_at(&["jobs", id, "logs"], query).await
+    }
+
+    /// A job's recap and per-task results.
+    pub async fn results(
+        &self,
+        id: &str,
+        query: &crate::ResultsQuery,
+    ) -> Result<crate::JobResults, ApiError> {
+        self.0.list_at(&["jobs", id, "results"], query).await
     }
 
     /// The request for a job's live log (Server-Sent Events) from after line `after`, for the

@@ -81,6 +81,18 @@ string_enum!(
 );
 
 string_enum!(
+    /// How one task ended on one host, as the agent's callback reported it.
+    TaskStatus, "task status", {
+        Ok => "ok",
+        Changed => "changed",
+        Failed => "failed",
+        Unreachable => "unreachable",
+        Skipped => "skipped",
+        Rescued => "rescued",
+    }
+);
+
+string_enum!(
     /// Where a run stands: running while any of its jobs is; then from how its jobs ended
     /// and whether a budget, a canary or a person stopped it.
     RunStatus, "run status", {

@@ -5,6 +5,8 @@
 //! - [`credentials`]: credentials' bodies; their secrets are written, never read back.
 //! - [`notifications`]: notification channels, rules and the delivery log; channel secrets
 //!   are written, never read back.
+//! - [`results`]: per-task results of a job (from the agent's callback) and their aggregate
+//!   over a run.
 //! - [`enums`]: roles, job and ticket states, as the database and the JSON spell them.
 //! - [`templates`]: job templates and their surveys.
 //! - [`types`]: the bodies, one section per resource.
@@ -20,6 +22,7 @@ pub mod credentials;
 pub mod enums;
 pub mod inventory;
 pub mod notifications;
+pub mod results;
 pub mod runs;
 pub mod schedules;
 pub mod templates;
@@ -29,10 +32,11 @@ pub mod yaml;
 pub use credentials::*;
 pub use enums::{
     ChannelKind, CredentialKind, DeliveryMode, DeliveryStatus, JobStatus, NotificationEvent,
-    OverlapRule, ProjectKind, Role, RunStatus, ScheduleRunStatus, SyncState, TicketPriority,
-    TicketStatus,
+    OverlapRule, ProjectKind, Role, RunStatus, ScheduleRunStatus, SyncState, TaskStatus,
+    TicketPriority, TicketStatus,
 };
 pub use notifications::*;
+pub use results::*;
 pub use runs::*;
 pub use schedules::*;
 pub use templates::*;

@@ -279,6 +279,8 @@ async fn main() {
                             exit_code: Some(0),
                             error: None,
                             last_line: 0,
+                            last_result: 0,
+                            recap: None,
                         }),
                     ] {
                         if codec::write_frame(&mut send, &m, codec::MAX_FRAME)

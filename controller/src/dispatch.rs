@@ -3,7 +3,10 @@
 //! The controller opens one to hand a job over ([`run_assigned`]); after a reconnect the agent
 //! opens one to resume a job it still holds ([`run_resumed`]). Either way the stream then
 //! carries the job's log batches (handed to ingest, acknowledged in order once committed) and
-//! finally its outcome, which is recorded only once every line up to the last is stored.
+//! finally its outcome, which is recorded only once every line up to the last is stored. Task
+//! results from the agent's callback travel beside the lines in their own sequence: each batch
+//! is stored (a replay lands once) and then acknowledged, and the outcome also waits for every
+//! result up to the last (see [`crate::task_results`]).
 //!
 //! A line longer than the protocol allows fails the job (see [`JobStream::on_logs`]): its
 //! output cannot be stored as the agent sent it, and the agent would only send it again.
@@ -16,6 +19,7 @@ use chrono::{DateTime, Utc};
 use outpost_protocol::codec::{self, FrameError};
 use outpost_protocol::jobstream::{FinishCheck, Intake, Violation};
 use outpost_protocol::message::{Finished, JobDown, JobUp, LogBatch};
+use outpost_protocol::results::{ResultBatch, ResultIntake};
 use tokio::sync::mpsc;
 
 use crate::core::Core;
@@ -24,6 +28,7 @@ use crate::lifecycle::{Attempt, Outcome, Released};
 use crate::model::{AgentId, Job, JobStatus, JobUuid};
 use crate::scheduler::{Dispatch, Event};
 use crate::store::logs::NewLogLine;
+use crate::task_results;
 /// How long the agent has to accept or reject an assignment.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,7 +70,7 @@ pub async fn run_assigned(ctx: Arc<Core>, conn: quinn::Connection, owner: Owner,
             let Some(_slot) = ctx.stream_slot(job.job_id.0) else {
                 return;
             };
-            let stream = JobStream::new(ctx, owner, job, dispatch_id, 0, send, reader);
+            let stream = JobStream::new(ctx, owner, job, dispatch_id, (0, 0), send, reader);
             stream.run().await;
         }
         Err(reason) => {
@@ -104,6 +109,7 @@ pub struct Resume {
     pub job: uuid::Uuid,
     pub dispatch_id: String,
     pub acked_through: u32,
+    pub results_acked: u32,
 }
 
 /// Resumes a job on a stream the agent opened after a reconnect (its `Resume`, the stream's
@@ -120,6 +126,7 @@ pub async fn run_resumed(
         job: job_uuid,
         dispatch_id,
         acked_through: acked,
+        results_acked,
     } = resume;
     // One stream per job: a second resume while the first still runs is turned away (the
     // agent tries again once the first has ended).
@@ -164,9 +171,17 @@ pub async fn run_resumed(
         }
     }
     tracing::info!(job = %job.job_id, acked_through = acked, "job stream resumed");
-    JobStream::new(ctx, owner, job, dispatch_id, acked, send, reader)
-        .run()
-        .await;
+    JobStream::new(
+        ctx,
+        owner,
+        job,
+        dispatch_id,
+        (acked, results_acked),
+        send,
+        reader,
+    )
+    .run()
+    .await;
 }
 
 /// A line's timestamp as the agent gave it, if it is within a day of the controller's clock;
@@ -187,6 +202,8 @@ struct JobStream {
     dispatch_id: String,
     /// The stream's rules: sequencing, replays, acknowledgements, the outcome's completeness.
     intake: Intake,
+    /// The same for task results.
+    results: ResultIntake,
     send: quinn::SendStream,
     reader: mpsc::Receiver<Result<JobUp, FrameError>>,
     /// One per batch handed to ingest, in the intake's order: resolves once it is committed.
@@ -204,7 +221,7 @@ impl JobStream {
         owner: Owner,
         job: Job,
         dispatch_id: String,
-        acked_through: u32,
+        (acked_through, results_acked): (u32, u32),
         send: quinn::SendStream,
         reader: mpsc::Receiver<Result<JobUp, FrameError>>,
     ) -> JobStream {
@@ -215,6 +232,7 @@ impl JobStream {
             job,
             dispatch_id,
             intake: Intake::new(uuid, acked_through),
+            results: ResultIntake::new(uuid, results_acked),
             send,
             reader,
             committed: VecDeque::new(),
@@ -318,6 +336,7 @@ impl JobStream {
                 Step::Continue
             }
             JobUp::Logs(batch) => self.on_logs(batch).await,
+            JobUp::Results(batch) => self.on_results(batch).await,
             JobUp::Finished(f) => self.on_finished(f).await,
             JobUp::Accept { .. } | JobUp::Reject { .. } => Step::Continue,
         }
@@ -336,12 +355,58 @@ impl JobStream {
                 .reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
             return Step::Done;
         }
+        if !self.results.complete(f.last_result) {
+            tracing::warn!(job = %self.job.job_id, received_through = self.results.received_through(), last = f.last_result, "finish before all task results; waiting for a resume");
+            let _ = self
+                .send
+                .reset(quinn::VarInt::from_u32(outpost_protocol::close::PROTOCOL));
+            return Step::Done;
+        }
+        if let Some(recap) = f.recap {
+            if let Err(e) = self
+                .ctx
+                .store
+                .insert_recap(self.job.id, &task_results::recap(&recap))
+                .await
+            {
+                tracing::warn!(job = %self.job.job_id, error = %e, "cannot store the recap; the agent will resend the outcome");
+                let _ = self
+                    .send
+                    .reset(quinn::VarInt::from_u32(outpost_protocol::close::NORMAL));
+                return Step::Done;
+            }
+        }
         let outcome = Outcome {
             status: f.status.into(),
             exit_code: f.exit_code,
             error_message: f.error.clone(),
+            unreachable: task_results::unreachable(f.exit_code, f.recap.as_ref()),
         };
         self.settle(&outcome).await
+    }
+
+    /// Stores a batch's new task results, then acknowledges them. A database that cannot take
+    /// them now ends the stream unacknowledged: the agent sends them again on its next one.
+    async fn on_results(&mut self, batch: ResultBatch) -> Step {
+        let taken = match self.results.take(batch) {
+            Ok(t) => t,
+            Err(v) => return self.violation(&v.to_string()),
+        };
+        if let Some(t) = taken {
+            let rows = task_results::rows(t.first_seq, t.results);
+            if let Err(e) = self.ctx.store.insert_task_results(self.job.id, &rows).await {
+                tracing::warn!(job = %self.job.job_id, error = %e, "cannot store task results; the agent will resend them");
+                let _ = self
+                    .send
+                    .reset(quinn::VarInt::from_u32(outpost_protocol::close::NORMAL));
+                return Step::Done;
+            }
+        }
+        let ack = self.results.stored();
+        match codec::write_frame(&mut self.send, &ack, codec::MAX_FRAME).await {
+            Ok(()) => Step::Continue,
+            Err(_) => Step::Done,
+        }
     }
 
     /// Records the outcome and tells the agent it may forget the job; an outcome that cannot

@@ -6,7 +6,8 @@
 //! - [`store`]: the database, one API over both backends; [`model`]: its records and id types.
 //! - The domain: [`lifecycle`] (the one place where a job changes state, its state machine in
 //!   [`lifecycle::machine`]), [`scheduler`], [`schedule`] (cron calendars, missed slots,
-//!   blackout windows), [`ingest`], [`enroll`], [`retention`], [`vars`]
+//!   blackout windows), [`ingest`], [`task_results`] (per-task results from the agents'
+//!   callback, into rows), [`enroll`], [`retention`], [`vars`]
 //!   (the rules a launch's variables meet), [`survey`] (templates' questions and their
 //!   answers), [`bundle`] (install bundles), [`pki`] (the CA),
 //!   [`project`] (project trees: git and archive syncs into revisions), [`credential`] (what a
@@ -50,6 +51,7 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod survey;
+pub mod task_results;
 pub mod text;
 pub mod throttle;
 pub mod ui;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 pub use outpost_api::enums::{
-    CredentialKind, JobStatus, ProjectKind, Role, RunStatus, SyncState, TicketPriority,
+    CredentialKind, JobStatus, ProjectKind, Role, RunStatus, SyncState, TaskStatus, TicketPriority,
     TicketStatus, UnknownVariant,
 };
 

@@ -353,11 +353,13 @@ async fn opened(
             job,
             dispatch_id,
             acked_through,
+            results_acked,
         }))) => {
             let resume = dispatch::Resume {
                 job,
                 dispatch_id,
                 acked_through,
+                results_acked,
             };
             dispatch::run_resumed(ctx, owner, send, recv, resume).await
         }

@@ -65,7 +65,7 @@ async fn applies_once_rolls_back_and_reports_dirty() {
         "{}",
         stdout(&first)
     );
-    assert!(stdout(&first).contains("20 migration(s) applied"));
+    assert!(stdout(&first).contains("21 migration(s) applied"));
     // A new, empty database has nothing to back up.
     assert!(!stdout(&first).contains("backed up"), "{}", stdout(&first));
     let second = migrate(&["--database-url", &db.url]);
@@ -85,7 +85,7 @@ async fn applies_once_rolls_back_and_reports_dirty() {
     );
     assert_one_line_error(
         &migrate(&["--database-url", &db.url, "--down", "99"]),
-        "only 19 are applied",
+        "only 20 are applied",
     );
 
     // A database with a schema and data is backed up before a migration (MySQL cannot roll
@@ -148,7 +148,7 @@ fn sqlite_is_the_default_store() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("outpost.db").exists());
-    assert!(stdout(&out).contains("20 migration(s) applied"));
+    assert!(stdout(&out).contains("21 migration(s) applied"));
     let mode = |p: &std::path::Path| {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
             & 0o777

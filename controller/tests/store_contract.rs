@@ -46,6 +46,7 @@ contract!(
     dashboard_charts_aggregate_alike,
     a_run_stops_at_its_budget_and_ends_with_one_ticket,
     a_run_ends_once_when_its_last_jobs_end_together,
+    task_results_land_once_and_filter,
 );
 
 /// Launches `n` jobs as one run with `max_failures`.
@@ -86,6 +87,7 @@ fn failure() -> Outcome {
         status: Final::Failed,
         exit_code: Some(2),
         error_message: Some("boom".into()),
+        unreachable: false,
     }
 }
 
@@ -144,6 +146,7 @@ async fn a_run_ends_once_when_its_last_jobs_end_together(backend: Backend) {
         status: Final::Success,
         exit_code: Some(0),
         error_message: None,
+        unreachable: false,
     };
     assert!(life.finish(&attempts[0], &ok).await.unwrap());
     assert_eq!(
@@ -214,6 +217,7 @@ async fn a_failed_job_and_its_ticket_commit_together(backend: Backend) {
         status: Final::Failed,
         exit_code: Some(2),
         error_message: Some("boom".into()),
+        unreachable: false,
     };
     assert!(life.finish(&a, &failed).await.unwrap());
     // Finishing again changes nothing and opens no second ticket.
@@ -252,6 +256,7 @@ async fn a_long_failure_fits_its_columns(backend: Backend) {
         status: Final::Failed,
         exit_code: Some(3),
         error_message: Some("x".repeat(100_000)),
+        unreachable: false,
     };
     assert!(life.finish(&a, &failed).await.unwrap());
     let job = store.get_job(jobs[0].id).await.unwrap();
@@ -304,6 +309,7 @@ async fn the_server_limit_is_part_of_the_claim(backend: Backend) {
         status: Final::Success,
         exit_code: Some(0),
         error_message: None,
+        unreachable: false,
     };
     assert!(life.finish(won[0], &ok).await.unwrap());
     let next = store.unassigned_jobs(1).await.unwrap().remove(0);
@@ -970,6 +976,7 @@ async fn jobs_move_only_forward(backend: Backend) {
         status: s,
         exit_code: Some(0),
         error_message: None,
+        unreachable: false,
     };
     let life = Lifecycle::new(store.clone());
     // No agent row: the FK on MySQL refuses the claim; create one the plain way.
@@ -1123,6 +1130,7 @@ async fn cancel_pending_and_running(backend: Backend) {
         status: Final::Cancelled,
         exit_code: None,
         error_message: Some("cancelled by admin".into()),
+        unreachable: false,
     };
     assert!(life.finish(&a, &cancelled).await.unwrap());
     let audit = store
@@ -1544,4 +1552,104 @@ async fn dashboard_charts_aggregate_alike(backend: Backend) {
         .collect();
     newest.sort_by(f64::total_cmp);
     assert_eq!(newest, vec![10.0, 20.0], "the newest jobs of the sample");
+}
+
+async fn task_results_land_once_and_filter(backend: Backend) {
+    use outpost_controller::model::TaskStatus;
+    use outpost_controller::store::results::{NewTaskResult, Recap, ResultFilter};
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let jobs = launch(&store, &f, 2).await;
+    let row = |seq: i32, status| NewTaskResult {
+        seq,
+        host: "web1".into(),
+        play: "site".into(),
+        task: format!("task {seq} ✓"),
+        action: "ansible.builtin.command".into(),
+        status,
+        started_at: Utc::now(),
+        duration_ms: 1500,
+        message: (status == TaskStatus::Failed).then(|| "x".repeat(1024)),
+    };
+    let rows: Vec<NewTaskResult> = (1..=700)
+        .map(|i| {
+            row(
+                i,
+                if i % 100 == 0 {
+                    TaskStatus::Failed
+                } else {
+                    TaskStatus::Ok
+                },
+            )
+        })
+        .collect();
+    assert_eq!(
+        store.insert_task_results(jobs[0].id, &rows).await.unwrap(),
+        700
+    );
+    // A replay overlapping what is stored lands only what is new.
+    let again: Vec<NewTaskResult> = (650..=710).map(|i| row(i, TaskStatus::Changed)).collect();
+    assert_eq!(
+        store.insert_task_results(jobs[0].id, &again).await.unwrap(),
+        10
+    );
+    let all = ResultFilter {
+        limit: 5_000,
+        ..ResultFilter::default()
+    };
+    let (got, total) = store.task_results(jobs[0].id, &all).await.unwrap();
+    assert_eq!((got.len(), total), (710, 710));
+    assert_eq!(
+        got[649].status,
+        TaskStatus::Ok,
+        "the first write of a result stays"
+    );
+    assert_eq!(got[0].task, "task 1 ✓");
+    let failed = ResultFilter {
+        status: Some(TaskStatus::Failed),
+        limit: 3,
+        ..ResultFilter::default()
+    };
+    let (got, total) = store.task_results(jobs[0].id, &failed).await.unwrap();
+    assert_eq!(total, 7);
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [100, 200, 300]
+    );
+    assert_eq!(got[0].message.as_deref().map(str::len), Some(1024));
+    let first = ResultFilter {
+        failed_first: true,
+        limit: 2,
+        ..ResultFilter::default()
+    };
+    let (got, _) = store.task_results(jobs[0].id, &first).await.unwrap();
+    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), [100, 200]);
+    let by_task = ResultFilter {
+        task: Some("task 5 ✓"),
+        limit: 10,
+        ..ResultFilter::default()
+    };
+    assert_eq!(store.task_results(jobs[0].id, &by_task).await.unwrap().1, 1);
+    assert_eq!(store.task_results(jobs[1].id, &all).await.unwrap().1, 0);
+    // One recap per job: a resent outcome does not change it.
+    let recap = Recap {
+        ok: 3,
+        failed: 1,
+        unreachable: 0,
+        ..Recap::default()
+    };
+    store.insert_recap(jobs[0].id, &recap).await.unwrap();
+    store
+        .insert_recap(
+            jobs[0].id,
+            &Recap {
+                ok: 99,
+                ..Recap::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.recap(jobs[0].id).await.unwrap(), Some(recap));
+    assert_eq!(store.recap(jobs[1].id).await.unwrap(), None);
 }

@@ -283,6 +283,10 @@ mod tests {
                 through_line: 500,
             },
             JobDown::FinishAck { job },
+            JobDown::ResultAck {
+                job,
+                through_seq: 7,
+            },
         ];
         let ju = vec![
             JobUp::Accept { job },
@@ -303,12 +307,32 @@ mod tests {
                     text: "[WARNING]: ünïcode".into(),
                 }],
             }),
+            JobUp::Results(crate::results::ResultBatch {
+                job,
+                first_seq: 1,
+                results: vec![crate::results::TaskResult {
+                    host: "web1".into(),
+                    play: "site".into(),
+                    task: "install".into(),
+                    action: "ansible.builtin.apt".into(),
+                    status: crate::results::TaskStatus::Failed,
+                    started_ms: 1_700_000_000_000,
+                    duration_ms: 1200,
+                    message: Some("No package matching 'x'".into()),
+                }],
+            }),
             JobUp::Finished(Finished {
                 job,
                 status: FinalStatus::Failed,
                 exit_code: Some(2),
                 error: None,
                 last_line: 10,
+                last_result: 1,
+                recap: Some(crate::results::PlayRecap {
+                    ok: 3,
+                    failed: 1,
+                    ..Default::default()
+                }),
             }),
         ];
         let er = vec![EnrollRequest {
@@ -334,6 +358,7 @@ mod tests {
                 job,
                 dispatch_id: "d1".into(),
                 acked_through: 3,
+                results_acked: 2,
             },
             StreamUp::Fetch {
                 digest: "cd".repeat(32),

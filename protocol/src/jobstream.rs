@@ -32,6 +32,12 @@ pub enum Violation {
     SecondAssignment,
     #[error("line {line} holds {bytes} bytes, above the protocol's limit of {max}", max = MAX_LOG_LINE_BYTES)]
     LineTooLong { line: u32, bytes: usize },
+    #[error("a batch of {0} task results, above the protocol's limit")]
+    TooManyResults(usize),
+    #[error("task result {0} has a field above the protocol's limit")]
+    ResultTooLong(u32),
+    #[error("an acknowledgement through result {through}, but only {sent} results were sent")]
+    ResultAckBeyondSent { through: u32, sent: u32 },
 }
 
 /// What ends a line that was cut.
@@ -182,6 +188,9 @@ pub struct Delivery {
     next: u32,
     /// The last line the controller acknowledged.
     acked: u32,
+    /// The next task result to send, and the last one acknowledged.
+    next_result: u32,
+    results_acked: u32,
     finished_sent: bool,
 }
 
@@ -190,19 +199,34 @@ pub struct Delivery {
 pub enum Received {
     /// Lines through this one are stored: they may leave the spool.
     Acked(u32),
+    /// Task results through this one are stored.
+    ResultsAcked(u32),
     /// The outcome is recorded: the job may be forgotten.
     Delivered,
 }
 
 impl Delivery {
-    /// A stream resuming after the lines through `acked`.
-    pub fn new(job: Uuid, acked: u32) -> Delivery {
+    /// A stream resuming after the lines through `acked` and the results through
+    /// `results_acked`.
+    pub fn new(job: Uuid, acked: u32, results_acked: u32) -> Delivery {
         Delivery {
             job,
             next: acked.saturating_add(1),
             acked,
+            next_result: results_acked.saturating_add(1),
+            results_acked,
             finished_sent: false,
         }
+    }
+
+    /// The next task result to send, if the spool has it (`last` is the last one spooled).
+    pub fn next_result(&self, last: u32) -> Option<u32> {
+        (self.next_result <= last).then_some(self.next_result)
+    }
+
+    /// `count` results from [`Delivery::next_result`] were sent.
+    pub fn results_sent(&mut self, count: u32) {
+        self.next_result = self.next_result.saturating_add(count);
     }
 
     /// The next line to send, if the spool has it (`last_line` is the last one spooled).
@@ -215,9 +239,10 @@ impl Delivery {
         self.next = self.next.saturating_add(count);
     }
 
-    /// Whether the outcome is due: the run ended after `last_line` and every line was sent.
-    pub fn finish_due(&self, last_line: u32) -> bool {
-        !self.finished_sent && self.next > last_line
+    /// Whether the outcome is due: the run ended after `last_line` and `last_result`, and
+    /// every line and result was sent.
+    pub fn finish_due(&self, last_line: u32, last_result: u32) -> bool {
+        !self.finished_sent && self.next > last_line && self.next_result > last_result
     }
 
     pub fn finish_sent(&mut self) {
@@ -238,6 +263,18 @@ impl Delivery {
                 }
                 self.acked = self.acked.max(*through_line);
                 Ok(Received::Acked(self.acked))
+            }
+            JobDown::ResultAck { job, .. } if *job != self.job => Err(Violation::AckWrongJob(*job)),
+            JobDown::ResultAck { through_seq, .. } => {
+                let sent = self.next_result.saturating_sub(1);
+                if *through_seq > sent {
+                    return Err(Violation::ResultAckBeyondSent {
+                        through: *through_seq,
+                        sent,
+                    });
+                }
+                self.results_acked = self.results_acked.max(*through_seq);
+                Ok(Received::ResultsAcked(self.results_acked))
             }
             JobDown::FinishAck { .. } => Ok(Received::Delivered),
             JobDown::Assign(_) => Err(Violation::SecondAssignment),
@@ -271,6 +308,8 @@ mod tests {
             exit_code: Some(0),
             error: None,
             last_line,
+            last_result: 0,
+            recap: None,
         }
     }
 
@@ -399,21 +438,43 @@ mod tests {
     #[test]
     fn the_agent_sends_from_the_first_unacknowledged_line_then_the_outcome() {
         let job = Uuid::new_v4();
-        let mut d = Delivery::new(job, 3);
+        let mut d = Delivery::new(job, 3, 1);
         assert_eq!(d.next_line(3), None);
         assert_eq!(d.next_line(9), Some(4));
         d.sent(6);
         assert_eq!(d.next_line(9), None);
-        assert!(d.finish_due(9));
+        assert!(!d.finish_due(9, 2), "result 2 is not sent yet");
+        assert_eq!(d.next_result(2), Some(2));
+        d.results_sent(1);
+        assert_eq!(d.next_result(2), None);
+        assert!(d.finish_due(9, 2));
         d.finish_sent();
-        assert!(!d.finish_due(9), "the outcome is sent once per stream");
+        assert!(!d.finish_due(9, 2), "the outcome is sent once per stream");
     }
 
     #[test]
     fn acknowledgements_cannot_run_ahead_of_what_was_sent() {
         let job = Uuid::new_v4();
-        let mut d = Delivery::new(job, 0);
+        let mut d = Delivery::new(job, 0, 0);
         d.sent(5);
+        d.results_sent(2);
+        assert_eq!(
+            d.receive(&JobDown::ResultAck {
+                job,
+                through_seq: 2
+            }),
+            Ok(Received::ResultsAcked(2))
+        );
+        assert_eq!(
+            d.receive(&JobDown::ResultAck {
+                job,
+                through_seq: 3
+            }),
+            Err(Violation::ResultAckBeyondSent {
+                through: 3,
+                sent: 2
+            })
+        );
         let ack = |through_line| JobDown::LogAck { job, through_line };
         assert_eq!(d.receive(&ack(3)), Ok(Received::Acked(3)));
         assert_eq!(

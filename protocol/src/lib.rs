@@ -7,6 +7,7 @@
 //! - [`control`]: the rules of the control (session) stream on both sides, without I/O.
 //! - [`jobstream`]: the rules of a job stream on both sides, without I/O.
 //! - [`fetch`]: the rules of a fetch stream (a revision's bytes, chunk by chunk), without I/O.
+//! - [`results`]: per-task results from the agent's callback plugin, and their stream rules.
 //! - [`pki`]: the CA, the controller's certificate, agents' CSRs and their signing.
 //! - [`token`]: the one-line enrolment token that pins the CA.
 //! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
@@ -20,19 +21,21 @@ pub mod files;
 pub mod jobstream;
 pub mod message;
 pub mod pki;
+pub mod results;
 pub mod tls;
 pub mod token;
 pub mod tree;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 6;
-/// The oldest protocol version this build still accepts. 6 hands a job the secret answers of its
+pub const PROTOCOL_VERSION: u16 = 7;
+/// The oldest protocol version this build still accepts. 7 carries per-task results beside the
+/// lines (a resume names the last result acknowledged, an outcome the last result sent). 6 hands a job the secret answers of its
 /// template's survey (an agent speaking 5 could not read the assignment). 5 hands a job its credentials' secrets
 /// (an agent speaking 4 would run the job without them). 4 hands a job a project revision (a
 /// tree, fetched by digest) instead of one playbook's text: an agent speaking 3 cannot run it.
 /// (3 split an assignment's variables into curated ones and launch values that must reach
 /// ansible as data.)
-pub const MIN_PROTOCOL_VERSION: u16 = 6;
+pub const MIN_PROTOCOL_VERSION: u16 = 7;
 
 /// ALPN of agent sessions: mutual TLS, the agent's certificate names its uuid.
 pub const ALPN_AGENT: &[u8] = b"outpost/1";

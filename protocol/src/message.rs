@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::results::{PlayRecap, ResultBatch};
+
 /// A label such as `dc=fra1`.
 pub type Label = (String, String);
 
@@ -123,15 +125,27 @@ pub enum JobDown {
     LogAck { job: Uuid, through_line: u32 },
     /// The outcome is recorded; the agent may forget the job.
     FinishAck { job: Uuid },
+    /// Every task result up to and including `through_seq` is stored.
+    ResultAck { job: Uuid, through_seq: u32 },
 }
 
 /// Agent → controller on a job stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobUp {
-    Accept { job: Uuid },
-    Reject { job: Uuid, reason: String },
-    Started { job: Uuid, at_ms: i64 },
+    Accept {
+        job: Uuid,
+    },
+    Reject {
+        job: Uuid,
+        reason: String,
+    },
+    Started {
+        job: Uuid,
+        at_ms: i64,
+    },
     Logs(LogBatch),
+    /// Per-task results from the agent's callback (see [`crate::results`]).
+    Results(ResultBatch),
     Finished(Finished),
 }
 
@@ -145,6 +159,8 @@ pub enum StreamUp {
         job: Uuid,
         dispatch_id: String,
         acked_through: u32,
+        /// The last task result the controller acknowledged (0: none).
+        results_acked: u32,
     },
     /// Asks for a revision's bytes from `offset` (a multiple of [`crate::fetch::CHUNK_SIZE`]):
     /// [`FetchDown`] frames answer, and the controller finishes the stream after the last chunk.
@@ -507,6 +523,10 @@ pub struct Finished {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub last_line: u32,
+    /// The number of the last task result; the outcome waits for every one, as for lines.
+    pub last_result: u32,
+    /// ansible's recap, when the run got that far.
+    pub recap: Option<PlayRecap>,
 }
 
 /// Agent → controller on the enrolment endpoint.

@@ -89,6 +89,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/runs/{run_id}/approve", "operator"),
     ("POST", "/api/v1/runs/{run_id}/relaunch", "operator"),
     ("GET", "/api/v1/jobs/{job_id}/logs", "viewer"),
+    ("GET", "/api/v1/jobs/{job_id}/results", "viewer"),
+    ("GET", "/api/v1/runs/{run_id}/results", "viewer"),
     ("GET", "/api/v1/jobs/{job_id}/logs/stream", "viewer"),
     ("GET", "/api/v1/tickets", "viewer"),
     ("POST", "/api/v1/tickets", "operator"),

@@ -243,3 +243,127 @@ fn walk_size(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// `n` quick tasks named `step 1`…`step n`, with a one-second pause after every `pause_every`.
+fn steps_playbook(n: usize, pause_every: usize, tail: &str) -> String {
+    let mut y = String::from("- hosts: all\n  gather_facts: false\n  tasks:\n    - name: warm up\n      ansible.builtin.command: sleep 3\n");
+    for i in 1..=n {
+        y.push_str(&format!(
+            "    - name: step {i}\n      ansible.builtin.debug:\n        msg: step {i}\n"
+        ));
+        if pause_every > 0 && i % pause_every == 0 {
+            y.push_str(&format!(
+                "    - name: pause {i}\n      ansible.builtin.command: sleep 1\n"
+            ));
+        }
+    }
+    y.push_str(tail);
+    y
+}
+
+/// A job's stored task names, checked to be numbered 1, 2, 3 … without a gap.
+async fn result_names(
+    w: &outpost_tests::world::World,
+    job: &outpost_controller::model::Job,
+) -> Vec<String> {
+    use outpost_controller::store::results::ResultFilter;
+    let f = ResultFilter {
+        limit: 5_000,
+        ..ResultFilter::default()
+    };
+    // Polled while results arrive: the rows are read in one statement, the count in another.
+    let (rows, _) = w.store.task_results(job.id, &f).await.unwrap();
+    let seqs: Vec<i32> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=rows.len() as i32).collect::<Vec<_>>(),
+        "results numbered without a gap"
+    );
+    rows.into_iter().map(|r| r.task).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_results_land_once_through_an_uplink_cut_and_an_agent_kill() {
+    let c = Cluster::start(Backend::MariaDb, ControllerOpts::fast_failure()).await;
+    let proxy = UdpProxy::start(c.ctl.agents).await;
+    let mut agent = outpost_tests::procs::Agent::enroll(&c.ctl, "bastion", &[]);
+    agent.start(&[proxy.addr], &AgentOpts::fast_failure());
+    let w = &c.world;
+    let server = w.local_server("web1", json!({}), "dev").await;
+
+    // An uplink cut mid-play: the results spooled meanwhile arrive after it, once each.
+    let (n, every) = (40, 5);
+    let job = w
+        .launch(
+            &w.playbook("steps", &steps_playbook(n, every, "")).await,
+            &server,
+        )
+        .await;
+    wait_for("some results stored", 2 * MINUTE, || async {
+        (result_names(w, &job).await.len() >= 8).then_some(())
+    })
+    .await;
+    assert!(
+        !w.job(&job).await.status.is_final(),
+        "cut while the play runs"
+    );
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+    w.wait_status(&job, JobStatus::Success, 3 * MINUTE).await;
+    let mut want = vec!["warm up".to_owned()];
+    for i in 1..=n {
+        want.push(format!("step {i}"));
+        if i % every == 0 {
+            want.push(format!("pause {i}"));
+        }
+    }
+    assert_eq!(
+        result_names(w, &job).await,
+        want,
+        "every task's result once, in order"
+    );
+    let recap = w.store.recap(job.id).await.unwrap().expect("recap");
+    assert_eq!(recap.ok as usize, want.len());
+
+    // The agent killed while results wait in its spool (the uplink is cut): the restarted
+    // agent delivers them, once each, and nothing of the task it was killed in.
+    let mark = outpost_tests::unique_mark();
+    let tail = format!(
+        "    - name: the long one\n      ansible.builtin.shell: \"sleep 131; echo {mark}\"\n"
+    );
+    let job = w
+        .launch(
+            &w.playbook("killed", &steps_playbook(10, 0, &tail)).await,
+            &server,
+        )
+        .await;
+    w.wait_status(&job, JobStatus::Running, MINUTE).await;
+    proxy.cut();
+    outpost_tests::wait_process(&mark, MINUTE).await;
+    let stored_at_kill = result_names(w, &job).await.len();
+    agent.kill9();
+    proxy.restore();
+    agent.start(&[proxy.addr], &AgentOpts::fast_failure());
+    let failed = w.wait_status(&job, JobStatus::Failed, 2 * MINUTE).await;
+    assert!(failed
+        .error_message
+        .unwrap_or_default()
+        .contains("agent restarted"));
+    let mut want = vec!["warm up".to_owned()];
+    want.extend((1..=10).map(|i| format!("step {i}")));
+    assert!(
+        stored_at_kill < want.len(),
+        "results were still in the spool at the kill ({stored_at_kill})"
+    );
+    assert_eq!(
+        result_names(w, &job).await,
+        want,
+        "spooled results delivered once after the kill"
+    );
+    assert!(
+        w.store.recap(job.id).await.unwrap().is_none(),
+        "ansible never printed a recap"
+    );
+    outpost_tests::wait_no_process(&mark, Duration::from_secs(20)).await;
+}

@@ -267,6 +267,17 @@ async fn an_operator_launches_a_job_and_watches_its_log_live() {
         lines.iter().any(|l| l.content.contains("hi browser x2")),
         "{lines:#?}"
     );
+    // The finished job's page shows ansible's recap and its task above the log.
+    b.goto(&format!("/jobs/{id}")).await;
+    let recap = b
+        .wait_text("#job-recap", MINUTE, |t| t.contains("ok 1"))
+        .await;
+    assert!(recap.contains("failed 0"), "{recap}");
+    let tasks = b.wait_text("#job-tasks", MINUTE, |t| !t.is_empty()).await;
+    assert!(
+        tasks.contains("ansible.builtin.debug") && tasks.contains("ok"),
+        "{tasks}"
+    );
     b.shot("template-launched").await;
     b.close().await;
 }

@@ -103,6 +103,14 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
             if !out.json(&j) {
                 let text = serde_json::to_string_pretty(&j)?;
                 println!("{}", terminal::json(&text));
+                let query = ResultsQuery {
+                    limit: Some(5000),
+                    ..Default::default()
+                };
+                match c.jobs().results(&j.id, &query).await {
+                    Ok(r) => print!("{}", results_summary(&r)),
+                    Err(e) => eprintln!("(task results unavailable: {e})"),
+                }
             }
         }
         JobCmd::Logs {
@@ -310,4 +318,87 @@ pub(crate) async fn launched_jobs(
         );
     }
     Ok(follow::exit_code(&statuses))
+}
+
+/// The recap and the tasks that did not go well, for `job show`. Names and messages come from
+/// the managed host: escaped for the terminal.
+fn results_summary(r: &JobResults) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if let Some(c) = &r.recap {
+        let _ = writeln!(
+            out,
+            "recap: ok={} changed={} unreachable={} failed={} skipped={} rescued={} ignored={}",
+            c.ok, c.changed, c.unreachable, c.failed, c.skipped, c.rescued, c.ignored
+        );
+    }
+    if r.unreachable {
+        let _ = writeln!(out, "unreachable: the server could not be reached");
+    }
+    let bad: Vec<&TaskResultView> = r
+        .results
+        .iter()
+        .filter(|t| {
+            matches!(
+                t.status,
+                TaskStatus::Failed | TaskStatus::Unreachable | TaskStatus::Rescued
+            )
+        })
+        .collect();
+    if !bad.is_empty() {
+        let _ = writeln!(out, "failed tasks:");
+        for t in bad {
+            let _ = writeln!(
+                out,
+                "  {} [{}] {}: {}",
+                t.status,
+                terminal::escape(&t.host),
+                terminal::escape(&t.task),
+                terminal::escape(t.message.as_deref().unwrap_or("")),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod results_tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_failed_tasks_and_defuses_escapes() {
+        let row = |task: &str, status, message: Option<&str>| TaskResultView {
+            seq: 1,
+            host: "web1".into(),
+            play: "site".into(),
+            task: task.into(),
+            action: "command".into(),
+            status,
+            started_at: chrono::Utc::now(),
+            duration_ms: 3,
+            message: message.map(Into::into),
+        };
+        let r = JobResults {
+            job_id: "j".into(),
+            recap: Some(JobRecap {
+                ok: 2,
+                failed: 1,
+                ..Default::default()
+            }),
+            unreachable: false,
+            results: vec![
+                row("fine", TaskStatus::Ok, None),
+                row("boom\u{1b}[2J", TaskStatus::Failed, Some("no such file")),
+            ],
+            total: 2,
+        };
+        let text = results_summary(&r);
+        assert!(
+            text.contains("recap: ok=2 changed=0 unreachable=0 failed=1"),
+            "{text}"
+        );
+        assert!(text.contains("failed [web1] boom"), "{text}");
+        assert!(text.contains("no such file"), "{text}");
+        assert!(!text.contains("fine") && !text.contains('\u{1b}'), "{text}");
+    }
 }

@@ -1,5 +1,5 @@
 //! `/api/v1/jobs`: launch a playbook on servers, list and read jobs, cancel them (the rules are
-//! [`service::jobs`]'s).
+//! [`service::jobs`]'s), and read a job's per-task results and a run's aggregate of them ([`service::results`]).
 
 use std::sync::Arc;
 
@@ -54,5 +54,33 @@ pub async fn cancel(
 ) -> ApiResult<Json<CancelResponse>> {
     Ok(Json(
         service::jobs::cancel(&st.core, &caller, &job_id).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/results", tag = "jobs",
+    params(("job_id" = String, Path), outpost_api::ResultsQuery),
+    responses((status = 200, body = outpost_api::JobResults), (status = 404, body = outpost_api::ErrorBody),
+              (status = 422, body = outpost_api::ErrorBody)))]
+pub async fn results(
+    State(st): State<Arc<WebState>>,
+    Path(job_id): Path<String>,
+    Query(q): Query<outpost_api::ResultsQuery>,
+) -> ApiResult<Json<outpost_api::JobResults>> {
+    Ok(Json(
+        service::results::job_results(&st.core, &job_id, &q).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/results", tag = "runs",
+    params(("run_id" = String, Path), outpost_api::ResultsQuery),
+    responses((status = 200, body = outpost_api::RunResults), (status = 404, body = outpost_api::ErrorBody),
+              (status = 422, body = outpost_api::ErrorBody)))]
+pub async fn run_results(
+    State(st): State<Arc<WebState>>,
+    Path(run_id): Path<String>,
+    Query(q): Query<outpost_api::ResultsQuery>,
+) -> ApiResult<Json<outpost_api::RunResults>> {
+    Ok(Json(
+        service::results::run_results(&st.core, &run_id, &q).await?,
     ))
 }

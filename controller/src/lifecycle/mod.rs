@@ -47,6 +47,9 @@ pub struct Outcome {
     pub status: Final,
     pub exit_code: Option<i32>,
     pub error_message: Option<String>,
+    /// ansible could not reach the server (its exit code 4, or its recap): the job fails, and
+    /// `jobs.unreachable` tells it from a failed playbook (runs budget the two apart).
+    pub unreachable: bool,
 }
 
 impl Outcome {
@@ -56,6 +59,7 @@ impl Outcome {
             status: Final::Failed,
             exit_code: None,
             error_message: Some(reason.into()),
+            unreachable: false,
         }
     }
 }
@@ -177,6 +181,7 @@ impl Lifecycle {
                     error_message: Some(format!(
                         "the outcome as reported could not be recorded ({reason}); the job's log has the output"
                     )),
+                    unreachable: outcome.unreachable,
                 };
                 let ticket = ticket.as_ref().map(|t| crate::store::tickets::NewTicket {
                     description: fallback.error_message.clone(),

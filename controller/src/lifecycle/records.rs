@@ -236,7 +236,7 @@ pub(super) async fn finish(
     let from = Move::Finish(outcome.status).leaves_sql();
     let sql = format!(
         "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
-         started_at = COALESCE(started_at, ?) \
+         started_at = COALESCE(started_at, ?), unreachable = ? \
          WHERE id = ? AND status IN {from} AND celery_task_id = ?"
     );
     let error = outcome
@@ -250,12 +250,12 @@ pub(super) async fn finish(
         lock_run!(&mut *tx, store, run)?;
         let res = sqlx::query(&sql)
             .bind(Move::Finish(outcome.status).enters().as_str()).bind(outcome.exit_code).bind(error.as_deref())
-            .bind(ts).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
+            .bind(ts).bind(ts).bind(outcome.unreachable).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
         let moved = res.rows_affected() == 1;
         if moved {
             insert_audit!(&mut *tx, &NewAudit {
                 actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
-                details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "dispatch_id": a.dispatch_id})),
+                details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "unreachable": outcome.unreachable, "dispatch_id": a.dispatch_id})),
             })?;
             wipe_secret_answers!(&mut *tx, a.job)?;
             let ticket_id = match ticket {

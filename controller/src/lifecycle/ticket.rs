@@ -150,6 +150,7 @@ mod tests {
             status: crate::lifecycle::Final::Failed,
             exit_code: Some(3),
             error_message: Some("e".repeat(40_000)),
+            unreachable: false,
         };
         let lines = vec!["fatal: ".to_owned() + &"x".repeat(40_000); 5];
         let t = failure_ticket(&job, &pb, &server, &outcome, &lines);

@@ -98,6 +98,8 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/runs/{run_id}/approve", Role(Operator)),
     ("POST", "/api/v1/runs/{run_id}/relaunch", Role(Operator)),
     ("GET", "/api/v1/jobs/{job_id}/logs", Role(Viewer)),
+    ("GET", "/api/v1/jobs/{job_id}/results", Role(Viewer)),
+    ("GET", "/api/v1/runs/{run_id}/results", Role(Viewer)),
     ("GET", "/api/v1/jobs/{job_id}/logs/stream", Role(Viewer)),
     ("GET", "/api/v1/tickets", Role(Viewer)),
     ("POST", "/api/v1/tickets", Role(Operator)),

@@ -22,6 +22,7 @@ pub mod launch;
 pub mod notifications;
 pub mod playbooks;
 pub mod projects;
+pub mod results;
 pub mod runs;
 pub mod schedules;
 pub mod servers;

@@ -19,6 +19,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod playbooks;
 pub mod projects;
+pub mod results;
 mod retire;
 pub mod runs;
 pub mod schedules;

@@ -142,6 +142,56 @@ pub fn table(items: &[JobView]) -> maud::Markup {
     }
 }
 
+/// Task rows a job page shows at most (failed ones first).
+const RESULT_ROWS: i64 = 500;
+
+/// The recap and the task results, failed, unreachable and rescued tasks first. Names and
+/// messages come from the managed host: maud escapes them.
+fn results_card(r: &outpost_api::JobResults) -> maud::Markup {
+    use outpost_api::TaskStatus;
+    let bad = |s: TaskStatus| matches!(s, TaskStatus::Failed | TaskStatus::Unreachable);
+    html! {
+        section.card #job-results {
+            h2 { "Results" }
+            @if r.unreachable {
+                p.error #job-unreachable { "Unreachable: the server could not be reached (this is not a failure of the playbook)." }
+            }
+            @if let Some(c) = &r.recap {
+                p #job-recap {
+                    span.label { "ok " (c.ok) } " "
+                    span.label { "changed " (c.changed) } " "
+                    span.label { "unreachable " (c.unreachable) } " "
+                    span.label { "failed " (c.failed) } " "
+                    span.label { "skipped " (c.skipped) } " "
+                    span.label { "rescued " (c.rescued) } " "
+                    span.label { "ignored " (c.ignored) }
+                }
+            }
+            @if r.results.is_empty() {
+                p.muted { "No task results yet." }
+            } @else {
+                table #job-tasks {
+                    thead { tr { th { "Task" } th { "Host" } th { "Status" } th { "Duration" } th { "Message" } } }
+                    tbody {
+                        @for t in &r.results {
+                            tr.failed[bad(t.status)] data-status=(t.status.as_str()) {
+                                td { (t.task) }
+                                td { (t.host) }
+                                td { (t.status.as_str()) }
+                                td { (format!("{:.1} s", t.duration_ms as f64 / 1000.0)) }
+                                td { (t.message.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+                @if r.total > r.results.len() as i64 {
+                    p.muted { (r.results.len()) " of " (r.total) " task results shown; the API has them all." }
+                }
+            }
+        }
+    }
+}
+
 /// GET /jobs/{job_id}
 pub async fn show(
     State(st): State<Arc<WebState>>,
@@ -159,6 +209,13 @@ pub async fn show(
                 None => None,
             };
             Ok::<_, crate::service::ServiceError>((last, run.map(|r| r.run_id.to_string())))
+        }
+        .await,
+    )?;
+    let results = or_page(
+        async {
+            let job = service::jobs::by_uuid(&st.core.store, &j.id).await?;
+            service::results::job_summary(&st.core.store, &job, RESULT_ROWS).await
         }
         .await,
     )?;
@@ -220,6 +277,7 @@ pub async fn show(
                 a.button href=(format!("/jobs/{}/log.txt", j.id)) download { "Download log" }
             }
         }
+        (results_card(&results))
         section.card.log {
             div.logbar {
                 h2 { "Log " span.muted #log-count { (last) " lines" } }

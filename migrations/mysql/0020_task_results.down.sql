@@ -1,0 +1,2 @@
+DROP TABLE job_recaps;
+DROP TABLE job_task_results;
