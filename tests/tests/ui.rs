@@ -1981,6 +1981,16 @@ async fn a_paused_rollout_is_approved_from_its_run_page_and_followed_live() {
         .await;
     b.wait_text("#relaunch-failed", MINUTE, |t| t == "Relaunch the 2 failed")
         .await;
+    // Loaded again once ended: which task failed on how many servers.
+    b.goto(&format!("/runs/{failed_run}")).await;
+    let row = b
+        .text("#run-failed-tasks tbody tr[data-status='failed']")
+        .await
+        .expect("a failed task's row");
+    assert!(
+        row.contains("ansible.builtin.fail") && row.trim_end().ends_with('2'),
+        "{row}"
+    );
     b.shot("run-failed").await;
     b.find("#relaunch-failed").await.click().await.unwrap();
     let again = wait_for("the relaunched run's page", MINUTE, || async {

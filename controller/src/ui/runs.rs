@@ -334,6 +334,9 @@ fn live_part(v: &Viewer, d: &RunDetail) -> Markup {
     }
 }
 
+/// At most this many rows of failed tasks on a run's page.
+const FAILED_TASK_ROWS: usize = 50;
+
 /// GET /runs/{run_id}
 pub async fn show(
     State(st): State<Arc<WebState>>,
@@ -343,9 +346,51 @@ pub async fn show(
     let d = or_page(service::runs::get(&st.core, &run_id).await)?;
     let id = d.run.id.clone();
     let live = d.run.status == RunStatus::Running;
+    // Which task failed where, as the page loads (a results read is not worth repeating on
+    // every live update); the full tally is the API's.
+    let failing = if live || d.run.counts.failed + d.run.counts.unreachable == 0 {
+        Vec::new()
+    } else {
+        let all =
+            service::results::run_results(&st.core, &id, &outpost_api::ResultsQuery::default())
+                .await
+                .map(|r| r.tasks)
+                .unwrap_or_default();
+        all.into_iter()
+            .filter(|t| {
+                matches!(
+                    t.status,
+                    outpost_api::TaskStatus::Failed | outpost_api::TaskStatus::Unreachable
+                )
+            })
+            .take(FAILED_TASK_ROWS)
+            .collect()
+    };
     let body = html! {
         div #run data-run=(id) data-live=[live.then(|| format!("/events/runs/{id}"))] aria-live="polite" {
             (live_part(&v, &d))
+        }
+        @if !failing.is_empty() {
+            section.card #run-failed-tasks {
+                h2 { "Failed tasks" }
+                div.scroll {
+                    table {
+                        thead { tr {
+                            th scope="col" { "task" } th scope="col" { "play" } th scope="col" { "status" }
+                            th scope="col" { "datacenter" } th scope="col" { "servers" }
+                        } }
+                        tbody {
+                            @for t in &failing {
+                                tr data-status=(t.status.as_str()) {
+                                    td { (t.task) } td { (t.play) } td { (t.status.as_str()) }
+                                    td { @if t.datacenter.is_empty() { "(none)" } @else { (t.datacenter) } }
+                                    td.num { (t.servers) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     };
     Ok(layout::page(
