@@ -189,10 +189,16 @@ async fn budgets_tickets_relaunch_canaries_and_approvals_across_datacenters() {
     let sent: Vec<String> = {
         use sqlx::Connection;
         let mut conn = sqlx::MySqlConnection::connect(&c.db.url).await.unwrap();
-        sqlx::query_scalar("SELECT payload FROM notification_outbox WHERE event = 'job_failed'")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
+        let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT payload FROM notification_outbox WHERE event = 'job_failed'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        payloads
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
     };
     assert_eq!(sent.len(), 1, "{sent:#?}");
     assert!(sent[0].contains("failed on 4 of 30 servers"), "{}", sent[0]);
