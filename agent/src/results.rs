@@ -153,42 +153,12 @@ impl ResultLog {
 }
 
 fn encode_record(r: &TaskResult) -> std::io::Result<Vec<u8>> {
-    let body = postcard::to_allocvec(r).map_err(std::io::Error::other)?;
-    if body.len() > MAX_RECORD {
-        return Err(std::io::Error::other("result record too large"));
-    }
-    let mut frame = Vec::with_capacity(8 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    frame.extend_from_slice(&body);
-    Ok(frame)
+    crate::spool::encode_checked(r, MAX_RECORD)
 }
 
 /// One record; `None` at the end or at the first record that is torn or damaged.
 fn read_record(r: &mut impl Read) -> std::io::Result<Option<(TaskResult, u64)>> {
-    let mut header = [0u8; 8];
-    match r.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if len > MAX_RECORD {
-        return Ok(None);
-    }
-    let mut body = vec![0u8; len];
-    match r.read_exact(&mut body) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if crc32fast::hash(&body) != crc {
-        return Ok(None);
-    }
-    Ok(postcard::from_bytes::<TaskResult>(&body)
-        .ok()
-        .map(|r| (r, 8 + len as u64)))
+    crate::spool::read_checked(r, MAX_RECORD, true)
 }
 
 #[cfg(test)]

@@ -4,6 +4,25 @@
 //! last job ends (its status from [`crate::rollout::aggregate`], and one ticket listing the
 //! failed servers when it ran on more than one).
 
+/// The run's jobs counted by status (unreachable apart), read in the transaction `$exec`.
+macro_rules! run_counts {
+    ($exec:expr, $run:expr) => {{
+        let run: $crate::model::RunId = $run;
+        async {
+            let rows: Vec<(String, bool, i64)> = sqlx::query_as(
+                "SELECT status, unreachable, COUNT(*) FROM jobs WHERE run_id = ? GROUP BY status, unreachable")
+                .bind(run).fetch_all(&mut *$exec).await?;
+            Ok::<_, $crate::store::StoreError>(
+                $crate::store::runs::counts_of(rows.into_iter().map(|(s, u, n)| (s, u, n, 0)), 1)
+                    .pop()
+                    .unwrap_or_default(),
+            )
+        }
+        .await
+    }};
+}
+pub(super) use run_counts;
+
 /// Stops a running run: records the kind and reason (once), cancels its jobs no agent holds
 /// with the reason, and asks agents to stop the ones they hold but have not started (all of
 /// them, when `$running` is true: a person's cancel). Evaluates to whether this call stopped it.
@@ -66,11 +85,7 @@ macro_rules! check_budget {
             if budgets == $crate::rollout::Budgets::default() {
                 return Ok(false);
             }
-            let rows: Vec<(String, bool, i64)> = sqlx::query_as(
-                "SELECT status, unreachable, COUNT(*) FROM jobs WHERE run_id = ? GROUP BY status, unreachable")
-                .bind(run).fetch_all(&mut *$exec).await?;
-            let counts = $crate::store::runs::counts_of(rows.into_iter().map(|(s, u, n)| (s, u, n, 0)), 1)
-                .pop().unwrap_or_default();
+            let counts = $crate::lifecycle::run_end::run_counts!(&mut *$exec, run)?;
             match budgets.spent(&counts, u32::try_from(total).unwrap_or(0)) {
                 Some(stop) => $crate::lifecycle::run_end::stop_run!(&mut *$exec, run, &stop, false, &$crate::store::audit::Actor::system()),
                 None => Ok(false),
@@ -100,11 +115,7 @@ macro_rules! settle_run {
             let Some((total, user_id, playbook_id, stop, stop_reason)) = row else {
                 return Ok(false);
             };
-            let rows: Vec<(String, bool, i64)> = sqlx::query_as(
-                "SELECT status, unreachable, COUNT(*) FROM jobs WHERE run_id = ? GROUP BY status, unreachable")
-                .bind(run).fetch_all(&mut *$exec).await?;
-            let counts = $crate::store::runs::counts_of(rows.into_iter().map(|(s, u, n)| (s, u, n, 0)), 1)
-                .pop().unwrap_or_default();
+            let counts = $crate::lifecycle::run_end::run_counts!(&mut *$exec, run)?;
             let status = $crate::rollout::aggregate(&counts, stop.as_deref().and_then($crate::rollout::StopKind::parse));
             let ts = $crate::store::now();
             let ended = sqlx::query("UPDATE runs SET status = ?, completed_at = ? WHERE id = ? AND status = 'running'")
