@@ -7,7 +7,8 @@
 //! - [`session`]: the connection to the controller and its reconnect loop.
 //! - [`jobs`]: the jobs held, and delivering them; [`runner`]: one ansible-playbook run;
 //!   [`spool`]: output kept until acknowledged; [`callback`]: the callback plugin shipped
-//!   for per-task results, and [`results`]: those results kept until acknowledged.
+//!   for per-task results, and [`results`]: those results kept until acknowledged; [`record`]:
+//!   the checked records both files are written in.
 //! - [`revisions`]: project revisions unpacked read-only, shared and bounded; [`fetch`]:
 //!   getting one over the session, resumably.
 //! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked;
@@ -20,6 +21,7 @@ pub mod doctor;
 pub mod enroll;
 pub mod fetch;
 pub mod jobs;
+pub mod record;
 pub mod results;
 pub mod revisions;
 pub mod runner;

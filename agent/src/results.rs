@@ -153,12 +153,12 @@ impl ResultLog {
 }
 
 fn encode_record(r: &TaskResult) -> std::io::Result<Vec<u8>> {
-    crate::spool::encode_checked(r, MAX_RECORD)
+    crate::record::encode_checked(r, MAX_RECORD)
 }
 
 /// One record; `None` at the end or at the first record that is torn or damaged.
 fn read_record(r: &mut impl Read) -> std::io::Result<Option<(TaskResult, u64)>> {
-    crate::spool::read_checked(r, MAX_RECORD, true)
+    crate::record::read_checked(r, MAX_RECORD, true)
 }
 
 #[cfg(test)]

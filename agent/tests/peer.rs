@@ -604,15 +604,16 @@ async fn a_fetch_cut_midway_resumes_and_a_corrupted_chunk_is_asked_again() {
             }
         }
     }
-    let (finished, lines) = outcome.unwrap().await.unwrap();
     if !fetched {
-        // The resume came first: the fetch follows on its own stream.
+        // The resume came first: the fetch follows on its own stream, and the job waits for
+        // it (the resumed stream is read meanwhile by its own task).
         let (mut s, first) = next_stream(&conn).await;
         assert!(
             matches!(first, StreamUp::Fetch { offset, .. } if offset == 3 * u64::from(CHUNK_SIZE))
         );
         serve_fetch(&mut s, &tar, 3 * u64::from(CHUNK_SIZE), |_, d| Some(d)).await;
     }
+    let (finished, lines) = outcome.unwrap().await.unwrap();
     assert_eq!(
         finished.status,
         FinalStatus::Success,

@@ -6,35 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::enums::RunStatus;
-use crate::types::{JobView, NameRef};
-
-/// How a launch rolls out. Left out: every job may start at once, no budget.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rollout {
-    /// A first wave of this many servers…
-    #[serde(default)]
-    pub canary: Option<u32>,
-    /// …or of every server in this datacenter (the value of the routing label, e.g. `fra1`).
-    #[serde(default)]
-    pub canary_datacenter: Option<String>,
-    /// Then batches of this many servers (`"10"`) or this share (`"10%"`).
-    #[serde(default)]
-    pub batch: Option<String>,
-    /// Whether a batch takes its number from each datacenter (default: from the whole run).
-    #[serde(default)]
-    pub batch_per_datacenter: bool,
-    /// Whether each wave after the first waits for an operator's approval.
-    #[serde(default)]
-    pub pause: bool,
-    /// Failed servers the run tolerates (`"2"` or `"2%"`); one more stops it: its pending jobs
-    /// are cancelled, running ones finish.
-    #[serde(default)]
-    pub max_failures: Option<String>,
-    /// Unreachable servers the run tolerates, counted apart (default: they do not stop it).
-    #[serde(default)]
-    pub max_unreachable: Option<String>,
-}
+use crate::types::{JobView, NameRef, Rollout};
 
 /// Jobs by where they stand. `failed` counts failed jobs whose server was reached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

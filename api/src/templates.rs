@@ -113,7 +113,7 @@ pub struct TemplateSpec {
     pub survey: Vec<Question>,
     /// How its launches roll out, unless a launch gives its own.
     #[serde(default)]
-    pub rollout: Option<crate::runs::Rollout>,
+    pub rollout: Option<crate::types::Rollout>,
 }
 
 /// A template as anyone may read it.
@@ -136,7 +136,7 @@ pub struct TemplateView {
     pub time_limit_secs: Option<u32>,
     pub survey: Vec<Question>,
     #[serde(default)]
-    pub rollout: Option<crate::runs::Rollout>,
+    pub rollout: Option<crate::types::Rollout>,
     pub created_by: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -151,7 +151,7 @@ pub struct TemplateLaunchRequest {
     pub answers: JsonObject,
     /// How this launch rolls out (waves, approval, failure budgets); left out, all at once.
     #[serde(default)]
-    pub rollout: Option<crate::runs::Rollout>,
+    pub rollout: Option<crate::types::Rollout>,
 }
 
 /// How a secret answer is shown, wherever answers are shown.

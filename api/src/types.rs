@@ -581,7 +581,7 @@ pub struct LaunchRequest {
     pub credentials: Vec<String>,
     /// How the launch rolls out (waves, approval, failure budgets); left out, all at once.
     #[serde(default)]
-    pub rollout: Option<crate::runs::Rollout>,
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -864,6 +864,34 @@ pub struct Health {
     pub status: String,
     #[serde(default)]
     pub checks: BTreeMap<String, String>,
+}
+
+/// How a launch rolls out. Left out: every job may start at once, no budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// A first wave of this many servers…
+    #[serde(default)]
+    pub canary: Option<u32>,
+    /// …or of every server in this datacenter (the value of the routing label, e.g. `fra1`).
+    #[serde(default)]
+    pub canary_datacenter: Option<String>,
+    /// Then batches of this many servers (`"10"`) or this share (`"10%"`).
+    #[serde(default)]
+    pub batch: Option<String>,
+    /// Whether a batch takes its number from each datacenter (default: from the whole run).
+    #[serde(default)]
+    pub batch_per_datacenter: bool,
+    /// Whether each wave after the first waits for an operator's approval.
+    #[serde(default)]
+    pub pause: bool,
+    /// Failed servers the run tolerates (`"2"` or `"2%"`); one more stops it: its pending jobs
+    /// are cancelled, running ones finish.
+    #[serde(default)]
+    pub max_failures: Option<String>,
+    /// Unreachable servers the run tolerates, counted apart (default: they do not stop it).
+    #[serde(default)]
+    pub max_unreachable: Option<String>,
 }
 
 #[cfg(test)]

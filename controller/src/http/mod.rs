@@ -67,7 +67,8 @@ pub struct WebState {
     /// The web UI's dashboard figures, rendered once for every open dashboard.
     pub dashboard: live::SharedFeed,
     /// The dashboard's charts, rendered at most every few seconds.
-    pub trends: crate::ui::trends::TrendCache,
+    /// The dashboard's charts, rendered at most every few seconds however many watch.
+    pub trends: RenderCache,
     pub http_metrics: health::HttpMetrics,
     /// The listener's connection caps and timeouts, and what they counted.
     pub edge: Arc<edge::Edge>,
@@ -352,4 +353,23 @@ pub async fn serve(
     // Each connection has `grace` from the stop signal to finish; one more second for the
     // tasks to end.
     let _ = tokio::time::timeout(grace + Duration::from_secs(1), connections.wait()).await;
+}
+
+/// A rendered fragment and when it was made, shared by every page that shows it.
+#[derive(Debug, Default)]
+pub struct RenderCache(std::sync::Mutex<Option<(std::time::Instant, String)>>);
+
+impl RenderCache {
+    /// The fragment, if it was rendered less than `max_age` ago.
+    pub fn fresh(&self, max_age: std::time::Duration) -> Option<String> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref()
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, html)| html.clone())
+    }
+
+    pub fn keep(&self, html: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), html.to_owned()));
+    }
 }

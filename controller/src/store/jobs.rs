@@ -88,6 +88,12 @@ pub struct JobFilter {
 }
 
 impl Store {
+    /// Every job of a run, in wave order.
+    pub async fn jobs_of_run(&self, run: crate::model::RunId) -> Result<Vec<Job>> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE run_id = ? ORDER BY wave, id");
+        Ok(on_pool!(self, p => sqlx::query_as::<_, Job>(&sql).bind(run).fetch_all(p).await?))
+    }
+
     /// Creates a pending job for each `(server)` of one playbook launch, in one transaction.
     pub async fn create_jobs(&self, new: &[NewJob], actor: &Actor) -> Result<Vec<Job>> {
         self.create_jobs_audited(new, actor, None, None)

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::{now, on_pool, page, Result, Store, StoreError};
 use crate::model::{
-    Job, Page, Paging, PlaybookId, Run, RunId, RunStatus, RunUuid, ScheduleId, TemplateId, UserId,
+    Page, Paging, PlaybookId, Run, RunId, RunStatus, RunUuid, ScheduleId, TemplateId, UserId,
 };
 use crate::rollout::{Budgets, Counts, Spec};
 
@@ -113,15 +113,6 @@ impl Store {
                       ("template_id", f.template_id)],
             ranges: [("created_at", ">=", since), ("created_at", "<", until)]),
         )
-    }
-
-    /// Every job of a run, in wave order.
-    pub async fn jobs_of_run(&self, run: RunId) -> Result<Vec<Job>> {
-        let sql = format!(
-            "SELECT {} FROM jobs WHERE run_id = ? ORDER BY wave, id",
-            super::jobs::COLUMNS
-        );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, Job>(&sql).bind(run).fetch_all(p).await?))
     }
 
     /// A run's jobs counted by where they stand.

@@ -170,16 +170,19 @@ fn results_card(r: &outpost_api::JobResults) -> maud::Markup {
             @if r.results.is_empty() {
                 p.muted { "No task results yet." }
             } @else {
-                table #job-tasks {
-                    thead { tr { th { "Task" } th { "Host" } th { "Status" } th { "Duration" } th { "Message" } } }
-                    tbody {
-                        @for t in &r.results {
-                            tr.failed[bad(t.status)] data-status=(t.status.as_str()) {
-                                td { (t.task) }
-                                td { (t.host) }
-                                td { (t.status.as_str()) }
-                                td { (format!("{:.1} s", t.duration_ms as f64 / 1000.0)) }
-                                td { (t.message.as_deref().unwrap_or("")) }
+                // Long task names and messages scroll inside the card, not the page.
+                div.scroll {
+                    table #job-tasks {
+                        thead { tr { th { "Task" } th { "Host" } th { "Status" } th { "Duration" } th { "Message" } } }
+                        tbody {
+                            @for t in &r.results {
+                                tr.failed[bad(t.status)] data-status=(t.status.as_str()) {
+                                    td { (t.task) }
+                                    td { (t.host) }
+                                    td { (t.status.as_str()) }
+                                    td { (format!("{:.1} s", t.duration_ms as f64 / 1000.0)) }
+                                    td { (t.message.as_deref().unwrap_or("")) }
+                                }
                             }
                         }
                     }

@@ -5,8 +5,7 @@
 //! database for these week-long aggregates only a few times a minute.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use maud::{html, Markup, PreEscaped};
@@ -47,23 +46,6 @@ pub struct Trends {
     pub durations: Vec<JobDuration>,
 }
 
-/// The rendered charts and when they were made, shared by every dashboard.
-#[derive(Debug, Default)]
-pub struct TrendCache(Mutex<Option<(Instant, String)>>);
-
-impl TrendCache {
-    fn fresh(&self) -> Option<String> {
-        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref()
-            .filter(|(at, _)| at.elapsed() < CACHE_FOR)
-            .map(|(_, html)| html.clone())
-    }
-
-    fn keep(&self, html: &str) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), html.to_owned()));
-    }
-}
-
 /// Reads what the charts need from the store.
 pub async fn load(st: &WebState) -> Result<Trends, StoreError> {
     let now = Utc::now();
@@ -99,7 +81,7 @@ pub async fn load(st: &WebState) -> Result<Trends, StoreError> {
 
 /// The charts, from the cache while it is fresh.
 pub async fn charts(st: &WebState) -> Result<Markup, StoreError> {
-    if let Some(html) = st.trends.fresh() {
+    if let Some(html) = st.trends.fresh(CACHE_FOR) {
         return Ok(PreEscaped(html));
     }
     let m = render(&load(st).await?);
