@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 use outpost_protocol::codec::{self, FrameError};
 use outpost_protocol::jobstream::{FinishCheck, Intake, Violation};
 use outpost_protocol::message::{Finished, JobDown, JobUp, LogBatch};
-use outpost_protocol::results::{ResultBatch, ResultIntake};
+use outpost_protocol::result_intake::ResultIntake;
+use outpost_protocol::results::ResultBatch;
 use tokio::sync::mpsc;
 
 use crate::core::Core;

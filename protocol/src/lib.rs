@@ -7,7 +7,8 @@
 //! - [`control`]: the rules of the control (session) stream on both sides, without I/O.
 //! - [`jobstream`]: the rules of a job stream on both sides, without I/O.
 //! - [`fetch`]: the rules of a fetch stream (a revision's bytes, chunk by chunk), without I/O.
-//! - [`results`]: per-task results from the agent's callback plugin, and their stream rules.
+//! - [`results`]: per-task results from the agent's callback plugin; [`result_intake`]: the
+//!   controller's rules for taking them from a job stream.
 //! - [`pki`]: the CA, the controller's certificate, agents' CSRs and their signing.
 //! - [`token`]: the one-line enrolment token that pins the CA.
 //! - [`tls`]: rustls and quinn configurations for both ends and both ALPNs.
@@ -21,6 +22,7 @@ pub mod files;
 pub mod jobstream;
 pub mod message;
 pub mod pki;
+pub mod result_intake;
 pub mod results;
 pub mod tls;
 pub mod token;
