@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod model;
 pub mod notification;
 pub mod notifier;
+pub mod partitioner;
 pub mod pki;
 pub mod project;
 pub mod retention;

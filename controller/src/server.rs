@@ -230,6 +230,7 @@ pub async fn serve(
     );
     let scheduler_task = supervised("scheduler", scheduler_task);
     let tasks = TaskTracker::new();
+    tasks.spawn(crate::partitioner::run(store.clone(), stop.clone()));
     tasks.spawn(retention::run(
         store.clone(),
         settings.retention,

@@ -30,6 +30,65 @@ pub fn screenshot_dir() -> PathBuf {
         .join("ui-screenshots")
 }
 
+/// Starts one chromedriver on a port it picks and reads that port back from its output; on
+/// failure, says how it ended and everything it printed.
+fn spawn_driver() -> Result<(Child, u16), String> {
+    let mut driver = Command::new("chromedriver")
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start chromedriver ({e}): {INSTALL_HINT}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stdout = driver
+        .stdout
+        .take()
+        .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>);
+    let stderr = driver
+        .stderr
+        .take()
+        .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>);
+    for (stream, name) in [(stdout, "out"), (stderr, "err")] {
+        let Some(stream) = stream else { continue };
+        let (tx, output) = (tx.clone(), output.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split("started successfully on port ")
+                    .nth(1)
+                    .and_then(|p| p.trim_end_matches('.').trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+                if let Ok(mut out) = output.lock() {
+                    if out.len() < 200 {
+                        out.push(format!("  {name}: {line}"));
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(port) => Ok((driver, port)),
+        Err(e) => {
+            let _ = driver.kill();
+            let status = driver.wait().map(|s| s.to_string()).unwrap_or_default();
+            // The reader threads end with the process; give them a moment to hand over.
+            std::thread::sleep(Duration::from_millis(200));
+            let printed = output.lock().map(|o| o.join("\n")).unwrap_or_default();
+            let how = match e {
+                std::sync::mpsc::RecvTimeoutError::Timeout => "no port within 20 s",
+                std::sync::mpsc::RecvTimeoutError::Disconnected => "its output closed first",
+            };
+            Err(format!(
+                "- {how}; it ended with {status}; it printed:\n{printed}"
+            ))
+        }
+    }
+}
+
 impl Browser {
     /// A fresh headless browser pointed at `base` (the controller's API URL), for `test`.
     pub async fn start(base: &str, test: &str) -> Browser {
@@ -41,28 +100,24 @@ impl Browser {
                 .unwrap_or(false);
             assert!(found, "{tool} not found: {INSTALL_HINT}");
         }
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start chromedriver ({e}): {INSTALL_HINT}"));
-        let stdout = driver.stdout.take().expect("chromedriver stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line
-                    .split("started successfully on port ")
-                    .nth(1)
-                    .and_then(|p| p.trim_end_matches('.').trim().parse::<u16>().ok())
-                {
-                    let _ = tx.send(port);
+        // chromedriver has been seen to exit at once now and then on a loaded machine (the
+        // port never printed, the cause unknown because its output was dropped): a fresh one
+        // is tried again, and if none starts the failure carries what each one printed.
+        let mut attempts = Vec::new();
+        let (driver, port) = loop {
+            match spawn_driver() {
+                Ok(started) => break started,
+                Err(why) => {
+                    attempts.push(why);
+                    if attempts.len() == 3 {
+                        panic!(
+                            "chromedriver did not say its port in 3 attempts ({INSTALL_HINT}):\n{}",
+                            attempts.join("\n")
+                        );
+                    }
                 }
             }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("chromedriver did not say its port: {INSTALL_HINT}"));
+        };
         let profile = tempfile::tempdir().expect("profile dir");
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), serde_json::json!(true));

@@ -78,6 +78,20 @@ impl Store {
                 " ON CONFLICT (job_id, line_number) DO NOTHING",
             ),
         };
+        if let (super::Backend::Mysql(p), true) = (&self.backend, self.logs_partitioned()) {
+            let mut tx = p.begin().await?;
+            let count = super::partitions::marks::insert(
+                &mut tx,
+                lines,
+                |rows| statements(rows, self.statement_bytes),
+                |l| to_db_time(l.timestamp),
+            )
+            .await?;
+            inserted();
+            before_commit.await;
+            tx.commit().await?;
+            return Ok(count);
+        }
         let inserted = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let mut count = 0;
@@ -106,12 +120,7 @@ impl Store {
 
     /// Up to `limit` lines of a job after line `after`, in line order.
     pub async fn read_log_lines(&self, job: JobId, after: i32, limit: i64) -> Result<Vec<LogLine>> {
-        Ok(on_pool!(self, p => sqlx::query_as::<_, LogLine>(
-            "SELECT line_number, content, log_level, timestamp FROM job_logs \
-             WHERE job_id = ? AND line_number > ? ORDER BY line_number LIMIT ?",
-        )
-        .bind(job).bind(after).bind(limit.clamp(1, 10_000))
-        .fetch_all(p).await?))
+        self.find_log_lines(job, after, None, None, limit).await
     }
 
     /// Up to `limit` lines of a job after line `after` that have `level` and hold `needle`
@@ -124,10 +133,12 @@ impl Store {
         needle: Option<&str>,
         limit: i64,
     ) -> Result<Vec<LogLine>> {
+        let span = self.log_id_span(job).await?;
         Ok(on_pool!(self, p => {
             let mut qb = QueryBuilder::new("SELECT line_number, content, log_level, timestamp");
-            push_log_filter(&mut qb, job, after, level, needle, limit);
-            qb.build_query_as::<LogLine>().persistent(false).fetch_all(p).await?
+            push_log_filter(&mut qb, job, span, after, level, needle, limit);
+            // At most eight shapes of statement (level, needle, span): all worth preparing once.
+            qb.build_query_as::<LogLine>().fetch_all(p).await?
         }))
     }
 
@@ -147,10 +158,11 @@ impl Store {
             // SQLite's LENGTH of text counts characters; of a blob, bytes.
             Dialect::Sqlite => "SELECT LENGTH(CAST(content AS BLOB))",
         };
+        let span = self.log_id_span(job).await?;
         Ok(on_pool!(self, p => {
             let mut qb = QueryBuilder::new(size);
-            push_log_filter(&mut qb, job, after, level, needle, limit);
-            qb.build_query_scalar::<i64>().persistent(false).fetch_all(p).await?
+            push_log_filter(&mut qb, job, span, after, level, needle, limit);
+            qb.build_query_scalar::<i64>().fetch_all(p).await?
         }))
     }
 
@@ -201,6 +213,7 @@ impl Store {
 fn push_log_filter<'a, DB: sqlx::Database>(
     qb: &mut QueryBuilder<'a, DB>,
     job: JobId,
+    span: Option<(i64, i64)>,
     after: i32,
     level: Option<&str>,
     needle: Option<&str>,
@@ -215,6 +228,13 @@ fn push_log_filter<'a, DB: sqlx::Database>(
         .push_bind(job)
         .push(" AND line_number > ")
         .push_bind(after);
+    // On partitioned job_logs, the job's id span lets MySQL read only its partitions.
+    if let Some((first, last)) = span {
+        qb.push(" AND id BETWEEN ")
+            .push_bind(first)
+            .push(" AND ")
+            .push_bind(last);
+    }
     if let Some(level) = level {
         qb.push(" AND log_level = ").push_bind(level.to_owned());
     }

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod migrate;
 pub mod notifications;
 pub mod outbox;
+pub mod partitions;
 pub mod playbooks;
 pub mod projects;
 pub mod results;
@@ -316,6 +317,9 @@ pub struct Store {
     pub(crate) statement_bytes: usize,
     /// The URL with its password redacted, to name the database in errors.
     pub(crate) target: String,
+    /// Whether job_logs is in monthly partitions ([`partitions`]): lines are then written
+    /// and read through `job_log_marks`. Shared by every clone.
+    pub(crate) partitioned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A database URL with its password replaced, safe to print.
@@ -414,12 +418,16 @@ impl Store {
                 "{target}: the scheme must be mysql://, mariadb:// or sqlite://"
             )));
         };
-        Ok(Store {
+        let store = Store {
             backend,
             bcrypt_cost: 12,
             statement_bytes,
             target,
-        })
+            partitioned: Default::default(),
+        };
+        // A database not migrated yet has no job_logs: it is not partitioned either.
+        let _ = store.refresh_layout().await;
+        Ok(store)
     }
 
     /// Sets the bcrypt cost for new passwords (clamped to at least 12).

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod dev;
 pub mod init;
 pub mod migrate;
+pub mod partitions;
 pub mod revoke;
 pub mod serve;
 pub mod token;
