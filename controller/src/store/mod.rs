@@ -19,6 +19,7 @@ pub mod notifications;
 pub mod outbox;
 pub mod playbooks;
 pub mod projects;
+pub mod replica;
 pub mod results;
 mod retire;
 pub mod runs;
@@ -316,6 +317,9 @@ pub struct Store {
     pub(crate) statement_bytes: usize,
     /// The URL with its password redacted, to name the database in errors.
     pub(crate) target: String,
+    /// The read replica that [`Store::reads`] may send pages to; `None` on the replica's own
+    /// store, so that it never sends reads further.
+    pub(crate) replica: Option<std::sync::Arc<replica::Replica>>,
 }
 
 /// A database URL with its password replaced, safe to print.
@@ -419,6 +423,7 @@ impl Store {
             bcrypt_cost: 12,
             statement_bytes,
             target,
+            replica: None,
         })
     }
 

@@ -321,7 +321,12 @@ pub async fn download(State(st): State<Arc<WebState>>, Path(job_id): Path<String
         let mut after = 0;
         loop {
             // 500 lines of at most 60,000 bytes: a bounded read however long the lines are.
-            let lines = match store.read_log_lines(job.id, after, 500).await {
+            // Each chunk from the read replica while it is good: the line number is the
+            // cursor, so a chunk read again from the primary continues where it stopped.
+            let lines = match store
+                .read(|s| async move { s.read_log_lines(job.id, after, 500).await })
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
