@@ -64,8 +64,8 @@ async fn listed_jobs(api: &Client) -> Vec<String> {
         .collect()
 }
 
-/// The dashboard's HTML, signed in with a session cookie as a browser would be.
-async fn dashboard(ctl: &Controller, username: &str) -> String {
+/// A web UI page's text, signed in with a session cookie as a browser would be.
+async fn ui_page(ctl: &Controller, username: &str, path: &str) -> String {
     let tls = outpost_api::client::tls_config(&ctl.ca_pem()).expect("TLS config");
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
@@ -92,13 +92,18 @@ async fn dashboard(ctl: &Controller, username: &str) -> String {
         .unwrap_or_else(|| panic!("no session cookie from signing in: {}", resp.status()))
         .to_owned();
     let resp = http
-        .get(format!("{base}/"))
+        .get(format!("{base}{path}"))
         .header("cookie", cookie)
         .send()
         .await
-        .expect("the dashboard");
-    assert_eq!(resp.status(), 200, "the dashboard");
-    resp.text().await.expect("dashboard HTML")
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.text().await.expect("page text")
+}
+
+/// The dashboard's HTML.
+async fn dashboard(ctl: &Controller, username: &str) -> String {
+    ui_page(ctl, username, "/").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,6 +177,9 @@ async fn pages_read_from_the_replica_and_from_the_primary_when_it_stops_or_dies(
     let lag = m["outpost_replica_lag_seconds"];
     assert!((0.0..=5.0).contains(&lag), "lag {lag}: {m:?}");
 
+    let ready: Value = anon.get("/readyz").await.expect("/readyz");
+    let said = ready["checks"]["replica"].as_str().unwrap_or_default();
+    assert!(said.starts_with("in use: "), "{ready}");
     let admin = login(&ctl, "ops", PASSWORD).await;
     let viewer = login(&ctl, "vera", PASSWORD).await;
 
@@ -207,6 +215,15 @@ async fn pages_read_from_the_replica_and_from_the_primary_when_it_stops_or_dies(
             .await
             .contains(&format!("/jobs/{marker}")),
         "the dashboard's latest failures come from the replica"
+    );
+    assert!(
+        ui_page(&ctl, "vera", "/jobs").await.contains(&marker),
+        "the UI's job list"
+    );
+    assert_eq!(
+        ui_page(&ctl, "vera", &format!("/jobs/{marker}/log.txt")).await,
+        format!("{MARKER_LINE}\n"),
+        "the UI's log download"
     );
     let m = metrics(&anon).await;
     assert!(m["outpost_replica_reads_total"] >= 6.0, "{m:?}");
@@ -331,6 +348,22 @@ async fn pages_read_from_the_replica_and_from_the_primary_when_it_stops_or_dies(
             .then_some(())
     })
     .await;
+    // Ready all the same: the primary serves every page.
+    let ready = wait_for(
+        "/readyz saying why the replica is bypassed",
+        WAIT,
+        || async {
+            let ready: Value = anon
+                .get("/readyz")
+                .await
+                .expect("/readyz with the replica down");
+            let said = ready["checks"]["replica"].as_str().unwrap_or_default();
+            (said.starts_with("bypassed, reads go to the primary: ") && said.contains("refused"))
+                .then_some(ready)
+        },
+    )
+    .await;
+    assert_eq!(ready["status"], "ready", "{ready}");
     let log = ctl.log();
     assert!(
         log.contains("read replica bypassed"),

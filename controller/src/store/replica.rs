@@ -43,6 +43,8 @@ pub struct Replica {
     in_use: AtomicBool,
     /// Seconds behind the primary at the last look; -1 when unknown (down, threads stopped).
     lag: AtomicI64,
+    /// What the last look found, in words (for `/readyz`).
+    said: std::sync::Mutex<String>,
 }
 
 /// What one look at the replica found.
@@ -117,6 +119,7 @@ impl Replica {
             max_lag,
             in_use: AtomicBool::new(false),
             lag: AtomicI64::new(-1),
+            said: std::sync::Mutex::new("not looked at yet".into()),
         })
     }
 
@@ -127,6 +130,16 @@ impl Replica {
     /// Whether reads go to the replica now.
     pub fn in_use(&self) -> bool {
         self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// The replica's state in words: in use and how far behind, or bypassed and why.
+    pub fn describe(&self) -> String {
+        let why = self.said.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if self.in_use() {
+            format!("in use: {why}")
+        } else {
+            format!("bypassed, reads go to the primary: {why}")
+        }
     }
 
     /// Seconds behind the primary at the last look, if known.
@@ -254,6 +267,7 @@ pub async fn monitor(replica: Arc<Replica>, stop: CancellationToken) {
             }
         }
         was = Some(good);
+        *replica.said.lock().unwrap_or_else(|p| p.into_inner()) = reason.clone();
         why = reason;
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -314,7 +314,16 @@ pub async fn cancel(
 
 /// GET /jobs/{job_id}/log.txt: every line, streamed from the database a page at a time.
 pub async fn download(State(st): State<Arc<WebState>>, Path(job_id): Path<String>) -> PageResult {
-    let job = or_page(service::jobs::by_uuid(&st.core.store, &job_id).await)?;
+    // The job and its lines from the read replica while it is good.
+    let job = or_page(
+        st.core
+            .store
+            .read(|s| {
+                let job_id = &job_id;
+                async move { service::jobs::by_uuid(&s, job_id).await }
+            })
+            .await,
+    )?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
     let store = st.core.store.clone();
     tokio::spawn(async move {
