@@ -220,6 +220,12 @@ async fn pages_read_from_the_replica_and_from_the_primary_when_it_stops_or_dies(
         ui_page(&ctl, "vera", "/jobs").await.contains(&marker),
         "the UI's job list"
     );
+    assert!(
+        ui_page(&ctl, "vera", &format!("/jobs/{marker}"))
+            .await
+            .contains("written on the replica only"),
+        "the UI's job page"
+    );
     assert_eq!(
         ui_page(&ctl, "vera", &format!("/jobs/{marker}/log.txt")).await,
         format!("{MARKER_LINE}\n"),
@@ -261,12 +267,13 @@ async fn pages_read_from_the_replica_and_from_the_primary_when_it_stops_or_dies(
     replica.exec("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 30; START SLAVE");
     let late = w.launch(&playbook, &server).await;
     let late_id = late.job_id.to_string();
-    let lag = wait_for("the lagging replica bypassed", WAIT, || async {
+    // (A look may catch the threads stopped for the change: that bypasses it too, with the lag
+    // unknown; what counts is a known lag past the bound.)
+    wait_for("the lagging replica bypassed", WAIT, || async {
         let m = metrics(&anon).await;
-        (m["outpost_replica_in_use"] == 0.0).then_some(m["outpost_replica_lag_seconds"])
+        (m["outpost_replica_lag_seconds"] > 5.0 && m["outpost_replica_in_use"] == 0.0).then_some(())
     })
     .await;
-    assert!(lag > 5.0, "bypassed at a lag of {lag} s");
     let listed = listed_jobs(&viewer).await;
     assert!(
         listed.contains(&late_id) && !listed.contains(&marker),
@@ -284,11 +291,16 @@ async fn pages_read_from_the_replica_and_from_the_primary_when_it_stops_or_dies(
 
     // Replication stops: the replica is bypassed, pages come from the primary (no marker).
     replica.exec("STOP SLAVE SQL_THREAD");
-    wait_for("the stopped replica bypassed", WAIT, || async {
-        (metric(&anon, "outpost_replica_in_use").await == 0.0).then_some(())
-    })
+    wait_for(
+        "the stopped replica bypassed, its lag unknown",
+        WAIT,
+        || async {
+            let m = metrics(&anon).await;
+            (m["outpost_replica_in_use"] == 0.0 && m["outpost_replica_lag_seconds"] == -1.0)
+                .then_some(())
+        },
+    )
     .await;
-    assert_eq!(metric(&anon, "outpost_replica_lag_seconds").await, -1.0);
     let fallbacks = metric(&anon, "outpost_replica_fallback_reads_total").await;
     let listed = listed_jobs(&viewer).await;
     assert!(

@@ -202,25 +202,36 @@ pub async fn show(
     Path(job_id): Path<String>,
 ) -> PageResult {
     let j = or_page(service::jobs::get(&st.core, &job_id).await)?;
+    // The rest of the page from the read replica too, while it is good.
     let (last, run) = or_page(
-        async {
-            let job = service::jobs::by_uuid(&st.core.store, &j.id).await?;
-            let last = st.core.store.last_line_number(job.id).await?;
-            // The run the job belongs to (every launch makes one since runs came).
-            let run = match job.run_id {
-                Some(r) => Some(st.core.store.get_run(r).await?),
-                None => None,
-            };
-            Ok::<_, crate::service::ServiceError>((last, run.map(|r| r.run_id.to_string())))
-        }
-        .await,
+        st.core
+            .store
+            .read(|store| {
+                let id = &j.id;
+                async move {
+                    let job = service::jobs::by_uuid(&store, id).await?;
+                    let last = store.last_line_number(job.id).await?;
+                    // The run the job belongs to (every launch makes one since runs came).
+                    let run = match job.run_id {
+                        Some(r) => Some(store.get_run(r).await?),
+                        None => None,
+                    };
+                    Ok::<_, crate::service::ServiceError>((last, run.map(|r| r.run_id.to_string())))
+                }
+            })
+            .await,
     )?;
     let results = or_page(
-        async {
-            let job = service::jobs::by_uuid(&st.core.store, &j.id).await?;
-            service::results::job_summary(&st.core.store, &job, RESULT_ROWS).await
-        }
-        .await,
+        st.core
+            .store
+            .read(|store| {
+                let id = &j.id;
+                async move {
+                    let job = service::jobs::by_uuid(&store, id).await?;
+                    service::results::job_summary(&store, &job, RESULT_ROWS).await
+                }
+            })
+            .await,
     )?;
     let final_ = j.status.is_final();
     let opts = &j.run_options;
