@@ -88,6 +88,21 @@ pub struct Config {
     )]
     pub log_format: Option<LogFormat>,
 
+    /// A MySQL/MariaDB read replica of the database: dashboard figures, job and audit lists,
+    /// log pages and searches read from it while it replicates within the lag bound
+    /// [default: none, everything reads the primary].
+    #[arg(
+        long,
+        env = "OUTPOST_READ_DATABASE_URL",
+        hide_env_values = true,
+        help_heading = DAEMON
+    )]
+    pub read_database_url: Option<String>,
+    /// Seconds the read replica may lag behind the primary before reads go to the primary
+    /// [default: 5].
+    #[arg(long, env = "OUTPOST_READ_REPLICA_MAX_LAG_SECS", help_heading = DAEMON)]
+    pub read_replica_max_lag_secs: Option<u64>,
+
     /// UDP address for agent sessions [default: 0.0.0.0:7443].
     #[arg(long, env = "OUTPOST_LISTEN", help_heading = DAEMON)]
     pub listen: Option<SocketAddr>,
@@ -286,6 +301,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: String,
+    /// A read replica (MySQL/MariaDB) for pages that only show state.
+    pub read_database_url: Option<String>,
+    /// A replica further behind than this is bypassed for the primary.
+    pub read_replica_max_lag: Duration,
     pub data_dir: PathBuf,
     pub pool: PoolConfig,
     /// UDP address of the agent endpoint (mutual TLS).
@@ -355,6 +374,8 @@ impl Settings {
     pub fn new(database_url: String, data_dir: PathBuf) -> Settings {
         Settings {
             database_url,
+            read_database_url: None,
+            read_replica_max_lag: Duration::from_secs(5),
             data_dir,
             pool: PoolConfig::default(),
             listen: SocketAddr::from(([0, 0, 0, 0], outpost_protocol::DEFAULT_AGENT_PORT)),
@@ -425,6 +446,13 @@ impl Settings {
         }
         if let Some(v) = &c.data_dir {
             self.data_dir = v.clone();
+        }
+        if let Some(v) = &c.read_database_url {
+            // An empty value (an environment variable set to nothing) means no replica.
+            self.read_database_url = Some(v.clone()).filter(|u| !u.trim().is_empty());
+        }
+        if let Some(v) = c.read_replica_max_lag_secs {
+            self.read_replica_max_lag = secs(v);
         }
         if let Some(v) = c.db_pool_size {
             self.pool.size = v;
@@ -573,6 +601,25 @@ impl Settings {
                 });
             }
         }
+        if let Some(url) = &self.read_database_url {
+            if !(url.starts_with("mysql:") || url.starts_with("mariadb:")) {
+                return Err(ConfigError::Invalid {
+                    name: "read_database_url",
+                    message: format!(
+                        "{}: a read replica must be MySQL/MariaDB (mysql:// or mariadb://)",
+                        crate::store::redact_url(url)
+                    ),
+                });
+            }
+            if !(self.database_url.starts_with("mysql:")
+                || self.database_url.starts_with("mariadb:"))
+            {
+                return Err(ConfigError::Invalid {
+                    name: "read_database_url",
+                    message: "the database is SQLite, which has no replicas: read replicas need a MySQL/MariaDB database_url".into(),
+                });
+            }
+        }
         if self.pool.size == 0 {
             return Err(ConfigError::Invalid {
                 name: "db_pool_size",
@@ -699,5 +746,35 @@ mod tests {
                 "{zero} accepted"
             );
         }
+    }
+
+    #[test]
+    fn a_read_replica_needs_a_mysql_primary_and_a_mysql_url() {
+        let d = Settings::resolve(&[]).unwrap();
+        assert_eq!(d.read_database_url, None);
+        assert_eq!(d.read_replica_max_lag, Duration::from_secs(5));
+        let f = file(
+            "database_url = \"mysql://root@db:3306/outpost\"\nread_database_url = \"mysql://root@replica:3306/outpost\"\nread_replica_max_lag_secs = 30",
+        );
+        let s = Settings::resolve(&[&f]).unwrap();
+        assert_eq!(
+            s.read_database_url.as_deref(),
+            Some("mysql://root@replica:3306/outpost")
+        );
+        assert_eq!(s.read_replica_max_lag, Duration::from_secs(30));
+        let sqlite = file("read_database_url = \"mysql://root:hunter2@replica:3306/outpost\"");
+        let e = Settings::resolve(&[&sqlite]).unwrap_err().to_string();
+        assert!(e.contains("SQLite") && !e.contains("hunter2"), "{e}");
+        let not_mysql = file(
+            "database_url = \"mysql://root@db:3306/outpost\"\nread_database_url = \"sqlite:///tmp/r.db\"",
+        );
+        let e = Settings::resolve(&[&not_mysql]).unwrap_err().to_string();
+        assert!(e.contains("must be MySQL/MariaDB"), "{e}");
+        // An empty value (an unset environment variable's stand-in) is no replica.
+        let empty = file("read_database_url = \"\"");
+        assert_eq!(
+            Settings::resolve(&[&empty]).unwrap().read_database_url,
+            None
+        );
     }
 }

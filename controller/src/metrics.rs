@@ -1,6 +1,6 @@
 //! Counters the controller keeps about itself, rendered in Prometheus' text format.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 #[derive(Default)]
@@ -30,6 +30,24 @@ impl Gauge {
     }
 }
 
+/// A gauge that may be negative (-1 for "unknown").
+pub struct SignedGauge(AtomicI64);
+
+impl Default for SignedGauge {
+    fn default() -> Self {
+        SignedGauge(AtomicI64::new(-1))
+    }
+}
+
+impl SignedGauge {
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub lines_ingested: Counter,
@@ -40,6 +58,16 @@ pub struct Metrics {
     pub agents_connected: Gauge,
     pub handshakes_refused: Counter,
     pub revision_bytes_served: Counter,
+    /// Whether a read replica is configured: its rows are shown only then.
+    replica: AtomicBool,
+    /// Seconds the read replica is behind the primary; -1 when unknown.
+    pub replica_lag_seconds: SignedGauge,
+    /// 1 while pages read from the replica.
+    pub replica_in_use: Gauge,
+    /// Reads the replica answered.
+    pub replica_reads: Counter,
+    /// Reads meant for the replica that the primary answered (replica bypassed or failing).
+    pub replica_fallback_reads: Counter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -49,6 +77,11 @@ pub fn global() -> &'static Metrics {
 }
 
 impl Metrics {
+    /// Shows the read replica's rows from now on.
+    pub fn replica_configured(&self) {
+        self.replica.store(true, Ordering::Relaxed);
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let rows: [(&str, &str, &str, u64); 8] = [
@@ -102,10 +135,39 @@ impl Metrics {
             ),
         ];
         let mut out = String::new();
-        for (name, kind, help, value) in rows {
+        let mut row = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             ));
+        };
+        for (name, kind, help, value) in rows {
+            row(name, kind, help, &value);
+        }
+        if self.replica.load(Ordering::Relaxed) {
+            row(
+                "outpost_replica_lag_seconds",
+                "gauge",
+                "Seconds the read replica is behind the primary (-1: unknown, the replica is down or not replicating).",
+                &self.replica_lag_seconds.get(),
+            );
+            row(
+                "outpost_replica_in_use",
+                "gauge",
+                "1 while pages read from the read replica, 0 while it is bypassed.",
+                &self.replica_in_use.get(),
+            );
+            row(
+                "outpost_replica_reads_total",
+                "counter",
+                "Reads the read replica answered.",
+                &self.replica_reads.get(),
+            );
+            row(
+                "outpost_replica_fallback_reads_total",
+                "counter",
+                "Reads meant for the read replica that the primary answered (replica bypassed or failing).",
+                &self.replica_fallback_reads.get(),
+            );
         }
         out
     }
@@ -127,5 +189,14 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 8);
+        // The replica's rows appear once one is configured; its lag is unknown until looked at.
+        m.replica_configured();
+        let text = m.render();
+        assert!(
+            text.contains("\noutpost_replica_lag_seconds -1\n")
+                && text.contains("\noutpost_replica_in_use 0\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 12);
     }
 }

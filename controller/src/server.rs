@@ -14,6 +14,7 @@ use crate::core::Core;
 use crate::enroll::EnrollService;
 use crate::pki::{self, PkiPaths};
 use crate::session;
+use crate::store::replica::{self, Replica};
 use crate::store::{Store, StoreError};
 use crate::{ingest, retention, scheduler};
 
@@ -124,13 +125,20 @@ pub async fn serve(
     ready: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
-    let store = Store::connect(&settings.database_url, &settings.pool).await?;
+    let mut store = Store::connect(&settings.database_url, &settings.pool).await?;
     if settings.migrate_on_start {
         for m in store.migrate_up().await? {
             tracing::info!(version = m.version, description = %m.description, "migration applied");
         }
     }
     tracing::info!(store = %crate::store::redact_url(&settings.database_url), dialect = ?store.dialect(), "store opened");
+    // The replica is not connected here: one that is down is bypassed until it answers, it
+    // does not keep the controller down. Its monitor starts with the other tasks.
+    if let Some(url) = &settings.read_database_url {
+        let replica = Replica::open(url, &settings.pool, settings.read_replica_max_lag)?;
+        tracing::info!(replica = %replica.target(), max_lag_secs = settings.read_replica_max_lag.as_secs(), "read replica configured");
+        store = store.with_replica(replica)?;
+    }
     // Work directories of syncs a crash interrupted: unpacked trees, and perhaps a git
     // credential's opened key (those older than a sync may run: another controller sharing
     // the data directory may be syncing now).
@@ -231,6 +239,9 @@ pub async fn serve(
     let scheduler_task = supervised("scheduler", scheduler_task);
     let tasks = TaskTracker::new();
     tasks.spawn(crate::partitioner::run(store.clone(), stop.clone()));
+    if let Some(r) = store.replica() {
+        tasks.spawn(replica::monitor(r.clone(), stop.clone()));
+    }
     tasks.spawn(retention::run(
         store.clone(),
         settings.retention,

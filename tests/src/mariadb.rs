@@ -51,6 +51,12 @@ impl PrivateMariaDb {
         PrivateMariaDb::start_with(Vec::new(), None)
     }
 
+    /// A server started with these options beyond the defaults (`--log-bin`, `--server-id=2`…;
+    /// a later option overrides a default, as `--log-bin` does `--skip-log-bin`).
+    pub fn start_with_options(extra: &[&str]) -> PrivateMariaDb {
+        PrivateMariaDb::start_with(extra.iter().map(|o| (*o).to_owned()).collect(), None)
+    }
+
     /// A server that accepts only TLS over TCP, with a certificate for its own address,
     /// 127.0.0.1 and localhost, issued by a CA made here; returns the server and the CA's PEM path.
     pub fn start_tls() -> (PrivateMariaDb, PathBuf) {
@@ -222,6 +228,21 @@ impl PrivateMariaDb {
             "{sql}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// What `sql` prints, tab-separated without column names (`mariadb -N -B`).
+    pub fn query(&self, sql: &str) -> String {
+        let out = self
+            .client()
+            .args(["-N", "-B", "-e", sql])
+            .output()
+            .expect("mariadb client");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn url(&self) -> String {

@@ -1,5 +1,5 @@
 //! Probes and numbers: `/healthz` (the process answers), `/readyz` (database reachable,
-//! migrations applied, listeners bound), `/metrics` (Prometheus text: the controller's
+//! migrations applied, listeners bound; the read replica's state, if there is one), `/metrics` (Prometheus text: the controller's
 //! counters, HTTP request counts and latencies by method, route and status, and the API's
 //! connections), and the OpenAPI document.
 //!
@@ -192,6 +192,10 @@ pub async fn readyz(State(st): State<Arc<WebState>>) -> Response {
             ready = false;
             checks.insert("migrations".into(), why);
         }
+    }
+    // A replica that is bypassed costs the primary some load, not readiness: said, not counted.
+    if let Some(r) = st.core.store.replica() {
+        checks.insert("replica".into(), r.describe());
     }
     let listeners: Vec<String> = st.listeners.iter().map(|a| a.to_string()).collect();
     checks.insert("listeners".into(), listeners.join(", "));

@@ -25,6 +25,7 @@ use super::error::{ApiError, ApiResult, Json, Path, Query};
 use super::WebState;
 use crate::model::{Job, JobId, LogLine};
 use crate::service::jobs::by_uuid;
+use crate::service::ServiceError;
 use crate::store::Store;
 
 /// How often a followed job is polled.
@@ -73,7 +74,6 @@ pub async fn page(
     Path(job_id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<LogPage>> {
-    let job = by_uuid(&st.core.store, &job_id).await?;
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
     let level = q.level.as_deref().map(str::trim).filter(|l| !l.is_empty());
@@ -84,11 +84,34 @@ pub async fn page(
     if needle.is_some_and(|n| n.len() > 200) {
         return Err(ApiError::unprocessable("q: at most 200 bytes"));
     }
+    // The whole page from one database (the replica while it is good): `complete` is only
+    // true if the job's status and its lines were read from the same one.
+    let asked = PageAsk {
+        job_id: &job_id,
+        after,
+        limit,
+        level,
+        needle,
+    };
+    let page = st.core.store.read(|store| page_from(store, &asked)).await?;
+    Ok(Json(page))
+}
+
+/// What a log page asks for, checked.
+struct PageAsk<'a> {
+    job_id: &'a str,
+    after: i32,
+    limit: i64,
+    level: Option<&'a str>,
+    needle: Option<&'a str>,
+}
+
+async fn page_from(store: Store, a: &PageAsk<'_>) -> Result<LogPage, ServiceError> {
+    let job = by_uuid(&store, a.job_id).await?;
+    let (after, limit, level, needle) = (a.after, a.limit, a.level, a.needle);
     // Cut to the byte budget first, from the lines' sizes alone, so that no page reads more
     // text than it may send.
-    let sizes = st
-        .core
-        .store
+    let sizes = store
         .log_line_sizes(job.id, after, level, needle, limit)
         .await?;
     let fit = lines_within(&sizes, MAX_PAGE_BYTES);
@@ -96,26 +119,22 @@ pub async fn page(
     let lines = if fit == 0 {
         Vec::new()
     } else if level.is_some() || needle.is_some() {
-        st.core
-            .store
+        store
             .find_log_lines(job.id, after, level, needle, fit as i64)
             .await?
     } else {
-        st.core
-            .store
-            .read_log_lines(job.id, after, fit as i64)
-            .await?
+        store.read_log_lines(job.id, after, fit as i64).await?
     };
     let next_after = lines.last().map(|l| l.line_number).unwrap_or(after);
     let complete = job.status.is_final() && !cut && (sizes.len() as i64) < limit;
-    let last_line = st.core.store.last_line_number(job.id).await?;
-    Ok(Json(LogPage {
+    let last_line = store.last_line_number(job.id).await?;
+    Ok(LogPage {
         lines: lines.iter().map(line_view).collect(),
         next_after,
         job_status: job.status,
         complete,
         last_line,
-    }))
+    })
 }
 
 /// What a feed carries.

@@ -6,8 +6,14 @@ use super::{paging, views, Result};
 use crate::core::Core;
 use crate::model::UserId;
 use crate::store::audit::AuditFilter;
+use crate::store::Store;
 
+/// A page of the trail, from the read replica while it is good.
 pub async fn list(core: &Core, q: &AuditQuery) -> Result<Page<AuditView>> {
+    core.store.read(|store| list_from(store, q)).await
+}
+
+async fn list_from(store: Store, q: &AuditQuery) -> Result<Page<AuditView>> {
     let f = AuditFilter {
         user_id: q.user.map(UserId),
         action: q.action.clone(),
@@ -16,6 +22,6 @@ pub async fn list(core: &Core, q: &AuditQuery) -> Result<Page<AuditView>> {
         since: q.since,
         until: q.until,
     };
-    let page = core.store.list_audit(&f, paging(q.limit, q.offset)).await?;
+    let page = store.list_audit(&f, paging(q.limit, q.offset)).await?;
     Ok(views::page(page, views::audit))
 }

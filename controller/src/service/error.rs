@@ -2,6 +2,7 @@
 //! status and a stable code, the web UI into a page. The store's errors are sorted here once,
 //! so neither port looks inside them.
 
+use crate::store::replica::{Miss, ReadError};
 use crate::store::StoreError;
 
 /// What kind of refusal or failure, which is what a caller decides on.
@@ -122,6 +123,18 @@ impl From<StoreError> for ServiceError {
                 tracing::error!(error = %e, "store error behind a request");
                 ServiceError::internal("the controller could not complete the request; see its log")
             }
+        }
+    }
+}
+
+/// A read of a service failed on the read replica: the primary is asked again when the replica
+/// may be at fault or behind (see [`crate::store::Store::read`]).
+impl ReadError for ServiceError {
+    fn miss(&self) -> Option<Miss> {
+        match self.kind {
+            Kind::NotFound => Some(Miss::Row),
+            Kind::Unavailable | Kind::Internal => Some(Miss::Replica),
+            _ => None,
         }
     }
 }

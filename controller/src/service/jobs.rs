@@ -26,7 +26,12 @@ pub async fn by_uuid(store: &Store, job_id: &str) -> Result<Job> {
     Ok(store.get_job_by_uuid(uuid).await?)
 }
 
+/// A page of jobs, from the read replica while it is good.
 pub async fn list(core: &Core, q: &JobQuery) -> Result<Page<JobView>> {
+    core.store.read(|store| list_from(store, q)).await
+}
+
+async fn list_from(store: Store, q: &JobQuery) -> Result<Page<JobView>> {
     let f = JobFilter {
         status: q.status,
         user_id: q.user.map(UserId),
@@ -36,11 +41,11 @@ pub async fn list(core: &Core, q: &JobQuery) -> Result<Page<JobView>> {
         since: q.since,
         until: q.until,
     };
-    let page = core.store.list_jobs(&f, paging(q.limit, q.offset)).await?;
+    let page = store.list_jobs(&f, paging(q.limit, q.offset)).await?;
     let mut names = Names::default();
     let mut items = Vec::with_capacity(page.items.len());
     for j in &page.items {
-        items.push(names.view(&core.store, j).await?);
+        items.push(names.view(&store, j).await?);
     }
     Ok(Page {
         items,
@@ -50,11 +55,17 @@ pub async fn list(core: &Core, q: &JobQuery) -> Result<Page<JobView>> {
     })
 }
 
+/// One job, from the read replica while it is good (a job it does not have yet is read from
+/// the primary).
 pub async fn get(core: &Core, job_id: &str) -> Result<JobView> {
-    let job = by_uuid(&core.store, job_id).await?;
-    let mut view = Names::default().view(&core.store, &job).await?;
+    core.store.read(|store| get_from(store, job_id)).await
+}
+
+async fn get_from(store: Store, job_id: &str) -> Result<JobView> {
+    let job = by_uuid(&store, job_id).await?;
+    let mut view = Names::default().view(&store, &job).await?;
     view.credentials = Some(
-        core.store
+        store
             .job_credentials(job.id)
             .await?
             .into_iter()
@@ -64,7 +75,7 @@ pub async fn get(core: &Core, job_id: &str) -> Result<JobView> {
             })
             .collect(),
     );
-    view.secret_answers = core.store.job_secret_vars(job.id).await?.map(|s| {
+    view.secret_answers = store.job_secret_vars(job.id).await?.map(|s| {
         s.names
             .into_iter()
             .map(|n| (n, outpost_api::MASK.to_owned()))

@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod partitions;
 pub mod playbooks;
 pub mod projects;
+pub mod replica;
 pub mod results;
 mod retire;
 pub mod runs;
@@ -320,6 +321,9 @@ pub struct Store {
     /// Whether job_logs is in monthly partitions ([`partitions`]): lines are then written
     /// and read through `job_log_marks`. Shared by every clone.
     pub(crate) partitioned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The read replica that [`Store::reads`] may send pages to; `None` on the replica's own
+    /// store, so that it never sends reads further.
+    pub(crate) replica: Option<std::sync::Arc<replica::Replica>>,
 }
 
 /// A database URL with its password replaced, safe to print.
@@ -424,6 +428,7 @@ impl Store {
             statement_bytes,
             target,
             partitioned: Default::default(),
+            replica: None,
         };
         // A database not migrated yet has no job_logs: it is not partitioned either.
         let _ = store.refresh_layout().await;

@@ -22,28 +22,21 @@ use crate::http::WebState;
 use crate::model::{JobStatus, Paging, TicketPriority};
 use crate::service;
 use crate::store::jobs::JobFilter;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// How often the live dashboard looks again.
 const REFRESH: Duration = Duration::from_secs(2);
 
-/// Renders the figures (the part of the page that the stream replaces).
+/// Renders the figures (the part of the page that the stream replaces), read from the read
+/// replica while it is good.
 pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
+    st.core.store.read(|store| figures_from(st, store)).await
+}
+
+async fn figures_from(st: &WebState, store: Store) -> Result<Markup, StoreError> {
     let since = Utc::now() - chrono::Duration::hours(24);
-    let day: BTreeMap<JobStatus, i64> = st
-        .core
-        .store
-        .job_counts_since(since)
-        .await?
-        .into_iter()
-        .collect();
-    let now: BTreeMap<JobStatus, i64> = st
-        .core
-        .store
-        .active_job_counts()
-        .await?
-        .into_iter()
-        .collect();
+    let day: BTreeMap<JobStatus, i64> = store.job_counts_since(since).await?.into_iter().collect();
+    let now: BTreeMap<JobStatus, i64> = store.active_job_counts().await?.into_iter().collect();
     let count = |m: &BTreeMap<JobStatus, i64>, s| m.get(&s).copied().unwrap_or(0);
     let (ok, failed) = (
         count(&day, JobStatus::Success),
@@ -54,9 +47,7 @@ pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
     } else {
         "—".to_owned()
     };
-    let tickets: BTreeMap<TicketPriority, i64> = st
-        .core
-        .store
+    let tickets: BTreeMap<TicketPriority, i64> = store
         .open_tickets_by_priority()
         .await?
         .into_iter()
@@ -96,9 +87,7 @@ pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
             e.0 += 1;
         }
     }
-    let failures = st
-        .core
-        .store
+    let failures = store
         .list_jobs(
             &JobFilter {
                 status: Some(JobStatus::Failed),
@@ -111,7 +100,7 @@ pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
     let mut names = service::job_views::Names::default();
     let mut latest = Vec::new();
     for j in &failures.items {
-        latest.push(names.view(&st.core.store, j).await?);
+        latest.push(names.view(&store, j).await?);
     }
     Ok(html! {
         div.cards {

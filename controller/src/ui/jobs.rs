@@ -202,25 +202,36 @@ pub async fn show(
     Path(job_id): Path<String>,
 ) -> PageResult {
     let j = or_page(service::jobs::get(&st.core, &job_id).await)?;
+    // The rest of the page from the read replica too, while it is good.
     let (last, run) = or_page(
-        async {
-            let job = service::jobs::by_uuid(&st.core.store, &j.id).await?;
-            let last = st.core.store.last_line_number(job.id).await?;
-            // The run the job belongs to (every launch makes one since runs came).
-            let run = match job.run_id {
-                Some(r) => Some(st.core.store.get_run(r).await?),
-                None => None,
-            };
-            Ok::<_, crate::service::ServiceError>((last, run.map(|r| r.run_id.to_string())))
-        }
-        .await,
+        st.core
+            .store
+            .read(|store| {
+                let id = &j.id;
+                async move {
+                    let job = service::jobs::by_uuid(&store, id).await?;
+                    let last = store.last_line_number(job.id).await?;
+                    // The run the job belongs to (every launch makes one since runs came).
+                    let run = match job.run_id {
+                        Some(r) => Some(store.get_run(r).await?),
+                        None => None,
+                    };
+                    Ok::<_, crate::service::ServiceError>((last, run.map(|r| r.run_id.to_string())))
+                }
+            })
+            .await,
     )?;
     let results = or_page(
-        async {
-            let job = service::jobs::by_uuid(&st.core.store, &j.id).await?;
-            service::results::job_summary(&st.core.store, &job, RESULT_ROWS).await
-        }
-        .await,
+        st.core
+            .store
+            .read(|store| {
+                let id = &j.id;
+                async move {
+                    let job = service::jobs::by_uuid(&store, id).await?;
+                    service::results::job_summary(&store, &job, RESULT_ROWS).await
+                }
+            })
+            .await,
     )?;
     let final_ = j.status.is_final();
     let opts = &j.run_options;
@@ -314,14 +325,28 @@ pub async fn cancel(
 
 /// GET /jobs/{job_id}/log.txt: every line, streamed from the database a page at a time.
 pub async fn download(State(st): State<Arc<WebState>>, Path(job_id): Path<String>) -> PageResult {
-    let job = or_page(service::jobs::by_uuid(&st.core.store, &job_id).await)?;
+    // The job and its lines from the read replica while it is good.
+    let job = or_page(
+        st.core
+            .store
+            .read(|s| {
+                let job_id = &job_id;
+                async move { service::jobs::by_uuid(&s, job_id).await }
+            })
+            .await,
+    )?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
     let store = st.core.store.clone();
     tokio::spawn(async move {
         let mut after = 0;
         loop {
             // 500 lines of at most 60,000 bytes: a bounded read however long the lines are.
-            let lines = match store.read_log_lines(job.id, after, 500).await {
+            // Each chunk from the read replica while it is good: the line number is the
+            // cursor, so a chunk read again from the primary continues where it stopped.
+            let lines = match store
+                .read(|s| async move { s.read_log_lines(job.id, after, 500).await })
+                .await
+            {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;

@@ -14,7 +14,7 @@ use super::chart::{self, svg, Column, Frame, Row, Series};
 use crate::http::WebState;
 use crate::model::JobStatus;
 use crate::store::dashboard::{DatacenterCount, HourCount, JobDuration};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Hours in the longer chart (and the window of the other charts).
 pub const WEEK_HOURS: i64 = 168;
@@ -61,7 +61,19 @@ pub async fn load(st: &WebState) -> Result<Trends, StoreError> {
         .first()
         .cloned()
         .unwrap_or_else(|| "dc".into());
-    let store = &st.core.store;
+    // From the read replica while it is good: one chart set from one database.
+    st.core
+        .store
+        .read(|store| load_from(store, now, since, routing_key.clone()))
+        .await
+}
+
+async fn load_from(
+    store: Store,
+    now: DateTime<Utc>,
+    since: DateTime<Utc>,
+    routing_key: String,
+) -> Result<Trends, StoreError> {
     Ok(Trends {
         now,
         per_hour: store.jobs_per_hour(since).await?,

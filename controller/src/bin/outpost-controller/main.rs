@@ -284,6 +284,40 @@ mod tests {
             holds: |s| s.log_format == LogFormat::Json,
         },
         Case {
+            // A replica needs a MySQL/MariaDB primary: both given.
+            pins: &[
+                pin(
+                    "database_url",
+                    "--database-url",
+                    "OUTPOST_DATABASE_URL",
+                    "mysql://root@primary:3306/outpost",
+                    "\"mysql://root@primary:3306/outpost\"",
+                ),
+                pin(
+                    "read_database_url",
+                    "--read-database-url",
+                    "OUTPOST_READ_DATABASE_URL",
+                    "mysql://reader@replica:3306/outpost",
+                    "\"mysql://reader@replica:3306/outpost\"",
+                ),
+            ],
+            every_command: false,
+            holds: |s| {
+                s.read_database_url.as_deref() == Some("mysql://reader@replica:3306/outpost")
+            },
+        },
+        Case {
+            pins: &[pin(
+                "read_replica_max_lag_secs",
+                "--read-replica-max-lag-secs",
+                "OUTPOST_READ_REPLICA_MAX_LAG_SECS",
+                "12",
+                "12",
+            )],
+            every_command: false,
+            holds: |s| s.read_replica_max_lag == secs(12),
+        },
+        Case {
             pins: &[pin(
                 "listen",
                 "--listen",
