@@ -36,6 +36,8 @@ pub enum ServeError {
     Routes(#[from] crate::http::MissingRule),
     #[error(transparent)]
     Credentials(#[from] crate::credential::KeyCheckError),
+    #[error("{0}")]
+    Archive(String),
 }
 
 /// Agent handshakes in progress at once.
@@ -230,9 +232,15 @@ pub async fn serve(
     );
     let scheduler_task = supervised("scheduler", scheduler_task);
     let tasks = TaskTracker::new();
+    let archive = crate::archive::Archive::new(&settings.archive)
+        .map_err(|e| ServeError::Archive(e.to_string()))?;
     tasks.spawn(retention::run(
         store.clone(),
-        settings.retention,
+        retention::Policy {
+            retention: settings.retention,
+            audit_retention: settings.audit_retention,
+            archive: archive.clone(),
+        },
         stop.clone(),
     ));
     // The outbox worker: sends what committed transactions queued, also what was queued
@@ -261,6 +269,7 @@ pub async fn serve(
         ca,
         keyring,
         bundle_origin,
+        archive,
         stop.clone(),
     ));
     // Schedules fire from every controller; the claim in the database keeps each slot to one.

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use commands::{agents, backup, bundle, credentials, dev, init, migrate, revoke, serve, token};
+use commands::{
+    agents, archive, backup, bundle, credentials, dev, init, migrate, revoke, serve, token,
+};
 use outpost_controller::config::Config;
 
 /// The Outpost controller: owns the state, schedules Ansible jobs on agents, ingests their output.
@@ -62,6 +64,9 @@ enum Command {
     /// The key that seals credentials at rest (`credentials.key` in the PKI directory): check
     /// it against the stored credentials, or rotate it.
     Credentials(credentials::Args),
+    /// Archive now: the output of finished jobs past the retention (then their rows go), or a
+    /// range of audit records; to `archive_url`, verified before anything is recorded.
+    Archive(archive::Args),
     /// A local controller that stays up until Ctrl-C: SQLite, its own PKI, one local agent,
     /// localhost as a server, the example playbook run once and followed live; then the API
     /// address, the admin password and the `outpost login` command.
@@ -95,6 +100,7 @@ async fn run(cli: Cli, flags: Config) -> anyhow::Result<()> {
         Command::Backup(args) => backup::run_backup(&settings()?, args).await,
         Command::Restore(args) => backup::run_restore(&settings()?, args).await,
         Command::Credentials(args) => credentials::run(&settings()?, args).await,
+        Command::Archive(args) => archive::run(&settings()?, args).await,
         // The quick start makes its own settings in its own directory.
         Command::Dev(args) => dev::run(args).await,
     }
