@@ -109,6 +109,23 @@ pub async fn archive_job(
     Ok(row)
 }
 
+/// Reads a job's archive object back whole and checks it against its record: the line
+/// count and the SHA-256 of its lines (a corrupted or truncated object is an error).
+pub async fn verify_job_archive(archive: &Archive, a: &LogArchive) -> Result<(), ArchiveError> {
+    let object = archive.sink.get(&a.location).await?;
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(&a.sha256, &mut sha).map_err(|_| {
+        ArchiveError::format(
+            &a.location,
+            super::format::FormatError::Corrupt("the recorded SHA-256 is not hex".into()),
+        )
+    })?;
+    let records = u64::try_from(a.line_count).unwrap_or(0);
+    super::format::verify(&object, records, &sha)
+        .map_err(|e| ArchiveError::format(&a.location, e))?;
+    Ok(())
+}
+
 /// What one archive pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pass {

@@ -84,6 +84,14 @@ impl Store {
         Ok(())
     }
 
+    /// Every job archive after job `after`, in job order, at most `limit`.
+    pub async fn log_archives(&self, after: JobId, limit: i64) -> Result<Vec<LogArchive>> {
+        Ok(on_pool!(self, p => sqlx::query_as::<_, LogArchive>(
+            "SELECT job_id, location, line_count, last_line, bytes, sha256, archived_at \
+             FROM job_log_archives WHERE job_id > ? ORDER BY job_id LIMIT ?",
+        ).bind(after).bind(limit).fetch_all(p).await?))
+    }
+
     /// Archived jobs that still have rows the archive holds, at most `limit`.
     pub async fn archived_jobs_with_rows(&self, limit: i64) -> Result<Vec<LogArchive>> {
         Ok(on_pool!(self, p => sqlx::query_as::<_, LogArchive>(
