@@ -699,6 +699,22 @@ mod tests {
     }
 
     #[test]
+    fn the_archive_defaults_to_the_data_dir_and_bad_settings_are_refused() {
+        let s = Settings::resolve(&[&file("data_dir = \"/srv/o\"")]).unwrap();
+        assert_eq!(s.archive.url, "file:///srv/o/archive");
+        assert_eq!(
+            s.audit_retention, None,
+            "audit records are never exported by default"
+        );
+        let e = Settings::resolve(&[&file("archive_url = \"ftp://x\"")]).unwrap_err();
+        assert!(e.to_string().contains("archive_url"), "{e}");
+        let e = Settings::resolve(&[&file("audit_retention_days = 30")]).unwrap_err();
+        assert!(e.to_string().contains("365"), "{e}");
+        let s = Settings::resolve(&[&file("audit_retention_days = 400")]).unwrap();
+        assert_eq!(s.audit_retention, Some(Duration::from_secs(400 * 86400)));
+    }
+
+    #[test]
     fn file_values_override_defaults_and_typos_are_refused() {
         let f = file(
             "retention_days = 30\nrouting_keys = [\"dc\", \"zone\"]\nlisten = \"127.0.0.1:9000\"",

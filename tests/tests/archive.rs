@@ -3,7 +3,8 @@
 //! (`moto_server`), verifies it and only then removes its rows; the log still pages line for
 //! line through the API and the CLI, downloads and shows in the web UI, marked archived. A
 //! failed archive removes nothing and raises exactly one ticket however often it is tried, and
-//! a corrupted archive object is caught by `archive verify` and by readers.
+//! a corrupted archive object is caught by `archive verify` and by readers. Audit records are
+//! exported by id range in the same format.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -276,14 +277,23 @@ async fn archived_log_reads_back(backend: Backend, s3: bool) {
     assert!(w.lines(&done).await.is_empty());
     assert_eq!(w.lines(&recent).await.len(), 10);
     assert_eq!(w.lines(&unfinished).await.len(), 10);
-    let a = w.store.log_archive(done.id).await.unwrap().expect("a record");
+    let a = w
+        .store
+        .log_archive(done.id)
+        .await
+        .unwrap()
+        .expect("a record");
     assert_eq!((a.line_count, a.last_line), (LINES.into(), LINES));
     assert_eq!(a.location, format!("jobs/{}.olog", done.job_id));
     assert_eq!(target.object_len(data.path(), &a.location), a.bytes as u64);
     assert!(w.store.log_archive(recent.id).await.unwrap().is_none());
     // A second pass finds nothing to do, and the archive verifies.
     let again = archive_cmd(data.path(), &db.url, &run, &[]);
-    assert!(text(&again).contains("archived 0 job(s)"), "{}", text(&again));
+    assert!(
+        text(&again).contains("archived 0 job(s)"),
+        "{}",
+        text(&again)
+    );
     let verify = [&["verify"][..], &flag_refs].concat();
     let checked = archive_cmd(data.path(), &db.url, &verify, &[]);
     assert!(checked.status.success(), "{}", text(&checked));
@@ -307,7 +317,10 @@ async fn archived_log_reads_back(backend: Backend, s3: bool) {
         .await
         .unwrap();
     same(&mid.lines, &before[1499..1502]);
-    assert_eq!((mid.next_after, mid.last_line, mid.complete), (1502, LINES, false));
+    assert_eq!(
+        (mid.next_after, mid.last_line, mid.complete),
+        (1502, LINES, false)
+    );
     let (found, _) = api_lines(&api, &id, "&q=NEEDLE&level=ERROR").await;
     let expect: Vec<LogLine> = before
         .iter()
@@ -329,9 +342,15 @@ async fn archived_log_reads_back(backend: Backend, s3: bool) {
         )
         .await
         .unwrap();
-    assert_eq!(ui_get(&ctl, &resp.token, &format!("/jobs/{id}/log.txt")), whole);
+    assert_eq!(
+        ui_get(&ctl, &resp.token, &format!("/jobs/{id}/log.txt")),
+        whole
+    );
     let page = ui_get(&ctl, &resp.token, &format!("/jobs/{id}"));
-    assert!(page.contains("log-archived") && page.contains("2600 lines"), "{page}");
+    assert!(
+        page.contains("log-archived") && page.contains("2600 lines"),
+        "{page}"
+    );
 
     let cfg = tempfile::tempdir().unwrap();
     let outpost = |args: &[&str]| {
@@ -346,7 +365,14 @@ async fn archived_log_reads_back(backend: Backend, s3: bool) {
         )
     };
     let fp = ctl.ca_fingerprint();
-    let logged = outpost(&["login", &ctl.api_url(), "-u", "ops", "--ca-fingerprint", &fp]);
+    let logged = outpost(&[
+        "login",
+        &ctl.api_url(),
+        "-u",
+        "ops",
+        "--ca-fingerprint",
+        &fp,
+    ]);
     assert!(logged.status.success(), "{}", text(&logged));
     let raw = outpost(&["job", "logs", &id, "--raw"]);
     assert!(raw.status.success(), "{}", text(&raw));
@@ -387,7 +413,16 @@ async fn a_failed_archive_removes_nothing_and_raises_one_ticket() {
     let w = World::new(&db.url).await;
     let server = w.local_server("web1", json!({}), "dev").await;
     let pb = w.playbook("quick", QUICK).await;
-    let done = finished_job(&db, &w, &pb, &server, 1_500, chrono::Duration::days(100), "success").await;
+    let done = finished_job(
+        &db,
+        &w,
+        &pb,
+        &server,
+        1_500,
+        chrono::Duration::days(100),
+        "success",
+    )
+    .await;
     let data = tempfile::tempdir().unwrap();
     // A regular file where the archive directory's parent should be: even root cannot.
     let blocker = data.path().join("blocker");
@@ -395,7 +430,12 @@ async fn a_failed_archive_removes_nothing_and_raises_one_ticket() {
     let bad_url = format!("file://{}/archive", blocker.display());
 
     for _ in 0..2 {
-        let out = archive_cmd(data.path(), &db.url, &["run", "--archive-url", &bad_url], &[]);
+        let out = archive_cmd(
+            data.path(),
+            &db.url,
+            &["run", "--archive-url", &bad_url],
+            &[],
+        );
         assert!(!out.status.success(), "{}", text(&out));
         assert!(text(&out).contains("1 failed"), "{}", text(&out));
         assert_eq!(w.lines(&done).await.len(), 1_500, "nothing removed");
@@ -422,8 +462,16 @@ async fn a_failed_archive_removes_nothing_and_raises_one_ticket() {
     ];
     let secret = [("OUTPOST_ARCHIVE_S3_SECRET_ACCESS_KEY", "testing-secret")];
     let out = archive_cmd(data.path(), &db.url, &s3, &secret);
-    assert!(!out.status.success() && text(&out).contains("1 failed"), "{}", text(&out));
-    assert!(!text(&out).contains("testing-secret"), "the secret leaked: {}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("1 failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains("testing-secret"),
+        "the secret leaked: {}",
+        text(&out)
+    );
     assert_eq!(w.lines(&done).await.len(), 1_500);
     assert_eq!(archive_tickets(&w, &done).await.len(), 1);
 
@@ -441,12 +489,26 @@ async fn a_corrupted_archive_is_detected() {
     let w = World::new(&db.url).await;
     let server = w.local_server("web1", json!({}), "dev").await;
     let pb = w.playbook("quick", QUICK).await;
-    let done = finished_job(&db, &w, &pb, &server, 3_000, chrono::Duration::days(100), "success").await;
+    let done = finished_job(
+        &db,
+        &w,
+        &pb,
+        &server,
+        3_000,
+        chrono::Duration::days(100),
+        "success",
+    )
+    .await;
     let data = tempfile::tempdir().unwrap();
     Controller::init(data.path(), &db.url);
     let out = archive_cmd(data.path(), &db.url, &["run"], &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let a = w.store.log_archive(done.id).await.unwrap().expect("archived");
+    let a = w
+        .store
+        .log_archive(done.id)
+        .await
+        .unwrap()
+        .expect("archived");
     let file: PathBuf = data.path().join("archive").join(&a.location);
     let mut bytes = std::fs::read(&file).unwrap();
     // A byte inside the second frame's compressed data.
@@ -456,7 +518,11 @@ async fn a_corrupted_archive_is_detected() {
 
     let out = archive_cmd(data.path(), &db.url, &["verify"], &[]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("0 archive(s) verified, 1 bad"), "{}", text(&out));
+    assert!(
+        text(&out).contains("0 archive(s) verified, 1 bad"),
+        "{}",
+        text(&out)
+    );
 
     let ctl = Controller::start(data.path(), &db.url, "ctl", ControllerOpts::default());
     let api = login(&ctl, "ops", PASSWORD).await;
@@ -472,4 +538,67 @@ async fn a_corrupted_archive_is_detected() {
     }
     assert!(refused, "a page over the damaged frame was served");
     drop(ctl);
+}
+
+/// `archive audit` exports a range of audit records, verified and recorded; the records stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_are_exported_by_id_range() {
+    let db = TestDb::new(Backend::MariaDb).await;
+    let w = World::new(&db.url).await;
+    w.local_server("web1", json!({}), "dev").await;
+    w.playbook("quick", QUICK).await;
+    let all = w
+        .store
+        .audit_range(0, i64::MAX, 10_000)
+        .await
+        .expect("audit records");
+    assert!(all.len() >= 3, "{all:?}");
+    let (first, last) = (all[0].id.0, all[all.len() - 1].id.0);
+    let data = tempfile::tempdir().unwrap();
+    let out = archive_cmd(
+        data.path(),
+        &db.url,
+        &[
+            "audit",
+            "--first",
+            &first.to_string(),
+            "--last",
+            &last.to_string(),
+            "--label",
+            "test",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let exports = w.store.audit_archives().await.unwrap();
+    assert_eq!(exports.len(), 1);
+    let e = &exports[0];
+    assert_eq!(
+        (e.first_id, e.last_id, e.row_count),
+        (first, last, all.len() as i64)
+    );
+    let object = std::fs::read(data.path().join("archive").join(&e.location)).unwrap();
+    assert_eq!(object.len() as i64, e.bytes);
+    let index = outpost_controller::archive::format::parse(&object).unwrap();
+    assert_eq!(index.records, all.len() as u64);
+    assert_eq!(index.sha256_hex(), e.sha256);
+    assert!(
+        outpost_controller::archive::audit::covered(&w.store, first, last)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outpost_controller::archive::audit::covered(&w.store, first, last + 1)
+            .await
+            .unwrap()
+    );
+    // Exported, not removed.
+    assert_eq!(
+        w.store
+            .audit_range(0, i64::MAX, 10_000)
+            .await
+            .unwrap()
+            .len(),
+        all.len()
+    );
 }

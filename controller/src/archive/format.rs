@@ -229,7 +229,7 @@ pub fn footer_len(trailer: &[u8], object_len: u64) -> Result<usize, FormatError>
     }
     let len = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]) as usize;
     let room = object_len - (HEADER.len() + TRAILER_LEN) as u64;
-    if len < FOOTER_FIXED || len > MAX_FOOTER || len as u64 > room {
+    if !(FOOTER_FIXED..=MAX_FOOTER).contains(&len) || len as u64 > room {
         return Err(FormatError::Corrupt(format!(
             "index of {len} bytes in an object of {object_len}"
         )));

@@ -295,6 +295,66 @@ mod tests {
             holds: |s| s.listen.to_string() == "127.0.0.1:9001",
         },
         Case {
+            pins: &[
+                pin(
+                    "archive_url",
+                    "--archive-url",
+                    "OUTPOST_ARCHIVE_URL",
+                    "s3://logs/outpost",
+                    "\"s3://logs/outpost\"",
+                ),
+                pin(
+                    "archive_s3_endpoint",
+                    "--archive-s3-endpoint",
+                    "OUTPOST_ARCHIVE_S3_ENDPOINT",
+                    "http://127.0.0.1:9000",
+                    "\"http://127.0.0.1:9000\"",
+                ),
+                pin(
+                    "archive_s3_region",
+                    "--archive-s3-region",
+                    "OUTPOST_ARCHIVE_S3_REGION",
+                    "eu-west-1",
+                    "\"eu-west-1\"",
+                ),
+                pin(
+                    "archive_s3_access_key_id",
+                    "--archive-s3-access-key-id",
+                    "OUTPOST_ARCHIVE_S3_ACCESS_KEY_ID",
+                    "AKIA1",
+                    "\"AKIA1\"",
+                ),
+                pin(
+                    "archive_s3_secret_access_key_file",
+                    "--archive-s3-secret-access-key-file",
+                    "OUTPOST_ARCHIVE_S3_SECRET_ACCESS_KEY_FILE",
+                    "/etc/outpost/s3.key",
+                    "\"/etc/outpost/s3.key\"",
+                ),
+            ],
+            every_command: false,
+            holds: |s| {
+                let a = &s.archive;
+                a.url == "s3://logs/outpost"
+                    && a.s3_endpoint.as_deref() == Some("http://127.0.0.1:9000")
+                    && a.s3_region.as_deref() == Some("eu-west-1")
+                    && a.s3_access_key_id.as_deref() == Some("AKIA1")
+                    && a.s3_secret_access_key_file.as_deref()
+                        == Some(Path::new("/etc/outpost/s3.key"))
+            },
+        },
+        Case {
+            pins: &[pin(
+                "audit_retention_days",
+                "--audit-retention-days",
+                "OUTPOST_AUDIT_RETENTION_DAYS",
+                "400",
+                "400",
+            )],
+            every_command: false,
+            holds: |s| s.audit_retention == Some(secs(400 * 86400)),
+        },
+        Case {
             pins: &[pin(
                 "enroll_listen",
                 "--enroll-listen",

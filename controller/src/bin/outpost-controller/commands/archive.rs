@@ -4,8 +4,8 @@
 //! records. Both write to `archive_url` and verify what they wrote before recording it.
 
 use outpost_controller::archive::{audit, jobs, Archive};
-use outpost_controller::model::JobId;
 use outpost_controller::config::Settings;
+use outpost_controller::model::JobId;
 use outpost_controller::retention;
 use tokio_util::sync::CancellationToken;
 
