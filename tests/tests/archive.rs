@@ -14,7 +14,7 @@ use chrono::Utc;
 use outpost_controller::archive::jobs::failure_title;
 use outpost_controller::model::{Job, LogLine};
 use outpost_controller::store::logs::NewLogLine;
-use outpost_tests::api::{login, PASSWORD};
+use outpost_tests::api::{login, read_events, PASSWORD};
 use outpost_tests::procs::{bin, Controller, ControllerOpts};
 use outpost_tests::world::World;
 use outpost_tests::{output_within, Backend, TestDb};
@@ -329,6 +329,24 @@ async fn archived_log_reads_back(backend: Backend, s3: bool) {
         .collect();
     assert!(!expect.is_empty());
     same(&found, &expect);
+    // The live stream replays the archive from a line on, then ends.
+    let resp = api
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{id}/logs/stream?after=2000"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = read_events(resp, |e| e.event == "end").await;
+    let streamed: Vec<outpost_api::LogLineView> = events
+        .iter()
+        .filter(|e| e.event == "line")
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    same(&streamed, &before[2000..]);
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("end"));
     // A job not archived still reads from the database, unmarked.
     let (rows, marks) = api_lines(&api, &recent.job_id.to_string(), "").await;
     assert_eq!((rows.len(), marks), (10, vec![false]));
