@@ -59,16 +59,18 @@ impl Store {
         after: JobId,
         limit: i64,
     ) -> Result<Vec<DueJob>> {
-        // The NOT EXISTS on a recent line and the EXISTS on any line are index probes on
-        // job_logs (job_id); jobs are walked by id.
+        // Jobs completed after the cutoff are skipped without touching their lines (a job's
+        // lines come before its end); for the others the NOT EXISTS on a recent line and the
+        // EXISTS on any line probe job_logs by its job_id index. Jobs are walked by id.
         Ok(on_pool!(self, p => sqlx::query_as::<_, DueJob>(
             "SELECT j.id, j.job_id, j.user_id FROM jobs j \
              WHERE j.id > ? AND j.status IN ('success', 'failed', 'cancelled') \
+             AND (j.completed_at IS NULL OR j.completed_at < ?) \
              AND NOT EXISTS (SELECT 1 FROM job_log_archives a WHERE a.job_id = j.id) \
              AND EXISTS (SELECT 1 FROM job_logs l WHERE l.job_id = j.id) \
              AND NOT EXISTS (SELECT 1 FROM job_logs l WHERE l.job_id = j.id AND l.timestamp >= ?) \
              ORDER BY j.id LIMIT ?",
-        ).bind(after).bind(cutoff.naive_utc()).bind(limit).fetch_all(p).await?))
+        ).bind(after).bind(cutoff.naive_utc()).bind(cutoff.naive_utc()).bind(limit).fetch_all(p).await?))
     }
 
     /// Records a verified archive; a second record for the same job is refused (the first
