@@ -619,4 +619,31 @@ async fn audit_records_are_exported_by_id_range() {
             .len(),
         all.len()
     );
+
+    // Past `audit_retention_days`, what no export covers yet goes in one more export, once.
+    let at = (Utc::now() - chrono::Duration::days(400)).format("%Y-%m-%d %H:%M:%S");
+    for _ in 0..3 {
+        db.exec(&format!(
+            "INSERT INTO audit_logs (action, resource_type, timestamp) VALUES ('LOGIN', 'user', '{at}')"
+        ))
+        .await;
+    }
+    let archive = outpost_controller::archive::Archive::new(
+        &outpost_controller::archive::ArchiveSettings::directory(&data.path().join("archive")),
+    )
+    .unwrap();
+    let year = Duration::from_secs(365 * 86400);
+    let old = outpost_controller::archive::audit::export_expired_audit(&w.store, &archive, year)
+        .await
+        .unwrap()
+        .expect("an export of the old records");
+    assert_eq!((old.first_id, old.row_count), (last + 1, 3));
+    assert!(old.label.starts_with("before "), "{}", old.label);
+    assert!(
+        outpost_controller::archive::audit::export_expired_audit(&w.store, &archive, year)
+            .await
+            .unwrap()
+            .is_none(),
+        "covered records are not exported twice"
+    );
 }
