@@ -688,6 +688,11 @@ pub struct LogPage {
     /// The highest line number stored so far, whatever the filter.
     #[serde(default)]
     pub last_line: i32,
+    /// The job's output was archived (past the retention) and this page was read from the
+    /// archive. Filtering (`level`, `q`) an archived log scans it: a page looks at 200,000
+    /// lines at most and answers with `next_after` where it stopped (`complete` false).
+    #[serde(default)]
+    pub archived: bool,
 }
 
 /// The last event of a log stream.

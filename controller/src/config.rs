@@ -134,9 +134,32 @@ pub struct Config {
     /// Lifetime of agent certificates in days; agents renew with a third left [default: 7].
     #[arg(long, env = "OUTPOST_AGENT_CERT_DAYS", help_heading = DAEMON)]
     pub agent_cert_days: Option<u64>,
-    /// Days of job output to keep [default: 90].
+    /// Days of job output to keep [default: 90]; a finished job's output is archived (see
+    /// `archive_url`) and then removed once its last line is this old.
     #[arg(long, env = "OUTPOST_RETENTION_DAYS", help_heading = DAEMON)]
     pub retention_days: Option<u64>,
+    /// Where job output and audit records are archived before they leave the database:
+    /// `file:///DIR` or `s3://BUCKET/PREFIX` [default: file://<data-dir>/archive].
+    #[arg(long, env = "OUTPOST_ARCHIVE_URL", help_heading = DAEMON)]
+    pub archive_url: Option<String>,
+    /// An S3-compatible server for an `s3://` archive (`https://minio.example:9000`)
+    /// [default: AWS].
+    #[arg(long, env = "OUTPOST_ARCHIVE_S3_ENDPOINT", help_heading = DAEMON)]
+    pub archive_s3_endpoint: Option<String>,
+    /// The S3 archive's region [default: us-east-1].
+    #[arg(long, env = "OUTPOST_ARCHIVE_S3_REGION", help_heading = DAEMON)]
+    pub archive_s3_region: Option<String>,
+    /// The S3 archive's access key id; its secret key comes from the environment variable
+    /// OUTPOST_ARCHIVE_S3_SECRET_ACCESS_KEY or from `archive_s3_secret_access_key_file`.
+    #[arg(long, env = "OUTPOST_ARCHIVE_S3_ACCESS_KEY_ID", help_heading = DAEMON)]
+    pub archive_s3_access_key_id: Option<String>,
+    /// A file (0600) whose first line is the S3 archive's secret key.
+    #[arg(long, env = "OUTPOST_ARCHIVE_S3_SECRET_ACCESS_KEY_FILE", help_heading = DAEMON)]
+    pub archive_s3_secret_access_key_file: Option<PathBuf>,
+    /// Days after which audit records are exported to the archive (at least 365; the seed
+    /// keeps a year) [default: never].
+    #[arg(long, env = "OUTPOST_AUDIT_RETENTION_DAYS", help_heading = DAEMON)]
+    pub audit_retention_days: Option<u64>,
     /// Seconds a schedule's slot may be late and still run (after downtime); older missed
     /// slots are recorded as skipped [default: 300].
     #[arg(long, env = "OUTPOST_SCHEDULE_GRACE_SECS", help_heading = DAEMON)]
@@ -320,6 +343,10 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     pub agent_cert_lifetime: Duration,
     pub retention: Duration,
+    /// Where job output and audit records are archived.
+    pub archive: crate::archive::ArchiveSettings,
+    /// Audit records older than this are exported to the archive (`None`: never).
+    pub audit_retention: Option<Duration>,
     /// The scheduler's safety-net sweep (it is woken by events otherwise).
     pub sweep_interval: Duration,
     /// How late a schedule's slot may still run; older missed slots are skipped.
@@ -372,6 +399,7 @@ pub struct Settings {
 impl Settings {
     /// Defaults for everything but the database and data dir.
     pub fn new(database_url: String, data_dir: PathBuf) -> Settings {
+        let archive = crate::archive::ArchiveSettings::directory(&data_dir.join("archive"));
         Settings {
             database_url,
             read_database_url: None,
@@ -386,6 +414,8 @@ impl Settings {
             heartbeat_interval: Duration::from_secs(5),
             agent_cert_lifetime: Duration::from_secs(7 * 86400),
             retention: Duration::from_secs(90 * 86400),
+            archive,
+            audit_retention: None,
             sweep_interval: Duration::from_secs(2),
             schedule_grace: Duration::from_secs(300),
             schedule_fire_concurrency: 8,
@@ -493,6 +523,24 @@ impl Settings {
         if let Some(v) = c.retention_days {
             self.retention = days(v);
         }
+        if let Some(v) = &c.archive_url {
+            self.archive.url = v.clone();
+        }
+        if let Some(v) = &c.archive_s3_endpoint {
+            self.archive.s3_endpoint = Some(v.clone());
+        }
+        if let Some(v) = &c.archive_s3_region {
+            self.archive.s3_region = Some(v.clone());
+        }
+        if let Some(v) = &c.archive_s3_access_key_id {
+            self.archive.s3_access_key_id = Some(v.clone());
+        }
+        if let Some(v) = &c.archive_s3_secret_access_key_file {
+            self.archive.s3_secret_access_key_file = Some(v.clone());
+        }
+        if let Some(v) = c.audit_retention_days {
+            self.audit_retention = Some(days(v));
+        }
         if let Some(v) = c.schedule_grace_secs {
             self.schedule_grace = secs(v);
         }
@@ -566,6 +614,19 @@ impl Settings {
                 message: "must be at least 1 day".into(),
             });
         }
+        if self
+            .audit_retention
+            .is_some_and(|r| r < Duration::from_secs(365 * 86400))
+        {
+            return Err(ConfigError::Invalid {
+                name: "audit_retention_days",
+                message: "must be at least 365 days: audit records are kept a year".into(),
+            });
+        }
+        crate::archive::Archive::new(&self.archive).map_err(|e| ConfigError::Invalid {
+            name: "archive_url",
+            message: e.to_string(),
+        })?;
         if !(1..=64).contains(&self.schedule_fire_concurrency) {
             return Err(ConfigError::Invalid {
                 name: "schedule_fire_concurrency",
@@ -682,6 +743,22 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.agent_grace, Duration::from_secs(120));
         assert!(s.database_url.starts_with("mysql://"));
+    }
+
+    #[test]
+    fn the_archive_defaults_to_the_data_dir_and_bad_settings_are_refused() {
+        let s = Settings::resolve(&[&file("data_dir = \"/srv/o\"")]).unwrap();
+        assert_eq!(s.archive.url, "file:///srv/o/archive");
+        assert_eq!(
+            s.audit_retention, None,
+            "audit records are never exported by default"
+        );
+        let e = Settings::resolve(&[&file("archive_url = \"ftp://x\"")]).unwrap_err();
+        assert!(e.to_string().contains("archive_url"), "{e}");
+        let e = Settings::resolve(&[&file("audit_retention_days = 30")]).unwrap_err();
+        assert!(e.to_string().contains("365"), "{e}");
+        let s = Settings::resolve(&[&file("audit_retention_days = 400")]).unwrap();
+        assert_eq!(s.audit_retention, Some(Duration::from_secs(400 * 86400)));
     }
 
     #[test]

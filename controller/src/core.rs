@@ -33,6 +33,8 @@ pub struct Core {
     pub bundle_origin: Origin,
     /// Failed sign-ins, per account and per address.
     pub throttle: Throttle,
+    /// Where archived job output is read from (and written to, by retention).
+    pub archive: crate::archive::Archive,
     /// Agents' fetch streams of project revisions: their turns, the manifests they share.
     pub revisions: crate::fetch::RevisionServer,
     pub stop: CancellationToken,
@@ -66,6 +68,7 @@ impl Core {
         ca: Arc<Ca>,
         keyring: Arc<crate::keyring::Keyring>,
         bundle_origin: Origin,
+        archive: crate::archive::Archive,
         stop: CancellationToken,
     ) -> Core {
         Core {
@@ -77,6 +80,7 @@ impl Core {
             ca,
             keyring,
             bundle_origin,
+            archive,
             throttle: Throttle::default(),
             revisions: Default::default(),
             stop,

@@ -20,10 +20,13 @@
 //!   [`ui`] (the web pages), both thin shells over [`service`], put on one HTTPS port by
 //!   [`web`].
 //! - [`server`]: the daemon that wires them; the binary's commands sit above it.
-//! - [`backup`] (a consistent copy of the database and the PKI, and its restore),
+//! - [`archive`] (job output and audit records in cold storage: zstd frames with a line
+//!   index, in a directory or an S3 bucket, verified before rows go),
+//!   [`backup`] (a consistent copy of the database and the PKI, and its restore),
 //!   [`config`], [`metrics`], [`text`] (fitting text to columns), [`throttle`] (failed
 //!   sign-ins counted per account, name and address).
 
+pub mod archive;
 pub mod backup;
 pub mod bundle;
 pub mod config;

@@ -37,6 +37,8 @@ pub enum ServeError {
     Routes(#[from] crate::http::MissingRule),
     #[error(transparent)]
     Credentials(#[from] crate::credential::KeyCheckError),
+    #[error("{0}")]
+    Archive(String),
 }
 
 /// Agent handshakes in progress at once.
@@ -242,9 +244,15 @@ pub async fn serve(
     if let Some(r) = store.replica() {
         tasks.spawn(replica::monitor(r.clone(), stop.clone()));
     }
+    let archive = crate::archive::Archive::new(&settings.archive)
+        .map_err(|e| ServeError::Archive(e.to_string()))?;
     tasks.spawn(retention::run(
         store.clone(),
-        settings.retention,
+        retention::Policy {
+            retention: settings.retention,
+            audit_retention: settings.audit_retention,
+            archive: archive.clone(),
+        },
         stop.clone(),
     ));
     // The outbox worker: sends what committed transactions queued, also what was queued
@@ -273,6 +281,7 @@ pub async fn serve(
         ca,
         keyring,
         bundle_origin,
+        archive,
         stop.clone(),
     ));
     // Schedules fire from every controller; the claim in the database keeps each slot to one.

@@ -65,7 +65,7 @@ async fn applies_once_rolls_back_and_reports_dirty() {
         "{}",
         stdout(&first)
     );
-    assert!(stdout(&first).contains("21 migration(s) applied"));
+    assert!(stdout(&first).contains("22 migration(s) applied"));
     // A new, empty database has nothing to back up.
     assert!(!stdout(&first).contains("backed up"), "{}", stdout(&first));
     let second = migrate(&["--database-url", &db.url]);
@@ -79,13 +79,13 @@ async fn applies_once_rolls_back_and_reports_dirty() {
     let down = migrate(&["--database-url", &db.url, "--down", "1"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(
-        stdout(&down).contains("rolled back 0021 audit immutable"),
+        stdout(&down).contains("rolled back 0023 archives"),
         "{}",
         stdout(&down)
     );
     assert_one_line_error(
         &migrate(&["--database-url", &db.url, "--down", "99"]),
-        "only 20 are applied",
+        "only 21 are applied",
     );
 
     // A database with a schema and data is backed up before a migration (MySQL cannot roll
@@ -120,15 +120,15 @@ async fn applies_once_rolls_back_and_reports_dirty() {
 
     // A migration that died halfway leaves a dirty mark: refuse, and say how to recover.
     let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (21, 'x', 0, x'00', 0)")
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (23, 'x', 0, x'00', 0)")
         .execute(&mut conn).await.unwrap();
     let dirty = migrate(&["--database-url", &db.url]);
-    assert_one_line_error(&dirty, "migration 21 failed partway");
-    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 21"));
-    // Nothing was touched: migration 21's triggers are still absent.
+    assert_one_line_error(&dirty, "migration 23 failed partway");
+    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 23"));
+    // Nothing was touched: migration 23's tables are still absent.
     let column: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() \
-         AND EVENT_OBJECT_TABLE = 'audit_logs'",
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME IN ('job_log_archives', 'audit_archives')",
     )
     .fetch_one(&mut conn)
     .await
@@ -148,7 +148,7 @@ fn sqlite_is_the_default_store() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("outpost.db").exists());
-    assert!(stdout(&out).contains("21 migration(s) applied"));
+    assert!(stdout(&out).contains("22 migration(s) applied"));
     let mode = |p: &std::path::Path| {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
             & 0o777

@@ -639,15 +639,19 @@ async fn migrations_apply_once_and_roll_back(backend: Backend) {
         "a second run applies nothing"
     );
     let undone = store.migrate_down(2).await.unwrap();
-    let last = store.known_migrations() as i64;
+    // The two highest versions (numbers may skip: each branch takes its own).
+    let (last, previous) = (
+        first[first.len() - 1].version,
+        first[first.len() - 2].version,
+    );
     assert_eq!(
         undone.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![last, last - 1]
+        vec![last, previous]
     );
     let again = store.migrate_up().await.unwrap();
     assert_eq!(
         again.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![last - 1, last]
+        vec![previous, last]
     );
     let all = store.migrate_down(store.known_migrations()).await.unwrap();
     assert_eq!(all.len(), store.known_migrations());

@@ -1,7 +1,7 @@
 //! What an operator relies on when the ground moves, against real processes: `/readyz` while
-//! the database is down and after it is back; the retention sweep deleting old job output and
-//! keeping the rest; `migrate` and `serve` over TLS to a MariaDB that requires it, with the CA
-//! and the host name verified; and a bastion whose spool disk fills up mid-job.
+//! the database is down and after it is back; the retention sweep archiving and deleting old
+//! job output and keeping the rest; `migrate` and `serve` over TLS to a MariaDB that requires
+//! it, with the CA and the host name verified; and a bastion whose spool disk fills up mid-job.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -107,21 +107,32 @@ fn numbers(lines: &[LogLine]) -> Vec<i32> {
     lines.iter().map(|l| l.line_number).collect()
 }
 
-/// Old output is deleted at start-up by the default 90 days, then by `retention_days` from the
-/// configuration file; newer lines, the jobs themselves and the audit stay.
+/// Old output is archived and then deleted at start-up by the default 90 days, then by
+/// `retention_days` from the configuration file: whole finished jobs whose last line is past
+/// the retention. Newer output, unfinished jobs, the jobs themselves and the audit stay.
 async fn retention_sweep(backend: Backend) {
     let db = TestDb::new(backend).await;
     let w = World::new(&db.url).await;
     let server = w.local_server("web1", json!({}), "dev").await;
     let pb = w.playbook("quick", QUICK).await;
     let (a, b) = (w.launch(&pb, &server).await, w.launch(&pb, &server).await);
+    let (c, d) = (w.launch(&pb, &server).await, w.launch(&pb, &server).await);
     let days = chrono::Duration::days;
-    let mut lines = aged_lines(a.id, 1, 2500, days(3));
-    lines.extend(aged_lines(a.id, 2501, 100, days(1)));
+    let mut lines = aged_lines(a.id, 1, 2500, days(4));
+    lines.extend(aged_lines(a.id, 2501, 100, days(3)));
     lines.extend(aged_lines(b.id, 1, 10, days(100)));
-    lines.extend(aged_lines(b.id, 11, 10, days(40)));
-    lines.extend(aged_lines(b.id, 21, 10, chrono::Duration::zero()));
-    assert_eq!(w.store.insert_log_lines(&lines).await.unwrap(), 2630);
+    lines.extend(aged_lines(c.id, 1, 10, days(100)));
+    lines.extend(aged_lines(c.id, 11, 10, days(1)));
+    lines.extend(aged_lines(d.id, 1, 10, days(100)));
+    assert_eq!(w.store.insert_log_lines(&lines).await.unwrap(), 2640);
+    // a, b and c finished; d never did (its lines stay whatever their age).
+    for job in [&a, &b, &c] {
+        db.exec(&format!(
+            "UPDATE jobs SET status = 'success' WHERE id = {}",
+            job.id.0
+        ))
+        .await;
+    }
     // Audit records older than any retention: they must outlive the sweeps.
     old_audit(&db, days(200)).await;
     let audit_before = audit_ids(&w).await;
@@ -134,11 +145,19 @@ async fn retention_sweep(backend: Backend) {
         let log = ctl.log();
         (log.matches("expired job output deleted").count() >= n).then_some(log)
     };
-    // The default keeps 90 days: only the 100-day-old lines go.
+    // The default keeps 90 days: only b, all of whose lines are 100 days old, goes.
     let log = wait_for("the first sweep", MINUTE, || async { swept(&ctl, 1) }).await;
     assert!(log.contains("deleted=10"), "{log}");
-    assert_eq!(numbers(&w.lines(&b).await), (11..=30).collect::<Vec<_>>());
+    assert!(w.lines(&b).await.is_empty());
     assert_eq!(w.lines(&a).await.len(), 2600);
+    assert_eq!(w.lines(&c).await.len(), 20);
+    assert_eq!(w.lines(&d).await.len(), 10);
+    // Archived first, in the default archive directory.
+    let archived = data
+        .path()
+        .join("archive/jobs")
+        .join(format!("{}.olog", b.job_id));
+    assert!(archived.is_file(), "no archive at {}", archived.display());
 
     // Two days, from the configuration file, the way the README says to set it.
     let config = data.path().join("outpost.toml");
@@ -148,12 +167,11 @@ async fn retention_sweep(backend: Backend) {
     ctl.restart();
     let log = wait_for("the second sweep", MINUTE, || async { swept(&ctl, 2) }).await;
     // In batches of 1,000, the total in one message.
-    assert!(log.contains("deleted=2510"), "{log}");
-    assert_eq!(
-        numbers(&w.lines(&a).await),
-        (2501..=2600).collect::<Vec<_>>()
-    );
-    assert_eq!(numbers(&w.lines(&b).await), (21..=30).collect::<Vec<_>>());
+    assert!(log.contains("deleted=2600"), "{log}");
+    assert!(w.lines(&a).await.is_empty());
+    // c's last line is a day old, d never finished: both keep every line.
+    assert_eq!(numbers(&w.lines(&c).await), (1..=20).collect::<Vec<_>>());
+    assert_eq!(w.lines(&d).await.len(), 10);
     // Only output goes: the jobs and the audit trail stay.
     assert_eq!(w.job(&a).await.job_id, a.job_id);
     assert_eq!(w.job(&b).await.job_id, b.job_id);

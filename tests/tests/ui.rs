@@ -759,6 +759,58 @@ async fn a_log_of_200000_lines_loads_and_scrolls() {
     b.wait_text("#log-rows .ln.hit", MINUTE, |t| t.contains("row-123456"))
         .await;
     b.shot("search").await;
+
+    // Past the retention and archived (its rows gone), the same log reads from the archive:
+    // marked, the same count, the end and a search.
+    for sql in [
+        format!(
+            "UPDATE job_logs SET timestamp = datetime('now', '-100 days') WHERE job_id = {}",
+            job.id.0
+        ),
+        format!(
+            "UPDATE jobs SET completed_at = datetime('now', '-100 days') WHERE id = {}",
+            job.id.0
+        ),
+    ] {
+        c.db.exec(&sql).await;
+    }
+    let out = std::process::Command::new(outpost_tests::procs::bin("outpost-controller"))
+        .args(["archive", "run", "--data-dir"])
+        .arg(c.data.path())
+        .args(["--database-url", &c.db.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(w
+        .store
+        .read_log_lines(job.id, 0, 1)
+        .await
+        .unwrap()
+        .is_empty());
+    b.goto(&format!("/jobs/{}", job.job_id)).await;
+    b.wait_text("#log-archived", MINUTE, |t| t.contains("archived"))
+        .await;
+    b.wait_text("#log-count", MINUTE, |t| t == format!("{total} lines"))
+        .await;
+    b.wait_text("#log-rows", MINUTE, |t| t.contains("PLAY [all]"))
+        .await;
+    b.js("const v = document.getElementById('log-view'); v.scrollTop = v.scrollHeight; return 0")
+        .await;
+    b.wait_text("#log-rows", MINUTE, |t| t.contains("PLAY RECAP"))
+        .await;
+    b.find("#log-q")
+        .await
+        .send_keys("row-123456")
+        .await
+        .unwrap();
+    b.find("#log-search button").await.click().await.unwrap();
+    b.wait_text("#log-rows .ln.hit", MINUTE, |t| t.contains("row-123456"))
+        .await;
+    b.shot("archived").await;
     b.close().await;
 }
 

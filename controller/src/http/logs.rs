@@ -92,6 +92,7 @@ pub async fn page(
         limit,
         level,
         needle,
+        archive: &st.core.archive,
     };
     let page = st.core.store.read(|store| page_from(store, &asked)).await?;
     Ok(Json(page))
@@ -104,11 +105,38 @@ struct PageAsk<'a> {
     limit: i64,
     level: Option<&'a str>,
     needle: Option<&'a str>,
+    archive: &'a crate::archive::Archive,
 }
 
 async fn page_from(store: Store, a: &PageAsk<'_>) -> Result<LogPage, ServiceError> {
     let job = by_uuid(&store, a.job_id).await?;
     let (after, limit, level, needle) = (a.after, a.limit, a.level, a.needle);
+    if let Some(ar) = store.log_archive(job.id).await? {
+        let filter = crate::archive::jobs::Filter { level, needle };
+        let p = crate::archive::jobs::read_page(
+            a.archive,
+            &ar,
+            after,
+            limit as usize,
+            filter,
+            MAX_PAGE_BYTES,
+        )
+        .await
+        .map_err(|e| {
+            ServiceError::new(
+                crate::service::Kind::Internal,
+                format!("reading the job's archived log: {e}"),
+            )
+        })?;
+        return Ok(LogPage {
+            lines: p.lines.iter().map(line_view).collect(),
+            next_after: p.next_after,
+            job_status: job.status,
+            complete: job.status.is_final() && p.at_end,
+            last_line: ar.last_line,
+            archived: true,
+        });
+    }
     // Cut to the byte budget first, from the lines' sizes alone, so that no page reads more
     // text than it may send.
     let sizes = store
@@ -134,6 +162,7 @@ async fn page_from(store: Store, a: &PageAsk<'_>) -> Result<LogPage, ServiceErro
         job_status: job.status,
         complete,
         last_line,
+        archived: false,
     })
 }
 
@@ -323,6 +352,30 @@ async fn send_end(store: &Store, job: JobId, last: i32, tx: &Out) {
 
 async fn follow(st: &WebState, job: JobId, mut last: i32, tx: &Out) {
     let store = &st.core.store;
+    if let Ok(Some(a)) = store.log_archive(job).await {
+        // Archived: final, and its lines are in the archive only.
+        let Ok(mut frames) = crate::archive::jobs::Frames::open(&st.core.archive, &a, last).await
+        else {
+            return;
+        };
+        loop {
+            match frames.next_lines().await {
+                Ok(Some(lines)) => {
+                    for l in &lines {
+                        if !send_line(tx, l).await {
+                            return;
+                        }
+                        last = l.line_number;
+                    }
+                }
+                Ok(None) => break,
+                // No end event: the follower sees the stream break, not a short log.
+                Err(_) => return,
+            }
+        }
+        send_end(store, job, last, tx).await;
+        return;
+    }
     // Join the feed first, so nothing published while we replay is missed.
     let (_feed, mut rx) = st.follow.subscribe(job);
     if !catch_up(store, job, &mut last, None, tx).await {

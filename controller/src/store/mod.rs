@@ -7,6 +7,7 @@
 //! against the concrete driver and no `Any` driver is involved.
 
 pub mod agents;
+pub mod archives;
 pub mod audit;
 pub mod blackouts;
 pub mod census;

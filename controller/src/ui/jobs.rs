@@ -203,20 +203,29 @@ pub async fn show(
 ) -> PageResult {
     let j = or_page(service::jobs::get(&st.core, &job_id).await)?;
     // The rest of the page from the read replica too, while it is good.
-    let (last, run) = or_page(
+    let (last, run, archived) = or_page(
         st.core
             .store
             .read(|store| {
                 let id = &j.id;
                 async move {
                     let job = service::jobs::by_uuid(&store, id).await?;
-                    let last = store.last_line_number(job.id).await?;
+                    // An archived job's lines are in its archive, no longer in the database.
+                    let archive = store.log_archive(job.id).await?;
+                    let last = match &archive {
+                        Some(a) => a.last_line,
+                        None => store.last_line_number(job.id).await?,
+                    };
                     // The run the job belongs to (every launch makes one since runs came).
                     let run = match job.run_id {
                         Some(r) => Some(store.get_run(r).await?),
                         None => None,
                     };
-                    Ok::<_, crate::service::ServiceError>((last, run.map(|r| r.run_id.to_string())))
+                    Ok::<_, crate::service::ServiceError>((
+                        last,
+                        run.map(|r| r.run_id.to_string()),
+                        archive.map(|a| a.archived_at),
+                    ))
                 }
             })
             .await,
@@ -295,6 +304,9 @@ pub async fn show(
         section.card.log {
             div.logbar {
                 h2 { "Log " span.muted #log-count { (last) " lines" } }
+                @if let Some(at) = archived {
+                    span.label #log-archived title="Past the retention: read from the archive" { "archived " (layout::time(Some(at))) }
+                }
                 form #log-search role="search" {
                     label.sr for="log-q" { "Search the log" }
                     input #log-q type="search" placeholder="Search the log" maxlength="200";
@@ -323,7 +335,18 @@ pub async fn cancel(
     Ok(Redirect::to(&format!("/jobs/{}", r.job.id)).into_response())
 }
 
-/// GET /jobs/{job_id}/log.txt: every line, streamed from the database a page at a time.
+/// Lines as the download's text, one a line.
+fn text_of(lines: &[crate::model::LogLine]) -> Result<String, std::io::Error> {
+    let mut chunk = String::new();
+    for l in lines {
+        chunk.push_str(&l.content);
+        chunk.push('\n');
+    }
+    Ok(chunk)
+}
+
+/// GET /jobs/{job_id}/log.txt: every line, streamed from the database a page at a time (from
+/// the archive, for an archived job).
 pub async fn download(State(st): State<Arc<WebState>>, Path(job_id): Path<String>) -> PageResult {
     // The job and its lines from the read replica while it is good.
     let job = or_page(
@@ -337,7 +360,37 @@ pub async fn download(State(st): State<Arc<WebState>>, Path(job_id): Path<String
     )?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
     let store = st.core.store.clone();
+    let archive = st.core.archive.clone();
     tokio::spawn(async move {
+        let fail = |e: String| Err(std::io::Error::other(e));
+        match store.log_archive(job.id).await {
+            Ok(Some(a)) => {
+                // Past the retention: the archive, a frame (1,000 lines) at a time.
+                let mut frames = match crate::archive::jobs::Frames::open(&archive, &a, 0).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = tx.send(fail(e.to_string())).await;
+                        return;
+                    }
+                };
+                loop {
+                    let chunk = match frames.next_lines().await {
+                        Ok(Some(lines)) => text_of(&lines),
+                        Ok(None) => return,
+                        Err(e) => fail(e.to_string()),
+                    };
+                    let failed = chunk.is_err();
+                    if tx.send(chunk).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tx.send(fail(e.to_string())).await;
+                return;
+            }
+        }
         let mut after = 0;
         loop {
             // 500 lines of at most 60,000 bytes: a bounded read however long the lines are.
@@ -349,19 +402,14 @@ pub async fn download(State(st): State<Arc<WebState>>, Path(job_id): Path<String
             {
                 Ok(l) => l,
                 Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    let _ = tx.send(fail(e.to_string())).await;
                     return;
                 }
             };
             let Some(last) = lines.last().map(|l| l.line_number) else {
                 return;
             };
-            let mut chunk = String::new();
-            for l in &lines {
-                chunk.push_str(&l.content);
-                chunk.push('\n');
-            }
-            if tx.send(Ok(chunk)).await.is_err() {
+            if tx.send(text_of(&lines)).await.is_err() {
                 return;
             }
             after = last;

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use commands::{
-    agents, backup, bundle, credentials, dev, init, migrate, partitions, revoke, serve, token,
+    agents, archive, backup, bundle, credentials, dev, init, migrate, partitions, revoke, serve,
+    token,
 };
 use outpost_controller::config::Config;
 
@@ -67,6 +68,9 @@ enum Command {
     /// job_logs and audit_logs in monthly partitions (MySQL/MariaDB): status, estimate,
     /// enable, disable. Retention then drops whole archived months instead of deleting rows.
     Partitions(partitions::Args),
+    /// Archive now: the output of finished jobs past the retention (then their rows go), or a
+    /// range of audit records; to `archive_url`, verified before anything is recorded.
+    Archive(archive::Args),
     /// A local controller that stays up until Ctrl-C: SQLite, its own PKI, one local agent,
     /// localhost as a server, the example playbook run once and followed live; then the API
     /// address, the admin password and the `outpost login` command.
@@ -101,6 +105,7 @@ async fn run(cli: Cli, flags: Config) -> anyhow::Result<()> {
         Command::Restore(args) => backup::run_restore(&settings()?, args).await,
         Command::Credentials(args) => credentials::run(&settings()?, args).await,
         Command::Partitions(args) => partitions::run(&settings()?, args).await,
+        Command::Archive(args) => archive::run(&settings()?, args).await,
         // The quick start makes its own settings in its own directory.
         Command::Dev(args) => dev::run(args).await,
     }
@@ -327,6 +332,66 @@ mod tests {
             )],
             every_command: false,
             holds: |s| s.listen.to_string() == "127.0.0.1:9001",
+        },
+        Case {
+            pins: &[
+                pin(
+                    "archive_url",
+                    "--archive-url",
+                    "OUTPOST_ARCHIVE_URL",
+                    "s3://logs/outpost",
+                    "\"s3://logs/outpost\"",
+                ),
+                pin(
+                    "archive_s3_endpoint",
+                    "--archive-s3-endpoint",
+                    "OUTPOST_ARCHIVE_S3_ENDPOINT",
+                    "http://127.0.0.1:9000",
+                    "\"http://127.0.0.1:9000\"",
+                ),
+                pin(
+                    "archive_s3_region",
+                    "--archive-s3-region",
+                    "OUTPOST_ARCHIVE_S3_REGION",
+                    "eu-west-1",
+                    "\"eu-west-1\"",
+                ),
+                pin(
+                    "archive_s3_access_key_id",
+                    "--archive-s3-access-key-id",
+                    "OUTPOST_ARCHIVE_S3_ACCESS_KEY_ID",
+                    "AKIA1",
+                    "\"AKIA1\"",
+                ),
+                pin(
+                    "archive_s3_secret_access_key_file",
+                    "--archive-s3-secret-access-key-file",
+                    "OUTPOST_ARCHIVE_S3_SECRET_ACCESS_KEY_FILE",
+                    "/etc/outpost/s3.key",
+                    "\"/etc/outpost/s3.key\"",
+                ),
+            ],
+            every_command: false,
+            holds: |s| {
+                let a = &s.archive;
+                a.url == "s3://logs/outpost"
+                    && a.s3_endpoint.as_deref() == Some("http://127.0.0.1:9000")
+                    && a.s3_region.as_deref() == Some("eu-west-1")
+                    && a.s3_access_key_id.as_deref() == Some("AKIA1")
+                    && a.s3_secret_access_key_file.as_deref()
+                        == Some(Path::new("/etc/outpost/s3.key"))
+            },
+        },
+        Case {
+            pins: &[pin(
+                "audit_retention_days",
+                "--audit-retention-days",
+                "OUTPOST_AUDIT_RETENTION_DAYS",
+                "400",
+                "400",
+            )],
+            every_command: false,
+            holds: |s| s.audit_retention == Some(secs(400 * 86400)),
         },
         Case {
             pins: &[pin(

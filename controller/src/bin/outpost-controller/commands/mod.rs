@@ -2,6 +2,7 @@
 //! go, how the settings resolve, and how a command opens the store.
 
 pub mod agents;
+pub mod archive;
 pub mod backup;
 pub mod bundle;
 pub mod credentials;
@@ -20,8 +21,18 @@ use clap::{Arg, Args as _};
 use outpost_controller::config::{Config, Settings};
 use outpost_controller::Store;
 
-/// The daemon's settings that another command takes too: `bundle` packs the agent binary.
-const ALSO_TAKEN: &[(&str, &str)] = &[("bundle", "agent_binary")];
+/// The daemon's settings that another command takes too: `bundle` packs the agent binary,
+/// `archive` does the retention's archive work.
+const ALSO_TAKEN: &[(&str, &str)] = &[
+    ("bundle", "agent_binary"),
+    ("archive", "retention_days"),
+    ("archive", "archive_url"),
+    ("archive", "archive_s3_endpoint"),
+    ("archive", "archive_s3_region"),
+    ("archive", "archive_s3_access_key_id"),
+    ("archive", "archive_s3_secret_access_key_file"),
+    ("archive", "audit_retention_days"),
+];
 
 /// Adds the settings' flags to `cmd`: a `global` one to every command (before or after its
 /// name), the daemon's to `serve` (and as [`ALSO_TAKEN`]). Elsewhere a daemon flag is hidden,

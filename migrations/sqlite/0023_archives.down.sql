@@ -1,0 +1,2 @@
+DROP TABLE audit_archives;
+DROP TABLE job_log_archives;
