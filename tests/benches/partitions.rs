@@ -73,7 +73,10 @@ async fn main() {
         .partition_contents(LoggedTable::JobLogs, &month)
         .await
         .expect("contents");
-    assert_eq!(contents.rows as usize, lines, "the month's lines are in {month}");
+    assert_eq!(
+        contents.rows as usize, lines,
+        "the month's lines are in {month}"
+    );
     let started = Instant::now();
     w.store
         .drop_partition(LoggedTable::JobLogs, &month)
@@ -103,7 +106,10 @@ async fn batch_deletes(lines: usize) -> f64 {
     let db = TestDb::mariadb().await;
     let (w, job) = world_with_job(&db).await;
     let filled = fill(&db, job, lines).await;
-    let cutoff = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap().naive_utc();
+    let cutoff = Utc
+        .with_ymd_and_hms(2026, 2, 1, 0, 0, 0)
+        .unwrap()
+        .naive_utc();
     let pool = sqlx_pool(&db).await;
     let started = Instant::now();
     let mut statements = 0;

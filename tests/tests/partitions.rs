@@ -418,3 +418,168 @@ async fn sqlite_is_told_partitions_are_for_mysql() {
     let said = output_text(&out);
     assert!(said.contains("needs MySQL or MariaDB"), "{said}");
 }
+
+/// Lines `1..=n` of `job`, stamped `at`.
+fn lines_at(
+    job: outpost_controller::model::JobId,
+    n: i32,
+    at: chrono::DateTime<Utc>,
+) -> Vec<NewLogLine> {
+    (1..=n)
+        .map(|i| NewLogLine {
+            job,
+            line_number: i,
+            content: format!("line {i} of job {}", job.0),
+            level: None,
+            timestamp: at,
+        })
+        .collect()
+}
+
+/// Retention on partitions: a past month is dropped whole only once every job in it has a
+/// verified archive, and then the archive still answers for them; an audit month goes only
+/// with an audit retention set, after a verified export covers it.
+#[tokio::test]
+async fn retention_drops_a_month_only_once_all_of_it_is_archived() {
+    use outpost_controller::archive::{Archive, ArchiveSettings};
+    use outpost_controller::retention::{self, Policy};
+
+    let db = TestDb::new(Backend::MariaDb).await;
+    let w = outpost_tests::world::World::new(&db.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        retention: Duration::from_secs(30 * 86_400),
+        audit_retention: None,
+        archive: Archive::new(&ArchiveSettings::directory(&dir.path().join("archive"))).unwrap(),
+    };
+    let web = w.local_server("web1", json!({}), "dev").await;
+    let pb = w.playbook("quick", QUICK).await;
+    let (a, b, c) = (
+        w.launch(&pb, &web).await,
+        w.launch(&pb, &web).await,
+        w.launch(&pb, &web).await,
+    );
+    // Partitioned five months ago: a and b write then, into that month's partition.
+    let now = Utc::now();
+    let then = now - chrono::Duration::days(150);
+    w.store.enable_partitions(then, 2, |_| {}).await.unwrap();
+    for job in [&a, &b] {
+        w.store
+            .insert_log_lines(&lines_at(job.id, 500, then))
+            .await
+            .unwrap();
+    }
+    // Today's upkeep: months up to two ahead, and today's ids; c writes now.
+    w.store.ensure_partitions(now, 2).await.unwrap();
+    w.store
+        .insert_log_lines(&lines_at(c.id, 200, now))
+        .await
+        .unwrap();
+    db.exec(&format!(
+        "UPDATE jobs SET status = 'success', started_at = '{}', completed_at = '{}' WHERE id IN ({}, {}, {})",
+        then.format("%Y-%m-%d %H:%M:%S"),
+        then.format("%Y-%m-%d %H:%M:%S"),
+        a.id.0,
+        b.id.0,
+        c.id.0
+    ))
+    .await;
+    let old = Month::of(then).partition_name();
+
+    // Nothing archived yet: the old month stays, whole; empty months wholly past go.
+    let dropped = retention::drop_expired_months(&w.store, &policy, now)
+        .await
+        .unwrap();
+    let names: Vec<&str> = dropped.partitions.iter().map(|(_, p)| p.as_str()).collect();
+    assert!(!names.contains(&old.as_str()), "{names:?}");
+    assert!(
+        names.contains(&Month::of(then).next().partition_name().as_str()),
+        "{names:?}"
+    );
+    assert_eq!(dropped.lines, 0);
+    assert_eq!(
+        scalar(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM job_logs WHERE job_id IN ({}, {})",
+                a.id.0, b.id.0
+            )
+        )
+        .await,
+        1000
+    );
+
+    // Archived (a and b only: c's lines are recent), then the month goes in one statement.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pass = retention::archive_pass(&w.store, &policy, &stop)
+        .await
+        .unwrap();
+    assert_eq!((pass.archived, pass.failed), (2, 0));
+    let removed = retention::removal_pass(&w.store, &policy, &stop)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1000);
+    assert_eq!(
+        scalar(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM job_logs WHERE job_id IN ({}, {})",
+                a.id.0, b.id.0
+            )
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        w.store.log_extent(c.id).await.unwrap(),
+        (200, 200),
+        "c keeps its lines"
+    );
+    let gone: i64 = scalar(
+        &db,
+        &format!("SELECT COUNT(*) FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'job_logs' AND PARTITION_NAME = '{old}'"),
+    )
+    .await;
+    assert_eq!(gone, 0);
+    for job in [&a, &b] {
+        let archived = w
+            .store
+            .log_archive(job.id)
+            .await
+            .unwrap()
+            .expect("archived");
+        assert_eq!(archived.line_count, 500);
+    }
+
+    // Audit months: never without an audit retention; with one, exported (verified) first.
+    let audit_before = scalar(&db, "SELECT COUNT(*) FROM audit_logs").await;
+    assert!(audit_before > 0);
+    let far = now + chrono::Duration::days(800);
+    let dropped = retention::drop_expired_months(&w.store, &policy, far)
+        .await
+        .unwrap();
+    assert_eq!(
+        dropped.audit_records, 0,
+        "no audit retention: audit records stay"
+    );
+    assert!(
+        w.store.log_extent(c.id).await.unwrap().1 == 200,
+        "c has no archive: its month stays however old"
+    );
+    let keeping = Policy {
+        audit_retention: Some(Duration::from_secs(400 * 86_400)),
+        ..policy.clone()
+    };
+    let dropped = retention::drop_expired_months(&w.store, &keeping, far)
+        .await
+        .unwrap();
+    assert_eq!(dropped.audit_records as i64, audit_before);
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM audit_logs").await, 0);
+    let exported = scalar(
+        &db,
+        "SELECT CAST(COALESCE(SUM(row_count), 0) AS SIGNED) FROM audit_archives",
+    )
+    .await;
+    assert!(exported >= audit_before, "{exported} < {audit_before}");
+    w.store.close().await;
+}

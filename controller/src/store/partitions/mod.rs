@@ -458,14 +458,16 @@ impl Store {
         })
     }
 
-    /// The jobs with lines in a partition of job_logs.
-    pub async fn jobs_in_partition(&self, partition: &str) -> Result<Vec<i32>> {
+    /// How many jobs with lines in a partition of job_logs have no verified archive (the
+    /// partition may be dropped only when none is left).
+    pub async fn unarchived_jobs_in_partition(&self, partition: &str) -> Result<i64> {
         let p = self.mysql("partitioning")?;
         check_partition_name(partition)?;
         Ok(sqlx::query_scalar(&format!(
-            "SELECT DISTINCT job_id FROM job_logs PARTITION ({partition})"
+            "SELECT COUNT(*) FROM (SELECT DISTINCT job_id FROM job_logs PARTITION ({partition})) d \
+             LEFT JOIN job_log_archives a ON a.job_id = d.job_id WHERE a.job_id IS NULL"
         ))
-        .fetch_all(p)
+        .fetch_one(p)
         .await?)
     }
 

@@ -79,7 +79,7 @@ async fn run_pass(
     };
     let stop = CancellationToken::new();
     let pass = retention::archive_pass(store, &policy, &stop).await?;
-    let removed = retention::removal_pass(store, &stop).await?;
+    let removed = retention::removal_pass(store, &policy, &stop).await?;
     println!(
         "archived {} job(s) to {}, {} failed; removed {removed} archived line(s)",
         pass.archived,
