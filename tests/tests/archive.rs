@@ -395,6 +395,11 @@ async fn archived_log_reads_back(backend: Backend, s3: bool) {
     let raw = outpost(&["job", "logs", &id, "--raw"]);
     assert!(raw.status.success(), "{}", text(&raw));
     assert_eq!(String::from_utf8_lossy(&raw.stdout), whole);
+    assert!(
+        String::from_utf8_lossy(&raw.stderr).contains("read from its archive"),
+        "the CLI says the log came from the archive: {}",
+        text(&raw)
+    );
     drop(ctl);
 }
 

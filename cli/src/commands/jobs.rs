@@ -129,6 +129,7 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
             raw,
         } => {
             let mut after = since_line;
+            let mut told = false;
             loop {
                 let query = LogQuery {
                     after: Some(after),
@@ -136,6 +137,14 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
                     ..Default::default()
                 };
                 let page = c.jobs().logs(&job, &query).await?;
+                // On stderr, so that the lines on stdout stay exactly the log.
+                if page.archived && !told {
+                    eprintln!(
+                        "(job {}: past the retention, read from its archive)",
+                        terminal::escape(&job)
+                    );
+                    told = true;
+                }
                 for l in &page.lines {
                     if out.json {
                         let text = serde_json::to_string(l)?;
