@@ -2,7 +2,7 @@
 
 use outpost_api::{AuditQuery, AuditView, Page};
 
-use super::{paging, views, Result};
+use super::{keyset_paging, views, Result};
 use crate::core::Core;
 use crate::model::UserId;
 use crate::store::audit::AuditFilter;
@@ -16,6 +16,7 @@ pub async fn list(core: &Core, q: &AuditQuery) -> Result<Page<AuditView>> {
         since: q.since,
         until: q.until,
     };
-    let page = core.store.list_audit(&f, paging(q.limit, q.offset)).await?;
+    let paging = keyset_paging(q.limit, q.offset, q.after.as_deref())?;
+    let page = core.store.list_audit(&f, paging).await?;
     Ok(views::page(page, views::audit))
 }

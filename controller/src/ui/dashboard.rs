@@ -99,7 +99,7 @@ pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
     let failures = st
         .core
         .store
-        .list_jobs(
+        .list_named_jobs(
             &JobFilter {
                 status: Some(JobStatus::Failed),
                 ..Default::default()
@@ -108,11 +108,11 @@ pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
         )
         .await?;
     let charts = super::trends::charts(st).await?;
-    let mut names = service::job_views::Names::default();
-    let mut latest = Vec::new();
-    for j in &failures.items {
-        latest.push(names.view(&st.core.store, j).await?);
-    }
+    let latest: Vec<_> = failures
+        .items
+        .iter()
+        .map(service::job_views::listed)
+        .collect();
     Ok(html! {
         div.cards {
             a.card.stat href="/jobs?status=running" { span.n #n-running { (count(&now, JobStatus::Running)) } span { "running" } }
