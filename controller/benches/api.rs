@@ -714,7 +714,10 @@ async fn side_by_side(
         .await;
         println!("  API  {name:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
         let (p50, p99, max) = timed_sql(N, conn, statements).await;
-        println!("  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms", format!("({} statements)", statements.len()));
+        println!(
+            "  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
+            format!("({} statements)", statements.len())
+        );
         for sql in statements {
             println!("         {}", &sql[..sql.len().min(160)]);
         }
@@ -733,7 +736,10 @@ async fn side_by_side(
         let _ = r.bytes().await;
     })
     .await;
-    println!("  API  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms", "GET / (dashboard, charts cached 15 s)");
+    println!(
+        "  API  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
+        "GET / (dashboard, charts cached 15 s)"
+    );
     let dashboard = vec![
         format!("SELECT status, COUNT(*) FROM jobs WHERE created_at >= {day_ago} GROUP BY status"),
         "SELECT status, COUNT(*) FROM jobs WHERE status IN ('pending', 'running') GROUP BY status".into(),
@@ -744,7 +750,10 @@ async fn side_by_side(
         "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j WHERE j.status = 'failed' LIMIT 10001) counted".into(),
     ];
     let (p50, p99, max) = timed_sql(N, conn, &dashboard).await;
-    println!("  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms", format!("({} statements)", dashboard.len()));
+    println!(
+        "  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
+        format!("({} statements)", dashboard.len())
+    );
     for sql in &dashboard {
         println!("         {}", &sql[..sql.len().min(160)]);
     }
@@ -759,5 +768,8 @@ async fn side_by_side(
         store.recent_durations(since, 5_000).await.unwrap();
     })
     .await;
-    println!("  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms", "dashboard charts uncached (3 store reads, 7 d)");
+    println!(
+        "  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
+        "dashboard charts uncached (3 store reads, 7 d)"
+    );
 }
