@@ -69,10 +69,24 @@ pub struct FieldError {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    /// How many items the filter matches in all.
+    /// How many items the filter matches in all when `total_exact` is true; otherwise at least
+    /// this many (the long lists — jobs, audit — count at most 10,000 rows rather than scan
+    /// every match for a figure nobody pages through).
     pub total: i64,
+    /// Whether `total` is the exact count (true) or a lower bound (false).
+    #[serde(default = "exact")]
+    pub total_exact: bool,
     pub limit: i64,
     pub offset: i64,
+    /// The cursor of the next (older) page, to pass back as `after`: null on the last page and
+    /// on lists that page by `offset` only. Opaque: made by the server from the last item's
+    /// sort key.
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+fn exact() -> bool {
+    true
 }
 
 /// `limit` (1–1000, default 50) and `offset` of a listing.
@@ -646,7 +660,10 @@ pub struct JobQuery {
     /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
     pub limit: Option<i64>,
+    /// Skips this many (old clients; deep offsets cost a scan: prefer `after`).
     pub offset: Option<i64>,
+    /// The page after this cursor (a previous page's `next`); not with `offset`.
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -860,6 +877,8 @@ pub struct AuditQuery {
     pub until: Option<DateTime<Utc>>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
+    /// The page after this cursor (a previous page's `next`); not with `offset`.
+    pub after: Option<String>,
 }
 
 // ---------------------------------------------------------------- health

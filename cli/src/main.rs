@@ -505,12 +505,15 @@ pub enum TemplateCmd {
 pub enum JobCmd {
     /// Run a playbook on servers (one job per server).
     Run(Box<RunArgs>),
-    /// List jobs, newest first.
+    /// List jobs, newest first. A full page ends with the command for the next (older) one.
     List {
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Start after this cursor (the `next` a previous page printed).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Show one job.
     Show { job: String },
@@ -732,6 +735,7 @@ pub enum UserCmd {
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
+    /// List audit records, newest first. A full page ends with the command for the next one.
     List {
         #[arg(long)]
         action: Option<String>,
@@ -739,6 +743,9 @@ pub enum AuditCmd {
         resource_type: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Start after this cursor (the `next` a previous page printed).
+        #[arg(long)]
+        after: Option<String>,
     },
 }
 

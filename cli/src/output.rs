@@ -31,6 +31,21 @@ impl Output {
         self.json
     }
 
+    /// After a table of a list paged by cursor: the total (or its lower bound) and the command
+    /// that prints the next page, on stderr so that stdout stays the table. `command` is the
+    /// listing's command line as typed, filters included.
+    pub fn next_page<T>(&self, page: &outpost_api::Page<T>, command: &str) {
+        let total = if page.total_exact {
+            page.total.to_string()
+        } else {
+            format!("more than {}", page.total)
+        };
+        eprintln!("{} shown of {total}", page.items.len());
+        if let Some(next) = &page.next {
+            eprintln!("next page: {command} --after {next}");
+        }
+    }
+
     /// A status word in the colour of what it means, on a terminal.
     fn colour(&self, s: &str) -> String {
         if !self.colour {

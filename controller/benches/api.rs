@@ -8,8 +8,14 @@
 //!    (10,000,000) log lines in the tables, `GET /api/v1/jobs` unfiltered, by status and by
 //!    time, and the dashboard's counts (jobs by status over 24 h, open tickets by priority),
 //!    p50/p99 over 200 requests each, with MariaDB's EXPLAIN of each query.
+//! 3. pages at size, each beside the raw SQL it sends, timed in the same run on one direct
+//!    connection: the job list's first page and a page by cursor 50,000 jobs deep, the audit
+//!    list (`OUTPOST_BENCH_AUDIT`, 100,000 records) first and deep, a job's log page (1,000
+//!    lines), and the dashboard (`GET /` with a session cookie; its charts are cached for
+//!    15 s, so their uncached cost is shown on its own line).
 //!
-//! Run: `cargo bench -p outpost-controller --bench api`.
+//! Run: `cargo bench -p outpost-controller --bench api`. `OUTPOST_BENCH_SKIP_LAUNCHES=1`
+//! leaves out part 1 (only one launch is made, to have jobs of the API's own making).
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -55,6 +61,12 @@ async fn main() {
     let launches = env_num("OUTPOST_BENCH_LAUNCHES", 1000);
     let jobs_total = env_num("OUTPOST_BENCH_JOBS", 100_000);
     let log_lines = env_num("OUTPOST_BENCH_LOG_LINES", 10_000_000);
+    let audit_rows = env_num("OUTPOST_BENCH_AUDIT", 100_000);
+    let launches = if std::env::var_os("OUTPOST_BENCH_SKIP_LAUNCHES").is_some() {
+        1
+    } else {
+        launches
+    };
 
     let server_url = "mysql://root@127.0.0.1:3306";
     let db_name = format!("outpost_bench_api_{}", std::process::id());
@@ -203,7 +215,8 @@ async fn main() {
         )
         .await
         .unwrap();
-    let api = api.with_token(login["token"].as_str().unwrap());
+    let token = login["token"].as_str().unwrap().to_owned();
+    let api = api.with_token(&token);
 
     // The agent: takes every assignment at once, notes when it arrived, and finishes it.
     let arrivals: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Default::default();
@@ -326,9 +339,9 @@ async fn main() {
 
     // 2. Reads with the tables at scale.
     let t = Instant::now();
-    fill(&url, admin.id.0, jobs_total, log_lines).await;
+    fill(&url, admin.id.0, jobs_total, log_lines, audit_rows).await;
     println!(
-        "filled {jobs_total} jobs and {log_lines} log lines in {:.0} s",
+        "filled {jobs_total} jobs, {log_lines} log lines and {audit_rows} audit records in {:.0} s",
         t.elapsed().as_secs_f64()
     );
     let since = (chrono::Utc::now() - chrono::Duration::hours(24))
@@ -383,6 +396,19 @@ async fn main() {
         let (p50, p99, max) = percentiles(v);
         println!("{name:38} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
     }
+    let ui = reqwest::Client::builder()
+        .use_preconfigured_tls(outpost_api::client::tls_config(&ca_pem).unwrap())
+        .build()
+        .unwrap();
+    side_by_side(
+        &api,
+        &ui,
+        &format!("https://127.0.0.1:{api_port}"),
+        &token,
+        &store,
+        &mut conn,
+    )
+    .await;
     println!("EXPLAIN (the queries behind the reads above):");
     let explains = [
         "SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT 50",
@@ -390,6 +416,9 @@ async fn main() {
         "SELECT COUNT(*) FROM jobs WHERE status = 'failed'",
         "SELECT status, COUNT(*) FROM jobs WHERE created_at >= NOW() - INTERVAL 1 DAY GROUP BY status",
         "SELECT line_number FROM job_logs WHERE job_id = 1 AND line_number > 0 ORDER BY line_number LIMIT 1000",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j LIMIT 10001) counted",
+        "SELECT j.id FROM jobs j WHERE j.created_at <= NOW() - INTERVAL 15 DAY AND (j.created_at < NOW() - INTERVAL 15 DAY OR j.id < 50000) ORDER BY j.created_at DESC, j.id DESC LIMIT 50",
+        "SELECT id FROM audit_logs WHERE timestamp <= NOW() - INTERVAL 1 DAY AND (timestamp < NOW() - INTERVAL 1 DAY OR id < 50000) ORDER BY timestamp DESC, id DESC LIMIT 50",
         "SELECT priority, COUNT(*) FROM tickets WHERE status = 'open' GROUP BY priority",
     ];
     for sql in explains {
@@ -432,7 +461,7 @@ async fn main() {
 
 /// Jobs spread over 30 days and all states, a ticket for each failure, and log lines for the
 /// first jobs, written with raw multi-row INSERTs.
-async fn fill(url: &str, user: i32, jobs: usize, lines: usize) {
+async fn fill(url: &str, user: i32, jobs: usize, lines: usize, audit: usize) {
     let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
     let (pb,): (i32,) = sqlx::query_as("SELECT id FROM playbooks LIMIT 1")
         .fetch_one(&mut conn)
@@ -483,6 +512,18 @@ async fn fill(url: &str, user: i32, jobs: usize, lines: usize) {
     .execute(&mut conn)
     .await
     .unwrap();
+    // Audit records a second apart going back from now, as launches would leave them.
+    if audit > 0 {
+        sqlx::query(&format!(
+            "INSERT INTO audit_logs (user_id, action, resource_type, resource_id, details, timestamp) \
+             SELECT ?, 'LAUNCH', 'job', seq, '{{}}', ? - INTERVAL seq SECOND FROM seq_1_to_{audit}"
+        ))
+        .bind(user)
+        .bind(now)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
     let per_job = 1000usize;
     let (first,): (i32,) = sqlx::query_as("SELECT MIN(id) FROM jobs")
         .fetch_one(&mut conn)
@@ -518,4 +559,217 @@ async fn fill(url: &str, user: i32, jobs: usize, lines: usize) {
         }
         tx.commit().await.unwrap();
     }
+}
+
+/// p50/p99/max of `n` runs of `f`, in ms.
+async fn timed<F, Fut>(n: usize, mut f: F) -> (f64, f64, f64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        f().await;
+        v.push(ms(t0.elapsed()));
+    }
+    percentiles(v)
+}
+
+/// p50/p99/max of `n` runs of `statements` one after another on `conn`, as the request
+/// sends them, in ms.
+async fn timed_sql(
+    n: usize,
+    conn: &mut sqlx::MySqlConnection,
+    statements: &[String],
+) -> (f64, f64, f64) {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        for sql in statements {
+            sqlx::query(sql).fetch_all(&mut *conn).await.expect(sql);
+        }
+        v.push(ms(t0.elapsed()));
+    }
+    percentiles(v)
+}
+
+/// Section 3: each page through the API, then the statements the controller sends for it on
+/// a direct connection, both timed here in the same run.
+async fn side_by_side(
+    api: &Client,
+    ui: &reqwest::Client,
+    base: &str,
+    token: &str,
+    store: &Store,
+    conn: &mut sqlx::MySqlConnection,
+) {
+    use outpost_controller::model::Cursor;
+    const N: usize = 200;
+    let at = |t: chrono::NaiveDateTime| t.format("'%Y-%m-%d %H:%M:%S'").to_string();
+    let (deep_at, deep_id): (chrono::NaiveDateTime, i32) = sqlx::query_as(
+        "SELECT created_at, id FROM jobs ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET 50000",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("a job 50,000 deep (OUTPOST_BENCH_JOBS too small?)");
+    let job_cursor = Cursor::new(deep_at, deep_id.into()).encode();
+    let audit_deep: Option<(chrono::NaiveDateTime, i64)> = sqlx::query_as(
+        "SELECT timestamp, id FROM audit_logs ORDER BY timestamp DESC, id DESC LIMIT 1 OFFSET 50000",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .unwrap();
+    let (audit_at, audit_id) = audit_deep.unwrap_or((deep_at, 1));
+    let audit_cursor = Cursor::new(audit_at, audit_id).encode();
+    let (log_job, log_uuid): (i32, String) = sqlx::query_as(
+        "SELECT j.id, j.job_id FROM jobs j WHERE j.id = (SELECT job_id FROM job_logs ORDER BY id DESC LIMIT 1)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("a job with log lines");
+
+    const JOB_COLS: &str = "j.id, j.job_id, j.playbook_id, j.server_id, j.user_id, j.status, j.celery_task_id, \
+        j.extra_vars, j.error_message, j.started_at, j.completed_at, j.created_at, j.agent_id, j.assigned_at, \
+        j.cancel_requested_at, j.exit_code, j.pending_reason, j.run_options, j.extra_vars_templated, \
+        j.revision_id, j.template_id, j.time_limit_secs, j.run_id, j.wave, j.unreachable, \
+        p.name, s.hostname, a.name, t.name, r.project_id, pr.name, r.digest, r.git_commit, r.size_bytes, \
+        r.entries, r.created_at";
+    const JOB_FROM: &str = "jobs j LEFT JOIN playbooks p ON p.id = j.playbook_id \
+        LEFT JOIN servers s ON s.id = j.server_id LEFT JOIN agents a ON a.id = j.agent_id \
+        LEFT JOIN job_templates t ON t.id = j.template_id \
+        LEFT JOIN project_revisions r ON r.id = j.revision_id LEFT JOIN projects pr ON pr.id = r.project_id";
+    const AUDIT_COLS: &str =
+        "id, user_id, action, resource_type, resource_id, details, ip_address, user_agent, timestamp";
+    let job_count = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j LIMIT 10001) counted".to_owned();
+    let audit_count =
+        "SELECT COUNT(*) FROM (SELECT 1 FROM audit_logs LIMIT 10001) counted".to_owned();
+    let now = chrono::Utc::now().naive_utc();
+    let day_ago = at(now - chrono::Duration::hours(24));
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "GET /api/v1/jobs (first page of 50)",
+            "/api/v1/jobs?limit=50".into(),
+            vec![
+                format!("SELECT {JOB_COLS} FROM {JOB_FROM} ORDER BY j.created_at DESC, j.id DESC LIMIT 50 OFFSET 0"),
+                job_count.clone(),
+            ],
+        ),
+        (
+            "GET /api/v1/jobs?after=<50,000 deep>",
+            format!("/api/v1/jobs?limit=50&after={job_cursor}"),
+            vec![
+                format!(
+                    "SELECT {JOB_COLS} FROM {JOB_FROM} WHERE j.created_at <= {t} AND (j.created_at < {t} OR j.id < {deep_id}) \
+                     ORDER BY j.created_at DESC, j.id DESC LIMIT 50",
+                    t = at(deep_at)
+                ),
+                job_count.clone(),
+            ],
+        ),
+        (
+            "GET /api/v1/jobs?status=failed",
+            "/api/v1/jobs?status=failed&limit=50".into(),
+            vec![
+                format!("SELECT {JOB_COLS} FROM {JOB_FROM} WHERE j.status = 'failed' ORDER BY j.created_at DESC, j.id DESC LIMIT 50 OFFSET 0"),
+                "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j WHERE j.status = 'failed' LIMIT 10001) counted".into(),
+            ],
+        ),
+        (
+            "GET /api/v1/audit (first page of 50)",
+            "/api/v1/audit?limit=50".into(),
+            vec![
+                format!("SELECT {AUDIT_COLS} FROM audit_logs ORDER BY timestamp DESC, id DESC LIMIT 50 OFFSET 0"),
+                audit_count.clone(),
+            ],
+        ),
+        (
+            "GET /api/v1/audit?after=<50,000 deep>",
+            format!("/api/v1/audit?limit=50&after={audit_cursor}"),
+            vec![
+                format!(
+                    "SELECT {AUDIT_COLS} FROM audit_logs WHERE timestamp <= {t} AND (timestamp < {t} OR id < {audit_id}) \
+                     ORDER BY timestamp DESC, id DESC LIMIT 50",
+                    t = at(audit_at)
+                ),
+                audit_count.clone(),
+            ],
+        ),
+        (
+            "GET /api/v1/jobs/{id}/logs (1,000 lines)",
+            format!("/api/v1/jobs/{log_uuid}/logs?after=0&limit=1000"),
+            vec![
+                format!("SELECT id FROM jobs WHERE job_id = '{log_uuid}'"),
+                format!("SELECT LENGTH(content) FROM job_logs WHERE job_id = {log_job} AND line_number > 0 ORDER BY line_number LIMIT 1000"),
+                format!("SELECT line_number, content, log_level, timestamp FROM job_logs WHERE job_id = {log_job} AND line_number > 0 ORDER BY line_number LIMIT 1000"),
+                format!("SELECT MAX(line_number) FROM job_logs WHERE job_id = {log_job}"),
+            ],
+        ),
+    ];
+    println!("pages at size, each beside the SQL it sends (p50 / p99 / max over {N}):");
+    for (name, path, statements) in &cases {
+        let (p50, p99, max) = timed(N, || async {
+            let _: serde_json::Value = api.get(path).await.expect("read");
+        })
+        .await;
+        println!("  API  {name:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+        let (p50, p99, max) = timed_sql(N, conn, statements).await;
+        println!(
+            "  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
+            format!("({} statements)", statements.len())
+        );
+        for sql in statements {
+            println!("         {}", &sql[..sql.len().min(160)]);
+        }
+    }
+
+    // The dashboard: the page as a browser gets it, then its statements.
+    let cookie = format!("outpost_session={token}");
+    let (p50, p99, max) = timed(N, || async {
+        let r = ui
+            .get(format!("{base}/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("dashboard");
+        assert!(r.status().is_success(), "dashboard: {}", r.status());
+        let _ = r.bytes().await;
+    })
+    .await;
+    println!(
+        "  API  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
+        "GET / (dashboard, charts cached 15 s)"
+    );
+    let dashboard = vec![
+        format!("SELECT status, COUNT(*) FROM jobs WHERE created_at >= {day_ago} GROUP BY status"),
+        "SELECT status, COUNT(*) FROM jobs WHERE status IN ('pending', 'running') GROUP BY status".into(),
+        "SELECT priority, COUNT(*) FROM tickets WHERE status IN ('open', 'in_progress') GROUP BY priority".into(),
+        "SELECT * FROM agents ORDER BY name LIMIT 1000 OFFSET 0".into(),
+        "SELECT COUNT(*) FROM agents".into(),
+        format!("SELECT {JOB_COLS} FROM {JOB_FROM} WHERE j.status = 'failed' ORDER BY j.created_at DESC, j.id DESC LIMIT 5 OFFSET 0"),
+        "SELECT COUNT(*) FROM (SELECT 1 FROM jobs j WHERE j.status = 'failed' LIMIT 10001) counted".into(),
+    ];
+    let (p50, p99, max) = timed_sql(N, conn, &dashboard).await;
+    println!(
+        "  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
+        format!("({} statements)", dashboard.len())
+    );
+    for sql in &dashboard {
+        println!("         {}", &sql[..sql.len().min(160)]);
+    }
+    // The charts' reads, as the page makes them when its cache is stale: through the store.
+    let since = chrono::Utc::now() - chrono::Duration::hours(168);
+    let (p50, p99, max) = timed(20, || async {
+        store.jobs_per_hour(since).await.unwrap();
+        store
+            .outcomes_per_datacenter(since, "dc", 1_000)
+            .await
+            .unwrap();
+        store.recent_durations(since, 5_000).await.unwrap();
+    })
+    .await;
+    println!(
+        "  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
+        "dashboard charts uncached (3 store reads, 7 d)"
+    );
 }

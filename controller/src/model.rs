@@ -119,6 +119,8 @@ macro_rules! uuid_type {
     )+};
 }
 
+mod cursor;
+pub use cursor::{BadCursor, Cursor};
 mod schedules;
 pub use schedules::{
     Blackout, BlackoutId, OverlapRule, Schedule, ScheduleId, ScheduleRun, ScheduleRunId,
@@ -488,16 +490,23 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// The count when `total_exact`, else a lower bound (see [`crate::store::listing`]).
     pub total: i64,
+    pub total_exact: bool,
     pub limit: i64,
     pub offset: i64,
+    /// Where the next page starts, for lists paged by key; `None` on the last page.
+    #[serde(skip)]
+    pub next: Option<Cursor>,
 }
 
-/// Limit and offset of a listing; the limit is clamped to 1..=1000.
+/// Limit and offset of a listing; the limit is clamped to 1..=1000. Lists paged by key
+/// (jobs, audit) also take `after`, which starts the page past a cursor instead.
 #[derive(Debug, Clone, Copy)]
 pub struct Paging {
     pub limit: i64,
     pub offset: i64,
+    pub after: Option<Cursor>,
 }
 
 impl Default for Paging {
@@ -505,6 +514,7 @@ impl Default for Paging {
         Paging {
             limit: 50,
             offset: 0,
+            after: None,
         }
     }
 }
@@ -514,6 +524,15 @@ impl Paging {
         Paging {
             limit: limit.clamp(1, 1000),
             offset: offset.max(0),
+            after: None,
+        }
+    }
+
+    /// The same page size, starting past `cursor`.
+    pub fn after(self, cursor: Option<Cursor>) -> Paging {
+        Paging {
+            after: cursor,
+            ..self
         }
     }
 }

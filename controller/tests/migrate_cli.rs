@@ -79,7 +79,7 @@ async fn applies_once_rolls_back_and_reports_dirty() {
     let down = migrate(&["--database-url", &db.url, "--down", "1"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(
-        stdout(&down).contains("rolled back 0023 archives"),
+        stdout(&down).contains("rolled back 0022 archives"),
         "{}",
         stdout(&down)
     );
@@ -120,12 +120,12 @@ async fn applies_once_rolls_back_and_reports_dirty() {
 
     // A migration that died halfway leaves a dirty mark: refuse, and say how to recover.
     let mut conn = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (23, 'x', 0, x'00', 0)")
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (22, 'x', 0, x'00', 0)")
         .execute(&mut conn).await.unwrap();
     let dirty = migrate(&["--database-url", &db.url]);
-    assert_one_line_error(&dirty, "migration 23 failed partway");
-    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 23"));
-    // Nothing was touched: migration 23's tables are still absent.
+    assert_one_line_error(&dirty, "migration 22 failed partway");
+    assert!(stderr(&dirty).contains("DELETE FROM _sqlx_migrations WHERE version = 22"));
+    // Nothing was touched: migration 22's tables are still absent.
     let column: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
          AND TABLE_NAME IN ('job_log_archives', 'audit_archives')",

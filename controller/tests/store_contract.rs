@@ -47,6 +47,7 @@ contract!(
     a_run_stops_at_its_budget_and_ends_with_one_ticket,
     a_run_ends_once_when_its_last_jobs_end_together,
     task_results_land_once_and_filter,
+    lists_page_by_cursor_with_names,
 );
 
 /// Launches `n` jobs as one run with `max_failures`.
@@ -1656,4 +1657,63 @@ async fn task_results_land_once_and_filter(backend: Backend) {
         .unwrap();
     assert_eq!(store.recap(jobs[0].id).await.unwrap(), Some(recap));
     assert_eq!(store.recap(jobs[1].id).await.unwrap(), None);
+}
+
+/// Jobs and audit records paged by cursor read alike on both backends: one launch makes all
+/// its jobs in the same second, so the id alone orders them within it; a page's names come
+/// from the joined rows.
+async fn lists_page_by_cursor_with_names(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let mut jobs = launch(&store, &f, 7).await;
+    jobs.reverse();
+    let expected: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let mut seen = Vec::new();
+    let mut paging = Paging::new(3, 0);
+    let mut launched = 0;
+    loop {
+        let page = store
+            .list_named_jobs(&JobFilter::default(), paging)
+            .await
+            .unwrap();
+        assert_eq!((page.total, page.total_exact), (7 + launched, true));
+        for l in &page.items {
+            assert_eq!(l.playbook_name.as_deref(), Some(f.playbook.name.as_str()));
+            assert_eq!(
+                l.server_hostname.as_deref(),
+                Some(f.server.hostname.as_str())
+            );
+            assert_eq!(l.agent_name, None);
+        }
+        seen.extend(page.items.iter().map(|l| l.job.id));
+        match page.next {
+            Some(c) => paging = paging.after(Some(c)),
+            None => break,
+        }
+        // A launch between pages lands at the head, not in the pages still to come.
+        launch(&store, &f, 1).await;
+        launched += 1;
+    }
+    assert_eq!(seen, expected);
+
+    let trail = store
+        .list_audit(&AuditFilter::default(), Paging::new(1000, 0))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut paging = Paging::new(4, 0);
+    loop {
+        let page = store
+            .list_audit(&AuditFilter::default(), paging)
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|a| a.id));
+        match page.next {
+            Some(c) => paging = paging.after(Some(c)),
+            None => break,
+        }
+    }
+    assert_eq!(seen, trail.items.iter().map(|a| a.id).collect::<Vec<_>>());
+    assert!(trail.items.len() > 8, "the launches were audited");
 }

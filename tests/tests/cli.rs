@@ -547,6 +547,32 @@ async fn escape_sequences_from_hosts_are_shown_escaped_and_the_cli_names_itself(
             "{action}: {audit}"
         );
     }
+
+    // A full page ends with the command for the next one, which reads on past it.
+    let first = outpost(cfg, &["audit", "list", "--limit", "1"]);
+    let told = stderr(&first);
+    ok(first);
+    let cursor = told
+        .lines()
+        .find_map(|l| l.strip_prefix("next page: outpost audit list --limit 1 --after "))
+        .unwrap_or_else(|| panic!("no next page named: {told}"))
+        .to_owned();
+    assert!(told.contains("1 shown of "), "{told}");
+    let head: serde_json::Value = serde_json::from_str(&ok(outpost(
+        cfg,
+        &["audit", "list", "--limit", "2", "--json"],
+    )))
+    .unwrap();
+    let next: serde_json::Value = serde_json::from_str(&ok(outpost(
+        cfg,
+        &[
+            "audit", "list", "--limit", "1", "--after", &cursor, "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(next["items"][0]["id"], head["items"][1]["id"], "{next}");
+    let bad = outpost(cfg, &["job", "list", "--after", "nonsense"]);
+    one_line_error(&bad, "after");
 }
 
 /// Runs `outpost` with the secret written to its standard input, after checking that the

@@ -367,11 +367,20 @@ pub async fn audit(ctx: Option<&str>, cmd: AuditCmd, out: Output) -> anyhow::Res
         action,
         resource_type,
         limit,
+        after,
     } = cmd;
+    let mut command = format!("outpost audit list --limit {limit}");
+    if let Some(a) = &action {
+        command.push_str(&format!(" --action {}", escape(a)));
+    }
+    if let Some(r) = &resource_type {
+        command.push_str(&format!(" --resource-type {}", escape(r)));
+    }
     let query = AuditQuery {
         action,
         resource_type,
         limit: Some(limit),
+        after,
         ..Default::default()
     };
     let page = c.audit().list(&query).await?;
@@ -397,6 +406,7 @@ pub async fn audit(ctx: Option<&str>, cmd: AuditCmd, out: Output) -> anyhow::Res
             &["time", "user", "action", "resource", "from", "details"],
             rows,
         );
+        out.next_page(&page, &command);
     }
     Ok(())
 }

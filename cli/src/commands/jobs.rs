@@ -87,15 +87,25 @@ pub async fn jobs(ctx: Option<&str>, cmd: JobCmd, out: Output) -> anyhow::Result
     };
     match cmd {
         JobCmd::Run(a) => return run_job(&c, *a, out).await,
-        JobCmd::List { status, limit } => {
+        JobCmd::List {
+            status,
+            limit,
+            after,
+        } => {
+            let mut command = format!("outpost job list --limit {limit}");
+            if let Some(s) = &status {
+                command.push_str(&format!(" --status {}", terminal::escape(s)));
+            }
             let query = JobQuery {
                 status: status.map(|s| s.parse()).transpose()?,
                 limit: Some(limit),
+                after,
                 ..Default::default()
             };
             let page = c.jobs().list(&query).await?;
             if !out.json(&page) {
                 out.table(header, job_rows(&out, &page.items));
+                out.next_page(&page, &command);
             }
         }
         JobCmd::Show { job } => {

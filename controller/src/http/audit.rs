@@ -10,7 +10,11 @@ use super::WebState;
 use crate::service;
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = Page<AuditView>)))]
+    description = "Newest first. Page on with `after` set to the previous page's `next` \
+        (`offset` still works, but reads every row it skips). `total` counts at most 10,000 \
+        matches: `total_exact` says whether it is the count or a lower bound.",
+    responses((status = 200, body = Page<AuditView>),
+              (status = 422, description = "a malformed `after`, or `after` with `offset`", body = outpost_api::ErrorBody)))]
 pub async fn list(
     State(st): State<Arc<WebState>>,
     Query(q): Query<AuditQuery>,

@@ -13,7 +13,11 @@ use super::WebState;
 use crate::service::{self, Caller};
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobQuery),
-    responses((status = 200, body = Page<JobView>)))]
+    description = "Newest first. Page on with `after` set to the previous page's `next` \
+        (`offset` still works, but reads every row it skips). `total` counts at most 10,000 \
+        matches: `total_exact` says whether it is the count or a lower bound.",
+    responses((status = 200, body = Page<JobView>),
+              (status = 422, description = "a malformed `after`, or `after` with `offset`", body = outpost_api::ErrorBody)))]
 pub async fn list(
     State(st): State<Arc<WebState>>,
     Query(q): Query<JobQuery>,

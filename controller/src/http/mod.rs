@@ -66,9 +66,11 @@ pub struct WebState {
     pub live: live::LiveStreams,
     /// The web UI's dashboard figures, rendered once for every open dashboard.
     pub dashboard: live::SharedFeed,
-    /// The dashboard's charts, rendered at most every few seconds.
     /// The dashboard's charts, rendered at most every few seconds however many watch.
     pub trends: RenderCache,
+    /// The dashboard's figures, reused by page loads for as long as the live feed waits
+    /// between two renderings of them (see [`crate::ui::dashboard`]).
+    pub figures: RenderCache,
     pub http_metrics: health::HttpMetrics,
     /// The listener's connection caps and timeouts, and what they counted.
     pub edge: Arc<edge::Edge>,
@@ -85,6 +87,7 @@ impl WebState {
             live: live::LiveStreams::new(core.store.clone(), core.stop.clone()),
             dashboard: Default::default(),
             trends: Default::default(),
+            figures: Default::default(),
             http_metrics: health::HttpMetrics::default(),
             edge,
             listeners,

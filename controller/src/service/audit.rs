@@ -2,7 +2,7 @@
 
 use outpost_api::{AuditQuery, AuditView, Page};
 
-use super::{paging, views, Result};
+use super::{keyset_paging, views, Result};
 use crate::core::Core;
 use crate::model::UserId;
 use crate::store::audit::AuditFilter;
@@ -22,6 +22,7 @@ async fn list_from(store: Store, q: &AuditQuery) -> Result<Page<AuditView>> {
         since: q.since,
         until: q.until,
     };
-    let page = store.list_audit(&f, paging(q.limit, q.offset)).await?;
+    let paging = keyset_paging(q.limit, q.offset, q.after.as_deref())?;
+    let page = store.list_audit(&f, paging).await?;
     Ok(views::page(page, views::audit))
 }

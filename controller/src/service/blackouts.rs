@@ -129,8 +129,10 @@ pub async fn list(core: &Core, q: &PageQuery) -> Result<Page<BlackoutView>> {
     Ok(Page {
         items: page.items.iter().map(view).collect(),
         total: page.total,
+        total_exact: page.total_exact,
         limit: page.limit,
         offset: page.offset,
+        next: None,
     })
 }
 

@@ -1,5 +1,7 @@
 //! Job views as the API and the UI show them: a job with the names of its playbook, server,
-//! agent, template and revision, each looked up once per request however many jobs name it.
+//! agent, template and revision. A list's rows come with their names joined in by the store
+//! ([`listed`]); a single job or a launch's few look them up, each once per request
+//! ([`Names`]).
 
 use std::collections::HashMap;
 
@@ -7,7 +9,52 @@ use outpost_api::{JobView, NameRef, RevisionView};
 
 use super::views;
 use crate::model::{AgentId, Job, PlaybookId, RevisionId, ServerId, TemplateId};
+use crate::store::jobs::ListedJob;
 use crate::store::{Store, StoreError};
+
+/// The view of a listed job, from the names its row was read with. A name whose row is gone
+/// reads as `#<id>`, as the agent of a job does when the agent was removed.
+pub fn listed(l: &ListedJob) -> JobView {
+    let j = &l.job;
+    let named = |id: i32, name: &Option<String>| NameRef {
+        id,
+        name: name.clone().unwrap_or_else(|| format!("#{id}")),
+    };
+    let revision = match (
+        j.revision_id,
+        l.revision_project_id,
+        &l.revision_digest,
+        l.revision_size_bytes,
+        l.revision_entries,
+        l.revision_created_at,
+    ) {
+        (Some(_), Some(project), Some(digest), Some(size_bytes), Some(entries), Some(at)) => {
+            Some(RevisionView {
+                project: named(project.0, &l.revision_project_name),
+                digest: digest.clone(),
+                commit: l.revision_commit.clone(),
+                size_bytes,
+                entries,
+                created_at: at,
+            })
+        }
+        _ => None,
+    };
+    let mut view = views::job(
+        j,
+        named(j.playbook_id.0, &l.playbook_name),
+        named(j.server_id.0, &l.server_hostname),
+        j.agent_id
+            .filter(|_| l.agent_name.is_some())
+            .map(|a| named(a.0, &l.agent_name)),
+        revision,
+    );
+    view.template = j
+        .template_id
+        .filter(|_| l.template_name.is_some())
+        .map(|t| named(t.0, &l.template_name));
+    view
+}
 
 /// Names for job views, looked up once per request.
 #[derive(Default)]

@@ -7,9 +7,9 @@ use outpost_api::{
     CancelResponse, JobQuery, JobView, LaunchRequest, LaunchResponse, NameRef, Page,
 };
 
-use super::job_views::Names;
+use super::job_views::{self, Names};
 pub use super::launch::{commit, launched, plan, LaunchPlan, Launcher, Origin};
-use super::{paging, Caller, Result, ServiceError};
+use super::{keyset_paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::lifecycle::CancelResult;
 use crate::model::{Job, JobUuid, PlaybookId, ServerId, UserId};
@@ -41,18 +41,9 @@ async fn list_from(store: Store, q: &JobQuery) -> Result<Page<JobView>> {
         since: q.since,
         until: q.until,
     };
-    let page = store.list_jobs(&f, paging(q.limit, q.offset)).await?;
-    let mut names = Names::default();
-    let mut items = Vec::with_capacity(page.items.len());
-    for j in &page.items {
-        items.push(names.view(&store, j).await?);
-    }
-    Ok(Page {
-        items,
-        total: page.total,
-        limit: page.limit,
-        offset: page.offset,
-    })
+    let paging = keyset_paging(q.limit, q.offset, q.after.as_deref())?;
+    let page = store.list_named_jobs(&f, paging).await?;
+    Ok(views::page(page, job_views::listed))
 }
 
 /// One job, from the read replica while it is good (a job it does not have yet is read from

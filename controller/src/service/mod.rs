@@ -70,3 +70,26 @@ impl Caller {
 pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Paging {
     Paging::new(limit.unwrap_or(50), offset.unwrap_or(0))
 }
+
+/// The paging of a list paged by key (jobs, audit): `after` (a page's `next`) or, for old
+/// clients, `offset` — not both, since they say different things about where to start.
+pub fn keyset_paging(
+    limit: Option<i64>,
+    offset: Option<i64>,
+    after: Option<&str>,
+) -> Result<Paging> {
+    let Some(after) = after else {
+        return Ok(paging(limit, offset));
+    };
+    let field = |message: String| {
+        ServiceError::fields(vec![outpost_api::FieldError {
+            field: "after".into(),
+            message,
+        }])
+    };
+    if offset.is_some_and(|o| o != 0) {
+        return Err(field("give either after or offset, not both".into()));
+    }
+    let cursor = crate::model::Cursor::decode(after).map_err(|e| field(e.to_string()))?;
+    Ok(paging(limit, None).after(Some(cursor)))
+}

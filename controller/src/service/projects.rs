@@ -178,8 +178,10 @@ pub async fn list(core: &Core, q: &PageQuery) -> Result<Page<ProjectView>> {
     Ok(Page {
         items,
         total: page.total,
+        total_exact: page.total_exact,
         limit: page.limit,
         offset: page.offset,
+        next: None,
     })
 }
 

@@ -123,8 +123,10 @@ pub async fn list(core: &Core, q: &RunQuery) -> Result<Page<RunView>> {
     Ok(Page {
         items,
         total: page.total,
+        total_exact: page.total_exact,
         limit: page.limit,
         offset: page.offset,
+        next: None,
     })
 }
 

@@ -167,8 +167,10 @@ pub async fn list(core: &Core, q: &PageQuery) -> Result<Page<ScheduleView>> {
     Ok(Page {
         items,
         total: page.total,
+        total_exact: page.total_exact,
         limit: page.limit,
         offset: page.offset,
+        next: None,
     })
 }
 
@@ -247,8 +249,10 @@ pub async fn runs(core: &Core, r: &str, q: &PageQuery) -> Result<Page<ScheduleRu
     Ok(Page {
         items: page.items.iter().map(run_view).collect(),
         total: page.total,
+        total_exact: page.total_exact,
         limit: page.limit,
         offset: page.offset,
+        next: None,
     })
 }
 

@@ -50,8 +50,10 @@ pub async fn list(core: &Core, q: &PageQuery) -> Result<Page<TemplateView>> {
     Ok(Page {
         items,
         total: page.total,
+        total_exact: page.total_exact,
         limit: page.limit,
         offset: page.offset,
+        next: None,
     })
 }
 

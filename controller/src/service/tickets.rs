@@ -52,8 +52,10 @@ pub async fn list(core: &Core, q: &TicketQuery) -> Result<Page<TicketView>> {
     Ok(Page {
         items,
         total: page.total,
+        total_exact: page.total_exact,
         limit: page.limit,
         offset: page.offset,
+        next: None,
     })
 }
 

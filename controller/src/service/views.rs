@@ -245,7 +245,9 @@ pub fn page<T, V>(p: crate::model::Page<T>, f: impl Fn(&T) -> V) -> api::Page<V>
     api::Page {
         items: p.items.iter().map(f).collect(),
         total: p.total,
+        total_exact: p.total_exact,
         limit: p.limit,
         offset: p.offset,
+        next: p.next.map(|c| c.encode()),
     }
 }

@@ -3,8 +3,9 @@
 
 use serde_json::Value;
 
-use super::{on_pool, page, Result, Store};
-use crate::model::{AuditEntry, Page, Paging, UserId};
+use super::listing::keyset_page;
+use super::{on_pool, Result, Store};
+use crate::model::{AuditEntry, Cursor, Page, Paging, UserId};
 
 /// Who is acting: a person (with where they came from) or the system (`user_id` NULL).
 #[derive(Debug, Clone, Default)]
@@ -79,12 +80,16 @@ impl Store {
         Ok(())
     }
 
-    /// The newest entries first.
+    /// The newest entries first, paged by offset or by cursor, with a bounded count (see
+    /// [`super::listing`]).
     pub async fn list_audit(&self, f: &AuditFilter, paging: Paging) -> Result<Page<AuditEntry>> {
         const COLUMNS: &str = "id, user_id, action, resource_type, resource_id, details, ip_address, user_agent, timestamp";
         let (action, resource_type) = (f.action.as_deref(), f.resource_type.as_deref());
         Ok(
-            page!(self, AuditEntry, select: COLUMNS, from: "audit_logs", order: "timestamp DESC, id DESC", paging: paging,
+            keyset_page!(self, AuditEntry, select: COLUMNS, from: "audit_logs", count_from: "audit_logs",
+            key: ("timestamp", "id"),
+            key_of: |e: &AuditEntry| Cursor::new(e.timestamp.naive_utc(), e.id.0),
+            paging: paging,
             filters: [("user_id", f.user_id), ("action", action), ("resource_type", resource_type),
                       ("resource_id", f.resource_id)],
             ranges: [("timestamp", ">=", f.since.map(|t| t.naive_utc())), ("timestamp", "<", f.until.map(|t| t.naive_utc()))]),

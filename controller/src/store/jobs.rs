@@ -4,10 +4,11 @@
 use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::listing::{self, keyset_page};
+use super::{json_object_text, now, on_pool, InsertedId, Result, Store, StoreError};
 use crate::model::{
-    AgentId, Job, JobId, JobStatus, JobUuid, Page, Paging, PlaybookId, RevisionId, ServerId,
-    TemplateId, UserId,
+    AgentId, Cursor, Job, JobId, JobStatus, JobUuid, Page, Paging, PlaybookId, ProjectId,
+    RevisionId, ServerId, TemplateId, UserId,
 };
 
 /// The states of a job that is not over ([`crate::lifecycle::machine::ACTIVE`]), as an SQL list.
@@ -71,6 +72,25 @@ pub struct LaunchAudit {
     pub resource_type: &'static str,
     pub resource_id: Option<i32>,
     pub details: Value,
+}
+
+/// A job as a list shows it: the row and the names of what it refers to, each `None` when
+/// the row it names is gone (or the job has none).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedJob {
+    #[sqlx(flatten)]
+    pub job: Job,
+    pub playbook_name: Option<String>,
+    pub server_hostname: Option<String>,
+    pub agent_name: Option<String>,
+    pub template_name: Option<String>,
+    pub revision_project_id: Option<ProjectId>,
+    pub revision_project_name: Option<String>,
+    pub revision_digest: Option<String>,
+    pub revision_commit: Option<String>,
+    pub revision_size_bytes: Option<i64>,
+    pub revision_entries: Option<i32>,
+    pub revision_created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Filters for [`Store::list_jobs`]; `None` matches everything.
@@ -212,17 +232,46 @@ impl Store {
         row.ok_or_else(|| StoreError::NotFound(format!("job {uuid}")))
     }
 
-    /// Newest first (the seed's `(status, created_at)` pattern).
+    /// Newest first (the seed's `(status, created_at)` pattern), paged by offset or by
+    /// cursor, with a bounded count (see [`super::listing`]).
     pub async fn list_jobs(&self, f: &JobFilter, paging: Paging) -> Result<Page<Job>> {
+        let page = self.list_named_jobs(f, paging).await?;
+        Ok(Page {
+            items: page.items.into_iter().map(|l| l.job).collect(),
+            total: page.total,
+            total_exact: page.total_exact,
+            limit: page.limit,
+            offset: page.offset,
+            next: page.next,
+        })
+    }
+
+    /// [`Store::list_jobs`] with the names a job view shows, joined in the same statement so
+    /// that a page costs one query however many playbooks, servers and agents it names.
+    pub async fn list_named_jobs(&self, f: &JobFilter, paging: Paging) -> Result<Page<ListedJob>> {
         let status = f.status.map(JobStatus::as_str);
         let since = f.since.map(|t| t.naive_utc());
         let until = f.until.map(|t| t.naive_utc());
-        Ok(
-            page!(self, Job, select: COLUMNS, from: "jobs", order: "created_at DESC, id DESC", paging: paging,
-            filters: [("status", status), ("user_id", f.user_id), ("server_id", f.server_id),
-                      ("playbook_id", f.playbook_id), ("agent_id", f.agent_id)],
-            ranges: [("created_at", ">=", since), ("created_at", "<", until)]),
-        )
+        let select = format!(
+            "{}, p.name AS playbook_name, s.hostname AS server_hostname, a.name AS agent_name, \
+             t.name AS template_name, r.project_id AS revision_project_id, \
+             pr.name AS revision_project_name, r.digest AS revision_digest, \
+             r.git_commit AS revision_commit, r.size_bytes AS revision_size_bytes, \
+             r.entries AS revision_entries, r.created_at AS revision_created_at",
+            listing::qualified("j", COLUMNS)
+        );
+        Ok(keyset_page!(self, ListedJob, select: select,
+            from: "jobs j LEFT JOIN playbooks p ON p.id = j.playbook_id \
+                   LEFT JOIN servers s ON s.id = j.server_id LEFT JOIN agents a ON a.id = j.agent_id \
+                   LEFT JOIN job_templates t ON t.id = j.template_id \
+                   LEFT JOIN project_revisions r ON r.id = j.revision_id \
+                   LEFT JOIN projects pr ON pr.id = r.project_id",
+            count_from: "jobs j", key: ("j.created_at", "j.id"),
+            key_of: |l: &ListedJob| Cursor::new(l.job.created_at.naive_utc(), i64::from(l.job.id.0)),
+            paging: paging,
+            filters: [("j.status", status), ("j.user_id", f.user_id), ("j.server_id", f.server_id),
+                      ("j.playbook_id", f.playbook_id), ("j.agent_id", f.agent_id)],
+            ranges: [("j.created_at", ">=", since), ("j.created_at", "<", until)]))
     }
 
     /// Pending jobs no agent holds, oldest first: the scheduler's queue. Jobs of a run's

@@ -14,6 +14,7 @@ pub mod census;
 pub mod credentials;
 pub mod dashboard;
 pub mod jobs;
+pub mod listing;
 pub mod logs;
 pub mod migrate;
 pub mod notifications;
@@ -98,7 +99,7 @@ macro_rules! page {
             let total: i64 = count.build_query_scalar().fetch_one(p).await?;
             (items, total)
         });
-        $crate::model::Page { items, total, limit: paging.limit, offset: paging.offset }
+        $crate::model::Page { items, total, total_exact: true, limit: paging.limit, offset: paging.offset, next: None }
     }};
 }
 pub(crate) use page;

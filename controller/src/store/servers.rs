@@ -206,8 +206,10 @@ impl Store {
         Ok(Page {
             items,
             total,
+            total_exact: true,
             limit: paging.limit,
             offset: paging.offset,
+            next: None,
         })
     }
 

@@ -150,7 +150,9 @@ pub struct AuditForm {
     action: Option<String>,
     resource_type: Option<String>,
     user: Option<String>,
+    /// Links made before cursors page by offset; they still work.
     offset: Option<i64>,
+    after: Option<String>,
 }
 
 const PER_PAGE: i64 = 100;
@@ -170,7 +172,7 @@ pub async fn audit(
     let action = nonempty(&q.action);
     let resource_type = nonempty(&q.resource_type);
     let user: Option<i32> = nonempty(&q.user).and_then(|u| u.parse().ok());
-    let offset = q.offset.unwrap_or(0).max(0);
+    let after = q.after.clone().filter(|a| !a.is_empty());
     let page = or_page(
         service::audit::list(
             &st.core,
@@ -179,7 +181,8 @@ pub async fn audit(
                 action: action.clone(),
                 resource_type: resource_type.clone(),
                 limit: Some(PER_PAGE),
-                offset: Some(offset),
+                offset: q.offset.filter(|_| after.is_none()),
+                after: after.clone(),
                 ..Default::default()
             }),
         )
@@ -218,7 +221,7 @@ pub async fn audit(
                 }
             }
         }
-        (layout::pager(&base, offset, PER_PAGE, page.total))
+        (layout::cursor_pager(&base, &page, after.is_some()))
     };
     Ok(layout::page(&v, Area::Audit, "Audit log", body).into_response())
 }

@@ -28,7 +28,9 @@ pub struct ListQuery {
     status: Option<String>,
     playbook: Option<String>,
     server: Option<String>,
+    /// Links made before cursors page by offset; they still work.
     offset: Option<i64>,
+    after: Option<String>,
 }
 
 fn id_of(s: &Option<String>) -> Option<i32> {
@@ -46,13 +48,14 @@ pub async fn list(
         .as_deref()
         .filter(|s| !s.is_empty())
         .and_then(|s| s.parse().ok());
-    let offset = q.offset.unwrap_or(0).max(0);
+    let after = q.after.clone().filter(|a| !a.is_empty());
     let query = JobQuery {
         status,
         playbook: id_of(&q.playbook),
         server: id_of(&q.server),
         limit: Some(PER_PAGE),
-        offset: Some(offset),
+        offset: q.offset.filter(|_| after.is_none()),
+        after: after.clone(),
         ..Default::default()
     };
     let page = or_page(service::jobs::list(&st.core, &(query.clone())).await)?;
@@ -106,7 +109,7 @@ pub async fn list(
             @if v.may("POST", "/api/v1/jobs") { a.button href="/jobs/new" { "Launch" } }
         }
         (table(&page.items))
-        (layout::pager(&base, offset, PER_PAGE, page.total))
+        (layout::cursor_pager(&base, &page, after.is_some()))
     };
     Ok(layout::page(&v, Area::Jobs, "Jobs", body).into_response())
 }

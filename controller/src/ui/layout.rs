@@ -293,6 +293,29 @@ pub fn pager(base: &str, offset: i64, limit: i64, total: i64) -> Markup {
     }
 }
 
+/// The pager of a list paged by cursor (jobs, audit): "Older" follows the page's `next`,
+/// "Newest" goes back to the head. There is no "Newer": a cursor only reads on, and the head is
+/// where new items appear anyway. The total may be a lower bound (`total_exact` false).
+pub fn cursor_pager<T>(base: &str, page: &outpost_api::Page<T>, paged: bool) -> Markup {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let total = if page.total_exact {
+        page.total.to_string()
+    } else {
+        format!("more than {}", page.total)
+    };
+    html! {
+        nav.pager aria-label="Pages" {
+            span { (page.items.len()) " shown of " (total) }
+            @if paged || page.offset > 0 {
+                a href=(base) rel="first" { "← Newest" }
+            }
+            @if let Some(next) = &page.next {
+                a href=(format!("{base}{sep}after={next}")) rel="next" { "Older →" }
+            }
+        }
+    }
+}
+
 /// The hidden field every form carries.
 pub fn csrf(v: &Viewer) -> Markup {
     html! { input type="hidden" name="_csrf" value=(v.csrf); }
