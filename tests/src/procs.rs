@@ -29,6 +29,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// `outpost-controller ARGS` for a data directory, with the database URL in the environment
+/// (never in argv, where `ps` shows it) and stdin closed.
+pub fn controller_command(data: &Path, database_url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("outpost-controller"));
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("OUTPOST_DATABASE_URL", database_url)
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// The address after `key` in a log line (`agents=127.0.0.1:41234`).
 fn bound_addr(line: &str, key: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(key)? + key.len()..];

@@ -137,11 +137,8 @@ async fn finished_job(
 
 /// `outpost-controller archive ARGS` against this database and data directory.
 fn archive_cmd(data: &Path, db: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(bin("outpost-controller"));
-    cmd.arg("archive")
-        .args(args)
-        .args(["--data-dir", &data.display().to_string()])
-        .args(["--database-url", db]);
+    let mut cmd =
+        outpost_tests::procs::controller_command(data, db, &[&["archive"], args].concat());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -4,14 +4,14 @@
 //! anything is written; and UPDATE and DELETE of audit records refused by the database itself.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use outpost_controller::model::{JobStatus, Paging, Role};
 use outpost_controller::store::audit::Actor;
 use outpost_controller::store::users::NewUser;
 use outpost_tests::cluster::Cluster;
-use outpost_tests::procs::{bin, AgentOpts, ControllerOpts};
+use outpost_tests::procs::{AgentOpts, ControllerOpts};
 use outpost_tests::world::World;
 use outpost_tests::{mysql_server_url, output_text, Backend, TestDb};
 use serde_json::json;
@@ -23,12 +23,7 @@ const QUICK: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansibl
 
 /// `outpost-controller <args>` with the database URL in the environment (never in argv).
 fn controller(data: &Path, url: &str, args: &[&str]) -> Output {
-    Command::new(bin("outpost-controller"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env("OUTPOST_DATABASE_URL", url)
-        .stdin(Stdio::null())
+    outpost_tests::procs::controller_command(data, url, args)
         .output()
         .expect("run outpost-controller")
 }

@@ -6,7 +6,7 @@
 //! immutability kept by triggers; months created ahead; a month dropped whole; and undone.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,7 +17,7 @@ use outpost_controller::store::partitions::calendar::Month;
 use outpost_controller::store::partitions::LoggedTable;
 use outpost_controller::store::users::NewUser;
 use outpost_tests::cluster::Cluster;
-use outpost_tests::procs::{bin, AgentOpts, ControllerOpts};
+use outpost_tests::procs::{AgentOpts, ControllerOpts};
 use outpost_tests::world::numbered_lines_task;
 use outpost_tests::{output_text, Backend, TestDb};
 use serde_json::json;
@@ -29,12 +29,7 @@ const QUICK: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansibl
 
 /// `outpost-controller <args>` with the database URL in the environment (never in argv).
 fn controller(data: &Path, url: &str, args: &[&str]) -> Output {
-    Command::new(bin("outpost-controller"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env("OUTPOST_DATABASE_URL", url)
-        .stdin(Stdio::null())
+    outpost_tests::procs::controller_command(data, url, args)
         .output()
         .expect("run outpost-controller")
 }

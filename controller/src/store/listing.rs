@@ -37,24 +37,7 @@ macro_rules! keyset_page {
             #[allow(unused_mut, unused_assignments)]
             let build = |head: String| {
                 let mut qb = sqlx::QueryBuilder::new(head);
-                #[allow(unused_variables, unused_mut)]
-                let mut first = true;
-                $(
-                    if let Some(v) = $val {
-                        qb.push(if first { " WHERE " } else { " AND " });
-                        qb.push(concat!($col, " = "));
-                        qb.push_bind(v);
-                        first = false;
-                    }
-                )*
-                $(
-                    if let Some(v) = $rval {
-                        qb.push(if first { " WHERE " } else { " AND " });
-                        qb.push(concat!($rcol, " ", $rop, " "));
-                        qb.push_bind(v);
-                        first = false;
-                    }
-                )*
+                let first = $crate::store::conditions!(qb, [$(($col, $val)),*], [$(($rcol, $rop, $rval)),*]);
                 (qb, first)
             };
             let (mut select, first) = build(format!("SELECT {} FROM {}", $cols, $from));

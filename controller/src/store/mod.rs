@@ -53,6 +53,34 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Appends to a query builder `column = ?` for each filter `(column, value)` whose value is
+/// `Some`, and `column op ?` for each such range `(column, op, value)`, joined by `WHERE` and
+/// `AND`; yields whether none was added (the next condition starts with `WHERE`).
+macro_rules! conditions {
+    ($qb:ident, [$(($col:literal, $val:expr)),* $(,)?], [$(($rcol:literal, $rop:literal, $rval:expr)),* $(,)?]) => {{
+        #[allow(unused_mut)]
+        let mut first = true;
+        $(
+            if let Some(v) = $val {
+                $qb.push(if first { " WHERE " } else { " AND " });
+                $qb.push(concat!($col, " = "));
+                $qb.push_bind(v);
+                first = false;
+            }
+        )*
+        $(
+            if let Some(v) = $rval {
+                $qb.push(if first { " WHERE " } else { " AND " });
+                $qb.push(concat!($rcol, " ", $rop, " "));
+                $qb.push_bind(v);
+                first = false;
+            }
+        )*
+        first
+    }};
+}
+pub(crate) use conditions;
+
 /// Runs a filtered listing and its count on either backend and yields a [`Page`].
 ///
 /// Each filter `(column, value)` whose value is `Some` adds `column = ?` (the value bound);
@@ -69,24 +97,7 @@ macro_rules! page {
             #[allow(unused_mut, unused_assignments)]
             let mut build = |head: String| {
                 let mut qb = sqlx::QueryBuilder::new(head);
-                #[allow(unused_variables, unused_mut)]
-                let mut first = true;
-                $(
-                    if let Some(v) = $val {
-                        qb.push(if first { " WHERE " } else { " AND " });
-                        qb.push(concat!($col, " = "));
-                        qb.push_bind(v);
-                        first = false;
-                    }
-                )*
-                $($(
-                    if let Some(v) = $rval {
-                        qb.push(if first { " WHERE " } else { " AND " });
-                        qb.push(concat!($rcol, " ", $rop, " "));
-                        qb.push_bind(v);
-                        first = false;
-                    }
-                )*)?
+                $crate::store::conditions!(qb, [$(($col, $val)),*], [$($(($rcol, $rop, $rval)),*)?]);
                 qb
             };
             let mut select = build(format!("SELECT {} FROM {}", $cols, $from));
