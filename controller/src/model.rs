@@ -392,6 +392,16 @@ pub struct Template {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One line of a job's output to store.
+#[derive(Debug, Clone)]
+pub struct NewLogLine {
+    pub job: JobId,
+    pub line_number: i32,
+    pub content: String,
+    pub level: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct LogLine {
     pub line_number: i32,

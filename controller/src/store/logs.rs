@@ -32,15 +32,7 @@ fn statements(lines: &[NewLogLine], max_bytes: usize) -> Vec<&[NewLogLine]> {
     out
 }
 
-/// One line to store.
-#[derive(Debug, Clone)]
-pub struct NewLogLine {
-    pub job: JobId,
-    pub line_number: i32,
-    pub content: String,
-    pub level: Option<String>,
-    pub timestamp: DateTime<Utc>,
-}
+pub use crate::model::NewLogLine;
 
 impl Store {
     /// Stores lines from any number of jobs in one transaction; returns how many were new.

@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use sqlx::{MySql, QueryBuilder, Row, Transaction};
 
-use crate::model::JobId;
-use crate::store::logs::NewLogLine;
+use crate::model::{JobId, NewLogLine};
 use crate::store::{Result, Store};
 
 /// Where a job's marks stand: its highest line stored and the ids its lines span.
