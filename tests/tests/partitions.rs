@@ -578,3 +578,41 @@ async fn retention_drops_a_month_only_once_all_of_it_is_archived() {
     assert!(exported >= audit_before, "{exported} < {audit_before}");
     w.store.close().await;
 }
+
+/// `enable` that died partway (job_logs copied, audit_logs not) is taken up again by the next
+/// run, which finishes the rest instead of refusing.
+#[tokio::test]
+async fn an_enable_that_died_partway_is_finished_by_the_next() {
+    use outpost_controller::store::partitions::calendar::partition_clause;
+
+    let db = TestDb::new(Backend::MariaDb).await;
+    let w = outpost_tests::world::World::new(&db.url).await;
+    let now = Utc::now();
+    // What the first run had done when it died: the key gone, job_logs copied.
+    db.exec("ALTER TABLE job_logs DROP FOREIGN KEY fk_job_logs_job_id")
+        .await;
+    db.exec(&format!(
+        "ALTER TABLE job_logs DROP KEY ix_job_logs_job_id_line_number, \
+         ADD KEY ix_job_logs_job_id_line_number (job_id, line_number) {}",
+        partition_clause(Month::of(now), 2)
+    ))
+    .await;
+    let mut steps = Vec::new();
+    w.store
+        .enable_partitions(now, 2, |s| steps.push(s.to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        !steps.iter().any(|s| s.contains("copying job_logs")),
+        "{steps:?}"
+    );
+    assert!(
+        steps.iter().any(|s| s.contains("copying audit_logs")),
+        "{steps:?}"
+    );
+    let layout = w.store.partition_layout().await.unwrap();
+    assert!(layout.iter().all(|t| t.is_partitioned()), "{layout:?}");
+    let again = w.store.enable_partitions(now, 2, |_| {}).await.unwrap_err();
+    assert!(again.to_string().contains("already exists"), "{again}");
+    w.store.close().await;
+}

@@ -68,7 +68,8 @@ fn end_of(job: &Job, last_line: i32) -> LogEnd {
 
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}/logs", tag = "jobs",
     params(("job_id" = String, Path), LogQuery),
-    responses((status = 200, body = LogPage), (status = 404, body = outpost_api::ErrorBody)))]
+    responses((status = 200, body = LogPage), (status = 404, body = outpost_api::ErrorBody),
+              (status = 422, body = outpost_api::ErrorBody, description = "`level` over 20 characters or `q` over 200 bytes")))]
 pub async fn page(
     State(st): State<Arc<WebState>>,
     Path(job_id): Path<String>,

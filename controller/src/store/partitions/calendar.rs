@@ -77,12 +77,13 @@ impl Month {
         self.index() << ID_BITS
     }
 
-    /// The month whose id range holds `id` (ids below any month's base belong to no month).
+    /// The month whose id range holds `id`. Ids below 2^36 (January 2000's range, which no
+    /// partitioned database has) are rows written before partitioning: they belong to no month.
     pub fn of_id(id: i64) -> Option<Month> {
-        if id <= 0 {
+        let index = id >> ID_BITS;
+        if index <= 0 {
             return None;
         }
-        let index = id >> ID_BITS;
         let year = 2000 + i32::try_from(index / 12).ok()?;
         Month::new(year, u32::try_from(index % 12).ok()? + 1)
     }

@@ -271,12 +271,10 @@ impl Store {
         mut progress: impl FnMut(&str),
     ) -> Result<()> {
         let p = self.mysql("partitioning")?;
-        if self
-            .partition_layout()
-            .await?
-            .iter()
-            .any(|t| t.is_partitioned())
-        {
+        // A run that died partway is taken up again: each step checks what is done already.
+        let layout = self.partition_layout().await?;
+        let done = |t: LoggedTable| layout.iter().any(|l| l.table == t && l.is_partitioned());
+        if done(LoggedTable::JobLogs) && done(LoggedTable::AuditLogs) {
             return Err(StoreError::Conflict(
                 "a partitioned layout (see `outpost-controller partitions status`)".into(),
             ));
@@ -292,10 +290,24 @@ impl Store {
         )
         .await?;
         progress("replacing the foreign keys of job_logs and audit_logs with triggers");
-        p.execute("ALTER TABLE job_logs DROP FOREIGN KEY fk_job_logs_job_id")
+        // A run that died after this step finds the keys gone already and goes on.
+        for (table, key) in [
+            ("job_logs", "fk_job_logs_job_id"),
+            ("audit_logs", "fk_audit_logs_user_id"),
+        ] {
+            let present: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                 WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = ?",
+            )
+            .bind(table)
+            .bind(key)
+            .fetch_one(p)
             .await?;
-        p.execute("ALTER TABLE audit_logs DROP FOREIGN KEY fk_audit_logs_user_id")
-            .await?;
+            if present > 0 {
+                p.execute(format!("ALTER TABLE {table} DROP FOREIGN KEY {key}").as_str())
+                    .await?;
+            }
+        }
         for stmt in [
             "DROP TRIGGER IF EXISTS jobs_delete_cascades_to_job_logs",
             JOBS_CASCADE_TRIGGER,
@@ -308,18 +320,22 @@ impl Store {
         ] {
             p.execute(stmt).await?;
         }
-        progress("copying job_logs into monthly partitions");
-        p.execute(
-            format!(
-                "ALTER TABLE job_logs DROP KEY ix_job_logs_job_id_line_number, \
-                 ADD KEY ix_job_logs_job_id_line_number (job_id, line_number) {clause}"
+        if !done(LoggedTable::JobLogs) {
+            progress("copying job_logs into monthly partitions");
+            p.execute(
+                format!(
+                    "ALTER TABLE job_logs DROP KEY ix_job_logs_job_id_line_number, \
+                     ADD KEY ix_job_logs_job_id_line_number (job_id, line_number) {clause}"
+                )
+                .as_str(),
             )
-            .as_str(),
-        )
-        .await?;
-        progress("copying audit_logs into monthly partitions");
-        p.execute(format!("ALTER TABLE audit_logs {clause}").as_str())
             .await?;
+        }
+        if !done(LoggedTable::AuditLogs) {
+            progress("copying audit_logs into monthly partitions");
+            p.execute(format!("ALTER TABLE audit_logs {clause}").as_str())
+                .await?;
+        }
         self.partitioned.store(true, Ordering::Relaxed);
         progress("starting this month's ids");
         self.ensure_partitions(now, ahead).await?;
