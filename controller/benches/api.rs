@@ -699,21 +699,39 @@ async fn side_by_side(
             "GET /api/v1/jobs/{id}/logs (1,000 lines)",
             format!("/api/v1/jobs/{log_uuid}/logs?after=0&limit=1000"),
             vec![
-                format!("SELECT id FROM jobs WHERE job_id = '{log_uuid}'"),
-                format!("SELECT LENGTH(content) FROM job_logs WHERE job_id = {log_job} AND line_number > 0 ORDER BY line_number LIMIT 1000"),
+                format!("SELECT * FROM jobs WHERE job_id = '{log_uuid}'"),
+                format!("SELECT job_id, location, line_count, last_line, bytes, sha256, archived_at FROM job_log_archives WHERE job_id = {log_job}"),
+                format!("SELECT LENGTH(content) FROM job_logs WHERE job_id = {log_job} AND line_number > 0 ORDER BY line_number LIMIT 1001"),
                 format!("SELECT line_number, content, log_level, timestamp FROM job_logs WHERE job_id = {log_job} AND line_number > 0 ORDER BY line_number LIMIT 1000"),
-                format!("SELECT MAX(line_number) FROM job_logs WHERE job_id = {log_job}"),
             ],
         ),
     ];
-    println!("pages at size, each beside the SQL it sends (p50 / p99 / max over {N}):");
+    println!(
+        "pages at size, each beside the SQL it sends, request and statements taking turns \
+         (p50 / p99 / max over {N}); `server` is the controller's own histogram of the same \
+         requests (auth, handler, serialising), in its buckets:"
+    );
+    let metrics =
+        |route: &'static str| async move { server_histogram(ui, base, token, "GET", route).await };
     for (name, path, statements) in &cases {
-        let (p50, p99, max) = timed(N, || async {
+        let route = route_of(path);
+        let before = metrics(route).await;
+        let (mut api_ms, mut sql_ms) = (Vec::with_capacity(N), Vec::with_capacity(N));
+        for _ in 0..N {
+            let t0 = Instant::now();
             let _: serde_json::Value = api.get(path).await.expect("read");
-        })
-        .await;
+            api_ms.push(ms(t0.elapsed()));
+            let t0 = Instant::now();
+            for sql in statements {
+                sqlx::query(sql).fetch_all(&mut *conn).await.expect(sql);
+            }
+            sql_ms.push(ms(t0.elapsed()));
+        }
+        let server = histogram_delta(&before, &metrics(route).await);
+        let (p50, p99, max) = percentiles(api_ms);
         println!("  API  {name:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
-        let (p50, p99, max) = timed_sql(N, conn, statements).await;
+        println!("       server: {server}");
+        let (p50, p99, max) = percentiles(sql_ms);
         println!(
             "  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
             format!("({} statements)", statements.len())
@@ -725,6 +743,7 @@ async fn side_by_side(
 
     // The dashboard: the page as a browser gets it, then its statements.
     let cookie = format!("outpost_session={token}");
+    let before = metrics("/").await;
     let (p50, p99, max) = timed(N, || async {
         let r = ui
             .get(format!("{base}/"))
@@ -739,6 +758,10 @@ async fn side_by_side(
     println!(
         "  API  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
         "GET / (dashboard, charts cached 15 s)"
+    );
+    println!(
+        "       server: {}",
+        histogram_delta(&before, &metrics("/").await)
     );
     let dashboard = vec![
         format!("SELECT status, COUNT(*) FROM jobs WHERE created_at >= {day_ago} GROUP BY status"),
@@ -772,4 +795,68 @@ async fn side_by_side(
         "  SQL  {:44} p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms",
         "dashboard charts uncached (3 store reads, 7 d)"
     );
+}
+
+/// The route label the controller's metrics give a request path.
+fn route_of(path: &str) -> &'static str {
+    if path.starts_with("/api/v1/audit") {
+        "/api/v1/audit"
+    } else if path.contains("/logs") {
+        "/api/v1/jobs/{job_id}/logs"
+    } else {
+        "/api/v1/jobs"
+    }
+}
+
+/// The controller's request-duration histogram of one route (cumulative counts by bucket).
+async fn server_histogram(
+    ui: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: &str,
+    route: &str,
+) -> Vec<(String, u64)> {
+    let text = ui
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("/metrics text");
+    let want = format!(
+        "outpost_http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",status=\"200\",le=\""
+    );
+    text.lines()
+        .filter_map(|l| l.strip_prefix(want.as_str()))
+        .filter_map(|rest| {
+            let (le, n) = rest.split_once("\"} ")?;
+            Some((le.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// How many requests landed in each bucket between two scrapes, as `≤ 10 ms: 180, …`.
+fn histogram_delta(before: &[(String, u64)], after: &[(String, u64)]) -> String {
+    let count = |h: &[(String, u64)], le: &str| {
+        h.iter()
+            .find(|(l, _)| l == le)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    let mut below = 0;
+    let mut parts = Vec::new();
+    for (le, _) in after {
+        let n = count(after, le) - count(before, le);
+        if n > below {
+            let label = match le.parse::<f64>() {
+                Ok(s) => format!("≤ {} ms", s * 1000.0),
+                Err(_) => "longer".to_owned(),
+            };
+            parts.push(format!("{label}: {}", n - below));
+            below = n;
+        }
+    }
+    parts.join(", ")
 }

@@ -33,6 +33,8 @@ pub struct Core {
     pub bundle_origin: Origin,
     /// Failed sign-ins, per account and per address.
     pub throttle: Throttle,
+    /// When each API token's use was last noted.
+    pub token_uses: crate::service::sessions::TokenUses,
     /// Where archived job output is read from (and written to, by retention).
     pub archive: crate::archive::Archive,
     /// Agents' fetch streams of project revisions: their turns, the manifests they share.
@@ -82,6 +84,7 @@ impl Core {
             bundle_origin,
             archive,
             throttle: Throttle::default(),
+            token_uses: Default::default(),
             revisions: Default::default(),
             stop,
             next_session: AtomicU64::new(1),

@@ -2,9 +2,10 @@
 //! item exactly once and in order while new ones arrive between pages, a malformed cursor
 //! refused with 422 naming `after`, `offset` still answering for old clients, the total bounded
 //! (`total_exact` false) past 10,000 matches, and the UI's "Older" link following `next`.
+//! A job's log pages say where the log ends (`last_line`, `complete`) at every edge.
 
 use outpost_api::client::Client;
-use outpost_api::{AuditView, JobView, LoginResponse, Page};
+use outpost_api::{AuditView, JobView, LogPage, LoginResponse, Page};
 use outpost_controller::store::audit::{Actor, NewAudit};
 use outpost_controller::store::listing::COUNT_BOUND;
 use outpost_tests::api::PASSWORD;
@@ -267,4 +268,71 @@ async fn audit_pages_by_cursor_once_each_while_records_arrive() {
         .unwrap();
     assert!(html.contains("after="), "no Older link on /audit: {html}");
     assert!(html.contains("more than 10000"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_pages_say_where_the_log_ends() {
+    use outpost_controller::store::logs::NewLogLine;
+    let c = Cluster::start(Backend::MariaDb, ControllerOpts::default()).await;
+    let w = &c.world;
+    let (api, _) = admin(&c).await;
+    let pb = w.playbook("paged-log", "- hosts: all\n  tasks: []\n").await;
+    let web = w
+        .local_server("web-log", serde_json::json!({}), "prod")
+        .await;
+    let job = w.launch(&pb, &web).await;
+    // 30 lines, every fifth an error.
+    let lines: Vec<NewLogLine> = (1..=30)
+        .map(|n| NewLogLine {
+            job: job.id,
+            line_number: n,
+            content: format!("line {n}"),
+            level: Some(if n % 5 == 0 { "ERROR" } else { "INFO" }.into()),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    w.store.insert_log_lines(&lines).await.unwrap();
+    let page = |q: &str| {
+        let path = format!("/api/v1/jobs/{}/logs?{q}", job.job_id);
+        let api = api.clone();
+        async move {
+            let p: LogPage = api
+                .get(&path)
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            let numbers: Vec<i32> = p.lines.iter().map(|l| l.line_number).collect();
+            (numbers.len(), p.next_after, p.last_line, p.complete)
+        }
+    };
+    // Still running: never complete, wherever the page ends.
+    assert_eq!(page("limit=30").await, (30, 30, 30, false));
+    assert_eq!(page("limit=10").await, (10, 10, 30, false));
+    c.db.exec(&format!(
+        "UPDATE jobs SET status = 'success', started_at = NOW(), completed_at = NOW() WHERE id = {}",
+        job.id.0
+    ))
+    .await;
+    // A page that ends exactly at the last line is the end; one line short is not.
+    assert_eq!(page("limit=30").await, (30, 30, 30, true));
+    assert_eq!(page("limit=29").await, (29, 29, 30, false));
+    assert_eq!(page("after=29&limit=1").await, (1, 30, 30, true));
+    assert_eq!(page("after=10&limit=100").await, (20, 30, 30, true));
+    // Past the end: no lines, the end still known.
+    assert_eq!(page("after=30").await, (0, 30, 30, true));
+    assert_eq!(page("after=99").await, (0, 99, 30, true));
+    // Filtered pages end at their last match, the log at its last line.
+    assert_eq!(page("level=ERROR&limit=6").await, (6, 30, 30, true));
+    assert_eq!(page("level=ERROR&limit=5").await, (5, 25, 30, false));
+    // "line 2" is in lines 2 and 20 to 29.
+    assert_eq!(page("q=line%202&limit=100").await, (11, 29, 30, true));
+    // A job without lines.
+    let empty = w.launch(&pb, &web).await;
+    let p: LogPage = api
+        .get(&format!("/api/v1/jobs/{}/logs", empty.job_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.lines.len(), p.next_after, p.last_line, p.complete),
+        (0, 0, 0, false)
+    );
 }

@@ -76,7 +76,10 @@ pub async fn page(
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<LogPage>> {
     let after = q.after.unwrap_or(0).max(0);
-    let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
+    let limit = q
+        .limit
+        .unwrap_or(1_000)
+        .clamp(1, crate::store::logs::MAX_PAGE_LINES);
     let level = q.level.as_deref().map(str::trim).filter(|l| !l.is_empty());
     let needle = q.q.as_deref().filter(|n| !n.is_empty());
     if level.is_some_and(|l| l.len() > 20) {
@@ -112,7 +115,12 @@ struct PageAsk<'a> {
 async fn page_from(store: Store, a: &PageAsk<'_>) -> Result<LogPage, ServiceError> {
     let job = by_uuid(&store, a.job_id).await?;
     let (after, limit, level, needle) = (a.after, a.limit, a.level, a.needle);
-    if let Some(ar) = store.log_archive(job.id).await? {
+    // Only finished jobs are archived: a running job's page asks nothing of the archives.
+    let archived = match job.status.is_final() {
+        true => store.log_archive(job.id).await?,
+        false => None,
+    };
+    if let Some(ar) = archived {
         let filter = crate::archive::jobs::Filter { level, needle };
         let p = crate::archive::jobs::read_page(
             a.archive,
@@ -139,10 +147,12 @@ async fn page_from(store: Store, a: &PageAsk<'_>) -> Result<LogPage, ServiceErro
         });
     }
     // Cut to the byte budget first, from the lines' sizes alone, so that no page reads more
-    // text than it may send.
-    let sizes = store
-        .log_line_sizes(job.id, after, level, needle, limit)
+    // text than it may send. One size more than the page tells whether lines follow it.
+    let mut sizes = store
+        .log_line_sizes(job.id, after, level, needle, limit + 1)
         .await?;
+    let more = sizes.len() as i64 > limit;
+    sizes.truncate(limit as usize);
     let fit = lines_within(&sizes, MAX_PAGE_BYTES);
     let cut = fit < sizes.len();
     let lines = if fit == 0 {
@@ -155,8 +165,13 @@ async fn page_from(store: Store, a: &PageAsk<'_>) -> Result<LogPage, ServiceErro
         store.read_log_lines(job.id, after, fit as i64).await?
     };
     let next_after = lines.last().map(|l| l.line_number).unwrap_or(after);
-    let complete = job.status.is_final() && !cut && (sizes.len() as i64) < limit;
-    let last_line = store.last_line_number(job.id).await?;
+    let complete = job.status.is_final() && !cut && !more;
+    // A page of every line to the end ends with the log's last line; otherwise ask.
+    let last_line = match (level.or(needle), cut || more, lines.last()) {
+        (None, false, Some(l)) => l.line_number,
+        (None, false, None) if after == 0 => 0,
+        _ => store.last_line_number(job.id).await?,
+    };
     Ok(LogPage {
         lines: lines.iter().map(line_view).collect(),
         next_after,

@@ -37,7 +37,7 @@ pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -297,6 +297,11 @@ pub async fn serve(
                 }
             },
         };
+        // Responses leave as a few TLS records: with Nagle on, the last one waits for the
+        // client's delayed ACK (40 ms on Linux), which was the whole p99 of the log page.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY on an API connection");
+        }
         // Dropping the socket closes it: a refused client costs no handshake and no task.
         let permit = match edge.admit(peer.ip()) {
             Ok(p) => p,
@@ -358,21 +363,152 @@ pub async fn serve(
     let _ = tokio::time::timeout(grace + Duration::from_secs(1), connections.wait()).await;
 }
 
-/// A rendered fragment and when it was made, shared by every page that shows it.
+/// A rendered fragment and when it was made, shared by every page that shows it and renewed
+/// off the request path: a request that finds it a little old shows it as it is and has one
+/// rendering started in the background, so that page loads never wait for the aggregates
+/// behind it while someone keeps looking.
 #[derive(Debug, Default)]
-pub struct RenderCache(std::sync::Mutex<Option<(std::time::Instant, String)>>);
+pub struct RenderCache(std::sync::Mutex<Rendering>);
+
+#[derive(Debug, Default)]
+struct Rendering {
+    kept: Option<(Instant, String)>,
+    /// When a background rendering was handed out; one that has not come back within
+    /// [`RenderCache::CLAIM_LAPSES`] (it failed, or its task died) is handed out again.
+    claimed: Option<Instant>,
+}
+
+/// What a [`RenderCache`] has for a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// Young enough to show as it is.
+    Fresh(String),
+    /// Older than it should be but still fit to show: show it, and render it again without
+    /// waiting, then [`RenderCache::keep`] it: this caller was chosen to do so, no one else is.
+    Renew(String),
+    /// Nothing fit to show: render it now.
+    Missing,
+}
 
 impl RenderCache {
+    const CLAIM_LAPSES: Duration = Duration::from_secs(60);
+
     /// The fragment, if it was rendered less than `max_age` ago.
-    pub fn fresh(&self, max_age: std::time::Duration) -> Option<String> {
-        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref()
-            .filter(|(at, _)| at.elapsed() < max_age)
-            .map(|(_, html)| html.clone())
+    pub fn fresh(&self, max_age: Duration) -> Option<String> {
+        match self.take(max_age, max_age) {
+            Cached::Fresh(html) => Some(html),
+            _ => None,
+        }
+    }
+
+    /// The fragment for a request: fresh while younger than `fresh_for`, to be renewed while
+    /// younger than `shown_for`, missing when older.
+    pub fn take(&self, fresh_for: Duration, shown_for: Duration) -> Cached {
+        self.take_at(Instant::now(), fresh_for, shown_for)
+    }
+
+    fn take_at(&self, now: Instant, fresh_for: Duration, shown_for: Duration) -> Cached {
+        let mut r = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((at, html)) = r.kept.as_ref() else {
+            return Cached::Missing;
+        };
+        let age = now.saturating_duration_since(*at);
+        if age < fresh_for {
+            return Cached::Fresh(html.clone());
+        }
+        if age >= shown_for {
+            return Cached::Missing;
+        }
+        let html = html.clone();
+        let claim_free = r
+            .claimed
+            .is_none_or(|c| now.saturating_duration_since(c) >= Self::CLAIM_LAPSES);
+        if claim_free {
+            r.claimed = Some(now);
+            Cached::Renew(html)
+        } else {
+            Cached::Fresh(html)
+        }
     }
 
     pub fn keep(&self, html: &str) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), html.to_owned()));
+        let mut r = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        r.kept = Some((Instant::now(), html.to_owned()));
+        r.claimed = None;
+    }
+
+    /// A background rendering failed: the next request may start another.
+    pub fn release(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).claimed = None;
+    }
+}
+
+/// The fragment that `cache` (one of `st`'s) holds, renewed in the background as
+/// [`RenderCache::take`] says, or rendered now when nothing is fit to show.
+pub async fn rendered<R, Fut>(
+    st: &Arc<WebState>,
+    cache: fn(&WebState) -> &RenderCache,
+    fresh_for: Duration,
+    shown_for: Duration,
+    render: R,
+) -> Result<maud::Markup, crate::store::StoreError>
+where
+    R: FnOnce(Arc<WebState>) -> Fut,
+    Fut: std::future::Future<Output = Result<maud::Markup, crate::store::StoreError>>
+        + Send
+        + 'static,
+{
+    match cache(st).take(fresh_for, shown_for) {
+        Cached::Fresh(html) => Ok(maud::PreEscaped(html)),
+        Cached::Renew(html) => {
+            let again = render(st.clone());
+            let st = st.clone();
+            tokio::spawn(async move {
+                match again.await {
+                    Ok(m) => cache(&st).keep(&m.0),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rendering a dashboard fragment");
+                        cache(&st).release();
+                    }
+                }
+            });
+            Ok(maud::PreEscaped(html))
+        }
+        Cached::Missing => {
+            let m = render(st.clone()).await?;
+            cache(st).keep(&m.0);
+            Ok(m)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_render_cache_hands_out_one_renewal_at_a_time() {
+        let c = RenderCache::default();
+        let (fresh, shown) = (Duration::from_secs(2), Duration::from_secs(30));
+        assert_eq!(c.take_at(Instant::now(), fresh, shown), Cached::Missing);
+        c.keep("a");
+        let kept = c.0.lock().unwrap().kept.as_ref().unwrap().0;
+        assert_eq!(c.take_at(kept, fresh, shown), Cached::Fresh("a".into()));
+        let old = kept + Duration::from_secs(5);
+        assert_eq!(c.take_at(old, fresh, shown), Cached::Renew("a".into()));
+        // Someone renews it already: the others show it and wait for nothing.
+        assert_eq!(c.take_at(old, fresh, shown), Cached::Fresh("a".into()));
+        // A renewal that never came back is handed out again…
+        let lapsed = old + RenderCache::CLAIM_LAPSES;
+        let long = Duration::from_secs(600);
+        assert_eq!(c.take_at(lapsed, fresh, long), Cached::Renew("a".into()));
+        // …as is one that failed.
+        c.release();
+        assert_eq!(c.take_at(old, fresh, shown), Cached::Renew("a".into()));
+        // Too old to show at all.
+        assert_eq!(c.take_at(kept + shown, fresh, shown), Cached::Missing);
+        c.keep("b");
+        assert!(c.0.lock().unwrap().claimed.is_none());
+        assert_eq!(c.fresh(fresh), Some("b".into()));
     }
 }

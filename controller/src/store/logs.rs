@@ -11,6 +11,8 @@ use crate::model::{JobId, LogLine};
 /// Rows per INSERT statement: 5 binds each, far below the 65,535-placeholder ceiling and small
 /// enough to stay within a default `max_allowed_packet` for lines of a few KiB.
 pub const ROWS_PER_STATEMENT: usize = 1000;
+/// The most lines a reader asks for at a time.
+pub const MAX_PAGE_LINES: i64 = 10_000;
 
 /// Splits rows into statements of at most [`ROWS_PER_STATEMENT`] rows and about `max_bytes`
 /// of values (a backlog of long lines must not exceed the server's packet limit).
@@ -236,8 +238,9 @@ fn push_log_filter<'a, DB: sqlx::Database>(
             .push_bind(format!("%{}%", like_escape(needle)))
             .push(" ESCAPE '!'");
     }
+    // One row past the longest page, so that a reader can tell whether more lines follow.
     qb.push(" ORDER BY line_number LIMIT ")
-        .push_bind(limit.clamp(1, 10_000));
+        .push_bind(limit.clamp(1, MAX_PAGE_LINES + 1));
 }
 
 /// `s` for a LIKE pattern escaped with '!': its wildcards match themselves.

@@ -4,9 +4,10 @@
 //! once; an event stream sends them again whenever they change.
 //!
 //! The figures are a dozen aggregates over jobs, tickets and agents: at 100,000 jobs one
-//! rendering costs tens of milliseconds. A page load reuses the last rendering if it is younger
-//! than [`REFRESH`] — the live feed renders them that often anyway, so a fresh page is never
-//! older than the stream that follows it.
+//! rendering costs tens of milliseconds. A page load shows the last rendering and, once that is
+//! older than [`REFRESH`] (the live feed renders them that often anyway), has the next one made
+//! in the background: the page is at most a rendering behind the stream that follows it, and
+//! no load waits for the database unless the dashboard went unwatched for [`SHOWN_FOR`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -31,14 +32,17 @@ use crate::store::{Store, StoreError};
 
 /// How often the live dashboard looks again.
 const REFRESH: Duration = Duration::from_secs(2);
+/// How old figures a page load may show while newer ones are rendered in the background: a
+/// dashboard in use never waits for its aggregates; the first load after a pause does.
+const SHOWN_FOR: Duration = Duration::from_secs(30);
 
 /// Renders the figures (the part of the page that the stream replaces), read from the read
 /// replica while it is good.
-pub async fn figures(st: &WebState) -> Result<Markup, StoreError> {
+pub async fn figures(st: &Arc<WebState>) -> Result<Markup, StoreError> {
     st.core.store.read(|store| figures_from(st, store)).await
 }
 
-async fn figures_from(st: &WebState, store: Store) -> Result<Markup, StoreError> {
+async fn figures_from(st: &Arc<WebState>, store: Store) -> Result<Markup, StoreError> {
     let since = Utc::now() - chrono::Duration::hours(24);
     let day: BTreeMap<JobStatus, i64> = store.job_counts_since(since).await?.into_iter().collect();
     let now: BTreeMap<JobStatus, i64> = store.active_job_counts().await?.into_iter().collect();
@@ -166,14 +170,17 @@ async fn figures_from(st: &WebState, store: Store) -> Result<Markup, StoreError>
     })
 }
 
-/// The figures, from the last rendering while it is younger than [`REFRESH`].
-async fn recent_figures(st: &WebState) -> Result<Markup, StoreError> {
-    if let Some(html) = st.figures.fresh(REFRESH) {
-        return Ok(maud::PreEscaped(html));
-    }
-    let m = figures(st).await?;
-    st.figures.keep(&m.0);
-    Ok(m)
+/// The figures for a page load: the last rendering, renewed in the background once it is
+/// older than [`REFRESH`]; rendered now only when none is younger than [`SHOWN_FOR`].
+async fn recent_figures(st: &Arc<WebState>) -> Result<Markup, StoreError> {
+    crate::http::rendered(
+        st,
+        |st| &st.figures,
+        REFRESH,
+        SHOWN_FOR,
+        |st| async move { figures(&st).await },
+    )
+    .await
 }
 
 /// GET /

@@ -2,13 +2,15 @@
 //! per datacenter and the duration per playbook (p50/p95) over 7 days. The store aggregates
 //! (see `store::dashboard`); the pure functions here shape its rows into charts; the result is
 //! kept for [`CACHE_FOR`] so that the live dashboard, which renders every two seconds, asks the
-//! database for these week-long aggregates only a few times a minute.
+//! database for these week-long aggregates only a few times a minute, and renewed in the
+//! background so that no page waits for them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use maud::{html, Markup, PreEscaped};
+use maud::{html, Markup};
 
 use super::chart::{self, svg, Column, Frame, Row, Series};
 use crate::http::WebState;
@@ -26,6 +28,9 @@ const DATACENTER_ROWS: i64 = 1_000;
 const MAX_ROWS: usize = 12;
 /// How long rendered charts are reused.
 pub const CACHE_FOR: Duration = Duration::from_secs(15);
+/// How old charts may be shown while newer ones are drawn: their columns are hours, and the
+/// week-long aggregates behind them take a few hundred milliseconds at 100,000 jobs.
+const SHOWN_FOR: Duration = Duration::from_secs(600);
 
 /// Statuses bottom up in a column: how jobs ended first, then what is still going on.
 const STACK: [JobStatus; 5] = [
@@ -91,14 +96,17 @@ async fn load_from(
     })
 }
 
-/// The charts, from the cache while it is fresh.
-pub async fn charts(st: &WebState) -> Result<Markup, StoreError> {
-    if let Some(html) = st.trends.fresh(CACHE_FOR) {
-        return Ok(PreEscaped(html));
-    }
-    let m = render(&load(st).await?);
-    st.trends.keep(&m.0);
-    Ok(m)
+/// The charts: the last rendering, renewed in the background once it is older than
+/// [`CACHE_FOR`]; drawn now only when none is younger than [`SHOWN_FOR`].
+pub async fn charts(st: &Arc<WebState>) -> Result<Markup, StoreError> {
+    crate::http::rendered(
+        st,
+        |st| &st.trends,
+        CACHE_FOR,
+        SHOWN_FOR,
+        |st| async move { Ok(render(&load(&st).await?)) },
+    )
+    .await
 }
 
 fn status_series() -> Vec<Series> {
