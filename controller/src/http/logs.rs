@@ -24,7 +24,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, Json, Path, Query};
 use super::WebState;
 use crate::model::{Job, JobId, LogLine};
-use crate::service::jobs::by_uuid;
+use crate::service::jobs::{by_uuid, job_uuid};
 use crate::service::ServiceError;
 use crate::store::Store;
 
@@ -113,10 +113,9 @@ struct PageAsk<'a> {
 }
 
 async fn page_from(store: Store, a: &PageAsk<'_>) -> Result<LogPage, ServiceError> {
-    let job = by_uuid(&store, a.job_id).await?;
+    let (job, has_archive) = store.get_job_for_log(job_uuid(a.job_id)?).await?;
     let (after, limit, level, needle) = (a.after, a.limit, a.level, a.needle);
-    // Only finished jobs are archived: a running job's page asks nothing of the archives.
-    let archived = match job.status.is_final() {
+    let archived = match has_archive {
         true => store.log_archive(job.id).await?,
         false => None,
     };

@@ -18,12 +18,14 @@ use crate::store::Store;
 
 /// The job named by a uuid in a path.
 pub async fn by_uuid(store: &Store, job_id: &str) -> Result<Job> {
-    let Ok(uuid) = job_id.parse::<JobUuid>() else {
-        return Err(ServiceError::not_found(format!(
-            "job {job_id}: not a job id"
-        )));
-    };
-    Ok(store.get_job_by_uuid(uuid).await?)
+    Ok(store.get_job_by_uuid(job_uuid(job_id)?).await?)
+}
+
+/// A job's id as a caller wrote it, checked: not found unless it is a UUID.
+pub fn job_uuid(job_id: &str) -> Result<JobUuid> {
+    job_id
+        .parse::<JobUuid>()
+        .map_err(|_| ServiceError::not_found(format!("job {job_id}: not a job id")))
 }
 
 /// A page of jobs, from the read replica while it is good.

@@ -232,6 +232,21 @@ impl Store {
         row.ok_or_else(|| StoreError::NotFound(format!("job {uuid}")))
     }
 
+    /// A job by its UUID and whether its log was archived, in one query (a log page asks
+    /// both before anything else).
+    pub async fn get_job_for_log(&self, uuid: JobUuid) -> Result<(Job, bool)> {
+        use sqlx::{FromRow, Row};
+        let sql = format!(
+            "SELECT {COLUMNS}, EXISTS (SELECT 1 FROM job_log_archives a WHERE a.job_id = jobs.id) \
+             AS log_archived FROM jobs WHERE job_id = ?"
+        );
+        let found = on_pool!(self, p => match sqlx::query(&sql).bind(uuid).fetch_optional(p).await? {
+            Some(row) => Some((Job::from_row(&row)?, row.try_get::<i64, _>("log_archived")? != 0)),
+            None => None,
+        });
+        found.ok_or_else(|| StoreError::NotFound(format!("job {uuid}")))
+    }
+
     /// Newest first (the seed's `(status, created_at)` pattern), paged by offset or by
     /// cursor, with a bounded count (see [`super::listing`]).
     pub async fn list_jobs(&self, f: &JobFilter, paging: Paging) -> Result<Page<Job>> {
