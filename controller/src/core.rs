@@ -34,7 +34,7 @@ pub struct Core {
     /// Failed sign-ins, per account and per address.
     pub throttle: Throttle,
     /// When each API token's use was last noted.
-    pub token_uses: crate::service::sessions::TokenUses,
+    pub token_uses: crate::token_uses::TokenUses,
     /// Where archived job output is read from (and written to, by retention).
     pub archive: crate::archive::Archive,
     /// Agents' fetch streams of project revisions: their turns, the manifests they share.

@@ -58,6 +58,7 @@ pub mod survey;
 pub mod task_results;
 pub mod text;
 pub mod throttle;
+pub mod token_uses;
 pub mod ui;
 pub mod vars;
 pub mod web;
