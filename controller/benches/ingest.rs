@@ -1,10 +1,14 @@
 //! Log ingest throughput, measured side by side in one run on the same database:
 //!
 //! 1. `raw`: plain multi-row INSERTs through sqlx (1,000 rows a statement, 5,000 a
-//!    transaction), the ceiling of what the database takes;
-//! 2. `store`: `Store::insert_log_lines` with the same flush size (idempotent inserts);
-//! 3. `ingest`: the ingest task fed by 8 concurrent job streams submitting 500-line batches
-//!    and waiting for each commit, as sessions do (everything but QUIC).
+//!    transaction), what the database takes when nothing else is done;
+//! 2. `insert`: `Store::insert_log_lines` on its INSERT path (`INSERT IGNORE`), same flush
+//!    size;
+//! 3. `bulk` (MariaDB only): `Store::insert_log_lines` on its bulk path (`LOAD DATA LOCAL
+//!    INFILE … IGNORE` fed from memory), same flush size;
+//! 4. `ingest`: the ingest task fed by 8 concurrent job streams submitting 500-line batches
+//!    and waiting for each commit, as sessions do (everything but QUIC) — once on the INSERT
+//!    path, once on the bulk path (MariaDB).
 //!
 //! Run: `cargo bench -p outpost-controller --bench ingest` (MariaDB on 127.0.0.1:3306 as root;
 //! `OUTPOST_BENCH_LINES` sets the lines per run, default 200000).
@@ -105,7 +109,9 @@ async fn run(label: &str, url: &str, total: usize) {
         .await
         .expect("connect");
     store.migrate_up().await.expect("migrate");
-    let ids = jobs(&store, 2 + STREAMS).await;
+    let ids = jobs(&store, 3 + 2 * STREAMS).await;
+    let inserts_only = store.clone().without_bulk_load();
+    let bulk_too = store.writes_logs_in_bulk();
 
     // 1. raw multi-row INSERTs, straight through sqlx.
     let rows = lines(ids[0], total);
@@ -136,22 +142,72 @@ async fn run(label: &str, url: &str, total: usize) {
     }
     let raw = total as f64 / t.elapsed().as_secs_f64();
 
-    // 2. the store's idempotent bulk insert, same flush size.
+    // 2. the store's idempotent multi-row INSERTs, same flush size.
     let rows = lines(ids[1], total);
     let t = Instant::now();
     for chunk in rows.chunks(5000) {
-        store.insert_log_lines(chunk).await.expect("store insert");
+        inserts_only
+            .insert_log_lines(chunk)
+            .await
+            .expect("store insert");
     }
-    let via_store = total as f64 / t.elapsed().as_secs_f64();
+    let via_insert = total as f64 / t.elapsed().as_secs_f64();
 
-    // 3. the ingest task, fed by concurrent streams that wait for each commit in order.
+    // 3. the store's bulk path, same flush size.
+    let via_bulk = if bulk_too {
+        let rows = lines(ids[2], total);
+        let t = Instant::now();
+        for chunk in rows.chunks(5000) {
+            store.insert_log_lines(chunk).await.expect("bulk load");
+        }
+        assert!(store.writes_logs_in_bulk(), "the server took LOCAL INFILE");
+        Some(total as f64 / t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+
+    // 4. the ingest task on either path.
+    let ingest_insert = ingest_run(inserts_only, &ids[3..3 + STREAMS], total).await;
+    let ingest_bulk = if bulk_too {
+        Some(ingest_run(store.clone(), &ids[3 + STREAMS..], total).await)
+    } else {
+        None
+    };
+    for id in &ids {
+        let (max, count) = store.log_extent(*id).await.expect("extent");
+        assert_eq!(max as i64, count, "no gap or duplicate");
+    }
+    store.close().await;
+    let ratio = |v: Option<f64>| match v {
+        Some(v) => format!("{v:>10.0} lines/s ({:>5.2}x raw)", v / raw),
+        None => format!("{:>10} lines/s ({:>5}x raw)", "-", "-"),
+    };
+    println!(
+        "{label:<8} raw {raw:>10.0} lines/s | insert {} | bulk {} | ingest/insert {} | ingest/bulk {}",
+        ratio(Some(via_insert)),
+        ratio(via_bulk),
+        ratio(Some(ingest_insert)),
+        ratio(ingest_bulk),
+    );
+    if let (Some(b), Some(ib)) = (via_bulk, ingest_bulk) {
+        println!(
+            "{label:<8} bulk / insert {:.2}x | ingest bulk / ingest insert {:.2}x",
+            b / via_insert,
+            ib / ingest_insert
+        );
+    }
+}
+
+/// The ingest task, fed by concurrent streams (one per job) that wait for each commit in
+/// order; returns lines/s.
+async fn ingest_run(store: Store, ids: &[JobId], total: usize) -> f64 {
     let stop = CancellationToken::new();
     let (handle, task) = ingest::spawn(store.clone(), stop.clone());
     let per_stream = total / STREAMS;
     let t = Instant::now();
     let mut streams = Vec::new();
-    for s in 0..STREAMS {
-        let (handle, job) = (handle.clone(), ids[2 + s]);
+    for &job in &ids[..STREAMS] {
+        let handle = handle.clone();
         streams.push(tokio::spawn(async move {
             let all = lines(job, per_stream);
             let mut pending = std::collections::VecDeque::new();
@@ -174,20 +230,11 @@ async fn run(label: &str, url: &str, total: usize) {
     for s in streams {
         s.await.expect("stream");
     }
-    let via_ingest = (per_stream * STREAMS) as f64 / t.elapsed().as_secs_f64();
+    let rate = (per_stream * STREAMS) as f64 / t.elapsed().as_secs_f64();
     drop(handle);
     stop.cancel();
     let _ = task.await;
-    for id in &ids {
-        let (max, count) = store.log_extent(*id).await.expect("extent");
-        assert_eq!(max as i64, count, "no gap or duplicate");
-    }
-    store.close().await;
-    println!(
-        "{label:<8} raw {raw:>10.0} lines/s | store {via_store:>10.0} lines/s ({:>5.1}% of raw) | ingest {via_ingest:>10.0} lines/s ({:>5.1}% of raw)",
-        100.0 * via_store / raw,
-        100.0 * via_ingest / raw
-    );
+    rate
 }
 
 #[tokio::main]

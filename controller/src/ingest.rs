@@ -1,5 +1,7 @@
-//! Ingest: one task gathers log batches from every session into flushes and writes each in
-//! multi-row INSERTs, then acknowledges each batch — only after its transaction committed. Two
+//! Ingest: one task gathers log batches from every session into flushes and writes each in one
+//! transaction — a `LOAD DATA LOCAL INFILE` fed from memory on MySQL/MariaDB, multi-row INSERTs
+//! on SQLite, on partitioned job_logs and where the server refuses LOCAL INFILE (see
+//! `store::bulk`) — then acknowledges each batch, only after its transaction committed. Two
 //! flushes may be in the database at once, so that one's statements run while the other
 //! commits; they still take turns (a flush's statements start after the previous flush's ran,
 //! and it commits after the previous one committed), so every job's lines become visible in

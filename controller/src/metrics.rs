@@ -53,6 +53,8 @@ pub struct Metrics {
     pub lines_ingested: Counter,
     pub ingest_flushes: Counter,
     pub ingest_errors: Counter,
+    /// 1 while log lines are written with LOAD DATA LOCAL INFILE, 0 when with INSERTs.
+    pub ingest_bulk_load: Gauge,
     pub jobs_dispatched: Counter,
     pub jobs_finished: Counter,
     pub agents_connected: Gauge,
@@ -84,7 +86,7 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 8] = [
+        let rows: [(&str, &str, &str, u64); 9] = [
             (
                 "outpost_log_lines_ingested_total",
                 "counter",
@@ -94,7 +96,7 @@ impl Metrics {
             (
                 "outpost_ingest_flushes_total",
                 "counter",
-                "Multi-row INSERT transactions committed.",
+                "Log-line transactions committed (multi-row INSERTs or bulk loads).",
                 self.ingest_flushes.get(),
             ),
             (
@@ -102,6 +104,12 @@ impl Metrics {
                 "counter",
                 "Failed log inserts (retried).",
                 self.ingest_errors.get(),
+            ),
+            (
+                "outpost_ingest_bulk_load",
+                "gauge",
+                "1 while log lines are written with LOAD DATA LOCAL INFILE; 0 while with INSERTs (SQLite, partitioned job_logs, or a server that refuses LOCAL INFILE).",
+                self.ingest_bulk_load.get(),
             ),
             (
                 "outpost_jobs_dispatched_total",
@@ -188,7 +196,7 @@ mod tests {
             text.contains("# TYPE outpost_agents_connected gauge\noutpost_agents_connected 3\n"),
             "{text}"
         );
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 8);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 9);
         // The replica's rows appear once one is configured; its lag is unknown until looked at.
         m.replica_configured();
         let text = m.render();
@@ -197,6 +205,6 @@ mod tests {
                 && text.contains("\noutpost_replica_in_use 0\n"),
             "{text}"
         );
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 12);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 13);
     }
 }

@@ -10,6 +10,7 @@ pub mod agents;
 pub mod archives;
 pub mod audit;
 pub mod blackouts;
+pub mod bulk;
 pub mod census;
 pub mod credentials;
 pub mod dashboard;
@@ -158,6 +159,11 @@ pub enum StoreError {
     Migrate(#[from] migrate::MigrateError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of the bulk-load connection ([`bulk`]): its own driver, the same database.
+    #[error("database error (bulk load): {0}")]
+    BulkLoad(#[from] mysql_async::Error),
+    #[error(transparent)]
+    Bulk(#[from] bulk::BulkError),
 }
 
 /// Why the database server's certificate failed verification, with what to check.
@@ -251,6 +257,7 @@ impl StoreError {
     pub fn refusal(&self) -> Option<&str> {
         match self {
             StoreError::Database(sqlx::Error::Database(db)) => Some(db.message()),
+            StoreError::BulkLoad(mysql_async::Error::Server(e)) => Some(&e.message),
             _ => None,
         }
     }
@@ -265,6 +272,7 @@ impl StoreError {
                 | StoreError::CertificateRefused { .. }
                 | StoreError::Busy { .. }
                 | StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+                | StoreError::BulkLoad(mysql_async::Error::Io(_))
         )
     }
 
@@ -337,6 +345,9 @@ pub struct Store {
     /// The read replica that [`Store::reads`] may send pages to; `None` on the replica's own
     /// store, so that it never sends reads further.
     pub(crate) replica: Option<std::sync::Arc<replica::Replica>>,
+    /// The LOAD DATA LOCAL INFILE pool log lines are written through on MySQL/MariaDB
+    /// ([`bulk`]); `None` on SQLite and on the replica's store.
+    pub(crate) bulk: Option<std::sync::Arc<bulk::Bulk>>,
 }
 
 /// A database URL with its password replaced, safe to print.
@@ -359,6 +370,7 @@ impl Store {
         let target = redact_url(url);
         // SQLite has no packet limit; statements are bounded by rows there.
         let mut statement_bytes = 64 * 1024 * 1024;
+        let mut bulk = None;
         let backend = if let Some(rest) = url
             .strip_prefix("mysql:")
             .or_else(|| url.strip_prefix("mariadb:"))
@@ -382,6 +394,24 @@ impl Store {
                 .fetch_one(&mut probe)
                 .await
                 .ok();
+            // Whether the server gave this connection TLS unasked (ssl-mode PREFERRED, the
+            // default): the bulk connections then insist on it too, never send lines in clear
+            // where the store's own connections would not.
+            let cipher: Option<(String, String)> =
+                sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+                    .fetch_optional(&mut probe)
+                    .await
+                    .ok()
+                    .flatten();
+            let probe_tls = match cipher {
+                Some((_, c)) if !c.is_empty() => bulk::ProbeTls::Used,
+                _ => bulk::ProbeTls::NotUsed,
+            };
+            bulk = Some(std::sync::Arc::new(bulk::Bulk::open(
+                &format!("mysql:{rest}"),
+                probe_tls,
+                pool.recycle,
+            )?));
             let _ = probe.close().await;
             statement_bytes = packet
                 .map(|p| (p / 2) as usize)
@@ -442,6 +472,7 @@ impl Store {
             target,
             partitioned: Default::default(),
             replica: None,
+            bulk,
         };
         // A database not migrated yet has no job_logs: it is not partitioned either.
         let _ = store.refresh_layout().await;
@@ -513,6 +544,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(bulk) = &self.bulk {
+            bulk.close().await;
+        }
         on_pool!(self, p => p.close().await)
     }
 }

@@ -310,6 +310,8 @@ impl Store {
             // The replica replays the primary's DDL: its tables are laid out alike.
             partitioned: self.partitioned.clone(),
             replica: None,
+            // Only reads go to the replica.
+            bulk: None,
         })
     }
 
