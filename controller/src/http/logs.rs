@@ -35,19 +35,6 @@ const CHUNK: i64 = 1_000;
 /// The text of one page of a log at most (a page of 10,000 lines of 64 KiB would be 640 MiB).
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// How many of the first lines, of these sizes, fit in `budget` bytes: at least one, so a page
-/// always moves on (a line is far smaller than a page).
-fn lines_within(sizes: &[i64], budget: usize) -> usize {
-    let mut used = 0usize;
-    for (i, s) in sizes.iter().enumerate() {
-        used = used.saturating_add(usize::try_from(*s).unwrap_or(usize::MAX));
-        if used > budget {
-            return i.max(1);
-        }
-    }
-    sizes.len()
-}
-
 /// A page's line, moved rather than copied: a page holds up to 4 MiB of text.
 fn into_view(l: LogLine) -> LogLineView {
     LogLineView {
@@ -155,24 +142,10 @@ async fn page_from(store: Store, a: &PageAsk<'_>) -> Result<LogPage, ServiceErro
             archived: true,
         });
     }
-    // Cut to the byte budget first, from the lines' sizes alone, so that no page reads more
-    // text than it may send. One size more than the page tells whether lines follow it.
-    let mut sizes = store
-        .log_line_sizes(job.id, after, level, needle, limit + 1)
+    let page = store
+        .log_page(job.id, after, (level, needle), limit, MAX_PAGE_BYTES)
         .await?;
-    let more = sizes.len() as i64 > limit;
-    sizes.truncate(limit as usize);
-    let fit = lines_within(&sizes, MAX_PAGE_BYTES);
-    let cut = fit < sizes.len();
-    let lines = if fit == 0 {
-        Vec::new()
-    } else if level.is_some() || needle.is_some() {
-        store
-            .find_log_lines(job.id, after, level, needle, fit as i64)
-            .await?
-    } else {
-        store.read_log_lines(job.id, after, fit as i64).await?
-    };
+    let (lines, cut, more) = (page.lines, page.cut, page.more);
     let next_after = lines.last().map(|l| l.line_number).unwrap_or(after);
     let complete = job.status.is_final() && !cut && !more;
     // A page of every line to the end ends with the log's last line; otherwise ask.
@@ -442,18 +415,5 @@ async fn follow(st: &WebState, job: JobId, mut last: i32, tx: &Out) {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lines_within;
-
-    #[test]
-    fn a_page_is_cut_to_its_byte_budget() {
-        assert_eq!(lines_within(&[], 10), 0);
-        assert_eq!(lines_within(&[4, 4, 4], 10), 2);
-        assert_eq!(lines_within(&[4, 4, 2], 10), 3);
-        assert_eq!(lines_within(&[50, 1], 10), 1, "one line always fits");
     }
 }

@@ -189,27 +189,54 @@ impl Store {
         }))
     }
 
-    /// The sizes in bytes of the lines [`Store::find_log_lines`] would return (all lines when
-    /// `level` and `needle` are `None`), without their text: a page is cut to a byte budget
-    /// before any text is read.
-    pub async fn log_line_sizes(
+    /// A page of a job's lines after `after` (those with `level` and holding `needle`, when
+    /// given): up to `limit` lines whose text together stays within `budget` bytes (at least
+    /// one line), in one pass. Rows are taken one at a time and the read stops at the budget,
+    /// so no more than the budget and one line is ever held, however long the lines, and a
+    /// page cut short by the budget on MySQL closes its connection rather than read the rest.
+    pub async fn log_page(
         &self,
         job: JobId,
         after: i32,
-        level: Option<&str>,
-        needle: Option<&str>,
+        filter: (Option<&str>, Option<&str>),
         limit: i64,
-    ) -> Result<Vec<i64>> {
-        let size = match self.dialect() {
-            Dialect::Mysql => "SELECT LENGTH(content)",
-            // SQLite's LENGTH of text counts characters; of a blob, bytes.
-            Dialect::Sqlite => "SELECT LENGTH(CAST(content AS BLOB))",
-        };
+        budget: usize,
+    ) -> Result<LogPageRows> {
+        use futures_util::TryStreamExt;
+        let (level, needle) = filter;
+        let limit = limit.clamp(1, MAX_PAGE_LINES);
         let span = self.log_id_span(job).await?;
+        let mysql = self.dialect() == Dialect::Mysql;
         Ok(on_pool!(self, p => {
-            let mut qb = QueryBuilder::new(size);
-            push_log_filter(&mut qb, job, span, after, level, needle, limit);
-            qb.build_query_scalar::<i64>().fetch_all(p).await?
+            let mut conn = p.acquire().await?;
+            let mut qb = QueryBuilder::new("SELECT line_number, content, log_level, timestamp");
+            // One row past the page tells whether lines follow it.
+            push_log_filter(&mut qb, job, span, after, level, needle, limit + 1);
+            let mut rows = qb.build_query_as::<LogLine>().fetch(&mut *conn);
+            let mut page = LogPageRows::default();
+            let mut fill = PageFill::new(limit, budget);
+            while let Some(line) = rows.try_next().await? {
+                match fill.admit(line.content.len()) {
+                    Admit::Take => page.lines.push(line),
+                    Admit::Cut => {
+                        page.cut = true;
+                        break;
+                    }
+                    Admit::Full => {
+                        page.more = true;
+                        break;
+                    }
+                }
+            }
+            drop(rows);
+            if page.cut && mysql {
+                // The rest of the result is still on its way (up to the page's limit of lines
+                // of up to 64 KiB each): closing the connection stops it, where returning it
+                // to the pool would read every row of it first. Only a page of long lines
+                // gets here; the pool opens another connection when it needs one.
+                drop(conn.detach());
+            }
+            page
         }))
     }
 
@@ -252,6 +279,58 @@ impl Store {
         Ok(
             on_pool!(self, p => sqlx::query(sql).bind(to_db_time(cutoff)).bind(batch).execute(p).await?.rows_affected()),
         )
+    }
+}
+
+/// A page of log lines as [`Store::log_page`] read it.
+#[derive(Debug, Default)]
+pub struct LogPageRows {
+    pub lines: Vec<LogLine>,
+    /// The byte budget ended the page before its line limit.
+    pub cut: bool,
+    /// Lines follow the page's last (within the limit).
+    pub more: bool,
+}
+
+/// How a page fills: lines are taken while both the line limit and the byte budget allow, and
+/// the first line always (a line is far below any budget, but a page must move on).
+struct PageFill {
+    limit: i64,
+    budget: usize,
+    taken: i64,
+    used: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Take,
+    /// The line would pass the byte budget.
+    Cut,
+    /// The page has its limit of lines; this one follows it.
+    Full,
+}
+
+impl PageFill {
+    fn new(limit: i64, budget: usize) -> PageFill {
+        PageFill {
+            limit,
+            budget,
+            taken: 0,
+            used: 0,
+        }
+    }
+
+    fn admit(&mut self, size: usize) -> Admit {
+        if self.taken >= self.limit {
+            return Admit::Full;
+        }
+        let used = self.used.saturating_add(size);
+        if used > self.budget && self.taken > 0 {
+            return Admit::Cut;
+        }
+        self.used = used;
+        self.taken += 1;
+        Admit::Take
     }
 }
 
@@ -316,6 +395,20 @@ fn to_db_time(t: DateTime<Utc>) -> NaiveDateTime {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_page_fills_to_its_line_limit_and_its_byte_budget() {
+        use super::{Admit, PageFill};
+        let fill = |limit, budget, sizes: &[usize]| {
+            let mut f = PageFill::new(limit, budget);
+            sizes.iter().map(|s| f.admit(*s)).collect::<Vec<_>>()
+        };
+        use Admit::{Cut, Full, Take};
+        assert_eq!(fill(10, 10, &[4, 4, 4]), [Take, Take, Cut]);
+        assert_eq!(fill(10, 10, &[4, 4, 2]), [Take, Take, Take]);
+        assert_eq!(fill(10, 10, &[50]), [Take], "one line always fits");
+        assert_eq!(fill(2, 100, &[1, 1, 1]), [Take, Take, Full]);
+    }
+
     use super::*;
 
     fn line(n: i32, len: usize) -> NewLogLine {
