@@ -15,7 +15,8 @@
 //!    15 s, so their uncached cost is shown on its own line).
 //!
 //! Run: `cargo bench -p outpost-controller --bench api`. `OUTPOST_BENCH_SKIP_LAUNCHES=1`
-//! leaves out part 1 (only one launch is made, to have jobs of the API's own making).
+//! leaves out part 1 (only one launch is made, to have jobs of the API's own making);
+//! `OUTPOST_BENCH_ONLY_LAUNCHES=1` stops after it.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -143,199 +144,71 @@ async fn main() {
             .await
             .unwrap();
     }
-    // One agent, enrolled through the store, with a certificate from the CA.
-    let token = EnrollToken::generate(&ca.fingerprint());
-    store
-        .create_enrollment_token(
-            &NewEnrollmentToken {
-                secret_hash: EnrollToken::secret_hash(&token.secret),
-                name: "bench-agent".into(),
-                labels: serde_json::json!({}),
-                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
-            },
-            &Actor::system(),
-        )
-        .await
-        .unwrap();
-    let uuid = uuid::Uuid::new_v4();
-    store
-        .enroll_agent(
-            &EnrollToken::secret_hash(&token.secret),
-            &uuid.to_string(),
-            &Default::default(),
-            "bench",
-        )
-        .await
-        .unwrap();
-    let key = AgentKey::generate().unwrap();
-    let cert = ca
-        .sign_agent_csr(&key.csr("bench").unwrap(), uuid, Duration::from_secs(86400))
-        .unwrap();
+    // Two controllers on the one database, side by side: one as configured by default (a
+    // one-server launch claims its job in its own transaction), one with
+    // `--no-claim-at-launch` (the job waits for the scheduler's round). Each has its own agent.
+    let (mut ctl, api, agent_port, api_port, token) =
+        spawn_controller(bin, dir.path(), &url, &[]).await;
+    let (mut ctl_b, api_b, agent_port_b, _, _) =
+        spawn_controller(bin, dir.path(), &url, &["--no-claim-at-launch"]).await;
 
-    let free = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (agent_port, enroll_port) = (free(), free());
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut ctl = Command::new(bin)
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args(["--database-url", &url])
-        .args(["--listen", &format!("127.0.0.1:{agent_port}")])
-        .args(["--enroll-listen", &format!("127.0.0.1:{enroll_port}")])
-        .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
-        .env("OUTPOST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let api = Client::new(&format!("https://127.0.0.1:{api_port}"), &ca_pem).unwrap();
-    let mut ready = false;
-    for _ in 0..200 {
-        if api.get::<serde_json::Value>("/readyz").await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "controller not ready");
-    let login: serde_json::Value = api
-        .post(
-            "/api/v1/auth/login",
-            &serde_json::json!({"username": "bench", "password": "bench-password"}),
-        )
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
-    let api = api.with_token(&token);
-
-    // The agent: takes every assignment at once, notes when it arrived, and finishes it.
+    // The agents: take every assignment at once, note when it arrived, and finish it.
     let arrivals: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Default::default();
     let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<uuid::Uuid>();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(
-        tls::enroll_client_config(&ca.fingerprint(), Timers::default()).unwrap(),
-    );
-    let cfg = tls::agent_client_config(
-        ca.cert_der(),
-        vec![cert],
-        key.private_key_der(),
-        Timers::default(),
-    )
-    .unwrap();
-    let conn = endpoint
-        .connect_with(
-            cfg,
-            format!("127.0.0.1:{agent_port}").parse().unwrap(),
-            "localhost",
-        )
-        .unwrap()
-        .await
-        .expect("handshake");
-    let (send, recv) = conn.open_bi().await.unwrap();
-    let mut session = FramedStream::new(recv, send);
-    session
-        .send(&Up::Hello(Hello {
-            protocol_version: outpost_protocol::PROTOCOL_VERSION,
-            agent_version: "bench".into(),
-            hostname: "bench".into(),
-            labels: vec![],
-            capacity: 100,
-            ansible_version: "none".into(),
-            running: vec![],
-            capabilities: vec![],
-        }))
-        .await
-        .unwrap();
-    let Some(Down::Welcome(_)) = session.recv::<Down>().await.unwrap() else {
-        panic!("no Welcome")
-    };
-    tokio::spawn(async move {
-        let mut seq = 0;
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            seq += 1;
-            if session.send(&Up::Heartbeat { seq }).await.is_err() {
-                return;
-            }
-            let _ = session.recv::<Down>().await;
-        }
-    });
-    {
-        let (conn, arrivals) = (conn.clone(), arrivals.clone());
-        tokio::spawn(async move {
-            while let Ok((mut send, recv)) = conn.accept_bi().await {
-                let (arrivals, arrived_tx) = (arrivals.clone(), arrived_tx.clone());
-                tokio::spawn(async move {
-                    let mut reader = codec::spawn_reader::<_, JobDown>(recv, codec::MAX_FRAME);
-                    let Some(Ok(JobDown::Assign(a))) = reader.recv().await else {
-                        return;
-                    };
-                    arrivals.lock().await.insert(a.job, Instant::now());
-                    let _ = arrived_tx.send(a.job);
-                    let at_ms = chrono::Utc::now().timestamp_millis();
-                    for m in [
-                        JobUp::Accept { job: a.job },
-                        JobUp::Started { job: a.job, at_ms },
-                        JobUp::Finished(Finished {
-                            job: a.job,
-                            status: FinalStatus::Success,
-                            exit_code: Some(0),
-                            error: None,
-                            last_line: 0,
-                            last_result: 0,
-                            recap: None,
-                        }),
-                    ] {
-                        if codec::write_frame(&mut send, &m, codec::MAX_FRAME)
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    let _ = reader.recv().await; // FinishAck
-                });
-            }
-        });
-    }
+    let _agent = agent(&store, &ca, "bench-a", agent_port, &arrivals, &arrived_tx).await;
+    let _agent_b = agent(&store, &ca, "bench-b", agent_port_b, &arrivals, &arrived_tx).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // 1. launch → assignment.
-    let mut post = Vec::with_capacity(launches);
-    let mut dispatch = Vec::with_capacity(launches);
+    // 1. launch → assignment, the two controllers taking turns.
+    let mut post = [Vec::with_capacity(launches), Vec::with_capacity(launches)];
+    let mut dispatch = [Vec::with_capacity(launches), Vec::with_capacity(launches)];
     for i in 0..launches {
+        let which = i % 2;
+        let client = if which == 0 { &api } else { &api_b };
         let t0 = Instant::now();
-        let r: outpost_api::LaunchResponse = api
+        let r: outpost_api::LaunchResponse = client
             .post(
                 "/api/v1/jobs",
                 &serde_json::json!({"playbook": "bench", "servers": [format!("node{i:05}")]}),
             )
             .await
             .expect("launch");
-        post.push(ms(t0.elapsed()));
+        post[which].push(ms(t0.elapsed()));
         let job = uuid::Uuid::parse_str(&r.jobs[0].id).unwrap();
         loop {
             if let Some(at) = arrivals.lock().await.get(&job) {
-                dispatch.push(ms(at.duration_since(t0)));
+                dispatch[which].push(ms(at.duration_since(t0)));
                 break;
             }
             let _ = tokio::time::timeout(Duration::from_secs(10), arrived_rx.recv()).await;
         }
     }
+    let [post, post_b] = post;
+    let [dispatch, dispatch_b] = dispatch;
+    let n = post.len();
     let (p50, p99, max) = percentiles(post);
-    println!("POST /api/v1/jobs (201 returned):      p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms  ({launches} launches)");
+    println!("POST /api/v1/jobs (201 returned):      p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms  ({n} launches)");
     let (p50, p99, max) = percentiles(dispatch);
     println!("launch -> assignment at the agent:     p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+    if !post_b.is_empty() {
+        let n = post_b.len();
+        let (p50, p99, max) = percentiles(post_b);
+        println!("  --no-claim-at-launch, POST answered:  p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms  ({n} launches)");
+        let (p50, p99, max) = percentiles(dispatch_b);
+        println!("  --no-claim-at-launch, at the agent:   p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+    }
+    let _ = ctl_b.kill();
+    let _ = ctl_b.wait();
+    if std::env::var_os("OUTPOST_BENCH_ONLY_LAUNCHES").is_some() {
+        let _ = ctl.kill();
+        let _ = ctl.wait();
+        store.close().await;
+        sqlx::query(&format!("DROP DATABASE {db_name}"))
+            .execute(&mut admin_conn)
+            .await
+            .expect("drop database");
+        return;
+    }
 
     // 2. Reads with the tables at scale.
     let t = Instant::now();
@@ -858,4 +731,185 @@ fn histogram_delta(before: &[(String, u64)], after: &[(String, u64)]) -> String 
         }
     }
     parts.join(", ")
+}
+
+/// Starts `outpost-controller serve` on `data_dir` with its ports on loopback, waits until it
+/// is ready and signs in; gives the process, an API client with the session's token, the
+/// agent port, the API port and the token.
+async fn spawn_controller(
+    bin: &str,
+    data_dir: &std::path::Path,
+    url: &str,
+    extra: &[&str],
+) -> (std::process::Child, Client, u16, u16, String) {
+    let free = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (agent_port, enroll_port) = (free(), free());
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ctl = Command::new(bin)
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--database-url", url])
+        .args(["--listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--enroll-listen", &format!("127.0.0.1:{enroll_port}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+        .args(extra)
+        .env("OUTPOST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let ca_pem = std::fs::read_to_string(data_dir.join("pki/ca.pem")).unwrap();
+    let api = Client::new(&format!("https://127.0.0.1:{api_port}"), &ca_pem).unwrap();
+    let mut ready = false;
+    for _ in 0..200 {
+        if api.get::<serde_json::Value>("/readyz").await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "controller not ready");
+    let login: serde_json::Value = api
+        .post(
+            "/api/v1/auth/login",
+            &serde_json::json!({"username": "bench", "password": "bench-password"}),
+        )
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    (ctl, api.with_token(&token), agent_port, api_port, token)
+}
+
+/// An agent enrolled through the store, with a certificate from the CA, in a real mTLS QUIC
+/// session to `port`: it takes every assignment at once, notes when it arrived, and finishes
+/// it. Gives the connection (the session lives while it is held).
+async fn agent(
+    store: &Store,
+    ca: &Ca,
+    name: &str,
+    port: u16,
+    arrivals: &Arc<Mutex<HashMap<uuid::Uuid, Instant>>>,
+    arrived_tx: &mpsc::UnboundedSender<uuid::Uuid>,
+) -> quinn::Connection {
+    let token = EnrollToken::generate(&ca.fingerprint());
+    store
+        .create_enrollment_token(
+            &NewEnrollmentToken {
+                secret_hash: EnrollToken::secret_hash(&token.secret),
+                name: name.into(),
+                labels: serde_json::json!({}),
+                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            },
+            &Actor::system(),
+        )
+        .await
+        .unwrap();
+    let uuid = uuid::Uuid::new_v4();
+    store
+        .enroll_agent(
+            &EnrollToken::secret_hash(&token.secret),
+            &uuid.to_string(),
+            &Default::default(),
+            name,
+        )
+        .await
+        .unwrap();
+    let key = AgentKey::generate().unwrap();
+    let cert = ca
+        .sign_agent_csr(&key.csr(name).unwrap(), uuid, Duration::from_secs(86400))
+        .unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let cfg = tls::agent_client_config(
+        ca.cert_der(),
+        vec![cert],
+        key.private_key_der(),
+        Timers::default(),
+    )
+    .unwrap();
+    let conn = endpoint
+        .connect_with(
+            cfg,
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .expect("handshake");
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut session = FramedStream::new(recv, send);
+    session
+        .send(&Up::Hello(Hello {
+            protocol_version: outpost_protocol::PROTOCOL_VERSION,
+            agent_version: "bench".into(),
+            hostname: name.into(),
+            labels: vec![],
+            capacity: 100,
+            ansible_version: "none".into(),
+            running: vec![],
+            capabilities: vec![],
+        }))
+        .await
+        .unwrap();
+    let Some(Down::Welcome(_)) = session.recv::<Down>().await.unwrap() else {
+        panic!("no Welcome")
+    };
+    tokio::spawn(async move {
+        let mut seq = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            seq += 1;
+            if session.send(&Up::Heartbeat { seq }).await.is_err() {
+                return;
+            }
+            let _ = session.recv::<Down>().await;
+        }
+    });
+    let (c, arrivals, arrived_tx) = (conn.clone(), arrivals.clone(), arrived_tx.clone());
+    tokio::spawn(async move {
+        while let Ok((mut send, recv)) = c.accept_bi().await {
+            let (arrivals, arrived_tx) = (arrivals.clone(), arrived_tx.clone());
+            tokio::spawn(async move {
+                let mut reader = codec::spawn_reader::<_, JobDown>(recv, codec::MAX_FRAME);
+                let Some(Ok(JobDown::Assign(a))) = reader.recv().await else {
+                    return;
+                };
+                arrivals.lock().await.insert(a.job, Instant::now());
+                let _ = arrived_tx.send(a.job);
+                let at_ms = chrono::Utc::now().timestamp_millis();
+                for m in [
+                    JobUp::Accept { job: a.job },
+                    JobUp::Started { job: a.job, at_ms },
+                    JobUp::Finished(Finished {
+                        job: a.job,
+                        status: FinalStatus::Success,
+                        exit_code: Some(0),
+                        error: None,
+                        last_line: 0,
+                        last_result: 0,
+                        recap: None,
+                    }),
+                ] {
+                    if codec::write_frame(&mut send, &m, codec::MAX_FRAME)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                let _ = reader.recv().await; // FinishAck
+            });
+        }
+    });
+    conn
 }

@@ -174,6 +174,20 @@ pub struct Config {
     /// Jobs that may run on one server at the same time [default: 1].
     #[arg(long, env = "OUTPOST_MAX_RUNNING_PER_SERVER", help_heading = DAEMON)]
     pub max_running_per_server: Option<u32>,
+    /// Leave every launch to the scheduler's round, rather than claiming a one-server
+    /// launch's job in the launch's own transaction when an agent has room.
+    #[arg(
+        long = "no-claim-at-launch",
+        env = "OUTPOST_NO_CLAIM_AT_LAUNCH",
+        num_args = 0,
+        default_missing_value = "true",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::BoolValueParser::new(),
+            |no: bool| !no
+        ),
+        help_heading = DAEMON
+    )]
+    pub claim_at_launch: Option<bool>,
     /// Time limit of a job in seconds [default: 3600].
     #[arg(
         long = "job-time-limit-secs",
@@ -354,6 +368,9 @@ pub struct Settings {
     /// Due schedules launched at the same time by this controller.
     pub schedule_fire_concurrency: u32,
     pub max_running_per_server: u32,
+    /// A one-server launch claims its job in its own transaction when an agent has room
+    /// (one synchronous commit from launch to agent instead of two).
+    pub claim_at_launch: bool,
     pub default_time_limit: Duration,
     pub migrate_on_start: bool,
     pub shutdown_timeout: Duration,
@@ -420,6 +437,7 @@ impl Settings {
             schedule_grace: Duration::from_secs(300),
             schedule_fire_concurrency: 8,
             max_running_per_server: 1,
+            claim_at_launch: true,
             default_time_limit: Duration::from_secs(3600),
             migrate_on_start: true,
             shutdown_timeout: Duration::from_secs(30),
@@ -552,6 +570,9 @@ impl Settings {
         }
         if let Some(v) = c.max_running_per_server {
             self.max_running_per_server = v;
+        }
+        if let Some(v) = c.claim_at_launch {
+            self.claim_at_launch = v;
         }
         if let Some(v) = c.default_time_limit_secs {
             self.default_time_limit = secs(v.into());

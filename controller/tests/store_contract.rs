@@ -34,12 +34,14 @@ contract!(
     claim_is_exclusive,
     cancel_pending_and_running,
     logs_are_idempotent_and_ordered,
+    log_pages_stop_at_their_byte_budget,
     tickets_and_audit_listing,
     retention_deletes_old_lines_in_batches,
     agents_enrol_once_and_track_their_controller,
     a_failed_job_and_its_ticket_commit_together,
     a_long_failure_fits_its_columns,
     the_server_limit_is_part_of_the_claim,
+    a_launch_claims_its_job_in_its_own_commit,
     a_release_after_a_cancel_request_cancels,
     lost_agents_are_settled_from_the_database,
     a_schedule_slot_is_claimed_once,
@@ -325,6 +327,83 @@ async fn the_server_limit_is_part_of_the_claim(backend: Backend) {
         .unwrap(),
         Claim::Claimed(_)
     ));
+}
+
+/// One-job launches racing on one server, each claiming in its own transaction: none fails
+/// (on MySQL the server's lock is taken before the insert, or two launches would deadlock
+/// upgrading their foreign-key locks), the limit holds, and the unclaimed wait in the queue.
+async fn a_launch_claims_its_job_in_its_own_commit(backend: Backend) {
+    use outpost_controller::lifecycle::LaunchClaim;
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let agent = outpost_controller::model::AgentId(1);
+    let claim = LaunchClaim {
+        agent,
+        max_per_server: 2,
+    };
+    let mut handles = Vec::new();
+    for _ in 0..12 {
+        let (life, new, actor) = (life.clone(), launch_plan(&f, 1), Actor::user(f.admin.id));
+        handles.push(tokio::spawn(async move {
+            life.launch(&new, &actor, None, None, Default::default(), Some(claim))
+                .await
+                .expect("a launch racing others on one server succeeds")
+        }));
+    }
+    let mut launched = Vec::new();
+    for h in handles {
+        launched.push(h.await.unwrap());
+    }
+    let won: Vec<_> = launched
+        .iter()
+        .filter(|l| matches!(l.claim, Some(Claim::Claimed(_))))
+        .collect();
+    assert_eq!(won.len(), 2, "the server's limit holds: {launched:?}");
+    assert!(launched
+        .iter()
+        .all(|l| matches!(l.claim, Some(Claim::Claimed(_) | Claim::ServerBusy))));
+    for l in &won {
+        let Some(Claim::Claimed(a)) = &l.claim else {
+            unreachable!()
+        };
+        // The job the launch answers with is the claimed one, and its claim was audited.
+        assert_eq!(l.jobs[0].agent_id, Some(agent));
+        assert_eq!(
+            l.jobs[0].dispatch_id.as_deref(),
+            Some(a.dispatch_id.as_str())
+        );
+        let dispatched = store
+            .list_audit(
+                &AuditFilter {
+                    action: Some("DISPATCH".into()),
+                    resource_type: Some("job".into()),
+                    resource_id: Some(l.jobs[0].id.0),
+                    ..Default::default()
+                },
+                Paging::new(10, 0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(dispatched.items.len(), 1);
+    }
+    assert_eq!(store.unassigned_jobs(100).await.unwrap().len(), 10);
+    // A launch of several jobs leaves them all to the scheduler.
+    let many = life
+        .launch(
+            &launch_plan(&f, 2),
+            &Actor::user(f.admin.id),
+            None,
+            None,
+            Default::default(),
+            Some(claim),
+        )
+        .await
+        .unwrap();
+    assert!(many.claim.is_none());
+    assert!(many.jobs.iter().all(|j| j.agent_id.is_none()));
 }
 
 /// A job whose assignment is given back after a cancel request ends cancelled, not queued
@@ -1150,6 +1229,59 @@ async fn cancel_pending_and_running(backend: Backend) {
         .unwrap();
     assert_eq!(audit.total, 2);
     assert_eq!(audit.items[0].user_id, Some(f.admin.id));
+}
+
+/// A page of long lines ends at its byte budget, the next page takes up where it stopped, and
+/// the store answers on after each cut (on MySQL a cut page closes its connection rather than
+/// read the rest of its rows).
+async fn log_pages_stop_at_their_byte_budget(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let job = launch(&store, &f, 1).await.remove(0);
+    let big = "x".repeat(60 * 1024);
+    let lines: Vec<NewLogLine> = (1..=150)
+        .map(|n| NewLogLine {
+            job: job.id,
+            line_number: n,
+            content: format!("{n:03}{big}"),
+            level: None,
+            timestamp: Utc::now(),
+        })
+        .collect();
+    for chunk in lines.chunks(10) {
+        store.insert_log_lines(chunk).await.unwrap();
+    }
+    let budget = 1024 * 1024;
+    let (mut after, mut seen, mut cuts) = (0, Vec::new(), 0);
+    loop {
+        let page = store
+            .log_page(job.id, after, (None, None), 1000, budget)
+            .await
+            .unwrap();
+        let bytes: usize = page.lines.iter().map(|l| l.content.len()).sum();
+        assert!(bytes <= budget, "{bytes} bytes in one page");
+        assert!(!page.more, "the limit is never reached here");
+        cuts += usize::from(page.cut);
+        let Some(last) = page.lines.last() else { break };
+        after = last.line_number;
+        seen.extend(page.lines.iter().map(|l| l.line_number));
+        // The store answers between pages, on whatever connection the pool gives.
+        assert_eq!(store.log_extent(job.id).await.unwrap(), (150, 150));
+    }
+    assert_eq!(seen, (1..=150).collect::<Vec<i32>>());
+    assert_eq!(
+        cuts,
+        150 / 17,
+        "17 lines of 60 KiB fill each 1 MiB page but the last"
+    );
+    // The line limit ends a page and tells that more follow.
+    let page = store
+        .log_page(job.id, 0, (None, None), 3, budget)
+        .await
+        .unwrap();
+    assert_eq!(page.lines.len(), 3);
+    assert!(page.more && !page.cut);
 }
 
 async fn logs_are_idempotent_and_ordered(backend: Backend) {

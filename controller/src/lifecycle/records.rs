@@ -10,11 +10,11 @@ use super::{Attempt, CancelResult, Claim, Outcome, Released};
 use crate::model::{AgentId, JobId, JobStatus, RunId};
 use crate::notification::facts::{job_event, JobFacts, JOB_FACTS_SQL, PREVIOUS_FINAL_SQL};
 use crate::notification::TicketRef;
-use crate::store::audit::{insert_audit, Actor, NewAudit};
+use crate::store::audit::{insert_audit, insert_audits, Actor, NewAudit};
 use crate::store::jobs::ACTIVE_SQL;
 use crate::store::outbox::{enqueue_event, insert_sql};
 use crate::store::tickets::{insert_ticket, NewTicket};
-use crate::store::{now, on_pool, Backend, Dialect, Result, Store};
+use crate::store::{now, on_pool, Dialect, Result, Store};
 use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
 
 /// Takes the run's row lock first on MySQL, so that the jobs of one run ending at once are
@@ -35,10 +35,122 @@ macro_rules! lock_run {
     };
 }
 
+/// Takes a server's row lock on MySQL, so that claims for one server (from several
+/// controllers, or a launch's own) are taken one after another. A launch takes it before it
+/// inserts its job: the insert's foreign-key check would take a shared lock first, and two
+/// launches upgrading theirs would deadlock. SQLite has one writer.
+/// The actor of the system's own records (an `Actor` with no one in it).
+pub(super) static SYSTEM: Actor = Actor {
+    user_id: None,
+    ip_address: None,
+    user_agent: None,
+};
+
+macro_rules! lock_server {
+    ($exec:expr, $dialect:expr, $server:expr) => {
+        async {
+            if let crate::store::Dialect::Mysql = $dialect {
+                sqlx::query("SELECT id FROM servers WHERE id = ? FOR UPDATE")
+                    .bind($server)
+                    .fetch_optional(&mut *$exec)
+                    .await?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        }
+        .await
+    };
+}
+pub(super) use lock_server;
+
+/// The claim itself, in a transaction that holds the server's lock ([`lock_server!`]): the job
+/// goes to `agent` under `dispatch_id` unless its server already has `max_per_server` jobs
+/// with agents, with its DISPATCH audit record. On MySQL the count is read under the lock;
+/// SQLite runs the check and the update as one statement (it has one writer, and one
+/// controller). Evaluates to the [`Claim`]; nothing is written unless it is `Claimed`, and
+/// then its DISPATCH record is added to `$audits` for the caller to write in the transaction.
+macro_rules! claim_locked {
+    ($exec:expr, $dialect:expr, $job:expr, $server:expr, $agent:expr, $dispatch_id:expr, $max_per_server:expr, $audits:expr) => {{
+        let (job, server, agent, dispatch_id): (crate::model::JobId, crate::model::ServerId, crate::model::AgentId, &str) =
+            ($job, $server, $agent, $dispatch_id);
+        async {
+            let busy_sql = format!(
+                "SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN {} \
+                 AND agent_id IS NOT NULL",
+                crate::store::jobs::ACTIVE_SQL
+            );
+            let claim_sql = format!(
+                "UPDATE jobs SET agent_id = ?, assigned_at = ?, celery_task_id = ?, pending_reason = NULL \
+                 WHERE id = ? AND status IN {} AND agent_id IS NULL AND cancel_requested_at IS NULL",
+                crate::lifecycle::machine::Move::Claim.leaves_sql()
+            );
+            let limit = i64::from($max_per_server);
+            let ts = crate::store::now();
+            let claimed = match $dialect {
+                crate::store::Dialect::Mysql => {
+                    let busy: i64 = sqlx::query_scalar(&busy_sql)
+                        .bind(server)
+                        .fetch_one(&mut *$exec)
+                        .await?;
+                    if busy >= limit {
+                        return Ok(crate::lifecycle::Claim::ServerBusy);
+                    }
+                    sqlx::query(&claim_sql)
+                        .bind(agent)
+                        .bind(ts)
+                        .bind(dispatch_id)
+                        .bind(job)
+                        .execute(&mut *$exec)
+                        .await?
+                        .rows_affected()
+                        == 1
+                }
+                crate::store::Dialect::Sqlite => {
+                    let sql = format!("{claim_sql} AND ({busy_sql}) < ?");
+                    let claimed = sqlx::query(&sql)
+                        .bind(agent)
+                        .bind(ts)
+                        .bind(dispatch_id)
+                        .bind(job)
+                        .bind(server)
+                        .bind(limit)
+                        .execute(&mut *$exec)
+                        .await?
+                        .rows_affected()
+                        == 1;
+                    if !claimed {
+                        let busy: i64 = sqlx::query_scalar(&busy_sql)
+                            .bind(server)
+                            .fetch_one(&mut *$exec)
+                            .await?;
+                        if busy >= limit {
+                            return Ok(crate::lifecycle::Claim::ServerBusy);
+                        }
+                    }
+                    claimed
+                }
+            };
+            if !claimed {
+                return Ok(crate::lifecycle::Claim::Taken);
+            }
+            $audits.push(crate::store::audit::NewAudit {
+                actor: &crate::lifecycle::records::SYSTEM,
+                action: "DISPATCH",
+                resource_type: "job",
+                resource_id: Some(job.0),
+                details: Some(serde_json::json!({"agent_id": agent, "dispatch_id": dispatch_id})),
+            });
+            Ok::<crate::lifecycle::Claim, crate::store::StoreError>(crate::lifecycle::Claim::Claimed(crate::lifecycle::Attempt {
+                job,
+                dispatch_id: dispatch_id.to_owned(),
+            }))
+        }
+        .await
+    }};
+}
+pub(super) use claim_locked;
+
 /// Claims a pending, unassigned job for `agent` unless its server already has `max_per_server`
-/// jobs with agents. The limit is part of the claim: on MySQL the server's row is locked first,
-/// so claims for one server from several controllers are taken one after another; SQLite runs
-/// the check and the update as one statement (it has one writer, and one controller).
+/// jobs with agents, in a transaction of its own.
 pub(super) async fn claim(
     store: &Store,
     job: JobId,
@@ -47,90 +159,17 @@ pub(super) async fn claim(
     dispatch_id: &str,
     max_per_server: u32,
 ) -> Result<Claim> {
-    let ts = now();
-    let from = Move::Claim.leaves_sql();
-    let busy_sql = format!(
-        "SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN {ACTIVE_SQL} \
-         AND agent_id IS NOT NULL"
-    );
-    let claim_sql = format!(
-        "UPDATE jobs SET agent_id = ?, assigned_at = ?, celery_task_id = ?, pending_reason = NULL \
-         WHERE id = ? AND status IN {from} AND agent_id IS NULL AND cancel_requested_at IS NULL"
-    );
-    let limit = i64::from(max_per_server);
-    let system = Actor::system();
-    let audit = NewAudit {
-        actor: &system,
-        action: "DISPATCH",
-        resource_type: "job",
-        resource_id: Some(job.0),
-        details: Some(json!({"agent_id": agent, "dispatch_id": dispatch_id})),
-    };
-    let claimed = match &store.backend {
-        Backend::Mysql(p) => {
-            let mut tx = p.begin().await?;
-            sqlx::query("SELECT id FROM servers WHERE id = ? FOR UPDATE")
-                .bind(server)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let busy: i64 = sqlx::query_scalar(&busy_sql)
-                .bind(server)
-                .fetch_one(&mut *tx)
-                .await?;
-            if busy >= limit {
-                tx.rollback().await?;
-                return Ok(Claim::ServerBusy);
-            }
-            let res = sqlx::query(&claim_sql)
-                .bind(agent)
-                .bind(ts)
-                .bind(dispatch_id)
-                .bind(job)
-                .execute(&mut *tx)
-                .await?;
-            let claimed = res.rows_affected() == 1;
-            if claimed {
-                insert_audit!(&mut *tx, &audit)?;
-            }
-            tx.commit().await?;
-            claimed
-        }
-        Backend::Sqlite(p) => {
-            let mut tx = p.begin().await?;
-            let sql = format!("{claim_sql} AND ({busy_sql}) < ?");
-            let res = sqlx::query(&sql)
-                .bind(agent)
-                .bind(ts)
-                .bind(dispatch_id)
-                .bind(job)
-                .bind(server)
-                .bind(limit)
-                .execute(&mut *tx)
-                .await?;
-            let claimed = res.rows_affected() == 1;
-            if claimed {
-                insert_audit!(&mut *tx, &audit)?;
-            }
-            tx.commit().await?;
-            if !claimed {
-                let busy: i64 = sqlx::query_scalar(&busy_sql)
-                    .bind(server)
-                    .fetch_one(p)
-                    .await?;
-                if busy >= limit {
-                    return Ok(Claim::ServerBusy);
-                }
-            }
-            claimed
-        }
-    };
-    Ok(if claimed {
-        Claim::Claimed(Attempt {
-            job,
-            dispatch_id: dispatch_id.to_owned(),
-        })
-    } else {
-        Claim::Taken
+    let dialect = store.dialect();
+    on_pool!(store, p => {
+        let mut tx = p.begin().await?;
+        lock_server!(&mut *tx, dialect, server)?;
+        let mut audits = Vec::new();
+        let claim = claim_locked!(&mut *tx, dialect, job, server, agent, dispatch_id, max_per_server, &mut audits)?;
+        insert_audits!(&mut *tx, &audits)?;
+        // Nothing was written unless it was claimed; the commit (or the rollback of a
+        // refusal) releases the server's lock either way.
+        tx.commit().await?;
+        Ok(claim)
     })
 }
 

@@ -43,26 +43,35 @@ impl PlaybookCache {
             .get_playbook(job.playbook_id)
             .await
             .map_err(|e| e.to_string())?;
-        let secrets = secrets(store, keyring, job, server, playbook.project_id).await?;
         let Some(project_id) = playbook.project_id else {
+            let secrets = secrets(store, keyring, job, server, None).await?;
             let revision = self.loose(data_dir, &playbook).await?;
             let mut a = build(job, server, &playbook, revision, dispatch_id, time_limit)?;
             a.secrets = secrets;
             return Ok(a);
         };
-        let project = store
-            .get_project(project_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        // The revision recorded at launch; a job launched before projects runs the current one.
-        let revision_id = job
-            .revision_id
-            .or(project.current_revision_id)
-            .ok_or_else(|| format!("project {} has no revision yet: sync it", project.name))?;
-        let revision = store
-            .get_revision(revision_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        // The secrets and the revision are read side by side: they are on the path from a
+        // launch to its agent.
+        let tree = async {
+            let project = store
+                .get_project(project_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            // The revision recorded at launch; a job launched before projects runs the
+            // current one.
+            let revision_id = job
+                .revision_id
+                .or(project.current_revision_id)
+                .ok_or_else(|| format!("project {} has no revision yet: sync it", project.name))?;
+            let revision = store
+                .get_revision(revision_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((project, revision))
+        };
+        let (secrets, tree) =
+            tokio::join!(secrets(store, keyring, job, server, Some(project_id)), tree);
+        let (secrets, (project, revision)) = (secrets?, tree?);
         let inline = self.inline(data_dir, &revision).await?;
         let mut a = build(
             job,
@@ -191,16 +200,16 @@ async fn secrets(
     server: &Server,
     project: Option<crate::model::ProjectId>,
 ) -> Result<JobSecrets, String> {
-    let rows = store
-        .credentials_of_job(
+    let (rows, vars) = tokio::join!(
+        store.credentials_of_job(
             job.id,
             server.ssh_credential_id,
             server.become_credential_id,
             project,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let vars = secret_vars(store, keyring, job).await?;
+        ),
+        secret_vars(store, keyring, job)
+    );
+    let (rows, vars) = (rows.map_err(|e| e.to_string())?, vars?);
     if rows.is_empty() {
         let mut secrets = JobSecrets::default();
         secrets.vars = vars;

@@ -11,6 +11,7 @@
 mod assignment;
 mod hold;
 mod placement;
+mod reservation;
 mod waves;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::message::Assignment;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -34,6 +35,7 @@ use crate::store::Store;
 const CANCEL_RESEND: Duration = Duration::from_secs(2);
 
 use assignment::PlaybookCache;
+pub use reservation::{Place, Reservation};
 
 /// What the scheduler tells a session to do.
 #[derive(Debug)]
@@ -98,7 +100,26 @@ pub enum Event {
     },
     /// Jobs were created: look at the queue now.
     Wake,
+    /// A launch of one job asks for a place on an agent, to claim its job in the transaction
+    /// that creates it (see [`crate::lifecycle::Lifecycle::launch`]).
+    Reserve {
+        server: Box<Server>,
+        reply: oneshot::Sender<Option<Reservation>>,
+    },
+    /// The launch claimed its job on the reserved place: hand it over.
+    Claimed {
+        place: Place,
+        job: Box<Job>,
+        server: Box<Server>,
+        attempt: Attempt,
+    },
+    /// A reserved place was not used (the server was busy, the launch failed or went away).
+    Unreserve(Place),
 }
+
+/// How long a launch waits for the scheduler to set a place aside; past it (the scheduler is
+/// busy with a round) the launch leaves its job to the round.
+const RESERVE_WAIT: Duration = Duration::from_millis(10);
 
 /// How long a declined job waits before it is offered again.
 const DECLINED_PAUSE: Duration = Duration::from_secs(5);
@@ -113,6 +134,23 @@ impl SchedulerHandle {
     pub fn send(&self, event: Event) {
         let _ = self.tx.send(event);
     }
+
+    /// A place on a connected agent that may run a job for `server` now, if the scheduler
+    /// finds one within [`RESERVE_WAIT`]. A place found too late is given back by the
+    /// scheduler itself (the answer finds no one to take it).
+    pub async fn reserve(&self, server: &Server) -> Option<Reservation> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Event::Reserve {
+            server: Box::new(server.clone()),
+            reply,
+        });
+        // A reservation that arrives after the wait is dropped with the receiver, and so
+        // given back.
+        tokio::time::timeout(RESERVE_WAIT, answer)
+            .await
+            .ok()?
+            .ok()?
+    }
 }
 
 pub fn spawn(
@@ -123,6 +161,7 @@ pub fn spawn(
 ) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler {
+        events: tx.clone(),
         lifecycle: Lifecycle::new(store.clone()),
         store,
         settings,
@@ -132,6 +171,7 @@ pub fn spawn(
         paused: HashMap::new(),
         reasons: HashMap::new(),
         playbooks: PlaybookCache::default(),
+        claimed: Vec::new(),
     };
     (
         SchedulerHandle { tx },
@@ -140,6 +180,8 @@ pub fn spawn(
 }
 
 struct Scheduler {
+    /// Its own queue, for the reservations it grants to send their fate to.
+    events: mpsc::UnboundedSender<Event>,
     store: Store,
     lifecycle: Lifecycle,
     settings: Arc<Settings>,
@@ -153,6 +195,16 @@ struct Scheduler {
     /// The last pending reason written per job, so a sweep does not rewrite it.
     reasons: HashMap<crate::model::JobId, String>,
     playbooks: PlaybookCache,
+    /// Jobs launches claimed on reserved places, to hand over before the next round.
+    claimed: Vec<LaunchClaimed>,
+}
+
+/// A job a launch claimed on a reserved place.
+struct LaunchClaimed {
+    place: Place,
+    job: Box<Job>,
+    server: Box<Server>,
+    attempt: Attempt,
 }
 
 impl Scheduler {
@@ -186,6 +238,11 @@ impl Scheduler {
                 _ = presence.tick() => {
                     presence_ticks += 1;
                     self.check_presence(presence_ticks.is_multiple_of(6)).await;
+                }
+            }
+            if !self.claimed.is_empty() {
+                if let Err(e) = self.hand_over_claimed().await {
+                    tracing::warn!(error = %e, "handing over launched jobs failed; the sweep settles them");
                 }
             }
             if dispatch && !stop.is_cancelled() {
@@ -259,6 +316,54 @@ impl Scheduler {
                 true
             }
             Event::Wake => true,
+            Event::Reserve { server, reply } => {
+                let placed =
+                    placement::place(self.agents.values(), &server, &self.settings.routing_keys);
+                let Some(link) = placed.ok().and_then(|a| self.agents.get_mut(&a)) else {
+                    let _ = reply.send(None);
+                    return false;
+                };
+                let place = Place {
+                    agent: link.id,
+                    session: link.session,
+                };
+                link.in_flight += 1;
+                if let Err(Some(r)) = reply.send(Some(Reservation::new(place, self.events.clone())))
+                {
+                    // The launch stopped waiting: the place is not taken.
+                    self.unreserve(r.forget());
+                }
+                false
+            }
+            Event::Claimed {
+                place,
+                job,
+                server,
+                attempt,
+            } => {
+                self.claimed.push(LaunchClaimed {
+                    place,
+                    job,
+                    server,
+                    attempt,
+                });
+                false
+            }
+            Event::Unreserve(r) => {
+                self.unreserve(r);
+                true
+            }
+        }
+    }
+
+    /// Gives back a reserved place (on the session it was counted in).
+    fn unreserve(&mut self, r: Place) {
+        if let Some(l) = self
+            .agents
+            .get_mut(&r.agent)
+            .filter(|l| l.session == r.session)
+        {
+            l.in_flight = l.in_flight.saturating_sub(1);
         }
     }
 
@@ -446,6 +551,44 @@ impl Scheduler {
         let Claim::Claimed(attempt) = &claim else {
             return Ok(claim);
         };
+        Ok(
+            if self.deliver(job, server, agent_id, attempt, None).await? {
+                claim
+            } else {
+                Claim::Taken
+            },
+        )
+    }
+
+    /// Hands over the jobs launches claimed on reserved places.
+    /// On an error the job and those after it stay, for the next pass.
+    async fn hand_over_claimed(&mut self) -> crate::store::Result<()> {
+        let mut pending = std::mem::take(&mut self.claimed).into_iter();
+        while let Some(c) = pending.next() {
+            let delivered = self
+                .deliver(&c.job, &c.server, c.place.agent, &c.attempt, Some(c.place))
+                .await;
+            if let Err(e) = delivered {
+                self.claimed.push(c);
+                self.claimed.extend(pending);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a claimed job to the agent's session. `reserved`: the place it takes was already
+    /// counted in the agent's load (a launch's reservation). Returns false when the job went
+    /// back to the queue (the agent is gone or not taking work); a job whose assignment cannot
+    /// be made fails, and counts as placed.
+    async fn deliver(
+        &mut self,
+        job: &Job,
+        server: &Server,
+        agent_id: AgentId,
+        attempt: &Attempt,
+        reserved: Option<Place>,
+    ) -> crate::store::Result<bool> {
         // A template may give its jobs their own limit; the others run under the default.
         let time_limit = job
             .time_limit_secs
@@ -468,16 +611,21 @@ impl Scheduler {
         {
             Ok(a) => a,
             Err(reason) => {
+                if let Some(r) = reserved {
+                    self.unreserve(r);
+                }
                 self.lifecycle
                     .finish(attempt, &Outcome::failed(reason))
                     .await?;
-                return Ok(claim);
+                return Ok(true);
             }
         };
         let Some(link) = self.agents.get_mut(&agent_id) else {
             self.release(attempt, "agent went away").await?;
-            return Ok(Claim::Taken);
+            return Ok(false);
         };
+        // Counted already when reserved on this very session; a newer session counts it now.
+        let counted = reserved.is_some_and(|r| r.session == link.session);
         let mut claimed = job.clone();
         claimed.dispatch_id = Some(attempt.dispatch_id.clone());
         claimed.agent_id = Some(agent_id);
@@ -489,14 +637,19 @@ impl Scheduler {
             })))
             .is_err()
         {
+            if counted {
+                link.in_flight = link.in_flight.saturating_sub(1);
+            }
             self.release(attempt, "agent session is not taking work")
                 .await?;
-            return Ok(Claim::Taken);
+            return Ok(false);
         }
-        link.in_flight += 1;
+        if !counted {
+            link.in_flight += 1;
+        }
         metrics::global().jobs_dispatched.inc();
         tracing::info!(job = %job.job_id, agent = %link.name, server = %server.hostname, "dispatched");
-        Ok(claim)
+        Ok(true)
     }
 
     async fn release(&self, attempt: &Attempt, reason: &str) -> crate::store::Result<Released> {

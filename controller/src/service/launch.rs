@@ -8,12 +8,14 @@ use outpost_api::{IdOrName, LaunchRequest, LaunchResponse, RunOptions};
 use super::job_views::Names;
 use super::{Result, ServiceError};
 use crate::core::Core;
+use crate::lifecycle::{Claim, LaunchClaim};
 use crate::model::{
     Job, JobUuid, Paging, Playbook, PlaybookId, RevisionId, Role, ServerId, TemplateId, User,
 };
 use crate::scheduler::Event;
 use crate::store::audit::Actor;
 use crate::store::jobs::{LaunchAudit, NewJob};
+use crate::store::launch::Known;
 use crate::store::runs::NewRun;
 use crate::store::servers::ServerFilter;
 
@@ -22,6 +24,10 @@ use crate::store::servers::ServerFilter;
 pub struct LaunchPlan {
     pub run: NewRun,
     pub jobs: Vec<NewJob>,
+    /// The servers of the jobs, in the same order.
+    pub servers: Vec<crate::model::Server>,
+    /// The playbook, when the plan read it.
+    pub playbook: Option<Playbook>,
 }
 
 impl LaunchPlan {
@@ -306,23 +312,106 @@ pub async fn plan(
             wave,
         });
     }
-    Ok(LaunchPlan { run, jobs: new })
+    Ok(LaunchPlan {
+        run,
+        jobs: new,
+        servers,
+        playbook: Some(playbook),
+    })
 }
 
-/// Creates a planned run and its jobs in one transaction (with `audit`, when given) and wakes
-/// the scheduler.
+/// Creates a planned run and its jobs in one transaction (with `audit`, when given). A launch
+/// of one job that may start now claims it in that transaction for an agent the scheduler set
+/// a place aside on, and the scheduler hands it over; any other job waits for the scheduler's
+/// round, woken here.
 pub async fn commit(
     core: &Core,
     plan: &LaunchPlan,
     actor: &Actor,
     audit: Option<&LaunchAudit>,
 ) -> Result<Vec<Job>> {
-    let (_, jobs) = core
+    let reservation = match (plan.jobs.as_slice(), plan.servers.as_slice()) {
+        ([job], [server]) if job.wave == 0 && core.settings.claim_at_launch => {
+            reserve(core, server).await?
+        }
+        _ => None,
+    };
+    let Some(reservation) = reservation else {
+        let launched = core
+            .lifecycle
+            .launch(&plan.jobs, actor, audit, Some(&plan.run), known(plan), None)
+            .await?;
+        core.scheduler.send(Event::Wake);
+        return Ok(launched.jobs);
+    };
+    // From here the launch runs to its end even if its caller goes away: a claim committed
+    // and never handed over would hold its job until the agent reconnects.
+    let (lifecycle, scheduler) = (core.lifecycle.clone(), core.scheduler.clone());
+    let (plan, actor, audit) = (plan.clone(), actor.clone(), audit.cloned());
+    let max_per_server = core.settings.max_running_per_server;
+    let task = tokio::spawn(async move {
+        let claim = LaunchClaim {
+            agent: reservation.agent(),
+            max_per_server,
+        };
+        let launched = lifecycle
+            .launch(
+                &plan.jobs,
+                &actor,
+                audit.as_ref(),
+                Some(&plan.run),
+                known(&plan),
+                Some(claim),
+            )
+            .await?;
+        match (
+            launched.claim.clone(),
+            launched.jobs.first(),
+            plan.servers.first(),
+        ) {
+            (Some(Claim::Claimed(attempt)), Some(job), Some(server)) => {
+                reservation.claimed(job.clone(), server.clone(), attempt);
+            }
+            // The place comes back with the reservation; the round takes the job.
+            _ => scheduler.send(Event::Wake),
+        }
+        Ok::<_, crate::store::StoreError>(launched.jobs)
+    });
+    match task.await {
+        Ok(jobs) => Ok(jobs?),
+        Err(e) => Err(ServiceError::internal(format!(
+            "the launch's task failed: {e}"
+        ))),
+    }
+}
+
+/// The rows the plan read, for the launch not to read them again.
+fn known(plan: &LaunchPlan) -> Known<'_> {
+    Known {
+        playbook: plan.playbook.as_ref(),
+        servers: &plan.servers,
+    }
+}
+
+/// A place for a launch's one job on an agent that may run it now, unless a blackout window
+/// is in force: then the job is left to the round, which tells whether the window holds it
+/// and says so in its pending reason.
+async fn reserve(
+    core: &Core,
+    server: &crate::model::Server,
+) -> Result<Option<crate::scheduler::Reservation>> {
+    let now = chrono::Utc::now();
+    let in_force = core
         .store
-        .create_jobs_audited(&plan.jobs, actor, audit, Some(&plan.run))
-        .await?;
-    core.scheduler.send(Event::Wake);
-    Ok(jobs)
+        .enabled_blackouts()
+        .await?
+        .iter()
+        .filter_map(crate::schedule::window)
+        .any(|w| w.active_until(now).is_some());
+    if in_force {
+        return Ok(None);
+    }
+    Ok(core.scheduler.reserve(server).await)
 }
 
 /// Views of launched jobs, as a launch answers.

@@ -382,6 +382,8 @@ pub async fn relaunch(
     let plan = LaunchPlan {
         run,
         jobs: new_jobs,
+        servers,
+        playbook: None,
     };
     let audit = crate::store::jobs::LaunchAudit {
         action: "RELAUNCH",

@@ -62,6 +62,42 @@ macro_rules! insert_audit {
 }
 pub(crate) use insert_audit;
 
+/// Audit rows per INSERT in [`insert_audits!`]: 8 binds each, far below the placeholder limit.
+pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 500;
+
+/// Inserts [`NewAudit`]s through any executor of either backend, several rows a statement: a
+/// transaction that records several changes pays one round trip for their records.
+macro_rules! insert_audits {
+    ($exec:expr, $entries:expr) => {{
+        let entries: &[$crate::store::audit::NewAudit<'_>] = $entries;
+        async {
+            let ts = $crate::store::now();
+            for chunk in entries.chunks($crate::store::audit::AUDIT_ROWS_PER_INSERT) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_logs \
+                     (user_id, action, resource_type, resource_id, details, ip_address, user_agent, timestamp) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.actor.user_id)
+                        .push_bind(e.action)
+                        .push_bind(e.resource_type)
+                        .push_bind(e.resource_id)
+                        .push_bind(e.details.as_ref().map(|d| {
+                            $crate::text::fit_json(d, $crate::text::AUDIT_STRING_CHARS).to_string()
+                        }))
+                        .push_bind(e.actor.ip_address.as_deref())
+                        .push_bind(e.actor.user_agent.as_deref())
+                        .push_bind(ts);
+                });
+                qb.build().execute(&mut *$exec).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+        .await
+    }};
+}
+pub(crate) use insert_audits;
+
 /// Filters for [`Store::list_audit`]; `None` matches everything.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

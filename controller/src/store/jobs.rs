@@ -1,11 +1,10 @@
 //! store::jobs — launching jobs and reading them. Their changes of state are not here: the
 //! [`crate::lifecycle`] module owns every transition.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::audit::{insert_audit, Actor, NewAudit};
 use super::listing::{self, keyset_page};
-use super::{json_object_text, now, on_pool, InsertedId, Result, Store, StoreError};
+use super::{on_pool, Result, Store, StoreError};
 use crate::model::{
     AgentId, Cursor, Job, JobId, JobStatus, JobUuid, Page, Paging, PlaybookId, ProjectId,
     RevisionId, ServerId, TemplateId, UserId,
@@ -112,110 +111,6 @@ impl Store {
     pub async fn jobs_of_run(&self, run: crate::model::RunId) -> Result<Vec<Job>> {
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE run_id = ? ORDER BY wave, id");
         Ok(on_pool!(self, p => sqlx::query_as::<_, Job>(&sql).bind(run).fetch_all(p).await?))
-    }
-
-    /// Creates a pending job for each `(server)` of one playbook launch, in one transaction.
-    pub async fn create_jobs(&self, new: &[NewJob], actor: &Actor) -> Result<Vec<Job>> {
-        self.create_jobs_audited(new, actor, None, None)
-            .await
-            .map(|(_, jobs)| jobs)
-    }
-
-    /// [`Store::create_jobs`], with the run grouping them (when given) and one more audit
-    /// record (the launch of a template, which names the template and its answers once), all
-    /// in the same transaction.
-    pub async fn create_jobs_audited(
-        &self,
-        new: &[NewJob],
-        actor: &Actor,
-        launch: Option<&LaunchAudit>,
-        run: Option<&super::runs::NewRun>,
-    ) -> Result<(Option<crate::model::RunId>, Vec<Job>)> {
-        let mut prepared = Vec::with_capacity(new.len());
-        for job in new {
-            let vars = json_object_text("extra_vars", job.extra_vars.as_ref())?;
-            let pb = self.get_playbook(job.playbook_id).await?;
-            if !pb.is_active {
-                return Err(StoreError::invalid(
-                    "playbook",
-                    format!("playbook {} is deactivated", pb.name),
-                ));
-            }
-            let server = self.get_server(job.server_id).await?;
-            if !server.is_active {
-                return Err(StoreError::invalid(
-                    "server",
-                    format!("server {} is deactivated", server.hostname),
-                ));
-            }
-            let options = json_object_text("run_options", job.run_options.as_ref())?;
-            prepared.push((job, vars, options, job.job_uuid.to_string()));
-        }
-        let ts = now();
-        let rollout = match run {
-            Some(r) => r.rollout_text()?,
-            None => None,
-        };
-        let (run_id, ids) = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            let run_id = match run {
-                Some(r) => Some(super::runs::insert_run!(&mut *tx, r, rollout, ts, actor)?),
-                None => None,
-            };
-            let mut ids = Vec::with_capacity(prepared.len());
-            for (job, vars, options, uuid) in &prepared {
-                let res = sqlx::query(
-                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, template_id, time_limit_secs, schedule_id, run_id, wave, pending_reason, created_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(vars).bind(job.extra_vars_templated).bind(options).bind(job.revision_id).bind(job.template_id).bind(job.time_limit_secs).bind(job.schedule_id)
-                .bind(run_id).bind(i32::try_from(job.wave).unwrap_or(i32::MAX)).bind(crate::rollout::queued_reason(job.wave)).bind(ts)
-                .execute(&mut *tx).await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
-                        StoreError::NotFound(format!("user {}", job.user_id)),
-                    _ => StoreError::Database(e),
-                })?;
-                let id = res.inserted_id() as i32;
-                if let Some(sv) = &job.secret_vars {
-                    sqlx::query("INSERT INTO job_secret_vars (job_id, names, key_id, sealed) VALUES (?, ?, ?, ?)")
-                        .bind(id).bind(serde_json::to_string(&sv.names).unwrap_or_else(|_| "[]".into()))
-                        .bind(&sv.key_id).bind(&sv.sealed).execute(&mut *tx).await?;
-                }
-                for c in &job.credential_ids {
-                    sqlx::query("INSERT INTO job_credentials (job_id, credential_id) VALUES (?, ?)")
-                        .bind(id).bind(c).execute(&mut *tx).await
-                        .map_err(|e| match &e {
-                            sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
-                                StoreError::NotFound(format!("credential {c}")),
-                            _ => StoreError::Database(e),
-                        })?;
-                }
-                let credentials: Vec<i32> = job.credential_ids.iter().map(|c| c.0).collect();
-                insert_audit!(&mut *tx, &NewAudit {
-                    actor, action: "LAUNCH", resource_type: "job", resource_id: Some(id),
-                    details: Some(json!({"job_id": uuid, "playbook_id": job.playbook_id, "server_id": job.server_id, "revision_id": job.revision_id, "credential_ids": credentials, "template_id": job.template_id, "run_id": run_id, "wave": job.wave})),
-                })?;
-                ids.push(JobId(id));
-            }
-            if let Some(l) = launch {
-                let mut details = l.details.clone();
-                if let Some(o) = details.as_object_mut() {
-                    o.insert("jobs".into(), prepared.iter().map(|p| Value::String(p.3.clone())).collect());
-                }
-                insert_audit!(&mut *tx, &NewAudit {
-                    actor, action: l.action, resource_type: l.resource_type, resource_id: l.resource_id,
-                    details: Some(details),
-                })?;
-            }
-            tx.commit().await?;
-            (run_id, ids)
-        });
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            jobs.push(self.get_job(id).await?);
-        }
-        Ok((run_id, jobs))
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Job> {

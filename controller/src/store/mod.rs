@@ -15,6 +15,7 @@ pub mod census;
 pub mod credentials;
 pub mod dashboard;
 pub mod jobs;
+pub mod launch;
 pub mod listing;
 pub mod logs;
 pub mod migrate;

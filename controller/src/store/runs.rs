@@ -47,10 +47,11 @@ fn i32_of(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Inserts a [`NewRun`] (with its audit record) through an executor of either backend, in the
-/// transaction that creates its jobs; evaluates to its id.
+/// Inserts a [`NewRun`] through an executor of either backend, in the transaction that creates
+/// its jobs, and adds its audit record to `$audits` (written with the launch's others);
+/// evaluates to its id.
 macro_rules! insert_run {
-    ($exec:expr, $new:expr, $rollout:expr, $ts:expr, $actor:expr) => {{
+    ($exec:expr, $new:expr, $rollout:expr, $ts:expr, $actor:expr, $audits:expr) => {{
         let r: &$crate::store::runs::NewRun = $new;
         async {
             let res = sqlx::query(
@@ -65,11 +66,11 @@ macro_rules! insert_run {
             .bind(r.spec.as_ref().is_some_and(|s| s.pause)).bind(r.relaunch_of).bind($ts)
             .execute(&mut *$exec).await?;
             let id = $crate::store::InsertedId::inserted_id(&res) as i32;
-            $crate::store::audit::insert_audit!(&mut *$exec, &$crate::store::audit::NewAudit {
+            $audits.push($crate::store::audit::NewAudit {
                 actor: $actor, action: "LAUNCH", resource_type: "run", resource_id: Some(id),
                 details: Some(serde_json::json!({"run_id": r.run_uuid, "playbook_id": r.playbook_id, "servers": r.total,
                     "waves": r.waves, "rollout": r.spec, "relaunch_of": r.relaunch_of})),
-            })?;
+            });
             Ok::<$crate::model::RunId, $crate::store::StoreError>($crate::model::RunId(id))
         }.await
     }};

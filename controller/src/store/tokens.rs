@@ -35,21 +35,30 @@ impl Store {
     /// The live token with this hash and its active user; `None` for an unknown, expired or
     /// revoked token, or a deactivated user.
     pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
-        let row: Option<(i32, UserId, DateTime<Utc>)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT id, user_id, expires_at FROM api_tokens WHERE token_hash = ? AND expires_at > ?")
-            .bind(token_hash).bind(now()).fetch_optional(p).await?);
-        let Some((token_id, user_id, expires_at)) = row else {
-            return Ok(None);
-        };
-        let user = self.get_user(user_id).await?;
-        if !user.is_active {
-            return Ok(None);
-        }
-        Ok(Some(TokenOwner {
-            token_id,
-            expires_at,
-            user,
-        }))
+        use sqlx::{FromRow, Row};
+        // The user's columns keep their names (a `User` reads them); the token's are renamed.
+        // One statement: every API request pays it.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let user_columns = super::users::COLUMNS
+                .split(',')
+                .map(|c| format!("u.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT t.id AS token_id, t.expires_at AS token_expires_at, {user_columns} \
+                 FROM api_tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE t.token_hash = ? AND t.expires_at > ?"
+            )
+        });
+        let found = on_pool!(self, p => match sqlx::query(SQL.as_str()).bind(token_hash).bind(now()).fetch_optional(p).await? {
+            Some(row) => Some(TokenOwner {
+                token_id: row.try_get("token_id")?,
+                expires_at: row.try_get("token_expires_at")?,
+                user: User::from_row(&row)?,
+            }),
+            None => None,
+        });
+        Ok(found.filter(|o| o.user.is_active))
     }
 
     /// Notes that a token was used, at most once a minute per token.

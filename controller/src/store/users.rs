@@ -7,7 +7,8 @@ use super::audit::{insert_audit, Actor, NewAudit};
 use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
 use crate::model::{Page, Paging, Role, User, UserId};
 
-const COLUMNS: &str = "id, username, email, password_hash, role, is_active, created_at, \
+pub(crate) const COLUMNS: &str =
+    "id, username, email, password_hash, role, is_active, created_at, \
      updated_at, last_login, password_changed_at, must_change_password";
 
 /// The shortest password accepted for a new account or a change.
