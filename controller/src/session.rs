@@ -173,10 +173,12 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         }
     };
     control.stream_opened(now());
-    let mut reader = codec::spawn_reader::<_, Up>(recv, MAX_SESSION_FRAME);
+    // Read in this task: a reader task and its channel cost each idle session about 6 KiB
+    // (BENCHMARKS.md, "Idle agents") and a task hop per heartbeat.
+    let mut reader = codec::FrameReader::new(recv, MAX_SESSION_FRAME);
     let (hello, capacity) = loop {
         tokio::select! {
-            msg = reader.recv() => match msg {
+            msg = reader.next::<Up>() => match msg {
                 Some(Ok(msg)) => match control.receive(msg) {
                     Ok(Inbound::Hello { hello, capacity }) => break (hello, capacity),
                     // Before the Welcome the machine yields a Hello or an error, nothing else.
@@ -212,6 +214,10 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         .map(|r| (r.job, r.dispatch_id.clone()))
         .collect();
     let in_flight = ctx.lifecycle.reconcile(&agent, &held).await?;
+    // Now that the agent said what it can hold, it may open that many streams (its resumes
+    // and fetches); before its Hello it could open only its session stream.
+    let mut streams = tls::session_streams(capacity, held.len());
+    conn.set_max_concurrent_bi_streams(streams.into());
 
     let welcome = control.welcome(Greeting {
         controller_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -247,6 +253,8 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         serde_json::json!({"controller": ctx.settings.controller_id, "hostname": hello.hostname}),
     )
     .await;
+    // Held for as long as the session otherwise.
+    drop((hello, held, welcome));
 
     let mut jobs = JoinSet::new();
 
@@ -270,7 +278,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                 }
                 None => break Ok(()),
             },
-            msg = reader.recv() => match msg {
+            msg = reader.next::<Up>() => match msg {
                 Some(Ok(msg)) => match control.receive(msg) {
                     Ok(Inbound::Reply(down)) => {
                         if let Err(e) = send_down(&mut send, &down).await {
@@ -278,6 +286,13 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                         }
                     }
                     Ok(Inbound::Status { capacity, draining }) => {
+                        // A raised capacity allows more streams; a lowered one keeps them
+                        // (jobs held beyond it still resume).
+                        let wanted = tls::session_streams(capacity, 0);
+                        if wanted > streams {
+                            streams = wanted;
+                            conn.set_max_concurrent_bi_streams(streams.into());
+                        }
                         ctx.scheduler.send(Event::Status { agent: agent.id, session, capacity, draining });
                     }
                     Ok(Inbound::Renew { csr_der }) => {

@@ -145,6 +145,79 @@ where
     rx
 }
 
+/// Reads frames from a stream it owns, cancel-safely: what arrived is kept in the reader
+/// until a whole frame is there, so a [`FrameReader::next`] dropped by a `select!` loses
+/// nothing. It does what [`spawn_reader`] does without a task and a channel of its own, which
+/// every idle session would otherwise hold (the channel's first block alone is 32 messages).
+/// The buffer grows as bytes arrive, never on the strength of an announced length, and is let
+/// go of between frames once it grew beyond [`INITIAL_READ`].
+pub struct FrameReader<R> {
+    r: R,
+    buf: Vec<u8>,
+    max: usize,
+    done: bool,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(r: R, max: usize) -> Self {
+        FrameReader {
+            r,
+            buf: Vec::new(),
+            max,
+            done: false,
+        }
+    }
+
+    /// The next frame; `None` once the stream ended (cleanly, or after the error returned
+    /// before). Cancel-safe.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Option<Result<T, FrameError>> {
+        if self.done {
+            return None;
+        }
+        let r = self.next_inner().await;
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+            self.buf = Vec::new();
+        }
+        r
+    }
+
+    async fn next_inner<T: DeserializeOwned>(&mut self) -> Option<Result<T, FrameError>> {
+        loop {
+            // Bytes still missing from the frame being read (its prefix first).
+            let missing = if self.buf.len() < 4 {
+                4 - self.buf.len()
+            } else {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if len > self.max {
+                    return Some(Err(FrameError::Oversized { len, max: self.max }));
+                }
+                if self.buf.len() >= 4 + len {
+                    let msg = postcard::from_bytes(&self.buf[4..4 + len])
+                        .map_err(FrameError::Undecodable);
+                    self.buf.drain(..4 + len);
+                    if self.buf.is_empty() && self.buf.capacity() > INITIAL_READ {
+                        self.buf = Vec::new();
+                    }
+                    return Some(msg);
+                }
+                4 + len - self.buf.len()
+            };
+            self.buf.reserve(missing.min(INITIAL_READ));
+            // Only the reserved room is read into (`Take`), so a Vec that must grow is never
+            // grown by the read itself.
+            let room = (self.buf.capacity() - self.buf.len()).max(1) as u64;
+            match (&mut self.r).take(room).read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => return None,
+                Ok(0) => return Some(Err(FrameError::Truncated)),
+                Ok(_) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+}
+
 /// A reader and a writer of frames of at most `max` bytes, over one bidirectional stream.
 pub struct FramedStream<R, W> {
     pub recv: R,
@@ -432,6 +505,80 @@ mod tests {
             got.push(m);
         }
         assert_eq!(got, writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn frame_reader_survives_cancellation_mid_frame() {
+        let up = samples().up;
+        // A one-byte pipe: every frame arrives a byte at a time, and each `next` is cancelled
+        // by a timer many times over before its frame is whole.
+        let (mut a, b) = tokio::io::duplex(1);
+        let writer = tokio::spawn(async move {
+            for m in &up {
+                for byte in encode(m, MAX_FRAME).unwrap() {
+                    a.write_all(&[byte]).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+            up
+        });
+        let mut reader = FrameReader::new(b, MAX_FRAME);
+        let mut got = Vec::new();
+        let mut cancelled = 0;
+        loop {
+            tokio::select! {
+                m = reader.next::<Up>() => match m {
+                    Some(m) => got.push(m.unwrap()),
+                    None => break,
+                },
+                _ = tokio::task::yield_now() => cancelled += 1,
+            }
+        }
+        assert_eq!(got, writer.await.unwrap());
+        assert!(cancelled > 0);
+        assert!(reader.next::<Up>().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn frame_reader_takes_several_frames_from_one_read_and_types_its_errors() {
+        let mut bytes = Vec::new();
+        for seq in 0..3 {
+            bytes.extend(encode(&Up::Heartbeat { seq }, MAX_FRAME).unwrap());
+        }
+        let mut reader = FrameReader::new(&bytes[..], MAX_FRAME);
+        for seq in 0..3 {
+            assert_eq!(
+                reader.next::<Up>().await.unwrap().unwrap(),
+                Up::Heartbeat { seq }
+            );
+        }
+        assert!(reader.next::<Up>().await.is_none());
+
+        let frame = encode(&Up::Heartbeat { seq: 1 }, MAX_FRAME).unwrap();
+        let mut reader = FrameReader::new(&frame[..frame.len() - 1], MAX_FRAME);
+        assert!(matches!(
+            reader.next::<Up>().await,
+            Some(Err(FrameError::Truncated))
+        ));
+        assert!(reader.next::<Up>().await.is_none());
+
+        let huge = [0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+        let mut reader = FrameReader::new(&huge[..], MAX_FRAME);
+        assert!(matches!(
+            reader.next::<Up>().await,
+            Some(Err(FrameError::Oversized {
+                len: 0xffff_ffff,
+                ..
+            }))
+        ));
+        assert!(reader.buf.capacity() == 0);
+
+        let garbage = [0, 0, 0, 2, 0xee, 0xee];
+        let mut reader = FrameReader::new(&garbage[..], MAX_FRAME);
+        assert!(matches!(
+            reader.next::<Up>().await,
+            Some(Err(FrameError::Undecodable(_)))
+        ));
     }
 
     #[tokio::test]

@@ -67,15 +67,41 @@ struct Limits {
     connection_window: u32,
 }
 
-/// Agent sessions: one stream per job an agent holds, plus the session stream and resumes.
-/// quinn keeps state for every stream it allows, so this bound is most of an idle session's
-/// memory (1024 cost about 140 KiB per agent, 128 about 68 KiB: BENCHMARKS.md); agents run
-/// at most MAX_AGENT_CAPACITY jobs. A stream's window holds two of the largest frames.
+/// Agent sessions, the agent's end: the controller opens one stream per job it assigns, and
+/// agents run at most MAX_AGENT_CAPACITY jobs. A stream's window holds two of the largest
+/// frames.
 const SESSION: Limits = Limits {
     bidi_streams: 128,
     stream_window: 2 * crate::codec::MAX_FRAME as u32,
     connection_window: 64 * 1024 * 1024,
 };
+
+/// Agent sessions, the controller's end. quinn keeps an entry in two hash maps for every
+/// stream it allows the peer to open, whether opened or not: with 128 allowed from the start
+/// that was 10 KiB of each idle session's 56 KiB (1,024 allowed had cost 140 KiB in all;
+/// BENCHMARKS.md, "Idle agents"). So a session starts by allowing only what comes before the
+/// Hello (the session stream), and the controller then allows what the agent can use,
+/// [`session_streams`] for its capacity and held jobs.
+const SESSION_CONTROLLER: Limits = Limits {
+    bidi_streams: SESSION_STREAMS_BEFORE_HELLO,
+    ..SESSION
+};
+
+/// Streams an agent may open before its Hello: the session stream, and a spare.
+pub const SESSION_STREAMS_BEFORE_HELLO: u32 = 2;
+
+/// Fetch streams an agent may have open at once beside its session and resume streams. A fetch
+/// beyond them waits for one to end (they are short); none ever waits for a job's end.
+pub const SESSION_FETCH_STREAMS: u32 = 4;
+
+/// The streams a controller allows an agent to open at once, once its Hello said its capacity
+/// and the jobs it holds: its session stream, a resume stream per job it may hold, and
+/// [`SESSION_FETCH_STREAMS`]. Never more than the agent end's own bound.
+pub fn session_streams(capacity: u32, held: usize) -> u32 {
+    let jobs = capacity.max(u32::try_from(held).unwrap_or(u32::MAX));
+    jobs.saturating_add(1 + SESSION_FETCH_STREAMS)
+        .clamp(SESSION_STREAMS_BEFORE_HELLO, SESSION.bidi_streams)
+}
 
 /// Enrolment: one request stream carrying a CSR, one answer.
 const ENROL: Limits = Limits {
@@ -120,7 +146,7 @@ pub fn agent_server_config(
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![crate::ALPN_AGENT.to_vec()];
     tls.max_early_data_size = 0;
-    server_config(tls, timers, SESSION)
+    server_config(tls, timers, SESSION_CONTROLLER)
 }
 
 /// The controller's enrolment endpoint: server authentication only.
@@ -295,4 +321,22 @@ pub fn peer_leaf(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
         .ok()?
         .into_iter()
         .next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_allows_its_agent_a_stream_per_job_it_may_hold_and_a_few_fetches() {
+        // The session stream, four jobs, four fetches.
+        assert_eq!(session_streams(4, 0), 9);
+        // Held jobs beyond the capacity (it was lowered) still get their resume streams.
+        assert_eq!(session_streams(4, 10), 15);
+        assert_eq!(session_streams(1, 0), 6);
+        // Never beyond what the agent's end allows the controller.
+        assert_eq!(session_streams(crate::MAX_AGENT_CAPACITY, 0), 105);
+        assert_eq!(session_streams(u32::MAX, usize::MAX), SESSION.bidi_streams);
+        assert!(session_streams(0, 0) >= SESSION_STREAMS_BEFORE_HELLO);
+    }
 }
