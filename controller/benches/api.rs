@@ -573,8 +573,8 @@ async fn side_by_side(
             format!("/api/v1/jobs/{log_uuid}/logs?after=0&limit=1000"),
             vec![
                 format!("SELECT *, EXISTS (SELECT 1 FROM job_log_archives a WHERE a.job_id = jobs.id) FROM jobs WHERE job_id = '{log_uuid}'"),
-                format!("SELECT LENGTH(content) FROM job_logs WHERE job_id = {log_job} AND line_number > 0 ORDER BY line_number LIMIT 1001"),
-                format!("SELECT line_number, content, log_level, timestamp FROM job_logs WHERE job_id = {log_job} AND line_number > 0 ORDER BY line_number LIMIT 1000"),
+                // One row past the page tells whether lines follow it.
+                format!("SELECT line_number, content, log_level, timestamp FROM job_logs WHERE job_id = {log_job} AND line_number > 0 ORDER BY line_number LIMIT 1001"),
             ],
         ),
     ];
