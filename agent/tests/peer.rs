@@ -414,6 +414,11 @@ async fn welcomed(
     let Some(Up::Hello(hello)) = session.recv::<Up>().await.unwrap() else {
         panic!("Hello first")
     };
+    // As a controller does: the streams the agent may open grow from the Hello's two to what
+    // its capacity and held jobs can use.
+    conn.set_max_concurrent_bi_streams(
+        tls::session_streams(hello.capacity, hello.running.len()).into(),
+    );
     let welcome = Welcome {
         protocol_version: outpost_protocol::PROTOCOL_VERSION,
         controller_version: "peer".into(),
