@@ -633,3 +633,56 @@ async fn an_enable_that_died_partway_is_finished_by_the_next() {
     assert!(again.to_string().contains("already exists"), "{again}");
     w.store.close().await;
 }
+
+/// The upkeep lock is one database's, not the server's: another installation's upkeep on the
+/// same server does not make this one skip raising its month's ids (it did, and a parallel
+/// test's lines then landed in the wrong month), while this database's own lock, held by
+/// another controller, still does.
+#[tokio::test]
+async fn upkeep_is_held_up_only_by_its_own_databases_lock() {
+    let (mine, theirs) = (
+        TestDb::new(Backend::MariaDb).await,
+        TestDb::new(Backend::MariaDb).await,
+    );
+    let w = outpost_tests::world::World::new(&mine.url).await;
+    let then = Utc::now() - chrono::Duration::days(150);
+    let lock = "SELECT GET_LOCK(CONCAT('outpost.partitions.', MD5(DATABASE())), 0)";
+    // Another installation on the same server is running its upkeep.
+    let mut other = conn(&theirs).await;
+    let held: i64 = sqlx::query_scalar(lock)
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(held, 1);
+    w.store.enable_partitions(then, 2, |_| {}).await.unwrap();
+    let web = w.local_server("web1", json!({}), "dev").await;
+    let pb = w.playbook("quick", QUICK).await;
+    let job = w.launch(&pb, &web).await;
+    w.store
+        .insert_log_lines(&lines_at(job.id, 10, then))
+        .await
+        .unwrap();
+    let month = Month::of(then).partition_name();
+    let held_rows = w
+        .store
+        .partition_contents(LoggedTable::JobLogs, &month)
+        .await
+        .unwrap();
+    assert_eq!(held_rows.rows, 10, "{month}: {held_rows:?}");
+
+    // A second controller of this database holds its lock: the periodic upkeep skips.
+    let mut rival = conn(&mine).await;
+    let held: i64 = sqlx::query_scalar(lock)
+        .fetch_one(&mut rival)
+        .await
+        .unwrap();
+    assert_eq!(held, 1);
+    let skipped = w.store.ensure_partitions(Utc::now(), 2).await.unwrap();
+    assert!(skipped.skipped, "{skipped:?}");
+    sqlx::query("SELECT RELEASE_LOCK(CONCAT('outpost.partitions.', MD5(DATABASE())))")
+        .execute(&mut rival)
+        .await
+        .unwrap();
+    let done = w.store.ensure_partitions(Utc::now(), 2).await.unwrap();
+    assert!(!done.skipped && done.raised.len() == 2, "{done:?}");
+}

@@ -141,6 +141,12 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0} already exists")]
     Conflict(String),
+    #[error("{what} is held by another controller (waited {waited:?}): {hint}")]
+    Held {
+        what: &'static str,
+        waited: Duration,
+        hint: &'static str,
+    },
     #[error("{what} has {count} {dependents}; {hint}")]
     InUse {
         what: String,

@@ -108,8 +108,15 @@ pub struct Upkeep {
     pub skipped: bool,
 }
 
-/// The named lock under which one controller at a time creates partitions.
-const UPKEEP_LOCK: &str = "outpost.partitions";
+/// The named lock under which one controller at a time creates partitions. MySQL's named
+/// locks are server-wide, so the name carries a digest of the database's: two installations on
+/// one server (or two tests) must not skip each other's upkeep, which would leave a month's
+/// `AUTO_INCREMENT` unraised and its rows filed under another month.
+const UPKEEP_LOCK: &str = "CONCAT('outpost.partitions.', MD5(DATABASE()))";
+
+/// How long [`Store::enable_partitions`] waits for another controller's upkeep to end: unlike
+/// the periodic upkeep, it may not skip, since its own months' ids depend on it.
+const ENABLE_LOCK_WAIT_SECS: i64 = 60;
 
 /// Keeps the seed's `ON DELETE CASCADE` of job_logs.job_id once the foreign key is gone.
 const JOBS_CASCADE_TRIGGER: &str =
@@ -338,7 +345,18 @@ impl Store {
         }
         self.partitioned.store(true, Ordering::Relaxed);
         progress("starting this month's ids");
-        self.ensure_partitions(now, ahead).await?;
+        if self
+            .upkeep_under_lock(now, ahead, ENABLE_LOCK_WAIT_SECS)
+            .await?
+            .skipped
+        {
+            return Err(StoreError::Held {
+                what: "the partitions' upkeep lock",
+                waited: Duration::from_secs(ENABLE_LOCK_WAIT_SECS as u64),
+                hint: "the months exist, but this month's ids start only at the next upkeep; \
+                       run `outpost-controller partitions enable` again",
+            });
+        }
         Ok(())
     }
 
@@ -381,10 +399,20 @@ impl Store {
     /// `AUTO_INCREMENT` to this month's first id if it is below it, so that new rows land in
     /// this month's partition. Does nothing on an unpartitioned table.
     pub async fn ensure_partitions(&self, now: DateTime<Utc>, ahead: u32) -> Result<Upkeep> {
+        self.upkeep_under_lock(now, ahead, 0).await
+    }
+
+    /// [`Store::ensure_partitions`], waiting up to `wait_secs` for the lock.
+    async fn upkeep_under_lock(
+        &self,
+        now: DateTime<Utc>,
+        ahead: u32,
+        wait_secs: i64,
+    ) -> Result<Upkeep> {
         let p = self.mysql("partitioning")?;
         let mut conn = p.acquire().await?;
-        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
-            .bind(UPKEEP_LOCK)
+        let got: Option<i64> = sqlx::query_scalar(&format!("SELECT GET_LOCK({UPKEEP_LOCK}, ?)"))
+            .bind(wait_secs)
             .fetch_one(&mut *conn)
             .await?;
         if got != Some(1) {
@@ -394,8 +422,7 @@ impl Store {
             });
         }
         let result = self.upkeep(&mut conn, Month::of(now), ahead).await;
-        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
-            .bind(UPKEEP_LOCK)
+        let _ = sqlx::query(&format!("SELECT RELEASE_LOCK({UPKEEP_LOCK})"))
             .execute(&mut *conn)
             .await;
         result
