@@ -62,6 +62,32 @@ macro_rules! lock_server {
 }
 pub(super) use lock_server;
 
+/// The count that decides a claim: the jobs of a server that have agents. On MySQL it is read
+/// under the server's lock ([`lock_server!`]).
+pub(super) fn busy_sql() -> String {
+    format!("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN {ACTIVE_SQL} AND agent_id IS NOT NULL")
+}
+
+/// The DISPATCH record of a claim, added to `$audits`; evaluates to the [`Claim`].
+macro_rules! dispatched {
+    ($job:expr, $agent:expr, $dispatch_id:expr, $audits:expr) => {{
+        let (job, agent, dispatch_id): (crate::model::JobId, crate::model::AgentId, &str) =
+            ($job, $agent, $dispatch_id);
+        $audits.push(crate::store::audit::NewAudit {
+            actor: &crate::lifecycle::records::SYSTEM,
+            action: "DISPATCH",
+            resource_type: "job",
+            resource_id: Some(job.0),
+            details: Some(serde_json::json!({"agent_id": agent, "dispatch_id": dispatch_id})),
+        });
+        crate::lifecycle::Claim::Claimed(crate::lifecycle::Attempt {
+            job,
+            dispatch_id: dispatch_id.to_owned(),
+        })
+    }};
+}
+pub(super) use dispatched;
+
 /// The claim itself, in a transaction that holds the server's lock ([`lock_server!`]): the job
 /// goes to `agent` under `dispatch_id` unless its server already has `max_per_server` jobs
 /// with agents, with its DISPATCH audit record. On MySQL the count is read under the lock;
@@ -73,11 +99,7 @@ macro_rules! claim_locked {
         let (job, server, agent, dispatch_id): (crate::model::JobId, crate::model::ServerId, crate::model::AgentId, &str) =
             ($job, $server, $agent, $dispatch_id);
         async {
-            let busy_sql = format!(
-                "SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN {} \
-                 AND agent_id IS NOT NULL",
-                crate::store::jobs::ACTIVE_SQL
-            );
+            let busy_sql = crate::lifecycle::records::busy_sql();
             let claim_sql = format!(
                 "UPDATE jobs SET agent_id = ?, assigned_at = ?, celery_task_id = ?, pending_reason = NULL \
                  WHERE id = ? AND status IN {} AND agent_id IS NULL AND cancel_requested_at IS NULL",
@@ -132,17 +154,7 @@ macro_rules! claim_locked {
             if !claimed {
                 return Ok(crate::lifecycle::Claim::Taken);
             }
-            $audits.push(crate::store::audit::NewAudit {
-                actor: &crate::lifecycle::records::SYSTEM,
-                action: "DISPATCH",
-                resource_type: "job",
-                resource_id: Some(job.0),
-                details: Some(serde_json::json!({"agent_id": agent, "dispatch_id": dispatch_id})),
-            });
-            Ok::<crate::lifecycle::Claim, crate::store::StoreError>(crate::lifecycle::Claim::Claimed(crate::lifecycle::Attempt {
-                job,
-                dispatch_id: dispatch_id.to_owned(),
-            }))
+            Ok::<crate::lifecycle::Claim, crate::store::StoreError>(crate::lifecycle::records::dispatched!(job, agent, dispatch_id, $audits))
         }
         .await
     }};

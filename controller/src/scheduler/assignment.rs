@@ -36,13 +36,17 @@ impl PlaybookCache {
         data_dir: &Path,
         job: &Job,
         server: &Server,
+        known: Option<&Playbook>,
         dispatch_id: &str,
         time_limit: Duration,
     ) -> Result<Assignment, String> {
-        let playbook = store
-            .get_playbook(job.playbook_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let playbook = match known.filter(|p| p.id == job.playbook_id) {
+            Some(p) => p.clone(),
+            None => store
+                .get_playbook(job.playbook_id)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
         let Some(project_id) = playbook.project_id else {
             let secrets = secrets(store, keyring, job, server, None).await?;
             let revision = self.loose(data_dir, &playbook).await?;
@@ -53,20 +57,28 @@ impl PlaybookCache {
         // The secrets and the revision are read side by side: they are on the path from a
         // launch to its agent.
         let tree = async {
-            let project = store
-                .get_project(project_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            // The revision recorded at launch; a job launched before projects runs the
-            // current one.
-            let revision_id = job
-                .revision_id
-                .or(project.current_revision_id)
-                .ok_or_else(|| format!("project {} has no revision yet: sync it", project.name))?;
-            let revision = store
-                .get_revision(revision_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            // The revision recorded at launch, read beside its project; a job launched before
+            // projects runs the project's current one.
+            let (project, recorded) = match job.revision_id {
+                Some(r) => {
+                    let (p, r) = tokio::join!(store.get_project(project_id), store.get_revision(r));
+                    (p, Some(r))
+                }
+                None => (store.get_project(project_id).await, None),
+            };
+            let project = project.map_err(|e| e.to_string())?;
+            let revision = match recorded {
+                Some(r) => r.map_err(|e| e.to_string())?,
+                None => {
+                    let current = project.current_revision_id.ok_or_else(|| {
+                        format!("project {} has no revision yet: sync it", project.name)
+                    })?;
+                    store
+                        .get_revision(current)
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+            };
             Ok::<_, String>((project, revision))
         };
         let (secrets, tree) =

@@ -14,13 +14,16 @@ pub(super) struct Blackouts {
 }
 
 impl Blackouts {
-    /// The blackout windows in force now and where the queued jobs came from; nothing is read
-    /// about the jobs when no window is in force.
-    pub(super) async fn load(store: &Store, queue: &[Job]) -> crate::store::Result<Blackouts> {
+    /// The blackout windows in force now, from the enabled ones (`enabled`, read by the caller
+    /// beside its other reads), and where the queued jobs came from; nothing is read about the
+    /// jobs when no window is in force.
+    pub(super) async fn load(
+        store: &Store,
+        enabled: &[crate::model::Blackout],
+        queue: &[Job],
+    ) -> crate::store::Result<Blackouts> {
         let now = chrono::Utc::now();
-        let windows: Vec<_> = store
-            .enabled_blackouts()
-            .await?
+        let windows: Vec<_> = enabled
             .iter()
             .filter_map(crate::schedule::window)
             .filter(|w| w.active_until(now).is_some())

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::lifecycle::{Attempt, Claim, Lifecycle, Outcome, Released};
 use crate::metrics;
-use crate::model::{AgentId, Job, Server, ServerId};
+use crate::model::{AgentId, Job, Playbook, Server, ServerId};
 use crate::store::Store;
 
 /// A cancel request is sent again this often until its job ends: one sent while the assignment
@@ -111,6 +111,8 @@ pub enum Event {
         place: Place,
         job: Box<Job>,
         server: Box<Server>,
+        /// The job's playbook as the launch read it, not to be read again on the way.
+        playbook: Option<Box<Playbook>>,
         attempt: Attempt,
     },
     /// A reserved place was not used (the server was busy, the launch failed or went away).
@@ -204,6 +206,7 @@ struct LaunchClaimed {
     place: Place,
     job: Box<Job>,
     server: Box<Server>,
+    playbook: Option<Box<Playbook>>,
     attempt: Attempt,
 }
 
@@ -339,12 +342,14 @@ impl Scheduler {
                 place,
                 job,
                 server,
+                playbook,
                 attempt,
             } => {
                 self.claimed.push(LaunchClaimed {
                     place,
                     job,
                     server,
+                    playbook,
                     attempt,
                 });
                 false
@@ -471,16 +476,34 @@ impl Scheduler {
 
     async fn dispatch_round(&mut self) -> crate::store::Result<()> {
         waves::advance(&self.store, &self.lifecycle).await?;
-        let queue = self.store.unassigned_jobs(500).await?;
+        // Side by side: a round's latency is its round trips, and the queue, the servers' loads
+        // and the windows do not depend on each other.
+        let (queue, busy_servers, enabled) = tokio::join!(
+            self.store.unassigned_jobs(500),
+            self.store.active_jobs_per_server(),
+            self.store.enabled_blackouts(),
+        );
+        let queue = queue?;
         if queue.is_empty() {
             self.reasons.clear();
             return Ok(());
         }
+        let (mut busy_servers, enabled) = (busy_servers?, enabled?);
         let now = Instant::now();
         self.paused.retain(|_, until| *until > now);
-        let mut busy_servers = self.store.active_jobs_per_server().await?;
-        let mut servers: HashMap<ServerId, Server> = HashMap::new();
-        let blackouts = hold::Blackouts::load(&self.store, &queue).await?;
+        let ids: Vec<ServerId> = {
+            let mut ids: Vec<ServerId> = queue.iter().map(|j| j.server_id).collect();
+            ids.sort_by_key(|s| s.0);
+            ids.dedup();
+            ids
+        };
+        let (servers, blackouts) = tokio::join!(
+            self.store.servers_by_ids(&ids),
+            hold::Blackouts::load(&self.store, &enabled, &queue),
+        );
+        let mut servers: HashMap<ServerId, Server> =
+            servers?.into_iter().map(|s| (s.id, s)).collect();
+        let blackouts = blackouts?;
         for job in queue {
             if self.paused.contains_key(&job.id) {
                 continue;
@@ -552,7 +575,10 @@ impl Scheduler {
             return Ok(claim);
         };
         Ok(
-            if self.deliver(job, server, agent_id, attempt, None).await? {
+            if self
+                .deliver(job, server, None, agent_id, attempt, None)
+                .await?
+            {
                 claim
             } else {
                 Claim::Taken
@@ -566,7 +592,14 @@ impl Scheduler {
         let mut pending = std::mem::take(&mut self.claimed).into_iter();
         while let Some(c) = pending.next() {
             let delivered = self
-                .deliver(&c.job, &c.server, c.place.agent, &c.attempt, Some(c.place))
+                .deliver(
+                    &c.job,
+                    &c.server,
+                    c.playbook.as_deref(),
+                    c.place.agent,
+                    &c.attempt,
+                    Some(c.place),
+                )
                 .await;
             if let Err(e) = delivered {
                 self.claimed.push(c);
@@ -585,6 +618,7 @@ impl Scheduler {
         &mut self,
         job: &Job,
         server: &Server,
+        playbook: Option<&Playbook>,
         agent_id: AgentId,
         attempt: &Attempt,
         reserved: Option<Place>,
@@ -604,6 +638,7 @@ impl Scheduler {
                 &self.settings.data_dir,
                 job,
                 server,
+                playbook,
                 &attempt.dispatch_id,
                 time_limit,
             )

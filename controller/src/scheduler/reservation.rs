@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::Event;
 use crate::lifecycle::Attempt;
-use crate::model::{AgentId, Job, Server};
+use crate::model::{AgentId, Job, Playbook, Server};
 
 /// A place on one session of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +37,20 @@ impl Reservation {
     }
 
     /// The launch claimed `job` on this place: the scheduler hands it over, and the place stays
-    /// taken until the job frees it.
-    pub fn claimed(mut self, job: Job, server: Server, attempt: Attempt) {
+    /// taken until the job frees it. `playbook`: the job's, as the launch read it.
+    pub fn claimed(
+        mut self,
+        job: Job,
+        server: Server,
+        playbook: Option<Playbook>,
+        attempt: Attempt,
+    ) {
         if let Some(tx) = self.scheduler.take() {
             let _ = tx.send(Event::Claimed {
                 place: self.place,
                 job: Box::new(job),
                 server: Box::new(server),
+                playbook: playbook.map(Box::new),
                 attempt,
             });
         }

@@ -28,6 +28,9 @@ pub struct LaunchPlan {
     pub servers: Vec<crate::model::Server>,
     /// The playbook, when the plan read it.
     pub playbook: Option<Playbook>,
+    /// The enabled blackout windows, when the plan read them (beside its other reads, for a
+    /// launch that claims its job not to wait for them after).
+    pub blackouts: Option<Vec<crate::model::Blackout>>,
 }
 
 impl LaunchPlan {
@@ -264,9 +267,23 @@ pub async fn plan(
     let spec = req.rollout.as_ref().map(check_rollout).transpose()?;
     // Names, depth and size first, before any lookup; the copies per server once they are known.
     let vars = check_vars(core, req, origin)?;
-    let credential_ids = launch_credentials(core, launcher, req).await?;
-    let (playbook, revision_id) = launched_playbook(core, req).await?;
-    let servers = launched_servers(core, req).await?;
+    // Side by side: each is a round trip of its own, and a launch's latency is its round trips.
+    // Errors are still told in this order, whichever read ends first.
+    // A launch of one named server may claim its job at once, which needs the windows.
+    let one_server = matches!(&req.servers, Some(list) if list.len() == 1);
+    let windows = async {
+        match one_server && core.settings.claim_at_launch {
+            true => core.store.enabled_blackouts().await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let (credential_ids, playbook, servers, blackouts) = tokio::join!(
+        launch_credentials(core, launcher, req),
+        launched_playbook(core, req),
+        launched_servers(core, req),
+        windows,
+    );
+    let (credential_ids, (playbook, revision_id), servers) = (credential_ids?, playbook?, servers?);
     if let Some(checked) = vars {
         crate::vars::check_copies(checked, servers.len()).map_err(vars_refused)?;
     }
@@ -317,6 +334,7 @@ pub async fn plan(
         jobs: new,
         servers,
         playbook: Some(playbook),
+        blackouts: blackouts?,
     })
 }
 
@@ -332,7 +350,7 @@ pub async fn commit(
 ) -> Result<Vec<Job>> {
     let reservation = match (plan.jobs.as_slice(), plan.servers.as_slice()) {
         ([job], [server]) if job.wave == 0 && core.settings.claim_at_launch => {
-            reserve(core, server).await?
+            reserve(core, server, plan.blackouts.as_deref()).await?
         }
         _ => None,
     };
@@ -370,7 +388,8 @@ pub async fn commit(
             plan.servers.first(),
         ) {
             (Some(Claim::Claimed(attempt)), Some(job), Some(server)) => {
-                reservation.claimed(job.clone(), server.clone(), attempt);
+                let playbook = plan.playbook.clone().filter(|p| p.id == job.playbook_id);
+                reservation.claimed(job.clone(), server.clone(), playbook, attempt);
             }
             // The place comes back with the reservation; the round takes the job.
             _ => scheduler.send(Event::Wake),
@@ -399,19 +418,28 @@ fn known(plan: &LaunchPlan) -> Known<'_> {
 async fn reserve(
     core: &Core,
     server: &crate::model::Server,
+    read: Option<&[crate::model::Blackout]>,
 ) -> Result<Option<crate::scheduler::Reservation>> {
-    let now = chrono::Utc::now();
-    let in_force = core
-        .store
-        .enabled_blackouts()
-        .await?
-        .iter()
-        .filter_map(crate::schedule::window)
-        .any(|w| w.active_until(now).is_some());
-    if in_force {
-        return Ok(None);
+    let in_force = |windows: &[crate::model::Blackout]| {
+        let now = chrono::Utc::now();
+        windows
+            .iter()
+            .filter_map(crate::schedule::window)
+            .any(|w| w.active_until(now).is_some())
+    };
+    if let Some(windows) = read {
+        if in_force(windows) {
+            return Ok(None);
+        }
+        return Ok(core.scheduler.reserve(server).await);
     }
-    Ok(core.scheduler.reserve(server).await)
+    // The place is set aside while the windows are read; one not taken goes back on drop.
+    let (windows, reservation) = tokio::join!(
+        core.store.enabled_blackouts(),
+        core.scheduler.reserve(server)
+    );
+    let windows = windows?;
+    Ok(reservation.filter(|_| !in_force(&windows)))
 }
 
 /// Views of launched jobs, as a launch answers.

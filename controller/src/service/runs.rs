@@ -384,6 +384,7 @@ pub async fn relaunch(
         jobs: new_jobs,
         servers,
         playbook: None,
+        blackouts: None,
     };
     let audit = crate::store::jobs::LaunchAudit {
         action: "RELAUNCH",

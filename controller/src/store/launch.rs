@@ -38,15 +38,23 @@ pub struct Known<'a> {
     pub servers: &'a [Server],
 }
 
+/// A launch's one job, claimed as it is inserted (see [`crate::lifecycle::Lifecycle::launch`]).
+pub struct Assign<'a> {
+    pub agent: crate::model::AgentId,
+    pub dispatch_id: &'a str,
+}
+
 /// Writes a [`PreparedLaunch`] through an executor of either backend (inside the caller's
 /// transaction); evaluates to the run's id and the jobs' ids, in the launch's order. Its audit
 /// records are added to `$audits` (a `Vec<NewAudit>`) for the caller to write with the
-/// transaction's others ([`crate::store::audit::insert_audits!`]).
+/// transaction's others ([`crate::store::audit::insert_audits!`]). `$assign`, when given,
+/// claims the first job as it is inserted (the caller decided it under the server's lock).
 macro_rules! insert_launch {
-    ($exec:expr, $prepared:expr, $actor:expr, $audit:expr, $audits:expr) => {{
+    ($exec:expr, $prepared:expr, $actor:expr, $audit:expr, $audits:expr, $assign:expr) => {{
         let prepared: &$crate::store::launch::PreparedLaunch<'_> = $prepared;
         let actor: &$crate::store::audit::Actor = $actor;
         let audit: Option<&$crate::store::jobs::LaunchAudit> = $audit;
+        let assign: Option<&$crate::store::launch::Assign<'_>> = $assign;
         async {
             use $crate::store::audit::NewAudit;
             use $crate::store::InsertedId;
@@ -57,14 +65,17 @@ macro_rules! insert_launch {
                 None => None,
             };
             let mut ids = Vec::with_capacity(prepared.jobs.len());
-            for p in &prepared.jobs {
+            for (i, p) in prepared.jobs.iter().enumerate() {
                 let job = p.job;
+                let claim = assign.filter(|_| i == 0);
                 let res = sqlx::query(
-                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, template_id, time_limit_secs, schedule_id, run_id, wave, pending_reason, created_at) \
-                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (job_id, playbook_id, server_id, user_id, status, extra_vars, extra_vars_templated, run_options, revision_id, template_id, time_limit_secs, schedule_id, run_id, wave, pending_reason, created_at, agent_id, assigned_at, celery_task_id) \
+                     VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&p.uuid).bind(job.playbook_id).bind(job.server_id).bind(job.user_id).bind(&p.vars).bind(job.extra_vars_templated).bind(&p.options).bind(job.revision_id).bind(job.template_id).bind(job.time_limit_secs).bind(job.schedule_id)
-                .bind(run_id).bind(i32::try_from(job.wave).unwrap_or(i32::MAX)).bind($crate::rollout::queued_reason(job.wave)).bind(ts)
+                .bind(run_id).bind(i32::try_from(job.wave).unwrap_or(i32::MAX))
+                .bind(if claim.is_some() { None } else { $crate::rollout::queued_reason(job.wave) }).bind(ts)
+                .bind(claim.map(|c| c.agent)).bind(claim.map(|_| ts)).bind(claim.map(|c| c.dispatch_id))
                 .execute(&mut *$exec).await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() =>
@@ -187,7 +198,7 @@ impl Store {
         let (run_id, ids) = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let mut audits = Vec::new();
-            let made = insert_launch!(&mut *tx, &prepared, actor, launch, &mut audits)?;
+            let made = insert_launch!(&mut *tx, &prepared, actor, launch, &mut audits, None)?;
             insert_audits!(&mut *tx, &audits)?;
             tx.commit().await?;
             made

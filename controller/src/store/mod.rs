@@ -322,6 +322,31 @@ impl Default for PoolConfig {
     }
 }
 
+/// A pooled MySQL connection idle this long is pinged before it is handed out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The options of a MySQL pool (the primary's and a replica's).
+pub(crate) fn mysql_pool_options(pool: &PoolConfig) -> MySqlPoolOptions {
+    MySqlPoolOptions::new()
+        .max_connections(pool.size + pool.overflow)
+        .acquire_timeout(pool.acquire_timeout)
+        .max_lifetime(Some(pool.recycle))
+        // sqlx pings a connection on every acquire by default: a round trip before each
+        // statement run on the pool, a third of a launch's. It also pings on release (in the
+        // background), so a connection idle for less than this was alive a moment ago; one
+        // idle longer, which a restarted or timed-out server may have dropped, is still
+        // tested before use.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 #[derive(Clone, Debug)]
 pub(crate) enum Backend {
     Mysql(MySqlPool),
@@ -424,10 +449,7 @@ impl Store {
                 .map(|p| (p / 2) as usize)
                 .unwrap_or(2 * 1024 * 1024)
                 .max(256 * 1024);
-            let p = MySqlPoolOptions::new()
-                .max_connections(pool.size + pool.overflow)
-                .acquire_timeout(pool.acquire_timeout)
-                .max_lifetime(Some(pool.recycle))
+            let p = mysql_pool_options(pool)
                 .connect_with(opts)
                 .await
                 .map_err(|e| classify_connect_error(e, &target, &db_name))?;

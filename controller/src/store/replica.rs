@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlRow};
 use sqlx::{Connection, Executor, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -106,10 +106,8 @@ impl Replica {
                 "read_database_url {target}: name the database, e.g. mysql://user:pass@replica:3306/outpost"
             )));
         }
-        let pool = MySqlPoolOptions::new()
-            .max_connections(pool.size + pool.overflow)
+        let pool = super::mysql_pool_options(pool)
             .acquire_timeout(pool.acquire_timeout.min(ACQUIRE_WITHIN))
-            .max_lifetime(Some(pool.recycle))
             .connect_lazy_with(opts.clone());
         metrics::global().replica_configured();
         Ok(Replica {

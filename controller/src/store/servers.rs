@@ -174,6 +174,22 @@ impl Store {
         row.ok_or_else(|| StoreError::NotFound(format!("server {id}")))
     }
 
+    /// The servers with these ids, in one statement (those that do not exist are left out).
+    pub async fn servers_by_ids(&self, ids: &[ServerId]) -> Result<Vec<Server>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_pool!(self, p => {
+            let mut qb = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM servers WHERE id IN ("));
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build_query_as::<Server>().persistent(false).fetch_all(p).await?
+        }))
+    }
+
     pub async fn get_server_by_hostname(&self, hostname: &str) -> Result<Server> {
         let sql = format!("SELECT {COLUMNS} FROM servers WHERE hostname = ?");
         let row = on_pool!(self, p => sqlx::query_as::<_, Server>(&sql).bind(hostname).fetch_optional(p).await?);
