@@ -1,6 +1,7 @@
 //! Log lines through `LOAD DATA LOCAL INFILE` on a real MariaDB: hostile text comes back
 //! byte-identical, a replayed batch lands once, and a server that refuses LOCAL INFILE gets the
-//! same lines through INSERTs (a private server, so the shared one's globals stay as they are).
+//! same lines through INSERTs (a private server, so the shared one's globals stay as they are);
+//! connections the server kills are the database being away, and ingest loses no line to them.
 
 use chrono::{SubsecRound, Utc};
 use outpost_controller::model::{JobId, Role};
@@ -251,4 +252,99 @@ async fn a_server_that_refuses_local_infile_gets_inserts() {
     // Replays stay exactly-once on the INSERT path too.
     assert_eq!(store.insert_log_lines(&lines).await.expect("replay"), 0);
     store.close().await;
+}
+
+/// Kills every connection this test's store holds to its database, from another connection.
+async fn kill_connections(db: &TestDb) -> usize {
+    use sqlx::Connection;
+    let mut admin = sqlx::MySqlConnection::connect(&db.url)
+        .await
+        .expect("admin");
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("processlist");
+    for id in &ids {
+        // One may have ended meanwhile.
+        let _ = sqlx::query(&format!("KILL CONNECTION {id}"))
+            .execute(&mut admin)
+            .await;
+    }
+    ids.len()
+}
+
+/// Runs a store call until it succeeds, each failure on the way being the database away (a
+/// killed connection taken from the pool), never a refusal; a few at most.
+async fn until_ok<T, F: std::future::Future<Output = Result<T, outpost_controller::StoreError>>>(
+    mut call: impl FnMut() -> F,
+) -> T {
+    for _ in 0..40 {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) => assert!(
+                e.is_unavailable() && e.refusal().is_none(),
+                "a killed connection read as a refusal: {e}"
+            ),
+        }
+    }
+    panic!("the pool did not recover from killed connections");
+}
+
+/// Connections the server killed a moment after they were last used (the pool pings only
+/// connections idle for a second): the next statements fail as the database being away,
+/// never as a refusal of the rows, so ingest retries them and no line becomes a marker or is
+/// lost; the store's next statements get new connections.
+#[tokio::test]
+async fn connections_the_server_killed_are_away_not_refusals() {
+    let db = TestDb::mariadb().await;
+    let store = store(&db.url).await;
+    let ids = jobs(&store, 1).await;
+
+    // The store's own statements: errors, if any, say "away", and it recovers at once.
+    store.enabled_blackouts().await.expect("warm");
+    assert!(kill_connections(&db).await > 0);
+    until_ok(|| store.enabled_blackouts()).await;
+
+    // Ingest, through the bulk path, with its connections killed between two batches.
+    let stop = CancellationToken::new();
+    let (handle, task) = ingest::spawn(store.clone(), stop.clone());
+    let batch = |from: i32| -> Vec<NewLogLine> {
+        (from..from + 500)
+            .map(|n| NewLogLine {
+                job: ids[0],
+                line_number: n,
+                content: format!("line {n}"),
+                level: None,
+                timestamp: Utc::now(),
+            })
+            .collect()
+    };
+    handle
+        .submit(batch(1))
+        .await
+        .expect("queued")
+        .await
+        .expect("committed");
+    assert!(kill_connections(&db).await > 0);
+    let second = handle.submit(batch(501)).await.expect("queued");
+    tokio::time::timeout(std::time::Duration::from_secs(30), second)
+        .await
+        .expect("the second batch committed within 30 s")
+        .expect("committed");
+    // Ingest wrote through its own connections; the pool's were killed too.
+    let lines = until_ok(|| store.read_log_lines(ids[0], 0, 2000)).await;
+    let numbers: Vec<i32> = lines.iter().map(|l| l.line_number).collect();
+    assert_eq!(numbers, (1..=1000).collect::<Vec<_>>());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.content == format!("line {}", l.line_number)),
+        "a line was replaced by a marker: {:?}",
+        lines.iter().find(|l| l.content.starts_with("[outpost"))
+    );
+    stop.cancel();
+    drop(handle);
+    let _ = task.await;
 }

@@ -646,14 +646,20 @@ async fn upkeep_is_held_up_only_by_its_own_databases_lock() {
     );
     let w = outpost_tests::world::World::new(&mine.url).await;
     let then = Utc::now() - chrono::Duration::days(150);
-    let lock = "SELECT GET_LOCK(CONCAT('outpost.partitions.', MD5(DATABASE())), 0)";
-    // Another installation on the same server is running its upkeep.
-    let mut other = conn(&theirs).await;
-    let held: i64 = sqlx::query_scalar(lock)
-        .fetch_one(&mut other)
+    // The upkeep lock of the database a connection is in, as a controller of it takes it.
+    async fn take_upkeep_lock(db: &TestDb) -> sqlx::MySqlConnection {
+        let mut c = conn(db).await;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT GET_LOCK(CONCAT('outpost.partitions.', MD5(DATABASE())), 0)",
+        )
+        .fetch_one(&mut c)
         .await
         .unwrap();
-    assert_eq!(held, 1);
+        assert_eq!(held, 1);
+        c
+    }
+    // Another installation on the same server is running its upkeep.
+    let _other = take_upkeep_lock(&theirs).await;
     w.store.enable_partitions(then, 2, |_| {}).await.unwrap();
     let web = w.local_server("web1", json!({}), "dev").await;
     let pb = w.playbook("quick", QUICK).await;
@@ -671,12 +677,7 @@ async fn upkeep_is_held_up_only_by_its_own_databases_lock() {
     assert_eq!(held_rows.rows, 10, "{month}: {held_rows:?}");
 
     // A second controller of this database holds its lock: the periodic upkeep skips.
-    let mut rival = conn(&mine).await;
-    let held: i64 = sqlx::query_scalar(lock)
-        .fetch_one(&mut rival)
-        .await
-        .unwrap();
-    assert_eq!(held, 1);
+    let mut rival = take_upkeep_lock(&mine).await;
     let skipped = w.store.ensure_partitions(Utc::now(), 2).await.unwrap();
     assert!(skipped.skipped, "{skipped:?}");
     sqlx::query("SELECT RELEASE_LOCK(CONCAT('outpost.partitions.', MD5(DATABASE())))")

@@ -16,7 +16,33 @@ use crate::credential::{self, JobCredentials};
 use crate::keyring::Keyring;
 use crate::model::{Job, Playbook, Project, Revision, Server};
 use crate::store::credentials::Use;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// Why an assignment was not made.
+#[derive(Debug)]
+pub(super) enum Unmade {
+    /// The job cannot run as it stands (no revision, a changed file, a secret that does not
+    /// open, a refused read): it fails, saying this.
+    Refused(String),
+    /// The database was away: the job stays claimed, and is handed over again or settled.
+    Away(StoreError),
+}
+
+impl From<String> for Unmade {
+    fn from(reason: String) -> Unmade {
+        Unmade::Refused(reason)
+    }
+}
+
+impl From<StoreError> for Unmade {
+    fn from(e: StoreError) -> Unmade {
+        if e.is_unavailable() {
+            Unmade::Away(e)
+        } else {
+            Unmade::Refused(e.to_string())
+        }
+    }
+}
 
 /// Small revisions by digest: read and verified once, shared by every job of them.
 #[derive(Default)]
@@ -27,7 +53,7 @@ pub(super) struct PlaybookCache {
 }
 
 impl PlaybookCache {
-    /// Everything the agent needs for `job`; an error is a reason to fail the job.
+    /// Everything the agent needs for `job`; a [`Unmade::Refused`] is a reason to fail it.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn assignment(
         &mut self,
@@ -39,13 +65,10 @@ impl PlaybookCache {
         known: Option<&Playbook>,
         dispatch_id: &str,
         time_limit: Duration,
-    ) -> Result<Assignment, String> {
+    ) -> Result<Assignment, Unmade> {
         let playbook = match known.filter(|p| p.id == job.playbook_id) {
             Some(p) => p.clone(),
-            None => store
-                .get_playbook(job.playbook_id)
-                .await
-                .map_err(|e| e.to_string())?,
+            None => store.get_playbook(job.playbook_id).await?,
         };
         let Some(project_id) = playbook.project_id else {
             let secrets = secrets(store, keyring, job, server, None).await?;
@@ -66,20 +89,17 @@ impl PlaybookCache {
                 }
                 None => (store.get_project(project_id).await, None),
             };
-            let project = project.map_err(|e| e.to_string())?;
+            let project = project?;
             let revision = match recorded {
-                Some(r) => r.map_err(|e| e.to_string())?,
+                Some(r) => r?,
                 None => {
                     let current = project.current_revision_id.ok_or_else(|| {
                         format!("project {} has no revision yet: sync it", project.name)
                     })?;
-                    store
-                        .get_revision(current)
-                        .await
-                        .map_err(|e| e.to_string())?
+                    store.get_revision(current).await?
                 }
             };
-            Ok::<_, String>((project, revision))
+            Ok::<_, Unmade>((project, revision))
         };
         let (secrets, tree) =
             tokio::join!(secrets(store, keyring, job, server, Some(project_id)), tree);
@@ -211,7 +231,7 @@ async fn secrets(
     job: &Job,
     server: &Server,
     project: Option<crate::model::ProjectId>,
-) -> Result<JobSecrets, String> {
+) -> Result<JobSecrets, Unmade> {
     let (rows, vars) = tokio::join!(
         store.credentials_of_job(
             job.id,
@@ -221,7 +241,7 @@ async fn secrets(
         ),
         secret_vars(store, keyring, job)
     );
-    let (rows, vars) = (rows.map_err(|e| e.to_string())?, vars?);
+    let (rows, vars) = (rows?, vars?);
     if rows.is_empty() {
         let mut secrets = JobSecrets::default();
         secrets.vars = vars;
@@ -247,12 +267,8 @@ async fn secret_vars(
     store: &Store,
     keyring: &Keyring,
     job: &Job,
-) -> Result<Vec<SecretVar>, String> {
-    let Some(sealed) = store
-        .job_secret_vars(job.id)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+) -> Result<Vec<SecretVar>, Unmade> {
+    let Some(sealed) = store.job_secret_vars(job.id).await? else {
         return Ok(Vec::new());
     };
     let opened = crate::survey::sealing::open(keyring, job.job_id, &sealed)

@@ -197,13 +197,16 @@ struct Scheduler {
     /// The last pending reason written per job, so a sweep does not rewrite it.
     reasons: HashMap<crate::model::JobId, String>,
     playbooks: PlaybookCache,
-    /// Jobs launches claimed on reserved places, to hand over before the next round.
-    claimed: Vec<LaunchClaimed>,
+    /// Claimed jobs to hand over before the next round: those launches claimed on reserved
+    /// places, and those whose hand-over found the database away.
+    claimed: Vec<Undelivered>,
 }
 
-/// A job a launch claimed on a reserved place.
-struct LaunchClaimed {
-    place: Place,
+/// A claimed job not handed over yet.
+struct Undelivered {
+    agent: AgentId,
+    /// The place a launch reserved for it, counted in the agent's load already.
+    place: Option<Place>,
     job: Box<Job>,
     server: Box<Server>,
     playbook: Option<Box<Playbook>>,
@@ -345,8 +348,9 @@ impl Scheduler {
                 playbook,
                 attempt,
             } => {
-                self.claimed.push(LaunchClaimed {
-                    place,
+                self.claimed.push(Undelivered {
+                    agent: place.agent,
+                    place: Some(place),
                     job,
                     server,
                     playbook,
@@ -574,19 +578,28 @@ impl Scheduler {
         let Claim::Claimed(attempt) = &claim else {
             return Ok(claim);
         };
-        Ok(
-            if self
-                .deliver(job, server, None, agent_id, attempt, None)
-                .await?
-            {
-                claim
-            } else {
-                Claim::Taken
-            },
-        )
+        match self
+            .deliver(job, server, None, agent_id, attempt, None)
+            .await
+        {
+            Ok(true) => Ok(claim),
+            Ok(false) => Ok(Claim::Taken),
+            Err(e) => {
+                // The claim is committed: it is handed over at a later pass, not left behind.
+                self.claimed.push(Undelivered {
+                    agent: agent_id,
+                    place: None,
+                    job: Box::new(job.clone()),
+                    server: Box::new(server.clone()),
+                    playbook: None,
+                    attempt: attempt.clone(),
+                });
+                Err(e)
+            }
+        }
     }
 
-    /// Hands over the jobs launches claimed on reserved places.
+    /// Hands over the claimed jobs not handed over yet.
     /// On an error the job and those after it stay, for the next pass.
     async fn hand_over_claimed(&mut self) -> crate::store::Result<()> {
         let mut pending = std::mem::take(&mut self.claimed).into_iter();
@@ -596,9 +609,9 @@ impl Scheduler {
                     &c.job,
                     &c.server,
                     c.playbook.as_deref(),
-                    c.place.agent,
+                    c.agent,
                     &c.attempt,
-                    Some(c.place),
+                    c.place,
                 )
                 .await;
             if let Err(e) = delivered {
@@ -645,7 +658,10 @@ impl Scheduler {
             .await
         {
             Ok(a) => a,
-            Err(reason) => {
+            // The claim stands: a launch's claimed job is handed over again at the next pass
+            // (its place still counted), a round's is settled by the sweep.
+            Err(assignment::Unmade::Away(e)) => return Err(e),
+            Err(assignment::Unmade::Refused(reason)) => {
                 if let Some(r) = reserved {
                     self.unreserve(r);
                 }

@@ -261,10 +261,20 @@ impl CertificateProblem {
 impl StoreError {
     /// The database refused the statement itself (a value it will not take, a constraint):
     /// sent again unchanged it would be refused again. Gives the database's own words.
+    /// A server's answer that the connection or the server is going away, or a lock conflict,
+    /// is not a refusal: the same statement may well pass later (see [`ServerError`]).
     pub fn refusal(&self) -> Option<&str> {
         match self {
-            StoreError::Database(sqlx::Error::Database(db)) => Some(db.message()),
-            StoreError::BulkLoad(mysql_async::Error::Server(e)) => Some(&e.message),
+            StoreError::Database(sqlx::Error::Database(db))
+                if ServerError::of(db.as_ref()) == ServerError::Refusal =>
+            {
+                Some(db.message())
+            }
+            StoreError::BulkLoad(mysql_async::Error::Server(e))
+                if ServerError::classify(e.code, &e.state) == ServerError::Refusal =>
+            {
+                Some(&e.message)
+            }
             _ => None,
         }
     }
@@ -280,7 +290,15 @@ impl StoreError {
                 | StoreError::Busy { .. }
                 | StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
                 | StoreError::BulkLoad(mysql_async::Error::Io(_))
-        )
+        ) || match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                ServerError::of(db.as_ref()) == ServerError::GoingAway
+            }
+            StoreError::BulkLoad(mysql_async::Error::Server(e)) => {
+                ServerError::classify(e.code, &e.state) == ServerError::GoingAway
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> StoreError {
@@ -300,6 +318,48 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What an error the database server sent means for the statement that got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerError {
+    /// The statement itself was refused (a value, a constraint): it would be refused again.
+    Refusal,
+    /// The connection or the server is going away (shutting down, the connection killed or
+    /// timed out, a network error on its side): a MySQL server says so in an error packet to
+    /// a connection, which the next statement on it reads.
+    GoingAway,
+    /// A lock wait timed out or a deadlock was broken: the same statement may pass next time.
+    Conflict,
+}
+
+impl ServerError {
+    fn of(db: &dyn sqlx::error::DatabaseError) -> ServerError {
+        if let Some(m) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+            return ServerError::classify(m.number(), m.code().unwrap_or_default());
+        }
+        // SQLite: SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+        match db
+            .code()
+            .and_then(|c| c.parse::<u32>().ok())
+            .map(|c| c & 0xff)
+        {
+            Some(5 | 6) => ServerError::Conflict,
+            _ => ServerError::Refusal,
+        }
+    }
+
+    /// By MySQL/MariaDB error number and SQLSTATE.
+    fn classify(number: u16, sqlstate: &str) -> ServerError {
+        match number {
+            // Shutdown in progress, aborted connection, network errors, connection killed,
+            // idle too long (MySQL 8.0.24+).
+            1053 | 1152 | 1158..=1161 | 1927 | 4031 => ServerError::GoingAway,
+            1205 | 1213 => ServerError::Conflict,
+            _ if sqlstate.starts_with("08") => ServerError::GoingAway,
+            _ => ServerError::Refusal,
+        }
+    }
+}
 
 /// Pool sizing. The defaults are the seed's: 20 connections plus 10 overflow, 30 s to acquire
 /// one, each recycled after an hour.
@@ -684,6 +744,29 @@ impl InsertedId for sqlx::sqlite::SqliteQueryResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_going_away_or_a_lock_conflict_is_no_refusal() {
+        use ServerError::*;
+        for (number, state, meant) in [
+            (1053, "08S01", GoingAway), // shutdown in progress
+            (1927, "70100", GoingAway), // MariaDB: connection killed
+            (4031, "HY000", GoingAway), // MySQL: idle past wait_timeout
+            (1040, "08004", GoingAway), // too many connections
+            (1159, "08S01", GoingAway), // network read interrupted
+            (1213, "40001", Conflict),
+            (1205, "HY000", Conflict),
+            (1062, "23000", Refusal), // duplicate key
+            (1406, "22001", Refusal), // data too long
+            (1452, "23000", Refusal), // foreign key
+        ] {
+            assert_eq!(
+                ServerError::classify(number, state),
+                meant,
+                "{number} {state}"
+            );
+        }
+    }
 
     #[test]
     fn urls_are_redacted() {

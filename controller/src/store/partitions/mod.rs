@@ -353,8 +353,8 @@ impl Store {
             return Err(StoreError::Held {
                 what: "the partitions' upkeep lock",
                 waited: Duration::from_secs(ENABLE_LOCK_WAIT_SECS as u64),
-                hint: "the months exist, but this month's ids start only at the next upkeep; \
-                       run `outpost-controller partitions enable` again",
+                hint: "both tables are partitioned, but this month's ids start only at the next \
+                       upkeep, which every controller runs at start-up: restart one now",
             });
         }
         Ok(())
