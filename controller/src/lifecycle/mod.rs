@@ -178,10 +178,7 @@ impl Lifecycle {
             let decided = match claim {
                 Some((c, server)) if dialect == Dialect::Mysql => {
                     records::lock_server!(&mut *tx, dialect, server)?;
-                    let busy: i64 = sqlx::query_scalar(&records::busy_sql())
-                        .bind(server)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                    let busy = records::busy_count!(&mut *tx, server)?;
                     Some((busy < i64::from(c.max_per_server)).then_some(c.agent))
                 }
                 _ => None,

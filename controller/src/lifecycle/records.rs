@@ -68,6 +68,17 @@ pub(super) fn busy_sql() -> String {
     format!("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN {ACTIVE_SQL} AND agent_id IS NOT NULL")
 }
 
+/// Reads the busy count of a server ([`busy_sql`]) through `$exec`; evaluates to its result.
+macro_rules! busy_count {
+    ($exec:expr, $server:expr) => {
+        sqlx::query_scalar::<_, i64>(&crate::lifecycle::records::busy_sql())
+            .bind($server)
+            .fetch_one(&mut *$exec)
+            .await
+    };
+}
+pub(super) use busy_count;
+
 /// The DISPATCH record of a claim, added to `$audits`; evaluates to the [`Claim`].
 macro_rules! dispatched {
     ($job:expr, $agent:expr, $dispatch_id:expr, $audits:expr) => {{
@@ -109,11 +120,7 @@ macro_rules! claim_locked {
             let ts = crate::store::now();
             let claimed = match $dialect {
                 crate::store::Dialect::Mysql => {
-                    let busy: i64 = sqlx::query_scalar(&busy_sql)
-                        .bind(server)
-                        .fetch_one(&mut *$exec)
-                        .await?;
-                    if busy >= limit {
+                    if crate::lifecycle::records::busy_count!($exec, server)? >= limit {
                         return Ok(crate::lifecycle::Claim::ServerBusy);
                     }
                     sqlx::query(&claim_sql)
@@ -140,11 +147,7 @@ macro_rules! claim_locked {
                         .rows_affected()
                         == 1;
                     if !claimed {
-                        let busy: i64 = sqlx::query_scalar(&busy_sql)
-                            .bind(server)
-                            .fetch_one(&mut *$exec)
-                            .await?;
-                        if busy >= limit {
+                        if crate::lifecycle::records::busy_count!($exec, server)? >= limit {
                             return Ok(crate::lifecycle::Claim::ServerBusy);
                         }
                     }
