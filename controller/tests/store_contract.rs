@@ -50,6 +50,7 @@ contract!(
     a_run_ends_once_when_its_last_jobs_end_together,
     task_results_land_once_and_filter,
     lists_page_by_cursor_with_names,
+    changes_that_read_first_wait_their_turn,
 );
 
 /// Launches `n` jobs as one run with `max_failures`.
@@ -1848,4 +1849,62 @@ async fn lists_page_by_cursor_with_names(backend: Backend) {
     }
     assert_eq!(seen, trail.items.iter().map(|a| a.id).collect::<Vec<_>>());
     assert!(trail.items.len() > 8, "the launches were audited");
+}
+
+/// Changes whose transaction reads before it writes, run side by side: on SQLite a deferred
+/// transaction cannot wait for the write lock once it has read ("database is locked" at once,
+/// whatever the busy timeout), which the API answered with a 500 under two concurrent
+/// clients. Each change must wait its turn and land.
+async fn changes_that_read_first_wait_their_turn(backend: Backend) {
+    use outpost_controller::model::ProjectKind;
+    use outpost_controller::store::projects::NewProject;
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let actor = Actor::user(f.admin.id);
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let new = NewProject {
+            name: format!("p{i}"),
+            description: None,
+            kind: ProjectKind::Git,
+            git_url: Some(format!("https://git.example/p{i}.git")),
+            git_ref: None,
+            git_key_path: None,
+            git_credential_id: None,
+            inventory_path: None,
+        };
+        ids.push(
+            store
+                .create_project(&new, &actor)
+                .await
+                .expect("project")
+                .id,
+        );
+    }
+    // delete_project reads the project's revisions, then deletes, in one transaction.
+    let deletes = ids.iter().map(|&id| {
+        let (store, actor) = (store.clone(), actor.clone());
+        tokio::spawn(async move { store.delete_project(id, &actor).await })
+    });
+    let mut failed = Vec::new();
+    for (i, d) in futures_util::future::join_all(deletes)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        if let Err(e) = d.expect("the delete's task") {
+            failed.push(format!("p{i}: {e}"));
+        }
+    }
+    assert!(failed.is_empty(), "deletes failed: {failed:#?}");
+    let left = store
+        .list_projects(None, Paging::new(100, 0))
+        .await
+        .expect("list");
+    assert!(
+        left.items.is_empty(),
+        "every project deleted: {:?}",
+        left.items
+    );
 }

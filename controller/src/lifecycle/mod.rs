@@ -13,6 +13,7 @@ mod records;
 mod run_end;
 mod ticket;
 
+use crate::store::WritePool;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -171,7 +172,7 @@ impl Lifecycle {
         let dialect = self.store.dialect();
         let dispatch_id = Uuid::new_v4().to_string();
         let (run_id, ids, claimed) = on_pool!(self.store, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // On MySQL the claim is decided under the server's lock before the insert, and the
             // job is inserted claimed: one statement fewer on the way to the agent. SQLite (one
             // writer) claims after the insert, as the round does.

@@ -2,6 +2,7 @@
 //! [`Move::leaves`]) and setting the state it enters ([`Move::enters`]), and, for an agent's attempt, its dispatch id, with its audit record in the
 //! same transaction. Private to the lifecycle module: nothing else in the crate can move a job.
 
+use crate::store::WritePool;
 use serde_json::json;
 
 use super::machine::Move;
@@ -176,7 +177,7 @@ pub(super) async fn claim(
 ) -> Result<Claim> {
     let dialect = store.dialect();
     on_pool!(store, p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         lock_server!(&mut *tx, dialect, server)?;
         let mut audits = Vec::new();
         let claim = claim_locked!(&mut *tx, dialect, job, server, agent, dispatch_id, max_per_server, &mut audits)?;
@@ -198,7 +199,7 @@ pub(super) async fn start(store: &Store, a: &Attempt) -> Result<bool> {
     );
     let to = Move::Start.enters();
     Ok(on_pool!(store, p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         let res = sqlx::query(&sql).bind(to.as_str()).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
         let moved = res.rows_affected() == 1;
         if moved {
@@ -237,7 +238,7 @@ pub(super) async fn release(
     let reason = fit_chars(reason, VARCHAR_255);
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         lock_run!(&mut *tx, store, run)?;
         let cancelled = sqlx::query(&cancel_sql)
             .bind(Move::ReleaseCancelled.enters().as_str()).bind(ts).bind("cancelled before it started").bind(a.job).bind(&a.dispatch_id)
@@ -300,7 +301,7 @@ pub(super) async fn finish(
     let ts = now();
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         lock_run!(&mut *tx, store, run)?;
         let res = sqlx::query(&sql)
             .bind(Move::Finish(outcome.status).enters().as_str()).bind(outcome.exit_code).bind(error.as_deref())
@@ -383,7 +384,7 @@ pub(super) async fn cancel(
     );
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         lock_run!(&mut *tx, store, run)?;
         let direct = sqlx::query(&direct_sql).bind(Move::CancelQueued.enters().as_str()).bind(ts).bind(ts).bind(job).execute(&mut *tx).await?;
         let result = if direct.rows_affected() == 1 {
@@ -421,7 +422,7 @@ pub(super) async fn stop(
 ) -> Result<bool> {
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
-        let mut tx = p.begin().await?;
+        let mut tx = p.begin_write().await?;
         lock_run!(&mut *tx, store, Some(run))?;
         let stopped = stop_run!(&mut *tx, run, stop, running_too, actor)?;
         if stopped {

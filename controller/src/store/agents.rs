@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::{
+    json_object_text, now, on_pool, page, InsertedId, Result, Store, StoreError, WritePool,
+};
 use crate::model::{Agent, AgentId, EnrollmentToken, Page, Paging};
 use crate::text::{fit_chars, VARCHAR_255};
 
@@ -47,7 +49,7 @@ impl Store {
         let labels = json_object_text("labels", Some(&new.labels))?;
         let expires = new.expires_at.naive_utc();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO enrollment_tokens (token_hash, name, labels, expires_at, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             )
@@ -103,7 +105,7 @@ impl Store {
     ) -> Result<Agent> {
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let token = sqlx::query_as::<_, EnrollmentToken>(
                 "SELECT id, name, labels, expires_at, used_at, agent_id, created_by, created_at FROM enrollment_tokens WHERE token_hash = ?")
                 .bind(secret_hash).fetch_optional(&mut *tx).await?
@@ -155,7 +157,7 @@ impl Store {
     /// Deletes an enrolment token (used or not).
     pub async fn delete_enrollment_token(&self, id: i32, actor: &Actor) -> Result<()> {
         let deleted = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query("DELETE FROM enrollment_tokens WHERE id = ?").bind(id).execute(&mut *tx).await?;
             let deleted = res.rows_affected() == 1;
             if deleted {
@@ -304,7 +306,7 @@ impl Store {
         audit: &NewAudit<'_>,
     ) -> Result<bool> {
         Ok(on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query("UPDATE agents SET lost_at = NULL WHERE id = ? AND lost_at = ? AND connected_controller IS NULL")
                 .bind(id).bind(lost_at.naive_utc()).execute(&mut *tx).await?;
             let cleared = res.rows_affected() == 1;
@@ -320,7 +322,7 @@ impl Store {
     pub async fn revoke_agent(&self, id: AgentId, actor: &Actor) -> Result<Agent> {
         let agent = self.get_agent(id).await?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE agents SET revoked = ?, updated_at = ? WHERE id = ?").bind(true).bind(now()).bind(id).execute(&mut *tx).await?;
             insert_audit!(&mut *tx, &NewAudit {
                 actor, action: "REVOKE", resource_type: "agent", resource_id: Some(id.0),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError, WritePool};
 use crate::model::{Blackout, BlackoutId, JobId, Page, Paging, Role};
 
 const COLUMNS: &str = "id, name, environment, timezone, weekly_start, weekly_end, starts_at, \
@@ -36,7 +36,7 @@ impl Store {
     pub async fn create_blackout(&self, b: &NewBlackout, actor: &Actor) -> Result<Blackout> {
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO blackouts (name, environment, timezone, weekly_start, weekly_end, starts_at, ends_at, \
                  applies_to_manual, enabled, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -86,7 +86,7 @@ impl Store {
 
     pub async fn delete_blackout(&self, b: &Blackout, actor: &Actor) -> Result<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("DELETE FROM blackouts WHERE id = ?").bind(b.id).execute(&mut *tx).await?;
             insert_audit!(&mut *tx, &NewAudit {
                 actor, action: "BLACKOUT_DELETE", resource_type: "blackout", resource_id: Some(b.id.0),

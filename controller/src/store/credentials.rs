@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError, WritePool};
 use crate::model::{Credential, CredentialId, CredentialKind, JobId, Page, Paging, ProjectId};
 use outpost_api::{CredentialUsage, NameRef};
 
@@ -76,7 +76,7 @@ impl Store {
         check_description(new.description.as_deref())?;
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO credentials (uuid, name, kind, description, vault_id, public_info, key_id, \
                  secret, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -156,7 +156,7 @@ impl Store {
             .clone()
             .unwrap_or((old.key_id.clone(), old.secret.clone()));
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "UPDATE credentials SET name = ?, description = ?, vault_id = ?, public_info = ?, \
                  key_id = ?, secret = ?, updated_at = ? WHERE id = ?",
@@ -242,7 +242,7 @@ impl Store {
             return Err(in_use(count));
         }
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let fk = |e: sqlx::Error| match &e {
                 sqlx::Error::Database(db) if db.is_foreign_key_violation() => in_use(1),
                 _ => StoreError::Database(e),
@@ -270,7 +270,7 @@ impl Store {
     ) -> Result<u64> {
         let mut changed = 0u64;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for r in rows {
                 let res = sqlx::query(
                     "UPDATE credentials SET key_id = ?, secret = ? WHERE id = ? AND key_id = ? AND secret = ?")
@@ -311,7 +311,7 @@ impl Store {
         actor: &Actor,
     ) -> Result<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("DELETE FROM project_vault_credentials WHERE project_id = ?")
                 .bind(project).execute(&mut *tx).await?;
             for id in ids {

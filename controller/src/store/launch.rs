@@ -11,7 +11,7 @@ use chrono::NaiveDateTime;
 use super::audit::{insert_audits, Actor};
 use super::jobs::{LaunchAudit, NewJob};
 use super::runs::NewRun;
-use super::{json_object_text, now, on_pool, Result, Store, StoreError};
+use super::{json_object_text, now, on_pool, Result, Store, StoreError, WritePool};
 use crate::model::{Job, JobId, Playbook, RunId, Server};
 
 /// A launch checked and rendered for its insert: nothing in it is read again inside the
@@ -196,7 +196,7 @@ impl Store {
     ) -> Result<(Option<RunId>, Vec<Job>)> {
         let prepared = self.prepare_launch(new, run, Known::default()).await?;
         let (run_id, ids) = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut audits = Vec::new();
             let made = insert_launch!(&mut *tx, &prepared, actor, launch, &mut audits, None)?;
             insert_audits!(&mut *tx, &audits)?;

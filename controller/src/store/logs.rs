@@ -7,7 +7,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::QueryBuilder;
 
-use super::{on_pool, Dialect, Result, Store, StoreError};
+use super::{on_pool, Dialect, Result, Store, StoreError, WritePool};
 use crate::model::{JobId, LogLine};
 
 /// Rows per INSERT statement: 5 binds each, far below the 65,535-placeholder ceiling and small
@@ -75,7 +75,7 @@ impl Store {
             ),
         };
         if let (super::Backend::Mysql(p), true) = (&self.backend, self.logs_partitioned()) {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let count = super::partitions::marks::insert(
                 &mut tx,
                 lines,
@@ -126,7 +126,7 @@ impl Store {
             }
         }
         let inserted = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut count = 0;
             for chunk in statements(lines, self.statement_bytes) {
                 let mut qb = QueryBuilder::new(head);

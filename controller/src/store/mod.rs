@@ -55,6 +55,38 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Opens the transaction of a change. On SQLite it is `BEGIN IMMEDIATE`: a deferred
+/// transaction that reads before it writes cannot wait for the write lock when another
+/// connection holds it (SQLite returns "database is locked" at once rather than risk a
+/// deadlock, whatever the busy timeout), so every change takes the lock up front and waits
+/// its turn. MySQL's transactions begin as they always have.
+pub(crate) trait WritePool {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+impl WritePool for MySqlPool {
+    type Db = sqlx::MySql;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, sqlx::MySql>>> + Send
+    {
+        self.begin()
+    }
+}
+
+impl WritePool for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>>> + Send
+    {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
 /// Appends to a query builder `column = ?` for each filter `(column, value)` whose value is
 /// `Some`, and `column op ?` for each such range `(column, op, value)`, joined by `WHERE` and
 /// `AND`; yields whether none was added (the next condition starts with `WHERE`).

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, InsertedId, Result, Store, StoreError, WritePool};
 use crate::model::{ChannelId, RuleId, TicketPriority};
 use crate::notification::routing::{parse_label, Marks, Rule};
 use crate::notification::{ChannelKind, DeliveryMode, NotificationEvent};
@@ -177,7 +177,7 @@ impl Store {
         let config = serde_json::to_string(&c.config).unwrap_or_else(|_| "{}".into());
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO notification_channels (uuid, name, kind, config, on_call, digest, key_id, secret, \
                  created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -205,7 +205,7 @@ impl Store {
         check_name(&c.name)?;
         let config = serde_json::to_string(&c.config).unwrap_or_else(|_| "{}".into());
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "UPDATE notification_channels SET name = ?, config = ?, on_call = ?, digest = ?, key_id = ?, \
                  secret = ?, updated_at = ? WHERE id = ?")
@@ -247,7 +247,7 @@ impl Store {
     pub async fn delete_channel(&self, id: ChannelId, actor: &Actor) -> Result<()> {
         let c = self.get_channel(id).await?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // SQLite enforces the cascade only with foreign keys on; say it explicitly.
             sqlx::query("DELETE FROM notification_outbox WHERE channel_id = ?").bind(id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM notification_rules WHERE channel_id = ?").bind(id).execute(&mut *tx).await?;
@@ -269,7 +269,7 @@ impl Store {
     ) -> Result<u64> {
         let mut changed = 0u64;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for (id, old, key, new) in rows {
                 let res = sqlx::query(
                     "UPDATE notification_channels SET key_id = ?, secret = ? WHERE id = ? AND secret = ?")
@@ -305,7 +305,7 @@ impl Store {
             ));
         }
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO notification_rules (event, environment, min_priority, routing_label, channel_id, mode, created_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -334,7 +334,7 @@ impl Store {
 
     pub async fn delete_rule(&self, id: RuleId, actor: &Actor) -> Result<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query("DELETE FROM notification_rules WHERE id = ?").bind(id).execute(&mut *tx).await?;
             if res.rows_affected() != 1 {
                 return Err(StoreError::NotFound(format!("rule {id}")));

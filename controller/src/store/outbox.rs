@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::{now, on_pool, page, Dialect, Result, Store, StoreError};
+use super::{now, on_pool, page, Dialect, Result, Store, StoreError, WritePool};
 use crate::model::{ChannelId, Page, Paging};
 use crate::notification::{DeliveryStatus, Event, NotificationEvent};
 
@@ -97,7 +97,7 @@ impl Store {
     pub async fn enqueue_event(&self, event: &Event) -> Result<usize> {
         let sql = insert_sql(self.dialect());
         Ok(on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = enqueue_event!(&mut *tx, event, sql)?;
             tx.commit().await?;
             n
@@ -195,7 +195,7 @@ impl Store {
         let sql = insert_sql(self.dialect());
         let ts = now();
         Ok(on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let taken = sqlx::query(
                 "UPDATE notification_outbox SET status = 'batched', batch_id = ?, sent_at = ? \
                  WHERE channel_id = ? AND status = 'digest'")

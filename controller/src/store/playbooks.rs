@@ -4,7 +4,9 @@
 use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{json_object_text, now, on_pool, page, retire, InsertedId, Result, Store, StoreError};
+use super::{
+    json_object_text, now, on_pool, page, retire, InsertedId, Result, Store, StoreError, WritePool,
+};
 use crate::model::{Page, Paging, Playbook, PlaybookId};
 
 pub(crate) const COLUMNS: &str = "id, name, description, file_path, file_hash, tags, variables, \
@@ -55,7 +57,7 @@ impl Store {
         let vars = json_object_text("variables", new.variables.as_ref())?;
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO playbooks (name, description, file_path, file_hash, tags, variables, is_active, created_at, updated_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -111,7 +113,7 @@ impl Store {
         let vars = json_object_text("variables", new.variables.as_ref())?;
         let old = self.get_playbook(id).await?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "UPDATE playbooks SET name = ?, description = ?, file_path = ?, file_hash = ?, tags = ?, \
                  variables = ?, updated_at = ? WHERE id = ?",

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError, WritePool};
 use crate::model::{
     Page, Paging, Playbook, PlaybookId, Project, ProjectId, ProjectKind, Revision, RevisionId,
 };
@@ -86,7 +86,7 @@ impl Store {
         new.check()?;
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO projects (name, description, kind, git_url, git_ref, git_key_path, \
                  git_credential_id, inventory_path, sync_state, is_active, created_at, updated_at) \
@@ -150,7 +150,7 @@ impl Store {
             ));
         }
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "UPDATE projects SET name = ?, description = ?, git_url = ?, git_ref = ?, \
                  git_key_path = ?, git_credential_id = ?, inventory_path = ?, is_active = ?, updated_at = ? WHERE id = ?",
@@ -190,7 +190,7 @@ impl Store {
             return Err(in_use());
         }
         let digests: Vec<String> = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let digests: Vec<String> = sqlx::query_scalar("SELECT digest FROM project_revisions WHERE project_id = ?")
                 .bind(id).fetch_all(&mut *tx).await?;
             let fk = |e: sqlx::Error| match &e {
@@ -239,7 +239,7 @@ impl Store {
     pub async fn fail_sync(&self, id: ProjectId, reason: &str, actor: &Actor) -> Result<()> {
         let reason = crate::text::fit_bytes(reason, crate::text::TEXT_BYTES);
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "UPDATE projects SET sync_state = 'failed', sync_error = ?, updated_at = ? WHERE id = ?")
                 .bind(reason.as_ref()).bind(now()).bind(id).execute(&mut *tx).await?;
@@ -266,10 +266,9 @@ impl Store {
         let size = i64::try_from(rev.size_bytes)
             .map_err(|_| StoreError::invalid("size_bytes", "too large"))?;
         let rev_id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            // Write first: on SQLite a transaction that reads and then writes fails at once
-            // ("database is locked", no busy wait) when another connection wrote in between;
-            // one that starts by writing waits its turn instead.
+            let mut tx = p.begin_write().await?;
+            // The project's row first: two syncs of one project finish one after the other
+            // (MySQL holds the row's lock to the commit), the second finding the first's rows.
             sqlx::query("UPDATE projects SET updated_at = ? WHERE id = ?")
                 .bind(ts).bind(id).execute(&mut *tx).await?;
             let existing: Option<i32> = sqlx::query_scalar(
@@ -418,7 +417,7 @@ impl Store {
         let size = i64::try_from(rev.size_bytes)
             .map_err(|_| StoreError::invalid("size_bytes", "too large"))?;
         let adopted = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO projects (name, description, kind, sync_state, synced_at, is_active, created_at, updated_at) \
                  VALUES (?, ?, 'file', 'ok', ?, ?, ?, ?)")

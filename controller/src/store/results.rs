@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::QueryBuilder;
 
-use super::{on_pool, Dialect, Result, Store};
+use super::{on_pool, Dialect, Result, Store, WritePool};
 use crate::model::{JobId, RunId, ServerId, TaskStatus};
 
 /// One task result to store.
@@ -94,7 +94,7 @@ impl Store {
             ),
         };
         Ok(on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut count = 0;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let mut qb = QueryBuilder::new(head);

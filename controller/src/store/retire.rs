@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, Result, Store, StoreError};
+use super::{now, on_pool, Result, Store, StoreError, WritePool};
 
 /// A table of retirable rows. Every name here is a constant of this module, never input.
 pub(crate) struct Retirable {
@@ -46,7 +46,7 @@ impl Store {
             r.table
         );
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(&sql).bind(active).bind(now()).bind(id).execute(&mut *tx).await?;
             insert_audit!(&mut *tx, &NewAudit {
                 actor, action: if active { "ACTIVATE" } else { "DEACTIVATE" }, resource_type: r.resource,
@@ -79,7 +79,7 @@ impl Store {
         }
         let delete_sql = format!("DELETE FROM {} WHERE id = ?", r.table);
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // A job may have arrived since the count: the RESTRICT rule still holds the line.
             sqlx::query(&delete_sql).bind(id).execute(&mut *tx).await.map_err(|e| match &e {
                 sqlx::Error::Database(db) if db.is_foreign_key_violation() => in_use(),

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, Result, Store, StoreError};
+use super::{now, on_pool, page, Result, Store, StoreError, WritePool};
 use crate::model::{
     Page, Paging, PlaybookId, Run, RunId, RunStatus, RunUuid, ScheduleId, TemplateId, UserId,
 };
@@ -147,7 +147,7 @@ impl Store {
     /// decide it at once: one update wins). Returns whether this call released it.
     pub async fn release_wave(&self, run: RunId, from: u32, wave: u32) -> Result<bool> {
         let moved = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query("UPDATE runs SET current_wave = ? WHERE id = ? AND current_wave = ? AND status = 'running' AND stop IS NULL")
                 .bind(i32_of(wave)).bind(run).bind(i32_of(from)).execute(&mut *tx).await?;
             let moved = res.rows_affected() == 1;
@@ -170,7 +170,7 @@ impl Store {
     pub async fn approve_wave(&self, run: RunId, wave: u32, actor: &Actor) -> Result<bool> {
         let ts = now();
         let moved = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query("UPDATE runs SET approved_wave = ? WHERE id = ? AND approved_wave < ? AND status = 'running' AND stop IS NULL")
                 .bind(i32_of(wave)).bind(run).bind(i32_of(wave)).execute(&mut *tx).await?;
             let moved = res.rows_affected() == 1;
@@ -193,7 +193,7 @@ impl Store {
         let reason = crate::text::fit_chars(reason, crate::text::VARCHAR_255);
         let mysql = self.dialect() == super::Dialect::Mysql;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if mysql {
                 sqlx::query("SELECT id FROM runs WHERE id = ? FOR UPDATE").bind(run).fetch_optional(&mut *tx).await?;
             }

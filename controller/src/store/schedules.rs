@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError, WritePool};
 use crate::model::{
     JsonObject, OverlapRule, Page, Paging, Schedule, ScheduleId, ScheduleRun, ScheduleRunStatus,
 };
@@ -51,7 +51,7 @@ impl Store {
         let answers = serde_json::Value::Object(s.answers.clone()).to_string();
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO schedules (uuid, name, template_id, cron, timezone, enabled, ends_at, answers, \
                  overlap, next_run_at, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -104,7 +104,7 @@ impl Store {
             .as_ref()
             .map(|a| serde_json::Value::Object(a.0.clone()).to_string());
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "UPDATE schedules SET name = ?, cron = ?, timezone = ?, enabled = ?, ends_at = ?, answers = ?, \
                  overlap = ?, next_run_at = ?, updated_at = ? WHERE id = ?")
@@ -123,7 +123,7 @@ impl Store {
 
     pub async fn delete_schedule(&self, s: &Schedule, actor: &Actor) -> Result<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // SQLite's column has no foreign key to do it (see the migration).
             sqlx::query("UPDATE jobs SET schedule_id = NULL WHERE schedule_id = ?")
                 .bind(s.id).execute(&mut *tx).await?;
@@ -161,7 +161,7 @@ impl Store {
     ) -> Result<bool> {
         let ts = now();
         Ok(on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let moved = sqlx::query(
                 "UPDATE schedules SET next_run_at = ? WHERE id = ? AND enabled = TRUE AND next_run_at = ?")
                 .bind(naive(next)).bind(id).bind(slot.naive_utc())

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{json_object_text, now, on_pool, page, retire, InsertedId, Result, Store, StoreError};
+use super::{
+    json_object_text, now, on_pool, page, retire, InsertedId, Result, Store, StoreError, WritePool,
+};
 use crate::model::{CredentialId, Page, Paging, Server, ServerId};
 
 const COLUMNS: &str = "id, hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
@@ -144,7 +146,7 @@ impl Store {
         let groups = groups_text(new.inventory_groups.as_deref())?;
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO servers (hostname, ip_address, os_type, os_version, ssh_port, ssh_user, \
                  ssh_key_path, tags, environment, description, is_active, host_vars, inventory_groups, \
@@ -242,7 +244,7 @@ impl Store {
         let groups = groups_text(new.inventory_groups.as_deref())?;
         let old = self.get_server(id).await?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "UPDATE servers SET hostname = ?, ip_address = ?, os_type = ?, os_version = ?, ssh_port = ?, \
                  ssh_user = ?, ssh_key_path = ?, tags = ?, environment = ?, description = ?, host_vars = ?, \

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError, WritePool};
 use crate::model::{Page, Paging, PlaybookId, ProjectId, Template, TemplateId};
 use outpost_api::{Question, RunOptions, ServerSelector};
 
@@ -76,7 +76,7 @@ impl Store {
         let ts = now();
         let uuid = uuid::Uuid::new_v4().to_string();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO job_templates (uuid, name, description, playbook_id, project_id, playbook_path, \
                  servers, server_filter, extra_vars, run_options, time_limit_secs, survey, rollout, created_by, created_at, updated_at) \
@@ -108,7 +108,7 @@ impl Store {
         let old = self.get_template(id).await?;
         let e = encode(t)?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "UPDATE job_templates SET name = ?, description = ?, playbook_id = ?, project_id = ?, \
                  playbook_path = ?, servers = ?, server_filter = ?, extra_vars = ?, run_options = ?, \
@@ -133,7 +133,7 @@ impl Store {
     pub async fn delete_template(&self, id: TemplateId, actor: &Actor) -> Result<()> {
         let old = self.get_template(id).await?;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE jobs SET template_id = NULL WHERE template_id = ?")
                 .bind(id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM job_templates WHERE id = ?")

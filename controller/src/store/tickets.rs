@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::outbox::{enqueue_event, insert_sql};
-use super::{now, on_pool, page, Result, Store, StoreError};
+use super::{now, on_pool, page, Result, Store, StoreError, WritePool};
 use crate::model::{JobId, Page, Paging, Ticket, TicketId, TicketPriority, TicketStatus, UserId};
 use crate::notification::facts::{ticket_event, JobFacts, JOB_FACTS_SQL};
 use crate::notification::TicketRef;
@@ -140,7 +140,7 @@ impl Store {
             changed.insert("description".into(), json!("changed"));
         }
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE tickets SET status = ?, priority = ?, title = ?, description = ?, resolved_at = ?, updated_at = ? WHERE id = ?")
                 .bind(status.as_str()).bind(priority.as_str()).bind(&title).bind(&description)
                 .bind(resolved_at).bind(ts).bind(id).execute(&mut *tx).await?;
@@ -157,7 +157,7 @@ impl Store {
         new.check()?;
         let outbox_sql = insert_sql(self.dialect());
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let id = insert_ticket!(&mut *tx, new, actor)?;
             // Its notification commits with it.
             let facts: Option<JobFacts> = sqlx::query_as(JOB_FACTS_SQL).bind(new.job_id).fetch_optional(&mut *tx).await?;
@@ -207,7 +207,7 @@ impl Store {
             TicketStatus::Open | TicketStatus::InProgress => None,
         };
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE tickets SET status = ?, resolved_at = ?, updated_at = ? WHERE id = ?")
                 .bind(status.as_str()).bind(resolved_at).bind(ts).bind(id).execute(&mut *tx).await?;
             insert_audit!(&mut *tx, &NewAudit {

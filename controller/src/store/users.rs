@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, InsertedId, Result, Store, StoreError};
+use super::{now, on_pool, page, InsertedId, Result, Store, StoreError, WritePool};
 use crate::model::{Page, Paging, Role, User, UserId};
 
 pub(crate) const COLUMNS: &str =
@@ -85,7 +85,7 @@ impl Store {
         let hash = hash_password(&new.password, self.bcrypt_cost).await?;
         let ts = now();
         let id = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let res = sqlx::query(
                 "INSERT INTO users (username, email, password_hash, role, is_active, created_at, updated_at, \
                  password_changed_at, must_change_password) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -163,7 +163,7 @@ impl Store {
         let hash = hash_password(password, self.bcrypt_cost).await?;
         let ts = now();
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE users SET password_hash = ?, password_changed_at = ?, must_change_password = ?, updated_at = ? WHERE id = ?")
                 .bind(&hash).bind(ts).bind(must_change).bind(ts).bind(id).execute(&mut *tx).await?;
             // The audit says that it changed and who changed it, never the password.
@@ -228,7 +228,7 @@ impl Store {
             changed.insert("password".into(), json!("changed"));
         }
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE users SET email = ?, password_hash = ?, role = ?, is_active = ?, updated_at = ? WHERE id = ?")
                 .bind(&email).bind(&hash).bind(role.as_str()).bind(active).bind(now()).bind(id)
                 .execute(&mut *tx).await
@@ -280,7 +280,7 @@ impl Store {
             });
         }
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&mut *tx).await?;
             insert_audit!(&mut *tx, &NewAudit {
                 actor, action: "DELETE", resource_type: "user", resource_id: Some(id.0),
