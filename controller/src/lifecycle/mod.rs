@@ -139,15 +139,21 @@ impl Lifecycle {
         max_per_server: u32,
     ) -> Result<Claim> {
         let dispatch_id = Uuid::new_v4().to_string();
-        records::claim(
-            &self.store,
-            job,
-            server,
-            agent,
-            &dispatch_id,
-            max_per_server,
-        )
-        .await
+        self.claim_as(job, server, agent, max_per_server, &dispatch_id)
+            .await
+    }
+
+    /// [`Lifecycle::claim`] under a dispatch id the caller chose: the scheduler makes the
+    /// job's assignment, which carries the id, while the claim commits.
+    pub async fn claim_as(
+        &self,
+        job: JobId,
+        server: ServerId,
+        agent: AgentId,
+        max_per_server: u32,
+        dispatch_id: &str,
+    ) -> Result<Claim> {
+        records::claim(&self.store, job, server, agent, dispatch_id, max_per_server).await
     }
 
     /// Creates a launch's run and jobs in one transaction and, when `claim` is given and the

@@ -479,14 +479,24 @@ impl Scheduler {
     }
 
     async fn dispatch_round(&mut self) -> crate::store::Result<()> {
-        waves::advance(&self.store, &self.lifecycle).await?;
-        // Side by side: a round's latency is its round trips, and the queue, the servers' loads
-        // and the windows do not depend on each other.
-        let (queue, busy_servers, enabled) = tokio::join!(
+        // Side by side: a round's latency is its round trips, and the rollouts' step, the
+        // queue, the servers' loads and the windows do not depend on each other. A step that
+        // released a wave or stopped a run changed the queue and the loads: they are read
+        // again, after it.
+        let (moved, queue, busy_servers, enabled) = tokio::join!(
+            waves::advance(&self.store, &self.lifecycle),
             self.store.unassigned_jobs(500),
             self.store.active_jobs_per_server(),
             self.store.enabled_blackouts(),
         );
+        let (queue, busy_servers) = if moved? {
+            tokio::join!(
+                self.store.unassigned_jobs(500),
+                self.store.active_jobs_per_server()
+            )
+        } else {
+            (queue, busy_servers)
+        };
         let queue = queue?;
         if queue.is_empty() {
             self.reasons.clear();
@@ -559,29 +569,41 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Claims the job for the agent and gives it to the agent's session.
+    /// Claims the job for the agent and gives it to the agent's session. The assignment is
+    /// made while the claim commits: it needs only the dispatch id, chosen here, and reads
+    /// nothing the claim writes. It is thrown away when the claim is not taken.
     async fn hand_over(
         &mut self,
         job: &Job,
         server: &Server,
         agent_id: AgentId,
     ) -> crate::store::Result<Claim> {
-        let claim = self
-            .lifecycle
-            .claim(
+        let dispatch_id = Uuid::new_v4().to_string();
+        let time_limit = self.time_limit(job);
+        let (claim, made) = tokio::join!(
+            self.lifecycle.claim_as(
                 job.id,
                 job.server_id,
                 agent_id,
                 self.settings.max_running_per_server,
-            )
-            .await?;
+                &dispatch_id,
+            ),
+            self.playbooks.assignment(
+                &self.store,
+                &self.keyring,
+                &self.settings.data_dir,
+                job,
+                server,
+                None,
+                &dispatch_id,
+                time_limit,
+            ),
+        );
+        let claim = claim?;
         let Claim::Claimed(attempt) = &claim else {
             return Ok(claim);
         };
-        match self
-            .deliver(job, server, None, agent_id, attempt, None)
-            .await
-        {
+        match self.send(job, server, agent_id, attempt, None, made).await {
             Ok(true) => Ok(claim),
             Ok(false) => Ok(Claim::Taken),
             Err(e) => {
@@ -636,14 +658,8 @@ impl Scheduler {
         attempt: &Attempt,
         reserved: Option<Place>,
     ) -> crate::store::Result<bool> {
-        // A template may give its jobs their own limit; the others run under the default.
-        let time_limit = job
-            .time_limit_secs
-            .and_then(|s| u64::try_from(s).ok())
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs)
-            .unwrap_or(self.settings.default_time_limit);
-        let assignment = match self
+        let time_limit = self.time_limit(job);
+        let made = self
             .playbooks
             .assignment(
                 &self.store,
@@ -655,11 +671,35 @@ impl Scheduler {
                 &attempt.dispatch_id,
                 time_limit,
             )
+            .await;
+        self.send(job, server, agent_id, attempt, reserved, made)
             .await
-        {
+    }
+
+    /// A template may give its jobs their own limit; the others run under the default.
+    fn time_limit(&self, job: &Job) -> Duration {
+        job.time_limit_secs
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(self.settings.default_time_limit)
+    }
+
+    /// Sends a claimed job's assignment, as made, to the agent's session (see
+    /// [`Scheduler::deliver`] for what it returns).
+    async fn send(
+        &mut self,
+        job: &Job,
+        server: &Server,
+        agent_id: AgentId,
+        attempt: &Attempt,
+        reserved: Option<Place>,
+        made: Result<Assignment, assignment::Unmade>,
+    ) -> crate::store::Result<bool> {
+        let assignment = match made {
             Ok(a) => a,
-            // The claim stands: a launch's claimed job is handed over again at the next pass
-            // (its place still counted), a round's is settled by the sweep.
+            // The claim stands: the job is handed over again at the next pass (a launch's
+            // place still counted).
             Err(assignment::Unmade::Away(e)) => return Err(e),
             Err(assignment::Unmade::Refused(reason)) => {
                 if let Some(r) = reserved {

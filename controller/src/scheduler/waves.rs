@@ -9,8 +9,10 @@ use crate::rollout::{held_reason, next, Step};
 use crate::store::audit::Actor;
 use crate::store::Store;
 
-/// Moves every rolling run on by one step where it can.
-pub(super) async fn advance(store: &Store, lifecycle: &Lifecycle) -> crate::store::Result<()> {
+/// Moves every rolling run on by one step where it can; says whether a wave was released or
+/// a run stopped (the queue changed).
+pub(super) async fn advance(store: &Store, lifecycle: &Lifecycle) -> crate::store::Result<bool> {
+    let mut moved = false;
     for run in store.rolling_runs().await? {
         let state = run.state();
         let per_wave = store.run_wave_counts(run.id, state.waves).await?;
@@ -22,6 +24,7 @@ pub(super) async fn advance(store: &Store, lifecycle: &Lifecycle) -> crate::stor
                     .await?
                 {
                     tracing::info!(run = %run.run_id, wave = wave + 1, "wave released");
+                    moved = true;
                 }
             }
             Step::AwaitApproval { wave } => {
@@ -35,10 +38,11 @@ pub(super) async fn advance(store: &Store, lifecycle: &Lifecycle) -> crate::stor
                     .await?
                 {
                     tracing::warn!(run = %run.run_id, reason = %stop.reason, "run stopped");
+                    moved = true;
                 }
             }
             Step::Nothing | Step::Wait => {}
         }
     }
-    Ok(())
+    Ok(moved)
 }
