@@ -40,6 +40,6 @@ pub fn app(state: Arc<WebState>) -> Result<Router, MissingRule> {
             health::observe,
         ))
         .layer(axum::middleware::map_response(edge::hsts))
-        .layer(axum::middleware::from_fn(edge::close_after_refused_body))
+        .layer(axum::middleware::from_fn(edge::close_after_unread_body))
         .with_state(state))
 }

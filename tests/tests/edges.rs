@@ -400,6 +400,106 @@ mod api_edge {
         );
     }
 
+    /// The head of an HTTP/1.1 answer read from `conn` (to its blank line), lower-cased.
+    async fn answer_head(conn: &mut tokio::io::ReadHalf<Tls>) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut byte)).await {
+                Ok(Ok(1)) => head.push(byte[0]),
+                other => panic!(
+                    "the answer ended early ({other:?}): {}",
+                    String::from_utf8_lossy(&head)
+                ),
+            }
+        }
+        String::from_utf8_lossy(&head).to_lowercase()
+    }
+
+    /// Reads the body of an answer whose head is `head` (by its Content-Length).
+    async fn skip_body(conn: &mut tokio::io::ReadHalf<Tls>, head: &str) {
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no content-length: {head}"));
+        let mut body = vec![0u8; len];
+        conn.read_exact(&mut body).await.expect("the answer's body");
+    }
+
+    /// A request answered before its body was read (here: no session) closes its connection
+    /// and says so when the body is too large to drain (over 1 MiB). hyper closed such a
+    /// socket after the answer without a word: a client that reused the connection saw its
+    /// next request fail with "EOF occurred in violation of protocol". A small body is read
+    /// and dropped, and the connection kept; so is one whose body the handler read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_before_the_body_is_read_closes_the_connection_and_says_so() {
+        let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+        for (size, kept) in [(64 * 1024, true), (1_500_000, false)] {
+            let conn = tls_from(&c.ctl, ip("127.0.0.1")).await.expect("connect");
+            let (mut rd, mut wr) = tokio::io::split(conn);
+            let head = format!(
+                "POST /api/v1/enrollment-tokens HTTP/1.1\r\nHost: localhost\r\n\
+                 Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+            );
+            // Written beside the reading: the server may answer, and close, before it is all
+            // sent.
+            let writer = tokio::spawn(async move {
+                let _ = wr.write_all(head.as_bytes()).await;
+                let _ = wr.write_all(&vec![b' '; size]).await;
+                wr
+            });
+            let answer = answer_head(&mut rd).await;
+            assert!(answer.starts_with("http/1.1 401"), "{size} B: {answer}");
+            let mut wr = writer.await.expect("the writer");
+            if kept {
+                assert!(!answer.contains("connection: close"), "{size} B: {answer}");
+                skip_body(&mut rd, &answer).await;
+                wr.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .await
+                    .expect("a second request on the connection");
+                let again = answer_head(&mut rd).await;
+                assert!(again.starts_with("http/1.1 200"), "{size} B, then: {again}");
+                continue;
+            }
+            assert!(
+                answer.contains("\r\nconnection: close\r\n"),
+                "{size} B unread: the answer must close the connection: {answer}"
+            );
+            let mut conn = rd.unsplit(wr);
+            assert!(
+                closed_within(&mut conn, Duration::from_secs(10))
+                    .await
+                    .is_some(),
+                "{size} B unread: the connection was left open"
+            );
+        }
+        // Read to its end (a refusal of its content, after reading it): kept alive.
+        outpost_tests::api::user(&c.world, "edge-admin", Role::Admin).await;
+        let signed_in =
+            outpost_tests::api::login(&c.ctl, "edge-admin", outpost_tests::api::PASSWORD).await;
+        let token = signed_in.token().expect("a token");
+        let conn = tls_from(&c.ctl, ip("127.0.0.1")).await.expect("connect");
+        let (mut rd, mut wr) = tokio::io::split(conn);
+        let body = format!("{{\"name\": \"{}\"}}", "x".repeat(64 * 1024));
+        let req = format!(
+            "POST /api/v1/enrollment-tokens HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        wr.write_all(req.as_bytes()).await.expect("send");
+        let answer = answer_head(&mut rd).await;
+        assert!(answer.starts_with("http/1.1 422"), "{answer}");
+        assert!(!answer.contains("connection: close"), "{answer}");
+        skip_body(&mut rd, &answer).await;
+        wr.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("a second request on the connection");
+        let again = answer_head(&mut rd).await;
+        assert!(again.starts_with("http/1.1 200"), "{again}");
+    }
+
     /// Every answer says HTTPS only (HSTS), API and UI alike; and signing in never leads to
     /// another site, however `next` disguises it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,21 +325,64 @@ pub async fn drive<C>(
     let _ = tokio::time::timeout(grace, conn.as_mut()).await;
 }
 
-/// Tells an HTTP/1 client to drop the connection after a body was refused unread (413): the
-/// rest of that body is still on its way, so the connection cannot carry another request. A
-/// client that reused it anyway saw its next request fail with "connection closed before
-/// message completed".
-pub async fn close_after_refused_body(
+/// Tells an HTTP/1 client to drop the connection when its request's body was not read to the
+/// end: refused by its size (413), or answered before it was read (no session, no such route,
+/// the wrong media type). hyper drains a small unread body to keep the connection, but gives up
+/// on a larger one and closes the socket silently after the answer: a client that reused the
+/// connection then saw its next request fail ("EOF occurred in violation of protocol",
+/// "connection closed before message completed"). Said in the answer, the client opens a new
+/// one instead.
+pub async fn close_after_unread_body(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let http1 = req.version() <= axum::http::Version::HTTP_11;
-    let mut resp = next.run(req).await;
-    if http1 && resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    let (parts, body) = req.into_parts();
+    let had_body = !hyper::body::Body::is_end_stream(&body);
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(!had_body));
+    let body = Body::new(Watched {
+        body,
+        ended: ended.clone(),
+    });
+    let mut resp = next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await;
+    if http1 && !ended.load(std::sync::atomic::Ordering::Acquire) {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// A request body that notes when it has been read to its end.
+struct Watched {
+    body: Body,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.body.is_end_stream() {
+            this.ended.store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Adds `Strict-Transport-Security` to every response: the API and UI are served over HTTPS
