@@ -427,6 +427,22 @@ mod api_edge {
         conn.read_exact(&mut body).await.expect("the answer's body");
     }
 
+    /// The connection whose answer's head is `head` was kept: the answer does not close it,
+    /// and after its body a second request is answered on it.
+    async fn kept_alive(
+        rd: &mut tokio::io::ReadHalf<Tls>,
+        wr: &mut tokio::io::WriteHalf<Tls>,
+        head: &str,
+    ) {
+        assert!(!head.contains("connection: close"), "{head}");
+        skip_body(rd, head).await;
+        wr.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("a second request on the connection");
+        let again = answer_head(rd).await;
+        assert!(again.starts_with("http/1.1 200"), "after {head}: {again}");
+    }
+
     /// A request answered before its body was read (here: no session) closes its connection
     /// and says so when the body is too large to drain (over 1 MiB). hyper closed such a
     /// socket after the answer without a word: a client that reused the connection saw its
@@ -453,13 +469,7 @@ mod api_edge {
             assert!(answer.starts_with("http/1.1 401"), "{size} B: {answer}");
             let mut wr = writer.await.expect("the writer");
             if kept {
-                assert!(!answer.contains("connection: close"), "{size} B: {answer}");
-                skip_body(&mut rd, &answer).await;
-                wr.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                    .await
-                    .expect("a second request on the connection");
-                let again = answer_head(&mut rd).await;
-                assert!(again.starts_with("http/1.1 200"), "{size} B, then: {again}");
+                kept_alive(&mut rd, &mut wr, &answer).await;
                 continue;
             }
             assert!(
@@ -491,13 +501,7 @@ mod api_edge {
         wr.write_all(req.as_bytes()).await.expect("send");
         let answer = answer_head(&mut rd).await;
         assert!(answer.starts_with("http/1.1 422"), "{answer}");
-        assert!(!answer.contains("connection: close"), "{answer}");
-        skip_body(&mut rd, &answer).await;
-        wr.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .expect("a second request on the connection");
-        let again = answer_head(&mut rd).await;
-        assert!(again.starts_with("http/1.1 200"), "{again}");
+        kept_alive(&mut rd, &mut wr, &answer).await;
     }
 
     /// Every answer says HTTPS only (HSTS), API and UI alike; and signing in never leads to

@@ -323,7 +323,10 @@ pub async fn serve(
                         tracing::debug!(%peer, error = %e, "API TLS handshake failed");
                         return;
                     }
-                    Err(_) => return,
+                    Err(_) => {
+                        tracing::debug!(%peer, "API TLS handshake not done within 10 s");
+                        return;
+                    }
                 };
             let activity = Arc::new(edge::Activity::default());
             let service = {

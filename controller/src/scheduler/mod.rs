@@ -126,6 +126,9 @@ const RESERVE_WAIT: Duration = Duration::from_millis(10);
 /// How long a declined job waits before it is offered again.
 const DECLINED_PAUSE: Duration = Duration::from_secs(5);
 
+/// The most queued jobs one dispatch round reads.
+const QUEUE_READ: i64 = 500;
+
 /// Talks to the scheduler task. Cheap to clone.
 #[derive(Clone)]
 pub struct SchedulerHandle {
@@ -480,22 +483,24 @@ impl Scheduler {
 
     async fn dispatch_round(&mut self) -> crate::store::Result<()> {
         // Side by side: a round's latency is its round trips, and the rollouts' step, the
-        // queue, the servers' loads and the windows do not depend on each other. A step that
-        // released a wave or stopped a run changed the queue and the loads: they are read
-        // again, after it.
-        let (moved, queue, busy_servers, enabled) = tokio::join!(
+        // queue, its servers, the servers' loads and the windows do not depend on each other.
+        // A step that released a wave or stopped a run changed the queue and the loads: they
+        // are read again, after it.
+        let (moved, queue, busy_servers, enabled, servers) = tokio::join!(
             waves::advance(&self.store, &self.lifecycle),
-            self.store.unassigned_jobs(500),
+            self.store.unassigned_jobs(QUEUE_READ),
             self.store.active_jobs_per_server(),
             self.store.enabled_blackouts(),
+            self.store.servers_of_unassigned(QUEUE_READ),
         );
-        let (queue, busy_servers) = if moved? {
+        let (queue, busy_servers, servers) = if moved? {
             tokio::join!(
-                self.store.unassigned_jobs(500),
-                self.store.active_jobs_per_server()
+                self.store.unassigned_jobs(QUEUE_READ),
+                self.store.active_jobs_per_server(),
+                self.store.servers_of_unassigned(QUEUE_READ),
             )
         } else {
-            (queue, busy_servers)
+            (queue, busy_servers, servers)
         };
         let queue = queue?;
         if queue.is_empty() {
@@ -505,19 +510,10 @@ impl Scheduler {
         let (mut busy_servers, enabled) = (busy_servers?, enabled?);
         let now = Instant::now();
         self.paused.retain(|_, until| *until > now);
-        let ids: Vec<ServerId> = {
-            let mut ids: Vec<ServerId> = queue.iter().map(|j| j.server_id).collect();
-            ids.sort_by_key(|s| s.0);
-            ids.dedup();
-            ids
-        };
-        let (servers, blackouts) = tokio::join!(
-            self.store.servers_by_ids(&ids),
-            hold::Blackouts::load(&self.store, &enabled, &queue),
-        );
+        // A job queued between the two reads may have its server missing: read when met.
         let mut servers: HashMap<ServerId, Server> =
             servers?.into_iter().map(|s| (s.id, s)).collect();
-        let blackouts = blackouts?;
+        let blackouts = hold::Blackouts::load(&self.store, &enabled, &queue).await?;
         for job in queue {
             if self.paused.contains_key(&job.id) {
                 continue;

@@ -13,6 +13,12 @@ use crate::model::{
 /// The states of a job that is not over ([`crate::lifecycle::machine::ACTIVE`]), as an SQL list.
 pub const ACTIVE_SQL: &str = "('pending', 'running')";
 
+/// The jobs waiting for the scheduler's round: pending, with no agent and no cancel request,
+/// and in a wave of their run that was released (see [`Store::unassigned_jobs`]).
+pub(crate) const UNASSIGNED_SQL: &str = "status = 'pending' AND agent_id IS NULL \
+     AND cancel_requested_at IS NULL \
+     AND (run_id IS NULL OR wave = 0 OR wave <= (SELECT r.current_wave FROM runs r WHERE r.id = jobs.run_id))";
+
 pub(crate) const COLUMNS: &str = "id, job_id, playbook_id, server_id, user_id, status, celery_task_id, \
      extra_vars, error_message, started_at, completed_at, created_at, agent_id, assigned_at, \
      cancel_requested_at, exit_code, pending_reason, run_options, extra_vars_templated, revision_id, template_id, time_limit_secs, \
@@ -189,10 +195,7 @@ impl Store {
     /// for), so that a large rollout does not fill the queue with jobs that may not start.
     pub async fn unassigned_jobs(&self, limit: i64) -> Result<Vec<Job>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE status = 'pending' AND agent_id IS NULL \
-             AND cancel_requested_at IS NULL \
-             AND (run_id IS NULL OR wave = 0 OR wave <= (SELECT r.current_wave FROM runs r WHERE r.id = jobs.run_id)) \
-             ORDER BY created_at, id LIMIT ?"
+            "SELECT {COLUMNS} FROM jobs WHERE {UNASSIGNED_SQL} ORDER BY created_at, id LIMIT ?"
         );
         Ok(on_pool!(self, p => sqlx::query_as::<_, Job>(&sql).bind(limit).fetch_all(p).await?))
     }

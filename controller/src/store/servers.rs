@@ -176,20 +176,16 @@ impl Store {
         row.ok_or_else(|| StoreError::NotFound(format!("server {id}")))
     }
 
-    /// The servers with these ids, in one statement (those that do not exist are left out).
-    pub async fn servers_by_ids(&self, ids: &[ServerId]) -> Result<Vec<Server>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(on_pool!(self, p => {
-            let mut qb = sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM servers WHERE id IN ("));
-            let mut sep = qb.separated(", ");
-            for id in ids {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
-            qb.build_query_as::<Server>().persistent(false).fetch_all(p).await?
-        }))
+    /// The servers of the first `limit` jobs [`Store::unassigned_jobs`] reads, in one
+    /// statement the dispatch round runs beside that one rather than after it.
+    pub async fn servers_of_unassigned(&self, limit: i64) -> Result<Vec<Server>> {
+        // MySQL takes no LIMIT in an IN subquery; it does in a derived table.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM servers WHERE id IN (SELECT q.server_id FROM (\
+             SELECT server_id FROM jobs WHERE {} ORDER BY created_at, id LIMIT ?) q)",
+            super::jobs::UNASSIGNED_SQL
+        );
+        Ok(on_pool!(self, p => sqlx::query_as::<_, Server>(&sql).bind(limit).fetch_all(p).await?))
     }
 
     pub async fn get_server_by_hostname(&self, hostname: &str) -> Result<Server> {
