@@ -13,7 +13,6 @@ mod records;
 mod run_end;
 mod ticket;
 
-use crate::store::WritePool;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -25,7 +24,7 @@ use crate::store::audit::{insert_audits, Actor, NewAudit};
 use crate::store::jobs::{LaunchAudit, NewJob};
 use crate::store::launch::{insert_launch, Assign, Known};
 use crate::store::runs::NewRun;
-use crate::store::{on_pool, Dialect, Result, Store, StoreError};
+use crate::store::{on_pool, Dialect, Result, Store, StoreError, WritePool};
 
 /// One attempt at running a job: the dispatch id names it (stored in `celery_task_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 //! [`Move::leaves`]) and setting the state it enters ([`Move::enters`]), and, for an agent's attempt, its dispatch id, with its audit record in the
 //! same transaction. Private to the lifecycle module: nothing else in the crate can move a job.
 
-use crate::store::WritePool;
 use serde_json::json;
 
 use super::machine::Move;
@@ -15,7 +14,7 @@ use crate::store::audit::{insert_audit, insert_audits, Actor, NewAudit};
 use crate::store::jobs::ACTIVE_SQL;
 use crate::store::outbox::{enqueue_event, insert_sql};
 use crate::store::tickets::{insert_ticket, NewTicket};
-use crate::store::{now, on_pool, Dialect, Result, Store};
+use crate::store::{now, on_pool, Dialect, Result, Store, WritePool};
 use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
 
 /// Takes the run's row lock first on MySQL, so that the jobs of one run ending at once are
