@@ -183,8 +183,7 @@ impl Lifecycle {
             // writer) claims after the insert, as the round does.
             let decided = match claim {
                 Some((c, server)) if dialect == Dialect::Mysql => {
-                    records::lock_server!(&mut *tx, dialect, server)?;
-                    let busy = records::busy_count!(&mut *tx, server)?;
+                    let busy = records::lock_server!(&mut *tx, dialect, server)?.unwrap_or(0);
                     Some((busy < i64::from(c.max_per_server)).then_some(c.agent))
                 }
                 _ => None,
@@ -198,8 +197,9 @@ impl Lifecycle {
                     Some(records::dispatched!(job, agent, &dispatch_id, audits))
                 }
                 (Some(_), Some(_), Some(None)) => Some(Claim::ServerBusy),
+                // SQLite: no lock, and the claim's UPDATE checks the count itself.
                 (Some((c, server)), Some(&job), None) => Some(records::claim_locked!(
-                    &mut *tx, dialect, job, server, c.agent, &dispatch_id, c.max_per_server, &mut audits
+                    &mut *tx, dialect, None, job, server, c.agent, &dispatch_id, c.max_per_server, &mut audits
                 )?),
                 _ => None,
             };

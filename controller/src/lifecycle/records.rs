@@ -35,10 +35,6 @@ macro_rules! lock_run {
     };
 }
 
-/// Takes a server's row lock on MySQL, so that claims for one server (from several
-/// controllers, or a launch's own) are taken one after another. A launch takes it before it
-/// inserts its job: the insert's foreign-key check would take a shared lock first, and two
-/// launches upgrading theirs would deadlock. SQLite has one writer.
 /// The actor of the system's own records (an `Actor` with no one in it).
 pub(super) static SYSTEM: Actor = Actor {
     user_id: None,
@@ -46,27 +42,49 @@ pub(super) static SYSTEM: Actor = Actor {
     user_agent: None,
 };
 
+/// The count that decides a claim: the jobs of a server that have agents.
+pub(super) fn busy_sql() -> String {
+    format!("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN {ACTIVE_SQL} AND agent_id IS NOT NULL")
+}
+
+/// The server's row, locked, with its busy count ([`busy_sql`]) in the same statement. The
+/// count is correlated to the locked row, so it is read after the lock is granted and sees
+/// every claim committed before: it is the transaction's first plain read, and InnoDB opens
+/// a repeatable-read snapshot at that read, not at BEGIN.
+pub(super) fn lock_server_sql() -> String {
+    format!(
+        "SELECT (SELECT COUNT(*) FROM jobs j WHERE j.server_id = s.id AND j.status IN {ACTIVE_SQL} \
+         AND j.agent_id IS NOT NULL) FROM servers s WHERE s.id = ? FOR UPDATE"
+    )
+}
+
+/// Takes a server's row lock on MySQL, so that claims for one server (from several
+/// controllers, or a launch's own) are taken one after another, and reads its busy count
+/// under that lock in the same round trip ([`lock_server_sql`]). A launch takes it before it
+/// inserts its job: the insert's foreign-key check would take a shared lock first, and two
+/// launches upgrading theirs would deadlock. Evaluates to the count on MySQL; to `None` on
+/// SQLite, which has one writer and checks the count in the claim's own UPDATE.
 macro_rules! lock_server {
     ($exec:expr, $dialect:expr, $server:expr) => {
         async {
-            if let crate::store::Dialect::Mysql = $dialect {
-                sqlx::query("SELECT id FROM servers WHERE id = ? FOR UPDATE")
-                    .bind($server)
-                    .fetch_optional(&mut *$exec)
-                    .await?;
+            match $dialect {
+                crate::store::Dialect::Mysql => {
+                    let busy =
+                        sqlx::query_scalar::<_, i64>(&crate::lifecycle::records::lock_server_sql())
+                            .bind($server)
+                            .fetch_optional(&mut *$exec)
+                            .await?;
+                    // No such server: nothing holds it, and the claim's UPDATE (or the
+                    // launch's insert) finds out.
+                    Ok::<Option<i64>, crate::store::StoreError>(Some(busy.unwrap_or(0)))
+                }
+                crate::store::Dialect::Sqlite => Ok(None),
             }
-            Ok::<(), crate::store::StoreError>(())
         }
         .await
     };
 }
 pub(super) use lock_server;
-
-/// The count that decides a claim: the jobs of a server that have agents. On MySQL it is read
-/// under the server's lock ([`lock_server!`]).
-pub(super) fn busy_sql() -> String {
-    format!("SELECT COUNT(*) FROM jobs WHERE server_id = ? AND status IN {ACTIVE_SQL} AND agent_id IS NOT NULL")
-}
 
 /// Reads the busy count of a server ([`busy_sql`]) through `$exec`; evaluates to its result.
 macro_rules! busy_count {
@@ -101,12 +119,12 @@ pub(super) use dispatched;
 
 /// The claim itself, in a transaction that holds the server's lock ([`lock_server!`]): the job
 /// goes to `agent` under `dispatch_id` unless its server already has `max_per_server` jobs
-/// with agents, with its DISPATCH audit record. On MySQL the count is read under the lock;
+/// with agents, with its DISPATCH audit record. On MySQL `$busy` is the count the lock read;
 /// SQLite runs the check and the update as one statement (it has one writer, and one
 /// controller). Evaluates to the [`Claim`]; nothing is written unless it is `Claimed`, and
 /// then its DISPATCH record is added to `$audits` for the caller to write in the transaction.
 macro_rules! claim_locked {
-    ($exec:expr, $dialect:expr, $job:expr, $server:expr, $agent:expr, $dispatch_id:expr, $max_per_server:expr, $audits:expr) => {{
+    ($exec:expr, $dialect:expr, $busy:expr, $job:expr, $server:expr, $agent:expr, $dispatch_id:expr, $max_per_server:expr, $audits:expr) => {{
         let (job, server, agent, dispatch_id): (crate::model::JobId, crate::model::ServerId, crate::model::AgentId, &str) =
             ($job, $server, $agent, $dispatch_id);
         async {
@@ -120,7 +138,8 @@ macro_rules! claim_locked {
             let ts = crate::store::now();
             let claimed = match $dialect {
                 crate::store::Dialect::Mysql => {
-                    if crate::lifecycle::records::busy_count!($exec, server)? >= limit {
+                    let busy: Option<i64> = $busy;
+                    if busy.unwrap_or(0) >= limit {
                         return Ok(crate::lifecycle::Claim::ServerBusy);
                     }
                     sqlx::query(&claim_sql)
@@ -177,9 +196,9 @@ pub(super) async fn claim(
     let dialect = store.dialect();
     on_pool!(store, p => {
         let mut tx = p.begin_write().await?;
-        lock_server!(&mut *tx, dialect, server)?;
+        let busy = lock_server!(&mut *tx, dialect, server)?;
         let mut audits = Vec::new();
-        let claim = claim_locked!(&mut *tx, dialect, job, server, agent, dispatch_id, max_per_server, &mut audits)?;
+        let claim = claim_locked!(&mut *tx, dialect, busy, job, server, agent, dispatch_id, max_per_server, &mut audits)?;
         insert_audits!(&mut *tx, &audits)?;
         // Nothing was written unless it was claimed; the commit (or the rollback of a
         // refusal) releases the server's lock either way.

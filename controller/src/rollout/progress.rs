@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use outpost_api::enums::{JobStatus, RunStatus};
+
 use super::{Stop, StopKind};
-use crate::model::RunStatus;
 
 /// Jobs of a run (or of one wave, or one datacenter) by where they stand. `failed` holds the
 /// failed jobs that were not unreachable; `unreachable` the others.
@@ -29,8 +30,8 @@ impl Counts {
     }
 
     /// Adds one job of `status` (and unreachable, when it failed so).
-    pub fn add(&mut self, status: crate::model::JobStatus, unreachable: bool, n: u32) {
-        use crate::model::JobStatus as S;
+    pub fn add(&mut self, status: JobStatus, unreachable: bool, n: u32) {
+        use JobStatus as S;
         match status {
             S::Pending => self.pending += n,
             S::Running => self.running += n,
@@ -142,7 +143,6 @@ pub fn queued_reason(wave: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::JobStatus;
 
     fn c(success: u32, failed: u32, unreachable: u32, cancelled: u32, active: u32) -> Counts {
         Counts {
