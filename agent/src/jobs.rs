@@ -2,7 +2,7 @@
 //! the controller has not yet acknowledged), starting them, and delivering their spools over
 //! job streams.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use outpost_protocol::codec::{self, FrameError};
@@ -105,42 +105,93 @@ impl Drop for DeliveryGuard {
 /// section, never held across an await.
 #[derive(Default)]
 pub struct JobTable {
-    jobs: Mutex<HashMap<Uuid, Arc<JobEntry>>>,
+    jobs: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    entries: HashMap<Uuid, Arc<JobEntry>>,
+    /// Jobs accepted whose spools are being made: they count as held and as running, so two
+    /// assignments arriving at once cannot both pass the checks (one job started twice, or
+    /// one job over the capacity) while the first writes its spool.
+    starting: HashSet<Uuid>,
+}
+
+/// Why an assignment finds no room on this agent.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum NoRoom {
+    #[error("job already held by this agent")]
+    AlreadyHeld,
+    #[error("agent at capacity ({0} jobs)")]
+    AtCapacity(u32),
+}
+
+/// A place taken in the table for a job about to start ([`JobTable::reserve`]); given back
+/// when dropped unless [`JobTable::start`] took it.
+pub struct Reservation<'a> {
+    table: &'a JobTable,
+    job: Uuid,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.table.lock().starting.remove(&self.job);
+    }
 }
 
 impl JobTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<JobEntry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes a place for `job`, in one critical section with the checks: refused if the job
+    /// is held (or starting) already, or if `capacity` jobs are running or starting.
+    pub fn reserve(&self, job: Uuid, capacity: u32) -> Result<Reservation<'_>, NoRoom> {
+        let mut held = self.lock();
+        if held.entries.contains_key(&job) || held.starting.contains(&job) {
+            return Err(NoRoom::AlreadyHeld);
+        }
+        let running = held.entries.values().filter(|e| !e.finished()).count();
+        if running + held.starting.len() >= capacity as usize {
+            return Err(NoRoom::AtCapacity(capacity));
+        }
+        held.starting.insert(job);
+        Ok(Reservation { table: self, job })
+    }
+
     pub fn get(&self, job: &Uuid) -> Option<Arc<JobEntry>> {
-        self.lock().get(job).cloned()
+        self.lock().entries.get(job).cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<JobEntry>> {
-        self.lock().values().cloned().collect()
+        self.lock().entries.values().cloned().collect()
     }
 
     pub fn remove(&self, job: &Uuid) {
-        self.lock().remove(job);
+        self.lock().entries.remove(job);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().entries.is_empty()
     }
 
     /// Jobs whose ansible-playbook is still running.
     pub fn running(&self) -> usize {
-        self.lock().values().filter(|e| !e.finished()).count()
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| !e.finished())
+            .count()
     }
 
     /// What the Hello reports.
     pub fn report(&self) -> Vec<RunningJob> {
         self.lock()
+            .entries
             .values()
             .map(|e| RunningJob {
                 job: e.job,
@@ -185,7 +236,7 @@ impl JobTable {
             };
             let (_p, progress) = watch::channel(outcome.last_line);
             let (_o, outcome_rx) = watch::channel(Some(outcome));
-            self.lock().insert(
+            self.lock().entries.insert(
                 meta.job,
                 Arc::new(JobEntry {
                     job: meta.job,
@@ -202,15 +253,18 @@ impl JobTable {
         Ok(n)
     }
 
-    /// Accepts an assignment: creates its spool and starts ansible-playbook. The caller holds
-    /// the job's delivery from the start (the stream the assignment came on delivers it).
+    /// Accepts an assignment on its reserved place: creates its spool and starts
+    /// ansible-playbook. The caller holds the job's delivery from the start (the stream the
+    /// assignment came on delivers it).
     pub fn start(
         &self,
+        place: Reservation<'_>,
         cfg: Arc<RunnerConfig>,
         revisions: Arc<Revisions>,
         spool_root: &std::path::Path,
         job: Assignment,
     ) -> std::io::Result<(Arc<JobEntry>, DeliveryGuard)> {
+        debug_assert_eq!(place.job, job.job, "a job starts on its own place");
         let meta = Meta {
             job: job.job,
             dispatch_id: job.dispatch_id.clone(),
@@ -231,7 +285,9 @@ impl JobTable {
             delivering: std::sync::atomic::AtomicBool::new(true),
         });
         let guard = DeliveryGuard(entry.clone());
-        self.lock().insert(job.job, entry.clone());
+        self.lock().entries.insert(job.job, entry.clone());
+        // The entry holds the place now.
+        drop(place);
         let stop = entry.stop.clone();
         tokio::spawn(async move {
             tracing::info!(job = %job.job, playbook = %job.playbook_name, revision = %job.revision.digest, host = %job.target.hostname, "job started");
@@ -358,5 +414,48 @@ fn receive(
             tracing::info!(job = %entry.job, "delivered");
             Ok(true)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_place_is_taken_once_per_job_and_within_the_capacity() {
+        let table = JobTable::default();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let held_a = table.reserve(a, 2).expect("room for a");
+        assert_eq!(table.reserve(a, 2).err(), Some(NoRoom::AlreadyHeld));
+        let held_b = table.reserve(b, 2).expect("room for b");
+        assert_eq!(table.reserve(c, 2).err(), Some(NoRoom::AtCapacity(2)));
+        // A place not taken up (the spool could not be made) is given back.
+        drop(held_b);
+        let _held_c = table.reserve(c, 2).expect("b's place, given back");
+        drop(held_a);
+        assert!(table.reserve(a, 2).is_ok());
+    }
+
+    #[test]
+    fn copies_of_one_assignment_arriving_together_get_one_place() {
+        let table = JobTable::default();
+        let job = Uuid::new_v4();
+        let all = std::sync::Barrier::new(16);
+        let taken = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    all.wait();
+                    let place = table.reserve(job, 100);
+                    if place.is_ok() {
+                        taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    // Every copy has tried before any place is given back.
+                    all.wait();
+                    drop(place);
+                });
+            }
+        });
+        assert_eq!(taken.into_inner(), 1);
     }
 }

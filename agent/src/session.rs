@@ -470,10 +470,8 @@ enum Refusal {
     CancelledEarly,
     #[error("agent is shutting down")]
     Draining,
-    #[error("job already held by this agent")]
-    AlreadyHeld,
-    #[error("agent at capacity ({0} jobs)")]
-    AtCapacity(u32),
+    #[error(transparent)]
+    NoRoom(#[from] jobs::NoRoom),
     #[error("cannot create the job's spool: {0}")]
     Spool(std::io::Error),
 }
@@ -489,28 +487,26 @@ async fn take_assignment(agent: Arc<Agent>, mut send: quinn::SendStream, recv: q
         }
     };
     let id = job.job;
-    let refuse = if agent.early_cancels.take(&id) {
-        Some(Refusal::CancelledEarly)
+    let started = if agent.early_cancels.take(&id) {
+        Err(Refusal::CancelledEarly)
     } else if agent.draining.is_cancelled() {
-        Some(Refusal::Draining)
-    } else if agent.table.get(&id).is_some() {
-        Some(Refusal::AlreadyHeld)
-    } else if agent.table.running() >= agent.cfg.capacity as usize {
-        Some(Refusal::AtCapacity(agent.cfg.capacity))
+        Err(Refusal::Draining)
     } else {
-        None
-    };
-    let started = match refuse {
-        Some(refusal) => Err(refusal),
-        None => agent
-            .table
-            .start(
-                agent.cfg.runner.clone(),
-                agent.revisions.clone(),
-                &agent.state.spool_dir(),
-                job,
-            )
-            .map_err(Refusal::Spool),
+        // The checks and the place are one step, so a second copy of this assignment, or
+        // one more beyond the capacity, arriving meanwhile is refused.
+        match agent.table.reserve(id, agent.cfg.capacity) {
+            Err(no_room) => Err(Refusal::from(no_room)),
+            Ok(place) => agent
+                .table
+                .start(
+                    place,
+                    agent.cfg.runner.clone(),
+                    agent.revisions.clone(),
+                    &agent.state.spool_dir(),
+                    job,
+                )
+                .map_err(Refusal::Spool),
+        }
     };
     let (entry, _guard) = match started {
         Ok(e) => e,
