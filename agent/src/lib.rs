@@ -8,7 +8,8 @@
 //! - [`jobs`]: the jobs held, and delivering them; [`runner`]: one ansible-playbook run;
 //!   [`spool`]: output kept until acknowledged; [`callback`]: the callback plugin shipped
 //!   for per-task results, and [`results`]: those results kept until acknowledged; [`record`]:
-//!   the checked records both files are written in.
+//!   the checked records both files are written in; [`watermark`]: how far the controller
+//!   has acknowledged either.
 //! - [`revisions`]: project revisions unpacked read-only, shared and bounded; [`fetch`]:
 //!   getting one over the session, resumably.
 //! - [`state`]: the state directory; [`doctor`]: what a bastion needs, checked;
@@ -32,3 +33,4 @@ pub mod spool;
 pub mod state;
 pub mod status;
 pub mod vars;
+pub mod watermark;

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 use outpost_protocol::results::TaskResult;
 
+use crate::watermark::Watermark;
+
 /// The most results a job keeps (a 200-task play on one host has 200); past it they are
 /// dropped and counted, so a runaway loop cannot fill the disk.
 pub const MAX_RESULTS_PER_JOB: u32 = 100_000;
@@ -21,6 +23,8 @@ struct Inner {
     /// offsets[i]: where result i + 1 starts; the last entry is the end of the file.
     offsets: Vec<u64>,
     acked: u32,
+    /// `acked`, kept in `results_acked`.
+    acked_mark: Watermark,
     dropped: u64,
 }
 
@@ -50,16 +54,14 @@ impl ResultLog {
             .open(&path)?;
         writer.set_len(end)?;
         writer.seek(SeekFrom::Start(end))?;
-        let acked = std::fs::read_to_string(dir.join("results_acked"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let (acked_mark, acked) = Watermark::open(&dir.join("results_acked"))?;
         Ok(ResultLog {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
                 writer,
                 offsets,
                 acked,
+                acked_mark,
                 dropped: 0,
             }),
         })
@@ -144,11 +146,7 @@ impl ResultLog {
             return Ok(());
         }
         inner.acked = seq.min((inner.offsets.len() - 1) as u32);
-        outpost_protocol::files::write_replacing(
-            &self.dir.join("results_acked"),
-            inner.acked.to_string().as_bytes(),
-            0o600,
-        )
+        inner.acked_mark.set(inner.acked)
     }
 }
 

@@ -21,6 +21,8 @@ use outpost_protocol::message::{FinalStatus, Level, LogLine};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::watermark::Watermark;
+
 /// One index entry per this many lines.
 const INDEX_EVERY: u32 = 1024;
 /// A record is a line of at most the runner's cap plus a few bytes.
@@ -65,6 +67,8 @@ struct Inner {
     size: u64,
     last_line: u32,
     acked: u32,
+    /// `acked`, kept in the spool's `acked` file.
+    acked_mark: Watermark,
     /// (first line of a stretch, byte offset of that line's record), every INDEX_EVERY lines.
     index: Vec<(u32, u64)>,
     meta: Meta,
@@ -104,7 +108,8 @@ impl Spool {
             .truncate(true)
             .write(true)
             .open(dir.join("lines"))?;
-        write_atomic(&dir.join("acked"), b"0")?;
+        let (acked_mark, _) = Watermark::open(&dir.join("acked"))?;
+        acked_mark.set(0)?;
         write_atomic(&dir.join("format"), FORMAT.to_string().as_bytes())?;
         let spool = Spool {
             results: crate::results::ResultLog::open(&dir)?,
@@ -115,6 +120,7 @@ impl Spool {
                 size: 0,
                 last_line: 0,
                 acked: 0,
+                acked_mark,
                 index: vec![(1, 0)],
                 meta,
             }),
@@ -127,10 +133,7 @@ impl Spool {
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
         let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("job.json"))?)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let acked: u32 = std::fs::read_to_string(dir.join("acked"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let (acked_mark, acked) = Watermark::open(&dir.join("acked"))?;
         let format: u8 = std::fs::read_to_string(dir.join("format"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -163,6 +166,7 @@ impl Spool {
                 size,
                 last_line,
                 acked,
+                acked_mark,
                 index,
                 meta,
             }),
@@ -201,9 +205,15 @@ impl Spool {
         self.lock().acked
     }
 
+    /// Not synced to disk: the process group matters only to an agent restarted while the
+    /// job's processes live, which a crash of the machine does not leave.
     pub fn set_pgid(&self, pgid: Option<i32>) -> std::io::Result<()> {
-        self.lock().meta.pgid = pgid;
-        self.save_meta()
+        let bytes = {
+            let mut inner = self.lock();
+            inner.meta.pgid = pgid;
+            serde_json::to_vec(&inner.meta).map_err(std::io::Error::other)?
+        };
+        outpost_protocol::files::write_replacing_unsynced(&self.dir.join("job.json"), &bytes, 0o600)
     }
 
     pub fn set_outcome(&self, outcome: Outcome) -> std::io::Result<()> {
@@ -328,7 +338,7 @@ impl Spool {
             return Ok(());
         }
         inner.acked = line.min(inner.last_line);
-        write_atomic(&self.dir.join("acked"), inner.acked.to_string().as_bytes())
+        inner.acked_mark.set(inner.acked)
     }
 
     /// The controller recorded the outcome: nothing is left to keep.
