@@ -1,0 +1,113 @@
+//! The scheduler's periodic duties, beside its rounds: settling agents whose grace ran out,
+//! noticing revocations (and stamping last_seen), and re-sending open cancel requests.
+
+use std::collections::HashMap;
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{Scheduler, SessionCommand, CANCEL_RESEND};
+
+impl Scheduler {
+    /// Agents gone longer than the grace period, on any controller: their running jobs fail
+    /// ("agent lost", with a ticket); jobs they held but never started go back to the queue.
+    pub(super) async fn settle_abandoned(&mut self) {
+        match self
+            .lifecycle
+            .settle_abandoned(self.settings.agent_grace)
+            .await
+        {
+            Ok(settled) => {
+                for agent in settled {
+                    // Had it come back here meanwhile, it would not have been settled.
+                    tracing::debug!(agent = %agent.name, "lost agent settled");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot settle lost agents; trying again at the next sweep")
+            }
+        }
+    }
+
+    /// Drops the sessions of agents revoked since they connected; refreshes last_seen.
+    pub(super) async fn check_presence(&mut self, stamp_last_seen: bool) {
+        if self.agents.is_empty() {
+            return;
+        }
+        let controller = self.settings.controller_id.clone();
+        match self.store.revoked_agents().await {
+            Ok(revoked) => {
+                for id in revoked {
+                    if let Some(link) = self.agents.get(&id) {
+                        tracing::warn!(agent = %link.name, "agent revoked: dropping its session");
+                        // Closed here, not through the session's own loop, which a peer that
+                        // stops reading could keep busy.
+                        if let Some(conn) = &link.conn {
+                            conn.close(
+                                quinn::VarInt::from_u32(outpost_protocol::close::REVOKED),
+                                b"agent revoked",
+                            );
+                        }
+                        let _ = link.commands.try_send(SessionCommand::Close {
+                            code: outpost_protocol::close::REVOKED,
+                            reason: "agent revoked".into(),
+                        });
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot check revocations"),
+        }
+        if stamp_last_seen {
+            if let Err(e) = self.store.agents_seen(&controller).await {
+                tracing::debug!(error = %e, "cannot stamp last_seen");
+            }
+        }
+    }
+
+    /// Sends each open cancel request to the session holding its job, again every
+    /// [`CANCEL_RESEND`] and at once to a new session, until the job ends.
+    pub(super) async fn deliver_cancels(&mut self) {
+        if self.agents.is_empty() {
+            return;
+        }
+        let wanted = match self.store.cancel_requested_jobs().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read cancel requests");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut open = HashMap::new();
+        for (uuid, agent) in wanted {
+            let Ok(job) = Uuid::parse_str(&uuid) else {
+                continue;
+            };
+            let last = self.cancel_sent.get(&job).copied();
+            let Some(link) = self.agents.get(&agent) else {
+                if let Some(l) = last {
+                    open.insert(job, l);
+                }
+                continue;
+            };
+            let due = match last {
+                Some((session, at)) => session != link.session || now >= at + CANCEL_RESEND,
+                None => true,
+            };
+            if due
+                && link
+                    .commands
+                    .try_send(SessionCommand::Cancel {
+                        job,
+                        reason: "cancelled on request".into(),
+                    })
+                    .is_ok()
+            {
+                open.insert(job, (link.session, now));
+            } else if let Some(l) = last {
+                open.insert(job, l);
+            }
+        }
+        self.cancel_sent = open;
+    }
+}
