@@ -220,7 +220,10 @@ impl JobTable {
             let outcome = match meta.outcome.clone() {
                 Some(o) => o,
                 None => {
-                    runner::kill_job(meta.job, meta.pgid);
+                    // The recorded group may be stale (a reboot, or a number reused since):
+                    // it is killed only while it is still the job's.
+                    let group = meta.pgid.filter(|pg| runner::group_is_jobs(*pg, meta.job));
+                    runner::kill_job(meta.job, group);
                     let o = Outcome {
                         status: outpost_protocol::message::FinalStatus::Failed,
                         exit_code: None,
@@ -285,8 +288,14 @@ impl JobTable {
             delivering: std::sync::atomic::AtomicBool::new(true),
         });
         let guard = DeliveryGuard(entry.clone());
-        self.lock().entries.insert(job.job, entry.clone());
-        // The entry holds the place now.
+        {
+            // In one step, so the job is never counted twice (a second assignment then could
+            // be refused for a capacity it does not lack).
+            let mut held = self.lock();
+            held.entries.insert(job.job, entry.clone());
+            held.starting.remove(&place.job);
+        }
+        // The entry holds the place now; dropping the reservation finds nothing to give back.
         drop(place);
         let stop = entry.stop.clone();
         tokio::spawn(async move {

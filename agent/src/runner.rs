@@ -460,6 +460,30 @@ async fn terminate(
     status
 }
 
+/// Whether process group `pg` is still the job's: some process in it carries the job's mark.
+/// A group id read back from a spool may be stale (the machine rebooted, or the group ended
+/// and its number was given to another), and must not be killed then.
+pub fn group_is_jobs(pg: i32, job: uuid::Uuid) -> bool {
+    let mark = format!("{JOB_MARK}={job}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|entry| {
+        let dir = entry.path();
+        // `pid (comm) state ppid pgrp …`; the command may hold spaces and parentheses.
+        let in_group = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .is_some_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok())
+                    == Some(pg)
+            });
+        in_group
+            && std::fs::read(dir.join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == mark.as_bytes()))
+    })
+}
+
 /// SIGKILL to every process of a job: its process group, and any process that left the group
 /// but carries the job's mark in its environment (ansible's workers call setsid()).
 pub fn kill_job(job: uuid::Uuid, pgid: Option<i32>) {
@@ -903,6 +927,43 @@ fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_group_is_the_jobs_only_while_a_process_of_it_carries_the_mark() {
+        use std::os::unix::process::CommandExt;
+        let job = uuid::Uuid::new_v4();
+        let spawn = |marked: bool| {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("30").process_group(0);
+            if marked {
+                cmd.env(JOB_MARK, job.to_string());
+            }
+            cmd.spawn().expect("sleep")
+        };
+        let (mut theirs, mut ours) = (spawn(false), spawn(true));
+        let (their_group, our_group) = (theirs.id() as i32, ours.id() as i32);
+        assert!(group_is_jobs(our_group, job));
+        assert!(!group_is_jobs(their_group, job), "a group without the mark");
+        assert!(
+            !group_is_jobs(our_group, uuid::Uuid::new_v4()),
+            "another job's mark"
+        );
+        // What recovery does with a group id read back from a spool.
+        kill_job(job, Some(their_group).filter(|g| group_is_jobs(*g, job)));
+        assert!(
+            theirs.try_wait().unwrap().is_none(),
+            "a stranger's group survives"
+        );
+        kill_job(job, Some(our_group).filter(|g| group_is_jobs(*g, job)));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            ours.wait().unwrap().signal(),
+            Some(libc::SIGKILL),
+            "the job's group is killed"
+        );
+        let _ = theirs.kill();
+        let _ = theirs.wait();
+    }
 
     #[tokio::test]
     async fn long_lines_are_cut_and_crlf_trimmed() {
