@@ -54,7 +54,7 @@ impl ResultLog {
             .open(&path)?;
         writer.set_len(end)?;
         writer.seek(SeekFrom::Start(end))?;
-        let (acked_mark, acked) = Watermark::open(&dir.join("results_acked"))?;
+        let (acked_mark, acked) = Watermark::open(&dir.join("results_acked"));
         Ok(ResultLog {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {

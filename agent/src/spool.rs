@@ -108,7 +108,7 @@ impl Spool {
             .truncate(true)
             .write(true)
             .open(dir.join("lines"))?;
-        let (acked_mark, _) = Watermark::open(&dir.join("acked"))?;
+        let (acked_mark, _) = Watermark::open(&dir.join("acked"));
         acked_mark.set(0)?;
         write_atomic(&dir.join("format"), FORMAT.to_string().as_bytes())?;
         let spool = Spool {
@@ -133,7 +133,7 @@ impl Spool {
     pub fn open(dir: &Path) -> std::io::Result<Spool> {
         let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("job.json"))?)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let (acked_mark, acked) = Watermark::open(&dir.join("acked"))?;
+        let (acked_mark, acked) = Watermark::open(&dir.join("acked"));
         let format: u8 = std::fs::read_to_string(dir.join("format"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -205,15 +205,9 @@ impl Spool {
         self.lock().acked
     }
 
-    /// Not synced to disk: the process group matters only to an agent restarted while the
-    /// job's processes live, which a crash of the machine does not leave.
     pub fn set_pgid(&self, pgid: Option<i32>) -> std::io::Result<()> {
-        let bytes = {
-            let mut inner = self.lock();
-            inner.meta.pgid = pgid;
-            serde_json::to_vec(&inner.meta).map_err(std::io::Error::other)?
-        };
-        outpost_protocol::files::write_replacing_unsynced(&self.dir.join("job.json"), &bytes, 0o600)
+        self.lock().meta.pgid = pgid;
+        self.save_meta()
     }
 
     pub fn set_outcome(&self, outcome: Outcome) -> std::io::Result<()> {

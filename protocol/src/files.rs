@@ -18,18 +18,6 @@ use std::path::{Path, PathBuf};
 /// or a link, which is replaced and not followed). Readers see the old contents or the new,
 /// never a part.
 pub fn write_replacing(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, contents, mode, true)
-}
-
-/// [`write_replacing`] without its fsync: the new contents still replace the old whole, never
-/// through a link, and outlive the writer's own crash (the page cache keeps them), but a crash
-/// of the machine may leave the old ones. For records that matter only while the processes
-/// of this boot live, such as the process group of a running job.
-pub fn write_replacing_unsynced(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, contents, mode, false)
-}
-
-fn replace(path: &Path, contents: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     let tmp = temporary_name(path)?;
     // A leftover of a crash (or something planted there): create_new needs the name free.
     match std::fs::remove_file(&tmp) {
@@ -46,9 +34,7 @@ fn replace(path: &Path, contents: &[u8], mode: u32, sync: bool) -> io::Result<()
         // The mode given to open(2) is narrowed by the umask; this one is not.
         f.set_permissions(Permissions::from_mode(mode))?;
         f.write_all(contents)?;
-        if sync {
-            f.sync_all()?;
-        }
+        f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if written.is_err() {

@@ -138,8 +138,10 @@ macro_rules! claim_locked {
             let ts = crate::store::now();
             let claimed = match $dialect {
                 crate::store::Dialect::Mysql => {
+                    // The count comes with the server's lock; without one, refuse rather
+                    // than risk the limit.
                     let busy: Option<i64> = $busy;
-                    if busy.unwrap_or(0) >= limit {
+                    if busy.is_none_or(|b| b >= limit) {
                         return Ok(crate::lifecycle::Claim::ServerBusy);
                     }
                     sqlx::query(&claim_sql)
