@@ -115,11 +115,15 @@ struct Held {
     /// assignments arriving at once cannot both pass the checks (one job started twice, or
     /// one job over the capacity) while the first writes its spool.
     starting: HashSet<Uuid>,
+    /// The agent is draining: no job takes a place any more.
+    closed: bool,
 }
 
 /// Why an assignment finds no room on this agent.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NoRoom {
+    #[error("agent is shutting down")]
+    Closed,
     #[error("job already held by this agent")]
     AlreadyHeld,
     #[error("agent at capacity ({0} jobs)")]
@@ -148,6 +152,9 @@ impl JobTable {
     /// is held (or starting) already, or if `capacity` jobs are running or starting.
     pub fn reserve(&self, job: Uuid, capacity: u32) -> Result<Reservation<'_>, NoRoom> {
         let mut held = self.lock();
+        if held.closed {
+            return Err(NoRoom::Closed);
+        }
         if held.entries.contains_key(&job) || held.starting.contains(&job) {
             return Err(NoRoom::AlreadyHeld);
         }
@@ -157,6 +164,16 @@ impl JobTable {
         }
         held.starting.insert(job);
         Ok(Reservation { table: self, job })
+    }
+
+    /// Takes no more jobs, and waits until those already taking a place hold it (or gave it
+    /// back): after this, [`JobTable::all`] lists every job the agent will run.
+    pub async fn close(&self) {
+        self.lock().closed = true;
+        // A place is held only while its spool is made, which takes milliseconds.
+        while !self.lock().starting.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     pub fn get(&self, job: &Uuid) -> Option<Arc<JobEntry>> {
@@ -443,6 +460,31 @@ mod tests {
         let _held_c = table.reserve(c, 2).expect("b's place, given back");
         drop(held_a);
         assert!(table.reserve(a, 2).is_ok());
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_new_places_and_waits_for_those_being_taken() {
+        let table = Arc::new(JobTable::default());
+        let early = Uuid::new_v4();
+        let place = table.reserve(early, 10).expect("room before the drain");
+        let closing = tokio::spawn({
+            let table = table.clone();
+            async move { table.close().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !closing.is_finished(),
+            "a place being taken holds the drain's snapshot back"
+        );
+        assert_eq!(
+            table.reserve(Uuid::new_v4(), 10).err(),
+            Some(NoRoom::Closed)
+        );
+        drop(place);
+        tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+            .await
+            .expect("the drain goes on once the place is given back")
+            .unwrap();
     }
 
     #[test]

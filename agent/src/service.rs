@@ -240,6 +240,9 @@ pub async fn run(
 
 async fn drain(agent: &Agent, opts: &ServiceOptions) {
     agent.draining.cancel();
+    // An assignment that passed the draining check a moment ago may be making its spool: the
+    // snapshots below must include it.
+    agent.table.close().await;
     tracing::info!(running = agent.table.running(), "draining");
     let all_ended = || async {
         for e in agent.table.all() {
