@@ -119,6 +119,13 @@ struct Held {
     closed: bool,
 }
 
+impl Held {
+    /// Jobs whose ansible-playbook is still running (places being taken not counted).
+    fn running(&self) -> usize {
+        self.entries.values().filter(|e| !e.finished()).count()
+    }
+}
+
 /// Why an assignment finds no room on this agent.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NoRoom {
@@ -158,7 +165,7 @@ impl JobTable {
         if held.entries.contains_key(&job) || held.starting.contains(&job) {
             return Err(NoRoom::AlreadyHeld);
         }
-        let running = held.entries.values().filter(|e| !e.finished()).count();
+        let running = held.running();
         if running + held.starting.len() >= capacity as usize {
             return Err(NoRoom::AtCapacity(capacity));
         }
@@ -198,11 +205,7 @@ impl JobTable {
 
     /// Jobs whose ansible-playbook is still running.
     pub fn running(&self) -> usize {
-        self.lock()
-            .entries
-            .values()
-            .filter(|e| !e.finished())
-            .count()
+        self.lock().running()
     }
 
     /// What the Hello reports.

@@ -108,7 +108,7 @@ impl Spool {
             .truncate(true)
             .write(true)
             .open(dir.join("lines"))?;
-        let (acked_mark, _) = Watermark::open(&dir.join("acked"));
+        let acked_mark = Watermark::at(&dir.join("acked"));
         acked_mark.set(0)?;
         write_atomic(&dir.join("format"), FORMAT.to_string().as_bytes())?;
         let spool = Spool {

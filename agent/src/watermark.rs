@@ -24,6 +24,13 @@ pub struct Watermark {
 }
 
 impl Watermark {
+    /// The counter at `path`, not read (a new spool's, which is set before it is used).
+    pub fn at(path: &Path) -> Watermark {
+        Watermark {
+            path: path.to_path_buf(),
+        }
+    }
+
     /// The counter at `path` and its value: 0 when the file is missing, empty, damaged or not
     /// a plain file of its own (see the module's note on why that is safe).
     pub fn open(path: &Path) -> (Watermark, u32) {
@@ -35,12 +42,7 @@ impl Watermark {
                 std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
             })
             .unwrap_or(0);
-        (
-            Watermark {
-                path: path.to_path_buf(),
-            },
-            value,
-        )
+        (Watermark::at(path), value)
     }
 
     /// Records `value` in place (creating the file, 0600, if it is not there).

@@ -183,8 +183,10 @@ impl Lifecycle {
             // writer) claims after the insert, as the round does.
             let decided = match claim {
                 Some((c, server)) if dialect == Dialect::Mysql => {
-                    let busy = records::lock_server!(&mut *tx, dialect, server)?.unwrap_or(0);
-                    Some((busy < i64::from(c.max_per_server)).then_some(c.agent))
+                    // As in the round's claim: without a count from the lock, no claim.
+                    let busy = records::lock_server!(&mut *tx, dialect, server)?;
+                    let room = busy.is_some_and(|b| b < i64::from(c.max_per_server));
+                    Some(room.then_some(c.agent))
                 }
                 _ => None,
             };
