@@ -4,6 +4,10 @@
 //! 1. launch → assignment: `POST /api/v1/jobs` for one server, timed until an agent (a real
 //!    mTLS QUIC session built from `outpost-protocol`, answering at once) receives the
 //!    assignment; p50/p99 over `OUTPOST_BENCH_LAUNCHES` (1,000) jobs on as many servers.
+//!    1b. a run's waves through the scheduler's round: runs of 100 servers in waves of 10
+//!    (`OUTPOST_BENCH_WAVE_RUNS`, 10, per controller), each wave timed from the launch or
+//!    from the previous wave's last outcome to its assignments, beside a controller that
+//!    claims one job a commit (`--claims-per-commit 1`).
 //! 2. reads at scale: with `OUTPOST_BENCH_JOBS` (100,000) jobs and `OUTPOST_BENCH_LOG_LINES`
 //!    (10,000,000) log lines in the tables, `GET /api/v1/jobs` unfiltered, by status and by
 //!    time, and the dashboard's counts (jobs by status over 24 h, open tickets by priority),
@@ -16,7 +20,8 @@
 //!
 //! Run: `cargo bench -p outpost-controller --bench api`. `OUTPOST_BENCH_SKIP_LAUNCHES=1`
 //! leaves out part 1 (only one launch is made, to have jobs of the API's own making);
-//! `OUTPOST_BENCH_ONLY_LAUNCHES=1` stops after it.
+//! `OUTPOST_BENCH_ONLY_LAUNCHES=1` stops after it; `OUTPOST_BENCH_LOG_DIR` keeps each
+//! controller's log there, at info.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -51,6 +56,19 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
     (at(0.50), at(0.99), v[v.len() - 1])
+}
+
+/// Part 1b: servers per run, and per wave.
+const WAVE_SERVERS: usize = 100;
+const WAVE_SIZE: usize = 10;
+
+/// What the bench's agents note: when each assignment arrived, and when each job's outcome
+/// was sent.
+#[derive(Clone)]
+struct Times {
+    arrivals: Arc<Mutex<HashMap<uuid::Uuid, Instant>>>,
+    finished: Arc<Mutex<HashMap<uuid::Uuid, Instant>>>,
+    arrived: mpsc::UnboundedSender<uuid::Uuid>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -144,19 +162,40 @@ async fn main() {
             .await
             .unwrap();
     }
+    // Part 1b's servers: each controller's own, by their `dc` routing tag, so that a run's
+    // jobs are placed on its controller's agent only.
+    let wave_servers = if launches > 1 { WAVE_SERVERS } else { 0 };
+    for dc in ["a", "b"] {
+        for i in 0..wave_servers {
+            let mut new = NewServer::new(&format!("wave-{dc}-{i:03}"), "127.0.0.1", "linux");
+            new.tags = Some(serde_json::json!({ "dc": dc }));
+            store.create_server(&new, &Actor::system()).await.unwrap();
+        }
+    }
     // Two controllers on the one database, side by side: one as configured by default (a
     // one-server launch claims its job in its own transaction), one with
     // `--no-claim-at-launch` (the job waits for the scheduler's round). Each has its own agent.
     let (mut ctl, api, agent_port, api_port, token) =
         spawn_controller(bin, dir.path(), &url, &[]).await;
-    let (mut ctl_b, api_b, agent_port_b, _, _) =
-        spawn_controller(bin, dir.path(), &url, &["--no-claim-at-launch"]).await;
+    let (mut ctl_b, api_b, agent_port_b, _, _) = spawn_controller(
+        bin,
+        dir.path(),
+        &url,
+        &["--no-claim-at-launch", "--claims-per-commit", "1"],
+    )
+    .await;
 
     // The agents: take every assignment at once, note when it arrived, and finish it.
     let arrivals: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Default::default();
+    let finished: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Default::default();
     let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<uuid::Uuid>();
-    let _agent = agent(&store, &ca, "bench-a", agent_port, &arrivals, &arrived_tx).await;
-    let _agent_b = agent(&store, &ca, "bench-b", agent_port_b, &arrivals, &arrived_tx).await;
+    let times = Times {
+        arrivals: arrivals.clone(),
+        finished: finished.clone(),
+        arrived: arrived_tx.clone(),
+    };
+    let _agent = agent(&store, &ca, "bench-a", "a", agent_port, &times).await;
+    let _agent_b = agent(&store, &ca, "bench-b", "b", agent_port_b, &times).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // 1. launch → assignment, the two controllers taking turns.
@@ -197,6 +236,96 @@ async fn main() {
         let (p50, p99, max) = percentiles(dispatch_b);
         println!("  --no-claim-at-launch, at the agent:   p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
     }
+    // 1b. A run's waves through the scheduler's round: each controller launches runs of
+    // WAVE_SERVERS servers in waves of WAVE_SIZE, taking turns. Wave 1 is timed from the
+    // launch, each later wave from the moment the agent sent the previous wave's last
+    // outcome; a wave's jobs are told apart by arrival order (the next wave cannot start
+    // before the previous one is over).
+    if wave_servers > 0 {
+        let runs = env_num("OUTPOST_BENCH_WAVE_RUNS", 10);
+        let mut first = [Vec::new(), Vec::new()];
+        let mut next = [Vec::new(), Vec::new()];
+        let mut whole = [Vec::new(), Vec::new()];
+        for r in 0..2 * runs {
+            let which = r % 2;
+            let (client, dc) = if which == 0 {
+                (&api, "a")
+            } else {
+                (&api_b, "b")
+            };
+            let servers: Vec<String> = (0..wave_servers)
+                .map(|i| format!("wave-{dc}-{i:03}"))
+                .collect();
+            let t0 = Instant::now();
+            let launched: outpost_api::LaunchResponse = client
+                .post(
+                    "/api/v1/jobs",
+                    &serde_json::json!({
+                        "playbook": "bench",
+                        "servers": servers,
+                        "rollout": { "batch": WAVE_SIZE.to_string() },
+                    }),
+                )
+                .await
+                .expect("launch a run");
+            let jobs: Vec<uuid::Uuid> = launched
+                .jobs
+                .iter()
+                .map(|j| uuid::Uuid::parse_str(&j.id).unwrap())
+                .collect();
+            let mut at: Vec<(Instant, uuid::Uuid)>;
+            loop {
+                {
+                    let arrived = arrivals.lock().await;
+                    at = jobs
+                        .iter()
+                        .filter_map(|j| arrived.get(j).map(|t| (*t, *j)))
+                        .collect();
+                }
+                if at.len() == jobs.len() {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(10), arrived_rx.recv()).await;
+            }
+            at.sort();
+            let done = finished.lock().await;
+            for (w, wave) in at.chunks(WAVE_SIZE).enumerate() {
+                let from = if w == 0 {
+                    t0
+                } else {
+                    // The previous wave's last outcome, as its agent sent it.
+                    at[(w - 1) * WAVE_SIZE..w * WAVE_SIZE]
+                        .iter()
+                        .filter_map(|(_, j)| done.get(j).copied())
+                        .max()
+                        .expect("the previous wave's outcomes")
+                };
+                let times: Vec<f64> = wave
+                    .iter()
+                    .map(|(t, _)| ms(t.saturating_duration_since(from)))
+                    .collect();
+                whole[which].push(times.iter().copied().fold(0.0, f64::max));
+                let into = if w == 0 { &mut first } else { &mut next };
+                into[which].extend(times);
+            }
+        }
+        println!(
+            "a run's waves ({runs} runs per controller of {wave_servers} servers in waves of {WAVE_SIZE}):"
+        );
+        for (which, name) in [
+            (0, "claims in one commit per round (default)"),
+            (1, "--claims-per-commit 1"),
+        ] {
+            let (p50, p99, max) = percentiles(std::mem::take(&mut first[which]));
+            println!("  {name}");
+            println!("    launch -> wave 1's assignments:               p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+            let (p50, p99, max) = percentiles(std::mem::take(&mut next[which]));
+            println!("    last outcome sent -> next wave's assignments: p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+            let (p50, p99, max) = percentiles(std::mem::take(&mut whole[which]));
+            println!("    a wave's last assignment:                     p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms");
+        }
+    }
+
     let _ = ctl_b.kill();
     let _ = ctl_b.wait();
     if std::env::var_os("OUTPOST_BENCH_ONLY_LAUNCHES").is_some() {
@@ -750,6 +879,12 @@ async fn spawn_controller(
             .port()
     };
     let (agent_port, enroll_port) = (free(), free());
+    // `OUTPOST_BENCH_LOG_DIR`: each controller's log at info, to see where a figure's time
+    // went (it costs some of it).
+    let log = std::env::var_os("OUTPOST_BENCH_LOG_DIR").map(|d| {
+        std::fs::File::create(std::path::Path::new(&d).join(format!("controller-{agent_port}.log")))
+            .expect("a log file")
+    });
     let api_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -763,10 +898,10 @@ async fn spawn_controller(
         .args(["--enroll-listen", &format!("127.0.0.1:{enroll_port}")])
         .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
         .args(extra)
-        .env("OUTPOST_LOG", "warn")
+        .env("OUTPOST_LOG", if log.is_some() { "info" } else { "warn" })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log.map_or_else(Stdio::null, Stdio::from))
         .spawn()
         .expect("serve");
     let ca_pem = std::fs::read_to_string(data_dir.join("pki/ca.pem")).unwrap();
@@ -798,9 +933,9 @@ async fn agent(
     store: &Store,
     ca: &Ca,
     name: &str,
+    dc: &str,
     port: u16,
-    arrivals: &Arc<Mutex<HashMap<uuid::Uuid, Instant>>>,
-    arrived_tx: &mpsc::UnboundedSender<uuid::Uuid>,
+    times: &Times,
 ) -> quinn::Connection {
     let token = EnrollToken::generate(&ca.fingerprint());
     store
@@ -808,7 +943,7 @@ async fn agent(
             &NewEnrollmentToken {
                 secret_hash: EnrollToken::secret_hash(&token.secret),
                 name: name.into(),
-                labels: serde_json::json!({}),
+                labels: serde_json::json!({ "dc": dc }),
                 expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
             },
             &Actor::system(),
@@ -875,17 +1010,17 @@ async fn agent(
             let _ = session.recv::<Down>().await;
         }
     });
-    let (c, arrivals, arrived_tx) = (conn.clone(), arrivals.clone(), arrived_tx.clone());
+    let (c, times) = (conn.clone(), times.clone());
     tokio::spawn(async move {
         while let Ok((mut send, recv)) = c.accept_bi().await {
-            let (arrivals, arrived_tx) = (arrivals.clone(), arrived_tx.clone());
+            let times = times.clone();
             tokio::spawn(async move {
                 let mut reader = codec::spawn_reader::<_, JobDown>(recv, codec::MAX_FRAME);
                 let Some(Ok(JobDown::Assign(a))) = reader.recv().await else {
                     return;
                 };
-                arrivals.lock().await.insert(a.job, Instant::now());
-                let _ = arrived_tx.send(a.job);
+                times.arrivals.lock().await.insert(a.job, Instant::now());
+                let _ = times.arrived.send(a.job);
                 let at_ms = chrono::Utc::now().timestamp_millis();
                 for m in [
                     JobUp::Accept { job: a.job },
@@ -907,6 +1042,7 @@ async fn agent(
                         return;
                     }
                 }
+                times.finished.lock().await.insert(a.job, Instant::now());
                 let _ = reader.recv().await; // FinishAck
             });
         }

@@ -188,6 +188,10 @@ pub struct Config {
         help_heading = DAEMON
     )]
     pub claim_at_launch: Option<bool>,
+    /// Jobs the scheduler's round claims in one transaction, one commit for all (1 to 256;
+    /// 1: a commit per job) [default: 32].
+    #[arg(long, env = "OUTPOST_CLAIMS_PER_COMMIT", help_heading = DAEMON)]
+    pub claims_per_commit: Option<u32>,
     /// Time limit of a job in seconds [default: 3600].
     #[arg(
         long = "job-time-limit-secs",
@@ -371,6 +375,8 @@ pub struct Settings {
     /// A one-server launch claims its job in its own transaction when an agent has room
     /// (one synchronous commit from launch to agent instead of two).
     pub claim_at_launch: bool,
+    /// Jobs a dispatch round claims in one transaction (a wave's jobs share one commit).
+    pub claims_per_commit: u32,
     pub default_time_limit: Duration,
     pub migrate_on_start: bool,
     pub shutdown_timeout: Duration,
@@ -438,6 +444,7 @@ impl Settings {
             schedule_fire_concurrency: 8,
             max_running_per_server: 1,
             claim_at_launch: true,
+            claims_per_commit: 32,
             default_time_limit: Duration::from_secs(3600),
             migrate_on_start: true,
             shutdown_timeout: Duration::from_secs(30),
@@ -574,6 +581,9 @@ impl Settings {
         if let Some(v) = c.claim_at_launch {
             self.claim_at_launch = v;
         }
+        if let Some(v) = c.claims_per_commit {
+            self.claims_per_commit = v;
+        }
         if let Some(v) = c.default_time_limit_secs {
             self.default_time_limit = secs(v.into());
         }
@@ -652,6 +662,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "schedule_fire_concurrency",
                 message: "must be 1 to 64".into(),
+            });
+        }
+        if !(1..=256).contains(&self.claims_per_commit) {
+            return Err(ConfigError::Invalid {
+                name: "claims_per_commit",
+                message: "must be 1 to 256".into(),
             });
         }
         if self.max_running_per_server == 0 {

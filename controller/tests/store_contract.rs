@@ -42,6 +42,7 @@ contract!(
     a_long_failure_fits_its_columns,
     the_server_limit_is_part_of_the_claim,
     a_launch_claims_its_job_in_its_own_commit,
+    a_batch_of_claims_shares_one_commit,
     a_release_after_a_cancel_request_cancels,
     lost_agents_are_settled_from_the_database,
     a_schedule_slot_is_claimed_once,
@@ -328,6 +329,129 @@ async fn the_server_limit_is_part_of_the_claim(backend: Backend) {
         .unwrap(),
         Claim::Claimed(_)
     ));
+}
+
+/// A round's claims in one commit: each server's limit counts the claims already there and
+/// the batch's own; a job cancelled meanwhile is not claimed; and batches racing over the same
+/// servers in opposite orders neither deadlock nor exceed a limit.
+async fn a_batch_of_claims_shares_one_commit(backend: Backend) {
+    use outpost_controller::lifecycle::Wanted;
+    use outpost_controller::model::{AgentId, Job};
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let agent = AgentId(1);
+    let admin = Actor::user(f.admin.id);
+    let wanted = |jobs: &[Job]| -> Vec<Wanted> {
+        jobs.iter()
+            .map(|j| Wanted {
+                job: j.id,
+                server: j.server_id,
+                agent,
+                dispatch_id: uuid::Uuid::new_v4().to_string(),
+            })
+            .collect()
+    };
+
+    // Three servers, four jobs each; one job of the first already claimed, one of the second
+    // cancelled. With a limit of 2 the batch of the other eleven takes 1 + 2 + 2.
+    let jobs = three_servers_with_jobs(&store, &f, "b0", 4).await;
+    let first = claimed(&life, &jobs[0]).await;
+    life.cancel(jobs[4].id, &admin).await.unwrap();
+    let batch = wanted(&jobs[1..]);
+    let claims = life.claim_all(&batch, 2).await.unwrap();
+    use Claim::{ServerBusy as Busy, Taken};
+    let got: Vec<&str> = claims
+        .iter()
+        .map(|c| match c {
+            Claim::Claimed(_) => "claimed",
+            Busy => "busy",
+            Taken => "taken",
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "claimed", "busy", "busy", // the first server: one was there
+            "taken", "claimed", "claimed", "busy", // the second: one cancelled
+            "claimed", "claimed", "busy", "busy",
+        ]
+    );
+    for (w, c) in batch.iter().zip(&claims) {
+        let job = store.get_job(w.job).await.unwrap();
+        if let Claim::Claimed(a) = c {
+            // Each claimed job holds its own attempt, and its claim was audited.
+            assert_eq!(a.dispatch_id, w.dispatch_id);
+            assert_eq!(job.dispatch_id.as_deref(), Some(w.dispatch_id.as_str()));
+            assert_eq!(job.agent_id, Some(agent));
+            let dispatched = store
+                .list_audit(
+                    &AuditFilter {
+                        action: Some("DISPATCH".into()),
+                        resource_type: Some("job".into()),
+                        resource_id: Some(job.id.0),
+                        ..Default::default()
+                    },
+                    Paging::new(10, 0),
+                )
+                .await
+                .unwrap();
+            assert_eq!(dispatched.items.len(), 1);
+        } else {
+            assert_eq!(job.agent_id, None, "{:?} wrote its job", c);
+        }
+    }
+    assert_ne!(first.dispatch_id, batch[0].dispatch_id);
+
+    // Two batches of the same nine jobs (three servers, three jobs each), one in the other's
+    // reverse order, racing: each job is claimed once at most, each server twice.
+    for round in 1..=5 {
+        let jobs = three_servers_with_jobs(&store, &f, &format!("b{round}"), 3).await;
+        let forward = wanted(&jobs);
+        let mut backward = wanted(&jobs);
+        backward.reverse();
+        let (a, b) = tokio::join!(life.claim_all(&forward, 2), life.claim_all(&backward, 2));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut per_server = std::collections::HashMap::new();
+        for job in &jobs {
+            let won = forward
+                .iter()
+                .zip(&a)
+                .chain(backward.iter().zip(&b))
+                .filter(|(w, c)| w.job == job.id && matches!(c, Claim::Claimed(_)))
+                .count();
+            assert!(won <= 1, "job {} claimed {won} times", job.job_id);
+            *per_server.entry(job.server_id).or_insert(0) += won;
+        }
+        assert!(per_server.values().all(|n| *n == 2), "{per_server:?}");
+    }
+}
+
+/// Three new servers named after `tag`, with `n` pending jobs each, in server order.
+async fn three_servers_with_jobs(
+    store: &Store,
+    f: &Fixture,
+    tag: &str,
+    n: usize,
+) -> Vec<outpost_controller::model::Job> {
+    let admin = Actor::user(f.admin.id);
+    let mut plan = Vec::new();
+    for i in 0..3 {
+        let server = store
+            .create_server(
+                &NewServer::new(&format!("{tag}-{i}.fra1"), "10.0.0.6", "debian"),
+                &admin,
+            )
+            .await
+            .unwrap();
+        for mut j in launch_plan(f, n) {
+            j.server_id = server.id;
+            plan.push(j);
+        }
+    }
+    store.create_jobs(&plan, &admin).await.unwrap()
 }
 
 /// One-job launches racing on one server, each claiming in its own transaction: none fails

@@ -77,6 +77,16 @@ pub enum Claim {
     ServerBusy,
 }
 
+/// One claim of a batch ([`Lifecycle::claim_all`]): the job, its server, the agent it goes to
+/// and the dispatch id chosen for the attempt.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub job: JobId,
+    pub server: ServerId,
+    pub agent: AgentId,
+    pub dispatch_id: String,
+}
+
 /// A launch's claim for its one job: the agent the scheduler set a place aside on.
 #[derive(Debug, Clone, Copy)]
 pub struct LaunchClaim {
@@ -137,22 +147,22 @@ impl Lifecycle {
         agent: AgentId,
         max_per_server: u32,
     ) -> Result<Claim> {
-        let dispatch_id = Uuid::new_v4().to_string();
-        self.claim_as(job, server, agent, max_per_server, &dispatch_id)
-            .await
+        let wanted = Wanted {
+            job,
+            server,
+            agent,
+            dispatch_id: Uuid::new_v4().to_string(),
+        };
+        let claims = self.claim_all(&[wanted], max_per_server).await?;
+        // One claim per wanted job; none would mean none was taken.
+        Ok(claims.into_iter().next().unwrap_or(Claim::Taken))
     }
 
-    /// [`Lifecycle::claim`] under a dispatch id the caller chose: the scheduler makes the
-    /// job's assignment, which carries the id, while the claim commits.
-    pub async fn claim_as(
-        &self,
-        job: JobId,
-        server: ServerId,
-        agent: AgentId,
-        max_per_server: u32,
-        dispatch_id: &str,
-    ) -> Result<Claim> {
-        records::claim(&self.store, job, server, agent, dispatch_id, max_per_server).await
+    /// Claims several jobs in one transaction and one commit, each as [`Lifecycle::claim`]
+    /// would (the server's lock, its limit, counting the batch's own claims). Returns one
+    /// [`Claim`] per wanted job, in order.
+    pub async fn claim_all(&self, wanted: &[Wanted], max_per_server: u32) -> Result<Vec<Claim>> {
+        records::claim_all(&self.store, wanted, max_per_server).await
     }
 
     /// Creates a launch's run and jobs in one transaction and, when `claim` is given and the

@@ -6,8 +6,10 @@ use serde_json::json;
 
 use super::machine::Move;
 use super::run_end::{check_budget, settle_run, stop_run};
-use super::{Attempt, CancelResult, Claim, Outcome, Released};
-use crate::model::{AgentId, JobId, JobStatus, RunId};
+use std::collections::{BTreeSet, HashMap};
+
+use super::{Attempt, CancelResult, Claim, Outcome, Released, Wanted};
+use crate::model::{JobId, JobStatus, RunId, ServerId};
 use crate::notification::facts::{job_event, JobFacts, JOB_FACTS_SQL, PREVIOUS_FINAL_SQL};
 use crate::notification::TicketRef;
 use crate::store::audit::{insert_audit, insert_audits, Actor, NewAudit};
@@ -85,6 +87,17 @@ macro_rules! lock_server {
     };
 }
 pub(super) use lock_server;
+
+/// Several servers' rows, locked in one statement, each with its busy count as in
+/// [`lock_server_sql`]. `ORDER BY` the primary key makes InnoDB lock them in id order, so two
+/// batches over the same servers wait for each other instead of deadlocking.
+pub(super) fn lock_servers_sql(n: usize) -> String {
+    let list = vec!["?"; n].join(", ");
+    format!(
+        "SELECT s.id, (SELECT COUNT(*) FROM jobs j WHERE j.server_id = s.id AND j.status IN {ACTIVE_SQL} \
+         AND j.agent_id IS NOT NULL) FROM servers s WHERE s.id IN ({list}) ORDER BY s.id FOR UPDATE"
+    )
+}
 
 /// Reads the busy count of a server ([`busy_sql`]) through `$exec`; evaluates to its result.
 macro_rules! busy_count {
@@ -185,27 +198,56 @@ macro_rules! claim_locked {
 }
 pub(super) use claim_locked;
 
-/// Claims a pending, unassigned job for `agent` unless its server already has `max_per_server`
-/// jobs with agents, in a transaction of its own.
-pub(super) async fn claim(
+/// Claims a batch of jobs in one transaction: one commit for all of them, where [`claim`]
+/// takes one each. On MySQL the servers' locks and busy counts come in one statement
+/// ([`lock_servers_sql`]); each claim is then decided as [`claim`] decides one, the batch's own
+/// earlier claims counted. SQLite (one writer) checks each count in the claim's UPDATE, which
+/// sees the batch's earlier ones. Returns one [`Claim`] per wanted job, in order.
+pub(super) async fn claim_all(
     store: &Store,
-    job: JobId,
-    server: crate::model::ServerId,
-    agent: AgentId,
-    dispatch_id: &str,
+    wanted: &[Wanted],
     max_per_server: u32,
-) -> Result<Claim> {
+) -> Result<Vec<Claim>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
     let dialect = store.dialect();
+    let servers: Vec<ServerId> = wanted
+        .iter()
+        .map(|w| w.server)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     on_pool!(store, p => {
         let mut tx = p.begin_write().await?;
-        let busy = lock_server!(&mut *tx, dialect, server)?;
+        let mut busy: HashMap<ServerId, i64> = HashMap::new();
+        if dialect == Dialect::Mysql {
+            let sql = lock_servers_sql(servers.len());
+            let mut q = sqlx::query_as::<_, (ServerId, i64)>(&sql);
+            for s in &servers {
+                q = q.bind(*s);
+            }
+            busy.extend(q.fetch_all(&mut *tx).await?);
+        }
         let mut audits = Vec::new();
-        let claim = claim_locked!(&mut *tx, dialect, busy, job, server, agent, dispatch_id, max_per_server, &mut audits)?;
+        let mut claims = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            // A server not found has no lock to hold: its claim's UPDATE finds the job gone
+            // with it, as in [`claim`].
+            let count = match dialect {
+                Dialect::Mysql => Some(busy.get(&w.server).copied().unwrap_or(0)),
+                Dialect::Sqlite => None,
+            };
+            let claim = claim_locked!(&mut *tx, dialect, count, w.job, w.server, w.agent, &w.dispatch_id, max_per_server, &mut audits)?;
+            if matches!(claim, Claim::Claimed(_)) {
+                *busy.entry(w.server).or_insert(0) += 1;
+            }
+            claims.push(claim);
+        }
         insert_audits!(&mut *tx, &audits)?;
-        // Nothing was written unless it was claimed; the commit (or the rollback of a
-        // refusal) releases the server's lock either way.
+        // Nothing was written for a claim not taken; the commit releases the servers' locks.
         tx.commit().await?;
-        Ok(claim)
+        Ok(claims)
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use outpost_protocol::message::{
@@ -44,19 +44,21 @@ impl From<StoreError> for Unmade {
     }
 }
 
-/// Small revisions by digest: read and verified once, shared by every job of them.
+/// Small revisions by digest: read and verified once, shared by every job of them. Shared by
+/// the assignments of one batch, made side by side: each map is locked only to look up or to
+/// insert, never across an await (two jobs missing the same entry both make it, alike).
 #[derive(Default)]
 pub(super) struct PlaybookCache {
-    inline: HashMap<String, Arc<Vec<u8>>>,
+    inline: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     /// Revisions made of playbook rows outside any project, by (path, hash).
-    loose: HashMap<(String, String), RevisionRef>,
+    loose: Mutex<HashMap<(String, String), RevisionRef>>,
 }
 
 impl PlaybookCache {
     /// Everything the agent needs for `job`; a [`Unmade::Refused`] is a reason to fail it.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn assignment(
-        &mut self,
+        &self,
         store: &Store,
         keyring: &Keyring,
         data_dir: &Path,
@@ -120,9 +122,9 @@ impl PlaybookCache {
     /// A playbook row outside any project (made before projects and not adopted, or written
     /// straight to the store): its file, checked against its hash, packed as a one-file
     /// revision so that it runs like any other.
-    async fn loose(&mut self, data_dir: &Path, playbook: &Playbook) -> Result<RevisionRef, String> {
+    async fn loose(&self, data_dir: &Path, playbook: &Playbook) -> Result<RevisionRef, String> {
         let key = (playbook.file_path.clone(), playbook.file_hash.clone());
-        if let Some(r) = self.loose.get(&key) {
+        if let Some(r) = lock(&self.loose).get(&key) {
             return Ok(r.clone());
         }
         if !Path::new(&playbook.file_path).is_absolute() {
@@ -167,14 +169,14 @@ impl PlaybookCache {
             inventory_dir: String::new(),
             inline: inline.map(|b| b.as_ref().clone()),
         };
-        self.loose.insert(key, r.clone());
+        lock(&self.loose).insert(key, r.clone());
         Ok(r)
     }
 
     /// The revision's bytes when it is small enough to travel in the assignment (verified
     /// against its digest); otherwise checks that its file is there for the agent to fetch.
     async fn inline(
-        &mut self,
+        &self,
         data_dir: &Path,
         revision: &Revision,
     ) -> Result<Option<Arc<Vec<u8>>>, String> {
@@ -191,7 +193,7 @@ impl PlaybookCache {
                 Err(e) => Err(format!("cannot read revision file {}: {e}", path.display())),
             };
         }
-        if let Some(bytes) = self.inline.get(&revision.digest) {
+        if let Some(bytes) = lock(&self.inline).get(&revision.digest) {
             return Ok(Some(bytes.clone()));
         }
         // Bounded: a revision this small, checked against its record before reading.
@@ -218,9 +220,15 @@ impl PlaybookCache {
             ));
         }
         let bytes = Arc::new(bytes);
-        self.inline.insert(revision.digest.clone(), bytes.clone());
+        lock(&self.inline).insert(revision.digest.clone(), bytes.clone());
         Ok(Some(bytes))
     }
+}
+
+/// A cache map, locked for a lookup or an insert. A panic while one was held left nothing
+/// half-written (each is one call on the map), so a poisoned lock is taken as it is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The job's secrets: its server's SSH key and become password, its project's vault
@@ -473,7 +481,7 @@ mod tests {
         let tree = crate::project::single_file_tree(data.path(), b"- hosts: all\n").unwrap();
         let packed = crate::project::pack_revision(tree.path(), data.path()).unwrap();
         let rev = revision(&packed.digest, packed.size as i64);
-        let mut cache = PlaybookCache::default();
+        let cache = PlaybookCache::default();
         let inline = cache.inline(data.path(), &rev).await.unwrap().unwrap();
         assert_eq!(
             hex::encode(Sha256::digest(inline.as_slice())),

@@ -9,13 +9,25 @@ use outpost_protocol::message::Assignment;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use futures_util::StreamExt;
+
 use super::{
     assignment, hold, placement, waves, Dispatch, Place, Scheduler, SessionCommand, Undelivered,
     QUEUE_READ,
 };
-use crate::lifecycle::{Attempt, Claim, Outcome, Released};
+use crate::lifecycle::{Attempt, Claim, Outcome, Released, Wanted};
 use crate::metrics;
 use crate::model::{AgentId, Job, Playbook, Server, ServerId};
+
+/// Assignments of a batch made at the same time.
+const ASSIGNMENTS_AT_ONCE: usize = 8;
+
+/// A queued job the round placed on an agent, its place counted there, not claimed yet.
+struct Placed {
+    job: Job,
+    server: Server,
+    place: Place,
+}
 
 impl Scheduler {
     /// One round over the queue: every job that can be placed now is claimed and handed over;
@@ -53,17 +65,26 @@ impl Scheduler {
         let mut servers: HashMap<ServerId, Server> =
             servers?.into_iter().map(|s| (s.id, s)).collect();
         let blackouts = hold::Blackouts::load(&self.store, &enabled, &queue).await?;
+        let mut batch = Vec::new();
+        // An error stops the placing; what was placed is still claimed (or its places given
+        // back) before the round ends with it.
+        let mut failed = None;
         for job in queue {
             if self.paused.contains_key(&job.id) {
                 continue;
             }
             let server = match servers.get(&job.server_id) {
                 Some(s) => s.clone(),
-                None => {
-                    let s = self.store.get_server(job.server_id).await?;
-                    servers.insert(job.server_id, s.clone());
-                    s
-                }
+                None => match self.store.get_server(job.server_id).await {
+                    Ok(s) => {
+                        servers.insert(job.server_id, s.clone());
+                        s
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
             };
             let busy = busy_servers.get(&job.server_id).copied().unwrap_or(0);
             let placed = if let Some(reason) = blackouts.held(&job, &server) {
@@ -76,84 +97,141 @@ impl Scheduler {
             } else {
                 placement::place(self.agents.values(), &server, &self.settings.routing_keys)
             };
-            let agent_id = match placed {
-                Ok(a) => a,
+            let place = match placed.map(|a| self.agents.get_mut(&a)) {
+                Ok(Some(link)) => {
+                    // Counted now, so that the round's next placements see this one; given
+                    // back when the claim is not taken.
+                    link.in_flight += 1;
+                    Place {
+                        agent: link.id,
+                        session: link.session,
+                    }
+                }
+                Ok(None) => continue,
                 Err(reason) => {
                     if self.reasons.get(&job.id) != Some(&reason) {
-                        self.store.set_pending_reason(job.id, Some(&reason)).await?;
+                        if let Err(e) = self.store.set_pending_reason(job.id, Some(&reason)).await {
+                            failed = Some(e);
+                            break;
+                        }
                         self.reasons.insert(job.id, reason);
                     }
                     continue;
                 }
             };
-            match self.hand_over(&job, &server, agent_id).await? {
-                Claim::Claimed(_) => {
-                    *busy_servers.entry(job.server_id).or_insert(0) += 1;
-                    self.reasons.remove(&job.id);
+            *busy_servers.entry(job.server_id).or_insert(0) += 1;
+            batch.push(Placed { job, server, place });
+            if batch.len() >= self.settings.claims_per_commit as usize {
+                let full = std::mem::take(&mut batch);
+                if let Err(e) = self.hand_over_all(full, &mut busy_servers).await {
+                    failed = Some(e);
+                    break;
                 }
-                Claim::ServerBusy => {
-                    // Another controller's job got there first.
-                    busy_servers.insert(
-                        job.server_id,
-                        i64::from(self.settings.max_running_per_server),
-                    );
-                }
-                Claim::Taken => {}
             }
         }
-        Ok(())
+        let handed = self.hand_over_all(batch, &mut busy_servers).await;
+        failed.map_or(handed, Err)
     }
 
-    /// Claims the job for the agent and gives it to the agent's session. The assignment is
-    /// made while the claim commits: it needs only the dispatch id, chosen here, and reads
-    /// nothing the claim writes. It is thrown away when the claim is not taken.
-    async fn hand_over(
+    /// Claims the placed jobs in one commit and gives each claimed one to its agent's
+    /// session. The assignments are made while the claims commit: they need only the dispatch
+    /// ids, chosen here, and read nothing the claims write; one whose claim is not taken is
+    /// thrown away, and its place given back. `busy` is set right for what the claims found.
+    async fn hand_over_all(
         &mut self,
-        job: &Job,
-        server: &Server,
-        agent_id: AgentId,
-    ) -> crate::store::Result<Claim> {
-        let dispatch_id = Uuid::new_v4().to_string();
-        let time_limit = self.time_limit(job);
-        let (claim, made) = tokio::join!(
-            self.lifecycle.claim_as(
-                job.id,
-                job.server_id,
-                agent_id,
-                self.settings.max_running_per_server,
-                &dispatch_id,
-            ),
-            self.playbooks.assignment(
+        batch: Vec<Placed>,
+        busy: &mut HashMap<ServerId, i64>,
+    ) -> crate::store::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<Wanted> = batch
+            .iter()
+            .map(|p| Wanted {
+                job: p.job.id,
+                server: p.job.server_id,
+                agent: p.place.agent,
+                dispatch_id: Uuid::new_v4().to_string(),
+            })
+            .collect();
+        // Made as a list first: a stream mapping a closure over borrowed items here makes the
+        // scheduler's future lose `Send` (the compiler cannot prove it for every lifetime).
+        let mut making = Vec::with_capacity(batch.len());
+        for (p, w) in batch.iter().zip(&wanted) {
+            making.push(self.playbooks.assignment(
                 &self.store,
                 &self.keyring,
                 &self.settings.data_dir,
-                job,
-                server,
+                &p.job,
+                &p.server,
                 None,
-                &dispatch_id,
-                time_limit,
-            ),
-        );
-        let claim = claim?;
-        let Claim::Claimed(attempt) = &claim else {
-            return Ok(claim);
-        };
-        match self.send(job, server, agent_id, attempt, None, made).await {
-            Ok(true) => Ok(claim),
-            Ok(false) => Ok(Claim::Taken),
+                &w.dispatch_id,
+                self.time_limit(&p.job),
+            ));
+        }
+        // A few at a time: each reads up to four rows, on the pool the claims need too.
+        let made = futures_util::stream::iter(making)
+            .buffered(ASSIGNMENTS_AT_ONCE)
+            .collect::<Vec<_>>();
+        let max = self.settings.max_running_per_server;
+        let (claims, made) = tokio::join!(self.lifecycle.claim_all(&wanted, max), made);
+        let claims = match claims {
+            Ok(c) => c,
             Err(e) => {
-                // The claim is committed: it is handed over at a later pass, not left behind.
-                self.claimed.push(Undelivered {
-                    agent: agent_id,
-                    place: None,
-                    job: Box::new(job.clone()),
-                    server: Box::new(server.clone()),
-                    playbook: None,
-                    attempt: attempt.clone(),
-                });
-                Err(e)
+                for p in &batch {
+                    self.unreserve(p.place);
+                    not_busy_with(busy, p.job.server_id);
+                }
+                return Err(e);
+            }
+        };
+        let mut failed = None;
+        for ((p, claim), made) in batch.into_iter().zip(claims).zip(made) {
+            let attempt = match claim {
+                Claim::Claimed(attempt) => attempt,
+                Claim::ServerBusy => {
+                    // Another controller's job got there first.
+                    self.unreserve(p.place);
+                    busy.insert(p.job.server_id, i64::from(max));
+                    continue;
+                }
+                Claim::Taken => {
+                    self.unreserve(p.place);
+                    not_busy_with(busy, p.job.server_id);
+                    continue;
+                }
+            };
+            self.reasons.remove(&p.job.id);
+            let sent = self
+                .send(
+                    &p.job,
+                    &p.server,
+                    p.place.agent,
+                    &attempt,
+                    Some(p.place),
+                    made,
+                )
+                .await;
+            match sent {
+                Ok(true) => {}
+                // Back in the queue: its server is not busy with it.
+                Ok(false) => not_busy_with(busy, p.job.server_id),
+                Err(e) => {
+                    // The claim is committed: it is handed over at a later pass, not left
+                    // behind, its place still counted.
+                    self.claimed.push(Undelivered {
+                        agent: p.place.agent,
+                        place: Some(p.place),
+                        job: Box::new(p.job),
+                        server: Box::new(p.server),
+                        playbook: None,
+                        attempt,
+                    });
+                    failed.get_or_insert(e);
+                }
             }
         }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Hands over the claimed jobs not handed over yet.
@@ -280,5 +358,12 @@ impl Scheduler {
 
     async fn release(&self, attempt: &Attempt, reason: &str) -> crate::store::Result<Released> {
         self.lifecycle.release(attempt, reason).await
+    }
+}
+
+/// Takes back the round's count of a job on its server that the server is not busy with.
+fn not_busy_with(busy: &mut HashMap<ServerId, i64>, server: ServerId) {
+    if let Some(b) = busy.get_mut(&server) {
+        *b -= 1;
     }
 }
