@@ -285,6 +285,10 @@ async fn main() {
                 if at.len() == jobs.len() {
                     break;
                 }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(120),
+                    "a run's assignments did not all arrive within 2 minutes"
+                );
                 let _ = tokio::time::timeout(Duration::from_secs(10), arrived_rx.recv()).await;
             }
             at.sort();
@@ -312,6 +316,8 @@ async fn main() {
         println!(
             "a run's waves ({runs} runs per controller of {wave_servers} servers in waves of {WAVE_SIZE}):"
         );
+        // The second controller also leaves one-server launches to the round, which changes
+        // nothing here: a run of several servers always goes through the round.
         for (which, name) in [
             (0, "claims in one commit per round (default)"),
             (1, "--claims-per-commit 1"),

@@ -427,6 +427,67 @@ async fn a_batch_of_claims_shares_one_commit(backend: Backend) {
         }
         assert!(per_server.values().all(|n| *n == 2), "{per_server:?}");
     }
+
+    // Another transaction holds the second server while the batch waits for it, and claims
+    // one of its jobs before it lets go: the batch counts that claim (every count is read
+    // after every lock is held) and leaves the server at its limit of 1.
+    let jobs = three_servers_with_jobs(&store, &f, "b9", 2).await;
+    let (held, mine) = (&jobs[2], &jobs[3]);
+    let take = "UPDATE jobs SET agent_id = 1, celery_task_id = 'other', \
+                assigned_at = CURRENT_TIMESTAMP WHERE id = ?";
+    let batch = wanted(&[jobs[0].clone(), mine.clone()]);
+    let racing = {
+        let life = life.clone();
+        async move {
+            // Started once the other transaction holds its lock.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            life.claim_all(&batch, 1).await
+        }
+    };
+    let other = async {
+        use sqlx::Connection;
+        let pause = std::time::Duration::from_millis(500);
+        match backend {
+            Backend::MariaDb => {
+                let mut c = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+                let mut tx = c.begin().await.unwrap();
+                sqlx::query("SELECT id FROM servers WHERE id = ? FOR UPDATE")
+                    .bind(held.server_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(pause).await;
+                sqlx::query(take)
+                    .bind(held.id)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(pause).await;
+                sqlx::query(take)
+                    .bind(held.id)
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+            }
+        }
+    };
+    let (claims, ()) = tokio::join!(racing, other);
+    let claims = claims.unwrap();
+    assert!(matches!(claims[0], Claim::Claimed(_)), "{claims:?}");
+    assert_eq!(
+        claims[1],
+        Claim::ServerBusy,
+        "the held server went over its limit"
+    );
 }
 
 /// Three new servers named after `tag`, with `n` pending jobs each, in server order.

@@ -88,14 +88,22 @@ macro_rules! lock_server {
 }
 pub(super) use lock_server;
 
-/// Several servers' rows, locked in one statement, each with its busy count as in
-/// [`lock_server_sql`]. `ORDER BY` the primary key makes InnoDB lock them in id order, so two
-/// batches over the same servers wait for each other instead of deadlocking.
+/// Several servers' rows, locked in one statement in id order (`ORDER BY` the primary key), so
+/// that two batches over the same servers wait for each other instead of deadlocking. Unlike
+/// [`lock_server_sql`] it reads no count: InnoDB would evaluate the first row's count, opening
+/// the transaction's snapshot, before it waits for the next row's lock, and that row's count
+/// would then miss a claim committed during the wait. [`busy_counts_sql`] is read after it.
 pub(super) fn lock_servers_sql(n: usize) -> String {
     let list = vec!["?"; n].join(", ");
+    format!("SELECT id FROM servers WHERE id IN ({list}) ORDER BY id FOR UPDATE")
+}
+
+/// The busy counts ([`busy_sql`]) of several servers; a server with none has no row.
+pub(super) fn busy_counts_sql(n: usize) -> String {
+    let list = vec!["?"; n].join(", ");
     format!(
-        "SELECT s.id, (SELECT COUNT(*) FROM jobs j WHERE j.server_id = s.id AND j.status IN {ACTIVE_SQL} \
-         AND j.agent_id IS NOT NULL) FROM servers s WHERE s.id IN ({list}) ORDER BY s.id FOR UPDATE"
+        "SELECT server_id, COUNT(*) FROM jobs WHERE server_id IN ({list}) AND status IN {ACTIVE_SQL} \
+         AND agent_id IS NOT NULL GROUP BY server_id"
     )
 }
 
@@ -198,11 +206,13 @@ macro_rules! claim_locked {
 }
 pub(super) use claim_locked;
 
-/// Claims a batch of jobs in one transaction: one commit for all of them, where [`claim`]
-/// takes one each. On MySQL the servers' locks and busy counts come in one statement
-/// ([`lock_servers_sql`]); each claim is then decided as [`claim`] decides one, the batch's own
-/// earlier claims counted. SQLite (one writer) checks each count in the claim's UPDATE, which
-/// sees the batch's earlier ones. Returns one [`Claim`] per wanted job, in order.
+/// Claims a batch of jobs in one transaction: one commit for all of them. On MySQL the
+/// servers' locks are taken first ([`lock_servers_sql`], or [`lock_server_sql`] with its count
+/// for a batch of one server), then their busy counts read, so every count is read after every
+/// lock is held; room under each server's limit is given in the batch's order, and the claims'
+/// UPDATEs run in job-id order, the order in which a run's stop locks its jobs. SQLite (one
+/// writer) checks each count in the claim's UPDATE, in the batch's order.
+/// Returns one [`Claim`] per wanted job, in order.
 pub(super) async fn claim_all(
     store: &Store,
     wanted: &[Wanted],
@@ -218,36 +228,74 @@ pub(super) async fn claim_all(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let limit = i64::from(max_per_server);
     on_pool!(store, p => {
         let mut tx = p.begin_write().await?;
-        let mut busy: HashMap<ServerId, i64> = HashMap::new();
-        if dialect == Dialect::Mysql {
-            let sql = lock_servers_sql(servers.len());
-            let mut q = sqlx::query_as::<_, (ServerId, i64)>(&sql);
-            for s in &servers {
-                q = q.bind(*s);
-            }
-            busy.extend(q.fetch_all(&mut *tx).await?);
-        }
         let mut audits = Vec::new();
-        let mut claims = Vec::with_capacity(wanted.len());
-        for w in wanted {
-            // A server not found has no lock to hold: its claim's UPDATE finds the job gone
-            // with it, as in [`claim`].
-            let count = match dialect {
-                Dialect::Mysql => Some(busy.get(&w.server).copied().unwrap_or(0)),
-                Dialect::Sqlite => None,
-            };
-            let claim = claim_locked!(&mut *tx, dialect, count, w.job, w.server, w.agent, &w.dispatch_id, max_per_server, &mut audits)?;
-            if matches!(claim, Claim::Claimed(_)) {
-                *busy.entry(w.server).or_insert(0) += 1;
+        let mut claims: Vec<Option<Claim>> = vec![None; wanted.len()];
+        match dialect {
+            Dialect::Mysql => {
+                let mut busy: HashMap<ServerId, i64> = HashMap::new();
+                if let [one] = servers.as_slice() {
+                    if let Some(b) = lock_server!(&mut *tx, dialect, *one)? {
+                        busy.insert(*one, b);
+                    }
+                } else {
+                    let sql = lock_servers_sql(servers.len());
+                    let mut q = sqlx::query(&sql);
+                    for s in &servers {
+                        q = q.bind(*s);
+                    }
+                    q.fetch_all(&mut *tx).await?;
+                    let sql = busy_counts_sql(servers.len());
+                    let mut q = sqlx::query_as::<_, (ServerId, i64)>(&sql);
+                    for s in &servers {
+                        q = q.bind(*s);
+                    }
+                    busy.extend(q.fetch_all(&mut *tx).await?);
+                }
+                // Room is given in the batch's order (the first queued first); the UPDATEs of
+                // a pass run in job-id order. A job found taken gives its room back, to the
+                // next of its server in another pass.
+                loop {
+                    let mut tried = Vec::new();
+                    for (i, w) in wanted.iter().enumerate() {
+                        let b = busy.entry(w.server).or_insert(0);
+                        if claims[i].is_none() && *b < limit {
+                            *b += 1;
+                            tried.push(i);
+                        }
+                    }
+                    if tried.is_empty() {
+                        break;
+                    }
+                    tried.sort_by_key(|i| wanted[*i].job);
+                    for i in tried {
+                        let w = &wanted[i];
+                        // The room was counted above: the claim is told there is some.
+                        let claim = claim_locked!(&mut *tx, dialect, Some(0), w.job, w.server, w.agent, &w.dispatch_id, max_per_server, &mut audits)?;
+                        if !matches!(claim, Claim::Claimed(_)) {
+                            if let Some(b) = busy.get_mut(&w.server) {
+                                *b -= 1;
+                            }
+                        }
+                        claims[i] = Some(claim);
+                    }
+                }
+                for c in claims.iter_mut().filter(|c| c.is_none()) {
+                    *c = Some(Claim::ServerBusy);
+                }
             }
-            claims.push(claim);
+            Dialect::Sqlite => {
+                for (i, w) in wanted.iter().enumerate() {
+                    claims[i] = Some(claim_locked!(&mut *tx, dialect, None, w.job, w.server, w.agent, &w.dispatch_id, max_per_server, &mut audits)?);
+                }
+            }
         }
         insert_audits!(&mut *tx, &audits)?;
         // Nothing was written for a claim not taken; the commit releases the servers' locks.
         tx.commit().await?;
-        Ok(claims)
+        Ok(claims.into_iter().map(|c| c.unwrap_or(Claim::Taken)).collect())
     })
 }
 

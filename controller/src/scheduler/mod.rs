@@ -372,12 +372,13 @@ impl Scheduler {
 
     /// Gives back a reserved place (on the session it was counted in).
     fn unreserve(&mut self, r: Place) {
-        if let Some(l) = self
-            .agents
-            .get_mut(&r.agent)
-            .filter(|l| l.session == r.session)
-        {
-            l.in_flight = l.in_flight.saturating_sub(1);
-        }
+        give_back(&mut self.agents, r);
+    }
+}
+
+/// Gives back a place counted in an agent's load, on the session it was counted in.
+fn give_back(agents: &mut HashMap<AgentId, AgentLink>, r: Place) {
+    if let Some(l) = agents.get_mut(&r.agent).filter(|l| l.session == r.session) {
+        l.in_flight = l.in_flight.saturating_sub(1);
     }
 }

@@ -2,7 +2,7 @@
 //! each queued job placed on an agent and claimed, and its assignment handed to the agent's
 //! session; and the hand-over of jobs a launch claimed itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use outpost_protocol::message::Assignment;
@@ -12,10 +12,10 @@ use uuid::Uuid;
 use futures_util::StreamExt;
 
 use super::{
-    assignment, hold, placement, waves, Dispatch, Place, Scheduler, SessionCommand, Undelivered,
-    QUEUE_READ,
+    assignment, give_back, hold, placement, waves, AgentLink, Dispatch, Place, Scheduler,
+    SessionCommand, Undelivered, QUEUE_READ,
 };
-use crate::lifecycle::{Attempt, Claim, Outcome, Released, Wanted};
+use crate::lifecycle::{Attempt, Claim, Lifecycle, Outcome, Wanted};
 use crate::metrics;
 use crate::model::{AgentId, Job, Playbook, Server, ServerId};
 
@@ -134,9 +134,10 @@ impl Scheduler {
     }
 
     /// Claims the placed jobs in one commit and gives each claimed one to its agent's
-    /// session. The assignments are made while the claims commit: they need only the dispatch
-    /// ids, chosen here, and read nothing the claims write; one whose claim is not taken is
-    /// thrown away, and its place given back. `busy` is set right for what the claims found.
+    /// session. The assignments are made while the claims commit (they need only the dispatch
+    /// ids, chosen here, and read nothing the claims write), and each claimed job is sent as
+    /// soon as its own is made; one whose claim is not taken is thrown away, and its place
+    /// given back. `busy` is set right for what the claims found.
     async fn hand_over_all(
         &mut self,
         batch: Vec<Placed>,
@@ -154,64 +155,96 @@ impl Scheduler {
                 dispatch_id: Uuid::new_v4().to_string(),
             })
             .collect();
+        let limits: Vec<Duration> = batch.iter().map(|p| self.time_limit(&p.job)).collect();
+        let max = self.settings.max_running_per_server;
+        // Apart: the assignments borrow the cache and the store while jobs are sent.
+        let Scheduler {
+            agents,
+            lifecycle,
+            playbooks,
+            store,
+            keyring,
+            settings,
+            claimed,
+            reasons,
+            ..
+        } = self;
         // Made as a list first: a stream mapping a closure over borrowed items here makes the
         // scheduler's future lose `Send` (the compiler cannot prove it for every lifetime).
         let mut making = Vec::with_capacity(batch.len());
-        for (p, w) in batch.iter().zip(&wanted) {
-            making.push(self.playbooks.assignment(
-                &self.store,
-                &self.keyring,
-                &self.settings.data_dir,
+        for ((p, w), limit) in batch.iter().zip(&wanted).zip(limits) {
+            making.push(playbooks.assignment(
+                store,
+                keyring,
+                &settings.data_dir,
                 &p.job,
                 &p.server,
                 None,
                 &w.dispatch_id,
-                self.time_limit(&p.job),
+                limit,
             ));
         }
         // A few at a time: each reads up to four rows, on the pool the claims need too.
-        let made = futures_util::stream::iter(making)
-            .buffered(ASSIGNMENTS_AT_ONCE)
-            .collect::<Vec<_>>();
-        let max = self.settings.max_running_per_server;
-        let (claims, made) = tokio::join!(self.lifecycle.claim_all(&wanted, max), made);
+        let mut made = futures_util::stream::iter(making).buffered(ASSIGNMENTS_AT_ONCE);
+        let claiming = lifecycle.claim_all(&wanted, max);
+        tokio::pin!(claiming);
+        let mut early = VecDeque::new();
+        let claims = loop {
+            tokio::select! {
+                claims = &mut claiming => break claims,
+                Some(a) = made.next() => early.push_back(a),
+            }
+        };
         let claims = match claims {
             Ok(c) => c,
+            // Nothing was claimed, unless the commit itself failed after the server wrote
+            // it: then the jobs stay claimed and undelivered until their agent's next
+            // session squares them (as a single claim's would).
             Err(e) => {
                 for p in &batch {
-                    self.unreserve(p.place);
+                    give_back(agents, p.place);
                     not_busy_with(busy, p.job.server_id);
                 }
                 return Err(e);
             }
         };
         let mut failed = None;
-        for ((p, claim), made) in batch.into_iter().zip(claims).zip(made) {
+        for (p, claim) in batch.iter().zip(claims) {
+            // In the batch's order, one per job, claimed or not.
+            let made_one = match early.pop_front() {
+                Some(a) => a,
+                None => made.next().await.unwrap_or_else(|| {
+                    Err(assignment::Unmade::Refused(
+                        "the job's assignment was never made".into(),
+                    ))
+                }),
+            };
             let attempt = match claim {
                 Claim::Claimed(attempt) => attempt,
                 Claim::ServerBusy => {
                     // Another controller's job got there first.
-                    self.unreserve(p.place);
+                    give_back(agents, p.place);
                     busy.insert(p.job.server_id, i64::from(max));
                     continue;
                 }
                 Claim::Taken => {
-                    self.unreserve(p.place);
+                    give_back(agents, p.place);
                     not_busy_with(busy, p.job.server_id);
                     continue;
                 }
             };
-            self.reasons.remove(&p.job.id);
-            let sent = self
-                .send(
-                    &p.job,
-                    &p.server,
-                    p.place.agent,
-                    &attempt,
-                    Some(p.place),
-                    made,
-                )
-                .await;
+            reasons.remove(&p.job.id);
+            let sent = send(
+                agents,
+                lifecycle,
+                &p.job,
+                &p.server,
+                p.place.agent,
+                &attempt,
+                Some(p.place),
+                made_one,
+            )
+            .await;
             match sent {
                 Ok(true) => {}
                 // Back in the queue: its server is not busy with it.
@@ -219,11 +252,11 @@ impl Scheduler {
                 Err(e) => {
                     // The claim is committed: it is handed over at a later pass, not left
                     // behind, its place still counted.
-                    self.claimed.push(Undelivered {
+                    claimed.push(Undelivered {
                         agent: p.place.agent,
                         place: Some(p.place),
-                        job: Box::new(p.job),
-                        server: Box::new(p.server),
+                        job: Box::new(p.job.clone()),
+                        server: Box::new(p.server.clone()),
                         playbook: None,
                         attempt,
                     });
@@ -285,8 +318,17 @@ impl Scheduler {
                 time_limit,
             )
             .await;
-        self.send(job, server, agent_id, attempt, reserved, made)
-            .await
+        send(
+            &mut self.agents,
+            &self.lifecycle,
+            job,
+            server,
+            agent_id,
+            attempt,
+            reserved,
+            made,
+        )
+        .await
     }
 
     /// A template may give its jobs their own limit; the others run under the default.
@@ -297,68 +339,69 @@ impl Scheduler {
             .map(Duration::from_secs)
             .unwrap_or(self.settings.default_time_limit)
     }
+}
 
-    /// Sends a claimed job's assignment, as made, to the agent's session (see
-    /// [`Scheduler::deliver`] for what it returns).
-    async fn send(
-        &mut self,
-        job: &Job,
-        server: &Server,
-        agent_id: AgentId,
-        attempt: &Attempt,
-        reserved: Option<Place>,
-        made: Result<Assignment, assignment::Unmade>,
-    ) -> crate::store::Result<bool> {
-        let assignment = match made {
-            Ok(a) => a,
-            // The claim stands: the job is handed over again at the next pass (a launch's
-            // place still counted).
-            Err(assignment::Unmade::Away(e)) => return Err(e),
-            Err(assignment::Unmade::Refused(reason)) => {
-                if let Some(r) = reserved {
-                    self.unreserve(r);
-                }
-                self.lifecycle
-                    .finish(attempt, &Outcome::failed(reason))
-                    .await?;
-                return Ok(true);
+/// Sends a claimed job's assignment, as made, to the agent's session (see
+/// [`Scheduler::deliver`] for what it returns). Takes the scheduler's agents and lifecycle
+/// apart from the rest of it, so that a batch's assignments are made while its jobs are sent.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    agents: &mut HashMap<AgentId, AgentLink>,
+    lifecycle: &Lifecycle,
+    job: &Job,
+    server: &Server,
+    agent_id: AgentId,
+    attempt: &Attempt,
+    reserved: Option<Place>,
+    made: Result<Assignment, assignment::Unmade>,
+) -> crate::store::Result<bool> {
+    let assignment = match made {
+        Ok(a) => a,
+        // The claim stands: the job is handed over again at the next pass (a launch's
+        // place still counted).
+        Err(assignment::Unmade::Away(e)) => return Err(e),
+        Err(assignment::Unmade::Refused(reason)) => {
+            // The place is given back once the failure is recorded: a record that fails
+            // leaves the job for a later pass, its place still counted.
+            lifecycle.finish(attempt, &Outcome::failed(reason)).await?;
+            if let Some(r) = reserved {
+                give_back(agents, r);
             }
-        };
-        let Some(link) = self.agents.get_mut(&agent_id) else {
-            self.release(attempt, "agent went away").await?;
-            return Ok(false);
-        };
-        // Counted already when reserved on this very session; a newer session counts it now.
-        let counted = reserved.is_some_and(|r| r.session == link.session);
-        let mut claimed = job.clone();
-        claimed.dispatch_id = Some(attempt.dispatch_id.clone());
-        claimed.agent_id = Some(agent_id);
-        if link
-            .commands
-            .try_send(SessionCommand::Assign(Box::new(Dispatch {
-                job: claimed,
-                assignment,
-            })))
-            .is_err()
-        {
-            if counted {
-                link.in_flight = link.in_flight.saturating_sub(1);
-            }
-            self.release(attempt, "agent session is not taking work")
-                .await?;
-            return Ok(false);
+            return Ok(true);
         }
-        if !counted {
-            link.in_flight += 1;
+    };
+    let Some(link) = agents.get_mut(&agent_id) else {
+        lifecycle.release(attempt, "agent went away").await?;
+        return Ok(false);
+    };
+    // Counted already when reserved on this very session; a newer session counts it now.
+    let counted = reserved.is_some_and(|r| r.session == link.session);
+    let mut claimed = job.clone();
+    claimed.dispatch_id = Some(attempt.dispatch_id.clone());
+    claimed.agent_id = Some(agent_id);
+    if link
+        .commands
+        .try_send(SessionCommand::Assign(Box::new(Dispatch {
+            job: claimed,
+            assignment,
+        })))
+        .is_err()
+    {
+        // As above: given back only once the release is recorded.
+        lifecycle
+            .release(attempt, "agent session is not taking work")
+            .await?;
+        if counted {
+            link.in_flight = link.in_flight.saturating_sub(1);
         }
-        metrics::global().jobs_dispatched.inc();
-        tracing::info!(job = %job.job_id, agent = %link.name, server = %server.hostname, "dispatched");
-        Ok(true)
+        return Ok(false);
     }
-
-    async fn release(&self, attempt: &Attempt, reason: &str) -> crate::store::Result<Released> {
-        self.lifecycle.release(attempt, reason).await
+    if !counted {
+        link.in_flight += 1;
     }
+    metrics::global().jobs_dispatched.inc();
+    tracing::info!(job = %job.job_id, agent = %link.name, server = %server.hostname, "dispatched");
+    Ok(true)
 }
 
 /// Takes back the round's count of a job on its server that the server is not busy with.
