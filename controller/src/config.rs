@@ -192,6 +192,10 @@ pub struct Config {
     /// 1: a commit per job) [default: 32].
     #[arg(long, env = "OUTPOST_CLAIMS_PER_COMMIT", help_heading = DAEMON)]
     pub claims_per_commit: Option<u32>,
+    /// Agents' outcomes recorded in one transaction when they arrive together, one commit for
+    /// all (1 to 256; 1: a commit per outcome) [default: 32].
+    #[arg(long, env = "OUTPOST_OUTCOMES_PER_COMMIT", help_heading = DAEMON)]
+    pub outcomes_per_commit: Option<u32>,
     /// Time limit of a job in seconds [default: 3600].
     #[arg(
         long = "job-time-limit-secs",
@@ -377,6 +381,9 @@ pub struct Settings {
     pub claim_at_launch: bool,
     /// Jobs a dispatch round claims in one transaction (a wave's jobs share one commit).
     pub claims_per_commit: u32,
+    /// Outcomes recorded in one transaction when they arrive together (a wave's ends share
+    /// one commit and one turn on their run's lock).
+    pub outcomes_per_commit: u32,
     pub default_time_limit: Duration,
     pub migrate_on_start: bool,
     pub shutdown_timeout: Duration,
@@ -445,6 +452,7 @@ impl Settings {
             max_running_per_server: 1,
             claim_at_launch: true,
             claims_per_commit: 32,
+            outcomes_per_commit: 32,
             default_time_limit: Duration::from_secs(3600),
             migrate_on_start: true,
             shutdown_timeout: Duration::from_secs(30),
@@ -584,6 +592,9 @@ impl Settings {
         if let Some(v) = c.claims_per_commit {
             self.claims_per_commit = v;
         }
+        if let Some(v) = c.outcomes_per_commit {
+            self.outcomes_per_commit = v;
+        }
         if let Some(v) = c.default_time_limit_secs {
             self.default_time_limit = secs(v.into());
         }
@@ -667,6 +678,12 @@ impl Settings {
         if !(1..=256).contains(&self.claims_per_commit) {
             return Err(ConfigError::Invalid {
                 name: "claims_per_commit",
+                message: "must be 1 to 256".into(),
+            });
+        }
+        if !(1..=256).contains(&self.outcomes_per_commit) {
+            return Err(ConfigError::Invalid {
+                name: "outcomes_per_commit",
                 message: "must be 1 to 256".into(),
             });
         }

@@ -1,5 +1,5 @@
 //! What one controller process shares, built once by [`crate::server`]: the store and the job
-//! lifecycle, the scheduler and ingest handles, the CA, the settings, the login throttle and
+//! lifecycle (with its outcome recorder), the scheduler and ingest handles, the CA, the settings, the login throttle and
 //! the stop signal. The services ([`crate::service`]), the web port and every agent session
 //! hold the same [`Core`], so there is one lifecycle and one view of the settings.
 
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bundle::Origin;
 use crate::config::Settings;
 use crate::ingest::IngestHandle;
+use crate::lifecycle::outcomes::OutcomeRecorder;
 use crate::lifecycle::Lifecycle;
 use crate::model::User;
 use crate::scheduler::SchedulerHandle;
@@ -23,6 +24,8 @@ use crate::throttle::Throttle;
 pub struct Core {
     pub store: Store,
     pub lifecycle: Lifecycle,
+    /// Records agents' outcomes, those that arrive together in one commit.
+    pub outcomes: OutcomeRecorder,
     pub settings: Arc<Settings>,
     pub scheduler: SchedulerHandle,
     pub ingest: IngestHandle,
@@ -73,8 +76,12 @@ impl Core {
         archive: crate::archive::Archive,
         stop: CancellationToken,
     ) -> Core {
+        let lifecycle = Lifecycle::new(store.clone());
+        // The recorder's tasks end once the last handle is gone, with the last session.
+        let outcomes = OutcomeRecorder::spawn(lifecycle.clone(), settings.outcomes_per_commit);
         Core {
-            lifecycle: Lifecycle::new(store.clone()),
+            lifecycle,
+            outcomes,
             store,
             settings,
             scheduler,

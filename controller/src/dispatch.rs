@@ -413,9 +413,16 @@ impl JobStream {
     /// Records the outcome and tells the agent it may forget the job; an outcome that cannot
     /// be recorded now is not acknowledged, so the agent sends it again on its next stream.
     async fn settle(&mut self, outcome: &Outcome) -> Step {
-        match self.ctx.lifecycle.finish(&self.attempt(), outcome).await {
+        match self.ctx.outcomes.record(&self.attempt(), outcome).await {
             Ok(recorded) => {
-                tracing::info!(job = %self.job.job_id, status = %outcome.status, recorded, "finished")
+                tracing::info!(job = %self.job.job_id, status = %outcome.status, recorded, "finished");
+                // The agent let go of its place when the run ended (it counts only jobs not
+                // finished), and the job's server is free: the round may place the next job,
+                // of this run's next wave perhaps, now rather than after the acknowledgement.
+                self.ctx.scheduler.send(Event::Freed {
+                    agent: self.owner.agent,
+                    session: self.owner.session,
+                });
             }
             Err(e) => {
                 // Not acknowledged: the agent keeps the outcome and resends it on its next
@@ -436,10 +443,6 @@ impl JobStream {
         .await;
         let _ = self.send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.send.stopped()).await;
-        self.ctx.scheduler.send(Event::Freed {
-            agent: self.owner.agent,
-            session: self.owner.session,
-        });
         Step::Done
     }
 

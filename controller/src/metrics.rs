@@ -57,6 +57,8 @@ pub struct Metrics {
     pub ingest_bulk_load: Gauge,
     pub jobs_dispatched: Counter,
     pub jobs_finished: Counter,
+    /// Shared commits of outcomes that failed and were recorded one by one instead.
+    pub outcome_batches_split: Counter,
     pub agents_connected: Gauge,
     pub handshakes_refused: Counter,
     pub revision_bytes_served: Counter,
@@ -86,7 +88,7 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 9] = [
+        let rows: [(&str, &str, &str, u64); 10] = [
             (
                 "outpost_log_lines_ingested_total",
                 "counter",
@@ -122,6 +124,12 @@ impl Metrics {
                 "counter",
                 "Jobs that reached a final state here.",
                 self.jobs_finished.get(),
+            ),
+            (
+                "outpost_outcome_batches_split_total",
+                "counter",
+                "Outcomes recorded together whose shared commit failed (a lock conflict, a refused value) and were recorded one by one.",
+                self.outcome_batches_split.get(),
             ),
             (
                 "outpost_agents_connected",
@@ -196,7 +204,7 @@ mod tests {
             text.contains("# TYPE outpost_agents_connected gauge\noutpost_agents_connected 3\n"),
             "{text}"
         );
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 9);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 10);
         // The replica's rows appear once one is configured; its lag is unknown until looked at.
         m.replica_configured();
         let text = m.render();
@@ -205,6 +213,6 @@ mod tests {
                 && text.contains("\noutpost_replica_in_use 0\n"),
             "{text}"
         );
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 13);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 14);
     }
 }

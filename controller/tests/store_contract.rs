@@ -2,6 +2,7 @@
 //! expectations.
 
 use chrono::{Duration, SubsecRound, Utc};
+use outpost_controller::lifecycle::outcomes::OutcomeRecorder;
 use outpost_controller::lifecycle::{
     Attempt, CancelResult, Claim, Final, Lifecycle, Outcome, Released,
 };
@@ -49,6 +50,7 @@ contract!(
     dashboard_charts_aggregate_alike,
     a_run_stops_at_its_budget_and_ends_with_one_ticket,
     a_run_ends_once_when_its_last_jobs_end_together,
+    outcomes_that_arrive_together_share_one_commit,
     task_results_land_once_and_filter,
     lists_page_by_cursor_with_names,
     changes_that_read_first_wait_their_turn,
@@ -85,6 +87,15 @@ async fn launch_run(
         .await
         .expect("run");
     (id.expect("a run id"), jobs)
+}
+
+fn success() -> Outcome {
+    Outcome {
+        status: Final::Success,
+        exit_code: Some(0),
+        error_message: None,
+        unreachable: false,
+    }
 }
 
 fn failure() -> Outcome {
@@ -143,16 +154,8 @@ async fn a_run_ends_once_when_its_last_jobs_end_together(backend: Backend) {
     let f = fixture(&store).await;
     sqlx_insert_agent(&db, &store).await;
     let (run, jobs) = launch_run(&store, &f, 3, None).await;
-    let mut attempts = Vec::new();
-    for j in &jobs {
-        attempts.push(claimed(&life, j).await);
-    }
-    let ok = Outcome {
-        status: Final::Success,
-        exit_code: Some(0),
-        error_message: None,
-        unreachable: false,
-    };
+    let attempts = claimed_all(&life, &jobs).await;
+    let ok = success();
     assert!(life.finish(&attempts[0], &ok).await.unwrap());
     assert_eq!(
         store.get_run(run).await.unwrap().status,
@@ -176,6 +179,251 @@ async fn a_run_ends_once_when_its_last_jobs_end_together(backend: Backend) {
     assert_eq!((counts.success, counts.failed, counts.active()), (1, 2, 0));
 }
 
+/// How many audit records of `action` name the run.
+async fn run_audits(store: &Store, run: outpost_controller::model::RunId, action: &str) -> usize {
+    store
+        .list_audit(
+            &AuditFilter {
+                action: Some(action.into()),
+                resource_type: Some("run".into()),
+                resource_id: Some(run.0),
+                ..Default::default()
+            },
+            Paging::new(10, 0),
+        )
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
+    use outpost_controller::model::RunStatus;
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    sqlx_insert_agent(&db, &store).await;
+    let (run_a, a_jobs) = launch_run(&store, &f, 4, None).await;
+    let (run_b, b_jobs) = launch_run(&store, &f, 2, None).await;
+    let a = claimed_all(&life, &a_jobs).await;
+    let b = claimed_all(&life, &b_jobs).await;
+    let ok = success();
+    let prepare = |attempt: Attempt, outcome: Outcome| {
+        let life = life.clone();
+        async move {
+            life.prepare_finish(&attempt, &outcome)
+                .await
+                .unwrap()
+                .expect("held")
+        }
+    };
+    let stale = Attempt {
+        job: a[2].job,
+        dispatch_id: "not-this-attempt".into(),
+    };
+    // A job of no run, with its own ticket.
+    let lone = launch(&store, &f, 1).await;
+    let lone = claimed(&life, &lone[0]).await;
+    // Two runs' jobs, in no particular order, and an attempt that no longer holds its job.
+    let first = vec![
+        prepare(b[0].clone(), failure()).await,
+        prepare(a[1].clone(), ok.clone()).await,
+        prepare(stale, ok.clone()).await,
+        prepare(lone.clone(), failure()).await,
+        prepare(a[0].clone(), ok.clone()).await,
+    ];
+    let moved: Vec<bool> = life
+        .finish_all(&first)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        moved,
+        [true, true, false, true, true],
+        "one result per outcome, in order"
+    );
+    assert_eq!(
+        tickets_of(&store, lone.job).await.total,
+        1,
+        "the lone job's own ticket"
+    );
+    assert_eq!(
+        tickets_of(&store, b[0].job).await.total,
+        0,
+        "its run opens the ticket"
+    );
+    assert_eq!(
+        store.get_job(a[2].job).await.unwrap().status,
+        JobStatus::Pending
+    );
+    assert_eq!(
+        store.get_job(b[0].job).await.unwrap().status,
+        JobStatus::Failed
+    );
+    for r in [run_a, run_b] {
+        assert_eq!(store.get_run(r).await.unwrap().status, RunStatus::Running);
+    }
+    // Each finished job has its own FINISH record.
+    for job in [a[0].job, a[1].job, b[0].job] {
+        let finished = store
+            .list_audit(
+                &AuditFilter {
+                    action: Some("FINISH".into()),
+                    resource_type: Some("job".into()),
+                    resource_id: Some(job.0),
+                    ..Default::default()
+                },
+                Paging::new(10, 0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(finished.items.len(), 1, "job {job}");
+    }
+    // Both runs' last jobs end in two batches at the same moment, one outcome sent in both.
+    let x = vec![
+        prepare(a[2].clone(), failure()).await,
+        prepare(b[1].clone(), ok.clone()).await,
+    ];
+    let y = vec![
+        prepare(a[3].clone(), ok.clone()).await,
+        prepare(a[2].clone(), failure()).await,
+    ];
+    let (rx, ry) = tokio::join!(life.finish_all(&x), life.finish_all(&y));
+    let rx: Vec<bool> = rx.into_iter().map(|r| r.unwrap()).collect();
+    let ry: Vec<bool> = ry.into_iter().map(|r| r.unwrap()).collect();
+    assert!(rx[1] && ry[0], "{rx:?} {ry:?}");
+    assert!(
+        rx[0] ^ ry[1],
+        "the outcome sent twice is recorded once: {rx:?} {ry:?}"
+    );
+    // Each run ends once, with the status of all its jobs and one ticket listing its failures.
+    for (r, jobs) in [(run_a, 4), (run_b, 2)] {
+        let run = store.get_run(r).await.unwrap();
+        assert_eq!(run.status, RunStatus::PartiallyFailed, "run {r}");
+        assert!(run.completed_at.is_some());
+        assert_eq!(
+            run_audits(&store, r, "FINISH").await,
+            1,
+            "run {r} ended once"
+        );
+        assert_eq!(store.run_tickets(r).await.unwrap().len(), 1, "run {r}");
+        let counts = store.run_counts(r).await.unwrap();
+        assert_eq!(counts.success + counts.failed, jobs);
+        assert_eq!(counts.active(), 0);
+    }
+    // Again, with every job final: nothing moves, nothing ends twice.
+    assert!(life.finish_all(&x).await.into_iter().all(|r| !r.unwrap()));
+    for r in [run_a, run_b] {
+        assert_eq!(run_audits(&store, r, "FINISH").await, 1);
+    }
+    // Many runs racing in many batches: each ends exactly once.
+    let mut runs = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (r, jobs) = launch_run(&store, &f, 3, None).await;
+        runs.push(r);
+        for j in &jobs {
+            held.push(claimed(&life, j).await);
+        }
+    }
+    let mut batches: Vec<Vec<_>> = vec![Vec::new(); 3];
+    for (i, attempt) in held.iter().enumerate() {
+        batches[i % 3].push(prepare(attempt.clone(), ok.clone()).await);
+    }
+    let results = futures_util::future::join_all(batches.iter().map(|b| life.finish_all(b))).await;
+    assert!(results.into_iter().flatten().all(|r| r.unwrap()));
+    for r in runs {
+        assert_eq!(store.get_run(r).await.unwrap().status, RunStatus::Succeeded);
+        assert_eq!(
+            run_audits(&store, r, "FINISH").await,
+            1,
+            "run {r} ended once"
+        );
+    }
+    // Two failures in one batch spend a run's budget of 1: the run stops, once, and its job
+    // still held is asked to stop.
+    let (r, jobs) = launch_run(&store, &f, 3, Some(1)).await;
+    let held = claimed_all(&life, &jobs).await;
+    let two = vec![
+        prepare(held[1].clone(), failure()).await,
+        prepare(held[0].clone(), failure()).await,
+    ];
+    assert!(life.finish_all(&two).await.into_iter().all(|m| m.unwrap()));
+    let run = store.get_run(r).await.unwrap();
+    assert_eq!(
+        run.stop_reason.as_deref(),
+        Some("failure budget spent: 2 of 3 failed (budget 1)")
+    );
+    assert_eq!(run_audits(&store, r, "STOP").await, 1);
+    assert!(store
+        .get_job(held[2].job)
+        .await
+        .unwrap()
+        .cancel_requested_at
+        .is_some());
+    assert_eq!(run.status, RunStatus::Running, "one job is still held");
+    // The end of a wave's last job releases the next wave in the same commit; the round that
+    // decides the same later finds it released.
+    let mut plan = launch_plan(&f, 3);
+    plan[2].wave = 1;
+    let rolling = outpost_controller::store::runs::NewRun {
+        run_uuid: outpost_controller::model::RunUuid::new_v4(),
+        user_id: f.admin.id,
+        playbook_id: f.playbook.id,
+        template_id: None,
+        schedule_id: None,
+        spec: None,
+        total: 3,
+        waves: 2,
+        budgets: Default::default(),
+        relaunch_of: None,
+    };
+    let (r, jobs) = store
+        .create_jobs_audited(&plan, &Actor::user(f.admin.id), None, Some(&rolling))
+        .await
+        .unwrap();
+    let r = r.unwrap();
+    let first_wave = vec![prepare(claimed(&life, &jobs[0]).await, ok.clone()).await];
+    assert!(life.finish_all(&first_wave).await[0].as_ref().unwrap());
+    assert_eq!(
+        store.get_run(r).await.unwrap().current_wave,
+        0,
+        "a job of the first wave is still pending"
+    );
+    assert_eq!(run_audits(&store, r, "RELEASE_WAVE").await, 0);
+    let last = vec![prepare(claimed(&life, &jobs[1]).await, failure()).await];
+    assert!(life.finish_all(&last).await[0].as_ref().unwrap());
+    let run = store.get_run(r).await.unwrap();
+    assert_eq!((run.current_wave, run.status), (1, RunStatus::Running));
+    assert_eq!(run_audits(&store, r, "RELEASE_WAVE").await, 1);
+    assert_eq!(
+        store.get_job(jobs[2].id).await.unwrap().pending_reason,
+        None
+    );
+    assert!(!store.release_wave(r, 0, 1).await.unwrap(), "released once");
+    // Through the recorder's tasks, as sessions do: outcomes sent at once, each caller told its
+    // own; a second copy of one is told it moved nothing.
+    let recorder = OutcomeRecorder::spawn(life.clone(), 4);
+    let (r, jobs) = launch_run(&store, &f, 10, None).await;
+    let mut held = claimed_all(&life, &jobs).await;
+    held.push(held[0].clone());
+    let told = futures_util::future::join_all(held.iter().map(|a| recorder.record(a, &ok))).await;
+    let told: Vec<bool> = told.into_iter().map(|t| t.unwrap()).collect();
+    assert_eq!(told.iter().filter(|&&t| t).count(), 10, "{told:?}");
+    assert!(told[0] ^ told[10], "{told:?}");
+    assert_eq!(store.get_run(r).await.unwrap().status, RunStatus::Succeeded);
+    assert_eq!(run_audits(&store, r, "FINISH").await, 1);
+    // No shared commit had to be split (nextest runs each test in its own process).
+    assert_eq!(
+        outpost_controller::metrics::global()
+            .outcome_batches_split
+            .get(),
+        0
+    );
+}
+
 /// The tickets opened for a job.
 async fn tickets_of(
     store: &Store,
@@ -191,6 +439,15 @@ async fn tickets_of(
         )
         .await
         .unwrap()
+}
+
+/// Claims each of `jobs` for agent 1, in order.
+async fn claimed_all(life: &Lifecycle, jobs: &[outpost_controller::model::Job]) -> Vec<Attempt> {
+    let mut attempts = Vec::new();
+    for j in jobs {
+        attempts.push(claimed(life, j).await);
+    }
+    attempts
 }
 
 /// Claims `job` for agent 1 and returns the attempt.
@@ -310,12 +567,7 @@ async fn the_server_limit_is_part_of_the_claim(backend: Backend) {
     assert_eq!(won.len(), 2, "{claims:?}");
     assert!(claims.contains(&Claim::ServerBusy));
     // A finished job frees its place.
-    let ok = Outcome {
-        status: Final::Success,
-        exit_code: Some(0),
-        error_message: None,
-        unreachable: false,
-    };
+    let ok = success();
     assert!(life.finish(won[0], &ok).await.unwrap());
     let next = store.unassigned_jobs(1).await.unwrap().remove(0);
     assert!(matches!(

@@ -9,6 +9,7 @@
 pub mod machine;
 
 pub use machine::Final;
+pub mod outcomes;
 mod records;
 mod run_end;
 mod ticket;
@@ -63,6 +64,26 @@ impl Outcome {
             exit_code: None,
             error_message: Some(reason.into()),
             unreachable: false,
+        }
+    }
+}
+
+/// An outcome ready to record ([`Lifecycle::prepare_finish`]): the attempt, how it ended, the
+/// ticket it opens (a failed job not part of a larger run) and the job's run.
+#[derive(Debug, Clone)]
+pub struct Finishing {
+    attempt: Attempt,
+    outcome: Outcome,
+    ticket: Option<crate::store::tickets::NewTicket>,
+    run: Option<RunId>,
+}
+
+/// Counts and notes a recorded outcome.
+fn finished(f: &Finishing, moved: bool) {
+    if moved {
+        metrics::global().jobs_finished.inc();
+        if f.ticket.is_some() {
+            tracing::info!(job = %f.attempt.job, "opened a ticket for a failed job");
         }
     }
 }
@@ -243,6 +264,20 @@ impl Lifecycle {
     /// A job of a run of several servers opens no ticket of its own: its run opens one
     /// listing all its failed servers when it ends.
     pub async fn finish(&self, a: &Attempt, outcome: &Outcome) -> Result<bool> {
+        match self.prepare_finish(a, outcome).await? {
+            Some(f) => self.record_alone(&f).await,
+            None => Ok(false),
+        }
+    }
+
+    /// What [`Lifecycle::finish`] reads before its transaction: the job's run and, for a
+    /// failed job that is not part of a larger run, its ticket. None: the attempt no longer
+    /// holds the job, or the job is final already.
+    pub async fn prepare_finish(
+        &self,
+        a: &Attempt,
+        outcome: &Outcome,
+    ) -> Result<Option<Finishing>> {
         let job = self.store.get_job(a.job).await?;
         let run = job.run_id;
         let own_ticket = match run {
@@ -252,7 +287,7 @@ impl Lifecycle {
         let ticket = match outcome.status {
             Final::Failed if own_ticket => {
                 if job.status.is_final() || job.dispatch_id.as_deref() != Some(&a.dispatch_id) {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let playbook = self.store.get_playbook(job.playbook_id).await?;
                 let server = self.store.get_server(job.server_id).await?;
@@ -263,36 +298,79 @@ impl Lifecycle {
             }
             _ => None,
         };
-        let moved = match records::finish(&self.store, a, outcome, ticket.as_ref(), run).await {
-            Ok(m) => m,
+        Ok(Some(Finishing {
+            attempt: a.clone(),
+            outcome: outcome.clone(),
+            ticket,
+            run,
+        }))
+    }
+
+    /// Records several prepared outcomes in one transaction and one commit, as
+    /// [`Lifecycle::finish`] would each. When the shared commit meets a lock conflict or a
+    /// value the database refuses, each outcome is recorded on its own, so that one cannot keep
+    /// the others from their record; any other error (the database away) is every outcome's,
+    /// at once, rather than waited for again per outcome. Returns one result per item, in order.
+    pub async fn finish_all(&self, items: &[Finishing]) -> Vec<Result<bool>> {
+        if items.len() == 1 {
+            return vec![self.record_alone(&items[0]).await];
+        }
+        match records::finish_all(&self.store, items).await {
+            Ok(moved) => {
+                for (f, &m) in items.iter().zip(&moved) {
+                    finished(f, m);
+                }
+                moved.into_iter().map(Ok).collect()
+            }
+            Err(e) if e.is_conflict() || e.refusal().is_some() => {
+                metrics::global().outcome_batches_split.inc();
+                tracing::warn!(error = %e, outcomes = items.len(), "recording outcomes together failed; recording each alone");
+                let mut out = Vec::with_capacity(items.len());
+                for f in items {
+                    out.push(self.record_alone(f).await);
+                }
+                out
+            }
+            Err(e) => {
+                let why = e.to_string();
+                items
+                    .iter()
+                    .map(|_| Err(StoreError::Interrupted(why.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    /// Records one prepared outcome in its own transaction.
+    async fn record_alone(&self, f: &Finishing) -> Result<bool> {
+        let moved = match records::finish_all(&self.store, std::slice::from_ref(f)).await {
+            Ok(m) => m.first().copied().unwrap_or(false),
             // The database refused the record itself (not a lost connection): record the
             // outcome in words that certainly fit rather than retry the same refusal forever.
             Err(e) if e.refusal().is_some() => {
                 let reason =
                     crate::text::fit_chars(e.refusal().unwrap_or_default(), 500).into_owned();
-                tracing::error!(job = %a.job, error = %reason, "the outcome was refused as reported; recording it shortened");
-                let fallback = Outcome {
-                    status: outcome.status,
-                    exit_code: outcome.exit_code,
-                    error_message: Some(format!(
-                        "the outcome as reported could not be recorded ({reason}); the job's log has the output"
-                    )),
-                    unreachable: outcome.unreachable,
+                tracing::error!(job = %f.attempt.job, error = %reason, "the outcome was refused as reported; recording it shortened");
+                let error_message = Some(format!(
+                    "the outcome as reported could not be recorded ({reason}); the job's log has the output"
+                ));
+                let fallback = Finishing {
+                    outcome: Outcome {
+                        error_message: error_message.clone(),
+                        ..f.outcome.clone()
+                    },
+                    ticket: f.ticket.as_ref().map(|t| crate::store::tickets::NewTicket {
+                        description: error_message,
+                        ..t.clone()
+                    }),
+                    ..f.clone()
                 };
-                let ticket = ticket.as_ref().map(|t| crate::store::tickets::NewTicket {
-                    description: fallback.error_message.clone(),
-                    ..t.clone()
-                });
-                records::finish(&self.store, a, &fallback, ticket.as_ref(), run).await?
+                let m = records::finish_all(&self.store, std::slice::from_ref(&fallback)).await?;
+                m.first().copied().unwrap_or(false)
             }
             Err(e) => return Err(e),
         };
-        if moved {
-            metrics::global().jobs_finished.inc();
-            if ticket.is_some() {
-                tracing::info!(job = %a.job, "opened a ticket for a failed job");
-            }
-        }
+        finished(f, moved);
         Ok(moved)
     }
 

@@ -5,17 +5,17 @@
 use serde_json::json;
 
 use super::machine::Move;
-use super::run_end::{check_budget, settle_run, stop_run};
+use super::run_end::{check_budget, release_next_wave, settle_run, stop_run};
 use std::collections::{BTreeSet, HashMap};
 
-use super::{Attempt, CancelResult, Claim, Outcome, Released, Wanted};
+use super::{Attempt, CancelResult, Claim, Finishing, Released, Wanted};
 use crate::model::{JobId, JobStatus, RunId, ServerId};
 use crate::notification::facts::{job_event, JobFacts, JOB_FACTS_SQL, PREVIOUS_FINAL_SQL};
 use crate::notification::TicketRef;
 use crate::store::audit::{insert_audit, insert_audits, Actor, NewAudit};
 use crate::store::jobs::ACTIVE_SQL;
 use crate::store::outbox::{enqueue_event, insert_sql};
-use crate::store::tickets::{insert_ticket, NewTicket};
+use crate::store::tickets::insert_ticket;
 use crate::store::{now, on_pool, Dialect, Result, Store, WritePool};
 use crate::text::{fit_bytes, fit_chars, TEXT_BYTES, VARCHAR_255};
 
@@ -206,6 +206,69 @@ macro_rules! claim_locked {
 }
 pub(super) use claim_locked;
 
+/// One pass of a MySQL batch's claims, in the transaction `$exec`, for jobs whose servers have
+/// room (counted under their locks): one UPDATE for all of them, the rows taken in id order
+/// (`$tried` indexes `$wanted` sorted by job id). Evaluates to the jobs it claimed: all of them
+/// when every row moved; otherwise those that now carry their own dispatch id (a uuid: no
+/// other attempt has it), read back in the same transaction, which sees its own writes.
+macro_rules! claim_pass {
+    ($exec:expr, $wanted:expr, $tried:expr) => {{
+        let (wanted, tried): (&[Wanted], &[usize]) = ($wanted, $tried);
+        async {
+            let mut qb = sqlx::QueryBuilder::new("UPDATE jobs SET agent_id = CASE id");
+            for &i in tried {
+                qb.push(" WHEN ")
+                    .push_bind(wanted[i].job)
+                    .push(" THEN ")
+                    .push_bind(wanted[i].agent);
+            }
+            qb.push(" END, celery_task_id = CASE id");
+            for &i in tried {
+                let w = &wanted[i];
+                qb.push(" WHEN ")
+                    .push_bind(w.job)
+                    .push(" THEN ")
+                    .push_bind(w.dispatch_id.as_str());
+            }
+            qb.push(" END, assigned_at = ").push_bind(now());
+            qb.push(", pending_reason = NULL WHERE id IN (");
+            let mut ids = qb.separated(", ");
+            for &i in tried {
+                ids.push_bind(wanted[i].job);
+            }
+            qb.push(format!(
+                ") AND status IN {} AND agent_id IS NULL AND cancel_requested_at IS NULL",
+                Move::Claim.leaves_sql()
+            ));
+            let moved = qb.build().execute(&mut *$exec).await?.rows_affected();
+            if moved == tried.len() as u64 {
+                return Ok::<BTreeSet<JobId>, crate::store::StoreError>(
+                    tried.iter().map(|&i| wanted[i].job).collect(),
+                );
+            }
+            let mut qb =
+                sqlx::QueryBuilder::new("SELECT id, celery_task_id FROM jobs WHERE id IN (");
+            let mut ids = qb.separated(", ");
+            for &i in tried {
+                ids.push_bind(wanted[i].job);
+            }
+            qb.push(")");
+            let rows: Vec<(JobId, Option<String>)> =
+                qb.build_query_as().fetch_all(&mut *$exec).await?;
+            let ours: HashMap<JobId, &str> = tried
+                .iter()
+                .map(|&i| (wanted[i].job, wanted[i].dispatch_id.as_str()))
+                .collect();
+            Ok(rows
+                .into_iter()
+                .filter(|(job, d)| d.as_deref().is_some_and(|d| ours.get(job) == Some(&d)))
+                .map(|(job, _)| job)
+                .collect())
+        }
+        .await
+    }};
+}
+
 /// Claims a batch of jobs in one transaction: one commit for all of them. On MySQL the
 /// servers' locks are taken first ([`lock_servers_sql`], or [`lock_server_sql`] with its count
 /// for a batch of one server), then their busy counts read, so every count is read after every
@@ -270,15 +333,17 @@ pub(super) async fn claim_all(
                         break;
                     }
                     tried.sort_by_key(|i| wanted[*i].job);
+                    let taken = claim_pass!(&mut *tx, wanted, &tried)?;
                     for i in tried {
                         let w = &wanted[i];
-                        // The room was counted above: the claim is told there is some.
-                        let claim = claim_locked!(&mut *tx, dialect, Some(0), w.job, w.server, w.agent, &w.dispatch_id, max_per_server, &mut audits)?;
-                        if !matches!(claim, Claim::Claimed(_)) {
+                        let claim = if taken.contains(&w.job) {
+                            dispatched!(w.job, w.agent, &w.dispatch_id, audits)
+                        } else {
                             if let Some(b) = busy.get_mut(&w.server) {
                                 *b -= 1;
                             }
-                        }
+                            Claim::Taken
+                        };
                         claims[i] = Some(claim);
                     }
                 }
@@ -377,70 +442,100 @@ pub(super) async fn release(
 /// needs them, and a sealed value that is gone cannot be opened by a key that leaks later. Their
 /// names stay, for the job's view.
 macro_rules! wipe_secret_answers {
-    ($exec:expr, $job:expr) => {
-        sqlx::query("UPDATE job_secret_vars SET sealed = ? WHERE job_id = ?")
-            .bind(Vec::<u8>::new())
-            .bind($job)
-            .execute($exec)
-            .await
+    ($exec:expr, $jobs:expr) => {
+        async {
+            let mut qb = sqlx::QueryBuilder::new("UPDATE job_secret_vars SET sealed = ");
+            qb.push_bind(Vec::<u8>::new()).push(" WHERE job_id IN (");
+            let mut jobs = qb.separated(", ");
+            let mut any = false;
+            for job in $jobs {
+                jobs.push_bind(job);
+                any = true;
+            }
+            if any {
+                qb.push(")").build().execute(&mut *$exec).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+        .await
     };
 }
 
-/// Moves this attempt's job to its final state, with its ticket and its notifications (the
-/// outbox rows) in the same transaction.
-pub(super) async fn finish(
-    store: &Store,
-    a: &Attempt,
-    outcome: &Outcome,
-    ticket: Option<&NewTicket>,
-    run: Option<RunId>,
-) -> Result<bool> {
-    if let Some(t) = ticket {
-        t.check()?;
+/// Moves each attempt's job to its final state, with its ticket and its notifications (the
+/// outbox rows), all in one transaction and one commit: outcomes that arrive together share
+/// one turn on their runs' locks and one synchronous commit. Each run with a job that moved is
+/// settled once, after all of them. Returns, per item in order, whether its job moved.
+pub(super) async fn finish_all(store: &Store, items: &[Finishing]) -> Result<Vec<bool>> {
+    for f in items {
+        if let Some(t) = &f.ticket {
+            t.check()?;
+        }
     }
-    let from = Move::Finish(outcome.status).leaves_sql();
-    let sql = format!(
-        "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
-         started_at = COALESCE(started_at, ?), unreachable = ? \
-         WHERE id = ? AND status IN {from} AND celery_task_id = ?"
-    );
-    let error = outcome
-        .error_message
-        .as_deref()
-        .map(|e| fit_bytes(e, TEXT_BYTES));
+    // Rows are taken in id order: the runs' locks first, then the jobs (the order a run's stop
+    // takes them in), so two batches cannot wait for each other.
+    let runs: BTreeSet<RunId> = items.iter().filter_map(|f| f.run).collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].attempt.job);
+    let from = |f: &Finishing| Move::Finish(f.outcome.status).leaves_sql();
     let ts = now();
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
         let mut tx = p.begin_write().await?;
-        lock_run!(&mut *tx, store, run)?;
-        let res = sqlx::query(&sql)
-            .bind(Move::Finish(outcome.status).enters().as_str()).bind(outcome.exit_code).bind(error.as_deref())
-            .bind(ts).bind(ts).bind(outcome.unreachable).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
-        let moved = res.rows_affected() == 1;
-        if moved {
-            insert_audit!(&mut *tx, &NewAudit {
-                actor: &Actor::system(), action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
+        for &r in &runs {
+            lock_run!(&mut *tx, store, Some(r))?;
+        }
+        let mut moved = vec![false; items.len()];
+        for &i in &order {
+            let Finishing { attempt: a, outcome, .. } = &items[i];
+            let error = outcome.error_message.as_deref().map(|e| fit_bytes(e, TEXT_BYTES));
+            let res = sqlx::query(&format!(
+                "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
+                 started_at = COALESCE(started_at, ?), unreachable = ? \
+                 WHERE id = ? AND status IN {} AND celery_task_id = ?", from(&items[i])))
+                .bind(Move::Finish(outcome.status).enters().as_str()).bind(outcome.exit_code).bind(error.as_deref())
+                .bind(ts).bind(ts).bind(outcome.unreachable).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
+            moved[i] = res.rows_affected() == 1;
+        }
+        let ended: Vec<usize> = order.iter().copied().filter(|&i| moved[i]).collect();
+        // The batch's records and its wipe of sealed answers, a statement each.
+        let audits: Vec<NewAudit<'_>> = ended.iter().map(|&i| {
+            let Finishing { attempt: a, outcome, .. } = &items[i];
+            NewAudit {
+                actor: &SYSTEM, action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
                 details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "unreachable": outcome.unreachable, "dispatch_id": a.dispatch_id})),
-            })?;
-            wipe_secret_answers!(&mut *tx, a.job)?;
+            }
+        }).collect();
+        insert_audits!(&mut *tx, &audits)?;
+        wipe_secret_answers!(&mut *tx, ended.iter().map(|&i| items[i].attempt.job))?;
+        let mut settle = BTreeSet::new();
+        // A job of a run on several servers tells nobody on its own: its run tells once.
+        let mut larger: HashMap<RunId, bool> = HashMap::new();
+        for &i in &ended {
+            let Finishing { attempt: a, outcome, ticket, run } = &items[i];
             let ticket_id = match ticket {
                 Some(t) => Some(insert_ticket!(&mut *tx, t, &Actor::system())?),
                 None => None,
             };
-            if let Some(r) = run {
+            if let Some(r) = *run {
                 if let Some(id) = ticket_id {
                     sqlx::query("UPDATE tickets SET run_id = ? WHERE id = ?").bind(r).bind(id).execute(&mut *tx).await?;
                 }
                 if outcome.status == super::Final::Failed {
                     check_budget!(&mut *tx, r)?;
                 }
-                settle_run!(&mut *tx, r, outbox_sql)?;
+                settle.insert(r);
             }
             // The notification is committed with the job's end (and its ticket) or not at all.
-            // A job of a run on several servers tells nobody on its own: its run tells once.
-            let in_larger_run = match run {
-                Some(r) => sqlx::query_scalar::<_, i32>("SELECT total FROM runs WHERE id = ?")
-                    .bind(r).fetch_optional(&mut *tx).await?.is_some_and(|total| total > 1),
+            let in_larger_run = match *run {
+                Some(r) => match larger.get(&r) {
+                    Some(&l) => l,
+                    None => {
+                        let l = sqlx::query_scalar::<_, i32>("SELECT total FROM runs WHERE id = ?")
+                            .bind(r).fetch_optional(&mut *tx).await?.is_some_and(|total| total > 1);
+                        larger.insert(r, l);
+                        l
+                    }
+                },
                 None => false,
             };
             let facts: Option<JobFacts> = if in_larger_run {
@@ -468,7 +563,20 @@ pub(super) async fn finish(
                 }
             }
         }
+        // Each run ends (or not) once, reading its count after every job of the batch moved:
+        // under its lock, so the last of its jobs to end, in whichever transaction, ends it.
+        let mut released = Vec::new();
+        for r in settle {
+            if !settle_run!(&mut *tx, r, outbox_sql)? {
+                if let Some(wave) = release_next_wave!(&mut *tx, r)? {
+                    released.push((r, wave));
+                }
+            }
+        }
         tx.commit().await?;
+        for (run, wave) in released {
+            tracing::info!(%run, wave = wave + 1, "wave released");
+        }
         moved
     }))
 }
@@ -510,7 +618,7 @@ pub(super) async fn cancel(
                 details: Some(json!({"immediate": r == CancelResult::Cancelled})),
             })?;
             if r == CancelResult::Cancelled {
-                wipe_secret_answers!(&mut *tx, job)?;
+                wipe_secret_answers!(&mut *tx, [job])?;
                 if let Some(run) = run {
                     settle_run!(&mut *tx, run, outbox_sql)?;
                 }

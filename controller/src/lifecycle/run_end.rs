@@ -167,3 +167,44 @@ macro_rules! settle_run {
     }};
 }
 pub(super) use settle_run;
+
+/// Releases a rolling run's next wave when its jobs' ends allow it ([`crate::rollout::next`]),
+/// in the transaction that recorded those ends: the wave's jobs are in the queue when that
+/// transaction commits, with no commit of the scheduler's between. A canary's stop and a wave
+/// that waits for approval are left to the scheduler's round. Evaluates to the wave released.
+macro_rules! release_next_wave {
+    ($exec:expr, $run:expr) => {{
+        let run: $crate::model::RunId = $run;
+        async {
+            let row: sqlx::Result<Option<$crate::model::Run>> = sqlx::query_as(&format!(
+                "SELECT {} FROM runs WHERE id = ? AND status = 'running' AND stop IS NULL AND current_wave + 1 < waves",
+                $crate::store::runs::COLUMNS))
+                .bind(run).fetch_optional(&mut *$exec).await;
+            let row = match row {
+                Ok(row) => row,
+                // A run this version cannot read (its rollout written by another version) is
+                // left to the round: the outcomes are recorded all the same.
+                Err(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(row) = row else {
+                return Ok::<Option<u32>, $crate::store::StoreError>(None);
+            };
+            let state = row.state();
+            let rows: Vec<(String, bool, i64, i32)> = sqlx::query_as(
+                "SELECT status, unreachable, COUNT(*), wave FROM jobs WHERE run_id = ? GROUP BY status, unreachable, wave")
+                .bind(run).fetch_all(&mut *$exec).await?;
+            let per_wave = $crate::store::runs::counts_of(rows.into_iter(), state.waves as usize);
+            match $crate::rollout::next(&state, &per_wave) {
+                $crate::rollout::Step::Release { wave }
+                    if $crate::store::runs::release_wave!(&mut *$exec, run, state.current_wave, wave)? =>
+                {
+                    Ok(Some(wave))
+                }
+                _ => Ok(None),
+            }
+        }
+        .await
+    }};
+}
+pub(super) use release_next_wave;

@@ -100,7 +100,8 @@ pub enum Event {
         session: u64,
         job: crate::model::JobId,
     },
-    /// Jobs were created: look at the queue now.
+    /// The queue changed (jobs created, a job ended and freed its server, a wave released):
+    /// look at it now.
     Wake,
     /// A launch of one job asks for a place on an agent, to claim its job in the transaction
     /// that creates it (see [`crate::lifecycle::Lifecycle::launch`]).

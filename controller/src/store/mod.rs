@@ -203,6 +203,10 @@ pub enum StoreError {
     BulkLoad(#[from] mysql_async::Error),
     #[error(transparent)]
     Bulk(#[from] bulk::BulkError),
+    /// A write made on the caller's behalf with others (the outcome recorder's shared commit)
+    /// did not commit: nothing of it was recorded. Says why.
+    #[error("not recorded: {0}")]
+    Interrupted(String),
 }
 
 /// Why the database server's certificate failed verification, with what to check.
@@ -328,6 +332,17 @@ impl StoreError {
             }
             StoreError::BulkLoad(mysql_async::Error::Server(e)) => {
                 ServerError::classify(e.code, &e.state) == ServerError::GoingAway
+            }
+            _ => false,
+        }
+    }
+
+    /// A lock wait timed out or a deadlock was broken: the same statements may pass if run
+    /// again (on their own, or later).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                ServerError::of(db.as_ref()) == ServerError::Conflict
             }
             _ => false,
         }

@@ -12,7 +12,7 @@ use crate::model::{
 };
 use crate::rollout::{Budgets, Counts, Spec};
 
-const COLUMNS: &str = "id, run_id, user_id, playbook_id, template_id, schedule_id, status, rollout, \
+pub(crate) const COLUMNS: &str = "id, run_id, user_id, playbook_id, template_id, schedule_id, status, rollout, \
      total, waves, max_failures, max_unreachable, current_wave, pause_between_waves, approved_wave, \
      stop, stop_reason, relaunch_of, created_at, completed_at";
 
@@ -46,6 +46,32 @@ impl NewRun {
 fn i32_of(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
+
+/// Releases `wave` of a run whose released wave is still `from`, in the transaction `$exec`:
+/// its jobs' pending reasons cleared and the release audited. Evaluates to whether this call
+/// released it (several controllers, or a round and a finish, may decide it at once).
+macro_rules! release_wave {
+    ($exec:expr, $run:expr, $from:expr, $wave:expr) => {{
+        let (run, from, wave): ($crate::model::RunId, u32, u32) = ($run, $from, $wave);
+        let as_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        async {
+            let res = sqlx::query("UPDATE runs SET current_wave = ? WHERE id = ? AND current_wave = ? AND status = 'running' AND stop IS NULL")
+                .bind(as_i32(wave)).bind(run).bind(as_i32(from)).execute(&mut *$exec).await?;
+            let moved = res.rows_affected() == 1;
+            if moved {
+                sqlx::query("UPDATE jobs SET pending_reason = NULL WHERE run_id = ? AND wave = ? AND status = 'pending'")
+                    .bind(run).bind(as_i32(wave)).execute(&mut *$exec).await?;
+                $crate::store::audit::insert_audit!(&mut *$exec, &$crate::store::audit::NewAudit {
+                    actor: &$crate::store::audit::Actor::system(), action: "RELEASE_WAVE", resource_type: "run", resource_id: Some(run.0),
+                    details: Some(serde_json::json!({"wave": wave + 1})),
+                })?;
+            }
+            Ok::<bool, $crate::store::StoreError>(moved)
+        }
+        .await
+    }};
+}
+pub(crate) use release_wave;
 
 /// Inserts a [`NewRun`] through an executor of either backend, in the transaction that creates
 /// its jobs, and adds its audit record to `$audits` (written with the launch's others);
@@ -148,17 +174,7 @@ impl Store {
     pub async fn release_wave(&self, run: RunId, from: u32, wave: u32) -> Result<bool> {
         let moved = on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            let res = sqlx::query("UPDATE runs SET current_wave = ? WHERE id = ? AND current_wave = ? AND status = 'running' AND stop IS NULL")
-                .bind(i32_of(wave)).bind(run).bind(i32_of(from)).execute(&mut *tx).await?;
-            let moved = res.rows_affected() == 1;
-            if moved {
-                sqlx::query("UPDATE jobs SET pending_reason = NULL WHERE run_id = ? AND wave = ? AND status = 'pending'")
-                    .bind(run).bind(i32_of(wave)).execute(&mut *tx).await?;
-                insert_audit!(&mut *tx, &NewAudit {
-                    actor: &Actor::system(), action: "RELEASE_WAVE", resource_type: "run", resource_id: Some(run.0),
-                    details: Some(json!({"wave": wave + 1})),
-                })?;
-            }
+            let moved = release_wave!(&mut *tx, run, from, wave)?;
             tx.commit().await?;
             moved
         });
