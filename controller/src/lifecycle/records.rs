@@ -206,69 +206,6 @@ macro_rules! claim_locked {
 }
 pub(super) use claim_locked;
 
-/// One pass of a MySQL batch's claims, in the transaction `$exec`, for jobs whose servers have
-/// room (counted under their locks): one UPDATE for all of them, the rows taken in id order
-/// (`$tried` indexes `$wanted` sorted by job id). Evaluates to the jobs it claimed: all of them
-/// when every row moved; otherwise those that now carry their own dispatch id (a uuid: no
-/// other attempt has it), read back in the same transaction, which sees its own writes.
-macro_rules! claim_pass {
-    ($exec:expr, $wanted:expr, $tried:expr) => {{
-        let (wanted, tried): (&[Wanted], &[usize]) = ($wanted, $tried);
-        async {
-            let mut qb = sqlx::QueryBuilder::new("UPDATE jobs SET agent_id = CASE id");
-            for &i in tried {
-                qb.push(" WHEN ")
-                    .push_bind(wanted[i].job)
-                    .push(" THEN ")
-                    .push_bind(wanted[i].agent);
-            }
-            qb.push(" END, celery_task_id = CASE id");
-            for &i in tried {
-                let w = &wanted[i];
-                qb.push(" WHEN ")
-                    .push_bind(w.job)
-                    .push(" THEN ")
-                    .push_bind(w.dispatch_id.as_str());
-            }
-            qb.push(" END, assigned_at = ").push_bind(now());
-            qb.push(", pending_reason = NULL WHERE id IN (");
-            let mut ids = qb.separated(", ");
-            for &i in tried {
-                ids.push_bind(wanted[i].job);
-            }
-            qb.push(format!(
-                ") AND status IN {} AND agent_id IS NULL AND cancel_requested_at IS NULL",
-                Move::Claim.leaves_sql()
-            ));
-            let moved = qb.build().execute(&mut *$exec).await?.rows_affected();
-            if moved == tried.len() as u64 {
-                return Ok::<BTreeSet<JobId>, crate::store::StoreError>(
-                    tried.iter().map(|&i| wanted[i].job).collect(),
-                );
-            }
-            let mut qb =
-                sqlx::QueryBuilder::new("SELECT id, celery_task_id FROM jobs WHERE id IN (");
-            let mut ids = qb.separated(", ");
-            for &i in tried {
-                ids.push_bind(wanted[i].job);
-            }
-            qb.push(")");
-            let rows: Vec<(JobId, Option<String>)> =
-                qb.build_query_as().fetch_all(&mut *$exec).await?;
-            let ours: HashMap<JobId, &str> = tried
-                .iter()
-                .map(|&i| (wanted[i].job, wanted[i].dispatch_id.as_str()))
-                .collect();
-            Ok(rows
-                .into_iter()
-                .filter(|(job, d)| d.as_deref().is_some_and(|d| ours.get(job) == Some(&d)))
-                .map(|(job, _)| job)
-                .collect())
-        }
-        .await
-    }};
-}
-
 /// Claims a batch of jobs in one transaction: one commit for all of them. On MySQL the
 /// servers' locks are taken first ([`lock_servers_sql`], or [`lock_server_sql`] with its count
 /// for a batch of one server), then their busy counts read, so every count is read after every
@@ -333,17 +270,18 @@ pub(super) async fn claim_all(
                         break;
                     }
                     tried.sort_by_key(|i| wanted[*i].job);
-                    let taken = claim_pass!(&mut *tx, wanted, &tried)?;
                     for i in tried {
                         let w = &wanted[i];
-                        let claim = if taken.contains(&w.job) {
-                            dispatched!(w.job, w.agent, &w.dispatch_id, audits)
-                        } else {
+                        // The room was counted above: the claim is told there is some. One
+                        // UPDATE a job, by its primary key, which locks that row alone: one
+                        // UPDATE … WHERE id IN (…) for the pass (tried on 12-05) deadlocked
+                        // with a launch's insert in the two-controllers test.
+                        let claim = claim_locked!(&mut *tx, dialect, Some(0), w.job, w.server, w.agent, &w.dispatch_id, max_per_server, &mut audits)?;
+                        if !matches!(claim, Claim::Claimed(_)) {
                             if let Some(b) = busy.get_mut(&w.server) {
                                 *b -= 1;
                             }
-                            Claim::Taken
-                        };
+                        }
                         claims[i] = Some(claim);
                     }
                 }
