@@ -942,6 +942,20 @@ mod tests {
         };
         let (mut theirs, mut ours) = (spawn(false), spawn(true));
         let (their_group, our_group) = (theirs.id() as i32, ours.id() as i32);
+        // `spawn` returns once the child has begun its exec, which may not have set up the new
+        // environment yet (its environ reads empty for a moment): wait until both show one,
+        // as a job's processes long have by the time recovery looks at them.
+        for pid in [theirs.id(), ours.id()] {
+            let environ = format!("/proc/{pid}/environ");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::fs::read(&environ).map_or(true, |e| e.is_empty()) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{environ} stays empty"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         assert!(group_is_jobs(our_group, job));
         assert!(!group_is_jobs(their_group, job), "a group without the mark");
         assert!(
