@@ -192,8 +192,8 @@ pub struct Config {
     /// 1: a commit per job) [default: 32].
     #[arg(long, env = "OUTPOST_CLAIMS_PER_COMMIT", help_heading = DAEMON)]
     pub claims_per_commit: Option<u32>,
-    /// Agents' outcomes recorded in one transaction when they arrive together, one commit for
-    /// all (1 to 256; 1: a commit per outcome) [default: 32].
+    /// Agents' starts and outcomes recorded in one transaction when they arrive together, one
+    /// commit for all (1 to 256; 1: a commit per start and per outcome) [default: 32].
     #[arg(long, env = "OUTPOST_OUTCOMES_PER_COMMIT", help_heading = DAEMON)]
     pub outcomes_per_commit: Option<u32>,
     /// Time limit of a job in seconds [default: 3600].
@@ -381,8 +381,8 @@ pub struct Settings {
     pub claim_at_launch: bool,
     /// Jobs a dispatch round claims in one transaction (a wave's jobs share one commit).
     pub claims_per_commit: u32,
-    /// Outcomes recorded in one transaction when they arrive together (a wave's ends share
-    /// one commit and one turn on their run's lock).
+    /// Starts and outcomes recorded in one transaction when they arrive together (a wave's
+    /// ends share one commit and one turn on their run's lock).
     pub outcomes_per_commit: u32,
     pub default_time_limit: Duration,
     pub migrate_on_start: bool,

@@ -290,26 +290,44 @@ impl JobStream {
         }
     }
 
-    /// Records that ansible started, retrying a few times while the database is away. If it
-    /// still cannot, the outcome records the start as well (a pending attempt may finish), so
-    /// the job is never handed out a second time.
+    /// Records that ansible started. The record is queued with the recorder, and the stream
+    /// goes on reading: an outcome right behind the start (a quick job) is recorded after it,
+    /// in the same commit or the next, instead of after the start's own commit. A start that
+    /// cannot be recorded is tried again a few times while the database is away; if it still
+    /// cannot, the outcome records the start as well (a pending attempt may finish), so the job
+    /// is never handed out a second time.
     async fn record_start(&self) {
         let attempt = self.attempt();
-        let mut wait = Duration::from_millis(200);
-        for _ in 0..5 {
-            match self.ctx.lifecycle.start(&attempt).await {
-                Ok(true) => {
-                    tracing::info!(job = %self.job.job_id, "running");
-                    return;
+        let first = self.ctx.outcomes.start(&attempt, self.job.run_id).await;
+        let (lifecycle, job) = (self.ctx.lifecycle.clone(), self.job.job_id);
+        tokio::spawn(async move {
+            let mut result = first.await.unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Interrupted(
+                    "the recorder stopped".into(),
+                ))
+            });
+            let mut wait = Duration::from_millis(200);
+            for tries_left in (0..5).rev() {
+                match &result {
+                    Ok(true) => {
+                        tracing::info!(job = %job, "running");
+                        return;
+                    }
+                    Ok(false) => return,
+                    Err(e) if tries_left == 0 => {
+                        tracing::warn!(job = %job, error = %e, "cannot record the start; the outcome will")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job, error = %e, retry_in = ?wait, "cannot record the start")
+                    }
                 }
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(job = %self.job.job_id, error = %e, retry_in = ?wait, "cannot record the start")
+                if tries_left > 0 {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    result = lifecycle.start(&attempt).await;
                 }
             }
-            tokio::time::sleep(wait).await;
-            wait *= 2;
-        }
+        });
     }
 
     /// Acknowledges the oldest batch (it is committed).

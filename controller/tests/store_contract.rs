@@ -197,6 +197,24 @@ async fn run_audits(store: &Store, run: outpost_controller::model::RunId, action
         .len()
 }
 
+/// A job's audit actions, oldest first.
+async fn job_actions(store: &Store, job: outpost_controller::model::JobId) -> Vec<String> {
+    let mut entries = store
+        .list_audit(
+            &AuditFilter {
+                resource_type: Some("job".into()),
+                resource_id: Some(job.0),
+                ..Default::default()
+            },
+            Paging::new(50, 0),
+        )
+        .await
+        .unwrap()
+        .items;
+    entries.sort_by_key(|e| e.id);
+    entries.into_iter().map(|e| e.action).collect()
+}
+
 async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
     use outpost_controller::model::RunStatus;
     let db = TestDb::new(backend).await;
@@ -415,6 +433,63 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
     assert!(told[0] ^ told[10], "{told:?}");
     assert_eq!(store.get_run(r).await.unwrap().status, RunStatus::Succeeded);
     assert_eq!(run_audits(&store, r, "FINISH").await, 1);
+    // A quick job's start and outcome, sent one right after the other as a session does (the
+    // start queued, not waited for): each start is recorded before its outcome, in the same
+    // commit or an earlier one, and no outcome is recorded over a job still pending.
+    let (r, jobs) = launch_run(&store, &f, 10, None).await;
+    let held = claimed_all(&life, &jobs).await;
+    let told = futures_util::future::join_all(held.iter().map(|a| {
+        let (recorder, ok) = (recorder.clone(), &ok);
+        async move {
+            let started = recorder.start(a, Some(r)).await;
+            let finished = recorder.record(a, ok).await.unwrap();
+            (started.await.unwrap().unwrap(), finished)
+        }
+    }))
+    .await;
+    assert!(told.iter().all(|&(s, f)| s && f), "{told:?}");
+    for a in &held {
+        assert_eq!(
+            job_actions(&store, a.job).await,
+            ["LAUNCH", "DISPATCH", "START", "FINISH"],
+            "job {}",
+            a.job
+        );
+        assert!(store.get_job(a.job).await.unwrap().started_at.is_some());
+    }
+    assert_eq!(store.get_run(r).await.unwrap().status, RunStatus::Succeeded);
+    // Starts and outcomes given together: a start whose attempt no longer holds its job, or
+    // whose job has started already, moves nothing and writes no record.
+    let (r, jobs) = launch_run(&store, &f, 3, None).await;
+    let held = claimed_all(&life, &jobs).await;
+    assert!(life.start(&held[2]).await.unwrap());
+    let not_held = Attempt {
+        job: held[1].job,
+        dispatch_id: "not-this-attempt".into(),
+    };
+    let starts = [held[0].clone(), not_held, held[2].clone()];
+    let items = [prepare(held[0].clone(), ok.clone()).await];
+    let (started, moved) = life.record_all(&starts, &items).await;
+    let started: Vec<bool> = started.into_iter().map(|s| s.unwrap()).collect();
+    assert_eq!(started, [true, false, false]);
+    assert!(moved[0].as_ref().unwrap());
+    assert_eq!(
+        job_actions(&store, held[0].job).await,
+        ["LAUNCH", "DISPATCH", "START", "FINISH"]
+    );
+    assert_eq!(
+        job_actions(&store, held[1].job).await,
+        ["LAUNCH", "DISPATCH"]
+    );
+    assert_eq!(
+        job_actions(&store, held[2].job).await,
+        ["LAUNCH", "DISPATCH", "START"]
+    );
+    assert_eq!(
+        store.get_job(held[1].job).await.unwrap().status,
+        outpost_controller::model::JobStatus::Pending
+    );
+    assert_eq!(store.get_run(r).await.unwrap().status, RunStatus::Running);
     // No shared commit had to be split (nextest runs each test in its own process).
     assert_eq!(
         outpost_controller::metrics::global()

@@ -307,44 +307,65 @@ impl Lifecycle {
     }
 
     /// Records several prepared outcomes in one transaction and one commit, as
-    /// [`Lifecycle::finish`] would each. When the shared commit meets a lock conflict or a
-    /// value the database refuses, each outcome is recorded on its own, so that one cannot keep
-    /// the others from their record; any other error (the database away) is every outcome's,
-    /// at once, rather than waited for again per outcome. Returns one result per item, in order.
+    /// [`Lifecycle::finish`] would each; [`Lifecycle::record_all`] with no starts.
     pub async fn finish_all(&self, items: &[Finishing]) -> Vec<Result<bool>> {
-        if items.len() == 1 {
-            return vec![self.record_alone(&items[0]).await];
+        self.record_all(&[], items).await.1
+    }
+
+    /// Records the starts, then the prepared outcomes, in one transaction and one commit, as
+    /// [`Lifecycle::start`] and [`Lifecycle::finish`] would each. When the shared commit meets
+    /// a lock conflict or a value the database refuses, each is recorded on its own (the starts
+    /// first), so that one cannot keep the others from their record; any other error (the
+    /// database away) is every one's, at once, rather than waited for again one by one.
+    /// Returns one result per start and one per item, in order.
+    pub async fn record_all(
+        &self,
+        starts: &[Attempt],
+        items: &[Finishing],
+    ) -> (Vec<Result<bool>>, Vec<Result<bool>>) {
+        match (starts, items) {
+            ([], [one]) => return (Vec::new(), vec![self.record_alone(one).await]),
+            ([one], []) => return (vec![self.start(one).await], Vec::new()),
+            _ => {}
         }
-        match records::finish_all(&self.store, items).await {
-            Ok(moved) => {
+        match records::record_all(&self.store, starts, items).await {
+            Ok((started, moved)) => {
                 for (f, &m) in items.iter().zip(&moved) {
                     finished(f, m);
                 }
-                moved.into_iter().map(Ok).collect()
+                (
+                    started.into_iter().map(Ok).collect(),
+                    moved.into_iter().map(Ok).collect(),
+                )
             }
             Err(e) if e.is_conflict() || e.refusal().is_some() => {
                 metrics::global().outcome_batches_split.inc();
-                tracing::warn!(error = %e, outcomes = items.len(), "recording outcomes together failed; recording each alone");
+                tracing::warn!(error = %e, starts = starts.len(), outcomes = items.len(), "recording starts and outcomes together failed; recording each alone");
+                let mut started = Vec::with_capacity(starts.len());
+                for a in starts {
+                    started.push(self.start(a).await);
+                }
                 let mut out = Vec::with_capacity(items.len());
                 for f in items {
                     out.push(self.record_alone(f).await);
                 }
-                out
+                (started, out)
             }
             Err(e) => {
                 let why = e.to_string();
-                items
-                    .iter()
-                    .map(|_| Err(StoreError::Interrupted(why.clone())))
-                    .collect()
+                let each = || Err(StoreError::Interrupted(why.clone()));
+                (
+                    starts.iter().map(|_| each()).collect(),
+                    items.iter().map(|_| each()).collect(),
+                )
             }
         }
     }
 
     /// Records one prepared outcome in its own transaction.
     async fn record_alone(&self, f: &Finishing) -> Result<bool> {
-        let moved = match records::finish_all(&self.store, std::slice::from_ref(f)).await {
-            Ok(m) => m.first().copied().unwrap_or(false),
+        let moved = match records::record_all(&self.store, &[], std::slice::from_ref(f)).await {
+            Ok((_, m)) => m.first().copied().unwrap_or(false),
             // The database refused the record itself (not a lost connection): record the
             // outcome in words that certainly fit rather than retry the same refusal forever.
             Err(e) if e.refusal().is_some() => {
@@ -365,7 +386,8 @@ impl Lifecycle {
                     }),
                     ..f.clone()
                 };
-                let m = records::finish_all(&self.store, std::slice::from_ref(&fallback)).await?;
+                let (_, m) =
+                    records::record_all(&self.store, &[], std::slice::from_ref(&fallback)).await?;
                 m.first().copied().unwrap_or(false)
             }
             Err(e) => return Err(e),

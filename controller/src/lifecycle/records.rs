@@ -302,24 +302,45 @@ pub(super) async fn claim_all(
     })
 }
 
-/// pending → running, for this attempt.
+/// pending → running for this attempt, through `$exec`; evaluates to whether the job moved.
+/// Its START record ([`start_audit`]) is the caller's to write, in the same transaction.
+macro_rules! start_locked {
+    ($exec:expr, $attempt:expr, $ts:expr) => {{
+        let a: &Attempt = $attempt;
+        sqlx::query(&format!(
+            "UPDATE jobs SET status = ?, started_at = ? \
+             WHERE id = ? AND status IN {} AND celery_task_id = ?",
+            Move::Start.leaves_sql()
+        ))
+        .bind(Move::Start.enters().as_str())
+        .bind($ts)
+        .bind(a.job)
+        .bind(&a.dispatch_id)
+        .execute(&mut *$exec)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    }};
+}
+
+/// The START record of an attempt that moved.
+fn start_audit(a: &Attempt) -> NewAudit<'_> {
+    NewAudit {
+        actor: &SYSTEM,
+        action: "START",
+        resource_type: "job",
+        resource_id: Some(a.job.0),
+        details: Some(json!({"dispatch_id": a.dispatch_id})),
+    }
+}
+
+/// pending → running, for this attempt, in its own transaction.
 pub(super) async fn start(store: &Store, a: &Attempt) -> Result<bool> {
     let ts = now();
-    let from = Move::Start.leaves_sql();
-    let sql = format!(
-        "UPDATE jobs SET status = ?, started_at = ? \
-         WHERE id = ? AND status IN {from} AND celery_task_id = ?"
-    );
-    let to = Move::Start.enters();
     Ok(on_pool!(store, p => {
         let mut tx = p.begin_write().await?;
-        let res = sqlx::query(&sql).bind(to.as_str()).bind(ts).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
-        let moved = res.rows_affected() == 1;
+        let moved = start_locked!(&mut *tx, a, ts)?;
         if moved {
-            insert_audit!(&mut *tx, &NewAudit {
-                actor: &Actor::system(), action: "START", resource_type: "job", resource_id: Some(a.job.0),
-                details: Some(json!({"dispatch_id": a.dispatch_id})),
-            })?;
+            insert_audit!(&mut *tx, &start_audit(a))?;
         }
         tx.commit().await?;
         moved
@@ -399,11 +420,17 @@ macro_rules! wipe_secret_answers {
     };
 }
 
-/// Moves each attempt's job to its final state, with its ticket and its notifications (the
-/// outbox rows), all in one transaction and one commit: outcomes that arrive together share
-/// one turn on their runs' locks and one synchronous commit. Each run with a job that moved is
-/// settled once, after all of them. Returns, per item in order, whether its job moved.
-pub(super) async fn finish_all(store: &Store, items: &[Finishing]) -> Result<Vec<bool>> {
+/// Records the attempts in `starts` as started ([`start`] each), then moves each item's job
+/// to its final state, with its ticket and its notifications (the outbox rows), all in one
+/// transaction and one commit: starts and outcomes that arrive together share one turn on
+/// their runs' locks and one synchronous commit, and an outcome may follow its own start in
+/// it (an agent's quick job sends both at once). Each run with a job that ended is settled
+/// once, after all of them. Returns, per attempt and per item in order, whether its job moved.
+pub(super) async fn record_all(
+    store: &Store,
+    starts: &[Attempt],
+    items: &[Finishing],
+) -> Result<(Vec<bool>, Vec<bool>)> {
     for f in items {
         if let Some(t) = &f.ticket {
             t.check()?;
@@ -415,6 +442,8 @@ pub(super) async fn finish_all(store: &Store, items: &[Finishing]) -> Result<Vec
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| items[i].attempt.job);
     let from = |f: &Finishing| Move::Finish(f.outcome.status).leaves_sql();
+    let mut start_order: Vec<usize> = (0..starts.len()).collect();
+    start_order.sort_by_key(|&i| starts[i].job);
     let ts = now();
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
@@ -422,6 +451,12 @@ pub(super) async fn finish_all(store: &Store, items: &[Finishing]) -> Result<Vec
         for &r in &runs {
             lock_run!(&mut *tx, store, Some(r))?;
         }
+        // The starts first, so that an outcome in the same batch finds its job running.
+        let mut started = vec![false; starts.len()];
+        for &i in &start_order {
+            started[i] = start_locked!(&mut *tx, &starts[i], ts)?;
+        }
+        let mut audits: Vec<NewAudit<'_>> = start_order.iter().filter(|&&i| started[i]).map(|&i| start_audit(&starts[i])).collect();
         let mut moved = vec![false; items.len()];
         for &i in &order {
             let Finishing { attempt: a, outcome, .. } = &items[i];
@@ -436,13 +471,13 @@ pub(super) async fn finish_all(store: &Store, items: &[Finishing]) -> Result<Vec
         }
         let ended: Vec<usize> = order.iter().copied().filter(|&i| moved[i]).collect();
         // The batch's records and its wipe of sealed answers, a statement each.
-        let audits: Vec<NewAudit<'_>> = ended.iter().map(|&i| {
+        audits.extend(ended.iter().map(|&i| {
             let Finishing { attempt: a, outcome, .. } = &items[i];
             NewAudit {
                 actor: &SYSTEM, action: "FINISH", resource_type: "job", resource_id: Some(a.job.0),
                 details: Some(json!({"status": JobStatus::from(outcome.status), "exit_code": outcome.exit_code, "unreachable": outcome.unreachable, "dispatch_id": a.dispatch_id})),
             }
-        }).collect();
+        }));
         insert_audits!(&mut *tx, &audits)?;
         wipe_secret_answers!(&mut *tx, ended.iter().map(|&i| items[i].attempt.job))?;
         let mut settle = BTreeSet::new();
@@ -515,7 +550,7 @@ pub(super) async fn finish_all(store: &Store, items: &[Finishing]) -> Result<Vec
         for (run, wave) in released {
             tracing::info!(%run, wave = wave + 1, "wave released");
         }
-        moved
+        (started, moved)
     }))
 }
 
