@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::credential::{self, JobCredentials};
 use crate::keyring::Keyring;
-use crate::model::{Job, Playbook, Project, Revision, Server};
+use crate::model::{Job, Playbook, PlaybookId, Project, ProjectId, Revision, RevisionId, Server};
 use crate::store::credentials::Use;
 use crate::store::{Store, StoreError};
 
@@ -54,6 +54,47 @@ pub(super) struct PlaybookCache {
     loose: Mutex<HashMap<(String, String), RevisionRef>>,
 }
 
+/// The rows the assignments of one batch share (the jobs' playbook, its project and revision,
+/// which a wave's jobs have in common), read once a batch: the first assignment that needs one
+/// reads it while the others made beside it wait for that read, instead of each reading its
+/// own copy beside the batch's claims. Lives for one batch only, so nothing in it is older
+/// than the batch; a read that fails is not kept (the next assignment tries again).
+#[derive(Default)]
+pub(super) struct BatchReads {
+    playbooks: Cells<PlaybookId, Playbook>,
+    projects: Cells<ProjectId, Project>,
+    revisions: Cells<RevisionId, Revision>,
+}
+
+type Cells<K, V> = Mutex<HashMap<K, Arc<tokio::sync::OnceCell<V>>>>;
+
+/// The value of `key` in `cells`, read by `read` if no one has yet; callers asking while a
+/// read runs wait for it. The map is locked only to find the key's cell, never across the read.
+async fn read_once<K, V, E, F, Fut>(cells: &Cells<K, V>, key: K, read: F) -> Result<V, E>
+where
+    K: std::hash::Hash + Eq,
+    V: Clone,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<V, E>>,
+{
+    let cell = lock(cells).entry(key).or_default().clone();
+    cell.get_or_try_init(read).await.cloned()
+}
+
+impl BatchReads {
+    async fn playbook(&self, store: &Store, id: PlaybookId) -> crate::store::Result<Playbook> {
+        read_once(&self.playbooks, id, || store.get_playbook(id)).await
+    }
+
+    async fn project(&self, store: &Store, id: ProjectId) -> crate::store::Result<Project> {
+        read_once(&self.projects, id, || store.get_project(id)).await
+    }
+
+    async fn revision(&self, store: &Store, id: RevisionId) -> crate::store::Result<Revision> {
+        read_once(&self.revisions, id, || store.get_revision(id)).await
+    }
+}
+
 impl PlaybookCache {
     /// Everything the agent needs for `job`; a [`Unmade::Refused`] is a reason to fail it.
     #[allow(clippy::too_many_arguments)]
@@ -65,12 +106,13 @@ impl PlaybookCache {
         job: &Job,
         server: &Server,
         known: Option<&Playbook>,
+        shared: &BatchReads,
         dispatch_id: &str,
         time_limit: Duration,
     ) -> Result<Assignment, Unmade> {
         let playbook = match known.filter(|p| p.id == job.playbook_id) {
             Some(p) => p.clone(),
-            None => store.get_playbook(job.playbook_id).await?,
+            None => shared.playbook(store, job.playbook_id).await?,
         };
         let Some(project_id) = playbook.project_id else {
             let secrets = secrets(store, keyring, job, server, None).await?;
@@ -86,10 +128,11 @@ impl PlaybookCache {
             // projects runs the project's current one.
             let (project, recorded) = match job.revision_id {
                 Some(r) => {
-                    let (p, r) = tokio::join!(store.get_project(project_id), store.get_revision(r));
+                    let (p, r) =
+                        tokio::join!(shared.project(store, project_id), shared.revision(store, r));
                     (p, Some(r))
                 }
-                None => (store.get_project(project_id).await, None),
+                None => (shared.project(store, project_id).await, None),
             };
             let project = project?;
             let revision = match recorded {
@@ -98,7 +141,7 @@ impl PlaybookCache {
                     let current = project.current_revision_id.ok_or_else(|| {
                         format!("project {} has no revision yet: sync it", project.name)
                     })?;
-                    store.get_revision(current).await?
+                    shared.revision(store, current).await?
                 }
             };
             Ok::<_, Unmade>((project, revision))
@@ -473,6 +516,35 @@ mod tests {
             entries: 1,
             created_at: chrono::Utc::now(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_reads_a_shared_row_once_and_keeps_no_failed_read() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cells: Cells<u32, String> = Mutex::default();
+        let reads = AtomicUsize::new(0);
+        let read = |value: &'static str| {
+            let reads = &reads;
+            move || async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, String>(value.to_owned())
+            }
+        };
+        // Eight assignments side by side asking for the same row: one read, every one served.
+        let got =
+            futures_util::future::join_all((0..8).map(|_| read_once(&cells, 1, read("a")))).await;
+        assert!(got.iter().all(|g| g.as_deref() == Ok("a")), "{got:?}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        // Another key is its own read.
+        assert_eq!(read_once(&cells, 2, read("b")).await.as_deref(), Ok("b"));
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        // A read that fails is not kept: the next asker reads again.
+        let failed: Result<String, String> =
+            read_once(&cells, 3, || async { Err("away".to_owned()) }).await;
+        assert_eq!(failed, Err("away".to_owned()));
+        assert_eq!(read_once(&cells, 3, read("c")).await.as_deref(), Ok("c"));
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use futures_util::StreamExt;
 
+use super::assignment::BatchReads;
 use super::{
     assignment, give_back, hold, placement, waves, AgentLink, Dispatch, Place, Scheduler,
     SessionCommand, Undelivered, QUEUE_READ,
@@ -171,6 +172,7 @@ impl Scheduler {
         } = self;
         // Made as a list first: a stream mapping a closure over borrowed items here makes the
         // scheduler's future lose `Send` (the compiler cannot prove it for every lifetime).
+        let shared = BatchReads::default();
         let mut making = Vec::with_capacity(batch.len());
         for ((p, w), limit) in batch.iter().zip(&wanted).zip(limits) {
             making.push(playbooks.assignment(
@@ -180,11 +182,13 @@ impl Scheduler {
                 &p.job,
                 &p.server,
                 None,
+                &shared,
                 &w.dispatch_id,
                 limit,
             ));
         }
-        // A few at a time: each reads up to four rows, on the pool the claims need too.
+        // A few at a time: each reads up to five rows (two of its own, the rest shared with the
+        // batch), on the pool the claims need too.
         let mut made = futures_util::stream::iter(making).buffered(ASSIGNMENTS_AT_ONCE);
         let claiming = lifecycle.claim_all(&wanted, max);
         tokio::pin!(claiming);
@@ -314,6 +318,7 @@ impl Scheduler {
                 job,
                 server,
                 playbook,
+                &BatchReads::default(),
                 &attempt.dispatch_id,
                 time_limit,
             )
