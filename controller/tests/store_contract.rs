@@ -181,32 +181,28 @@ async fn a_run_ends_once_when_its_last_jobs_end_together(backend: Backend) {
 
 /// How many audit records of `action` name the run.
 async fn run_audits(store: &Store, run: outpost_controller::model::RunId, action: &str) -> usize {
-    store
-        .list_audit(
-            &AuditFilter {
-                action: Some(action.into()),
-                resource_type: Some("run".into()),
-                resource_id: Some(run.0),
-                ..Default::default()
-            },
-            Paging::new(10, 0),
-        )
+    audit_actions(store, "run", run.0)
         .await
-        .unwrap()
-        .items
-        .len()
+        .iter()
+        .filter(|a| *a == action)
+        .count()
 }
 
 /// A job's audit actions, oldest first.
 async fn job_actions(store: &Store, job: outpost_controller::model::JobId) -> Vec<String> {
+    audit_actions(store, "job", job.0).await
+}
+
+/// The audit actions of one resource, oldest first.
+async fn audit_actions(store: &Store, resource_type: &str, id: i32) -> Vec<String> {
     let mut entries = store
         .list_audit(
             &AuditFilter {
-                resource_type: Some("job".into()),
-                resource_id: Some(job.0),
+                resource_type: Some(resource_type.into()),
+                resource_id: Some(id),
                 ..Default::default()
             },
-            Paging::new(50, 0),
+            Paging::new(100, 0),
         )
         .await
         .unwrap()
