@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::core::Core;
 use crate::ingest::Committed;
-use crate::lifecycle::{Attempt, Outcome, Released};
+use crate::lifecycle::{Attempt, Outcome, Released, Starting};
 use crate::model::{AgentId, Job, JobStatus, JobUuid};
 use crate::scheduler::{Dispatch, Event};
 use crate::store::logs::NewLogLine;
@@ -290,16 +290,25 @@ impl JobStream {
         }
     }
 
-    /// Records that ansible started. The record is queued with the recorder, and the stream
-    /// goes on reading: an outcome right behind the start (a quick job) is recorded after it,
-    /// in the same commit or the next, instead of after the start's own commit. A start that
-    /// cannot be recorded is tried again a few times while the database is away; if it still
-    /// cannot, the outcome records the start as well (a pending attempt may finish), so the job
-    /// is never handed out a second time.
+    /// Records that ansible started, as of now. The record is queued with the recorder, and
+    /// the stream goes on reading: an outcome right behind the start (a quick job) is recorded
+    /// after it, in the same commit or the next, instead of after the start's own commit. A
+    /// start that cannot be recorded is tried again a few times while the database is away
+    /// (not past shutdown). An outcome recorded first fills the job's `started_at` itself (a
+    /// pending attempt may finish), so the job is never handed out a second time; its record
+    /// then has no START entry, and the start's retry finds nothing to move.
     async fn record_start(&self) {
-        let attempt = self.attempt();
-        let first = self.ctx.outcomes.start(&attempt, self.job.run_id).await;
-        let (lifecycle, job) = (self.ctx.lifecycle.clone(), self.job.job_id);
+        let starting = Starting {
+            attempt: self.attempt(),
+            run: self.job.run_id,
+            at: Utc::now(),
+        };
+        let first = self.ctx.outcomes.start(starting.clone()).await;
+        let (lifecycle, stop, job) = (
+            self.ctx.lifecycle.clone(),
+            self.ctx.stop.clone(),
+            self.job.job_id,
+        );
         tokio::spawn(async move {
             let mut result = first.await.unwrap_or_else(|_| {
                 Err(crate::store::StoreError::Interrupted(
@@ -315,16 +324,19 @@ impl JobStream {
                     }
                     Ok(false) => return,
                     Err(e) if tries_left == 0 => {
-                        tracing::warn!(job = %job, error = %e, "cannot record the start; the outcome will")
+                        tracing::warn!(job = %job, error = %e, "cannot record the start; the outcome will fill in its time")
                     }
                     Err(e) => {
                         tracing::warn!(job = %job, error = %e, retry_in = ?wait, "cannot record the start")
                     }
                 }
                 if tries_left > 0 {
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                     wait *= 2;
-                    result = lifecycle.start(&attempt).await;
+                    result = lifecycle.record_start(&starting).await;
                 }
             }
         });

@@ -57,7 +57,7 @@ pub struct Metrics {
     pub ingest_bulk_load: Gauge,
     pub jobs_dispatched: Counter,
     pub jobs_finished: Counter,
-    /// Shared commits of outcomes that failed and were recorded one by one instead.
+    /// Shared commits of starts and outcomes that failed and were recorded one by one instead.
     pub outcome_batches_split: Counter,
     pub agents_connected: Gauge,
     pub handshakes_refused: Counter,
@@ -128,7 +128,7 @@ impl Metrics {
             (
                 "outpost_outcome_batches_split_total",
                 "counter",
-                "Outcomes recorded together whose shared commit failed (a lock conflict, a refused value) and were recorded one by one.",
+                "Starts and outcomes recorded together whose shared commit failed (a lock conflict, a refused value) and were recorded one by one.",
                 self.outcome_batches_split.get(),
             ),
             (

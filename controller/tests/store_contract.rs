@@ -4,7 +4,7 @@
 use chrono::{Duration, SubsecRound, Utc};
 use outpost_controller::lifecycle::outcomes::OutcomeRecorder;
 use outpost_controller::lifecycle::{
-    Attempt, CancelResult, Claim, Final, Lifecycle, Outcome, Released,
+    Attempt, CancelResult, Claim, Final, Lifecycle, Outcome, Released, Starting,
 };
 use outpost_controller::model::{JobStatus, Paging, Role, TicketPriority, TicketStatus};
 use outpost_controller::store::audit::{Actor, AuditFilter};
@@ -437,7 +437,7 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
     let told = futures_util::future::join_all(held.iter().map(|a| {
         let (recorder, ok) = (recorder.clone(), &ok);
         async move {
-            let started = recorder.start(a, Some(r)).await;
+            let started = recorder.start(starting(a, Some(r), Utc::now())).await;
             let finished = recorder.record(a, ok).await.unwrap();
             (started.await.unwrap().unwrap(), finished)
         }
@@ -451,28 +451,54 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
             "job {}",
             a.job
         );
-        assert!(store.get_job(a.job).await.unwrap().started_at.is_some());
     }
     assert_eq!(store.get_run(r).await.unwrap().status, RunStatus::Succeeded);
-    // Starts and outcomes given together: a start whose attempt no longer holds its job, or
-    // whose job has started already, moves nothing and writes no record.
-    let (r, jobs) = launch_run(&store, &f, 3, None).await;
+    // Starts and outcomes given together, of two runs: each start is dated when it was
+    // reported, not when the shared commit came; a start whose attempt no longer holds its
+    // job, whose job has started already, or whose job was released back to the queue (it
+    // keeps its last dispatch id) moves nothing and writes no record.
+    let (r, jobs) = launch_run(&store, &f, 4, None).await;
+    let (other, other_jobs) = launch_run(&store, &f, 2, None).await;
     let held = claimed_all(&life, &jobs).await;
+    let other_held = claimed_all(&life, &other_jobs).await;
     assert!(life.start(&held[2]).await.unwrap());
+    assert_eq!(
+        life.release(&held[3], "the agent declined it")
+            .await
+            .unwrap(),
+        Released::Queued
+    );
     let not_held = Attempt {
         job: held[1].job,
         dispatch_id: "not-this-attempt".into(),
     };
-    let starts = [held[0].clone(), not_held, held[2].clone()];
-    let items = [prepare(held[0].clone(), ok.clone()).await];
+    let an_hour_ago = Utc::now() - Duration::hours(1);
+    let starts = [
+        starting(&held[0], Some(r), an_hour_ago),
+        starting(&not_held, Some(r), an_hour_ago),
+        starting(&held[2], Some(r), an_hour_ago),
+        starting(&held[3], Some(r), an_hour_ago),
+        starting(&other_held[1], Some(other), an_hour_ago),
+    ];
+    let items = [
+        prepare(held[0].clone(), ok.clone()).await,
+        prepare(other_held[0].clone(), ok.clone()).await,
+    ];
     let (started, moved) = life.record_all(&starts, &items).await;
     let started: Vec<bool> = started.into_iter().map(|s| s.unwrap()).collect();
-    assert_eq!(started, [true, false, false]);
-    assert!(moved[0].as_ref().unwrap());
+    assert_eq!(started, [true, false, false, false, true]);
+    assert!(moved.iter().all(|m| *m.as_ref().unwrap()), "{moved:?}");
     assert_eq!(
         job_actions(&store, held[0].job).await,
         ["LAUNCH", "DISPATCH", "START", "FINISH"]
     );
+    let done = store.get_job(held[0].job).await.unwrap();
+    assert_eq!(
+        done.started_at,
+        Some(an_hour_ago.trunc_subsecs(0)),
+        "dated when reported"
+    );
+    assert!(done.completed_at.unwrap() >= Utc::now().trunc_subsecs(0) - Duration::minutes(1));
     assert_eq!(
         job_actions(&store, held[1].job).await,
         ["LAUNCH", "DISPATCH"]
@@ -481,11 +507,25 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
         job_actions(&store, held[2].job).await,
         ["LAUNCH", "DISPATCH", "START"]
     );
+    let released = store.get_job(held[3].job).await.unwrap();
+    assert_eq!(
+        (released.status, released.agent_id, released.started_at),
+        (JobStatus::Pending, None, None),
+        "a late start of a released attempt leaves it queued"
+    );
     assert_eq!(
         store.get_job(held[1].job).await.unwrap().status,
-        outpost_controller::model::JobStatus::Pending
+        JobStatus::Pending
+    );
+    assert_eq!(
+        store.get_job(other_held[1].job).await.unwrap().status,
+        JobStatus::Running
     );
     assert_eq!(store.get_run(r).await.unwrap().status, RunStatus::Running);
+    assert_eq!(
+        store.get_run(other).await.unwrap().status,
+        RunStatus::Running
+    );
     // No shared commit had to be split (nextest runs each test in its own process).
     assert_eq!(
         outpost_controller::metrics::global()
@@ -493,6 +533,19 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
             .get(),
         0
     );
+}
+
+/// A start of `a` reported at `at`.
+fn starting(
+    a: &Attempt,
+    run: Option<outpost_controller::model::RunId>,
+    at: chrono::DateTime<Utc>,
+) -> Starting {
+    Starting {
+        attempt: a.clone(),
+        run,
+        at,
+    }
 }
 
 /// The tickets opened for a job.

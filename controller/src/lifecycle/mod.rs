@@ -78,6 +78,16 @@ pub struct Finishing {
     run: Option<RunId>,
 }
 
+/// An agent's report that it started an attempt, to record: when the report came (the job's
+/// `started_at`, however long the record waits for a shared commit) and the job's run, whose
+/// lock a shared record takes before the job's row.
+#[derive(Debug, Clone)]
+pub struct Starting {
+    pub attempt: Attempt,
+    pub run: Option<RunId>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Counts and notes a recorded outcome.
 fn finished(f: &Finishing, moved: bool) {
     if moved {
@@ -249,7 +259,12 @@ impl Lifecycle {
 
     /// The agent started the attempt. Returns false when the attempt no longer holds the job.
     pub async fn start(&self, a: &Attempt) -> Result<bool> {
-        records::start(&self.store, a).await
+        records::start(&self.store, a, crate::store::now()).await
+    }
+
+    /// Records a reported start in its own transaction, as started when it was reported.
+    pub async fn record_start(&self, s: &Starting) -> Result<bool> {
+        records::start(&self.store, &s.attempt, crate::store::stamp(s.at)).await
     }
 
     /// The agent did not take the attempt: back to the queue (or cancelled, if asked meanwhile).
@@ -320,12 +335,12 @@ impl Lifecycle {
     /// Returns one result per start and one per item, in order.
     pub async fn record_all(
         &self,
-        starts: &[Attempt],
+        starts: &[Starting],
         items: &[Finishing],
     ) -> (Vec<Result<bool>>, Vec<Result<bool>>) {
         match (starts, items) {
             ([], [one]) => return (Vec::new(), vec![self.record_alone(one).await]),
-            ([one], []) => return (vec![self.start(one).await], Vec::new()),
+            ([one], []) => return (vec![self.record_start(one).await], Vec::new()),
             _ => {}
         }
         match records::record_all(&self.store, starts, items).await {
@@ -342,8 +357,8 @@ impl Lifecycle {
                 metrics::global().outcome_batches_split.inc();
                 tracing::warn!(error = %e, starts = starts.len(), outcomes = items.len(), "recording starts and outcomes together failed; recording each alone");
                 let mut started = Vec::with_capacity(starts.len());
-                for a in starts {
-                    started.push(self.start(a).await);
+                for s in starts {
+                    started.push(self.record_start(s).await);
                 }
                 let mut out = Vec::with_capacity(items.len());
                 for f in items {

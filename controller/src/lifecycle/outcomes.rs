@@ -15,20 +15,31 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Attempt, Finishing, Lifecycle, Outcome};
-use crate::model::RunId;
+use super::{Attempt, Finishing, Lifecycle, Outcome, Starting};
 use crate::store::{Result, StoreError};
 
-/// Tasks recording outcomes side by side (each holds one database connection while it writes).
+/// Tasks recording starts and outcomes side by side (each holds one database connection while
+/// it writes).
 const TASKS: usize = 4;
 
-/// Outcomes waiting for a task beyond the ones it records: callers wait when it is full.
+/// Records waiting for a task beyond the ones it records: callers wait when it is full.
 const QUEUE: usize = 256;
 
 /// What a task records: an attempt started, or its outcome.
 enum Work {
-    Start(Attempt),
+    Start(Starting),
     Finish(Finishing),
+}
+
+impl Work {
+    /// The task it goes to: by its run, or by its job when it has none. A job's start and its
+    /// outcome both name the job's run, so they go to the same task, in the order they came.
+    fn key(&self) -> i32 {
+        match self {
+            Work::Start(s) => s.run.map_or(s.attempt.job.0, |r| r.0),
+            Work::Finish(f) => f.run.map_or(f.attempt.job.0, |r| r.0),
+        }
+    }
 }
 
 struct Request {
@@ -40,14 +51,14 @@ struct Request {
 #[derive(Clone, Debug)]
 pub struct OutcomeRecorder {
     lifecycle: Lifecycle,
-    /// One queue per task; none when each outcome is to have its own commit.
+    /// One queue per task; none when each record is to have its own commit.
     tasks: Vec<mpsc::Sender<Request>>,
 }
 
 impl OutcomeRecorder {
-    /// Starts the tasks; each records up to `per_commit` outcomes in one transaction, and ends
-    /// when the last handle is dropped (after recording what was queued). With `per_commit`
-    /// 1 there are no tasks: each caller records its own outcome in its own commit.
+    /// Starts the tasks; each records up to `per_commit` starts and outcomes in one
+    /// transaction, and ends when the last handle is dropped (after recording what was queued).
+    /// With `per_commit` 1 there are no tasks: each caller records its own in its own commit.
     pub fn spawn(lifecycle: Lifecycle, per_commit: u32) -> OutcomeRecorder {
         let per_commit = usize::try_from(per_commit).unwrap_or(1);
         let tasks = if per_commit > 1 {
@@ -64,27 +75,14 @@ impl OutcomeRecorder {
         OutcomeRecorder { lifecycle, tasks }
     }
 
-    /// Records that the agent started the attempt, as [`Lifecycle::start`] does, in a commit
-    /// it may share with other records of its run (`run`, the job's). Returns once the start is
-    /// queued, so that the caller may hand over the outcome that follows it at once: it goes
-    /// to the same task, after the start. The receiver tells whether the job moved. Without
-    /// tasks the start is recorded here, before this returns.
-    pub async fn start(&self, a: &Attempt, run: Option<RunId>) -> oneshot::Receiver<Result<bool>> {
+    /// Records a reported start, as [`Lifecycle::record_start`] does, in a commit it may share
+    /// with other records of its run. Returns once the start is queued, so that the caller may
+    /// hand over the outcome that follows it at once: it goes to the same task, after the
+    /// start. The receiver tells whether the job moved. Without tasks the start is recorded
+    /// here, before this returns.
+    pub async fn start(&self, s: Starting) -> oneshot::Receiver<Result<bool>> {
         let (done, rx) = oneshot::channel();
-        let request = Request {
-            work: Work::Start(a.clone()),
-            done,
-        };
-        match self.task(run.map_or(a.job.0, |r| r.0)) {
-            Some(task) => {
-                if let Err(mpsc::error::SendError(r)) = task.send(request).await {
-                    let _ = r.done.send(self.lifecycle.start(a).await);
-                }
-            }
-            None => {
-                let _ = request.done.send(self.lifecycle.start(a).await);
-            }
-        }
+        self.submit(Work::Start(s), done).await;
         rx
     }
 
@@ -95,29 +93,30 @@ impl OutcomeRecorder {
         let Some(finishing) = self.lifecycle.prepare_finish(a, outcome).await? else {
             return Ok(false);
         };
-        let Some(task) = self.task(finishing.run.map_or(finishing.attempt.job.0, |r| r.0)) else {
-            return self.lifecycle.record_alone(&finishing).await;
-        };
         let (done, rx) = oneshot::channel();
-        let request = Request {
-            work: Work::Finish(finishing),
-            done,
-        };
-        if let Err(mpsc::error::SendError(r)) = task.send(request).await {
-            // The task is gone (the runtime is stopping): record it here.
-            return match r.work {
-                Work::Finish(f) => self.lifecycle.record_alone(&f).await,
-                Work::Start(a) => self.lifecycle.start(&a).await,
-            };
-        }
+        self.submit(Work::Finish(finishing), done).await;
         rx.await
             .map_err(|_| StoreError::Interrupted("the recorder stopped before its commit".into()))?
     }
 
-    /// The task that records what belongs to `key` (a run's id, or a job's without a run).
-    fn task(&self, key: i32) -> Option<&mpsc::Sender<Request>> {
+    /// Hands `work` to its task, or records it here in its own commit when there are no tasks
+    /// or its task is gone (the runtime is stopping); `done` is told the result either way.
+    async fn submit(&self, work: Work, done: oneshot::Sender<Result<bool>>) {
         let n = self.tasks.len().max(1);
-        self.tasks.get(usize::try_from(key).unwrap_or(0) % n)
+        let task = self.tasks.get(usize::try_from(work.key()).unwrap_or(0) % n);
+        let request = Request { work, done };
+        let request = match task {
+            Some(task) => match task.send(request).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(r)) => r,
+            },
+            None => request,
+        };
+        let result = match &request.work {
+            Work::Start(s) => self.lifecycle.record_start(s).await,
+            Work::Finish(f) => self.lifecycle.record_alone(f).await,
+        };
+        let _ = request.done.send(result);
     }
 }
 

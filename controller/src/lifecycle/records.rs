@@ -8,7 +8,7 @@ use super::machine::Move;
 use super::run_end::{check_budget, release_next_wave, settle_run, stop_run};
 use std::collections::{BTreeSet, HashMap};
 
-use super::{Attempt, CancelResult, Claim, Finishing, Released, Wanted};
+use super::{Attempt, CancelResult, Claim, Finishing, Released, Starting, Wanted};
 use crate::model::{JobId, JobStatus, RunId, ServerId};
 use crate::notification::facts::{job_event, JobFacts, JOB_FACTS_SQL, PREVIOUS_FINAL_SQL};
 use crate::notification::TicketRef;
@@ -302,14 +302,16 @@ pub(super) async fn claim_all(
     })
 }
 
-/// pending → running for this attempt, through `$exec`; evaluates to whether the job moved.
-/// Its START record ([`start_audit`]) is the caller's to write, in the same transaction.
+/// pending → running for this attempt, started at `$ts`, through `$exec`; evaluates to whether
+/// the job moved. Only while an agent holds the job: a released job keeps its last dispatch id,
+/// and a start of that attempt arriving late must not set it running with no agent. Its START
+/// record ([`start_audit`]) is the caller's to write, in the same transaction.
 macro_rules! start_locked {
     ($exec:expr, $attempt:expr, $ts:expr) => {{
         let a: &Attempt = $attempt;
         sqlx::query(&format!(
             "UPDATE jobs SET status = ?, started_at = ? \
-             WHERE id = ? AND status IN {} AND celery_task_id = ?",
+             WHERE id = ? AND status IN {} AND celery_task_id = ? AND agent_id IS NOT NULL",
             Move::Start.leaves_sql()
         ))
         .bind(Move::Start.enters().as_str())
@@ -333,9 +335,9 @@ fn start_audit(a: &Attempt) -> NewAudit<'_> {
     }
 }
 
-/// pending → running, for this attempt, in its own transaction.
-pub(super) async fn start(store: &Store, a: &Attempt) -> Result<bool> {
-    let ts = now();
+/// pending → running, for this attempt, started at `at`, in its own transaction.
+pub(super) async fn start(store: &Store, a: &Attempt, at: chrono::NaiveDateTime) -> Result<bool> {
+    let ts = at;
     Ok(on_pool!(store, p => {
         let mut tx = p.begin_write().await?;
         let moved = start_locked!(&mut *tx, a, ts)?;
@@ -420,6 +422,13 @@ macro_rules! wipe_secret_answers {
     };
 }
 
+/// A row of a shared record, by its index in the starts or in the outcomes.
+#[derive(Clone, Copy)]
+enum Row {
+    Start(usize),
+    Finish(usize),
+}
+
 /// Records the attempts in `starts` as started ([`start`] each), then moves each item's job
 /// to its final state, with its ticket and its notifications (the outbox rows), all in one
 /// transaction and one commit: starts and outcomes that arrive together share one turn on
@@ -428,7 +437,7 @@ macro_rules! wipe_secret_answers {
 /// once, after all of them. Returns, per attempt and per item in order, whether its job moved.
 pub(super) async fn record_all(
     store: &Store,
-    starts: &[Attempt],
+    starts: &[Starting],
     items: &[Finishing],
 ) -> Result<(Vec<bool>, Vec<bool>)> {
     for f in items {
@@ -436,14 +445,23 @@ pub(super) async fn record_all(
             t.check()?;
         }
     }
-    // Rows are taken in id order: the runs' locks first, then the jobs (the order a run's stop
-    // takes them in), so two batches cannot wait for each other.
-    let runs: BTreeSet<RunId> = items.iter().filter_map(|f| f.run).collect();
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| items[i].attempt.job);
+    // Rows are taken in id order: the runs' locks first (the starts' runs too), then the jobs,
+    // a job's start before its end (the order a run's stop takes them in), so two batches
+    // cannot wait for each other.
+    let runs: BTreeSet<RunId> = items
+        .iter()
+        .filter_map(|f| f.run)
+        .chain(starts.iter().filter_map(|s| s.run))
+        .collect();
+    let mut order: Vec<Row> = (0..starts.len())
+        .map(Row::Start)
+        .chain((0..items.len()).map(Row::Finish))
+        .collect();
+    order.sort_by_key(|row| match *row {
+        Row::Start(i) => (starts[i].attempt.job, 0),
+        Row::Finish(i) => (items[i].attempt.job, 1),
+    });
     let from = |f: &Finishing| Move::Finish(f.outcome.status).leaves_sql();
-    let mut start_order: Vec<usize> = (0..starts.len()).collect();
-    start_order.sort_by_key(|&i| starts[i].job);
     let ts = now();
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
@@ -451,14 +469,17 @@ pub(super) async fn record_all(
         for &r in &runs {
             lock_run!(&mut *tx, store, Some(r))?;
         }
-        // The starts first, so that an outcome in the same batch finds its job running.
         let mut started = vec![false; starts.len()];
-        for &i in &start_order {
-            started[i] = start_locked!(&mut *tx, &starts[i], ts)?;
-        }
-        let mut audits: Vec<NewAudit<'_>> = start_order.iter().filter(|&&i| started[i]).map(|&i| start_audit(&starts[i])).collect();
         let mut moved = vec![false; items.len()];
-        for &i in &order {
+        for row in &order {
+            let i = match *row {
+                Row::Start(i) => {
+                    let s = &starts[i];
+                    started[i] = start_locked!(&mut *tx, &s.attempt, crate::store::stamp(s.at))?;
+                    continue;
+                }
+                Row::Finish(i) => i,
+            };
             let Finishing { attempt: a, outcome, .. } = &items[i];
             let error = outcome.error_message.as_deref().map(|e| fit_bytes(e, TEXT_BYTES));
             let res = sqlx::query(&format!(
@@ -469,8 +490,16 @@ pub(super) async fn record_all(
                 .bind(ts).bind(ts).bind(outcome.unreachable).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
             moved[i] = res.rows_affected() == 1;
         }
-        let ended: Vec<usize> = order.iter().copied().filter(|&i| moved[i]).collect();
-        // The batch's records and its wipe of sealed answers, a statement each.
+        let ended: Vec<usize> = order.iter().filter_map(|row| match *row {
+            Row::Finish(i) if moved[i] => Some(i),
+            _ => None,
+        }).collect();
+        // The batch's records (a job's START before its FINISH) and its wipe of sealed
+        // answers, a statement each.
+        let mut audits: Vec<NewAudit<'_>> = order.iter().filter_map(|row| match *row {
+            Row::Start(i) if started[i] => Some(start_audit(&starts[i].attempt)),
+            _ => None,
+        }).collect();
         audits.extend(ended.iter().map(|&i| {
             let Finishing { attempt: a, outcome, .. } = &items[i];
             NewAudit {

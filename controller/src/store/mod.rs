@@ -38,7 +38,7 @@ pub mod users;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection};
@@ -742,7 +742,12 @@ fn classify_connect_error(err: sqlx::Error, target: &str, db_name: &str) -> Stor
 
 /// Now, in UTC, to the second (DATETIME's precision), as bound into every timestamp column.
 pub(crate) fn now() -> NaiveDateTime {
-    Utc::now().naive_utc().trunc_subsecs(0)
+    stamp(Utc::now())
+}
+
+/// A moment as the store keeps it (UTC, whole seconds).
+pub(crate) fn stamp(at: DateTime<Utc>) -> NaiveDateTime {
+    at.naive_utc().trunc_subsecs(0)
 }
 
 /// Checks that an optional JSON document is an object and renders it for binding.
