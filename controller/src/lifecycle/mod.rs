@@ -69,13 +69,15 @@ impl Outcome {
 }
 
 /// An outcome ready to record ([`Lifecycle::prepare_finish`]): the attempt, how it ended, the
-/// ticket it opens (a failed job not part of a larger run) and the job's run.
+/// ticket it opens (a failed job not part of a larger run), the job's run and whether that run
+/// has other jobs (its size is fixed at launch, so it is read once, before the transaction).
 #[derive(Debug, Clone)]
 pub struct Finishing {
     attempt: Attempt,
     outcome: Outcome,
     ticket: Option<crate::store::tickets::NewTicket>,
     run: Option<RunId>,
+    in_larger_run: bool,
 }
 
 /// An agent's report that it started an attempt, to record: when the report came (the job's
@@ -318,6 +320,7 @@ impl Lifecycle {
             outcome: outcome.clone(),
             ticket,
             run,
+            in_larger_run: !own_ticket,
         }))
     }
 

@@ -335,9 +335,8 @@ fn start_audit(a: &Attempt) -> NewAudit<'_> {
     }
 }
 
-/// pending → running, for this attempt, started at `at`, in its own transaction.
-pub(super) async fn start(store: &Store, a: &Attempt, at: chrono::NaiveDateTime) -> Result<bool> {
-    let ts = at;
+/// pending → running, for this attempt, started at `ts`, in its own transaction.
+pub(super) async fn start(store: &Store, a: &Attempt, ts: chrono::NaiveDateTime) -> Result<bool> {
     Ok(on_pool!(store, p => {
         let mut tx = p.begin_write().await?;
         let moved = start_locked!(&mut *tx, a, ts)?;
@@ -510,10 +509,8 @@ pub(super) async fn record_all(
         insert_audits!(&mut *tx, &audits)?;
         wipe_secret_answers!(&mut *tx, ended.iter().map(|&i| items[i].attempt.job))?;
         let mut settle = BTreeSet::new();
-        // A job of a run on several servers tells nobody on its own: its run tells once.
-        let mut larger: HashMap<RunId, bool> = HashMap::new();
         for &i in &ended {
-            let Finishing { attempt: a, outcome, ticket, run } = &items[i];
+            let Finishing { attempt: a, outcome, ticket, run, in_larger_run } = &items[i];
             let ticket_id = match ticket {
                 Some(t) => Some(insert_ticket!(&mut *tx, t, &Actor::system())?),
                 None => None,
@@ -528,19 +525,8 @@ pub(super) async fn record_all(
                 settle.insert(r);
             }
             // The notification is committed with the job's end (and its ticket) or not at all.
-            let in_larger_run = match *run {
-                Some(r) => match larger.get(&r) {
-                    Some(&l) => l,
-                    None => {
-                        let l = sqlx::query_scalar::<_, i32>("SELECT total FROM runs WHERE id = ?")
-                            .bind(r).fetch_optional(&mut *tx).await?.is_some_and(|total| total > 1);
-                        larger.insert(r, l);
-                        l
-                    }
-                },
-                None => false,
-            };
-            let facts: Option<JobFacts> = if in_larger_run {
+            // A job of a run on several servers tells nobody on its own: its run tells once.
+            let facts: Option<JobFacts> = if *in_larger_run {
                 None
             } else {
                 sqlx::query_as(JOB_FACTS_SQL).bind(a.job).fetch_optional(&mut *tx).await?
