@@ -54,6 +54,7 @@ contract!(
     task_results_land_once_and_filter,
     lists_page_by_cursor_with_names,
     changes_that_read_first_wait_their_turn,
+    a_batch_of_jobs_reads_its_own_rows_at_once,
 );
 
 /// Launches `n` jobs as one run with `max_failures`.
@@ -546,6 +547,169 @@ fn starting(
         run,
         at,
     }
+}
+
+/// The credentials and sealed answers of a batch of jobs, read in one query each, reach every
+/// job as its own: its server's, its playbook's project's vault passwords, its launch's, never
+/// another job's; and the same as each job's read alone.
+async fn a_batch_of_jobs_reads_its_own_rows_at_once(backend: Backend) {
+    use outpost_controller::model::{CredentialId, CredentialKind, JobId};
+    use outpost_controller::store::credentials::{CredentialsOf, NewCredential, Use};
+    use outpost_controller::store::jobs::SealedVars;
+    use outpost_controller::store::projects::NewRevision;
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let actor = Actor::user(f.admin.id);
+    let mut cred = std::collections::HashMap::new();
+    for (name, kind) in [
+        ("ssh-a", CredentialKind::SshKey),
+        ("ssh-b", CredentialKind::SshKey),
+        ("become-a", CredentialKind::BecomePassword),
+        ("vault-2", CredentialKind::VaultPassword),
+        ("vault-1", CredentialKind::VaultPassword),
+        ("launch-1", CredentialKind::VaultPassword),
+    ] {
+        let new = NewCredential {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            name: name.into(),
+            kind,
+            description: None,
+            vault_id: (kind == CredentialKind::VaultPassword).then(|| name.to_owned()),
+            public_info: None,
+            key_id: "k1".into(),
+            secret: name.as_bytes().to_vec(),
+        };
+        let c = store.create_credential(&new, &actor).await.expect(name);
+        cred.insert(name, c.id);
+    }
+    let server = |name: &str, ssh: &str, become_password: Option<&str>| {
+        let mut new = NewServer::new(name, "10.0.0.9", "debian");
+        new.ssh_credential_id = Some(cred[ssh]);
+        new.become_credential_id = become_password.map(|b| cred[b]);
+        new
+    };
+    let a = store
+        .create_server(&server("a.fra1", "ssh-a", Some("become-a")), &actor)
+        .await
+        .expect("server a");
+    let b = store
+        .create_server(&server("b.fra1", "ssh-b", None), &actor)
+        .await
+        .expect("server b");
+    // The fixture's playbook goes into a project with two vault passwords; a second stays loose.
+    let rev = NewRevision {
+        digest: "b".repeat(64),
+        git_commit: None,
+        size_bytes: 10,
+        entries: 1,
+    };
+    let project = store
+        .adopt_playbook(f.playbook.id, &rev, "ping.yml", &actor)
+        .await
+        .expect("adopt")
+        .expect("adopted");
+    store
+        .set_project_vault_credentials(project, &[cred["vault-2"], cred["vault-1"]], &actor)
+        .await
+        .expect("vaults");
+    let loose = store
+        .create_playbook(
+            &NewPlaybook {
+                name: "loose".into(),
+                description: None,
+                file_path: "/var/lib/outpost/playbooks/loose.yml".into(),
+                file_hash: "c".repeat(64),
+                tags: None,
+                variables: None,
+            },
+            &actor,
+        )
+        .await
+        .expect("loose playbook");
+    let mut plan = launch_plan(&f, 3);
+    plan[0].server_id = a.id;
+    plan[0].credential_ids = vec![cred["launch-1"]];
+    plan[0].secret_vars = Some(SealedVars {
+        names: vec!["db_password".into()],
+        key_id: "k1".into(),
+        sealed: vec![7, 7, 7],
+    });
+    plan[1].server_id = b.id;
+    plan[1].playbook_id = loose.id;
+    plan[2].server_id = a.id;
+    let jobs = store.create_jobs(&plan, &actor).await.expect("jobs");
+    let of: Vec<CredentialsOf> = jobs
+        .iter()
+        .map(|j| {
+            let server = if j.server_id == a.id { &a } else { &b };
+            CredentialsOf {
+                job: j.id,
+                playbook: j.playbook_id,
+                ssh: server.ssh_credential_id,
+                become_password: server.become_credential_id,
+            }
+        })
+        .collect();
+    let batch = store.credentials_of_jobs(&of).await.expect("batch");
+    let named = |rows: Vec<(Use, outpost_controller::model::Credential)>| {
+        rows.into_iter()
+            .map(|(used, c)| (used, c.name))
+            .collect::<Vec<_>>()
+    };
+    // Vault passwords in id order: vault-2 was made first.
+    let vaults = [
+        (Use::ProjectVault, "vault-2".to_owned()),
+        (Use::ProjectVault, "vault-1".to_owned()),
+    ];
+    let server_a = [
+        (Use::ServerSsh, "ssh-a".to_owned()),
+        (Use::ServerBecome, "become-a".to_owned()),
+    ];
+    let mut first: Vec<_> = server_a.to_vec();
+    first.extend(vaults.clone());
+    first.push((Use::Launch, "launch-1".to_owned()));
+    assert_eq!(named(batch.of(&of[0])), first);
+    assert_eq!(
+        named(batch.of(&of[1])),
+        [(Use::ServerSsh, "ssh-b".to_owned())],
+        "a loose playbook has no project's vault, and another job's launch credential is not its"
+    );
+    let mut third: Vec<_> = server_a.to_vec();
+    third.extend(vaults);
+    assert_eq!(named(batch.of(&of[2])), third);
+    for o in &of {
+        let alone = store
+            .credentials_of_jobs(std::slice::from_ref(o))
+            .await
+            .expect("alone");
+        assert_eq!(named(alone.of(o)), named(batch.of(o)), "job {}", o.job);
+    }
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let sealed = store.secret_vars_of_jobs(&ids).await.expect("sealed");
+    assert_eq!(sealed.len(), 1, "only the first job has answers");
+    let s = &sealed[&jobs[0].id];
+    assert_eq!(
+        (s.names.clone(), s.key_id.as_str(), s.sealed.clone()),
+        (vec!["db_password".to_owned()], "k1", vec![7, 7, 7])
+    );
+    assert!(store
+        .secret_vars_of_jobs(&[])
+        .await
+        .expect("none")
+        .is_empty());
+    let nothing = CredentialsOf {
+        job: JobId(0),
+        playbook: loose.id,
+        ssh: Some(CredentialId(0)),
+        become_password: None,
+    };
+    assert!(store
+        .credentials_of_jobs(&[])
+        .await
+        .expect("empty")
+        .of(&nothing)
+        .is_empty());
 }
 
 /// The tickets opened for a job.

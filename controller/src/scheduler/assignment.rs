@@ -14,8 +14,11 @@ use sha2::{Digest, Sha256};
 
 use crate::credential::{self, JobCredentials};
 use crate::keyring::Keyring;
-use crate::model::{Job, Playbook, PlaybookId, Project, ProjectId, Revision, RevisionId, Server};
-use crate::store::credentials::Use;
+use crate::model::{
+    Credential, Job, JobId, Playbook, PlaybookId, Project, ProjectId, Revision, RevisionId, Server,
+};
+use crate::store::credentials::{BatchCredentials, CredentialsOf, Use};
+use crate::store::jobs::SealedVars;
 use crate::store::{Store, StoreError};
 
 /// Why an assignment was not made.
@@ -54,16 +57,29 @@ pub(super) struct PlaybookCache {
     loose: Mutex<HashMap<(String, String), RevisionRef>>,
 }
 
-/// The rows the assignments of one batch share (the jobs' playbook, its project and revision,
-/// which a wave's jobs have in common), read once a batch: the first assignment that needs one
-/// reads it while the others made beside it wait for that read, instead of each reading its
-/// own copy beside the batch's claims. Lives for one batch only, so nothing in it is older
-/// than the batch; a read that fails is not kept (the next assignment tries again).
+/// The rows the assignments of one batch read, read once a batch, instead of each assignment
+/// reading its own copies beside the batch's claims. The rows jobs share (the playbook, its
+/// project and revision, which a wave's jobs have in common): the first assignment that needs
+/// one reads it while the others made beside it wait for that read; a read that fails is not
+/// kept (the next assignment tries again). The jobs' own rows (their credentials and sealed
+/// answers): for every job of the batch at once, when the first assignment needs them; if
+/// that read fails, each job reads its own, as if alone, so that one bad row fails one job.
+/// Lives for one batch only, so nothing in it is older than the batch.
 #[derive(Default)]
 pub(super) struct BatchReads {
     playbooks: Cells<PlaybookId, Playbook>,
     projects: Cells<ProjectId, Project>,
     revisions: Cells<RevisionId, Revision>,
+    /// What the batch's jobs' own rows are found by.
+    jobs: Vec<CredentialsOf>,
+    /// The batch's read of them: `None` when it failed.
+    own: tokio::sync::OnceCell<Option<OwnRows>>,
+}
+
+/// The batch's jobs' own rows.
+struct OwnRows {
+    credentials: BatchCredentials,
+    secret_vars: HashMap<JobId, SealedVars>,
 }
 
 type Cells<K, V> = Mutex<HashMap<K, Arc<tokio::sync::OnceCell<V>>>>;
@@ -82,6 +98,17 @@ where
 }
 
 impl BatchReads {
+    /// The reads of a batch of `(job, its server)`.
+    pub(super) fn new<'a>(batch: impl IntoIterator<Item = (&'a Job, &'a Server)>) -> BatchReads {
+        BatchReads {
+            jobs: batch
+                .into_iter()
+                .map(|(j, s)| credentials_of(j, s))
+                .collect(),
+            ..BatchReads::default()
+        }
+    }
+
     async fn playbook(&self, store: &Store, id: PlaybookId) -> crate::store::Result<Playbook> {
         read_once(&self.playbooks, id, || store.get_playbook(id)).await
     }
@@ -92,6 +119,56 @@ impl BatchReads {
 
     async fn revision(&self, store: &Store, id: RevisionId) -> crate::store::Result<Revision> {
         read_once(&self.revisions, id, || store.get_revision(id)).await
+    }
+
+    /// The credentials and sealed answers of `job` on `server`: from the batch's one read when
+    /// the job is in the batch as it is here and that read went well, else read for it alone.
+    async fn own(
+        &self,
+        store: &Store,
+        job: &Job,
+        server: &Server,
+    ) -> crate::store::Result<(Vec<(Use, Credential)>, Option<SealedVars>)> {
+        let of = credentials_of(job, server);
+        let batch = if self.jobs.contains(&of) {
+            self.own
+                .get_or_init(|| async {
+                    let ids: Vec<JobId> = self.jobs.iter().map(|j| j.job).collect();
+                    let (credentials, secret_vars) = tokio::join!(
+                        store.credentials_of_jobs(&self.jobs),
+                        store.secret_vars_of_jobs(&ids)
+                    );
+                    Some(OwnRows {
+                        credentials: credentials.ok()?,
+                        secret_vars: secret_vars.ok()?,
+                    })
+                })
+                .await
+                .as_ref()
+        } else {
+            None
+        };
+        if let Some(rows) = batch {
+            return Ok((
+                rows.credentials.of(&of),
+                rows.secret_vars.get(&job.id).cloned(),
+            ));
+        }
+        let alone = [of];
+        let (credentials, vars) = tokio::join!(
+            store.credentials_of_jobs(&alone),
+            store.job_secret_vars(job.id)
+        );
+        Ok((credentials?.of(&of), vars?))
+    }
+}
+
+fn credentials_of(job: &Job, server: &Server) -> CredentialsOf {
+    CredentialsOf {
+        job: job.id,
+        playbook: job.playbook_id,
+        ssh: server.ssh_credential_id,
+        become_password: server.become_credential_id,
     }
 }
 
@@ -115,7 +192,7 @@ impl PlaybookCache {
             None => shared.playbook(store, job.playbook_id).await?,
         };
         let Some(project_id) = playbook.project_id else {
-            let secrets = secrets(store, keyring, job, server, None).await?;
+            let secrets = secrets(shared, store, keyring, job, server).await?;
             let revision = self.loose(data_dir, &playbook).await?;
             let mut a = build(job, server, &playbook, revision, dispatch_id, time_limit)?;
             a.secrets = secrets;
@@ -146,8 +223,7 @@ impl PlaybookCache {
             };
             Ok::<_, Unmade>((project, revision))
         };
-        let (secrets, tree) =
-            tokio::join!(secrets(store, keyring, job, server, Some(project_id)), tree);
+        let (secrets, tree) = tokio::join!(secrets(shared, store, keyring, job, server), tree);
         let (secrets, (project, revision)) = (secrets?, tree?);
         let inline = self.inline(data_dir, &revision).await?;
         let mut a = build(
@@ -275,24 +351,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The job's secrets: its server's SSH key and become password, its project's vault
-/// passwords, and those named at its launch (which win), opened for this attempt only.
+/// passwords, and those named at its launch (which win), with its secret answers, opened for
+/// this attempt only.
 async fn secrets(
+    shared: &BatchReads,
     store: &Store,
     keyring: &Keyring,
     job: &Job,
     server: &Server,
-    project: Option<crate::model::ProjectId>,
 ) -> Result<JobSecrets, Unmade> {
-    let (rows, vars) = tokio::join!(
-        store.credentials_of_job(
-            job.id,
-            server.ssh_credential_id,
-            server.become_credential_id,
-            project,
-        ),
-        secret_vars(store, keyring, job)
-    );
-    let (rows, vars) = (rows?, vars?);
+    let (rows, sealed) = shared.own(store, job, server).await?;
+    let vars = match sealed {
+        Some(sealed) => secret_vars(keyring, job, &sealed)?,
+        None => Vec::new(),
+    };
     if rows.is_empty() {
         let mut secrets = JobSecrets::default();
         secrets.vars = vars;
@@ -314,15 +386,12 @@ async fn secrets(
 }
 
 /// The job's secret survey answers, opened for this attempt only.
-async fn secret_vars(
-    store: &Store,
+fn secret_vars(
     keyring: &Keyring,
     job: &Job,
+    sealed: &SealedVars,
 ) -> Result<Vec<SecretVar>, Unmade> {
-    let Some(sealed) = store.job_secret_vars(job.id).await? else {
-        return Ok(Vec::new());
-    };
-    let opened = crate::survey::sealing::open(keyring, job.job_id, &sealed)
+    let opened = crate::survey::sealing::open(keyring, job.job_id, sealed)
         .map_err(|e| format!("the job's secret answers do not open: {e}"))?;
     Ok(opened
         .into_iter()

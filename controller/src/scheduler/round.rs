@@ -172,7 +172,7 @@ impl Scheduler {
         } = self;
         // Made as a list first: a stream mapping a closure over borrowed items here makes the
         // scheduler's future lose `Send` (the compiler cannot prove it for every lifetime).
-        let shared = BatchReads::default();
+        let shared = BatchReads::new(batch.iter().map(|p| (&p.job, &p.server)));
         let mut making = Vec::with_capacity(batch.len());
         for ((p, w), limit) in batch.iter().zip(&wanted).zip(limits) {
             making.push(playbooks.assignment(
@@ -187,8 +187,8 @@ impl Scheduler {
                 limit,
             ));
         }
-        // A few at a time: each reads up to five rows (two of its own, the rest shared with the
-        // batch), on the pool the claims need too.
+        // A few at a time: they read on the pool the claims need too (the rows of the batch's
+        // playbooks, projects and revisions once each, and every job's own in two queries).
         let mut made = futures_util::stream::iter(making).buffered(ASSIGNMENTS_AT_ONCE);
         let claiming = lifecycle.claim_all(&wanted, max);
         tokio::pin!(claiming);
@@ -318,7 +318,7 @@ impl Scheduler {
                 job,
                 server,
                 playbook,
-                &BatchReads::default(),
+                &BatchReads::new([(job, server)]),
                 &attempt.dispatch_id,
                 time_limit,
             )

@@ -104,12 +104,8 @@ impl Store {
         }
         let rows: Vec<(JobId, Option<i32>, String)> = on_pool!(self, p => {
             let mut qb = sqlx::QueryBuilder::new(
-                "SELECT j.id, j.schedule_id, u.role FROM jobs j JOIN users u ON u.id = j.user_id WHERE j.id IN (");
-            let mut ids = qb.separated(", ");
-            for j in jobs {
-                ids.push_bind(*j);
-            }
-            qb.push(")");
+                "SELECT j.id, j.schedule_id, u.role FROM jobs j JOIN users u ON u.id = j.user_id WHERE j.id");
+            super::push_in(&mut qb, jobs);
             qb.build_query_as().persistent(false).fetch_all(p).await?
         });
         Ok(rows

@@ -2,11 +2,15 @@
 //! never sees one in the clear) and where they are attached: servers, projects, launches.
 //! Audit records name the credential, never its secret.
 
+use std::collections::HashMap;
+
 use serde_json::json;
 
 use super::audit::{insert_audit, Actor, NewAudit};
-use super::{now, on_pool, page, InsertedId, Result, Store, StoreError, WritePool};
-use crate::model::{Credential, CredentialId, CredentialKind, JobId, Page, Paging, ProjectId};
+use super::{now, on_pool, page, push_in, InsertedId, Result, Store, StoreError, WritePool};
+use crate::model::{
+    Credential, CredentialId, CredentialKind, JobId, Page, Paging, PlaybookId, ProjectId,
+};
 use outpost_api::{CredentialUsage, NameRef};
 
 const COLUMNS: &str = "id, uuid, name, kind, description, vault_id, public_info, key_id, secret, \
@@ -348,50 +352,129 @@ pub enum Use {
     Launch,
 }
 
+/// What a job's credentials are found by: the job (those named at its launch), its playbook
+/// (its project's vault passwords) and its server's SSH key and become password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialsOf {
+    pub job: JobId,
+    pub playbook: PlaybookId,
+    pub ssh: Option<CredentialId>,
+    pub become_password: Option<CredentialId>,
+}
+
+/// The credentials of a batch of jobs, read in one query ([`Store::credentials_of_jobs`]).
+#[derive(Default)]
+pub struct BatchCredentials {
+    /// Servers' credentials, by id.
+    servers: HashMap<CredentialId, Credential>,
+    /// The vault passwords of each playbook's project.
+    vaults: HashMap<PlaybookId, Vec<Credential>>,
+    /// Those named at each job's launch.
+    launch: HashMap<JobId, Vec<Credential>>,
+}
+
+impl BatchCredentials {
+    /// Every credential `of` gets, with where it comes from; vault and launch credentials in
+    /// id order.
+    pub fn of(&self, of: &CredentialsOf) -> Vec<(Use, Credential)> {
+        let mut found = Vec::new();
+        for (id, used) in [
+            (of.ssh, Use::ServerSsh),
+            (of.become_password, Use::ServerBecome),
+        ] {
+            if let Some(c) = id.and_then(|id| self.servers.get(&id)) {
+                found.push((used, c.clone()));
+            }
+        }
+        for (list, used) in [
+            (self.vaults.get(&of.playbook), Use::ProjectVault),
+            (self.launch.get(&of.job), Use::Launch),
+        ] {
+            found.extend(list.into_iter().flatten().map(|c| (used, c.clone())));
+        }
+        found
+    }
+}
+
 #[derive(sqlx::FromRow)]
-struct UseRow {
+struct OwnedRow {
     #[sqlx(flatten)]
     credential: Credential,
-    used_as: String,
+    /// 0: a server's (by its own id), 1: a playbook's project's vault, 2: a launch's.
+    used_as: i32,
+    /// The credential's id, the playbook's or the job's, as `used_as` says.
+    owner: i32,
 }
 
 impl Store {
-    /// Every credential a job gets, in one query: its server's SSH key and become password,
-    /// its project's vault passwords and those named at its launch.
-    pub async fn credentials_of_job(
-        &self,
-        job: JobId,
-        server_ssh: Option<CredentialId>,
-        server_become: Option<CredentialId>,
-        project: Option<ProjectId>,
-    ) -> Result<Vec<(Use, Credential)>> {
+    /// Every credential of each of `jobs`, in one query: their servers' SSH keys and become
+    /// passwords, their projects' vault passwords and those named at their launch. A batch of
+    /// jobs handed over together is read at once, not one query each beside its claims.
+    pub async fn credentials_of_jobs(&self, jobs: &[CredentialsOf]) -> Result<BatchCredentials> {
+        if jobs.is_empty() {
+            return Ok(BatchCredentials::default());
+        }
+        let mut servers: Vec<CredentialId> = jobs
+            .iter()
+            .flat_map(|j| [j.ssh, j.become_password])
+            .flatten()
+            .collect();
+        let mut playbooks: Vec<PlaybookId> = jobs.iter().map(|j| j.playbook).collect();
+        let mut ids: Vec<JobId> = jobs.iter().map(|j| j.job).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        playbooks.sort_unstable();
+        playbooks.dedup();
+        ids.sort_unstable();
+        ids.dedup();
         let cols = prefixed("c.");
-        let sql = format!(
-            "SELECT {cols}, 'ssh' AS used_as FROM credentials c WHERE c.id = ? \
-             UNION ALL SELECT {cols}, 'become' AS used_as FROM credentials c WHERE c.id = ? \
-             UNION ALL SELECT {cols}, 'vault' AS used_as FROM credentials c \
-               JOIN project_vault_credentials v ON v.credential_id = c.id WHERE v.project_id = ? \
-             UNION ALL SELECT {cols}, 'launch' AS used_as FROM credentials c \
-               JOIN job_credentials j ON j.credential_id = c.id WHERE j.job_id = ?"
-        );
-        let rows: Vec<UseRow> = on_pool!(self, p => sqlx::query_as::<_, UseRow>(&sql)
-            .bind(server_ssh.map(|c| c.0).unwrap_or(0))
-            .bind(server_become.map(|c| c.0).unwrap_or(0))
-            .bind(project.map(|p| p.0).unwrap_or(0))
-            .bind(job)
-            .fetch_all(p).await?);
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let used = match r.used_as.as_str() {
-                    "ssh" => Use::ServerSsh,
-                    "become" => Use::ServerBecome,
-                    "vault" => Use::ProjectVault,
-                    _ => Use::Launch,
-                };
-                (used, r.credential)
-            })
-            .collect())
+        let rows: Vec<OwnedRow> = on_pool!(self, p => {
+            let mut qb = sqlx::QueryBuilder::new("");
+            qb.push(format!("SELECT {cols}, 0 AS used_as, c.id AS owner FROM credentials c WHERE c.id"));
+            push_in(&mut qb, &servers);
+            qb.push(format!(
+                " UNION ALL SELECT {cols}, 1 AS used_as, p.id AS owner FROM credentials c \
+                 JOIN project_vault_credentials v ON v.credential_id = c.id \
+                 JOIN playbooks p ON p.project_id = v.project_id WHERE p.id"
+            ));
+            push_in(&mut qb, &playbooks);
+            qb.push(format!(
+                " UNION ALL SELECT {cols}, 2 AS used_as, j.job_id AS owner FROM credentials c \
+                 JOIN job_credentials j ON j.credential_id = c.id WHERE j.job_id"
+            ));
+            push_in(&mut qb, &ids);
+            // Batches of many jobs vary in shape: those stay out of the statement cache. A
+            // job's own (three shapes) is on every launch's path, and prepared once.
+            qb.build_query_as::<OwnedRow>().persistent(ids.len() == 1).fetch_all(p).await?
+        });
+        let mut batch = BatchCredentials::default();
+        for r in rows {
+            match r.used_as {
+                0 => {
+                    batch.servers.insert(r.credential.id, r.credential);
+                }
+                1 => batch
+                    .vaults
+                    .entry(PlaybookId(r.owner))
+                    .or_default()
+                    .push(r.credential),
+                2 => batch
+                    .launch
+                    .entry(JobId(r.owner))
+                    .or_default()
+                    .push(r.credential),
+                other => {
+                    return Err(StoreError::invalid(
+                        "used_as",
+                        format!("{other} is none of the query's own"),
+                    ))
+                }
+            }
+        }
+        for list in batch.vaults.values_mut().chain(batch.launch.values_mut()) {
+            list.sort_unstable_by_key(|c| c.id);
+        }
+        Ok(batch)
     }
 }
 

@@ -1,6 +1,8 @@
 //! store::jobs — launching jobs and reading them. Their changes of state are not here: the
 //! [`crate::lifecycle`] module owns every transition.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::listing::{self, keyset_page};
@@ -223,6 +225,32 @@ impl Store {
         }))
     }
 
+    /// The secret answers of each of `jobs` that has any, in one query.
+    pub async fn secret_vars_of_jobs(&self, jobs: &[JobId]) -> Result<HashMap<JobId, SealedVars>> {
+        if jobs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        type Row = (JobId, sqlx::types::Json<Vec<String>>, String, Vec<u8>);
+        let rows: Vec<Row> = on_pool!(self, p => {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT job_id, names, key_id, sealed FROM job_secret_vars WHERE job_id");
+            super::push_in(&mut qb, jobs);
+            // As a batch's credentials: one job's read is prepared once, a batch's is not.
+            qb.build_query_as().persistent(jobs.len() == 1).fetch_all(p).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(job, names, key_id, sealed)| {
+                let vars = SealedVars {
+                    names: names.0,
+                    key_id,
+                    sealed,
+                };
+                (job, vars)
+            })
+            .collect())
+    }
+
     /// (job uuid, agent) of every unfinished job with a cancel request and an agent.
     pub async fn cancel_requested_jobs(&self) -> Result<Vec<(String, AgentId)>> {
         let sql = format!(
@@ -241,7 +269,7 @@ impl Store {
     }
 
     /// How many jobs each server has with an agent (assigned or running).
-    pub async fn active_jobs_per_server(&self) -> Result<std::collections::HashMap<ServerId, i64>> {
+    pub async fn active_jobs_per_server(&self) -> Result<HashMap<ServerId, i64>> {
         let sql = format!(
             "SELECT server_id, COUNT(*) FROM jobs WHERE status IN {ACTIVE_SQL} \
              AND agent_id IS NOT NULL GROUP BY server_id"

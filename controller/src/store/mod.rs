@@ -489,6 +489,22 @@ pub struct Store {
     pub(crate) bulk: Option<std::sync::Arc<bulk::Bulk>>,
 }
 
+/// ` IN (…)` of `items`, bound; an empty list matches nothing (`IN (NULL)` is never true).
+pub(crate) fn push_in<'a, DB: sqlx::Database, T>(qb: &mut sqlx::QueryBuilder<'a, DB>, items: &[T])
+where
+    T: sqlx::Encode<'a, DB> + sqlx::Type<DB> + Copy + 'a,
+{
+    qb.push(" IN (");
+    if items.is_empty() {
+        qb.push("NULL");
+    }
+    let mut sep = qb.separated(", ");
+    for i in items {
+        sep.push_bind(*i);
+    }
+    qb.push(")");
+}
+
 /// A database URL with its password replaced, safe to print.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {

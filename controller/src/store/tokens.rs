@@ -91,12 +91,8 @@ impl Store {
                 "SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id \
                  WHERE u.is_active = TRUE AND t.expires_at > ",
             );
-            qb.push_bind(now()).push(" AND t.id IN (");
-            let mut ids = qb.separated(", ");
-            for t in tokens {
-                ids.push_bind(*t);
-            }
-            qb.push(")");
+            qb.push_bind(now()).push(" AND t.id");
+            super::push_in(&mut qb, tokens);
             qb.build_query_scalar::<i32>().persistent(false).fetch_all(p).await?
         }))
     }
