@@ -6,6 +6,7 @@
 //! [`machine`] is the state machine without a database; `records` holds the conditional UPDATEs
 //! and is private to this module; `ticket` writes a failed job's ticket.
 
+mod claims;
 pub mod machine;
 
 pub use machine::Final;
@@ -195,7 +196,7 @@ impl Lifecycle {
     /// would (the server's lock, its limit, counting the batch's own claims). Returns one
     /// [`Claim`] per wanted job, in order.
     pub async fn claim_all(&self, wanted: &[Wanted], max_per_server: u32) -> Result<Vec<Claim>> {
-        records::claim_all(&self.store, wanted, max_per_server).await
+        claims::claim_all(&self.store, wanted, max_per_server).await
     }
 
     /// Creates a launch's run and jobs in one transaction and, when `claim` is given and the
@@ -227,7 +228,7 @@ impl Lifecycle {
             let decided = match claim {
                 Some((c, server)) if dialect == Dialect::Mysql => {
                     // As in the round's claim: without a count from the lock, no claim.
-                    let busy = records::lock_server!(&mut *tx, dialect, server)?;
+                    let busy = claims::lock_server!(&mut *tx, dialect, server)?;
                     let room = busy.is_some_and(|b| b < i64::from(c.max_per_server));
                     Some(room.then_some(c.agent))
                 }
@@ -239,11 +240,11 @@ impl Lifecycle {
             let (run_id, ids) = insert_launch!(&mut *tx, &prepared, actor, audit, &mut audits, assign.as_ref())?;
             let claimed = match (claim, ids.first(), decided) {
                 (Some(_), Some(&job), Some(Some(agent))) => {
-                    Some(records::dispatched!(job, agent, &dispatch_id, audits))
+                    Some(claims::dispatched!(job, agent, &dispatch_id, audits))
                 }
                 (Some(_), Some(_), Some(None)) => Some(Claim::ServerBusy),
                 // SQLite: no lock, and the claim's UPDATE checks the count itself.
-                (Some((c, server)), Some(&job), None) => Some(records::claim_locked!(
+                (Some((c, server)), Some(&job), None) => Some(claims::claim_locked!(
                     &mut *tx, dialect, None, job, server, c.agent, &dispatch_id, c.max_per_server, &mut audits
                 )?),
                 _ => None,
