@@ -3,10 +3,12 @@
 //! of the job's credentials.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use lru::LruCache;
 use outpost_protocol::message::{
     Assignment, JobSecrets, RevisionRef, SecretVar, Target, INLINE_REVISION_BYTES,
 };
@@ -49,12 +51,25 @@ impl From<StoreError> for Unmade {
 
 /// Small revisions by digest: read and verified once, shared by every job of them. Shared by
 /// the assignments of one batch, made side by side: each map is locked only to look up or to
-/// insert, never across an await (two jobs missing the same entry both make it, alike).
-#[derive(Default)]
+/// insert, never across an await (two jobs missing the same entry both make it, alike). Each
+/// keeps at most [`KEPT`] entries, the least recently handed out dropped first: a controller
+/// running for months meets many revisions, and one dropped is only read again.
 pub(super) struct PlaybookCache {
-    inline: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    inline: Mutex<LruCache<String, Arc<Vec<u8>>>>,
     /// Revisions made of playbook rows outside any project, by (path, hash).
-    loose: Mutex<HashMap<(String, String), RevisionRef>>,
+    loose: Mutex<LruCache<(String, String), RevisionRef>>,
+}
+
+/// Entries each cache keeps: revisions carried inline are at most 64 KiB, so at most 16 MiB.
+const KEPT: NonZeroUsize = NonZeroUsize::new(256).expect("not zero");
+
+impl Default for PlaybookCache {
+    fn default() -> PlaybookCache {
+        PlaybookCache {
+            inline: Mutex::new(LruCache::new(KEPT)),
+            loose: Mutex::new(LruCache::new(KEPT)),
+        }
+    }
 }
 
 /// The rows the assignments of one batch read, read once a batch, instead of each assignment
@@ -288,7 +303,7 @@ impl PlaybookCache {
             inventory_dir: String::new(),
             inline: inline.map(|b| b.as_ref().clone()),
         };
-        lock(&self.loose).insert(key, r.clone());
+        lock(&self.loose).put(key, r.clone());
         Ok(r)
     }
 
@@ -339,7 +354,7 @@ impl PlaybookCache {
             ));
         }
         let bytes = Arc::new(bytes);
-        lock(&self.inline).insert(revision.digest.clone(), bytes.clone());
+        lock(&self.inline).put(revision.digest.clone(), bytes.clone());
         Ok(Some(bytes))
     }
 }
@@ -614,6 +629,33 @@ mod tests {
         assert_eq!(failed, Err("away".to_owned()));
         assert_eq!(read_once(&cells, 3, read("c")).await.as_deref(), Ok("c"));
         assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_cache_of_small_revisions_keeps_the_most_recently_used() {
+        let data = tempfile::tempdir().unwrap();
+        let revisions: Vec<Revision> = (0..=KEPT.get())
+            .map(|i| {
+                let text = format!("- hosts: all # {i}\n");
+                let tree = crate::project::single_file_tree(data.path(), text.as_bytes()).unwrap();
+                let packed = crate::project::pack_revision(tree.path(), data.path()).unwrap();
+                revision(&packed.digest, packed.size as i64)
+            })
+            .collect();
+        let cache = PlaybookCache::default();
+        let (last, rest) = revisions.split_last().unwrap();
+        for r in rest {
+            assert!(cache.inline(data.path(), r).await.unwrap().is_some());
+        }
+        // The first is handed out again, then one more comes than the cache keeps: the one
+        // least recently handed out (the second) makes room, the first stays.
+        cache.inline(data.path(), &revisions[0]).await.unwrap();
+        cache.inline(data.path(), last).await.unwrap();
+        let kept = lock(&cache.inline);
+        assert_eq!(kept.len(), KEPT.get());
+        assert!(kept.contains(&revisions[0].digest));
+        assert!(!kept.contains(&revisions[1].digest));
+        assert!(kept.contains(&last.digest));
     }
 
     #[tokio::test]
