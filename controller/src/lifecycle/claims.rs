@@ -1,6 +1,7 @@
 //! The claims: a job given to an agent under a dispatch id, conditional on the job still
-//! being free and on its server's limit, read under the server's row lock so that claims for
-//! one server (from a batch, a launch, or another controller) are taken one after another.
+//! being free and on its server's limit. On MySQL the limit is read under the server's row
+//! lock, so that claims for one server (from a batch, a launch, or another controller) are
+//! taken one after another; SQLite (one writer) checks it in the claim's UPDATE.
 //! Private to the lifecycle module, as its other records ([`super::records`]).
 
 use std::collections::{BTreeSet, HashMap};

@@ -1,7 +1,7 @@
 //! The job state machine itself, without a database: which moves exist, which states each may
-//! leave and which state each enters. The records module builds its conditional UPDATEs from
-//! these — the `WHERE status IN (…)` from [`Move::leaves`] and the `SET status = ?` from
-//! [`Move::enters`] — so the SQL cannot allow or write what this table does not.
+//! leave and which state each enters. The claims and records modules build their conditional
+//! UPDATEs from these — the `WHERE status IN (…)` from [`Move::leaves`] and the `SET status =
+//! ?` from [`Move::enters`] — so the SQL cannot allow or write what this table does not.
 //!
 //! ```text
 //! pending ──claim──▶ pending+agent ──start──▶ running ──finish──▶ success | failed | cancelled

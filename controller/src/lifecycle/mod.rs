@@ -3,8 +3,9 @@
 //! not come back. Every move of an agent's attempt is conditional on its dispatch id, so a
 //! stale session, a late message or a second controller can never move a job it does not hold.
 //!
-//! [`machine`] is the state machine without a database; `records` holds the conditional UPDATEs
-//! and is private to this module; `ticket` writes a failed job's ticket.
+//! [`machine`] is the state machine without a database; `claims` gives a job to an agent
+//! under its server's limit; `records` holds the conditional UPDATEs that move a claimed job
+//! on; both are private to this module; `ticket` writes a failed job's ticket.
 
 mod claims;
 pub mod machine;

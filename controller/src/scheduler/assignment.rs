@@ -50,7 +50,7 @@ impl From<StoreError> for Unmade {
 }
 
 /// Small revisions by digest: read and verified once, shared by every job of them. Shared by
-/// the assignments of one batch, made side by side: each map is locked only to look up or to
+/// the assignments of one batch, made side by side: each cache is locked only to look up or to
 /// insert, never across an await (two jobs missing the same entry both make it, alike). Each
 /// keeps at most [`KEPT`] entries, the least recently handed out dropped first: a controller
 /// running for months meets many revisions, and one dropped is only read again.
@@ -60,7 +60,8 @@ pub(super) struct PlaybookCache {
     loose: Mutex<LruCache<(String, String), RevisionRef>>,
 }
 
-/// Entries each cache keeps: revisions carried inline are at most 64 KiB, so at most 16 MiB.
+/// Entries each cache keeps: a revision carried inline is at most 64 KiB, so each holds at
+/// most 16 MiB (a loose playbook's revision carries its own copy of its bytes).
 const KEPT: NonZeroUsize = NonZeroUsize::new(256).expect("not zero");
 
 impl Default for PlaybookCache {
