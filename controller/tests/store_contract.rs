@@ -527,6 +527,31 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
         store.get_run(other).await.unwrap().status,
         RunStatus::Running
     );
+    // A start given with its own end, of a job that started already: the end's one UPDATE
+    // for both moves nothing, so each is tried alone; one START record, the first date kept.
+    let (_, jobs) = launch_run(&store, &f, 1, None).await;
+    let held = claimed_all(&life, &jobs).await;
+    assert!(life.start(&held[0]).await.unwrap());
+    let first = store.get_job(held[0].job).await.unwrap().started_at;
+    let (started, moved) = life
+        .record_all(
+            &[starting(&held[0], None, an_hour_ago)],
+            &[prepare(held[0].clone(), ok.clone()).await],
+        )
+        .await;
+    assert_eq!(
+        (started[0].as_ref().unwrap(), moved[0].as_ref().unwrap()),
+        (&false, &true)
+    );
+    assert_eq!(
+        job_actions(&store, held[0].job).await,
+        ["LAUNCH", "DISPATCH", "START", "FINISH"]
+    );
+    let done = store.get_job(held[0].job).await.unwrap();
+    assert_eq!(
+        (done.status, done.started_at),
+        (JobStatus::Success, first)
+    );
     // No shared commit had to be split (nextest runs each test in its own process).
     assert_eq!(
         outpost_controller::metrics::global()

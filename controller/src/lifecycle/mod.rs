@@ -30,7 +30,7 @@ use crate::store::runs::NewRun;
 use crate::store::{on_pool, Dialect, Result, Store, StoreError, WritePool};
 
 /// One attempt at running a job: the dispatch id names it (stored in `celery_task_id`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attempt {
     pub job: JobId,
     pub dispatch_id: String,

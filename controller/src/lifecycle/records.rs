@@ -4,7 +4,7 @@
 //! attempt, its dispatch id, with its audit record in the same transaction. Private to the
 //! lifecycle module: nothing else in the crate can move a job.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::json;
 
@@ -214,8 +214,22 @@ pub(super) async fn record_all(
         }
         let mut started = vec![false; starts.len()];
         let mut moved = vec![false; items.len()];
+        // A quick job's start and end often come in one batch: its end first tries both moves
+        // in one UPDATE (pending and held → final, started when reported), which takes the
+        // job as the start's and the end's UPDATEs together would. One statement instead of
+        // two; when it moves nothing (the job started already, or was released), each is
+        // tried on its own as usual.
+        let mut ends_of: HashMap<&Attempt, usize> = items.iter().enumerate().map(|(i, f)| (&f.attempt, i)).collect();
+        let mut start_of: Vec<Option<usize>> = vec![None; items.len()];
+        let mut folded = vec![false; starts.len()];
+        for (i, s) in starts.iter().enumerate() {
+            if let Some(f) = ends_of.remove(&s.attempt) {
+                (start_of[f], folded[i]) = (Some(i), true);
+            }
+        }
         for row in &order {
             let i = match *row {
+                Row::Start(i) if folded[i] => continue,
                 Row::Start(i) => {
                     let s = &starts[i];
                     started[i] = start_locked!(&mut *tx, &s.attempt, crate::store::stamp(s.at))?;
@@ -225,11 +239,28 @@ pub(super) async fn record_all(
             };
             let Finishing { attempt: a, outcome, .. } = &items[i];
             let error = outcome.error_message.as_deref().map(|e| fit_bytes(e, TEXT_BYTES));
+            let enters = Move::Finish(outcome.status).enters().as_str();
+            if let Some(si) = start_of[i] {
+                let res = sqlx::query(&format!(
+                    "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
+                     started_at = ?, unreachable = ? \
+                     WHERE id = ? AND status IN {} AND status IN {} AND celery_task_id = ? \
+                     AND agent_id IS NOT NULL", Move::Start.leaves_sql(), from(&items[i])))
+                    .bind(enters).bind(outcome.exit_code).bind(error.as_deref()).bind(ts)
+                    .bind(crate::store::stamp(starts[si].at)).bind(outcome.unreachable).bind(a.job)
+                    .bind(&a.dispatch_id).execute(&mut *tx).await?;
+                if res.rows_affected() == 1 {
+                    (started[si], moved[i]) = (true, true);
+                    continue;
+                }
+                let s = &starts[si];
+                started[si] = start_locked!(&mut *tx, &s.attempt, crate::store::stamp(s.at))?;
+            }
             let res = sqlx::query(&format!(
                 "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
                  started_at = COALESCE(started_at, ?), unreachable = ? \
                  WHERE id = ? AND status IN {} AND celery_task_id = ?", from(&items[i])))
-                .bind(Move::Finish(outcome.status).enters().as_str()).bind(outcome.exit_code).bind(error.as_deref())
+                .bind(enters).bind(outcome.exit_code).bind(error.as_deref())
                 .bind(ts).bind(ts).bind(outcome.unreachable).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
             moved[i] = res.rows_affected() == 1;
         }
