@@ -548,9 +548,32 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
         ["LAUNCH", "DISPATCH", "START", "FINISH"]
     );
     let done = store.get_job(held[0].job).await.unwrap();
+    assert_eq!((done.status, done.started_at), (JobStatus::Success, first));
+    // A start and an end each sent twice, in one batch: the first start dates the job and is
+    // the one recorded; the first end moves it; the copies move nothing.
+    let (_, jobs) = launch_run(&store, &f, 1, None).await;
+    let held = claimed_all(&life, &jobs).await;
+    let half_an_hour_ago = Utc::now() - Duration::minutes(30);
+    let end = prepare(held[0].clone(), ok.clone()).await;
+    let (started, moved) = life
+        .record_all(
+            &[
+                starting(&held[0], None, an_hour_ago),
+                starting(&held[0], None, half_an_hour_ago),
+            ],
+            &[end.clone(), end],
+        )
+        .await;
+    let started: Vec<bool> = started.into_iter().map(|s| s.unwrap()).collect();
+    let moved: Vec<bool> = moved.into_iter().map(|m| m.unwrap()).collect();
+    assert_eq!((started, moved), (vec![true, false], vec![true, false]));
     assert_eq!(
-        (done.status, done.started_at),
-        (JobStatus::Success, first)
+        job_actions(&store, held[0].job).await,
+        ["LAUNCH", "DISPATCH", "START", "FINISH"]
+    );
+    assert_eq!(
+        store.get_job(held[0].job).await.unwrap().started_at,
+        Some(an_hour_ago.trunc_subsecs(0))
     );
     // No shared commit had to be split (nextest runs each test in its own process).
     assert_eq!(

@@ -219,10 +219,16 @@ pub(super) async fn record_all(
         // job as the start's and the end's UPDATEs together would. One statement instead of
         // two; when it moves nothing (the job started already, or was released), each is
         // tried on its own as usual.
-        let mut ends_of: HashMap<&Attempt, usize> = items.iter().enumerate().map(|(i, f)| (&f.attempt, i)).collect();
+        // A report sent twice (an agent resends what it was not told was recorded) pairs its
+        // first end with its last start: any other copy runs in its place, as before, and the
+        // first start still dates the job.
+        let mut ends_of: HashMap<&Attempt, usize> = HashMap::new();
+        for (i, f) in items.iter().enumerate() {
+            ends_of.entry(&f.attempt).or_insert(i);
+        }
         let mut start_of: Vec<Option<usize>> = vec![None; items.len()];
         let mut folded = vec![false; starts.len()];
-        for (i, s) in starts.iter().enumerate() {
+        for (i, s) in starts.iter().enumerate().rev() {
             if let Some(f) = ends_of.remove(&s.attempt) {
                 (start_of[f], folded[i]) = (Some(i), true);
             }
