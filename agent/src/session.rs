@@ -1,7 +1,8 @@
 //! The agent's side of the connection: dial the controller (several addresses, tried in turn),
-//! say Hello, keep the session alive with heartbeats, take assignments and cancel requests,
-//! resume the delivery of every job it still holds, renew its certificate, and reconnect
-//! forever with capped, jittered backoff when anything breaks. The session stream's rules are
+//! say Hello, keep the session alive (QUIC keep-alives, or heartbeats if the controller wants
+//! them more often), take assignments and cancel requests, resume the delivery of every job it
+//! still holds, renew its certificate, and reconnect forever with capped, jittered backoff when
+//! anything breaks. The session stream's rules are
 //! the protocol's [`AgentSide`]; this moves bytes between it, the agent and the network.
 
 use std::net::SocketAddr;
@@ -284,6 +285,7 @@ async fn serve(
             .collect(),
     };
     let (mut machine, hello) = AgentSide::new(hello, now());
+    machine.keep_alive(agent.cfg.timers.keep_alive);
     if let Err(e) = codec::write_frame(&mut send, &hello, codec::MAX_FRAME).await {
         return SessionEnd::Retry(e.to_string());
     }
@@ -400,8 +402,12 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn sleep_until(at: std::time::Instant) {
-    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await
+/// Sleeps until `at`; forever when nothing is scheduled.
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Opens a job stream with a Resume for every held job that no stream is delivering.

@@ -280,6 +280,49 @@ async fn hello_jobs_capacity_and_extra_vars_on_the_wire() {
     );
 }
 
+/// An agent whose QUIC keep-alive beats at least as often as the Welcome asks sends no
+/// Heartbeat of its own: the keep-alive's PINGs alone keep the session open, well past its
+/// idle timeout, and nothing else crosses the session stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_lives_on_keep_alives_alone() {
+    let peer = setup();
+    let stop = CancellationToken::new();
+    let idle_timeout = Duration::from_millis(1500);
+    let opts = ServiceOptions {
+        host_key_checking: false,
+        // A keep-alive every 500 ms, more often than the Welcome's beat (1 s).
+        idle_timeout,
+        ..ServiceOptions::default()
+    };
+    let agent = tokio::spawn(service::run(peer.state.clone(), opts, stop.clone(), || {}));
+    let (conn, mut session, _) = welcomed(&peer.endpoint).await;
+    let pings = conn.stats().frame_rx.ping;
+    let quiet = 3 * idle_timeout;
+    let said = tokio::time::timeout(quiet, session.recv::<Up>()).await;
+    assert!(
+        said.is_err(),
+        "the agent said something on its session stream: {said:?}"
+    );
+    assert!(
+        conn.close_reason().is_none(),
+        "the session did not outlive its idle timeout: {:?}",
+        conn.close_reason()
+    );
+    let pinged = conn.stats().frame_rx.ping - pings;
+    assert!(
+        pinged >= 4,
+        "{pinged} keep-alives in {quiet:?}: the session stayed open on something else"
+    );
+    // And it asked to have each packet acknowledged at once, so that a lone keep-alive costs
+    // the controller no timer.
+    assert!(
+        conn.stats().frame_rx.ack_frequency >= 1,
+        "the agent never asked for its acknowledgements at once"
+    );
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_lines_are_resent_on_the_next_session() {
     let peer = setup();

@@ -1,5 +1,5 @@
 //! What idle agents cost a controller: N agent sessions (real mTLS QUIC on loopback, each with
-//! its own certificate, saying Hello and sending heartbeats) against one `outpost-controller
+//! its own certificate, saying Hello and then keeping the session alive) against one `outpost-controller
 //! serve` process; the controller's resident memory and CPU are read from /proc before and
 //! after, side by side in one run. Then the controller is killed (-9) and started again on the
 //! same port, and the time until every agent is back in a new session is measured, with the
@@ -10,9 +10,10 @@
 //! so the agents' side of 50,000 sessions is spread over processes and sockets as a controller
 //! sees it spread over hosts, rather than on one runtime. A client process is cheap: one
 //! current-thread runtime, a quinn endpoint (one UDP socket) per 2,500 sessions, and one task
-//! per session that does what an agent's session does (Hello, then a heartbeat every interval
-//! the Welcome names, on a fixed cadence as the agent keeps it, reading each acknowledgement).
-//! The clients also count the packets their sessions send and receive, so the run says what an
+//! per session that does what an agent's session does (Hello, then the agent's own
+//! `AgentSide` rules: its QUIC keep-alive as its heartbeat, or a Heartbeat every interval the
+//! Welcome names if that is shorter or `OUTPOST_BENCH_IDLE_HEARTBEATS=1` asks for the agents
+//! of before 12-05). The clients also count the packets their sessions send and receive, so the run says what an
 //! idle tick is on the wire.
 //!
 //! Run: `cargo bench -p outpost-controller --bench idle_agents` (`OUTPOST_BENCH_AGENTS`, default
@@ -31,6 +32,7 @@ use outpost_controller::store::agents::NewEnrollmentToken;
 use outpost_controller::store::audit::Actor;
 use outpost_controller::{PoolConfig, Store};
 use outpost_protocol::codec::FramedStream;
+use outpost_protocol::control::{AgentAction, AgentSide};
 use outpost_protocol::message::{Down, Hello, Up};
 use outpost_protocol::pki::{AgentKey, Ca};
 use outpost_protocol::tls::{self, Timers};
@@ -675,7 +677,15 @@ async fn session(to: Session<'_>) -> bool {
         running: vec![],
         capabilities: vec![],
     };
-    if s.send(&Up::Hello(hello)).await.is_err() {
+    // The agent's own rules decide whether it beats (protocol::control::AgentSide): by default
+    // its QUIC keep-alive is its heartbeat; OUTPOST_BENCH_IDLE_HEARTBEATS=1 makes the agents
+    // of before 12-05, which sent a Heartbeat every interval whatever their keep-alive.
+    let now = || tokio::time::Instant::now().into_std();
+    let (mut machine, hello) = AgentSide::new(hello, now());
+    if std::env::var_os("OUTPOST_BENCH_IDLE_HEARTBEATS").is_none() {
+        machine.keep_alive(Timers::default().keep_alive);
+    }
+    if s.send(&hello).await.is_err() {
         return false;
     }
     let Ok(Some(Down::Welcome(w))) = s.recv::<Down>().await else {
@@ -684,21 +694,28 @@ async fn session(to: Session<'_>) -> bool {
     drop(permit);
     welcomed.fetch_add(1, Ordering::Relaxed);
     live.lock().unwrap()[slot] = Some((epoch.load(Ordering::Relaxed), conn.clone()));
-    // Heartbeats on a fixed cadence from when each was sent, as the agent keeps them
-    // (protocol::control::AgentSide), not from when the last one was acknowledged.
-    let interval = Duration::from_millis(w.heartbeat_interval_ms.into());
     heartbeat_ms.store(w.heartbeat_interval_ms.into(), Ordering::Relaxed);
-    let mut next = tokio::time::Instant::now() + interval;
-    let mut seq = 0;
+    if machine.receive(Down::Welcome(w), now()).is_err() {
+        return false;
+    }
+    // A session ends when its connection does, whether or not a beat is due.
     loop {
-        tokio::time::sleep_until(next).await;
-        next = tokio::time::Instant::now() + interval;
-        seq += 1;
-        if s.send(&Up::Heartbeat { seq }).await.is_err()
-            || s.recv::<Down>().await.ok().flatten().is_none()
-        {
-            live.lock().unwrap()[slot] = None;
-            return true;
+        let due = async {
+            match machine.poll_timeout() {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = conn.closed() => break,
+            _ = due => {}
+        }
+        while let Ok(Some(AgentAction::Send(up))) = machine.poll(now()) {
+            if s.send(&up).await.is_err() {
+                break;
+            }
         }
     }
+    live.lock().unwrap()[slot] = None;
+    true
 }

@@ -123,7 +123,8 @@ pub struct Config {
     /// Seconds a vanished agent has to come back before its running jobs fail [default: 120].
     #[arg(long, env = "OUTPOST_AGENT_GRACE_SECS", help_heading = DAEMON)]
     pub agent_grace_secs: Option<u64>,
-    /// Seconds between agent heartbeats [default: 5].
+    /// Seconds between agent heartbeats; an agent whose QUIC keep-alive is at least as
+    /// frequent lets the keep-alive beat for it [default: 5].
     #[arg(
         long = "heartbeat-secs",
         value_name = "HEARTBEAT_SECS",

@@ -53,6 +53,7 @@ pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod socket;
 pub mod store;
 pub mod survey;
 pub mod task_results;

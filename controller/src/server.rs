@@ -71,14 +71,15 @@ fn endpoint(
     config: quinn::ServerConfig,
     endpoint_config: quinn::EndpointConfig,
 ) -> Result<quinn::Endpoint, ServeError> {
-    let socket = udp_socket(addr)?;
-    quinn::Endpoint::new(
+    let bind = |source| ServeError::Bind { addr, source };
+    let socket = crate::socket::SegmentCapped::wrap(udp_socket(addr)?).map_err(bind)?;
+    quinn::Endpoint::new_with_abstract_socket(
         endpoint_config,
         Some(config),
         socket,
         Arc::new(quinn::TokioRuntime),
     )
-    .map_err(|source| ServeError::Bind { addr, source })
+    .map_err(bind)
 }
 
 /// Watches a task the controller cannot work without: if it panics, the process exits with

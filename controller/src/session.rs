@@ -120,7 +120,10 @@ pub async fn handle(
             return;
         }
     };
-    let agent = match identify(&ctx, &conn).await {
+    // The store's futures are boxed wherever a session awaits them: inline, each would be
+    // part of the session task's state for as long as the session lives (8 KiB of every idle
+    // session's task before; BENCHMARKS.md, "Idle agents").
+    let agent = match Box::pin(identify(&ctx, &conn)).await {
         Ok(a) => a,
         Err((code, reason)) => {
             metrics::global().handshakes_refused.inc();
@@ -207,13 +210,13 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         controller: ctx.settings.controller_id.clone(),
         session: Uuid::new_v4().to_string(),
     };
-    ctx.store.agent_connected(agent.id, &presence).await?;
+    Box::pin(ctx.store.agent_connected(agent.id, &presence)).await?;
     let held: Vec<(Uuid, String)> = hello
         .running
         .iter()
         .map(|r| (r.job, r.dispatch_id.clone()))
         .collect();
-    let in_flight = ctx.lifecycle.reconcile(&agent, &held).await?;
+    let in_flight = Box::pin(ctx.lifecycle.reconcile(&agent, &held)).await?;
     // Now that the agent said what it can hold, it may open that many streams (its resumes
     // and fetches); before its Hello it could open only its session stream.
     let mut streams = tls::session_streams(capacity, held.len());
@@ -280,11 +283,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
             },
             msg = reader.next::<Up>() => match msg {
                 Some(Ok(msg)) => match control.receive(msg) {
-                    Ok(Inbound::Reply(down)) => {
-                        if let Err(e) = send_down(&mut send, &down).await {
-                            break Err(e);
-                        }
-                    }
+                    Ok(Inbound::Beat) => {}
                     Ok(Inbound::Status { capacity, draining }) => {
                         // A raised capacity allows more streams; a lowered one keeps them
                         // (jobs held beyond it still resume).
@@ -296,7 +295,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                         ctx.scheduler.send(Event::Status { agent: agent.id, session, capacity, draining });
                     }
                     Ok(Inbound::Renew { csr_der }) => {
-                        let reply = control.renewal(renew(ctx, &agent, &csr_der).await);
+                        let reply = control.renewal(Box::pin(renew(ctx, &agent, &csr_der)).await);
                         if let Err(e) = send_down(&mut send, &reply.down).await {
                             break Err(e);
                         }
@@ -335,10 +334,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
     if ctx.stop.is_cancelled() {
         close_conn(conn, close::SHUTDOWN, "controller shutting down");
     }
-    let _ = ctx
-        .store
-        .agent_disconnected(agent.id, &presence.session)
-        .await;
+    let _ = Box::pin(ctx.store.agent_disconnected(agent.id, &presence.session)).await;
     audit(
         &ctx.store,
         &agent,
@@ -389,22 +385,21 @@ async fn opened(
 }
 
 async fn audit(store: &Store, agent: &Agent, action: &str, details: serde_json::Value) {
-    let _ = store
-        .record_audit(&crate::store::audit::NewAudit {
-            actor: &crate::store::audit::Actor::system(),
-            action,
-            resource_type: "agent",
-            resource_id: Some(agent.id.0),
-            details: Some(details),
-        })
-        .await;
+    let _ = Box::pin(store.record_audit(&crate::store::audit::NewAudit {
+        actor: &crate::store::audit::Actor::system(),
+        action,
+        resource_type: "agent",
+        resource_id: Some(agent.id.0),
+        details: Some(details),
+    }))
+    .await;
 }
 
 async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> RenewAnswer {
     let uuid = agent.uuid.0;
     // Revocation is looked up afresh: a revoked agent gets no new certificate, whatever its
     // session still holds.
-    match ctx.store.get_agent(agent.id).await {
+    match Box::pin(ctx.store.get_agent(agent.id)).await {
         Ok(a) if !a.revoked => {}
         Ok(_) => return RenewAnswer::Revoked,
         Err(e) => {
@@ -421,10 +416,12 @@ async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> RenewAnswer {
             if let Ok(info) = pki::inspect(&cert) {
                 let expires = chrono::DateTime::from_timestamp(info.not_after.unix_timestamp(), 0)
                     .unwrap_or_default();
-                let _ = ctx
-                    .store
-                    .set_agent_certificate(agent.id, &pki::fingerprint(&cert), expires)
-                    .await;
+                let _ = Box::pin(ctx.store.set_agent_certificate(
+                    agent.id,
+                    &pki::fingerprint(&cert),
+                    expires,
+                ))
+                .await;
             }
             tracing::info!(agent = %agent.name, "certificate renewed");
             RenewAnswer::Renewed {

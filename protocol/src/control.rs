@@ -18,8 +18,8 @@ use crate::{close, MAX_AGENT_CAPACITY, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the agent waits for the Welcome after its Hello.
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
-/// The bounds the agent holds the controller's heartbeat interval to: a beat at least every
-/// minute keeps the connection from idling out, and none more often than every second.
+/// The bounds the agent holds the controller's heartbeat interval to: at least one beat a
+/// minute, and none more often than every second.
 pub const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 pub const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
 /// The heartbeat interval a Welcome names when the controller's own does not fit in a `u32`
@@ -142,8 +142,9 @@ pub struct ControllerSide {
 pub enum Inbound {
     /// The session's Hello, its version accepted; the capacity is already clamped.
     Hello { hello: Box<Hello>, capacity: u32 },
-    /// Send this back (a heartbeat's acknowledgement).
-    Reply(Down),
+    /// A heartbeat: the agent is there. Nothing is sent back; QUIC's own acknowledgement of the
+    /// packet tells the agent it arrived, and no agent ever read a HeartbeatAck.
+    Beat,
     /// The agent's capacity (clamped) or drain state changed.
     Status { capacity: u32, draining: bool },
     /// Sign this request (or refuse to), then give the answer to [`ControllerSide::renewal`].
@@ -235,7 +236,7 @@ impl ControllerSide {
                 })
             }
             (_, Up::Hello(_)) => Err(ControlError::SecondHello),
-            (_, Up::Heartbeat { seq }) => Ok(Inbound::Reply(Down::HeartbeatAck { seq })),
+            (_, Up::Heartbeat { .. }) => Ok(Inbound::Beat),
             (_, Up::Status(s)) => Ok(Inbound::Status {
                 capacity: clamp_capacity(s.capacity),
                 draining: s.draining,
@@ -294,7 +295,8 @@ enum AgentState {
     AwaitingWelcome(Instant),
     Open {
         heartbeat: Duration,
-        next_beat: Instant,
+        /// None when the session's QUIC keep-alive beats for the agent.
+        next_beat: Option<Instant>,
         seq: u64,
         renewal: Renewal,
         /// No renewal is scheduled before this.
@@ -307,6 +309,7 @@ enum AgentState {
 #[derive(Debug)]
 pub struct AgentSide {
     state: AgentState,
+    keep_alive: Option<Duration>,
 }
 
 /// What a message from the controller means for the agent.
@@ -347,9 +350,18 @@ impl AgentSide {
         (
             AgentSide {
                 state: AgentState::AwaitingWelcome(now + WELCOME_TIMEOUT),
+                keep_alive: None,
             },
             Up::Hello(hello),
         )
+    }
+
+    /// The session's QUIC keep-alive interval. A heartbeat interval no shorter than it sends no
+    /// Heartbeat: the keep-alive's PING already tells the controller the agent is there at
+    /// least as often, and costs the controller less than a Heartbeat (no stream data, no
+    /// wake-up of its session task; BENCHMARKS.md, "50,000 idle agents, again").
+    pub fn keep_alive(&mut self, interval: Duration) {
+        self.keep_alive = Some(interval);
     }
 
     /// Whether the Welcome has arrived.
@@ -369,10 +381,11 @@ impl AgentSide {
                 Down::Welcome(w) => {
                     let heartbeat = Duration::from_millis(w.heartbeat_interval_ms.into())
                         .clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+                    let beats = self.keep_alive.is_none_or(|k| heartbeat < k);
                     self.state = AgentState::Open {
                         heartbeat,
                         // The first beat goes out as soon as the session is open.
-                        next_beat: now,
+                        next_beat: beats.then_some(now),
                         seq: 0,
                         renewal: Renewal::Unscheduled,
                         renew_floor: now,
@@ -415,14 +428,14 @@ impl AgentSide {
         }
     }
 
-    /// When [`AgentSide::poll`] next has something to do.
-    pub fn poll_timeout(&self) -> Instant {
+    /// When [`AgentSide::poll`] next has something to do; None while nothing is scheduled.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            AgentState::AwaitingWelcome(at) => at,
+            AgentState::AwaitingWelcome(at) => Some(at),
             AgentState::Open {
                 next_beat, renewal, ..
             } => match renewal {
-                Renewal::At(at) => next_beat.min(at),
+                Renewal::At(at) => Some(next_beat.map_or(at, |beat| beat.min(at))),
                 Renewal::Unscheduled | Renewal::Pending => next_beat,
             },
         }
@@ -441,9 +454,9 @@ impl AgentSide {
                 renewal,
                 ..
             } => {
-                if now >= *next_beat {
+                if let Some(beat) = next_beat.as_mut().filter(|at| now >= **at) {
                     *seq += 1;
-                    *next_beat = now + *heartbeat;
+                    *beat = now + *heartbeat;
                     return Ok(Some(AgentAction::Send(Up::Heartbeat { seq: *seq })));
                 }
                 if matches!(*renewal, Renewal::At(at) if now >= at) {
@@ -678,12 +691,9 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_are_acknowledged_and_a_second_hello_is_a_violation() {
+    fn heartbeats_are_taken_silently_and_a_second_hello_is_a_violation() {
         let mut c = open_controller(Instant::now());
-        assert_eq!(
-            c.receive(Up::Heartbeat { seq: 41 }),
-            Ok(Inbound::Reply(Down::HeartbeatAck { seq: 41 }))
-        );
+        assert_eq!(c.receive(Up::Heartbeat { seq: 41 }), Ok(Inbound::Beat));
         let e = c
             .receive(Up::Hello(hello(PROTOCOL_VERSION, 1)))
             .unwrap_err();
@@ -739,7 +749,7 @@ mod tests {
         let (mut a, first) = AgentSide::new(h.clone(), t0);
         assert_eq!(first, Up::Hello(h));
         assert!(!a.is_open());
-        assert_eq!(a.poll_timeout(), t0 + WELCOME_TIMEOUT);
+        assert_eq!(a.poll_timeout(), Some(t0 + WELCOME_TIMEOUT));
         assert_eq!(a.poll(t0 + Duration::from_secs(14)), Ok(None));
         assert_eq!(
             a.poll(t0 + WELCOME_TIMEOUT),
@@ -776,13 +786,13 @@ mod tests {
     fn heartbeats_start_at_once_and_follow_the_clamped_interval() {
         let t0 = Instant::now();
         let mut a = open_agent(t0, 10); // 10 ms: held to the minimum
-        assert_eq!(a.poll_timeout(), t0);
+        assert_eq!(a.poll_timeout(), Some(t0));
         assert_eq!(
             a.poll(t0),
             Ok(Some(AgentAction::Send(Up::Heartbeat { seq: 1 })))
         );
         assert_eq!(a.poll(t0), Ok(None), "one beat per interval");
-        assert_eq!(a.poll_timeout(), t0 + MIN_HEARTBEAT);
+        assert_eq!(a.poll_timeout(), Some(t0 + MIN_HEARTBEAT));
         let t1 = t0 + MIN_HEARTBEAT;
         assert_eq!(
             a.poll(t1),
@@ -795,7 +805,38 @@ mod tests {
 
         let mut slow = open_agent(t0, u32::MAX);
         slow.poll(t0).unwrap();
-        assert_eq!(slow.poll_timeout(), t0 + MAX_HEARTBEAT);
+        assert_eq!(slow.poll_timeout(), Some(t0 + MAX_HEARTBEAT));
+    }
+
+    #[test]
+    fn a_keep_alive_at_least_as_frequent_as_the_heartbeat_beats_for_it() {
+        let t0 = Instant::now();
+        let keep_alive = Duration::from_secs(5);
+        let open = |interval_ms: u32| {
+            let (mut a, _) = AgentSide::new(hello(PROTOCOL_VERSION, 1), t0);
+            a.keep_alive(keep_alive);
+            a.receive(welcome(interval_ms), t0).unwrap();
+            a
+        };
+        // The default: a beat every 5 s, the keep-alive's interval. No Heartbeat, ever.
+        let mut a = open(5000);
+        assert_eq!(a.poll_timeout(), None);
+        for later in [0, 5, 60, 3600] {
+            assert_eq!(a.poll(t0 + Duration::from_secs(later)), Ok(None));
+        }
+        // A renewal is still scheduled, and is all that is.
+        let due = t0 + Duration::from_secs(30);
+        a.schedule_renewal(due);
+        assert_eq!(a.poll_timeout(), Some(due));
+        assert_eq!(a.poll(due), Ok(Some(AgentAction::Renew)));
+        // A controller asking for beats more often than the keep-alive gets them.
+        let mut fast = open(2000);
+        assert_eq!(fast.poll_timeout(), Some(t0));
+        assert_eq!(
+            fast.poll(t0),
+            Ok(Some(AgentAction::Send(Up::Heartbeat { seq: 1 })))
+        );
+        assert_eq!(fast.poll_timeout(), Some(t0 + Duration::from_secs(2)));
     }
 
     fn status() -> AgentStatus {
@@ -851,7 +892,7 @@ mod tests {
         assert_eq!(a.poll(t0), Ok(None), "nothing scheduled yet");
         let due = t0 + Duration::from_secs(30);
         a.schedule_renewal(due);
-        assert_eq!(a.poll_timeout(), due);
+        assert_eq!(a.poll_timeout(), Some(due));
         assert_eq!(a.poll(due), Ok(Some(AgentAction::Renew)));
         assert_eq!(a.poll(due), Ok(None), "asked once");
         assert_eq!(
@@ -887,7 +928,7 @@ mod tests {
         a.schedule_renewal(t0);
         assert_eq!(a.poll(t0), Ok(Some(AgentAction::Renew)));
         assert_eq!(a.renew(None, t0), None, "no request could be made");
-        assert_eq!(a.poll_timeout(), t0 + RENEW_RETRY);
+        assert_eq!(a.poll_timeout(), Some(t0 + RENEW_RETRY));
         let t1 = t0 + RENEW_RETRY;
         assert!(due(&mut a, t1).contains(&AgentAction::Renew));
         assert!(a.renew(Some(vec![1]), t1).is_some());

@@ -329,8 +329,9 @@ async fn the_store_connects_to_a_mariadb_that_requires_tls() {
 
 /// A controller killed and started again answers its previous run's connections with a QUIC
 /// stateless reset (its reset key is kept with its PKI): the agent reconnects at once (1.5 s
-/// measured: a heartbeat interval and a backoff), where without the reset it waits until a
-/// heartbeat goes unanswered for 10 s (11.6 s measured) or its idle timeout (60 s here).
+/// measured: a heartbeat interval and a backoff), where without the reset it waits out the
+/// connection's idle timeout, the smaller of the controller's (10 s) and its own (60 s here):
+/// 11.6 s measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_learn_of_a_restarted_controller_at_once() {
     let mut c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
