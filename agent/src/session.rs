@@ -285,7 +285,7 @@ async fn serve(
             .collect(),
     };
     let (mut machine, hello) = AgentSide::new(hello, now());
-    machine.keep_alive(agent.cfg.timers.keep_alive);
+    machine.set_keep_alive(agent.cfg.timers.keep_alive);
     if let Err(e) = codec::write_frame(&mut send, &hello, codec::MAX_FRAME).await {
         return SessionEnd::Retry(e.to_string());
     }

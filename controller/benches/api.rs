@@ -1017,10 +1017,10 @@ async fn agent(
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             seq += 1;
-            // Controllers no longer answer a Heartbeat; nothing is read.
             if session.send(&Up::Heartbeat { seq }).await.is_err() {
                 return;
             }
+            let _ = session.recv::<Down>().await;
         }
     });
     let (c, times) = (conn.clone(), times.clone());

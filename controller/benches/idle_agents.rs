@@ -1,6 +1,6 @@
 //! What idle agents cost a controller: N agent sessions (real mTLS QUIC on loopback, each with
-//! its own certificate, saying Hello and then keeping the session alive) against one `outpost-controller
-//! serve` process; the controller's resident memory and CPU are read from /proc before and
+//! its own certificate, saying Hello and then keeping the session alive) against one
+//! `outpost-controller serve` process; the controller's resident memory and CPU are read from /proc before and
 //! after, side by side in one run. Then the controller is killed (-9) and started again on the
 //! same port, and the time until every agent is back in a new session is measured, with the
 //! failed attempts on the way and the controller's peak memory.
@@ -13,8 +13,8 @@
 //! per session that does what an agent's session does (Hello, then the agent's own
 //! `AgentSide` rules: its QUIC keep-alive as its heartbeat, or a Heartbeat every interval the
 //! Welcome names if that is shorter or `OUTPOST_BENCH_IDLE_HEARTBEATS=1` asks for the agents
-//! of before 12-05). The clients also count the packets their sessions send and receive, so the run says what an
-//! idle tick is on the wire.
+//! of before 12-05, reading each acknowledgement). The clients also count the packets their sessions send and receive, so
+//! the run says what an idle tick is on the wire.
 //!
 //! Run: `cargo bench -p outpost-controller --bench idle_agents` (`OUTPOST_BENCH_AGENTS`, default
 //! 2000; `OUTPOST_BENCH_IDLE_SECS`, default 20; `OUTPOST_BENCH_IDLE_RESTART=0` skips the
@@ -683,7 +683,7 @@ async fn session(to: Session<'_>) -> bool {
     let now = || tokio::time::Instant::now().into_std();
     let (mut machine, hello) = AgentSide::new(hello, now());
     if std::env::var_os("OUTPOST_BENCH_IDLE_HEARTBEATS").is_none() {
-        machine.keep_alive(Timers::default().keep_alive);
+        machine.set_keep_alive(Timers::default().keep_alive);
     }
     if s.send(&hello).await.is_err() {
         return false;
@@ -711,7 +711,7 @@ async fn session(to: Session<'_>) -> bool {
             _ = due => {}
         }
         while let Ok(Some(AgentAction::Send(up))) = machine.poll(now()) {
-            if s.send(&up).await.is_err() {
+            if s.send(&up).await.is_err() || s.recv::<Down>().await.ok().flatten().is_none() {
                 break;
             }
         }

@@ -122,7 +122,7 @@ pub async fn handle(
     };
     // The store's futures are boxed wherever a session awaits them: inline, each would be
     // part of the session task's state for as long as the session lives (8 KiB of every idle
-    // session's task before; BENCHMARKS.md, "Idle agents").
+    // session's task before; BENCHMARKS.md, "50,000 idle agents, again").
     let agent = match Box::pin(identify(&ctx, &conn)).await {
         Ok(a) => a,
         Err((code, reason)) => {
@@ -283,7 +283,11 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
             },
             msg = reader.next::<Up>() => match msg {
                 Some(Ok(msg)) => match control.receive(msg) {
-                    Ok(Inbound::Beat) => {}
+                    Ok(Inbound::Reply(down)) => {
+                        if let Err(e) = send_down(&mut send, &down).await {
+                            break Err(e);
+                        }
+                    }
                     Ok(Inbound::Status { capacity, draining }) => {
                         // A raised capacity allows more streams; a lowered one keeps them
                         // (jobs held beyond it still resume).

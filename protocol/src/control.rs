@@ -142,9 +142,10 @@ pub struct ControllerSide {
 pub enum Inbound {
     /// The session's Hello, its version accepted; the capacity is already clamped.
     Hello { hello: Box<Hello>, capacity: u32 },
-    /// A heartbeat: the agent is there. Nothing is sent back; QUIC's own acknowledgement of the
-    /// packet tells the agent it arrived, and no agent ever read a HeartbeatAck.
-    Beat,
+    /// Send this back (a heartbeat's acknowledgement). Agents do not need it, but writing it
+    /// is what holds back an agent that floods its session stream and never reads: its
+    /// window fills and the controller's write times out.
+    Reply(Down),
     /// The agent's capacity (clamped) or drain state changed.
     Status { capacity: u32, draining: bool },
     /// Sign this request (or refuse to), then give the answer to [`ControllerSide::renewal`].
@@ -236,7 +237,7 @@ impl ControllerSide {
                 })
             }
             (_, Up::Hello(_)) => Err(ControlError::SecondHello),
-            (_, Up::Heartbeat { .. }) => Ok(Inbound::Beat),
+            (_, Up::Heartbeat { seq }) => Ok(Inbound::Reply(Down::HeartbeatAck { seq })),
             (_, Up::Status(s)) => Ok(Inbound::Status {
                 capacity: clamp_capacity(s.capacity),
                 draining: s.draining,
@@ -356,11 +357,13 @@ impl AgentSide {
         )
     }
 
-    /// The session's QUIC keep-alive interval. A heartbeat interval no shorter than it sends no
-    /// Heartbeat: the keep-alive's PING already tells the controller the agent is there at
-    /// least as often, and costs the controller less than a Heartbeat (no stream data, no
-    /// wake-up of its session task; BENCHMARKS.md, "50,000 idle agents, again").
-    pub fn keep_alive(&mut self, interval: Duration) {
+    /// Tells the machine the session's QUIC keep-alive interval; to be called before the
+    /// Welcome, which decides whether the agent beats. A heartbeat interval no shorter than
+    /// the keep-alive sends no Heartbeat: the keep-alive's PING already tells the controller
+    /// the agent is there about as often, and costs the controller less than a Heartbeat (no
+    /// stream data, no wake-up of its session task; BENCHMARKS.md, "50,000 idle agents,
+    /// again").
+    pub fn set_keep_alive(&mut self, interval: Duration) {
         self.keep_alive = Some(interval);
     }
 
@@ -691,9 +694,12 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_are_taken_silently_and_a_second_hello_is_a_violation() {
+    fn heartbeats_are_acknowledged_and_a_second_hello_is_a_violation() {
         let mut c = open_controller(Instant::now());
-        assert_eq!(c.receive(Up::Heartbeat { seq: 41 }), Ok(Inbound::Beat));
+        assert_eq!(
+            c.receive(Up::Heartbeat { seq: 41 }),
+            Ok(Inbound::Reply(Down::HeartbeatAck { seq: 41 }))
+        );
         let e = c
             .receive(Up::Hello(hello(PROTOCOL_VERSION, 1)))
             .unwrap_err();
@@ -814,7 +820,7 @@ mod tests {
         let keep_alive = Duration::from_secs(5);
         let open = |interval_ms: u32| {
             let (mut a, _) = AgentSide::new(hello(PROTOCOL_VERSION, 1), t0);
-            a.keep_alive(keep_alive);
+            a.set_keep_alive(keep_alive);
             a.receive(welcome(interval_ms), t0).unwrap();
             a
         };

@@ -55,9 +55,6 @@ pub enum Down {
     Refused {
         reason: String,
     },
-    /// Sent by controllers before 12-05 for every Heartbeat; no longer sent (QUIC acknowledges
-    /// the beat's packet), kept so agents still understand older controllers and the variants'
-    /// indices on the wire stay as they were.
     HeartbeatAck {
         seq: u64,
     },

@@ -39,7 +39,7 @@ pub enum TlsError {
 /// Timers of a QUIC connection. A dead peer is noticed after `idle_timeout`; the agent sends a
 /// keep-alive every `keep_alive` so an idle but healthy session never times out, at the cost of
 /// one small packet each way. It is also the agent's heartbeat, unless the controller asks for
-/// beats more often ([`crate::control::AgentSide::keep_alive`]).
+/// beats more often ([`crate::control::AgentSide::set_keep_alive`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Timers {
     pub idle_timeout: Duration,

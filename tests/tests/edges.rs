@@ -1,5 +1,5 @@
 //! Hostile agents against a real controller: one that floods its session stream with
-//! heartbeats and never reads its own cannot keep a revoked session alive, nor starve the
+//! heartbeats and never reads the answers cannot keep a revoked session alive, nor starve the
 //! other agents.
 
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
         conn,
         session,
     } = HandSession::open(&c.ctl, &flood).await;
-    // Heartbeats as fast as the stream takes them; the session stream is never read.
+    // Heartbeats as fast as the stream takes them; the answers are never read.
     let mut send = session.send;
     let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let count = written.clone();
@@ -54,7 +54,7 @@ async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
         .await;
     let job = w.launch(&pb, &server).await;
     // The flood is under way (more heartbeats written than a well-behaved agent sends in
-    // minutes) before the revocation.
+    // minutes) before the revocation; no longer, lest the session time out on its own.
     outpost_tests::wait_for("the flood to be under way", MINUTE, || async {
         (written.load(std::sync::atomic::Ordering::Relaxed) > 100).then_some(())
     })
