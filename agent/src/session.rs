@@ -2,15 +2,15 @@
 //! say Hello, keep the session alive (QUIC keep-alives, or heartbeats if the controller wants
 //! them more often), take assignments and cancel requests, resume the delivery of every job it
 //! still holds, renew its certificate, and reconnect forever with capped, jittered backoff when
-//! anything breaks. The session stream's rules are
-//! the protocol's [`AgentSide`]; this moves bytes between it, the agent and the network.
+//! anything breaks. The session stream's rules are the protocol's [`AgentSide`]; this moves
+//! bytes between it, the agent and the network.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::codec;
-use outpost_protocol::control::{self, AgentAction, AgentEvent, AgentSide};
+use outpost_protocol::control::{self, sleep_until, AgentAction, AgentEvent, AgentSide};
 use outpost_protocol::message::{AgentStatus, Down, Hello, JobDown, JobUp, StreamUp};
 use outpost_protocol::pki::{self, AgentKey};
 use outpost_protocol::{close, tls};
@@ -400,14 +400,6 @@ async fn serve(
 /// The time on tokio's clock, as the protocol's machines take it.
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
-}
-
-/// Sleeps until `at`; forever when nothing is scheduled.
-async fn sleep_until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Opens a job stream with a Resume for every held job that no stream is delivering.

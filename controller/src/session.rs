@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_protocol::codec::{self, FrameError};
-use outpost_protocol::control::{ControlError, ControllerSide, Greeting, Inbound, RenewAnswer};
+use outpost_protocol::control::{
+    sleep_until, ControlError, ControllerSide, Greeting, Inbound, RenewAnswer,
+};
 use outpost_protocol::message::{Down, StreamUp, Up};
 use outpost_protocol::pki;
 use outpost_protocol::{close, tls};
@@ -89,14 +91,6 @@ impl SessionError {
 /// The time on tokio's clock, as the protocol's machines take it.
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
-}
-
-/// Sleeps until the machine's next deadline (forever if it has none).
-async fn sleep_until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn close_conn(conn: &quinn::Connection, code: u32, reason: &str) {

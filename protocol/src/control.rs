@@ -31,6 +31,15 @@ pub const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// After a renewal the next one is never sooner than this, whatever the certificate's lifetime
 /// (a controller issuing very short certificates must not make the agent ask in a loop).
 pub const RENEW_MIN_GAP: Duration = Duration::from_secs(5);
+/// Sleeps until a machine's next deadline ([`ControllerSide::poll_timeout`],
+/// [`AgentSide::poll_timeout`]), forever if it has none.
+pub async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The optional features both sides announce.
 pub const CAPABILITIES: [&str; 2] = ["renew", "resume"];
 
