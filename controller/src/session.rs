@@ -176,7 +176,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
     let (hello, capacity) = loop {
         tokio::select! {
             msg = reader.next::<Up>() => match msg {
-                Some(Ok(msg)) => match control.receive(msg) {
+                Some(Ok(msg)) => match control.receive(msg, now()) {
                     Ok(Inbound::Hello { hello, capacity }) => break (hello, capacity),
                     // Before the Welcome the machine yields a Hello or an error, nothing else.
                     Ok(_) => {}
@@ -276,7 +276,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                 None => break Ok(()),
             },
             msg = reader.next::<Up>() => match msg {
-                Some(Ok(msg)) => match control.receive(msg) {
+                Some(Ok(msg)) => match control.receive(msg, now()) {
                     Ok(Inbound::Reply(down)) => {
                         if let Err(e) = send_down(&mut send, &down).await {
                             break Err(e);

@@ -31,6 +31,23 @@ pub const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// After a renewal the next one is never sooner than this, whatever the certificate's lifetime
 /// (a controller issuing very short certificates must not make the agent ask in a loop).
 pub const RENEW_MIN_GAP: Duration = Duration::from_secs(5);
+/// How many messages an agent may send on its session stream at once after its Hello, and at
+/// what steady pace beyond that ([`SESSION_MESSAGE_GAP`]). A well-behaved agent sends a
+/// Heartbeat at most every [`MIN_HEARTBEAT`], a Status when its capacity or drain state
+/// changes and a renewal request at most every [`RENEW_MIN_GAP`]; the budget is several times
+/// that, so only a flood meets it. Each message costs the controller a decode and an answer
+/// (a renewal, a store lookup and a signature), and a flood that reads its answers is bounded
+/// by nothing else.
+pub const SESSION_BURST: u32 = 30;
+/// The steady pace of the budget: one message per gap, five a second.
+pub const SESSION_MESSAGE_GAP: Duration = Duration::from_millis(200);
+/// A renewal request this soon after the session's previous one is refused unread (the agent
+/// asks again after [`RENEW_RETRY`]); a well-behaved agent leaves [`RENEW_MIN_GAP`] after each
+/// answer.
+pub const RENEW_MIN_SPACING: Duration = Duration::from_millis(2500);
+/// The reason a renewal refused for [`RENEW_MIN_SPACING`] carries.
+const RENEW_TOO_SOON: &str = "renewal asked again too soon; ask later";
+
 /// Sleeps until a machine's next deadline ([`ControllerSide::poll_timeout`],
 /// [`AgentSide::poll_timeout`]), forever if it has none.
 pub async fn sleep_until(at: Option<Instant>) {
@@ -72,6 +89,13 @@ pub enum ControlError {
     NoWelcome(&'static str),
     #[error("no Welcome in time")]
     WelcomeTimeout,
+    #[error(
+        "the agent flooded its session stream (more than {} messages at once, or more than one \
+         every {:?} for long)",
+        SESSION_BURST,
+        SESSION_MESSAGE_GAP
+    )]
+    Flooding,
 }
 
 impl ControlError {
@@ -86,7 +110,8 @@ impl ControlError {
             | ControlError::SecondHello
             | ControlError::Refused(_)
             | ControlError::NoWelcome(_)
-            | ControlError::WelcomeTimeout => close::PROTOCOL,
+            | ControlError::WelcomeTimeout
+            | ControlError::Flooding => close::PROTOCOL,
         }
     }
 
@@ -144,6 +169,28 @@ enum ControllerState {
 #[derive(Debug)]
 pub struct ControllerSide {
     state: ControllerState,
+    budget: MessageBudget,
+    /// When the session's last renewal request came.
+    last_renewal: Option<Instant>,
+}
+
+/// [`SESSION_BURST`] messages at once, then one every [`SESSION_MESSAGE_GAP`]: a generic cell
+/// rate algorithm, which keeps one instant rather than a count and a clock.
+#[derive(Debug, Default)]
+struct MessageBudget {
+    /// When the next message would be on time if every earlier one had used its whole gap.
+    due: Option<Instant>,
+}
+
+impl MessageBudget {
+    fn take(&mut self, now: Instant) -> bool {
+        let due = self.due.map_or(now, |d| d.max(now));
+        if due.saturating_duration_since(now) > SESSION_MESSAGE_GAP * (SESSION_BURST - 1) {
+            return false;
+        }
+        self.due = Some(due + SESSION_MESSAGE_GAP);
+        true
+    }
 }
 
 /// What a message from the agent asks of the controller.
@@ -197,6 +244,8 @@ impl ControllerSide {
     pub fn new(now: Instant) -> ControllerSide {
         ControllerSide {
             state: ControllerState::AwaitingStream(now + HELLO_TIMEOUT),
+            budget: MessageBudget::default(),
+            last_renewal: None,
         }
     }
 
@@ -226,8 +275,15 @@ impl ControllerSide {
         }
     }
 
-    /// Applies one message from the agent.
-    pub fn receive(&mut self, msg: Up) -> Result<Inbound, ControlError> {
+    /// Applies one message from the agent, received at `now`.
+    pub fn receive(&mut self, msg: Up, now: Instant) -> Result<Inbound, ControlError> {
+        let opened = matches!(
+            self.state,
+            ControllerState::Greeting | ControllerState::Open
+        );
+        if opened && !self.budget.take(now) {
+            return Err(ControlError::Flooding);
+        }
         match (self.state, msg) {
             (ControllerState::AwaitingStream(_) | ControllerState::AwaitingHello(_), msg) => {
                 let Up::Hello(hello) = msg else {
@@ -251,7 +307,15 @@ impl ControllerSide {
                 capacity: clamp_capacity(s.capacity),
                 draining: s.draining,
             }),
-            (_, Up::Renew { csr_der }) => Ok(Inbound::Renew { csr_der }),
+            (_, Up::Renew { csr_der }) => {
+                let last = self.last_renewal.replace(now);
+                if last.is_some_and(|at| now.saturating_duration_since(at) < RENEW_MIN_SPACING) {
+                    return Ok(Inbound::Reply(Down::RenewRefused {
+                        reason: RENEW_TOO_SOON.into(),
+                    }));
+                }
+                Ok(Inbound::Renew { csr_der })
+            }
         }
     }
 
@@ -554,7 +618,7 @@ mod tests {
         let mut c = ControllerSide::new(now);
         c.stream_opened(now);
         assert!(matches!(
-            c.receive(Up::Hello(hello(PROTOCOL_VERSION, 4))),
+            c.receive(Up::Hello(hello(PROTOCOL_VERSION, 4)), now),
             Ok(Inbound::Hello { capacity: 4, .. })
         ));
         c.welcome(greeting());
@@ -606,7 +670,7 @@ mod tests {
         let now = Instant::now();
         let mut c = ControllerSide::new(now);
         c.stream_opened(now);
-        let e = c.receive(Up::Heartbeat { seq: 1 }).unwrap_err();
+        let e = c.receive(Up::Heartbeat { seq: 1 }, now).unwrap_err();
         assert_eq!(e, ControlError::NoHello("Heartbeat"));
         assert_eq!(e.to_string(), "expected Hello, got Heartbeat");
         assert_eq!(e.close_code(), close::PROTOCOL);
@@ -614,9 +678,12 @@ mod tests {
 
         let mut c = ControllerSide::new(now);
         assert!(matches!(
-            c.receive(Up::Renew {
-                csr_der: vec![1, 2, 3]
-            }),
+            c.receive(
+                Up::Renew {
+                    csr_der: vec![1, 2, 3]
+                },
+                now
+            ),
             Err(ControlError::NoHello("Renew"))
         ));
     }
@@ -627,7 +694,7 @@ mod tests {
         for got in [0, MIN_PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
             let mut c = ControllerSide::new(now);
             c.stream_opened(now);
-            let e = c.receive(Up::Hello(hello(got, 1))).unwrap_err();
+            let e = c.receive(Up::Hello(hello(got, 1)), now).unwrap_err();
             assert_eq!(e, ControlError::Version { got });
             assert_eq!(e.close_code(), close::VERSION);
             let Some(Down::Refused { reason }) = e.refusal() else {
@@ -639,7 +706,9 @@ mod tests {
             );
         }
         let mut c = ControllerSide::new(now);
-        assert!(c.receive(Up::Hello(hello(MIN_PROTOCOL_VERSION, 1))).is_ok());
+        assert!(c
+            .receive(Up::Hello(hello(MIN_PROTOCOL_VERSION, 1)), now)
+            .is_ok());
     }
 
     #[test]
@@ -647,7 +716,7 @@ mod tests {
         let now = Instant::now();
         for (asked, held) in [(0, 1), (7, 7), (MAX_AGENT_CAPACITY + 1, MAX_AGENT_CAPACITY)] {
             let mut c = ControllerSide::new(now);
-            match c.receive(Up::Hello(hello(PROTOCOL_VERSION, asked))) {
+            match c.receive(Up::Hello(hello(PROTOCOL_VERSION, asked)), now) {
                 Ok(Inbound::Hello { capacity, hello }) => {
                     assert_eq!(capacity, held);
                     assert_eq!(
@@ -660,11 +729,14 @@ mod tests {
         }
         let mut c = open_controller(now);
         assert_eq!(
-            c.receive(Up::Status(AgentStatus {
-                running: 0,
-                capacity: 1000,
-                draining: true
-            })),
+            c.receive(
+                Up::Status(AgentStatus {
+                    running: 0,
+                    capacity: 1000,
+                    draining: true
+                }),
+                now
+            ),
             Ok(Inbound::Status {
                 capacity: MAX_AGENT_CAPACITY,
                 draining: true
@@ -676,7 +748,8 @@ mod tests {
     fn the_welcome_names_the_agent_and_the_heartbeat_and_ends_the_deadlines() {
         let now = Instant::now();
         let mut c = ControllerSide::new(now);
-        c.receive(Up::Hello(hello(PROTOCOL_VERSION, 1))).unwrap();
+        c.receive(Up::Hello(hello(PROTOCOL_VERSION, 1)), now)
+            .unwrap();
         let agent = Uuid::new_v4();
         let Down::Welcome(w) = c.welcome(Greeting {
             agent,
@@ -692,7 +765,8 @@ mod tests {
         assert_eq!(c.handle_timeout(now + Duration::from_secs(3600)), Ok(()));
 
         let mut c = ControllerSide::new(now);
-        c.receive(Up::Hello(hello(PROTOCOL_VERSION, 1))).unwrap();
+        c.receive(Up::Hello(hello(PROTOCOL_VERSION, 1)), now)
+            .unwrap();
         let Down::Welcome(w) = c.welcome(Greeting {
             heartbeat_interval: Duration::from_secs(u64::MAX / 2),
             ..greeting()
@@ -704,23 +778,119 @@ mod tests {
 
     #[test]
     fn heartbeats_are_acknowledged_and_a_second_hello_is_a_violation() {
-        let mut c = open_controller(Instant::now());
+        let now = Instant::now();
+        let mut c = open_controller(now);
         assert_eq!(
-            c.receive(Up::Heartbeat { seq: 41 }),
+            c.receive(Up::Heartbeat { seq: 41 }, now),
             Ok(Inbound::Reply(Down::HeartbeatAck { seq: 41 }))
         );
         let e = c
-            .receive(Up::Hello(hello(PROTOCOL_VERSION, 1)))
+            .receive(Up::Hello(hello(PROTOCOL_VERSION, 1)), now)
             .unwrap_err();
         assert_eq!(e, ControlError::SecondHello);
         assert_eq!(e.close_code(), close::PROTOCOL);
     }
 
     #[test]
-    fn renewals_are_answered_and_a_revoked_agent_is_disconnected() {
-        let mut c = open_controller(Instant::now());
+    fn a_well_behaved_agent_never_meets_the_budget_and_a_flood_does() {
+        let t0 = Instant::now();
+        // A beat every MIN_HEARTBEAT for an hour, with a Status now and then.
+        let mut c = open_controller(t0);
+        for i in 0..3600u32 {
+            let at = t0 + MIN_HEARTBEAT * i;
+            assert!(
+                c.receive(Up::Heartbeat { seq: i.into() }, at).is_ok(),
+                "beat {i}"
+            );
+            if i % 100 == 0 {
+                let status = Up::Status(AgentStatus {
+                    running: 0,
+                    capacity: 2,
+                    draining: false,
+                });
+                assert!(c.receive(status, at).is_ok(), "status at beat {i}");
+            }
+        }
+
+        // A burst is let through, the next message at the same instant is not.
+        let mut c = open_controller(t0);
+        for seq in 0..u64::from(SESSION_BURST) {
+            assert!(
+                c.receive(Up::Heartbeat { seq }, t0).is_ok(),
+                "message {seq}"
+            );
+        }
+        let e = c.receive(Up::Heartbeat { seq: 99 }, t0).unwrap_err();
+        assert_eq!(e, ControlError::Flooding);
+        assert_eq!(e.close_code(), close::PROTOCOL);
+        assert!(e.to_string().contains("flooded"), "{e}");
+
+        // The allowance comes back at its pace: one message a gap, and a whole burst after a
+        // quiet spell, but no more than a burst.
+        let mut c = open_controller(t0);
+        for seq in 0..u64::from(SESSION_BURST) {
+            c.receive(Up::Heartbeat { seq }, t0).unwrap();
+        }
+        let t1 = t0 + SESSION_MESSAGE_GAP;
+        assert!(c.receive(Up::Heartbeat { seq: 1 }, t1).is_ok());
+        assert!(c.receive(Up::Heartbeat { seq: 2 }, t1).is_err());
+        let t2 = t1 + Duration::from_secs(3600);
+        for seq in 0..u64::from(SESSION_BURST) {
+            assert!(
+                c.receive(Up::Heartbeat { seq }, t2).is_ok(),
+                "message {seq}"
+            );
+        }
+        assert!(c.receive(Up::Heartbeat { seq: 0 }, t2).is_err());
+
+        // Five a second forever is the pace; faster for long is a flood.
+        let mut c = open_controller(t0);
+        let steady = (0..1000u32).all(|i| {
+            let at = t0 + SESSION_MESSAGE_GAP * i;
+            c.receive(Up::Heartbeat { seq: i.into() }, at).is_ok()
+        });
+        assert!(steady);
+        let mut c = open_controller(t0);
+        let fast = (0..1000u32)
+            .position(|i| {
+                let at = t0 + SESSION_MESSAGE_GAP / 2 * i;
+                c.receive(Up::Heartbeat { seq: i.into() }, at).is_err()
+            })
+            .expect("twice the pace is cut off");
+        assert!(fast > SESSION_BURST as usize, "cut off after {fast}");
+    }
+
+    #[test]
+    fn a_renewal_asked_again_too_soon_is_refused_unread() {
+        let t0 = Instant::now();
+        let mut c = open_controller(t0);
+        let renew = || Up::Renew { csr_der: vec![7] };
         assert_eq!(
-            c.receive(Up::Renew { csr_der: vec![7] }),
+            c.receive(renew(), t0),
+            Ok(Inbound::Renew { csr_der: vec![7] })
+        );
+        let soon = t0 + RENEW_MIN_SPACING - Duration::from_millis(1);
+        let Ok(Inbound::Reply(Down::RenewRefused { reason })) = c.receive(renew(), soon) else {
+            panic!("a renewal right after another is looked at");
+        };
+        assert!(reason.contains("too soon"), "{reason}");
+        // The refused request counts: the spacing runs from it.
+        assert!(matches!(
+            c.receive(renew(), soon + RENEW_MIN_SPACING),
+            Ok(Inbound::Renew { .. })
+        ));
+        // A well-behaved agent waits RENEW_MIN_GAP after each answer: never refused.
+        assert!(RENEW_MIN_GAP > RENEW_MIN_SPACING);
+        let t3 = soon + RENEW_MIN_SPACING + RENEW_MIN_GAP;
+        assert!(matches!(c.receive(renew(), t3), Ok(Inbound::Renew { .. })));
+    }
+
+    #[test]
+    fn renewals_are_answered_and_a_revoked_agent_is_disconnected() {
+        let now = Instant::now();
+        let mut c = open_controller(now);
+        assert_eq!(
+            c.receive(Up::Renew { csr_der: vec![7] }, now),
             Ok(Inbound::Renew { csr_der: vec![7] })
         );
         assert_eq!(

@@ -1,13 +1,15 @@
-//! Hostile agents against a real controller: one that floods its session stream with
-//! heartbeats and never reads the answers cannot keep a revoked session alive, nor starve the
-//! other agents.
+//! Hostile agents against a real controller: ones that flood their session stream, whether
+//! they read the answers or not, are cut off without starving the other agents, and one that
+//! asks for certificates in a loop is not signed for.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use outpost_controller::model::JobStatus;
-use outpost_controller::store::audit::Actor;
 use outpost_protocol::close;
-use outpost_protocol::message::Up;
+use outpost_protocol::control::SESSION_BURST;
+use outpost_protocol::message::{Down, Up};
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts, HandSession};
 use outpost_tests::Backend;
@@ -15,36 +17,64 @@ use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
-    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
-    let _steady = c.agent("steady", &["dc=local"], &AgentOpts::default());
-    // The flooder cannot be given the job: the test is about whether it starves the others.
-    let flood = Agent::enroll(&c.ctl, "flood", &["dc=elsewhere"]);
+/// Heartbeats as fast as `session`'s stream takes them, counted in `written`; the answers are
+/// read (and dropped) when `reads`, never read otherwise. Ends when a write fails.
+fn flood(
+    session: HandSession,
+    reads: bool,
+    written: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
     let HandSession {
-        endpoint: _endpoint,
+        endpoint,
         conn,
         session,
-    } = HandSession::open(&c.ctl, &flood).await;
-    // Heartbeats as fast as the stream takes them; the answers are never read.
+    } = session;
     let mut send = session.send;
-    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let count = written.clone();
-    let flooding = tokio::spawn(async move {
+    let mut recv = session.recv;
+    // A deaf flooder keeps its receiving half open (dropping it would tell the controller to
+    // stop sending, which ends the session for another reason) and never reads it.
+    let deaf = if reads {
+        tokio::spawn(async move {
+            while let Ok(Some(_)) =
+                outpost_protocol::codec::read_frame::<_, Down>(&mut recv, 1 << 20).await
+            {
+            }
+        });
+        None
+    } else {
+        Some(recv)
+    };
+    tokio::spawn(async move {
+        let _keep = (endpoint, conn, deaf);
         let mut seq = 0u64;
         loop {
             seq += 1;
-            count.store(seq, std::sync::atomic::Ordering::Relaxed);
+            written.store(seq, Ordering::Relaxed);
             if outpost_protocol::codec::write_frame(&mut send, &Up::Heartbeat { seq }, 1024)
                 .await
                 .is_err()
             {
-                return seq;
+                return;
             }
         }
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_agents_are_cut_off_and_starve_nobody() {
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let _steady = c.agent("steady", &["dc=local"], &AgentOpts::default());
+    // The flooders cannot be given the job: the test is about whether they starve the others.
+    let mut floods = Vec::new();
+    for (name, reads) in [("flood-deaf", false), ("flood-reading", true)] {
+        let agent = Agent::enroll(&c.ctl, name, &["dc=elsewhere"]);
+        let session = HandSession::open(&c.ctl, &agent).await;
+        let conn = session.conn.clone();
+        let written = Arc::new(AtomicU64::new(0));
+        let task = flood(session, reads, written.clone());
+        floods.push((name, agent, conn, written, task));
+    }
     let w = &c.world;
-    // A job for the steady agent while the flood goes on.
     let server = w.local_server("web1", json!({"dc": "local"}), "dev").await;
     let pb = w
         .playbook(
@@ -53,45 +83,66 @@ async fn a_flooding_agent_is_still_revoked_and_starves_nobody() {
         )
         .await;
     let job = w.launch(&pb, &server).await;
-    // The flood is under way (more heartbeats written than a well-behaved agent sends in
-    // minutes) before the revocation; no longer, lest the session time out on its own.
-    outpost_tests::wait_for("the flood to be under way", MINUTE, || async {
-        (written.load(std::sync::atomic::Ordering::Relaxed) > 100).then_some(())
-    })
-    .await;
-    // Revoked, the flooding session is closed from outside its loop within seconds.
-    let agent = w.store.get_agent_by_name("flood").await.unwrap();
-    let revoked_at = Instant::now();
-    w.store
-        .revoke_agent(agent.id, &Actor::user(w.admin.id))
-        .await
-        .unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(20), conn.closed())
-        .await
-        .expect("the session is closed");
-    let took = revoked_at.elapsed();
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(a) => {
-            assert_eq!(a.error_code.into_inner(), u64::from(close::REVOKED))
+
+    for (name, _agent, conn, written, task) in &mut floods {
+        let reason = tokio::time::timeout(Duration::from_secs(20), conn.closed())
+            .await
+            .unwrap_or_else(|_| panic!("{name}'s session is still open"));
+        let flooded = "the agent flooded its session stream";
+        match reason {
+            quinn::ConnectionError::ApplicationClosed(a) => {
+                assert_eq!(
+                    a.error_code.into_inner(),
+                    u64::from(close::PROTOCOL),
+                    "{name}"
+                );
+                let said = String::from_utf8_lossy(&a.reason).into_owned();
+                assert!(said.contains(flooded), "{name} was told: {said}");
+            }
+            // A client that keeps sending after the close may meet the controller's stateless
+            // reset before the close frame: then the controller's own word must say why.
+            quinn::ConnectionError::Reset => assert!(
+                c.ctl.log().contains(flooded),
+                "{name} reset without a flood:\n{}",
+                c.ctl.log()
+            ),
+            other => panic!("{name} closed for another reason: {other}"),
         }
-        // A client that keeps sending after the close may meet the controller's stateless
-        // reset before the close frame: then the controller's own word must say why.
-        quinn::ConnectionError::Reset => assert!(
-            c.ctl.log().contains("agent revoked: dropping its session"),
-            "reset without a revocation:\n{}",
-            c.ctl.log()
-        ),
-        other => panic!("closed for another reason: {other}"),
+        let _ = tokio::time::timeout(MINUTE, task).await;
+        let sent = written.load(Ordering::Relaxed);
+        assert!(
+            sent > u64::from(SESSION_BURST),
+            "{name} did flood ({sent} heartbeats)"
+        );
     }
-    assert!(took < Duration::from_secs(15), "took {took:?}");
     // The steady agent kept working.
     let done = w.wait_status(&job, JobStatus::Success, MINUTE).await;
     let steady = w.store.get_agent_by_name("steady").await.unwrap();
     assert_eq!(done.agent_id, Some(steady.id));
 
-    let sent = flooding.await.unwrap();
-    assert!(sent > 100, "the agent did flood ({sent} heartbeats)");
-    drop(flood);
+    // Renewal requests back to back: the first is looked at (and refused, for its request is
+    // not a CSR); the next ones are refused unread, and the session stays up.
+    let asker = Agent::enroll(&c.ctl, "asker", &["dc=elsewhere"]);
+    let mut s = HandSession::open(&c.ctl, &asker).await;
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        s.session
+            .send(&Up::Renew {
+                csr_der: vec![0x30, 0x03, 1, 2, 3],
+            })
+            .await
+            .expect("the request is sent");
+        match tokio::time::timeout(MINUTE, s.session.recv::<Down>()).await {
+            Ok(Ok(Some(Down::RenewRefused { reason }))) => reasons.push(reason),
+            other => panic!("not a refusal: {other:?}"),
+        }
+    }
+    assert!(!reasons[0].contains("too soon"), "{reasons:?}");
+    assert!(
+        reasons[1..].iter().all(|r| r.contains("too soon")),
+        "{reasons:?}"
+    );
+    assert!(s.conn.close_reason().is_none(), "the asker was not cut off");
 }
 
 // ---- The HTTPS API's edge, against anonymous clients ----
