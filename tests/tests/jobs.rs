@@ -463,3 +463,78 @@ async fn launch_values_are_data_and_only_admins_may_be_allowed_templates() {
         w.lines(&job).await
     );
 }
+
+/// The jobs a round hands over together read their own rows (credentials, sealed answers) in
+/// one query. A row that cannot be read (here a credential whose kind the database should
+/// never hold, written past SQLite's CHECK) fails that query for the whole batch: then each job
+/// reads its own, so the job that uses the row fails, naming the column, and the others run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_row_fails_its_own_job_and_not_the_others_of_its_batch() {
+    use outpost_controller::model::CredentialKind;
+    use outpost_controller::store::credentials::NewCredential;
+    use outpost_controller::store::servers::NewServer;
+
+    let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
+    let w = &c.world;
+    let admin = Actor::user(w.admin.id);
+    let become_cred = w
+        .store
+        .create_credential(
+            &NewCredential {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                name: "damaged".into(),
+                kind: CredentialKind::BecomePassword,
+                description: None,
+                vault_id: None,
+                public_info: None,
+                key_id: "0".repeat(16),
+                secret: vec![0; 32],
+            },
+            &admin,
+        )
+        .await
+        .expect("credential");
+    let mut damaged = NewServer::new("damaged.local", "127.0.0.1", "linux");
+    damaged.tags = Some(json!({"dc": "local"}));
+    damaged.environment = Some("dev".into());
+    damaged.host_vars = Some(json!({"ansible_connection": "local"}));
+    damaged.become_credential_id = Some(become_cred.id);
+    let damaged = w
+        .store
+        .create_server(&damaged, &admin)
+        .await
+        .expect("server");
+    let mut sound = Vec::new();
+    for i in 0..3 {
+        let name = format!("sound{i}.local");
+        sound.push(w.local_server(&name, json!({"dc": "local"}), "dev").await);
+    }
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect(&c.db.url)
+        .await
+        .expect("the database");
+    sqlx::query("PRAGMA ignore_check_constraints = ON")
+        .execute(&mut db)
+        .await
+        .expect("pragma");
+    sqlx::query("UPDATE credentials SET kind = 'damaged' WHERE id = ?")
+        .bind(become_cred.id.0)
+        .execute(&mut db)
+        .await
+        .expect("the row is damaged");
+    db.close().await.expect("closed");
+
+    // Launched before any agent is there, so that the first round hands all four over at once.
+    let pb = w.playbook("hello", HELLO).await;
+    let mut jobs = vec![w.launch(&pb, &damaged).await];
+    for s in &sound {
+        jobs.push(w.launch(&pb, s).await);
+    }
+    let _agent = c.agent("bastion", &["dc=local"], &AgentOpts::default());
+    let failed = w.wait_status(&jobs[0], JobStatus::Failed, MINUTE).await;
+    let reason = failed.error_message.clone().unwrap_or_default();
+    assert!(reason.contains("column kind"), "{reason}");
+    for job in &jobs[1..] {
+        w.wait_status(job, JobStatus::Success, MINUTE).await;
+    }
+}
