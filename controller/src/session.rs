@@ -126,14 +126,17 @@ pub async fn handle(
             return;
         }
     };
+    // The uuid (a copy, no allocation kept for the session's life) names the agent to revoke
+    // when its session broke a rule; the scheduler's lines pair it with the name.
+    let uuid = agent.uuid;
     if let Err(e) = run(&ctx, &conn, agent).await {
         if matches!(
             e,
             SessionError::Connection(_) | SessionError::StreamClosed | SessionError::Write(_)
         ) {
-            tracing::info!(reason = %e, "agent session ended");
+            tracing::info!(%uuid, reason = %e, "agent session ended");
         } else {
-            tracing::warn!(reason = %e, "agent session ended");
+            tracing::warn!(%uuid, reason = %e, "agent session ended");
             close_conn(&conn, e.close_code(), &e.to_string());
         }
     }

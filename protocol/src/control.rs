@@ -34,17 +34,21 @@ pub const RENEW_MIN_GAP: Duration = Duration::from_secs(5);
 /// How many messages an agent may send on its session stream at once after its Hello, and at
 /// what steady pace beyond that ([`SESSION_MESSAGE_GAP`]). A well-behaved agent sends a
 /// Heartbeat at most every [`MIN_HEARTBEAT`], a Status when its capacity or drain state
-/// changes and a renewal request at most every [`RENEW_MIN_GAP`]; the budget is several times
-/// that, so only a flood meets it. Each message costs the controller a decode and an answer
-/// (a renewal, a store lookup and a signature), and a flood that reads its answers is bounded
-/// by nothing else.
-pub const SESSION_BURST: u32 = 30;
+/// changes and a renewal request at most every [`RENEW_MIN_GAP`]. Messages are counted when
+/// the controller reads them, so the burst also covers what piles up while a session is not
+/// read: a renewal waiting on the store, or beats held back by a network outage shorter than
+/// the idle timeout. 128 is two minutes of beats at the fastest interval. Each message costs
+/// the controller a decode and an answer (a renewal, a store lookup and a signature: hence
+/// [`RENEW_MIN_SPACING`] too), and a flood that reads its answers is bounded by nothing else.
+pub const SESSION_BURST: u32 = 128;
 /// The steady pace of the budget: one message per gap, five a second.
 pub const SESSION_MESSAGE_GAP: Duration = Duration::from_millis(200);
 /// A renewal request this soon after the session's previous one is refused unread (the agent
 /// asks again after [`RENEW_RETRY`]); a well-behaved agent leaves [`RENEW_MIN_GAP`] after each
 /// answer.
 pub const RENEW_MIN_SPACING: Duration = Duration::from_millis(2500);
+// A well-behaved agent's renewals, RENEW_MIN_GAP apart at least, are never too soon.
+const _: () = assert!(RENEW_MIN_GAP.as_millis() > RENEW_MIN_SPACING.as_millis());
 /// The reason a renewal refused for [`RENEW_MIN_SPACING`] carries.
 const RENEW_TOO_SOON: &str = "renewal asked again too soon; ask later";
 
@@ -198,9 +202,8 @@ impl MessageBudget {
 pub enum Inbound {
     /// The session's Hello, its version accepted; the capacity is already clamped.
     Hello { hello: Box<Hello>, capacity: u32 },
-    /// Send this back (a heartbeat's acknowledgement). Agents do not need it, but writing it
-    /// is what holds back an agent that floods its session stream and never reads: its
-    /// window fills and the controller's write times out.
+    /// Send this back: a heartbeat's acknowledgement, or a renewal refused for asking too
+    /// soon.
     Reply(Down),
     /// The agent's capacity (clamped) or drain state changed.
     Status { capacity: u32, draining: bool },
@@ -880,7 +883,6 @@ mod tests {
             Ok(Inbound::Renew { .. })
         ));
         // A well-behaved agent waits RENEW_MIN_GAP after each answer: never refused.
-        assert!(RENEW_MIN_GAP > RENEW_MIN_SPACING);
         let t3 = soon + RENEW_MIN_SPACING + RENEW_MIN_GAP;
         assert!(matches!(c.receive(renew(), t3), Ok(Inbound::Renew { .. })));
     }

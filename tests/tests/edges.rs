@@ -1,17 +1,17 @@
 //! Hostile agents against a real controller: ones that flood their session stream, whether
-//! they read the answers or not, are cut off without starving the other agents, and one that
-//! asks for certificates in a loop is not signed for.
+//! they read the answers or not, are cut off each time they come back, without starving the
+//! agent that runs a job meanwhile; and renewal requests back to back are refused unread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use outpost_controller::model::JobStatus;
 use outpost_protocol::close;
 use outpost_protocol::control::SESSION_BURST;
 use outpost_protocol::message::{Down, Up};
 use outpost_tests::cluster::Cluster;
-use outpost_tests::procs::{Agent, AgentOpts, ControllerOpts, HandSession};
+use outpost_tests::procs::{Agent, AgentOpts, Controller, ControllerOpts, HandSession};
 use outpost_tests::Backend;
 use serde_json::json;
 
@@ -60,61 +60,86 @@ fn flood(
     })
 }
 
+/// Waits for the controller to cut off `conn`, the session of the agent `uuid`, for flooding.
+async fn cut_off_for_flooding(ctl: &Controller, name: &str, uuid: &str, conn: &quinn::Connection) {
+    let reason = tokio::time::timeout(Duration::from_secs(20), conn.closed())
+        .await
+        .unwrap_or_else(|_| panic!("{name}'s session is still open"));
+    let flooded = "the agent flooded its session stream";
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(a) => {
+            assert_eq!(
+                a.error_code.into_inner(),
+                u64::from(close::PROTOCOL),
+                "{name}"
+            );
+            let said = String::from_utf8_lossy(&a.reason).into_owned();
+            assert!(said.contains(flooded), "{name} was told: {said}");
+        }
+        // A client that keeps sending after the close may meet the controller's stateless
+        // reset before the close frame: then the controller's own word must say why.
+        quinn::ConnectionError::Reset => {
+            let log = ctl.log();
+            assert!(
+                log.lines().any(|l| l.contains(uuid) && l.contains(flooded)),
+                "{name} reset without a flood:\n{log}"
+            )
+        }
+        other => panic!("{name} closed for another reason: {other}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_agents_are_cut_off_and_starve_nobody() {
     let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
     let _steady = c.agent("steady", &["dc=local"], &AgentOpts::default());
+    let w = &c.world;
     // The flooders cannot be given the job: the test is about whether they starve the others.
-    let mut floods = Vec::new();
+    let mut flooders = Vec::new();
     for (name, reads) in [("flood-deaf", false), ("flood-reading", true)] {
         let agent = Agent::enroll(&c.ctl, name, &["dc=elsewhere"]);
-        let session = HandSession::open(&c.ctl, &agent).await;
-        let conn = session.conn.clone();
-        let written = Arc::new(AtomicU64::new(0));
-        let task = flood(session, reads, written.clone());
-        floods.push((name, agent, conn, written, task));
+        let uuid = w.store.get_agent_by_name(name).await.unwrap().uuid.0;
+        flooders.push((name, agent, uuid.to_string(), reads));
     }
-    let w = &c.world;
     let server = w.local_server("web1", json!({"dc": "local"}), "dev").await;
     let pb = w
         .playbook(
             "hello",
-            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 6\n",
         )
         .await;
     let job = w.launch(&pb, &server).await;
 
-    for (name, _agent, conn, written, task) in &mut floods {
-        let reason = tokio::time::timeout(Duration::from_secs(20), conn.closed())
-            .await
-            .unwrap_or_else(|_| panic!("{name}'s session is still open"));
-        let flooded = "the agent flooded its session stream";
-        match reason {
-            quinn::ConnectionError::ApplicationClosed(a) => {
-                assert_eq!(
-                    a.error_code.into_inner(),
-                    u64::from(close::PROTOCOL),
-                    "{name}"
-                );
-                let said = String::from_utf8_lossy(&a.reason).into_owned();
-                assert!(said.contains(flooded), "{name} was told: {said}");
-            }
-            // A client that keeps sending after the close may meet the controller's stateless
-            // reset before the close frame: then the controller's own word must say why.
-            quinn::ConnectionError::Reset => assert!(
-                c.ctl.log().contains(flooded),
-                "{name} reset without a flood:\n{}",
-                c.ctl.log()
-            ),
-            other => panic!("{name} closed for another reason: {other}"),
-        }
-        let _ = tokio::time::timeout(MINUTE, task).await;
-        let sent = written.load(Ordering::Relaxed);
+    // Both flood, are cut off and come back to flood again, for as long as the job runs.
+    let started = Instant::now();
+    let mut rounds = 0;
+    while !w.job(&job).await.status.is_final() {
         assert!(
-            sent > u64::from(SESSION_BURST),
-            "{name} did flood ({sent} heartbeats)"
+            started.elapsed() < MINUTE,
+            "the job did not end in {rounds} rounds of flooding"
         );
+        let mut floods = Vec::new();
+        for (name, agent, uuid, reads) in &flooders {
+            let session = HandSession::open(&c.ctl, agent).await;
+            let conn = session.conn.clone();
+            let written = Arc::new(AtomicU64::new(0));
+            let task = flood(session, *reads, written.clone());
+            floods.push((name, uuid, conn, written, task));
+        }
+        for (name, uuid, conn, written, task) in floods {
+            cut_off_for_flooding(&c.ctl, name, uuid, &conn).await;
+            let _ = tokio::time::timeout(MINUTE, task).await;
+            let sent = written.load(Ordering::Relaxed);
+            assert!(
+                sent > u64::from(SESSION_BURST),
+                "{name} did flood ({sent} heartbeats)"
+            );
+        }
+        rounds += 1;
     }
+    // The job takes seconds: flooders kept coming back all through it.
+    assert!(rounds > 1, "the job ended after {rounds} round of flooding");
+    eprintln!("{rounds} rounds of flooding while the job ran");
     // The steady agent kept working.
     let done = w.wait_status(&job, JobStatus::Success, MINUTE).await;
     let steady = w.store.get_agent_by_name("steady").await.unwrap();

@@ -4,13 +4,16 @@
 use std::time::Duration;
 
 use outpost_controller::lifecycle::{CancelResult, Lifecycle};
-use outpost_controller::model::{JobStatus, Paging, TicketPriority};
+use outpost_controller::model::{CredentialKind, JobStatus, Paging, TicketPriority};
 use outpost_controller::store::audit::{Actor, AuditFilter};
+use outpost_controller::store::credentials::NewCredential;
+use outpost_controller::store::servers::NewServer;
 use outpost_controller::store::tickets::TicketFilter;
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{AgentOpts, ControllerOpts};
 use outpost_tests::{wait_for, Backend};
 use serde_json::json;
+use sqlx::Connection;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -470,10 +473,6 @@ async fn launch_values_are_data_and_only_admins_may_be_allowed_templates() {
 /// reads its own, so the job that uses the row fails, naming the column, and the others run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_row_fails_its_own_job_and_not_the_others_of_its_batch() {
-    use outpost_controller::model::CredentialKind;
-    use outpost_controller::store::credentials::NewCredential;
-    use outpost_controller::store::servers::NewServer;
-
     let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
     let w = &c.world;
     let admin = Actor::user(w.admin.id);
@@ -509,7 +508,6 @@ async fn a_damaged_row_fails_its_own_job_and_not_the_others_of_its_batch() {
         let name = format!("sound{i}.local");
         sound.push(w.local_server(&name, json!({"dc": "local"}), "dev").await);
     }
-    use sqlx::Connection;
     let mut db = sqlx::SqliteConnection::connect(&c.db.url)
         .await
         .expect("the database");
@@ -530,7 +528,12 @@ async fn a_damaged_row_fails_its_own_job_and_not_the_others_of_its_batch() {
     for s in &sound {
         jobs.push(w.launch(&pb, s).await);
     }
-    let _agent = c.agent("bastion", &["dc=local"], &AgentOpts::default());
+    // Room for all four at once: one at a time, the damaged job would be alone in its batch.
+    let opts = AgentOpts {
+        capacity: 4,
+        ..AgentOpts::default()
+    };
+    let _agent = c.agent("bastion", &["dc=local"], &opts);
     let failed = w.wait_status(&jobs[0], JobStatus::Failed, MINUTE).await;
     let reason = failed.error_message.clone().unwrap_or_default();
     assert!(reason.contains("column kind"), "{reason}");
