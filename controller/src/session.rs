@@ -4,8 +4,12 @@
 //! requests, certificate renewal) and the job streams. The session stream's rules are the
 //! protocol's [`ControllerSide`]; this moves bytes between it, the store and the network.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::OptionFuture;
 
 use outpost_protocol::codec::{self, FrameError};
 use outpost_protocol::control::{
@@ -257,6 +261,9 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
     drop((hello, held, welcome));
 
     let mut jobs = JoinSet::new();
+    // A renewal being looked at (a store read, a signature): the session reads, delivers
+    // commands and notices a revocation meanwhile, however slow the store is.
+    let mut renewing: Option<Pin<Box<dyn Future<Output = RenewAnswer> + Send + '_>>> = None;
 
     let end: Result<(), SessionError> = loop {
         tokio::select! {
@@ -295,22 +302,25 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                         }
                         ctx.scheduler.send(Event::Status { agent: agent.id, session, capacity, draining });
                     }
-                    Ok(Inbound::Renew { csr_der }) => {
-                        let reply = control.renewal(Box::pin(renew(ctx, &agent, &csr_der)).await);
-                        if let Err(e) = send_down(&mut send, &reply.down).await {
-                            break Err(e);
-                        }
-                        if let Some(e) = reply.then_close {
-                            close_conn(conn, e.close_code(), &e.to_string());
-                            break Err(e.into());
-                        }
-                    }
+                    // The machine lets one through at a time.
+                    Ok(Inbound::Renew { csr_der }) => renewing = Some(Box::pin(renew(ctx, &agent, csr_der))),
                     // The Hello was taken above; a second one is an error from the machine.
                     Ok(Inbound::Hello { .. }) => {}
                     Err(e) => break Err(e.into()),
                 },
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(conn.close_reason().map(SessionError::from).unwrap_or(SessionError::StreamClosed)),
+            },
+            Some(answer) = OptionFuture::from(renewing.as_mut()), if renewing.is_some() => {
+                renewing = None;
+                let reply = control.renewal(answer);
+                if let Err(e) = send_down(&mut send, &reply.down).await {
+                    break Err(e);
+                }
+                if let Some(e) = reply.then_close {
+                    close_conn(conn, e.close_code(), &e.to_string());
+                    break Err(e.into());
+                }
             },
             stream = conn.accept_bi() => match stream {
                 Ok((s, r)) => { jobs.spawn(opened(ctx.clone(), owner, s, r)); }
@@ -396,7 +406,7 @@ async fn audit(store: &Store, agent: &Agent, action: &str, details: serde_json::
     .await;
 }
 
-async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> RenewAnswer {
+async fn renew(ctx: &Core, agent: &Agent, csr_der: Vec<u8>) -> RenewAnswer {
     let uuid = agent.uuid.0;
     // Revocation is looked up afresh: a revoked agent gets no new certificate, whatever its
     // session still holds.
@@ -411,7 +421,7 @@ async fn renew(ctx: &Core, agent: &Agent, csr_der: &[u8]) -> RenewAnswer {
     }
     match ctx
         .ca
-        .sign_agent_csr(csr_der, uuid, ctx.settings.agent_cert_lifetime)
+        .sign_agent_csr(&csr_der, uuid, ctx.settings.agent_cert_lifetime)
     {
         Ok(cert) => {
             if let Ok(info) = pki::inspect(&cert) {

@@ -26,6 +26,8 @@ pub struct ControllerSide {
     budget: MessageBudget,
     /// When the session's last renewal request came.
     last_renewal: Option<Instant>,
+    /// A renewal request is being looked at: the next waits for its answer.
+    renewing: bool,
 }
 
 /// [`SESSION_BURST`] messages at once, then one every [`SESSION_MESSAGE_GAP`]: a generic cell
@@ -58,6 +60,7 @@ pub enum Inbound {
     /// The agent's capacity (clamped) or drain state changed.
     Status { capacity: u32, draining: bool },
     /// Sign this request (or refuse to), then give the answer to [`ControllerSide::renewal`].
+    /// Reading goes on meanwhile; another request before that answer is refused.
     Renew { csr_der: Vec<u8> },
 }
 
@@ -99,6 +102,7 @@ impl ControllerSide {
             state: ControllerState::AwaitingStream(now + HELLO_TIMEOUT),
             budget: MessageBudget::default(),
             last_renewal: None,
+            renewing: false,
         }
     }
 
@@ -162,11 +166,14 @@ impl ControllerSide {
             }),
             (_, Up::Renew { csr_der }) => {
                 let last = self.last_renewal.replace(now);
-                if last.is_some_and(|at| now.saturating_duration_since(at) < RENEW_MIN_SPACING) {
+                let soon =
+                    last.is_some_and(|at| now.saturating_duration_since(at) < RENEW_MIN_SPACING);
+                if soon || self.renewing {
                     return Ok(Inbound::Reply(Down::RenewRefused {
                         reason: RENEW_TOO_SOON.into(),
                     }));
                 }
+                self.renewing = true;
                 Ok(Inbound::Renew { csr_der })
             }
         }
@@ -188,6 +195,7 @@ impl ControllerSide {
 
     /// The answer to a renewal request. A revoked agent is told so and then disconnected.
     pub fn renewal(&mut self, answer: RenewAnswer) -> RenewReply {
+        self.renewing = false;
         match answer {
             RenewAnswer::Renewed { cert_chain_der } => RenewReply {
                 down: Down::Renewed { cert_chain_der },
@@ -449,24 +457,33 @@ mod tests {
     }
 
     #[test]
-    fn a_renewal_asked_again_too_soon_is_refused_unread() {
+    fn a_renewal_asked_again_too_soon_or_before_its_answer_is_refused_unread() {
         let t0 = Instant::now();
         let mut c = open_controller(t0);
         let renew = || Up::Renew { csr_der: vec![7] };
+        let answer = || RenewAnswer::Refused {
+            reason: "store away".into(),
+        };
+        let refused = |got: Result<Inbound, ControlError>| match got {
+            Ok(Inbound::Reply(Down::RenewRefused { reason })) => reason.contains("too soon"),
+            _ => false,
+        };
         assert_eq!(
             c.receive(renew(), t0),
             Ok(Inbound::Renew { csr_der: vec![7] })
         );
-        let soon = t0 + RENEW_MIN_SPACING - Duration::from_millis(1);
-        let Ok(Inbound::Reply(Down::RenewRefused { reason })) = c.receive(renew(), soon) else {
-            panic!("a renewal right after another is looked at");
-        };
-        assert!(reason.contains("too soon"), "{reason}");
-        // The refused request counts: the spacing runs from it.
+        // Not answered yet: another request waits for the answer, however late it comes.
+        let late = t0 + RENEW_MIN_SPACING * 4;
+        assert!(refused(c.receive(renew(), late)), "one renewal at a time");
+        c.renewal(answer());
+        // Answered, but asked again within the spacing (which runs from the refused request).
+        let soon = late + RENEW_MIN_SPACING - Duration::from_millis(1);
+        assert!(refused(c.receive(renew(), soon)), "too soon");
         assert!(matches!(
             c.receive(renew(), soon + RENEW_MIN_SPACING),
             Ok(Inbound::Renew { .. })
         ));
+        c.renewal(answer());
         // A well-behaved agent waits RENEW_MIN_GAP after each answer: never refused.
         let t3 = soon + RENEW_MIN_SPACING + RENEW_MIN_GAP;
         assert!(matches!(c.receive(renew(), t3), Ok(Inbound::Renew { .. })));

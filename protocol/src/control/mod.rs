@@ -55,7 +55,8 @@ pub const RENEW_MIN_SPACING: Duration = Duration::from_millis(2500);
 // A well-behaved agent's renewals, RENEW_MIN_GAP apart at least, are never too soon.
 const _: () = assert!(RENEW_MIN_GAP.as_millis() > RENEW_MIN_SPACING.as_millis());
 /// The reason a renewal refused for [`RENEW_MIN_SPACING`] carries.
-pub(crate) const RENEW_TOO_SOON: &str = "renewal asked again too soon; ask later";
+pub(crate) const RENEW_TOO_SOON: &str =
+    "renewal asked again too soon, or before the last one was answered; ask later";
 
 /// Sleeps until a machine's next deadline ([`ControllerSide::poll_timeout`],
 /// [`AgentSide::poll_timeout`]), forever if it has none.
