@@ -330,6 +330,10 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
         }
     };
+    // A renewal cut short is dropped now: no longer polled, it could still hold a pooled
+    // connection (or its place in the pool's queue) through the shutdown below, which needs
+    // the store too.
+    drop(renewing);
 
     ctx.scheduler.send(Event::Down {
         agent: agent.id,

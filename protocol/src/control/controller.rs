@@ -55,7 +55,7 @@ pub enum Inbound {
     /// The session's Hello, its version accepted; the capacity is already clamped.
     Hello { hello: Box<Hello>, capacity: u32 },
     /// Send this back: a heartbeat's acknowledgement, or a renewal refused for asking too
-    /// soon.
+    /// soon or before the last one was answered.
     Reply(Down),
     /// The agent's capacity (clamped) or drain state changed.
     Status { capacity: u32, draining: bool },

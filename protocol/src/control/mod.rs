@@ -40,21 +40,21 @@ pub const RENEW_MIN_GAP: Duration = Duration::from_secs(5);
 /// what steady pace beyond that ([`SESSION_MESSAGE_GAP`]). A well-behaved agent sends a
 /// Heartbeat at most every [`MIN_HEARTBEAT`], a Status when its capacity or drain state
 /// changes and a renewal request at most every [`RENEW_MIN_GAP`]. Messages are counted when
-/// the controller reads them, so the burst also covers what piles up while a session is not
-/// read: a renewal waiting on the store, or beats held back by a network outage shorter than
-/// the idle timeout. 128 is two minutes of beats at the fastest interval. Each message costs
+/// the controller reads them, so the burst also covers what arrives at once after a stall:
+/// beats held back by a network outage shorter than the idle timeout, or a controller busy
+/// elsewhere. 128 is two minutes of beats at the fastest interval. Each message costs
 /// the controller a decode and an answer (a renewal, a store lookup and a signature: hence
 /// [`RENEW_MIN_SPACING`] too), and a flood that reads its answers is bounded by nothing else.
 pub const SESSION_BURST: u32 = 128;
 /// The steady pace of the budget: one message per gap, five a second.
 pub const SESSION_MESSAGE_GAP: Duration = Duration::from_millis(200);
-/// A renewal request this soon after the session's previous one is refused unread (the agent
-/// asks again after [`RENEW_RETRY`]); a well-behaved agent leaves [`RENEW_MIN_GAP`] after each
-/// answer.
+/// A renewal request this soon after the session's previous one, or before that one is
+/// answered, is refused unread (the agent asks again after [`RENEW_RETRY`]); a well-behaved
+/// agent asks one at a time and leaves [`RENEW_MIN_GAP`] after each answer.
 pub const RENEW_MIN_SPACING: Duration = Duration::from_millis(2500);
 // A well-behaved agent's renewals, RENEW_MIN_GAP apart at least, are never too soon.
 const _: () = assert!(RENEW_MIN_GAP.as_millis() > RENEW_MIN_SPACING.as_millis());
-/// The reason a renewal refused for [`RENEW_MIN_SPACING`] carries.
+/// The reason a renewal refused under [`RENEW_MIN_SPACING`] carries.
 pub(crate) const RENEW_TOO_SOON: &str =
     "renewal asked again too soon, or before the last one was answered; ask later";
 
