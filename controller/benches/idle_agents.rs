@@ -1,7 +1,7 @@
 //! What idle agents cost a controller: N agent sessions (real mTLS QUIC on loopback, each with
 //! its own certificate, saying Hello and then keeping the session alive) against one
-//! `outpost-controller serve` process; the controller's resident memory and CPU are read from /proc before and
-//! after, side by side in one run. Then the controller is killed (-9) and started again on the
+//! `outpost-controller serve` process; the controller's resident memory and CPU are read from
+//! /proc before and after, side by side in one run. Then the controller is killed (-9) and started again on the
 //! same port, and the time until every agent is back in a new session is measured, with the
 //! failed attempts on the way and the controller's peak memory.
 //!
@@ -13,8 +13,8 @@
 //! per session that does what an agent's session does (Hello, then the agent's own
 //! `AgentSide` rules: its QUIC keep-alive as its heartbeat, or a Heartbeat every interval the
 //! Welcome names if that is shorter or `OUTPOST_BENCH_IDLE_HEARTBEATS=1` asks for the agents
-//! of before 12-05, reading each acknowledgement). The clients also count the packets their sessions send and receive, so
-//! the run says what an idle tick is on the wire.
+//! of before 12-05, reading each acknowledgement). The clients also count the packets their
+//! sessions send and receive, so the run says what an idle tick is on the wire.
 //!
 //! Run: `cargo bench -p outpost-controller --bench idle_agents` (`OUTPOST_BENCH_AGENTS`, default
 //! 2000; `OUTPOST_BENCH_IDLE_SECS`, default 20; `OUTPOST_BENCH_IDLE_RESTART=0` skips the
@@ -32,7 +32,7 @@ use outpost_controller::store::agents::NewEnrollmentToken;
 use outpost_controller::store::audit::Actor;
 use outpost_controller::{PoolConfig, Store};
 use outpost_protocol::codec::FramedStream;
-use outpost_protocol::control::{AgentAction, AgentSide};
+use outpost_protocol::control::{sleep_until, AgentAction, AgentSide};
 use outpost_protocol::message::{Down, Hello, Up};
 use outpost_protocol::pki::{AgentKey, Ca};
 use outpost_protocol::tls::{self, Timers};
@@ -700,15 +700,9 @@ async fn session(to: Session<'_>) -> bool {
     }
     // A session ends when its connection does, whether or not a beat is due.
     loop {
-        let due = async {
-            match machine.poll_timeout() {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = conn.closed() => break,
-            _ = due => {}
+            _ = sleep_until(machine.poll_timeout()) => {}
         }
         while let Ok(Some(AgentAction::Send(up))) = machine.poll(now()) {
             if s.send(&up).await.is_err() || s.recv::<Down>().await.ok().flatten().is_none() {
