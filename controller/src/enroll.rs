@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use outpost_protocol::codec;
 use outpost_protocol::message::{EnrollRequest, EnrollResponse};
-use outpost_protocol::pki::{self, Ca};
+use outpost_protocol::pki::Ca;
 use outpost_protocol::token::EnrollToken;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -199,14 +199,9 @@ impl EnrollService {
             .enroll_agent(&hash, &agent.to_string(), &labels, &req.hostname)
             .await
             .map_err(token_refusal)?;
-        let info = pki::inspect(&cert).map_err(|e| e.to_string())?;
-        let expires = chrono::DateTime::from_timestamp(info.not_after.unix_timestamp(), 0)
-            .unwrap_or_default();
-        if let Err(e) = self
-            .store
-            .set_agent_certificate(row.id, &pki::fingerprint(&cert), expires)
-            .await
-        {
+        let held = crate::pki::held_certificate(&cert)
+            .ok_or_else(|| "the signed certificate cannot be read back".to_owned())?;
+        if let Err(e) = self.store.set_agent_certificate(row.id, &held).await {
             tracing::warn!(error = %e, "cannot record the agent's certificate");
         }
         tracing::info!(agent = %row.name, uuid = %agent, hostname = %crate::text::fit_chars(&req.hostname, 255), "agent enrolled");

@@ -182,3 +182,13 @@ pub fn load(paths: &PkiPaths) -> Result<ControllerPki, PkiError> {
         reset_key,
     })
 }
+
+/// What the store keeps of an agent's certificate `der` (its fingerprint and expiry), or
+/// `None` when it cannot be read.
+pub fn held_certificate(der: &[u8]) -> Option<crate::store::agents::HeldCertificate> {
+    let info = pki::inspect(der).ok()?;
+    Some(crate::store::agents::HeldCertificate {
+        fingerprint: pki::fingerprint(der),
+        expires: chrono::DateTime::from_timestamp(info.not_after.unix_timestamp(), 0)?,
+    })
+}

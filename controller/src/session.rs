@@ -16,7 +16,6 @@ use outpost_protocol::control::{
     sleep_until, ControlError, ControllerSide, Greeting, Inbound, RenewAnswer,
 };
 use outpost_protocol::message::{Down, StreamUp, Up};
-use outpost_protocol::pki;
 use outpost_protocol::{close, tls};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -28,7 +27,7 @@ use crate::dispatch::{self, Owner};
 use crate::metrics;
 use crate::model::Agent;
 use crate::scheduler::{AgentLink, Event, SessionCommand};
-use crate::store::agents::AgentPresence;
+use crate::store::agents::{AgentPresence, HeldCertificate};
 use crate::store::{Store, StoreError};
 
 /// Session-stream messages are small; a renewal CSR is the largest.
@@ -210,6 +209,9 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         capacity: i32::try_from(capacity).unwrap_or(i32::MAX),
         controller: ctx.settings.controller_id.clone(),
         session: Uuid::new_v4().to_string(),
+        // What the agent holds, read off the handshake: a renewal it never received leaves
+        // the row naming a certificate it does not have, until this corrects it.
+        certificate: tls::peer_leaf(conn).and_then(|der| crate::pki::held_certificate(&der)),
     };
     Box::pin(ctx.store.agent_connected(agent.id, &presence)).await?;
     let held: Vec<(Uuid, String)> = hello
@@ -263,7 +265,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
     let mut jobs = JoinSet::new();
     // A renewal being looked at (a store read, a signature): the session reads, delivers
     // commands and notices a revocation meanwhile, however slow the store is.
-    let mut renewing: Option<Pin<Box<dyn Future<Output = RenewAnswer> + Send + '_>>> = None;
+    let mut renewing: Option<Pin<Box<dyn Future<Output = Renewal> + Send + '_>>> = None;
 
     let end: Result<(), SessionError> = loop {
         tokio::select! {
@@ -311,11 +313,22 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                 Some(Err(e)) => break Err(e.into()),
                 None => break Err(conn.close_reason().map(SessionError::from).unwrap_or(SessionError::StreamClosed)),
             },
-            Some(answer) = OptionFuture::from(renewing.as_mut()), if renewing.is_some() => {
+            Some(renewal) = OptionFuture::from(renewing.as_mut()), if renewing.is_some() => {
                 renewing = None;
-                let reply = control.renewal(answer);
+                let reply = control.renewal(renewal.answer);
                 if let Err(e) = send_down(&mut send, &reply.down).await {
                     break Err(e);
+                }
+                // Recorded once it is on its way, beside the session (a slow store must not
+                // stop it): a session that ends first leaves the row naming the certificate
+                // the agent has.
+                if let Some(held) = renewal.held {
+                    let (ctx, id) = (ctx.clone(), agent.id);
+                    jobs.spawn(async move {
+                        if let Err(e) = ctx.store.set_agent_certificate(id, &held).await {
+                            tracing::warn!(agent = %id, error = %e, "cannot record a renewed certificate");
+                        }
+                    });
                 }
                 if let Some(e) = reply.then_close {
                     close_conn(conn, e.close_code(), &e.to_string());
@@ -410,17 +423,30 @@ async fn audit(store: &Store, agent: &Agent, action: &str, details: serde_json::
     .await;
 }
 
-async fn renew(ctx: &Core, agent: &Agent, csr_der: Vec<u8>) -> RenewAnswer {
+/// A renewal's answer, and the certificate to record once the answer is sent.
+struct Renewal {
+    answer: RenewAnswer,
+    held: Option<HeldCertificate>,
+}
+
+impl From<RenewAnswer> for Renewal {
+    fn from(answer: RenewAnswer) -> Renewal {
+        Renewal { answer, held: None }
+    }
+}
+
+async fn renew(ctx: &Core, agent: &Agent, csr_der: Vec<u8>) -> Renewal {
     let uuid = agent.uuid.0;
     // Revocation is looked up afresh: a revoked agent gets no new certificate, whatever its
     // session still holds.
     match Box::pin(ctx.store.get_agent(agent.id)).await {
         Ok(a) if !a.revoked => {}
-        Ok(_) => return RenewAnswer::Revoked,
+        Ok(_) => return RenewAnswer::Revoked.into(),
         Err(e) => {
             return RenewAnswer::Refused {
                 reason: format!("cannot check the agent now: {e}"),
             }
+            .into()
         }
     }
     match ctx
@@ -428,23 +454,17 @@ async fn renew(ctx: &Core, agent: &Agent, csr_der: Vec<u8>) -> RenewAnswer {
         .sign_agent_csr(&csr_der, uuid, ctx.settings.agent_cert_lifetime)
     {
         Ok(cert) => {
-            if let Ok(info) = pki::inspect(&cert) {
-                let expires = chrono::DateTime::from_timestamp(info.not_after.unix_timestamp(), 0)
-                    .unwrap_or_default();
-                let _ = Box::pin(ctx.store.set_agent_certificate(
-                    agent.id,
-                    &pki::fingerprint(&cert),
-                    expires,
-                ))
-                .await;
-            }
             tracing::info!(agent = %agent.name, "certificate renewed");
-            RenewAnswer::Renewed {
-                cert_chain_der: vec![cert.to_vec(), ctx.ca.cert_der().to_vec()],
+            Renewal {
+                held: crate::pki::held_certificate(&cert),
+                answer: RenewAnswer::Renewed {
+                    cert_chain_der: vec![cert.to_vec(), ctx.ca.cert_der().to_vec()],
+                },
             }
         }
         Err(e) => RenewAnswer::Refused {
             reason: e.to_string(),
-        },
+        }
+        .into(),
     }
 }

@@ -1224,6 +1224,7 @@ async fn lost_agents_are_settled_from_the_database(backend: Backend) {
         capacity: 4,
         controller: "ctl-a".into(),
         session: "s1".into(),
+        certificate: None,
     };
     store.agent_connected(agent, &presence).await.unwrap();
     let jobs = launch(&store, &f, 2).await;
@@ -1263,7 +1264,7 @@ async fn lost_agents_are_settled_from_the_database(backend: Backend) {
 }
 
 async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
-    use outpost_controller::store::agents::{AgentPresence, NewEnrollmentToken};
+    use outpost_controller::store::agents::{AgentPresence, HeldCertificate, NewEnrollmentToken};
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
     let token = |hash: &str, name: &str, minutes: i64| NewEnrollmentToken {
@@ -1345,11 +1346,40 @@ async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
         capacity: 4,
         controller: ctl.into(),
         session: session.into(),
+        certificate: None,
     };
+    // A renewal recorded, then a session with the certificate the agent really holds (it
+    // never received the renewed one): the row names what the agent holds again. A session
+    // whose certificate could not be read leaves the row as it was.
+    let expires = |s: i64| chrono::DateTime::from_timestamp(1_900_000_000 + s, 0).unwrap();
+    let renewed = HeldCertificate {
+        fingerprint: "ab".repeat(32),
+        expires: expires(86_400),
+    };
+    store.set_agent_certificate(a.id, &renewed).await.unwrap();
+    let held = HeldCertificate {
+        fingerprint: "cd".repeat(32),
+        expires: expires(0),
+    };
+    store
+        .agent_connected(
+            a.id,
+            &AgentPresence {
+                certificate: Some(held.clone()),
+                ..presence("ctl-a", "s0")
+            },
+        )
+        .await
+        .unwrap();
     store
         .agent_connected(a.id, &presence("ctl-a", "s1"))
         .await
         .unwrap();
+    let row = store.get_agent(a.id).await.unwrap();
+    assert_eq!(
+        (row.cert_fingerprint.as_deref(), row.cert_expires_at),
+        (Some(held.fingerprint.as_str()), Some(held.expires))
+    );
     assert_eq!(store.agents_seen("ctl-a").await.unwrap(), 1);
     assert_eq!(store.agents_seen("ctl-b").await.unwrap(), 0);
     assert!(store.revoked_agents().await.unwrap().is_empty());

@@ -1,6 +1,7 @@
 //! Hostile agents against a real controller: ones that flood their session stream, whether
 //! they read the answers or not, are cut off each time they come back, without starving the
-//! agent that runs a job meanwhile; and renewal requests back to back are refused unread.
+//! agent that runs a job meanwhile; renewal requests back to back are refused unread; and a
+//! renewal the agent never received leaves the store naming the certificate the agent has.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use outpost_protocol::control::SESSION_BURST;
 use outpost_protocol::message::{Down, Up};
 use outpost_tests::cluster::Cluster;
 use outpost_tests::procs::{Agent, AgentOpts, Controller, ControllerOpts, HandSession};
-use outpost_tests::Backend;
+use outpost_tests::{wait_for, Backend};
 use serde_json::json;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -90,7 +91,7 @@ async fn cut_off_for_flooding(ctl: &Controller, name: &str, uuid: &str, conn: &q
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flooding_agents_are_cut_off_and_starve_nobody() {
+async fn hostile_agents_are_cut_off_refused_or_set_right() {
     let c = Cluster::start(Backend::Sqlite, ControllerOpts::default()).await;
     let _steady = c.agent("steady", &["dc=local"], &AgentOpts::default());
     let w = &c.world;
@@ -168,6 +169,43 @@ async fn flooding_agents_are_cut_off_and_starve_nobody() {
         "{reasons:?}"
     );
     assert!(s.conn.close_reason().is_none(), "the asker was not cut off");
+    drop(s);
+
+    // A renewal the agent never received: the controller signs and records it, the agent
+    // goes away without reading the answer, and comes back with the certificate it has. The
+    // store then names that one again, for the fleet's view and the expiry notices.
+    let state = outpost_agent::state::StateDir::new(&asker.state_dir);
+    let pem = std::fs::read_to_string(state.cert_file()).expect("the asker's certificate");
+    let leaf = outpost_protocol::pki::certs_from_pem(&pem).expect("a certificate chain");
+    let held = outpost_protocol::pki::fingerprint(&leaf[0]);
+    let key = std::fs::read_to_string(state.key_file()).expect("the asker's key");
+    let csr = outpost_protocol::pki::AgentKey::from_pem(&key)
+        .and_then(|k| k.csr("asker"))
+        .expect("a certificate request");
+    let fingerprint = || async {
+        w.store
+            .get_agent_by_name("asker")
+            .await
+            .ok()?
+            .cert_fingerprint
+    };
+    assert_eq!(fingerprint().await.as_deref(), Some(held.as_str()));
+    let mut s = HandSession::open(&c.ctl, &asker).await;
+    s.session
+        .send(&Up::Renew { csr_der: csr })
+        .await
+        .expect("the request is sent");
+    wait_for("the renewal recorded", MINUTE, || async {
+        fingerprint().await.filter(|f| *f != held)
+    })
+    .await;
+    s.conn.close(0u32.into(), b"gone");
+    drop(s);
+    let _back = HandSession::open(&c.ctl, &asker).await;
+    wait_for("the certificate the agent holds", MINUTE, || async {
+        fingerprint().await.filter(|f| *f == held)
+    })
+    .await;
 }
 
 // ---- The HTTPS API's edge, against anonymous clients ----

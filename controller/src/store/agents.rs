@@ -35,6 +35,18 @@ pub struct AgentPresence {
     pub controller: String,
     /// Names this session (a uuid), so only it can mark the agent offline.
     pub session: String,
+    /// The certificate the agent connected with, when it could be read: the one it holds,
+    /// whatever a renewal it never received left in the row.
+    pub certificate: Option<HeldCertificate>,
+}
+
+/// What the store keeps of an agent's certificate: for the fleet's view and the expiry
+/// notifier, never for authentication (which is the CA's signature and the revoked flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldCertificate {
+    /// sha256 of the DER, hex.
+    pub fingerprint: String,
+    pub expires: DateTime<Utc>,
 }
 
 impl Store {
@@ -202,15 +214,10 @@ impl Store {
     }
 
     /// Records the certificate an agent now holds (enrolment or renewal).
-    pub async fn set_agent_certificate(
-        &self,
-        id: AgentId,
-        fingerprint: &str,
-        expires: DateTime<Utc>,
-    ) -> Result<()> {
+    pub async fn set_agent_certificate(&self, id: AgentId, cert: &HeldCertificate) -> Result<()> {
         on_pool!(self, p => {
             sqlx::query("UPDATE agents SET cert_fingerprint = ?, cert_expires_at = ?, updated_at = ? WHERE id = ?")
-                .bind(fingerprint).bind(expires.naive_utc()).bind(now()).bind(id).execute(p).await?;
+                .bind(&cert.fingerprint).bind(cert.expires.naive_utc()).bind(now()).bind(id).execute(p).await?;
         });
         Ok(())
     }
@@ -219,12 +226,18 @@ impl Store {
     pub async fn agent_connected(&self, id: AgentId, presence: &AgentPresence) -> Result<()> {
         let ts = now();
         on_pool!(self, p => {
+            // The certificate in the same statement: no round trip more on a connect storm.
+            let cert = presence.certificate.as_ref();
             sqlx::query(
                 "UPDATE agents SET version = ?, hostname = ?, ansible_version = ?, capacity = ?, last_seen = ?, \
-                 connected_controller = ?, session_id = ?, lost_at = NULL, updated_at = ? WHERE id = ?")
+                 connected_controller = ?, session_id = ?, lost_at = NULL, updated_at = ?, \
+                 cert_fingerprint = COALESCE(?, cert_fingerprint), cert_expires_at = COALESCE(?, cert_expires_at) \
+                 WHERE id = ?")
                 .bind(fit_chars(&presence.version, 50)).bind(fit_chars(&presence.hostname, VARCHAR_255))
                 .bind(fit_chars(&presence.ansible_version, VARCHAR_255))
-                .bind(presence.capacity).bind(ts).bind(&presence.controller).bind(&presence.session).bind(ts).bind(id)
+                .bind(presence.capacity).bind(ts).bind(&presence.controller).bind(&presence.session).bind(ts)
+                .bind(cert.map(|c| &c.fingerprint)).bind(cert.map(|c| c.expires.naive_utc()))
+                .bind(id)
                 .execute(p).await?;
         });
         Ok(())
