@@ -264,8 +264,115 @@ pub(super) async fn claim_all(
             }
         }
         insert_audits!(&mut *tx, &audits)?;
+        let claims: Vec<Claim> = claims.into_iter().map(|c| c.unwrap_or(Claim::Taken)).collect();
         // Nothing was written for a claim not taken; the commit releases the servers' locks.
-        tx.commit().await?;
-        Ok(claims.into_iter().map(|c| c.unwrap_or(Claim::Taken)).collect())
+        match tx.commit().await {
+            Ok(()) => Ok(claims),
+            Err(e) => settle_after_failed_commit(store, claims, e.into()).await,
+        }
     })
+}
+
+/// How often a failed commit's claims are read back before the commit's error is returned.
+const READ_BACK_TRIES: u32 = 3;
+const READ_BACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A commit that returned an error may still have been written (the connection broke after
+/// the server committed). A claim the round then took for failed would leave its job held by
+/// an agent that was never given it, until that agent's next session. So the claims are read
+/// back: a job whose row names the attempt's dispatch id (unique to this try) was claimed,
+/// and its claim stands; any other was not. Only when they cannot be read is the error
+/// returned, as before.
+async fn settle_after_failed_commit(
+    store: &Store,
+    claims: Vec<Claim>,
+    error: crate::store::StoreError,
+) -> Result<Vec<Claim>> {
+    let tried: Vec<crate::model::JobId> = claims
+        .iter()
+        .filter_map(|c| match c {
+            Claim::Claimed(a) => Some(a.job),
+            _ => None,
+        })
+        .collect();
+    if tried.is_empty() {
+        return Err(error);
+    }
+    for attempt in 0..READ_BACK_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(READ_BACK_PAUSE).await;
+        }
+        let Ok(rows) = store.jobs_by_ids(&tried).await else {
+            continue;
+        };
+        let settled = settle(claims, &rows);
+        let kept = settled
+            .iter()
+            .filter(|c| matches!(c, Claim::Claimed(_)))
+            .count();
+        tracing::warn!(error = %error, claimed = kept, of = tried.len(),
+            "a claims' commit failed; read back, its claims that were written stand");
+        return Ok(settled);
+    }
+    Err(error)
+}
+
+/// The claims as the rows read back after a failed commit show them: a claim stands where its
+/// job's row names its dispatch id, and is [`Claim::Taken`] (nothing written) elsewhere.
+fn settle(claims: Vec<Claim>, rows: &[crate::model::Job]) -> Vec<Claim> {
+    claims
+        .into_iter()
+        .map(|c| match c {
+            Claim::Claimed(a)
+                if rows.iter().any(|j| {
+                    j.id == a.job && j.dispatch_id.as_deref() == Some(a.dispatch_id.as_str())
+                }) =>
+            {
+                Claim::Claimed(a)
+            }
+            Claim::Claimed(_) => Claim::Taken,
+            other => other,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::Attempt;
+    use crate::model::{samples, JobId};
+
+    fn claimed(job: i32, dispatch_id: &str) -> Claim {
+        Claim::Claimed(Attempt {
+            job: JobId(job),
+            dispatch_id: dispatch_id.into(),
+        })
+    }
+
+    fn row(job: i32, dispatch_id: Option<&str>) -> crate::model::Job {
+        let mut j = samples::job(serde_json::json!({}));
+        j.id = JobId(job);
+        j.dispatch_id = dispatch_id.map(Into::into);
+        j
+    }
+
+    #[test]
+    fn after_a_failed_commit_only_the_claims_written_stand() {
+        let claims = vec![
+            claimed(1, "d-1"),
+            claimed(2, "d-2"),
+            Claim::ServerBusy,
+            claimed(4, "d-4"),
+            Claim::Taken,
+        ];
+        // Job 1 was written; job 2 not (free); job 4 holds another attempt (another
+        // controller's); job 5's row is not even read.
+        let rows = [row(1, Some("d-1")), row(2, None), row(4, Some("d-other"))];
+        let settled = settle(claims, &rows);
+        assert!(matches!(&settled[0], Claim::Claimed(a) if a.job == JobId(1)));
+        assert!(matches!(settled[1], Claim::Taken));
+        assert!(matches!(settled[2], Claim::ServerBusy));
+        assert!(matches!(settled[3], Claim::Taken));
+        assert!(matches!(settled[4], Claim::Taken));
+    }
 }

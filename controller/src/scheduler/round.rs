@@ -201,9 +201,9 @@ impl Scheduler {
         };
         let claims = match claims {
             Ok(c) => c,
-            // Nothing was claimed, unless the commit itself failed after the server wrote
-            // it: then the jobs stay claimed and undelivered until their agent's next
-            // session squares them (as a single claim's would).
+            // Nothing was claimed. A commit that failed was read back before this (the
+            // claims it wrote stand); this is a failure before it, or a read back that failed
+            // too: a claim the server wrote then waits for its agent's next session.
             Err(e) => {
                 for p in &batch {
                     give_back(agents, p.place);
