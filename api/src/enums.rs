@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 /// A string that does not name a variant of one of the domain's enums.
 #[derive(Debug, Error)]
-#[error("unknown {kind} '{value}'; expected one of: {expected}")]
+#[error("unknown {kind} '{value}'; expected one of: {}", .expected.trim_end())]
 pub struct UnknownVariant {
     pub kind: &'static str,
     pub value: String,

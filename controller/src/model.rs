@@ -121,6 +121,8 @@ macro_rules! uuid_type {
 
 mod cursor;
 pub use cursor::{BadCursor, Cursor};
+mod named;
+pub use named::Named;
 mod schedules;
 pub use schedules::{
     Blackout, BlackoutId, OverlapRule, Schedule, ScheduleId, ScheduleRun, ScheduleRunId,
@@ -143,7 +145,7 @@ pub struct User {
     pub email: String,
     #[serde(skip)]
     pub password_hash: String,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<Role>")]
     pub role: Role,
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
@@ -187,7 +189,7 @@ pub struct Credential {
     /// Binds the sealed secret to this row.
     pub uuid: String,
     pub name: String,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<CredentialKind>")]
     pub kind: CredentialKind,
     pub description: Option<String>,
     pub vault_id: Option<String>,
@@ -235,7 +237,7 @@ pub struct Project {
     pub id: ProjectId,
     pub name: String,
     pub description: Option<String>,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<ProjectKind>")]
     pub kind: ProjectKind,
     pub git_url: Option<String>,
     pub git_ref: Option<String>,
@@ -245,7 +247,7 @@ pub struct Project {
     pub git_credential_id: Option<CredentialId>,
     /// A project inventory file, relative to the tree's root.
     pub inventory_path: Option<String>,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<SyncState>")]
     pub sync_state: SyncState,
     pub sync_error: Option<String>,
     pub sync_started_at: Option<DateTime<Utc>>,
@@ -277,7 +279,7 @@ pub struct Job {
     pub playbook_id: PlaybookId,
     pub server_id: ServerId,
     pub user_id: UserId,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<JobStatus>")]
     pub status: JobStatus,
     /// The dispatch id of the current attempt, which names it in every move an agent's session
     /// makes. The seed's column for it is `celery_task_id`, kept as the schema's contract.
@@ -320,7 +322,7 @@ pub struct Run {
     pub playbook_id: PlaybookId,
     pub template_id: Option<TemplateId>,
     pub schedule_id: Option<ScheduleId>,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<RunStatus>")]
     pub status: RunStatus,
     /// The rollout as launched (a [`crate::rollout::Spec`]).
     pub rollout: Option<sqlx::types::Json<crate::rollout::Spec>>,
@@ -418,9 +420,9 @@ pub struct Ticket {
     pub created_by: UserId,
     pub title: String,
     pub description: Option<String>,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<TicketStatus>")]
     pub status: TicketStatus,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<TicketPriority>")]
     pub priority: TicketPriority,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

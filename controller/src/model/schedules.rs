@@ -26,7 +26,7 @@ pub struct Schedule {
     pub ends_at: Option<DateTime<Utc>>,
     /// Non-secret survey answers.
     pub answers: Option<sqlx::types::Json<JsonObject>>,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<OverlapRule>")]
     pub overlap: OverlapRule,
     /// The next slot to fire (UTC); `None`: disabled or ended.
     pub next_run_at: Option<DateTime<Utc>>,
@@ -41,7 +41,7 @@ pub struct ScheduleRun {
     pub id: ScheduleRunId,
     pub schedule_id: ScheduleId,
     pub slot_at: DateTime<Utc>,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<ScheduleRunStatus>")]
     pub status: ScheduleRunStatus,
     pub reason: Option<String>,
     pub jobs: i32,

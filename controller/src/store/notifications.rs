@@ -34,7 +34,7 @@ pub struct Channel {
     /// Binds the sealed secret to this row.
     pub uuid: String,
     pub name: String,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<ChannelKind>")]
     pub kind: ChannelKind,
     pub config: sqlx::types::Json<ChannelConfig>,
     pub on_call: bool,
@@ -71,14 +71,14 @@ pub struct ChannelRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RuleRow {
     pub id: RuleId,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<NotificationEvent>")]
     pub event: NotificationEvent,
     pub environment: Option<String>,
     pub min_priority: Option<String>,
     pub routing_label: Option<String>,
     pub channel_id: ChannelId,
     pub channel: String,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<DeliveryMode>")]
     pub mode: DeliveryMode,
     pub created_at: DateTime<Utc>,
 }

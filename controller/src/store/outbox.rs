@@ -14,10 +14,10 @@ pub struct Delivery {
     pub delivery_id: String,
     pub channel_id: ChannelId,
     pub channel: String,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<NotificationEvent>")]
     pub event: NotificationEvent,
     pub payload: sqlx::types::Json<serde_json::Value>,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<DeliveryStatus>")]
     pub status: DeliveryStatus,
     pub attempts: i32,
     pub last_error: Option<String>,

@@ -30,7 +30,7 @@ pub struct TaskResultRow {
     pub play: String,
     pub task: String,
     pub action: String,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<TaskStatus>")]
     pub status: TaskStatus,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,
@@ -66,7 +66,7 @@ pub struct RunTaskRow {
     pub server_id: ServerId,
     pub play: String,
     pub task: String,
-    #[sqlx(try_from = "String")]
+    #[sqlx(try_from = "crate::model::Named<TaskStatus>")]
     pub status: TaskStatus,
 }
 
