@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::{Claim, Wanted};
-use crate::model::ServerId;
+use super::{Attempt, Claim, Wanted};
+use crate::model::{JobId, ServerId};
 use crate::store::audit::insert_audits;
 use crate::store::jobs::ACTIVE_SQL;
 use crate::store::{on_pool, Dialect, Result, Store, WritePool};
@@ -273,63 +273,94 @@ pub(super) async fn claim_all(
     })
 }
 
-/// How often a failed commit's claims are read back before the commit's error is returned.
-const READ_BACK_TRIES: u32 = 3;
-const READ_BACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a failed commit's claims may take to read back before the commit's error is
+/// returned: the round waits on it, and a store that cannot answer fails the round as before.
+const READ_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A commit that returned an error may still have been written (the connection broke after
 /// the server committed). A claim the round then took for failed would leave its job held by
 /// an agent that was never given it, until that agent's next session. So the claims are read
-/// back: a job whose row names the attempt's dispatch id (unique to this try) was claimed,
-/// and its claim stands; any other was not. Only when they cannot be read is the error
-/// returned, as before.
+/// back ([`attempts_written`], which waits for a commit still under way): when a row names its
+/// attempt's dispatch id (unique to this try) the commit applied, and each claim stands where
+/// its row names its own, and is [`Claim::Taken`] elsewhere (changed since). When no row does,
+/// nothing was written, and the commit's error is returned, as it is when the claims cannot be
+/// read in time.
 async fn settle_after_failed_commit(
     store: &Store,
     claims: Vec<Claim>,
     error: crate::store::StoreError,
 ) -> Result<Vec<Claim>> {
-    let tried: Vec<crate::model::JobId> = claims
+    let tried: Vec<Attempt> = claims
         .iter()
         .filter_map(|c| match c {
-            Claim::Claimed(a) => Some(a.job),
+            Claim::Claimed(a) => Some(a.clone()),
             _ => None,
         })
         .collect();
     if tried.is_empty() {
         return Err(error);
     }
-    for attempt in 0..READ_BACK_TRIES {
-        if attempt > 0 {
-            tokio::time::sleep(READ_BACK_PAUSE).await;
-        }
-        let Ok(rows) = store.jobs_by_ids(&tried).await else {
-            continue;
+    let written =
+        match tokio::time::timeout(READ_BACK_WITHIN, attempts_written(store, &tried)).await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "a failed claims' commit cannot be read back");
+                return Err(error);
+            }
+            Err(_) => {
+                tracing::debug!("a failed claims' commit was not read back in time");
+                return Err(error);
+            }
         };
-        let settled = settle(claims, &rows);
-        let kept = settled
-            .iter()
-            .filter(|c| matches!(c, Claim::Claimed(_)))
-            .count();
-        tracing::warn!(error = %error, claimed = kept, of = tried.len(),
-            "a claims' commit failed; read back, its claims that were written stand");
-        return Ok(settled);
+    let kept = written.iter().filter(|w| **w).count();
+    if kept == 0 {
+        return Err(error);
     }
-    Err(error)
+    tracing::warn!(error = %error, claimed = kept, of = tried.len(),
+        "a claims' commit reported a failure but was written; its claims stand");
+    Ok(settle(claims, &written))
 }
 
-/// The claims as the rows read back after a failed commit show them: a claim stands where its
-/// job's row names its dispatch id, and is [`Claim::Taken`] (nothing written) elsewhere.
-fn settle(claims: Vec<Claim>, rows: &[crate::model::Job]) -> Vec<Claim> {
+/// Whether each attempt is the one its job's row names now. On MySQL each row is read with a
+/// shared lock, so the read waits for a transaction still writing it (a commit under way);
+/// SQLite's one writer has ended when its commit returns.
+pub(super) async fn attempts_written(store: &Store, attempts: &[Attempt]) -> Result<Vec<bool>> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = vec!["?"; attempts.len()].join(", ");
+    let lock = match store.dialect() {
+        Dialect::Mysql => " LOCK IN SHARE MODE",
+        Dialect::Sqlite => "",
+    };
+    let sql = format!("SELECT id, celery_task_id FROM jobs WHERE id IN ({list}){lock}");
+    let rows: Vec<(JobId, Option<String>)> = on_pool!(store, p => {
+        let mut tx = p.begin().await?;
+        let mut q = sqlx::query_as(&sql);
+        for a in attempts {
+            q = q.bind(a.job);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.rollback().await?;
+        rows
+    });
+    Ok(attempts
+        .iter()
+        .map(|a| {
+            rows.iter()
+                .any(|(id, d)| *id == a.job && d.as_deref() == Some(a.dispatch_id.as_str()))
+        })
+        .collect())
+}
+
+/// The claims as a read back shows them: `written` holds one answer per [`Claim::Claimed`], in
+/// order; a claim not written is [`Claim::Taken`].
+fn settle(claims: Vec<Claim>, written: &[bool]) -> Vec<Claim> {
+    let mut written = written.iter();
     claims
         .into_iter()
         .map(|c| match c {
-            Claim::Claimed(a)
-                if rows.iter().any(|j| {
-                    j.id == a.job && j.dispatch_id.as_deref() == Some(a.dispatch_id.as_str())
-                }) =>
-            {
-                Claim::Claimed(a)
-            }
+            Claim::Claimed(a) if written.next().copied().unwrap_or(false) => Claim::Claimed(a),
             Claim::Claimed(_) => Claim::Taken,
             other => other,
         })
@@ -339,36 +370,25 @@ fn settle(claims: Vec<Claim>, rows: &[crate::model::Job]) -> Vec<Claim> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::Attempt;
-    use crate::model::{samples, JobId};
 
-    fn claimed(job: i32, dispatch_id: &str) -> Claim {
+    fn claimed(job: i32) -> Claim {
         Claim::Claimed(Attempt {
             job: JobId(job),
-            dispatch_id: dispatch_id.into(),
+            dispatch_id: format!("d-{job}"),
         })
-    }
-
-    fn row(job: i32, dispatch_id: Option<&str>) -> crate::model::Job {
-        let mut j = samples::job(serde_json::json!({}));
-        j.id = JobId(job);
-        j.dispatch_id = dispatch_id.map(Into::into);
-        j
     }
 
     #[test]
     fn after_a_failed_commit_only_the_claims_written_stand() {
         let claims = vec![
-            claimed(1, "d-1"),
-            claimed(2, "d-2"),
+            claimed(1),
+            claimed(2),
             Claim::ServerBusy,
-            claimed(4, "d-4"),
+            claimed(4),
             Claim::Taken,
         ];
-        // Job 1 was written; job 2 not (free); job 4 holds another attempt (another
-        // controller's); job 5's row is not even read.
-        let rows = [row(1, Some("d-1")), row(2, None), row(4, Some("d-other"))];
-        let settled = settle(claims, &rows);
+        // Read back: job 1 names its attempt, jobs 2 and 4 do not (changed since).
+        let settled = settle(claims, &[true, false, false]);
         assert!(matches!(&settled[0], Claim::Claimed(a) if a.job == JobId(1)));
         assert!(matches!(settled[1], Claim::Taken));
         assert!(matches!(settled[2], Claim::ServerBusy));

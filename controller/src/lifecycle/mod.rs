@@ -200,6 +200,12 @@ impl Lifecycle {
         claims::claim_all(&self.store, wanted, max_per_server).await
     }
 
+    /// Whether each attempt is the one its job's row names now, read so that a commit still
+    /// under way is waited for (what a claims' commit that reported a failure wrote).
+    pub async fn attempts_written(&self, attempts: &[Attempt]) -> Result<Vec<bool>> {
+        claims::attempts_written(&self.store, attempts).await
+    }
+
     /// Creates a launch's run and jobs in one transaction and, when `claim` is given and the
     /// launch has one job, claims that job for the agent in the same commit: the launch's
     /// path to its agent then waits for one synchronous commit instead of two. The claim obeys

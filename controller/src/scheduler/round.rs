@@ -201,9 +201,9 @@ impl Scheduler {
         };
         let claims = match claims {
             Ok(c) => c,
-            // Nothing was claimed. A commit that failed was read back before this (the
-            // claims it wrote stand); this is a failure before it, or a read back that failed
-            // too: a claim the server wrote then waits for its agent's next session.
+            // Nothing was claimed: a commit that reported a failure was read back first, and
+            // comes here only when it wrote nothing, or when it could not be read in time (a
+            // claim the server wrote then waits for its agent's next session).
             Err(e) => {
                 for p in &batch {
                     give_back(agents, p.place);
