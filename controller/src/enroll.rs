@@ -201,7 +201,7 @@ impl EnrollService {
             .map_err(token_refusal)?;
         let held = crate::pki::held_certificate(&cert)
             .ok_or_else(|| "the signed certificate cannot be read back".to_owned())?;
-        if let Err(e) = self.store.set_agent_certificate(row.id, &held).await {
+        if let Err(e) = self.store.set_agent_certificate(row.id, &held, None).await {
             tracing::warn!(error = %e, "cannot record the agent's certificate");
         }
         tracing::info!(agent = %row.name, uuid = %agent, hostname = %crate::text::fit_chars(&req.hostname, 255), "agent enrolled");

@@ -320,12 +320,13 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                     break Err(e);
                 }
                 // Recorded once it is on its way, beside the session (a slow store must not
-                // stop it): a session that ends first leaves the row naming the certificate
-                // the agent has.
+                // stop it), and only while this session is the agent's latest: an answer
+                // written is not an answer received, and an agent that comes back with its
+                // old certificate has it recorded by its new session.
                 if let Some(held) = renewal.held {
-                    let (ctx, id) = (ctx.clone(), agent.id);
+                    let (ctx, id, session) = (ctx.clone(), agent.id, presence.session.clone());
                     jobs.spawn(async move {
-                        if let Err(e) = ctx.store.set_agent_certificate(id, &held).await {
+                        if let Err(e) = ctx.store.set_agent_certificate(id, &held, Some(&session)).await {
                             tracing::warn!(agent = %id, error = %e, "cannot record a renewed certificate");
                         }
                     });

@@ -993,6 +993,44 @@ async fn a_batch_of_claims_shares_one_commit(backend: Backend) {
     }
     assert_ne!(first.dispatch_id, batch[0].dispatch_id);
 
+    // Read back as after a commit that reported a failure: what was written is known, and an
+    // attempt never written is not taken for one.
+    let mut asked: Vec<Attempt> = claims
+        .iter()
+        .filter_map(|c| match c {
+            Claim::Claimed(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    let written = asked.len();
+    asked.push(Attempt {
+        job: jobs[2].id,
+        dispatch_id: "never-written".into(),
+    });
+    let answers = life.attempts_written(&asked).await.unwrap();
+    assert_eq!(answers, [vec![true; written], vec![false]].concat());
+    // On MariaDB a commit still under way is waited for, not read past.
+    if backend == Backend::MariaDb {
+        use sqlx::Connection;
+        let mut writer = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+        let mut tx = writer.begin().await.unwrap();
+        sqlx::query("UPDATE jobs SET celery_task_id = 'under-way' WHERE id = ?")
+            .bind(jobs[2].id.0)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let reader = life.clone();
+        let under_way = [Attempt {
+            job: jobs[2].id,
+            dispatch_id: "under-way".into(),
+        }];
+        let reading = tokio::spawn(async move { reader.attempts_written(&under_way).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!reading.is_finished(), "the read waits for the commit");
+        tx.commit().await.unwrap();
+        assert_eq!(reading.await.unwrap().unwrap(), [true]);
+    }
+
     // Two batches of the same nine jobs (three servers, three jobs each), one in the other's
     // reverse order, racing: each job is claimed once at most, each server twice.
     for round in 1..=5 {
@@ -1356,7 +1394,10 @@ async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
         fingerprint: "ab".repeat(32),
         expires: expires(86_400),
     };
-    store.set_agent_certificate(a.id, &renewed).await.unwrap();
+    store
+        .set_agent_certificate(a.id, &renewed, None)
+        .await
+        .unwrap();
     let held = HeldCertificate {
         fingerprint: "cd".repeat(32),
         expires: expires(0),
@@ -1375,11 +1416,23 @@ async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
         .agent_connected(a.id, &presence("ctl-a", "s1"))
         .await
         .unwrap();
+    // A renewal answered in the older session s0, recorded late: s1 is the latest, so the
+    // row keeps what s1 connected with. One renewed in s1 is recorded.
+    store
+        .set_agent_certificate(a.id, &renewed, Some("s0"))
+        .await
+        .unwrap();
     let row = store.get_agent(a.id).await.unwrap();
     assert_eq!(
         (row.cert_fingerprint.as_deref(), row.cert_expires_at),
         (Some(held.fingerprint.as_str()), Some(held.expires))
     );
+    store
+        .set_agent_certificate(a.id, &renewed, Some("s1"))
+        .await
+        .unwrap();
+    let row = store.get_agent(a.id).await.unwrap();
+    assert_eq!(row.cert_fingerprint, Some(renewed.fingerprint.clone()));
     assert_eq!(store.agents_seen("ctl-a").await.unwrap(), 1);
     assert_eq!(store.agents_seen("ctl-b").await.unwrap(), 0);
     assert!(store.revoked_agents().await.unwrap().is_empty());
@@ -2268,6 +2321,11 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         .unwrap();
     let slot = Utc::now().trunc_subsecs(0) - Duration::seconds(1);
     let next = slot + Duration::hours(1);
+    assert_eq!(
+        store.earliest_slot().await.unwrap(),
+        None,
+        "no schedule yet"
+    );
     let s = store
         .create_schedule(
             &NewSchedule {
@@ -2286,6 +2344,8 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(store.due_schedules(Utc::now(), 10).await.unwrap().len(), 1);
+    // The firing task sleeps until the earliest slot.
+    assert_eq!(store.earliest_slot().await.unwrap(), Some(slot));
     let run = [NewRun {
         slot_at: slot,
         status: ScheduleRunStatus::Claimed,
@@ -2305,6 +2365,7 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         .await
         .unwrap()
         .is_empty());
+    assert_eq!(store.earliest_slot().await.unwrap(), Some(next));
     // Even with next_run_at put back, the slot's run row is there: no second firing.
     let mut again = store.get_schedule(s.id).await.unwrap();
     again.next_run_at = Some(slot);

@@ -213,11 +213,26 @@ impl Store {
         )
     }
 
-    /// Records the certificate an agent now holds (enrolment or renewal).
-    pub async fn set_agent_certificate(&self, id: AgentId, cert: &HeldCertificate) -> Result<()> {
+    /// Records the certificate an agent now holds: at enrolment (`session` None), or renewed
+    /// in `session`, then only while that session is the agent's latest. A later session
+    /// recorded the certificate it connected with, which is what the agent holds.
+    pub async fn set_agent_certificate(
+        &self,
+        id: AgentId,
+        cert: &HeldCertificate,
+        session: Option<&str>,
+    ) -> Result<()> {
         on_pool!(self, p => {
-            sqlx::query("UPDATE agents SET cert_fingerprint = ?, cert_expires_at = ?, updated_at = ? WHERE id = ?")
-                .bind(&cert.fingerprint).bind(cert.expires.naive_utc()).bind(now()).bind(id).execute(p).await?;
+            let sql = match session {
+                None => "UPDATE agents SET cert_fingerprint = ?, cert_expires_at = ?, updated_at = ? WHERE id = ?",
+                Some(_) => "UPDATE agents SET cert_fingerprint = ?, cert_expires_at = ?, updated_at = ? \
+                            WHERE id = ? AND session_id = ?",
+            };
+            let mut q = sqlx::query(sql).bind(&cert.fingerprint).bind(cert.expires.naive_utc()).bind(now()).bind(id);
+            if let Some(s) = session {
+                q = q.bind(s);
+            }
+            q.execute(p).await?;
         });
         Ok(())
     }
