@@ -2,7 +2,8 @@
 //! (error 1406), which would turn a long error message into an outcome that can never be
 //! recorded; SQLite would store it, and the two stores must agree. So every text the controller
 //! writes is cut here, on a UTF-8 boundary, with a visible marker. The full text always remains
-//! in the job's log, which is where the long parts came from.
+//! in the job's log, which is where the long parts came from. Text from a row or a peer shown
+//! in a log line or an error goes through [`excerpt`].
 
 use std::borrow::Cow;
 
@@ -28,6 +29,20 @@ pub fn fit_bytes(s: &str, max: usize) -> Cow<'_, str> {
         cut -= 1;
     }
     Cow::Owned(format!("{}{marker}", &s[..cut]))
+}
+
+/// Text read from a row or a peer as a log line or an error may show it: its first `max`
+/// characters, control characters escaped (a terminal escape stays text), `…` when cut.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Cuts `s` to at most `max` characters (marker included).

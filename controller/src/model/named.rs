@@ -66,23 +66,10 @@ where
         let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
         text.parse().map(Named).map_err(|mut e: UnknownVariant| {
             // The row's text is data: shown escaped and cut, never as it is.
-            e.value = shown(&e.value);
+            e.value = crate::text::excerpt(&e.value, SHOWN_CHARS);
             e.into()
         })
     }
-}
-
-/// `text` as an error may show it: control characters escaped, at most [`SHOWN_CHARS`].
-fn shown(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(SHOWN_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().nth(SHOWN_CHARS).is_some() {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ pub fn routing_rules(rows: Vec<RoutingRow>) -> Vec<Rule> {
                 })
             })();
             if rule.is_none() {
-                tracing::warn!(event = %event, channel, "a notification rule cannot be read; it is skipped");
+                tracing::warn!(event = %crate::text::excerpt(&event, 64), channel, "a notification rule cannot be read; it is skipped");
             }
             rule
         })
