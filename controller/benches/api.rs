@@ -61,6 +61,9 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 /// Part 1b: servers per run, and per wave.
 const WAVE_SERVERS: usize = 100;
+/// Part 1c's schedules by default (`OUTPOST_BENCH_SCHEDULES`), each of one of the first
+/// controller's wave servers.
+const SCHEDULES: usize = 10;
 const WAVE_SIZE: usize = 10;
 
 /// What the bench's agents note: when each assignment arrived, and when each job's outcome
@@ -140,7 +143,7 @@ async fn main() {
     let yaml = "- hosts: all\n  gather_facts: false\n  tasks: []\n";
     let pb_path = dir.path().join("bench.yml");
     std::fs::write(&pb_path, yaml).unwrap();
-    store
+    let bench_playbook = store
         .create_playbook(
             &NewPlaybook {
                 name: "bench".into(),
@@ -341,6 +344,31 @@ async fn main() {
 
     let _ = ctl_b.kill();
     let _ = ctl_b.wait();
+
+    // 1c. A schedule's slot → its job's assignment at the agent, on the first controller
+    // alone (the second would fire half the slots, and leave their jobs to the round).
+    let schedules = env_num("OUTPOST_BENCH_SCHEDULES", SCHEDULES).min(wave_servers);
+    if schedules > 0 {
+        let secs = env_num("OUTPOST_BENCH_SCHEDULE_SECS", 20);
+        let latencies = schedules_to_agent(
+            &store,
+            &url,
+            &api,
+            &arrivals,
+            &mut arrived_rx,
+            bench_playbook.id,
+            Actor::user(admin.id),
+            schedules,
+            secs,
+        )
+        .await;
+        let n = latencies.len();
+        let (p50, p99, max) = percentiles(latencies);
+        println!(
+            "schedule slot -> assignment at the agent: p50 {p50:7.2} ms  p99 {p99:7.2} ms  max {max:7.2} ms  ({n} slots of {schedules} schedules firing every second for {secs} s)"
+        );
+    }
+
     if std::env::var_os("OUTPOST_BENCH_ONLY_LAUNCHES").is_some() {
         let _ = ctl.kill();
         let _ = ctl.wait();
@@ -476,6 +504,109 @@ async fn main() {
 
 /// Jobs spread over 30 days and all states, a ticket for each failure, and log lines for the
 /// first jobs, written with raw multi-row INSERTs.
+/// Part 1c: `schedules` schedules firing every second, each a template of one of the first
+/// controller's servers, for `secs` seconds; then disabled. Returns, for every fired slot, the
+/// time from the slot to its job's assignment at the agent (ms). A schedule's jobs are paired
+/// with its fired slots in order: one job per slot, every slot of a schedule after the other.
+#[allow(clippy::too_many_arguments)]
+async fn schedules_to_agent(
+    store: &Store,
+    url: &str,
+    api: &Client,
+    arrivals: &Mutex<HashMap<uuid::Uuid, Instant>>,
+    arrived_rx: &mut mpsc::UnboundedReceiver<uuid::Uuid>,
+    playbook: outpost_controller::model::PlaybookId,
+    actor: Actor,
+    schedules: usize,
+    secs: usize,
+) -> Vec<f64> {
+    use outpost_controller::store::templates::NewTemplate;
+    // Arrivals are instants; slots are wall-clock times.
+    let (clock, wall) = (Instant::now(), chrono::Utc::now());
+    for i in 0..schedules {
+        let name = format!("sched-{i}");
+        store
+            .create_template(
+                &NewTemplate {
+                    name: name.clone(),
+                    description: None,
+                    playbook_id: Some(playbook),
+                    project_id: None,
+                    playbook_path: None,
+                    servers: Some(vec![format!("wave-a-{i:03}")]),
+                    server_filter: None,
+                    extra_vars: None,
+                    run_options: Default::default(),
+                    time_limit_secs: None,
+                    survey: Vec::new(),
+                    rollout: None,
+                },
+                &actor,
+            )
+            .await
+            .expect("template");
+        let _: serde_json::Value = api
+            .post(
+                "/api/v1/schedules",
+                &serde_json::json!({"name": name, "template": name, "cron": "* * * * * *", "overlap": "queue"}),
+            )
+            .await
+            .expect("schedule");
+    }
+    tokio::time::sleep(Duration::from_secs(secs as u64)).await;
+    for i in 0..schedules {
+        let _: serde_json::Value = api
+            .patch(
+                &format!("/api/v1/schedules/sched-{i}"),
+                &serde_json::json!({"enabled": false}),
+            )
+            .await
+            .expect("disable");
+    }
+    let mut latencies = Vec::new();
+    let pool = sqlx::MySqlPool::connect(url).await.expect("pool");
+    for i in 0..schedules {
+        let name = format!("sched-{i}");
+        let slots: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT r.slot_at FROM schedule_runs r JOIN schedules s ON s.id = r.schedule_id \
+             WHERE s.name = ? AND r.status = 'fired' ORDER BY r.slot_at",
+        )
+        .bind(&name)
+        .fetch_all(&pool)
+        .await
+        .expect("slots");
+        let jobs: Vec<String> = sqlx::query_scalar(
+            "SELECT j.job_id FROM jobs j JOIN schedules s ON s.id = j.schedule_id \
+             WHERE s.name = ? ORDER BY j.id",
+        )
+        .bind(&name)
+        .fetch_all(&pool)
+        .await
+        .expect("jobs");
+        assert_eq!(slots.len(), jobs.len(), "one job per fired slot of {name}");
+        for (slot, job) in slots.iter().zip(&jobs) {
+            let job = uuid::Uuid::parse_str(job).expect("a job's uuid");
+            let at = loop {
+                if let Some(at) = arrivals.lock().await.get(&job) {
+                    break *at;
+                }
+                assert!(
+                    clock.elapsed() < Duration::from_secs(secs as u64 + 120),
+                    "a scheduled job's assignment never arrived"
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(10), arrived_rx.recv()).await;
+            };
+            let arrived = wall
+                + chrono::Duration::from_std(at.saturating_duration_since(clock))
+                    .unwrap_or_default();
+            latencies
+                .push((arrived - *slot).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
+        }
+    }
+    pool.close().await;
+    latencies
+}
+
 async fn fill(url: &str, user: i32, jobs: usize, lines: usize, audit: usize) {
     let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
     let (pb,): (i32,) = sqlx::query_as("SELECT id FROM playbooks LIMIT 1")

@@ -43,6 +43,8 @@ pub struct Core {
     /// Agents' fetch streams of project revisions: their turns, the manifests they share.
     pub revisions: crate::fetch::RevisionServer,
     pub stop: CancellationToken,
+    /// Told when a schedule is saved here, so that the firing task looks at its next slot.
+    pub schedules_changed: tokio::sync::Notify,
     next_session: AtomicU64,
     /// Jobs with a live stream on this controller: one at a time each, however many times an
     /// agent asks to resume.
@@ -94,6 +96,7 @@ impl Core {
             token_uses: Default::default(),
             revisions: Default::default(),
             stop,
+            schedules_changed: tokio::sync::Notify::new(),
             next_session: AtomicU64::new(1),
             streams: Default::default(),
         }

@@ -1,7 +1,7 @@
-//! The firing task: every second it looks for schedules whose next slot is due, claims each slot
-//! (a conditional UPDATE of `next_run_at`, so one controller among many fires it), records the
-//! slots missed during downtime as one skipped run, and launches the schedule's template as its
-//! owner. The decisions are [`crate::schedule::catchup`]'s; this is the thin async shell.
+//! The firing task: at the earliest schedule's next slot (and at least every second) it looks
+//! for schedules whose next slot is due, claims each slot (a conditional UPDATE of
+//! `next_run_at`, so one controller among many fires it), records the slots missed during
+//! downtime as one skipped run, and launches the schedule's template as its owner. The decisions are [`crate::schedule::catchup`]'s; this is the thin async shell.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,16 +35,39 @@ pub async fn run(core: Arc<Core>) {
         ),
         Err(e) => tracing::warn!(error = %e, "cannot settle abandoned schedule runs"),
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let pass = Utc::now();
+        let wait = match fire_due(&core).await {
+            Ok(_) => until_next_slot(&core, pass).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read due schedules; trying again in a second");
+                TICK
+            }
+        };
         tokio::select! {
             _ = core.stop.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(e) = fire_due(&core).await {
-                    tracing::warn!(error = %e, "cannot read due schedules; trying again in a second");
-                }
-            }
+            _ = tokio::time::sleep(wait) => {}
+            // A schedule saved here may be due before the wait ends.
+            _ = core.schedules_changed.notified() => {}
+        }
+    }
+}
+
+/// How long the task sleeps at most: schedules saved on another controller, and slots whose
+/// firing failed, are looked at again within this.
+const TICK: Duration = Duration::from_secs(1);
+
+/// How long to sleep after a pass that began at `pass`: until the earliest slot, so that it
+/// fires on time rather than up to a tick late, and never longer than a [`TICK`]. A slot that
+/// was due when the pass began and still is failed to fire in it: it waits for the tick.
+async fn until_next_slot(core: &Core, pass: chrono::DateTime<Utc>) -> Duration {
+    match core.store.earliest_slot().await {
+        Ok(Some(slot)) if slot <= pass => TICK,
+        Ok(Some(slot)) => (slot - Utc::now()).to_std().unwrap_or_default().min(TICK),
+        Ok(None) => TICK,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the next schedule slot; trying again in a second");
+            TICK
         }
     }
 }

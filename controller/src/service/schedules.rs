@@ -155,6 +155,7 @@ pub async fn create(core: &Core, caller: &Caller, r: NewScheduleRequest) -> Resu
         next_run_at: next_slot(r.enabled, &calendar, r.ends_at),
     };
     let s = core.store.create_schedule(&new, &caller.actor()).await?;
+    core.schedules_changed.notify_one();
     view(core, &s).await
 }
 
@@ -228,6 +229,7 @@ pub async fn update(
         .store
         .update_schedule(&s, &changed, &caller.actor())
         .await?;
+    core.schedules_changed.notify_one();
     view(core, &s).await
 }
 

@@ -148,6 +148,16 @@ impl Store {
             .bind(at.naive_utc()).bind(limit).fetch_all(p).await?))
     }
 
+    /// The earliest next slot of the enabled schedules (what [`Store::due_schedules`] returns
+    /// first once it is due).
+    pub async fn earliest_slot(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(
+            on_pool!(self, p => sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "SELECT MIN(next_run_at) FROM schedules WHERE enabled = TRUE")
+            .fetch_one(p).await?),
+        )
+    }
+
     /// Claims `slot` of a schedule: moves its next slot to `next` if it still is `slot`, and
     /// writes `runs` in the same transaction. `false`: another controller claimed it first
     /// (or the schedule changed meanwhile).
