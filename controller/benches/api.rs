@@ -502,8 +502,6 @@ async fn main() {
         .unwrap();
 }
 
-/// Jobs spread over 30 days and all states, a ticket for each failure, and log lines for the
-/// first jobs, written with raw multi-row INSERTs.
 /// Part 1c: `schedules` schedules firing every second, each a template of one of the first
 /// controller's servers, for `secs` seconds; then disabled. Returns, for every fired slot, the
 /// time from the slot to its job's assignment at the agent (ms). A schedule's jobs are paired
@@ -527,20 +525,7 @@ async fn schedules_to_agent(
         let name = format!("sched-{i}");
         store
             .create_template(
-                &NewTemplate {
-                    name: name.clone(),
-                    description: None,
-                    playbook_id: Some(playbook),
-                    project_id: None,
-                    playbook_path: None,
-                    servers: Some(vec![format!("wave-a-{i:03}")]),
-                    server_filter: None,
-                    extra_vars: None,
-                    run_options: Default::default(),
-                    time_limit_secs: None,
-                    survey: Vec::new(),
-                    rollout: None,
-                },
+                &NewTemplate::of_playbook(&name, playbook, &[&format!("wave-a-{i:03}")]),
                 &actor,
             )
             .await
@@ -565,6 +550,25 @@ async fn schedules_to_agent(
     }
     let mut latencies = Vec::new();
     let pool = sqlx::MySqlPool::connect(url).await.expect("pool");
+    // A slot claimed just before its schedule was disabled may have its job already and its
+    // run not yet marked fired: wait for every run to be settled before pairing them.
+    loop {
+        let claimed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM schedule_runs r JOIN schedules s ON s.id = r.schedule_id \
+             WHERE s.name LIKE 'sched-%' AND r.status = 'claimed'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("runs");
+        if claimed == 0 {
+            break;
+        }
+        assert!(
+            clock.elapsed() < Duration::from_secs(secs as u64 + 60),
+            "schedule runs left claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for i in 0..schedules {
         let name = format!("sched-{i}");
         let slots: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
@@ -594,7 +598,11 @@ async fn schedules_to_agent(
                     clock.elapsed() < Duration::from_secs(secs as u64 + 120),
                     "a scheduled job's assignment never arrived"
                 );
-                let _ = tokio::time::timeout(Duration::from_secs(10), arrived_rx.recv()).await;
+                if let Ok(None) =
+                    tokio::time::timeout(Duration::from_secs(10), arrived_rx.recv()).await
+                {
+                    panic!("the agents stopped reporting arrivals");
+                }
             };
             let arrived = wall
                 + chrono::Duration::from_std(at.saturating_duration_since(clock))
@@ -607,6 +615,8 @@ async fn schedules_to_agent(
     latencies
 }
 
+/// Jobs spread over 30 days and all states, a ticket for each failure, and log lines for the
+/// first jobs, written with raw multi-row INSERTs.
 async fn fill(url: &str, user: i32, jobs: usize, lines: usize, audit: usize) {
     let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
     let (pb,): (i32,) = sqlx::query_as("SELECT id FROM playbooks LIMIT 1")

@@ -2,8 +2,8 @@
 //! (error 1406), which would turn a long error message into an outcome that can never be
 //! recorded; SQLite would store it, and the two stores must agree. So every text the controller
 //! writes is cut here, on a UTF-8 boundary, with a visible marker. The full text always remains
-//! in the job's log, which is where the long parts came from. Text from a row or a peer shown
-//! in a log line or an error goes through [`excerpt`].
+//! in the job's log, which is where the long parts came from. [`excerpt`] cuts and escapes
+//! free text read back from a row for a log line or an error.
 
 use std::borrow::Cow;
 

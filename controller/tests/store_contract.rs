@@ -1029,6 +1029,26 @@ async fn a_batch_of_claims_shares_one_commit(backend: Backend) {
         assert!(!reading.is_finished(), "the read waits for the commit");
         tx.commit().await.unwrap();
         assert_eq!(reading.await.unwrap().unwrap(), [true]);
+        // A lock held on and on: the server gives up after its 2 s, not the default 50 s.
+        let mut tx = writer.begin().await.unwrap();
+        sqlx::query("UPDATE jobs SET celery_task_id = 'held' WHERE id = ?")
+            .bind(jobs[2].id.0)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let held = [Attempt {
+            job: jobs[2].id,
+            dispatch_id: "held".into(),
+        }];
+        let started = std::time::Instant::now();
+        let read = life.attempts_written(&held).await;
+        let waited = started.elapsed();
+        assert!(read.is_err(), "{read:?}");
+        assert!(
+            waited < std::time::Duration::from_secs(10),
+            "the lock was waited for {waited:?}"
+        );
+        tx.rollback().await.unwrap();
     }
 
     // Two batches of the same nine jobs (three servers, three jobs each), one in the other's
@@ -2301,20 +2321,7 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
     let actor = Actor::user(f.admin.id);
     let t = store
         .create_template(
-            &NewTemplate {
-                name: "t".into(),
-                description: None,
-                playbook_id: Some(f.playbook.id),
-                project_id: None,
-                playbook_path: None,
-                servers: Some(vec![f.server.hostname.clone()]),
-                server_filter: None,
-                extra_vars: None,
-                run_options: Default::default(),
-                time_limit_secs: None,
-                survey: Vec::new(),
-                rollout: None,
-            },
+            &NewTemplate::of_playbook("t", f.playbook.id, &[&f.server.hostname]),
             &actor,
         )
         .await
@@ -2322,7 +2329,10 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
     let slot = Utc::now().trunc_subsecs(0) - Duration::seconds(1);
     let next = slot + Duration::hours(1);
     assert_eq!(
-        store.earliest_slot().await.unwrap(),
+        store
+            .earliest_slot(slot - Duration::hours(1))
+            .await
+            .unwrap(),
         None,
         "no schedule yet"
     );
@@ -2343,9 +2353,24 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         )
         .await
         .unwrap();
-    assert_eq!(store.due_schedules(Utc::now(), 10).await.unwrap().len(), 1);
-    // The firing task sleeps until the earliest slot.
-    assert_eq!(store.earliest_slot().await.unwrap(), Some(slot));
+    assert_eq!(
+        store
+            .due_schedules(Utc::now(), None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Paged past it, nothing else is due.
+    assert!(store
+        .due_schedules(Utc::now(), Some((slot, s.id)), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // The firing task sleeps until the earliest slot after its pass began.
+    let before = slot - Duration::seconds(1);
+    assert_eq!(store.earliest_slot(before).await.unwrap(), Some(slot));
+    assert_eq!(store.earliest_slot(slot).await.unwrap(), None);
     let run = [NewRun {
         slot_at: slot,
         status: ScheduleRunStatus::Claimed,
@@ -2361,11 +2386,11 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         "exactly one claim wins"
     );
     assert!(store
-        .due_schedules(Utc::now(), 10)
+        .due_schedules(Utc::now(), None, 10)
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(store.earliest_slot().await.unwrap(), Some(next));
+    assert_eq!(store.earliest_slot(before).await.unwrap(), Some(next));
     // Even with next_run_at put back, the slot's run row is there: no second firing.
     let mut again = store.get_schedule(s.id).await.unwrap();
     again.next_run_at = Some(slot);
@@ -2377,6 +2402,11 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         .claim_slot(s.id, slot, Some(next), &run, "ctl-b")
         .await
         .unwrap());
+    // …and it does not stay due: its next slot moved on all the same.
+    assert_eq!(
+        store.get_schedule(s.id).await.unwrap().next_run_at,
+        Some(next)
+    );
     // The winner stopped before launching: settled at its next start.
     let winner = a_or_b(&store, &s).await;
     assert_eq!(

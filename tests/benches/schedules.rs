@@ -42,23 +42,7 @@ async fn round(backend: Backend, n: usize, concurrency: u32) -> f64 {
     let admin = Actor::user(w.admin.id);
     let t = w
         .store
-        .create_template(
-            &NewTemplate {
-                name: "due".into(),
-                description: None,
-                playbook_id: Some(pb.id),
-                project_id: None,
-                playbook_path: None,
-                servers: Some(vec!["due-1".into()]),
-                server_filter: None,
-                extra_vars: None,
-                run_options: Default::default(),
-                time_limit_secs: None,
-                survey: Vec::new(),
-                rollout: None,
-            },
-            &admin,
-        )
+        .create_template(&NewTemplate::of_playbook("due", pb.id, &["due-1"]), &admin)
         .await
         .expect("template");
     // Created with their first slot a little ahead, so all are in place before it.

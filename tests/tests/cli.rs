@@ -1062,20 +1062,11 @@ async fn schedules_preview_create_and_blackouts_from_the_terminal() {
     let pb = w.playbook("cron", "- hosts: all\n  tasks: []\n").await;
     w.store
         .create_template(
-            &outpost_controller::store::templates::NewTemplate {
-                name: "cron".into(),
-                description: None,
-                playbook_id: Some(pb.id),
-                project_id: None,
-                playbook_path: None,
-                servers: Some(vec!["cron-1".into()]),
-                server_filter: None,
-                extra_vars: None,
-                run_options: Default::default(),
-                time_limit_secs: None,
-                survey: Vec::new(),
-                rollout: None,
-            },
+            &outpost_controller::store::templates::NewTemplate::of_playbook(
+                "cron",
+                pb.id,
+                &["cron-1"],
+            ),
             &outpost_controller::store::audit::Actor::user(w.admin.id),
         )
         .await

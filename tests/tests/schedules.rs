@@ -40,18 +40,8 @@ async fn template_asking(
     w.store
         .create_template(
             &NewTemplate {
-                name: name.into(),
-                description: None,
-                playbook_id: Some(pb.id),
-                project_id: None,
-                playbook_path: None,
-                servers: Some(vec![server.into()]),
-                server_filter: None,
-                extra_vars: None,
-                run_options: Default::default(),
-                time_limit_secs: None,
                 survey,
-                rollout: None,
+                ..NewTemplate::of_playbook(name, pb.id, &[server])
             },
             &Actor::user(w.admin.id),
         )

@@ -1519,20 +1519,11 @@ async fn a_schedule_shows_its_next_five_runs_before_it_is_saved() {
     let pb = w.playbook("cron", "- hosts: all\n  tasks: []\n").await;
     w.store
         .create_template(
-            &outpost_controller::store::templates::NewTemplate {
-                name: "cron".into(),
-                description: None,
-                playbook_id: Some(pb.id),
-                project_id: None,
-                playbook_path: None,
-                servers: Some(vec!["cron-1".into()]),
-                server_filter: None,
-                extra_vars: None,
-                run_options: Default::default(),
-                time_limit_secs: None,
-                survey: Vec::new(),
-                rollout: None,
-            },
+            &outpost_controller::store::templates::NewTemplate::of_playbook(
+                "cron",
+                pb.id,
+                &["cron-1"],
+            ),
             &outpost_controller::store::audit::Actor::user(w.admin.id),
         )
         .await

@@ -275,7 +275,9 @@ pub(super) async fn claim_all(
 
 /// How long a failed commit's claims may take to read back before the commit's error is
 /// returned: the round waits on it, and a store that cannot answer fails the round as before.
-const READ_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+const READ_BACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long the read back waits for a row's lock, on the server (within [`READ_BACK_WITHIN`]).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A commit that returned an error may still have been written (the connection broke after
 /// the server committed). A claim the round then took for failed would leave its job held by
@@ -322,8 +324,8 @@ async fn settle_after_failed_commit(
 }
 
 /// Whether each attempt is the one its job's row names now. On MySQL each row is read with a
-/// shared lock, so the read waits for a transaction still writing it (a commit under way);
-/// SQLite's one writer has ended when its commit returns.
+/// shared lock, so the read waits for a transaction still writing it (a commit under way), for
+/// [`LOCK_WAIT`] at most. On SQLite a commit that failed wrote nothing a reader can see.
 pub(super) async fn attempts_written(store: &Store, attempts: &[Attempt]) -> Result<Vec<bool>> {
     if attempts.is_empty() {
         return Ok(Vec::new());
@@ -334,15 +336,25 @@ pub(super) async fn attempts_written(store: &Store, attempts: &[Attempt]) -> Res
         Dialect::Sqlite => "",
     };
     let sql = format!("SELECT id, celery_task_id FROM jobs WHERE id IN ({list}){lock}");
+    let mysql = store.dialect() == Dialect::Mysql;
     let rows: Vec<(JobId, Option<String>)> = on_pool!(store, p => {
         let mut tx = p.begin().await?;
+        // The server gives up waiting for the lock as soon as the caller would: a wait the
+        // caller dropped would otherwise hold this pooled connection for the server's 50 s.
+        if mysql {
+            sqlx::query(&format!("SET SESSION innodb_lock_wait_timeout = {}", LOCK_WAIT.as_secs()))
+                .execute(&mut *tx).await?;
+        }
         let mut q = sqlx::query_as(&sql);
         for a in attempts {
             q = q.bind(a.job);
         }
-        let rows = q.fetch_all(&mut *tx).await?;
+        let rows = q.fetch_all(&mut *tx).await;
+        if mysql {
+            sqlx::query("SET SESSION innodb_lock_wait_timeout = DEFAULT").execute(&mut *tx).await?;
+        }
         tx.rollback().await?;
-        rows
+        rows?
     });
     Ok(attempts
         .iter()

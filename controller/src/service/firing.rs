@@ -1,7 +1,8 @@
 //! The firing task: at the earliest schedule's next slot (and at least every second) it looks
 //! for schedules whose next slot is due, claims each slot (a conditional UPDATE of
 //! `next_run_at`, so one controller among many fires it), records the slots missed during
-//! downtime as one skipped run, and launches the schedule's template as its owner. The decisions are [`crate::schedule::catchup`]'s; this is the thin async shell.
+//! downtime as one skipped run, and launches the schedule's template as its owner. The
+//! decisions are [`crate::schedule::catchup`]'s; this is the thin async shell.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +15,13 @@ use crate::schedule::calendar::Calendar;
 use crate::schedule::catchup;
 use crate::store::schedules::NewRun;
 
-/// Due schedules handled per tick; the rest wait for the next tick, oldest slot first.
+/// Due schedules read at once; a pass reads batch after batch, oldest slot first.
 const BATCH: i64 = 200;
 /// A claim older than this, by any controller, was abandoned by its controller.
 const STALE_CLAIM: Duration = Duration::from_secs(600);
 
 /// Runs until the stop signal: first settles runs this controller claimed but never launched,
-/// then fires due slots every second.
+/// then fires due slots as they fall due.
 pub async fn run(core: Arc<Core>) {
     let stale = Utc::now() - chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
     match core
@@ -57,12 +58,12 @@ pub async fn run(core: Arc<Core>) {
 /// firing failed, are looked at again within this.
 const TICK: Duration = Duration::from_secs(1);
 
-/// How long to sleep after a pass that began at `pass`: until the earliest slot, so that it
-/// fires on time rather than up to a tick late, and never longer than a [`TICK`]. A slot that
-/// was due when the pass began and still is failed to fire in it: it waits for the tick.
+/// How long to sleep after a pass that began at `pass`: until the earliest slot after it, so
+/// that it fires on time rather than up to a tick late, and never longer than a [`TICK`]. A
+/// slot that was due when the pass began and still is failed to fire in it: it is left out,
+/// and tried again at the tick (it must not spin the task, nor hold the others back).
 async fn until_next_slot(core: &Core, pass: chrono::DateTime<Utc>) -> Duration {
-    match core.store.earliest_slot().await {
-        Ok(Some(slot)) if slot <= pass => TICK,
+    match core.store.earliest_slot(pass).await {
         Ok(Some(slot)) => (slot - Utc::now()).to_std().unwrap_or_default().min(TICK),
         Ok(None) => TICK,
         Err(e) => {
@@ -79,10 +80,17 @@ pub async fn fire_due(core: &Arc<Core>) -> crate::store::Result<usize> {
     // Each launch holds a database connection: the setting bounds how many at once.
     let concurrency = core.settings.schedule_fire_concurrency.max(1) as usize;
     let mut seen = 0;
+    // Each batch reads on past the last one, whether its slots fired or not: a batch whose
+    // firings all failed is not read again in this pass.
+    let mut after = None;
     loop {
         let now = Utc::now();
-        let due = core.store.due_schedules(now, BATCH).await?;
+        let due = core.store.due_schedules(now, after, BATCH).await?;
         let n = due.len();
+        after = due
+            .last()
+            .and_then(|s| Some((s.next_run_at?, s.id)))
+            .or(after);
         futures_util::stream::iter(due)
             .take_while(|_| std::future::ready(!core.stop.is_cancelled()))
             .for_each_concurrent(concurrency, |s| async move {

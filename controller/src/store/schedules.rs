@@ -138,29 +138,48 @@ impl Store {
         Ok(())
     }
 
-    /// Enabled schedules whose next slot is at or before `at`, oldest slot first.
-    pub async fn due_schedules(&self, at: DateTime<Utc>, limit: i64) -> Result<Vec<Schedule>> {
+    /// Enabled schedules whose next slot is at or before `at`, oldest slot first; after
+    /// `after` (a slot and a schedule) when given, so that a pass pages on past the ones it
+    /// has looked at, whether their firing moved them or not.
+    pub async fn due_schedules(
+        &self,
+        at: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, ScheduleId)>,
+        limit: i64,
+    ) -> Result<Vec<Schedule>> {
+        let page = if after.is_some() {
+            "AND (next_run_at > ? OR (next_run_at = ? AND id > ?))"
+        } else {
+            ""
+        };
         let sql = format!(
-            "SELECT {COLUMNS} FROM schedules WHERE enabled = TRUE AND next_run_at <= ? \
+            "SELECT {COLUMNS} FROM schedules WHERE enabled = TRUE AND next_run_at <= ? {page} \
              ORDER BY next_run_at, id LIMIT ?"
         );
-        Ok(on_pool!(self, p => sqlx::query_as::<_, Schedule>(&sql)
-            .bind(at.naive_utc()).bind(limit).fetch_all(p).await?))
+        Ok(on_pool!(self, p => {
+            let mut q = sqlx::query_as::<_, Schedule>(&sql).bind(at.naive_utc());
+            if let Some((slot, id)) = after {
+                q = q.bind(slot.naive_utc()).bind(slot.naive_utc()).bind(id);
+            }
+            q.bind(limit).fetch_all(p).await?
+        }))
     }
 
-    /// The earliest next slot of the enabled schedules (what [`Store::due_schedules`] returns
-    /// first once it is due).
-    pub async fn earliest_slot(&self) -> Result<Option<DateTime<Utc>>> {
+    /// The earliest next slot of the enabled schedules later than `after`: when the firing
+    /// task sleeps until. Slots already due are left out: one that could not be fired must
+    /// not hold the others' wake-ups back.
+    pub async fn earliest_slot(&self, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         Ok(
             on_pool!(self, p => sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
-            "SELECT MIN(next_run_at) FROM schedules WHERE enabled = TRUE")
-            .fetch_one(p).await?),
+            "SELECT MIN(next_run_at) FROM schedules WHERE enabled = TRUE AND next_run_at > ?")
+            .bind(after.naive_utc()).fetch_one(p).await?),
         )
     }
 
     /// Claims `slot` of a schedule: moves its next slot to `next` if it still is `slot`, and
     /// writes `runs` in the same transaction. `false`: another controller claimed it first
-    /// (or the schedule changed meanwhile).
+    /// (or the schedule changed meanwhile), or the slot to fire has a run already (it fired
+    /// once; its next slot is moved on all the same, so that it does not stay due).
     pub async fn claim_slot(
         &self,
         id: ScheduleId,
@@ -179,6 +198,7 @@ impl Store {
             if moved != 1 {
                 return Ok(false);
             }
+            let mut fired_before = false;
             for r in runs {
                 let inserted = sqlx::query(
                     "INSERT INTO schedule_runs (schedule_id, slot_at, status, reason, jobs, controller_id, created_at) \
@@ -189,13 +209,17 @@ impl Store {
                     .execute(&mut *tx).await;
                 match inserted {
                     Ok(_) => {}
-                    // Already recorded: this slot was fired once, never again.
-                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Ok(false),
+                    // Already recorded: this slot was fired once, never again. The failed
+                    // statement alone is undone; the next slot still moves on.
+                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                        tracing::warn!(schedule = %id, slot = %r.slot_at, "slot already recorded; not fired again");
+                        fired_before |= r.status == ScheduleRunStatus::Claimed;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
             tx.commit().await?;
-            true
+            !fired_before
         }))
     }
 

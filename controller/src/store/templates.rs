@@ -30,6 +30,26 @@ pub struct NewTemplate {
     pub rollout: Option<outpost_api::Rollout>,
 }
 
+impl NewTemplate {
+    /// The plainest template: a stored playbook on named servers, nothing else set.
+    pub fn of_playbook(name: &str, playbook: PlaybookId, servers: &[&str]) -> NewTemplate {
+        NewTemplate {
+            name: name.to_owned(),
+            description: None,
+            playbook_id: Some(playbook),
+            project_id: None,
+            playbook_path: None,
+            servers: Some(servers.iter().map(|s| (*s).to_owned()).collect()),
+            server_filter: None,
+            extra_vars: None,
+            run_options: RunOptions::default(),
+            time_limit_secs: None,
+            survey: Vec::new(),
+            rollout: None,
+        }
+    }
+}
+
 /// JSON text of a value for a JSON column (`None` stays NULL).
 fn text<T: serde::Serialize>(field: &'static str, v: Option<&T>) -> Result<Option<String>> {
     v.map(|v| serde_json::to_string(v).map_err(|e| StoreError::invalid(field, e.to_string())))
