@@ -214,6 +214,9 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         certificate: tls::peer_leaf(conn).and_then(|der| crate::pki::held_certificate(&der)),
     };
     Box::pin(ctx.store.agent_connected(agent.id, &presence)).await?;
+    // Only the session's name is needed from here on; the rest would stay in every idle
+    // session's task for its whole life.
+    let session_name = presence.session;
     let held: Vec<(Uuid, String)> = hello
         .running
         .iter()
@@ -324,7 +327,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
                 // written is not an answer received, and an agent that comes back with its
                 // old certificate has it recorded by its new session.
                 if let Some(held) = renewal.held {
-                    let (ctx, id, session) = (ctx.clone(), agent.id, presence.session.clone());
+                    let (ctx, id, session) = (ctx.clone(), agent.id, session_name.clone());
                     jobs.spawn(async move {
                         if let Err(e) = ctx.store.set_agent_certificate(id, &held, Some(&session)).await {
                             tracing::warn!(agent = %id, error = %e, "cannot record a renewed certificate");
@@ -363,7 +366,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
     if ctx.stop.is_cancelled() {
         close_conn(conn, close::SHUTDOWN, "controller shutting down");
     }
-    let _ = Box::pin(ctx.store.agent_disconnected(agent.id, &presence.session)).await;
+    let _ = Box::pin(ctx.store.agent_disconnected(agent.id, &session_name)).await;
     audit(
         &ctx.store,
         &agent,
