@@ -230,9 +230,10 @@ string_enum!(
 );
 
 string_enum!(
-    /// What became of one slot of a schedule: `claimed` by a controller and being launched,
-    /// `fired` (its jobs were created), `skipped` (missed or overlapping) or `failed` (the
-    /// launch was refused: owner deactivated, template gone, bad answers…).
+    /// What became of one slot of a schedule: `fired` (its jobs were created, in the same
+    /// commit), `skipped` (missed or overlapping) or `failed` (the launch was refused: owner
+    /// deactivated, template gone, bad answers…). `claimed` (by a controller, being launched)
+    /// is written only by earlier versions, which claimed a slot before launching it.
     ScheduleRunStatus, "schedule run status", {
         Claimed => "claimed",
         Fired => "fired",

@@ -550,25 +550,7 @@ async fn schedules_to_agent(
     }
     let mut latencies = Vec::new();
     let pool = sqlx::MySqlPool::connect(url).await.expect("pool");
-    // A slot claimed just before its schedule was disabled may have its job already and its
-    // run not yet marked fired: wait for every run to be settled before pairing them.
-    loop {
-        let claimed: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM schedule_runs r JOIN schedules s ON s.id = r.schedule_id \
-             WHERE s.name LIKE 'sched-%' AND r.status = 'claimed'",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("runs");
-        if claimed == 0 {
-            break;
-        }
-        assert!(
-            clock.elapsed() < Duration::from_secs(secs as u64 + 60),
-            "schedule runs left claimed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // A fired run is written in its job's commit: every job has its slot.
     for i in 0..schedules {
         let name = format!("sched-{i}");
         let slots: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(

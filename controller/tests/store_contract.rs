@@ -47,6 +47,7 @@ contract!(
     a_release_after_a_cancel_request_cancels,
     lost_agents_are_settled_from_the_database,
     a_schedule_slot_is_claimed_once,
+    a_slot_fires_in_its_launchs_commit,
     dashboard_charts_aggregate_alike,
     a_run_stops_at_its_budget_and_ends_with_one_ticket,
     a_run_ends_once_when_its_last_jobs_end_together,
@@ -1165,7 +1166,7 @@ async fn three_servers_with_jobs(
 /// (on MySQL the server's lock is taken before the insert, or two launches would deadlock
 /// upgrading their foreign-key locks), the limit holds, and the unclaimed wait in the queue.
 async fn a_launch_claims_its_job_in_its_own_commit(backend: Backend) {
-    use outpost_controller::lifecycle::LaunchClaim;
+    use outpost_controller::lifecycle::{LaunchClaim, Launching};
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
     let life = Lifecycle::new(store.clone());
@@ -1180,9 +1181,16 @@ async fn a_launch_claims_its_job_in_its_own_commit(backend: Backend) {
     for _ in 0..12 {
         let (life, new, actor) = (life.clone(), launch_plan(&f, 1), Actor::user(f.admin.id));
         handles.push(tokio::spawn(async move {
-            life.launch(&new, &actor, None, None, Default::default(), Some(claim))
-                .await
-                .expect("a launch racing others on one server succeeds")
+            life.launch(
+                Launching {
+                    jobs: &new,
+                    ..Default::default()
+                },
+                &actor,
+                Some(claim),
+            )
+            .await
+            .expect("a launch racing others on one server succeeds")
         }));
     }
     let mut launched = Vec::new();
@@ -1225,11 +1233,11 @@ async fn a_launch_claims_its_job_in_its_own_commit(backend: Backend) {
     // A launch of several jobs leaves them all to the scheduler.
     let many = life
         .launch(
-            &launch_plan(&f, 2),
+            Launching {
+                jobs: &launch_plan(&f, 2),
+                ..Default::default()
+            },
             &Actor::user(f.admin.id),
-            None,
-            None,
-            Default::default(),
             Some(claim),
         )
         .await
@@ -2313,46 +2321,20 @@ async fn retention_deletes_old_lines_in_batches(backend: Backend) {
 /// run row cannot be written twice; a claim never launched is settled as failed.
 async fn a_schedule_slot_is_claimed_once(backend: Backend) {
     use outpost_controller::model::{OverlapRule, ScheduleRunStatus};
-    use outpost_controller::store::schedules::{NewRun, NewSchedule};
-    use outpost_controller::store::templates::NewTemplate;
+    use outpost_controller::store::schedules::{NewRun, SlotClaim};
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
     let f = fixture(&store).await;
     let actor = Actor::user(f.admin.id);
-    let t = store
-        .create_template(
-            &NewTemplate::of_playbook("t", f.playbook.id, &[&f.server.hostname]),
-            &actor,
-        )
-        .await
-        .unwrap();
-    let slot = Utc::now().trunc_subsecs(0) - Duration::seconds(1);
-    let next = slot + Duration::hours(1);
     assert_eq!(
         store
-            .earliest_slot(slot - Duration::hours(1))
+            .earliest_slot(Utc::now() - Duration::hours(2))
             .await
             .unwrap(),
         None,
         "no schedule yet"
     );
-    let s = store
-        .create_schedule(
-            &NewSchedule {
-                name: "hourly".into(),
-                template_id: t.id,
-                cron: "0 * * * *".into(),
-                timezone: "UTC".into(),
-                enabled: true,
-                ends_at: None,
-                answers: Default::default(),
-                overlap: OverlapRule::Skip,
-                next_run_at: Some(slot),
-            },
-            &actor,
-        )
-        .await
-        .unwrap();
+    let (s, slot, next) = due_schedule(&store, &f, OverlapRule::Skip).await;
     assert_eq!(
         store
             .due_schedules(Utc::now(), None, 10)
@@ -2371,15 +2353,21 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
     let before = slot - Duration::seconds(1);
     assert_eq!(store.earliest_slot(before).await.unwrap(), Some(slot));
     assert_eq!(store.earliest_slot(slot).await.unwrap(), None);
-    let run = [NewRun {
-        slot_at: slot,
-        status: ScheduleRunStatus::Claimed,
-        reason: None,
-    }];
-    let (a, b) = tokio::join!(
-        store.claim_slot(s.id, slot, Some(next), &run, "ctl-a"),
-        store.claim_slot(s.id, slot, Some(next), &run, "ctl-b"),
-    );
+    // A claimed run, as an earlier version wrote before its launch.
+    let claim = |controller: &str| SlotClaim {
+        schedule: s.id,
+        slot,
+        next: Some(next),
+        runs: vec![NewRun {
+            slot_at: slot,
+            status: ScheduleRunStatus::Claimed,
+            reason: None,
+            jobs: 0,
+        }],
+        controller: controller.into(),
+    };
+    let (ca, cb) = (claim("ctl-a"), claim("ctl-b"));
+    let (a, b) = tokio::join!(store.claim_slot(&ca), store.claim_slot(&cb));
     assert_eq!(
         [a.unwrap(), b.unwrap()].iter().filter(|w| **w).count(),
         1,
@@ -2398,10 +2386,7 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         .update_schedule(&again, &["next_run_at"], &actor)
         .await
         .unwrap();
-    assert!(!store
-        .claim_slot(s.id, slot, Some(next), &run, "ctl-b")
-        .await
-        .unwrap());
+    assert!(!store.claim_slot(&claim("ctl-b")).await.unwrap());
     // …and it does not stay due: its next slot moved on all the same.
     assert_eq!(
         store.get_schedule(s.id).await.unwrap().next_run_at,
@@ -2427,6 +2412,143 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         .as_deref()
         .unwrap()
         .contains("stopped before launching"));
+}
+
+/// A slot that fires is claimed in its launch's commit: of two controllers firing it at once
+/// one launches and the other creates nothing; a launch that fails writes nothing, the slot
+/// still due; a slot that has its run already moves on without launching again.
+async fn a_slot_fires_in_its_launchs_commit(backend: Backend) {
+    use outpost_controller::lifecycle::Launching;
+    use outpost_controller::model::{CredentialId, OverlapRule, ScheduleRunStatus};
+    use outpost_controller::store::schedules::{NewRun, SlotClaim, SlotClaimed};
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let life = Lifecycle::new(store.clone());
+    let f = fixture(&store).await;
+    let actor = Actor::user(f.admin.id);
+    let (s, slot, next) = due_schedule(&store, &f, OverlapRule::Queue).await;
+    let claim = |controller: &str| SlotClaim {
+        schedule: s.id,
+        slot,
+        next: Some(next),
+        runs: vec![NewRun {
+            slot_at: slot,
+            status: ScheduleRunStatus::Fired,
+            reason: None,
+            jobs: 1,
+        }],
+        controller: controller.into(),
+    };
+    let scheduled = || {
+        let mut jobs = launch_plan(&f, 1);
+        jobs[0].schedule_id = Some(s.id);
+        jobs
+    };
+    fn fire<'a>(jobs: &'a [NewJob], slot: &'a SlotClaim) -> Launching<'a> {
+        Launching {
+            jobs,
+            slot: Some(slot),
+            ..Default::default()
+        }
+    }
+    let runs = || async {
+        store
+            .list_schedule_runs(s.id, Paging::default())
+            .await
+            .unwrap()
+            .items
+    };
+    // The launch fails (its credential is gone) after the slot's UPDATE: all of it is undone.
+    let mut bad = scheduled();
+    bad[0].credential_ids = vec![CredentialId(999_999)];
+    let failed = life.launch(fire(&bad, &claim("ctl-a")), &actor, None).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        store.get_schedule(s.id).await.unwrap().next_run_at,
+        Some(slot),
+        "the slot is still due"
+    );
+    assert!(runs().await.is_empty());
+    assert!(store.unassigned_jobs(100).await.unwrap().is_empty());
+    // Two controllers at once: one launch.
+    let (ja, jb, ca, cb) = (scheduled(), scheduled(), claim("ctl-a"), claim("ctl-b"));
+    let (a, b) = tokio::join!(
+        life.launch(fire(&ja, &ca), &actor, None),
+        life.launch(fire(&jb, &cb), &actor, None),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (won, lost, winner) = match (a.slot, b.slot) {
+        (Some(SlotClaimed::Ours), Some(SlotClaimed::Taken)) => (a, b, "ctl-a"),
+        (Some(SlotClaimed::Taken), Some(SlotClaimed::Ours)) => (b, a, "ctl-b"),
+        other => panic!("exactly one launch fires the slot: {other:?}"),
+    };
+    assert_eq!(won.jobs.len(), 1);
+    assert!(lost.jobs.is_empty() && lost.run.is_none());
+    assert_eq!(store.unassigned_jobs(100).await.unwrap().len(), 1);
+    let recorded = runs().await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].status, ScheduleRunStatus::Fired);
+    assert_eq!(recorded[0].jobs, 1);
+    assert_eq!(recorded[0].controller_id.as_deref(), Some(winner));
+    assert_eq!(
+        store.get_schedule(s.id).await.unwrap().next_run_at,
+        Some(next)
+    );
+    // Put back, the slot has its run: it moves on, and nothing is launched again.
+    let mut again = store.get_schedule(s.id).await.unwrap();
+    again.next_run_at = Some(slot);
+    store
+        .update_schedule(&again, &["next_run_at"], &actor)
+        .await
+        .unwrap();
+    let jobs = scheduled();
+    let twice = life
+        .launch(fire(&jobs, &claim("ctl-b")), &actor, None)
+        .await
+        .unwrap();
+    assert_eq!(twice.slot, Some(SlotClaimed::FiredBefore));
+    assert!(twice.jobs.is_empty());
+    assert_eq!(
+        store.get_schedule(s.id).await.unwrap().next_run_at,
+        Some(next)
+    );
+    assert_eq!(store.unassigned_jobs(100).await.unwrap().len(), 1);
+    assert_eq!(runs().await.len(), 1);
+}
+
+/// A schedule of a template on the fixture's server whose slot was a second ago, and its next
+/// slot an hour after it.
+async fn due_schedule(
+    store: &Store,
+    f: &Fixture,
+    overlap: outpost_controller::model::OverlapRule,
+) -> (
+    outpost_controller::model::Schedule,
+    chrono::DateTime<Utc>,
+    chrono::DateTime<Utc>,
+) {
+    use outpost_controller::store::schedules::NewSchedule;
+    use outpost_controller::store::templates::NewTemplate;
+    let actor = Actor::user(f.admin.id);
+    let t = store
+        .create_template(
+            &NewTemplate::of_playbook("t", f.playbook.id, &[&f.server.hostname]),
+            &actor,
+        )
+        .await
+        .unwrap();
+    let slot = Utc::now().trunc_subsecs(0) - Duration::seconds(1);
+    let s = store
+        .create_schedule(
+            &NewSchedule {
+                overlap,
+                ..NewSchedule::hourly("hourly", t.id, slot)
+            },
+            &actor,
+        )
+        .await
+        .unwrap();
+    (s, slot, slot + Duration::hours(1))
 }
 
 /// The controller that holds a schedule's only run.

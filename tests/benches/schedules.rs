@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
-use outpost_controller::model::{OverlapRule, Paging};
+use outpost_controller::model::Paging;
 use outpost_controller::store::audit::Actor;
 use outpost_controller::store::jobs::JobFilter;
 use outpost_controller::store::schedules::NewSchedule;
@@ -50,17 +50,7 @@ async fn round(backend: Backend, n: usize, concurrency: u32) -> f64 {
     for i in 0..n {
         w.store
             .create_schedule(
-                &NewSchedule {
-                    name: format!("due-{i:04}"),
-                    template_id: t.id,
-                    cron: "0 * * * *".into(),
-                    timezone: "UTC".into(),
-                    enabled: true,
-                    ends_at: None,
-                    answers: Default::default(),
-                    overlap: OverlapRule::Queue,
-                    next_run_at: Some(slot),
-                },
+                &NewSchedule::hourly(&format!("due-{i:04}"), t.id, slot),
                 &admin,
             )
             .await

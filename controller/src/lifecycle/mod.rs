@@ -27,6 +27,7 @@ use crate::store::audit::{insert_audits, Actor, NewAudit};
 use crate::store::jobs::{LaunchAudit, NewJob};
 use crate::store::launch::{insert_launch, Assign, Known};
 use crate::store::runs::NewRun;
+use crate::store::schedules::{claim_slot_in, SlotClaim, SlotClaimed};
 use crate::store::{on_pool, Dialect, Result, Store, StoreError, WritePool};
 
 /// One attempt at running a job: the dispatch id names it (stored in `celery_task_id`).
@@ -129,6 +130,21 @@ pub struct LaunchClaim {
     pub max_per_server: u32,
 }
 
+/// What a launch creates, as [`Lifecycle::launch`] takes it.
+#[derive(Default, Clone, Copy)]
+pub struct Launching<'a> {
+    pub jobs: &'a [NewJob],
+    /// The run grouping the jobs, when there is one.
+    pub run: Option<&'a NewRun>,
+    /// Rows the caller read already, not to be read again.
+    pub known: Known<'a>,
+    /// One more audit record (a template's launch, naming its answers once).
+    pub audit: Option<&'a LaunchAudit>,
+    /// The schedule's slot the launch fires, claimed in its commit: when the slot is not
+    /// this launch's to fire, nothing is created.
+    pub slot: Option<&'a SlotClaim>,
+}
+
 /// What [`Lifecycle::launch`] made.
 #[derive(Debug)]
 pub struct Launched {
@@ -136,6 +152,9 @@ pub struct Launched {
     pub jobs: Vec<Job>,
     /// The launch's claim, when one was asked for.
     pub claim: Option<Claim>,
+    /// What the claim of the slot found, when the launch fires one: anything but
+    /// [`SlotClaimed::Ours`] created nothing.
+    pub slot: Option<SlotClaimed>,
 }
 
 /// What a release did.
@@ -210,16 +229,21 @@ impl Lifecycle {
     /// launch has one job, claims that job for the agent in the same commit: the launch's
     /// path to its agent then waits for one synchronous commit instead of two. The claim obeys
     /// the same rules as [`Lifecycle::claim`] (the server's lock, taken first; its limit);
-    /// when it cannot be taken the job is created pending, for the scheduler's round.
+    /// when it cannot be taken the job is created pending, for the scheduler's round. A
+    /// schedule's slot ([`Launching::slot`]) is claimed first in the same transaction.
     pub async fn launch(
         &self,
-        new: &[NewJob],
+        launching: Launching<'_>,
         actor: &Actor,
-        audit: Option<&LaunchAudit>,
-        run: Option<&NewRun>,
-        known: Known<'_>,
         claim: Option<LaunchClaim>,
     ) -> Result<Launched> {
+        let Launching {
+            jobs: new,
+            run,
+            known,
+            audit,
+            slot,
+        } = launching;
         let prepared = self.store.prepare_launch(new, run, known).await?;
         let claim = match (claim, new) {
             (Some(c), [one]) => Some((c, one.server_id)),
@@ -229,6 +253,19 @@ impl Lifecycle {
         let dispatch_id = Uuid::new_v4().to_string();
         let (run_id, ids, claimed) = on_pool!(self.store, p => {
             let mut tx = p.begin_write().await?;
+            if let Some(slot) = slot {
+                match claim_slot_in!(&mut *tx, slot)? {
+                    SlotClaimed::Ours => {}
+                    other => {
+                        // Taken: the row's lock is let go at once, not when the pool gets to it.
+                        match other {
+                            SlotClaimed::FiredBefore => tx.commit().await?,
+                            _ => tx.rollback().await?,
+                        }
+                        return Ok(Launched { run: None, jobs: Vec::new(), claim: None, slot: Some(other) });
+                    }
+                }
+            }
             // On MySQL the claim is decided under the server's lock before the insert, and the
             // job is inserted claimed: one statement fewer on the way to the agent. SQLite (one
             // writer) claims after the insert, as the round does.
@@ -264,6 +301,7 @@ impl Lifecycle {
             run: run_id,
             jobs: self.store.jobs_by_ids(&ids).await?,
             claim: claimed,
+            slot: slot.map(|_| SlotClaimed::Ours),
         })
     }
 

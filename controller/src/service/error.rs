@@ -118,6 +118,11 @@ impl From<StoreError> for ServiceError {
                 Kind::Unavailable,
                 "the database is not reachable right now; try again",
             ),
+            // Nothing was written, and the same request may well pass at once.
+            _ if e.is_conflict() => ServiceError::new(
+                Kind::Unavailable,
+                "the request met a concurrent change and was undone; try again",
+            ),
             _ => {
                 // Logged here, not sent: it may name tables or values.
                 tracing::error!(error = %e, "store error behind a request");

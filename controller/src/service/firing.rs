@@ -1,19 +1,22 @@
 //! The firing task: at the earliest schedule's next slot (and at least every second) it looks
-//! for schedules whose next slot is due, claims each slot (a conditional UPDATE of
-//! `next_run_at`, so one controller among many fires it), records the slots missed during
-//! downtime as one skipped run, and launches the schedule's template as its owner. The
-//! decisions are [`crate::schedule::catchup`]'s; this is the thin async shell.
+//! for schedules whose next slot is due, plans the launch of each one's template as its
+//! owner, and launches it with the slot's claim in the same commit (a conditional UPDATE of
+//! `next_run_at`, so one controller among many fires it); the slots missed during downtime
+//! are recorded with it as one skipped run. A slot that cannot fire is claimed alone, its run
+//! recorded skipped or failed with the reason. The decisions are
+//! [`crate::schedule::catchup`]'s; this is the thin async shell.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 
+use super::error::{Kind, ServiceError};
 use crate::core::Core;
 use crate::model::{OverlapRule, Schedule, ScheduleRunStatus};
 use crate::schedule::calendar::Calendar;
 use crate::schedule::catchup;
-use crate::store::schedules::NewRun;
+use crate::store::schedules::{NewRun, SlotClaim};
 
 /// Due schedules read at once; a pass reads batch after batch, oldest slot first.
 const BATCH: i64 = 200;
@@ -36,20 +39,40 @@ pub async fn run(core: Arc<Core>) {
         ),
         Err(e) => tracing::warn!(error = %e, "cannot settle abandoned schedule runs"),
     }
+    // The slot the next pass fires, when the task woke ahead of it to plan.
+    let mut ahead: Option<chrono::DateTime<Utc>> = None;
     loop {
         let pass = Utc::now();
-        let wait = match fire_due(&core).await {
-            Ok(_) => until_next_slot(&core, pass).await,
+        // Only just ahead: a clock stepped back meanwhile must not hold the pass.
+        let at = ahead
+            .take()
+            .filter(|slot| (*slot - pass).to_std().is_ok_and(|d| d <= 2 * LEAD))
+            .unwrap_or(pass);
+        let next = match fire_due(&core, at).await {
+            Ok(()) => next_slot(&core, at).await,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read due schedules; trying again in a second");
-                TICK
+                None
             }
+        };
+        let wait = match next {
+            Some(slot) => {
+                let until = (slot - Utc::now()).to_std().unwrap_or_default();
+                match until.checked_sub(LEAD) {
+                    Some(before) if until <= TICK => {
+                        ahead = Some(slot);
+                        before
+                    }
+                    _ => until.min(TICK),
+                }
+            }
+            None => TICK,
         };
         tokio::select! {
             _ = core.stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
-            // A schedule saved here may be due before the wait ends.
-            _ = core.schedules_changed.notified() => {}
+            // A schedule saved here may be due before the wait ends: a pass now, not ahead.
+            _ = core.schedules_changed.notified() => ahead = None,
         }
     }
 }
@@ -58,34 +81,38 @@ pub async fn run(core: Arc<Core>) {
 /// firing failed, are looked at again within this.
 const TICK: Duration = Duration::from_secs(1);
 
-/// How long to sleep after a pass that began at `pass`: until the earliest slot after it, so
-/// that it fires on time rather than up to a tick late, and never longer than a [`TICK`]. A
-/// slot that was due when the pass began and still is failed to fire in it: it is left out,
+/// How long before a slot the task wakes to read the schedules due at it and plan their
+/// launches, so that at the slot only the launches' commits are left (each firing then waits
+/// for the slot before it writes). More than the reads of `schedule_fire_concurrency`
+/// firings take; those after them plan after the slot. An edit made in this window is one
+/// made at the slot itself: the claim checks the slot and that the schedule is enabled, not
+/// its other fields.
+const LEAD: Duration = Duration::from_millis(25);
+
+/// The earliest slot after a pass that fired those due at `at`, to sleep until (a [`TICK`]
+/// at most). A slot that was due at `at` and still is failed to fire in it: it is left out,
 /// and tried again at the tick (it must not spin the task, nor hold the others back).
-async fn until_next_slot(core: &Core, pass: chrono::DateTime<Utc>) -> Duration {
-    match core.store.earliest_slot(pass).await {
-        Ok(Some(slot)) => (slot - Utc::now()).to_std().unwrap_or_default().min(TICK),
-        Ok(None) => TICK,
+async fn next_slot(core: &Core, at: chrono::DateTime<Utc>) -> Option<chrono::DateTime<Utc>> {
+    match core.store.earliest_slot(at).await {
+        Ok(slot) => slot,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the next schedule slot; trying again in a second");
-            TICK
+            None
         }
     }
 }
 
-/// Fires every due slot; returns how many schedules were looked at. A few at a time: a
+/// Fires every slot due at `at` (now, or a slot the task woke ahead of). A few at a time: a
 /// thousand schedules due at one minute would otherwise launch one after another.
-pub async fn fire_due(core: &Arc<Core>) -> crate::store::Result<usize> {
+async fn fire_due(core: &Arc<Core>, at: chrono::DateTime<Utc>) -> crate::store::Result<()> {
     use futures_util::StreamExt;
     // Each launch holds a database connection: the setting bounds how many at once.
     let concurrency = core.settings.schedule_fire_concurrency.max(1) as usize;
-    let mut seen = 0;
     // Each batch reads on past the last one, whether its slots fired or not: a batch whose
     // firings all failed is not read again in this pass.
     let mut after = None;
     loop {
-        let now = Utc::now();
-        let due = core.store.due_schedules(now, after, BATCH).await?;
+        let due = core.store.due_schedules(at, after, BATCH).await?;
         let n = due.len();
         after = due
             .last()
@@ -94,94 +121,140 @@ pub async fn fire_due(core: &Arc<Core>) -> crate::store::Result<usize> {
         futures_util::stream::iter(due)
             .take_while(|_| std::future::ready(!core.stop.is_cancelled()))
             .for_each_concurrent(concurrency, |s| async move {
-                if let Err(e) = fire_one(core, &s, now).await {
+                if let Err(e) = fire_one(core, &s, at).await {
                     tracing::warn!(schedule = %s.name, error = %e, "schedule slot not fired");
                 }
             })
             .await;
-        seen += n;
         if n < BATCH as usize || core.stop.is_cancelled() {
-            return Ok(seen);
+            return Ok(());
         }
     }
 }
 
+/// Decides and plans a slot's firing as of `at`, then writes it at `at`, not before. An
+/// error leaves the slot due, for the next pass (or another controller) to try again.
 async fn fire_one(
     core: &Arc<Core>,
     s: &Schedule,
-    now: chrono::DateTime<Utc>,
-) -> crate::store::Result<()> {
+    at: chrono::DateTime<Utc>,
+) -> Result<(), ServiceError> {
     let Some(slot) = s.next_run_at else {
         return Ok(());
     };
-    let controller = &core.settings.controller_id;
+    let claim = |next, runs| SlotClaim {
+        schedule: s.id,
+        slot,
+        next,
+        runs,
+        controller: core.settings.controller_id.clone(),
+    };
     let calendar = match Calendar::new(&s.cron, &s.timezone) {
         Ok(c) => c,
         Err(e) => {
             // Checked when saved; a zone dropped from the database since: stop, say why.
-            let run = NewRun {
-                slot_at: slot,
-                status: ScheduleRunStatus::Failed,
-                reason: Some(format!("cannot compute the schedule: {e}")),
-            };
-            core.store
-                .claim_slot(s.id, slot, None, &[run], controller)
-                .await?;
+            until(at).await;
+            let failed = slot_run(
+                slot,
+                ScheduleRunStatus::Failed,
+                Some(format!("cannot compute the schedule: {e}")),
+            );
+            core.store.claim_slot(&claim(None, vec![failed])).await?;
             return Ok(());
         }
     };
     let grace = core.settings.schedule_grace;
-    let due = catchup::decide(&calendar, slot, now, grace, s.ends_at);
-    let mut runs = Vec::with_capacity(2);
-    if let Some(m) = &due.missed {
-        runs.push(NewRun {
-            slot_at: m.first,
-            status: ScheduleRunStatus::Skipped,
-            reason: Some(m.reason(grace)),
-        });
-    }
-    if let Some(f) = due.fire {
-        runs.push(NewRun {
-            slot_at: f,
-            status: ScheduleRunStatus::Claimed,
-            reason: None,
-        });
-    }
-    if !core
-        .store
-        .claim_slot(s.id, slot, due.next, &runs, controller)
-        .await?
-    {
-        return Ok(());
-    }
+    // A long pass decides its last slots as of when it gets to them.
+    let due = catchup::decide(&calendar, slot, at.max(Utc::now()), grace, s.ends_at);
+    let missed: Vec<NewRun> = due
+        .missed
+        .iter()
+        .map(|m| slot_run(m.first, ScheduleRunStatus::Skipped, Some(m.reason(grace))))
+        .collect();
+    let with = |last: NewRun| missed.iter().cloned().chain([last]).collect::<Vec<_>>();
     let Some(fire) = due.fire else {
-        tracing::warn!(schedule = %s.name, "missed slots recorded as skipped");
+        until(at).await;
+        if core
+            .store
+            .claim_slot(&claim(due.next, missed.clone()))
+            .await?
+        {
+            tracing::warn!(schedule = %s.name, "missed slots recorded as skipped");
+        }
         return Ok(());
     };
-    if s.overlap == OverlapRule::Skip && core.store.schedule_active_jobs(s.id).await? > 0 {
-        return core
-            .store
-            .finish_run(
-                s.id,
-                fire,
-                ScheduleRunStatus::Skipped,
-                Some("previous run still going (overlap rule: skip)"),
-                0,
-            )
-            .await;
+    // Read before the claim, which is made in the launch's commit; the claim still decides
+    // which controller records the slot.
+    let overlapping = async {
+        match s.overlap {
+            OverlapRule::Skip => core.store.schedule_active_jobs(s.id).await.map(|n| n > 0),
+            OverlapRule::Queue => Ok(false),
+        }
+    };
+    let (overlapping, planned) = tokio::join!(overlapping, super::schedules::plan_launch(core, s));
+    let planned = match (overlapping?, planned) {
+        (true, _) => Err((
+            ScheduleRunStatus::Skipped,
+            "previous run still going (overlap rule: skip)".to_string(),
+        )),
+        (false, plan) => plan.map_err(|reason| (ScheduleRunStatus::Failed, reason)),
+    };
+    until(at).await;
+    let refused = match planned {
+        Ok(plan) => {
+            let fired = NewRun {
+                jobs: i32::try_from(plan.launch.jobs.len()).unwrap_or(i32::MAX),
+                ..slot_run(fire, ScheduleRunStatus::Fired, None)
+            };
+            let owner = plan.launch.run.user_id;
+            match super::schedules::fire(core, plan, claim(due.next, with(fired)), owner).await {
+                Ok(Some(jobs)) => {
+                    tracing::info!(schedule = %s.name, slot = %fire, jobs, "schedule fired");
+                    return Ok(());
+                }
+                Ok(None) => return Ok(()),
+                // Nothing was written: the slot is tried again while within its grace.
+                Err(e) if e.kind == Kind::Unavailable => return Err(e),
+                Err(e) => (ScheduleRunStatus::Failed, e.to_string()),
+            }
+        }
+        Err(refused) => refused,
+    };
+    let (status, reason) = refused;
+    let recorded = slot_run(fire, status, Some(reason.clone()));
+    if core
+        .store
+        .claim_slot(&claim(due.next, with(recorded)))
+        .await?
+    {
+        match status {
+            ScheduleRunStatus::Failed => {
+                tracing::warn!(schedule = %s.name, slot = %fire, %reason, "schedule run failed")
+            }
+            _ => tracing::info!(schedule = %s.name, slot = %fire, %reason, "schedule slot skipped"),
+        }
     }
-    match super::schedules::launch(core, s).await {
-        Ok(jobs) => {
-            tracing::info!(schedule = %s.name, slot = %fire, jobs, "schedule fired");
-            core.store
-                .finish_run(s.id, fire, ScheduleRunStatus::Fired, None, jobs)
-                .await
-        }
-        Err(reason) => {
-            tracing::warn!(schedule = %s.name, slot = %fire, %reason, "schedule run failed");
-            core.store
-                .finish_run(s.id, fire, ScheduleRunStatus::Failed, Some(&reason), 0)
-                .await
-        }
+    Ok(())
+}
+
+/// A run row of no jobs.
+fn slot_run(
+    slot_at: chrono::DateTime<Utc>,
+    status: ScheduleRunStatus,
+    reason: Option<String>,
+) -> NewRun {
+    NewRun {
+        slot_at,
+        status,
+        reason,
+        jobs: 0,
+    }
+}
+
+/// Waits until `at`, when a pass woke ahead of it; never much longer than the lead, whatever
+/// the clock does meanwhile.
+async fn until(at: chrono::DateTime<Utc>) {
+    if let Ok(left) = (at - Utc::now()).to_std() {
+        tokio::time::sleep(left.min(2 * LEAD)).await;
     }
 }

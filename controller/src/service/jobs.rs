@@ -8,7 +8,7 @@ use outpost_api::{
 };
 
 use super::job_views::{self, Names};
-pub use super::launch::{commit, launched, plan, LaunchPlan, Launcher, Origin};
+pub use super::launch::{commit, launched, plan, Committed, LaunchPlan, Launcher, Origin};
 use super::{keyset_paging, views, Caller, Result, ServiceError};
 use crate::core::Core;
 use crate::lifecycle::CancelResult;
@@ -81,7 +81,7 @@ async fn get_from(store: Store, job_id: &str) -> Result<JobView> {
 /// rows, after the run options and launch values have passed their rules for this caller.
 pub async fn launch(core: &Core, caller: &Caller, req: LaunchRequest) -> Result<LaunchResponse> {
     let new = plan(core, &caller.user, &req, &Origin::direct(&caller.user)).await?;
-    let jobs = commit(core, &new, &caller.actor(), None).await?;
+    let jobs = commit(core, &new, &caller.actor(), None).await?.jobs;
     launched(core, &jobs).await
 }
 

@@ -8,7 +8,7 @@ use outpost_api::{IdOrName, LaunchRequest, LaunchResponse, RunOptions};
 use super::job_views::Names;
 use super::{Result, ServiceError};
 use crate::core::Core;
-use crate::lifecycle::{Claim, LaunchClaim};
+use crate::lifecycle::{Claim, LaunchClaim, Launching};
 use crate::model::{
     Job, JobUuid, Paging, Playbook, PlaybookId, RevisionId, Role, ServerId, TemplateId, User,
 };
@@ -17,6 +17,7 @@ use crate::store::audit::Actor;
 use crate::store::jobs::{LaunchAudit, NewJob};
 use crate::store::launch::Known;
 use crate::store::runs::NewRun;
+use crate::store::schedules::{SlotClaim, SlotClaimed};
 use crate::store::servers::ServerFilter;
 
 /// A checked launch, ready to commit: its run and its jobs (one per server).
@@ -31,14 +32,33 @@ pub struct LaunchPlan {
     /// The enabled blackout windows, when the plan read them (beside its other reads, for a
     /// launch that claims its job not to wait for them after).
     pub blackouts: Option<Vec<crate::model::Blackout>>,
+    /// The schedule's slot the launch fires, claimed in its commit.
+    pub slot: Option<SlotClaim>,
 }
 
 impl LaunchPlan {
-    /// Marks the launch as a schedule's.
-    pub fn scheduled(&mut self, schedule: crate::model::ScheduleId) {
-        self.run.schedule_id = Some(schedule);
+    /// Makes the launch the firing of a schedule's slot, claimed in the launch's own commit.
+    /// When the slot is not this controller's to fire (another fired it, or it fired before),
+    /// [`commit`] creates nothing and says what the claim found.
+    pub fn scheduled(&mut self, slot: SlotClaim) {
+        self.run.schedule_id = Some(slot.schedule);
         for j in &mut self.jobs {
-            j.schedule_id = Some(schedule);
+            j.schedule_id = Some(slot.schedule);
+        }
+        self.slot = Some(slot);
+    }
+
+    /// What the lifecycle's launch takes of the plan.
+    fn launching<'a>(&'a self, audit: Option<&'a LaunchAudit>) -> Launching<'a> {
+        Launching {
+            jobs: &self.jobs,
+            run: Some(&self.run),
+            known: Known {
+                playbook: self.playbook.as_ref(),
+                servers: &self.servers,
+            },
+            audit,
+            slot: self.slot.as_ref(),
         }
     }
 }
@@ -335,7 +355,17 @@ pub async fn plan(
         servers,
         playbook: Some(playbook),
         blackouts: blackouts?,
+        slot: None,
     })
+}
+
+/// What a launch's commit made.
+#[derive(Debug)]
+pub struct Committed {
+    /// The jobs created, in the plan's order; none when the plan's slot was not its to fire.
+    pub jobs: Vec<Job>,
+    /// What the claim of the plan's slot found, when it fires one ([`LaunchPlan::scheduled`]).
+    pub slot: Option<SlotClaimed>,
 }
 
 /// Creates a planned run and its jobs in one transaction (with `audit`, when given). A launch
@@ -347,7 +377,7 @@ pub async fn commit(
     plan: &LaunchPlan,
     actor: &Actor,
     audit: Option<&LaunchAudit>,
-) -> Result<Vec<Job>> {
+) -> Result<Committed> {
     let reservation = match (plan.jobs.as_slice(), plan.servers.as_slice()) {
         ([job], [server]) if job.wave == 0 && core.settings.claim_at_launch => {
             reserve(core, server, plan.blackouts.as_deref()).await?
@@ -357,10 +387,15 @@ pub async fn commit(
     let Some(reservation) = reservation else {
         let launched = core
             .lifecycle
-            .launch(&plan.jobs, actor, audit, Some(&plan.run), known(plan), None)
+            .launch(plan.launching(audit), actor, None)
             .await?;
-        core.scheduler.send(Event::Wake);
-        return Ok(launched.jobs);
+        if !launched.jobs.is_empty() {
+            core.scheduler.send(Event::Wake);
+        }
+        return Ok(Committed {
+            jobs: launched.jobs,
+            slot: launched.slot,
+        });
     };
     // From here the launch runs to its end even if its caller goes away: a claim committed
     // and never handed over would hold its job until the agent reconnects.
@@ -373,14 +408,7 @@ pub async fn commit(
             max_per_server,
         };
         let launched = lifecycle
-            .launch(
-                &plan.jobs,
-                &actor,
-                audit.as_ref(),
-                Some(&plan.run),
-                known(&plan),
-                Some(claim),
-            )
+            .launch(plan.launching(audit.as_ref()), &actor, Some(claim))
             .await?;
         match (
             launched.claim.clone(),
@@ -392,23 +420,20 @@ pub async fn commit(
                 reservation.claimed(job.clone(), server.clone(), playbook, attempt);
             }
             // The place comes back with the reservation; the round takes the job.
-            _ => scheduler.send(Event::Wake),
+            (_, Some(_), _) => scheduler.send(Event::Wake),
+            // Nothing was created (the slot was not this launch's).
+            (_, None, _) => {}
         }
-        Ok::<_, crate::store::StoreError>(launched.jobs)
+        Ok::<_, crate::store::StoreError>(Committed {
+            jobs: launched.jobs,
+            slot: launched.slot,
+        })
     });
     match task.await {
-        Ok(jobs) => Ok(jobs?),
+        Ok(committed) => Ok(committed?),
         Err(e) => Err(ServiceError::internal(format!(
             "the launch's task failed: {e}"
         ))),
-    }
-}
-
-/// The rows the plan read, for the launch not to read them again.
-fn known(plan: &LaunchPlan) -> Known<'_> {
-    Known {
-        playbook: plan.playbook.as_ref(),
-        servers: &plan.servers,
     }
 }
 

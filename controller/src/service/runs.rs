@@ -385,6 +385,7 @@ pub async fn relaunch(
         servers,
         playbook: None,
         blackouts: None,
+        slot: None,
     };
     let audit = crate::store::jobs::LaunchAudit {
         action: "RELAUNCH",
@@ -392,7 +393,9 @@ pub async fn relaunch(
         resource_id: Some(old.id.0),
         details: serde_json::json!({"run_id": old.run_id, "only": req.only}),
     };
-    let jobs = super::launch::commit(core, &plan, &caller.actor(), Some(&audit)).await?;
+    let jobs = super::launch::commit(core, &plan, &caller.actor(), Some(&audit))
+        .await?
+        .jobs;
     let run_id: Option<RunId> = jobs.first().and_then(|j| j.run_id);
     let Some(run_id) = run_id else {
         return Err(ServiceError::internal("the relaunch created no run"));

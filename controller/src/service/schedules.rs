@@ -1,7 +1,7 @@
 //! Schedules: admins create, change and delete them; everyone signed in reads them and their
 //! runs and previews a cron expression. Each change recomputes the next slot from now, so an
 //! edit never fires a slot that passed while the schedule was disabled. The firing itself is
-//! [`super::firing`]'s; the launch a run makes is [`launch`].
+//! [`super::firing`]'s; the launch a run makes is [`plan_launch`], fired by [`fire`].
 
 use chrono::Utc;
 use outpost_api::{
@@ -15,7 +15,7 @@ use crate::model::TemplateId;
 use crate::model::{JsonObject, OverlapRule, Schedule, ScheduleId, ScheduleRun};
 use crate::schedule::calendar::{Calendar, CalendarError};
 use crate::store::audit::Actor;
-use crate::store::schedules::NewSchedule;
+use crate::store::schedules::{NewSchedule, SlotClaim, SlotClaimed};
 use crate::store::StoreError;
 
 /// How many runs a preview shows.
@@ -313,14 +313,19 @@ async fn template_for(core: &Core, t: &IdOrName, answers: &JsonObject) -> Result
     Ok(template.id)
 }
 
-/// Launches a schedule's template as its owner; `Err` is the reason the run failed.
-pub async fn launch(core: &Core, s: &Schedule) -> std::result::Result<i32, String> {
+/// Plans the launch of a schedule's template as its owner, writing nothing; `Err` is the
+/// reason the slot's run fails.
+pub async fn plan_launch(
+    core: &Core,
+    s: &Schedule,
+) -> std::result::Result<super::templates::TemplatePlan, String> {
     let owner = s.created_by.ok_or("its owner's account no longer exists")?;
-    let user = core
-        .store
-        .get_user(owner)
-        .await
-        .map_err(|e| format!("its owner: {e}"))?;
+    // Side by side: the slot's job waits for every round trip on the way.
+    let (user, template) = tokio::join!(
+        core.store.get_user(owner),
+        core.store.get_template(s.template_id)
+    );
+    let user = user.map_err(|e| format!("its owner: {e}"))?;
     if !user.is_active {
         return Err(format!("its owner {} is deactivated", user.username));
     }
@@ -330,18 +335,30 @@ pub async fn launch(core: &Core, s: &Schedule) -> std::result::Result<i32, Strin
             user.username, user.role
         ));
     }
-    let template = match core.store.get_template(s.template_id).await {
+    let template = match template {
         Ok(t) => t,
         Err(StoreError::NotFound(_)) => return Err("its template was deleted".into()),
         Err(e) => return Err(e.to_string()),
     };
     let answers = s.answers.as_ref().map(|a| a.0.clone()).unwrap_or_default();
-    let mut plan = super::templates::plan(core, &template, &answers, &user)
+    super::templates::plan(core, &template, &answers, &user)
         .await
-        .map_err(|e| e.to_string())?;
-    plan.launch.scheduled(s.id);
-    let jobs = super::templates::commit(core, plan, &Actor::user(owner))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(jobs.len() as i32)
+        .map_err(|e| e.to_string())
+}
+
+/// Fires a slot with a planned launch, its claim in the launch's commit, as the schedule's
+/// owner (whom the plan checked). `Ok(None)`: the slot was not this controller's to fire,
+/// and nothing was launched. On `Err` nothing was written: the slot is still due.
+pub async fn fire(
+    core: &Core,
+    mut plan: super::templates::TemplatePlan,
+    slot: SlotClaim,
+    owner: crate::model::UserId,
+) -> Result<Option<usize>> {
+    plan.launch.scheduled(slot);
+    let committed = super::templates::commit(core, plan, &Actor::user(owner)).await?;
+    Ok(match committed.slot {
+        Some(SlotClaimed::Taken | SlotClaimed::FiredBefore) => None,
+        _ => Some(committed.jobs.len()),
+    })
 }

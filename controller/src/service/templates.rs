@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::jobs::{Launcher, Origin};
 use super::{paging, Caller, Result, ServiceError};
 use crate::core::Core;
-use crate::model::{Job, PlaybookId, Template, TemplateId};
+use crate::model::{PlaybookId, Template, TemplateId};
 use crate::store::audit::Actor;
 use crate::store::jobs::LaunchAudit;
 use crate::store::templates::NewTemplate;
@@ -102,7 +102,7 @@ pub async fn launch(
 ) -> Result<LaunchResponse> {
     let t = by_id_or_name(core, key).await?;
     let plan = plan_with(core, &t, &req.answers, &caller.user, req.rollout.as_ref()).await?;
-    let jobs = commit(core, plan, &caller.actor()).await?;
+    let jobs = commit(core, plan, &caller.actor()).await?.jobs;
     super::jobs::launched(core, &jobs).await
 }
 
@@ -152,7 +152,11 @@ pub async fn plan_with(
 
 /// Creates a planned launch's jobs with its `TEMPLATE_LAUNCH` record, in one transaction, and
 /// wakes the scheduler.
-pub async fn commit(core: &Core, plan: TemplatePlan, actor: &Actor) -> Result<Vec<Job>> {
+pub async fn commit(
+    core: &Core,
+    plan: TemplatePlan,
+    actor: &Actor,
+) -> Result<super::jobs::Committed> {
     let audit = LaunchAudit {
         action: "TEMPLATE_LAUNCH",
         resource_type: "job_template",

@@ -3,7 +3,11 @@
 //! A slot is claimed by moving `next_run_at` forward with a conditional UPDATE (`... AND
 //! next_run_at = <slot>`): among any number of controllers on one database exactly one sees
 //! the row change, and it writes the slot's run rows in the same transaction. The UNIQUE
-//! (schedule_id, slot_at) of `schedule_runs` is the second guard.
+//! (schedule_id, slot_at) of `schedule_runs` is the second guard. A slot that fires is claimed
+//! in the transaction of the launch it fires ([`claim_slot_in!`], from the lifecycle's launch),
+//! so that its job reaches an agent after one commit, not two, and a controller that stops
+//! between the two leaves no claimed run behind; a slot that does not fire (skipped, failed)
+//! is claimed alone ([`Store::claim_slot`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -33,13 +37,108 @@ pub struct NewSchedule {
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
+impl NewSchedule {
+    /// The plainest schedule: hourly in UTC, enabled, no answers, runs queued behind each
+    /// other, its next slot as given (the service computes it from the expression).
+    pub fn hourly(
+        name: &str,
+        template: crate::model::TemplateId,
+        next: DateTime<Utc>,
+    ) -> NewSchedule {
+        NewSchedule {
+            name: name.to_owned(),
+            template_id: template,
+            cron: "0 * * * *".into(),
+            timezone: "UTC".into(),
+            enabled: true,
+            ends_at: None,
+            answers: Default::default(),
+            overlap: OverlapRule::Queue,
+            next_run_at: Some(next),
+        }
+    }
+}
+
 /// One run row written with a claim.
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub slot_at: DateTime<Utc>,
     pub status: ScheduleRunStatus,
     pub reason: Option<String>,
+    /// The jobs the slot launched (those of a fired run, written in the same commit).
+    pub jobs: i32,
 }
+
+/// The claim of a schedule's slot: its next slot moved from `slot` to `next` if it still is
+/// `slot`, and `runs` written, in one transaction (see [`claim_slot_in!`]).
+#[derive(Debug, Clone)]
+pub struct SlotClaim {
+    pub schedule: ScheduleId,
+    /// The slot the schedule was due at, as read.
+    pub slot: DateTime<Utc>,
+    pub next: Option<DateTime<Utc>>,
+    pub runs: Vec<NewRun>,
+    /// The controller that claims it, recorded on its runs.
+    pub controller: String,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotClaimed {
+    /// The slot is this claim's: its runs are written, for the transaction to commit.
+    Ours,
+    /// Another controller claimed it first, or the schedule changed meanwhile: nothing is
+    /// written, and the transaction is to be rolled back.
+    Taken,
+    /// The slot to fire has a run already (it fired once): it must not fire again. The next
+    /// slot moved on all the same, for the transaction to commit, so that it does not stay due.
+    FiredBefore,
+}
+
+/// Claims a slot ([`SlotClaim`]) through an executor of either backend, inside the caller's
+/// transaction; evaluates to [`SlotClaimed`], the caller committing or rolling back as it says.
+/// The conditional UPDATE comes first: a second controller waits on the schedule's row before
+/// it takes any other lock, and then finds the slot moved.
+macro_rules! claim_slot_in {
+    ($exec:expr, $claim:expr) => {{
+        let claim: &$crate::store::schedules::SlotClaim = $claim;
+        async {
+            use $crate::model::ScheduleRunStatus;
+            use $crate::store::schedules::SlotClaimed;
+            let moved = sqlx::query(
+                "UPDATE schedules SET next_run_at = ? WHERE id = ? AND enabled = TRUE AND next_run_at = ?")
+                .bind(claim.next.map(|t| t.naive_utc())).bind(claim.schedule).bind(claim.slot.naive_utc())
+                .execute(&mut *$exec).await?.rows_affected();
+            if moved != 1 {
+                return Ok::<_, $crate::store::StoreError>(SlotClaimed::Taken);
+            }
+            let ts = $crate::store::now();
+            let mut fired_before = false;
+            for r in &claim.runs {
+                let inserted = sqlx::query(
+                    "INSERT INTO schedule_runs (schedule_id, slot_at, status, reason, jobs, controller_id, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)")
+                    .bind(claim.schedule).bind(r.slot_at.naive_utc()).bind(r.status.as_str())
+                    .bind(r.reason.as_deref().map(|t| $crate::text::fit_chars(t, $crate::text::VARCHAR_255)))
+                    .bind(r.jobs).bind(&claim.controller).bind(ts)
+                    .execute(&mut *$exec).await;
+                match inserted {
+                    Ok(_) => {}
+                    // Already recorded: this slot was fired once, never again. The failed
+                    // statement alone is undone; the next slot still moves on.
+                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                        tracing::warn!(schedule = %claim.schedule, slot = %r.slot_at, "slot already recorded; not fired again");
+                        fired_before |= matches!(r.status, ScheduleRunStatus::Claimed | ScheduleRunStatus::Fired);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(if fired_before { SlotClaimed::FiredBefore } else { SlotClaimed::Ours })
+        }
+        .await
+    }};
+}
+pub(crate) use claim_slot_in;
 
 fn naive(t: Option<DateTime<Utc>>) -> Option<chrono::NaiveDateTime> {
     t.map(|t| t.naive_utc())
@@ -124,6 +223,9 @@ impl Store {
     pub async fn delete_schedule(&self, s: &Schedule, actor: &Actor) -> Result<()> {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
+            // The schedule's row first, as a firing takes it: a delete and a launch's claim
+            // then wait for each other rather than deadlock.
+            sqlx::query("UPDATE schedules SET enabled = enabled WHERE id = ?").bind(s.id).execute(&mut *tx).await?;
             // SQLite's column has no foreign key to do it (see the migration).
             sqlx::query("UPDATE jobs SET schedule_id = NULL WHERE schedule_id = ?")
                 .bind(s.id).execute(&mut *tx).await?;
@@ -176,75 +278,29 @@ impl Store {
         )
     }
 
-    /// Claims `slot` of a schedule: moves its next slot to `next` if it still is `slot`, and
-    /// writes `runs` in the same transaction. `false`: another controller claimed it first
-    /// (or the schedule changed meanwhile), or the slot to fire has a run already (it fired
-    /// once; its next slot is moved on all the same, so that it does not stay due).
-    pub async fn claim_slot(
-        &self,
-        id: ScheduleId,
-        slot: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-        runs: &[NewRun],
-        controller: &str,
-    ) -> Result<bool> {
-        let ts = now();
+    /// Claims a slot that launches nothing (its runs skipped or failed) in a transaction of
+    /// its own. `false`: another controller claimed it first (or the schedule changed
+    /// meanwhile), or the slot to fire has a run already (its next slot is moved on all the
+    /// same, so that it does not stay due).
+    pub async fn claim_slot(&self, claim: &SlotClaim) -> Result<bool> {
         Ok(on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            let moved = sqlx::query(
-                "UPDATE schedules SET next_run_at = ? WHERE id = ? AND enabled = TRUE AND next_run_at = ?")
-                .bind(naive(next)).bind(id).bind(slot.naive_utc())
-                .execute(&mut *tx).await?.rows_affected();
-            if moved != 1 {
-                return Ok(false);
-            }
-            let mut fired_before = false;
-            for r in runs {
-                let inserted = sqlx::query(
-                    "INSERT INTO schedule_runs (schedule_id, slot_at, status, reason, jobs, controller_id, created_at) \
-                     VALUES (?, ?, ?, ?, 0, ?, ?)")
-                    .bind(id).bind(r.slot_at.naive_utc()).bind(r.status.as_str())
-                    .bind(r.reason.as_deref().map(|t| crate::text::fit_chars(t, crate::text::VARCHAR_255)))
-                    .bind(controller).bind(ts)
-                    .execute(&mut *tx).await;
-                match inserted {
-                    Ok(_) => {}
-                    // Already recorded: this slot was fired once, never again. The failed
-                    // statement alone is undone; the next slot still moves on.
-                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                        tracing::warn!(schedule = %id, slot = %r.slot_at, "slot already recorded; not fired again");
-                        fired_before |= r.status == ScheduleRunStatus::Claimed;
-                    }
-                    Err(e) => return Err(e.into()),
+            match claim_slot_in!(&mut *tx, claim)? {
+                SlotClaimed::Taken => {
+                    tx.rollback().await?;
+                    false
+                }
+                claimed => {
+                    tx.commit().await?;
+                    claimed == SlotClaimed::Ours
                 }
             }
-            tx.commit().await?;
-            !fired_before
         }))
     }
 
-    /// Settles a claimed run: fired with its jobs, skipped or failed with the reason.
-    pub async fn finish_run(
-        &self,
-        id: ScheduleId,
-        slot: DateTime<Utc>,
-        status: ScheduleRunStatus,
-        reason: Option<&str>,
-        jobs: i32,
-    ) -> Result<()> {
-        on_pool!(self, p => {
-            sqlx::query(
-                "UPDATE schedule_runs SET status = ?, reason = ?, jobs = ? \
-                 WHERE schedule_id = ? AND slot_at = ? AND status = 'claimed'")
-                .bind(status.as_str())
-                .bind(reason.map(|t| crate::text::fit_chars(t, crate::text::VARCHAR_255)))
-                .bind(jobs).bind(id).bind(slot.naive_utc()).execute(p).await?;
-        });
-        Ok(())
-    }
-
     /// Runs this controller claimed and never settled (it stopped between claim and launch),
-    /// and anyone's claim older than `stale`: recorded failed.
+    /// and anyone's claim older than `stale`: recorded failed. A slot is claimed in its
+    /// launch's commit now; claimed runs are an earlier version's, left by a stop.
     pub async fn fail_abandoned_claims(
         &self,
         controller: &str,
