@@ -147,7 +147,10 @@ fn add_standard_errors(path: &str, method: &Method, access: Access, op: &mut Ope
     // Every API route but the document itself reads the database (the authorization layer
     // looks the token up), and a database that does not answer is a 503 (error::From<StoreError>).
     if path.starts_with("/api/v1/") && path != "/api/v1/openapi.json" {
-        add("503", "The database is not reachable right now; try again");
+        add(
+            "503",
+            "The database is not reachable right now, or undid the request in a lock conflict; try again",
+        );
     }
     // Public routes say so, rather than inheriting the document's bearer requirement (login
     // did: a client reading the document would send a token it cannot have yet).

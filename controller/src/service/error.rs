@@ -25,7 +25,8 @@ pub enum Kind {
     TooMany {
         retry_after: u64,
     },
-    /// The database cannot be reached now.
+    /// The database cannot be reached now, or undid the request in a lock conflict: the
+    /// same request may pass if tried again.
     Unavailable,
     /// A fault of the controller's own; the message is safe to show, the detail is logged.
     Internal,
@@ -118,11 +119,14 @@ impl From<StoreError> for ServiceError {
                 Kind::Unavailable,
                 "the database is not reachable right now; try again",
             ),
-            // Nothing was written, and the same request may well pass at once.
-            _ if e.is_conflict() => ServiceError::new(
-                Kind::Unavailable,
-                "the request met a concurrent change and was undone; try again",
-            ),
+            // Its transaction was rolled back, and the same request may well pass at once.
+            _ if e.is_conflict() => {
+                tracing::warn!(error = %e, "a lock conflict undid a request's transaction");
+                ServiceError::new(
+                    Kind::Unavailable,
+                    "the request met a concurrent change and was undone; try again",
+                )
+            }
             _ => {
                 // Logged here, not sent: it may name tables or values.
                 tracing::error!(error = %e, "store error behind a request");

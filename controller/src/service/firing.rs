@@ -1,5 +1,5 @@
-//! The firing task: at the earliest schedule's next slot (and at least every second) it looks
-//! for schedules whose next slot is due, plans the launch of each one's template as its
+//! The firing task: just ahead of the earliest schedule's next slot ([`LEAD`]; and at least
+//! every second) it looks for schedules due at it, plans the launch of each one's template as its
 //! owner, and launches it with the slot's claim in the same commit (a conditional UPDATE of
 //! `next_run_at`, so one controller among many fires it); the slots missed during downtime
 //! are recorded with it as one skipped run. A slot that cannot fire is claimed alone, its run
@@ -106,7 +106,8 @@ async fn next_slot(core: &Core, at: chrono::DateTime<Utc>) -> Option<chrono::Dat
 /// thousand schedules due at one minute would otherwise launch one after another.
 async fn fire_due(core: &Arc<Core>, at: chrono::DateTime<Utc>) -> crate::store::Result<()> {
     use futures_util::StreamExt;
-    // Each launch holds a database connection: the setting bounds how many at once.
+    // Each firing holds up to three pooled connections while it reads, one while it writes:
+    // the setting bounds how many at once.
     let concurrency = core.settings.schedule_fire_concurrency.max(1) as usize;
     // Each batch reads on past the last one, whether its slots fired or not: a batch whose
     // firings all failed is not read again in this pass.
@@ -192,12 +193,15 @@ async fn fire_one(
         }
     };
     let (overlapping, planned) = tokio::join!(overlapping, super::schedules::plan_launch(core, s));
-    let planned = match (overlapping?, planned) {
-        (true, _) => Err((
+    let planned = match (overlapping.map_err(ServiceError::from), planned) {
+        (Ok(true), _) => Err((
             ScheduleRunStatus::Skipped,
             "previous run still going (overlap rule: skip)".to_string(),
         )),
-        (false, plan) => plan.map_err(|reason| (ScheduleRunStatus::Failed, reason)),
+        (Ok(false), Ok(plan)) => Ok(plan),
+        // The database's: the slot stays due, tried again while within its grace.
+        (Err(e), _) | (_, Err(e)) if e.kind == Kind::Unavailable => return Err(e),
+        (Err(e), _) | (_, Err(e)) => Err((ScheduleRunStatus::Failed, e.to_string())),
     };
     until(at).await;
     let refused = match planned {
@@ -213,7 +217,7 @@ async fn fire_one(
                     return Ok(());
                 }
                 Ok(None) => return Ok(()),
-                // Nothing was written: the slot is tried again while within its grace.
+                // The slot is tried again while within its grace.
                 Err(e) if e.kind == Kind::Unavailable => return Err(e),
                 Err(e) => (ScheduleRunStatus::Failed, e.to_string()),
             }

@@ -313,42 +313,50 @@ async fn template_for(core: &Core, t: &IdOrName, answers: &JsonObject) -> Result
     Ok(template.id)
 }
 
-/// Plans the launch of a schedule's template as its owner, writing nothing; `Err` is the
-/// reason the slot's run fails.
-pub async fn plan_launch(
-    core: &Core,
-    s: &Schedule,
-) -> std::result::Result<super::templates::TemplatePlan, String> {
-    let owner = s.created_by.ok_or("its owner's account no longer exists")?;
+/// Plans the launch of a schedule's template as its owner, writing nothing. `Err` says why
+/// not: a refusal (its owner deactivated, its template deleted…) is the reason the slot's run
+/// fails; an error of kind `Unavailable` is the database's, for the slot to be tried again.
+pub async fn plan_launch(core: &Core, s: &Schedule) -> Result<super::templates::TemplatePlan> {
+    let refused = |reason: String| ServiceError::unprocessable(reason);
+    let owner = s
+        .created_by
+        .ok_or_else(|| refused("its owner's account no longer exists".into()))?;
     // Side by side: the slot's job waits for every round trip on the way.
     let (user, template) = tokio::join!(
         core.store.get_user(owner),
         core.store.get_template(s.template_id)
     );
-    let user = user.map_err(|e| format!("its owner: {e}"))?;
+    let user = match user {
+        Ok(u) => u,
+        Err(e @ StoreError::NotFound(_)) => return Err(refused(format!("its owner: {e}"))),
+        Err(e) => return Err(e.into()),
+    };
     if !user.is_active {
-        return Err(format!("its owner {} is deactivated", user.username));
+        return Err(refused(format!(
+            "its owner {} is deactivated",
+            user.username
+        )));
     }
     if !user.role.at_least(crate::model::Role::Operator) {
-        return Err(format!(
+        return Err(refused(format!(
             "its owner {} is a {} now and may not launch",
             user.username, user.role
-        ));
+        )));
     }
     let template = match template {
         Ok(t) => t,
-        Err(StoreError::NotFound(_)) => return Err("its template was deleted".into()),
-        Err(e) => return Err(e.to_string()),
+        Err(StoreError::NotFound(_)) => return Err(refused("its template was deleted".into())),
+        Err(e) => return Err(e.into()),
     };
     let answers = s.answers.as_ref().map(|a| a.0.clone()).unwrap_or_default();
-    super::templates::plan(core, &template, &answers, &user)
-        .await
-        .map_err(|e| e.to_string())
+    super::templates::plan(core, &template, &answers, &user).await
 }
 
 /// Fires a slot with a planned launch, its claim in the launch's commit, as the schedule's
 /// owner (whom the plan checked). `Ok(None)`: the slot was not this controller's to fire,
-/// and nothing was launched. On `Err` nothing was written: the slot is still due.
+/// and nothing was launched. On `Err` nothing was written and the slot is still due, unless
+/// the error came after the commit (reading the jobs back): then a claim of the slot finds
+/// it taken.
 pub async fn fire(
     core: &Core,
     mut plan: super::templates::TemplatePlan,
