@@ -1013,13 +1013,23 @@ async fn a_batch_of_claims_shares_one_commit(backend: Backend) {
     // On MariaDB a commit still under way is waited for, not read past.
     if backend == Backend::MariaDb {
         use sqlx::Connection;
+        // A transaction of another connection writing the job's dispatch id, not committed.
+        async fn writing<'c>(
+            writer: &'c mut sqlx::MySqlConnection,
+            job: outpost_controller::model::JobId,
+            dispatch_id: &str,
+        ) -> sqlx::Transaction<'c, sqlx::MySql> {
+            let mut tx = writer.begin().await.unwrap();
+            sqlx::query("UPDATE jobs SET celery_task_id = ? WHERE id = ?")
+                .bind(dispatch_id)
+                .bind(job.0)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx
+        }
         let mut writer = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
-        let mut tx = writer.begin().await.unwrap();
-        sqlx::query("UPDATE jobs SET celery_task_id = 'under-way' WHERE id = ?")
-            .bind(jobs[2].id.0)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let tx = writing(&mut writer, jobs[2].id, "under-way").await;
         let reader = life.clone();
         let under_way = [Attempt {
             job: jobs[2].id,
@@ -1031,12 +1041,7 @@ async fn a_batch_of_claims_shares_one_commit(backend: Backend) {
         tx.commit().await.unwrap();
         assert_eq!(reading.await.unwrap().unwrap(), [true]);
         // A lock held on and on: the server gives up after its 2 s, not the default 50 s.
-        let mut tx = writer.begin().await.unwrap();
-        sqlx::query("UPDATE jobs SET celery_task_id = 'held' WHERE id = ?")
-            .bind(jobs[2].id.0)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let tx = writing(&mut writer, jobs[2].id, "held").await;
         let held = [Attempt {
             job: jobs[2].id,
             dispatch_id: "held".into(),
