@@ -649,6 +649,12 @@ async fn bad_input_gets_the_documented_status_and_text_is_kept_verbatim() {
         ),
         (
             Method::POST,
+            "/api/v1/templates",
+            Some(r#"{"name": "t", "project": "%", "playbook_path": "site.yml", "servers": ["x"]}"#),
+            404,
+        ),
+        (
+            Method::POST,
             "/api/v1/users",
             Some(r#"{"username": "u", "email": "u@example.com", "password": "short"}"#),
             422,
@@ -667,9 +673,17 @@ async fn bad_input_gets_the_documented_status_and_text_is_kept_verbatim() {
         ),
         (Method::GET, "/api/v1/no-such-route", None, 404),
     ];
+    let doc: serde_json::Value = c.ctl.api().get("/api/v1/openapi.json").await.unwrap();
     for (method, path, body, want) in cases {
         let (status, err) = send(method.clone(), path, *body, "application/json").await;
         assert_eq!(status, *want, "{method} {path} {body:?}: {err}");
+        // A route the router serves documents each status it answers with.
+        if let Some((route, op)) = operation(&doc, method, path) {
+            assert!(
+                op["responses"].get(want.to_string()).is_some(),
+                "{method} {route} answers {want} but its document does not say so"
+            );
+        }
         assert!(
             err["error"].is_string() && err["message"].is_string(),
             "{method} {path}: error body {err}"
@@ -857,6 +871,34 @@ async fn health_readiness_and_metrics() {
 /// reads such a body and closes the connection, so the client may still be writing when it
 /// does and meet a broken pipe instead of the answer: such a try is made again, and the
 /// answer itself must be seen.
+/// The document's operation serving `method path`: its path template and the operation. Of
+/// the templates that match, the one with the most literal segments wins, as in the router.
+fn operation<'d>(
+    doc: &'d serde_json::Value,
+    method: &Method,
+    path: &str,
+) -> Option<(&'d str, &'d serde_json::Value)> {
+    let path = path.split('?').next().unwrap_or(path);
+    let wanted: Vec<&str> = path.split('/').collect();
+    let mut best: Option<(usize, &str, &serde_json::Value)> = None;
+    for (route, item) in doc["paths"].as_object()? {
+        let parts: Vec<&str> = route.split('/').collect();
+        let fits = parts.len() == wanted.len()
+            && parts
+                .iter()
+                .zip(&wanted)
+                .all(|(p, w)| p.starts_with('{') || p == w);
+        let op = &item[method.as_str().to_lowercase()];
+        if fits && op.is_object() {
+            let literal = parts.iter().filter(|p| !p.starts_with('{')).count();
+            if best.is_none_or(|(n, _, _)| literal > n) {
+                best = Some((literal, route, op));
+            }
+        }
+    }
+    best.map(|(_, route, op)| (route, op))
+}
+
 async fn oversized(admin: &Client, path: &str, content_type: &str, body: String) -> StatusCode {
     for _ in 0..5 {
         let sent = admin

@@ -26,7 +26,9 @@ pub async fn list(
 }
 
 #[utoipa::path(post, path = "/api/v1/templates", tag = "templates", request_body = TemplateSpec,
-    responses((status = 201, body = TemplateView), (status = 409, body = outpost_api::ErrorBody),
+    responses((status = 201, body = TemplateView),
+              (status = 404, description = "The playbook or project the template names does not exist", body = outpost_api::ErrorBody),
+              (status = 409, body = outpost_api::ErrorBody),
               (status = 422, description = "Each refused field is named in `fields`", body = outpost_api::ErrorBody)))]
 pub async fn create(
     State(st): State<Arc<WebState>>,
@@ -51,7 +53,8 @@ pub async fn get(
 
 #[utoipa::path(put, path = "/api/v1/templates/{id_or_name}", tag = "templates",
     params(("id_or_name" = String, Path)), request_body = TemplateSpec,
-    responses((status = 200, body = TemplateView), (status = 404, body = outpost_api::ErrorBody),
+    responses((status = 200, body = TemplateView),
+              (status = 404, description = "No template has this id or name, or the playbook or project it names does not exist", body = outpost_api::ErrorBody),
               (status = 409, body = outpost_api::ErrorBody),
               (status = 422, description = "Each refused field is named in `fields`", body = outpost_api::ErrorBody)))]
 pub async fn update(
