@@ -294,9 +294,9 @@ impl JobStream {
     /// the stream goes on reading: an outcome right behind the start (a quick job) is recorded
     /// after it, in the same commit or the next, instead of after the start's own commit. A
     /// start that cannot be recorded is tried again a few times while the database is away
-    /// (not past shutdown). An outcome recorded first fills the job's `started_at` itself (a
-    /// pending attempt may finish), so the job is never handed out a second time; its record
-    /// then has no START entry, and the start's retry finds nothing to move.
+    /// (not past shutdown). An outcome recorded first records the start itself (`started_at`
+    /// and the START entry: a pending attempt may finish), so the job is never handed out a
+    /// second time, and the start's retry then finds nothing to move.
     async fn record_start(&self) {
         let starting = Starting {
             attempt: self.attempt(),
@@ -412,6 +412,7 @@ impl JobStream {
             exit_code: f.exit_code,
             error_message: f.error.clone(),
             unreachable: task_results::unreachable(f.exit_code, f.recap.as_ref()),
+            started: true,
         };
         self.settle(&outcome).await
     }
@@ -490,7 +491,12 @@ impl JobStream {
                     return Step::Done;
                 }
                 let reason = format!("the agent broke the protocol: {v}");
-                return self.settle(&Outcome::failed(reason)).await;
+                return self
+                    .settle(&Outcome {
+                        started: true,
+                        ..Outcome::failed(reason)
+                    })
+                    .await;
             }
             Err(v) => return self.violation(&v.to_string()),
         };

@@ -97,6 +97,7 @@ fn success() -> Outcome {
         exit_code: Some(0),
         error_message: None,
         unreachable: false,
+        started: true,
     }
 }
 
@@ -106,6 +107,7 @@ fn failure() -> Outcome {
         exit_code: Some(2),
         error_message: Some("boom".into()),
         unreachable: false,
+        started: true,
     }
 }
 
@@ -505,6 +507,15 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
         job_actions(&store, held[1].job).await,
         ["LAUNCH", "DISPATCH"]
     );
+    // An agent's end over a job still pending (its start's record failed, or went with a
+    // connection) records the start it missed: START before FINISH, and a start date.
+    assert_eq!(
+        job_actions(&store, other_held[0].job).await,
+        ["LAUNCH", "DISPATCH", "START", "FINISH"]
+    );
+    let ended = store.get_job(other_held[0].job).await.unwrap();
+    assert_eq!(ended.status, JobStatus::Success);
+    assert!(ended.started_at.is_some() && ended.started_at <= ended.completed_at);
     assert_eq!(
         job_actions(&store, held[2].job).await,
         ["LAUNCH", "DISPATCH", "START"]
@@ -518,6 +529,18 @@ async fn outcomes_that_arrive_together_share_one_commit(backend: Backend) {
     assert_eq!(
         store.get_job(held[1].job).await.unwrap().status,
         JobStatus::Pending
+    );
+    // A failure the controller decides over a job its agent never had starts nothing.
+    assert!(life
+        .finish(
+            &held[1],
+            &Outcome::failed("the assignment could not be made")
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        job_actions(&store, held[1].job).await,
+        ["LAUNCH", "DISPATCH", "FINISH"]
     );
     assert_eq!(
         store.get_job(other_held[1].job).await.unwrap().status,
@@ -817,6 +840,7 @@ async fn a_failed_job_and_its_ticket_commit_together(backend: Backend) {
         exit_code: Some(2),
         error_message: Some("boom".into()),
         unreachable: false,
+        started: true,
     };
     assert!(life.finish(&a, &failed).await.unwrap());
     // Finishing again changes nothing and opens no second ticket.
@@ -856,6 +880,7 @@ async fn a_long_failure_fits_its_columns(backend: Backend) {
         exit_code: Some(3),
         error_message: Some("x".repeat(100_000)),
         unreachable: false,
+        started: true,
     };
     assert!(life.finish(&a, &failed).await.unwrap());
     let job = store.get_job(jobs[0].id).await.unwrap();
@@ -1951,6 +1976,7 @@ async fn jobs_move_only_forward(backend: Backend) {
         exit_code: Some(0),
         error_message: None,
         unreachable: false,
+        started: true,
     };
     let life = Lifecycle::new(store.clone());
     // No agent row: the FK on MySQL refuses the claim; create one the plain way.
@@ -2105,6 +2131,7 @@ async fn cancel_pending_and_running(backend: Backend) {
         exit_code: None,
         error_message: Some("cancelled by admin".into()),
         unreachable: false,
+        started: true,
     };
     assert!(life.finish(&a, &cancelled).await.unwrap());
     let audit = store

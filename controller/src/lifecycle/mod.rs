@@ -57,6 +57,11 @@ pub struct Outcome {
     /// ansible could not reach the server (its exit code 4, or its recap): the job fails, and
     /// `jobs.unreachable` tells it from a failed playbook (runs budget the two apart).
     pub unreachable: bool,
+    /// The agent started the attempt. An agent reports Started before anything else, so every
+    /// outcome from its job stream says so: one that finds its job still pending (the start's
+    /// record failed, or was lost with a connection) records that start too, START entry and
+    /// all. False for a failure the controller decides on a job the agent never had.
+    pub started: bool,
 }
 
 impl Outcome {
@@ -67,6 +72,7 @@ impl Outcome {
             exit_code: None,
             error_message: Some(reason.into()),
             unreachable: false,
+            started: false,
         }
     }
 }

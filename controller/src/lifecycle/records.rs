@@ -205,6 +205,8 @@ pub(super) async fn record_all(
         Row::Finish(i) => (items[i].attempt.job, 1),
     });
     let from = |f: &Finishing| Move::Finish(f.outcome.status).leaves_sql();
+    let pending_sql = Move::Start.leaves_sql();
+    let running_sql = format!("('{}')", Move::Start.enters().as_str());
     let ts = now();
     let outbox_sql = insert_sql(store.dialect());
     Ok(on_pool!(store, p => {
@@ -214,6 +216,7 @@ pub(super) async fn record_all(
         }
         let mut started = vec![false; starts.len()];
         let mut moved = vec![false; items.len()];
+        let mut started_by_end = vec![false; items.len()];
         // A quick job's start and end often come in one batch: its end first tries both moves
         // in one UPDATE (pending and held → final, started when reported), which takes the
         // job as the start's and the end's UPDATEs together would. One statement instead of
@@ -262,13 +265,20 @@ pub(super) async fn record_all(
                 let s = &starts[si];
                 started[si] = start_locked!(&mut *tx, &s.attempt, crate::store::stamp(s.at))?;
             }
-            let res = sqlx::query(&format!(
-                "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
-                 started_at = COALESCE(started_at, ?), unreachable = ? \
-                 WHERE id = ? AND status IN {} AND celery_task_id = ?", from(&items[i])))
-                .bind(enters).bind(outcome.exit_code).bind(error.as_deref())
-                .bind(ts).bind(ts).bind(outcome.unreachable).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
-            moved[i] = res.rows_affected() == 1;
+            // A running job first (the usual end), then a pending one: an end that finds its
+            // job pending moved it without a recorded start, and says so (`started_by_end`).
+            for (k, leaves) in [&running_sql, &pending_sql].into_iter().enumerate() {
+                let res = sqlx::query(&format!(
+                    "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
+                     started_at = COALESCE(started_at, ?), unreachable = ? \
+                     WHERE id = ? AND status IN {leaves} AND status IN {} AND celery_task_id = ?", from(&items[i])))
+                    .bind(enters).bind(outcome.exit_code).bind(error.as_deref())
+                    .bind(ts).bind(ts).bind(outcome.unreachable).bind(a.job).bind(&a.dispatch_id).execute(&mut *tx).await?;
+                if res.rows_affected() == 1 {
+                    (moved[i], started_by_end[i]) = (true, k == 1);
+                    break;
+                }
+            }
         }
         let ended: Vec<usize> = order.iter().filter_map(|row| match *row {
             Row::Finish(i) if moved[i] => Some(i),
@@ -276,8 +286,14 @@ pub(super) async fn record_all(
         }).collect();
         // The batch's records (a job's START before its FINISH) and its wipe of sealed
         // answers, a statement each.
+        // An end that moved its job out of pending, as its agent reported it, records the
+        // start that was lost on the way (the start's own record failed, or its message went
+        // with a connection): the job ran, and its trail says when it started.
         let mut audits: Vec<NewAudit<'_>> = order.iter().filter_map(|row| match *row {
             Row::Start(i) if started[i] => Some(start_audit(&starts[i].attempt)),
+            Row::Finish(i) if started_by_end[i] && items[i].outcome.started => {
+                Some(start_audit(&items[i].attempt))
+            }
             _ => None,
         }).collect();
         audits.extend(ended.iter().map(|&i| {

@@ -151,6 +151,7 @@ mod tests {
             exit_code: Some(3),
             error_message: Some("e".repeat(40_000)),
             unreachable: false,
+            started: true,
         };
         let lines = vec!["fatal: ".to_owned() + &"x".repeat(40_000); 5];
         let t = failure_ticket(&job, &pb, &server, &outcome, &lines);
