@@ -79,7 +79,7 @@ async fn a_long_failure_ends_failed_with_a_ticket_and_frees_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_database_refusing_the_running_record_once_still_runs_the_job_once() {
+async fn the_database_refusing_the_running_record_still_runs_the_job_once_with_its_start() {
     let c = Cluster::start(Backend::MariaDb, ControllerOpts::default()).await;
     // A trigger refuses the first pending → running update; its mark is kept in a MyISAM
     // table, which the refused statement's rollback does not undo.
@@ -123,6 +123,34 @@ async fn the_database_refusing_the_running_record_once_still_runs_the_job_once()
         "ansible ran once"
     );
     w.assert_contiguous(&job).await;
+    // Now every start's record is refused (its retries too): the agent's outcome records the
+    // start it missed, so the job still has its START entry, before its FINISH, and a start
+    // date.
+    for sql in [
+        "DROP TRIGGER refuse_running_once",
+        "CREATE TRIGGER refuse_running BEFORE UPDATE ON jobs FOR EACH ROW \
+         BEGIN \
+           IF NEW.status = 'running' AND OLD.status = 'pending' THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'; \
+           END IF; \
+         END",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    let job = w.launch(&w.playbook("quick-2", QUICK).await, &server).await;
+    w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
+    assert_eq!(audit_count(w, "START", job.id.0).await, 1);
+    assert_eq!(audit_count(w, "FINISH", job.id.0).await, 1);
+    let order: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_logs WHERE resource_type = 'job' AND resource_id = ? ORDER BY id",
+    )
+    .bind(job.id.0)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(order, ["LAUNCH", "DISPATCH", "START", "FINISH"]);
+    let done = w.store.get_job(job.id).await.unwrap();
+    assert!(done.started_at.is_some() && done.started_at <= done.completed_at);
     let _ = conn.close().await;
 }
 
