@@ -1493,6 +1493,8 @@ async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
     assert_eq!(row.cert_fingerprint, Some(renewed.fingerprint.clone()));
     assert_eq!(store.agents_seen("ctl-a").await.unwrap(), 1);
     assert_eq!(store.agents_seen("ctl-b").await.unwrap(), 0);
+    assert_eq!(store.agents_on("ctl-a").await.unwrap(), vec![a.id]);
+    assert!(store.agents_on("ctl-b").await.unwrap().is_empty());
     assert!(store.revoked_agents().await.unwrap().is_empty());
     store.revoke_agent(a.id, &Actor::system()).await.unwrap();
     assert_eq!(store.revoked_agents().await.unwrap(), vec![a.id]);

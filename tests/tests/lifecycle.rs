@@ -1,7 +1,8 @@
 //! No job is ever stuck: whole-system tests of the job lifecycle with real controllers, agents,
 //! ansible and MariaDB — a failure far longer than the columns, the database refusing the
-//! "running" record, cancels racing the assignment and a reconnect, an agent lost while its
-//! controller restarts, and two controllers holding a server to its limit.
+//! "running" record, cancels racing the assignment and a reconnect, a session whose row another
+//! controller took, an agent lost while its controller restarts, and two controllers holding a
+//! server to its limit.
 
 use std::time::Duration;
 
@@ -216,6 +217,56 @@ async fn a_cancel_sent_to_a_dying_session_reaches_the_next_one() {
     );
     wait_no_process(&mark, Duration::from_secs(10)).await;
     w.assert_contiguous(&job).await;
+}
+
+/// The session bastion's row names, while the row says it is on `controller`.
+async fn session_on(db: &sqlx::MySqlPool, controller: &str) -> Option<String> {
+    let (session, on): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT session_id, connected_controller FROM agents WHERE name = 'bastion'",
+    )
+    .fetch_optional(db)
+    .await
+    .unwrap()?;
+    session.filter(|_| on.as_deref() == Some(controller))
+}
+
+/// Another controller's sweep takes the row of a session this one still holds (as it does when
+/// a controller stops stamping its rows, cut off from the database for longer than the grace):
+/// the holder closes that session at its next stamp, the agent reconnects, and its row names a
+/// session again. Kept, the agent would look offline to everyone while this controller
+/// dispatched to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_row_another_controller_took_is_closed_and_the_agent_reconnects() {
+    let c = Cluster::start(Backend::MariaDb, ControllerOpts::default()).await;
+    let _agent = c.agent("bastion", &[], &AgentOpts::default());
+    let w = &c.world;
+    let db = sqlx::MySqlPool::connect(&c.db.url).await.unwrap();
+    let first = wait_for("the agent's session", MINUTE, || session_on(&db, "ctl-a")).await;
+    // The statement another controller's sweep runs, with a cutoff that takes every row.
+    let taken = w
+        .store
+        .orphan_sessions_lost(chrono::Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(taken, 1);
+    // last_seen is stamped every 30 s; the stamp that finds the row gone closes the session.
+    let second = wait_for("the agent back with a new session", 2 * MINUTE, || async {
+        session_on(&db, "ctl-a").await.filter(|s| *s != first)
+    })
+    .await;
+    assert_ne!(first, second);
+    assert!(w
+        .store
+        .get_agent_by_name("bastion")
+        .await
+        .unwrap()
+        .lost_at
+        .is_none());
+    // The new session takes work.
+    let server = w.local_server("web1", json!({}), "dev").await;
+    let job = w.launch(&w.playbook("quick", QUICK).await, &server).await;
+    w.wait_status(&job, JobStatus::Success, 2 * MINUTE).await;
+    db.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

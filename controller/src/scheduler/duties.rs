@@ -1,12 +1,15 @@
 //! The scheduler's periodic duties, beside its rounds: settling agents whose grace ran out,
-//! noticing revocations (and stamping last_seen), and re-sending open cancel requests.
+//! noticing revocations (and stamping last_seen, closing the sessions whose rows were taken
+//! away), and re-sending open cancel requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Scheduler, SessionCommand, CANCEL_RESEND};
+use crate::metrics;
+use crate::model::AgentId;
 
 impl Scheduler {
     /// Agents gone longer than the grace period, on any controller: their running jobs fail
@@ -58,10 +61,66 @@ impl Scheduler {
             Err(e) => tracing::debug!(error = %e, "cannot check revocations"),
         }
         if stamp_last_seen {
-            if let Err(e) = self.store.agents_seen(&controller).await {
-                tracing::debug!(error = %e, "cannot stamp last_seen");
+            match self.store.agents_seen(&controller).await {
+                // Fewer rows name this controller than it holds sessions: some were taken
+                // away meanwhile.
+                Ok(stamped) if stamped < self.agents.len() as u64 => {
+                    self.drop_disowned(&controller).await
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot stamp last_seen"),
             }
         }
+    }
+
+    /// Closes the sessions whose agents' rows no longer name this controller. Another
+    /// controller's sweep takes the rows of a controller that stopped stamping them (one cut
+    /// off from the database for longer than the grace, and then some) and settles their jobs
+    /// as lost; an agent may also have a newer session on another controller. Such a session
+    /// is no longer the agent's in the database: kept, its agent would look offline to every
+    /// other controller while this one dispatched to it, and what it records by session (a
+    /// renewed certificate) would be dropped. Closed, its agent reconnects, and its Hello sets
+    /// the row and its jobs straight, as after any reconnect.
+    async fn drop_disowned(&mut self, controller: &str) {
+        let named: HashSet<AgentId> = match self.store.agents_on(controller).await {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read which sessions are this controller's");
+                return;
+            }
+        };
+        // A session whose own goodbye cleared its row is ending anyway (its Down is queued).
+        let disowned: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(id, link)| {
+                !named.contains(id)
+                    && link
+                        .conn
+                        .as_ref()
+                        .is_some_and(|c| c.close_reason().is_none())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in disowned {
+            let Some(link) = self.agents.remove(&id) else {
+                continue;
+            };
+            tracing::warn!(agent = %link.name, "the agent's row no longer names this controller (another controller settled it, or it connected elsewhere): closing its session so that it reconnects");
+            if let Some(conn) = &link.conn {
+                conn.close(
+                    quinn::VarInt::from_u32(outpost_protocol::close::REPLACED),
+                    b"session no longer the agent's",
+                );
+            }
+            let _ = link.commands.try_send(SessionCommand::Close {
+                code: outpost_protocol::close::REPLACED,
+                reason: "this session is no longer the agent's in the database".into(),
+            });
+        }
+        metrics::global()
+            .agents_connected
+            .set(self.agents.len() as u64);
     }
 
     /// Sends each open cancel request to the session holding its job, again every

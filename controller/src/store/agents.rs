@@ -267,6 +267,15 @@ impl Store {
         )
     }
 
+    /// The agents whose rows say they have a session on `controller`. A controller that
+    /// holds a session its row no longer names lost it to another controller's sweep, or to a
+    /// newer session elsewhere (see `Scheduler::check_presence`).
+    pub async fn agents_on(&self, controller: &str) -> Result<Vec<AgentId>> {
+        Ok(on_pool!(self, p => sqlx::query_scalar::<_, AgentId>(
+            "SELECT id FROM agents WHERE connected_controller = ?")
+            .bind(controller).fetch_all(p).await?))
+    }
+
     /// Every revoked agent (each controller drops the sessions it holds of them, whatever the
     /// rows say about where they are connected).
     pub async fn revoked_agents(&self) -> Result<Vec<AgentId>> {
