@@ -222,7 +222,15 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         .iter()
         .map(|r| (r.job, r.dispatch_id.clone()))
         .collect();
-    let in_flight = Box::pin(ctx.lifecycle.reconcile(&agent, &held)).await?;
+    // From here a failure before the session is up gives the row back, or it would name this
+    // controller with no session behind it: stamped on, never lost, never settled.
+    let in_flight = match Box::pin(ctx.lifecycle.reconcile(&agent, &held)).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = Box::pin(ctx.store.agent_disconnected(agent.id, &session_name)).await;
+            return Err(e.into());
+        }
+    };
     // Now that the agent said what it can hold, it may open that many streams (its resumes
     // and fetches); before its Hello it could open only its session stream.
     let mut streams = tls::session_streams(capacity, held.len());
@@ -233,9 +241,10 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         agent: agent.uuid.0,
         heartbeat_interval: ctx.settings.heartbeat_interval,
     });
-    codec::write_frame(&mut send, &welcome, MAX_SESSION_FRAME)
-        .await
-        .map_err(SessionError::Write)?;
+    if let Err(e) = codec::write_frame(&mut send, &welcome, MAX_SESSION_FRAME).await {
+        let _ = Box::pin(ctx.store.agent_disconnected(agent.id, &session_name)).await;
+        return Err(SessionError::Write(e));
+    }
 
     let session = ctx.next_session();
     let owner = Owner {

@@ -7,7 +7,7 @@ use outpost_controller::lifecycle::{
     Attempt, CancelResult, Claim, Final, Lifecycle, Outcome, Released, Starting,
 };
 use outpost_controller::model::{JobStatus, Paging, Role, TicketPriority, TicketStatus};
-use outpost_controller::store::audit::{Actor, AuditFilter};
+use outpost_controller::store::audit::{Actor, AuditFilter, NewAudit};
 use outpost_controller::store::jobs::{JobFilter, NewJob};
 use outpost_controller::store::logs::NewLogLine;
 use outpost_controller::store::playbooks::NewPlaybook;
@@ -1513,6 +1513,40 @@ async fn agents_enrol_once_and_track_their_controller(backend: Backend) {
             .as_deref(),
         Some("ctl-b")
     );
+    // A controller closing a session whose row no longer names it starts the grace of a row
+    // left with no session; a row with one (ctl-b's) is not touched.
+    store.sessions_disowned(&[a.id]).await.unwrap();
+    assert_eq!(store.get_agent(a.id).await.unwrap().lost_at, None);
+    assert_eq!(
+        store
+            .orphan_sessions_lost(Utc::now() + Duration::minutes(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.agents_on("ctl-b").await.unwrap(), vec![]);
+    // The sweeping controller settles it and clears its deadline, as after any loss.
+    let lost = store
+        .get_agent(a.id)
+        .await
+        .unwrap()
+        .lost_at
+        .expect("a deadline");
+    let settled = NewAudit {
+        actor: &Actor::system(),
+        action: "AGENT_LOST",
+        resource_type: "agent",
+        resource_id: Some(a.id.0),
+        details: None,
+    };
+    assert!(store.clear_lost(a.id, lost, &settled).await.unwrap());
+    assert_eq!(store.get_agent(a.id).await.unwrap().lost_at, None);
+    store.sessions_disowned(&[a.id]).await.unwrap();
+    assert!(store.get_agent(a.id).await.unwrap().lost_at.is_some());
+    store
+        .agent_connected(a.id, &presence("ctl-b", "s2"))
+        .await
+        .unwrap();
     store.agent_disconnected(a.id, "s2").await.unwrap();
     assert_eq!(
         store.get_agent(a.id).await.unwrap().connected_controller,

@@ -76,6 +76,7 @@ pub mod close {
     pub const PROTOCOL: u32 = 4;
     /// The controller is shutting down; reconnect (to another one) later.
     pub const SHUTDOWN: u32 = 5;
-    /// A newer session of the same agent replaced this one.
+    /// A newer session of the same agent replaced this one, or the agent's row no longer
+    /// names this session (another controller took it): reconnect.
     pub const REPLACED: u32 = 6;
 }

@@ -867,10 +867,6 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("outpost_http_request_duration_seconds_bucket{"));
 }
 
-/// POSTs an oversized body and returns the answer's status. The controller answers before it
-/// reads such a body and closes the connection, so the client may still be writing when it
-/// does and meet a broken pipe instead of the answer: such a try is made again, and the
-/// answer itself must be seen.
 /// The document's operation serving `method path`: its path template and the operation. Of
 /// the templates that match, the one with the most literal segments wins, as in the router.
 fn operation<'d>(
@@ -899,6 +895,10 @@ fn operation<'d>(
     best.map(|(_, route, op)| (route, op))
 }
 
+/// POSTs an oversized body and returns the answer's status. The controller answers before it
+/// reads such a body and closes the connection, so the client may still be writing when it
+/// does and meet a broken pipe instead of the answer: such a try is made again, and the
+/// answer itself must be seen.
 async fn oversized(admin: &Client, path: &str, content_type: &str, body: String) -> StatusCode {
     for _ in 0..5 {
         let sent = admin

@@ -150,6 +150,14 @@ async fn the_database_refusing_the_running_record_still_runs_the_job_once_with_i
     .await
     .unwrap();
     assert_eq!(order, ["LAUNCH", "DISPATCH", "START", "FINISH"]);
+    let details: String = sqlx::query_scalar(
+        "SELECT CAST(details AS CHAR) FROM audit_logs WHERE resource_type = 'job' AND resource_id = ? AND action = 'START'",
+    )
+    .bind(job.id.0)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(details.contains("\"from_outcome\":true"), "{details}");
     let done = w.store.get_job(job.id).await.unwrap();
     assert!(done.started_at.is_some() && done.started_at <= done.completed_at);
     let _ = conn.close().await;

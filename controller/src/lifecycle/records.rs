@@ -1,6 +1,7 @@
 //! The recorded transitions after a claim ([`super::claims`]): starts, releases, outcomes,
-//! cancels and stops. One conditional UPDATE each, naming the states it leaves (from
-//! [`Move::leaves`]) and setting the state it enters ([`Move::enters`]), and, for an agent's
+//! cancels and stops. Conditional UPDATEs (one each, but for an end that finds its job not
+//! running), naming the states they leave (from [`Move::leaves`]) and setting the state they
+//! enter ([`Move::enters`]), and, for an agent's
 //! attempt, its dispatch id, with its audit record in the same transaction. Private to the
 //! lifecycle module: nothing else in the crate can move a job.
 
@@ -76,6 +77,15 @@ fn start_audit(a: &Attempt) -> NewAudit<'_> {
         resource_type: "job",
         resource_id: Some(a.job.0),
         details: Some(json!({"dispatch_id": a.dispatch_id})),
+    }
+}
+
+/// The START record an agent's outcome writes for the start that never got its own: dated by
+/// the outcome, and saying so.
+fn start_audit_from_outcome(a: &Attempt) -> NewAudit<'_> {
+    NewAudit {
+        details: Some(json!({"dispatch_id": a.dispatch_id, "from_outcome": true})),
+        ..start_audit(a)
     }
 }
 
@@ -267,7 +277,10 @@ pub(super) async fn record_all(
             }
             // A running job first (the usual end), then a pending one: an end that finds its
             // job pending moved it without a recorded start, and says so (`started_by_end`).
-            for (k, leaves) in [&running_sql, &pending_sql].into_iter().enumerate() {
+            // Running once more last: a start recorded outside this transaction between the
+            // two (its retry's own) would otherwise leave the end matching neither. A job
+            // never goes back to pending, so the third try settles it.
+            for (k, leaves) in [&running_sql, &pending_sql, &running_sql].into_iter().enumerate() {
                 let res = sqlx::query(&format!(
                     "UPDATE jobs SET status = ?, exit_code = ?, error_message = ?, completed_at = ?, \
                      started_at = COALESCE(started_at, ?), unreachable = ? \
@@ -292,7 +305,7 @@ pub(super) async fn record_all(
         let mut audits: Vec<NewAudit<'_>> = order.iter().filter_map(|row| match *row {
             Row::Start(i) if started[i] => Some(start_audit(&starts[i].attempt)),
             Row::Finish(i) if started_by_end[i] && items[i].outcome.started => {
-                Some(start_audit(&items[i].attempt))
+                Some(start_audit_from_outcome(&items[i].attempt))
             }
             _ => None,
         }).collect();

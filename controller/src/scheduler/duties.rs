@@ -32,7 +32,8 @@ impl Scheduler {
         }
     }
 
-    /// Drops the sessions of agents revoked since they connected; refreshes last_seen.
+    /// Drops the sessions of agents revoked since they connected; refreshes last_seen, and
+    /// closes the sessions whose rows that finds taken away ([`Scheduler::drop_disowned`]).
     pub(super) async fn check_presence(&mut self, stamp_last_seen: bool) {
         if self.agents.is_empty() {
             return;
@@ -102,11 +103,25 @@ impl Scheduler {
             })
             .map(|(id, _)| *id)
             .collect();
+        if disowned.is_empty() {
+            return;
+        }
+        // One line for them all: after a long outage it may be every session.
+        let names: Vec<&str> = disowned
+            .iter()
+            .take(10)
+            .filter_map(|id| self.agents.get(id).map(|l| l.name.as_str()))
+            .collect();
+        tracing::warn!(sessions = disowned.len(), first = ?names, "agents' rows no longer name this controller (another controller settled them, or they connected elsewhere): closing their sessions so that they reconnect");
+        // Jobs this controller handed them meanwhile are settled after the grace, as any lost
+        // agent's, should they not come back: a row without a session gets its deadline.
+        if let Err(e) = self.store.sessions_disowned(&disowned).await {
+            tracing::warn!(error = %e, "cannot start the grace of the closed sessions' agents");
+        }
         for id in disowned {
             let Some(link) = self.agents.remove(&id) else {
                 continue;
             };
-            tracing::warn!(agent = %link.name, "the agent's row no longer names this controller (another controller settled it, or it connected elsewhere): closing its session so that it reconnects");
             if let Some(conn) = &link.conn {
                 conn.close(
                     quinn::VarInt::from_u32(outpost_protocol::close::REPLACED),

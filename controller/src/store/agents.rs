@@ -276,6 +276,19 @@ impl Store {
             .bind(controller).fetch_all(p).await?))
     }
 
+    /// Starts the grace of agents whose sessions a controller closed because their rows no
+    /// longer named it: a row with no session and no deadline would never be settled.
+    pub async fn sessions_disowned(&self, ids: &[AgentId]) -> Result<()> {
+        let ts = now();
+        on_pool!(self, p => {
+            for id in ids {
+                sqlx::query("UPDATE agents SET lost_at = COALESCE(lost_at, ?) WHERE id = ? AND connected_controller IS NULL")
+                    .bind(ts).bind(id).execute(p).await?;
+            }
+        });
+        Ok(())
+    }
+
     /// Every revoked agent (each controller drops the sessions it holds of them, whatever the
     /// rows say about where they are connected).
     pub async fn revoked_agents(&self) -> Result<Vec<AgentId>> {
