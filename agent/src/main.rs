@@ -144,7 +144,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 30)]
     max_backoff_secs: u64,
     /// Milliseconds of silence after which the controller is considered gone; keep-alives go
-    /// out at a third of it.
+    /// out at a third of it. Give it the controller's `idle_timeout_ms`: raising both eases a
+    /// controller of tens of thousands of agents, which then notices a lost agent later.
     #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
     idle_timeout_ms: u64,
     /// The most disk the cache of project revisions may take, in bytes: each revision a job

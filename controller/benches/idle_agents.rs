@@ -18,7 +18,8 @@
 //!
 //! Run: `cargo bench -p outpost-controller --bench idle_agents` (`OUTPOST_BENCH_AGENTS`, default
 //! 2000; `OUTPOST_BENCH_IDLE_SECS`, default 20; `OUTPOST_BENCH_IDLE_RESTART=0` skips the
-//! kill -9; SQLite store in a temporary directory).
+//! kill -9; `OUTPOST_BENCH_IDLE_TIMEOUT_MS`, default 15,000, the idle timeout of both sides;
+//! SQLite store in a temporary directory).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,17 @@ use outpost_protocol::tls::{self, Timers};
 use outpost_protocol::token::EnrollToken;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::Semaphore;
+
+/// The QUIC timers of both sides: `OUTPOST_BENCH_IDLE_TIMEOUT_MS` (default 15,000) is given to
+/// the controller (`--idle-timeout-ms`) and to each agent, whose keep-alive goes out at a third
+/// of it, as `outpost-agent` sends it.
+fn timers() -> Timers {
+    let idle = Duration::from_millis(env_num("OUTPOST_BENCH_IDLE_TIMEOUT_MS", 15_000) as u64);
+    Timers {
+        idle_timeout: idle,
+        keep_alive: idle / 3,
+    }
+}
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -292,6 +304,8 @@ async fn controller_main() {
                 &format!("127.0.0.1:{enroll_port}"),
                 "--api-listen",
                 "127.0.0.1:0",
+                "--idle-timeout-ms",
+                &timers().idle_timeout.as_millis().to_string(),
             ])
             .env("OUTPOST_LOG", "warn,outpost_controller::server=info")
             .stdin(Stdio::null())
@@ -580,13 +594,8 @@ async fn client_main(ids: PathBuf) {
     let mut handles = Vec::with_capacity(n);
     for (i, (cert, key)) in identities.into_iter().enumerate() {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
-        let cfg = tls::agent_client_config(
-            &ca,
-            vec![CertificateDer::from(cert)],
-            key,
-            Timers::default(),
-        )
-        .expect("client config");
+        let cfg = tls::agent_client_config(&ca, vec![CertificateDer::from(cert)], key, timers())
+            .expect("client config");
         let client = endpoints[i / SESSIONS_PER_ENDPOINT].clone();
         let (gate, welcomed, failed, live, heartbeat_ms) = (
             gate.clone(),
@@ -683,7 +692,7 @@ async fn session(to: Session<'_>) -> bool {
     let now = || tokio::time::Instant::now().into_std();
     let (mut machine, hello) = AgentSide::new(hello, now());
     if std::env::var_os("OUTPOST_BENCH_IDLE_HEARTBEATS").is_none() {
-        machine.set_keep_alive(Timers::default().keep_alive);
+        machine.set_keep_alive(timers().keep_alive);
     }
     if s.send(&hello).await.is_err() {
         return false;

@@ -124,7 +124,7 @@ pub struct Config {
     #[arg(long, env = "OUTPOST_AGENT_GRACE_SECS", help_heading = DAEMON)]
     pub agent_grace_secs: Option<u64>,
     /// Seconds between agent heartbeats; an agent whose QUIC keep-alive is at least as
-    /// frequent lets the keep-alive beat for it [default: 5].
+    /// frequent lets the keep-alive beat for it [default: a third of the idle timeout, 5].
     #[arg(
         long = "heartbeat-secs",
         value_name = "HEARTBEAT_SECS",
@@ -206,6 +206,9 @@ pub struct Config {
     )]
     pub default_time_limit_secs: Option<u32>,
     /// Milliseconds of silence after which a QUIC peer is considered gone [default: 15000].
+    /// Agents send a keep-alive at a third of their own (`--idle-timeout-ms`); a fleet of tens
+    /// of thousands of agents per controller may raise both to spend less on idle sessions,
+    /// at the cost of noticing a dead agent later.
     #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_MS", help_heading = DAEMON)]
     pub idle_timeout_ms: Option<u64>,
     /// Do not apply pending migrations at start-up.
@@ -496,6 +499,12 @@ impl Settings {
         );
         for layer in layers {
             s.apply(layer);
+        }
+        // Unless set, agents beat as often as their keep-alive goes out with the same idle
+        // timeout (a third of it), so that an agent given this controller's idle timeout lets
+        // its keep-alive beat for it: one setting scales a large fleet's idle tick.
+        if layers.iter().all(|l| l.heartbeat_interval_secs.is_none()) {
+            s.heartbeat_interval = (s.idle_timeout / 3).max(Duration::from_secs(1));
         }
         s.check()?;
         Ok(s)
@@ -851,6 +860,32 @@ mod tests {
         assert_eq!(d.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(d.database_url, "sqlite:///var/lib/outpost/outpost.db");
         assert!(d.migrate_on_start);
+    }
+
+    #[test]
+    fn the_heartbeat_follows_the_idle_timeout_unless_set() {
+        assert_eq!(
+            Settings::resolve(&[]).unwrap().heartbeat_interval,
+            Duration::from_secs(5)
+        );
+        let slow = file("idle_timeout_ms = 30000");
+        let s = Settings::resolve(&[&slow]).unwrap();
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(10));
+        let set = Config {
+            heartbeat_interval_secs: Some(2),
+            ..Config::default()
+        };
+        let s = Settings::resolve(&[&set, &slow]).unwrap();
+        assert_eq!(
+            s.heartbeat_interval,
+            Duration::from_secs(2),
+            "set in any layer"
+        );
+        let tiny = file("idle_timeout_ms = 600");
+        assert_eq!(
+            Settings::resolve(&[&tiny]).unwrap().heartbeat_interval,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
