@@ -44,18 +44,7 @@ impl Scheduler {
                 for id in revoked {
                     if let Some(link) = self.agents.get(&id) {
                         tracing::warn!(agent = %link.name, "agent revoked: dropping its session");
-                        // Closed here, not through the session's own loop, which a peer that
-                        // stops reading could keep busy.
-                        if let Some(conn) = &link.conn {
-                            conn.close(
-                                quinn::VarInt::from_u32(outpost_protocol::close::REVOKED),
-                                b"agent revoked",
-                            );
-                        }
-                        let _ = link.commands.try_send(SessionCommand::Close {
-                            code: outpost_protocol::close::REVOKED,
-                            reason: "agent revoked".into(),
-                        });
+                        link.close(outpost_protocol::close::REVOKED, "agent revoked");
                     }
                 }
             }
@@ -119,19 +108,12 @@ impl Scheduler {
             tracing::warn!(error = %e, "cannot start the grace of the closed sessions' agents");
         }
         for id in disowned {
-            let Some(link) = self.agents.remove(&id) else {
-                continue;
-            };
-            if let Some(conn) = &link.conn {
-                conn.close(
-                    quinn::VarInt::from_u32(outpost_protocol::close::REPLACED),
-                    b"session no longer the agent's",
+            if let Some(link) = self.agents.remove(&id) {
+                link.close(
+                    outpost_protocol::close::REPLACED,
+                    "this session is no longer the agent's in the database",
                 );
             }
-            let _ = link.commands.try_send(SessionCommand::Close {
-                code: outpost_protocol::close::REPLACED,
-                reason: "this session is no longer the agent's in the database".into(),
-            });
         }
         metrics::global()
             .agents_connected

@@ -74,6 +74,21 @@ pub struct AgentLink {
     pub conn: Option<quinn::Connection>,
 }
 
+impl AgentLink {
+    /// Ends the session with `code`: the connection is closed here, not only through the
+    /// session's own loop, which a peer that stops reading could keep busy; the loop is told
+    /// too, so that it ends with the same reason.
+    pub fn close(&self, code: u32, reason: &str) {
+        if let Some(conn) = &self.conn {
+            conn.close(quinn::VarInt::from_u32(code), reason.as_bytes());
+        }
+        let _ = self.commands.try_send(SessionCommand::Close {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+}
+
 #[derive(Debug)]
 pub enum Event {
     Up(AgentLink),
@@ -272,10 +287,10 @@ impl Scheduler {
             Event::Up(link) => {
                 tracing::info!(agent = %link.name, uuid = %link.uuid, capacity = link.capacity, in_flight = link.in_flight, "agent connected");
                 if let Some(old) = self.agents.insert(link.id, link) {
-                    let _ = old.commands.try_send(SessionCommand::Close {
-                        code: outpost_protocol::close::REPLACED,
-                        reason: "a newer session of this agent replaced this one".into(),
-                    });
+                    old.close(
+                        outpost_protocol::close::REPLACED,
+                        "a newer session of this agent replaced this one",
+                    );
                 }
                 metrics::global()
                     .agents_connected
