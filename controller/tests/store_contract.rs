@@ -2389,7 +2389,6 @@ async fn retention_deletes_old_lines_in_batches(backend: Backend) {
 /// run row cannot be written twice; a claim never launched is settled as failed.
 async fn a_schedule_slot_is_claimed_once(backend: Backend) {
     use outpost_controller::model::{OverlapRule, ScheduleRunStatus};
-    use outpost_controller::store::schedules::{NewRun, SlotClaim};
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
     let f = fixture(&store).await;
@@ -2422,17 +2421,13 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
     assert_eq!(store.earliest_slot(before).await.unwrap(), Some(slot));
     assert_eq!(store.earliest_slot(slot).await.unwrap(), None);
     // A claimed run, as an earlier version wrote before its launch.
-    let claim = |controller: &str| SlotClaim {
-        schedule: s.id,
-        slot,
-        next: Some(next),
-        runs: vec![NewRun {
-            slot_at: slot,
-            status: ScheduleRunStatus::Claimed,
-            reason: None,
-            jobs: 0,
-        }],
-        controller: controller.into(),
+    let claim = |controller: &str| {
+        slot_claim(
+            &s,
+            (slot, next),
+            (ScheduleRunStatus::Claimed, 0),
+            controller,
+        )
     };
     let (ca, cb) = (claim("ctl-a"), claim("ctl-b"));
     let (a, b) = tokio::join!(store.claim_slot(&ca), store.claim_slot(&cb));
@@ -2448,12 +2443,7 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
         .is_empty());
     assert_eq!(store.earliest_slot(before).await.unwrap(), Some(next));
     // Even with next_run_at put back, the slot's run row is there: no second firing.
-    let mut again = store.get_schedule(s.id).await.unwrap();
-    again.next_run_at = Some(slot);
-    store
-        .update_schedule(&again, &["next_run_at"], &actor)
-        .await
-        .unwrap();
+    put_back(&store, &s, slot, &actor).await;
     assert!(!store.claim_slot(&claim("ctl-b")).await.unwrap());
     // …and it does not stay due: its next slot moved on all the same.
     assert_eq!(
@@ -2488,25 +2478,15 @@ async fn a_schedule_slot_is_claimed_once(backend: Backend) {
 async fn a_slot_fires_in_its_launchs_commit(backend: Backend) {
     use outpost_controller::lifecycle::Launching;
     use outpost_controller::model::{CredentialId, OverlapRule, ScheduleRunStatus};
-    use outpost_controller::store::schedules::{NewRun, SlotClaim, SlotClaimed};
+    use outpost_controller::store::schedules::{SlotClaim, SlotClaimed};
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
     let life = Lifecycle::new(store.clone());
     let f = fixture(&store).await;
     let actor = Actor::user(f.admin.id);
     let (s, slot, next) = due_schedule(&store, &f, OverlapRule::Queue).await;
-    let claim = |controller: &str| SlotClaim {
-        schedule: s.id,
-        slot,
-        next: Some(next),
-        runs: vec![NewRun {
-            slot_at: slot,
-            status: ScheduleRunStatus::Fired,
-            reason: None,
-            jobs: 1,
-        }],
-        controller: controller.into(),
-    };
+    let claim =
+        |controller: &str| slot_claim(&s, (slot, next), (ScheduleRunStatus::Fired, 1), controller);
     let scheduled = || {
         let mut jobs = launch_plan(&f, 1);
         jobs[0].schedule_id = Some(s.id);
@@ -2563,12 +2543,7 @@ async fn a_slot_fires_in_its_launchs_commit(backend: Backend) {
         Some(next)
     );
     // Put back, the slot has its run: it moves on, and nothing is launched again.
-    let mut again = store.get_schedule(s.id).await.unwrap();
-    again.next_run_at = Some(slot);
-    store
-        .update_schedule(&again, &["next_run_at"], &actor)
-        .await
-        .unwrap();
+    put_back(&store, &s, slot, &actor).await;
     let jobs = scheduled();
     let twice = life
         .launch(fire(&jobs, &claim("ctl-b")), &actor, None)
@@ -2586,6 +2561,43 @@ async fn a_slot_fires_in_its_launchs_commit(backend: Backend) {
 
 /// A schedule of a template on the fixture's server whose slot was a second ago, and its next
 /// slot an hour after it.
+/// Puts `s`'s next slot back to `slot`, as if it had not been claimed.
+async fn put_back(
+    store: &Store,
+    s: &outpost_controller::model::Schedule,
+    slot: chrono::DateTime<Utc>,
+    actor: &Actor,
+) {
+    let mut again = store.get_schedule(s.id).await.unwrap();
+    again.next_run_at = Some(slot);
+    store
+        .update_schedule(&again, &["next_run_at"], actor)
+        .await
+        .unwrap();
+}
+
+/// `controller`'s claim of `s`'s `slot`, moving it on to `next`, with the slot's one run.
+fn slot_claim(
+    s: &outpost_controller::model::Schedule,
+    (slot, next): (chrono::DateTime<Utc>, chrono::DateTime<Utc>),
+    (status, jobs): (outpost_controller::model::ScheduleRunStatus, i32),
+    controller: &str,
+) -> outpost_controller::store::schedules::SlotClaim {
+    use outpost_controller::store::schedules::{NewRun, SlotClaim};
+    SlotClaim {
+        schedule: s.id,
+        slot,
+        next: Some(next),
+        runs: vec![NewRun {
+            slot_at: slot,
+            status,
+            reason: None,
+            jobs,
+        }],
+        controller: controller.into(),
+    }
+}
+
 async fn due_schedule(
     store: &Store,
     f: &Fixture,

@@ -8,7 +8,6 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Scheduler, SessionCommand, CANCEL_RESEND};
-use crate::metrics;
 use crate::model::AgentId;
 
 impl Scheduler {
@@ -115,9 +114,7 @@ impl Scheduler {
                 );
             }
         }
-        metrics::global()
-            .agents_connected
-            .set(self.agents.len() as u64);
+        self.count_connected();
     }
 
     /// Sends each open cancel request to the session holding its job, again every

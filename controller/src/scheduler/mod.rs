@@ -281,6 +281,13 @@ impl Scheduler {
         // Shutting down: sessions end with the endpoint; nothing to hand back here.
     }
 
+    /// Publishes how many sessions the scheduler holds, after the map changed.
+    fn count_connected(&self) {
+        metrics::global()
+            .agents_connected
+            .set(self.agents.len() as u64);
+    }
+
     /// Applies an event; returns whether a dispatch round is worth doing.
     fn on_event(&mut self, ev: Event) -> bool {
         match ev {
@@ -292,9 +299,7 @@ impl Scheduler {
                         "a newer session of this agent replaced this one",
                     );
                 }
-                metrics::global()
-                    .agents_connected
-                    .set(self.agents.len() as u64);
+                self.count_connected();
                 true
             }
             Event::Down { agent, session } => {
@@ -307,9 +312,7 @@ impl Scheduler {
                     if let Some(link) = link {
                         tracing::warn!(agent = %link.name, grace = ?self.settings.agent_grace, "agent session ended; waiting for it to come back");
                     }
-                    metrics::global()
-                        .agents_connected
-                        .set(self.agents.len() as u64);
+                    self.count_connected();
                 }
                 false
             }
