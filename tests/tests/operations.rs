@@ -1,7 +1,8 @@
 //! What an operator relies on when the ground moves, against real processes: `/readyz` while
 //! the database is down and after it is back; the retention sweep archiving and deleting old
 //! job output and keeping the rest; `migrate` and `serve` over TLS to a MariaDB that requires
-//! it, with the CA and the host name verified; and a bastion whose spool disk fills up mid-job.
+//! it, with the CA and the host name verified; a bastion whose spool disk fills up mid-job; and
+//! an admin command run beside a live SQLite store.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -267,6 +268,90 @@ fn controller_cmd(data: &Path, url: &str, args: &[&str]) -> std::process::Output
         stdout: std::fs::read(&out_path).unwrap_or_default(),
         stderr: Vec::new(),
     }
+}
+
+/// The POSIX locks this process holds on `path`, from `/proc/locks` (its lines read
+/// `N: POSIX ADVISORY READ <pid> <major>:<minor>:<inode> <start> <end>`).
+fn own_locks_on(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(path).expect("the file").ino().to_string();
+    let me = std::process::id().to_string();
+    std::fs::read_to_string("/proc/locks")
+        .expect("/proc/locks")
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| {
+            f.get(4) == Some(&me.as_str())
+                && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(inode.as_str())
+        })
+        .count()
+}
+
+/// An admin command run beside a process that has the SQLite file open through two stores (as
+/// `dev` has: its own and the server's) leaves the file to it: what that process writes
+/// afterwards is what every other process reads. Opening the file a second time used to drop
+/// the process's POSIX locks (they belong to the process, and any close of the file releases
+/// them), so the command's exit took the exclusive lock, checkpointed and deleted the WAL
+/// under the live process, whose later writes went to the deleted file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_beside_a_live_sqlite_store_sees_what_it_writes_after() {
+    use outpost_controller::store::agents::NewEnrollmentToken;
+    use outpost_controller::store::audit::Actor;
+    use outpost_controller::{PoolConfig, Store};
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let file = PathBuf::from(db.url.trim_start_matches("sqlite://"));
+    let data = tempfile::tempdir().unwrap();
+    let live = Store::connect(&db.url, &PoolConfig::default())
+        .await
+        .expect("connect");
+    live.migrate_up().await.expect("migrate");
+    let held = own_locks_on(&file);
+    assert!(held > 0, "an open SQLite store holds a lock on its file");
+    let second = Store::connect(&db.url, &PoolConfig::default())
+        .await
+        .expect("a second store on the same file");
+    second.ping().await.expect("the second store answers");
+    assert_eq!(
+        own_locks_on(&file),
+        held,
+        "opening a second store dropped this process's locks on the database file"
+    );
+    let agents = || {
+        let out = controller_cmd(data.path(), &db.url, &["agents"]);
+        let text = output_text(&out);
+        assert!(out.status.success(), "outpost-controller agents: {text}");
+        text
+    };
+    let before = agents();
+    assert!(!before.contains("bastion-late"), "{before}");
+
+    live.create_enrollment_token(
+        &NewEnrollmentToken {
+            secret_hash: "5ecre7hash-late".into(),
+            name: "bastion-late".into(),
+            labels: json!({"dc": "fra1"}),
+            expires_at: Utc::now() + chrono::Duration::minutes(10),
+        },
+        &Actor::system(),
+    )
+    .await
+    .expect("token");
+    live.enroll_agent(
+        "5ecre7hash-late",
+        "00000000-0000-0000-0000-0000000000aa",
+        &serde_json::Map::new(),
+        "bastion",
+    )
+    .await
+    .expect("enrol");
+    let after = agents();
+    assert!(
+        after.contains("bastion-late"),
+        "another process does not see what the live process wrote after an admin command ran beside it:\n{after}"
+    );
+    second.close().await;
+    live.close().await;
 }
 
 /// `serve` on loopback ports the kernel picks, expected to give up: its output.

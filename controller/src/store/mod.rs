@@ -585,13 +585,16 @@ impl Store {
                 )));
             }
             // The store holds password hashes and the audit trail: made mode 0600, before SQLite
-            // creates it with the process's umask.
+            // creates it with the process's umask. Only a file that does not exist yet is
+            // opened: closing any descriptor of the file drops every POSIX lock this process
+            // holds on it (fcntl locks belong to the process), including those of a store
+            // already open on it here. Another process's last connection could then take the
+            // exclusive lock, checkpoint past our readers and delete the WAL under our writers.
             {
                 use std::os::unix::fs::OpenOptionsExt;
                 let _ = std::fs::OpenOptions::new()
                     .write(true)
-                    .create(true)
-                    .truncate(false)
+                    .create_new(true)
                     .mode(0o600)
                     .open(path);
             }
