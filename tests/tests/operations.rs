@@ -271,7 +271,8 @@ fn controller_cmd(data: &Path, url: &str, args: &[&str]) -> std::process::Output
 }
 
 /// The POSIX locks this process holds on `path`, from `/proc/locks` (its lines read
-/// `N: POSIX ADVISORY READ <pid> <major>:<minor>:<inode> <start> <end>`).
+/// `N: POSIX ADVISORY READ <pid> <major>:<minor>:<inode> <start> <end>`; a waiter's line has
+/// `->` after `N:`, which shifts its fields, so it is not counted).
 fn own_locks_on(path: &Path) -> usize {
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(path).expect("the file").ino().to_string();

@@ -585,11 +585,14 @@ impl Store {
                 )));
             }
             // The store holds password hashes and the audit trail: made mode 0600, before SQLite
-            // creates it with the process's umask. Only a file that does not exist yet is
-            // opened: closing any descriptor of the file drops every POSIX lock this process
-            // holds on it (fcntl locks belong to the process), including those of a store
-            // already open on it here. Another process's last connection could then take the
-            // exclusive lock, checkpoint past our readers and delete the WAL under our writers.
+            // creates it with the process's umask (its -wal and -shm take the file's mode).
+            // Only a file that does not exist yet is opened: closing any descriptor of the file
+            // drops every POSIX lock this process holds on it (fcntl locks belong to the
+            // process), including those of a store already open on it here. Another process's
+            // last connection could then take the exclusive lock, checkpoint past our readers
+            // and delete the WAL and -shm under our writers. SQLite's own descriptors are safe:
+            // it counts its locks per file within a process and defers closing those that hold
+            // one; only a plain open beside it is not.
             {
                 use std::os::unix::fs::OpenOptionsExt;
                 let _ = std::fs::OpenOptions::new()
