@@ -224,27 +224,30 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
         .collect();
     // From here a failure before the session is up gives the row back, or it would name this
     // controller with no session behind it: stamped on, never lost, never settled.
-    let in_flight = match Box::pin(ctx.lifecycle.reconcile(&agent, &held)).await {
-        Ok(n) => n,
+    let up = async {
+        let in_flight = Box::pin(ctx.lifecycle.reconcile(&agent, &held)).await?;
+        // Now that the agent said what it can hold, it may open that many streams (its
+        // resumes and fetches); before its Hello it could open only its session stream.
+        let streams = tls::session_streams(capacity, held.len());
+        conn.set_max_concurrent_bi_streams(streams.into());
+        let welcome = control.welcome(Greeting {
+            controller_version: env!("CARGO_PKG_VERSION").to_owned(),
+            agent: agent.uuid.0,
+            heartbeat_interval: ctx.settings.heartbeat_interval,
+        });
+        codec::write_frame(&mut send, &welcome, MAX_SESSION_FRAME)
+            .await
+            .map_err(SessionError::Write)?;
+        Ok::<_, SessionError>((in_flight, streams))
+    }
+    .await;
+    let (in_flight, mut streams) = match up {
+        Ok(o) => o,
         Err(e) => {
             let _ = Box::pin(ctx.store.agent_disconnected(agent.id, &session_name)).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
-    // Now that the agent said what it can hold, it may open that many streams (its resumes
-    // and fetches); before its Hello it could open only its session stream.
-    let mut streams = tls::session_streams(capacity, held.len());
-    conn.set_max_concurrent_bi_streams(streams.into());
-
-    let welcome = control.welcome(Greeting {
-        controller_version: env!("CARGO_PKG_VERSION").to_owned(),
-        agent: agent.uuid.0,
-        heartbeat_interval: ctx.settings.heartbeat_interval,
-    });
-    if let Err(e) = codec::write_frame(&mut send, &welcome, MAX_SESSION_FRAME).await {
-        let _ = Box::pin(ctx.store.agent_disconnected(agent.id, &session_name)).await;
-        return Err(SessionError::Write(e));
-    }
 
     let session = ctx.next_session();
     let owner = Owner {
@@ -272,7 +275,7 @@ async fn run(ctx: &Arc<Core>, conn: &quinn::Connection, agent: Agent) -> Result<
     )
     .await;
     // Held for as long as the session otherwise.
-    drop((hello, held, welcome));
+    drop((hello, held));
 
     let mut jobs = JoinSet::new();
     // A renewal being looked at (a store read, a signature): the session reads, delivers

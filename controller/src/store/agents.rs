@@ -281,9 +281,14 @@ impl Store {
     pub async fn sessions_disowned(&self, ids: &[AgentId]) -> Result<()> {
         let ts = now();
         on_pool!(self, p => {
-            for id in ids {
-                sqlx::query("UPDATE agents SET lost_at = COALESCE(lost_at, ?) WHERE id = ? AND connected_controller IS NULL")
-                    .bind(ts).bind(id).execute(p).await?;
+            // After a long outage it may be every session: a statement per thousand, not one
+            // (and a commit) per agent.
+            for chunk in ids.chunks(1000) {
+                let mut qb = sqlx::QueryBuilder::new("UPDATE agents SET lost_at = COALESCE(lost_at, ");
+                qb.push_bind(ts);
+                qb.push(") WHERE connected_controller IS NULL AND id");
+                super::push_in(&mut qb, chunk);
+                qb.build().execute(p).await?;
             }
         });
         Ok(())
