@@ -188,7 +188,39 @@ fn credentials_of(job: &Job, server: &Server) -> CredentialsOf {
     }
 }
 
+/// One job of a batch whose assignment is to be made: the job, its server, its playbook when
+/// the caller read it already, its dispatch id and its time limit.
+pub(super) type ToMake<'a> = (&'a Job, &'a Server, Option<&'a Playbook>, &'a str, Duration);
+
 impl PlaybookCache {
+    /// The assignments of a batch's jobs, to be made side by side on the batch's `shared`
+    /// reads. A list, not a stream mapping a closure over borrowed items: that makes the
+    /// scheduler's future lose `Send` (the compiler cannot prove it for every lifetime).
+    pub(super) fn assignments<'a>(
+        &'a self,
+        store: &'a Store,
+        keyring: &'a Keyring,
+        data_dir: &'a Path,
+        shared: &'a BatchReads,
+        jobs: impl IntoIterator<Item = ToMake<'a>>,
+    ) -> Vec<impl std::future::Future<Output = Result<Assignment, Unmade>> + 'a> {
+        jobs.into_iter()
+            .map(|(job, server, known, dispatch_id, limit)| {
+                self.assignment(
+                    store,
+                    keyring,
+                    data_dir,
+                    job,
+                    server,
+                    known,
+                    shared,
+                    dispatch_id,
+                    limit,
+                )
+            })
+            .collect()
+    }
+
     /// Everything the agent needs for `job`; a [`Unmade::Refused`] is a reason to fail it.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn assignment(

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::lifecycle::{Attempt, Claim, Lifecycle, Outcome, Wanted};
 use crate::metrics;
-use crate::model::{AgentId, Job, Playbook, Server, ServerId};
+use crate::model::{AgentId, Job, Server, ServerId};
 
 /// Assignments of a batch made at the same time.
 const ASSIGNMENTS_AT_ONCE: usize = 8;
@@ -170,23 +170,18 @@ impl Scheduler {
             reasons,
             ..
         } = self;
-        // Made as a list first: a stream mapping a closure over borrowed items here makes the
-        // scheduler's future lose `Send` (the compiler cannot prove it for every lifetime).
         let shared = BatchReads::new(batch.iter().map(|p| (&p.job, &p.server)));
-        let mut making = Vec::with_capacity(batch.len());
-        for ((p, w), limit) in batch.iter().zip(&wanted).zip(limits) {
-            making.push(playbooks.assignment(
-                store,
-                keyring,
-                &settings.data_dir,
-                &p.job,
-                &p.server,
-                None,
-                &shared,
-                &w.dispatch_id,
-                limit,
-            ));
-        }
+        let making = playbooks.assignments(
+            store,
+            keyring,
+            &settings.data_dir,
+            &shared,
+            batch
+                .iter()
+                .zip(&wanted)
+                .zip(limits)
+                .map(|((p, w), limit)| (&p.job, &p.server, None, w.dispatch_id.as_str(), limit)),
+        );
         // A few at a time: they read on the pool the claims need too (the rows of the batch's
         // playbooks, projects and revisions once each, and every job's own in two queries).
         let mut made = futures_util::stream::iter(making).buffered(ASSIGNMENTS_AT_ONCE);
@@ -271,69 +266,67 @@ impl Scheduler {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Hands over the claimed jobs not handed over yet.
-    /// On an error the job and those after it stay, for the next pass.
+    /// Hands over the claimed jobs not handed over yet, as one batch: their assignments are
+    /// made side by side on the batch's shared reads (launches that fire together, say a
+    /// minute's schedules, would otherwise wait for each other's reads one by one in this
+    /// task). A job whose hand-over meets an error stays, for the next pass; the others go.
     pub(super) async fn hand_over_claimed(&mut self) -> crate::store::Result<()> {
-        let mut pending = std::mem::take(&mut self.claimed).into_iter();
-        while let Some(c) = pending.next() {
-            let delivered = self
-                .deliver(
-                    &c.job,
-                    &c.server,
-                    c.playbook.as_deref(),
-                    c.agent,
-                    &c.attempt,
-                    c.place,
+        let pending = std::mem::take(&mut self.claimed);
+        let limits: Vec<Duration> = pending.iter().map(|c| self.time_limit(&c.job)).collect();
+        let Scheduler {
+            agents,
+            lifecycle,
+            playbooks,
+            store,
+            keyring,
+            settings,
+            ..
+        } = self;
+        let shared = BatchReads::new(pending.iter().map(|c| (&*c.job, &*c.server)));
+        let making = playbooks.assignments(
+            store,
+            keyring,
+            &settings.data_dir,
+            &shared,
+            pending.iter().zip(limits).map(|(c, limit)| {
+                let playbook = c.playbook.as_deref();
+                (
+                    &*c.job,
+                    &*c.server,
+                    playbook,
+                    c.attempt.dispatch_id.as_str(),
+                    limit,
                 )
-                .await;
-            if let Err(e) = delivered {
-                self.claimed.push(c);
-                self.claimed.extend(pending);
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives a claimed job to the agent's session. `reserved`: the place it takes was already
-    /// counted in the agent's load (a launch's reservation). Returns false when the job went
-    /// back to the queue (the agent is gone or not taking work); a job whose assignment cannot
-    /// be made fails, and counts as placed.
-    async fn deliver(
-        &mut self,
-        job: &Job,
-        server: &Server,
-        playbook: Option<&Playbook>,
-        agent_id: AgentId,
-        attempt: &Attempt,
-        reserved: Option<Place>,
-    ) -> crate::store::Result<bool> {
-        let time_limit = self.time_limit(job);
-        let made = self
-            .playbooks
-            .assignment(
-                &self.store,
-                &self.keyring,
-                &self.settings.data_dir,
-                job,
-                server,
-                playbook,
-                &BatchReads::new([(job, server)]),
-                &attempt.dispatch_id,
-                time_limit,
+            }),
+        );
+        let mut made = futures_util::stream::iter(making).buffered(ASSIGNMENTS_AT_ONCE);
+        let mut failed = None;
+        let mut kept = Vec::new();
+        for (i, c) in pending.iter().enumerate() {
+            let made_one = made.next().await.unwrap_or_else(|| {
+                Err(assignment::Unmade::Refused(
+                    "the job's assignment was never made".into(),
+                ))
+            });
+            let sent = send(
+                agents, lifecycle, &c.job, &c.server, c.agent, &c.attempt, c.place, made_one,
             )
             .await;
-        send(
-            &mut self.agents,
-            &self.lifecycle,
-            job,
-            server,
-            agent_id,
-            attempt,
-            reserved,
-            made,
-        )
-        .await
+            if let Err(e) = sent {
+                kept.push(i);
+                failed.get_or_insert(e);
+            }
+        }
+        drop(made);
+        if !kept.is_empty() {
+            let mut kept = kept.into_iter().peekable();
+            for (i, c) in pending.into_iter().enumerate() {
+                if kept.next_if_eq(&i).is_some() {
+                    self.claimed.push(c);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// A template may give its jobs their own limit; the others run under the default.
@@ -346,9 +339,12 @@ impl Scheduler {
     }
 }
 
-/// Sends a claimed job's assignment, as made, to the agent's session (see
-/// [`Scheduler::deliver`] for what it returns). Takes the scheduler's agents and lifecycle
-/// apart from the rest of it, so that a batch's assignments are made while its jobs are sent.
+/// Sends a claimed job's assignment, as made, to the agent's session. `reserved`: the place it
+/// takes was already counted in the agent's load (a launch's reservation). Returns false when
+/// the job went back to the queue (the agent is gone or not taking work); a job whose
+/// assignment cannot be made fails, and counts as placed. Takes the scheduler's agents and
+/// lifecycle apart from the rest of it, so that a batch's assignments are made while its jobs
+/// are sent.
 #[allow(clippy::too_many_arguments)]
 async fn send(
     agents: &mut HashMap<AgentId, AgentLink>,
