@@ -165,8 +165,9 @@ pub struct Config {
     /// slots are recorded as skipped [default: 300].
     #[arg(long, env = "OUTPOST_SCHEDULE_GRACE_SECS", help_heading = DAEMON)]
     pub schedule_grace_secs: Option<u64>,
-    /// Due schedules one controller launches at the same time, each on a database connection
-    /// of its pool (1 to 64) [default: 8].
+    /// Due schedules one controller plans at the same time, each on up to three database
+    /// connections of its pool; three times as many planned ones may wait for their slot and
+    /// write, on one connection each (1 to 64) [default: 8].
     #[arg(long, env = "OUTPOST_SCHEDULE_FIRE_CONCURRENCY", help_heading = DAEMON)]
     pub schedule_fire_concurrency: Option<u32>,
     /// Milliseconds between the scheduler's safety-net sweeps [default: 2000].
@@ -377,7 +378,7 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// How late a schedule's slot may still run; older missed slots are skipped.
     pub schedule_grace: Duration,
-    /// Due schedules launched at the same time by this controller.
+    /// Due schedules this controller plans at the same time (three times as many write).
     pub schedule_fire_concurrency: u32,
     pub max_running_per_server: u32,
     /// A one-server launch claims its job in its own transaction when an agent has room

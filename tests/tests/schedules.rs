@@ -119,6 +119,42 @@ async fn two_controllers_fire_each_slot_once() {
         OverlapRule::Queue,
     )
     .await;
+    // A slot's launch is written just ahead of it and committed at it: a read that ended
+    // before a slot (its snapshot taken before then) never sees that slot's job. Watched until
+    // the schedule is disabled.
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (store, stop) = (w.store.clone(), watching.clone());
+        let server = store
+            .get_server_by_hostname("tick-1")
+            .await
+            .expect("server")
+            .id;
+        async move {
+            let f = JobFilter {
+                server_id: Some(server),
+                ..JobFilter::default()
+            };
+            let mut early = Vec::new();
+            let mut reads = 0u32;
+            while !stop.is_cancelled() {
+                let jobs = store
+                    .list_jobs(&f, Paging::new(1000, 0))
+                    .await
+                    .expect("jobs")
+                    .items;
+                let ended = Utc::now();
+                reads += 1;
+                early.extend(
+                    jobs.into_iter()
+                        .filter(|j| j.created_at > ended)
+                        .map(|j| (j.created_at, ended)),
+                );
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            (early, reads)
+        }
+    });
     wait_for("ten fired slots", MINUTE, || async {
         let r = runs(&api, "every-2s").await;
         (r.iter()
@@ -141,6 +177,13 @@ async fn two_controllers_fire_each_slot_once() {
         .await
         .expect("disable");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    watching.cancel();
+    let (early, reads) = watcher.await.expect("the watcher");
+    assert!(reads > 100, "the watcher read {reads} times");
+    assert!(
+        early.is_empty(),
+        "jobs seen before their slot (the slot, when the read ended): {early:?}"
+    );
 
     let r = runs(&api, "every-2s").await;
     let fired: Vec<_> = r
@@ -168,6 +211,18 @@ async fn two_controllers_fire_each_slot_once() {
     }
     let jobs = jobs_of(&w, "tick-1").await;
     assert_eq!(jobs.len(), fired.len(), "exactly one job per fired slot");
+    // Written ahead of the slot, a launch's rows are still dated at it, not a second before.
+    let dated: Vec<_> = jobs.iter().map(|j| j.created_at).zip(&slots).collect();
+    assert!(
+        dated.iter().all(|(at, slot)| at >= *slot),
+        "each slot's job dated at or after its slot (job, slot): {dated:?}"
+    );
+    let mut recorded: Vec<_> = fired.iter().map(|r| (r.slot_at, r.created_at)).collect();
+    recorded.sort();
+    assert!(
+        recorded.iter().all(|(slot, at)| at >= slot),
+        "each fired run recorded at or after its slot: {recorded:?}"
+    );
     // What both controllers' logs say they launched is what the database recorded.
     let launched =
         a.log().matches("schedule fired").count() + b.log().matches("schedule fired").count();

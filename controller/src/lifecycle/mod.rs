@@ -149,7 +149,14 @@ pub struct Launching<'a> {
     /// The schedule's slot the launch fires, claimed in its commit: when the slot is not
     /// this launch's to fire, nothing is created.
     pub slot: Option<&'a SlotClaim>,
+    /// The launch commits no earlier than this (a schedule's slot: its launch is written just
+    /// ahead and committed at it); it holds its transaction for [`MOST_HELD`] at most.
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// The longest a launch holds its written transaction for its `not_before`, whatever the
+/// clock does meanwhile: its rows stay locked that long.
+const MOST_HELD: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What [`Lifecycle::launch`] made.
 #[derive(Debug)]
@@ -249,8 +256,15 @@ impl Lifecycle {
             known,
             audit,
             slot,
+            not_before,
         } = launching;
-        let prepared = self.store.prepare_launch(new, run, known).await?;
+        let mut prepared = self.store.prepare_launch(new, run, known).await?;
+        // Written ahead of the moment it commits at, it is dated at that moment: a slot's rows
+        // keep the slot's second.
+        if let Some(at) = not_before {
+            prepared.ts = prepared.ts.max(crate::store::stamp(at));
+        }
+        let ts = prepared.ts;
         let claim = match (claim, new) {
             (Some(c), [one]) => Some((c, one.server_id)),
             _ => None,
@@ -260,7 +274,7 @@ impl Lifecycle {
         let (run_id, ids, claimed) = on_pool!(self.store, p => {
             let mut tx = p.begin_write().await?;
             if let Some(slot) = slot {
-                match claim_slot_in!(&mut *tx, slot)? {
+                match claim_slot_in!(&mut *tx, slot, ts)? {
                     SlotClaimed::Ours => {}
                     other => {
                         // Taken: the row's lock is let go at once, not when the pool gets to it.
@@ -299,7 +313,10 @@ impl Lifecycle {
                 )?),
                 _ => None,
             };
-            insert_audits!(&mut *tx, &audits)?;
+            insert_audits!(&mut *tx, &audits, ts)?;
+            if let Some(left) = not_before.and_then(|t| (t - chrono::Utc::now()).to_std().ok()) {
+                tokio::time::sleep(left.min(MOST_HELD)).await;
+            }
             tx.commit().await?;
             (run_id, ids, claimed)
         });

@@ -1,7 +1,8 @@
 //! The firing task: just ahead of the earliest schedule's next slot ([`LEAD`]; and at least
 //! every second) it looks for schedules due at it, plans the launch of each one's template as its
 //! owner, and launches it with the slot's claim in the same commit (a conditional UPDATE of
-//! `next_run_at`, so one controller among many fires it); the slots missed during downtime
+//! `next_run_at`, so one controller among many fires it), written just before the slot on
+//! MySQL ([`WRITE_AHEAD`]) and committed at it, dated at it; the slots missed during downtime
 //! are recorded with it as one skipped run. A slot that cannot fire is claimed alone, its run
 //! recorded skipped or failed with the reason. The decisions are
 //! [`crate::schedule::catchup`]'s; this is the thin async shell.
@@ -17,6 +18,7 @@ use crate::model::{OverlapRule, Schedule, ScheduleRunStatus};
 use crate::schedule::calendar::Calendar;
 use crate::schedule::catchup;
 use crate::store::schedules::{NewRun, SlotClaim};
+use crate::store::Dialect;
 
 /// Due schedules read at once; a pass reads batch after batch, oldest slot first.
 const BATCH: i64 = 200;
@@ -83,11 +85,16 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// How long before a slot the task wakes to read the schedules due at it and plan their
 /// launches, so that at the slot only the launches' commits are left (each firing then waits
-/// for the slot before it writes). More than the reads of `schedule_fire_concurrency`
-/// firings take; those after them plan after the slot. An edit made in this window is one
-/// made at the slot itself: the claim checks the slot and that the schedule is enabled, not
-/// its other fields.
+/// for the slot before it writes). More than a few rounds of `schedule_fire_concurrency`
+/// firings' reads take; on MySQL three times the setting may wait for the slot, and firings
+/// past them plan after it. An edit made in this window is one made at the slot itself: the
+/// claim checks the slot and that the schedule is enabled, not its other fields.
 const LEAD: Duration = Duration::from_millis(25);
+
+/// How long before its slot a planned launch starts its transaction (on MySQL), to commit at
+/// the slot: about what ten launches' statements take side by side on two cores. Its rows
+/// (the schedule's, its servers') stay locked from then until the slot.
+const WRITE_AHEAD: chrono::Duration = chrono::Duration::milliseconds(8);
 
 /// The earliest slot after a pass that fired those due at `at`, to sleep until (a [`TICK`]
 /// at most). A slot that was due at `at` and still is failed to fire in it: it is left out,
@@ -103,12 +110,24 @@ async fn next_slot(core: &Core, at: chrono::DateTime<Utc>) -> Option<chrono::Dat
 }
 
 /// Fires every slot due at `at` (now, or a slot the task woke ahead of). A few at a time: a
-/// thousand schedules due at one minute would otherwise launch one after another.
+/// thousand schedules due at one minute would otherwise launch one after another. On MySQL
+/// the reads and the writes are bounded apart, so that the firings due at one slot (up to
+/// three times the setting) are all planned ahead of it and none waits at the slot for
+/// another's reads.
 async fn fire_due(core: &Arc<Core>, at: chrono::DateTime<Utc>) -> crate::store::Result<()> {
     use futures_util::StreamExt;
-    // Each firing holds up to three pooled connections while it reads, one while it writes:
-    // the setting bounds how many at once.
-    let concurrency = core.settings.schedule_fire_concurrency.max(1) as usize;
+    // A firing holds up to three pooled connections while it plans, one while it writes: the
+    // setting bounds the plans, and as many connections' worth of planned firings may wait
+    // for their slot and write. Every firing under way is polled to its end: a plan is never
+    // left half-way holding connections while writers wait for them. SQLite writes one at a
+    // time whatever this does, each writer holding one of its (at most eight) pooled
+    // connections while it waits for the lock, so there a firing plans and writes in one turn.
+    let planning = core.settings.schedule_fire_concurrency.max(1) as usize;
+    let writing = match core.store.dialect() {
+        Dialect::Mysql => 3 * planning,
+        Dialect::Sqlite => planning,
+    };
+    let plans = tokio::sync::Semaphore::new(planning);
     // Each batch reads on past the last one, whether its slots fired or not: a batch whose
     // firings all failed is not read again in this pass.
     let mut after = None;
@@ -121,9 +140,15 @@ async fn fire_due(core: &Arc<Core>, at: chrono::DateTime<Utc>) -> crate::store::
             .or(after);
         futures_util::stream::iter(due)
             .take_while(|_| std::future::ready(!core.stop.is_cancelled()))
-            .for_each_concurrent(concurrency, |s| async move {
-                if let Err(e) = fire_one(core, &s, at).await {
-                    tracing::warn!(schedule = %s.name, error = %e, "schedule slot not fired");
+            .for_each_concurrent(writing, |s| {
+                let plans = &plans;
+                async move {
+                    let ready = {
+                        // Never closed: the permit is always there.
+                        let _plan = plans.acquire().await.ok();
+                        plan_one(core, &s, at).await
+                    };
+                    fire_one(core, s, ready, at).await
                 }
             })
             .await;
@@ -133,35 +158,61 @@ async fn fire_due(core: &Arc<Core>, at: chrono::DateTime<Utc>) -> crate::store::
     }
 }
 
-/// Decides and plans a slot's firing as of `at`, then writes it at `at`, not before. An
-/// error leaves the slot due, for the next pass (or another controller) to try again.
+/// Writes a slot's firing as planned, saying why when it could not.
 async fn fire_one(
+    core: &Arc<Core>,
+    s: Schedule,
+    ready: Result<Option<Ready>, ServiceError>,
+    at: chrono::DateTime<Utc>,
+) {
+    let fired = match ready {
+        Ok(Some(ready)) => write_one(core, &s, ready, at).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = fired {
+        tracing::warn!(schedule = %s.name, error = %e, "schedule slot not fired");
+    }
+}
+
+/// A slot's firing as decided and planned ahead of it: what [`write_one`] writes at the slot.
+struct Ready {
+    /// The slot the schedule was due at, as read.
+    slot: chrono::DateTime<Utc>,
+    /// Its next slot after this firing, if any.
+    next: Option<chrono::DateTime<Utc>>,
+    /// Slots missed during downtime, recorded skipped with it.
+    missed: Vec<NewRun>,
+    /// The slot it fires and its launch, or why it does not; `None` when only missed slots
+    /// are left to record.
+    fire: Option<(chrono::DateTime<Utc>, Planned)>,
+}
+
+/// A launch planned, or the run's status and reason when it cannot be.
+type Planned = Result<super::templates::TemplatePlan, (ScheduleRunStatus, String)>;
+
+/// Decides a slot's firing as of `at` and plans its launch; `None` when the schedule has no
+/// slot. An error (the database's) leaves the slot due, for the next pass (or another
+/// controller) to try again.
+async fn plan_one(
     core: &Arc<Core>,
     s: &Schedule,
     at: chrono::DateTime<Utc>,
-) -> Result<(), ServiceError> {
+) -> Result<Option<Ready>, ServiceError> {
     let Some(slot) = s.next_run_at else {
-        return Ok(());
-    };
-    let claim = |next, runs| SlotClaim {
-        schedule: s.id,
-        slot,
-        next,
-        runs,
-        controller: core.settings.controller_id.clone(),
+        return Ok(None);
     };
     let calendar = match Calendar::new(&s.cron, &s.timezone) {
         Ok(c) => c,
         Err(e) => {
             // Checked when saved; a zone dropped from the database since: stop, say why.
-            until(at).await;
-            let failed = slot_run(
+            let reason = format!("cannot compute the schedule: {e}");
+            return Ok(Some(Ready {
                 slot,
-                ScheduleRunStatus::Failed,
-                Some(format!("cannot compute the schedule: {e}")),
-            );
-            core.store.claim_slot(&claim(None, vec![failed])).await?;
-            return Ok(());
+                next: None,
+                missed: Vec::new(),
+                fire: Some((slot, Err((ScheduleRunStatus::Failed, reason)))),
+            }));
         }
     };
     let grace = core.settings.schedule_grace;
@@ -172,17 +223,14 @@ async fn fire_one(
         .iter()
         .map(|m| slot_run(m.first, ScheduleRunStatus::Skipped, Some(m.reason(grace))))
         .collect();
-    let with = |last: NewRun| missed.iter().cloned().chain([last]).collect::<Vec<_>>();
+    let ready = |fire| Ready {
+        slot,
+        next: due.next,
+        missed: missed.clone(),
+        fire,
+    };
     let Some(fire) = due.fire else {
-        until(at).await;
-        if core
-            .store
-            .claim_slot(&claim(due.next, missed.clone()))
-            .await?
-        {
-            tracing::warn!(schedule = %s.name, "missed slots recorded as skipped");
-        }
-        return Ok(());
+        return Ok(Some(ready(None)));
     };
     // Read before the claim, which is made in the launch's commit; the claim still decides
     // which controller records the slot.
@@ -203,7 +251,39 @@ async fn fire_one(
         (Err(e), _) | (_, Err(e)) if e.kind == Kind::Unavailable => return Err(e),
         (Err(e), _) | (_, Err(e)) => Err((ScheduleRunStatus::Failed, e.to_string())),
     };
-    until(at).await;
+    Ok(Some(ready(Some((fire, planned)))))
+}
+
+/// Writes a planned firing at `at`, not before: the launch with the slot's claim in its
+/// commit, or the claim alone with the runs that record why the slot did not fire. An error
+/// leaves the slot due.
+async fn write_one(
+    core: &Arc<Core>,
+    s: &Schedule,
+    ready: Ready,
+    at: chrono::DateTime<Utc>,
+) -> Result<(), ServiceError> {
+    let Ready {
+        slot,
+        next,
+        missed,
+        fire,
+    } = ready;
+    let claim = |runs| SlotClaim {
+        schedule: s.id,
+        slot,
+        next,
+        runs,
+        controller: core.settings.controller_id.clone(),
+    };
+    let with = |last: NewRun| missed.iter().cloned().chain([last]).collect::<Vec<_>>();
+    let Some((fire, planned)) = fire else {
+        until(at).await;
+        if core.store.claim_slot(&claim(missed.clone())).await? {
+            tracing::warn!(schedule = %s.name, "missed slots recorded as skipped");
+        }
+        return Ok(());
+    };
     let refused = match planned {
         Ok(plan) => {
             let fired = NewRun {
@@ -211,7 +291,19 @@ async fn fire_one(
                 ..slot_run(fire, ScheduleRunStatus::Fired, None)
             };
             let owner = plan.launch.run.user_id;
-            match super::schedules::fire(core, plan, claim(due.next, with(fired)), owner).await {
+            // On MySQL the launch is written just ahead of the slot and commits at it; SQLite's
+            // one writer would hold every other write that long, so it writes at the slot.
+            let not_before = match core.store.dialect() {
+                Dialect::Mysql => {
+                    until(at - WRITE_AHEAD).await;
+                    Some(at)
+                }
+                Dialect::Sqlite => {
+                    until(at).await;
+                    None
+                }
+            };
+            match super::schedules::fire(core, plan, claim(with(fired)), not_before, owner).await {
                 Ok(Some(jobs)) => {
                     tracing::info!(schedule = %s.name, slot = %fire, jobs, "schedule fired");
                     return Ok(());
@@ -224,13 +316,10 @@ async fn fire_one(
         }
         Err(refused) => refused,
     };
+    until(at).await;
     let (status, reason) = refused;
     let recorded = slot_run(fire, status, Some(reason.clone()));
-    if core
-        .store
-        .claim_slot(&claim(due.next, with(recorded)))
-        .await?
-    {
+    if core.store.claim_slot(&claim(with(recorded))).await? {
         match status {
             ScheduleRunStatus::Failed => {
                 tracing::warn!(schedule = %s.name, slot = %fire, %reason, "schedule run failed")

@@ -34,18 +34,27 @@ pub struct LaunchPlan {
     pub blackouts: Option<Vec<crate::model::Blackout>>,
     /// The schedule's slot the launch fires, claimed in its commit.
     pub slot: Option<SlotClaim>,
+    /// The launch commits no earlier than this: a slot's launch is written just ahead of the
+    /// slot and committed at it.
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl LaunchPlan {
     /// Makes the launch the firing of a schedule's slot, claimed in the launch's own commit.
     /// When the slot is not this controller's to fire (another fired it, or it fired before),
-    /// [`commit`] creates nothing and says what the claim found.
-    pub fn scheduled(&mut self, slot: SlotClaim) {
+    /// [`commit`] creates nothing and says what the claim found. It commits at `not_before`
+    /// at the earliest.
+    pub fn scheduled(
+        &mut self,
+        slot: SlotClaim,
+        not_before: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
         self.run.schedule_id = Some(slot.schedule);
         for j in &mut self.jobs {
             j.schedule_id = Some(slot.schedule);
         }
         self.slot = Some(slot);
+        self.not_before = not_before;
     }
 
     /// What the lifecycle's launch takes of the plan.
@@ -59,6 +68,7 @@ impl LaunchPlan {
             },
             audit,
             slot: self.slot.as_ref(),
+            not_before: self.not_before,
         }
     }
 }
@@ -356,6 +366,7 @@ pub async fn plan(
         playbook: Some(playbook),
         blackouts: blackouts?,
         slot: None,
+        not_before: None,
     })
 }
 
@@ -380,7 +391,7 @@ pub async fn commit(
 ) -> Result<Committed> {
     let reservation = match (plan.jobs.as_slice(), plan.servers.as_slice()) {
         ([job], [server]) if job.wave == 0 && core.settings.claim_at_launch => {
-            reserve(core, server, plan.blackouts.as_deref()).await?
+            reserve(core, server, plan.blackouts.as_deref(), plan.not_before).await?
         }
         _ => None,
     };
@@ -438,15 +449,17 @@ pub async fn commit(
 }
 
 /// A place for a launch's one job on an agent that may run it now, unless a blackout window
-/// is in force: then the job is left to the round, which tells whether the window holds it
-/// and says so in its pending reason.
+/// is in force (at `not_before`, for a launch written ahead of the moment it commits at):
+/// then the job is left to the round, which tells whether the window holds it and says so in
+/// its pending reason.
 async fn reserve(
     core: &Core,
     server: &crate::model::Server,
     read: Option<&[crate::model::Blackout]>,
+    not_before: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<Option<crate::scheduler::Reservation>> {
     let in_force = |windows: &[crate::model::Blackout]| {
-        let now = chrono::Utc::now();
+        let now = not_before.map_or_else(chrono::Utc::now, |t| t.max(chrono::Utc::now()));
         windows
             .iter()
             .filter_map(crate::schedule::window)

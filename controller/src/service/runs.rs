@@ -386,6 +386,7 @@ pub async fn relaunch(
         playbook: None,
         blackouts: None,
         slot: None,
+        not_before: None,
     };
     let audit = crate::store::jobs::LaunchAudit {
         action: "RELAUNCH",

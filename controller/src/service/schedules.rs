@@ -353,7 +353,8 @@ pub async fn plan_launch(core: &Core, s: &Schedule) -> Result<super::templates::
 }
 
 /// Fires a slot with a planned launch, its claim in the launch's commit, as the schedule's
-/// owner (whom the plan checked). `Ok(None)`: the slot was not this controller's to fire,
+/// owner (whom the plan checked); the commit waits for `not_before`, when the launch is
+/// written ahead of its slot. `Ok(None)`: the slot was not this controller's to fire,
 /// and nothing was launched. On `Err` nothing was written and the slot is still due, unless
 /// the error came after the commit (reading the jobs back): then a claim of the slot finds
 /// it taken.
@@ -361,9 +362,10 @@ pub async fn fire(
     core: &Core,
     mut plan: super::templates::TemplatePlan,
     slot: SlotClaim,
+    not_before: Option<chrono::DateTime<chrono::Utc>>,
     owner: crate::model::UserId,
 ) -> Result<Option<usize>> {
-    plan.launch.scheduled(slot);
+    plan.launch.scheduled(slot, not_before);
     let committed = super::templates::commit(core, plan, &Actor::user(owner)).await?;
     Ok(match committed.slot {
         Some(SlotClaimed::Taken | SlotClaimed::FiredBefore) => None,

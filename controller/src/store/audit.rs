@@ -68,10 +68,13 @@ pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 500;
 /// Inserts [`NewAudit`]s through any executor of either backend, several rows a statement: a
 /// transaction that records several changes pays one round trip for their records.
 macro_rules! insert_audits {
-    ($exec:expr, $entries:expr) => {{
+    ($exec:expr, $entries:expr) => {
+        $crate::store::audit::insert_audits!($exec, $entries, $crate::store::now())
+    };
+    ($exec:expr, $entries:expr, $ts:expr) => {{
         let entries: &[$crate::store::audit::NewAudit<'_>] = $entries;
+        let ts: chrono::NaiveDateTime = $ts;
         async {
-            let ts = $crate::store::now();
             for chunk in entries.chunks($crate::store::audit::AUDIT_ROWS_PER_INSERT) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_logs \

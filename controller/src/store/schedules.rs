@@ -98,10 +98,15 @@ pub enum SlotClaimed {
 /// Claims a slot ([`SlotClaim`]) through an executor of either backend, inside the caller's
 /// transaction; evaluates to [`SlotClaimed`], the caller committing or rolling back as it says.
 /// The conditional UPDATE comes first: a second controller waits on the schedule's row before
-/// it takes any other lock, and then finds the slot moved.
+/// it takes any other lock, and then finds the slot moved. Its run rows are dated now, or at
+/// the moment given (a launch written ahead of the slot it commits at).
 macro_rules! claim_slot_in {
-    ($exec:expr, $claim:expr) => {{
+    ($exec:expr, $claim:expr) => {
+        $crate::store::schedules::claim_slot_in!($exec, $claim, $crate::store::now())
+    };
+    ($exec:expr, $claim:expr, $ts:expr) => {{
         let claim: &$crate::store::schedules::SlotClaim = $claim;
+        let ts: chrono::NaiveDateTime = $ts;
         async {
             use $crate::model::ScheduleRunStatus;
             use $crate::store::schedules::SlotClaimed;
@@ -112,7 +117,6 @@ macro_rules! claim_slot_in {
             if moved != 1 {
                 return Ok::<_, $crate::store::StoreError>(SlotClaimed::Taken);
             }
-            let ts = $crate::store::now();
             let mut fired_before = false;
             for r in &claim.runs {
                 let inserted = sqlx::query(
