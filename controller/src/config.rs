@@ -166,8 +166,8 @@ pub struct Config {
     #[arg(long, env = "OUTPOST_SCHEDULE_GRACE_SECS", help_heading = DAEMON)]
     pub schedule_grace_secs: Option<u64>,
     /// Due schedules one controller plans at the same time, each on up to three database
-    /// connections of its pool; three times as many planned ones may wait for their slot and
-    /// write, on one connection each (1 to 64) [default: 8].
+    /// connections of its pool; on MySQL three times as many planned ones may wait for their
+    /// slot and write, on one connection each (1 to 64) [default: 8].
     #[arg(long, env = "OUTPOST_SCHEDULE_FIRE_CONCURRENCY", help_heading = DAEMON)]
     pub schedule_fire_concurrency: Option<u32>,
     /// Milliseconds between the scheduler's safety-net sweeps [default: 2000].
@@ -378,7 +378,7 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// How late a schedule's slot may still run; older missed slots are skipped.
     pub schedule_grace: Duration,
-    /// Due schedules this controller plans at the same time (three times as many write).
+    /// Due schedules this controller plans at the same time (on MySQL three times as many write).
     pub schedule_fire_concurrency: u32,
     pub max_running_per_server: u32,
     /// A one-server launch claims its job in its own transaction when an agent has room
