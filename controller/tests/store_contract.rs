@@ -623,7 +623,8 @@ fn starting(
 
 /// The credentials and sealed answers of a batch of jobs, read in one query each, reach every
 /// job as its own: its server's, its playbook's project's vault passwords, its launch's, never
-/// another job's; and the same as each job's read alone.
+/// another job's; and the same as each job's read alone, and as its launch reads them by the
+/// ids it names before the job's rows are written.
 async fn a_batch_of_jobs_reads_its_own_rows_at_once(backend: Backend) {
     use outpost_controller::model::{CredentialId, CredentialKind, JobId};
     use outpost_controller::store::credentials::{CredentialsOf, NewCredential, Use};
@@ -699,7 +700,7 @@ async fn a_batch_of_jobs_reads_its_own_rows_at_once(backend: Backend) {
         )
         .await
         .expect("loose playbook");
-    let mut plan = launch_plan(&f, 3);
+    let mut plan = launch_plan(&f, 4);
     plan[0].server_id = a.id;
     plan[0].credential_ids = vec![cred["launch-1"]];
     plan[0].secret_vars = Some(SealedVars {
@@ -710,6 +711,10 @@ async fn a_batch_of_jobs_reads_its_own_rows_at_once(backend: Backend) {
     plan[1].server_id = b.id;
     plan[1].playbook_id = loose.id;
     plan[2].server_id = a.id;
+    plan[3].server_id = b.id;
+    plan[3].playbook_id = loose.id;
+    // Named out of id order: given in id order, as any job's.
+    plan[3].credential_ids = vec![cred["launch-1"], cred["vault-2"]];
     let jobs = store.create_jobs(&plan, &actor).await.expect("jobs");
     let of: Vec<CredentialsOf> = jobs
         .iter()
@@ -750,12 +755,31 @@ async fn a_batch_of_jobs_reads_its_own_rows_at_once(backend: Backend) {
     let mut third: Vec<_> = server_a.to_vec();
     third.extend(vaults);
     assert_eq!(named(batch.of(&of[2])), third);
-    for o in &of {
+    assert_eq!(
+        named(batch.of(&of[3])),
+        [
+            (Use::ServerSsh, "ssh-b".to_owned()),
+            (Use::Launch, "vault-2".to_owned()),
+            (Use::Launch, "launch-1".to_owned()),
+        ]
+    );
+    for (o, new) in of.iter().zip(&plan) {
         let alone = store
             .credentials_of_jobs(std::slice::from_ref(o))
             .await
             .expect("alone");
         assert_eq!(named(alone.of(o)), named(batch.of(o)), "job {}", o.job);
+        // What a launch reads beside its transaction, before the job's rows exist, is what
+        // the job's own rows give once written.
+        let unwritten = CredentialsOf {
+            job: JobId(i32::MAX),
+            ..*o
+        };
+        let before = store
+            .credentials_of_launch(&unwritten, &new.credential_ids)
+            .await
+            .expect("before");
+        assert_eq!(named(before), named(batch.of(o)), "job {} before", o.job);
     }
     let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
     let sealed = store.secret_vars_of_jobs(&ids).await.expect("sealed");

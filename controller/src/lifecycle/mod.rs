@@ -271,7 +271,11 @@ impl Lifecycle {
         };
         let dialect = self.store.dialect();
         let dispatch_id = Uuid::new_v4().to_string();
-        let (run_id, ids, claimed) = on_pool!(self.store, p => {
+        let job_sql = format!(
+            "SELECT {} FROM jobs WHERE id = ?",
+            crate::store::jobs::COLUMNS
+        );
+        let (run_id, ids, claimed, read) = on_pool!(self.store, p => {
             let mut tx = p.begin_write().await?;
             if let Some(slot) = slot {
                 match claim_slot_in!(&mut *tx, slot, ts)? {
@@ -314,15 +318,25 @@ impl Lifecycle {
                 _ => None,
             };
             insert_audits!(&mut *tx, &audits, ts)?;
+            // A launch written ahead reads its job back while it waits, not after its commit,
+            // on the way to its agent.
+            let read = match (not_before, ids.as_slice()) {
+                (Some(_), [one]) => Some(sqlx::query_as::<_, Job>(&job_sql).bind(one).fetch_one(&mut *tx).await?),
+                _ => None,
+            };
             if let Some(left) = not_before.and_then(|t| (t - chrono::Utc::now()).to_std().ok()) {
                 tokio::time::sleep(left.min(MOST_HELD)).await;
             }
             tx.commit().await?;
-            (run_id, ids, claimed)
+            (run_id, ids, claimed, read)
         });
+        let jobs = match read {
+            Some(job) => vec![job],
+            None => self.store.jobs_by_ids(&ids).await?,
+        };
         Ok(Launched {
             run: run_id,
-            jobs: self.store.jobs_by_ids(&ids).await?,
+            jobs,
             claim: claimed,
             slot: slot.map(|_| SlotClaimed::Ours),
         })

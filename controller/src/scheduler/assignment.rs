@@ -90,7 +90,65 @@ pub(super) struct BatchReads {
     jobs: Vec<CredentialsOf>,
     /// The batch's read of them: `None` when it failed.
     own: tokio::sync::OnceCell<Option<OwnRows>>,
+    /// Jobs' own rows their launches read already ([`LaunchReads`]), not read again.
+    known: HashMap<JobId, Own>,
 }
+
+/// The rows a launch that claims its job reads for that job's assignment while its
+/// transaction runs (on other connections, beside it), so that the scheduler hands the job
+/// over with nothing left to read once the claim commits: the playbook's project and the
+/// recorded revision (rows the launch does not write) and the job's own credentials and
+/// sealed answers, as the launch names and writes them. A row that could not be read is
+/// left out, and read at the hand-over as for any other job.
+#[derive(Debug, Default)]
+pub struct LaunchReads {
+    project: Option<Project>,
+    revision: Option<Revision>,
+    own: Option<Own>,
+}
+
+impl LaunchReads {
+    /// Reads them for the launch of `job` on `server` (its playbook `playbook`).
+    pub async fn read(
+        store: &Store,
+        job: &crate::store::jobs::NewJob,
+        server: &Server,
+        playbook: &Playbook,
+    ) -> LaunchReads {
+        let of = CredentialsOf {
+            // Not read: the job has no id yet, and its named credentials are read by theirs.
+            job: JobId(0),
+            playbook: job.playbook_id,
+            ssh: server.ssh_credential_id,
+            become_password: server.become_credential_id,
+        };
+        let project = async {
+            match playbook.project_id {
+                Some(p) => store.get_project(p).await.ok(),
+                None => None,
+            }
+        };
+        let revision = async {
+            match job.revision_id {
+                Some(r) => store.get_revision(r).await.ok(),
+                None => None,
+            }
+        };
+        let (project, revision, credentials) = tokio::join!(
+            project,
+            revision,
+            store.credentials_of_launch(&of, &job.credential_ids)
+        );
+        LaunchReads {
+            project,
+            revision,
+            own: credentials.ok().map(|c| (c, job.secret_vars.clone())),
+        }
+    }
+}
+
+/// A job's own rows: its credentials, each with where it comes from, and its sealed answers.
+type Own = (Vec<(Use, Credential)>, Option<SealedVars>);
 
 /// The batch's jobs' own rows.
 struct OwnRows {
@@ -99,6 +157,13 @@ struct OwnRows {
 }
 
 type Cells<K, V> = Mutex<HashMap<K, Arc<tokio::sync::OnceCell<V>>>>;
+
+/// Puts `value` in `key`'s cell unless it holds one (or a read of it is under way).
+fn seed<K: std::hash::Hash + Eq, V>(cells: &Cells<K, V>, key: K, value: V) {
+    lock(cells)
+        .entry(key)
+        .or_insert_with(|| Arc::new(tokio::sync::OnceCell::new_with(Some(value))));
+}
 
 /// The value of `key` in `cells`, read by `read` if no one has yet; callers asking while a
 /// read runs wait for it. The map is locked only to find the key's cell, never across the read.
@@ -125,6 +190,23 @@ impl BatchReads {
         }
     }
 
+    /// Takes the rows `job`'s launch read for it ([`LaunchReads::read`]), not to read them
+    /// again.
+    pub(super) fn know(&mut self, job: &Job, reads: LaunchReads) {
+        // Each row goes in its own id's cell, where a read of that id would put it.
+        if let Some(p) = reads.project {
+            seed(&self.projects, p.id, p);
+        }
+        if let Some(r) = reads.revision {
+            seed(&self.revisions, r.id, r);
+        }
+        if let Some(own) = reads.own {
+            // Nor in the batch's read of its jobs' own rows.
+            self.jobs.retain(|j| j.job != job.id);
+            self.known.insert(job.id, own);
+        }
+    }
+
     async fn playbook(&self, store: &Store, id: PlaybookId) -> crate::store::Result<Playbook> {
         read_once(&self.playbooks, id, || store.get_playbook(id)).await
     }
@@ -144,7 +226,10 @@ impl BatchReads {
         store: &Store,
         job: &Job,
         server: &Server,
-    ) -> crate::store::Result<(Vec<(Use, Credential)>, Option<SealedVars>)> {
+    ) -> crate::store::Result<Own> {
+        if let Some((credentials, vars)) = self.known.get(&job.id) {
+            return Ok((credentials.clone(), vars.clone()));
+        }
         let of = credentials_of(job, server);
         let batch = if self.jobs.contains(&of) {
             self.own

@@ -36,6 +36,7 @@ use crate::store::Store;
 /// was in flight, or to a session being replaced, may have been lost.
 const CANCEL_RESEND: Duration = Duration::from_secs(2);
 
+pub use assignment::LaunchReads;
 use assignment::PlaybookCache;
 pub use reservation::{Place, Reservation};
 
@@ -131,6 +132,8 @@ pub enum Event {
         server: Box<Server>,
         /// The job's playbook as the launch read it, not to be read again on the way.
         playbook: Option<Box<Playbook>>,
+        /// The other rows of its assignment, when the launch read them.
+        reads: Option<Box<LaunchReads>>,
         attempt: Attempt,
     },
     /// A reserved place was not used (the server was busy, the launch failed or went away).
@@ -231,6 +234,8 @@ struct Undelivered {
     job: Box<Job>,
     server: Box<Server>,
     playbook: Option<Box<Playbook>>,
+    /// The rows of its assignment its launch read, until its first hand-over.
+    reads: Option<Box<LaunchReads>>,
     attempt: Attempt,
 }
 
@@ -370,6 +375,7 @@ impl Scheduler {
                 job,
                 server,
                 playbook,
+                reads,
                 attempt,
             } => {
                 self.claimed.push(Undelivered {
@@ -378,6 +384,7 @@ impl Scheduler {
                     job,
                     server,
                     playbook,
+                    reads,
                     attempt,
                 });
                 false

@@ -6,7 +6,7 @@
 
 use tokio::sync::mpsc;
 
-use super::Event;
+use super::{Event, LaunchReads};
 use crate::lifecycle::Attempt;
 use crate::model::{AgentId, Job, Playbook, Server};
 
@@ -37,12 +37,14 @@ impl Reservation {
     }
 
     /// The launch claimed `job` on this place: the scheduler hands it over, and the place stays
-    /// taken until the job frees it. `playbook`: the job's, as the launch read it.
+    /// taken until the job frees it. `playbook`: the job's, as the launch read it; `reads`:
+    /// the other rows its assignment needs, when the launch read them.
     pub fn claimed(
         mut self,
         job: Job,
         server: Server,
         playbook: Option<Playbook>,
+        reads: Option<LaunchReads>,
         attempt: Attempt,
     ) {
         if let Some(tx) = self.scheduler.take() {
@@ -51,6 +53,7 @@ impl Reservation {
                 job: Box::new(job),
                 server: Box::new(server),
                 playbook: playbook.map(Box::new),
+                reads: reads.map(Box::new),
                 attempt,
             });
         }

@@ -257,6 +257,7 @@ impl Scheduler {
                         job: Box::new(p.job.clone()),
                         server: Box::new(p.server.clone()),
                         playbook: None,
+                        reads: None,
                         attempt,
                     });
                     failed.get_or_insert(e);
@@ -271,7 +272,7 @@ impl Scheduler {
     /// minute's schedules, would otherwise wait for each other's reads one by one in this
     /// task). A job whose hand-over meets an error stays, for the next pass; the others go.
     pub(super) async fn hand_over_claimed(&mut self) -> crate::store::Result<()> {
-        let pending = std::mem::take(&mut self.claimed);
+        let mut pending = std::mem::take(&mut self.claimed);
         let limits: Vec<Duration> = pending.iter().map(|c| self.time_limit(&c.job)).collect();
         let Scheduler {
             agents,
@@ -282,7 +283,12 @@ impl Scheduler {
             settings,
             ..
         } = self;
-        let shared = BatchReads::new(pending.iter().map(|c| (&*c.job, &*c.server)));
+        let mut shared = BatchReads::new(pending.iter().map(|c| (&*c.job, &*c.server)));
+        for c in &mut pending {
+            if let Some(reads) = c.reads.take() {
+                shared.know(&c.job, *reads);
+            }
+        }
         let making = playbooks.assignments(
             store,
             keyring,

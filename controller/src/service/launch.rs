@@ -12,7 +12,7 @@ use crate::lifecycle::{Claim, LaunchClaim, Launching};
 use crate::model::{
     Job, JobUuid, Paging, Playbook, PlaybookId, RevisionId, Role, ServerId, TemplateId, User,
 };
-use crate::scheduler::Event;
+use crate::scheduler::{Event, LaunchReads};
 use crate::store::audit::Actor;
 use crate::store::jobs::{LaunchAudit, NewJob};
 use crate::store::launch::Known;
@@ -418,9 +418,25 @@ pub async fn commit(
             agent: reservation.agent(),
             max_per_server,
         };
-        let launched = lifecycle
-            .launch(plan.launching(audit.as_ref()), &actor, Some(claim))
-            .await?;
+        // The rest of the job's assignment is read beside the transaction, so that nothing is
+        // left to read between its commit and its agent.
+        let reads = async {
+            match (
+                plan.jobs.first(),
+                plan.servers.first(),
+                plan.playbook.as_ref(),
+            ) {
+                (Some(job), Some(server), Some(playbook)) if playbook.id == job.playbook_id => {
+                    Some(LaunchReads::read(lifecycle.store(), job, server, playbook).await)
+                }
+                _ => None,
+            }
+        };
+        let (launched, reads) = tokio::join!(
+            lifecycle.launch(plan.launching(audit.as_ref()), &actor, Some(claim)),
+            reads
+        );
+        let launched = launched?;
         match (
             launched.claim.clone(),
             launched.jobs.first(),
@@ -428,7 +444,7 @@ pub async fn commit(
         ) {
             (Some(Claim::Claimed(attempt)), Some(job), Some(server)) => {
                 let playbook = plan.playbook.clone().filter(|p| p.id == job.playbook_id);
-                reservation.claimed(job.clone(), server.clone(), playbook, attempt);
+                reservation.claimed(job.clone(), server.clone(), playbook, reads, attempt);
             }
             // The place comes back with the reservation; the round takes the job.
             (_, Some(_), _) => scheduler.send(Event::Wake),

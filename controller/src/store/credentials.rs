@@ -414,19 +414,49 @@ impl Store {
         if jobs.is_empty() {
             return Ok(BatchCredentials::default());
         }
+        let mut ids: Vec<JobId> = jobs.iter().map(|j| j.job).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.credentials_read(jobs, Named::OfJobs(&ids)).await
+    }
+
+    /// The credentials a job launched with `named` will get, read before its rows are
+    /// written (beside the launch's transaction, which its job's own read could not see
+    /// into): as [`Store::credentials_of_jobs`] reads them once the launch committed its
+    /// `job_credentials` rows of those ids. `of.job` is not read.
+    pub async fn credentials_of_launch(
+        &self,
+        of: &CredentialsOf,
+        named: &[CredentialId],
+    ) -> Result<Vec<(Use, Credential)>> {
+        let mut named = named.to_vec();
+        named.sort_unstable();
+        named.dedup();
+        let batch = self
+            .credentials_read(std::slice::from_ref(of), Named::Ids(&named))
+            .await?;
+        Ok(batch.of(&CredentialsOf {
+            job: LAUNCHING,
+            ..*of
+        }))
+    }
+
+    /// The one query of [`Store::credentials_of_jobs`] and [`Store::credentials_of_launch`].
+    async fn credentials_read(
+        &self,
+        jobs: &[CredentialsOf],
+        named: Named<'_>,
+    ) -> Result<BatchCredentials> {
         let mut servers: Vec<CredentialId> = jobs
             .iter()
             .flat_map(|j| [j.ssh, j.become_password])
             .flatten()
             .collect();
         let mut playbooks: Vec<PlaybookId> = jobs.iter().map(|j| j.playbook).collect();
-        let mut ids: Vec<JobId> = jobs.iter().map(|j| j.job).collect();
         servers.sort_unstable();
         servers.dedup();
         playbooks.sort_unstable();
         playbooks.dedup();
-        ids.sort_unstable();
-        ids.dedup();
         let cols = prefixed("c.");
         let rows: Vec<OwnedRow> = on_pool!(self, p => {
             let mut qb = sqlx::QueryBuilder::new("");
@@ -438,14 +468,27 @@ impl Store {
                  JOIN playbooks p ON p.project_id = v.project_id WHERE p.id"
             ));
             push_in(&mut qb, &playbooks);
-            qb.push(format!(
-                " UNION ALL SELECT {cols}, 2 AS used_as, j.job_id AS owner FROM credentials c \
-                 JOIN job_credentials j ON j.credential_id = c.id WHERE j.job_id"
-            ));
-            push_in(&mut qb, &ids);
             // Batches of many jobs vary in shape: those stay out of the statement cache. A
             // job's own (three shapes) is on every launch's path, and prepared once.
-            qb.build_query_as::<OwnedRow>().persistent(ids.len() == 1).fetch_all(p).await?
+            let one = match named {
+                Named::OfJobs(ids) => {
+                    qb.push(format!(
+                        " UNION ALL SELECT {cols}, 2 AS used_as, j.job_id AS owner FROM credentials c \
+                         JOIN job_credentials j ON j.credential_id = c.id WHERE j.job_id"
+                    ));
+                    push_in(&mut qb, ids);
+                    ids.len() == 1
+                }
+                Named::Ids(ids) => {
+                    qb.push(format!(
+                        " UNION ALL SELECT {cols}, 2 AS used_as, {} AS owner FROM credentials c WHERE c.id",
+                        LAUNCHING.0
+                    ));
+                    push_in(&mut qb, ids);
+                    ids.len() <= 1
+                }
+            };
+            qb.build_query_as::<OwnedRow>().persistent(one).fetch_all(p).await?
         });
         let mut batch = BatchCredentials::default();
         for r in rows {
@@ -477,6 +520,16 @@ impl Store {
         Ok(batch)
     }
 }
+
+/// Whose launch credentials the read takes: the jobs' own rows, or the ids a launch names.
+#[derive(Clone, Copy)]
+enum Named<'a> {
+    OfJobs(&'a [JobId]),
+    Ids(&'a [CredentialId]),
+}
+
+/// The owner the launch's named credentials are read under, before its job has an id.
+const LAUNCHING: JobId = JobId(0);
 
 fn prefixed(prefix: &str) -> String {
     COLUMNS
