@@ -47,6 +47,7 @@ contract!(
     a_release_after_a_cancel_request_cancels,
     lost_agents_are_settled_from_the_database,
     a_schedule_slot_is_claimed_once,
+    slots_due_together_are_claimed_apart,
     a_slot_fires_in_its_launchs_commit,
     dashboard_charts_aggregate_alike,
     a_run_stops_at_its_budget_and_ends_with_one_ticket,
@@ -2598,6 +2599,116 @@ async fn put_back(
         .update_schedule(&again, &["next_run_at"], actor)
         .await
         .unwrap();
+}
+
+/// Schedules due at the same slot are claimed side by side: a claim held open (a launch
+/// written ahead of its slot holds its transaction until the slot) keeps no other schedule's
+/// claim waiting. On MariaDB the claim's UPDATE once went through the index every schedule due
+/// at that slot shares, and waited for the neighbours' held claims.
+async fn slots_due_together_are_claimed_apart(backend: Backend) {
+    use outpost_controller::model::ScheduleRunStatus;
+    use outpost_controller::store::schedules::NewSchedule;
+    use outpost_controller::store::templates::NewTemplate;
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let f = fixture(&store).await;
+    let actor = Actor::user(f.admin.id);
+    let slot = Utc::now().trunc_subsecs(0) - Duration::seconds(1);
+    let mut due = Vec::new();
+    for i in 0..5 {
+        let t = store
+            .create_template(
+                &NewTemplate::of_playbook(&format!("t{i}"), f.playbook.id, &[&f.server.hostname]),
+                &actor,
+            )
+            .await
+            .unwrap();
+        let s = store
+            .create_schedule(&NewSchedule::hourly(&format!("s{i}"), t.id, slot), &actor)
+            .await
+            .unwrap();
+        due.push(s);
+    }
+    let claim = |s| {
+        slot_claim(
+            s,
+            (slot, slot + Duration::hours(1)),
+            (ScheduleRunStatus::Fired, 1),
+            "ctl-a",
+        )
+    };
+    // The last schedule's claim (the highest id), held open by another connection as a launch
+    // holds it: its UPDATE took the gap after its entry of the due index, where the others move theirs.
+    let mut holder;
+    let mut held = None;
+    if backend == Backend::MariaDb {
+        use outpost_controller::store::Dialect;
+        use sqlx::Connection;
+        holder = sqlx::MySqlConnection::connect(&db.url).await.unwrap();
+        // By the primary key alone, whatever the optimizer would choose: the index of due
+        // slots would lock the other schedules' entries (the bench's held launches waited
+        // on them), which a lone claim held here does not always show.
+        let sql = outpost_controller::store::schedules::claim_sql(Dialect::Mysql);
+        let plan: Vec<sqlx::mysql::MySqlRow> = sqlx::query(&format!("EXPLAIN {sql}"))
+            .bind((slot + Duration::hours(1)).naive_utc())
+            .bind(due[4].id)
+            .bind(slot.naive_utc())
+            .fetch_all(&mut holder)
+            .await
+            .unwrap();
+        let keys: Vec<Option<String>> = plan
+            .iter()
+            .map(|r| sqlx::Row::try_get(r, "key").unwrap())
+            .collect();
+        assert_eq!(keys, [Some("PRIMARY".to_owned())], "the claim's plan");
+        let mut tx = holder.begin().await.unwrap();
+        let moved = sqlx::query(outpost_controller::store::schedules::claim_sql(
+            Dialect::Mysql,
+        ))
+        .bind((slot + Duration::hours(1)).naive_utc())
+        .bind(due[4].id)
+        .bind(slot.naive_utc())
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(moved, 1);
+        sqlx::query(
+            "INSERT INTO schedule_runs (schedule_id, slot_at, status, jobs, controller_id, created_at) \
+             VALUES (?, ?, 'fired', 1, 'ctl-b', ?)",
+        )
+        .bind(due[4].id)
+        .bind(slot.naive_utc())
+        .bind(Utc::now().naive_utc())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        held = Some(tx);
+    }
+    // Each waits 5 s at most; the held claim is let go before anything is asserted, so that
+    // a claim that waited fails the test instead of hanging it.
+    let mut waited = Vec::new();
+    for s in due.iter().filter(|s| held.is_none() || s.id != due[4].id) {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.claim_slot(&claim(s)),
+        )
+        .await
+        {
+            Ok(claimed) => assert!(claimed.unwrap(), "{} is claimed", s.name),
+            Err(_) => waited.push(s.name.clone()),
+        }
+    }
+    if let Some(tx) = held {
+        tx.rollback().await.unwrap();
+    }
+    assert!(
+        waited.is_empty(),
+        "claims that waited for another schedule's: {waited:?}"
+    );
+    if backend == Backend::MariaDb {
+        assert!(store.claim_slot(&claim(&due[4])).await.unwrap());
+    }
 }
 
 /// `controller`'s claim of `s`'s `slot`, moving it on to `next`, with the slot's one run.

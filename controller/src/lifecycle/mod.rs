@@ -278,7 +278,7 @@ impl Lifecycle {
         let (run_id, ids, claimed, read) = on_pool!(self.store, p => {
             let mut tx = p.begin_write().await?;
             if let Some(slot) = slot {
-                match claim_slot_in!(&mut *tx, slot, ts)? {
+                match claim_slot_in!(&mut *tx, dialect, slot, ts)? {
                     SlotClaimed::Ours => {}
                     other => {
                         // Taken: the row's lock is let go at once, not when the pool gets to it.

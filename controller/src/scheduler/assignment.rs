@@ -80,7 +80,9 @@ impl Default for PlaybookCache {
 /// kept (the next assignment tries again). The jobs' own rows (their credentials and sealed
 /// answers): for every job of the batch at once, when the first assignment needs them; if
 /// that read fails, each job reads its own, as if alone, so that one bad row fails one job.
-/// Lives for one batch only, so nothing in it is older than the batch.
+/// Lives for one batch only, so nothing in it is older than the batch, but for the rows a
+/// launch read for its own job beside its transaction ([`LaunchReads`]): those are a few
+/// milliseconds older, read as the launch wrote the job.
 #[derive(Default)]
 pub(super) struct BatchReads {
     playbooks: Cells<PlaybookId, Playbook>,
@@ -219,14 +221,10 @@ impl BatchReads {
         read_once(&self.revisions, id, || store.get_revision(id)).await
     }
 
-    /// The credentials and sealed answers of `job` on `server`: from the batch's one read when
-    /// the job is in the batch as it is here and that read went well, else read for it alone.
-    async fn own(
-        &self,
-        store: &Store,
-        job: &Job,
-        server: &Server,
-    ) -> crate::store::Result<Own> {
+    /// The credentials and sealed answers of `job` on `server`: those its launch read, when it
+    /// did; else from the batch's one read when the job is in the batch as it is here and that
+    /// read went well; else read for it alone.
+    async fn own(&self, store: &Store, job: &Job, server: &Server) -> crate::store::Result<Own> {
         if let Some((credentials, vars)) = self.known.get(&job.id) {
             return Ok((credentials.clone(), vars.clone()));
         }
@@ -747,6 +745,50 @@ mod tests {
         assert_eq!(failed, Err("away".to_owned()));
         assert_eq!(read_once(&cells, 3, read("c")).await.as_deref(), Ok("c"));
         assert_eq!(reads.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_launchs_own_reads_are_used_and_the_other_jobs_still_read() {
+        // A store whose every read fails (nothing migrated): what is served without an error
+        // was not read.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("empty.db").display());
+        let store = Store::connect(&url, &crate::store::PoolConfig::default())
+            .await
+            .unwrap();
+        let server = samples::server(serde_json::json!({}));
+        let mut launched = samples::job(serde_json::json!({}));
+        launched.id = JobId(7);
+        let mut other = launched.clone();
+        other.id = JobId(8);
+        let mut shared = BatchReads::new([(&launched, &server), (&other, &server)]);
+        let project = samples::project();
+        let vars = SealedVars {
+            names: vec!["db_password".into()],
+            key_id: "k1".into(),
+            sealed: vec![1, 2, 3],
+        };
+        shared.know(
+            &launched,
+            LaunchReads {
+                project: Some(project.clone()),
+                revision: Some(revision(&"a".repeat(64), 10)),
+                own: Some((Vec::new(), Some(vars.clone()))),
+            },
+        );
+        let (credentials, sealed) = shared.own(&store, &launched, &server).await.unwrap();
+        assert!(credentials.is_empty());
+        assert_eq!(sealed.map(|v| v.sealed), Some(vars.sealed));
+        assert_eq!(
+            shared.project(&store, project.id).await.unwrap().id,
+            project.id
+        );
+        let rev = shared.revision(&store, RevisionId(1)).await.unwrap();
+        assert_eq!(rev.digest, "a".repeat(64));
+        // The launched job is out of the batch's read; the other job still reads its own.
+        assert_eq!(shared.jobs.len(), 1);
+        assert!(shared.own(&store, &other, &server).await.is_err());
+        assert!(shared.project(&store, ProjectId(99)).await.is_err());
     }
 
     #[tokio::test]

@@ -469,7 +469,9 @@ impl Store {
             ));
             push_in(&mut qb, &playbooks);
             // Batches of many jobs vary in shape: those stay out of the statement cache. A
-            // job's own (three shapes) is on every launch's path, and prepared once.
+            // job's own, and a launch's read of one job's (a few shapes each: none, one or two
+            // server credentials, none or one named), are on every launch's path, and prepared
+            // once.
             let one = match named {
                 Named::OfJobs(ids) => {
                     qb.push(format!(

@@ -101,17 +101,16 @@ pub enum SlotClaimed {
 /// it takes any other lock, and then finds the slot moved. Its run rows are dated now, or at
 /// the moment given (a launch written ahead of the slot it commits at).
 macro_rules! claim_slot_in {
-    ($exec:expr, $claim:expr) => {
-        $crate::store::schedules::claim_slot_in!($exec, $claim, $crate::store::now())
+    ($exec:expr, $dialect:expr, $claim:expr) => {
+        $crate::store::schedules::claim_slot_in!($exec, $dialect, $claim, $crate::store::now())
     };
-    ($exec:expr, $claim:expr, $ts:expr) => {{
+    ($exec:expr, $dialect:expr, $claim:expr, $ts:expr) => {{
         let claim: &$crate::store::schedules::SlotClaim = $claim;
         let ts: chrono::NaiveDateTime = $ts;
         async {
             use $crate::model::ScheduleRunStatus;
             use $crate::store::schedules::SlotClaimed;
-            let moved = sqlx::query(
-                "UPDATE schedules SET next_run_at = ? WHERE id = ? AND enabled = TRUE AND next_run_at = ?")
+            let moved = sqlx::query($crate::store::schedules::claim_sql($dialect))
                 .bind(claim.next.map(|t| t.naive_utc())).bind(claim.schedule).bind(claim.slot.naive_utc())
                 .execute(&mut *$exec).await?.rows_affected();
             if moved != 1 {
@@ -143,6 +142,22 @@ macro_rules! claim_slot_in {
     }};
 }
 pub(crate) use claim_slot_in;
+
+/// The claim's conditional UPDATE. On MySQL it goes by the primary key only: left to
+/// itself, MariaDB reads it through the `(enabled, next_run_at)` index, which every schedule
+/// due at one slot shares, and locks the neighbouring entries of that index as well: a
+/// launch written ahead of its slot would then hold the other slots' claims until it commits.
+pub fn claim_sql(dialect: super::Dialect) -> &'static str {
+    match dialect {
+        super::Dialect::Mysql => {
+            "UPDATE schedules FORCE INDEX (PRIMARY) SET next_run_at = ? \
+             WHERE id = ? AND enabled = TRUE AND next_run_at = ?"
+        }
+        super::Dialect::Sqlite => {
+            "UPDATE schedules SET next_run_at = ? WHERE id = ? AND enabled = TRUE AND next_run_at = ?"
+        }
+    }
+}
 
 fn naive(t: Option<DateTime<Utc>>) -> Option<chrono::NaiveDateTime> {
     t.map(|t| t.naive_utc())
@@ -289,7 +304,7 @@ impl Store {
     pub async fn claim_slot(&self, claim: &SlotClaim) -> Result<bool> {
         Ok(on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            match claim_slot_in!(&mut *tx, claim)? {
+            match claim_slot_in!(&mut *tx, self.dialect(), claim)? {
                 SlotClaimed::Taken => {
                     tx.rollback().await?;
                     false
