@@ -271,8 +271,7 @@ impl GitDaemon {
             let dir = tempfile::tempdir().expect("daemon dir");
             let log = dir.path().join("daemon.log");
             let host = crate::mariadb::own_loopback();
-            let child = Command::new("git")
-                .arg("daemon")
+            let child = Command::new(daemon_program())
                 .arg("--reuseaddr")
                 .arg("--verbose")
                 .arg("--export-all")
@@ -317,6 +316,17 @@ impl GitDaemon {
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// `git daemon` runs the daemon as a child of `git`, so killing the process spawned would
+/// leave the daemon serving after the test; the daemon itself is run, from git's exec path.
+fn daemon_program() -> PathBuf {
+    let out = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run git (apt-get install git): {e}"));
+    assert!(out.status.success(), "git --exec-path failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
 }
 
 impl Drop for GitDaemon {
