@@ -772,12 +772,9 @@ async fn a_batch_of_jobs_reads_its_own_rows_at_once(backend: Backend) {
         assert_eq!(named(alone.of(o)), named(batch.of(o)), "job {}", o.job);
         // What a launch reads beside its transaction, before the job's rows exist, is what
         // the job's own rows give once written.
-        let unwritten = CredentialsOf {
-            job: JobId(i32::MAX),
-            ..*o
-        };
+        let server = if new.server_id == a.id { &a } else { &b };
         let before = store
-            .credentials_of_launch(&unwritten, &new.credential_ids)
+            .credentials_of_launch(new.playbook_id, server, &new.credential_ids)
             .await
             .expect("before");
         assert_eq!(named(before), named(batch.of(o)), "job {} before", o.job);

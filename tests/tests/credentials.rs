@@ -306,10 +306,14 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
         \x20   - command: sleep 300\n";
     let fail = "- hosts: all\n  gather_facts: false\n  become: true\n  tasks:\n\
         \x20   - fail:\n        msg: broken on purpose\n";
+    let scheduled = "- hosts: all\n  gather_facts: false\n  become: true\n  tasks:\n\
+        \x20   - command: whoami\n      register: who\n\
+        \x20   - debug:\n        msg: \"scheduled as {{ who.stdout }}, db_password {{ db_password | length }} long\"\n";
     let archive = tar_gz(&[
         ("site.yml", site),
         ("long.yml", long),
         ("fail.yml", fail),
+        ("scheduled.yml", scheduled),
         ("group_vars/all/vault.yml", &vaulted),
         ("files/secret.txt", &encrypted_file),
     ]);
@@ -427,6 +431,55 @@ async fn a_datacenter_job_logs_in_becomes_and_opens_the_vault_with_credentials_a
         job_dir.display()
     );
     assert_clean("the stored log", &log, &secrets);
+
+    // A schedule's firing reads its job's credentials while it plans, ahead of the slot, not
+    // beside its launch: the key, the become password and the project's vault password still
+    // reach the play, and no secret reaches its log.
+    let _: Value = api
+        .post(
+            "/api/v1/templates",
+            &json!({"name": "every-second", "project": "team", "playbook_path": "scheduled.yml", "servers": ["db-fra1"]}),
+        )
+        .await
+        .expect("the template");
+    let since = chrono::Utc::now();
+    let _: Value = api
+        .post(
+            "/api/v1/schedules",
+            &json!({"name": "every-second", "template": "every-second", "cron": "* * * * * *",
+                    "timezone": "UTC", "enabled": true, "overlap": "skip"}),
+        )
+        .await
+        .expect("the schedule");
+    let fired = wait_for("the schedule's job", MINUTE, || async {
+        let f = outpost_controller::store::jobs::JobFilter {
+            since: Some(since),
+            ..Default::default()
+        };
+        let jobs = c
+            .world
+            .store
+            .list_jobs(&f, outpost_controller::model::Paging::new(10, 0))
+            .await
+            .ok()?;
+        jobs.items.last().map(|j| j.job_id.to_string())
+    })
+    .await;
+    let _: Value = api
+        .delete("/api/v1/schedules/every-second")
+        .await
+        .expect("delete the schedule");
+    let job = job_ended(&api, &fired).await;
+    let log = stored_log(&api, &fired).await;
+    assert_eq!(job["status"], "success", "{job}\n{log}");
+    assert!(
+        log.contains(&format!(
+            "scheduled as root, db_password {} long",
+            db_password.len()
+        )),
+        "{log}"
+    );
+    assert_clean("the scheduled job's log", &log, &secrets);
 
     // Failure and cancel: the job's secrets go too.
     let failed = launch(&api, "fail.yml", json!({})).await;

@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 use crate::credential::{self, JobCredentials};
 use crate::keyring::Keyring;
 use crate::model::{
-    Credential, Job, JobId, Playbook, PlaybookId, Project, ProjectId, Revision, RevisionId, Server,
+    Credential, CredentialId, Job, JobId, JobUuid, Playbook, PlaybookId, Project, ProjectId,
+    Revision, RevisionId, Server, ServerId,
 };
 use crate::store::credentials::{BatchCredentials, CredentialsOf, Use};
 use crate::store::jobs::SealedVars;
@@ -81,8 +82,9 @@ impl Default for PlaybookCache {
 /// answers): for every job of the batch at once, when the first assignment needs them; if
 /// that read fails, each job reads its own, as if alone, so that one bad row fails one job.
 /// Lives for one batch only, so nothing in it is older than the batch, but for the rows a
-/// launch read for its own job beside its transaction ([`LaunchReads`]): those are a few
-/// milliseconds older, read as the launch wrote the job.
+/// launch read for its own job ([`LaunchReads`]): those are older, read beside the launch's
+/// transaction (a few milliseconds) or, for a schedule's firing, as it planned (up to the
+/// firing task's lead, 25 ms, before the slot).
 #[derive(Default)]
 pub(super) struct BatchReads {
     playbooks: Cells<PlaybookId, Playbook>,
@@ -96,20 +98,55 @@ pub(super) struct BatchReads {
     known: HashMap<JobId, Own>,
 }
 
-/// The rows a launch that claims its job reads for that job's assignment while its
-/// transaction runs (on other connections, beside it), so that the scheduler hands the job
-/// over with nothing left to read once the claim commits: the playbook's project and the
-/// recorded revision (rows the launch does not write) and the job's own credentials and
-/// sealed answers, as the launch names and writes them. A row that could not be read is
-/// left out, and read at the hand-over as for any other job.
-#[derive(Debug, Default)]
+/// The rows a launch that claims its job reads for that job's assignment before its claim
+/// commits (beside its transaction, on other connections; a schedule's firing while it plans),
+/// so that the scheduler hands the job over with nothing left to read once the claim commits:
+/// the playbook's project and the recorded revision (rows the launch does not write) and the
+/// job's own credentials and sealed answers, as the launch names and writes them. A row that
+/// could not be read is left out, and read at the hand-over as for any other job.
+#[derive(Debug, Clone)]
 pub struct LaunchReads {
+    of: ReadFor,
     project: Option<Project>,
     revision: Option<Revision>,
     own: Option<Own>,
 }
 
+/// What a launch's reads were read for: its job (the handle its answers are sealed to), and
+/// the playbook, server (with its two credentials), revision and named credentials they follow
+/// from.
+#[derive(Debug, Clone, PartialEq)]
+struct ReadFor {
+    job: JobUuid,
+    playbook: PlaybookId,
+    server: (ServerId, Option<CredentialId>, Option<CredentialId>),
+    revision: Option<RevisionId>,
+    named: Vec<CredentialId>,
+}
+
+impl ReadFor {
+    fn of(job: &crate::store::jobs::NewJob, server: &Server) -> ReadFor {
+        ReadFor {
+            job: job.job_uuid,
+            playbook: job.playbook_id,
+            server: (
+                server.id,
+                server.ssh_credential_id,
+                server.become_credential_id,
+            ),
+            revision: job.revision_id,
+            named: job.credential_ids.clone(),
+        }
+    }
+}
+
 impl LaunchReads {
+    /// Whether they were read for `job` on `server`: rows read for another job's launch are
+    /// never handed to this one.
+    pub fn are_for(&self, job: &crate::store::jobs::NewJob, server: &Server) -> bool {
+        self.of == ReadFor::of(job, server)
+    }
+
     /// Reads them for the launch of `job` on `server` (its playbook `playbook`).
     pub async fn read(
         store: &Store,
@@ -117,13 +154,6 @@ impl LaunchReads {
         server: &Server,
         playbook: &Playbook,
     ) -> LaunchReads {
-        let of = CredentialsOf {
-            // Not read: the job has no id yet, and its named credentials are read by theirs.
-            job: JobId(0),
-            playbook: job.playbook_id,
-            ssh: server.ssh_credential_id,
-            become_password: server.become_credential_id,
-        };
         let project = async {
             match playbook.project_id {
                 Some(p) => store.get_project(p).await.ok(),
@@ -139,9 +169,10 @@ impl LaunchReads {
         let (project, revision, credentials) = tokio::join!(
             project,
             revision,
-            store.credentials_of_launch(&of, &job.credential_ids)
+            store.credentials_of_launch(job.playbook_id, server, &job.credential_ids)
         );
         LaunchReads {
+            of: ReadFor::of(job, server),
             project,
             revision,
             own: credentials.ok().map(|c| (c, job.secret_vars.clone())),
@@ -632,6 +663,56 @@ mod tests {
     use super::*;
     use crate::model::samples;
 
+    /// A job as a launch plans it, before it has an id.
+    fn new_job() -> crate::store::jobs::NewJob {
+        crate::store::jobs::NewJob {
+            playbook_id: PlaybookId(1),
+            server_id: ServerId(1),
+            user_id: crate::model::UserId(1),
+            extra_vars: None,
+            extra_vars_templated: false,
+            run_options: None,
+            revision_id: Some(RevisionId(1)),
+            credential_ids: vec![CredentialId(4), CredentialId(5)],
+            job_uuid: JobUuid(uuid::Uuid::from_u128(1)),
+            template_id: None,
+            time_limit_secs: None,
+            secret_vars: None,
+            schedule_id: None,
+            wave: 0,
+        }
+    }
+
+    #[test]
+    fn a_launchs_reads_are_for_its_own_job_alone() {
+        let server = samples::server(serde_json::json!({}));
+        let job = new_job();
+        let reads = LaunchReads {
+            of: ReadFor::of(&job, &server),
+            project: None,
+            revision: None,
+            own: Some((Vec::new(), None)),
+        };
+        assert!(reads.are_for(&job, &server));
+        let mut elsewhere = server.clone();
+        elsewhere.id = ServerId(2);
+        assert!(!reads.are_for(&job, &elsewhere), "another server");
+        let mut rekeyed = server.clone();
+        rekeyed.ssh_credential_id = Some(CredentialId(9));
+        assert!(!reads.are_for(&job, &rekeyed), "another SSH key");
+        let others: [fn(&mut crate::store::jobs::NewJob); 4] = [
+            |j| j.job_uuid = JobUuid(uuid::Uuid::from_u128(2)),
+            |j| j.playbook_id = PlaybookId(2),
+            |j| j.revision_id = None,
+            |j| j.credential_ids.truncate(1),
+        ];
+        for (i, change) in others.into_iter().enumerate() {
+            let mut other = new_job();
+            change(&mut other);
+            assert!(!reads.are_for(&other, &server), "change {i}");
+        }
+    }
+
     #[test]
     fn job_vars_override_playbook_defaults_and_the_target_is_complete() {
         let job = samples::job(serde_json::json!({"version": "2.0", "extra": true}));
@@ -771,6 +852,7 @@ mod tests {
         shared.know(
             &launched,
             LaunchReads {
+                of: ReadFor::of(&new_job(), &server),
                 project: Some(project.clone()),
                 revision: Some(revision(&"a".repeat(64), 10)),
                 own: Some((Vec::new(), Some(vars.clone()))),

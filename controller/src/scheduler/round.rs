@@ -270,7 +270,7 @@ impl Scheduler {
     /// Hands over the claimed jobs not handed over yet, as one batch: their assignments are
     /// made side by side on the batch's shared reads (launches that fire together, say a
     /// minute's schedules, would otherwise wait for each other's reads one by one in this
-    /// task). The rows a launch read for its job beside its transaction are used, not read
+    /// task). The rows a launch read for its job before its claim committed are used, not read
     /// again, so a lone launch's job usually leaves with nothing to read. A job whose hand-over
     /// meets an error stays, for the next pass (its rows then read here); the others go.
     pub(super) async fn hand_over_claimed(&mut self) -> crate::store::Result<()> {

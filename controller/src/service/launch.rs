@@ -37,6 +37,10 @@ pub struct LaunchPlan {
     /// The launch commits no earlier than this: a slot's launch is written just ahead of the
     /// slot and committed at it.
     pub not_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// The rest of its one job's assignment, when read at planning ([`LaunchPlan::read_ahead`]);
+    /// otherwise a launch that claims its job reads it beside its transaction. Used only if
+    /// read for the job and server the plan holds when it commits.
+    pub(super) reads: Option<LaunchReads>,
 }
 
 impl LaunchPlan {
@@ -55,6 +59,31 @@ impl LaunchPlan {
         }
         self.slot = Some(slot);
         self.not_before = not_before;
+    }
+
+    /// Reads the rest of its job's assignment now, for a launch of one job: a schedule's
+    /// firing plans ahead of its slot, and the many firings due at one slot then write with
+    /// no reads of their own beside their transactions, which would wait with the held
+    /// transactions for the pool.
+    pub async fn read_ahead(&mut self, store: &crate::store::Store) {
+        self.reads = self.assignment_reads(store).await;
+    }
+
+    /// The rest of a one-job launch's assignment ([`LaunchReads`]), read now; `None` for any
+    /// other launch.
+    async fn assignment_reads(&self, store: &crate::store::Store) -> Option<LaunchReads> {
+        match (
+            self.jobs.as_slice(),
+            self.servers.as_slice(),
+            self.playbook.as_ref(),
+        ) {
+            ([job], [server], Some(playbook))
+                if job.wave == 0 && playbook.id == job.playbook_id =>
+            {
+                Some(LaunchReads::read(store, job, server, playbook).await)
+            }
+            _ => None,
+        }
     }
 
     /// What the lifecycle's launch takes of the plan.
@@ -367,6 +396,7 @@ pub async fn plan(
         blackouts: blackouts?,
         slot: None,
         not_before: None,
+        reads: None,
     })
 }
 
@@ -411,25 +441,26 @@ pub async fn commit(
     // From here the launch runs to its end even if its caller goes away: a claim committed
     // and never handed over would hold its job until the agent reconnects.
     let (lifecycle, scheduler) = (core.lifecycle.clone(), core.scheduler.clone());
-    let (plan, actor, audit) = (plan.clone(), actor.clone(), audit.cloned());
+    let (mut plan, actor, audit) = (plan.clone(), actor.clone(), audit.cloned());
     let max_per_server = core.settings.max_running_per_server;
     let task = tokio::spawn(async move {
         let claim = LaunchClaim {
             agent: reservation.agent(),
             max_per_server,
         };
-        // The rest of the job's assignment is read beside the transaction, so that nothing is
-        // left to read between its commit and its agent.
+        // The rest of the job's assignment, unless read at planning, is read beside the
+        // transaction, so that nothing is left to read between its commit and its agent.
+        let ahead = plan
+            .reads
+            .take()
+            .filter(|r| match (&plan.jobs[..], &plan.servers[..]) {
+                ([job], [server]) => r.are_for(job, server),
+                _ => false,
+            });
         let reads = async {
-            match (
-                plan.jobs.first(),
-                plan.servers.first(),
-                plan.playbook.as_ref(),
-            ) {
-                (Some(job), Some(server), Some(playbook)) if playbook.id == job.playbook_id => {
-                    Some(LaunchReads::read(lifecycle.store(), job, server, playbook).await)
-                }
-                _ => None,
+            match ahead {
+                Some(read) => Some(read),
+                None => plan.assignment_reads(lifecycle.store()).await,
             }
         };
         let (launched, reads) = tokio::join!(

@@ -387,6 +387,7 @@ pub async fn relaunch(
         blackouts: None,
         slot: None,
         not_before: None,
+        reads: None,
     };
     let audit = crate::store::jobs::LaunchAudit {
         action: "RELAUNCH",

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::audit::{insert_audit, Actor, NewAudit};
 use super::{now, on_pool, page, push_in, InsertedId, Result, Store, StoreError, WritePool};
 use crate::model::{
-    Credential, CredentialId, CredentialKind, JobId, Page, Paging, PlaybookId, ProjectId,
+    Credential, CredentialId, CredentialKind, JobId, Page, Paging, PlaybookId, ProjectId, Server,
 };
 use outpost_api::{CredentialUsage, NameRef};
 
@@ -420,25 +420,29 @@ impl Store {
         self.credentials_read(jobs, Named::OfJobs(&ids)).await
     }
 
-    /// The credentials a job launched with `named` will get, read before its rows are
-    /// written (beside the launch's transaction, which its job's own read could not see
-    /// into): as [`Store::credentials_of_jobs`] reads them once the launch committed its
-    /// `job_credentials` rows of those ids. `of.job` is not read.
+    /// The credentials a job of `playbook` on `server` launched with `named` will get, read
+    /// before its rows are written (beside the launch's transaction, which its job's own read
+    /// could not see into, or while a schedule's firing plans it): as [`Store::credentials_of_jobs`] reads them once the launch
+    /// committed its `job_credentials` rows of those ids.
     pub async fn credentials_of_launch(
         &self,
-        of: &CredentialsOf,
+        playbook: PlaybookId,
+        server: &Server,
         named: &[CredentialId],
     ) -> Result<Vec<(Use, Credential)>> {
         let mut named = named.to_vec();
         named.sort_unstable();
         named.dedup();
-        let batch = self
-            .credentials_read(std::slice::from_ref(of), Named::Ids(&named))
-            .await?;
-        Ok(batch.of(&CredentialsOf {
+        let of = CredentialsOf {
             job: LAUNCHING,
-            ..*of
-        }))
+            playbook,
+            ssh: server.ssh_credential_id,
+            become_password: server.become_credential_id,
+        };
+        let batch = self
+            .credentials_read(std::slice::from_ref(&of), Named::Ids(&named))
+            .await?;
+        Ok(batch.of(&of))
     }
 
     /// The one query of [`Store::credentials_of_jobs`] and [`Store::credentials_of_launch`].
