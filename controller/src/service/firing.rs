@@ -1,6 +1,7 @@
 //! The firing task: just ahead of the earliest schedule's next slot ([`LEAD`]; and at least
 //! every second) it looks for schedules due at it, plans the launch of each one's template as its
-//! owner (with the rest of its job's assignment read then, not beside the write), and launches it with the slot's claim in the same commit (a conditional UPDATE of
+//! owner (with the rest of its job's assignment read then, not beside the write), and launches
+//! it with the slot's claim in the same commit (a conditional UPDATE of
 //! `next_run_at`, so one controller among many fires it), written just before the slot on
 //! MySQL ([`WRITE_AHEAD`]) and committed at it, dated at it; the slots missed during downtime
 //! are recorded with it as one skipped run. A slot that cannot fire is claimed alone, its run
@@ -84,12 +85,13 @@ pub async fn run(core: Arc<Core>) {
 const TICK: Duration = Duration::from_secs(1);
 
 /// How long before a slot the task wakes to read the schedules due at it and plan their
-/// launches (each plan with its job's assignment rows, [`crate::service::launch::LaunchPlan::read_ahead`]),
-/// so that at the slot only the launches' commits are left (each firing then waits
-/// for the slot before it writes). More than a few rounds of `schedule_fire_concurrency`
-/// firings' reads take; on MySQL three times the setting may wait for the slot, and firings
-/// past them plan after it. An edit made in this window is one made at the slot itself: the
-/// claim checks the slot and that the schedule is enabled, not its other fields.
+/// launches (each plan with its job's assignment rows,
+/// [`crate::service::launch::LaunchPlan::read_ahead`]), so that at the slot only the launches'
+/// commits are left (each firing then waits for the slot before it writes). More than a few
+/// rounds of `schedule_fire_concurrency` firings' reads take; on MySQL three times the setting
+/// may wait for the slot, and firings past them plan after it. An edit made in this window is
+/// one made at the slot itself: the claim checks the slot and that the schedule is enabled, not
+/// its other fields.
 const LEAD: Duration = Duration::from_millis(25);
 
 /// How long before its slot a planned launch starts its transaction (on MySQL), to commit at

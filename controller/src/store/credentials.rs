@@ -422,8 +422,9 @@ impl Store {
 
     /// The credentials a job of `playbook` on `server` launched with `named` will get, read
     /// before its rows are written (beside the launch's transaction, which its job's own read
-    /// could not see into, or while a schedule's firing plans it): as [`Store::credentials_of_jobs`] reads them once the launch
-    /// committed its `job_credentials` rows of those ids.
+    /// could not see into, or while a schedule's firing plans it): as
+    /// [`Store::credentials_of_jobs`] reads them once the launch committed its
+    /// `job_credentials` rows of those ids.
     pub async fn credentials_of_launch(
         &self,
         playbook: PlaybookId,
