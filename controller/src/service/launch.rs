@@ -72,6 +72,22 @@ impl LaunchPlan {
     /// The rest of a one-job launch's assignment ([`LaunchReads`]), read now; `None` for any
     /// other launch.
     async fn assignment_reads(&self, store: &crate::store::Store) -> Option<LaunchReads> {
+        let (job, server, playbook) = self.lone()?;
+        Some(LaunchReads::read(store, job, server, playbook).await)
+    }
+
+    /// The rows read at planning, if they were read for the one job and server the plan holds
+    /// now; taken out of the plan either way.
+    fn take_reads(&mut self) -> Option<LaunchReads> {
+        let reads = self.reads.take()?;
+        let (job, server, _) = self.lone()?;
+        reads.are_for(job, server).then_some(reads)
+    }
+
+    /// The plan's one job, its server and its playbook, when it launches one job that may
+    /// start now (the only launch that claims its job, and so the only one whose assignment
+    /// is read before its commit).
+    fn lone(&self) -> Option<(&NewJob, &crate::model::Server, &Playbook)> {
         match (
             self.jobs.as_slice(),
             self.servers.as_slice(),
@@ -80,7 +96,7 @@ impl LaunchPlan {
             ([job], [server], Some(playbook))
                 if job.wave == 0 && playbook.id == job.playbook_id =>
             {
-                Some(LaunchReads::read(store, job, server, playbook).await)
+                Some((job, server, playbook))
             }
             _ => None,
         }
@@ -450,13 +466,7 @@ pub async fn commit(
         };
         // The rest of the job's assignment, unless read at planning, is read beside the
         // transaction, so that nothing is left to read between its commit and its agent.
-        let ahead = plan
-            .reads
-            .take()
-            .filter(|r| match (&plan.jobs[..], &plan.servers[..]) {
-                ([job], [server]) => r.are_for(job, server),
-                _ => false,
-            });
+        let ahead = plan.take_reads();
         let reads = async {
             match ahead {
                 Some(read) => Some(read),
